@@ -1,0 +1,70 @@
+"""The exceptions jitgrad raises. Every one is a `JitgradError`.
+
+Errors raised while tracing carry the user's source location, so a message reads
+`model.py:12: ...`; errors from compilation name the stage that failed.
+"""
+from __future__ import annotations
+
+import copy
+
+
+class JitgradError(Exception):
+    """Base class of all jitgrad errors. `location` is the user's file:line, if known."""
+
+    def __init__(self, message: str, location=None):
+        self.location = location
+        self.message = message
+        super().__init__(f"{location}: {message}" if location else message)
+
+    def with_location(self, location) -> "JitgradError":
+        """A copy of this error that names `location`, unless it names one already."""
+        if self.location is not None or location is None:
+            return self
+        err = copy.copy(self)
+        err.location = location
+        err.args = (f"{location}: {self.message}",)
+        return err
+
+
+class ShapeError(JitgradError, ValueError):
+    """Operand shapes are incompatible (they don't broadcast, multiply, concatenate ...)."""
+
+
+class DTypeError(JitgradError, TypeError):
+    """An operand has a dtype the operation does not accept."""
+
+
+class UnsupportedOperationError(JitgradError, NotImplementedError):
+    """A NumPy function, method or argument that jitgrad cannot trace."""
+
+
+class TracerBoolConversionError(JitgradError, TypeError):
+    """Python control flow (`if`, `while`, `bool()`, `int()`) on a traced value."""
+
+
+class GradientError(JitgradError, TypeError):
+    """A differentiation request that has no meaning (non-scalar output, integer input)."""
+
+
+class IRParseError(JitgradError, ValueError):
+    """Text that is not valid jitgrad IR."""
+
+
+class VerificationError(JitgradError):
+    """IR that breaks an invariant: types, shapes, dominance, terminators."""
+
+
+class CompilationError(JitgradError):
+    """A backend stage (LLVM IR building, optimization, code generation) failed."""
+
+    def __init__(self, stage: str, message: str, location=None):
+        self.stage = stage
+        super().__init__(f"compilation failed in stage {stage!r}: {message}", location)
+
+
+class ArgumentError(JitgradError, TypeError):
+    """A call's arguments do not fit the function (wrong count, type or structure)."""
+
+
+class IndexingError(JitgradError, IndexError):
+    """An index that is out of bounds or malformed for the array's shape."""

@@ -1,0 +1,373 @@
+"""Elementwise primitives: arithmetic, transcendental functions, comparisons, select.
+
+Operands of an elementwise primitive have one shape and (except `select`'s predicate)
+one dtype: NumPy's broadcasting and type promotion happen at trace time
+(jitgrad.tracing.numpy_api), so rules here never broadcast. Each primitive's record
+is declared together: shape rule, NumPy impl, JVP, transpose if linear, lowering.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.errors import DTypeError
+from jitgrad.ir import DType, TensorType
+from .base import (Elementwise, Primitive, Zero, UndefinedPrimal, check_same_dtypes, check_same_shapes,
+                   defjvp, defjvp_zero, instantiate)
+
+
+def _same_type_rule(name: str, float_only: bool = False, numeric: bool = True):
+    def infer(*types: TensorType, **attrs):
+        check_same_shapes(name, *types)
+        check_same_dtypes(name, *types)
+        dtype = types[0].dtype
+        if float_only and not dtype.is_float:
+            raise DTypeError(f"{name} needs a floating-point operand, got {dtype}")
+        if numeric and dtype == DType.bool:
+            raise DTypeError(f"{name} is not defined for bool operands")
+        return [types[0]]
+    return infer
+
+
+def _elementwise(name: str, impl, scalar, *, float_only=False, numeric=True, doc="") -> Primitive:
+    prim = Primitive(name, _same_type_rule(name, float_only, numeric), impl, doc=doc)
+    prim.lowering = Elementwise(scalar)
+    return prim
+
+
+def _float_impl(fn):
+    """NumPy impl that keeps the operand dtype (NumPy may not, e.g. for 0-d inputs)."""
+    def impl(*args, **attrs):
+        return np.asarray(fn(*args), dtype=args[0].dtype)
+    return impl
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+neg_p = _elementwise("neg", _float_impl(np.negative), lambda c, x: c.neg(x))
+add_p = _elementwise("add", _float_impl(np.add), lambda c, a, b: c.add(a, b))
+sub_p = _elementwise("sub", _float_impl(np.subtract), lambda c, a, b: c.sub(a, b))
+mul_p = _elementwise("mul", _float_impl(np.multiply), lambda c, a, b: c.mul(a, b))
+div_p = _elementwise("div", _float_impl(np.divide), lambda c, a, b: c.div(a, b), float_only=True)
+max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b))
+min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b))
+pow_p = _elementwise("pow", _float_impl(np.power), lambda c, a, b: c.math("pow", a, b), float_only=True)
+
+
+def neg(x): return neg_p.bind(x)
+def add(a, b): return add_p.bind(a, b)
+def sub(a, b): return sub_p.bind(a, b)
+def mul(a, b): return mul_p.bind(a, b)
+def div(a, b): return div_p.bind(a, b)
+def maximum(a, b): return max_p.bind(a, b)
+def minimum(a, b): return min_p.bind(a, b)
+def pow(a, b): return pow_p.bind(a, b)  # noqa: A001 - the primitive's name
+
+
+def _transpose_add(ct, a, b):
+    return [ct if isinstance(a, UndefinedPrimal) else None,
+            ct if isinstance(b, UndefinedPrimal) else None]
+
+
+def _transpose_sub(ct, a, b):
+    return [ct if isinstance(a, UndefinedPrimal) else None,
+            neg(ct) if isinstance(b, UndefinedPrimal) else None]
+
+
+def _transpose_mul(ct, a, b):
+    if isinstance(a, UndefinedPrimal) and isinstance(b, UndefinedPrimal):
+        raise ValueError("mul is not linear in both operands at once")
+    return [mul(ct, b) if isinstance(a, UndefinedPrimal) else None,
+            mul(a, ct) if isinstance(b, UndefinedPrimal) else None]
+
+
+def _transpose_div(ct, a, b):
+    if isinstance(b, UndefinedPrimal):
+        raise ValueError("div is not linear in its denominator")
+    return [div(ct, b), None]
+
+
+defjvp(neg_p, lambda t, x: neg(t))
+neg_p.transpose = lambda ct, x: [neg(ct)]
+defjvp(add_p, lambda t, a, b: t, lambda t, a, b: t)
+add_p.transpose = _transpose_add
+defjvp(sub_p, lambda t, a, b: t, lambda t, a, b: neg(t))
+sub_p.transpose = _transpose_sub
+defjvp(mul_p, lambda t, a, b: mul(t, b), lambda t, a, b: mul(a, t))
+mul_p.transpose = _transpose_mul
+defjvp(div_p, lambda t, a, b: div(t, b), lambda t, a, b: neg(mul(t, div(div(a, b), b))))
+div_p.transpose = _transpose_div
+defjvp(pow_p,
+       lambda t, x, y: mul(t, mul(y, pow(x, sub(y, _full_like(y, 1))))),
+       lambda t, x, y: mul(t, mul(_log_or_zero(x), pow(x, y))))
+
+
+def _tie_weights(a, b):
+    """Share of the tangent that flows to `a` in max(a, b): 1 where a wins, 0.5 on ties."""
+    one, half, zero = (_full_like(a, v) for v in (1.0, 0.5, 0.0))
+    return select(gt(a, b), one, select(eq(a, b), half, zero))
+
+
+def _winner_jvp(first_wins):
+    def rule_a(t, a, b):
+        return mul(t, _tie_weights(a, b) if first_wins else _tie_weights(b, a))
+
+    def rule_b(t, a, b):
+        return mul(t, _tie_weights(b, a) if first_wins else _tie_weights(a, b))
+    return rule_a, rule_b
+
+
+defjvp(max_p, *_winner_jvp(True))
+defjvp(min_p, *_winner_jvp(False))
+
+
+def _integer_pow_infer(x: TensorType, *, y: int):
+    if x.dtype == DType.bool:
+        raise DTypeError("integer_pow is not defined for bool operands")
+    if not isinstance(y, int):
+        raise DTypeError(f"integer_pow exponent must be an int, got {y!r}")
+    if y < 0 and not x.dtype.is_float:
+        raise DTypeError("integer_pow: integers to negative powers are not allowed")
+    return [x]
+
+
+def _integer_pow_scalar(c, x, *, y: int):
+    """Exponentiation by squaring: exact, and as fast as the multiplications it needs."""
+    n = abs(y)
+    acc = None
+    base = x
+    while n:
+        if n & 1:
+            acc = base if acc is None else c.mul(acc, base)
+        n >>= 1
+        if n:
+            base = c.mul(base, base)
+    if acc is None:
+        acc = c.const(1, x)
+    return c.div(c.const(1, x), acc) if y < 0 else acc
+
+
+integer_pow_p = Primitive("integer_pow", _integer_pow_infer,
+                          lambda x, *, y: np.asarray(np.power(x, y), dtype=x.dtype),
+                          doc="x ** y for a static integer y (exact repeated multiplication).")
+integer_pow_p.lowering = Elementwise(_integer_pow_scalar)
+
+
+def integer_pow(x, y: int): return integer_pow_p.bind(x, y=y)
+
+
+def _integer_pow_jvp(t, x, *, y):
+    if y == 0:
+        return Zero(t.type)
+    factor = _full_like(x, y) if y == 1 else mul(_full_like(x, y), integer_pow(x, y - 1))
+    return mul(t, factor)
+
+
+defjvp(integer_pow_p, _integer_pow_jvp)
+
+
+# --------------------------------------------------------------------------- transcendental
+
+def _unary_math(name, np_fn, jvp_rule, scalar=None, doc=""):
+    prim = _elementwise(name, _float_impl(np_fn), scalar or (lambda c, x, _n=name: c.math(_n, x)),
+                        float_only=True, doc=doc)
+    defjvp(prim, jvp_rule)
+    return prim
+
+
+def _logistic_np(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def _logistic_scalar(c, x):
+    """1 / (1 + exp(-x)), written to not overflow for large |x|."""
+    e = c.math("exp", c.neg(c.math("fabs", x)))
+    one = c.const(1, x)
+    pos = c.div(one, c.add(one, e))
+    return c.select(c.cmp(">=", x, c.const(0, x)), pos, c.div(e, c.add(one, e)))
+
+
+exp_p = _unary_math("exp", np.exp, lambda t, x: mul(t, exp(x)))
+log_p = _unary_math("log", np.log, lambda t, x: div(t, x))
+log1p_p = _unary_math("log1p", np.log1p, lambda t, x: div(t, add(x, _full_like(x, 1))))
+expm1_p = _unary_math("expm1", np.expm1, lambda t, x: mul(t, add(expm1(x), _full_like(x, 1))))
+sin_p = _unary_math("sin", np.sin, lambda t, x: mul(t, cos(x)))
+cos_p = _unary_math("cos", np.cos, lambda t, x: neg(mul(t, sin(x))))
+tanh_p = _unary_math("tanh", np.tanh,
+                     lambda t, x: mul(t, sub(_full_like(x, 1), integer_pow(tanh(x), 2))))
+logistic_p = _unary_math("logistic", _logistic_np,
+                         lambda t, x: mul(t, mul(logistic(x), sub(_full_like(x, 1), logistic(x)))),
+                         scalar=_logistic_scalar)
+sqrt_p = _unary_math("sqrt", np.sqrt, lambda t, x: div(t, mul(_full_like(x, 2), sqrt(x))))
+
+
+def exp(x): return exp_p.bind(x)
+def log(x): return log_p.bind(x)
+def log1p(x): return log1p_p.bind(x)
+def expm1(x): return expm1_p.bind(x)
+def sin(x): return sin_p.bind(x)
+def cos(x): return cos_p.bind(x)
+def tanh(x): return tanh_p.bind(x)
+def logistic(x): return logistic_p.bind(x)
+def sqrt(x): return sqrt_p.bind(x)
+
+
+def _log_or_zero(x):
+    """log(x) where x > 0, else 0: d(x**y)/dy at x = 0 is 0, not NaN."""
+    positive = gt(x, _full_like(x, 0))
+    safe = select(positive, x, _full_like(x, 1))
+    return select(positive, log(safe), _full_like(x, 0))
+
+
+def _abs_scalar(c, x):
+    if c.is_float(x):
+        return c.math("fabs", x)
+    return c.select(c.cmp("<", x, c.const(0, x)), c.neg(x), x)
+
+
+def _sign_scalar(c, x):
+    zero, one = c.const(0, x), c.const(1, x)
+    positive = c.select(c.cmp(">", x, zero), one, zero)
+    signed = c.select(c.cmp("<", x, zero), c.neg(one), positive)
+    # NumPy: sign(nan) is nan; x is returned unchanged when it is NaN (x != x).
+    return c.select(c.cmp("!=", x, x), x, signed) if c.is_float(x) else signed
+
+
+abs_p = _elementwise("abs", _float_impl(np.abs), _abs_scalar)
+sign_p = _elementwise("sign", _float_impl(np.sign), _sign_scalar)
+
+
+def abs(x): return abs_p.bind(x)  # noqa: A001 - the primitive's name
+def sign(x): return sign_p.bind(x)
+
+
+defjvp(abs_p, lambda t, x: mul(t, sign(x)))
+defjvp_zero(sign_p)
+
+
+# --------------------------------------------------------------------------- comparisons, logic
+
+def _compare_infer(name):
+    def infer(a: TensorType, b: TensorType):
+        check_same_shapes(name, a, b)
+        check_same_dtypes(name, a, b)
+        return [TensorType(a.shape, DType.bool)]
+    return infer
+
+
+def _comparison(name, np_fn, symbol) -> Primitive:
+    prim = Primitive(name, _compare_infer(name), lambda a, b: np.asarray(np_fn(a, b)))
+    prim.lowering = Elementwise(lambda c, a, b, _s=symbol: c.cmp(_s, a, b))
+    defjvp_zero(prim)
+    return prim
+
+
+eq_p = _comparison("eq", np.equal, "==")
+ne_p = _comparison("ne", np.not_equal, "!=")
+lt_p = _comparison("lt", np.less, "<")
+le_p = _comparison("le", np.less_equal, "<=")
+gt_p = _comparison("gt", np.greater, ">")
+ge_p = _comparison("ge", np.greater_equal, ">=")
+
+
+def eq(a, b): return eq_p.bind(a, b)
+def ne(a, b): return ne_p.bind(a, b)
+def lt(a, b): return lt_p.bind(a, b)
+def le(a, b): return le_p.bind(a, b)
+def gt(a, b): return gt_p.bind(a, b)
+def ge(a, b): return ge_p.bind(a, b)
+
+
+def _logic_infer(name):
+    def infer(*types: TensorType):
+        check_same_shapes(name, *types)
+        if any(t.dtype != DType.bool for t in types):
+            raise DTypeError(f"{name} needs bool operands, got {', '.join(str(t.dtype) for t in types)}")
+        return [types[0]]
+    return infer
+
+
+def _logical(name, np_fn, scalar) -> Primitive:
+    prim = Primitive(name, _logic_infer(name), lambda *args: np.asarray(np_fn(*args)))
+    prim.lowering = Elementwise(scalar)
+    defjvp_zero(prim)
+    return prim
+
+
+and_p = _logical("and", np.logical_and, lambda c, a, b: c.and_(a, b))
+or_p = _logical("or", np.logical_or, lambda c, a, b: c.or_(a, b))
+not_p = _logical("not", np.logical_not, lambda c, a: c.not_(a))
+
+
+def logical_and(a, b): return and_p.bind(a, b)
+def logical_or(a, b): return or_p.bind(a, b)
+def logical_not(a): return not_p.bind(a)
+
+
+# --------------------------------------------------------------------------- select, convert
+
+def _select_infer(pred: TensorType, on_true: TensorType, on_false: TensorType):
+    check_same_shapes("select", pred, on_true, on_false)
+    check_same_dtypes("select", on_true, on_false)
+    if pred.dtype != DType.bool:
+        raise DTypeError(f"select needs a bool predicate, got {pred.dtype}")
+    return [on_true]
+
+
+select_p = Primitive("select", _select_infer, lambda p, a, b: np.asarray(np.where(p, a, b), dtype=a.dtype),
+                     doc="select(pred, on_true, on_false): NumPy's where with equal shapes.")
+select_p.lowering = Elementwise(lambda c, p, a, b: c.select(p, a, b))
+
+
+def select(pred, on_true, on_false): return select_p.bind(pred, on_true, on_false)
+
+
+def _select_jvp(primals, tangents):
+    pred, a, b = primals
+    _, ta, tb = tangents
+    if isinstance(ta, Zero) and isinstance(tb, Zero):
+        return Zero(a.type)
+    return select(pred, instantiate(ta), instantiate(tb))
+
+
+def _select_transpose(ct, pred, a, b):
+    zeros = _full_like(ct, 0)
+    return [None,
+            select(pred, ct, zeros) if isinstance(a, UndefinedPrimal) else None,
+            select(pred, zeros, ct) if isinstance(b, UndefinedPrimal) else None]
+
+
+select_p.jvp = _select_jvp
+select_p.transpose = _select_transpose
+
+
+def _convert_infer(x: TensorType, *, dtype: DType):
+    return [TensorType(x.shape, dtype)]
+
+
+convert_p = Primitive("convert", _convert_infer, lambda x, *, dtype: np.asarray(x).astype(dtype.numpy),
+                      doc="Element type conversion (NumPy's astype).")
+convert_p.lowering = Elementwise(lambda c, x, *, dtype: c.convert(x, dtype))
+
+
+def convert(x, dtype: DType):
+    return x if x.type.dtype == dtype else convert_p.bind(x, dtype=dtype)
+
+
+def _convert_jvp(primals, tangents, *, dtype):
+    (x,), (t,) = primals, tangents
+    if isinstance(t, Zero) or not (x.type.dtype.is_float and dtype.is_float):
+        return Zero(TensorType(x.type.shape, dtype))
+    return convert_p.bind(t, dtype=dtype)
+
+
+def _convert_transpose(ct, x, *, dtype):
+    return [convert_p.bind(ct, dtype=x.type.dtype)]
+
+
+convert_p.jvp = _convert_jvp
+convert_p.transpose = _convert_transpose
+
+
+def _full_like(x, value):
+    from .structural import full
+    return full(value, x.type)

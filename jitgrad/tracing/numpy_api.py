@@ -1,0 +1,572 @@
+"""NumPy's API built from jitgrad primitives at trace time.
+
+Functions here take IR `Value`s or constants (Python scalars, NumPy arrays) and emit
+primitives into the active builder. They implement NumPy's semantics: type promotion
+(NEP 50: Python scalars are weak and take the array's dtype), broadcasting (explicit
+`broadcast_in_dim` ops, so primitives never broadcast), axis/keepdims handling.
+Derived functions (mean, var, softmax-style code, clip, ...) need no rules of their own:
+their derivatives come from the primitives they are built from.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+from typing import Any
+
+import numpy as np
+
+from jitgrad import primitives as P
+from jitgrad.errors import DTypeError, IndexingError, ShapeError, UnsupportedOperationError
+from jitgrad.ir import DType, Value
+
+# --------------------------------------------------------------------------- dtypes & constants
+
+
+def _is_weak(x) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+def _strong_dtype(x) -> np.dtype:
+    return np.dtype(x.dtype.numpy) if isinstance(x, Value) else np.asarray(x).dtype
+
+
+def result_dtype(*operands, min_float: bool = False) -> DType:
+    """NumPy 2 promotion: strong operands decide, weak Python scalars only lift the kind."""
+    strong = [_strong_dtype(x) for x in operands if not _is_weak(x)]
+    dtype = np.result_type(*strong) if strong else np.dtype(np.float64)
+    weak = [x for x in operands if _is_weak(x)]
+    if any(isinstance(x, float) for x in weak) and dtype.kind in "biu":
+        dtype = np.dtype(np.float64)
+    elif any(isinstance(x, int) and not isinstance(x, bool) for x in weak) and dtype.kind == "b":
+        dtype = np.dtype(np.int64)
+    if min_float and dtype.kind in "biu":
+        dtype = np.dtype(np.float64)
+    try:
+        return DType.from_numpy(dtype)
+    except KeyError:
+        raise DTypeError(f"dtype {dtype} is not supported by jitgrad (f32, f64, integers and bool are)") from None
+
+
+def as_value(x, dtype: DType | None = None) -> Value:
+    """An IR value for `x`: Values are converted to `dtype`, constants become constant ops."""
+    if isinstance(x, Value):
+        return P.convert(x, dtype) if dtype is not None else x
+    array = np.asarray(x)
+    if array.dtype == object:
+        raise UnsupportedOperationError(f"cannot use an object of type {type(x).__name__} as an array")
+    target = dtype if dtype is not None else result_dtype(x)
+    return P.constant(array.astype(target.numpy, copy=False), target)
+
+
+def promote(*operands, min_float: bool = False) -> list[Value]:
+    dtype = result_dtype(*operands, min_float=min_float)
+    return [as_value(x, dtype) for x in operands]
+
+
+# --------------------------------------------------------------------------- broadcasting
+
+def broadcast_shapes(*shapes) -> tuple[int, ...]:
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(ndim):
+        sizes = {s[k - ndim + len(s)] for s in shapes if k - ndim + len(s) >= 0} - {1}
+        if len(sizes) > 1:
+            raise ShapeError("operands could not be broadcast together with shapes "
+                             + " ".join(str(tuple(s)) for s in shapes))
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def broadcast_to(x: Value, shape) -> Value:
+    shape = tuple(shape)
+    if x.type.shape == shape:
+        return x
+    if len(shape) < x.type.ndim or broadcast_shapes(x.type.shape, shape) != shape:
+        raise ShapeError(f"cannot broadcast shape {x.type.shape} to {shape}")
+    lead = len(shape) - x.type.ndim
+    return P.broadcast_in_dim(x, shape, tuple(range(lead, len(shape))))
+
+
+def broadcast_values(*values: Value) -> list[Value]:
+    shape = broadcast_shapes(*[v.type.shape for v in values])
+    return [broadcast_to(v, shape) for v in values]
+
+
+def _elementwise(prim_fn, *operands, min_float=False, dtype: DType | None = None):
+    values = [as_value(x, dtype) for x in operands] if dtype else promote(*operands, min_float=min_float)
+    return prim_fn(*broadcast_values(*values))
+
+
+def binary(prim_fn, min_float=False):
+    return lambda a, b: _elementwise(prim_fn, a, b, min_float=min_float)
+
+
+def unary_float(prim_fn):
+    return lambda x: prim_fn(promote(x, min_float=True)[0])
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+def power(x, y):
+    """x ** y; a static integer exponent becomes exact repeated multiplication."""
+    if _is_weak(y) and float(y) == int(y) and builtins.abs(y) <= 64:
+        return P.integer_pow(promote(x)[0] if not _is_weak(x) else as_value(x), int(y))
+    if _is_weak(y) and y == 0.5:
+        return P.sqrt(promote(x, min_float=True)[0])
+    return _elementwise(P.pow, x, y, min_float=True)
+
+
+def true_divide(a, b):
+    return _elementwise(P.div, a, b, min_float=True)
+
+
+def square(x):
+    return P.integer_pow(as_value(x), 2)
+
+
+def reciprocal(x):
+    return true_divide(1.0, x)
+
+
+def absolute(x):
+    return P.abs(as_value(x))
+
+
+def positive(x):
+    return as_value(x)
+
+
+def negative(x):
+    return P.neg(as_value(x))
+
+
+def sign(x):
+    return P.sign(as_value(x))
+
+
+def tan(x):
+    x = promote(x, min_float=True)[0]
+    return P.div(P.sin(x), P.cos(x))
+
+
+def sinh(x):
+    x = promote(x, min_float=True)[0]
+    return P.mul(P.full(0.5, x.type), P.sub(P.exp(x), P.exp(P.neg(x))))
+
+
+def cosh(x):
+    x = promote(x, min_float=True)[0]
+    return P.mul(P.full(0.5, x.type), P.add(P.exp(x), P.exp(P.neg(x))))
+
+
+def log2(x):
+    x = promote(x, min_float=True)[0]
+    return P.div(P.log(x), P.full(math.log(2), x.type))
+
+
+def log10(x):
+    x = promote(x, min_float=True)[0]
+    return P.div(P.log(x), P.full(math.log(10), x.type))
+
+
+def exp2(x):
+    x = promote(x, min_float=True)[0]
+    return P.exp(P.mul(x, P.full(math.log(2), x.type)))
+
+
+def logaddexp(a, b):
+    """log(exp a + exp b) = max + log1p(exp(-|a - b|)), stable for large inputs."""
+    a, b = broadcast_values(*promote(a, b, min_float=True))
+    return P.add(P.maximum(a, b), P.log1p(P.exp(P.neg(P.abs(P.sub(a, b))))))
+
+
+def logical(prim_fn):
+    return lambda *xs: prim_fn(*broadcast_values(*[as_value(x, DType.bool) for x in xs]))
+
+
+UFUNCS: dict[Any, Any] = {
+    np.add: binary(P.add), np.subtract: binary(P.sub), np.multiply: binary(P.mul),
+    np.true_divide: true_divide, np.power: power, np.float_power: lambda a, b: power(a, b),
+    np.negative: negative, np.positive: positive, np.square: square, np.reciprocal: reciprocal,
+    np.maximum: binary(P.maximum), np.minimum: binary(P.minimum),
+    np.fmax: binary(P.maximum), np.fmin: binary(P.minimum),
+    np.exp: unary_float(P.exp), np.log: unary_float(P.log), np.log1p: unary_float(P.log1p),
+    np.expm1: unary_float(P.expm1), np.sin: unary_float(P.sin), np.cos: unary_float(P.cos),
+    np.tan: tan, np.tanh: unary_float(P.tanh), np.sinh: sinh, np.cosh: cosh,
+    np.sqrt: unary_float(P.sqrt), np.absolute: absolute, np.fabs: absolute, np.sign: sign,
+    np.log2: log2, np.log10: log10, np.exp2: exp2, np.logaddexp: logaddexp,
+    np.equal: binary(P.eq), np.not_equal: binary(P.ne), np.less: binary(P.lt),
+    np.less_equal: binary(P.le), np.greater: binary(P.gt), np.greater_equal: binary(P.ge),
+    np.logical_and: logical(P.logical_and), np.logical_or: logical(P.logical_or),
+    np.logical_not: logical(P.logical_not),
+}
+
+
+# --------------------------------------------------------------------------- reductions
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        a = operator.index(a)
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"axis {a} is out of bounds for array of dimension {ndim}")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {tuple(axes)}")
+    return tuple(sorted(out))
+
+
+def _keep(result: Value, x: Value, axes, keepdims: bool) -> Value:
+    if not keepdims:
+        return result
+    shape = tuple(1 if k in axes else n for k, n in enumerate(x.type.shape))
+    return P.reshape(result, shape)
+
+
+def _reject(name, **unsupported):
+    for key, value in unsupported.items():
+        if value is not None and value is not np._NoValue:
+            raise UnsupportedOperationError(f"numpy.{name}: the argument {key}= is not supported")
+
+
+def sum(x, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
+    _reject("sum", out=out, initial=initial, where=where)
+    x = as_value(x)
+    if x.type.dtype == DType.bool or dtype is not None:
+        x = P.convert(x, DType.from_numpy(dtype) if dtype is not None else DType.i64)
+    axes = normalize_axes(axis, x.type.ndim)
+    return _keep(P.reduce_sum(x, axes), x, axes, keepdims)
+
+
+def _extremum(prim_fn, name):
+    def reduce(x, axis=None, out=None, keepdims=False, initial=None, where=None):
+        _reject(name, out=out, initial=initial, where=where)
+        x = as_value(x)
+        if x.type.size == 0:
+            raise ShapeError(f"zero-size array to reduction operation {name} which has no identity")
+        axes = normalize_axes(axis, x.type.ndim)
+        return _keep(prim_fn(x, axes), x, axes, keepdims)
+    return reduce
+
+
+amax = _extremum(P.reduce_max, "max")
+amin = _extremum(P.reduce_min, "min")
+
+
+def mean(x, axis=None, dtype=None, out=None, keepdims=False, where=None):
+    _reject("mean", out=out, where=where)
+    x = promote(x, min_float=True)[0] if dtype is None else as_value(x, DType.from_numpy(dtype))
+    axes = normalize_axes(axis, x.type.ndim)
+    count = math.prod(x.type.shape[a] for a in axes)
+    total = sum(x, axis=axes, keepdims=keepdims)
+    return P.div(total, P.full(float(count), total.type))
+
+
+def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, mean_=None):
+    _reject("var", out=out, where=where)
+    x = promote(x, min_float=True)[0] if dtype is None else as_value(x, DType.from_numpy(dtype))
+    axes = normalize_axes(axis, x.type.ndim)
+    centered = P.sub(x, broadcast_to(mean(x, axis=axes, keepdims=True), x.type.shape))
+    count = math.prod(x.type.shape[a] for a in axes) - ddof
+    total = sum(P.integer_pow(centered, 2), axis=axes, keepdims=keepdims)
+    return P.div(total, P.full(float(count), total.type))
+
+
+def std(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None):
+    return P.sqrt(var(x, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, where=where))
+
+
+# --------------------------------------------------------------------------- products
+
+def matmul(a, b):
+    """NumPy's matmul: vectors are promoted to matrices and back; leading axes broadcast."""
+    a, b = promote(a, b)
+    if a.type.ndim == 0 or b.type.ndim == 0:
+        raise ShapeError("matmul: input operand does not have enough dimensions (scalars are not allowed)")
+    if a.type.ndim == 1 and b.type.ndim == 1:
+        return _checked_dot(a, b, ((0,), (0,)))
+    if b.type.ndim == 1:
+        return _checked_dot(a, b, ((a.type.ndim - 1,), (0,)))
+    if a.type.ndim == 1:
+        out = _checked_dot(P.reshape(a, (1, a.type.shape[0])), b, ((1,), (b.type.ndim - 2,)),
+                           batch_b=b.type.ndim > 2)
+        return P.reshape(out, out.type.shape[:-2] + out.type.shape[-1:])
+    batch = broadcast_shapes(a.type.shape[:-2], b.type.shape[:-2])
+    if a.type.ndim == 2 and b.type.ndim == 2:
+        return _checked_dot(a, b, ((1,), (0,)))
+    a = broadcast_to(a, batch + a.type.shape[-2:])
+    b = broadcast_to(b, batch + b.type.shape[-2:])
+    nb = len(batch)
+    return _checked_dot(a, b, ((nb + 1,), (nb,)), batch=(tuple(range(nb)), tuple(range(nb))))
+
+
+def _checked_dot(a, b, contract, batch=((), ()), batch_b=False):
+    if batch_b:  # 1-d @ n-d: broadcast the vector over b's batch axes first
+        nb = b.type.ndim - 2
+        a = broadcast_to(a, b.type.shape[:-2] + a.type.shape)
+        contract, batch = ((nb + 1,), (nb,)), (tuple(range(nb)), tuple(range(nb)))
+    for la, rb in zip(*contract, strict=True):
+        if a.type.shape[la] != b.type.shape[rb]:
+            raise ShapeError(f"matmul: shapes {a.type.shape} and {b.type.shape} don't multiply: "
+                             f"size {a.type.shape[la]} is different from {b.type.shape[rb]}")
+    return P.dot_general(a, b, contract, batch)
+
+
+def dot(a, b, out=None):
+    _reject("dot", out=out)
+    a, b = promote(a, b)
+    if a.type.ndim == 0 or b.type.ndim == 0:
+        return _elementwise(P.mul, a, b)
+    if b.type.ndim == 1 or a.type.ndim <= 2 and b.type.ndim <= 2:
+        return matmul(a, b)
+    return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 2,)))
+
+
+def inner(a, b):
+    a, b = promote(a, b)
+    if a.type.ndim == 0 or b.type.ndim == 0:
+        return _elementwise(P.mul, a, b)
+    return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 1,)))
+
+
+def outer(a, b, out=None):
+    _reject("outer", out=out)
+    a, b = promote(a, b)
+    a, b = P.reshape(a, (a.type.size, 1)), P.reshape(b, (1, b.type.size))
+    return P.mul(*broadcast_values(a, b))
+
+
+def tensordot(a, b, axes=2):
+    a, b = promote(a, b)
+    if isinstance(axes, int):
+        ax_a, ax_b = tuple(range(a.type.ndim - axes, a.type.ndim)), tuple(range(axes))
+    else:
+        ax_a, ax_b = (tuple(x) if isinstance(x, (tuple, list)) else (x,) for x in axes)
+    ax_a = tuple(x % a.type.ndim for x in ax_a)
+    ax_b = tuple(x % b.type.ndim for x in ax_b)
+    return _checked_dot(a, b, (ax_a, ax_b))
+
+
+# --------------------------------------------------------------------------- shape functions
+
+def reshape(x, *shape, order="C", newshape=None, **kwargs):
+    if order != "C":
+        raise UnsupportedOperationError(f"reshape: order={order!r} is not supported (only 'C')")
+    if newshape is not None:
+        shape = (newshape,)
+    if "shape" in kwargs:
+        shape = (kwargs.pop("shape"),)
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    x = as_value(x)
+    shape = [operator.index(s) for s in shape]
+    if shape.count(-1) > 1:
+        raise ShapeError("can only specify one unknown dimension")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0 or x.type.size % known:
+            raise ShapeError(f"cannot reshape array of size {x.type.size} into shape {tuple(shape)}")
+        shape[shape.index(-1)] = x.type.size // known
+    if math.prod(shape) != x.type.size:
+        raise ShapeError(f"cannot reshape array of size {x.type.size} into shape {tuple(shape)}")
+    return P.reshape(x, tuple(shape))
+
+
+def transpose(x, axes=None):
+    x = as_value(x)
+    if axes is None:
+        axes = tuple(reversed(range(x.type.ndim)))
+    axes = tuple(operator.index(a) % x.type.ndim if x.type.ndim else a for a in axes)
+    if sorted(axes) != list(range(x.type.ndim)):
+        raise ShapeError(f"axes {axes} don't match array of dimension {x.type.ndim}")
+    return P.transpose(x, axes)
+
+
+def swapaxes(x, axis1, axis2):
+    x = as_value(x)
+    perm = list(range(x.type.ndim))
+    a, b = normalize_axes(axis1, x.type.ndim)[0], normalize_axes(axis2, x.type.ndim)[0]
+    perm[a], perm[b] = perm[b], perm[a]
+    return P.transpose(x, perm)
+
+
+def moveaxis(x, source, destination):
+    x = as_value(x)
+    src = normalize_axes(source, x.type.ndim)[0]
+    dst = normalize_axes(destination, x.type.ndim)[0]
+    perm = [a for a in range(x.type.ndim) if a != src]
+    perm.insert(dst, src)
+    return P.transpose(x, perm)
+
+
+def expand_dims(x, axis):
+    x = as_value(x)
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    ndim = x.type.ndim + len(axes)
+    axes = normalize_axes(axes, ndim)
+    dims = iter(x.type.shape)
+    return P.reshape(x, tuple(1 if k in axes else next(dims) for k in range(ndim)))
+
+
+def squeeze(x, axis=None):
+    x = as_value(x)
+    if axis is None:
+        axes = tuple(k for k, n in enumerate(x.type.shape) if n == 1)
+    else:
+        axes = normalize_axes(axis, x.type.ndim)
+        if any(x.type.shape[a] != 1 for a in axes):
+            raise ShapeError("cannot select an axis to squeeze out which has size not equal to one")
+    return P.reshape(x, tuple(n for k, n in enumerate(x.type.shape) if k not in axes))
+
+
+def ravel(x, order="C"):
+    x = as_value(x)
+    return reshape(x, (x.type.size,), order=order)
+
+
+def concatenate(arrays, axis=0, out=None, dtype=None):
+    _reject("concatenate", out=out)
+    values = promote(*arrays) if dtype is None else [as_value(a, DType.from_numpy(dtype)) for a in arrays]
+    if axis is None:
+        values, axis = [ravel(v) for v in values], 0
+    ndim = values[0].type.ndim
+    if ndim == 0:
+        raise ShapeError("zero-dimensional arrays cannot be concatenated")
+    if any(v.type.ndim != ndim for v in values):
+        raise ShapeError("all the input arrays must have same number of dimensions")
+    return P.concatenate(values, normalize_axes(axis, ndim)[0])
+
+
+def stack(arrays, axis=0, out=None):
+    _reject("stack", out=out)
+    values = promote(*arrays)
+    shapes = {v.type.shape for v in values}
+    if len(shapes) != 1:
+        raise ShapeError("all input arrays must have the same shape")
+    return concatenate([expand_dims(v, axis) for v in values], axis=axis)
+
+
+def where(condition, x=None, y=None):
+    if x is None or y is None:
+        raise UnsupportedOperationError("numpy.where with one argument (indices of nonzero elements) "
+                                        "has a data-dependent shape; use the three-argument form")
+    x, y = promote(x, y)
+    cond, x, y = broadcast_values(as_value(condition, DType.bool), x, y)
+    return P.select(cond, x, y)
+
+
+def clip(x, a_min=None, a_max=None, out=None, **kwargs):
+    _reject("clip", out=out)
+    a_min = kwargs.pop("min", a_min)
+    a_max = kwargs.pop("max", a_max)
+    result = x
+    if a_min is not None:
+        result = _elementwise(P.maximum, result, a_min)
+    if a_max is not None:
+        result = _elementwise(P.minimum, result, a_max)
+    return as_value(result)
+
+
+def full_like(x, fill_value, dtype=None):
+    x = as_value(x)
+    target = DType.from_numpy(dtype) if dtype is not None else x.type.dtype
+    return P.full(fill_value, x.type.with_dtype(target))
+
+
+def broadcast_to_fn(x, shape):
+    return broadcast_to(as_value(x), tuple(shape) if isinstance(shape, (tuple, list)) else (shape,))
+
+
+def flip(x, axis=None):
+    x = as_value(x)
+    return P.rev(x, normalize_axes(axis, x.type.ndim))
+
+
+def astype(x, dtype):
+    try:
+        target = DType.from_numpy(dtype)
+    except (KeyError, TypeError):
+        raise DTypeError(f"astype: dtype {dtype} is not supported by jitgrad") from None
+    return P.convert(as_value(x), target)
+
+
+def linalg_norm(x, ord=None, axis=None, keepdims=False):
+    if ord not in (None, 2, "fro") or (ord == 2 and axis is None and as_value(x).type.ndim == 2):
+        raise UnsupportedOperationError(f"numpy.linalg.norm with ord={ord!r} is not supported")
+    x = promote(x, min_float=True)[0]
+    return P.sqrt(sum(P.integer_pow(x, 2), axis=axis, keepdims=keepdims))
+
+
+FUNCTIONS: dict[Any, Any] = {
+    np.sum: sum, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.min: amin,
+    np.amax: amax, np.amin: amin, np.dot: dot, np.matmul: matmul, np.inner: inner, np.outer: outer,
+    np.tensordot: tensordot, np.vdot: lambda a, b: dot(ravel(a), ravel(b)),
+    np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes,
+    np.moveaxis: moveaxis, np.expand_dims: expand_dims, np.squeeze: squeeze, np.ravel: ravel,
+    np.concatenate: concatenate, np.stack: stack, np.where: where, np.clip: clip,
+    np.zeros_like: lambda x, dtype=None: full_like(x, 0, dtype),
+    np.ones_like: lambda x, dtype=None: full_like(x, 1, dtype),
+    np.full_like: full_like, np.broadcast_to: broadcast_to_fn, np.flip: flip,
+    np.linalg.norm: linalg_norm, np.shape: lambda x: as_value(x).type.shape,
+    np.ndim: lambda x: as_value(x).type.ndim, np.size: lambda x: as_value(x).type.size,
+    np.abs: absolute, np.square: square,
+}
+
+
+# --------------------------------------------------------------------------- indexing
+
+def getitem(x: Value, index) -> Value:
+    """Basic indexing: integers, slices (any step), None and Ellipsis."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    for item in index:
+        if not (item is None or item is Ellipsis or isinstance(item, builtins.slice)
+                or isinstance(item, (int, np.integer)) and not isinstance(item, bool)):
+            raise UnsupportedOperationError(
+                f"indexing with {type(item).__name__} objects (advanced indexing) is not supported; "
+                "use ints, slices, None and Ellipsis")
+    if builtins.sum(item is Ellipsis for item in index) > 1:
+        raise IndexingError("an index can only have a single ellipsis ('...')")
+    n_real = builtins.sum(item is not None and item is not Ellipsis for item in index)
+    if n_real > x.type.ndim:
+        raise IndexingError(f"too many indices for array: array is {x.type.ndim}-dimensional, "
+                            f"but {n_real} were indexed")
+    if Ellipsis in index:
+        k = index.index(Ellipsis)
+        index = index[:k] + (builtins.slice(None),) * (x.type.ndim - n_real) + index[k + 1:]
+    else:
+        index = index + (builtins.slice(None),) * (x.type.ndim - n_real)
+
+    starts, limits, strides, reversed_axes, out_shape = [], [], [], [], []
+    axis = 0
+    for item in index:
+        if item is None:
+            out_shape.append(1)
+            continue
+        n = x.type.shape[axis]
+        if isinstance(item, builtins.slice):
+            start, stop, step = item.indices(n)
+            count = len(range(start, stop, step))
+            if step < 0:
+                reversed_axes.append(axis)
+                start, step = n - 1 - start, -step
+            starts.append(start)
+            limits.append(start + (count - 1) * step + 1 if count else start)
+            strides.append(step)
+            out_shape.append(count)
+        else:
+            i = operator.index(item)
+            if not -n <= i < n:
+                raise IndexingError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            i %= n
+            starts.append(i)
+            limits.append(i + 1)
+            strides.append(1)
+        axis += 1
+    result = P.rev(x, tuple(reversed_axes))
+    result = P.slice(result, starts, limits, strides)
+    return P.reshape(result, tuple(out_shape))

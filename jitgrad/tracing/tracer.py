@@ -1,0 +1,315 @@
+"""Tracing unmodified NumPy code into jitgrad IR.
+
+A `Tracer` stands in for an array while the user's function runs. NumPy hands it every
+ufunc (`__array_ufunc__`) and array function (`__array_function__`); Python hands it
+operators, methods and indexing. Each is looked up in `numpy_api`'s tables and emits
+primitives stamped with the user's source line. Anything not in the tables, and any
+attempt to turn a traced value into a Python bool/int/float, raises an error that names
+the user's line — never a silent constant.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionError,
+                            UnsupportedOperationError)
+from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, new_function
+from . import numpy_api as api
+from .pytree import TreeDef, tree_flatten, tree_unflatten
+
+# --------------------------------------------------------------------------- source locations
+
+_INTERNAL_DIRS: tuple[str, ...] = ()
+
+
+def _internal_dirs() -> tuple[str, ...]:
+    global _INTERNAL_DIRS
+    if not _INTERNAL_DIRS:
+        import jitgrad
+        import jitgrad.ir
+        import jitgrad.passes
+        dirs = {os.path.dirname(m.__file__) for m in (jitgrad, jitgrad.ir, jitgrad.passes, np)}
+        dirs.add(os.path.dirname(functools.__file__))  # stdlib frames (functools.partial, ...)
+        _INTERNAL_DIRS = tuple(d + os.sep for d in sorted(dirs))
+    return _INTERNAL_DIRS
+
+
+@functools.lru_cache(maxsize=256)
+def _display_path(filename: str) -> str:
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel
+
+
+def user_location() -> Location:
+    """The innermost stack frame outside jitgrad and NumPy: the user's line."""
+    skip = _internal_dirs()
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
+    if frame is None:
+        return Location("<unknown>", 0)
+    return Location(_display_path(frame.f_code.co_filename), frame.f_lineno, frame.f_code.co_name)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+def _unwrap(x):
+    if isinstance(x, Tracer):
+        return x.value
+    if isinstance(x, (list, tuple)):
+        return type(x)(_unwrap(v) for v in x)
+    return x
+
+
+def _wrap(x):
+    if isinstance(x, Value):
+        return Tracer(x)
+    if isinstance(x, tuple):
+        return tuple(_wrap(v) for v in x)
+    return x
+
+
+def apply(impl: Callable, args, kwargs=None):
+    """Run one numpy_api function on traced arguments at the user's current line."""
+    loc = user_location()
+    builder = _current_trace_builder()
+    with builder.at(loc):
+        try:
+            result = impl(*_unwrap(tuple(args)), **{k: _unwrap(v) for k, v in (kwargs or {}).items()})
+        except JitgradError as err:
+            raise err.with_location(loc) from None
+        except TypeError as err:
+            raise UnsupportedOperationError(f"{getattr(impl, '__name__', impl)}: {err}", loc) from None
+    return _wrap(result)
+
+
+def _current_trace_builder() -> Builder:
+    if not _trace_stack:
+        raise JitgradError("a traced value was used outside of the function being traced "
+                           "(did a tracer leak into a global or a closure?)")
+    return _trace_stack[-1]
+
+
+_trace_stack: list[Builder] = []
+
+
+def _unsupported_name(obj) -> str:
+    module = getattr(obj, "__module__", None) or "numpy"
+    module = "numpy" if module.startswith("numpy") else module
+    return f"{module}.{getattr(obj, '__name__', repr(obj))}"
+
+
+def _operator(ufunc, reflected=False):
+    impl = api.UFUNCS[ufunc]
+    if reflected:
+        return lambda self, other: apply(impl, (other, self))
+    return lambda self, other: apply(impl, (self, other))
+
+
+def _method(impl):
+    return lambda self, *args, **kwargs: apply(impl, (self, *args), kwargs)
+
+
+def _unsupported_operator(symbol):
+    def method(self, *args):
+        raise UnsupportedOperationError(f"the operator {symbol} is not supported on traced arrays",
+                                        user_location())
+    return method
+
+
+class Tracer:
+    """A traced array: an IR value that behaves like a NumPy array."""
+
+    __slots__ = ("value",)
+    __array_priority__ = 1000
+
+    def __init__(self, value: Value):
+        self.value = value
+
+    # ----- NumPy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if kwargs.get("out") is not None:
+            raise UnsupportedOperationError(f"numpy.{ufunc.__name__}(..., out=...) is not supported: traced "
+                                            "arrays are immutable", user_location())
+        if method == "reduce" and ufunc in (np.add, np.maximum, np.minimum) and len(inputs) == 1:
+            reducer = {np.add: api.sum, np.maximum: api.amax, np.minimum: api.amin}[ufunc]
+            return apply(reducer, inputs, kwargs)
+        if method != "__call__":
+            raise UnsupportedOperationError(f"numpy.{ufunc.__name__}.{method} is not supported",
+                                            user_location())
+        impl = api.UFUNCS.get(ufunc)
+        if impl is None:
+            raise UnsupportedOperationError(f"numpy.{ufunc.__name__} has no jitgrad rule", user_location())
+        unknown = set(kwargs) - {"dtype", "casting"}
+        if unknown:
+            raise UnsupportedOperationError(f"numpy.{ufunc.__name__}: arguments {sorted(unknown)} are not "
+                                            "supported", user_location())
+        result = apply(impl, inputs)
+        if kwargs.get("dtype") is not None:
+            result = apply(api.astype, (result, kwargs["dtype"]))
+        return result
+
+    def __array_function__(self, func, types, args, kwargs):
+        impl = api.FUNCTIONS.get(func)
+        if impl is None:
+            raise UnsupportedOperationError(f"{_unsupported_name(func)} has no jitgrad rule", user_location())
+        return apply(impl, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise UnsupportedOperationError(
+            "a traced array cannot be converted to a NumPy array (np.asarray/np.array or a function "
+            "jitgrad does not know); keep it a traced value", user_location())
+
+    # ----- attributes
+    shape = property(lambda self: self.value.type.shape)
+    ndim = property(lambda self: self.value.type.ndim)
+    size = property(lambda self: self.value.type.size)
+    dtype = property(lambda self: self.value.type.dtype.numpy)
+    T = property(lambda self: apply(api.transpose, (self,)))
+    mT = property(lambda self: apply(api.swapaxes, (self, -1, -2)))
+
+    def __len__(self) -> int:
+        if not self.value.type.shape:
+            raise TypeError("len() of unsized object")
+        return self.value.type.shape[0]
+
+    def __iter__(self):
+        if not self.value.type.shape:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self.value.type.shape[0]))
+
+    def __repr__(self) -> str:
+        return f"Tracer({self.value.type})"
+
+    __hash__ = object.__hash__
+
+    # ----- concretization is an error
+    def _concrete(self, what: str):
+        raise TracerBoolConversionError(
+            f"{what} needs a concrete value, but this array is traced (its value is only known when "
+            f"the compiled code runs). Python `if`/`while`/`and`/`or` cannot branch on it: use "
+            f"np.where(cond, a, b) to select values, or pass the value as a static argument "
+            f"(jitgrad.jit(f, static_argnums=...)).", user_location())
+
+    def __bool__(self): self._concrete("converting a traced array to bool (an `if` or `while` test)")
+    def __int__(self): self._concrete("int() of a traced array")
+    def __float__(self): self._concrete("float() of a traced array")
+    def __index__(self): self._concrete("using a traced array as an index or size")
+    def __complex__(self): self._concrete("complex() of a traced array")
+    def item(self, *args): self._concrete(".item() of a traced array")
+    def tolist(self): self._concrete(".tolist() of a traced array")
+
+    # ----- operators
+    __add__, __radd__ = _operator(np.add), _operator(np.add, True)
+    __sub__, __rsub__ = _operator(np.subtract), _operator(np.subtract, True)
+    __mul__, __rmul__ = _operator(np.multiply), _operator(np.multiply, True)
+    __truediv__, __rtruediv__ = _operator(np.true_divide), _operator(np.true_divide, True)
+    __pow__, __rpow__ = _operator(np.power), _operator(np.power, True)
+    __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
+    __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
+    __eq__, __ne__ = _operator(np.equal), _operator(np.not_equal)
+    __and__, __rand__ = _operator(np.logical_and), _operator(np.logical_and, True)
+    __or__, __ror__ = _operator(np.logical_or), _operator(np.logical_or, True)
+    __floordiv__ = __rfloordiv__ = _unsupported_operator("//")
+    __mod__ = __rmod__ = _unsupported_operator("%")
+
+    def __matmul__(self, other): return apply(api.matmul, (self, other))
+    def __rmatmul__(self, other): return apply(api.matmul, (other, self))
+    def __neg__(self): return apply(api.negative, (self,))
+    def __pos__(self): return self
+    def __abs__(self): return apply(api.absolute, (self,))
+    def __invert__(self): return apply(api.UFUNCS[np.logical_not], (self,))
+    def __getitem__(self, index): return apply(api.getitem, (self, index))
+
+    def __setitem__(self, index, value):
+        raise UnsupportedOperationError("traced arrays are immutable: item assignment is not supported; "
+                                        "build the result with np.where or np.concatenate", user_location())
+
+    # ----- methods
+    sum = _method(api.sum)
+    mean = _method(api.mean)
+    var = _method(api.var)
+    std = _method(api.std)
+    max = _method(api.amax)
+    min = _method(api.amin)
+    dot = _method(api.dot)
+    transpose = _method(lambda x, *axes: api.transpose(x, axes[0] if len(axes) == 1 and isinstance(
+        axes[0], (tuple, list)) else (axes or None)))
+    reshape = _method(api.reshape)
+    ravel = _method(api.ravel)
+    flatten = _method(api.ravel)
+    squeeze = _method(api.squeeze)
+    swapaxes = _method(api.swapaxes)
+    clip = _method(api.clip)
+    astype = _method(lambda x, dtype, **kwargs: api.astype(x, dtype))
+    copy = _method(lambda x: x)
+
+
+# --------------------------------------------------------------------------- tracing a function
+
+@dataclass
+class TracedFunction:
+    """A function traced to IR, with the pytree structures of its inputs and outputs."""
+
+    function: Function
+    in_tree: TreeDef
+    out_tree: TreeDef
+
+
+def abstract_leaf(x) -> TensorType:
+    """The type a leaf argument is traced with: arrays by dtype and shape; Python floats
+    as 0-d f64, Python ints as 0-d i64, bools as 0-d bool (JAX's convention)."""
+    if isinstance(x, TensorType):
+        return x
+    if isinstance(x, bool):
+        return TensorType((), DType.bool)
+    if isinstance(x, int):
+        return TensorType((), DType.i64)
+    if isinstance(x, float):
+        return TensorType((), DType.f64)
+    array = x if isinstance(x, (np.ndarray, np.generic)) else None
+    if array is None:
+        raise ArgumentError(f"argument of type {type(x).__name__} is not an array, a Python scalar or a "
+                            "pytree (tuple/list/dict) of them")
+    try:
+        return TensorType(array.shape, DType.from_numpy(array.dtype))
+    except KeyError:
+        raise ArgumentError(f"arrays of dtype {array.dtype} are not supported (use float32, float64, "
+                            "integer or bool arrays)") from None
+
+
+def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
+    """Trace `fn(*args)` to a Function. Leaves of `args` are arrays, scalars or TensorTypes."""
+    leaves, in_tree = tree_flatten(tuple(args))
+    types = [abstract_leaf(x) for x in leaves]
+    function, builder = new_function(name or getattr(fn, "__name__", "fn"), types)
+    tracers = [Tracer(v) for v in function.args]
+    _trace_stack.append(builder)
+    try:
+        with builder:
+            out = fn(*tree_unflatten(in_tree, tracers))
+            out_leaves, out_tree = tree_flatten(out)
+            with builder.at(user_location()):
+                outputs = [_output_value(x) for x in out_leaves]
+            builder.ret(outputs)
+    finally:
+        _trace_stack.pop()
+    return TracedFunction(function, in_tree, out_tree)
+
+
+def _output_value(x) -> Value:
+    if isinstance(x, Tracer):
+        return x.value
+    if isinstance(x, (np.ndarray, np.generic, bool, int, float)):
+        return api.as_value(np.asarray(x))
+    raise ArgumentError(f"the traced function returned an object of type {type(x).__name__}; "
+                        "return arrays, scalars or pytrees of them")
