@@ -60,7 +60,7 @@ def mul(a, b): return mul_p.bind(a, b)
 def div(a, b): return div_p.bind(a, b)
 def maximum(a, b): return max_p.bind(a, b)
 def minimum(a, b): return min_p.bind(a, b)
-def pow(a, b): return pow_p.bind(a, b)  # noqa: A001 - the primitive's name
+def power(a, b): return pow_p.bind(a, b)
 
 
 def _transpose_add(ct, a, b):
@@ -97,8 +97,8 @@ mul_p.transpose = _transpose_mul
 defjvp(div_p, lambda t, a, b: div(t, b), lambda t, a, b: neg(mul(t, div(div(a, b), b))))
 div_p.transpose = _transpose_div
 defjvp(pow_p,
-       lambda t, x, y: mul(t, mul(y, pow(x, sub(y, _full_like(y, 1))))),
-       lambda t, x, y: mul(t, mul(_log_or_zero(x), pow(x, y))))
+       lambda t, x, y: mul(t, mul(y, power(x, sub(y, _full_like(y, 1))))),
+       lambda t, x, y: mul(t, mul(_log_or_zero(x), power(x, y))))
 
 
 def _tie_weights(a, b):
@@ -236,7 +236,7 @@ abs_p = _elementwise("abs", _float_impl(np.abs), _abs_scalar)
 sign_p = _elementwise("sign", _float_impl(np.sign), _sign_scalar)
 
 
-def abs(x): return abs_p.bind(x)  # noqa: A001 - the primitive's name
+def absolute(x): return abs_p.bind(x)
 def sign(x): return sign_p.bind(x)
 
 

@@ -4,7 +4,6 @@ other (slice <-> pad, broadcast <-> reduce_sum, concatenate <-> slices).
 """
 from __future__ import annotations
 
-import builtins
 import math
 
 import numpy as np
@@ -174,7 +173,7 @@ slice_p.lowering = Gather(_slice_index)
 deflinear(slice_p, _slice_transpose)
 
 
-def slice(x, start_indices, limit_indices, strides=None):  # noqa: A001 - the primitive's name
+def static_slice(x, start_indices, limit_indices, strides=None):
     strides = tuple(strides) if strides is not None else (1,) * x.type.ndim
     if tuple(start_indices) == (0,) * x.type.ndim and tuple(limit_indices) == x.type.shape \
             and strides == (1,) * x.type.ndim:
@@ -197,7 +196,7 @@ def _pad_impl(x, *, low, high, interior):
     out_type = _pad_infer(TensorType(x.shape, DType.from_numpy(x.dtype)), low=low, high=high,
                           interior=interior)[0]
     out = np.zeros(out_type.shape, x.dtype)
-    out[tuple(builtins.slice(lo, lo + (n - 1) * (it + 1) + 1 if n else lo, it + 1)
+    out[tuple(slice(lo, lo + (n - 1) * (it + 1) + 1 if n else lo, it + 1)
               for lo, n, it in zip(low, x.shape, interior, strict=True))] = x
     return out
 
@@ -210,7 +209,7 @@ def _pad_place(ctx, k, index, in_types, out_type, *, low, high, interior):
 def _pad_transpose(ct, x, *, low, high, interior):
     n_out = ct.type.shape
     limits = [m - hi for m, hi in zip(n_out, high, strict=True)]
-    return [slice(ct, tuple(low), tuple(limits), tuple(it + 1 for it in interior))]
+    return [static_slice(ct, tuple(low), tuple(limits), tuple(it + 1 for it in interior))]
 
 
 pad_p = Primitive("pad", _pad_infer, _pad_impl,
@@ -276,7 +275,7 @@ def _concatenate_transpose(ct, *operands, axis):
         lo = [0] * ct.type.ndim
         hi = list(ct.type.shape)
         lo[axis], hi[axis] = start, start + size
-        cts.append(slice(ct, lo, hi))
+        cts.append(static_slice(ct, lo, hi))
         start += size
     return cts
 

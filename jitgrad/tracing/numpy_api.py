@@ -114,7 +114,7 @@ def power(x, y):
         return P.integer_pow(promote(x)[0] if not _is_weak(x) else as_value(x), int(y))
     if _is_weak(y) and y == 0.5:
         return P.sqrt(promote(x, min_float=True)[0])
-    return _elementwise(P.pow, x, y, min_float=True)
+    return _elementwise(P.power, x, y, min_float=True)
 
 
 def true_divide(a, b):
@@ -130,7 +130,7 @@ def reciprocal(x):
 
 
 def absolute(x):
-    return P.abs(as_value(x))
+    return P.absolute(as_value(x))
 
 
 def positive(x):
@@ -178,7 +178,7 @@ def exp2(x):
 def logaddexp(a, b):
     """log(exp a + exp b) = max + log1p(exp(-|a - b|)), stable for large inputs."""
     a, b = broadcast_values(*promote(a, b, min_float=True))
-    return P.add(P.maximum(a, b), P.log1p(P.exp(P.neg(P.abs(P.sub(a, b))))))
+    return P.add(P.maximum(a, b), P.log1p(P.exp(P.neg(P.absolute(P.sub(a, b))))))
 
 
 def logical(prim_fn):
@@ -568,5 +568,5 @@ def getitem(x: Value, index) -> Value:
             strides.append(1)
         axis += 1
     result = P.rev(x, tuple(reversed_axes))
-    result = P.slice(result, starts, limits, strides)
+    result = P.static_slice(result, starts, limits, strides)
     return P.reshape(result, tuple(out_shape))

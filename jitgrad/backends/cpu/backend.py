@@ -1,0 +1,80 @@
+"""The CPU backend object and its executables: one native function per IR function,
+called through ctypes with an array of buffer pointers (inputs, then outputs)."""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import re
+from typing import Sequence
+
+import numpy as np
+from llvmlite import ir
+
+from jitgrad.ir import Function
+from jitgrad.passes.schedule import schedule
+from .codegen import FunctionLowering
+from .engine import Blas, VectorMath, compile_module, initialize
+from .llvm_support import set_function_string_attribute
+
+_symbol_counter = itertools.count()
+_CALL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _symbol(name: str) -> str:
+    return f"jitgrad_{re.sub(r'[^A-Za-z0-9_]', '_', name)}_{next(_symbol_counter)}"
+
+
+class CPUExecutable:
+    """Compiled native code for one IR function."""
+
+    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str):
+        self.function = function
+        self.llvm_ir = llvm_ir
+        self.compiled = compiled
+        self.symbol = symbol
+        self._cfunc = _CALL_TYPE(compiled.address(symbol))
+        self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
+        self._in_dtypes = [t.dtype.numpy for t in function.input_types]
+        self._n = len(function.args) + len(function.outputs)
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(a, dtype=d) for a, d in zip(inputs, self._in_dtypes, strict=True)]
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
+        pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in itertools.chain(arrays, outputs)])
+        self._cfunc(pointers)
+        return outputs
+
+    def stage_text(self, stage: str) -> str:
+        if stage == "llvm":
+            return self.llvm_ir
+        if stage == "llvm-opt":
+            return self.compiled.optimized_ir
+        if stage == "asm":
+            return self.compiled.assembly()
+        raise KeyError(f"the CPU backend has no stage {stage!r} (it has llvm, llvm-opt, asm)")
+
+
+class CPUBackend:
+    """Lowers IR functions to host machine code."""
+
+    name = "cpu"
+    stages = ("llvm", "llvm-opt", "asm")
+
+    def __init__(self, opt_level: int = 3):
+        self.opt_level = opt_level
+
+    def build_module(self, fn: Function) -> tuple[ir.Module, str]:
+        initialize()
+        module = ir.Module(name=fn.name)
+        symbol = _symbol(fn.name)
+        vector_math = VectorMath()
+        llfn = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance()).lower()
+        if vector_math.prefer_vector_width:
+            set_function_string_attribute(llfn, "prefer-vector-width", str(vector_math.prefer_vector_width))
+        vector_math.finish(module)
+        return module, symbol
+
+    def compile(self, fn: Function) -> CPUExecutable:
+        module, symbol = self.build_module(fn)
+        compiled = compile_module(module, self.opt_level)
+        return CPUExecutable(fn, str(module), compiled, symbol)

@@ -1,0 +1,348 @@
+"""Lowering one IR function to one LLVM function with llvmlite's IR builder.
+
+The generated function is `void f(ptr args)`: `args` holds the input buffers, then the
+output buffers (allocated by the caller). Each materialized value (see
+`jitgrad.passes.schedule`) becomes one loop nest; inlined values are computed inside
+their consumer's loop body, which is loop fusion. Every primitive is lowered through the
+target-neutral description in its record (`Elementwise`, `Gather`, `Scatter`,
+`Reduction`, `Contraction`, `Alias`, `Constant`), so adding a primitive needs no change
+here. All index maps come from static shapes checked by the shape rules, so no
+generated access can leave its buffer.
+"""
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from jitgrad.ir import DType, Function, Value
+from jitgrad.passes.schedule import Schedule
+from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
+from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest, for_range,
+                           index, memory_type, register_type)
+from .scalar import CPUScalarContext
+
+CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+
+
+class Index:
+    """A position inside an array of `shape`: a multi-index, a flat row-major offset, or
+    both. Elementwise chains pass the flat offset through untouched (vectorizable flat
+    loops); index-remapping ops need the multi-index, derived lazily when missing."""
+
+    def __init__(self, shape, multi=None, flat=None):
+        self.shape = tuple(shape)
+        self.multi = multi
+        self.flat = flat
+
+    def get_multi(self, builder: ir.IRBuilder) -> list:
+        if self.multi is None:
+            rest, multi = self.flat, []
+            for n in reversed(self.shape):
+                multi.append(builder.urem(rest, index(n)))
+                rest = builder.udiv(rest, index(n))
+            self.multi = list(reversed(multi))
+        return self.multi
+
+    def offset_in(self, builder: ir.IRBuilder, shape) -> ir.Value:
+        if self.flat is not None and tuple(shape) == self.shape:
+            return self.flat
+        return linearize(builder, self.get_multi(builder), shape)
+
+
+def linearize(builder: ir.IRBuilder, multi, shape) -> ir.Value:
+    offset = index(0)
+    for i, n in zip(multi, shape, strict=True):
+        offset = builder.add(builder.mul(offset, index(n), flags=["nsw"]), i, flags=["nsw"])
+    return offset
+
+
+class FunctionLowering:
+    """Builds the LLVM function for one scheduled IR function."""
+
+    def __init__(self, fn: Function, sched: Schedule, module: ir.Module, symbol: str, vector_math, blas):
+        self.fn, self.sched, self.module = fn, sched, module
+        self.blas = blas
+        self.llfn = ir.Function(module, ir.FunctionType(VOID, [PTR]), symbol)
+        self.llfn.args[0].name = "args"
+        self.builder = ir.IRBuilder(self.llfn.append_basic_block("entry"))
+        self.ctx = CPUScalarContext(self.builder, module, vector_math)
+        self.buffers: dict[Value, ir.Value] = {}
+        self.output_slots: dict[Value, ir.Value] = {}
+        self.to_free: list[ir.Value] = []
+        self._constant_count = 0
+
+    # ------------------------------------------------------------------ driver
+    def lower(self) -> ir.Function:
+        b, fn = self.builder, self.fn
+        args = self.llfn.args[0]
+        for k, v in enumerate(fn.args):
+            self.buffers[v] = self._load_pointer(args, k, f"in{k}")
+        out_ptrs = [self._load_pointer(args, len(fn.args) + k, f"out{k}") for k in range(len(fn.outputs))]
+        for v, ptr in zip(fn.outputs, out_ptrs, strict=True):
+            op = v.defining_op
+            if op is not None and v not in self.output_slots and not isinstance(op.opdef.lowering, (Alias, Constant)):
+                self.output_slots[v] = ptr
+        for op in fn.body.ops:
+            if op.opdef.is_terminator:
+                break
+            if op.results[0] in self.sched.materialized:
+                self._lower_op(op)
+        for v, ptr in zip(fn.outputs, out_ptrs, strict=True):
+            if self.buffers[v] is not ptr and v.type.nbytes:
+                self._memcpy(ptr, self.buffers[v], v.type.nbytes)
+        free = declare(self.module, "free", VOID, [PTR])
+        for ptr in self.to_free:
+            b.call(free, [ptr])
+        b.ret_void()
+        return self.llfn
+
+    def _load_pointer(self, args, k: int, name: str) -> ir.Value:
+        slot = self.builder.gep(args, [index(k)], inbounds=True, source_etype=PTR)
+        return self.builder.load(slot, name=name, typ=PTR)
+
+    def _lower_op(self, op) -> None:
+        lowering = op.opdef.lowering
+        result = op.results[0]
+        if isinstance(lowering, Alias):
+            self.buffers[result] = self.buffers[op.operands[0]]
+        elif isinstance(lowering, Constant):
+            self.buffers[result] = self._global_constant(op.attrs["value"])
+        elif isinstance(lowering, (Elementwise, Gather)):
+            self._lower_map(result)
+        elif isinstance(lowering, Reduction):
+            self._lower_reduction(op, lowering)
+        elif isinstance(lowering, Contraction):
+            self._lower_contraction(op)
+        elif isinstance(lowering, Scatter):
+            self._lower_scatter(op, lowering)
+        else:
+            raise NotImplementedError(f"no CPU lowering for {op.name}")
+
+    # ------------------------------------------------------------------ buffers
+    def _allocate(self, value: Value) -> ir.Value:
+        ptr = self.output_slots.get(value)
+        if ptr is None:
+            malloc = declare(self.module, "malloc", PTR, [I64])
+            ptr = self.builder.call(malloc, [index(max(value.type.nbytes, 1))])
+            self.to_free.append(ptr)
+        self.buffers[value] = ptr
+        return ptr
+
+    def _global_constant(self, array) -> ir.GlobalVariable:
+        data = bytearray(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()) or bytearray(1)
+        self._constant_count += 1
+        gv = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(data)),
+                               f"{self.llfn.name}.const{self._constant_count}")
+        gv.initializer = ir.Constant(ir.ArrayType(I8, len(data)), data)
+        gv.global_constant = True
+        gv.linkage = "private"
+        gv.align = 64
+        return gv
+
+    def _memcpy(self, dst, src, nbytes: int) -> None:
+        memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
+        self.builder.call(memcpy, [dst, src, index(nbytes), ir.Constant(I1, 0)])
+
+    def _memset_zero(self, dst, nbytes: int) -> None:
+        memset = declare(self.module, "llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
+        self.builder.call(memset, [dst, ir.Constant(I8, 0), index(nbytes), ir.Constant(I1, 0)])
+
+    def load(self, value: Value, idx: Index) -> ir.Value:
+        b, t = self.builder, memory_type(value.type.dtype)
+        offset = index(0) if value.type.size == 1 else idx.offset_in(b, value.type.shape)
+        x = b.load(b.gep(self.buffers[value], [offset], inbounds=True, source_etype=t), typ=t)
+        return b.trunc(x, I1) if value.type.dtype == DType.bool else x
+
+    def store(self, value: Value, idx: Index, x: ir.Value) -> None:
+        b, t = self.builder, memory_type(value.type.dtype)
+        if value.type.dtype == DType.bool:
+            x = b.zext(x, I8)
+        offset = index(0) if value.type.size == 1 else idx.offset_in(b, value.type.shape)
+        b.store(x, b.gep(self.buffers[value], [offset], inbounds=True, source_etype=t))
+
+    # ------------------------------------------------------------------ fused expressions
+    def element(self, value: Value, idx: Index, compute: bool = False) -> ir.Value:
+        """The element of `value` at `idx`: loaded if materialized (unless `compute`, used
+        by the value's own loop), else computed here."""
+        if value in self.sched.materialized and not compute:
+            return self.load(value, idx)
+        op = value.defining_op
+        lowering = op.opdef.lowering
+        if isinstance(lowering, Constant):
+            return self.ctx.const_of(op.attrs["value"].item(), value.type.dtype)
+        if isinstance(lowering, Elementwise):
+            return lowering.scalar(self.ctx, *[self.element(v, idx) for v in op.operands], **op.attrs)
+        if isinstance(lowering, Gather):
+            operand = op.operands[0]
+            if operand.type.ndim == 0:
+                return self.element(operand, Index((), [], index(0)))
+            mapped = lowering.index_map(self.ctx, idx.get_multi(self.builder), operand.type, value.type, **op.attrs)
+            return self.element(operand, Index(operand.type.shape, mapped))
+        raise AssertionError(f"{op.name} results are always materialized")
+
+    def needs_multi_index(self, value: Value, compute: bool = False) -> bool:
+        """Does computing `value` inline remap indices (so a flat loop would need div/mod)?"""
+        if value in self.sched.materialized and not compute:
+            return False
+        op = value.defining_op
+        if isinstance(op.opdef.lowering, Gather):
+            return op.operands[0].type.ndim > 0
+        return any(self.needs_multi_index(v) for v in op.operands)
+
+    def _loop(self, shape, flat: bool, name: str):
+        """Loops over `shape`, as one flat loop when possible; yields an Index."""
+        return _FlatLoop(self, shape, name) if flat else _NestLoop(self, shape, name)
+
+    # ------------------------------------------------------------------ kernels
+    def _lower_map(self, result: Value) -> None:
+        self._allocate(result)
+        shape = result.type.shape
+        with self._loop(shape, not self.needs_multi_index(result, compute=True), "map") as idx:
+            self.store(result, idx, self.element(result, idx, compute=True))
+
+    def _lower_reduction(self, op, lowering: Reduction) -> None:
+        b, ctx = self.builder, self.ctx
+        (x,), result, axes = op.operands, op.results[0], op.attrs["axes"]
+        dtype = result.type.dtype
+        self._allocate(result)
+        kept = [k for k in range(x.type.ndim) if k not in axes]
+        init = ctx.const_of(lowering.init(dtype), dtype)
+        ctx.fastmath = ("reassoc", "contract") if dtype.is_float else ()   # lets sums vectorize
+        try:
+            if tuple(axes) == tuple(range(x.type.ndim - len(axes), x.type.ndim)):
+                acc = alloca_in_entry(b, register_type(dtype), "acc")
+                kept_shape = [x.type.shape[k] for k in kept]
+                reduced_shape = [x.type.shape[k] for k in axes]
+                if not self.needs_multi_index(x):
+                    size = math.prod(reduced_shape)
+                    with for_range(b, math.prod(kept_shape), "outer") as o:
+                        b.store(init, acc)
+                        base = b.mul(o, index(size), flags=["nsw"])
+                        with for_range(b, size, "inner") as j:
+                            item = self.element(x, Index(x.type.shape, flat=b.add(base, j, flags=["nsw"])))
+                            b.store(lowering.combine(ctx, b.load(acc, typ=acc.allocated_type), item), acc)
+                        self.store(result, Index(result.type.shape, flat=o), b.load(acc, typ=acc.allocated_type))
+                else:
+                    with for_nest(b, kept_shape, "outer") as mo:
+                        b.store(init, acc)
+                        with for_nest(b, reduced_shape, "inner") as mr:
+                            item = self.element(x, Index(x.type.shape, [*mo, *mr]))
+                            b.store(lowering.combine(ctx, b.load(acc, typ=acc.allocated_type), item), acc)
+                        self.store(result, Index(result.type.shape, mo), b.load(acc, typ=acc.allocated_type))
+            else:
+                with for_range(b, result.type.size, "init") as i:
+                    self.store(result, Index(result.type.shape, flat=i), init)
+                with for_nest(b, x.type.shape, "reduce") as m:
+                    out_idx = Index(result.type.shape, [m[k] for k in kept])
+                    combined = lowering.combine(ctx, self.load(result, out_idx), self.element(x, Index(x.type.shape, m)))
+                    self.store(result, out_idx, combined)
+        finally:
+            ctx.fastmath = ()
+
+    def _lower_scatter(self, op, lowering: Scatter) -> None:
+        result = op.results[0]
+        self._memset_zero(self._allocate(result), result.type.nbytes)
+        in_types = [v.type for v in op.operands]
+        for k, operand in enumerate(op.operands):
+            with for_nest(self.builder, operand.type.shape, f"scatter{k}.") as m:
+                item = self.element(operand, Index(operand.type.shape, m))
+                place = lowering.place(self.ctx, k, m, in_types, result.type, **op.attrs)
+                self.store(result, Index(result.type.shape, place), item)
+
+    def _permuted_copy(self, value: Value, perm) -> ir.Value:
+        """A row-major copy of `value` with its axes in the order `perm`."""
+        b, t = self.builder, memory_type(value.type.dtype)
+        shape = [value.type.shape[p] for p in perm]
+        malloc = declare(self.module, "malloc", PTR, [I64])
+        dst = b.call(malloc, [index(max(value.type.nbytes, 1))])
+        self.to_free.append(dst)
+        with for_nest(b, shape, "perm") as m:
+            src_multi = [None] * len(perm)
+            for k, p in enumerate(perm):
+                src_multi[p] = m[k]
+            src = b.gep(self.buffers[value], [linearize(b, src_multi, value.type.shape)], inbounds=True, source_etype=t)
+            dst_ptr = b.gep(dst, [linearize(b, m, shape)], inbounds=True, source_etype=t)
+            b.store(b.load(src, typ=t), dst_ptr)
+        return dst
+
+    def _operand_layout(self, value: Value, batch, first, second):
+        """Pointer and transposition flag that present `value` as (batch, first, second)."""
+        ndim = value.type.ndim
+        if [*batch, *first, *second] == list(range(ndim)):
+            return self.buffers[value], False
+        if [*batch, *second, *first] == list(range(ndim)):
+            return self.buffers[value], True
+        return self._permuted_copy(value, [*batch, *first, *second]), False
+
+    def _lower_contraction(self, op) -> None:
+        b = self.builder
+        lhs, rhs = op.operands
+        result = op.results[0]
+        (lc, rc), (lb, rb) = op.attrs["contract"], op.attrs["batch"]
+        lf = [a for a in range(lhs.type.ndim) if a not in lc and a not in lb]
+        rf = [a for a in range(rhs.type.ndim) if a not in rc and a not in rb]
+        nb = math.prod(lhs.type.shape[a] for a in lb)
+        m = math.prod(lhs.type.shape[a] for a in lf)
+        k = math.prod(lhs.type.shape[a] for a in lc)
+        n = math.prod(rhs.type.shape[a] for a in rf)
+        out = self._allocate(result)
+        a_ptr, a_trans = self._operand_layout(lhs, lb, lf, lc)
+        b_ptr, b_trans = self._operand_layout(rhs, rb, rc, rf)
+        dtype = result.type.dtype
+        if result.type.size == 0:
+            return
+        if k == 0:
+            self._memset_zero(out, result.type.nbytes)
+            return
+        gemm = self.blas.gemm(self.module, dtype) if self.blas is not None else None
+        t = memory_type(dtype)
+        with for_range(b, nb, "batch") as bi:
+            a_i = b.gep(a_ptr, [b.mul(bi, index(m * k))], inbounds=True, source_etype=t)
+            b_i = b.gep(b_ptr, [b.mul(bi, index(k * n))], inbounds=True, source_etype=t)
+            c_i = b.gep(out, [b.mul(bi, index(m * n))], inbounds=True, source_etype=t)
+            if gemm is not None:
+                one, zero = ir.Constant(t, 1.0), ir.Constant(t, 0.0)
+                b.call(gemm, [ir.Constant(I32, CBLAS_ROW_MAJOR),
+                              ir.Constant(I32, CBLAS_TRANS if a_trans else CBLAS_NO_TRANS),
+                              ir.Constant(I32, CBLAS_TRANS if b_trans else CBLAS_NO_TRANS),
+                              index(m), index(n), index(k), one, a_i, index(m if a_trans else k),
+                              b_i, index(k if b_trans else n), zero, c_i, index(n)])
+            else:
+                self._naive_matmul(a_i, a_trans, b_i, b_trans, c_i, m, n, k, dtype)
+
+    def _naive_matmul(self, a, a_trans, bm, b_trans, c, m, n, k, dtype) -> None:
+        """C = A @ B with an i-k-j loop order (the inner loop is contiguous in C and B)."""
+        b, ctx, t = self.builder, self.ctx, memory_type(dtype)
+        zero = ctx.const_of(0, dtype)
+        with for_range(b, m * n, "zero") as i:
+            b.store(zero, b.gep(c, [i], inbounds=True, source_etype=t))
+        with for_range(b, m, "mm.i") as i:
+            with for_range(b, k, "mm.k") as kk:
+                a_off = b.add(b.mul(kk, index(m)), i) if a_trans else b.add(b.mul(i, index(k)), kk)
+                a_val = b.load(b.gep(a, [a_off], inbounds=True, source_etype=t), typ=t)
+                with for_range(b, n, "mm.j") as j:
+                    b_off = b.add(b.mul(j, index(k)), kk) if b_trans else b.add(b.mul(kk, index(n)), j)
+                    b_val = b.load(b.gep(bm, [b_off], inbounds=True, source_etype=t), typ=t)
+                    c_ptr = b.gep(c, [b.add(b.mul(i, index(n)), j)], inbounds=True, source_etype=t)
+                    b.store(ctx.add(b.load(c_ptr, typ=t), ctx.mul(a_val, b_val)), c_ptr)
+
+
+class _FlatLoop:
+    def __init__(self, lowering: FunctionLowering, shape, name):
+        self.lowering, self.shape, self.name = lowering, tuple(shape), name
+
+    def __enter__(self) -> Index:
+        self._cm = for_range(self.lowering.builder, math.prod(self.shape), self.name)
+        return Index(self.shape, flat=self._cm.__enter__())
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+class _NestLoop(_FlatLoop):
+    def __enter__(self) -> Index:
+        self._cm = for_nest(self.lowering.builder, self.shape, self.name)
+        multi = self._cm.__enter__()
+        return Index(self.shape, multi, linearize(self.lowering.builder, multi, self.shape))
+

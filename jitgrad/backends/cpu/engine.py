@@ -1,0 +1,191 @@
+"""LLVM for the host CPU: target machines, external libraries (libmvec, BLAS), the
+optimization pipeline and MCJIT.
+
+Facts from shared/TECH-NOTES.md shape this module: a TargetMachine is owned by the
+engine it is given to, so each engine gets a fresh one; libmvec's vector functions are
+found only after `load_library_permanently`, and must be listed in
+`@llvm.compiler.used` or the optimizer deletes their declarations before the
+vectorizer can use them. Every failure inside LLVM becomes a `CompilationError` that
+names the stage; IR is verified before it reaches a pass that could crash.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from jitgrad.errors import CompilationError
+from jitgrad.ir import DType
+from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
+
+_init_lock = threading.Lock()
+_initialized = False
+LIBMVEC_PATHS = ("/lib/x86_64-linux-gnu/libmvec.so.1", "/usr/lib/x86_64-linux-gnu/libmvec.so.1",
+                 "/lib64/libmvec.so.1", "/usr/lib64/libmvec.so.1")
+
+
+def initialize() -> None:
+    global _initialized
+    with _init_lock:
+        if _initialized:
+            return
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        VectorMath.load()
+        Blas.load()
+        _initialized = True
+
+
+def host_cpu() -> tuple[str, str]:
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+def create_target_machine(opt: int = 3) -> llvm.TargetMachine:
+    name, features = host_cpu()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=name, features=features, opt=opt, codemodel="jitdefault")
+
+
+# --------------------------------------------------------------------------- vector math
+
+class VectorMath:
+    """Which libmvec variants exist here and the attribute text naming them."""
+
+    available = False
+    isas: tuple[tuple[str, int], ...] = ()   # (ISA letter, vector bits), widest first
+
+    @classmethod
+    def load(cls) -> None:
+        features = set(host_cpu()[1].split(","))
+        isas = []
+        if "+avx512f" in features:
+            isas.append(("e", 512))
+        if "+avx2" in features:
+            isas.append(("d", 256))
+        for path in LIBMVEC_PATHS:
+            if os.path.exists(path) and isas:
+                try:
+                    llvm.load_library_permanently(path)
+                except RuntimeError:
+                    continue
+                cls.available, cls.isas = True, tuple(isas)
+                return
+
+    def __init__(self):
+        self.used: list[ir.Function] = []
+
+    @property
+    def prefer_vector_width(self) -> int | None:
+        return self.isas[0][1] if self.available else None
+
+    def variants(self, module: ir.Module, scalar_name: str, base: str, t, arity: int) -> list[str]:
+        """`_ZGV<isa>N<lanes><v..>_<scalar>(<vector symbol>)` entries for the call-site
+        attribute, declaring each vector function that the process can resolve."""
+        if not self.available:
+            return []
+        out = []
+        for isa, bits in self.isas:
+            lanes = bits // (64 if t == F64 else 32)
+            symbol = f"_ZGV{isa}N{lanes}{'v' * arity}_{base}{'' if t == F64 else 'f'}"
+            if not llvm.address_of_symbol(symbol):
+                continue
+            vt = ir.VectorType(t, lanes)
+            fn = declare(module, symbol, vt, [vt] * arity)
+            if fn not in self.used:
+                self.used.append(fn)
+            out.append(f"_ZGV{isa}N{lanes}{'v' * arity}_{scalar_name}({symbol})")
+        return out
+
+    def finish(self, module: ir.Module) -> None:
+        """Keep the vector declarations alive until the loop vectorizer has run."""
+        if not self.used:
+            return
+        array_type = ir.ArrayType(PTR, len(self.used))
+        gv = ir.GlobalVariable(module, array_type, "llvm.compiler.used")
+        gv.linkage = "appending"
+        gv.section = "llvm.metadata"
+        gv.initializer = ir.Constant(array_type, self.used)
+
+
+# --------------------------------------------------------------------------- BLAS
+
+class Blas:
+    """CBLAS GEMM from the OpenBLAS that NumPy wheels ship (ILP64, `scipy_` prefix), or
+    none: then the code generator uses its own loop kernel."""
+
+    symbols: dict[DType, str] = {}
+
+    @classmethod
+    def load(cls) -> None:
+        import numpy
+        root = os.path.dirname(os.path.dirname(numpy.__file__))
+        candidates = (glob.glob(os.path.join(root, "numpy.libs", "libscipy_openblas64_*.so*"))
+                      + glob.glob(os.path.join(root, "scipy_openblas64", "lib", "libscipy_openblas64_*.so*")))
+        for path in candidates:
+            try:
+                llvm.load_library_permanently(path)
+            except RuntimeError:
+                continue
+            found = {DType.f64: "scipy_cblas_dgemm64_", DType.f32: "scipy_cblas_sgemm64_"}
+            if all(llvm.address_of_symbol(s) for s in found.values()):
+                cls.symbols = found
+                return
+
+    @classmethod
+    def instance(cls) -> "Blas | None":
+        return cls() if cls.symbols else None
+
+    def gemm(self, module: ir.Module, dtype: DType):
+        symbol = self.symbols.get(dtype)
+        if symbol is None:
+            return None
+        t = F64 if dtype == DType.f64 else F32
+        return declare(module, symbol, VOID, [I32, I32, I32, I64, I64, I64, t, PTR, I64, PTR, I64, t, PTR, I64])
+
+
+# --------------------------------------------------------------------------- compile
+
+@dataclass
+class CompiledModule:
+    """A module JIT-compiled to machine code; keeps the engine (and code) alive."""
+
+    engine: object
+    optimized_ir: str
+    module_ref: object
+    addresses: dict[str, int] = field(default_factory=dict)
+
+    def address(self, symbol: str) -> int:
+        if symbol not in self.addresses:
+            self.addresses[symbol] = self.engine.get_function_address(symbol)
+        return self.addresses[symbol]
+
+    def assembly(self) -> str:
+        return create_target_machine().emit_assembly(self.module_ref)
+
+
+def compile_module(module: ir.Module, opt_level: int = 3) -> CompiledModule:
+    initialize()
+    stage = "llvm-ir"
+    try:
+        text = str(module)
+        stage = "llvm-verify"
+        parsed = llvm.parse_assembly(text)
+        parsed.verify()
+        tm = create_target_machine()
+        parsed.triple = tm.triple
+        parsed.data_layout = str(tm.target_data)
+        stage = "llvm-optimize"
+        if opt_level > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+            pass_builder = llvm.create_pass_builder(tm, pto)
+            pass_builder.getModulePassManager().run(parsed, pass_builder)
+        stage = "llvm-codegen"
+        engine = llvm.create_mcjit_compiler(parsed, tm)
+        engine.finalize_object()
+        return CompiledModule(engine, str(parsed), parsed)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
