@@ -1,2 +1,22 @@
-"""jitgrad: a JIT differentiation compiler for ordinary NumPy code."""
-from .errors import *  # noqa: F401,F403
+"""jitgrad: a JIT differentiation compiler for ordinary NumPy code.
+
+Trace a NumPy function into jitgrad's SSA IR, differentiate the IR, optimize it and
+compile it to native code with LLVM:
+
+    >>> import numpy as np
+    >>> from jitgrad import jit_grad
+    >>> @jit_grad
+    ... def loss(w, x):
+    ...     return np.mean(np.tanh(x @ w) ** 2)
+"""
+from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationError, TracerBoolConversionError,
+                     GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError)
+from .api import Compiled, jit, grad, value_and_grad, vjp, jit_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "jit", "grad", "value_and_grad", "vjp", "jit_grad", "Compiled",
+    "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "TracerBoolConversionError",
+    "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
+]

@@ -21,13 +21,16 @@ from jitgrad.primitives import UndefinedPrimal, add_tangents, full
 from .jvp import jvp_function
 
 
-def vjp_function(fn: Function, wrt: Sequence[int], seed_outputs: Sequence[int] | None = None) -> Function:
-    """Reverse mode. Arguments of the result: the primals, then one cotangent per output
-    of `fn` — except that outputs listed in `seed_outputs` get a constant cotangent of 1
-    instead (the gradient of a scalar loss). Results: the outputs of `fn`, then one
-    cotangent per input in `wrt`."""
+def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | None = None) -> Function:
+    """Reverse mode. `cotangents` says, per output of `fn`, where its cotangent comes
+    from: "arg" (an argument of the result; the default), "one" (the constant 1: the
+    gradient of a scalar loss) or "none" (the output is not differentiated, e.g. aux
+    data). Arguments of the result: the primals, then the "arg" cotangents. Results:
+    the outputs of `fn`, then one cotangent per input in `wrt`."""
     wrt = list(wrt)
-    seeded = set(seed_outputs or ())
+    cotangents = list(cotangents) if cotangents is not None else ["arg"] * len(fn.outputs)
+    if len(cotangents) != len(fn.outputs) or set(cotangents) - {"arg", "one", "none"}:
+        raise ValueError(f"cotangents must give 'arg', 'one' or 'none' for each of {len(fn.outputs)} outputs")
     jfn = jvp_function(fn, wrt)
     n_in, n_out = len(fn.args), len(fn.outputs)
     tangent_args = jfn.args[n_in:]
@@ -36,7 +39,7 @@ def vjp_function(fn: Function, wrt: Sequence[int], seed_outputs: Sequence[int] |
         if any(v in linear for v in op.operands) and not op.opdef.is_terminator:
             linear.update(op.results)
 
-    ct_types = [t for k, t in enumerate(fn.output_types) if k not in seeded]
+    ct_types = [t for t, kind in zip(fn.output_types, cotangents, strict=True) if kind == "arg"]
     new_fn, builder = new_function(f"{fn.name}_vjp", fn.input_types + ct_types)
     env: dict[Value, Value] = dict(zip(jfn.args[:n_in], new_fn.args[:n_in], strict=True))
     ct_args = iter(new_fn.args[n_in:])
@@ -56,8 +59,10 @@ def vjp_function(fn: Function, wrt: Sequence[int], seed_outputs: Sequence[int] |
             env.update(zip(op.results, new_op.results, strict=True))
 
         cts: dict[Value, object] = {}
-        for k, t_out in enumerate(tangent_outs):
-            if k in seeded:
+        for kind, t_out in zip(cotangents, tangent_outs, strict=True):
+            if kind == "none":
+                continue
+            if kind == "one":
                 with builder.at(fn.body.terminator.loc):
                     ct = full(1.0, t_out.type)
             else:

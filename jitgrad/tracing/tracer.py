@@ -270,6 +270,8 @@ def abstract_leaf(x) -> TensorType:
     as 0-d f64, Python ints as 0-d i64, bools as 0-d bool (JAX's convention)."""
     if isinstance(x, TensorType):
         return x
+    if isinstance(x, Tracer):
+        return x.value.type
     if isinstance(x, bool):
         return TensorType((), DType.bool)
     if isinstance(x, int):

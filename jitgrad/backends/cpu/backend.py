@@ -27,6 +27,8 @@ def _symbol(name: str) -> str:
 class CPUExecutable:
     """Compiled native code for one IR function."""
 
+    backend_stages = ("llvm", "llvm-opt", "asm")
+
     def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str):
         self.function = function
         self.llvm_ir = llvm_ir
@@ -59,6 +61,7 @@ class CPUBackend:
 
     name = "cpu"
     stages = ("llvm", "llvm-opt", "asm")
+
 
     def __init__(self, opt_level: int = 3):
         self.opt_level = opt_level

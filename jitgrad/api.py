@@ -1,0 +1,111 @@
+"""The user-facing transformations, with JAX's conventions: jit, grad, value_and_grad,
+vjp, and the `jit_grad` decorator.
+
+Every transformation returns a `Compiled` callable. Called on arrays it looks up (or
+builds) native code for the argument signature — pytree structure, shapes, dtypes and
+static arguments — so a repeated call neither retraces nor recompiles. Called on traced
+values (inside another transformation) it inlines its IR instead, which is how the
+transformations compose.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+from jitgrad.errors import ArgumentError
+from jitgrad.tracing.pytree import tree_flatten
+from jitgrad.tracing.tracer import abstract_leaf
+from .pipeline import Lowered, lower
+from .staging import Staged, call_inline, grad_transform, has_tracers, normalize_args, trace_transform, vjp_transform
+
+
+class Compiled:
+    """A transformed function compiled per argument signature."""
+
+    def __init__(self, fun: Callable, stage: Callable[[tuple], Staged], static_argnums: Sequence[int] = (),
+                 name: str | None = None):
+        self.fun = fun
+        self.stage = stage
+        self.static_argnums = tuple(static_argnums)
+        self.name = name or getattr(fun, "__name__", "fn")
+        self._cache: dict[Any, Lowered] = {}
+        functools.update_wrapper(self, fun, updated=())
+
+    def _signature(self, args: tuple):
+        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args))
+        try:
+            hash(static)
+        except TypeError:
+            raise ArgumentError(f"static arguments of {self.name} must be hashable") from None
+        dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
+        leaves, tree = tree_flatten(dynamic)
+        return (tree, tuple(abstract_leaf(x) for x in leaves), static), leaves
+
+    def lower(self, *args) -> Lowered:
+        """Trace, transform, optimize and compile for these arguments; every stage's IR is
+        available as text (`.as_text(stage)`, `.stages`)."""
+        args = normalize_args(args, self.static_argnums)
+        key, _ = self._signature(args)
+        lowered = self._cache.get(key)
+        if lowered is None:
+            lowered = lower(self.stage, args, self.name)
+            self._cache[key] = lowered
+        return lowered
+
+    def __call__(self, *args):
+        if has_tracers(args):
+            return call_inline(self.stage, args)
+        args = normalize_args(args, self.static_argnums)
+        key, leaves = self._signature(args)
+        lowered = self._cache.get(key)
+        if lowered is None:
+            lowered = self.lower(*args)
+        return lowered.run(leaves)
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+
+def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = ()):
+    """Compile `fun` to native code (per argument signature)."""
+    static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    if fun is None:
+        return lambda f: jit(f, static_argnums=static)
+    return Compiled(fun, trace_transform(fun, static), static)
+
+
+def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Compiled:
+    """d fun / d args[argnums] for a function with a scalar output (reverse mode)."""
+    return Compiled(fun, grad_transform(fun, argnums, has_aux, "grad"), name=f"grad_{_name(fun)}")
+
+
+def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Compiled:
+    """(fun(*args), grad(fun)(*args)) in one compiled function."""
+    return Compiled(fun, grad_transform(fun, argnums, has_aux, "value_and_grad"),
+                    name=f"value_and_grad_{_name(fun)}")
+
+
+def vjp(fun: Callable, *primals):
+    """(fun(*primals), vjp_fn) where vjp_fn(cotangent) returns a tuple with one cotangent
+    per primal (zeros for integer inputs)."""
+    compiled = Compiled(fun, vjp_transform(fun, len(primals)), name=f"vjp_{_name(fun)}")
+    out = jit(fun)(*primals) if not has_tracers(primals) else call_inline(trace_transform(fun), primals)
+
+    def vjp_fn(cotangent):
+        return compiled(*primals, cotangent)[1]
+    return out, vjp_fn
+
+
+def jit_grad(fun: Callable | None = None, *, argnums: int | Sequence[int] = 0, has_aux: bool = False,
+             with_value: bool = False):
+    """Decorator: the compiled gradient of `fun` (`@jit_grad` or `@jit_grad(argnums=...)`).
+    with_value=True returns (value, grads); with has_aux the value is (value, aux)."""
+    if fun is None:
+        return lambda f: jit_grad(f, argnums=argnums, has_aux=has_aux, with_value=with_value)
+    mode = "jit_grad" if with_value else "grad"
+    return Compiled(fun, grad_transform(fun, argnums, has_aux, mode), name=f"grad_{_name(fun)}")
+
+
+def _name(fun) -> str:
+    return getattr(fun, "__name__", "fn")

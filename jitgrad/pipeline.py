@@ -1,0 +1,70 @@
+"""The compilation pipeline: staged IR -> optimization passes -> backend, with every
+stage kept for inspection (`Compiled.lower(...)`, the CLI's --stage/--after-all)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from jitgrad.ir import Function
+from .backends.cpu import CPUBackend
+from .staging import Staged
+
+
+def optimization_passes() -> list:
+    """The IR -> IR passes run after tracing and differentiation, in order."""
+    from jitgrad.passes.simplify import simplify_pipeline
+    return simplify_pipeline()
+
+
+@dataclass
+class Lowered:
+    """One compiled signature: every IR stage, the backend executable, and the output
+    structure. `run` is the call path of a cached signature."""
+
+    staged: Staged
+    stages: list[tuple[str, Function]]
+    executable: Any
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def function(self) -> Function:
+        """The final (optimized) IR function that was compiled."""
+        return self.stages[-1][1]
+
+    def stage_names(self) -> list[str]:
+        return [name for name, _ in self.stages] + list(self.executable.backend_stages)
+
+    def as_text(self, stage: str | None = None) -> str:
+        """The text of one stage (default: the optimized IR)."""
+        from jitgrad.ir.printer import print_function
+        if stage is None:
+            return print_function(self.function)
+        for name, fn in self.stages:
+            if name == stage:
+                return print_function(fn)
+        try:
+            return self.executable.stage_text(stage)
+        except KeyError:
+            raise KeyError(f"no stage {stage!r}; stages are {', '.join(self.stage_names())}") from None
+
+    def run(self, leaves: Sequence) -> Any:
+        return self.staged.unflatten(self.executable(leaves))
+
+
+def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None) -> Lowered:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    staged = stage(args)
+    timings["trace+autodiff"] = time.perf_counter() - start
+    stages = list(staged.stages)
+    fn = staged.function
+    for p in optimization_passes():
+        start = time.perf_counter()
+        fn = p.run(fn)
+        timings[p.name] = time.perf_counter() - start
+        stages.append((p.name, fn))
+    start = time.perf_counter()
+    executable = (backend or CPUBackend()).compile(fn)
+    timings["backend"] = time.perf_counter() - start
+    return Lowered(staged, stages, executable, timings)

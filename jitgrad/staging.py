@@ -1,0 +1,205 @@
+"""Staging: from a Python function and example arguments to IR, through transformations.
+
+A `Transform` turns arguments into a `Staged` program: the IR function, the stages it
+went through (traced, differentiated, ...) and how to rebuild the user's output pytree
+from the flat results. `trace_transform` traces; `grad_transform` and friends
+differentiate what their inner transform produced. Transformed callables nest: when one
+is called on traced values (inside another trace) its IR is *inlined* into the outer
+function, so grad(grad(f)) and jit(grad(f)) are IR transformations of IR, with one set
+of primitive rules.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jitgrad.errors import ArgumentError, GradientError
+from jitgrad.ir import Function, Value, current_builder
+from jitgrad.passes.reverse import vjp_function
+from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
+from jitgrad.tracing.tracer import Tracer, trace, user_location
+from jitgrad.tracing import numpy_api
+
+
+@dataclass
+class Staged:
+    """An IR function plus what is needed to present its results to the user."""
+
+    function: Function
+    unflatten: Callable[[list], Any]
+    stages: list[tuple[str, Function]] = field(default_factory=list)
+
+
+def normalize_args(args: tuple, static_argnums: Sequence[int] = ()) -> tuple:
+    """Python scalars become 0-d arrays of their JAX-convention dtype; arrays and static
+    arguments stay as they are."""
+    def leaf(x):
+        if isinstance(x, Tracer):
+            return x
+        if isinstance(x, bool):
+            return np.asarray(x)
+        if isinstance(x, int):
+            return np.asarray(x, dtype=np.int64)
+        if isinstance(x, float):
+            return np.asarray(x, dtype=np.float64)
+        return x
+    out = []
+    for i, arg in enumerate(args):
+        if i in static_argnums:
+            out.append(arg)
+            continue
+        leaves, tree = tree_flatten(arg)
+        out.append(tree_unflatten(tree, [leaf(x) for x in leaves]))
+    return tuple(out)
+
+
+def trace_transform(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable[[tuple], Staged]:
+    static = set(static_argnums)
+
+    def stage(args: tuple) -> Staged:
+        dynamic = tuple(a for i, a in enumerate(args) if i not in static)
+
+        def bound(*dyn):
+            it = iter(dyn)
+            return fun(*[args[i] if i in static else next(it) for i in range(len(args))])
+        bound.__name__ = getattr(fun, "__name__", "fn")
+        traced = trace(bound, dynamic)
+        fn = traced.function
+        return Staged(fn, lambda flat, tree=traced.out_tree: tree_unflatten(tree, flat), [("traced", fn)])
+    return stage
+
+
+def _argnum_leaves(args: tuple, argnums: Sequence[int]) -> tuple[list[int], list[TreeDef]]:
+    """Flat leaf positions of the arguments in `argnums`, and each one's structure."""
+    positions, trees, offset = [], [], 0
+    for i, arg in enumerate(args):
+        leaves, tree = tree_flatten(arg)
+        if i in argnums:
+            positions.extend(range(offset, offset + len(leaves)))
+        offset += len(leaves)
+    for i in argnums:
+        trees.append(tree_flatten(args[i])[1])
+    return positions, trees
+
+
+def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str) -> Callable[[tuple], Staged]:
+    """Reverse-mode gradient of a scalar function. `mode`: 'grad' (grads only),
+    'value_and_grad' (JAX's ((value, aux), grads) layout), 'jit_grad' ((value, grads))."""
+    single = isinstance(argnums, int)
+    argnums_t = (argnums,) if single else tuple(argnums)
+
+    def stage(args: tuple) -> Staged:
+        for i in argnums_t:
+            if not -len(args) <= i < len(args):
+                raise ArgumentError(f"argnums={argnums!r} is out of range for {len(args)} positional arguments")
+        argnums_n = tuple(operator.index(i) % len(args) for i in argnums_t)
+        traced = trace(fun, args)
+        fn = traced.function
+        out_tree = traced.out_tree
+        n_out = len(fn.outputs)
+        if has_aux and (out_tree.kind not in ("tuple", "list") or len(out_tree.children) != 2):
+            raise GradientError("has_aux=True needs the function to return a pair (output, aux)")
+        loss_leaves = out_tree.children[0].num_leaves if has_aux else n_out
+        if loss_leaves != 1 or fn.outputs[0].type.ndim != 0:
+            shown = ", ".join(str(t) for t in fn.output_types[:loss_leaves])
+            raise GradientError(f"grad requires a function with a scalar (0-d) output, but {fn.name} returns "
+                                f"{shown or 'nothing'}; use jitgrad.vjp for non-scalar outputs")
+        if not fn.outputs[0].type.dtype.is_float:
+            raise GradientError(f"grad requires a floating-point output, got {fn.output_types[0]}")
+        wrt, trees = _argnum_leaves(args, argnums_n)
+        for pos in wrt:
+            t = fn.args[pos].type
+            if not t.dtype.is_float:
+                raise GradientError(f"grad of {fn.name} with respect to an argument of type {t}: only "
+                                    "floating-point arguments can be differentiated (argnums="
+                                    f"{argnums!r}); pass integer data as a non-differentiated argument")
+        cotangents = ["one"] + ["none"] * (n_out - 1)
+        gfn = vjp_function(fn, wrt, cotangents)
+
+        def unflatten(flat):
+            outs, grads = flat[:n_out], flat[n_out:]
+            grouped, start = [], 0
+            for tree in trees:
+                grouped.append(tree_unflatten(tree, grads[start:start + tree.num_leaves]))
+                start += tree.num_leaves
+            g = grouped[0] if single else tuple(grouped)
+            value = outs[0]
+            aux = tree_unflatten(out_tree.children[1], outs[1:]) if has_aux else None
+            if mode == "grad":
+                return (g, aux) if has_aux else g
+            if mode == "value_and_grad":
+                return ((value, aux), g) if has_aux else (value, g)
+            return ((value, aux), g) if has_aux else (value, g)
+        return Staged(gfn, unflatten, [("traced", fn), ("autodiff", gfn)])
+    return stage
+
+
+def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
+    """f(*primals) -> out, differentiated with a cotangent argument per output leaf.
+    Called with (*primals, cotangent_pytree); returns (out, tuple of input cotangents)."""
+    def stage(args: tuple) -> Staged:
+        primals, ct = args[:n_primals], args[n_primals]
+        traced = trace(fun, primals)
+        fn = traced.function
+        ct_leaves, ct_tree = tree_flatten(ct)
+        if ct_tree != traced.out_tree:
+            raise ArgumentError(f"the cotangent has structure {ct_tree} but the function's output has "
+                                f"structure {traced.out_tree}")
+        for c, t in zip(ct_leaves, fn.output_types, strict=True):
+            shape = getattr(c, "shape", ())
+            if tuple(shape) != t.shape:
+                raise ArgumentError(f"cotangent of shape {tuple(shape)} for an output of type {t}")
+        float_inputs = [k for k, v in enumerate(fn.args) if v.type.dtype.is_float]
+        vfn = vjp_function(fn, float_inputs, ["arg"] * len(fn.outputs))
+        in_trees = [tree_flatten(p)[1] for p in primals]
+        n_out = len(fn.outputs)
+
+        def unflatten(flat):
+            outs = tree_unflatten(traced.out_tree, flat[:n_out])
+            grads = iter(flat[n_out:])
+            leaves = []
+            for k, v in enumerate(fn.args):
+                leaves.append(next(grads) if v.type.dtype.is_float
+                              else np.zeros(v.type.shape, v.type.dtype.numpy))
+            grouped, start = [], 0
+            for tree in in_trees:
+                grouped.append(tree_unflatten(tree, leaves[start:start + tree.num_leaves]))
+                start += tree.num_leaves
+            return outs, tuple(grouped)
+        return Staged(vfn, unflatten, [("traced", fn), ("autodiff", vfn)])
+    return stage
+
+
+# --------------------------------------------------------------------------- inlining
+
+def inline(fn: Function, operands: Sequence[Value]) -> list[Value]:
+    """Copy `fn`'s body into the active builder with its arguments bound to `operands`."""
+    builder = current_builder()
+    env: dict[Value, Value] = dict(zip(fn.args, operands, strict=True))
+    for op in fn.body.ops:
+        if op.opdef.is_terminator:
+            return [env[v] for v in op.operands]
+        with builder.at(op.loc):
+            new = builder.create(op.opdef, [env[v] for v in op.operands], op.attrs,
+                                 result_types=[r.type for r in op.results])
+        env.update(zip(op.results, new.results, strict=True))
+    raise AssertionError("function without terminator")
+
+
+def call_inline(stage: Callable[[tuple], Staged], args: tuple):
+    """Run a transformed function on traced arguments by inlining its IR."""
+    leaves, tree = tree_flatten(args)
+    with current_builder().at(user_location()):
+        operands = [x.value if isinstance(x, Tracer) else numpy_api.as_value(np.asarray(x)) for x in leaves]
+    abstract = tree_unflatten(tree, [Tracer(v) for v in operands])
+    staged = stage(abstract)
+    results = inline(staged.function, operands)
+    return staged.unflatten([Tracer(v) for v in results])
+
+
+def has_tracers(args) -> bool:
+    leaves, _ = tree_flatten(args)
+    return any(isinstance(x, Tracer) for x in leaves)
