@@ -32,8 +32,7 @@ def jvp_function(fn: Function, wrt: Sequence[int]) -> Function:
             if op.opdef.is_terminator:
                 outs = [env[v] for v in op.operands]
                 with builder.at(op.loc):
-                    touts = [instantiate(tangents[v]) for v in op.operands]
-                builder.ret(outs + touts)
+                    builder.ret(outs + [instantiate(tangents[v]) for v in op.operands])
                 break
             _jvp_op(builder, op, env, tangents)
     return new_fn

@@ -86,5 +86,5 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
 
         with builder.at(fn.body.terminator.loc):
             grads = [cts.get(t) if t in cts else full(0, t.type) for t in tangent_args]
-        builder.ret([env[v] for v in primal_outs] + grads)
+            builder.ret([env[v] for v in primal_outs] + grads)
     return new_fn

@@ -301,8 +301,7 @@ def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
             out = fn(*tree_unflatten(in_tree, tracers))
             out_leaves, out_tree = tree_flatten(out)
             with builder.at(user_location()):
-                outputs = [_output_value(x) for x in out_leaves]
-            builder.ret(outputs)
+                builder.ret([_output_value(x) for x in out_leaves])
     finally:
         _trace_stack.pop()
     return TracedFunction(function, in_tree, out_tree)

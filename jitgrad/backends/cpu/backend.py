@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import re
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -29,20 +30,32 @@ class CPUExecutable:
 
     backend_stages = ("llvm", "llvm-opt", "asm")
 
-    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str):
+    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str, workspace_bytes: int):
         self.function = function
+        self.workspace_bytes = workspace_bytes
+        self._workspaces = threading.local()
         self.llvm_ir = llvm_ir
         self.compiled = compiled
         self.symbol = symbol
         self._cfunc = _CALL_TYPE(compiled.address(symbol))
         self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
         self._in_dtypes = [t.dtype.numpy for t in function.input_types]
-        self._n = len(function.args) + len(function.outputs)
+        self._n = len(function.args) + len(function.outputs) + 1
+
+    def _workspace(self) -> int:
+        """This thread's workspace address (64-byte aligned), allocated on first use."""
+        address = getattr(self._workspaces, "address", None)
+        if address is None:
+            self._workspaces.buffer = np.empty(self.workspace_bytes + 64, np.uint8)
+            base = self._workspaces.buffer.ctypes.data
+            address = self._workspaces.address = (base + 63) & ~63
+        return address
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         arrays = [np.ascontiguousarray(a, dtype=d) for a, d in zip(inputs, self._in_dtypes, strict=True)]
         outputs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
-        pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in itertools.chain(arrays, outputs)])
+        pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in itertools.chain(arrays, outputs)],
+                                              self._workspace())
         self._cfunc(pointers)
         return outputs
 
@@ -66,18 +79,19 @@ class CPUBackend:
     def __init__(self, opt_level: int = 3):
         self.opt_level = opt_level
 
-    def build_module(self, fn: Function) -> tuple[ir.Module, str]:
+    def build_module(self, fn: Function) -> tuple[ir.Module, str, int]:
         initialize()
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn.name)
         vector_math = VectorMath()
-        llfn = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance()).lower()
+        lowering = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance())
+        llfn = lowering.lower()
         if vector_math.prefer_vector_width:
             set_function_string_attribute(llfn, "prefer-vector-width", str(vector_math.prefer_vector_width))
         vector_math.finish(module)
-        return module, symbol
+        return module, symbol, lowering.workspace_bytes
 
     def compile(self, fn: Function) -> CPUExecutable:
-        module, symbol = self.build_module(fn)
+        module, symbol, workspace_bytes = self.build_module(fn)
         compiled = compile_module(module, self.opt_level)
-        return CPUExecutable(fn, str(module), compiled, symbol)
+        return CPUExecutable(fn, str(module), compiled, symbol, workspace_bytes)

@@ -1,7 +1,9 @@
 """Lowering one IR function to one LLVM function with llvmlite's IR builder.
 
-The generated function is `void f(ptr args)`: `args` holds the input buffers, then the
-output buffers (allocated by the caller). Each materialized value (see
+The generated function is `void f(ptr args)`: `args` holds the input buffers, the
+output buffers (allocated by the caller), then one workspace buffer that holds every
+intermediate at a fixed offset (`workspace_bytes`), allocated once per executable and
+thread rather than per call, so calls never page-fault fresh memory. Each materialized value (see
 `jitgrad.passes.schedule`) becomes one loop nest; inlined values are computed inside
 their consumer's loop body, which is loop fusion. Every primitive is lowered through the
 target-neutral description in its record (`Elementwise`, `Gather`, `Scatter`,
@@ -69,7 +71,8 @@ class FunctionLowering:
         self.ctx = CPUScalarContext(self.builder, module, vector_math)
         self.buffers: dict[Value, ir.Value] = {}
         self.output_slots: dict[Value, ir.Value] = {}
-        self.to_free: list[ir.Value] = []
+        self.workspace: ir.Value | None = None
+        self.workspace_bytes = 0
         self._constant_count = 0
 
     # ------------------------------------------------------------------ driver
@@ -79,6 +82,7 @@ class FunctionLowering:
         for k, v in enumerate(fn.args):
             self.buffers[v] = self._load_pointer(args, k, f"in{k}")
         out_ptrs = [self._load_pointer(args, len(fn.args) + k, f"out{k}") for k in range(len(fn.outputs))]
+        self.workspace = self._load_pointer(args, len(fn.args) + len(fn.outputs), "workspace")
         for v, ptr in zip(fn.outputs, out_ptrs, strict=True):
             op = v.defining_op
             if op is not None and v not in self.output_slots and not isinstance(op.opdef.lowering, (Alias, Constant)):
@@ -91,9 +95,6 @@ class FunctionLowering:
         for v, ptr in zip(fn.outputs, out_ptrs, strict=True):
             if self.buffers[v] is not ptr and v.type.nbytes:
                 self._memcpy(ptr, self.buffers[v], v.type.nbytes)
-        free = declare(self.module, "free", VOID, [PTR])
-        for ptr in self.to_free:
-            b.call(free, [ptr])
         b.ret_void()
         return self.llfn
 
@@ -123,11 +124,16 @@ class FunctionLowering:
     def _allocate(self, value: Value) -> ir.Value:
         ptr = self.output_slots.get(value)
         if ptr is None:
-            malloc = declare(self.module, "malloc", PTR, [I64])
-            ptr = self.builder.call(malloc, [index(max(value.type.nbytes, 1))])
-            self.to_free.append(ptr)
+            ptr = self._scratch(value.type.nbytes)
         self.buffers[value] = ptr
         return ptr
+
+    def _scratch(self, nbytes: int) -> ir.Value:
+        """A 64-byte aligned region of the workspace (no reuse yet: memory planning will
+        share regions between values whose lifetimes do not overlap)."""
+        offset = self.workspace_bytes
+        self.workspace_bytes += -(-max(nbytes, 1) // 64) * 64
+        return self.builder.gep(self.workspace, [index(offset)], inbounds=True, source_etype=I8)
 
     def _global_constant(self, array) -> ir.GlobalVariable:
         data = bytearray(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()) or bytearray(1)
@@ -254,9 +260,7 @@ class FunctionLowering:
         """A row-major copy of `value` with its axes in the order `perm`."""
         b, t = self.builder, memory_type(value.type.dtype)
         shape = [value.type.shape[p] for p in perm]
-        malloc = declare(self.module, "malloc", PTR, [I64])
-        dst = b.call(malloc, [index(max(value.type.nbytes, 1))])
-        self.to_free.append(dst)
+        dst = self._scratch(value.type.nbytes)
         with for_nest(b, shape, "perm") as m:
             src_multi = [None] * len(perm)
             for k, p in enumerate(perm):

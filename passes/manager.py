@@ -1,0 +1,132 @@
+"""Passes as small named IR -> IR units, and the manager that runs a flat list of them.
+
+A pass is a frozen dataclass with a `name` (its fields are its options, as in xDSL);
+`run` returns a NEW function and leaves its input untouched, so the function after every
+stage stays valid and printable. The manager records each stage (function + wall time)
+for the CLI's print-after and time-passes, and can run the verifier around every pass so
+a broken pass is named the moment it breaks the IR, not three passes later.
+
+`rewrite_function` is the one skeleton the simplification passes share (JAX's
+env/read/write loop): walk the ops in order, map operands through an env, and either
+copy each op or let a rule replace its results.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Optional, Sequence
+
+from jitgrad.ir import Block, Builder, Function, Operation, Region, Value, new_function
+
+
+class FunctionPass:
+    """Base of all function passes: subclasses are `@dataclass(frozen=True)`, set the class
+    attribute `name` and implement `run`."""
+
+    name: ClassVar[str] = ""
+
+    def run(self, fn: Function) -> Function:
+        raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+
+    def __call__(self, fn: Function) -> Function:
+        return self.run(fn)
+
+
+@dataclass
+class Stage:
+    """One pipeline stage: the pass's name, the function it produced, its wall time."""
+
+    name: str
+    function: Function
+    seconds: float
+
+
+class PassManager:
+    """Runs `passes` in order. With `verify`, the IR is verified before the first pass and
+    after each one; a failure names the pass that produced the bad IR."""
+
+    def __init__(self, passes: Sequence[FunctionPass], verify: bool = False):
+        self.passes = list(passes)
+        self.verify = verify
+        self.stages: list[Stage] = []
+
+    def run(self, fn: Function) -> Function:
+        self.stages = []
+        self._check(fn, "before the first pass")
+        for p in self.passes:
+            start = time.perf_counter()
+            fn = p.run(fn)
+            self.stages.append(Stage(p.name, fn, time.perf_counter() - start))
+            self._check(fn, f"after pass {p.name!r}")
+        return fn
+
+    def _check(self, fn: Function, when: str) -> None:
+        if not self.verify:
+            return
+        # Imported here: the verifier is its own module, and the manager must import
+        # (and run unverified pipelines) without it.
+        from jitgrad.errors import VerificationError
+        from jitgrad.ir.verifier import verify
+        try:
+            verify(fn)
+        except VerificationError as err:
+            raise VerificationError(f"{when}: {err.message}", err.location) from err
+
+    def report(self) -> str:
+        """A time-passes table: one line per stage with its time and op count."""
+        lines = [f"{'pass':<12} {'ms':>9} {'ops':>6}"]
+        for stage in self.stages:
+            lines.append(f"{stage.name:<12} {stage.seconds * 1e3:9.3f} {len(stage.function.walk()):6d}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- rebuilding
+
+Rewrite = Callable[[Operation, list[Value]], Optional[Sequence[Value]]]
+
+
+def rewrite_function(fn: Function, rewrite: Rewrite, keep: Callable[[Operation], bool] = lambda op: True,
+                     ) -> Function:
+    """A new function with `fn`'s signature, rebuilt op by op in program order.
+
+    For each top-level op with `keep(op)` true, `rewrite(op, new_operands)` runs inside
+    the active builder with the op's location; it returns the values that replace the
+    op's results, or None to copy the op. Terminators are always copied. Ops with
+    `keep(op)` false are dropped: nothing may use their results.
+    """
+    new_fn, builder = new_function(fn.name, fn.input_types)
+    env: dict[Value, Value] = dict(zip(fn.args, new_fn.args, strict=True))
+    with builder:
+        for op in fn.body.ops:
+            if not op.opdef.is_terminator and not keep(op):
+                continue
+            operands = [env[v] for v in op.operands]
+            with builder.at(op.loc):
+                new = None if op.opdef.is_terminator else rewrite(op, operands)
+                if new is None:
+                    new = copy_op(builder, op, operands, env).results
+            env.update(zip(op.results, new, strict=True))
+    return new_fn
+
+
+def copy_op(builder: Builder, op: Operation, operands: Sequence[Value], env: dict[Value, Value]) -> Operation:
+    """Append a copy of `op` with the given operands. Its regions are deep-copied; values
+    they use from enclosing blocks are looked up in `env` (which also receives the
+    copied region's own values)."""
+    regions = [copy_region(region, env) for region in op.regions]
+    return builder.create(op.opdef, operands, op.attrs, regions=regions,
+                          result_types=[r.type for r in op.results])
+
+
+def copy_region(region: Region, env: dict[Value, Value]) -> Region:
+    blocks = []
+    for block in region.blocks:
+        inner = Builder(Block())
+        for arg in block.args:
+            env[arg] = inner.add_arg(arg.type)
+        for op in block.ops:
+            with inner.at(op.loc):
+                new = copy_op(inner, op, [env[v] for v in op.operands], env)
+            env.update(zip(op.results, new.results, strict=True))
+        blocks.append(inner.block)
+    return Region(blocks)
