@@ -6,7 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from jitgrad.errors import VerificationError
 from jitgrad.ir import Function
+from jitgrad.passes.manager import PassManager
+from .config import config
 from .backends.cpu import CPUBackend
 from .staging import Staged
 
@@ -57,13 +60,17 @@ def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None
     start = time.perf_counter()
     staged = stage(args)
     timings["trace+autodiff"] = time.perf_counter() - start
-    stages = list(staged.stages)
-    fn = staged.function
-    for p in optimization_passes():
-        start = time.perf_counter()
-        fn = p.run(fn)
-        timings[p.name] = time.perf_counter() - start
-        stages.append((p.name, fn))
+    if config.verify_ir:
+        from jitgrad.ir.verifier import verify
+        for stage_name, fn in staged.stages:
+            try:
+                verify(fn)
+            except VerificationError as err:
+                raise VerificationError(f"after {stage_name}: {err.message}", err.location) from err
+    manager = PassManager(optimization_passes(), verify=config.verify_ir)
+    fn = manager.run(staged.function)
+    stages = list(staged.stages) + [(s.name, s.function) for s in manager.stages]
+    timings.update((s.name, s.seconds) for s in manager.stages)
     start = time.perf_counter()
     executable = (backend or CPUBackend()).compile(fn)
     timings["backend"] = time.perf_counter() - start

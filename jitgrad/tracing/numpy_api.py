@@ -110,11 +110,29 @@ def unary_float(prim_fn):
 
 def power(x, y):
     """x ** y; a static integer exponent becomes exact repeated multiplication."""
-    if _is_weak(y) and float(y) == int(y) and builtins.abs(y) <= 64:
+    if _is_weak(y) and math.isfinite(y) and float(y) == int(y) and builtins.abs(y) <= 64:
         return P.integer_pow(promote(x)[0] if not _is_weak(x) else as_value(x), int(y))
     if _is_weak(y) and y == 0.5:
         return P.sqrt(promote(x, min_float=True)[0])
+    if not result_dtype(x, y).is_float:
+        raise UnsupportedOperationError("integer ** integer array is not supported (the exponent must be "
+                                        "a Python int, or the arrays floating-point)")
     return _elementwise(P.power, x, y, min_float=True)
+
+
+def float_power(x, y):
+    """NumPy computes float_power in float64 whatever the input precision."""
+    return _elementwise(P.power, x, y, dtype=DType.f64)
+
+
+def _ignoring_nan(prim_fn):
+    """fmax/fmin: like maximum/minimum, but a NaN loses to a number."""
+    def fn(a, b):
+        a, b = broadcast_values(*promote(a, b))
+        if not a.type.dtype.is_float:
+            return prim_fn(a, b)
+        return P.select(P.ne(a, a), b, P.select(P.ne(b, b), a, prim_fn(a, b)))
+    return fn
 
 
 def true_divide(a, b):
@@ -178,7 +196,10 @@ def exp2(x):
 def logaddexp(a, b):
     """log(exp a + exp b) = max + log1p(exp(-|a - b|)), stable for large inputs."""
     a, b = broadcast_values(*promote(a, b, min_float=True))
-    return P.add(P.maximum(a, b), P.log1p(P.exp(P.neg(P.absolute(P.sub(a, b))))))
+    # a - b is NaN when both are the same infinity; the answer is then max(a, b) itself.
+    diff = P.sub(a, b)
+    diff = P.select(P.eq(a, b), P.full(0, diff.type), diff)
+    return P.add(P.maximum(a, b), P.log1p(P.exp(P.neg(P.absolute(diff)))))
 
 
 def logical(prim_fn):
@@ -187,10 +208,10 @@ def logical(prim_fn):
 
 UFUNCS: dict[Any, Any] = {
     np.add: binary(P.add), np.subtract: binary(P.sub), np.multiply: binary(P.mul),
-    np.true_divide: true_divide, np.power: power, np.float_power: lambda a, b: power(a, b),
+    np.true_divide: true_divide, np.power: power, np.float_power: float_power, np.matmul: lambda a, b: matmul(a, b),
     np.negative: negative, np.positive: positive, np.square: square, np.reciprocal: reciprocal,
     np.maximum: binary(P.maximum), np.minimum: binary(P.minimum),
-    np.fmax: binary(P.maximum), np.fmin: binary(P.minimum),
+    np.fmax: _ignoring_nan(P.maximum), np.fmin: _ignoring_nan(P.minimum),
     np.exp: unary_float(P.exp), np.log: unary_float(P.log), np.log1p: unary_float(P.log1p),
     np.expm1: unary_float(P.expm1), np.sin: unary_float(P.sin), np.cos: unary_float(P.cos),
     np.tan: tan, np.tanh: unary_float(P.tanh), np.sinh: sinh, np.cosh: cosh,

@@ -1,0 +1,14 @@
+"""Process-wide settings, set in code (never through environment variables)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    verify_ir: bool = False
+    """Verify the IR after tracing, differentiation and every pass (the tests turn it on;
+    it costs a walk over the IR per stage)."""
+
+
+config = Config()
