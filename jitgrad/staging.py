@@ -66,6 +66,7 @@ def trace_transform(fun: Callable, static_argnums: Sequence[int] = ()) -> Callab
             it = iter(dyn)
             return fun(*[args[i] if i in static else next(it) for i in range(len(args))])
         bound.__name__ = getattr(fun, "__name__", "fn")
+        bound.__wrapped__ = fun
         traced = trace(bound, dynamic)
         fn = traced.function
         return Staged(fn, lambda flat, tree=traced.out_tree: tree_unflatten(tree, flat), [("traced", fn)])

@@ -158,7 +158,9 @@ def integer_pow(x, y: int): return integer_pow_p.bind(x, y=y)
 def _integer_pow_jvp(t, x, *, y):
     if y == 0:
         return Zero(t.type)
-    factor = _full_like(x, y) if y == 1 else mul(_full_like(x, y), integer_pow(x, y - 1))
+    if y == 1:
+        return t
+    factor = mul(_full_like(x, y), x if y == 2 else integer_pow(x, y - 1))
     return mul(t, factor)
 
 

@@ -10,6 +10,7 @@ the user's line — never a silent constant.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -300,11 +301,20 @@ def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
         with builder:
             out = fn(*tree_unflatten(in_tree, tracers))
             out_leaves, out_tree = tree_flatten(out)
-            with builder.at(user_location()):
+            with builder.at(_definition_location(fn)):
                 builder.ret([_output_value(x) for x in out_leaves])
     finally:
         _trace_stack.pop()
     return TracedFunction(function, in_tree, out_tree)
+
+
+def _definition_location(fn) -> Location:
+    """Where `fn` is defined: the location given to its `return` (the function's own
+    frame is gone by the time its outputs are known)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None or code.co_filename.startswith(_internal_dirs()):
+        return user_location()
+    return Location(_display_path(code.co_filename), code.co_firstlineno, code.co_name)
 
 
 def _output_value(x) -> Value:
