@@ -73,17 +73,28 @@ def _transpose_sub(ct, a, b):
             neg(ct) if isinstance(b, UndefinedPrimal) else None]
 
 
+def _zero_wins(ct, product):
+    """Backward products are *strong-zero*: where the cotangent is exactly 0 the
+    contribution is exactly 0, even if the partial derivative is inf or NaN. This is what
+    keeps the untaken branch of `np.where(x > 0, np.sqrt(x), 0.0)` at x = 0 from
+    poisoning the gradient (select sends it a zero cotangent; 0 * inf would be NaN)."""
+    if not ct.type.dtype.is_float:
+        return product
+    zero = _full_like(ct, 0)
+    return select(eq(ct, zero), zero, product)
+
+
 def _transpose_mul(ct, a, b):
     if isinstance(a, UndefinedPrimal) and isinstance(b, UndefinedPrimal):
         raise ValueError("mul is not linear in both operands at once")
-    return [mul(ct, b) if isinstance(a, UndefinedPrimal) else None,
-            mul(a, ct) if isinstance(b, UndefinedPrimal) else None]
+    return [_zero_wins(ct, mul(ct, b)) if isinstance(a, UndefinedPrimal) else None,
+            _zero_wins(ct, mul(a, ct)) if isinstance(b, UndefinedPrimal) else None]
 
 
 def _transpose_div(ct, a, b):
     if isinstance(b, UndefinedPrimal):
         raise ValueError("div is not linear in its denominator")
-    return [div(ct, b), None]
+    return [_zero_wins(ct, div(ct, b)), None]
 
 
 defjvp(neg_p, lambda t, x: neg(t))
