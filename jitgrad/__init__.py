@@ -11,12 +11,14 @@ compile it to native code with LLVM:
 """
 from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationError, TracerBoolConversionError,
                      GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError)
-from .api import Compiled, jit, grad, value_and_grad, vjp, jit_grad
+from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
+                  jit_grad, stop_gradient)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "jit", "grad", "value_and_grad", "vjp", "jit_grad", "Compiled",
+    "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
+    "jit_grad", "stop_gradient", "Compiled",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
 ]

@@ -16,7 +16,8 @@ from jitgrad.errors import ArgumentError
 from jitgrad.tracing.pytree import tree_flatten
 from jitgrad.tracing.tracer import abstract_leaf
 from .pipeline import Lowered, lower
-from .staging import Staged, call_inline, grad_transform, has_tracers, normalize_args, trace_transform, vjp_transform
+from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian_transform, jvp_transform,
+                      normalize_args, trace_transform, vjp_transform)
 
 
 class Compiled:
@@ -86,15 +87,72 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: boo
                     name=f"value_and_grad_{_name(fun)}")
 
 
+@functools.lru_cache(maxsize=512)
+def _cached(kind: str, fun: Callable, param) -> Compiled:
+    """One Compiled object per (transformation, function, parameter), so that calling
+    jitgrad.vjp(f, x) or jitgrad.jvp(f, ...) in a loop compiles once, not every time."""
+    if kind == "jit":
+        return jit(fun)
+    if kind == "vjp":
+        return Compiled(fun, vjp_transform(fun, param), name=f"vjp_{_name(fun)}")
+    return Compiled(fun, jvp_transform(fun, param), name=f"jvp_{_name(fun)}")
+
+
 def vjp(fun: Callable, *primals):
     """(fun(*primals), vjp_fn) where vjp_fn(cotangent) returns a tuple with one cotangent
-    per primal (zeros for integer inputs)."""
-    compiled = Compiled(fun, vjp_transform(fun, len(primals)), name=f"vjp_{_name(fun)}")
-    out = jit(fun)(*primals) if not has_tracers(primals) else call_inline(trace_transform(fun), primals)
+    per primal (zeros for integer inputs). vjp_fn recomputes the forward pass."""
+    out = _cached("jit", fun, None)(*primals)
 
     def vjp_fn(cotangent):
-        return compiled(*primals, cotangent)[1]
+        return _cached("vjp", fun, len(primals))(*primals, cotangent)[1]
     return out, vjp_fn
+
+
+def jvp(fun: Callable, primals: Sequence, tangents: Sequence):
+    """Forward mode: (fun(*primals), directional derivative along `tangents`)."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ArgumentError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    return _cached("jvp", fun, len(primals))(*primals, *tangents)
+
+
+def linearize(fun: Callable, *primals):
+    """(fun(*primals), f_jvp) where f_jvp(*tangents) is the derivative at `primals`
+    applied to `tangents` (compiled once; each call reruns the forward-mode program)."""
+    out = _cached("jit", fun, None)(*primals)
+
+    def f_jvp(*tangents):
+        return jvp(fun, primals, tangents)[1]
+    return out, f_jvp
+
+
+def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
+    """The Jacobian by forward mode (one JVP per input element): shape out.shape + in.shape."""
+    return Compiled(fun, jacobian_transform(fun, argnums, "fwd"), name=f"jacfwd_{_name(fun)}")
+
+
+def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
+    """The Jacobian by reverse mode (one VJP per output element): shape out.shape + in.shape."""
+    return Compiled(fun, jacobian_transform(fun, argnums, "rev"), name=f"jacrev_{_name(fun)}")
+
+
+def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
+    """The Hessian, forward over reverse: jacfwd(jacrev(fun))."""
+    return jacfwd(jacrev(fun, argnums), argnums)
+
+
+def hvp(fun: Callable, primals: Sequence, tangents: Sequence):
+    """Hessian-vector product by forward-over-reverse: jvp(grad(fun), primals, tangents)[1]."""
+    return jvp(grad(fun, argnums=tuple(range(len(primals))) if len(primals) > 1 else 0), primals, tangents)[1]
+
+
+def stop_gradient(x):
+    """x, with a derivative of zero: differentiation treats it as a constant."""
+    from jitgrad import primitives as P
+    from jitgrad.tracing.tracer import Tracer, apply
+    if isinstance(x, Tracer):
+        return apply(P.stop_gradient, (x,))
+    return x
 
 
 def jit_grad(fun: Callable | None = None, *, argnums: int | Sequence[int] = 0, has_aux: bool = False,

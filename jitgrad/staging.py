@@ -18,6 +18,7 @@ import numpy as np
 
 from jitgrad.errors import ArgumentError, GradientError
 from jitgrad.ir import Function, Value, current_builder
+from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import Tracer, trace, user_location
@@ -204,3 +205,123 @@ def call_inline(stage: Callable[[tuple], Staged], args: tuple):
 def has_tracers(args) -> bool:
     leaves, _ = tree_flatten(args)
     return any(isinstance(x, Tracer) for x in leaves)
+
+
+# --------------------------------------------------------------------------- forward mode
+
+def _float_positions(fn: Function) -> list[int]:
+    return [k for k, v in enumerate(fn.args) if v.type.dtype.is_float]
+
+
+def _check_like(what: str, values, like) -> None:
+    leaves, tree = tree_flatten(values)
+    like_leaves, like_tree = tree_flatten(like)
+    if tree != like_tree:
+        raise ArgumentError(f"{what} have structure {tree}, the primals have {like_tree}")
+    for a, b in zip(leaves, like_leaves, strict=True):
+        sa, sb = getattr(a, "shape", np.shape(a)), getattr(b, "shape", np.shape(b))
+        if tuple(sa) != tuple(sb):
+            raise ArgumentError(f"{what}: shape {tuple(sa)} does not match the primal's shape {tuple(sb)}")
+
+
+def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
+    """Forward mode: called with (*primals, *tangents), returns (out, out_tangent)."""
+    def stage(args: tuple) -> Staged:
+        primals, tangents = args[:n_primals], args[n_primals:]
+        _check_like("tangents", tangents, primals)
+        traced = trace(fun, primals)
+        fn = traced.function
+        wrt = _float_positions(fn)
+        jfn = jvp_function(fn, wrt)
+        n_out = len(fn.outputs)
+
+        def body(p, t):
+            p_leaves, t_leaves = tree_flatten(p)[0], tree_flatten(t)[0]
+            outs = inline(jfn, [x.value for x in p_leaves] + [t_leaves[k].value for k in wrt])
+            wrap = [Tracer(v) for v in outs]
+            return tree_unflatten(traced.out_tree, wrap[:n_out]), tree_unflatten(traced.out_tree, wrap[n_out:])
+        body.__wrapped__ = fun
+        final = trace(body, (tuple(primals), tuple(tangents)), name=f"{fn.name}_jvp")
+        return Staged(final.function, lambda flat: tree_unflatten(final.out_tree, flat),
+                      [("traced", fn), ("jvp", final.function)])
+    return stage
+
+
+def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], Staged]:
+    """The Jacobian, one forward pass per input element ('fwd') or one reverse pass per
+    output element ('rev'), each an inlined copy of the derivative program. Result:
+    d out / d args[argnums] with shape out.shape + arg.shape, in the output's pytree
+    (a tuple over argnums when argnums is a tuple)."""
+    single = isinstance(argnums, int)
+    argnums_t = (argnums,) if single else tuple(argnums)
+
+    def stage(args: tuple) -> Staged:
+        argnums_n = tuple(operator.index(i) % len(args) for i in argnums_t)
+        traced = trace(fun, args)
+        fn = traced.function
+        wrt, _ = _argnum_leaves(args, argnums_n)
+        for pos in wrt:
+            if not fn.args[pos].type.dtype.is_float:
+                raise GradientError(f"cannot differentiate with respect to an argument of type {fn.args[pos].type}")
+        leaf_groups, start = [], 0
+        for i in argnums_n:
+            n = len(tree_flatten(args[i])[0])
+            leaf_groups.append(wrt[start:start + n])
+            start += n
+        derivative = jvp_function(fn, wrt) if mode == "fwd" else vjp_function(fn, wrt)
+
+        def body(*targs):
+            values = [x.value for x in tree_flatten(targs)[0]]
+            blocks = _jacobian_blocks(fn, derivative, values, wrt, mode)
+            per_output = []
+            for k, out in enumerate(fn.outputs):
+                per_arg = []
+                for group in leaf_groups:
+                    if len(group) != 1:
+                        raise ArgumentError("jacfwd/jacrev need each differentiated argument to be one array")
+                    per_arg.append(Tracer(blocks[k][wrt.index(group[0])]))
+                per_output.append(per_arg[0] if single else tuple(per_arg))
+            return tree_unflatten(traced.out_tree, per_output)
+        body.__wrapped__ = fun
+        final = trace(body, args, name=f"{fn.name}_jac{mode}")
+        return Staged(final.function, lambda flat: tree_unflatten(final.out_tree, flat),
+                      [("traced", fn), ("jacobian", final.function)])
+    return stage
+
+
+def _jacobian_blocks(fn: Function, derivative: Function, values, wrt, mode) -> list[list[Value]]:
+    """blocks[k][j]: d output k / d input wrt[j], shaped output.shape + input.shape."""
+    from jitgrad import primitives as P
+    outs, ins = fn.outputs, [fn.args[p] for p in wrt]
+    n_out = len(outs)
+    columns: list[list[list[Value]]] = [[[] for _ in ins] for _ in outs]
+    if mode == "fwd":
+        for j, x in enumerate(ins):
+            for i in range(x.type.size):
+                tangents = [_basis(x.type, i) if jj == j else P.full(0, xx.type) for jj, xx in enumerate(ins)]
+                results = inline(derivative, list(values) + tangents)[n_out:]
+                for k, out in enumerate(outs):
+                    columns[k][j].append(P.reshape(_as_float(results[k], x), (out.type.size, 1)))
+        return [[P.reshape(P.concatenate(columns[k][j], 1), outs[k].type.shape + x.type.shape)
+                 if columns[k][j] else P.full(0, outs[k].type.with_shape(outs[k].type.shape + x.type.shape))
+                 for j, x in enumerate(ins)] for k in range(n_out)]
+    for k, out in enumerate(outs):
+        for i in range(out.type.size):
+            cts = [_basis(o.type, i) if kk == k else P.full(0, o.type) for kk, o in enumerate(outs)]
+            results = inline(derivative, list(values) + cts)[n_out:]
+            for j, x in enumerate(ins):
+                columns[k][j].append(P.reshape(results[j], (1, x.type.size)))
+    return [[P.reshape(P.concatenate(columns[k][j], 0), outs[k].type.shape + x.type.shape)
+             if columns[k][j] else P.full(0, x.type.with_shape(outs[k].type.shape + x.type.shape))
+             for j, x in enumerate(ins)] for k, _ in enumerate(outs)]
+
+
+def _basis(t, i: int) -> Value:
+    array = np.zeros(t.size, t.dtype.numpy)
+    array[i] = 1
+    return numpy_api.as_value(array.reshape(t.shape))
+
+
+def _as_float(value: Value, like: Value) -> Value:
+    from jitgrad import primitives as P
+    return value if value.type.dtype.is_float else P.convert(value, like.type.dtype)

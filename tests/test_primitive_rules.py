@@ -184,6 +184,7 @@ SPECS: list[OpSpec] = [
           lambda rng, s: np.array([[-800.0, -40.0, -1e-3], [0.0, 40.0, 800.0]]), variant="extreme", grad="none"),
     unary("abs", lambda x: bind("abs", x), np.abs, away_from_zero),
     unary("sign", P.sign, np.sign, away_from_zero, grad="zero"),
+    unary("stop_gradient", P.stop_gradient, lambda x: x, grad="zero"),
     unary("sign", P.sign, np.sign, lambda rng, s: np.array([[-2.0, -0.0, 0.0], [1e-300, 3.0, -1e-300]]),
           variant="zeros", grad="none"),
     # ----- comparisons and logic: zero derivative, both raw (bool output) and converted

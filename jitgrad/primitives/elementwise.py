@@ -257,6 +257,15 @@ defjvp(abs_p, lambda t, x: mul(t, sign(x)))
 defjvp_zero(sign_p)
 
 
+stop_gradient_p = Primitive("stop_gradient", _same_type_rule("stop_gradient", numeric=False),
+                            lambda x: np.array(x), doc="The identity whose derivative is zero.")
+stop_gradient_p.lowering = Elementwise(lambda c, x: x)
+defjvp_zero(stop_gradient_p)
+
+
+def stop_gradient(x): return stop_gradient_p.bind(x)
+
+
 # --------------------------------------------------------------------------- comparisons, logic
 
 def _compare_infer(name):
