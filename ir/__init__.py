@@ -8,3 +8,9 @@ __all__ = [
     "Block", "Function", "Location", "OpDef", "Operation", "Region", "Value", "UNKNOWN_LOCATION",
     "RETURN", "YIELD", "Builder", "current_builder", "emit", "new_function",
 ]
+
+from .printer import print_function, print_module, print_op
+from .parser import parse_function, parse_module
+from .verifier import verify
+
+__all__ += ["print_function", "print_module", "print_op", "parse_function", "parse_module", "verify"]
