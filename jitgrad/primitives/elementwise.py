@@ -73,28 +73,36 @@ def _transpose_sub(ct, a, b):
             neg(ct) if isinstance(b, UndefinedPrimal) else None]
 
 
-def _zero_wins(ct, product):
-    """Backward products are *strong-zero*: where the cotangent is exactly 0 the
-    contribution is exactly 0, even if the partial derivative is inf or NaN. This is what
-    keeps the untaken branch of `np.where(x > 0, np.sqrt(x), 0.0)` at x = 0 from
-    poisoning the gradient (select sends it a zero cotangent; 0 * inf would be NaN)."""
+def _strong_zero(ct, factor, bad_factor, replacement):
+    """Backward products are *strong-zero*: where the cotangent is exactly 0 and the
+    factor it meets is bad (inf/NaN, or a zero divisor), the factor is swapped for a
+    harmless `replacement`, so the contribution is 0, not NaN. This keeps the untaken
+    branch of `np.where(x > 0, np.sqrt(x), 0.0)` at x = 0 from poisoning the gradient
+    (select sends it a zero cotangent). Good factors are untouched, so values and
+    higher derivatives are exact everywhere else."""
     if not ct.type.dtype.is_float:
-        return product
-    zero = _full_like(ct, 0)
-    return select(eq(ct, zero), zero, product)
+        return factor
+    mask = logical_and(eq(ct, _full_like(ct, 0)), bad_factor)
+    return select(mask, _full_like(factor, replacement), factor)
+
+
+def _not_finite(x):
+    return logical_not(lt(absolute(x), _full_like(x, np.inf)))
 
 
 def _transpose_mul(ct, a, b):
     if isinstance(a, UndefinedPrimal) and isinstance(b, UndefinedPrimal):
         raise ValueError("mul is not linear in both operands at once")
-    return [_zero_wins(ct, mul(ct, b)) if isinstance(a, UndefinedPrimal) else None,
-            _zero_wins(ct, mul(a, ct)) if isinstance(b, UndefinedPrimal) else None]
+    if isinstance(a, UndefinedPrimal):
+        return [mul(ct, _strong_zero(ct, b, _not_finite(b), 0)), None]
+    return [None, mul(_strong_zero(ct, a, _not_finite(a), 0), ct)]
 
 
 def _transpose_div(ct, a, b):
     if isinstance(b, UndefinedPrimal):
         raise ValueError("div is not linear in its denominator")
-    return [_zero_wins(ct, div(ct, b)), None]
+    zero_or_nan = logical_or(eq(b, _full_like(b, 0)), ne(b, b))
+    return [div(ct, _strong_zero(ct, b, zero_or_nan, 1)), None]
 
 
 defjvp(neg_p, lambda t, x: neg(t))
