@@ -13,12 +13,14 @@ from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationE
                      GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError)
 from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
                   jit_grad, stop_gradient)
+from .custom import custom_jvp, custom_vjp, CustomOp, custom_op, ClipGradient, checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
     "jit_grad", "stop_gradient", "Compiled",
+    "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
 ]

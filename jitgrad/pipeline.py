@@ -16,8 +16,9 @@ from .staging import Staged
 
 def optimization_passes() -> list:
     """The IR -> IR passes run after tracing and differentiation, in order."""
+    from jitgrad.passes.inline import InlineCalls
     from jitgrad.passes.simplify import simplify_pipeline
-    return simplify_pipeline()
+    return [InlineCalls(), *simplify_pipeline()]
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 
 from jitgrad.errors import ArgumentError, GradientError
 from jitgrad.ir import Function, Value, current_builder
+from jitgrad.primitives.calls import inline_block
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
@@ -179,16 +180,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
 
 def inline(fn: Function, operands: Sequence[Value]) -> list[Value]:
     """Copy `fn`'s body into the active builder with its arguments bound to `operands`."""
-    builder = current_builder()
-    env: dict[Value, Value] = dict(zip(fn.args, operands, strict=True))
-    for op in fn.body.ops:
-        if op.opdef.is_terminator:
-            return [env[v] for v in op.operands]
-        with builder.at(op.loc):
-            new = builder.create(op.opdef, [env[v] for v in op.operands], op.attrs,
-                                 result_types=[r.type for r in op.results])
-        env.update(zip(op.results, new.results, strict=True))
-    raise AssertionError("function without terminator")
+    return inline_block(fn.body, operands)
 
 
 def call_inline(stage: Callable[[tuple], Staged], args: tuple):

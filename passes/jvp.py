@@ -13,6 +13,7 @@ from typing import Sequence
 from jitgrad.errors import GradientError
 from jitgrad.ir import Builder, Function, Operation, Value, new_function
 from jitgrad.primitives import Zero, instantiate
+from .manager import copy_op
 
 
 def jvp_function(fn: Function, wrt: Sequence[int]) -> Function:
@@ -40,17 +41,23 @@ def jvp_function(fn: Function, wrt: Sequence[int]) -> Function:
 
 def _jvp_op(builder: Builder, op: Operation, env: dict, tangents: dict) -> None:
     primals = [env[v] for v in op.operands]
+    op_tangents = [tangents[v] for v in op.operands]
     with builder.at(op.loc):
-        new_op = builder.create(op.opdef, primals, op.attrs, result_types=[r.type for r in op.results])
-        for old, new in zip(op.results, new_op.results, strict=True):
-            env[old] = new
-        op_tangents = [tangents[v] for v in op.operands]
-        if all(isinstance(t, Zero) for t in op_tangents) or not any(r.type.dtype.is_float for r in op.results):
+        no_tangent = all(isinstance(t, Zero) for t in op_tangents) or not any(
+            r.type.dtype.is_float for r in op.results)
+        jvp_op = getattr(op.opdef, "jvp_op", None)
+        if jvp_op is not None and not no_tangent:      # call ops: rules that see the whole op
+            outs, touts = jvp_op(op, primals, op_tangents)
+            env.update(zip(op.results, outs, strict=True))
+            tangents.update(zip(op.results, touts, strict=True))
+            return
+        new_op = copy_op(builder, op, primals, {})
+        env.update(zip(op.results, new_op.results, strict=True))
+        if no_tangent:
             for r in op.results:
                 tangents[r] = Zero(r.type)
             return
         rule = getattr(op.opdef, "jvp", None)
         if rule is None:
             raise GradientError(f"op {op.name!r} has no differentiation rule", op.loc)
-        out = rule(primals, op_tangents, **op.attrs)
-        tangents[op.results[0]] = out
+        tangents[op.results[0]] = rule(primals, op_tangents, **op.attrs)

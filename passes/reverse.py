@@ -17,7 +17,8 @@ from typing import Sequence
 
 from jitgrad.errors import GradientError
 from jitgrad.ir import Function, Value, new_function
-from jitgrad.primitives import UndefinedPrimal, add_tangents, full
+from jitgrad.primitives import UndefinedPrimal, Zero, add_tangents, full
+from .manager import copy_op
 from .jvp import jvp_function
 
 
@@ -54,8 +55,7 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
                 linear_ops.append(op)
                 continue
             with builder.at(op.loc):
-                new_op = builder.create(op.opdef, [env[v] for v in op.operands], op.attrs,
-                                        result_types=[r.type for r in op.results])
+                new_op = copy_op(builder, op, [env[v] for v in op.operands], {})
             env.update(zip(op.results, new_op.results, strict=True))
 
         cts: dict[Value, object] = {}
@@ -71,15 +71,12 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
                 cts[t_out] = add_tangents(cts[t_out], ct) if t_out in cts else ct
 
         for op in reversed(linear_ops):  # backward pass
-            ct = cts.pop(op.results[0], None)
-            if ct is None:
+            result_cts = [cts.pop(r, None) for r in op.results]
+            if all(c is None for c in result_cts):
                 continue
-            rule = getattr(op.opdef, "transpose", None)
-            if rule is None:
-                raise GradientError(f"op {op.name!r} is not linear; it cannot be transposed", op.loc)
             operands = [UndefinedPrimal(v.type) if v in linear else env[v] for v in op.operands]
             with builder.at(op.loc):
-                operand_cts = rule(ct, *operands, **op.attrs)
+                operand_cts = _transpose(op, result_cts, operands)
                 for v, c in zip(op.operands, operand_cts, strict=True):
                     if c is not None and v in linear:
                         cts[v] = add_tangents(cts[v], c) if v in cts else c
@@ -88,3 +85,16 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
             grads = [cts.get(t) if t in cts else full(0, t.type) for t in tangent_args]
             builder.ret([env[v] for v in primal_outs] + grads)
     return new_fn
+
+
+def _transpose(op, result_cts, operands) -> list:
+    """Cotangents of `op`'s operands from those of its results (None: no contribution)."""
+    transpose_op = getattr(op.opdef, "transpose_op", None)
+    if transpose_op is not None:      # call ops see all their results' cotangents at once
+        return transpose_op(op, [c if c is not None else Zero(r.type) for c, r in zip(result_cts, op.results,
+                                                                                       strict=True)], operands)
+    rule = getattr(op.opdef, "transpose", None)
+    if rule is None:
+        raise GradientError(f"{op.name} is not linear in its tangent operands, so reverse mode cannot transpose it "
+                            "(a custom_jvp rule must be linear in its tangents for reverse mode)", op.loc)
+    return rule(result_cts[0], *operands, **op.attrs)

@@ -185,6 +185,8 @@ SPECS: list[OpSpec] = [
     unary("abs", lambda x: bind("abs", x), np.abs, away_from_zero),
     unary("sign", P.sign, np.sign, away_from_zero, grad="zero"),
     unary("stop_gradient", P.stop_gradient, lambda x: x, grad="zero"),
+    binary("safe_mul", P.safe_mul, np.multiply),
+    binary("safe_div", P.safe_div, np.divide, gen_b=away_from_zero),
     unary("sign", P.sign, np.sign, lambda rng, s: np.array([[-2.0, -0.0, 0.0], [1e-300, 3.0, -1e-300]]),
           variant="zeros", grad="none"),
     # ----- comparisons and logic: zero derivative, both raw (bool output) and converted
@@ -377,7 +379,7 @@ def test_zero_jvp_rule_returns_symbolic_zero(name):
 
 # --------------------------------------------------------------------------- rules complete
 
-EXPECTED_LINEAR = ["neg", "add", "sub", "mul", "div", "select", "convert", "broadcast_in_dim", "reshape",
+EXPECTED_LINEAR = ["neg", "add", "sub", "mul", "div", "safe_mul", "safe_div", "select", "convert", "broadcast_in_dim", "reshape",
                    "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum", "dot_general"]
 EXPECTED_NONLINEAR = ["exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "logistic", "sqrt", "pow",
                       "integer_pow", "maximum", "minimum", "abs", "reduce_max", "reduce_min"]

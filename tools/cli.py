@@ -33,6 +33,7 @@ Trace FILE.py:FUNC for arguments of the given types and print its IR.
 Stages, in pipeline order:
   traced     the function as traced from NumPy code (one op per primitive)
   autodiff   the reverse-mode gradient program (--mode grad/value-and-grad)
+  inline     checkpoint regions and custom-rule calls replaced by their bodies
   algebra, fold, cse, dce
              the optimization passes (algebraic rules, constant folding, common
              subexpression and dead code elimination), each printed after it ran

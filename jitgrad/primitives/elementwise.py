@@ -73,36 +73,64 @@ def _transpose_sub(ct, a, b):
             neg(ct) if isinstance(b, UndefinedPrimal) else None]
 
 
-def _strong_zero(ct, factor, bad_factor, replacement):
-    """Backward products are *strong-zero*: where the cotangent is exactly 0 and the
-    factor it meets is bad (inf/NaN, or a zero divisor), the factor is swapped for a
-    harmless `replacement`, so the contribution is 0, not NaN. This keeps the untaken
-    branch of `np.where(x > 0, np.sqrt(x), 0.0)` at x = 0 from poisoning the gradient
-    (select sends it a zero cotangent). Good factors are untouched, so values and
-    higher derivatives are exact everywhere else."""
-    if not ct.type.dtype.is_float:
-        return factor
-    mask = logical_and(eq(ct, _full_like(ct, 0)), bad_factor)
-    return select(mask, _full_like(factor, replacement), factor)
+# Backward products are *strong-zero*: the transposes of mul and div use safe_mul and
+# safe_div, for which 0 * x = 0 and 0 / x = 0 for every x, inf and NaN included. A
+# zero cotangent then contributes exactly zero, which keeps the untaken branch of
+# `np.where(x > 0, np.sqrt(x), 0.0)` at x = 0 from poisoning the gradient (select sends
+# that branch a zero cotangent, and 0 * inf would be NaN). Everywhere else they are
+# ordinary products, with ordinary derivatives to any order.
+
+def _safe_mul_scalar(c, a, b):
+    zero = c.const(0, a)
+    return c.select(c.or_(c.cmp("==", a, zero), c.cmp("==", b, zero)), zero, c.mul(a, b))
 
 
-def _not_finite(x):
-    return logical_not(lt(absolute(x), _full_like(x, np.inf)))
+def _safe_div_scalar(c, a, b):
+    zero = c.const(0, a)
+    return c.select(c.cmp("==", a, zero), zero, c.div(a, b))
+
+
+def _safe_mul_np(a, b):
+    return np.asarray(np.where((a == 0) | (b == 0), 0, a * b), dtype=a.dtype)
+
+
+def _safe_div_np(a, b):
+    return np.asarray(np.where(a == 0, 0, a / np.where(a == 0, 1, b)), dtype=a.dtype)
+
+
+safe_mul_p = _elementwise("safe_mul", _safe_mul_np, _safe_mul_scalar, float_only=True,
+                          doc="a * b with 0 * x = 0 for every x (inf, NaN): backward products.")
+safe_div_p = _elementwise("safe_div", _safe_div_np, _safe_div_scalar, float_only=True,
+                          doc="a / b with 0 / x = 0 for every x (0, NaN): backward quotients.")
+
+
+def safe_mul(a, b): return safe_mul_p.bind(a, b)
+def safe_div(a, b): return safe_div_p.bind(a, b)
+
+
+def _backward_mul(ct, factor):
+    return safe_mul(ct, factor) if ct.type.dtype.is_float else mul(ct, factor)
 
 
 def _transpose_mul(ct, a, b):
     if isinstance(a, UndefinedPrimal) and isinstance(b, UndefinedPrimal):
         raise ValueError("mul is not linear in both operands at once")
     if isinstance(a, UndefinedPrimal):
-        return [mul(ct, _strong_zero(ct, b, _not_finite(b), 0)), None]
-    return [None, mul(_strong_zero(ct, a, _not_finite(a), 0), ct)]
+        return [_backward_mul(ct, b), None]
+    return [None, _backward_mul(ct, a)]
 
 
 def _transpose_div(ct, a, b):
     if isinstance(b, UndefinedPrimal):
         raise ValueError("div is not linear in its denominator")
-    zero_or_nan = logical_or(eq(b, _full_like(b, 0)), ne(b, b))
-    return [div(ct, _strong_zero(ct, b, zero_or_nan, 1)), None]
+    return [safe_div(ct, b), None]
+
+
+defjvp(safe_mul_p, lambda t, a, b: safe_mul(t, b), lambda t, a, b: safe_mul(a, t))
+safe_mul_p.transpose = _transpose_mul
+defjvp(safe_div_p, lambda t, a, b: safe_div(t, b),
+       lambda t, a, b: neg(safe_mul(t, safe_div(safe_div(a, b), b))))
+safe_div_p.transpose = _transpose_div
 
 
 defjvp(neg_p, lambda t, x: neg(t))

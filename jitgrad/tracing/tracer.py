@@ -20,7 +20,7 @@ import numpy as np
 
 from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionError,
                             UnsupportedOperationError)
-from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, new_function
+from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, current_builder, new_function
 from . import numpy_api as api
 from .pytree import TreeDef, tree_flatten, tree_unflatten
 
@@ -82,7 +82,7 @@ def _wrap(x):
 def apply(impl: Callable, args, kwargs=None):
     """Run one numpy_api function on traced arguments at the user's current line."""
     loc = user_location()
-    builder = _current_trace_builder()
+    builder = _active_builder()
     with builder.at(loc):
         try:
             result = impl(*_unwrap(tuple(args)), **{k: _unwrap(v) for k, v in (kwargs or {}).items()})
@@ -93,14 +93,12 @@ def apply(impl: Callable, args, kwargs=None):
     return _wrap(result)
 
 
-def _current_trace_builder() -> Builder:
-    if not _trace_stack:
+def _active_builder() -> Builder:
+    try:
+        return current_builder()
+    except RuntimeError:
         raise JitgradError("a traced value was used outside of the function being traced "
-                           "(did a tracer leak into a global or a closure?)")
-    return _trace_stack[-1]
-
-
-_trace_stack: list[Builder] = []
+                           "(did a tracer leak into a global or a closure?)") from None
 
 
 def _unsupported_name(obj) -> str:
@@ -296,15 +294,11 @@ def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
     types = [abstract_leaf(x) for x in leaves]
     function, builder = new_function(name or getattr(fn, "__name__", "fn"), types)
     tracers = [Tracer(v) for v in function.args]
-    _trace_stack.append(builder)
-    try:
-        with builder:
-            out = fn(*tree_unflatten(in_tree, tracers))
-            out_leaves, out_tree = tree_flatten(out)
-            with builder.at(_definition_location(fn)):
-                builder.ret([_output_value(x) for x in out_leaves])
-    finally:
-        _trace_stack.pop()
+    with builder:
+        out = fn(*tree_unflatten(in_tree, tracers))
+        out_leaves, out_tree = tree_flatten(out)
+        with builder.at(_definition_location(fn)):
+            builder.ret([_output_value(x) for x in out_leaves])
     return TracedFunction(function, in_tree, out_tree)
 
 

@@ -1,0 +1,265 @@
+"""Call-like ops: checkpoint regions and user-defined differentiation rules.
+
+A call op holds its body as an isolated region (the block's arguments are the op's
+operands, its `yield` gives the results), so a body converts to a `Function` and goes
+through the same `jvp_function` / `vjp_function` passes as any program: there is no
+second AD engine. Each `CallOp` record keeps its rules together:
+  - `impl`: how the reference interpreter runs it (its body),
+  - `jvp_op(op, primals, tangents) -> (outputs, tangents)`, emitting into the active builder,
+  - `transpose_op(op, cotangents, operands)` for ops linear in some operands.
+The `inline` pass replaces call ops by their bodies before code generation.
+
+  checkpoint       body = f. JVP: a primal `checkpoint` plus a `checkpoint_jvp`.
+  checkpoint_jvp   body = jvp(f) returning only tangents; its operands are f's inputs
+                   (the only residuals it keeps) and tangents, so it recomputes f's
+                   intermediates. Transpose: a `checkpoint` whose body is vjp(f) — the
+                   backward pass recomputes too. (The remat pass of the performance
+                   work decides where recomputation pays; here it is correct and visible.)
+  custom_jvp_call  body = f; the JVP is the user's rule, traced where it is needed.
+  custom_vjp_call  body = f; reverse mode only. Its JVP traces the user's `fwd` and emits
+                   `custom_vjp_lin` (linear in the tangents), whose transpose traces `bwd`.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Sequence
+
+from jitgrad.errors import GradientError, VerificationError
+from jitgrad.ir import YIELD, Block, Builder, Function, OpDef, Region, Value, current_builder, new_function
+from .base import UndefinedPrimal, Zero, instantiate
+
+# --------------------------------------------------------------------------- Python rules
+
+_rules: dict[str, Any] = {}
+_rule_ids = itertools.count()
+
+
+def register_rule(name: str, rule: Any) -> str:
+    """Python rule objects live in this process; the IR names them by a string key."""
+    key = f"{name}#{next(_rule_ids)}"
+    _rules[key] = rule
+    return key
+
+
+def lookup_rule(key: str) -> Any:
+    try:
+        return _rules[key]
+    except KeyError:
+        raise GradientError(f"the rule {key!r} is not registered in this process (IR parsed from text "
+                            "cannot carry Python rules)") from None
+
+
+# --------------------------------------------------------------------------- bodies
+
+def body_function(op, name: str | None = None) -> Function:
+    """A copy of a call op's body as a standalone Function (its yield becomes return)."""
+    block = op.regions[0].block
+    fn, builder = new_function(name or op.name, [a.type for a in block.args])
+    with builder:
+        results = inline_block(block, fn.args)
+        with builder.at(block.terminator.loc):
+            builder.ret(results)
+    return fn
+
+
+def function_region(fn: Function) -> Region:
+    """A copy of `fn` as an isolated region ending in `yield`."""
+    builder = Builder(Block())
+    args = [builder.add_arg(a.type) for a in fn.args]
+    with builder:
+        results = inline_block(fn.body, args)
+        with builder.at(fn.body.terminator.loc):
+            builder.create(YIELD, results)
+    return Region([builder.block])
+
+
+def inline_block(block: Block, operands: Sequence[Value]) -> list[Value]:
+    """Copy `block`'s ops into the active builder with its arguments bound to `operands`;
+    returns the values its terminator passes on."""
+    from jitgrad.passes.manager import copy_op
+    builder = current_builder()
+    env: dict[Value, Value] = dict(zip(block.args, operands, strict=True))
+    for op in block.ops:
+        if op.opdef.is_terminator:
+            return [env[v] for v in op.operands]
+        with builder.at(op.loc):
+            new = copy_op(builder, op, [env[v] for v in op.operands], env)
+        env.update(zip(op.results, new.results, strict=True))
+    raise AssertionError("block without terminator")
+
+
+def emit_call(opdef: "CallOp", body: Function, operands: Sequence[Value], **attrs) -> list[Value]:
+    op = current_builder().create(opdef, operands, attrs, regions=[function_region(body)],
+                                  result_types=body.output_types)
+    return list(op.results)
+
+
+def keep_outputs(fn: Function, start: int) -> Function:
+    """`fn` returning only its outputs from position `start` on, dead code removed."""
+    from jitgrad.passes.simplify import DeadCodeElimination
+    new_fn, builder = new_function(fn.name, fn.input_types)
+    with builder:
+        results = inline_block(fn.body, new_fn.args)
+        with builder.at(fn.body.terminator.loc):
+            builder.ret(results[start:])
+    return DeadCodeElimination().run(new_fn)
+
+
+# --------------------------------------------------------------------------- the op kind
+
+def _types_from_body(*types, **attrs):
+    raise TypeError("call ops take their result types from their body")
+
+
+class CallOp(OpDef):
+    """An op whose meaning is its region (plus, for custom rules, Python rules)."""
+
+    all: dict[str, "CallOp"] = {}
+
+    def __init__(self, name: str, doc: str, num_regions: int = 1):
+        super().__init__(name, _types_from_body, num_regions=num_regions, doc=doc)
+        self.jvp_op: Callable | None = None
+        self.transpose_op: Callable | None = None
+        CallOp.all[name] = self
+
+    def impl(self, op, operands, run_block):
+        """Reference interpreter: run the body on the operands."""
+        block = op.regions[0].block
+        return run_block(block, dict(zip(block.args, operands, strict=True)))
+
+    def verify_op(self, op) -> None:
+        block = op.regions[0].block
+        if [a.type for a in block.args] != [v.type for v in op.operands]:
+            raise VerificationError("the region's arguments don't match the operands")
+        term = block.terminator
+        if term is None or [v.type for v in term.operands] != [r.type for r in op.results]:
+            raise VerificationError("the region yields types that differ from the op's results")
+
+
+def _copy_call(op, primals) -> list[Value]:
+    from jitgrad.passes.manager import copy_op
+    return list(copy_op(current_builder(), op, primals, {}).results)
+
+
+def _body_jvp(op, primals, tangents):
+    """JVP of any call op through its body: a primal copy plus a checkpoint_jvp."""
+    from jitgrad.passes.jvp import jvp_function
+    outs = _copy_call(op, primals)
+    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero)]
+    fn = body_function(op)
+    tangent_fn = keep_outputs(jvp_function(fn, wrt), len(fn.outputs))
+    touts = emit_call(checkpoint_jvp_p, tangent_fn, [*primals, *(tangents[k] for k in wrt)])
+    return outs, touts
+
+
+def _checkpoint_jvp_transpose(op, cotangents, operands):
+    """The backward pass of a checkpoint: a checkpoint region running vjp of the body
+    from the primal inputs (recomputing), giving the cotangents of the linear operands."""
+    from jitgrad.passes.reverse import vjp_function
+    from .structural import full
+    fn = body_function(op)
+    linear = [k for k, v in enumerate(operands) if isinstance(v, UndefinedPrimal)]
+    grads_fn = keep_outputs(vjp_function(fn, linear), len(fn.outputs))
+    args = [full(0, v.type) if isinstance(v, UndefinedPrimal) else v for v in operands]
+    grads = emit_call(checkpoint_p, grads_fn, [*args, *(instantiate(c) for c in cotangents)])
+    out: list = [None] * len(operands)
+    for k, g in zip(linear, grads, strict=True):
+        out[k] = g
+    return out
+
+
+checkpoint_p = CallOp("checkpoint", "A region whose intermediates are recomputed in the backward pass.")
+checkpoint_p.jvp_op = _body_jvp
+checkpoint_jvp_p = CallOp("checkpoint_jvp", "Tangents of a checkpoint region; recomputes its primal values.")
+checkpoint_jvp_p.jvp_op = _body_jvp
+checkpoint_jvp_p.transpose_op = _checkpoint_jvp_transpose
+
+
+# --------------------------------------------------------------------------- custom rules
+
+def _as_values(tree, what: str, like: Sequence | None = None) -> list[Value]:
+    from jitgrad.tracing.numpy_api import as_value
+    from jitgrad.tracing.pytree import tree_flatten
+    from jitgrad.tracing.tracer import Tracer
+    leaves, _ = tree_flatten(tree)
+    values = [x.value if isinstance(x, Tracer) else as_value(x) for x in leaves]
+    if like is not None:
+        if len(values) != len(like):
+            raise GradientError(f"{what} has {len(values)} arrays where {len(like)} are expected")
+        for v, t in zip(values, like, strict=True):
+            if v.type.shape != t.shape:
+                raise GradientError(f"{what} has an array of shape {v.type.shape} where {t.shape} is expected")
+    return values
+
+
+def _tracers(values):
+    from jitgrad.tracing.tracer import Tracer
+    return tuple(Tracer(v) for v in values)
+
+
+def _custom_jvp(op, primals, tangents):
+    rule = lookup_rule(op.attrs["rule"])
+    outs = _copy_call(op, primals)
+    if rule.jvp_rule is None:
+        raise GradientError(f"custom_jvp function {rule.name} has no JVP rule: call .defjvp(rule) first", op.loc)
+    result = rule.jvp_rule(_tracers(primals), _tracers([instantiate(t) for t in tangents]))
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise GradientError(f"the JVP rule of {rule.name} must return (primal_out, tangent_out)", op.loc)
+    return outs, _as_values(result[1], f"the tangent output of {rule.name}'s JVP rule", [r.type for r in op.results])
+
+
+custom_jvp_call_p = CallOp("custom_jvp_call", "A function with a user-defined JVP rule (attr `rule`).")
+custom_jvp_call_p.jvp_op = _custom_jvp
+
+
+def _custom_vjp_jvp(op, primals, tangents):
+    rule = lookup_rule(op.attrs["rule"])
+    if rule.fwd is None:
+        raise GradientError(f"custom_vjp function {rule.name} has no rules: call .defvjp(fwd, bwd) first", op.loc)
+    result = rule.fwd(*_tracers(primals))
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise GradientError(f"the fwd rule of {rule.name} must return (output, residuals)", op.loc)
+    outs = _as_values(result[0], f"the output of {rule.name}'s fwd rule", [r.type for r in op.results])
+    residuals = _as_values(result[1], f"the residuals of {rule.name}'s fwd rule")
+    lin = current_builder().create(custom_vjp_lin_p, [*residuals, *(instantiate(t) for t in tangents)],
+                                   {"rule": op.attrs["rule"], "num_residuals": len(residuals),
+                                    "out_types": tuple(r.type for r in op.results)})
+    return outs, list(lin.results)
+
+
+def _custom_vjp_lin_transpose(op, cotangents, operands):
+    rule = lookup_rule(op.attrs["rule"])
+    n_res = op.attrs["num_residuals"]
+    residuals, inputs = operands[:n_res], operands[n_res:]
+    cts = _tracers([instantiate(c) for c in cotangents])
+    result = rule.bwd(rule.residual_tree(_tracers(residuals)), cts[0] if rule.single_output else cts)
+    if not isinstance(result, (tuple, list)):
+        raise GradientError(f"the bwd rule of {rule.name} must return a tuple with one cotangent per input, "
+                            f"got {type(result).__name__}", op.loc)
+    in_cts = _as_values(tuple(result), f"the result of {rule.name}'s bwd rule", [v.type for v in inputs])
+    return [None] * n_res + in_cts
+
+
+def _custom_vjp_lin_no_jvp(op, primals, tangents):
+    raise GradientError(f"{lookup_rule(op.attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
+                        "differentiated in reverse mode only (forward mode — jvp, jacfwd, the forward pass of "
+                        "hessian — needs a custom_jvp rule)", op.loc)
+
+
+custom_vjp_call_p = CallOp("custom_vjp_call", "A function with user-defined fwd/bwd rules (attr `rule`).")
+custom_vjp_call_p.jvp_op = _custom_vjp_jvp
+
+
+class _CustomVjpLin(OpDef):
+    """The linearized custom_vjp call: residuals and tangents in, tangents out."""
+
+    def impl(self, *operands, **attrs):
+        raise GradientError(f"{lookup_rule(attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
+                            "differentiated in reverse mode only; forward mode needs a custom_jvp rule")
+
+
+custom_vjp_lin_p = _CustomVjpLin("custom_vjp_lin", lambda *types, rule, num_residuals, out_types: list(out_types),
+                                 doc="Linearized custom_vjp call; its transpose runs the user's bwd rule.")
+custom_vjp_lin_p.jvp_op = _custom_vjp_lin_no_jvp
+custom_vjp_lin_p.transpose_op = _custom_vjp_lin_transpose
+custom_vjp_lin_p.lowering = None
