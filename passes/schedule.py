@@ -1,32 +1,77 @@
-"""Loop fusion decisions, shared by every backend: which values get a buffer.
+"""Loop fusion decisions, shared by every backend: which values are computed where, and
+which loops run together.
 
-A value is *materialized* (computed by its own loop nest into a buffer) or *inlined*
-(recomputed inside each consumer's loop at the index the consumer needs). Inlining an
-elementwise or index-remapping op into its only consumer is loop fusion: the
-intermediate never reaches memory, and reductions absorb the expression they reduce.
-Values read by several consumers are materialized, except cheap ones (scalars broadcast
-to a shape), so no expensive work is ever duplicated; computed scalars always get a buffer.
+1. Materialization. A value is *materialized* (computed in a kernel, possibly stored) or
+   *inlined* (recomputed inside each consumer's loop at the index the consumer needs).
+   Inlining an elementwise or index-remapping op into its only consumer is loop fusion:
+   the intermediate never reaches memory, and reductions absorb the expression they
+   reduce. Values read by several consumers are materialized, except cheap ones
+   (scalars broadcast to a shape), so no expensive work is duplicated; computed scalars
+   are always materialized.
+2. Kernels. Consecutive materialized values that can be computed by one flat loop of the
+   same trip count — elementwise maps and full reductions over flat-indexable inputs —
+   form one *fused kernel* (multi-output fusion): each member is computed once per
+   iteration and kept in a register for the members after it, and only members read
+   outside the kernel are stored. The gradient of sum(f(x)) is then one pass over x
+   that yields both the value and the gradient. Other materialized values (contractions,
+   partial reductions, scatters, index remapping) are kernels of their own.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from jitgrad.ir import Function, Value
+from jitgrad.ir import Function, Operation, Value
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 
 _ALWAYS_MATERIALIZED = (Reduction, Contraction, Scatter, Alias)
 
 
 @dataclass
+class Kernel:
+    """One loop nest (or none, for constants and aliases). A fused kernel's members share
+    one flat loop of `size` iterations; `stored` are the members that need a buffer."""
+
+    ops: list[Operation]
+    fused: bool = False
+    size: int = 0
+    stored: set[Value] = field(default_factory=set)
+
+
+@dataclass
 class Schedule:
-    """`materialized` holds every value with a buffer (arguments, outputs, loop results)."""
+    """`materialized` holds every value with a buffer or a kernel of its own; `kernels`
+    lists the loops in program order."""
 
     materialized: set[Value] = field(default_factory=set)
     uses: Counter = field(default_factory=Counter)
+    kernels: list[Kernel] = field(default_factory=list)
 
     def is_materialized(self, value: Value) -> bool:
         return value in self.materialized
+
+    def needs_multi_index(self, value: Value, compute: bool = False) -> bool:
+        """Does computing `value` inline remap indices (so a flat loop would need div/mod)?"""
+        if value in self.materialized and not compute:
+            return False
+        op = value.defining_op
+        if op is None:
+            return False
+        if isinstance(op.opdef.lowering, Gather):
+            return op.operands[0].type.ndim > 0
+        return any(self.needs_multi_index(v) for v in op.operands)
+
+    def reads(self, value: Value, compute: bool = False) -> set[Value]:
+        """The materialized values that computing `value` inline loads."""
+        if value in self.materialized and not compute:
+            return {value}
+        op = value.defining_op
+        if op is None:
+            return {value}
+        out: set[Value] = set()
+        for v in op.operands:
+            out |= self.reads(v)
+        return out
 
 
 def _is_cheap(value: Value) -> bool:
@@ -36,7 +81,7 @@ def _is_cheap(value: Value) -> bool:
 
 
 def schedule(fn: Function) -> Schedule:
-    """Decide materialization for the straight-line body of `fn`."""
+    """Decide materialization and kernels for the straight-line body of `fn`."""
     sched = Schedule()
     for op in fn.walk():
         sched.uses.update(op.operands)
@@ -58,4 +103,71 @@ def schedule(fn: Function) -> Schedule:
             sched.materialized.add(result)   # scalars: computed once, read by every iteration
         if isinstance(lowering, (Elementwise, Gather)) and sched.uses[result] > 1 and not _is_cheap(result):
             sched.materialized.add(result)
+    sched.kernels = _plan_kernels(fn, sched)
     return sched
+
+
+def _flat_size(op: Operation, sched: Schedule) -> int | None:
+    """The trip count of `op` as a member of a flat fused loop, or None if it can't be one."""
+    lowering, result = op.opdef.lowering, op.results[0]
+    if isinstance(lowering, (Elementwise, Gather)) and result.type.size > 0:
+        return None if sched.needs_multi_index(result, compute=True) else result.type.size
+    if isinstance(lowering, Reduction) and result.type.ndim == 0 and op.operands[0].type.size > 0:
+        return None if sched.needs_multi_index(op.operands[0]) else op.operands[0].type.size
+    return None
+
+
+def _plan_kernels(fn: Function, sched: Schedule) -> list[Kernel]:
+    kernels: list[Kernel] = []
+    current: Kernel | None = None
+    current_reductions: set[Value] = set()
+    for op in fn.body.ops:
+        if op.opdef.is_terminator or op.results[0] not in sched.materialized:
+            continue
+        if isinstance(op.opdef.lowering, Constant):
+            kernels.append(Kernel([op]))          # no loop: a global, read where needed
+            continue
+        size = _flat_size(op, sched)
+        reads = sched.reads(op.results[0], compute=True)
+        if size is not None and current is not None and current.size == size and not reads & current_reductions:
+            current.ops.append(op)
+        else:
+            if current is not None:
+                kernels.append(current)
+            current, current_reductions = None, set()
+            if size is not None:
+                current = Kernel([op], fused=True, size=size)
+            else:
+                kernels.append(Kernel([op]))
+        if current is not None and isinstance(op.opdef.lowering, Reduction):
+            current_reductions.add(op.results[0])
+    if current is not None:
+        kernels.append(current)
+    users = _users(fn)
+    outputs = set(fn.outputs)
+    for kernel in kernels:
+        if kernel.fused:
+            members = {op.results[0] for op in kernel.ops}
+            kernel.stored = {v for v in members if isinstance(v.defining_op.opdef.lowering, Reduction)
+                             or v in outputs or _read_outside(v, members, users, sched)}
+    return kernels
+
+
+def _users(fn: Function) -> dict[Value, list[Operation]]:
+    users: dict[Value, list[Operation]] = defaultdict(list)
+    for op in fn.walk():
+        for v in op.operands:
+            users[v].append(op)
+    return users
+
+
+def _read_outside(value: Value, members: set[Value], users, sched: Schedule) -> bool:
+    for op in users[value]:
+        if op.opdef.is_terminator:
+            return True
+        result = op.results[0]
+        if result in members:
+            continue
+        if result in sched.materialized or _read_outside(result, members, users, sched):
+            return True
+    return False

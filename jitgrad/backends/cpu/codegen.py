@@ -74,6 +74,7 @@ class FunctionLowering:
         self.workspace: ir.Value | None = None
         self.workspace_bytes = 0
         self._constant_count = 0
+        self.memo: dict[Value, ir.Value] = {}   # fused-kernel members computed this iteration
 
     # ------------------------------------------------------------------ driver
     def lower(self) -> ir.Function:
@@ -87,11 +88,11 @@ class FunctionLowering:
             op = v.defining_op
             if op is not None and v not in self.output_slots and not isinstance(op.opdef.lowering, (Alias, Constant)):
                 self.output_slots[v] = ptr
-        for op in fn.body.ops:
-            if op.opdef.is_terminator:
-                break
-            if op.results[0] in self.sched.materialized:
-                self._lower_op(op)
+        for kernel in self.sched.kernels:
+            if kernel.fused:
+                self._lower_fused(kernel)
+            else:
+                self._lower_op(kernel.ops[0])
         for v, ptr in zip(fn.outputs, out_ptrs, strict=True):
             if self.buffers[v] is not ptr and v.type.nbytes:
                 self._memcpy(ptr, self.buffers[v], v.type.nbytes)
@@ -171,6 +172,8 @@ class FunctionLowering:
     def element(self, value: Value, idx: Index, compute: bool = False) -> ir.Value:
         """The element of `value` at `idx`: loaded if materialized (unless `compute`, used
         by the value's own loop), else computed here."""
+        if value in self.memo and not compute:
+            return self.memo[value]
         if value in self.sched.materialized and not compute:
             return self.load(value, idx)
         op = value.defining_op
@@ -188,13 +191,7 @@ class FunctionLowering:
         raise AssertionError(f"{op.name} results are always materialized")
 
     def needs_multi_index(self, value: Value, compute: bool = False) -> bool:
-        """Does computing `value` inline remap indices (so a flat loop would need div/mod)?"""
-        if value in self.sched.materialized and not compute:
-            return False
-        op = value.defining_op
-        if isinstance(op.opdef.lowering, Gather):
-            return op.operands[0].type.ndim > 0
-        return any(self.needs_multi_index(v) for v in op.operands)
+        return self.sched.needs_multi_index(value, compute)
 
     def _loop(self, shape, flat: bool, name: str):
         """Loops over `shape`, as one flat loop when possible; yields an Index."""
@@ -206,6 +203,40 @@ class FunctionLowering:
         shape = result.type.shape
         with self._loop(shape, not self.needs_multi_index(result, compute=True), "map") as idx:
             self.store(result, idx, self.element(result, idx, compute=True))
+
+    def _lower_fused(self, kernel) -> None:
+        """One flat loop computing every member; members read later in the same iteration
+        come from registers (`memo`), full reductions accumulate in registers."""
+        b, ctx = self.builder, self.ctx
+        accumulators = {}
+        for op in kernel.ops:
+            result = op.results[0]
+            if result in kernel.stored:
+                self._allocate(result)
+            if isinstance(op.opdef.lowering, Reduction):
+                acc = alloca_in_entry(b, register_type(result.type.dtype), "acc")
+                b.store(ctx.const_of(op.opdef.lowering.init(result.type.dtype), result.type.dtype), acc)
+                accumulators[result] = acc
+        with for_range(b, kernel.size, "fused") as i:
+            self.memo = {}
+            for op in kernel.ops:
+                result, lowering = op.results[0], op.opdef.lowering
+                if isinstance(lowering, Reduction):
+                    x = op.operands[0]
+                    item = self.element(x, Index(x.type.shape, flat=i))
+                    acc = accumulators[result]
+                    ctx.fastmath = ("reassoc", "contract") if result.type.dtype.is_float else ()
+                    b.store(lowering.combine(ctx, b.load(acc, typ=acc.allocated_type), item), acc)
+                    ctx.fastmath = ()
+                    continue
+                idx = Index(result.type.shape, flat=i)
+                value = self.element(result, idx, compute=True)
+                self.memo[result] = value
+                if result in kernel.stored:
+                    self.store(result, idx, value)
+            self.memo = {}
+        for result, acc in accumulators.items():
+            self.store(result, Index(()), b.load(acc, typ=acc.allocated_type))
 
     def _lower_reduction(self, op, lowering: Reduction) -> None:
         b, ctx = self.builder, self.ctx
