@@ -10,5 +10,9 @@ class Config:
     """Verify the IR after tracing, differentiation and every pass (the tests turn it on;
     it costs a walk over the IR per stage)."""
 
+    num_threads: int = 0
+    """Threads for large fused loops, fixed when a function is compiled (0: all cores).
+    Results are bit-identical for every value: work is cut into fixed blocks."""
+
 
 config = Config()

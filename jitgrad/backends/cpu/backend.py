@@ -14,7 +14,8 @@ from llvmlite import ir
 from jitgrad.ir import Function
 from jitgrad.passes.schedule import schedule
 from .codegen import FunctionLowering
-from .engine import Blas, VectorMath, compile_module, initialize
+from jitgrad.config import config
+from .engine import Blas, Threads, VectorMath, compile_module, initialize
 from .llvm_support import set_function_string_attribute
 
 _symbol_counter = itertools.count()
@@ -84,7 +85,8 @@ class CPUBackend:
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn.name)
         vector_math = VectorMath()
-        lowering = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance())
+        lowering = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance(),
+                                    Threads.instance(config.num_threads))
         llfn = lowering.lower()
         if vector_math.prefer_vector_width:
             set_function_string_attribute(llfn, "prefer-vector-width", str(vector_math.prefer_vector_width))

@@ -25,6 +25,8 @@ from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare
 from .scalar import CPUScalarContext
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+PARALLEL_MIN_SIZE = 1 << 15   # fused loops this long run on all cores (TECH-NOTES: gains from ~1e4)
+PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
 
 
 class Index:
@@ -62,7 +64,8 @@ def linearize(builder: ir.IRBuilder, multi, shape) -> ir.Value:
 class FunctionLowering:
     """Builds the LLVM function for one scheduled IR function."""
 
-    def __init__(self, fn: Function, sched: Schedule, module: ir.Module, symbol: str, vector_math, blas):
+    def __init__(self, fn: Function, sched: Schedule, module: ir.Module, symbol: str, vector_math, blas,
+                 threads=None):
         self.fn, self.sched, self.module = fn, sched, module
         self.blas = blas
         self.llfn = ir.Function(module, ir.FunctionType(VOID, [PTR]), symbol)
@@ -75,6 +78,8 @@ class FunctionLowering:
         self.workspace_bytes = 0
         self._constant_count = 0
         self.memo: dict[Value, ir.Value] = {}   # fused-kernel members computed this iteration
+        self.threads = threads
+        self._kernel_count = 0
 
     # ------------------------------------------------------------------ driver
     def lower(self) -> ir.Function:
@@ -206,18 +211,35 @@ class FunctionLowering:
 
     def _lower_fused(self, kernel) -> None:
         """One flat loop computing every member; members read later in the same iteration
-        come from registers (`memo`), full reductions accumulate in registers."""
-        b, ctx = self.builder, self.ctx
-        accumulators = {}
+        come from registers (`memo`), full reductions accumulate in registers. Large
+        kernels run in parallel (`_lower_fused_parallel`)."""
+        for op in kernel.ops:
+            if op.results[0] in kernel.stored:
+                self._allocate(op.results[0])
+        if self.threads is not None and kernel.size >= PARALLEL_MIN_SIZE:
+            self._lower_fused_parallel(kernel)
+            return
+        accumulators = self._init_accumulators(kernel)
+        self._fused_iterations(kernel, index(0), index(kernel.size), accumulators)
+        b = self.builder
+        for result, acc in accumulators.items():
+            self.store(result, Index(()), b.load(acc, typ=acc.allocated_type))
+
+    def _init_accumulators(self, kernel) -> dict:
+        b, accumulators = self.builder, {}
         for op in kernel.ops:
             result = op.results[0]
-            if result in kernel.stored:
-                self._allocate(result)
             if isinstance(op.opdef.lowering, Reduction):
                 acc = alloca_in_entry(b, register_type(result.type.dtype), "acc")
-                b.store(ctx.const_of(op.opdef.lowering.init(result.type.dtype), result.type.dtype), acc)
+                b.store(self.ctx.const_of(op.opdef.lowering.init(result.type.dtype), result.type.dtype), acc)
                 accumulators[result] = acc
-        with for_range(b, kernel.size, "fused") as i:
+        return accumulators
+
+    def _fused_iterations(self, kernel, start, count, accumulators) -> None:
+        """The fused loop body for elements start .. start + count - 1."""
+        b, ctx = self.builder, self.ctx
+        with for_range(b, count, "fused") as j:
+            i = b.add(start, j, flags=["nsw"])
             self.memo = {}
             for op in kernel.ops:
                 result, lowering = op.results[0], op.opdef.lowering
@@ -235,8 +257,64 @@ class FunctionLowering:
                 if result in kernel.stored:
                     self.store(result, idx, value)
             self.memo = {}
-        for result, acc in accumulators.items():
-            self.store(result, Index(()), b.load(acc, typ=acc.allocated_type))
+
+    def _lower_fused_parallel(self, kernel) -> None:
+        """The kernel outlined into `f.kernelN(ptr closure)` and run by libgomp's
+        GOMP_parallel. Work is cut into fixed blocks of PARALLEL_BLOCK elements whatever
+        the thread count; each block writes its partial reductions to its own slot, and
+        the slots are combined in block order afterwards, so the result is bit-identical
+        for any number of threads."""
+        b, ctx = self.builder, self.ctx
+        nblocks = -(-kernel.size // PARALLEL_BLOCK)
+        reductions = [op for op in kernel.ops if isinstance(op.opdef.lowering, Reduction)]
+        partials = self._scratch(max(len(reductions), 1) * nblocks * 8)
+        used = sorted({v for op in kernel.ops for v in self.sched.reads(op.results[0], compute=True)
+                       if v in self.buffers} | kernel.stored, key=lambda v: id(v))
+        closure = alloca_in_entry(b, PTR, "closure", count=len(used) + 1)
+        for k, ptr in enumerate([*(self.buffers[v] for v in used), partials]):
+            b.store(ptr, b.gep(closure, [index(k)], inbounds=True, source_etype=PTR))
+
+        self._kernel_count += 1
+        outlined = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), f"{self.llfn.name}.kernel{self._kernel_count}")
+        outlined.linkage = "internal"
+        saved = self.builder, self.buffers
+        self.builder = ctx.builder = ir.IRBuilder(outlined.append_basic_block("entry"))
+        ob = self.builder
+        self.buffers = dict(self.buffers)
+        for k, v in enumerate(used):
+            self.buffers[v] = self._load_pointer(outlined.args[0], k, "buf")
+        block_partials = self._load_pointer(outlined.args[0], len(used), "partials")
+        thread = ob.sext(ob.call(self.threads.thread_num(self.module), []), I64)
+        nthreads = ob.sext(ob.call(self.threads.num_threads(self.module), []), I64)
+        first = ob.sdiv(ob.mul(thread, index(nblocks)), nthreads)
+        last = ob.sdiv(ob.mul(ob.add(thread, index(1)), index(nblocks)), nthreads)
+        with for_range(ob, ob.sub(last, first), "block") as k:
+            blk = ob.add(first, k)
+            start = ob.mul(blk, index(PARALLEL_BLOCK))
+            remaining = ob.sub(index(kernel.size), start)
+            count = ob.select(ob.icmp_signed("<", remaining, index(PARALLEL_BLOCK)), remaining, index(PARALLEL_BLOCK))
+            accumulators = self._init_accumulators(kernel)
+            self._fused_iterations(kernel, start, count, accumulators)
+            for r, op in enumerate(reductions):
+                acc = accumulators[op.results[0]]
+                slot = ob.gep(block_partials, [ob.add(ob.mul(index(r), index(nblocks)), blk)], inbounds=True,
+                              source_etype=acc.allocated_type)
+                ob.store(ob.load(acc, typ=acc.allocated_type), slot)
+        ob.ret_void()
+        self.builder, self.buffers = saved
+        ctx.builder = self.builder
+
+        b.call(self.threads.parallel(self.module), [outlined, closure, ir.Constant(I32, self.threads.count),
+                                                    ir.Constant(I32, 0)])
+        for r, op in enumerate(reductions):          # combine block results in block order
+            result, lowering = op.results[0], op.opdef.lowering
+            t = register_type(result.type.dtype)
+            acc = alloca_in_entry(b, t, "total")
+            b.store(ctx.const_of(lowering.init(result.type.dtype), result.type.dtype), acc)
+            with for_range(b, nblocks, "combine") as k:
+                part = b.load(b.gep(partials, [b.add(index(r * nblocks), k)], inbounds=True, source_etype=t), typ=t)
+                b.store(lowering.combine(ctx, b.load(acc, typ=t), part), acc)
+            self.store(result, Index(()), b.load(acc, typ=t))
 
     def _lower_reduction(self, op, lowering: Reduction) -> None:
         b, ctx = self.builder, self.ctx

@@ -10,6 +10,7 @@ names the stage; IR is verified before it reaches a pass that could crash.
 """
 from __future__ import annotations
 
+import ctypes.util
 import glob
 import os
 import threading
@@ -37,6 +38,7 @@ def initialize() -> None:
         llvm.initialize_native_asmprinter()
         VectorMath.load()
         Blas.load()
+        Threads.load()
         _initialized = True
 
 
@@ -145,6 +147,43 @@ class Blas:
             return None
         t = F64 if dtype == DType.f64 else F32
         return declare(module, symbol, VOID, [I32, I32, I32, I64, I64, I64, t, PTR, I64, PTR, I64, t, PTR, I64])
+
+
+# --------------------------------------------------------------------------- threads
+
+class Threads:
+    """libgomp's GOMP_parallel, called from generated code (1.4-1.9 us a region here, see
+    TECH-NOTES); absent libgomp, kernels run on the calling thread."""
+
+    available = False
+
+    @classmethod
+    def load(cls) -> None:
+        path = ctypes.util.find_library("gomp")
+        for candidate in filter(None, (path, "libgomp.so.1")):
+            try:
+                llvm.load_library_permanently(candidate)
+            except RuntimeError:
+                continue
+            cls.available = bool(llvm.address_of_symbol("GOMP_parallel"))
+            return
+
+    @classmethod
+    def instance(cls, count: int = 0) -> "Threads | None":
+        """`count` threads per parallel region (0: libgomp's default, all cores)."""
+        return cls(count) if cls.available else None
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def parallel(self, module: ir.Module):
+        return declare(module, "GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+
+    def thread_num(self, module: ir.Module):
+        return declare(module, "omp_get_thread_num", I32, [])
+
+    def num_threads(self, module: ir.Module):
+        return declare(module, "omp_get_num_threads", I32, [])
 
 
 # --------------------------------------------------------------------------- compile

@@ -70,12 +70,13 @@ def for_nest(builder: ir.IRBuilder, shape, name: str = "loop"):
             yield [i, *rest]
 
 
-def alloca_in_entry(builder: ir.IRBuilder, type: ir.Type, name: str = "") -> ir.AllocaInstr:
-    """An alloca at the top of the entry block, where mem2reg can promote it."""
+def alloca_in_entry(builder: ir.IRBuilder, type: ir.Type, name: str = "", count: int | None = None) -> ir.AllocaInstr:
+    """An alloca (of `count` elements, if given) at the top of the entry block, where
+    mem2reg can promote it."""
     saved = builder.block
     entry = builder.function.entry_basic_block
     builder.position_at_start(entry)
-    slot = builder.alloca(type, name=name)
+    slot = builder.alloca(type, size=None if count is None else index(count), name=name)
     builder.position_at_end(saved)
     return slot
 

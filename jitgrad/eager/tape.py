@@ -1,0 +1,695 @@
+"""Eager reverse mode: a `GradientTape` that records NumPy calls and differentiates them
+through jitgrad's IR.
+
+A `TrackedTensor` holds a concrete NumPy value. Every NumPy call on it (ufuncs, array
+functions, operators, methods, indexing) runs NumPy on the raw values at once and appends
+one record (the NumPy callable, its arguments with tracked tensors replaced by references,
+its keyword arguments) to the tape — nothing else, so the forward pass runs at NumPy
+speed. There are no per-op backward rules here: `gradient` turns the records that lead to
+the target into a Python function that replays the same NumPy calls, and differentiates
+that function with `jitgrad.grad` — the replay is traced by the same `numpy_api` tables
+as any jitgrad function, differentiated by the IR passes and compiled by the CPU backend.
+
+The compiled gradient is cached by the *structure* of the records (callables, argument
+layout, static scalars and keywords), and `jitgrad.grad` caches per shapes and dtypes, so
+a training loop that records the same computation every step compiles once.
+
+Only floating-point results are recorded. Integer and boolean results (masks, indices)
+have a zero derivative, so they come back as plain arrays and enter the replay as the
+constants they are — `gradient` evaluates at the recorded point, where they are exact.
+"""
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import numpy as np
+
+from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
+from jitgrad.tracing import numpy_api
+from jitgrad.tracing.pytree import tree_flatten, tree_map, tree_unflatten
+
+# --------------------------------------------------------------------------- shared NumPy protocol
+
+
+def _method_call(name: str) -> Callable:
+    def call(x, *args, **kwargs):
+        return getattr(x, name)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = f"ndarray.{name}"
+    return call
+
+
+def _attribute(name: str) -> Callable:
+    def get(x):
+        return getattr(x, name)
+    get.__name__ = get.__qualname__ = f"ndarray.{name}"
+    return get
+
+
+# Python operators and ndarray methods, each as one callable that works the same on NumPy
+# arrays (eager execution) and on jitgrad Tracers (replay): records store these callables.
+BINARY_OPERATORS = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
+    "and": operator.and_, "or": operator.or_, "xor": operator.xor,
+}
+COMPARISONS = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+               "eq": operator.eq, "ne": operator.ne}
+UNARY_OPERATORS = {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert}
+METHODS = {name: _method_call(name) for name in (
+    "sum", "mean", "var", "std", "max", "min", "dot", "transpose", "reshape", "ravel", "flatten", "squeeze",
+    "swapaxes", "clip", "astype", "copy")}
+ATTRIBUTES = {name: _attribute(name) for name in ("T", "mT")}
+
+# The callables a replay can trace (everything numpy_api implements, as the Tracer sees it).
+TRACEABLE: frozenset = frozenset(
+    list(numpy_api.UFUNCS) + list(numpy_api.FUNCTIONS)
+    + [np.add.reduce, np.maximum.reduce, np.minimum.reduce, operator.getitem]
+    + [BINARY_OPERATORS[k] for k in ("add", "sub", "mul", "truediv", "pow", "matmul")]
+    + [operator.neg, operator.pos, operator.abs] + list(METHODS.values()) + list(ATTRIBUTES.values()))
+
+# Array-like classes of jitgrad's eager layers (TrackedTensor, DualTensor, graph nodes);
+# mixing two of them in one call is refused with NotImplemented.
+WRAPPER_TYPES: set[type] = set()
+# Argument types that `_apply`'s fast loop hands to `_apply_nested`.
+_NESTED: set[type] = {tuple, list}
+
+
+def register_array_type(cls: type) -> type:
+    """Declare `cls` an eager array-like class: a tape does not mix it with its tensors."""
+    WRAPPER_TYPES.add(cls)
+    _NESTED.add(cls)
+    return cls
+
+
+def numpy_protocol(apply: Callable[[Callable, tuple, dict | None], Any]) -> dict[str, Callable]:
+    """Operators, NumPy methods, indexing and the `__array_ufunc__`/`__array_function__`
+    protocols of an array-like class, all routed to `apply(fn, args, kwargs)`, where `fn`
+    is the NumPy callable (ufunc, array function, `operator` function, method caller)."""
+    ns: dict[str, Callable] = {}
+
+    def binary(fn):
+        return (lambda self, other: apply(fn, (self, other), None),
+                lambda self, other: apply(fn, (other, self), None))
+    for name, fn in BINARY_OPERATORS.items():
+        ns[f"__{name}__"], ns[f"__r{name}__"] = binary(fn)
+    for name, fn in COMPARISONS.items():
+        ns[f"__{name}__"] = binary(fn)[0]
+    for name, fn in UNARY_OPERATORS.items():
+        ns[f"__{name}__"] = (lambda f: lambda self: apply(f, (self,), None))(fn)
+    for name, fn in METHODS.items():
+        ns[name] = (lambda f: lambda self, *args, **kwargs: apply(f, (self, *args), kwargs))(fn)
+    for name, fn in ATTRIBUTES.items():
+        ns[name] = property((lambda f: lambda self: apply(f, (self,), None))(fn))
+    ns["__getitem__"] = lambda self, index: apply(operator.getitem, (self, index), None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if kwargs.get("out") is not None:
+            raise UnsupportedOperationError(f"numpy.{ufunc.__name__}(..., out=...) would write into a "
+                                            f"{type(self).__name__}; use the returned value instead")
+        return apply(ufunc if method == "__call__" else getattr(ufunc, method), inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return apply(func, args, kwargs)
+    ns["__array_ufunc__"] = __array_ufunc__
+    ns["__array_function__"] = __array_function__
+    ns["__hash__"] = object.__hash__      # __eq__ is elementwise
+    return ns
+
+
+def check_traceable(fn: Callable, args: tuple, kwargs: dict | None) -> None:
+    """Raise UnsupportedOperationError now (at the user's line) for a call whose float
+    result a replay could not trace."""
+    if fn not in TRACEABLE:
+        name = getattr(fn, "__name__", repr(fn))
+        raise UnsupportedOperationError(f"numpy.{name} has no jitgrad rule, so its result cannot be "
+                                        "differentiated; compute it outside the tape (np.asarray(x)) if it "
+                                        "should be a constant")
+    if kwargs and isinstance(fn, np.ufunc) and set(kwargs) - {"dtype", "casting"}:
+        raise UnsupportedOperationError(f"numpy.{fn.__name__}: arguments {sorted(set(kwargs) - {'dtype', 'casting'})}"
+                                        " are not supported on tracked values")
+    if fn is operator.getitem and not _basic_index(args[1]):
+        raise UnsupportedOperationError("indexing a tracked tensor with arrays or lists (advanced indexing) is "
+                                        "not supported; use ints, slices, None and Ellipsis")
+
+
+def _basic_index(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(item is None or item is Ellipsis or isinstance(item, slice)
+               or isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items)
+
+
+def _is_float_array(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "fc"
+
+
+# --------------------------------------------------------------------------- tracked tensors
+
+class _Ref(int):
+    """A reference to a tape node inside a record's arguments (the node number)."""
+
+    __slots__ = ()
+
+
+def _unwrap(args, tape):
+    """(raw values, record arguments, tape) for a tuple/list of call arguments."""
+    raw, refs = [], []
+    for a in args:
+        cls = type(a)
+        if cls is TrackedTensor:
+            owner = a._tape
+            if owner._recording:
+                if tape is None:
+                    tape = owner
+                elif owner is not tape:
+                    raise _mixed_tapes()
+                refs.append(a._ref)
+            else:
+                refs.append(a.value)
+            raw.append(a.value)
+        elif cls is tuple or cls is list:
+            r, rf, tape = _unwrap(a, tape)
+            if r is NotImplemented:
+                return NotImplemented, None, None
+            raw.append(cls(r))
+            refs.append(cls(rf))
+        elif cls in WRAPPER_TYPES:
+            return NotImplemented, None, None
+        else:
+            raw.append(a)
+            refs.append(a)
+    return raw, refs, tape
+
+
+def _mixed_tapes() -> GradientError:
+    return GradientError("an operation mixes tensors tracked by two different recording tapes; watch the "
+                         "other tape's tensor on this tape (tape.watch(t)) or use one persistent tape")
+
+
+def _apply(fn: Callable, args: tuple, kwargs: dict | None):
+    """Run `fn` on raw values; record it when a recording tape's tensor takes part.
+    This is the hot path of eager execution, written for speed: flat arguments and
+    keywords without tracked values take the loop below, anything else `_apply_nested`."""
+    tape = None
+    raw = []
+    refs = []
+    for a in args:
+        cls = type(a)
+        if cls is TrackedTensor:
+            owner = a._tape
+            if owner._recording:
+                if owner is not tape:
+                    if tape is not None:
+                        raise _mixed_tapes()
+                    tape = owner
+                refs.append(a._ref)
+            else:
+                refs.append(a.value)
+            raw.append(a.value)
+        elif cls in _NESTED:
+            return _apply_nested(fn, args, kwargs)
+        else:
+            raw.append(a)
+            refs.append(a)
+    if kwargs:
+        for v in kwargs.values():
+            if type(v) in _NESTED or type(v) is TrackedTensor:
+                return _apply_nested(fn, args, kwargs)
+        result = fn(*raw, **kwargs)
+    else:
+        result = fn(*raw)
+    if tape is None:
+        return result
+    if (type(result) is np.ndarray or isinstance(result, np.generic)) and result.dtype.kind in "fc":
+        if kwargs or fn not in TRACEABLE or fn is operator.getitem:
+            check_traceable(fn, refs, kwargs)
+        node = tape._count
+        tape._count = node + 1
+        tape._records.append((fn, refs, kwargs, node))
+        return TrackedTensor(result, tape, _Ref(node))
+    return tape._record(fn, refs, kwargs, result)
+
+
+def _apply_nested(fn: Callable, args: tuple, kwargs: dict | None):
+    """`_apply` for arguments with lists, tuples or tracked keyword values."""
+    raw, refs, tape = _unwrap(args, None)
+    if raw is NotImplemented:
+        return NotImplemented
+    if kwargs:
+        values = list(kwargs.values())
+        kraw, krefs, tape = _unwrap(values, tape)
+        if kraw is NotImplemented:
+            return NotImplemented
+        keys = list(kwargs)
+        result = fn(*raw, **dict(zip(keys, kraw, strict=True)))
+        kwargs = dict(zip(keys, krefs, strict=True))
+    else:
+        result = fn(*raw)
+    if tape is None:
+        return result
+    return tape._record(fn, refs, kwargs, result)
+
+
+class TrackedTensor:
+    """A NumPy value whose computations a `GradientTape` records.
+
+    It works with ordinary NumPy code: `np.sin(t)`, `t @ w`, `np.sum(t, axis=0)`, `t[1:]`,
+    `t.reshape(...)` run NumPy at once and return tracked results. `.value` is the NumPy
+    array; `np.asarray(t)` and `float(t)` give untracked values (constants to the tape)."""
+
+    __slots__ = ("value", "_tape", "_ref")
+    __array_priority__ = 1000
+
+    def __init__(self, value, tape: "GradientTape", ref: _Ref):
+        self.value = value
+        self._tape = tape
+        self._ref = ref
+
+    @property
+    def tape(self) -> "GradientTape":
+        return self._tape
+
+    shape = property(lambda self: self.value.shape)
+    ndim = property(lambda self: self.value.ndim)
+    size = property(lambda self: self.value.size)
+    dtype = property(lambda self: self.value.dtype)
+
+    def numpy(self) -> np.ndarray:
+        """The value as a NumPy array (untracked)."""
+        return np.asarray(self.value)
+
+    def __array__(self, dtype=None, copy=None):
+        value = np.asarray(self.value, dtype=dtype)
+        return value.copy() if copy else value
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __int__(self) -> int:
+        return int(self.value)
+
+    def __index__(self) -> int:
+        return operator.index(self.value)
+
+    def item(self, *args):
+        return self.value.item(*args)
+
+    def tolist(self):
+        return np.asarray(self.value).tolist()
+
+    def __setitem__(self, index, value):
+        raise UnsupportedOperationError("a tracked tensor cannot be modified in place (the tape could not "
+                                        "replay it); build a new value with np.where or np.concatenate")
+
+    def __repr__(self) -> str:
+        return f"TrackedTensor({self.value!r})"
+
+
+for _name, _fn in numpy_protocol(_apply).items():
+    setattr(TrackedTensor, _name, _fn)
+register_array_type(TrackedTensor)
+
+
+# --------------------------------------------------------------------------- replay programs
+
+class _Slot(int):
+    """In a program's argument template: the value in environment slot k."""
+
+    __slots__ = ()
+
+
+class _Const(int):
+    """In a program's argument template: constant input k."""
+
+    __slots__ = ()
+
+
+def _fill(template, env: list, consts):
+    cls = type(template)
+    if cls is _Slot:
+        return env[template]
+    if cls is _Const:
+        return consts[template]
+    if cls is tuple or cls is list:
+        return cls(_fill(x, env, consts) for x in template)
+    if cls is dict:
+        return {k: _fill(v, env, consts) for k, v in template.items()}
+    return template
+
+
+class _ProgramBuilder:
+    """Turns records into a replay program: node references become environment slots,
+    arrays become constant inputs, and a hashable key describes the program's structure."""
+
+    def __init__(self, slots: dict[int, int]):
+        self.slots = slots
+        self.consts: list = []
+        self.hashable = True
+
+    def template(self, obj):
+        """(template, key) of a record argument."""
+        cls = type(obj)
+        if cls is _Ref:
+            slot = _Slot(self.slots[obj])
+            return slot, ("s", int(slot))
+        if cls is tuple or cls is list:
+            pairs = [self.template(x) for x in obj]
+            return cls(p[0] for p in pairs), (cls.__name__,) + tuple(p[1] for p in pairs)
+        if isinstance(obj, (np.ndarray, np.generic)):
+            self.consts.append(obj)
+            k = _Const(len(self.consts) - 1)
+            return k, ("c", int(k))
+        if cls in (bool, int, float, complex):
+            return obj, (cls, obj)
+        if cls is slice:
+            return obj, ("slice", self.key(obj.start), self.key(obj.stop), self.key(obj.step))
+        try:
+            hash(obj)
+        except TypeError:
+            self.hashable = False
+            return obj, None
+        return obj, obj
+
+    def key(self, obj):
+        return self.template(obj)[1]
+
+    def kwargs(self, kwargs: dict | None):
+        if not kwargs:
+            return None, None
+        pairs = {k: self.template(v) for k, v in kwargs.items()}
+        return {k: p[0] for k, p in pairs.items()}, tuple(sorted((k, p[1]) for k, p in pairs.items()))
+
+
+class _Program:
+    """A replay of recorded NumPy calls as a function of its inputs, and its compiled
+    gradient. Inputs: (diff, others, consts, cotangents) — the differentiated leaves and
+    perturbations of intermediate sources, the other leaves, constant arrays, and the
+    output gradients (or ()). The replay returns the scalar sum(target * cotangent)."""
+
+    def __init__(self, n_slots, input_slots, steps, targets, with_cotangents):
+        self.n_slots = n_slots
+        self.input_slots = input_slots    # (diff slots, other slots); None for a perturbed intermediate
+        self.steps = steps                # (fn, args template, kwargs template, out slots, perturbation index)
+        self.targets = targets
+        self.with_cotangents = with_cotangents
+        import jitgrad
+        self.gradient = jitgrad.grad(self.replay)
+
+    def replay(self, diff, others, consts, cotangents):
+        env: list = [None] * self.n_slots
+        diff_slots, other_slots = self.input_slots
+        for slot, value in zip(diff_slots, diff, strict=True):
+            if slot is not None:
+                env[slot] = value
+        for slot, value in zip(other_slots, others, strict=True):
+            env[slot] = value
+        for fn, args, kwargs, out, delta in self.steps:
+            args = _fill(args, env, consts)
+            result = fn(*args, **_fill(kwargs, env, consts)) if kwargs else fn(*args)
+            if type(out) is tuple:
+                for slot, value in zip(out, result, strict=True):
+                    env[slot] = value
+            else:
+                env[out] = result if delta is None else result + diff[delta]
+        total = 0.0
+        for k, slot in enumerate(self.targets):
+            value = env[slot]
+            if self.with_cotangents:
+                value = np.sum(value * cotangents[k])
+            elif np.ndim(value):
+                value = np.sum(value)
+            total = value if k == 0 else total + value
+        return total
+
+
+_PROGRAMS: OrderedDict = OrderedDict()
+_PROGRAMS_MAX = 256
+
+
+def cache_size() -> int:
+    """The number of compiled gradient programs (one per record structure and shapes)."""
+    return sum(p.gradient.cache_size for p in _PROGRAMS.values())
+
+
+def clear_cache() -> None:
+    _PROGRAMS.clear()
+
+
+# --------------------------------------------------------------------------- the tape
+
+class GradientTape:
+    """Records NumPy computations on tracked tensors; `gradient` differentiates them.
+
+        tape = GradientTape()
+        with tape:
+            x = tape.variable(np.array([2.0, 3.0]))
+            z = np.sum(x * x)
+        dx = tape.gradient(z, x)        # 2 x
+
+    Every operation on a tracked tensor is recorded while the tape records: from its
+    creation until it is released (a non-persistent tape, after its one `gradient` call),
+    except inside `with tape.stop_recording():`. The `with tape:` block is optional and
+    only marks the recorded region for the reader; recording does not stop at its end.
+
+    A persistent tape allows any number of `gradient` calls, and its gradients are
+    themselves tracked tensors recorded on it, so `tape.gradient(dx, x)` differentiates
+    again (higher-order derivatives). A non-persistent tape returns NumPy arrays."""
+
+    def __init__(self, persistent: bool = False):
+        self.persistent = persistent
+        self._records: list | None = []
+        self._leaves: dict[int, Any] | None = {}
+        self._count = 0
+        self._recording = True
+        self._released = False
+
+    def __enter__(self) -> "GradientTape":
+        self._check_alive("be entered")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else f"{len(self._records)} records"
+        return f"GradientTape(persistent={self.persistent}, {state})"
+
+    # ----- tracked leaves
+    def variable(self, value):
+        """A tracked tensor holding a copy of `value` (an array, a scalar, or a pytree of
+        them: the result has the same structure)."""
+        return tree_map(lambda v: self._leaf(np.array(_value_of(v))), value)
+
+    def watch(self, value):
+        """A tracked tensor for an existing array, without copying it (a pytree of arrays
+        gives the same structure). Watching a tensor of this tape returns it; a tensor of
+        another tape gives a new tracked tensor on this tape with the same value."""
+        def one(v):
+            if type(v) is TrackedTensor and v._tape is self:
+                return v
+            return self._leaf(np.asarray(_value_of(v)))
+        return tree_map(one, value)
+
+    def _leaf(self, value) -> TrackedTensor:
+        self._check_alive("watch new tensors")
+        if value.dtype == object:
+            raise ArgumentError("a tape can only track numeric arrays")
+        node = self._count
+        self._count += 1
+        self._leaves[node] = value
+        return TrackedTensor(value, self, _Ref(node))
+
+    def _record(self, fn, refs, kwargs, result):
+        if not _is_float_array(result):
+            if type(result) is tuple and any(_is_float_array(r) for r in result):
+                check_traceable(fn, (), None)
+            return result
+        if kwargs or fn is operator.getitem or fn not in TRACEABLE:
+            check_traceable(fn, refs, kwargs)
+        node = self._count
+        self._count = node + 1
+        self._records.append((fn, refs, kwargs, node))
+        return TrackedTensor(result, self, _Ref(node))
+
+    @contextmanager
+    def stop_recording(self):
+        """Within this block, operations on tracked tensors give plain (untracked) arrays."""
+        previous = self._recording
+        self._recording = False
+        try:
+            yield
+        finally:
+            self._recording = previous and not self._released
+
+    def _check_alive(self, what: str) -> None:
+        if self._released:
+            raise GradientError(f"this non-persistent GradientTape was released by its gradient call and cannot "
+                                f"{what}; use GradientTape(persistent=True) to reuse a tape")
+
+    def release(self) -> None:
+        """Drop all records (a non-persistent tape does this after its gradient call)."""
+        self._records = self._leaves = None
+        self._recording = False
+        self._released = True
+
+    # ----- differentiation
+    def gradient(self, target, sources, output_gradients=None, unconnected_gradients: str = "zero"):
+        """d target / d sources, in the structure of `sources` (a tensor, or a list, tuple
+        or dict of them). A non-scalar target is summed (TensorFlow's convention), or
+        weighted by `output_gradients` (same structure as `target`): the vector-Jacobian
+        product. A list of targets adds their gradients. Sources that the target does not
+        depend on get zeros, or None with unconnected_gradients='none'. Sources may be
+        intermediate results; their gradient treats them as independent inputs while the
+        others' gradients flow through them."""
+        if self._released:
+            raise GradientError("GradientTape.gradient was already called on this non-persistent tape, which "
+                                "then released its records; create it with GradientTape(persistent=True) to "
+                                "compute several gradients")
+        if unconnected_gradients not in ("zero", "none"):
+            raise ArgumentError(f"unconnected_gradients must be 'zero' or 'none', not {unconnected_gradients!r}")
+        targets, target_tree = tree_flatten(target)
+        if not targets:
+            raise GradientError("gradient needs a target tensor")
+        for t in targets:
+            self._check_tracked(t, "the target")
+        cotangents = None
+        if output_gradients is not None:
+            cotangents, ct_tree = tree_flatten(output_gradients)
+            if ct_tree != target_tree:
+                raise ArgumentError(f"output_gradients have structure {ct_tree}, the target has {target_tree}")
+            for t, c in zip(targets, cotangents, strict=True):
+                if np.shape(c) != t.shape:
+                    raise ArgumentError(f"an output gradient of shape {np.shape(c)} for a target of shape {t.shape}")
+        sources_flat, source_tree = tree_flatten(sources)
+        for s in sources_flat:
+            self._check_tracked(s, "a source")
+            if s.dtype.kind != "f":
+                raise GradientError(f"cannot differentiate with respect to a tensor of dtype {s.dtype}: only "
+                                    "floating-point tensors have gradients")
+        if not sources_flat:
+            return tree_unflatten(source_tree, [])
+
+        unique: dict[int, TrackedTensor] = {}
+        for s in sources_flat:
+            unique.setdefault(int(s._ref), s)
+        program, inputs, connected, record_args = self._program(
+            [int(t._ref) for t in targets], unique, cotangents)
+        grads = program.gradient(*inputs)
+
+        if self.persistent and self._recording:
+            out_nodes = tuple(range(self._count, self._count + len(grads)))
+            self._count += len(grads)
+            self._records.append((program.gradient, record_args, None, out_nodes))
+            grads = [TrackedTensor(g, self, _Ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
+        by_node = dict(zip(unique, grads, strict=True))
+        result = [by_node[int(s._ref)] if unconnected_gradients == "zero" or int(s._ref) in connected else None
+                  for s in sources_flat]
+        if not self.persistent:
+            self.release()
+        return tree_unflatten(source_tree, result)
+
+    def _check_tracked(self, t, what: str) -> None:
+        if type(t) is not TrackedTensor:
+            raise GradientError(f"{what} is a {type(t).__name__}, not a tensor tracked by this tape: it was not "
+                                "computed on the tape (tape.variable / tape.watch create tracked tensors; "
+                                "operations inside tape.stop_recording() are not recorded)")
+        if t._tape is not self:
+            raise GradientError(f"{what} is tracked by another GradientTape")
+
+    def _program(self, target_nodes: list[int], sources: dict[int, TrackedTensor], cotangents):
+        """The replay program of the records that lead to the targets, its inputs, the
+        source nodes the targets depend on, and the arguments that record its call."""
+        needed = set(target_nodes)
+        used = []
+        for record in reversed(self._records):
+            out = record[3]
+            if (out in needed) if type(out) is int else any(o in needed for o in out):
+                used.append(record)
+                _collect_refs(record[1], needed)
+                if record[2]:
+                    _collect_refs(list(record[2].values()), needed)
+        used.reverse()
+        connected = needed.intersection(sources)
+
+        slots: dict[int, int] = {}
+        leaves = sorted(n for n in needed if n in self._leaves)
+        diff_slots, diff_values, diff_refs = [], [], []
+        perturbed: dict[int, int] = {}
+        for node, tensor in sources.items():
+            if node in self._leaves:
+                slots[node] = len(slots)
+                diff_slots.append(slots[node])
+                diff_values.append(tensor.value)
+                diff_refs.append(tensor._ref)
+            else:
+                perturbed[node] = len(diff_slots)
+                diff_slots.append(None)
+                zeros = np.zeros_like(tensor.value)
+                diff_values.append(zeros)
+                diff_refs.append(zeros)
+        others = [n for n in leaves if n not in slots]
+        other_slots = []
+        for node in others:
+            slots[node] = len(slots)
+            other_slots.append(slots[node])
+        builder = _ProgramBuilder(slots)
+        steps, key_steps = [], []
+        for fn, args, kwargs, out in used:
+            args_t, args_k = builder.template(args)
+            kwargs_t, kwargs_k = builder.kwargs(kwargs)
+            if type(out) is tuple:
+                for o in out:
+                    slots[o] = len(slots)
+                out_t = tuple(slots[o] for o in out)
+            else:
+                slots[out] = len(slots)
+                out_t = slots[out]
+            delta = perturbed.get(out) if type(out) is int else None
+            steps.append((fn, args_t, kwargs_t, out_t, delta))
+            key_steps.append((fn, args_k, kwargs_k, out_t, delta))
+        target_slots = tuple(slots[n] for n in target_nodes)
+        with_ct = cotangents is not None
+        input_slots = (tuple(diff_slots), tuple(other_slots))
+        key = (tuple(key_steps), input_slots, target_slots, with_ct, len(slots))
+
+        program = _PROGRAMS.get(key) if builder.hashable else None
+        if program is None:
+            program = _Program(len(slots), input_slots, tuple(steps), target_slots, with_ct)
+            if builder.hashable:
+                _PROGRAMS[key] = program
+                if len(_PROGRAMS) > _PROGRAMS_MAX:
+                    _PROGRAMS.popitem(last=False)
+        else:
+            _PROGRAMS.move_to_end(key)
+
+        ct_values = tuple(_value_of(c) for c in cotangents) if with_ct else ()
+        other_values = tuple(self._leaves[n] for n in others)
+        inputs = (tuple(diff_values), other_values, tuple(builder.consts), ct_values)
+        ct_refs = tuple(c._ref if type(c) is TrackedTensor and c._tape is self else _value_of(c)
+                        for c in cotangents) if with_ct else ()
+        record_args = [tuple(diff_refs), tuple(_Ref(n) for n in others), tuple(builder.consts), ct_refs]
+        return program, inputs, connected, record_args
+
+
+def _collect_refs(args, needed: set) -> None:
+    for a in args:
+        cls = type(a)
+        if cls is _Ref:
+            needed.add(int(a))
+        elif cls is tuple or cls is list:
+            _collect_refs(a, needed)
+
+
+def _value_of(x):
+    return x.value if type(x) is TrackedTensor else x
