@@ -26,7 +26,7 @@ def _emit(opdef, fun: Callable, args: tuple, **attrs):
         operands = [x.value if isinstance(x, Tracer) else as_value(x) for x in args]
     traced = trace(fun, tuple(Tracer(v) for v in operands))
     with current_builder().at(user_location()):
-        results = calls.emit_call(opdef, traced.function, operands, **attrs)
+        results = calls.emit_call(opdef, traced.function, [*operands, *traced.captured], **attrs)
     return tree_unflatten(traced.out_tree, [Tracer(v) for v in results]), traced
 
 
@@ -76,15 +76,10 @@ class custom_vjp:
         self.fun = fun
         self.name = getattr(fun, "__name__", "custom_vjp")
         self.fwd = self.bwd = None
-        self.single_output = True
-        self._residual_tree = None
         self.key = calls.register_rule(self.name, self)
 
     def defvjp(self, fwd: Callable, bwd: Callable) -> None:
         self.fwd, self.bwd = fwd, bwd
-
-    def residual_tree(self, residuals):
-        return residuals if self._residual_tree is None else tree_unflatten(self._residual_tree, residuals)
 
     def __call__(self, *args):
         if not has_tracers(args):
@@ -92,22 +87,8 @@ class custom_vjp:
         if self.fwd is None:
             raise GradientError(f"custom_vjp function {self.name} has no rules: call .defvjp(fwd, bwd)",
                                 user_location())
-        out, traced = _emit(calls.custom_vjp_call_p, self.fun, args, rule=self.key)
-        self.single_output = traced.out_tree.kind == "leaf"
-        self._record_residual_structure(args)
+        out, _ = _emit(calls.custom_vjp_call_p, self.fun, args, rule=self.key)
         return out
-
-    def _record_residual_structure(self, args):
-        """The structure of fwd's residuals, so bwd receives them as fwd returned them."""
-        tracer_args = tuple(a if isinstance(a, Tracer) else a for a in args)
-        holder = {}
-
-        def probe(*xs):
-            _, res = self.fwd(*xs)
-            leaves, holder["tree"] = tree_flatten(res)
-            return leaves
-        trace(probe, tracer_args)
-        self._residual_tree = holder["tree"]
 
 
 class CustomOp:

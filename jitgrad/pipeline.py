@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from jitgrad.errors import VerificationError
+from jitgrad.errors import JitgradError, VerificationError
 from jitgrad.ir import Function
 from jitgrad.passes.manager import PassManager
 from .config import config
@@ -61,6 +61,9 @@ def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None
     start = time.perf_counter()
     staged = stage(args)
     timings["trace+autodiff"] = time.perf_counter() - start
+    if staged.captured:
+        raise JitgradError(f"{name} uses a traced value of another function's trace (a tracer leaked into a "
+                           "global or a closure that outlived its transformation)")
     if config.verify_ir:
         from jitgrad.ir.verifier import verify
         for stage_name, fn in staged.stages:

@@ -33,6 +33,8 @@ class Staged:
     function: Function
     unflatten: Callable[[list], Any]
     stages: list[tuple[str, Function]] = field(default_factory=list)
+    captured: list[Value] = field(default_factory=list)
+    """Values of an enclosing trace the function closed over: its trailing arguments."""
 
 
 def normalize_args(args: tuple, static_argnums: Sequence[int] = ()) -> tuple:
@@ -71,7 +73,8 @@ def trace_transform(fun: Callable, static_argnums: Sequence[int] = ()) -> Callab
         bound.__wrapped__ = fun
         traced = trace(bound, dynamic)
         fn = traced.function
-        return Staged(fn, lambda flat, tree=traced.out_tree: tree_unflatten(tree, flat), [("traced", fn)])
+        return Staged(fn, lambda flat, tree=traced.out_tree: tree_unflatten(tree, flat), [("traced", fn)],
+                      traced.captured)
     return stage
 
 
@@ -136,7 +139,7 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str) -> Callable
             if mode == "value_and_grad":
                 return ((value, aux), g) if has_aux else (value, g)
             return ((value, aux), g) if has_aux else (value, g)
-        return Staged(gfn, unflatten, [("traced", fn), ("autodiff", gfn)])
+        return Staged(gfn, unflatten, [("traced", fn), ("autodiff", gfn)], traced.captured)
     return stage
 
 
@@ -155,24 +158,28 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
             shape = getattr(c, "shape", ())
             if tuple(shape) != t.shape:
                 raise ArgumentError(f"cotangent of shape {tuple(shape)} for an output of type {t}")
-        float_inputs = [k for k, v in enumerate(fn.args) if v.type.dtype.is_float]
+        n_leaves = len(fn.args) - len(traced.captured)
+        float_inputs = [k for k in range(n_leaves) if fn.args[k].type.dtype.is_float]
         vfn = vjp_function(fn, float_inputs, ["arg"] * len(fn.outputs))
-        in_trees = [tree_flatten(p)[1] for p in primals]
         n_out = len(fn.outputs)
 
-        def unflatten(flat):
-            outs = tree_unflatten(traced.out_tree, flat[:n_out])
-            grads = iter(flat[n_out:])
-            leaves = []
-            for k, v in enumerate(fn.args):
-                leaves.append(next(grads) if v.type.dtype.is_float
-                              else np.zeros(v.type.shape, v.type.dtype.numpy))
+        def body(p, c):
+            from jitgrad import primitives as P
+            results = inline(vfn, [x.value for x in tree_flatten(p)[0]] + list(traced.captured)
+                             + [x.value for x in tree_flatten(c)[0]])
+            grads = iter(results[n_out:])
+            leaves = [Tracer(next(grads) if fn.args[k].type.dtype.is_float else P.full(0, fn.args[k].type))
+                      for k in range(n_leaves)]
             grouped, start = [], 0
-            for tree in in_trees:
+            for primal in p:
+                tree = tree_flatten(primal)[1]
                 grouped.append(tree_unflatten(tree, leaves[start:start + tree.num_leaves]))
                 start += tree.num_leaves
-            return outs, tuple(grouped)
-        return Staged(vfn, unflatten, [("traced", fn), ("autodiff", vfn)])
+            return tree_unflatten(traced.out_tree, [Tracer(v) for v in results[:n_out]]), tuple(grouped)
+        body.__wrapped__ = fun
+        final = trace(body, (tuple(primals), ct), name=f"{fn.name}_vjp")
+        return Staged(final.function, lambda flat: tree_unflatten(final.out_tree, flat),
+                      [("traced", fn), ("autodiff", final.function)], final.captured)
     return stage
 
 
@@ -190,7 +197,7 @@ def call_inline(stage: Callable[[tuple], Staged], args: tuple):
         operands = [x.value if isinstance(x, Tracer) else numpy_api.as_value(np.asarray(x)) for x in leaves]
     abstract = tree_unflatten(tree, [Tracer(v) for v in operands])
     staged = stage(abstract)
-    results = inline(staged.function, operands)
+    results = inline(staged.function, [*operands, *staged.captured])
     return staged.unflatten([Tracer(v) for v in results])
 
 
@@ -201,8 +208,9 @@ def has_tracers(args) -> bool:
 
 # --------------------------------------------------------------------------- forward mode
 
-def _float_positions(fn: Function) -> list[int]:
-    return [k for k, v in enumerate(fn.args) if v.type.dtype.is_float]
+def _float_positions(fn: Function, n_leaves: int) -> list[int]:
+    """Float arguments among the first `n_leaves` (the rest are captured values)."""
+    return [k for k in range(n_leaves) if fn.args[k].type.dtype.is_float]
 
 
 def _check_like(what: str, values, like) -> None:
@@ -223,19 +231,20 @@ def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
         _check_like("tangents", tangents, primals)
         traced = trace(fun, primals)
         fn = traced.function
-        wrt = _float_positions(fn)
+        wrt = _float_positions(fn, len(fn.args) - len(traced.captured))
         jfn = jvp_function(fn, wrt)
         n_out = len(fn.outputs)
 
         def body(p, t):
             p_leaves, t_leaves = tree_flatten(p)[0], tree_flatten(t)[0]
-            outs = inline(jfn, [x.value for x in p_leaves] + [t_leaves[k].value for k in wrt])
+            outs = inline(jfn, [x.value for x in p_leaves] + list(traced.captured)
+                          + [t_leaves[k].value for k in wrt])
             wrap = [Tracer(v) for v in outs]
             return tree_unflatten(traced.out_tree, wrap[:n_out]), tree_unflatten(traced.out_tree, wrap[n_out:])
         body.__wrapped__ = fun
         final = trace(body, (tuple(primals), tuple(tangents)), name=f"{fn.name}_jvp")
         return Staged(final.function, lambda flat: tree_unflatten(final.out_tree, flat),
-                      [("traced", fn), ("jvp", final.function)])
+                      [("traced", fn), ("jvp", final.function)], final.captured)
     return stage
 
 
@@ -263,7 +272,7 @@ def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], S
         derivative = jvp_function(fn, wrt) if mode == "fwd" else vjp_function(fn, wrt)
 
         def body(*targs):
-            values = [x.value for x in tree_flatten(targs)[0]]
+            values = [x.value for x in tree_flatten(targs)[0]] + list(traced.captured)
             blocks = _jacobian_blocks(fn, derivative, values, wrt, mode)
             per_output = []
             for k, out in enumerate(fn.outputs):
@@ -277,7 +286,7 @@ def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], S
         body.__wrapped__ = fun
         final = trace(body, args, name=f"{fn.name}_jac{mode}")
         return Staged(final.function, lambda flat: tree_unflatten(final.out_tree, flat),
-                      [("traced", fn), ("jacobian", final.function)])
+                      [("traced", fn), ("jacobian", final.function)], final.captured)
     return stage
 
 

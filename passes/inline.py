@@ -28,7 +28,7 @@ class InlineCalls(FunctionPass):
 def _inline(op, operands):
     if op.opdef is custom_vjp_lin_p:
         raise GradientError(f"{lookup_rule(op.attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
-                            "differentiated in reverse mode only; forward mode (jvp, jacfwd, hessian) needs a "
+                            "differentiated in reverse mode only; forward mode (jvp, jacfwd) needs a "
                             "custom_jvp rule", op.loc)
     if not isinstance(op.opdef, CallOp):
         return None

@@ -34,21 +34,34 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
         raise ValueError(f"cotangents must give 'arg', 'one' or 'none' for each of {len(fn.outputs)} outputs")
     jfn = jvp_function(fn, wrt)
     n_in, n_out = len(fn.args), len(fn.outputs)
-    tangent_args = jfn.args[n_in:]
-    linear: set[Value] = set(tangent_args)
-    for op in jfn.body.ops:
+    kinds = ["keep"] * n_out + [("drop" if kind == "none" else kind) for kind in cotangents]
+    out = transpose_function(jfn, range(n_in, n_in + len(wrt)), kinds)
+    out.name = f"{fn.name}_vjp"
+    return out
+
+
+def transpose_function(fn: Function, linear_args: Sequence[int], outputs: Sequence[str]) -> Function:
+    """Transpose `fn` with respect to the arguments at `linear_args`, in which it must be
+    linear (every op depending on them is a linear primitive or call). `outputs` gives
+    per output of `fn`: "keep" (a non-linear output, returned as is), "drop", "arg" (its
+    cotangent is an argument of the result) or "one" (its cotangent is 1).
+    Result: (*non-linear args, *"arg" cotangents) -> (*kept outputs, *one cotangent per
+    linear arg). The non-linear ops form the forward pass; the linear ones, walked
+    backwards through their transpose rules, the backward pass."""
+    linear_args = list(linear_args)
+    linear: set[Value] = {fn.args[k] for k in linear_args}
+    for op in fn.body.ops:
         if any(v in linear for v in op.operands) and not op.opdef.is_terminator:
             linear.update(op.results)
-
-    ct_types = [t for t, kind in zip(fn.output_types, cotangents, strict=True) if kind == "arg"]
-    new_fn, builder = new_function(f"{fn.name}_vjp", fn.input_types + ct_types)
-    env: dict[Value, Value] = dict(zip(jfn.args[:n_in], new_fn.args[:n_in], strict=True))
-    ct_args = iter(new_fn.args[n_in:])
-    jvp_outputs = jfn.outputs
-    primal_outs, tangent_outs = jvp_outputs[:n_out], jvp_outputs[n_out:]
+    plain_args = [v for k, v in enumerate(fn.args) if k not in linear_args]
+    ct_types = [v.type for v, kind in zip(fn.outputs, outputs, strict=True) if kind == "arg"]
+    new_fn, builder = new_function(f"{fn.name}_transpose", [v.type for v in plain_args] + ct_types)
+    env: dict[Value, Value] = dict(zip(plain_args, new_fn.args[:len(plain_args)], strict=True))
+    ct_args = iter(new_fn.args[len(plain_args):])
+    end_loc = fn.body.terminator.loc
     linear_ops = []
     with builder:
-        for op in jfn.body.ops:          # forward pass: primal ops and residuals
+        for op in fn.body.ops:           # forward pass: non-linear ops, the residuals among them
             if op.opdef.is_terminator:
                 continue
             if op.results and op.results[0] in linear:
@@ -59,16 +72,13 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
             env.update(zip(op.results, new_op.results, strict=True))
 
         cts: dict[Value, object] = {}
-        for kind, t_out in zip(cotangents, tangent_outs, strict=True):
-            if kind == "none":
+        for kind, out in zip(outputs, fn.outputs, strict=True):
+            if kind in ("keep", "drop"):
                 continue
-            if kind == "one":
-                with builder.at(fn.body.terminator.loc):
-                    ct = full(1.0, t_out.type)
-            else:
-                ct = next(ct_args)
-            if t_out in linear:
-                cts[t_out] = add_tangents(cts[t_out], ct) if t_out in cts else ct
+            with builder.at(end_loc):
+                ct = full(1.0, out.type) if kind == "one" else next(ct_args)
+            if out in linear:
+                cts[out] = add_tangents(cts[out], ct) if out in cts else ct
 
         for op in reversed(linear_ops):  # backward pass
             result_cts = [cts.pop(r, None) for r in op.results]
@@ -81,9 +91,15 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | N
                     if c is not None and v in linear:
                         cts[v] = add_tangents(cts[v], c) if v in cts else c
 
-        with builder.at(fn.body.terminator.loc):
-            grads = [cts.get(t) if t in cts else full(0, t.type) for t in tangent_args]
-            builder.ret([env[v] for v in primal_outs] + grads)
+        with builder.at(end_loc):
+            kept = []
+            for kind, out in zip(outputs, fn.outputs, strict=True):
+                if kind == "keep":
+                    if out in linear:
+                        raise GradientError(f"output of {fn.name} kept by the transpose depends on a linear argument")
+                    kept.append(env[out])
+            grads = [cts.get(fn.args[k]) if fn.args[k] in cts else full(0, fn.args[k].type) for k in linear_args]
+            builder.ret(kept + grads)
     return new_fn
 
 

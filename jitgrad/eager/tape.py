@@ -29,7 +29,7 @@ import numpy as np
 
 from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
 from jitgrad.tracing import numpy_api
-from jitgrad.tracing.pytree import tree_flatten, tree_map, tree_unflatten
+from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 
 # --------------------------------------------------------------------------- shared NumPy protocol
 
@@ -148,13 +148,74 @@ def _is_float_array(x) -> bool:
 # --------------------------------------------------------------------------- tracked tensors
 
 class _Ref(int):
-    """A reference to a tape node inside a record's arguments (the node number)."""
+    """A compacted record argument: the number of the tape node it referred to."""
 
     __slots__ = ()
 
 
+def _apply(fn: Callable, args: tuple, kwargs: dict | None):
+    """Run `fn` on raw values; record it when a recording tape's tensor takes part.
+
+    This is the hot path of eager execution, kept lean: the record stores `args` itself
+    (tracked tensors included), so recording is one tuple, one list append and the new
+    tensor. Arguments with lists or tuples, tracked keyword values, or tensors of two
+    tapes take `_apply_nested`."""
+    tape = None
+    raw = []
+    for a in args:
+        cls = type(a)
+        if cls is TrackedTensor:
+            if a._tape is not tape:
+                if tape is not None:
+                    return _apply_nested(fn, args, kwargs)
+                tape = a._tape
+            raw.append(a.value)
+        elif cls in _NESTED:
+            return _apply_nested(fn, args, kwargs)
+        else:
+            raw.append(a)
+    if kwargs:
+        for v in kwargs.values():
+            if type(v) in _NESTED or type(v) is TrackedTensor:
+                return _apply_nested(fn, args, kwargs)
+        result = fn(*raw, **kwargs)
+    else:
+        result = fn(*raw)
+    if tape is None or not tape._recording:
+        return result
+    if (type(result) is np.ndarray or isinstance(result, np.generic)) and result.dtype.kind in "fc":
+        if kwargs or fn not in TRACEABLE or fn is operator.getitem:
+            check_traceable(fn, args, kwargs)
+        node = tape._count
+        tape._count = node + 1
+        tape._records.append((fn, args, kwargs, node))
+        return TrackedTensor(result, tape, node)
+    return tape._record(fn, args, kwargs, result)
+
+
+def _apply_nested(fn: Callable, args: tuple, kwargs: dict | None):
+    """`_apply` for any arguments: nested lists and tuples, tracked keyword values,
+    tensors of several tapes (those of tapes that do not record are constants)."""
+    raw, refs, tape = _unwrap(args, None)
+    if raw is NotImplemented:
+        return NotImplemented
+    if kwargs:
+        values = list(kwargs.values())
+        kraw, krefs, tape = _unwrap(values, tape)
+        if kraw is NotImplemented:
+            return NotImplemented
+        keys = list(kwargs)
+        result = fn(*raw, **dict(zip(keys, kraw, strict=True)))
+        kwargs = dict(zip(keys, krefs, strict=True))
+    else:
+        result = fn(*raw)
+    if tape is None:
+        return result
+    return tape._record(fn, tuple(refs), kwargs, result)
+
+
 def _unwrap(args, tape):
-    """(raw values, record arguments, tape) for a tuple/list of call arguments."""
+    """(raw values, record arguments, recording tape) of a tuple or list of arguments."""
     raw, refs = [], []
     for a in args:
         cls = type(a)
@@ -164,8 +225,10 @@ def _unwrap(args, tape):
                 if tape is None:
                     tape = owner
                 elif owner is not tape:
-                    raise _mixed_tapes()
-                refs.append(a._ref)
+                    raise GradientError("an operation mixes tensors tracked by two recording tapes; watch the "
+                                        "other tape's tensor on this tape (tape.watch(t)) or use one "
+                                        "persistent tape")
+                refs.append(a)
             else:
                 refs.append(a.value)
             raw.append(a.value)
@@ -183,75 +246,6 @@ def _unwrap(args, tape):
     return raw, refs, tape
 
 
-def _mixed_tapes() -> GradientError:
-    return GradientError("an operation mixes tensors tracked by two different recording tapes; watch the "
-                         "other tape's tensor on this tape (tape.watch(t)) or use one persistent tape")
-
-
-def _apply(fn: Callable, args: tuple, kwargs: dict | None):
-    """Run `fn` on raw values; record it when a recording tape's tensor takes part.
-    This is the hot path of eager execution, written for speed: flat arguments and
-    keywords without tracked values take the loop below, anything else `_apply_nested`."""
-    tape = None
-    raw = []
-    refs = []
-    for a in args:
-        cls = type(a)
-        if cls is TrackedTensor:
-            owner = a._tape
-            if owner._recording:
-                if owner is not tape:
-                    if tape is not None:
-                        raise _mixed_tapes()
-                    tape = owner
-                refs.append(a._ref)
-            else:
-                refs.append(a.value)
-            raw.append(a.value)
-        elif cls in _NESTED:
-            return _apply_nested(fn, args, kwargs)
-        else:
-            raw.append(a)
-            refs.append(a)
-    if kwargs:
-        for v in kwargs.values():
-            if type(v) in _NESTED or type(v) is TrackedTensor:
-                return _apply_nested(fn, args, kwargs)
-        result = fn(*raw, **kwargs)
-    else:
-        result = fn(*raw)
-    if tape is None:
-        return result
-    if (type(result) is np.ndarray or isinstance(result, np.generic)) and result.dtype.kind in "fc":
-        if kwargs or fn not in TRACEABLE or fn is operator.getitem:
-            check_traceable(fn, refs, kwargs)
-        node = tape._count
-        tape._count = node + 1
-        tape._records.append((fn, refs, kwargs, node))
-        return TrackedTensor(result, tape, _Ref(node))
-    return tape._record(fn, refs, kwargs, result)
-
-
-def _apply_nested(fn: Callable, args: tuple, kwargs: dict | None):
-    """`_apply` for arguments with lists, tuples or tracked keyword values."""
-    raw, refs, tape = _unwrap(args, None)
-    if raw is NotImplemented:
-        return NotImplemented
-    if kwargs:
-        values = list(kwargs.values())
-        kraw, krefs, tape = _unwrap(values, tape)
-        if kraw is NotImplemented:
-            return NotImplemented
-        keys = list(kwargs)
-        result = fn(*raw, **dict(zip(keys, kraw, strict=True)))
-        kwargs = dict(zip(keys, krefs, strict=True))
-    else:
-        result = fn(*raw)
-    if tape is None:
-        return result
-    return tape._record(fn, refs, kwargs, result)
-
-
 class TrackedTensor:
     """A NumPy value whose computations a `GradientTape` records.
 
@@ -259,13 +253,13 @@ class TrackedTensor:
     `t.reshape(...)` run NumPy at once and return tracked results. `.value` is the NumPy
     array; `np.asarray(t)` and `float(t)` give untracked values (constants to the tape)."""
 
-    __slots__ = ("value", "_tape", "_ref")
+    __slots__ = ("value", "_tape", "_node")
     __array_priority__ = 1000
 
-    def __init__(self, value, tape: "GradientTape", ref: _Ref):
+    def __init__(self, value, tape: "GradientTape", node: int):
         self.value = value
         self._tape = tape
-        self._ref = ref
+        self._node = node
 
     @property
     def tape(self) -> "GradientTape":
@@ -348,9 +342,46 @@ def _fill(template, env: list, consts):
     return template
 
 
+def _node_of(obj) -> int | None:
+    """The tape node a record argument refers to (a tracked tensor or a compacted
+    reference), or None for a constant."""
+    cls = type(obj)
+    if cls is TrackedTensor:
+        return obj._node
+    if cls is _Ref:
+        return int(obj)
+    return None
+
+
+def _collect_nodes(args, needed: set) -> None:
+    for a in args:
+        cls = type(a)
+        if cls is TrackedTensor:
+            needed.add(a._node)
+        elif cls is _Ref:
+            needed.add(int(a))
+        elif cls is tuple or cls is list:
+            _collect_nodes(a, needed)
+        elif cls is dict:
+            _collect_nodes(list(a.values()), needed)
+
+
+def _compact(obj):
+    """A record argument without references to tensors (so their values can be freed)."""
+    cls = type(obj)
+    if cls is TrackedTensor:
+        return _Ref(obj._node)
+    if cls is tuple or cls is list:
+        return cls(_compact(x) for x in obj)
+    if cls is dict:
+        return {k: _compact(v) for k, v in obj.items()}
+    return obj
+
+
 class _ProgramBuilder:
     """Turns records into a replay program: node references become environment slots,
-    arrays become constant inputs, and a hashable key describes the program's structure."""
+    arrays become constant inputs, and a hashable key describes the program's structure
+    (callables, argument layout, static Python scalars and keywords)."""
 
     def __init__(self, slots: dict[int, int]):
         self.slots = slots
@@ -360,20 +391,26 @@ class _ProgramBuilder:
     def template(self, obj):
         """(template, key) of a record argument."""
         cls = type(obj)
-        if cls is _Ref:
-            slot = _Slot(self.slots[obj])
+        node = _node_of(obj)
+        if node is not None:
+            slot = _Slot(self.slots[node])
             return slot, ("s", int(slot))
         if cls is tuple or cls is list:
             pairs = [self.template(x) for x in obj]
             return cls(p[0] for p in pairs), (cls.__name__,) + tuple(p[1] for p in pairs)
+        if cls is dict:
+            pairs = {k: self.template(v) for k, v in obj.items()}
+            return ({k: p[0] for k, p in pairs.items()},
+                    ("dict",) + tuple(sorted((k, p[1]) for k, p in pairs.items())))
         if isinstance(obj, (np.ndarray, np.generic)):
             self.consts.append(obj)
             k = _Const(len(self.consts) - 1)
             return k, ("c", int(k))
         if cls in (bool, int, float, complex):
-            return obj, (cls, obj)
+            return obj, (cls, obj)        # 1, 1.0 and True trace differently
         if cls is slice:
-            return obj, ("slice", self.key(obj.start), self.key(obj.stop), self.key(obj.step))
+            return obj, ("slice", self.template(obj.start)[1], self.template(obj.stop)[1],
+                         self.template(obj.step)[1])
         try:
             hash(obj)
         except TypeError:
@@ -381,29 +418,23 @@ class _ProgramBuilder:
             return obj, None
         return obj, obj
 
-    def key(self, obj):
-        return self.template(obj)[1]
-
-    def kwargs(self, kwargs: dict | None):
-        if not kwargs:
-            return None, None
-        pairs = {k: self.template(v) for k, v in kwargs.items()}
-        return {k: p[0] for k, p in pairs.items()}, tuple(sorted((k, p[1]) for k, p in pairs.items()))
-
 
 class _Program:
     """A replay of recorded NumPy calls as a function of its inputs, and its compiled
-    gradient. Inputs: (diff, others, consts, cotangents) — the differentiated leaves and
-    perturbations of intermediate sources, the other leaves, constant arrays, and the
-    output gradients (or ()). The replay returns the scalar sum(target * cotangent)."""
+    gradient (`jitgrad.grad` of the replay with respect to its first argument).
 
-    def __init__(self, n_slots, input_slots, steps, targets, with_cotangents):
+    The replay takes (diff, others, consts, cotangents): the differentiated inputs (source
+    leaves, and zero perturbations added to intermediate sources), the other leaves, the
+    constant arrays of the records, and the output gradients (or ()). It returns the
+    scalar sum over targets of sum(target * cotangent) (or sum(target))."""
+
+    def __init__(self, n_slots: int, input_slots, steps, targets, with_cotangents: bool):
+        import jitgrad
         self.n_slots = n_slots
-        self.input_slots = input_slots    # (diff slots, other slots); None for a perturbed intermediate
-        self.steps = steps                # (fn, args template, kwargs template, out slots, perturbation index)
+        self.input_slots = input_slots    # (diff slots (None: a perturbation), other slots)
+        self.steps = steps                # (fn, args template, kwargs template, out slot(s), perturbation)
         self.targets = targets
         self.with_cotangents = with_cotangents
-        import jitgrad
         self.gradient = jitgrad.grad(self.replay)
 
     def replay(self, diff, others, consts, cotangents):
@@ -414,22 +445,22 @@ class _Program:
                 env[slot] = value
         for slot, value in zip(other_slots, others, strict=True):
             env[slot] = value
-        for fn, args, kwargs, out, delta in self.steps:
+        for fn, args, kwargs, out, perturbation in self.steps:
             args = _fill(args, env, consts)
             result = fn(*args, **_fill(kwargs, env, consts)) if kwargs else fn(*args)
             if type(out) is tuple:
                 for slot, value in zip(out, result, strict=True):
                     env[slot] = value
             else:
-                env[out] = result if delta is None else result + diff[delta]
-        total = 0.0
+                env[out] = result if perturbation is None else result + diff[perturbation]
+        total = None
         for k, slot in enumerate(self.targets):
             value = env[slot]
             if self.with_cotangents:
                 value = np.sum(value * cotangents[k])
             elif np.ndim(value):
                 value = np.sum(value)
-            total = value if k == 0 else total + value
+            total = value if total is None else total + value
         return total
 
 
@@ -438,12 +469,27 @@ _PROGRAMS_MAX = 256
 
 
 def cache_size() -> int:
-    """The number of compiled gradient programs (one per record structure and shapes)."""
+    """The number of compiled gradient programs held (one per record structure and
+    argument shapes)."""
     return sum(p.gradient.cache_size for p in _PROGRAMS.values())
 
 
 def clear_cache() -> None:
+    """Forget every compiled gradient program."""
     _PROGRAMS.clear()
+
+
+def _cached_program(key, builder: _ProgramBuilder, make: Callable[[], _Program]) -> _Program:
+    if not builder.hashable:
+        return make()
+    program = _PROGRAMS.get(key)
+    if program is None:
+        program = _PROGRAMS[key] = make()
+        if len(_PROGRAMS) > _PROGRAMS_MAX:
+            _PROGRAMS.popitem(last=False)
+    else:
+        _PROGRAMS.move_to_end(key)
+    return program
 
 
 # --------------------------------------------------------------------------- the tape
@@ -457,13 +503,15 @@ class GradientTape:
             z = np.sum(x * x)
         dx = tape.gradient(z, x)        # 2 x
 
-    Every operation on a tracked tensor is recorded while the tape records: from its
-    creation until it is released (a non-persistent tape, after its one `gradient` call),
-    except inside `with tape.stop_recording():`. The `with tape:` block is optional and
-    only marks the recorded region for the reader; recording does not stop at its end.
+    While the tape records, every NumPy call with one of its tensors is recorded: from
+    its creation until it is released (a non-persistent tape, after its one `gradient`
+    call), except inside `with tape.stop_recording():`. Recording does not need the
+    `with tape:` block; leaving the block ends the forward pass of a persistent tape,
+    whose records then drop their references to intermediate values (the replay
+    recomputes them), so they are freed once the program lets go of them.
 
     A persistent tape allows any number of `gradient` calls, and its gradients are
-    themselves tracked tensors recorded on it, so `tape.gradient(dx, x)` differentiates
+    themselves tracked tensors recorded on it: `tape.gradient(dx, x)` differentiates
     again (higher-order derivatives). A non-persistent tape returns NumPy arrays."""
 
     def __init__(self, persistent: bool = False):
@@ -475,11 +523,12 @@ class GradientTape:
         self._released = False
 
     def __enter__(self) -> "GradientTape":
-        self._check_alive("be entered")
+        self._check_alive("record")
         return self
 
     def __exit__(self, *exc) -> None:
-        return None
+        if self.persistent and not self._released:
+            self._compact()
 
     def __repr__(self) -> str:
         state = "released" if self._released else f"{len(self._records)} records"
@@ -487,40 +536,48 @@ class GradientTape:
 
     # ----- tracked leaves
     def variable(self, value):
-        """A tracked tensor holding a copy of `value` (an array, a scalar, or a pytree of
-        them: the result has the same structure)."""
-        return tree_map(lambda v: self._leaf(np.array(_value_of(v))), value)
+        """A tracked tensor holding a copy of `value` (an array or a scalar; a list,
+        tuple or dict of them gives the same structure of tensors)."""
+        return self._leaves_of(value, copy=True)
 
     def watch(self, value):
-        """A tracked tensor for an existing array, without copying it (a pytree of arrays
-        gives the same structure). Watching a tensor of this tape returns it; a tensor of
-        another tape gives a new tracked tensor on this tape with the same value."""
-        def one(v):
-            if type(v) is TrackedTensor and v._tape is self:
-                return v
-            return self._leaf(np.asarray(_value_of(v)))
-        return tree_map(one, value)
+        """A tracked tensor for an existing array, sharing its memory (a list, tuple or
+        dict of arrays gives the same structure). Watching a tensor of this tape returns
+        it; a tensor of another tape gives a new tracked tensor with the same value."""
+        return self._leaves_of(value, copy=False)
 
-    def _leaf(self, value) -> TrackedTensor:
+    def _leaves_of(self, value, copy: bool):
+        cls = type(value)
+        if cls is tuple or cls is list:
+            return cls(self._leaves_of(v, copy) for v in value)
+        if cls is dict:
+            return {k: self._leaves_of(v, copy) for k, v in value.items()}
+        if cls is TrackedTensor:
+            if value._tape is self and not copy:
+                return value
+            value = value.value
         self._check_alive("watch new tensors")
-        if value.dtype == object:
-            raise ArgumentError("a tape can only track numeric arrays")
-        node = self._count
-        self._count += 1
-        self._leaves[node] = value
-        return TrackedTensor(value, self, _Ref(node))
-
-    def _record(self, fn, refs, kwargs, result):
-        if not _is_float_array(result):
-            if type(result) is tuple and any(_is_float_array(r) for r in result):
-                check_traceable(fn, (), None)
-            return result
-        if kwargs or fn is operator.getitem or fn not in TRACEABLE:
-            check_traceable(fn, refs, kwargs)
+        array = np.array(value) if copy else np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise ArgumentError(f"a tape tracks numeric arrays, not {type(value).__name__} of dtype {array.dtype}")
         node = self._count
         self._count = node + 1
-        self._records.append((fn, refs, kwargs, node))
-        return TrackedTensor(result, self, _Ref(node))
+        self._leaves[node] = array
+        return TrackedTensor(array, self, node)
+
+    def _record(self, fn, args, kwargs, result):
+        """Record a call whose result is of any kind (the general path of `_apply`)."""
+        if not _is_float_array(result):
+            if type(result) is tuple and any(_is_float_array(r) for r in result):
+                raise UnsupportedOperationError(f"{getattr(fn, '__name__', fn)} returns several arrays; "
+                                                "jitgrad cannot differentiate it")
+            return result
+        if kwargs or fn is operator.getitem or fn not in TRACEABLE:
+            check_traceable(fn, args, kwargs)
+        node = self._count
+        self._count = node + 1
+        self._records.append((fn, args, kwargs, node))
+        return TrackedTensor(result, self, node)
 
     @contextmanager
     def stop_recording(self):
@@ -543,15 +600,20 @@ class GradientTape:
         self._recording = False
         self._released = True
 
+    def _compact(self) -> None:
+        self._records = [(fn, _compact(args), _compact(kwargs), out) for fn, args, kwargs, out in self._records]
+
     # ----- differentiation
     def gradient(self, target, sources, output_gradients=None, unconnected_gradients: str = "zero"):
         """d target / d sources, in the structure of `sources` (a tensor, or a list, tuple
-        or dict of them). A non-scalar target is summed (TensorFlow's convention), or
-        weighted by `output_gradients` (same structure as `target`): the vector-Jacobian
-        product. A list of targets adds their gradients. Sources that the target does not
-        depend on get zeros, or None with unconnected_gradients='none'. Sources may be
-        intermediate results; their gradient treats them as independent inputs while the
-        others' gradients flow through them."""
+        or dict of them).
+
+        A non-scalar target is summed (TensorFlow's convention) or, with
+        `output_gradients` (arrays in the structure of `target`), weighted by them: the
+        vector-Jacobian product. Several targets (a list) add their gradients. Sources the
+        target does not depend on get zeros (None with unconnected_gradients='none').
+        A source may be an intermediate result: its gradient holds the rest of the
+        computation fixed, while the other sources' gradients flow through it."""
         if self._released:
             raise GradientError("GradientTape.gradient was already called on this non-persistent tape, which "
                                 "then released its records; create it with GradientTape(persistent=True) to "
@@ -570,7 +632,8 @@ class GradientTape:
                 raise ArgumentError(f"output_gradients have structure {ct_tree}, the target has {target_tree}")
             for t, c in zip(targets, cotangents, strict=True):
                 if np.shape(c) != t.shape:
-                    raise ArgumentError(f"an output gradient of shape {np.shape(c)} for a target of shape {t.shape}")
+                    raise ArgumentError(f"an output gradient of shape {np.shape(c)} for a target of shape "
+                                        f"{t.shape}")
         sources_flat, source_tree = tree_flatten(sources)
         for s in sources_flat:
             self._check_tracked(s, "a source")
@@ -582,18 +645,18 @@ class GradientTape:
 
         unique: dict[int, TrackedTensor] = {}
         for s in sources_flat:
-            unique.setdefault(int(s._ref), s)
-        program, inputs, connected, record_args = self._program(
-            [int(t._ref) for t in targets], unique, cotangents)
+            unique.setdefault(s._node, s)
+        program, inputs, connected, record_args = self._program([t._node for t in targets], unique, cotangents)
         grads = program.gradient(*inputs)
 
         if self.persistent and self._recording:
             out_nodes = tuple(range(self._count, self._count + len(grads)))
             self._count += len(grads)
             self._records.append((program.gradient, record_args, None, out_nodes))
-            grads = [TrackedTensor(g, self, _Ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
+            self._compact()
+            grads = [TrackedTensor(g, self, n) for g, n in zip(grads, out_nodes, strict=True)]
         by_node = dict(zip(unique, grads, strict=True))
-        result = [by_node[int(s._ref)] if unconnected_gradients == "zero" or int(s._ref) in connected else None
+        result = [by_node[s._node] if unconnected_gradients == "zero" or s._node in connected else None
                   for s in sources_flat]
         if not self.persistent:
             self.release()
@@ -601,94 +664,79 @@ class GradientTape:
 
     def _check_tracked(self, t, what: str) -> None:
         if type(t) is not TrackedTensor:
-            raise GradientError(f"{what} is a {type(t).__name__}, not a tensor tracked by this tape: it was not "
-                                "computed on the tape (tape.variable / tape.watch create tracked tensors; "
+            raise GradientError(f"{what} is a {type(t).__name__}, not a tensor tracked by this tape, so it was not "
+                                "computed on the tape (tape.variable and tape.watch create tracked tensors; "
                                 "operations inside tape.stop_recording() are not recorded)")
         if t._tape is not self:
             raise GradientError(f"{what} is tracked by another GradientTape")
 
     def _program(self, target_nodes: list[int], sources: dict[int, TrackedTensor], cotangents):
-        """The replay program of the records that lead to the targets, its inputs, the
-        source nodes the targets depend on, and the arguments that record its call."""
+        """The replay program of the records the targets depend on; its inputs; the
+        source nodes the targets depend on; and the arguments that record its call."""
         needed = set(target_nodes)
         used = []
         for record in reversed(self._records):
             out = record[3]
-            if (out in needed) if type(out) is int else any(o in needed for o in out):
+            if (out in needed) if type(out) is int else not needed.isdisjoint(out):
                 used.append(record)
-                _collect_refs(record[1], needed)
+                _collect_nodes(record[1], needed)
                 if record[2]:
-                    _collect_refs(list(record[2].values()), needed)
+                    _collect_nodes(list(record[2].values()), needed)
         used.reverse()
         connected = needed.intersection(sources)
 
+        # Inputs: differentiated leaves (or perturbations of intermediate sources), then other leaves.
         slots: dict[int, int] = {}
-        leaves = sorted(n for n in needed if n in self._leaves)
-        diff_slots, diff_values, diff_refs = [], [], []
+        diff_slots, diff_values, diff_args = [], [], []
         perturbed: dict[int, int] = {}
         for node, tensor in sources.items():
             if node in self._leaves:
                 slots[node] = len(slots)
                 diff_slots.append(slots[node])
                 diff_values.append(tensor.value)
-                diff_refs.append(tensor._ref)
+                diff_args.append(_Ref(node))
             else:
                 perturbed[node] = len(diff_slots)
                 diff_slots.append(None)
                 zeros = np.zeros_like(tensor.value)
                 diff_values.append(zeros)
-                diff_refs.append(zeros)
-        others = [n for n in leaves if n not in slots]
+                diff_args.append(zeros)
+        others = sorted(n for n in needed if n in self._leaves and n not in slots)
         other_slots = []
         for node in others:
             slots[node] = len(slots)
             other_slots.append(slots[node])
+
         builder = _ProgramBuilder(slots)
         steps, key_steps = [], []
         for fn, args, kwargs, out in used:
             args_t, args_k = builder.template(args)
-            kwargs_t, kwargs_k = builder.kwargs(kwargs)
+            kwargs_t, kwargs_k = builder.template(kwargs) if kwargs else (None, None)
             if type(out) is tuple:
                 for o in out:
                     slots[o] = len(slots)
                 out_t = tuple(slots[o] for o in out)
+                perturbation = None
             else:
                 slots[out] = len(slots)
                 out_t = slots[out]
-            delta = perturbed.get(out) if type(out) is int else None
-            steps.append((fn, args_t, kwargs_t, out_t, delta))
-            key_steps.append((fn, args_k, kwargs_k, out_t, delta))
+                perturbation = perturbed.get(out)
+            steps.append((fn, args_t, kwargs_t, out_t, perturbation))
+            key_steps.append((fn, args_k, kwargs_k, out_t, perturbation))
         target_slots = tuple(slots[n] for n in target_nodes)
         with_ct = cotangents is not None
         input_slots = (tuple(diff_slots), tuple(other_slots))
         key = (tuple(key_steps), input_slots, target_slots, with_ct, len(slots))
+        program = _cached_program(key, builder,
+                                  lambda: _Program(len(slots), input_slots, tuple(steps), target_slots, with_ct))
 
-        program = _PROGRAMS.get(key) if builder.hashable else None
-        if program is None:
-            program = _Program(len(slots), input_slots, tuple(steps), target_slots, with_ct)
-            if builder.hashable:
-                _PROGRAMS[key] = program
-                if len(_PROGRAMS) > _PROGRAMS_MAX:
-                    _PROGRAMS.popitem(last=False)
-        else:
-            _PROGRAMS.move_to_end(key)
-
+        consts = tuple(builder.consts)
         ct_values = tuple(_value_of(c) for c in cotangents) if with_ct else ()
-        other_values = tuple(self._leaves[n] for n in others)
-        inputs = (tuple(diff_values), other_values, tuple(builder.consts), ct_values)
-        ct_refs = tuple(c._ref if type(c) is TrackedTensor and c._tape is self else _value_of(c)
+        inputs = (tuple(diff_values), tuple(self._leaves[n] for n in others), consts, ct_values)
+        ct_args = tuple(_Ref(c._node) if type(c) is TrackedTensor and c._tape is self else _value_of(c)
                         for c in cotangents) if with_ct else ()
-        record_args = [tuple(diff_refs), tuple(_Ref(n) for n in others), tuple(builder.consts), ct_refs]
+        record_args = (tuple(diff_args), tuple(_Ref(n) for n in others), consts, ct_args)
         return program, inputs, connected, record_args
-
-
-def _collect_refs(args, needed: set) -> None:
-    for a in args:
-        cls = type(a)
-        if cls is _Ref:
-            needed.add(int(a))
-        elif cls is tuple or cls is list:
-            _collect_refs(a, needed)
 
 
 def _value_of(x):

@@ -73,12 +73,13 @@ def function_region(fn: Function) -> Region:
     return Region([builder.block])
 
 
-def inline_block(block: Block, operands: Sequence[Value]) -> list[Value]:
-    """Copy `block`'s ops into the active builder with its arguments bound to `operands`;
-    returns the values its terminator passes on."""
+def inline_block(block: Block, operands: Sequence[Value], env: dict | None = None) -> list[Value]:
+    """Copy `block`'s ops into the active builder with its arguments bound to `operands`
+    (and other free values as `env` maps them); returns what its terminator passes on."""
     from jitgrad.passes.manager import copy_op
     builder = current_builder()
-    env: dict[Value, Value] = dict(zip(block.args, operands, strict=True))
+    env = dict(env or {})
+    env.update(zip(block.args, operands, strict=True))
     for op in block.ops:
         if op.opdef.is_terminator:
             return [env[v] for v in op.operands]
@@ -153,15 +154,15 @@ def _body_jvp(op, primals, tangents):
 
 
 def _checkpoint_jvp_transpose(op, cotangents, operands):
-    """The backward pass of a checkpoint: a checkpoint region running vjp of the body
-    from the primal inputs (recomputing), giving the cotangents of the linear operands."""
-    from jitgrad.passes.reverse import vjp_function
-    from .structural import full
+    """The backward pass of a checkpoint: a checkpoint region holding the transpose of the
+    body (which is linear in its tangent operands), run from the primal inputs, so the
+    backward pass recomputes the primal values instead of reading stored ones."""
+    from jitgrad.passes.reverse import transpose_function
     fn = body_function(op)
     linear = [k for k, v in enumerate(operands) if isinstance(v, UndefinedPrimal)]
-    grads_fn = keep_outputs(vjp_function(fn, linear), len(fn.outputs))
-    args = [full(0, v.type) if isinstance(v, UndefinedPrimal) else v for v in operands]
-    grads = emit_call(checkpoint_p, grads_fn, [*args, *(instantiate(c) for c in cotangents)])
+    grads_fn = transpose_function(fn, linear, ["arg"] * len(fn.outputs))
+    plain = [v for v in operands if not isinstance(v, UndefinedPrimal)]
+    grads = emit_call(checkpoint_p, grads_fn, [*plain, *(instantiate(c) for c in cotangents)])
     out: list = [None] * len(operands)
     for k, g in zip(linear, grads, strict=True):
         out[k] = g
@@ -212,7 +213,17 @@ custom_jvp_call_p = CallOp("custom_jvp_call", "A function with a user-defined JV
 custom_jvp_call_p.jvp_op = _custom_jvp
 
 
+class _LinearizedCall:
+    """What the transpose of one `custom_vjp_lin` needs: the user's rules and the pytree
+    structures of the residuals and outputs that this call's `fwd` produced."""
+
+    def __init__(self, rule, residual_tree, output_tree):
+        self.rule, self.name = rule, rule.name
+        self.residual_tree, self.output_tree = residual_tree, output_tree
+
+
 def _custom_vjp_jvp(op, primals, tangents):
+    from jitgrad.tracing.pytree import tree_flatten
     rule = lookup_rule(op.attrs["rule"])
     if rule.fwd is None:
         raise GradientError(f"custom_vjp function {rule.name} has no rules: call .defvjp(fwd, bwd) first", op.loc)
@@ -221,29 +232,30 @@ def _custom_vjp_jvp(op, primals, tangents):
         raise GradientError(f"the fwd rule of {rule.name} must return (output, residuals)", op.loc)
     outs = _as_values(result[0], f"the output of {rule.name}'s fwd rule", [r.type for r in op.results])
     residuals = _as_values(result[1], f"the residuals of {rule.name}'s fwd rule")
+    linearized = _LinearizedCall(rule, tree_flatten(result[1])[1], tree_flatten(result[0])[1])
     lin = current_builder().create(custom_vjp_lin_p, [*residuals, *(instantiate(t) for t in tangents)],
-                                   {"rule": op.attrs["rule"], "num_residuals": len(residuals),
+                                   {"rule": register_rule(rule.name, linearized), "num_residuals": len(residuals),
                                     "out_types": tuple(r.type for r in op.results)})
     return outs, list(lin.results)
 
 
 def _custom_vjp_lin_transpose(op, cotangents, operands):
-    rule = lookup_rule(op.attrs["rule"])
+    from jitgrad.tracing.pytree import tree_unflatten
+    linearized = lookup_rule(op.attrs["rule"])
     n_res = op.attrs["num_residuals"]
     residuals, inputs = operands[:n_res], operands[n_res:]
-    cts = _tracers([instantiate(c) for c in cotangents])
-    result = rule.bwd(rule.residual_tree(_tracers(residuals)), cts[0] if rule.single_output else cts)
+    cts = tree_unflatten(linearized.output_tree, _tracers([instantiate(c) for c in cotangents]))
+    result = linearized.rule.bwd(tree_unflatten(linearized.residual_tree, _tracers(residuals)), cts)
     if not isinstance(result, (tuple, list)):
-        raise GradientError(f"the bwd rule of {rule.name} must return a tuple with one cotangent per input, "
-                            f"got {type(result).__name__}", op.loc)
-    in_cts = _as_values(tuple(result), f"the result of {rule.name}'s bwd rule", [v.type for v in inputs])
+        raise GradientError(f"the bwd rule of {linearized.name} must return a tuple with one cotangent per "
+                            f"input, got {type(result).__name__}", op.loc)
+    in_cts = _as_values(tuple(result), f"the result of {linearized.name}'s bwd rule", [v.type for v in inputs])
     return [None] * n_res + in_cts
 
 
 def _custom_vjp_lin_no_jvp(op, primals, tangents):
     raise GradientError(f"{lookup_rule(op.attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
-                        "differentiated in reverse mode only (forward mode — jvp, jacfwd, the forward pass of "
-                        "hessian — needs a custom_jvp rule)", op.loc)
+                        "differentiated in reverse mode only (forward mode — jvp, jacfwd — needs a custom_jvp rule)", op.loc)
 
 
 custom_vjp_call_p = CallOp("custom_vjp_call", "A function with user-defined fwd/bwd rules (attr `rule`).")

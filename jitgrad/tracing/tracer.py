@@ -13,7 +13,7 @@ import functools
 import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -257,11 +257,14 @@ class Tracer:
 
 @dataclass
 class TracedFunction:
-    """A function traced to IR, with the pytree structures of its inputs and outputs."""
+    """A function traced to IR, with the pytree structures of its inputs and outputs.
+    `captured` are values of enclosing traces that the function closed over; they are
+    its trailing arguments, after the flattened inputs."""
 
     function: Function
     in_tree: TreeDef
     out_tree: TreeDef
+    captured: list = field(default_factory=list)
 
 
 def abstract_leaf(x) -> TensorType:
@@ -299,7 +302,37 @@ def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
         out_leaves, out_tree = tree_flatten(out)
         with builder.at(_definition_location(fn)):
             builder.ret([_output_value(x) for x in out_leaves])
-    return TracedFunction(function, in_tree, out_tree)
+    function, captured = close_over(function)
+    return TracedFunction(function, in_tree, out_tree, captured)
+
+
+def close_over(function: Function) -> tuple[Function, list[Value]]:
+    """Closure conversion: values of enclosing functions that `function` uses (a traced
+    closure over an outer tracer) become extra trailing arguments, so every function and
+    region is self-contained; returns the new function and the outer values to pass."""
+    from jitgrad.primitives.calls import inline_block
+    defined, captured = set(function.args), []
+
+    def visit(block):
+        defined.update(block.args)
+        for op in block.ops:
+            for v in op.operands:
+                if v not in defined and v not in captured:
+                    captured.append(v)
+            for region in op.regions:
+                for inner in region.blocks:
+                    visit(inner)
+            defined.update(op.results)
+    visit(function.body)
+    if not captured:
+        return function, []
+    closed, builder = new_function(function.name, function.input_types + [v.type for v in captured])
+    n = len(function.args)
+    with builder:
+        outs = inline_block(function.body, closed.args[:n], dict(zip(captured, closed.args[n:], strict=True)))
+        with builder.at(function.body.terminator.loc):
+            builder.ret(outs)
+    return closed, captured
 
 
 def _definition_location(fn) -> Location:

@@ -2,8 +2,9 @@
 
 The generated function is `void f(ptr args)`: `args` holds the input buffers, the
 output buffers (allocated by the caller), then one workspace buffer that holds every
-intermediate at a fixed offset (`workspace_bytes`), allocated once per executable and
-thread rather than per call, so calls never page-fault fresh memory. Each materialized value (see
+intermediate at the offset `jitgrad.passes.memory` planned (buffers with disjoint
+lifetimes share bytes), allocated once per executable and thread rather than per
+call, so calls never page-fault fresh memory. Each materialized value (see
 `jitgrad.passes.schedule`) becomes one loop nest; inlined values are computed inside
 their consumer's loop body, which is loop fusion. Every primitive is lowered through the
 target-neutral description in its record (`Elementwise`, `Gather`, `Scatter`,
@@ -18,6 +19,7 @@ import math
 from llvmlite import ir
 
 from jitgrad.ir import DType, Function, Value
+from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import Schedule
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest, for_range,
@@ -75,7 +77,8 @@ class FunctionLowering:
         self.buffers: dict[Value, ir.Value] = {}
         self.output_slots: dict[Value, ir.Value] = {}
         self.workspace: ir.Value | None = None
-        self.workspace_bytes = 0
+        self.memory = plan_buffers(fn, sched)
+        self.workspace_bytes = self.memory.workspace_bytes
         self._constant_count = 0
         self.memo: dict[Value, ir.Value] = {}   # fused-kernel members computed this iteration
         self.threads = threads
@@ -129,14 +132,17 @@ class FunctionLowering:
     # ------------------------------------------------------------------ buffers
     def _allocate(self, value: Value) -> ir.Value:
         ptr = self.output_slots.get(value)
+        if ptr is None and value in self.memory.offsets:
+            ptr = self.builder.gep(self.workspace, [index(self.memory.offsets[value])], inbounds=True,
+                                   source_etype=I8)
         if ptr is None:
             ptr = self._scratch(value.type.nbytes)
         self.buffers[value] = ptr
         return ptr
 
     def _scratch(self, nbytes: int) -> ir.Value:
-        """A 64-byte aligned region of the workspace (no reuse yet: memory planning will
-        share regions between values whose lifetimes do not overlap)."""
+        """A 64-byte aligned region of the workspace after the planned buffers, for
+        temporaries of one kernel (transposed GEMM operands, partial sums)."""
         offset = self.workspace_bytes
         self.workspace_bytes += -(-max(nbytes, 1) // 64) * 64
         return self.builder.gep(self.workspace, [index(offset)], inbounds=True, source_etype=I8)

@@ -1,0 +1,96 @@
+"""Memory planning: where each intermediate buffer lives, and how much memory a
+program needs.
+
+`plan_buffers` gives every buffer the kernels write (other than the caller's output
+buffers) an offset in one workspace. Buffers whose lifetimes — from the kernel that
+writes them to the last kernel that reads them, following aliases — do not overlap
+share bytes (first fit, largest first), so a deep network's activations reuse memory.
+
+`peak_bytes` estimates the peak of any IR stage executed op by op (every value
+materialized, freed after its last use): the numbers `jitgrad ir --memory` prints for
+each stage, the seed's "memory diff between passes".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jitgrad.ir import Function, Value
+from jitgrad.primitives import Alias, Constant
+from .schedule import Schedule
+
+ALIGN = 64
+
+
+@dataclass
+class MemoryPlan:
+    offsets: dict[Value, int] = field(default_factory=dict)
+    workspace_bytes: int = 0
+    unshared_bytes: int = 0          # what the same buffers would take without reuse
+
+
+def _round(n: int) -> int:
+    return -(-max(n, 1) // ALIGN) * ALIGN
+
+
+def _alias_root(value: Value) -> Value:
+    op = value.defining_op
+    while op is not None and isinstance(op.opdef.lowering, Alias):
+        value = op.operands[0]
+        op = value.defining_op
+    return value
+
+
+def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
+    outputs = set(fn.outputs)
+    written: dict[Value, int] = {}            # buffer -> kernel position that writes it
+    last_read: dict[Value, int] = {}
+    for pos, kernel in enumerate(sched.kernels):
+        for op in kernel.ops:
+            result = op.results[0]
+            lowering = op.opdef.lowering
+            if isinstance(lowering, (Alias, Constant)):
+                continue
+            stored = result in kernel.stored if kernel.fused else True
+            if stored and result not in outputs:
+                written[result] = pos
+            for v in sched.reads(result, compute=True):
+                root = _alias_root(v)
+                last_read[root] = max(last_read.get(root, pos), pos)
+    for v in fn.outputs:                       # outputs copied from an alias are read at the end
+        root = _alias_root(v)
+        if root in written:
+            last_read[root] = len(sched.kernels)
+    intervals = sorted(((_round(v.type.nbytes), written[v], last_read.get(v, written[v]), v) for v in written),
+                       key=lambda item: (-item[0], item[1]))
+    plan = MemoryPlan()
+    placed: list[tuple[int, int, int, int]] = []   # (offset, size, start, end)
+    for size, start, end, value in intervals:
+        offset = 0
+        for other_offset, other_size, other_start, other_end in sorted(placed):
+            overlaps_in_time = not (end < other_start or other_end < start)
+            if overlaps_in_time and offset < other_offset + other_size and other_offset < offset + size:
+                offset = other_offset + other_size
+        placed.append((offset, size, start, end))
+        plan.offsets[value] = offset
+        plan.workspace_bytes = max(plan.workspace_bytes, offset + size)
+        plan.unshared_bytes += size
+    return plan
+
+
+def peak_bytes(fn: Function) -> int:
+    """Peak live bytes of `fn` run op by op: arguments and outputs included, every other
+    value freed after its last use."""
+    last_use: dict[Value, int] = {}
+    ops = fn.body.ops
+    for i, op in enumerate(ops):
+        for v in op.operands:
+            last_use[v] = i
+    live = sum(v.type.nbytes for v in fn.args)
+    peak = live
+    for i, op in enumerate(ops):
+        live += sum(r.type.nbytes for r in op.results)
+        peak = max(peak, live)
+        for v in set(op.operands):
+            if last_use.get(v) == i and v not in fn.args and not op.opdef.is_terminator:
+                live -= v.type.nbytes
+    return peak
