@@ -52,6 +52,17 @@ class Lowered:
         except KeyError:
             raise KeyError(f"no stage {stage!r}; stages are {', '.join(self.stage_names())}") from None
 
+    def memory_report(self) -> list[tuple[str, int]]:
+        """Peak bytes per stage: IR stages executed op by op (every value materialized,
+        freed after its last use), then the compiled code (arguments, outputs and the
+        planned workspace)."""
+        from jitgrad.passes.memory import peak_bytes
+        report = [(name, peak_bytes(fn)) for name, fn in self.stages]
+        fn = self.function
+        compiled = sum(v.type.nbytes for v in fn.args) + sum(v.type.nbytes for v in fn.outputs)
+        report.append(("compiled", compiled + getattr(self.executable, "workspace_bytes", 0)))
+        return report
+
     def run(self, leaves: Sequence) -> Any:
         return self.staged.unflatten(self.executable(leaves))
 

@@ -171,3 +171,42 @@ def _read_outside(value: Value, members: set[Value], users, sched: Schedule) -> 
         if result in sched.materialized or _read_outside(result, members, users, sched):
             return True
     return False
+
+
+def describe(fn: Function, sched: Schedule, memory=None) -> str:
+    """The fusion plan as text (the CLI's `kernels` stage): one line per kernel with its
+    members, which of them are stored, and the values inlined into them."""
+    from jitgrad.ir.printer import name_values
+    names = name_values(fn)
+    outputs = set(fn.outputs)
+
+    def label(v: Value) -> str:
+        op = v.defining_op
+        where = "output" if v in outputs else "buffer"
+        return f"{names[v]} = {op.name} : {v.type}" + (f"  [{where}]" if where == "output" else "")
+
+    lines = [f"// fusion plan of @{fn.name}: {len(sched.kernels)} kernels"]
+    for k, kernel in enumerate(sched.kernels):
+        kind = (f"fused loop, {kernel.size} iterations" if kernel.fused
+                else kernel.ops[0].opdef.lowering.__class__.__name__.lower())
+        lines.append(f"kernel {k} ({kind}):")
+        for op in kernel.ops:
+            v = op.results[0]
+            kept = "" if not kernel.fused else ("  stored" if v in kernel.stored else "  in registers")
+            inlined = sorted((names[u] for u in _inlined_into(v, sched)), key=lambda n: int(n[1:]))
+            extra = f"  (inlined: {', '.join(inlined)})" if inlined else ""
+            lines.append(f"  {label(v)}{kept}{extra}")
+    if memory is not None:
+        lines.append(f"// workspace: {memory.workspace_bytes} bytes "
+                     f"({memory.unshared_bytes} without buffer reuse)")
+    return "\n".join(lines)
+
+
+def _inlined_into(value: Value, sched: Schedule) -> set[Value]:
+    op = value.defining_op
+    out: set[Value] = set()
+    for v in op.operands if op is not None else ():
+        if v not in sched.materialized and v.defining_op is not None:
+            out.add(v)
+            out |= _inlined_into(v, sched)
+    return out

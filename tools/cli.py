@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--after-all", action="store_true", help="print the IR after every stage")
     what.add_argument("--list-stages", action="store_true", help="list the stage names and exit")
     ir.add_argument("--time-passes", action="store_true", help="print the time each stage took (to stderr)")
+    ir.add_argument("--memory", action="store_true",
+                    help="print the peak memory of every stage and its change from the stage before")
     return parser
 
 
@@ -135,10 +137,30 @@ def run_ir(args) -> int:
     except JitgradError as err:
         print(f"jitgrad: error: {err}", file=sys.stderr)
         return 1
+    if args.memory:
+        print(format_memory(lowered.memory_report()))
     if args.time_passes:
         for name, seconds in lowered.timings.items():
             print(f"{name:>16}: {seconds * 1e3:8.2f} ms", file=sys.stderr)
     return 0
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_memory(report) -> str:
+    lines = ["// peak memory per stage", f"// {'stage':<10} {'peak':>12} {'change':>12}"]
+    previous = None
+    for name, peak in report:
+        change = "" if previous is None else ("+" if peak >= previous else "-") + _bytes(abs(peak - previous))
+        lines.append(f"// {name:<10} {_bytes(peak):>12} {change:>12}")
+        previous = peak
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

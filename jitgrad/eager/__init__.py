@@ -1,6 +1,7 @@
 """Eager differentiation on top of jitgrad's IR: a recording `GradientTape` (reverse
-mode) and `DualTensor` numbers (forward mode). Both are thin layers: derivatives come
-from tracing NumPy calls to IR and the same jvp/vjp passes as `jitgrad.grad`."""
+mode) and `DualTensor` numbers (forward mode). Both are thin layers: their derivatives
+come from tracing the NumPy calls to IR and the same jvp/vjp passes as `jitgrad.grad`."""
 from .tape import GradientTape, TrackedTensor
+from .dual import DualTensor, ForwardADContext
 
-__all__ = ["GradientTape", "TrackedTensor"]
+__all__ = ["GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext"]

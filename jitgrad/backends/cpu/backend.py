@@ -12,7 +12,7 @@ import numpy as np
 from llvmlite import ir
 
 from jitgrad.ir import Function
-from jitgrad.passes.schedule import schedule
+from jitgrad.passes.schedule import describe, schedule
 from .codegen import FunctionLowering
 from jitgrad.config import config
 from .engine import Blas, Threads, VectorMath, compile_module, initialize
@@ -29,11 +29,13 @@ def _symbol(name: str) -> str:
 class CPUExecutable:
     """Compiled native code for one IR function."""
 
-    backend_stages = ("llvm", "llvm-opt", "asm")
+    backend_stages = ("kernels", "llvm", "llvm-opt", "asm")
 
-    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str, workspace_bytes: int):
+    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str, lowering: FunctionLowering):
         self.function = function
-        self.workspace_bytes = workspace_bytes
+        self.schedule = lowering.sched
+        self.memory = lowering.memory
+        self.workspace_bytes = lowering.workspace_bytes
         self._workspaces = threading.local()
         self.llvm_ir = llvm_ir
         self.compiled = compiled
@@ -61,26 +63,28 @@ class CPUExecutable:
         return outputs
 
     def stage_text(self, stage: str) -> str:
+        if stage == "kernels":
+            return describe(self.function, self.schedule, self.memory)
         if stage == "llvm":
             return self.llvm_ir
         if stage == "llvm-opt":
             return self.compiled.optimized_ir
         if stage == "asm":
             return self.compiled.assembly()
-        raise KeyError(f"the CPU backend has no stage {stage!r} (it has llvm, llvm-opt, asm)")
+        raise KeyError(f"the CPU backend has no stage {stage!r} (it has {', '.join(self.backend_stages)})")
 
 
 class CPUBackend:
     """Lowers IR functions to host machine code."""
 
     name = "cpu"
-    stages = ("llvm", "llvm-opt", "asm")
+    stages = CPUExecutable.backend_stages
 
 
     def __init__(self, opt_level: int = 3):
         self.opt_level = opt_level
 
-    def build_module(self, fn: Function) -> tuple[ir.Module, str, int]:
+    def build_module(self, fn: Function) -> tuple[ir.Module, str, FunctionLowering]:
         initialize()
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn.name)
@@ -91,9 +95,9 @@ class CPUBackend:
         if vector_math.prefer_vector_width:
             set_function_string_attribute(llfn, "prefer-vector-width", str(vector_math.prefer_vector_width))
         vector_math.finish(module)
-        return module, symbol, lowering.workspace_bytes
+        return module, symbol, lowering
 
     def compile(self, fn: Function) -> CPUExecutable:
-        module, symbol, workspace_bytes = self.build_module(fn)
+        module, symbol, lowering = self.build_module(fn)
         compiled = compile_module(module, self.opt_level)
-        return CPUExecutable(fn, str(module), compiled, symbol, workspace_bytes)
+        return CPUExecutable(fn, str(module), compiled, symbol, lowering)
