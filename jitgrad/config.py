@@ -10,6 +10,9 @@ class Config:
     """Verify the IR after tracing, differentiation and every pass (the tests turn it on;
     it costs a walk over the IR per stage)."""
 
+    cache_dir: str | None = "~/.cache/jitgrad"
+    """Where compiled machine code is kept between processes (None: no disk cache)."""
+
     num_threads: int = 0
     """Threads for large fused loops, fixed when a function is compiled (0: all cores).
     Results are bit-identical for every value: work is cut into fixed blocks."""

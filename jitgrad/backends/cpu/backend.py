@@ -99,5 +99,5 @@ class CPUBackend:
 
     def compile(self, fn: Function) -> CPUExecutable:
         module, symbol, lowering = self.build_module(fn)
-        compiled = compile_module(module, self.opt_level)
+        compiled = compile_module(module, self.opt_level, config.cache_dir)
         return CPUExecutable(fn, str(module), compiled, symbol, lowering)

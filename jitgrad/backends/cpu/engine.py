@@ -5,7 +5,8 @@ Facts from shared/TECH-NOTES.md shape this module: a TargetMachine is owned by t
 engine it is given to, so each engine gets a fresh one; libmvec's vector functions are
 found only after `load_library_permanently`, and must be listed in
 `@llvm.compiler.used` or the optimizer deletes their declarations before the
-vectorizer can use them. Every failure inside LLVM becomes a `CompilationError` that
+vectorizer can use them. Code is generated once, as a relocatable object that goes both
+to the MCJIT engine and to the on-disk cache (`cache.py`). Every failure inside LLVM becomes a `CompilationError` that
 names the stage; IR is verified before it reaches a pass that could crash.
 """
 from __future__ import annotations
@@ -16,11 +17,13 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 from jitgrad.errors import CompilationError
 from jitgrad.ir import DType
+from .cache import CacheEntry, DiskCache, cache_key
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
 
 _init_lock = threading.Lock()
@@ -46,10 +49,11 @@ def host_cpu() -> tuple[str, str]:
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def create_target_machine(opt: int = 3) -> llvm.TargetMachine:
+def create_target_machine(opt: int = 3, reloc: str = "default") -> llvm.TargetMachine:
     name, features = host_cpu()
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=name, features=features, opt=opt, codemodel="jitdefault")
+    codemodel = "default" if reloc == "pic" else "jitdefault"
+    return target.create_target_machine(cpu=name, features=features, opt=opt, reloc=reloc, codemodel=codemodel)
 
 
 # --------------------------------------------------------------------------- vector math
@@ -190,11 +194,11 @@ class Threads:
 
 @dataclass
 class CompiledModule:
-    """A module JIT-compiled to machine code; keeps the engine (and code) alive."""
+    """Machine code loaded into an MCJIT engine (which keeps it alive)."""
 
     engine: object
     optimized_ir: str
-    module_ref: object
+    from_cache: bool = False
     addresses: dict[str, int] = field(default_factory=dict)
 
     def address(self, symbol: str) -> int:
@@ -203,28 +207,47 @@ class CompiledModule:
         return self.addresses[symbol]
 
     def assembly(self) -> str:
-        return create_target_machine().emit_assembly(self.module_ref)
+        module = llvm.parse_assembly(self.optimized_ir)
+        return create_target_machine().emit_assembly(module)
 
 
-def compile_module(module: ir.Module, opt_level: int = 3) -> CompiledModule:
+def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None = None) -> CompiledModule:
+    """Verify, optimize and generate code for `module` — or load the object code that an
+    earlier compile of the same IR on the same CPU and versions left in `cache_dir`."""
     initialize()
     stage = "llvm-ir"
     try:
         text = str(module)
-        stage = "llvm-verify"
-        parsed = llvm.parse_assembly(text)
-        parsed.verify()
-        tm = create_target_machine()
-        parsed.triple = tm.triple
-        parsed.data_layout = str(tm.target_data)
-        stage = "llvm-optimize"
-        if opt_level > 0:
-            pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
-            pass_builder = llvm.create_pass_builder(tm, pto)
-            pass_builder.getModulePassManager().run(parsed, pass_builder)
-        stage = "llvm-codegen"
-        engine = llvm.create_mcjit_compiler(parsed, tm)
+        cache = DiskCache(cache_dir) if cache_dir else None
+        key = cache_key(text, str(opt_level), *host_cpu(), ".".join(map(str, llvm.llvm_version_info)),
+                        llvmlite.__version__, _jitgrad_version()) if cache else ""
+        entry = cache.load(key) if cache else None
+        from_cache = entry is not None
+        if entry is None:
+            stage = "llvm-verify"
+            parsed = llvm.parse_assembly(text)
+            parsed.verify()
+            tm = create_target_machine(reloc="pic")
+            parsed.triple = tm.triple
+            parsed.data_layout = str(tm.target_data)
+            stage = "llvm-optimize"
+            if opt_level > 0:
+                pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+                pass_builder = llvm.create_pass_builder(tm, pto)
+                pass_builder.getModulePassManager().run(parsed, pass_builder)
+            stage = "llvm-codegen"
+            entry = CacheEntry(tm.emit_object(parsed), str(parsed))
+            if cache:
+                cache.store(key, entry)
+        stage = "llvm-load"
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), create_target_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(entry.object_code))
         engine.finalize_object()
-        return CompiledModule(engine, str(parsed), parsed)
+        return CompiledModule(engine, entry.optimized_ir, from_cache)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
+
+
+def _jitgrad_version() -> str:
+    import jitgrad
+    return jitgrad.__version__
