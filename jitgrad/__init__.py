@@ -9,7 +9,7 @@ compile it to native code with LLVM:
     ... def loss(w, x):
     ...     return np.mean(np.tanh(x @ w) ** 2)
 """
-from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationError, TracerBoolConversionError,
+from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationError, UnsupportedAttributeError, TracerBoolConversionError,
                      GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError)
 from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
                   jit_grad, stop_gradient)
@@ -21,6 +21,6 @@ __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
     "jit_grad", "stop_gradient", "Compiled",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
-    "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "TracerBoolConversionError",
+    "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
 ]

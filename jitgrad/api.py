@@ -32,20 +32,25 @@ class Compiled:
         self._cache: dict[Any, Lowered] = {}
         functools.update_wrapper(self, fun, updated=())
 
+    def _static(self, args: tuple) -> tuple[int, ...]:
+        """static_argnums as non-negative positions for this call (negatives count from the end)."""
+        return tuple(sorted({i % len(args) for i in self.static_argnums if -len(args) <= i < len(args)}))
+
     def _signature(self, args: tuple):
-        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args))
+        static_argnums = self._static(args)
+        static = tuple((i, args[i]) for i in static_argnums)
         try:
             hash(static)
         except TypeError:
             raise ArgumentError(f"static arguments of {self.name} must be hashable") from None
-        dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
+        dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
         leaves, tree = tree_flatten(dynamic)
         return (tree, tuple(abstract_leaf(x) for x in leaves), static), leaves
 
     def lower(self, *args) -> Lowered:
         """Trace, transform, optimize and compile for these arguments; every stage's IR is
         available as text (`.as_text(stage)`, `.stages`)."""
-        args = normalize_args(args, self.static_argnums)
+        args = normalize_args(args, self._static(args))
         key, _ = self._signature(args)
         lowered = self._cache.get(key)
         if lowered is None:
@@ -55,8 +60,8 @@ class Compiled:
 
     def __call__(self, *args):
         if has_tracers(args):
-            return call_inline(self.stage, args)
-        args = normalize_args(args, self.static_argnums)
+            return call_inline(self.stage, args, self._static(args))
+        args = normalize_args(args, self._static(args))
         key, leaves = self._signature(args)
         lowered = self._cache.get(key)
         if lowered is None:

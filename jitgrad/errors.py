@@ -38,6 +38,10 @@ class UnsupportedOperationError(JitgradError, NotImplementedError):
     """A NumPy function, method or argument that jitgrad cannot trace."""
 
 
+class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
+    """An ndarray method or attribute that traced arrays do not have."""
+
+
 class TracerBoolConversionError(JitgradError, TypeError):
     """Python control flow (`if`, `while`, `bool()`, `int()`) on a traced value."""
 

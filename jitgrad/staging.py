@@ -22,7 +22,7 @@ from jitgrad.primitives.calls import inline_block
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
-from jitgrad.tracing.tracer import Tracer, trace, user_location
+from jitgrad.tracing.tracer import Tracer, check_arity, trace, user_location
 from jitgrad.tracing import numpy_api
 
 
@@ -61,9 +61,9 @@ def normalize_args(args: tuple, static_argnums: Sequence[int] = ()) -> tuple:
 
 
 def trace_transform(fun: Callable, static_argnums: Sequence[int] = ()) -> Callable[[tuple], Staged]:
-    static = set(static_argnums)
-
     def stage(args: tuple) -> Staged:
+        check_arity(fun, args)
+        static = {i % len(args) for i in static_argnums if -len(args) <= i < len(args)}
         dynamic = tuple(a for i, a in enumerate(args) if i not in static)
 
         def bound(*dyn):
@@ -79,15 +79,19 @@ def trace_transform(fun: Callable, static_argnums: Sequence[int] = ()) -> Callab
 
 
 def _argnum_leaves(args: tuple, argnums: Sequence[int]) -> tuple[list[int], list[TreeDef]]:
-    """Flat leaf positions of the arguments in `argnums`, and each one's structure."""
-    positions, trees, offset = [], [], 0
-    for i, arg in enumerate(args):
-        leaves, tree = tree_flatten(arg)
-        if i in argnums:
-            positions.extend(range(offset, offset + len(leaves)))
-        offset += len(leaves)
+    """Flat leaf positions of the arguments in `argnums`, in argnums order, and each
+    argument's structure."""
+    if len(set(argnums)) != len(argnums):
+        raise ArgumentError(f"argnums {tuple(argnums)} names an argument twice")
+    starts, offset = [], 0
+    for arg in args:
+        starts.append(offset)
+        offset += len(tree_flatten(arg)[0])
+    positions, trees = [], []
     for i in argnums:
-        trees.append(tree_flatten(args[i])[1])
+        tree = tree_flatten(args[i])[1]
+        positions.extend(range(starts[i], starts[i] + tree.num_leaves))
+        trees.append(tree)
     return positions, trees
 
 
@@ -190,12 +194,15 @@ def inline(fn: Function, operands: Sequence[Value]) -> list[Value]:
     return inline_block(fn.body, operands)
 
 
-def call_inline(stage: Callable[[tuple], Staged], args: tuple):
-    """Run a transformed function on traced arguments by inlining its IR."""
-    leaves, tree = tree_flatten(args)
+def call_inline(stage: Callable[[tuple], Staged], args: tuple, static_argnums: Sequence[int] = ()):
+    """Run a transformed function on traced arguments by inlining its IR; static
+    arguments stay Python values."""
+    dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
+    leaves, tree = tree_flatten(dynamic)
     with current_builder().at(user_location()):
         operands = [x.value if isinstance(x, Tracer) else numpy_api.as_value(np.asarray(x)) for x in leaves]
-    abstract = tree_unflatten(tree, [Tracer(v) for v in operands])
+    traced_dynamic = iter(tree_unflatten(tree, [Tracer(v) for v in operands]))
+    abstract = tuple(a if i in static_argnums else next(traced_dynamic) for i, a in enumerate(args))
     staged = stage(abstract)
     results = inline(staged.function, [*operands, *staged.captured])
     return staged.unflatten([Tracer(v) for v in results])

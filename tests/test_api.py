@@ -89,16 +89,12 @@ def test_readme_example_jit_grad_decorator():
 
 # --------------------------------------------------------------------------- argnums
 
-ARGNUMS_ORDER_BUG = ("staging._argnum_leaves collects the gradient leaves in argument order but the "
-                     "tree structures in argnums order: grad(f, argnums=(1, 0)) returns (d/da, d/db)")
-ARGNUMS_ORDER_XFAIL = pytest.mark.xfail(reason=ARGNUMS_ORDER_BUG, raises=AssertionError, strict=True)
-
 
 @pytest.mark.parametrize("argnums, expected", [
     (0, 0), (1, 1), (2, 2), (-1, 2), (-3, 0),
     ((0, 1), (0, 1)), ((1,), (1,)), ((0, -1), (0, 2)),
-    pytest.param((2, 0), (2, 0), marks=ARGNUMS_ORDER_XFAIL),
-    pytest.param((-1, 0), (2, 0), marks=ARGNUMS_ORDER_XFAIL),
+    pytest.param((2, 0), (2, 0)),
+    pytest.param((-1, 0), (2, 0)),
 ])
 def test_argnums(argnums, expected):
     hand = loss_grads(W, X, Y)
@@ -424,26 +420,17 @@ def test_static_argnums_int_and_decorator_form():
     assert f.cache_size == 2
 
 
-NESTED_STATIC_BUG = ("staging.call_inline passes static arguments into the stage as traced operands: a jitted "
-                     "function with static_argnums called inside jit/grad fails with ValueError "
-                     "'zip() argument 2 is longer than argument 1'")
 
-
-@pytest.mark.xfail(reason=NESTED_STATIC_BUG, raises=ValueError, strict=True)
 def test_jitted_function_with_static_argnums_inside_jit():
     inner = jit(lambda x, n: x * n, static_argnums=1)
     assert_close(jit(lambda x: inner(x, 3))(W), W * 3)
 
 
-@pytest.mark.xfail(reason=NESTED_STATIC_BUG, raises=ValueError, strict=True)
 def test_jitted_function_with_static_argnums_inside_grad():
     inner = jit(lambda x, n: np.sum(x ** n), static_argnums=1)
     assert_close(grad(lambda x: inner(x, 3))(W), 3 * W ** 2)
 
 
-@pytest.mark.xfail(reason="api.jit compares static_argnums with non-negative positions only: "
-                          "static_argnums=-1 leaves the last argument dynamic",
-                   raises=jitgrad.ArgumentError, strict=True)
 def test_negative_static_argnums():
     f = jit(lambda x, name: x * len(name), static_argnums=-1)
     assert_close(f(W, "abc"), W * 3)

@@ -37,6 +37,8 @@ Stages, in pipeline order:
   algebra, fold, cse, dce
              the optimization passes (algebraic rules, constant folding, common
              subexpression and dead code elimination), each printed after it ran
+  kernels    the fusion plan: which ops share a loop, what is stored, what stays
+             in registers, and the workspace size after buffer reuse
   llvm       LLVM IR built by the CPU backend (fused loop nests)
   llvm-opt   LLVM IR after LLVM's O3 pipeline (look for vectorized libmvec calls)
   asm        host machine code

@@ -58,6 +58,8 @@ class _Layout:
     def template(self, obj):
         """(template, key) of one argument."""
         cls = type(obj)
+        if isinstance(obj, (np.integer, np.bool_)):
+            return obj, (cls, obj)        # static, like Python ints: indices, sizes, exponents
         if cls is DualTensor or isinstance(obj, (np.ndarray, np.generic)):
             k = _Input(len(self.values))
             if cls is DualTensor:

@@ -402,6 +402,8 @@ class _ProgramBuilder:
             pairs = {k: self.template(v) for k, v in obj.items()}
             return ({k: p[0] for k, p in pairs.items()},
                     ("dict",) + tuple(sorted((k, p[1]) for k, p in pairs.items())))
+        if isinstance(obj, (np.integer, np.bool_)):
+            return obj, (cls, obj)        # static, like Python ints: indices, sizes, exponents
         if isinstance(obj, (np.ndarray, np.generic)):
             self.consts.append(obj)
             k = _Const(len(self.consts) - 1)

@@ -547,9 +547,9 @@ def getitem(x: Value, index) -> Value:
     for item in index:
         if not (item is None or item is Ellipsis or isinstance(item, builtins.slice)
                 or isinstance(item, (int, np.integer)) and not isinstance(item, bool)):
+            what = "a traced array" if isinstance(item, Value) else f"{type(item).__name__} objects"
             raise UnsupportedOperationError(
-                f"indexing with {type(item).__name__} objects (advanced indexing) is not supported; "
-                "use ints, slices, None and Ellipsis")
+                f"indexing with {what} (advanced indexing) is not supported; use ints, slices, None and Ellipsis")
     if builtins.sum(item is Ellipsis for item in index) > 1:
         raise IndexingError("an index can only have a single ellipsis ('...')")
     n_real = builtins.sum(item is not None and item is not Ellipsis for item in index)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionError,
-                            UnsupportedOperationError)
+                            UnsupportedAttributeError, UnsupportedOperationError)
 from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, current_builder, new_function
 from . import numpy_api as api
 from .pytree import TreeDef, tree_flatten, tree_unflatten
@@ -102,9 +102,10 @@ def _active_builder() -> Builder:
 
 
 def _unsupported_name(obj) -> str:
+    """`numpy.linalg.inv`, `numpy.cumsum`: the public path (private modules dropped)."""
     module = getattr(obj, "__module__", None) or "numpy"
-    module = "numpy" if module.startswith("numpy") else module
-    return f"{module}.{getattr(obj, '__name__', repr(obj))}"
+    public = ".".join(part for part in module.split(".") if not part.startswith("_"))
+    return f"{public}.{getattr(obj, '__name__', repr(obj))}"
 
 
 def _operator(ufunc, reflected=False):
@@ -167,6 +168,12 @@ class Tracer:
         raise UnsupportedOperationError(
             "a traced array cannot be converted to a NumPy array (np.asarray/np.array or a function "
             "jitgrad does not know); keep it a traced value", user_location())
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedAttributeError(f"arrays have no supported method or attribute .{name} when traced "
+                                        "(jitgrad has no rule for it)", user_location())
 
     # ----- attributes
     shape = property(lambda self: self.value.type.shape)
@@ -293,6 +300,7 @@ def abstract_leaf(x) -> TensorType:
 
 def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
     """Trace `fn(*args)` to a Function. Leaves of `args` are arrays, scalars or TensorTypes."""
+    check_arity(fn, args)
     leaves, in_tree = tree_flatten(tuple(args))
     types = [abstract_leaf(x) for x in leaves]
     function, builder = new_function(name or getattr(fn, "__name__", "fn"), types)
@@ -304,6 +312,19 @@ def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
             builder.ret([_output_value(x) for x in out_leaves])
     function, captured = close_over(function)
     return TracedFunction(function, in_tree, out_tree, captured)
+
+
+def check_arity(fn: Callable, args: tuple) -> None:
+    """ArgumentError, naming the function, when `fn(*args)` has the wrong arguments."""
+    try:
+        signature = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return                                   # builtins without a signature: let the call say
+    try:
+        signature.bind(*args)
+    except TypeError as err:
+        name = getattr(fn, "__name__", "the function")
+        raise ArgumentError(f"{name} cannot be called with {len(args)} positional argument(s): {err}") from None
 
 
 def close_over(function: Function) -> tuple[Function, list[Value]]:
