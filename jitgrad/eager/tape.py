@@ -3,9 +3,8 @@ through jitgrad's IR.
 
 A `TrackedTensor` holds a concrete NumPy value. Every NumPy call on it (ufuncs, array
 functions, operators, methods, indexing) runs NumPy on the raw values at once and appends
-one record (the NumPy callable, its arguments with tracked tensors replaced by references,
-its keyword arguments) to the tape — nothing else, so the forward pass runs at NumPy
-speed. There are no per-op backward rules here: `gradient` turns the records that lead to
+one record (the NumPy callable, its arguments, its keyword arguments, the result's node
+number) to the tape — nothing else, so the forward pass runs at NumPy speed. There are no per-op backward rules here: `gradient` turns the records that lead to
 the target into a Python function that replays the same NumPy calls, and differentiates
 that function with `jitgrad.grad` — the replay is traced by the same `numpy_api` tables
 as any jitgrad function, differentiated by the IR passes and compiled by the CPU backend.
@@ -63,12 +62,19 @@ METHODS = {name: _method_call(name) for name in (
     "swapaxes", "clip", "astype", "copy")}
 ATTRIBUTES = {name: _attribute(name) for name in ("T", "mT")}
 
-# The callables a replay can trace (everything numpy_api implements, as the Tracer sees it).
-TRACEABLE: frozenset = frozenset(
-    list(numpy_api.UFUNCS) + list(numpy_api.FUNCTIONS)
-    + [np.add.reduce, np.maximum.reduce, np.minimum.reduce, operator.getitem]
+# Callables a replay can trace besides numpy_api's tables (the Tracer's operators,
+# methods and ufunc reductions).
+_TRACER_CALLABLES = frozenset(
+    [np.add.reduce, np.maximum.reduce, np.minimum.reduce, operator.getitem]
     + [BINARY_OPERATORS[k] for k in ("add", "sub", "mul", "truediv", "pow", "matmul")]
     + [operator.neg, operator.pos, operator.abs] + list(METHODS.values()) + list(ATTRIBUTES.values()))
+# A snapshot for the hot path; `traceable` also consults the live tables.
+TRACEABLE: frozenset = _TRACER_CALLABLES | frozenset(numpy_api.UFUNCS) | frozenset(numpy_api.FUNCTIONS)
+
+
+def traceable(fn: Callable) -> bool:
+    """Whether a replay can trace `fn`: numpy_api implements it, or the Tracer does."""
+    return fn in TRACEABLE or fn in numpy_api.UFUNCS or fn in numpy_api.FUNCTIONS
 
 # Array-like classes of jitgrad's eager layers (TrackedTensor, DualTensor, graph nodes);
 # mixing two of them in one call is refused with NotImplemented.
@@ -122,14 +128,15 @@ def numpy_protocol(apply: Callable[[Callable, tuple, dict | None], Any]) -> dict
 def check_traceable(fn: Callable, args: tuple, kwargs: dict | None) -> None:
     """Raise UnsupportedOperationError now (at the user's line) for a call whose float
     result a replay could not trace."""
-    if fn not in TRACEABLE:
+    if not traceable(fn):
         name = getattr(fn, "__name__", repr(fn))
         raise UnsupportedOperationError(f"numpy.{name} has no jitgrad rule, so its result cannot be "
                                         "differentiated; compute it outside the tape (np.asarray(x)) if it "
                                         "should be a constant")
-    if kwargs and isinstance(fn, np.ufunc) and set(kwargs) - {"dtype", "casting"}:
-        raise UnsupportedOperationError(f"numpy.{fn.__name__}: arguments {sorted(set(kwargs) - {'dtype', 'casting'})}"
-                                        " are not supported on tracked values")
+    unknown = sorted(set(kwargs or ()) - {"dtype", "casting"}) if isinstance(fn, np.ufunc) else []
+    if unknown:
+        raise UnsupportedOperationError(f"numpy.{fn.__name__}: arguments {unknown} are not supported on tracked "
+                                        "values")
     if fn is operator.getitem and not _basic_index(args[1]):
         raise UnsupportedOperationError("indexing a tracked tensor with arrays or lists (advanced indexing) is "
                                         "not supported; use ints, slices, None and Ellipsis")
@@ -514,13 +521,15 @@ class GradientTape:
 
     A persistent tape allows any number of `gradient` calls, and its gradients are
     themselves tracked tensors recorded on it: `tape.gradient(dx, x)` differentiates
-    again (higher-order derivatives). A non-persistent tape returns NumPy arrays."""
+    again (higher-order derivatives). A non-persistent tape, or a persistent one inside
+    `stop_recording`, returns NumPy arrays."""
 
     def __init__(self, persistent: bool = False):
         self.persistent = persistent
         self._records: list | None = []
         self._leaves: dict[int, Any] | None = {}
         self._count = 0
+        self._compacted = 0               # records before this index hold no tensors
         self._recording = True
         self._released = False
 
@@ -603,7 +612,12 @@ class GradientTape:
         self._released = True
 
     def _compact(self) -> None:
-        self._records = [(fn, _compact(args), _compact(kwargs), out) for fn, args, kwargs, out in self._records]
+        """Replace the tensors in the records (since the last compaction) by references."""
+        records = self._records
+        for k in range(self._compacted, len(records)):
+            fn, args, kwargs, out = records[k]
+            records[k] = (fn, _compact(args), _compact(kwargs), out)
+        self._compacted = len(records)
 
     # ----- differentiation
     def gradient(self, target, sources, output_gradients=None, unconnected_gradients: str = "zero"):

@@ -27,8 +27,9 @@ from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare
 from .scalar import CPUScalarContext
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
-PARALLEL_MIN_SIZE = 1 << 15   # fused loops this long run on all cores (TECH-NOTES: gains from ~1e4)
+PARALLEL_MIN_WORK = 1 << 20   # estimated element-ops from which a fused loop runs on all cores
 PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
+TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "logistic", "pow"}
 
 
 class Index:
@@ -222,7 +223,7 @@ class FunctionLowering:
         for op in kernel.ops:
             if op.results[0] in kernel.stored:
                 self._allocate(op.results[0])
-        if self.threads is not None and kernel.size >= PARALLEL_MIN_SIZE:
+        if self.threads is not None and kernel.size * self._work_per_element(kernel) >= PARALLEL_MIN_WORK:
             self._lower_fused_parallel(kernel)
             return
         accumulators = self._init_accumulators(kernel)
@@ -230,6 +231,13 @@ class FunctionLowering:
         b = self.builder
         for result, acc in accumulators.items():
             self.store(result, Index(()), b.load(acc, typ=acc.allocated_type))
+
+    def _work_per_element(self, kernel) -> int:
+        """A cost estimate: ops computed per iteration, transcendental calls weighing 16.
+        Threads pay off only past ~1e6 element-ops: below that, waking the workers (and
+        their spinning, which competes with BLAS threads) costs more than it saves."""
+        ops = {op for member in kernel.ops for op in _expression_ops(member, self.sched)}
+        return sum(16 if op.name in TRANSCENDENTAL else 1 for op in ops)
 
     def _init_accumulators(self, kernel) -> dict:
         b, accumulators = self.builder, {}
@@ -445,6 +453,15 @@ class FunctionLowering:
                     b_val = b.load(b.gep(bm, [b_off], inbounds=True, source_etype=t), typ=t)
                     c_ptr = b.gep(c, [b.add(b.mul(i, index(n)), j)], inbounds=True, source_etype=t)
                     b.store(ctx.add(b.load(c_ptr, typ=t), ctx.mul(a_val, b_val)), c_ptr)
+
+
+def _expression_ops(op, sched) -> set:
+    """`op` and the inlined ops its value is computed from."""
+    out = {op}
+    for v in op.operands:
+        if v not in sched.materialized and v.defining_op is not None:
+            out |= _expression_ops(v.defining_op, sched)
+    return out
 
 
 class _FlatLoop:
