@@ -20,6 +20,11 @@ from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian
                       normalize_args, trace_transform, vjp_transform)
 
 
+FAST_PATH_AFTER_CALLS = 2
+"""A signature called this often gets the native call path (`backends/cpu/fastcall.py`,
+~1 us): building it costs a small LLVM compile, not worth it for one-off calls."""
+
+
 class Compiled:
     """A transformed function compiled per argument signature."""
 
@@ -30,6 +35,8 @@ class Compiled:
         self.static_argnums = tuple(static_argnums)
         self.name = name or getattr(fun, "__name__", "fn")
         self._cache: dict[Any, Lowered] = {}
+        self._fast = None                 # native call path for the hottest signature
+        self._calls: dict[Any, int] = {}
         functools.update_wrapper(self, fun, updated=())
 
     def _static(self, args: tuple) -> tuple[int, ...]:
@@ -59,6 +66,12 @@ class Compiled:
         return lowered
 
     def __call__(self, *args):
+        fast = self._fast
+        if fast is not None:
+            return fast(*args)            # falls back to _call for anything it does not take
+        return self._call(*args)
+
+    def _call(self, *args):
         if has_tracers(args):
             return call_inline(self.stage, args, self._static(args))
         args = normalize_args(args, self._static(args))
@@ -66,6 +79,9 @@ class Compiled:
         lowered = self._cache.get(key)
         if lowered is None:
             lowered = self.lower(*args)
+        calls = self._calls[key] = self._calls.get(key, 0) + 1
+        if calls == FAST_PATH_AFTER_CALLS and not self.static_argnums:
+            self._fast = lowered.fast_call(self._call)
         return lowered.run(leaves)
 
     @property

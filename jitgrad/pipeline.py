@@ -3,6 +3,8 @@ stage kept for inspection (`Compiled.lower(...)`, the CLI's --stage/--after-all)
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -12,6 +14,7 @@ from jitgrad.passes.manager import PassManager
 from .config import config
 from .backends.cpu import CPUBackend
 from .staging import Staged
+from .tracing.pytree import tree_flatten
 
 
 def optimization_passes() -> list:
@@ -30,6 +33,8 @@ class Lowered:
     stages: list[tuple[str, Function]]
     executable: Any
     timings: dict[str, float] = field(default_factory=dict)
+    flat_arguments: bool = False
+    """Were the arguments plain arrays (no pytrees, no Python scalars)?"""
 
     @property
     def function(self) -> Function:
@@ -63,6 +68,22 @@ class Lowered:
         report.append(("compiled", compiled + getattr(self.executable, "workspace_bytes", 0)))
         return report
 
+    def fast_call(self, fallback: Callable):
+        """The native call path for this signature, or None where it does not apply: every
+        argument must be a plain array (the structure a flat tuple of leaves) and the result
+        one output or a flat tuple of outputs."""
+        n_out = len(self.function.outputs)
+        probe = self.staged.unflatten(list(range(n_out)))
+        if isinstance(probe, tuple) and all(isinstance(i, int) for i in probe):
+            result = probe
+        elif isinstance(probe, int):
+            result = probe
+        else:
+            return None
+        if not hasattr(self.executable, "fast_call") or not self.flat_arguments:
+            return None
+        return self.executable.fast_call(fallback, result)
+
     def run(self, leaves: Sequence) -> Any:
         return self.staged.unflatten(self.executable(leaves))
 
@@ -89,4 +110,7 @@ def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None
     start = time.perf_counter()
     executable = (backend or CPUBackend()).compile(fn)
     timings["backend"] = time.perf_counter() - start
-    return Lowered(staged, stages, executable, timings)
+    leaves, tree = tree_flatten(args)
+    flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children) and all(
+        isinstance(x, np.ndarray) for x in leaves)
+    return Lowered(staged, stages, executable, timings, flat)

@@ -18,7 +18,7 @@ import numpy as np
 
 from jitgrad.errors import ArgumentError, GradientError
 from jitgrad.ir import Function, Value, current_builder
-from jitgrad.primitives.calls import inline_block
+from jitgrad.primitives.calls import inline_block, keep_outputs
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
@@ -128,20 +128,23 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str) -> Callable
                                     f"{argnums!r}); pass integer data as a non-differentiated argument")
         cotangents = ["one"] + ["none"] * (n_out - 1)
         gfn = vjp_function(fn, wrt, cotangents)
+        values_returned = n_out
+        if mode == "grad" and not has_aux:       # the value is not returned: don't compute it
+            gfn, values_returned = keep_outputs(gfn, n_out), 0
 
         def unflatten(flat):
-            outs, grads = flat[:n_out], flat[n_out:]
+            outs, grads = flat[:values_returned], flat[values_returned:]
             grouped, start = [], 0
             for tree in trees:
                 grouped.append(tree_unflatten(tree, grads[start:start + tree.num_leaves]))
                 start += tree.num_leaves
             g = grouped[0] if single else tuple(grouped)
+            if not values_returned:
+                return g
             value = outs[0]
             aux = tree_unflatten(out_tree.children[1], outs[1:]) if has_aux else None
             if mode == "grad":
-                return (g, aux) if has_aux else g
-            if mode == "value_and_grad":
-                return ((value, aux), g) if has_aux else (value, g)
+                return g, aux
             return ((value, aux), g) if has_aux else (value, g)
         return Staged(gfn, unflatten, [("traced", fn), ("autodiff", gfn)], traced.captured)
     return stage

@@ -155,7 +155,9 @@ def _is_float_array(x) -> bool:
 # --------------------------------------------------------------------------- tracked tensors
 
 class _Ref(int):
-    """A compacted record argument: the number of the tape node it referred to."""
+    """A tape node (its number) in a record's arguments. Records hold these, never the
+    tracked tensors: no reference cycle (tensors refer to their tape), and intermediate
+    values are freed as soon as the program drops them (the replay recomputes them)."""
 
     __slots__ = ()
 
@@ -163,24 +165,51 @@ class _Ref(int):
 def _apply(fn: Callable, args: tuple, kwargs: dict | None):
     """Run `fn` on raw values; record it when a recording tape's tensor takes part.
 
-    This is the hot path of eager execution, kept lean: the record stores `args` itself
-    (tracked tensors included), so recording is one tuple, one list append and the new
-    tensor. Arguments with lists or tuples, tracked keyword values, or tensors of two
-    tapes take `_apply_nested`."""
-    tape = None
-    raw = []
-    for a in args:
-        cls = type(a)
-        if cls is TrackedTensor:
-            if a._tape is not tape:
-                if tape is not None:
+    This is the hot path of eager execution, kept lean (one and two arguments are
+    unrolled): flat arguments of one tape and keywords without tracked values are handled
+    here; lists, tuples, tracked keyword values and tensors of two tapes by
+    `_apply_nested`."""
+    n = len(args)
+    if n == 2:
+        a, b = args
+        if type(a) is TrackedTensor:
+            tape = a._tape
+            if type(b) is TrackedTensor:
+                if b._tape is not tape:
                     return _apply_nested(fn, args, kwargs)
-                tape = a._tape
-            raw.append(a.value)
-        elif cls in _NESTED:
-            return _apply_nested(fn, args, kwargs)
+                raw, refs = (a.value, b.value), [a._ref, b._ref]
+            elif type(b) in _NESTED:
+                return _apply_nested(fn, args, kwargs)
+            else:
+                raw, refs = (a.value, b), [a._ref, b]
+        elif type(b) is TrackedTensor and type(a) not in _NESTED:
+            tape = b._tape
+            raw, refs = (a, b.value), [a, b._ref]
         else:
-            raw.append(a)
+            return _apply_nested(fn, args, kwargs)
+    elif n == 1 and type(args[0]) is TrackedTensor:
+        a = args[0]
+        tape = a._tape
+        raw, refs = (a.value,), [a._ref]
+    else:
+        tape = None
+        raw, refs = [], []
+        for a in args:
+            cls = type(a)
+            if cls is TrackedTensor:
+                if a._tape is not tape:
+                    if tape is not None:
+                        return _apply_nested(fn, args, kwargs)
+                    tape = a._tape
+                raw.append(a.value)
+                refs.append(a._ref)
+            elif cls in _NESTED:
+                return _apply_nested(fn, args, kwargs)
+            else:
+                raw.append(a)
+                refs.append(a)
+        if tape is None:
+            return _apply_nested(fn, args, kwargs)
     if kwargs:
         for v in kwargs.values():
             if type(v) in _NESTED or type(v) is TrackedTensor:
@@ -188,16 +217,16 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         result = fn(*raw, **kwargs)
     else:
         result = fn(*raw)
-    if tape is None or not tape._recording:
+    if not tape._recording:
         return result
     if (type(result) is np.ndarray or isinstance(result, np.generic)) and result.dtype.kind in "fc":
-        if kwargs or fn not in TRACEABLE or fn is operator.getitem:
-            check_traceable(fn, args, kwargs)
-        node = tape._count
-        tape._count = node + 1
-        tape._records.append((fn, args, kwargs, node))
-        return TrackedTensor(result, tape, node)
-    return tape._record(fn, args, kwargs, result)
+        if fn not in TRACEABLE or fn is operator.getitem or kwargs and type(fn) is np.ufunc:
+            check_traceable(fn, refs, kwargs)
+        ref = _Ref(tape._count)
+        tape._count = ref + 1
+        tape._records.append((fn, refs, kwargs, ref))
+        return TrackedTensor(result, tape, ref)
+    return tape._record(fn, refs, kwargs, result)
 
 
 def _apply_nested(fn: Callable, args: tuple, kwargs: dict | None):
@@ -218,7 +247,7 @@ def _apply_nested(fn: Callable, args: tuple, kwargs: dict | None):
         result = fn(*raw)
     if tape is None:
         return result
-    return tape._record(fn, tuple(refs), kwargs, result)
+    return tape._record(fn, refs, kwargs, result)
 
 
 def _unwrap(args, tape):
@@ -235,7 +264,7 @@ def _unwrap(args, tape):
                     raise GradientError("an operation mixes tensors tracked by two recording tapes; watch the "
                                         "other tape's tensor on this tape (tape.watch(t)) or use one "
                                         "persistent tape")
-                refs.append(a)
+                refs.append(a._ref)
             else:
                 refs.append(a.value)
             raw.append(a.value)
@@ -260,13 +289,13 @@ class TrackedTensor:
     `t.reshape(...)` run NumPy at once and return tracked results. `.value` is the NumPy
     array; `np.asarray(t)` and `float(t)` give untracked values (constants to the tape)."""
 
-    __slots__ = ("value", "_tape", "_node")
+    __slots__ = ("value", "_tape", "_ref")
     __array_priority__ = 1000
 
-    def __init__(self, value, tape: "GradientTape", node: int):
+    def __init__(self, value, tape: "GradientTape", ref: _Ref):
         self.value = value
         self._tape = tape
-        self._node = node
+        self._ref = ref
 
     @property
     def tape(self) -> "GradientTape":
@@ -317,8 +346,16 @@ class TrackedTensor:
         return f"TrackedTensor({self.value!r})"
 
 
+def _tracked_array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    if method == "__call__" and not kwargs:       # the common case, one call shorter
+        return _apply(ufunc, inputs, None)
+    return _protocol_array_ufunc(self, ufunc, method, *inputs, **kwargs)
+
+
 for _name, _fn in numpy_protocol(_apply).items():
     setattr(TrackedTensor, _name, _fn)
+_protocol_array_ufunc = TrackedTensor.__array_ufunc__
+TrackedTensor.__array_ufunc__ = _tracked_array_ufunc
 register_array_type(TrackedTensor)
 
 
@@ -349,40 +386,16 @@ def _fill(template, env: list, consts):
     return template
 
 
-def _node_of(obj) -> int | None:
-    """The tape node a record argument refers to (a tracked tensor or a compacted
-    reference), or None for a constant."""
-    cls = type(obj)
-    if cls is TrackedTensor:
-        return obj._node
-    if cls is _Ref:
-        return int(obj)
-    return None
-
-
 def _collect_nodes(args, needed: set) -> None:
+    """Add the tape nodes that record arguments refer to."""
     for a in args:
         cls = type(a)
-        if cls is TrackedTensor:
-            needed.add(a._node)
-        elif cls is _Ref:
+        if cls is _Ref:
             needed.add(int(a))
         elif cls is tuple or cls is list:
             _collect_nodes(a, needed)
         elif cls is dict:
             _collect_nodes(list(a.values()), needed)
-
-
-def _compact(obj):
-    """A record argument without references to tensors (so their values can be freed)."""
-    cls = type(obj)
-    if cls is TrackedTensor:
-        return _Ref(obj._node)
-    if cls is tuple or cls is list:
-        return cls(_compact(x) for x in obj)
-    if cls is dict:
-        return {k: _compact(v) for k, v in obj.items()}
-    return obj
 
 
 class _ProgramBuilder:
@@ -398,9 +411,8 @@ class _ProgramBuilder:
     def template(self, obj):
         """(template, key) of a record argument."""
         cls = type(obj)
-        node = _node_of(obj)
-        if node is not None:
-            slot = _Slot(self.slots[node])
+        if cls is _Ref:
+            slot = _Slot(self.slots[obj])
             return slot, ("s", int(slot))
         if cls is tuple or cls is list:
             pairs = [self.template(x) for x in obj]
@@ -514,10 +526,10 @@ class GradientTape:
 
     While the tape records, every NumPy call with one of its tensors is recorded: from
     its creation until it is released (a non-persistent tape, after its one `gradient`
-    call), except inside `with tape.stop_recording():`. Recording does not need the
-    `with tape:` block; leaving the block ends the forward pass of a persistent tape,
-    whose records then drop their references to intermediate values (the replay
-    recomputes them), so they are freed once the program lets go of them.
+    call), except inside `with tape.stop_recording():`. The `with tape:` block only
+    marks the recorded code for the reader: recording neither needs it nor stops at its
+    end. Records refer to intermediate results by number, not value (the replay
+    recomputes them), so intermediate arrays are freed when the program drops them.
 
     A persistent tape allows any number of `gradient` calls, and its gradients are
     themselves tracked tensors recorded on it: `tape.gradient(dx, x)` differentiates
@@ -529,7 +541,6 @@ class GradientTape:
         self._records: list | None = []
         self._leaves: dict[int, Any] | None = {}
         self._count = 0
-        self._compacted = 0               # records before this index hold no tensors
         self._recording = True
         self._released = False
 
@@ -538,8 +549,7 @@ class GradientTape:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.persistent and not self._released:
-            self._compact()
+        return None
 
     def __repr__(self) -> str:
         state = "released" if self._released else f"{len(self._records)} records"
@@ -560,21 +570,22 @@ class GradientTape:
     def _leaves_of(self, value, copy: bool):
         cls = type(value)
         if cls is tuple or cls is list:
-            return cls(self._leaves_of(v, copy) for v in value)
+            return cls([self._leaves_of(v, copy) for v in value])
         if cls is dict:
             return {k: self._leaves_of(v, copy) for k, v in value.items()}
         if cls is TrackedTensor:
             if value._tape is self and not copy:
                 return value
             value = value.value
-        self._check_alive("watch new tensors")
-        array = np.array(value) if copy else np.asarray(value)
+        if self._released:
+            self._check_alive("watch new tensors")
+        array = np.array(value) if copy else value if cls is np.ndarray else np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise ArgumentError(f"a tape tracks numeric arrays, not {type(value).__name__} of dtype {array.dtype}")
         node = self._count
         self._count = node + 1
         self._leaves[node] = array
-        return TrackedTensor(array, self, node)
+        return TrackedTensor(array, self, _Ref(node))
 
     def _record(self, fn, args, kwargs, result):
         """Record a call whose result is of any kind (the general path of `_apply`)."""
@@ -588,7 +599,7 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._records.append((fn, args, kwargs, node))
-        return TrackedTensor(result, self, node)
+        return TrackedTensor(result, self, _Ref(node))
 
     @contextmanager
     def stop_recording(self):
@@ -610,14 +621,6 @@ class GradientTape:
         self._records = self._leaves = None
         self._recording = False
         self._released = True
-
-    def _compact(self) -> None:
-        """Replace the tensors in the records (since the last compaction) by references."""
-        records = self._records
-        for k in range(self._compacted, len(records)):
-            fn, args, kwargs, out = records[k]
-            records[k] = (fn, _compact(args), _compact(kwargs), out)
-        self._compacted = len(records)
 
     # ----- differentiation
     def gradient(self, target, sources, output_gradients=None, unconnected_gradients: str = "zero"):
@@ -661,18 +664,18 @@ class GradientTape:
 
         unique: dict[int, TrackedTensor] = {}
         for s in sources_flat:
-            unique.setdefault(s._node, s)
-        program, inputs, connected, record_args = self._program([t._node for t in targets], unique, cotangents)
+            unique.setdefault(int(s._ref), s)
+        program, inputs, connected, record_args = self._program([int(t._ref) for t in targets], unique,
+                                                                cotangents)
         grads = program.gradient(*inputs)
 
         if self.persistent and self._recording:
             out_nodes = tuple(range(self._count, self._count + len(grads)))
             self._count += len(grads)
             self._records.append((program.gradient, record_args, None, out_nodes))
-            self._compact()
-            grads = [TrackedTensor(g, self, n) for g, n in zip(grads, out_nodes, strict=True)]
+            grads = [TrackedTensor(g, self, _Ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
         by_node = dict(zip(unique, grads, strict=True))
-        result = [by_node[s._node] if unconnected_gradients == "zero" or s._node in connected else None
+        result = [by_node[s._ref] if unconnected_gradients == "zero" or s._ref in connected else None
                   for s in sources_flat]
         if not self.persistent:
             self.release()
@@ -693,7 +696,7 @@ class GradientTape:
         used = []
         for record in reversed(self._records):
             out = record[3]
-            if (out in needed) if type(out) is int else not needed.isdisjoint(out):
+            if not needed.isdisjoint(out) if type(out) is tuple else out in needed:
                 used.append(record)
                 _collect_nodes(record[1], needed)
                 if record[2]:
@@ -749,7 +752,7 @@ class GradientTape:
         consts = tuple(builder.consts)
         ct_values = tuple(_value_of(c) for c in cotangents) if with_ct else ()
         inputs = (tuple(diff_values), tuple(self._leaves[n] for n in others), consts, ct_values)
-        ct_args = tuple(_Ref(c._node) if type(c) is TrackedTensor and c._tape is self else _value_of(c)
+        ct_args = tuple(c._ref if type(c) is TrackedTensor and c._tape is self else _value_of(c)
                         for c in cotangents) if with_ct else ()
         record_args = (tuple(diff_args), tuple(_Ref(n) for n in others), consts, ct_args)
         return program, inputs, connected, record_args
