@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jitgrad.api import grad, jit, stop_gradient
 from jitgrad.errors import ArgumentError, ShapeError, TracerBoolConversionError, UnsupportedOperationError
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.eager.tape import WRAPPER_TYPES, numpy_protocol, register_array_type
@@ -34,7 +35,6 @@ from jitgrad.eager.tape import WRAPPER_TYPES, numpy_protocol, register_array_typ
 def softmax_cross_entropy(logits, labels):
     """mean over the batch of -sum(labels * log_softmax(logits), axis=-1), computed
     stably (the row maximum is subtracted, and carries no gradient)."""
-    from jitgrad.api import stop_gradient
     shifted = logits - stop_gradient(np.max(logits, axis=-1, keepdims=True))
     log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
     return np.mean(-np.sum(labels * log_probs, axis=-1))
@@ -218,11 +218,10 @@ class _Program:
     """The compiled replay of the nodes that some outputs depend on."""
 
     def __init__(self, outputs: Sequence[Node]):
-        import jitgrad
         self.outputs = list(outputs)
         self.order = _ancestors(self.outputs)
         self.leaves = [n for n in self.order if n.is_leaf]
-        self.compiled = jitgrad.jit(self.replay)
+        self.compiled = jit(self.replay)
 
     def replay(self, leaf_values):
         env = dict(zip([n.index for n in self.leaves], leaf_values, strict=True))
@@ -238,12 +237,11 @@ class _Gradients:
     inlined into the run's program."""
 
     def __init__(self, loss: Node, xs: Sequence[Node]):
-        import jitgrad
         self.loss = loss
         self.xs = list(xs)
         self.order = _ancestors([loss])
         self.leaves = [n for n in self.order if n.is_leaf]
-        self.compiled = jitgrad.grad(self.loss_of)
+        self.compiled = grad(self.loss_of)
         self.__name__ = f"gradients_of_{loss.name}"
 
     def loss_of(self, perturbations, leaf_values):

@@ -19,9 +19,9 @@ from .tracing.pytree import tree_flatten
 
 def optimization_passes() -> list:
     """The IR -> IR passes run after tracing and differentiation, in order."""
-    from jitgrad.passes.inline import InlineCalls
+    from jitgrad.passes.inline import InlineCalls, InlineCheckpoints
     from jitgrad.passes.simplify import simplify_pipeline
-    return [InlineCalls(), *simplify_pipeline()]
+    return [InlineCalls(), *simplify_pipeline(), InlineCheckpoints()]
 
 
 @dataclass

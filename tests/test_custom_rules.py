@@ -441,8 +441,8 @@ def test_checkpoint_region_is_visible_in_the_ir_until_inlined():
     lowered = jitgrad.grad(checkpointed_loss).lower(Y)
     assert "checkpoint(" in lowered.as_text("traced")
     assert "checkpoint(" in lowered.as_text("autodiff")
-    assert "checkpoint(" not in lowered.as_text("inline")
-    assert "checkpoint(" not in lowered.as_text("dce")
+    assert "checkpoint(" in lowered.as_text("dce")          # kept through CSE: recomputation stays
+    assert "checkpoint(" not in lowered.as_text("inline-checkpoints")
     jvp_text = jitgrad.jit(lambda x, t: jitgrad.jvp(checkpointed_loss, (x,), (t,))).lower(Y, Y).as_text("traced")
     assert "checkpoint_jvp(" in jvp_text
     assert "checkpoint(" not in jitgrad.grad(plain_loss).lower(Y).as_text("autodiff")

@@ -6,7 +6,6 @@ the compiled-program cache.
 """
 from __future__ import annotations
 
-import gc
 import weakref
 
 import numpy as np
@@ -392,7 +391,7 @@ def test_training_loop_reuses_the_compiled_gradient():
     assert tape_module.cache_size() == 4
 
 
-def test_leaving_the_block_frees_intermediates_of_a_persistent_tape():
+def test_records_keep_no_intermediate_values():
     tape = GradientTape(persistent=True)
     with tape:
         x = tape.watch(np.ones(1000))
@@ -400,8 +399,7 @@ def test_leaving_the_block_frees_intermediates_of_a_persistent_tape():
         y = np.sum(h * h)
     ref = weakref.ref(h.value)
     del h
-    gc.collect()
-    assert ref() is None                         # the records keep no intermediate values
+    assert ref() is None                         # freed at once: no reference cycle either
     np.testing.assert_allclose(np.asarray(tape.gradient(y, x)), np.sin(2.0) * np.ones(1000), rtol=1e-12)
 
 
@@ -418,6 +416,15 @@ def test_tracked_tensor_behaves_like_an_array():
     np.testing.assert_allclose(np.asarray(tape.gradient(np.sum(y), x)), expected, rtol=1e-12)
     assert x[1, 2].item() == 5.0 and x.tolist()[1] == [3.0, 4.0, 5.0] and bool(x[0, 1])
     assert "TrackedTensor" in repr(x) and "records" in repr(tape)
+
+
+@pytest.mark.xfail(strict=True, reason="bug in jitgrad/api.py: stop_gradient returns any non-Tracer unchanged, so "
+                   "on a TrackedTensor (or DualTensor) it does not stop the derivative")
+def test_stop_gradient_detaches_a_tracked_tensor():
+    tape = GradientTape()
+    x = tape.watch(np.array([1.0, 2.0]))
+    y = np.sum(x * jitgrad.stop_gradient(x))
+    np.testing.assert_array_equal(np.asarray(tape.gradient(y, x)), [1.0, 2.0])
 
 
 # --------------------------------------------------------------------------- dual numbers

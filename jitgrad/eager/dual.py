@@ -119,7 +119,7 @@ _CALLS: OrderedDict = OrderedDict()
 _CALLS_MAX = 1024
 
 # Calls that only read metadata: answered from the value, nothing to differentiate.
-_METADATA = {np.shape: np.shape, np.ndim: np.ndim, np.size: np.size}
+_METADATA = frozenset([np.shape, np.ndim, np.size])
 
 
 def _dual_apply(fn: Callable, args: tuple, kwargs: dict | None):
@@ -139,7 +139,9 @@ def _dual_apply(fn: Callable, args: tuple, kwargs: dict | None):
         if key is not None:
             _CALLS[key] = call
             if len(_CALLS) > _CALLS_MAX:
-                _CALLS.popitem(last=False)
+                _CALLS.popitem(last=False)         # the least recently used
+    else:
+        _CALLS.move_to_end(key)
     return call(layout.values, layout.tangents)
 
 

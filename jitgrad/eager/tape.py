@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jitgrad.api import grad
 from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
 from jitgrad.tracing import numpy_api
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
@@ -450,13 +451,12 @@ class _Program:
     scalar sum over targets of sum(target * cotangent) (or sum(target))."""
 
     def __init__(self, n_slots: int, input_slots, steps, targets, with_cotangents: bool):
-        import jitgrad
         self.n_slots = n_slots
         self.input_slots = input_slots    # (diff slots (None: a perturbation), other slots)
         self.steps = steps                # (fn, args template, kwargs template, out slot(s), perturbation)
         self.targets = targets
         self.with_cotangents = with_cotangents
-        self.gradient = jitgrad.grad(self.replay)
+        self.gradient = grad(self.replay)
 
     def replay(self, diff, others, consts, cotangents):
         env: list = [None] * self.n_slots
