@@ -84,6 +84,11 @@ class Lowered:
             return None
         return self.executable.fast_call(fallback, result)
 
+    @property
+    def remat(self):
+        """The rematerialization decision, when compiled with a memory budget (else None)."""
+        return self.staged.remat
+
     def run(self, leaves: Sequence) -> Any:
         return self.staged.unflatten(self.executable(leaves))
 

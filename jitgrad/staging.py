@@ -35,6 +35,8 @@ class Staged:
     stages: list[tuple[str, Function]] = field(default_factory=list)
     captured: list[Value] = field(default_factory=list)
     """Values of an enclosing trace the function closed over: its trailing arguments."""
+    remat: Any = None
+    """The rematerialization decision (`passes.remat.RematReport`) under a memory budget."""
 
 
 def normalize_args(args: tuple, static_argnums: Sequence[int] = ()) -> tuple:
@@ -95,7 +97,7 @@ def _argnum_leaves(args: tuple, argnums: Sequence[int]) -> tuple[list[int], list
     return positions, trees
 
 
-def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str) -> Callable[[tuple], Staged]:
+def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budget=None) -> Callable[[tuple], Staged]:
     """Reverse-mode gradient of a scalar function. `mode`: 'grad' (grads only),
     'value_and_grad' (JAX's ((value, aux), grads) layout), 'jit_grad' ((value, grads))."""
     single = isinstance(argnums, int)
@@ -127,10 +129,19 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str) -> Callable
                                     "floating-point arguments can be differentiated (argnums="
                                     f"{argnums!r}); pass integer data as a non-differentiated argument")
         cotangents = ["one"] + ["none"] * (n_out - 1)
-        gfn = vjp_function(fn, wrt, cotangents)
-        values_returned = n_out
-        if mode == "grad" and not has_aux:       # the value is not returned: don't compute it
-            gfn, values_returned = keep_outputs(gfn, n_out), 0
+        values_returned = 0 if mode == "grad" and not has_aux else n_out   # grad alone: no value
+
+        def differentiate(f: Function) -> Function:
+            g = vjp_function(f, wrt, cotangents)
+            return keep_outputs(g, n_out) if not values_returned else g
+        stages, remat = [("traced", fn)], None
+        if memory_budget is not None:
+            from jitgrad.passes.remat import choose_segmentation, parse_bytes
+            segmented, remat = choose_segmentation(fn, parse_bytes(memory_budget), _peak_of(differentiate))
+            stages.append(("remat", segmented))
+            gfn = differentiate(segmented)
+        else:
+            gfn = differentiate(fn)
 
         def unflatten(flat):
             outs, grads = flat[:values_returned], flat[values_returned:]
@@ -146,8 +157,22 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str) -> Callable
             if mode == "grad":
                 return g, aux
             return ((value, aux), g) if has_aux else (value, g)
-        return Staged(gfn, unflatten, [("traced", fn), ("autodiff", gfn)], traced.captured)
+        return Staged(gfn, unflatten, [*stages, ("autodiff", gfn)], traced.captured, remat)
     return stage
+
+
+def _peak_of(differentiate: Callable[[Function], Function]):
+    """Peak bytes and op count of the compiled gradient of a candidate program."""
+    def measure(candidate: Function) -> tuple[int, int]:
+        from jitgrad.passes.memory import plan_buffers
+        from jitgrad.passes.remat import program_peak
+        from jitgrad.passes.schedule import schedule
+        from jitgrad.pipeline import optimization_passes
+        fn = differentiate(candidate)
+        for p in optimization_passes():
+            fn = p.run(fn)
+        return program_peak(fn, schedule, plan_buffers), len(fn.body.ops)
+    return measure
 
 
 def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:

@@ -7,7 +7,8 @@ which loops run together.
    the intermediate never reaches memory, and reductions absorb the expression they
    reduce. Values read by several consumers are materialized, except cheap ones
    (scalars broadcast to a shape), so no expensive work is duplicated; computed scalars
-   are always materialized.
+   are always materialized, and so are ops joining two computed arrays (which would
+   otherwise keep both alive until a distant consumer).
 2. Kernels. Consecutive materialized values that can be computed by one flat loop of the
    same trip count — elementwise maps and full reductions over flat-indexable inputs —
    form one *fused kernel* (multi-output fusion): each member is computed once per
@@ -80,6 +81,14 @@ def _is_cheap(value: Value) -> bool:
     return op is not None and op.opdef.name == "broadcast_in_dim" and op.operands[0].type.ndim == 0
 
 
+def _joins_buffers(op: Operation, sched: Schedule, fn: Function) -> bool:
+    """An elementwise op reading two or more computed arrays (a gradient accumulation
+    `add(a, b)`, say) is computed where it stands: inlined into a distant consumer it
+    would keep both arrays alive until then — with a chain of them, every partial sum."""
+    arrays = [v for v in sched.reads(op.results[0], compute=True) if v.defining_op is not None and v.type.ndim > 0]
+    return len(arrays) >= 2
+
+
 def schedule(fn: Function) -> Schedule:
     """Decide materialization and kernels for the straight-line body of `fn`."""
     sched = Schedule()
@@ -102,6 +111,8 @@ def schedule(fn: Function) -> Schedule:
         elif result.type.ndim == 0:
             sched.materialized.add(result)   # scalars: computed once, read by every iteration
         if isinstance(lowering, (Elementwise, Gather)) and sched.uses[result] > 1 and not _is_cheap(result):
+            sched.materialized.add(result)
+        elif isinstance(lowering, Elementwise) and _joins_buffers(op, sched, fn):
             sched.materialized.add(result)
     sched.kernels = _plan_kernels(fn, sched)
     return sched

@@ -4,14 +4,18 @@ through jitgrad's IR.
 A `TrackedTensor` holds a concrete NumPy value. Every NumPy call on it (ufuncs, array
 functions, operators, methods, indexing) runs NumPy on the raw values at once and appends
 one record (the NumPy callable, its arguments, its keyword arguments, the result's node
-number) to the tape — nothing else, so the forward pass runs at NumPy speed. There are no per-op backward rules here: `gradient` turns the records that lead to
-the target into a Python function that replays the same NumPy calls, and differentiates
-that function with `jitgrad.grad` — the replay is traced by the same `numpy_api` tables
-as any jitgrad function, differentiated by the IR passes and compiled by the CPU backend.
+number) to the tape — nothing else, so the forward pass runs at NumPy speed. There are
+no per-op backward rules here: `gradient` turns the records that lead to the target
+into a Python function that replays the same NumPy calls and differentiates it with
+`jitgrad.grad` — the replay is traced by the same `numpy_api` tables as any jitgrad
+function, differentiated by the IR passes and compiled by the CPU backend.
 
 The compiled gradient is cached by the *structure* of the records (callables, argument
 layout, static scalars and keywords), and `jitgrad.grad` caches per shapes and dtypes, so
-a training loop that records the same computation every step compiles once.
+a training loop that records the same computation every step compiles once. Arrays and
+NumPy float scalars in the records are inputs of the compiled program; Python scalars
+(and NumPy integers) are part of its structure, as NumPy's weak scalars must be — a
+Python float that changes every step recompiles every step (make it np.float32(v)).
 
 Only floating-point results are recorded. Integer and boolean results (masks, indices)
 have a zero derivative, so they come back as plain arrays and enter the replay as the
@@ -163,6 +167,20 @@ class _Ref(int):
     __slots__ = ()
 
 
+_PREALLOCATED = 4096
+_REFS: list[_Ref] = [_Ref(n) for n in range(_PREALLOCATED)]    # shared by all tapes: no allocation per op
+
+
+def _ref(node: int) -> _Ref:
+    while node >= len(_REFS):
+        _REFS.extend(_Ref(n) for n in range(len(_REFS), 2 * len(_REFS)))
+    return _REFS[node]
+
+
+# Dtypes of the results a tape records (the others have a zero derivative).
+_TRACKED_DTYPES = frozenset(np.dtype(c) for c in "efdgFDG")
+
+
 def _apply(fn: Callable, args: tuple, kwargs: dict | None):
     """Run `fn` on raw values; record it when a recording tape's tensor takes part.
 
@@ -220,11 +238,12 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         result = fn(*raw)
     if not tape._recording:
         return result
-    if (type(result) is np.ndarray or isinstance(result, np.generic)) and result.dtype.kind in "fc":
+    if (type(result) is np.ndarray or isinstance(result, np.generic)) and result.dtype in _TRACKED_DTYPES:
         if fn not in TRACEABLE or fn is operator.getitem or kwargs and type(fn) is np.ufunc:
             check_traceable(fn, refs, kwargs)
-        ref = _Ref(tape._count)
-        tape._count = ref + 1
+        node = tape._count
+        tape._count = node + 1
+        ref = _REFS[node] if node < _PREALLOCATED else _ref(node)
         tape._records.append((fn, refs, kwargs, ref))
         return TrackedTensor(result, tape, ref)
     return tape._record(fn, refs, kwargs, result)
@@ -585,7 +604,7 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._leaves[node] = array
-        return TrackedTensor(array, self, _Ref(node))
+        return TrackedTensor(array, self, _ref(node))
 
     def _record(self, fn, args, kwargs, result):
         """Record a call whose result is of any kind (the general path of `_apply`)."""
@@ -599,7 +618,7 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._records.append((fn, args, kwargs, node))
-        return TrackedTensor(result, self, _Ref(node))
+        return TrackedTensor(result, self, _ref(node))
 
     @contextmanager
     def stop_recording(self):
@@ -673,7 +692,7 @@ class GradientTape:
             out_nodes = tuple(range(self._count, self._count + len(grads)))
             self._count += len(grads)
             self._records.append((program.gradient, record_args, None, out_nodes))
-            grads = [TrackedTensor(g, self, _Ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
+            grads = [TrackedTensor(g, self, _ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
         by_node = dict(zip(unique, grads, strict=True))
         result = [by_node[s._ref] if unconnected_gradients == "zero" or s._ref in connected else None
                   for s in sources_flat]
@@ -713,7 +732,7 @@ class GradientTape:
                 slots[node] = len(slots)
                 diff_slots.append(slots[node])
                 diff_values.append(tensor.value)
-                diff_args.append(_Ref(node))
+                diff_args.append(_ref(node))
             else:
                 perturbed[node] = len(diff_slots)
                 diff_slots.append(None)
@@ -754,7 +773,7 @@ class GradientTape:
         inputs = (tuple(diff_values), tuple(self._leaves[n] for n in others), consts, ct_values)
         ct_args = tuple(c._ref if type(c) is TrackedTensor and c._tape is self else _value_of(c)
                         for c in cotangents) if with_ct else ()
-        record_args = (tuple(diff_args), tuple(_Ref(n) for n in others), consts, ct_args)
+        record_args = (tuple(diff_args), tuple(_ref(n) for n in others), consts, ct_args)
         return program, inputs, connected, record_args
 
 

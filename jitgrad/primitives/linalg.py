@@ -88,8 +88,15 @@ def _transpose_lhs(ct, x_type, y, contract, batch, swap_ans=False):
         ans_batch, _, ans_y = _consecutive(len(xb), len(x_kept), len(y_kept))
     dims = ((tuple(ans_y), tuple(y_kept)), (tuple(ans_batch), tuple(yb)))
     xc_sorted_by_y = [xc[i] for i in np.argsort(yc)]
-    out_axes = np.argsort(list(xb) + x_kept + xc_sorted_by_y)
-    return transpose(dot_general(ct, y, dims[0], dims[1]), tuple(int(a) for a in out_axes))
+    out_axes = [int(a) for a in np.argsort(list(xb) + x_kept + xc_sorted_by_y)]
+    # dot(ct, y) has axes (batch, ct free, y free); dot(y, ct) has (batch, y free, ct free).
+    # When the transpose below would just swap the free groups, emit dot(y, ct) instead.
+    nb, n_ct_free = len(ans_batch), ct.type.ndim - len(ans_batch) - len(ans_y)
+    n_y_free = y.type.ndim - len(yb) - len(yc)
+    swapped_axes = [a if a < nb else (a + n_y_free if a < nb + n_ct_free else a - n_ct_free) for a in out_axes]
+    if swapped_axes == list(range(len(out_axes))):
+        return dot_general(y, ct, (dims[0][1], dims[0][0]), (dims[1][1], dims[1][0]))
+    return transpose(dot_general(ct, y, dims[0], dims[1]), tuple(out_axes))
 
 
 def _dot_transpose(ct, lhs, rhs, *, contract, batch):
