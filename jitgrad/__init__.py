@@ -14,6 +14,9 @@ from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationE
 from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
                   jit_grad, stop_gradient)
 from .custom import custom_jvp, custom_vjp, CustomOp, custom_op, ClipGradient, checkpoint
+from .eager import GradientTape, TrackedTensor, DualTensor, ForwardADContext
+from .graph import Graph
+from .optimizers import SGD, Adam
 
 __version__ = "0.1.0"
 
@@ -21,6 +24,7 @@ __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
     "jit_grad", "stop_gradient", "Compiled",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
+    "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "Graph", "SGD", "Adam",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
 ]

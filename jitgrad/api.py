@@ -176,7 +176,8 @@ def stop_gradient(x):
     from jitgrad.tracing.tracer import Tracer, apply
     if isinstance(x, Tracer):
         return apply(P.stop_gradient, (x,))
-    return x
+    detach = getattr(type(x), "_jitgrad_stop_gradient", None)   # tape and dual-number tensors
+    return detach(x) if detach is not None else x
 
 
 def jit_grad(fun: Callable | None = None, *, argnums: int | Sequence[int] = 0, has_aux: bool = False,

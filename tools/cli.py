@@ -32,6 +32,8 @@ Trace FILE.py:FUNC for arguments of the given types and print its IR.
 
 Stages, in pipeline order:
   traced     the function as traced from NumPy code (one op per primitive)
+  remat      with --memory-budget: the program cut into checkpoint regions whose
+             internals the backward pass recomputes, and what was saved/recomputed
   autodiff   the reverse-mode gradient program (--mode grad/value-and-grad)
   inline     checkpoint regions and custom-rule calls replaced by their bodies
   algebra, fold, cse, dce
@@ -91,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one type per positional argument, e.g. f32[128,64] or f64[]")
     ir.add_argument("--argnums", nargs="+", type=int, default=[0], metavar="N",
                     help="arguments to differentiate with respect to (default: 0)")
+    ir.add_argument("--memory-budget", metavar="BYTES",
+                    help="recompute forward values in the backward pass to fit this budget, e.g. 64MB "
+                         "(adds the 'remat' stage: the program cut into checkpoint regions)")
     ir.add_argument("--mode", choices=MODES, default="grad",
                     help="what to compile: the gradient (default), value and gradient, or the function itself")
     what = ir.add_mutually_exclusive_group()
@@ -103,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _compile(fn, mode: str, argnums):
+def _compile(fn, mode: str, argnums, memory_budget=None):
     import jitgrad
     from jitgrad.api import Compiled
     if isinstance(fn, Compiled):
@@ -112,15 +117,15 @@ def _compile(fn, mode: str, argnums):
     if mode == "jit":
         return jitgrad.jit(fn)
     if mode == "value-and-grad":
-        return jitgrad.value_and_grad(fn, argnums=argnums)
-    return jitgrad.grad(fn, argnums=argnums)
+        return jitgrad.value_and_grad(fn, argnums=argnums, memory_budget=memory_budget)
+    return jitgrad.grad(fn, argnums=argnums, memory_budget=memory_budget)
 
 
 def run_ir(args) -> int:
     from jitgrad.errors import JitgradError
     fn = _load_function(args.target)
     try:
-        lowered = _compile(fn, args.mode, args.argnums).lower(*args.args)
+        lowered = _compile(fn, args.mode, args.argnums, args.memory_budget).lower(*args.args)
         names = lowered.stage_names()
         if args.list_stages:
             print("\n".join(names))
@@ -141,6 +146,8 @@ def run_ir(args) -> int:
         return 1
     if args.memory:
         print(format_memory(lowered.memory_report()))
+    if lowered.remat is not None and (args.memory or args.stage == "remat" or args.after_all):
+        print(lowered.remat)
     if args.time_passes:
         for name, seconds in lowered.timings.items():
             print(f"{name:>16}: {seconds * 1e3:8.2f} ms", file=sys.stderr)

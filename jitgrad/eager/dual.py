@@ -190,6 +190,10 @@ class DualTensor:
         dual.tangent = tangent
         return dual
 
+    def _jitgrad_stop_gradient(self):
+        """jitgrad.stop_gradient: the same value with a zero tangent."""
+        return DualTensor(self.value, np.zeros_like(self.tangent))
+
     shape = property(lambda self: self.value.shape)
     ndim = property(lambda self: self.value.ndim)
     size = property(lambda self: self.value.size)

@@ -321,6 +321,10 @@ class TrackedTensor:
     def tape(self) -> "GradientTape":
         return self._tape
 
+    def _jitgrad_stop_gradient(self):
+        """jitgrad.stop_gradient: the plain value, which the tape treats as a constant."""
+        return self.value
+
     shape = property(lambda self: self.value.shape)
     ndim = property(lambda self: self.value.ndim)
     size = property(lambda self: self.value.size)
