@@ -71,14 +71,10 @@ class Lowered:
     def fast_call(self, fallback: Callable):
         """The native call path for this signature, or None where it does not apply: every
         argument must be a plain array (the structure a flat tuple of leaves) and the result
-        one output or a flat tuple of outputs."""
+        one output or (nested) tuples of outputs."""
         n_out = len(self.function.outputs)
-        probe = self.staged.unflatten(list(range(n_out)))
-        if isinstance(probe, tuple) and all(isinstance(i, int) for i in probe):
-            result = probe
-        elif isinstance(probe, int):
-            result = probe
-        else:
+        result = self.staged.unflatten(list(range(n_out)))
+        if not _is_tuple_tree(result):
             return None
         if not hasattr(self.executable, "fast_call") or not self.flat_arguments:
             return None
@@ -91,6 +87,13 @@ class Lowered:
 
     def run(self, leaves: Sequence) -> Any:
         return self.staged.unflatten(self.executable(leaves))
+
+
+def _is_tuple_tree(spec) -> bool:
+    """Is `spec` an output index or a (nested) tuple of output indices?"""
+    if isinstance(spec, int):
+        return True
+    return isinstance(spec, tuple) and all(_is_tuple_tree(item) for item in spec)
 
 
 def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None) -> Lowered:

@@ -51,8 +51,8 @@ class FastCall:
     """Owns the wrapper's machine code and every Python object whose address it holds."""
 
     def __init__(self, executable, fallback, result):
-        """`result`: the index of the output to return, or a tuple of indices for a tuple
-        of outputs; outputs not returned are released."""
+        """`result`: the index of the output to return, or a (nested) tuple of indices for
+        a tuple of outputs; outputs not returned are released."""
         initialize()
         _register_c_api()
         fn = executable.function
@@ -75,6 +75,10 @@ class FastCall:
         new.restype = ctypes.py_object
         new.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
         self.function = new(ctypes.addressof(self.method), None, None)
+
+
+def _leaves(spec) -> list[int]:
+    return [spec] if isinstance(spec, int) else [j for item in spec for j in _leaves(item)]
 
 
 def _build(symbol, inputs, out_args, kernel_address, workspace, fallback, empty, result) -> ir.Module:
@@ -155,17 +159,20 @@ def _build(symbol, inputs, out_args, kernel_address, workspace, fallback, empty,
     b.call(kernel, [pointers])
     with for_range(b, index(n_in), "release") as k:
         b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
-    returned = set(result) if isinstance(result, tuple) else {result}
+    returned = set(_leaves(result))
     for j, out in enumerate(outputs):
         if j not in returned:
             b.call(api["decref"], [out])
-    if isinstance(result, tuple):
-        packed = b.call(api["tuple"], [index(len(result))])
-        for position, j in enumerate(result):
-            b.call(api["setitem"], [packed, index(position), outputs[j]])
-        b.ret(packed)
-    else:
-        b.ret(outputs[result])
+
+    def pack(spec):
+        """The result object: an output, or a (nested) tuple of them; tuples steal references."""
+        if isinstance(spec, int):
+            return outputs[spec]
+        packed = b.call(api["tuple"], [index(len(spec))])
+        for position, item in enumerate(spec):
+            b.call(api["setitem"], [packed, index(position), pack(item)])
+        return packed
+    b.ret(pack(result))
 
     b.position_at_end(cleanup_block)              # release what was acquired, then the slow path
     with for_range(b, b.load(acquired, typ=I64), "cleanup") as k:
