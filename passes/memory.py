@@ -4,7 +4,8 @@ program needs.
 `plan_buffers` gives every buffer the kernels write (other than the caller's output
 buffers) an offset in one workspace. Buffers whose lifetimes — from the kernel that
 writes them to the last kernel that reads them, following aliases — do not overlap
-share bytes (first fit, largest first), so a deep network's activations reuse memory.
+share bytes (first fit, largest first), so a deep network's activations reuse memory;
+an elementwise kernel whose operand dies there writes its result in place.
 
 `peak_bytes` estimates the peak of any IR stage executed op by op (every value
 materialized, freed after its last use): the numbers `jitgrad ir --memory` prints for
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jitgrad.ir import Function, Value
-from jitgrad.primitives import Alias, Constant
+from jitgrad.primitives import Alias, Constant, Elementwise, Gather
 from .schedule import Schedule
 
 ALIGN = 64
@@ -60,6 +61,25 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
         root = _alias_root(v)
         if root in written:
             last_read[root] = len(sched.kernels)
+    # In-place updates: a one-op map kernel may write its result over an operand buffer of
+    # the same size that it reads element by element (never through an index remapping)
+    # and that nothing reads afterwards; the two then share one slot.
+    shares: dict[Value, Value] = {}
+    for pos, kernel in enumerate(sched.kernels):
+        if len(kernel.ops) != 1 or not isinstance(kernel.ops[0].opdef.lowering, (Elementwise, Gather)):
+            continue
+        result = kernel.ops[0].results[0]
+        if result not in written:
+            continue
+        for u in _same_index_reads(result, sched):
+            root = shares.get(u, u)
+            if (root in written and last_read.get(u) == pos and u.type.nbytes == result.type.nbytes
+                    and root not in shares.values()):
+                shares[result] = root
+                last_read[root] = max(last_read.get(root, pos), last_read.get(result, pos))
+                break
+    for v, root in shares.items():
+        del written[v]
     intervals = sorted(((_round(v.type.nbytes), written[v], last_read.get(v, written[v]), v) for v in written),
                        key=lambda item: (-item[0], item[1]))
     plan = MemoryPlan()
@@ -74,7 +94,26 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
         plan.offsets[value] = offset
         plan.workspace_bytes = max(plan.workspace_bytes, offset + size)
         plan.unshared_bytes += size
+    for v, root in shares.items():
+        plan.offsets[v] = plan.offsets[root]
+        plan.unshared_bytes += _round(v.type.nbytes)
     return plan
+
+
+def _same_index_reads(value: Value, sched: Schedule) -> list[Value]:
+    """Materialized values that computing `value` reads at its own index: through
+    elementwise ops only, not through broadcasts, transposes or slices."""
+    op = value.defining_op
+    if op is None or not isinstance(op.opdef.lowering, Elementwise):
+        return []
+    out = []
+    for v in op.operands:
+        if v in sched.materialized:
+            if v.type.shape == value.type.shape:
+                out.append(v)
+        else:
+            out.extend(_same_index_reads(v, sched))
+    return out
 
 
 def peak_bytes(fn: Function) -> int:

@@ -92,3 +92,20 @@ def test_fused_kernels_agree_with_interpreter_on_mixed_shapes():
     want = evaluate(lowered.function, [x, y])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12)
+
+
+def test_elementwise_kernel_writes_in_place_over_a_dying_operand():
+    w = RNG.normal(size=(32, 32))
+
+    def f(x):
+        a = x @ w
+        b = np.tanh(a) * 2.0 + 1.0      # reads a element by element; a is dead afterwards
+        return b @ w
+    x = RNG.normal(size=(32, 32))
+    lowered = jitgrad.jit(f).lower(x)
+    plan, fn = lowered.executable.memory, lowered.function
+    dots = [op.results[0] for op in fn.body.ops if op.name == "dot_general"]
+    mapped = [v for v in plan.offsets if v.defining_op.name not in ("dot_general",)]
+    assert mapped and plan.offsets[mapped[0]] == plan.offsets[dots[0]]
+    assert plan.workspace_bytes == 32 * 32 * 8              # one slot serves both
+    np.testing.assert_allclose(lowered.executable([x])[0], f(x), rtol=1e-12)
