@@ -163,6 +163,16 @@ RULES: dict[str, list[Rule]] = {
     "div": [
         lambda x, y: x if is_const(y, 1) else None,                            # x / 1 -> x
     ],
+    "safe_mul": [                                                              # strong zero: 0 * inf = 0
+        lambda x, y: x if is_const(y, 1) else None,                            # x * 1 -> x
+        lambda x, y: y if is_const(x, 1) else None,                            # 1 * x -> x
+        lambda x, y: y if is_const(y, 0) else None,                            # x * 0 -> 0
+        lambda x, y: x if is_const(x, 0) else None,                            # 0 * x -> 0
+    ],
+    "safe_div": [
+        lambda x, y: x if is_const(y, 1) else None,                            # x / 1 -> x
+        lambda x, y: x if is_const(x, 0) else None,                            # 0 / x -> 0
+    ],
     "neg": [
         lambda x: _inner_operand(x, "neg"),                                    # neg(neg(x)) -> x
     ],

@@ -3,6 +3,7 @@ called through ctypes with an array of buffer pointers (inputs, then outputs).""
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import itertools
 import re
 import threading
@@ -12,18 +13,21 @@ import numpy as np
 from llvmlite import ir
 
 from jitgrad.ir import Function
+from jitgrad.ir.printer import print_function
 from jitgrad.passes.schedule import describe, schedule
 from .codegen import FunctionLowering
 from jitgrad.config import config
 from .engine import Blas, Threads, VectorMath, compile_module, initialize
 from .llvm_support import set_function_string_attribute
 
-_symbol_counter = itertools.count()
 _CALL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
-def _symbol(name: str) -> str:
-    return f"jitgrad_{re.sub(r'[^A-Za-z0-9_]', '_', name)}_{next(_symbol_counter)}"
+def _symbol(fn: Function) -> str:
+    """A name that depends only on the program, so that the same program compiled again
+    (in this process or another) has the same LLVM IR and hits the disk cache."""
+    digest = hashlib.sha256(print_function(fn).encode()).hexdigest()[:16]
+    return f"jitgrad_{re.sub(r'[^A-Za-z0-9_]', '_', fn.name)}_{digest}"
 
 
 class CPUExecutable:
@@ -93,7 +97,7 @@ class CPUBackend:
     def build_module(self, fn: Function) -> tuple[ir.Module, str, FunctionLowering]:
         initialize()
         module = ir.Module(name=fn.name)
-        symbol = _symbol(fn.name)
+        symbol = _symbol(fn)
         vector_math = VectorMath()
         lowering = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance(),
                                     Threads.instance(config.num_threads))

@@ -82,7 +82,12 @@ class FunctionLowering:
         self.workspace_bytes = self.memory.workspace_bytes
         self._constant_count = 0
         self.memo: dict[Value, ir.Value] = {}   # fused-kernel members computed this iteration
-        self.threads = threads
+        # A program that calls BLAS keeps its loops on one thread: libgomp's workers spin
+        # after a parallel loop and OpenBLAS's threads would then fight them for the cores
+        # (a 40x slowdown measured on 2 cores; docs/benchmarks.md).
+        uses_blas = blas is not None and any(isinstance(getattr(op.opdef, "lowering", None), Contraction)
+                                                 for op in fn.body.ops)
+        self.threads = None if uses_blas else threads
         self._kernel_count = 0
 
     # ------------------------------------------------------------------ driver
