@@ -7,6 +7,9 @@ Workloads
   W1  gradient of sum(sin(x) * exp(-x**2) + tanh(x)), x of 1e6 elements, f64 and f32
   W2  value and gradient (all four parameters) of a 784 -> 256 -> 10 tanh MLP with
       softmax cross-entropy, f32, batch 256
+  W4  grad of sum(x**2) on 8 elements: the call path (benchmarks/call_and_memory.py)
+  W6  gradient of a 64-layer tanh network, with and without a memory budget of 1/4 of
+      the no-remat peak (benchmarks/call_and_memory.py)
   first call: trace + autodiff + compile of the W2 gradient, fresh function objects
 
 Every timed call includes what a NumPy user pays: NumPy arrays in, NumPy arrays out
@@ -32,6 +35,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jitgrad  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from call_and_memory import bench_w4, bench_w6  # noqa: E402
 
 try:
     from jitgrad.config import config as JITGRAD_CONFIG   # process-wide settings, set in code
@@ -160,7 +165,7 @@ class Results:
 
     def add(self, workload: str, impl: str, seconds: float | None, note: str = "") -> None:
         self.rows.append(Row(workload, impl, seconds, note))
-        shown = f"{seconds * 1e3:10.3f} ms" if seconds is not None else f"{'-':>13}"
+        shown = f"{fmt_time(seconds):>13}" if seconds is not None else f"{'-':>13}"
         print(f"  {workload:<22} {impl:<28} {shown}  {note}", flush=True)
 
     def time_of(self, workload: str, impl: str) -> float | None:
@@ -651,6 +656,8 @@ def load_average() -> str:
 def fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.3f} us"
     return f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.3f} s"
 
 
@@ -661,7 +668,7 @@ def fmt_ratio(num: float | None, den: float | None) -> str:
 
 
 def print_table(results: Results) -> None:
-    header = ("workload", "implementation", "median", "jitgrad / numpy", "jitgrad / jax", "other CPU")
+    header = ("workload", "implementation", "median", "jitgrad / numpy", "jitgrad / jax", "other CPU", "note")
     lines = []
     for r in results.rows:
         numpy_t = results.time_of(r.workload, "numpy (hand-written)")
@@ -672,7 +679,8 @@ def print_table(results: Results) -> None:
             vs_np = vs_jax = ""
         median = fmt_time(r.seconds) if r.seconds is not None else r.note
         busy = results.others.get(r.workload)
-        lines.append((r.workload, r.impl, median, vs_np, vs_jax, "" if busy is None else f"{busy:.0%}"))
+        note = r.note if r.seconds is not None else ""
+        lines.append((r.workload, r.impl, median, vs_np, vs_jax, "" if busy is None else f"{busy:.0%}", note))
     widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -702,6 +710,8 @@ def main(argv=None) -> int:
     with jitgrad_settings(cache_dir=None):
         w1_lowered = bench_w1(results, peers, repeats, warmup)
         bench_w2(results, peers, repeats, warmup)
+        bench_w4(results, peers, opts.quick)
+        bench_w6(results, opts.quick)
         stage_medians = bench_first_call(results, peers, first_samples)
 
     print("  After: " + load_average())
