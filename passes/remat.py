@@ -25,6 +25,7 @@ from jitgrad.ir import Function, Value, new_function
 from jitgrad.primitives.calls import checkpoint_p, emit_call
 from .manager import copy_op
 
+CUT_WINDOW = 8          # ops a cut may move forward to land after a contraction operand
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20,
           "gib": 2 ** 30}
 
@@ -84,12 +85,18 @@ def segment(fn: Function, segments: int) -> tuple[Function, list[Value]]:
     ops = [op for op in fn.body.ops if not op.opdef.is_terminator]
     total = sum(r.type.nbytes for op in ops for r in op.results) or 1
     cuts = _cut_fractions(segments)
-    running, groups = 0, [[]]
+    feeds_contraction = {v for op in ops if op.name == "dot_general" for v in op.operands}
+    running, groups, overdue = 0, [[]], 0
     for op in ops:
         groups[-1].append(op)
         running += sum(r.type.nbytes for r in op.results)
         if len(groups) < segments and running >= total * cuts[len(groups) - 1]:
-            groups.append([])
+            # Cut after a value a contraction reads (a layer's output): the backward pass
+            # needs it anyway, so storing it at the boundary costs no extra memory.
+            overdue += 1
+            if op.results[0] in feeds_contraction or overdue > CUT_WINDOW:
+                groups.append([])
+                overdue = 0
     groups = [g for g in groups if g]
     used_later: dict[Value, int] = {}
     for position, op in enumerate(fn.body.ops):
@@ -136,7 +143,7 @@ def choose_segmentation(fn: Function, budget: int, compiled_peak: Callable[[Func
         return fn, RematReport(budget, peak_without, peak_without, 1)
     n = sum(1 for op in fn.body.ops if not op.opdef.is_terminator)
     root = max(2, round(math.sqrt(n)))
-    counts = sorted({c for c in (2, 4, root // 2, root * 2 // 3, root, root * 3 // 2, 2 * root) if 2 <= c <= n})
+    counts = sorted({c for c in (2, 4, *range(root // 2, root + 1), root * 3 // 2, 2 * root) if 2 <= c <= n})
     best = None
     for count in counts:
         candidate, crossing = segment(fn, count)
