@@ -89,13 +89,19 @@ def _joins_buffers(op: Operation, sched: Schedule, fn: Function) -> bool:
     return len(arrays) >= 2
 
 
-def schedule(fn: Function) -> Schedule:
-    """Decide materialization and kernels for the straight-line body of `fn`."""
+def schedule(fn: Function, fuse: bool = True) -> Schedule:
+    """Decide materialization and kernels for the straight-line body of `fn`. With
+    `fuse=False` every value gets its own loop and buffer (the reference the tests
+    compare fused code against)."""
     sched = Schedule()
     for op in fn.walk():
         sched.uses.update(op.operands)
     sched.materialized.update(fn.args)
     sched.materialized.update(fn.outputs)
+    if not fuse:
+        sched.materialized.update(r for op in fn.body.ops for r in op.results)
+        sched.kernels = [Kernel([op]) for op in fn.body.ops if not op.opdef.is_terminator]
+        return sched
     for op in fn.body.ops:
         if op.opdef.is_terminator:
             continue

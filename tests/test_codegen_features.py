@@ -109,3 +109,13 @@ def test_elementwise_kernel_writes_in_place_over_a_dying_operand():
     assert mapped and plan.offsets[mapped[0]] == plan.offsets[dots[0]]
     assert plan.workspace_bytes == 32 * 32 * 8              # one slot serves both
     np.testing.assert_allclose(lowered.executable([x])[0], f(x), rtol=1e-12)
+
+
+def test_scalar_libm_fallback_without_libmvec(monkeypatch):
+    from jitgrad.backends.cpu import engine
+    monkeypatch.setattr(engine.VectorMath, "available", False)
+    x = RNG.uniform(-5, 5, 4096)
+    lowered = jitgrad.jit(lambda v: np.sin(v) * np.exp(-v * v) + np.tanh(v)).lower(x)
+    assert "_ZGV" not in lowered.as_text("llvm")
+    np.testing.assert_allclose(lowered.executable([x])[0], np.sin(x) * np.exp(-x * x) + np.tanh(x), rtol=1e-14,
+                               atol=1e-15)

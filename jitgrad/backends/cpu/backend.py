@@ -99,7 +99,7 @@ class CPUBackend:
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn)
         vector_math = VectorMath()
-        lowering = FunctionLowering(fn, schedule(fn), module, symbol, vector_math, Blas.instance(),
+        lowering = FunctionLowering(fn, schedule(fn, config.fusion), module, symbol, vector_math, Blas.instance(),
                                     Threads.instance(config.num_threads))
         llfn = lowering.lower()
         if vector_math.prefer_vector_width:
