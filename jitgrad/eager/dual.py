@@ -24,6 +24,7 @@ from jitgrad.passes.jvp import jvp_function
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import trace
 from .tape import WRAPPER_TYPES, numpy_protocol, register_array_type
+from .value import HoldsValue
 
 # --------------------------------------------------------------------------- argument templates
 
@@ -152,7 +153,7 @@ def cache_size() -> int:
 
 # --------------------------------------------------------------------------- dual tensors
 
-class DualTensor:
+class DualTensor(HoldsValue):
     """A value and its tangent, for forward-mode differentiation of NumPy code.
 
         x = DualTensor(2.0, 1.0)          # dx/dx = 1
@@ -193,27 +194,6 @@ class DualTensor:
     def _jitgrad_stop_gradient(self):
         """jitgrad.stop_gradient: the same value with a zero tangent."""
         return DualTensor(self.value, np.zeros_like(self.tangent))
-
-    shape = property(lambda self: self.value.shape)
-    ndim = property(lambda self: self.value.ndim)
-    size = property(lambda self: self.value.size)
-    dtype = property(lambda self: self.value.dtype)
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __array__(self, dtype=None, copy=None):
-        value = np.asarray(self.value, dtype=dtype)
-        return value.copy() if copy else value
 
     def __setitem__(self, index, value):
         raise ArgumentError("a DualTensor cannot be modified in place; build a new one")

@@ -34,6 +34,7 @@ from jitgrad.api import grad
 from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
 from jitgrad.tracing import numpy_api
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
+from .value import HoldsValue
 
 # --------------------------------------------------------------------------- shared NumPy protocol
 
@@ -302,7 +303,7 @@ def _unwrap(args, tape):
     return raw, refs, tape
 
 
-class TrackedTensor:
+class TrackedTensor(HoldsValue):
     """A NumPy value whose computations a `GradientTape` records.
 
     It works with ordinary NumPy code: `np.sin(t)`, `t @ w`, `np.sum(t, axis=0)`, `t[1:]`,
@@ -325,30 +326,10 @@ class TrackedTensor:
         """jitgrad.stop_gradient: the plain value, which the tape treats as a constant."""
         return self.value
 
-    shape = property(lambda self: self.value.shape)
-    ndim = property(lambda self: self.value.ndim)
-    size = property(lambda self: self.value.size)
-    dtype = property(lambda self: self.value.dtype)
 
     def numpy(self) -> np.ndarray:
         """The value as a NumPy array (untracked)."""
         return np.asarray(self.value)
-
-    def __array__(self, dtype=None, copy=None):
-        value = np.asarray(self.value, dtype=dtype)
-        return value.copy() if copy else value
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
-
-    def __float__(self) -> float:
-        return float(self.value)
 
     def __int__(self) -> int:
         return int(self.value)
