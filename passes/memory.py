@@ -25,6 +25,7 @@ ALIGN = 64
 @dataclass
 class MemoryPlan:
     offsets: dict[Value, int] = field(default_factory=dict)
+    in_output: dict[Value, Value] = field(default_factory=dict)   # lives in that output's buffer
     workspace_bytes: int = 0
     unshared_bytes: int = 0          # what the same buffers would take without reuse
 
@@ -63,23 +64,37 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
             last_read[root] = len(sched.kernels)
     # In-place updates: a one-op map kernel may write its result over an operand buffer of
     # the same size that it reads element by element (never through an index remapping)
-    # and that nothing reads afterwards; the two then share one slot.
-    shares: dict[Value, Value] = {}
+    # and that nothing reads afterwards; the two then share one slot. Chains (a running
+    # gradient sum) keep one slot, and when the chain ends in an output, the slot is the
+    # caller's output buffer itself.
+    shares: dict[Value, Value] = {}              # value -> the root buffer whose slot it uses
+    holder: dict[Value, Value] = {}              # root -> the value holding its slot now
+    homes: dict[Value, Value] = {}               # root -> the output whose buffer is the slot
     for pos, kernel in enumerate(sched.kernels):
-        if len(kernel.ops) != 1 or not isinstance(kernel.ops[0].opdef.lowering, (Elementwise, Gather)):
+        # The last member of a fused loop writes after every other member has read its
+        # element; a lone map kernel reads before it writes. Either may work in place.
+        last = kernel.ops[-1]
+        if not isinstance(last.opdef.lowering, (Elementwise, Gather)) or (len(kernel.ops) > 1 and not kernel.fused):
             continue
-        result = kernel.ops[0].results[0]
-        if result not in written:
+        result = last.results[0]
+        is_output = result in outputs and result not in homes.values()
+        if result not in written and not is_output:
             continue
         for u in _same_index_reads(result, sched):
             root = shares.get(u, u)
-            if (root in written and last_read.get(u) == pos and u.type.nbytes == result.type.nbytes
-                    and root not in shares.values()):
-                shares[result] = root
-                last_read[root] = max(last_read.get(root, pos), last_read.get(result, pos))
+            if (root in written and holder.get(root, root) is u and last_read.get(u) == pos
+                    and u.type.nbytes == result.type.nbytes and root not in homes):
+                if is_output:
+                    homes[root] = result
+                else:
+                    shares[result] = root
+                    last_read[root] = max(last_read.get(root, pos), last_read.get(result, pos))
+                holder[root] = result
                 break
-    for v, root in shares.items():
+    for v in shares:
         del written[v]
+    for root in homes:
+        del written[root]
     intervals = sorted(((_round(v.type.nbytes), written[v], last_read.get(v, written[v]), v) for v in written),
                        key=lambda item: (-item[0], item[1]))
     plan = MemoryPlan()
@@ -95,8 +110,14 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
         plan.workspace_bytes = max(plan.workspace_bytes, offset + size)
         plan.unshared_bytes += size
     for v, root in shares.items():
-        plan.offsets[v] = plan.offsets[root]
+        if root in homes:
+            plan.in_output[v] = homes[root]
+        else:
+            plan.offsets[v] = plan.offsets[root]
         plan.unshared_bytes += _round(v.type.nbytes)
+    for root, output in homes.items():
+        plan.in_output[root] = output
+        plan.unshared_bytes += _round(root.type.nbytes)
     return plan
 
 

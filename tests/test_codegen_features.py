@@ -119,3 +119,18 @@ def test_scalar_libm_fallback_without_libmvec(monkeypatch):
     assert "_ZGV" not in lowered.as_text("llvm")
     np.testing.assert_allclose(lowered.executable([x])[0], np.sin(x) * np.exp(-x * x) + np.tanh(x), rtol=1e-14,
                                atol=1e-15)
+
+
+def test_running_gradient_sum_accumulates_in_the_output_buffer():
+    w = RNG.normal(size=(16, 16)) / 4
+
+    def shared_weight(w, x):
+        h = x
+        for _ in range(5):
+            h = np.tanh(h @ w)
+        return np.sum(h)
+    x = RNG.normal(size=(8, 16))
+    lowered = jitgrad.grad(shared_weight).lower(w, x)
+    memory, fn = lowered.executable.memory, lowered.function
+    assert any(out is fn.outputs[0] for out in memory.in_output.values())
+    np.testing.assert_allclose(lowered.executable([w, x])[0], evaluate(fn, [w, x])[0], rtol=1e-12)

@@ -138,6 +138,8 @@ class FunctionLowering:
     # ------------------------------------------------------------------ buffers
     def _allocate(self, value: Value) -> ir.Value:
         ptr = self.output_slots.get(value)
+        if ptr is None and value in self.memory.in_output:      # an in-place chain ending in an output
+            ptr = self.output_slots[self.memory.in_output[value]]
         if ptr is None and value in self.memory.offsets:
             ptr = self.builder.gep(self.workspace, [index(self.memory.offsets[value])], inbounds=True,
                                    source_etype=I8)
