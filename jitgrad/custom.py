@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from jitgrad.errors import GradientError
 from jitgrad.primitives import calls
-from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
+from jitgrad.tracing.pytree import tree_unflatten
 from jitgrad.tracing.tracer import Tracer, trace, user_location
 from .staging import has_tracers
 
