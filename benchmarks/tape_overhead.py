@@ -27,26 +27,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jitgrad.eager.tape import GradientTape  # noqa: E402
 
-BATCH, D_IN, D_HIDDEN, D_OUT = 256, 784, 256, 10
-
-
-def mlp_loss(W1, b1, W2, b2, x, y):
-    h = np.tanh(x @ W1 + b1)
-    logits = h @ W2 + b2
-    shifted = logits - np.max(logits, axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-    return np.mean(-np.sum(y * log_probs, axis=1))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import BATCH, D_HIDDEN, D_IN, D_OUT, mlp_loss, mlp_data as _mlp_data  # noqa: E402  (the W2 model)
 
 
 def mlp_data(dtype=np.float32):
-    rng = np.random.default_rng(1)
-    W1 = (rng.standard_normal((D_IN, D_HIDDEN)) / np.sqrt(D_IN)).astype(dtype)
-    b1 = (0.1 * rng.standard_normal(D_HIDDEN)).astype(dtype)
-    W2 = (rng.standard_normal((D_HIDDEN, D_OUT)) / np.sqrt(D_HIDDEN)).astype(dtype)
-    b2 = (0.1 * rng.standard_normal(D_OUT)).astype(dtype)
-    x = rng.standard_normal((BATCH, D_IN)).astype(dtype)
-    y = np.eye(D_OUT, dtype=dtype)[rng.integers(0, D_OUT, BATCH)]
-    return (W1, b1, W2, b2), x, y
+    """The W2 parameters, inputs and labels, as (params, x, y)."""
+    *params, x, y = _mlp_data(dtype)
+    return tuple(params), x, y
 
 
 def main(argv=None) -> int:
