@@ -18,6 +18,16 @@ from jitgrad.tracing.tracer import Tracer, trace, user_location
 from .staging import has_tracers
 
 
+def _eager_apply(fn, args: tuple):
+    """When eager tensors (tape, dual numbers) take part, the call is handed to their
+    layer as one call, so that its custom rule is used; else None."""
+    for a in args:
+        apply = getattr(type(a), "_jitgrad_apply", None)
+        if apply is not None:
+            return apply(fn, args)
+    return None
+
+
 def _emit(opdef, fun: Callable, args: tuple, **attrs):
     """Trace `fun` on the traced `args` into a call op of kind `opdef`."""
     from jitgrad.ir import current_builder
@@ -48,13 +58,16 @@ class custom_jvp:
         self.jvp_rule = None
         self.key = calls.register_rule(self.name, self)
 
+    _jitgrad_traceable = True
+
     def defjvp(self, rule: Callable) -> Callable:
         self.jvp_rule = rule
         return rule
 
     def __call__(self, *args):
         if not has_tracers(args):
-            return self.fun(*args)
+            eager = _eager_apply(self, args)
+            return self.fun(*args) if eager is None else eager
         out, _ = _emit(calls.custom_jvp_call_p, self.fun, args, rule=self.key)
         return out
 
@@ -78,12 +91,15 @@ class custom_vjp:
         self.fwd = self.bwd = None
         self.key = calls.register_rule(self.name, self)
 
+    _jitgrad_traceable = True
+
     def defvjp(self, fwd: Callable, bwd: Callable) -> None:
         self.fwd, self.bwd = fwd, bwd
 
     def __call__(self, *args):
         if not has_tracers(args):
-            return self.fun(*args)
+            eager = _eager_apply(self, args)
+            return self.fun(*args) if eager is None else eager
         if self.fwd is None:
             raise GradientError(f"custom_vjp function {self.name} has no rules: call .defvjp(fwd, bwd)",
                                 user_location())

@@ -506,3 +506,35 @@ def test_dual_semantics():
         DualTensor(np.arange(3))
     with pytest.raises(UnsupportedOperationError):
         np.arctan(d)
+
+
+# --------------------------------------------------------------------------- custom rules in eager mode
+
+def test_tape_custom_op_uses_the_ops_backward():
+    tape = GradientTape()
+    x = tape.variable(np.array([1.0, 2.0, -3.0]))
+    y = tape.custom_op(jitgrad.ClipGradient(), [x])
+    np.testing.assert_array_equal(np.asarray(y), [1.0, 2.0, -3.0])          # identity forward
+    np.testing.assert_array_equal(np.asarray(tape.gradient(np.sum(y * 5.0), x)), [1.0, 1.0, 1.0])
+
+
+def test_custom_rules_are_used_on_tapes_and_dual_numbers():
+    @jitgrad.custom_jvp
+    def f(x):
+        return np.sin(x)
+    f.defjvp(lambda p, t: (f(*p), 2.0 * t[0]))          # deliberately not cos: proves the rule is used
+
+    tape = GradientTape()
+    x = tape.variable(np.array([0.5, 1.5]))
+    np.testing.assert_allclose(np.asarray(tape.gradient(np.sum(f(x)), x)), [2.0, 2.0])
+    d = f(DualTensor(np.array([0.5]), np.array([1.0])))
+    np.testing.assert_allclose(d.value, np.sin([0.5]))
+    np.testing.assert_allclose(d.tangent, [2.0])
+
+    @jitgrad.custom_vjp
+    def g(x):
+        return x * 1.0
+    g.defvjp(lambda x: (x * 1.0, None), lambda _, ct: (3.0 * ct,))
+    tape = GradientTape()
+    x = tape.variable(np.array([1.0, 2.0]))
+    np.testing.assert_allclose(np.asarray(tape.gradient(np.sum(g(x)), x)), [3.0, 3.0])

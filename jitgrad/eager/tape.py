@@ -79,8 +79,10 @@ TRACEABLE: frozenset = _TRACER_CALLABLES | frozenset(numpy_api.UFUNCS) | frozens
 
 
 def traceable(fn: Callable) -> bool:
-    """Whether a replay can trace `fn`: numpy_api implements it, or the Tracer does."""
-    return fn in TRACEABLE or fn in numpy_api.UFUNCS or fn in numpy_api.FUNCTIONS
+    """Whether a replay can trace `fn`: numpy_api implements it, the Tracer does, or it is
+    a jitgrad custom-rule function (custom_jvp, custom_vjp, CustomOp)."""
+    return (fn in TRACEABLE or fn in numpy_api.UFUNCS or fn in numpy_api.FUNCTIONS
+            or getattr(fn, "_jitgrad_traceable", False))
 
 # Array-like classes of jitgrad's eager layers (TrackedTensor, DualTensor, graph nodes);
 # mixing two of them in one call is refused with NotImplemented.
@@ -127,6 +129,8 @@ def numpy_protocol(apply: Callable[[Callable, tuple, dict | None], Any]) -> dict
         return apply(func, args, kwargs)
     ns["__array_ufunc__"] = __array_ufunc__
     ns["__array_function__"] = __array_function__
+    # jitgrad's custom-rule functions and CustomOps call this to be applied as one call
+    ns["_jitgrad_apply"] = staticmethod(lambda fn, args: apply(fn, tuple(args), None))
     ns["__hash__"] = object.__hash__      # __eq__ is elementwise
     return ns
 
@@ -560,6 +564,11 @@ class GradientTape:
         return f"GradientTape(persistent={self.persistent}, {state})"
 
     # ----- tracked leaves
+    def custom_op(self, op, inputs):
+        """The seed's `tape.custom_op(op, [x, ...])`: apply a `jitgrad.CustomOp`; its
+        `backward` gives the gradient (the call is recorded as one custom-rule call)."""
+        return _apply_nested(op.as_custom_vjp, tuple(inputs), None)
+
     def variable(self, value):
         """A tracked tensor holding a copy of `value` (an array or a scalar; a list,
         tuple or dict of them gives the same structure of tensors)."""
