@@ -24,7 +24,7 @@ from jitgrad.passes.jvp import jvp_function
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import trace
 from .tape import WRAPPER_TYPES, numpy_protocol, register_array_type
-from .value import HoldsValue
+from .value import ArgumentTemplates, HoldsValue
 
 # --------------------------------------------------------------------------- argument templates
 
@@ -46,21 +46,17 @@ def _fill(template, inputs):
     return template
 
 
-class _Layout:
+class _Layout(ArgumentTemplates):
     """Collects a call's inputs: dual tensors (differentiated) and arrays (constants)
     become inputs of the traced function; Python scalars and other hashables are static."""
 
     def __init__(self):
+        super().__init__()
         self.values: list = []
         self.tangents: list = []
         self.wrt: list[int] = []
-        self.hashable = True
 
-    def template(self, obj):
-        """(template, key) of one argument."""
-        cls = type(obj)
-        if isinstance(obj, (np.integer, np.bool_)):
-            return obj, (cls, obj)        # static, like Python ints: indices, sizes, exponents
+    def array_leaf(self, obj, cls):
         if cls is DualTensor or isinstance(obj, (np.ndarray, np.generic)):
             k = _Input(len(self.values))
             if cls is DualTensor:
@@ -69,26 +65,9 @@ class _Layout:
                 obj = obj.value
             self.values.append(obj)
             return k, ("in", int(k), cls is DualTensor, obj.shape, obj.dtype.str)
-        if cls is tuple or cls is list:
-            pairs = [self.template(x) for x in obj]
-            return cls(p[0] for p in pairs), (cls.__name__,) + tuple(p[1] for p in pairs)
-        if cls is dict:
-            pairs = {k: self.template(v) for k, v in obj.items()}
-            return ({k: p[0] for k, p in pairs.items()},
-                    ("dict",) + tuple(sorted((k, p[1]) for k, p in pairs.items())))
         if cls in WRAPPER_TYPES:
             raise _Foreign
-        if cls in (bool, int, float, complex):
-            return obj, (cls, obj)
-        if cls is slice:
-            return obj, ("slice", self.template(obj.start)[1], self.template(obj.stop)[1],
-                         self.template(obj.step)[1])
-        try:
-            hash(obj)
-        except TypeError:
-            self.hashable = False
-            return obj, None
-        return obj, obj
+        return None
 
 
 class _Foreign(Exception):

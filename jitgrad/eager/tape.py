@@ -34,7 +34,7 @@ from jitgrad.api import grad
 from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
 from jitgrad.tracing import numpy_api
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
-from .value import HoldsValue
+from .value import ArgumentTemplates, HoldsValue
 
 # --------------------------------------------------------------------------- shared NumPy protocol
 
@@ -407,46 +407,25 @@ def _collect_nodes(args, needed: set) -> None:
             _collect_nodes(list(a.values()), needed)
 
 
-class _ProgramBuilder:
+class _ProgramBuilder(ArgumentTemplates):
     """Turns records into a replay program: node references become environment slots,
     arrays become constant inputs, and a hashable key describes the program's structure
     (callables, argument layout, static Python scalars and keywords)."""
 
     def __init__(self, slots: dict[int, int]):
+        super().__init__()
         self.slots = slots
         self.consts: list = []
-        self.hashable = True
 
-    def template(self, obj):
-        """(template, key) of a record argument."""
-        cls = type(obj)
+    def array_leaf(self, obj, cls):
         if cls is _Ref:
             slot = _Slot(self.slots[obj])
             return slot, ("s", int(slot))
-        if cls is tuple or cls is list:
-            pairs = [self.template(x) for x in obj]
-            return cls(p[0] for p in pairs), (cls.__name__,) + tuple(p[1] for p in pairs)
-        if cls is dict:
-            pairs = {k: self.template(v) for k, v in obj.items()}
-            return ({k: p[0] for k, p in pairs.items()},
-                    ("dict",) + tuple(sorted((k, p[1]) for k, p in pairs.items())))
-        if isinstance(obj, (np.integer, np.bool_)):
-            return obj, (cls, obj)        # static, like Python ints: indices, sizes, exponents
         if isinstance(obj, (np.ndarray, np.generic)):
             self.consts.append(obj)
             k = _Const(len(self.consts) - 1)
             return k, ("c", int(k))
-        if cls in (bool, int, float, complex):
-            return obj, (cls, obj)        # 1, 1.0 and True trace differently
-        if cls is slice:
-            return obj, ("slice", self.template(obj.start)[1], self.template(obj.stop)[1],
-                         self.template(obj.step)[1])
-        try:
-            hash(obj)
-        except TypeError:
-            self.hashable = False
-            return obj, None
-        return obj, obj
+        return None
 
 
 class _Program:
