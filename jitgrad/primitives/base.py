@@ -115,15 +115,11 @@ class Constant:
 
 # --------------------------------------------------------------------------- rule helpers
 
-def zeros_like_type(t: TensorType) -> Value:
-    from .structural import full
-    return full(0, t)
-
-
-def instantiate(x, t: TensorType | None = None) -> Value:
+def instantiate(x) -> Value:
     """A concrete value for a tangent that may be symbolic `Zero`."""
     if isinstance(x, Zero):
-        return zeros_like_type(x.type)
+        from .structural import full
+        return full(0, x.type)
     return x
 
 
