@@ -35,10 +35,13 @@ Stages, in pipeline order:
   remat      with --memory-budget: the program cut into checkpoint regions whose
              internals the backward pass recomputes, and what was saved/recomputed
   autodiff   the reverse-mode gradient program (--mode grad/value-and-grad)
-  inline     checkpoint regions and custom-rule calls replaced by their bodies
+  inline     custom-rule calls replaced by their bodies
   algebra, fold, cse, dce
              the optimization passes (algebraic rules, constant folding, common
              subexpression and dead code elimination), each printed after it ran
+  inline-checkpoints
+             checkpoint regions replaced by their bodies, after CSE, so that the
+             backward pass really recomputes what they hold
   kernels    the fusion plan: which ops share a loop, what is stored, what stays
              in registers, and the workspace size after buffer reuse
   llvm       LLVM IR built by the CPU backend (fused loop nests)
@@ -51,6 +54,8 @@ Examples:
   jitgrad ir model.py:loss --args f32[256,64] f32[128,256] f32[128,64] --after-all
   jitgrad ir model.py:loss --args f64[10] f64[10] --argnums 0 1 --stage autodiff
   jitgrad ir model.py:predict --args f32[8,4] --mode jit --stage asm
+  jitgrad ir model.py:loss --args f32[256,64] f32[128,256] f32[128,64] --stage kernels --memory
+  jitgrad ir deep.py:net --args f32[256,256] f32[256,256] --memory-budget 4MB --stage remat
 """
 
 
