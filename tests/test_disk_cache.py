@@ -75,3 +75,16 @@ def test_cache_key_names_cpu_and_versions():
     key_b = engine.cache_key("ir", "3", "znver3", "+avx2", "22.1", "0.50", "0.1.0")
     key_c = engine.cache_key("ir", "3", "znver4", "+avx2", "22.1", "0.50", "0.2.0")
     assert len({key_a, key_b, key_c}) == 3
+
+
+def test_pruning_keeps_the_most_recently_used_entries(tmp_path):
+    import time as _time
+    from jitgrad.backends.cpu.cache import CacheEntry, DiskCache
+    cache = DiskCache(str(tmp_path))
+    for k in range(5):
+        cache.store(f"k{k}", CacheEntry(b"x" * 1000, "ir"))
+        stamp = _time.time() - 100 + k
+        os.utime(tmp_path / f"k{k}.o", (stamp, stamp))
+    assert cache.load("k0") is not None           # k0 used again: now the most recent
+    cache.prune(max_bytes=3 * 1200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k0.o", "k3.o", "k4.o"]

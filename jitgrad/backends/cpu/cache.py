@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 
 MAGIC = b"JITGRAD-OBJ\x01"
+MAX_BYTES = 512 * 2 ** 20      # the cache keeps its most recently used entries within this
 
 
 @dataclass
@@ -49,6 +50,7 @@ class DiskCache:
         try:
             with open(path, "rb") as f:
                 data = f.read()
+            os.utime(path)              # recently used: pruning keeps it
         except OSError:
             return None
         entry = _decode(data, key)
@@ -66,8 +68,29 @@ class DiskCache:
             with os.fdopen(fd, "wb") as f:
                 f.write(_encode(entry, key))
             os.replace(tmp, self._path(key))
+            self.prune()
         except OSError:
             pass                        # a read-only or full disk only costs a recompile
+
+    def prune(self, max_bytes: int = MAX_BYTES) -> None:
+        """Delete the least recently used entries until the cache fits `max_bytes`."""
+        entries = []
+        for name in os.listdir(self.directory):
+            if name.endswith(".o") and not name.startswith("."):
+                try:
+                    st = os.stat(os.path.join(self.directory, name))
+                except OSError:
+                    continue
+                entries.append((st.st_mtime, st.st_size, name))
+        total = sum(size for _, size, _ in entries)
+        for _, size, name in sorted(entries):
+            if total <= max_bytes:
+                break
+            try:
+                os.remove(os.path.join(self.directory, name))
+            except OSError:
+                pass
+            total -= size
 
 
 def _encode(entry: CacheEntry, key: str) -> bytes:
