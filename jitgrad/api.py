@@ -16,6 +16,7 @@ from jitgrad.errors import ArgumentError
 from jitgrad.tracing.pytree import tree_flatten
 from jitgrad.tracing.tracer import abstract_leaf
 from .pipeline import Lowered, lower
+from .custom import eager_apply
 from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian_transform, jvp_transform,
                       normalize_args, trace_transform, vjp_transform)
 
@@ -71,9 +72,14 @@ class Compiled:
             return fast(*args)            # falls back to _call for anything it does not take
         return self._call(*args)
 
+    _jitgrad_traceable = True       # eager tapes and dual numbers record a call as one call
+
     def _call(self, *args):
         if has_tracers(args):
             return call_inline(self.stage, args, self._static(args))
+        eager = eager_apply(self, args)
+        if eager is not None:
+            return eager
         args = normalize_args(args, self._static(args))
         key, leaves = self._signature(args)
         lowered = self._cache.get(key)

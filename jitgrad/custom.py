@@ -18,7 +18,7 @@ from jitgrad.tracing.tracer import Tracer, trace, user_location
 from .staging import has_tracers
 
 
-def _eager_apply(fn, args: tuple):
+def eager_apply(fn, args: tuple):
     """When eager tensors (tape, dual numbers) take part, the call is handed to their
     layer as one call, so that its custom rule is used; else None."""
     for a in args:
@@ -66,7 +66,7 @@ class custom_jvp:
 
     def __call__(self, *args):
         if not has_tracers(args):
-            eager = _eager_apply(self, args)
+            eager = eager_apply(self, args)
             return self.fun(*args) if eager is None else eager
         out, _ = _emit(calls.custom_jvp_call_p, self.fun, args, rule=self.key)
         return out
@@ -98,7 +98,7 @@ class custom_vjp:
 
     def __call__(self, *args):
         if not has_tracers(args):
-            eager = _eager_apply(self, args)
+            eager = eager_apply(self, args)
             return self.fun(*args) if eager is None else eager
         if self.fwd is None:
             raise GradientError(f"custom_vjp function {self.name} has no rules: call .defvjp(fwd, bwd)",

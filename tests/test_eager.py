@@ -538,3 +538,17 @@ def test_custom_rules_are_used_on_tapes_and_dual_numbers():
     tape = GradientTape()
     x = tape.variable(np.array([1.0, 2.0]))
     np.testing.assert_allclose(np.asarray(tape.gradient(np.sum(g(x)), x)), [3.0, 3.0])
+
+
+def test_compiled_functions_are_one_call_on_tapes_and_dual_numbers():
+    f = jitgrad.jit(lambda x: np.sin(x) * x)
+    x0 = np.array([0.5, 1.0])
+    tape = GradientTape()
+    x = tape.variable(x0)
+    np.testing.assert_allclose(np.asarray(tape.gradient(np.sum(f(x)), x)), np.cos(x0) * x0 + np.sin(x0), rtol=1e-12)
+    d = f(DualTensor(np.array([0.5]), np.array([1.0])))
+    np.testing.assert_allclose(d.tangent, np.cos(0.5) * 0.5 + np.sin(0.5), rtol=1e-12)
+    g = jitgrad.grad(lambda v: np.sum(v ** 3))
+    tape = GradientTape()
+    x = tape.variable(np.array([2.0]))
+    np.testing.assert_allclose(np.asarray(tape.gradient(np.sum(g(x)), x)), [12.0])   # d/dx 3x^2
