@@ -287,3 +287,14 @@ def test_optimizer_errors():
     g, x, y, v, loss = build_mlp_graph(mlp_params())
     with pytest.raises(ArgumentError, match="placeholder 'x' needs a value"):
         opt.apply_gradients([(v["w2"], g.gradients(loss, v["w2"]))])
+
+
+def test_compiled_functions_inside_a_graph():
+    g = Graph()
+    x = g.placeholder("x", (None, 3), np.float64)
+    f = jitgrad.jit(lambda v: np.tanh(v) * 2)
+    y = np.sum(f(x))
+    (dx,) = g.gradients(y, [x])
+    xv = np.arange(6.0).reshape(2, 3) / 5
+    np.testing.assert_allclose(g.run(y, {x: xv}), np.sum(np.tanh(xv) * 2), rtol=1e-12)
+    np.testing.assert_allclose(g.run(dx, {x: xv}), 2 * (1 - np.tanh(xv) ** 2), rtol=1e-12)
