@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from jitgrad.errors import ArgumentError
-from jitgrad.tracing.pytree import tree_flatten
+from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import abstract_leaf
 from .pipeline import Lowered, lower
 from .custom import eager_apply
@@ -156,14 +158,80 @@ def linearize(fun: Callable, *primals):
     return out, f_jvp
 
 
+INLINE_JACOBIAN_LIMIT = 32
+"""Jacobians with at most this many basis directions compile into one program (a JVP or
+VJP copy per direction, fused together); larger ones called on arrays run one compiled
+JVP/VJP per direction instead, so the compile does not grow with the input."""
+
+
+class Jacobian(Compiled):
+    """jacfwd/jacrev: the Jacobian d out / d args[argnums], shaped out.shape + arg.shape."""
+
+    def __init__(self, fun: Callable, argnums, mode: str):
+        super().__init__(fun, jacobian_transform(fun, argnums, mode), name=f"jac{mode}_{_name(fun)}")
+        self.argnums, self.mode = argnums, mode
+
+    def _call(self, *args):
+        if has_tracers(args):
+            return super()._call(*args)
+        args = normalize_args(args)
+        single = isinstance(self.argnums, int)
+        nums = [i % len(args) for i in ((self.argnums,) if single else self.argnums)]
+        if not all(isinstance(a, np.ndarray) for a in args):
+            return super()._call(*args)               # pytrees: the one-program path
+        out_leaves, out_tree = tree_flatten(_cached("jit", self.fun, None)(*args))
+        directions = (sum(args[i].size for i in nums) if self.mode == "fwd"
+                      else sum(np.size(o) for o in out_leaves))
+        if directions <= INLINE_JACOBIAN_LIMIT:
+            return super()._call(*args)
+        blocks = self._by_directions(args, nums, out_leaves, out_tree)
+        per_output = [blocks[k][0] if single else tuple(blocks[k]) for k in range(len(out_leaves))]
+        return tree_unflatten(out_tree, per_output)
+
+    def _by_directions(self, args, nums, out_leaves, out_tree) -> list[list[np.ndarray]]:
+        """blocks[k][j]: d output k / d args[nums[j]], one compiled call per direction."""
+        outs = [np.asarray(o) for o in out_leaves]
+        if self.mode == "fwd":
+            jvp_compiled = _cached("jvp", self.fun, len(args))
+            columns = [[[] for _ in nums] for _ in outs]
+            for j, i in enumerate(nums):
+                for e in _basis(args[i]):
+                    tangents = [e if m == i else np.zeros_like(a) for m, a in enumerate(args)]
+                    t_out = tree_flatten(jvp_compiled(*args, *tangents)[1])[0]
+                    for k, t in enumerate(t_out):
+                        columns[k][j].append(np.asarray(t).reshape(-1))
+            return [[np.stack(columns[k][j], axis=-1).reshape(outs[k].shape + args[i].shape)
+                     for j, i in enumerate(nums)] for k in range(len(outs))]
+        vjp_compiled = _cached("vjp", self.fun, len(args))
+        blocks = []
+        for k, out in enumerate(outs):
+            rows = [[] for _ in nums]
+            for e in _basis(out):
+                cts = [e if m == k else np.zeros_like(o) for m, o in enumerate(outs)]
+                grads = vjp_compiled(*args, tree_unflatten(out_tree, cts))[1]
+                for j, i in enumerate(nums):
+                    rows[j].append(np.asarray(grads[i]).reshape(-1))
+            blocks.append([np.stack(rows[j]).reshape(out.shape + args[i].shape) for j, i in enumerate(nums)])
+        return blocks
+
+
+def _basis(array: np.ndarray):
+    """One-hot arrays of `array`'s shape and float dtype, one per element."""
+    dtype = array.dtype if array.dtype.kind == "f" else np.float64
+    for i in range(array.size):
+        e = np.zeros(array.size, dtype)
+        e[i] = 1
+        yield e.reshape(array.shape)
+
+
 def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
     """The Jacobian by forward mode (one JVP per input element): shape out.shape + in.shape."""
-    return Compiled(fun, jacobian_transform(fun, argnums, "fwd"), name=f"jacfwd_{_name(fun)}")
+    return Jacobian(fun, argnums, "fwd")
 
 
 def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
     """The Jacobian by reverse mode (one VJP per output element): shape out.shape + in.shape."""
-    return Compiled(fun, jacobian_transform(fun, argnums, "rev"), name=f"jacrev_{_name(fun)}")
+    return Jacobian(fun, argnums, "rev")
 
 
 def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:

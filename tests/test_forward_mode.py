@@ -381,3 +381,23 @@ def test_jacobians_and_linearize_nest_with_jit_in_both_orders():
     out, f_jvp = jitgrad.linearize(jitgrad.jit(vec_to_vec), X3)
     np.testing.assert_allclose(out, vec_to_vec(X3), rtol=1e-14)
     np.testing.assert_allclose(f_jvp(t), expected @ t, **FD)
+
+
+def test_large_jacobians_run_one_compiled_derivative_per_direction():
+    """Past INLINE_JACOBIAN_LIMIT directions the Jacobian is not one giant program: the
+    compile stays small and the result is the same."""
+    from jitgrad.api import INLINE_JACOBIAN_LIMIT
+
+    def f(x, w):
+        return np.tanh(x @ w) * np.sum(x ** 2)
+    x = np.linspace(-1.0, 1.0, 3 * INLINE_JACOBIAN_LIMIT)
+    w = np.cos(np.arange(x.size * 5.0)).reshape(x.size, 5)
+    forward, reverse = jitgrad.jacfwd(f, argnums=(0, 1)), jitgrad.jacrev(f, argnums=(0, 1))
+    jf, jr = forward(x, w), reverse(x, w)
+    assert forward.cache_size == reverse.cache_size == 0     # no one-program Jacobian was compiled
+    assert jf[0].shape == (5, x.size) and jf[1].shape == (5, x.size, 5)
+    np.testing.assert_allclose(jf[0], jr[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jf[1], jr[1], rtol=1e-10, atol=1e-12)
+    eps = 1e-6
+    numeric = np.stack([(f(x + eps * e, w) - f(x - eps * e, w)) / (2 * eps) for e in np.eye(x.size)], axis=-1)
+    np.testing.assert_allclose(jf[0], numeric, rtol=1e-6, atol=1e-8)
