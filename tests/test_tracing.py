@@ -355,3 +355,26 @@ def test_float32_trace_keeps_float32():
     fn = trace(lambda x: np.tanh(x) * 2.0 + x.mean(), (A32,)).function
     assert fn.input_types[0].dtype == DType.f32
     assert fn.output_types[0].dtype == DType.f32
+
+
+EINSUM_CASES = ["ij,jk->ik", "ij,jk", "ij->ji", "ij->", "bij,jk->bik", "bij,bij->b", "ij,ij->ij", "i,j->ij",
+                "ij,jk,kl->il", "bij->bj", "ij,kj->ik"]
+
+
+@pytest.mark.parametrize("spec", EINSUM_CASES)
+def test_einsum_matches_numpy_and_differentiates(spec):
+    rng = np.random.default_rng(5)
+    shapes = {"i": 3, "j": 4, "k": 5, "l": 2, "b": 2}
+    operands = [rng.normal(size=tuple(shapes[c] for c in term)) for term in spec.split("->")[0].split(",")]
+    fn = lambda *xs: np.einsum(spec, *xs)  # noqa: E731
+    assert_same(run_traced(fn, *operands), np.einsum(spec, *operands))
+    traced = trace(lambda *xs: np.sum(np.einsum(spec, *xs) ** 2), tuple(operands)).function
+    check_grads(traced, operands, order=1)
+
+
+def test_einsum_rejects_what_it_does_not_support():
+    x = np.ones((3, 3))
+    with pytest.raises(UnsupportedOperationError, match="repeated indices"):
+        trace(lambda a: np.einsum("ii->i", a), (x,))
+    with pytest.raises(UnsupportedOperationError, match="ellipses"):
+        trace(lambda a: np.einsum("...i->i", a), (x,))

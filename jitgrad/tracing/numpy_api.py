@@ -372,6 +372,51 @@ def tensordot(a, b, axes=2):
     return _checked_dot(a, b, (ax_a, ax_b))
 
 
+def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
+    """np.einsum from dot_general, reduce_sum and transpose: operands are folded left to
+    right; an index is summed as soon as no later operand and not the output needs it."""
+    _reject("einsum", out=out)
+    if kwargs or not isinstance(subscripts, str):
+        raise UnsupportedOperationError("numpy.einsum: only the string form without dtype/casting is supported")
+    spec = subscripts.replace(" ", "")
+    if "." in spec:
+        raise UnsupportedOperationError("numpy.einsum: ellipses ('...') are not supported")
+    inputs, _, output = spec.partition("->")
+    terms = inputs.split(",")
+    if not _:
+        letters = "".join(terms)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    values = promote(*operands)
+    if len(terms) != len(values):
+        raise ShapeError(f"einsum: {len(terms)} subscripts for {len(values)} operands")
+    for term, v in zip(terms, values, strict=True):
+        if len(term) != v.type.ndim or len(set(term)) != len(term):
+            raise UnsupportedOperationError(f"einsum: subscripts {term!r} for an array of rank {v.type.ndim} "
+                                            "(repeated indices — diagonals — are not supported)")
+    acc, acc_term = _einsum_drop(values[0], terms[0], set(output) | set("".join(terms[1:])))
+    for k in range(1, len(values)):
+        keep = set(output) | set("".join(terms[k + 1:]))
+        b, b_term = _einsum_drop(values[k], terms[k], keep | set(acc_term))
+        shared = [c for c in acc_term if c in b_term]
+        batch = [c for c in shared if c in keep]
+        contract = [c for c in shared if c not in keep]
+        for c in shared:
+            if acc.type.shape[acc_term.index(c)] != b.type.shape[b_term.index(c)]:
+                raise ShapeError(f"einsum: index {c!r} has sizes {acc.type.shape[acc_term.index(c)]} and "
+                                 f"{b.type.shape[b_term.index(c)]}")
+        acc = P.dot_general(acc, b, ([acc_term.index(c) for c in contract], [b_term.index(c) for c in contract]),
+                            ([acc_term.index(c) for c in batch], [b_term.index(c) for c in batch]))
+        acc_term = "".join(batch + [c for c in acc_term if c not in shared] + [c for c in b_term if c not in shared])
+    acc, acc_term = _einsum_drop(acc, acc_term, set(output))
+    return P.transpose(acc, [acc_term.index(c) for c in output])
+
+
+def _einsum_drop(x: Value, term: str, keep: set) -> tuple[Value, str]:
+    """Sum out the indices of `term` that nothing after needs."""
+    axes = [k for k, c in enumerate(term) if c not in keep]
+    return P.reduce_sum(x, axes), "".join(c for c in term if c in keep)
+
+
 # --------------------------------------------------------------------------- shape functions
 
 def reshape(x, *shape, order="C", newshape=None, **kwargs):
@@ -525,7 +570,7 @@ def linalg_norm(x, ord=None, axis=None, keepdims=False):
 FUNCTIONS: dict[Any, Any] = {
     np.sum: sum, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.min: amin,
     np.amax: amax, np.amin: amin, np.dot: dot, np.matmul: matmul, np.inner: inner, np.outer: outer,
-    np.tensordot: tensordot, np.vdot: lambda a, b: dot(ravel(a), ravel(b)),
+    np.tensordot: tensordot, np.einsum: einsum, np.vdot: lambda a, b: dot(ravel(a), ravel(b)),
     np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes,
     np.moveaxis: moveaxis, np.expand_dims: expand_dims, np.squeeze: squeeze, np.ravel: ravel,
     np.concatenate: concatenate, np.stack: stack, np.where: where, np.clip: clip,
