@@ -10,6 +10,7 @@ transformations compose.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -68,11 +69,25 @@ class Compiled:
             self._cache[key] = lowered
         return lowered
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            args = self._positional(args, kwargs)
         fast = self._fast
         if fast is not None:
             return fast(*args)            # falls back to _call for anything it does not take
         return self._call(*args)
+
+    def _positional(self, args: tuple, kwargs: dict) -> tuple:
+        """Keyword arguments bound to their positions (argnums and static_argnums count
+        positions, as in JAX); keyword-only parameters are not supported."""
+        try:
+            bound = inspect.signature(self.fun).bind(*args, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ArgumentError(f"{self.name}: {err}") from None
+        if bound.kwargs:
+            raise ArgumentError(f"{self.name}: keyword-only arguments ({', '.join(bound.kwargs)}) are not supported "
+                                "by compiled functions; make them positional or close over them")
+        return bound.args
 
     _jitgrad_traceable = True       # eager tapes and dual numbers record a call as one call
 

@@ -528,3 +528,17 @@ def test_unknown_stage_lists_the_stages():
     lowered = jit(loss).lower(W, X, Y)
     with pytest.raises(KeyError, match="traced"):
         lowered.as_text("no-such-stage")
+
+
+def test_keyword_arguments_bind_to_their_positions():
+    f = jit(lambda x, scale=2.0: x * scale)
+    np.testing.assert_array_equal(f(np.ones(2)), [2.0, 2.0])
+    np.testing.assert_array_equal(f(np.ones(2), scale=3.0), [3.0, 3.0])
+    np.testing.assert_array_equal(f(x=np.ones(2), scale=4.0), [4.0, 4.0])
+    g = grad(lambda w, x: np.sum(w * x))
+    np.testing.assert_array_equal(g(np.ones(2), x=np.arange(2.0)), [0.0, 1.0])
+
+    def keyword_only(x, *, k):
+        return x * k
+    with pytest.raises(jitgrad.ArgumentError, match="keyword-only"):
+        jit(keyword_only)(np.ones(2), k=3.0)
