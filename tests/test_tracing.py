@@ -378,3 +378,14 @@ def test_einsum_rejects_what_it_does_not_support():
         trace(lambda a: np.einsum("ii->i", a), (x,))
     with pytest.raises(UnsupportedOperationError, match="ellipses"):
         trace(lambda a: np.einsum("...i->i", a), (x,))
+
+
+def test_argmax_argmin_first_index_and_nan_like_numpy():
+    x = np.array([[1.0, 5.0, 5.0, 2.0], [np.nan, 1.0, np.nan, 0.0], [3.0, 2.0, 1.0, 0.0]])
+    fn = lambda v: (np.argmax(v, axis=1), np.argmin(v, axis=0), v.argmax(), np.argmin(v, axis=-1, keepdims=True))  # noqa: E731
+    assert_same(run_traced(fn, x), fn(x))
+    ints = np.array([[3, 7, 7], [2, 2, 1]])
+    assert_same(run_traced(lambda v: (np.argmax(v, axis=0), np.argmin(v)), ints), (np.argmax(ints, axis=0),
+                                                                                   np.argmin(ints)))
+    with pytest.raises(ShapeError, match="empty"):
+        trace(lambda v: np.argmax(v, axis=0), (np.ones((0, 2)),))

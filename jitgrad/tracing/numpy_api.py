@@ -278,6 +278,33 @@ amax = _extremum(P.reduce_max, "max")
 amin = _extremum(P.reduce_min, "min")
 
 
+def _arg_extremum(reduce_fn, name):
+    def arg(x, axis=None, out=None, keepdims=False):
+        """The first index of the extremum (of the first NaN, as NumPy), from a comparison
+        with the reduced value and a minimum over an index constant: no new primitive."""
+        _reject(name, out=out)
+        x = as_value(x)
+        if axis is None:
+            x, axis = P.reshape(x, (x.type.size,)), 0
+        (axis,) = normalize_axes(axis, x.type.ndim)
+        n = x.type.shape[axis]
+        if n == 0:
+            raise ShapeError(f"attempt to get {name} of an empty sequence")
+        best = P.broadcast_in_dim(reduce_fn(x, (axis,)), x.type.shape,
+                                  tuple(k for k in range(x.type.ndim) if k != axis))
+        hit = P.eq(x, best)
+        if x.type.dtype.is_float:
+            hit = P.logical_or(hit, P.ne(x, x))
+        positions = P.broadcast_in_dim(P.constant(np.arange(n), DType.i64), x.type.shape, (axis,))
+        index = P.reduce_min(P.select(hit, positions, P.full(n, positions.type)), (axis,))
+        return _keep(index, x, (axis,), keepdims)
+    return arg
+
+
+argmax = _arg_extremum(P.reduce_max, "argmax")
+argmin = _arg_extremum(P.reduce_min, "argmin")
+
+
 def mean(x, axis=None, dtype=None, out=None, keepdims=False, where=None):
     _reject("mean", out=out, where=where)
     x = promote(x, min_float=True)[0] if dtype is None else as_value(x, DType.from_numpy(dtype))
@@ -569,7 +596,7 @@ def linalg_norm(x, ord=None, axis=None, keepdims=False):
 
 FUNCTIONS: dict[Any, Any] = {
     np.sum: sum, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.min: amin,
-    np.amax: amax, np.amin: amin, np.dot: dot, np.matmul: matmul, np.inner: inner, np.outer: outer,
+    np.amax: amax, np.amin: amin, np.argmax: argmax, np.argmin: argmin, np.dot: dot, np.matmul: matmul, np.inner: inner, np.outer: outer,
     np.tensordot: tensordot, np.einsum: einsum, np.vdot: lambda a, b: dot(ravel(a), ravel(b)),
     np.reshape: reshape, np.transpose: transpose, np.swapaxes: swapaxes,
     np.moveaxis: moveaxis, np.expand_dims: expand_dims, np.squeeze: squeeze, np.ravel: ravel,

@@ -247,6 +247,8 @@ class Tracer:
     std = _method(api.std)
     max = _method(api.amax)
     min = _method(api.amin)
+    argmax = _method(api.argmax)
+    argmin = _method(api.argmin)
     dot = _method(api.dot)
     transpose = _method(lambda x, *axes: api.transpose(x, axes[0] if len(axes) == 1 and isinstance(
         axes[0], (tuple, list)) else (axes or None)))
