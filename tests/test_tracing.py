@@ -389,3 +389,15 @@ def test_argmax_argmin_first_index_and_nan_like_numpy():
                                                                                    np.argmin(ints)))
     with pytest.raises(ShapeError, match="empty"):
         trace(lambda v: np.argmax(v, axis=0), (np.ones((0, 2)),))
+
+
+@pytest.mark.parametrize("shape, axis", [((0, 3), 1), ((2, 0), 0), ((0, 3), 0), ((0, 3), None), ((2, 0), 1)])
+def test_max_of_empty_arrays_like_numpy(shape, axis):
+    x = np.zeros(shape)
+    try:
+        expected = np.max(x, axis=axis)
+    except ValueError:
+        with pytest.raises(ShapeError, match="no identity"):
+            run_traced(lambda v: np.max(v, axis=axis), x)
+        return
+    assert_same(run_traced(lambda v: np.max(v, axis=axis), x), expected)

@@ -267,9 +267,11 @@ def _extremum(prim_fn, name):
     def reduce(x, axis=None, out=None, keepdims=False, initial=None, where=None):
         _reject(name, out=out, initial=initial, where=where)
         x = as_value(x)
-        if x.type.size == 0:
-            raise ShapeError(f"zero-size array to reduction operation {name} which has no identity")
         axes = normalize_axes(axis, x.type.ndim)
+        reduced = math.prod(x.type.shape[a] for a in axes)
+        kept = math.prod(n for k, n in enumerate(x.type.shape) if k not in axes)
+        if reduced == 0 and kept > 0:        # some output element would reduce nothing
+            raise ShapeError(f"zero-size array to reduction operation {name} which has no identity")
         return _keep(prim_fn(x, axes), x, axes, keepdims)
     return reduce
 
