@@ -7,6 +7,7 @@ sets it to the user's source line, passes copy it from the op they rewrite.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -14,7 +15,15 @@ from ..errors import JitgradError
 from .core import Block, Function, Location, OpDef, Operation, Region, Value, UNKNOWN_LOCATION, RETURN
 from .types import TensorType
 
-_active: list["Builder"] = []
+class _ActiveBuilders(threading.local):
+    """The stack of builders entered with `with builder:`, one per thread, so that two
+    threads tracing at once never emit into each other's functions."""
+
+    def __init__(self):
+        self.stack: list["Builder"] = []
+
+
+_active = _ActiveBuilders()
 
 
 class Builder:
@@ -25,11 +34,11 @@ class Builder:
         self.loc = loc
 
     def __enter__(self) -> "Builder":
-        _active.append(self)
+        _active.stack.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        popped = _active.pop()
+        popped = _active.stack.pop()
         assert popped is self, "builders must be exited in the order they were entered"
 
     @contextmanager
@@ -64,9 +73,9 @@ class Builder:
 
 
 def current_builder() -> Builder:
-    if not _active:
+    if not _active.stack:
         raise RuntimeError("no active jitgrad Builder: ops can only be emitted inside one")
-    return _active[-1]
+    return _active.stack[-1]
 
 
 def emit(opdef: OpDef, *operands: Value, **attrs) -> Value | list[Value]:

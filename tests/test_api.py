@@ -542,3 +542,24 @@ def test_keyword_arguments_bind_to_their_positions():
         return x * k
     with pytest.raises(jitgrad.ArgumentError, match="keyword-only"):
         jit(keyword_only)(np.ones(2), k=3.0)
+
+
+def test_threads_trace_and_compile_at_the_same_time():
+    import threading
+    results, errors = {}, []
+
+    def work(n):
+        try:
+            g = grad(lambda x: np.sum(np.sin(x) * x ** 2))
+            x = np.linspace(-1, 1, n)
+            results[n] = (g(x), np.cos(x) * x ** 2 + 2 * x * np.sin(x))
+        except Exception as err:   # noqa: BLE001 - reported below
+            errors.append(err)
+    threads = [threading.Thread(target=work, args=(n,)) for n in (3, 4, 5, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, want in results.values():
+        np.testing.assert_allclose(got, want, rtol=1e-12)
