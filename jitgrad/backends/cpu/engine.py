@@ -215,6 +215,16 @@ def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None 
     """Verify, optimize and generate code for `module` — or load the object code that an
     earlier compile of the same IR on the same CPU and versions left in `cache_dir`."""
     initialize()
+    with _llvm_lock:
+        return _compile_locked(module, opt_level, cache_dir)
+
+
+_llvm_lock = threading.Lock()
+"""llvmlite parses into LLVM's global context, which is not thread-safe, and ctypes
+releases the GIL during LLVM calls: one compile at a time."""
+
+
+def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) -> CompiledModule:
     stage = "llvm-ir"
     try:
         text = str(module)
