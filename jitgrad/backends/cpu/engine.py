@@ -207,8 +207,9 @@ class CompiledModule:
         return self.addresses[symbol]
 
     def assembly(self) -> str:
-        module = llvm.parse_assembly(self.optimized_ir)
-        return create_target_machine().emit_assembly(module)
+        with _llvm_lock:
+            module = llvm.parse_assembly(self.optimized_ir)
+            return create_target_machine().emit_assembly(module)
 
 
 def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None = None) -> CompiledModule:
