@@ -74,7 +74,8 @@ class FastCall:
         new = ctypes.pythonapi.PyCFunction_NewEx
         new.restype = ctypes.py_object
         new.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
-        self.function = new(ctypes.addressof(self.method), None, None)
+        # m_self is this object: the function keeps its machine code and constants alive
+        self.function = new(ctypes.addressof(self.method), self, None)
 
 
 def _leaves(spec) -> list[int]:
