@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import os
 import platform
@@ -335,12 +336,17 @@ def w1_drjit(dr, x, dtype):
 
 # --------------------------------------------------------------------------- W2
 
+def mlp_loss_generic(xnp, W1, b1, W2, b2, x, y):
+    """The W2 loss written once for any NumPy-like module (numpy, jax.numpy, autograd.numpy)."""
+    h = xnp.tanh(xnp.dot(x, W1) + b1)
+    logits = xnp.dot(h, W2) + b2
+    shifted = logits - xnp.max(logits, axis=1, keepdims=True)
+    log_probs = shifted - xnp.log(xnp.sum(xnp.exp(shifted), axis=1, keepdims=True))
+    return xnp.mean(-xnp.sum(y * log_probs, axis=1))
+
+
 def mlp_loss(W1, b1, W2, b2, x, y):
-    h = np.tanh(x @ W1 + b1)
-    logits = h @ W2 + b2
-    shifted = logits - np.max(logits, axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-    return np.mean(-np.sum(y * log_probs, axis=1))
+    return mlp_loss_generic(np, W1, b1, W2, b2, x, y)
 
 
 def mlp_numpy_value_and_grad(W1, b1, W2, b2, x, y):
@@ -364,13 +370,7 @@ def mlp_numpy_value_and_grad(W1, b1, W2, b2, x, y):
 
 
 def mlp_jax_loss(jnp):
-    def loss(W1, b1, W2, b2, x, y):
-        h = jnp.tanh(x @ W1 + b1)
-        logits = h @ W2 + b2
-        shifted = logits - jnp.max(logits, axis=1, keepdims=True)
-        log_probs = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=1, keepdims=True))
-        return jnp.mean(-jnp.sum(y * log_probs, axis=1))
-    return loss
+    return functools.partial(mlp_loss_generic, jnp)
 
 
 def mlp_data(dtype=np.float32):
@@ -470,14 +470,6 @@ def check_reference_mlp(args, ref_value, ref_grads) -> None:
             assert abs(fd - grads64[k][i]) <= 1e-6 + 1e-5 * abs(fd), (k, i, fd, grads64[k][i])
     for g, g64 in zip(ref_grads, grads64, strict=True):
         np.testing.assert_allclose(g, g64, rtol=1e-3, atol=1e-4 * np.abs(g64).max())
-
-
-def mlp_loss_generic(xnp, W1, b1, W2, b2, x, y):
-    h = xnp.tanh(xnp.dot(x, W1) + b1)
-    logits = xnp.dot(h, W2) + b2
-    shifted = logits - xnp.max(logits, axis=1, keepdims=True)
-    log_probs = shifted - xnp.log(xnp.sum(xnp.exp(shifted), axis=1, keepdims=True))
-    return xnp.mean(-xnp.sum(y * log_probs, axis=1))
 
 
 # --------------------------------------------------------------------------- first call

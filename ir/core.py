@@ -57,10 +57,6 @@ class OpDef:
     def __repr__(self) -> str:
         return f"<op {self.name}>"
 
-    @staticmethod
-    def lookup(name: str) -> "OpDef":
-        return OpDef.registry[name]
-
 
 class Value:
     """An SSA value: the result of an op or an argument of a block."""

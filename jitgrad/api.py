@@ -277,7 +277,7 @@ def jit_grad(fun: Callable | None = None, *, argnums: int | Sequence[int] = 0, h
     if fun is None:
         return lambda f: jit_grad(f, argnums=argnums, has_aux=has_aux, with_value=with_value,
                                   memory_budget=memory_budget)
-    mode = "jit_grad" if with_value else "grad"
+    mode = "value_and_grad" if with_value else "grad"
     return Compiled(fun, grad_transform(fun, argnums, has_aux, mode, memory_budget), name=f"grad_{_name(fun)}")
 
 

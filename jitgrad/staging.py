@@ -99,7 +99,7 @@ def _argnum_leaves(args: tuple, argnums: Sequence[int]) -> tuple[list[int], list
 
 def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budget=None) -> Callable[[tuple], Staged]:
     """Reverse-mode gradient of a scalar function. `mode`: 'grad' (grads only),
-    'value_and_grad' (JAX's ((value, aux), grads) layout), 'jit_grad' ((value, grads))."""
+    'value_and_grad' ((value, grads), or JAX's ((value, aux), grads) with has_aux)."""
     single = isinstance(argnums, int)
     argnums_t = (argnums,) if single else tuple(argnums)
 
@@ -197,7 +197,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
 
         def body(p, c):
             from jitgrad import primitives as P
-            results = inline(vfn, [x.value for x in tree_flatten(p)[0]] + list(traced.captured)
+            results = inline_block(vfn.body, [x.value for x in tree_flatten(p)[0]] + list(traced.captured)
                              + [x.value for x in tree_flatten(c)[0]])
             grads = iter(results[n_out:])
             leaves = [Tracer(next(grads) if fn.args[k].type.dtype.is_float else P.full(0, fn.args[k].type))
@@ -217,11 +217,6 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
 
 # --------------------------------------------------------------------------- inlining
 
-def inline(fn: Function, operands: Sequence[Value]) -> list[Value]:
-    """Copy `fn`'s body into the active builder with its arguments bound to `operands`."""
-    return inline_block(fn.body, operands)
-
-
 def call_inline(stage: Callable[[tuple], Staged], args: tuple, static_argnums: Sequence[int] = ()):
     """Run a transformed function on traced arguments by inlining its IR; static
     arguments stay Python values."""
@@ -232,7 +227,7 @@ def call_inline(stage: Callable[[tuple], Staged], args: tuple, static_argnums: S
     traced_dynamic = iter(tree_unflatten(tree, [Tracer(v) for v in operands]))
     abstract = tuple(a if i in static_argnums else next(traced_dynamic) for i, a in enumerate(args))
     staged = stage(abstract)
-    results = inline(staged.function, [*operands, *staged.captured])
+    results = inline_block(staged.function.body, [*operands, *staged.captured])
     return staged.unflatten([Tracer(v) for v in results])
 
 
@@ -272,7 +267,7 @@ def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
 
         def body(p, t):
             p_leaves, t_leaves = tree_flatten(p)[0], tree_flatten(t)[0]
-            outs = inline(jfn, [x.value for x in p_leaves] + list(traced.captured)
+            outs = inline_block(jfn.body, [x.value for x in p_leaves] + list(traced.captured)
                           + [t_leaves[k].value for k in wrt])
             wrap = [Tracer(v) for v in outs]
             return tree_unflatten(traced.out_tree, wrap[:n_out]), tree_unflatten(traced.out_tree, wrap[n_out:])
@@ -335,7 +330,7 @@ def _jacobian_blocks(fn: Function, derivative: Function, values, wrt, mode) -> l
         for j, x in enumerate(ins):
             for i in range(x.type.size):
                 tangents = [_basis(x.type, i) if jj == j else P.full(0, xx.type) for jj, xx in enumerate(ins)]
-                results = inline(derivative, list(values) + tangents)[n_out:]
+                results = inline_block(derivative.body, list(values) + tangents)[n_out:]
                 for k, out in enumerate(outs):
                     columns[k][j].append(P.reshape(_as_float(results[k], x), (out.type.size, 1)))
         return [[P.reshape(P.concatenate(columns[k][j], 1), outs[k].type.shape + x.type.shape)
@@ -344,7 +339,7 @@ def _jacobian_blocks(fn: Function, derivative: Function, values, wrt, mode) -> l
     for k, out in enumerate(outs):
         for i in range(out.type.size):
             cts = [_basis(o.type, i) if kk == k else P.full(0, o.type) for kk, o in enumerate(outs)]
-            results = inline(derivative, list(values) + cts)[n_out:]
+            results = inline_block(derivative.body, list(values) + cts)[n_out:]
             for j, x in enumerate(ins):
                 columns[k][j].append(P.reshape(results[j], (1, x.type.size)))
     return [[P.reshape(P.concatenate(columns[k][j], 0), outs[k].type.shape + x.type.shape)

@@ -22,6 +22,7 @@ from typing import Callable
 
 from jitgrad.errors import ArgumentError
 from jitgrad.ir import Function, Value, new_function
+from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
 from .manager import copy_op
 
@@ -85,7 +86,8 @@ def segment(fn: Function, segments: int) -> tuple[Function, list[Value]]:
     ops = [op for op in fn.body.ops if not op.opdef.is_terminator]
     total = sum(r.type.nbytes for op in ops for r in op.results) or 1
     cuts = _cut_fractions(segments)
-    feeds_contraction = {v for op in ops if op.name == "dot_general" for v in op.operands}
+    feeds_contraction = {v for op in ops if isinstance(getattr(op.opdef, "lowering", None), Contraction)
+                         for v in op.operands}
     running, groups, overdue = 0, [[]], 0
     for op in ops:
         groups[-1].append(op)

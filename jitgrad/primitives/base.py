@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, OpDef, TensorType, Value, emit
 
 
@@ -38,10 +39,6 @@ class Primitive(OpDef):
         """Emit this primitive into the active builder and return its result."""
         return emit(self, *operands, **attrs)
 
-    @property
-    def is_linear(self) -> bool:
-        return self.transpose is not None
-
 
 # --------------------------------------------------------------------------- AD markers
 
@@ -60,18 +57,17 @@ class UndefinedPrimal:
     type: TensorType
 
 
-def is_zero(x) -> bool:
-    return isinstance(x, Zero)
-
-
 # --------------------------------------------------------------------------- lowering kinds
 
 @dataclass(frozen=True)
 class Elementwise:
     """`scalar(ctx, *scalars, **attrs)` computes one output element from the operands'
-    elements at the same index; `ctx` is the backend's scalar emitter."""
+    elements at the same index; `ctx` is the backend's scalar emitter. `cost` is the work
+    of one element relative to an add (a math-library call: 16), which backends use to
+    decide when a loop is worth running on several cores."""
 
     scalar: Callable
+    cost: int = 1
 
 
 @dataclass(frozen=True)
@@ -169,14 +165,12 @@ def deflinear(prim: Primitive, transpose: Callable) -> None:
 
 
 def check_same_shapes(name: str, *types: TensorType) -> None:
-    from jitgrad.errors import ShapeError
     shapes = {t.shape for t in types}
     if len(shapes) > 1:
         raise ShapeError(f"{name}: operand shapes {' and '.join(str(t.shape) for t in types)} differ")
 
 
 def check_same_dtypes(name: str, *types: TensorType) -> None:
-    from jitgrad.errors import DTypeError
     dtypes = {t.dtype for t in types}
     if len(dtypes) > 1:
         raise DTypeError(f"{name}: operand dtypes {', '.join(str(t.dtype) for t in types)} differ")

@@ -115,13 +115,10 @@ def _types_from_body(*types, **attrs):
 class CallOp(OpDef):
     """An op whose meaning is its region (plus, for custom rules, Python rules)."""
 
-    all: dict[str, "CallOp"] = {}
-
     def __init__(self, name: str, doc: str, num_regions: int = 1):
         super().__init__(name, _types_from_body, num_regions=num_regions, doc=doc)
         self.jvp_op: Callable | None = None
         self.transpose_op: Callable | None = None
-        CallOp.all[name] = self
 
     def impl(self, op, operands, run_block):
         """Reference interpreter: run the body on the operands."""

@@ -28,9 +28,12 @@ def _same_type_rule(name: str, float_only: bool = False, numeric: bool = True):
     return infer
 
 
-def _elementwise(name: str, impl, scalar, *, float_only=False, numeric=True, doc="") -> Primitive:
+MATH_CALL_COST = 16     # a vector-math-library call, relative to an add
+
+
+def _elementwise(name: str, impl, scalar, *, float_only=False, numeric=True, doc="", cost=1) -> Primitive:
     prim = Primitive(name, _same_type_rule(name, float_only, numeric), impl, doc=doc)
-    prim.lowering = Elementwise(scalar)
+    prim.lowering = Elementwise(scalar, cost)
     return prim
 
 
@@ -50,7 +53,8 @@ mul_p = _elementwise("mul", _float_impl(np.multiply), lambda c, a, b: c.mul(a, b
 div_p = _elementwise("div", _float_impl(np.divide), lambda c, a, b: c.div(a, b), float_only=True)
 max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b))
 min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b))
-pow_p = _elementwise("pow", _float_impl(np.power), lambda c, a, b: c.math("pow", a, b), float_only=True)
+pow_p = _elementwise("pow", _float_impl(np.power), lambda c, a, b: c.math("pow", a, b), float_only=True,
+                     cost=MATH_CALL_COST)
 
 
 def neg(x): return neg_p.bind(x)
@@ -216,9 +220,9 @@ defjvp(integer_pow_p, _integer_pow_jvp)
 
 # --------------------------------------------------------------------------- transcendental
 
-def _unary_math(name, np_fn, jvp_rule, scalar=None, doc=""):
+def _unary_math(name, np_fn, jvp_rule, scalar=None, doc="", cost=MATH_CALL_COST):
     prim = _elementwise(name, _float_impl(np_fn), scalar or (lambda c, x, _n=name: c.math(_n, x)),
-                        float_only=True, doc=doc)
+                        float_only=True, doc=doc, cost=cost)
     defjvp(prim, jvp_rule)
     return prim
 
@@ -246,7 +250,8 @@ tanh_p = _unary_math("tanh", np.tanh,
 logistic_p = _unary_math("logistic", _logistic_np,
                          lambda t, x: mul(t, mul(logistic(x), sub(_full_like(x, 1), logistic(x)))),
                          scalar=_logistic_scalar)
-sqrt_p = _unary_math("sqrt", np.sqrt, lambda t, x: div(t, mul(_full_like(x, 2), sqrt(x))))
+sqrt_p = _unary_math("sqrt", np.sqrt, lambda t, x: div(t, mul(_full_like(x, 2), sqrt(x))),
+                     cost=1)   # a hardware instruction
 
 
 def exp(x): return exp_p.bind(x)

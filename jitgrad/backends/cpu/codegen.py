@@ -29,7 +29,6 @@ from .scalar import CPUScalarContext
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 PARALLEL_MIN_WORK = 1 << 20   # estimated element-ops from which a fused loop runs on all cores
 PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
-TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "logistic", "pow"}
 
 
 class Index:
@@ -209,9 +208,6 @@ class FunctionLowering:
             return self.element(operand, Index(operand.type.shape, mapped))
         raise AssertionError(f"{op.name} results are always materialized")
 
-    def needs_multi_index(self, value: Value, compute: bool = False) -> bool:
-        return self.sched.needs_multi_index(value, compute)
-
     def _loop(self, shape, flat: bool, name: str):
         """Loops over `shape`, as one flat loop when possible; yields an Index."""
         return _FlatLoop(self, shape, name) if flat else _NestLoop(self, shape, name)
@@ -220,7 +216,7 @@ class FunctionLowering:
     def _lower_map(self, result: Value) -> None:
         self._allocate(result)
         shape = result.type.shape
-        with self._loop(shape, not self.needs_multi_index(result, compute=True), "map") as idx:
+        with self._loop(shape, not self.sched.needs_multi_index(result, compute=True), "map") as idx:
             self.store(result, idx, self.element(result, idx, compute=True))
 
     def _lower_fused(self, kernel) -> None:
@@ -240,11 +236,12 @@ class FunctionLowering:
             self.store(result, Index(()), b.load(acc, typ=acc.allocated_type))
 
     def _work_per_element(self, kernel) -> int:
-        """A cost estimate: ops computed per iteration, transcendental calls weighing 16.
+        """A cost estimate: the ops computed per iteration, each weighed by its record's
+        `Elementwise.cost` (math-library calls 16, arithmetic 1).
         Threads pay off only past ~1e6 element-ops: below that, waking the workers (and
         their spinning, which competes with BLAS threads) costs more than it saves."""
         ops = {op for member in kernel.ops for op in _expression_ops(member, self.sched)}
-        return sum(16 if op.name in TRANSCENDENTAL else 1 for op in ops)
+        return sum(getattr(op.opdef.lowering, "cost", 1) for op in ops)
 
     def _init_accumulators(self, kernel) -> dict:
         b, accumulators = self.builder, {}
@@ -350,7 +347,7 @@ class FunctionLowering:
                 acc = alloca_in_entry(b, register_type(dtype), "acc")
                 kept_shape = [x.type.shape[k] for k in kept]
                 reduced_shape = [x.type.shape[k] for k in axes]
-                if not self.needs_multi_index(x):
+                if not self.sched.needs_multi_index(x):
                     size = math.prod(reduced_shape)
                     with for_range(b, math.prod(kept_shape), "outer") as o:
                         b.store(init, acc)
