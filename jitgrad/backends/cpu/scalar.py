@@ -103,6 +103,42 @@ class CPUScalarContext:
     def not_(self, a):
         return self.builder.xor(a, ir.Constant(I1, 1))
 
+    # ----- bit operations on integers (both operands of one integer type; bool is i1)
+    def bit_and(self, a, b):
+        return self.builder.and_(a, b)
+
+    def bit_or(self, a, b):
+        return self.builder.or_(a, b)
+
+    def bit_xor(self, a, b):
+        return self.builder.xor(a, b)
+
+    def bit_not(self, a):
+        return self.builder.not_(a)
+
+    def _shift_in_range(self, b):
+        """`0 <= b < width` (b read as unsigned, so negative counts are out of range)."""
+        return self.builder.icmp_unsigned("<", b, ir.Constant(b.type, b.type.width))
+
+    def shift_left(self, a, b):
+        """NumPy's left_shift: a count outside [0, width) gives 0 (LLVM's shl would be poison)."""
+        in_range = self._shift_in_range(b)
+        safe = self.builder.select(in_range, b, ir.Constant(b.type, 0))
+        return self.builder.select(in_range, self.builder.shl(a, safe), ir.Constant(a.type, 0))
+
+    def shift_right_logical(self, a, b):
+        """Right shift filling with zeros; a count outside [0, width) gives 0."""
+        in_range = self._shift_in_range(b)
+        safe = self.builder.select(in_range, b, ir.Constant(b.type, 0))
+        return self.builder.select(in_range, self.builder.lshr(a, safe), ir.Constant(a.type, 0))
+
+    def shift_right_arithmetic(self, a, b):
+        """Right shift filling with the sign bit; a count outside [0, width) shifts by
+        width - 1 (0 or -1, as NumPy's right_shift of a signed integer)."""
+        width = ir.Constant(b.type, b.type.width - 1)
+        count = self.builder.select(self._shift_in_range(b), b, width)
+        return self.builder.ashr(a, count)
+
     def convert(self, x, dtype: DType):
         b, target = self.builder, register_type(dtype)
         if x.type == target:
