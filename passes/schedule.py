@@ -26,6 +26,11 @@ from jitgrad.ir import Function, Operation, Value
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 
 _ALWAYS_MATERIALIZED = (Reduction, Contraction, Scatter, Alias)
+MAX_INLINE_DEPTH = 48
+"""The longest chain of inlined ops one element is computed through. A longer chain is
+cut by materializing a value: fusion still covers each 48-op segment, and the
+recursive walks over inlined expressions (here and in every backend) stay shallow
+whatever the program's length."""
 
 
 @dataclass
@@ -102,11 +107,16 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
         sched.materialized.update(r for op in fn.body.ops for r in op.results)
         sched.kernels = [Kernel([op]) for op in fn.body.ops if not op.opdef.is_terminator]
         return sched
+    depth: dict[Value, int] = {}        # length of the inlined chain ending at a value
     for op in fn.body.ops:
         if op.opdef.is_terminator:
             continue
         lowering = op.opdef.lowering
         result = op.results[0]
+        depth[result] = 1 + max((depth.get(v, 0) for v in op.operands if v not in sched.materialized), default=0)
+        if depth[result] >= MAX_INLINE_DEPTH:
+            sched.materialized.add(result)
+            depth[result] = 0
         if isinstance(lowering, _ALWAYS_MATERIALIZED):
             sched.materialized.add(result)
         if isinstance(lowering, (Contraction, Alias)):
