@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jitgrad.ir import Function, Value
-from jitgrad.primitives import Alias, Constant, Elementwise, Gather
-from .schedule import Schedule
+from jitgrad.primitives import Alias, Constant, Elementwise, Gather, Reduction
+from .schedule import Kernel, Schedule
 
 ALIGN = 64
 
@@ -62,11 +62,11 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
         root = _alias_root(v)
         if root in written:
             last_read[root] = len(sched.kernels)
-    # In-place updates: a one-op map kernel may write its result over an operand buffer of
-    # the same size that it reads element by element (never through an index remapping)
-    # and that nothing reads afterwards; the two then share one slot. Chains (a running
-    # gradient sum) keep one slot, and when the chain ends in an output, the slot is the
-    # caller's output buffer itself.
+    # In-place updates: the last member of a map kernel may write its result over an
+    # operand buffer of the same size when every read of that buffer in the kernel is at
+    # the very index being written (`_in_place_candidates`) and nothing reads it
+    # afterwards; the two then share one slot. Chains (a running gradient sum) keep one
+    # slot, and when the chain ends in an output, the slot is the caller's output buffer.
     shares: dict[Value, Value] = {}              # value -> the root buffer whose slot it uses
     holder: dict[Value, Value] = {}              # root -> the value holding its slot now
     homes: dict[Value, Value] = {}               # root -> the output whose buffer is the slot
@@ -80,7 +80,7 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
         is_output = result in outputs and result not in homes.values()
         if result not in written and not is_output:
             continue
-        for u in _same_index_reads(result, sched):
+        for u in _in_place_candidates(kernel, sched):
             root = shares.get(u, u)
             if (root in written and holder.get(root, root) is u and last_read.get(u) == pos
                     and u.type.nbytes == result.type.nbytes and root not in homes):
@@ -121,19 +121,64 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
     return plan
 
 
-def _same_index_reads(value: Value, sched: Schedule) -> list[Value]:
-    """Materialized values that computing `value` reads at its own index: through
-    elementwise ops only, not through broadcasts, transposes or slices."""
+def _in_place_candidates(kernel: Kernel, sched: Schedule) -> list[Value]:
+    """The buffers the kernel's last member may overwrite: those every read of which, by
+    any member of the kernel, is at the index being written (`_same_index_reads`).
+    Buffers read by the last member come first, in the order it reads them."""
+    reads = _kernel_reads(kernel, sched)
+    result = kernel.ops[-1].results[0]
+    first = [root for root, _ in _member_reads(result, sched)]
+    ordered = list(dict.fromkeys(first + list(reads)))
+    return [root for root in ordered if _same_index_reads(root, reads, result, kernel)]
+
+
+def _same_index_reads(root: Value, reads: dict, result: Value, kernel: Kernel) -> bool:
+    """Does every read of buffer `root` in the kernel load the element the kernel writes
+    at that iteration? A read qualifies when it is reached from a member through
+    elementwise ops only (no broadcast, transpose, slice or reverse index map) and is of
+    a value of the written shape — or, in a fused kernel, where every member is indexed
+    by the one flat loop counter, of the written size. Reads through reshapes of `root`
+    count as reads of `root`."""
+    def same(value: Value, through_elementwise: bool) -> bool:
+        if not through_elementwise:
+            return False
+        if value.type.shape == result.type.shape:
+            return True
+        return kernel.fused and value.type.size == result.type.size
+    return all(same(value, direct) for value, direct in reads[root])
+
+
+def _kernel_reads(kernel: Kernel, sched: Schedule) -> dict[Value, list[tuple[Value, bool]]]:
+    """Every load the kernel performs, by buffer (the alias root of the value loaded):
+    a list of (value loaded, reached through elementwise ops only)."""
+    reads: dict[Value, list[tuple[Value, bool]]] = {}
+    for op in kernel.ops:
+        result = op.results[0]
+        if isinstance(op.opdef.lowering, Reduction):
+            # A member reduction loads its operand at the loop counter, like a map.
+            pairs = _member_reads(op.operands[0], sched, compute=op.operands[0] not in sched.materialized)
+        else:
+            pairs = _member_reads(result, sched)
+        for root, (value, direct) in pairs:
+            reads.setdefault(root, []).append((value, direct))
+    return reads
+
+
+def _member_reads(value: Value, sched: Schedule, compute: bool = True, direct: bool = True):
+    """(buffer, (value loaded, reached through elementwise ops only)) for every load made
+    computing `value` inline (`compute`) or loading it."""
+    if value in sched.materialized and not compute:
+        return [(_alias_root(value), (value, direct))]
     op = value.defining_op
-    if op is None or not isinstance(op.opdef.lowering, Elementwise):
+    if op is None:
+        return [(value, (value, direct))]
+    lowering = op.opdef.lowering
+    if isinstance(lowering, Constant):
         return []
+    keeps_index = isinstance(lowering, Elementwise)
     out = []
     for v in op.operands:
-        if v in sched.materialized:
-            if v.type.shape == value.type.shape:
-                out.append(v)
-        else:
-            out.extend(_same_index_reads(v, sched))
+        out.extend(_member_reads(v, sched, compute=False, direct=direct and keeps_index))
     return out
 
 
