@@ -179,6 +179,16 @@ SPECS: list[OpSpec] = [
     unary("cos", P.cos, np.cos),
     unary("tanh", P.tanh, np.tanh),
     unary("sqrt", P.sqrt, np.sqrt, positive),
+    unary("exp2", P.exp2, np.exp2),
+    unary("log2", P.log2, np.log2, positive),
+    unary("log10", P.log10, np.log10, positive),
+    unary("sinh", P.sinh, np.sinh),
+    unary("cosh", P.cosh, np.cosh),
+    unary("cbrt", P.cbrt, np.cbrt, away_from_zero),
+    binary("hypot", P.hypot, np.hypot, away_from_zero, normal),
+    binary("hypot", P.hypot, np.hypot, variant="f32", dtype=f32, grad="none"),
+    unary("cbrt", P.cbrt, np.cbrt, lambda rng, s: np.array([[-27.0, 0.0, 1e-310], [8e300, 1e-320, 64.0]]),
+          variant="cubes", grad="none"),
     unary("logistic", P.logistic, lambda x: 1.0 / (1.0 + np.exp(-x)), lambda rng, s: rng.uniform(-6, 6, s)),
     unary("logistic", P.logistic, logistic_ref,
           lambda rng, s: np.array([[-800.0, -40.0, -1e-3], [0.0, 40.0, 800.0]]), variant="extreme", grad="none"),
@@ -382,6 +392,7 @@ def test_zero_jvp_rule_returns_symbolic_zero(name):
 EXPECTED_LINEAR = ["neg", "add", "sub", "mul", "div", "safe_mul", "safe_div", "select", "convert", "broadcast_in_dim", "reshape",
                    "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum", "dot_general"]
 EXPECTED_NONLINEAR = ["exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "logistic", "sqrt", "pow",
+                      "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot",
                       "integer_pow", "maximum", "minimum", "abs", "reduce_max", "reduce_min"]
 LOWERING_KINDS = (Elementwise, Gather, Scatter, Alias, Reduction, Contraction, Constant)
 

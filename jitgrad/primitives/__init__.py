@@ -1,6 +1,6 @@
 """jitgrad's primitives: each a `Primitive` record with all of its rules, and the
 functions that emit them into the active builder."""
-from . import elementwise, structural, reductions, linalg, calls  # noqa: F401 - registers the ops
+from . import elementwise, transcendental, structural, reductions, linalg, calls  # noqa: F401 - registers the ops
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,
                    Contraction, Constant, instantiate, add_tangents)
 from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, integer_pow, exp, log, log1p,
@@ -8,6 +8,7 @@ from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, inte
                           safe_div, eq, ne, lt, le, gt, ge, logical_and, logical_or, logical_not, select,
                           convert)
 from .elementwise import *  # noqa: F401,F403 - also the records (`exp_p`, ...) tests and rules name
+from .transcendental import exp2, log2, log10, sinh, cosh, cbrt, hypot, ULP_BOUNDS
 from .structural import constant, full, broadcast_in_dim, reshape, transpose, static_slice, pad, rev, concatenate
 from .reductions import reduce_sum, reduce_max, reduce_min
 from .linalg import dot_general
@@ -20,4 +21,5 @@ __all__ = [
     "safe_div", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "select",
     "convert", "constant", "full", "broadcast_in_dim", "reshape", "transpose", "static_slice", "pad", "rev",
     "concatenate", "reduce_sum", "reduce_max", "reduce_min", "dot_general",
+    "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "ULP_BOUNDS",
 ]

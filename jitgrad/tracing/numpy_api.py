@@ -169,28 +169,31 @@ def tan(x):
 
 
 def sinh(x):
-    x = promote(x, min_float=True)[0]
-    return P.mul(P.full(0.5, x.type), P.sub(P.exp(x), P.exp(P.neg(x))))
+    return P.sinh(promote(x, min_float=True)[0])
 
 
 def cosh(x):
-    x = promote(x, min_float=True)[0]
-    return P.mul(P.full(0.5, x.type), P.add(P.exp(x), P.exp(P.neg(x))))
+    return P.cosh(promote(x, min_float=True)[0])
 
 
 def log2(x):
-    x = promote(x, min_float=True)[0]
-    return P.div(P.log(x), P.full(math.log(2), x.type))
+    return P.log2(promote(x, min_float=True)[0])
 
 
 def log10(x):
-    x = promote(x, min_float=True)[0]
-    return P.div(P.log(x), P.full(math.log(10), x.type))
+    return P.log10(promote(x, min_float=True)[0])
 
 
 def exp2(x):
-    x = promote(x, min_float=True)[0]
-    return P.exp(P.mul(x, P.full(math.log(2), x.type)))
+    return P.exp2(promote(x, min_float=True)[0])
+
+
+def cbrt(x):
+    return P.cbrt(promote(x, min_float=True)[0])
+
+
+def hypot(a, b):
+    return _elementwise(P.hypot, a, b, min_float=True)
 
 
 def logaddexp(a, b):
@@ -216,7 +219,7 @@ UFUNCS: dict[Any, Any] = {
     np.expm1: unary_float(P.expm1), np.sin: unary_float(P.sin), np.cos: unary_float(P.cos),
     np.tan: tan, np.tanh: unary_float(P.tanh), np.sinh: sinh, np.cosh: cosh,
     np.sqrt: unary_float(P.sqrt), np.absolute: absolute, np.fabs: absolute, np.sign: sign,
-    np.log2: log2, np.log10: log10, np.exp2: exp2, np.logaddexp: logaddexp,
+    np.log2: log2, np.log10: log10, np.exp2: exp2, np.cbrt: cbrt, np.hypot: hypot, np.logaddexp: logaddexp,
     np.equal: binary(P.eq), np.not_equal: binary(P.ne), np.less: binary(P.lt),
     np.less_equal: binary(P.le), np.greater: binary(P.gt), np.greater_equal: binary(P.ge),
     np.logical_and: logical(P.logical_and), np.logical_or: logical(P.logical_or),

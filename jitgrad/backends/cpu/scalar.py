@@ -22,9 +22,17 @@ MATH_FUNCTIONS = {
     "tanh": ("llvm.tanh", "tanh", "tanh", 1),
     "log1p": (None, "log1p", "log1p", 1),
     "expm1": (None, "expm1", "expm1", 1),
+    "exp2": (None, "exp2", "exp2", 1),
+    "log2": (None, "log2", "log2", 1),
+    "log10": (None, "log10", "log10", 1),
+    "sinh": (None, "sinh", "sinh", 1),
+    "cosh": (None, "cosh", "cosh", 1),
+    "cbrt": (None, "cbrt", "cbrt", 1),
+    "hypot": (None, "hypot", "hypot", 2),
     "pow": ("llvm.pow", "pow", "pow", 2),
     "sqrt": ("llvm.sqrt", "sqrt", None, 1),
     "fabs": ("llvm.fabs", "fabs", None, 1),
+    "fma": ("llvm.fma", "fma", None, 3),
 }
 
 _FLOAT_PREDICATES = {"==": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -43,6 +51,12 @@ class CPUScalarContext:
     @staticmethod
     def is_float(x) -> bool:
         return isinstance(x.type, (ir.FloatType, ir.DoubleType))
+
+    @staticmethod
+    def float_width(x) -> int:
+        """Bits of a floating-point scalar (rules that compute narrow floats in a wider
+        type, or pick precision-dependent constants, ask this)."""
+        return {ir.HalfType: 16, ir.FloatType: 32, ir.DoubleType: 64}[type(x.type)]
 
     def const(self, value, like) -> ir.Constant:
         if self.is_float(like):

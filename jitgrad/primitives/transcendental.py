@@ -1,0 +1,116 @@
+"""Transcendental primitives that NumPy computes with one library call each: exp2, log2,
+log10, sinh, cosh, cbrt and hypot.
+
+Composing them from exp and log (exp2(x) = exp(x ln 2), log10(x) = log(x) / ln 10,
+sinh(x) = (e^x - e^-x) / 2) rounds twice and loses exactness where NumPy has it
+(exp2(3) = 8, log10(1000) = 3) and cancels catastrophically near 0 (sinh(1e-15)).
+Each is therefore its own primitive lowered to the libm function of the operand's
+precision (`exp2f` for float32, as NumPy calls) and, in vectorized loops, to glibc's
+libmvec variant where that is as accurate (`backends/cpu/scalar.py` decides).
+
+`ULP_BOUNDS` is the measured contract: the largest error, in units in the last place of
+the float64/float32 result, that jitgrad's compiled code may have for each function,
+measured by `benchmarks/ulp_table.py` against an mpmath reference (docs/numerics.md).
+Differential tests and the fuzzer compare against NumPy within these bounds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .elementwise import MATH_CALL_COST, _elementwise, _float_impl, _full_like, div, mul, safe_div
+from jitgrad.ir import DType
+from .base import defjvp
+
+# function -> {dtype name: max ulp error of compiled code (vectorized or scalar)}, a margin
+# above the largest error measured over the sample in docs/numerics.md.
+ULP_BOUNDS: dict[str, dict[str, float]] = {
+    "exp": {"f64": 4, "f32": 4}, "log": {"f64": 4, "f32": 4},
+    "exp2": {"f64": 4, "f32": 4}, "log2": {"f64": 4, "f32": 4}, "log10": {"f64": 4, "f32": 4},
+    "expm1": {"f64": 4, "f32": 4}, "log1p": {"f64": 4, "f32": 4},
+    "sin": {"f64": 4, "f32": 4}, "cos": {"f64": 4, "f32": 4}, "tan": {"f64": 8, "f32": 8},
+    "sinh": {"f64": 4, "f32": 4}, "cosh": {"f64": 4, "f32": 4}, "tanh": {"f64": 4, "f32": 4},
+    "cbrt": {"f64": 4, "f32": 4}, "hypot": {"f64": 4, "f32": 4},
+    "pow": {"f64": 4, "f32": 4}, "sqrt": {"f64": 0.5, "f32": 0.5},
+}
+
+
+def _math(name: str, np_fn, *, scalar=None, doc: str = ""):
+    """A float-only elementwise primitive computed by the library function `name`
+    (or by `scalar`, a rule around it)."""
+    return _elementwise(name, _float_impl(np_fn), scalar or (lambda c, *xs, _n=name: c.math(_n, *xs)),
+                        float_only=True, doc=doc, cost=MATH_CALL_COST)
+
+
+exp2_p = _math("exp2", np.exp2, doc="2 ** x; exact for integer x.")
+log2_p = _math("log2", np.log2, doc="Base-2 logarithm; exact at powers of two.")
+log10_p = _math("log10", np.log10, doc="Base-10 logarithm; exact at powers of ten.")
+sinh_p = _math("sinh", np.sinh, doc="Hyperbolic sine, accurate near 0.")
+cosh_p = _math("cosh", np.cosh, doc="Hyperbolic cosine.")
+
+
+def _cbrt_scalar(c, x):
+    """libm's cbrt (up to 2 ulp off, also on perfect cubes) refined by one Newton step
+    whose residual y^3 - x is computed almost exactly with FMAs: the result is correctly
+    rounded in practice and exact on cubes, as NumPy's is. The residual's pieces must be
+    normal numbers, so x far from 1 is first scaled by 2^(+-600) (exact) and the root back
+    by 2^(-+200). Float64 only: float32 libm is already as exact as NumPy's."""
+    if c.float_width(x) != 64:
+        return c.math("cbrt", x)
+    magnitude = c.math("fabs", x)
+    small = c.cmp("<", magnitude, c.const(2.0 ** -900, x))
+    big = c.cmp(">", magnitude, c.const(2.0 ** 900, x))
+    one = c.const(1, x)
+    x = c.mul(x, c.select(small, c.const(2.0 ** 600, x), c.select(big, c.const(2.0 ** -600, x), one)))
+    y = c.math("cbrt", x)
+    y2 = c.mul(y, y)
+    y2_error = c.math("fma", y, y, c.neg(y2))                # y*y = y2 + y2_error exactly
+    y3 = c.mul(y2, y)
+    y3_error = c.math("fma", y2, y, c.neg(y3))               # y2*y = y3 + y3_error exactly
+    residual = c.add(c.add(c.sub(y3, x), y3_error), c.mul(y2_error, y))
+    refined = c.sub(y, c.div(residual, c.mul(c.const(3, x), y2)))
+    magnitude = c.math("fabs", x)
+    finite_nonzero = c.and_(c.cmp(">", magnitude, c.const(0, x)), c.cmp("<", magnitude, c.const(float("inf"), x)))
+    root = c.select(finite_nonzero, refined, y)
+    return c.mul(root, c.select(small, c.const(2.0 ** -200, x), c.select(big, c.const(2.0 ** 200, x), one)))
+
+
+def _hypot_scalar(c, a, b):
+    """float32: sqrt(a^2 + b^2) in float64, where it cannot overflow and is exact enough to
+    round correctly (glibc's vector hypotf is 1 ulp off on Pythagorean triples); float64:
+    libm's hypot."""
+    if c.float_width(a) != 32:
+        return c.math("hypot", a, b)
+    wide_a, wide_b = c.convert(a, DType.f64), c.convert(b, DType.f64)
+    return c.convert(c.math("sqrt", c.add(c.mul(wide_a, wide_a), c.mul(wide_b, wide_b))), DType.f32)
+
+
+cbrt_p = _math("cbrt", np.cbrt, scalar=_cbrt_scalar, doc="Real cube root (negative for negative x).")
+hypot_p = _math("hypot", np.hypot, scalar=_hypot_scalar,
+                doc="sqrt(a*a + b*b) without overflow or underflow.")
+
+
+def exp2(x): return exp2_p.bind(x)
+def log2(x): return log2_p.bind(x)
+def log10(x): return log10_p.bind(x)
+def sinh(x): return sinh_p.bind(x)
+def cosh(x): return cosh_p.bind(x)
+def cbrt(x): return cbrt_p.bind(x)
+def hypot(a, b): return hypot_p.bind(a, b)
+
+
+defjvp(exp2_p, lambda t, x: mul(t, mul(exp2(x), _full_like(x, math.log(2)))))
+defjvp(log2_p, lambda t, x: div(t, mul(x, _full_like(x, math.log(2)))))
+defjvp(log10_p, lambda t, x: div(t, mul(x, _full_like(x, math.log(10)))))
+defjvp(sinh_p, lambda t, x: mul(t, cosh(x)))
+defjvp(cosh_p, lambda t, x: mul(t, sinh(x)))
+defjvp(cbrt_p, lambda t, x: div(t, mul(_full_like(x, 3), mul(cbrt(x), cbrt(x)))))
+# d hypot = (a da + b db) / hypot: strong-zero quotients keep the gradient at (0, 0) zero,
+# the convention of jitgrad's other kinks (|x| at 0, norm at 0).
+defjvp(hypot_p,
+       lambda t, a, b: mul(t, safe_div(a, hypot(a, b))),
+       lambda t, a, b: mul(t, safe_div(b, hypot(a, b))))
+
+__all__ = ["ULP_BOUNDS", "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot",
+           "exp2_p", "log2_p", "log10_p", "sinh_p", "cosh_p", "cbrt_p", "hypot_p"]
