@@ -120,17 +120,22 @@ def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = ()
     return Compiled(fun, trace_transform(fun, static), static)
 
 
-def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, memory_budget=None) -> Compiled:
+def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, memory_budget=None,
+         strict: bool = False) -> Compiled:
     """d fun / d args[argnums] for a function with a scalar output (reverse mode).
     `memory_budget` (bytes, or a string like "64MB") makes the backward pass recompute
-    forward values instead of storing them, as far as needed to fit (`passes/remat.py`)."""
-    return Compiled(fun, grad_transform(fun, argnums, has_aux, "grad", memory_budget), name=f"grad_{_name(fun)}")
+    forward values instead of storing them, as far as needed to fit (`passes/remat.py`);
+    a budget no recomputation meets warns (`MemoryBudgetWarning`), or with `strict=True`
+    raises `MemoryBudgetError`, when a signature is compiled."""
+    return Compiled(fun, grad_transform(fun, argnums, has_aux, "grad", memory_budget, strict),
+                    name=f"grad_{_name(fun)}")
 
 
 def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
-                   memory_budget=None) -> Compiled:
-    """(fun(*args), grad(fun)(*args)) in one compiled function."""
-    return Compiled(fun, grad_transform(fun, argnums, has_aux, "value_and_grad", memory_budget),
+                   memory_budget=None, strict: bool = False) -> Compiled:
+    """(fun(*args), grad(fun)(*args)) in one compiled function. memory_budget, strict:
+    see `grad`."""
+    return Compiled(fun, grad_transform(fun, argnums, has_aux, "value_and_grad", memory_budget, strict),
                     name=f"value_and_grad_{_name(fun)}")
 
 
@@ -270,15 +275,16 @@ def stop_gradient(x):
 
 
 def jit_grad(fun: Callable | None = None, *, argnums: int | Sequence[int] = 0, has_aux: bool = False,
-             with_value: bool = False, memory_budget=None):
+             with_value: bool = False, memory_budget=None, strict: bool = False):
     """Decorator: the compiled gradient of `fun` (`@jit_grad` or `@jit_grad(argnums=...)`).
     with_value=True returns (value, grads); with has_aux the value is (value, aux).
-    memory_budget: see `grad`."""
+    memory_budget, strict: see `grad`."""
     if fun is None:
         return lambda f: jit_grad(f, argnums=argnums, has_aux=has_aux, with_value=with_value,
-                                  memory_budget=memory_budget)
+                                  memory_budget=memory_budget, strict=strict)
     mode = "value_and_grad" if with_value else "grad"
-    return Compiled(fun, grad_transform(fun, argnums, has_aux, mode, memory_budget), name=f"grad_{_name(fun)}")
+    return Compiled(fun, grad_transform(fun, argnums, has_aux, mode, memory_budget, strict),
+                    name=f"grad_{_name(fun)}")
 
 
 def _name(fun) -> str:

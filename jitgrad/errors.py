@@ -72,3 +72,23 @@ class ArgumentError(JitgradError, TypeError):
 
 class IndexingError(JitgradError, IndexError):
     """An index that is out of bounds or malformed for the array's shape."""
+
+
+class MutationError(JitgradError, RuntimeError):
+    """An array that a GradientTape recorded was modified in place before `gradient` read
+    it again, so the recorded computation can no longer be replayed (PyTorch's "modified by
+    an inplace operation")."""
+
+
+class CutDerivativeError(JitgradError, TypeError):
+    """A conversion of a tracked or dual tensor to a plain NumPy array or Python number
+    (`np.asarray`, `float`, `math.exp`, `.item()`, assignment into a NumPy array), which
+    would drop its derivative without a word."""
+
+
+class MemoryBudgetError(JitgradError):
+    """`memory_budget=..., strict=True`: no rematerialization fits the program in the budget."""
+
+
+class MemoryBudgetWarning(UserWarning):
+    """A `memory_budget` that no rematerialization meets: the program runs with a larger peak."""

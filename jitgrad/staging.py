@@ -97,9 +97,14 @@ def _argnum_leaves(args: tuple, argnums: Sequence[int]) -> tuple[list[int], list
     return positions, trees
 
 
-def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budget=None) -> Callable[[tuple], Staged]:
+def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budget=None,
+                   strict: bool = False) -> Callable[[tuple], Staged]:
     """Reverse-mode gradient of a scalar function. `mode`: 'grad' (grads only),
-    'value_and_grad' ((value, grads), or JAX's ((value, aux), grads) with has_aux)."""
+    'value_and_grad' ((value, grads), or JAX's ((value, aux), grads) with has_aux).
+    A `memory_budget` that no segmentation meets warns (MemoryBudgetWarning), or with
+    `strict` raises MemoryBudgetError."""
+    if strict and memory_budget is None:
+        raise ArgumentError("strict=True makes an unmet memory_budget an error; pass a memory_budget too")
     single = isinstance(argnums, int)
     argnums_t = (argnums,) if single else tuple(argnums)
 
@@ -136,8 +141,9 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
             return keep_outputs(g, n_out) if not values_returned else g
         stages, remat = [("traced", fn)], None
         if memory_budget is not None:
-            from jitgrad.passes.remat import choose_segmentation, parse_bytes
+            from jitgrad.passes.remat import choose_segmentation, parse_bytes, report_unmet_budget
             segmented, remat = choose_segmentation(fn, parse_bytes(memory_budget), _peak_of(differentiate))
+            report_unmet_budget(fn.name, remat, strict, user_location())
             stages.append(("remat", segmented))
             gfn = differentiate(segmented)
         else:

@@ -20,8 +20,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from jitgrad.errors import ArgumentError
-from jitgrad.ir import Function, Value, new_function
+import warnings
+
+from jitgrad.errors import ArgumentError, MemoryBudgetError, MemoryBudgetWarning
+from jitgrad.ir import Function, Location, Value, new_function
 from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
 from .manager import copy_op
@@ -64,6 +66,23 @@ class RematReport:
                  f"// recomputed in the backward pass: {self.recomputed_ops} ops",
                  f"// saved across segments: {', '.join(self.saved) if self.saved else 'nothing'}"]
         return "\n".join(lines)
+
+
+def report_unmet_budget(name: str, report: RematReport, strict: bool, location: Location) -> None:
+    """Say that `report`'s budget is not met, at the user's `location`: a
+    MemoryBudgetWarning, or with `strict` a MemoryBudgetError. A budget is a promise the
+    caller relies on (a program that must fit a device), so a larger peak is never
+    accepted silently."""
+    if report.fits:
+        return
+    message = (f"memory_budget of {report.budget} bytes not met for the gradient of {name}: the smallest peak "
+               f"found is {report.peak} bytes, with {report.segments} checkpoint segment(s) (without "
+               f"rematerialization {report.peak_without} bytes)")
+    if strict:
+        raise MemoryBudgetError(message + "; raise the budget or shrink the program's arguments and results, "
+                                "which every segmentation keeps", location)
+    warnings.warn_explicit(MemoryBudgetWarning(message + "; the program runs with this peak (strict=True makes "
+                                               "this an error)"), MemoryBudgetWarning, location.file, location.line)
 
 
 def _cut_fractions(segments: int) -> list[float]:
