@@ -23,10 +23,20 @@ from .llvm_support import set_function_string_attribute
 _CALL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
+_LOCATION_AT_LINE_END = re.compile(r' loc\("(?:[^"\\]|\\.)*":\d+(?: in (?:[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*"))?\)$',
+                                   re.MULTILINE)
+
+
 def _symbol(fn: Function) -> str:
     """A name that depends only on the program, so that the same program compiled again
-    (in this process or another) has the same LLVM IR and hits the disk cache."""
-    digest = hashlib.sha256(print_function(fn).encode()).hexdigest()[:16]
+    (in this process or another) has the same LLVM IR and hits the disk cache.
+
+    Source locations are left out of the hash: they name files relative to the working
+    directory, and they change no machine code, so one program run from several
+    directories (or edited above the traced lines) shares one cache entry. The printer
+    ends every op's line with its `loc(...)`, which is what the pattern removes."""
+    text = _LOCATION_AT_LINE_END.sub("", print_function(fn))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"jitgrad_{re.sub(r'[^A-Za-z0-9_]', '_', fn.name)}_{digest}"
 
 
