@@ -174,6 +174,11 @@ class DualTensor(HoldsValue):
         """jitgrad.stop_gradient: the same value with a zero tangent."""
         return DualTensor(self.value, np.zeros_like(self.tangent))
 
+    def _carries_derivative(self) -> bool:
+        return True
+
+    _detach_advice = "read d.value (or d.numpy(), a copy) and d.tangent"
+
     def __setitem__(self, index, value):
         raise ArgumentError("a DualTensor cannot be modified in place; build a new one")
 

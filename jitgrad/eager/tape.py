@@ -330,22 +330,11 @@ class TrackedTensor(HoldsValue):
         """jitgrad.stop_gradient: the plain value, which the tape treats as a constant."""
         return self.value
 
+    def _carries_derivative(self) -> bool:
+        return self._tape._recording and self.value.dtype.kind in "fc"
 
-    def numpy(self) -> np.ndarray:
-        """The value as a NumPy array (untracked)."""
-        return np.asarray(self.value)
-
-    def __int__(self) -> int:
-        return int(self.value)
-
-    def __index__(self) -> int:
-        return operator.index(self.value)
-
-    def item(self, *args):
-        return self.value.item(*args)
-
-    def tolist(self):
-        return np.asarray(self.value).tolist()
+    _detach_advice = ("read t.numpy() (a detached copy) or t.value, compute it inside `with "
+                      "tape.stop_recording():`, or use jitgrad.stop_gradient(t)")
 
     def __setitem__(self, index, value):
         raise UnsupportedOperationError("a tracked tensor cannot be modified in place (the tape could not "

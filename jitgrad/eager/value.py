@@ -1,12 +1,26 @@
 """What the eager tensors (`TrackedTensor`, `DualTensor`) share: they hold a concrete
-NumPy `value` and answer Python's and NumPy's questions about it from that value."""
+NumPy `value` and answer Python's and NumPy's questions about it from that value.
+
+Conversions that leave the differentiated world — `np.asarray(t)` (and every library
+that calls it, such as scipy), `float(t)`, `math.exp(t)`, `t.item()`, `t.tolist()`,
+assigning `t` into a NumPy array — would return a plain number or array and drop the
+derivative without a word. While a derivative is being carried (a tensor of a recording
+tape, any dual tensor) they raise `CutDerivativeError` instead. Reading the value on
+purpose stays easy: `t.numpy()` is a detached copy, `t.value` the array itself. `bool`,
+`int` and `operator.index` stay allowed: they are piecewise constant, so the zero
+derivative a cut gives them is their true derivative.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.errors import CutDerivativeError
+from jitgrad.tracing.tracer import user_location
+
 
 class HoldsValue:
-    """Array attributes and conversions read from `self.value`."""
+    """Array attributes and conversions read from `self.value`. Subclasses say when a
+    conversion would cut a derivative (`_carries_derivative`) and how to avoid it."""
 
     __slots__ = ()
 
@@ -15,7 +29,28 @@ class HoldsValue:
     size = property(lambda self: self.value.size)
     dtype = property(lambda self: self.value.dtype)
 
+    def _carries_derivative(self) -> bool:
+        """Whether a conversion to a plain value would now drop a derivative."""
+        raise NotImplementedError
+
+    # How to read the value on purpose, for the error message.
+    _detach_advice = "read t.numpy() (a detached copy) or t.value"
+
+    def _refuse_conversion(self, conversion: str):
+        name = type(self).__name__
+        raise CutDerivativeError(
+            f"{conversion} of a {name} would give a plain value and silently drop its derivative; "
+            f"{self._detach_advice} to use the value as a constant on purpose, or keep to the NumPy "
+            "functions jitgrad differentiates", user_location())
+
+    def numpy(self) -> np.ndarray:
+        """A copy of the value as a plain NumPy array, detached on purpose (a constant)."""
+        return np.array(self.value, copy=True)
+
     def __array__(self, dtype=None, copy=None):
+        if self._carries_derivative():
+            self._refuse_conversion("np.asarray/np.array (or a library calling it, such as scipy, or assigning "
+                                    "it into a NumPy array)")
         value = np.asarray(self.value, dtype=dtype)
         return value.copy() if copy else value
 
@@ -28,8 +63,32 @@ class HoldsValue:
     def __bool__(self) -> bool:
         return bool(self.value)
 
+    def __int__(self) -> int:
+        return int(self.value)
+
+    def __index__(self) -> int:
+        return self.value.__index__()
+
     def __float__(self) -> float:
+        if self._carries_derivative():
+            self._refuse_conversion("float() (also math.* functions and assigning it to an element of a NumPy "
+                                    "array)")
         return float(self.value)
+
+    def __complex__(self) -> complex:
+        if self._carries_derivative():
+            self._refuse_conversion("complex()")
+        return complex(self.value)
+
+    def item(self, *args):
+        if self._carries_derivative():
+            self._refuse_conversion(".item()")
+        return self.value.item(*args)
+
+    def tolist(self):
+        if self._carries_derivative():
+            self._refuse_conversion(".tolist()")
+        return np.asarray(self.value).tolist()
 
 
 class ArgumentTemplates:
