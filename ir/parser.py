@@ -421,9 +421,10 @@ class _Parser:
                 return token.text == "true"
             raise self.error(f"expected true or false, got {_describe(token)}")
         value = self.number()
-        if dtype is DType.i64:
-            if not isinstance(value, int) or not -2**63 <= value < 2**63:
-                raise self.error(f"expected a 64-bit integer, got {_describe(token)}", token)
+        if dtype.is_integer:
+            info = np.iinfo(dtype.numpy)
+            if not isinstance(value, int) or not info.min <= value <= info.max:
+                raise self.error(f"expected a {dtype.bits}-bit integer ({dtype}), got {_describe(token)}", token)
         else:
             value = float(value)
         return value

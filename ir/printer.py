@@ -235,6 +235,8 @@ def _looks_float(text: str) -> bool:
 _ELEMENT_FORMATS = {
     DType.f32: _format_f32,
     DType.f64: lambda x: _format_f64(float(x)),
-    DType.i64: lambda x: str(int(x)),
+    DType.f16: lambda x: _format_f64(float(x)),     # the exact double: reads back exactly
+    DType.bf16: lambda x: _format_f64(float(x)),
     DType.bool: lambda x: "true" if x else "false",
+    **{d: (lambda x: str(int(x))) for d in DType if d.is_integer},
 }

@@ -10,16 +10,28 @@ import math
 import re
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 
 class DType(enum.Enum):
-    """Element types. Floats are differentiable; i64 and bool carry indices and masks."""
+    """Element types, in NumPy's order of kinds: bool, signed and unsigned integers of every
+    width, and floats (bf16 is `ml_dtypes.bfloat16`, the NumPy dtype JAX uses). Floats are
+    differentiable; `list(DType)` is the authoritative list of what jitgrad supports."""
 
+    bool = "bool"
+    i8 = "i8"
+    i16 = "i16"
+    i32 = "i32"
+    i64 = "i64"
+    u8 = "u8"
+    u16 = "u16"
+    u32 = "u32"
+    u64 = "u64"
+    f16 = "f16"
+    bf16 = "bf16"
     f32 = "f32"
     f64 = "f64"
-    i64 = "i64"
-    bool = "bool"
 
     @property
     def numpy(self) -> np.dtype:
@@ -27,7 +39,25 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.f32, DType.f64)
+        return self in (DType.f16, DType.bf16, DType.f32, DType.f64)
+
+    @property
+    def is_integer(self) -> bool:
+        """A signed or unsigned integer (not bool)."""
+        return self.value[0] in "iu"
+
+    @property
+    def is_signed(self) -> bool:
+        """Signed integers and floats (bool and unsigned integers are not)."""
+        return self.value[0] in "ifb" and self is not DType.bool
+
+    @property
+    def is_unsigned(self) -> bool:
+        return self.value[0] == "u"
+
+    @property
+    def bits(self) -> int:
+        return 1 if self is DType.bool else 8 * self.itemsize
 
     @property
     def itemsize(self) -> int:
@@ -43,15 +73,16 @@ class DType(enum.Enum):
 
 
 _TO_NUMPY = {
-    DType.f32: np.dtype(np.float32),
-    DType.f64: np.dtype(np.float64),
-    DType.i64: np.dtype(np.int64),
     DType.bool: np.dtype(np.bool_),
+    DType.i8: np.dtype(np.int8), DType.i16: np.dtype(np.int16),
+    DType.i32: np.dtype(np.int32), DType.i64: np.dtype(np.int64),
+    DType.u8: np.dtype(np.uint8), DType.u16: np.dtype(np.uint16),
+    DType.u32: np.dtype(np.uint32), DType.u64: np.dtype(np.uint64),
+    DType.f16: np.dtype(np.float16), DType.bf16: np.dtype(ml_dtypes.bfloat16),
+    DType.f32: np.dtype(np.float32), DType.f64: np.dtype(np.float64),
 }
 _FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
-# Narrower integer inputs are widened to i64 by the tracer, never stored as such.
-_FROM_NUMPY.update({np.dtype(t): DType.i64 for t in (np.int8, np.int16, np.int32,
-                                                     np.uint8, np.uint16, np.uint32)})
+# Platform aliases (np.intc, np.longlong, ...) compare equal to these dtypes and hash alike.
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,9 @@ class TensorType:
 
     shape: tuple[int, ...]
     dtype: DType
+    weak: bool = False
+    """Only in call signatures: a Python scalar argument, which promotes like one (NEP 50:
+    `f(x_f32, 2.0)` is float32). Traced values are never weak; see `as_strong`."""
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
@@ -78,6 +112,9 @@ class TensorType:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
+    def as_strong(self) -> "TensorType":
+        return TensorType(self.shape, self.dtype) if self.weak else self
+
     def with_dtype(self, dtype: DType) -> "TensorType":
         return TensorType(self.shape, dtype)
 
@@ -85,10 +122,11 @@ class TensorType:
         return TensorType(tuple(shape), self.dtype)
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        text = f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        return f"weak {text}" if self.weak else text
 
 
-_TYPE_RE = re.compile(r"^\s*(f32|f64|i64|bool)\[([0-9,\s]*)\]\s*$")
+_TYPE_RE = re.compile(r"^\s*(" + "|".join(d.value for d in DType) + r")\[([0-9,\s]*)\]\s*$")
 
 
 def parse_type(text: str) -> TensorType:

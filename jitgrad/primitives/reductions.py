@@ -30,11 +30,11 @@ def _reduce_impl(np_fn):
 
 
 def _lowest(dtype: DType):
-    return -np.inf if dtype.is_float else np.iinfo(np.int64).min
+    return -np.inf if dtype.is_float else np.iinfo(dtype.numpy).min
 
 
 def _highest(dtype: DType):
-    return np.inf if dtype.is_float else np.iinfo(np.int64).max
+    return np.inf if dtype.is_float else np.iinfo(dtype.numpy).max
 
 
 reduce_sum_p = Primitive("reduce_sum", _reduce_infer("reduce_sum"), _reduce_impl(np.sum),

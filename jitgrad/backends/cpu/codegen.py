@@ -177,12 +177,11 @@ class FunctionLowering:
         b, t = self.builder, memory_type(value.type.dtype)
         offset = index(0) if value.type.size == 1 else idx.offset_in(b, value.type.shape)
         x = b.load(b.gep(self.buffers[value], [offset], inbounds=True, source_etype=t), typ=t)
-        return b.trunc(x, I1) if value.type.dtype == DType.bool else x
+        return self.ctx.from_memory(x, value.type.dtype)
 
     def store(self, value: Value, idx: Index, x: ir.Value) -> None:
         b, t = self.builder, memory_type(value.type.dtype)
-        if value.type.dtype == DType.bool:
-            x = b.zext(x, I8)
+        x = self.ctx.to_memory(x, value.type.dtype)
         offset = index(0) if value.type.size == 1 else idx.offset_in(b, value.type.shape)
         b.store(x, b.gep(self.buffers[value], [offset], inbounds=True, source_etype=t))
 
@@ -199,7 +198,10 @@ class FunctionLowering:
         if isinstance(lowering, Constant):
             return self.ctx.const_of(op.attrs["value"].item(), value.type.dtype)
         if isinstance(lowering, Elementwise):
-            return lowering.scalar(self.ctx, *[self.element(v, idx) for v in op.operands], **op.attrs)
+            operands = [self.element(v, idx) for v in op.operands]
+            if lowering.indexed:          # the element's row-major position comes first
+                operands.insert(0, idx.offset_in(self.builder, value.type.shape))
+            return self.elementwise(op, operands)
         if isinstance(lowering, Gather):
             operand = op.operands[0]
             if operand.type.ndim == 0:
@@ -207,6 +209,18 @@ class FunctionLowering:
             mapped = lowering.index_map(self.ctx, idx.get_multi(self.builder), operand.type, value.type, **op.attrs)
             return self.element(operand, Index(operand.type.shape, mapped))
         raise AssertionError(f"{op.name} results are always materialized")
+
+    def elementwise(self, op, operands: list) -> ir.Value:
+        """An Elementwise rule applied to scalar operands. The rule learns its operands'
+        dtype (`ctx.operand_dtype`: signedness is not in LLVM's integers), and an f16 or
+        bf16 result is rounded to its dtype, as NumPy rounds every operation's result."""
+        ctx = self.ctx
+        saved, ctx.operand_dtype = ctx.operand_dtype, op.operands[-1].type.dtype if op.operands else None
+        try:
+            result = op.opdef.lowering.scalar(ctx, *operands, **op.attrs)
+        finally:
+            ctx.operand_dtype = saved
+        return ctx.round_to(result, op.results[0].type.dtype)
 
     def _loop(self, shape, flat: bool, name: str):
         """Loops over `shape`, as one flat loop when possible; yields an Index."""

@@ -16,8 +16,10 @@ from jitgrad.ir import DType
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
+I16 = ir.IntType(16)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
+HALF = ir.HalfType()
 F32 = ir.FloatType()
 F64 = ir.DoubleType()
 PTR = ir.PointerType()
@@ -25,13 +27,25 @@ VOID = ir.VoidType()
 
 
 def register_type(dtype: DType) -> ir.Type:
-    """The type a scalar of `dtype` has in registers (bool is i1)."""
-    return {DType.f32: F32, DType.f64: F64, DType.i64: I64, DType.bool: I1}[dtype]
+    """The type a scalar of `dtype` has in registers: bool is i1; f16 and bf16 are
+    computed in float (each result is rounded to its dtype, as NumPy does)."""
+    if dtype == DType.bool:
+        return I1
+    if dtype.is_integer:
+        return ir.IntType(dtype.bits)
+    return F64 if dtype == DType.f64 else F32
 
 
 def memory_type(dtype: DType) -> ir.Type:
-    """The type of an element in memory (bool is a byte, as in NumPy)."""
-    return I8 if dtype == DType.bool else register_type(dtype)
+    """The type of an element in memory: bool is a byte (as in NumPy), f16 is LLVM's
+    half, bf16 is its 16 bits as an integer."""
+    if dtype == DType.bool:
+        return I8
+    if dtype == DType.f16:
+        return HALF
+    if dtype == DType.bf16:
+        return I16
+    return register_type(dtype)
 
 
 def index(n: int) -> ir.Constant:

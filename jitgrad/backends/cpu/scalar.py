@@ -11,7 +11,8 @@ from __future__ import annotations
 from llvmlite import ir
 
 from jitgrad.ir import DType
-from .llvm_support import F64, I1, declare, index, register_type, set_call_string_attribute
+from .llvm_support import (F32, F64, HALF, I1, I8, I16, I32, I64, declare, index, register_type,
+                           set_call_string_attribute)
 
 # jitgrad name -> (LLVM intrinsic or None, libm name, libmvec base name or None, arity)
 MATH_FUNCTIONS = {
@@ -46,6 +47,14 @@ class CPUScalarContext:
         self.module = module
         self.vector_math = vector_math
         self.fastmath: tuple[str, ...] = ()
+        self.operand_dtype: DType | None = None
+        """The dtype of the operands of the rule being emitted (set by the code generator
+        around each rule): LLVM integers carry no sign, so unsigned division, comparison,
+        max/min and conversion ask it. None reads as signed."""
+
+    def _unsigned(self, x) -> bool:
+        return (isinstance(x.type, ir.IntType) and x.type.width > 1 and self.operand_dtype is not None
+                and self.operand_dtype.is_unsigned)
 
     # ----- type queries
     @staticmethod
@@ -83,14 +92,102 @@ class CPUScalarContext:
         return self.builder.fmul(a, b) if self.is_float(a) else self.builder.mul(a, b)
 
     def div(self, a, b):
-        return self.builder.fdiv(a, b) if self.is_float(a) else self.builder.sdiv(a, b)
+        """a / b; on integers C's truncating division with x / 0 = 0 and MIN / -1 = MIN
+        (where LLVM's sdiv/udiv would be undefined)."""
+        b_ = self.builder
+        if self.is_float(a):
+            return b_.fdiv(a, b)
+        divisor, is_zero = self._safe_divisor(a, b)
+        if self._unsigned(a):
+            return b_.select(is_zero, self.const(0, a), b_.udiv(a, divisor))
+        q = b_.select(b_.icmp_signed("==", b, self.const(-1, b)), b_.neg(a), b_.sdiv(a, divisor))
+        return b_.select(is_zero, self.const(0, a), q)
+
+    def _safe_divisor(self, a, b):
+        """(divisor, is_zero): a divisor with 0 and (signed) -1 replaced by 1 where the
+        quotient is patched by the caller: x / 0 gives 0, MIN / -1 gives MIN (= -MIN)."""
+        b_ = self.builder
+        zero = b_.icmp_unsigned("==", b, self.const(0, b))
+        if self._unsigned(a):
+            return b_.select(zero, self.const(1, b), b), zero
+        minus_one = b_.icmp_signed("==", b, self.const(-1, b))
+        # a / -1 = -a (wrapping) and a % -1 = 0: divide by 1 and negate instead.
+        divisor = b_.select(b_.or_(zero, minus_one), self.const(1, b), b)
+        return divisor, zero
+
+    def floor_divide(self, a, b):
+        """NumPy's floor_divide: integers round toward -inf, x // 0 = 0; floats as
+        NumPy's npy_floor_divide (floor of (a - fmod(a, b)) / b, nudged to the nearest
+        integer, a / b when b is 0)."""
+        b_ = self.builder
+        if self.is_float(a):
+            return self._float_divmod(a, b)[0]
+        zero = self.const(0, a)
+        if self._unsigned(a):
+            divisor, is_zero = self._safe_divisor(a, b)
+            return b_.select(is_zero, zero, b_.udiv(a, divisor))
+        divisor, is_zero = self._safe_divisor(a, b)
+        minus_one = b_.icmp_signed("==", b, self.const(-1, b))
+        q = b_.sdiv(a, divisor)
+        r = b_.srem(a, divisor)
+        adjust = b_.and_(b_.icmp_signed("!=", r, zero),
+                         b_.icmp_signed("!=", b_.icmp_signed("<", r, zero), b_.icmp_signed("<", b, zero)))
+        q = b_.select(adjust, b_.sub(q, self.const(1, a)), q)
+        q = b_.select(minus_one, b_.neg(a), q)
+        return b_.select(is_zero, zero, q)
+
+    def remainder(self, a, b):
+        """NumPy's remainder: the sign of the divisor; integers x % 0 = 0; floats as
+        NumPy's npy_remainder (fmod(a, b) when b is 0, NaN)."""
+        b_ = self.builder
+        if self.is_float(a):
+            return self._float_divmod(a, b)[1]
+        zero = self.const(0, a)
+        divisor, is_zero = self._safe_divisor(a, b)
+        if self._unsigned(a):
+            return b_.select(is_zero, zero, b_.urem(a, divisor))
+        r = b_.srem(a, divisor)          # divisor -1 became 1: the remainder is 0 either way
+        adjust = b_.and_(b_.icmp_signed("!=", r, zero),
+                         b_.icmp_signed("!=", b_.icmp_signed("<", r, zero), b_.icmp_signed("<", b, zero)))
+        r = b_.select(adjust, b_.add(r, b), r)
+        return b_.select(is_zero, zero, r)
+
+    def fmod(self, a, b):
+        """C's fmod (the sign of the dividend); integers: x % 0 = 0."""
+        if self.is_float(a):
+            return self.builder.frem(a, b)
+        divisor, is_zero = self._safe_divisor(a, b)
+        rem = self.builder.urem if self._unsigned(a) else self.builder.srem
+        return self.builder.select(is_zero, self.const(0, a), rem(a, divisor))
+
+    def _float_divmod(self, a, b):
+        """(floor_divide, remainder) of floats, step for step as NumPy's npy_divmod."""
+        b_ = self.builder
+        zero = self.const(0, a)
+        mod = b_.frem(a, b)
+        b_is_zero = b_.fcmp_ordered("==", b, zero)
+        div = b_.fdiv(b_.fsub(a, mod), b)
+        fix = b_.and_(b_.fcmp_unordered("!=", mod, zero),
+                      b_.icmp_unsigned("!=", b_.fcmp_ordered("<", b, zero), b_.fcmp_ordered("<", mod, zero)))
+        mod_fixed = b_.select(fix, b_.fadd(mod, b), mod)
+        div = b_.select(fix, b_.fsub(div, self.const(1, a)), div)
+        mod_fixed = b_.select(b_.fcmp_ordered("==", mod, zero), self._intrinsic("llvm.copysign", zero, b),
+                              mod_fixed)
+        floor = self._intrinsic("llvm.floor", div)
+        floor = b_.select(b_.fcmp_ordered(">", b_.fsub(div, floor), self.const(0.5, a)),
+                          b_.fadd(floor, self.const(1, a)), floor)
+        quotient = b_.fdiv(a, b)
+        floor = b_.select(b_.fcmp_ordered("==", div, zero), self._intrinsic("llvm.copysign", zero, quotient), floor)
+        floordiv = b_.select(b_is_zero, quotient, floor)
+        remainder = b_.select(b_is_zero, mod, mod_fixed)
+        return floordiv, remainder
 
     def cmp(self, op: str, a, b):
         if self.is_float(a):
             if op == "!=":
                 return self.builder.fcmp_unordered("!=", a, b)
             return self.builder.fcmp_ordered(_FLOAT_PREDICATES[op], a, b)
-        if a.type == I1:
+        if a.type == I1 or self._unsigned(a):
             return self.builder.icmp_unsigned(op, a, b)
         return self.builder.icmp_signed(op, a, b)
 
@@ -100,12 +197,12 @@ class CPUScalarContext:
     def maximum(self, a, b):
         """NumPy's maximum: NaN if either operand is NaN."""
         if not self.is_float(a):
-            return self.builder.select(self.builder.icmp_signed(">", a, b), a, b)
+            return self.builder.select(self.cmp(">", a, b), a, b)
         return self._intrinsic("llvm.maximum", a, b)
 
     def minimum(self, a, b):
         if not self.is_float(a):
-            return self.builder.select(self.builder.icmp_signed("<", a, b), a, b)
+            return self.builder.select(self.cmp("<", a, b), a, b)
         return self._intrinsic("llvm.minimum", a, b)
 
     def and_(self, a, b):
@@ -146,6 +243,10 @@ class CPUScalarContext:
         safe = self.builder.select(in_range, b, ir.Constant(b.type, 0))
         return self.builder.select(in_range, self.builder.lshr(a, safe), ir.Constant(a.type, 0))
 
+    def shift_right(self, a, b):
+        """NumPy's right_shift: arithmetic on signed, logical on unsigned operands."""
+        return self.shift_right_logical(a, b) if self._unsigned(a) else self.shift_right_arithmetic(a, b)
+
     def shift_right_arithmetic(self, a, b):
         """Right shift filling with the sign bit; a count outside [0, width) shifts by
         width - 1 (0 or -1, as NumPy's right_shift of a signed integer)."""
@@ -153,19 +254,105 @@ class CPUScalarContext:
         count = self.builder.select(self._shift_in_range(b), b, width)
         return self.builder.ashr(a, count)
 
-    def convert(self, x, dtype: DType):
+    def convert(self, x, dtype: DType, source: DType | None = None):
+        """x (of dtype `source`, default the rule's operand dtype) as `dtype`, as NumPy's
+        astype: integers wrap modulo 2**bits, floats round to nearest even, float ->
+        integer truncates toward zero. Out-of-range and NaN floats give what x86's C
+        casts give (INT_MIN for 32/64-bit signed results, through int32 for 8/16-bit
+        results, through int64 for u32), never LLVM's poison."""
+        source = source or self.operand_dtype or _dtype_of_register(x)
         b, target = self.builder, register_type(dtype)
-        if x.type == target:
+        if dtype == source:
             return x
         if dtype == DType.bool:
             return self.cmp("!=", x, self.const(0, x))
+        if dtype.is_float:
+            if self.is_float(x):
+                return self._float_to_float(x, source, dtype)
+            wide = F64 if dtype == DType.f64 else F32
+            as_float = b.uitofp(x, wide) if (source == DType.bool or source.is_unsigned) else b.sitofp(x, wide)
+            return self.round_to(as_float, dtype)
         if self.is_float(x):
-            if dtype.is_float:
-                return b.fpext(x, target) if target == F64 else b.fptrunc(x, target)
-            return b.fptosi(x, target)
-        if x.type == I1:
-            return b.uitofp(x, target) if dtype.is_float else b.zext(x, target)
-        return b.sitofp(x, target)
+            return self._float_to_int(x, dtype)
+        if x.type.width > target.width:
+            return b.trunc(x, target)
+        if x.type.width == target.width:
+            return x
+        return b.zext(x, target) if (source == DType.bool or source.is_unsigned) else b.sext(x, target)
+
+    def _float_to_float(self, x, source: DType, dtype: DType):
+        b, target = self.builder, register_type(dtype)
+        if dtype == DType.f16 and x.type == F64:      # one rounding, as NumPy's double -> half
+            return b.fpext(b.fptrunc(x, HALF), F32)
+        if x.type != target:
+            x = b.fpext(x, target) if target == F64 else b.fptrunc(x, target)
+        return self.round_to(x, dtype)
+
+    def _float_to_int(self, x, dtype: DType):
+        b = self.builder
+        if dtype.bits == 64 and dtype.is_unsigned:
+            # x86's sequence: values >= 2**63 convert shifted down, with the top bit set back.
+            big = self.const(2.0 ** 63, x)
+            high = b.fcmp_ordered(">=", x, big)
+            shifted = self._x86_fptosi(b.select(high, b.fsub(x, big), x), I64)
+            return b.select(high, b.xor(shifted, ir.Constant(I64, 1 << 63)), shifted)
+        if dtype in (DType.i32, DType.i64):
+            return self._x86_fptosi(x, register_type(dtype))
+        via = I64 if dtype == DType.u32 else ir.IntType(32)
+        return b.trunc(self._x86_fptosi(x, via), register_type(dtype))
+
+    def _x86_fptosi(self, x, target: ir.IntType):
+        """Truncation toward zero; NaN and values outside the range give INT_MIN."""
+        b = self.builder
+        limit = 2.0 ** (target.width - 1)
+        in_range = b.and_(b.fcmp_ordered(">=", x, self.const(-limit, x)), b.fcmp_ordered("<", x, self.const(limit, x)))
+        safe = b.select(in_range, x, self.const(0, x))
+        return b.select(in_range, b.fptosi(safe, target), ir.Constant(target, -(1 << (target.width - 1))))
+
+    # ----- narrow floats: f16 and bf16 are computed in float and rounded after each operation
+    def round_to(self, x, dtype: DType):
+        """x (a float register) rounded to `dtype`'s precision, still in a float register."""
+        if dtype == DType.f16:
+            return self.builder.fpext(self.builder.fptrunc(x, HALF), F32)
+        if dtype == DType.bf16:
+            return self._bf16_to_float(self._float_to_bf16(x))
+        return x
+
+    def to_memory(self, x, dtype: DType):
+        """A register value as stored: bool as a byte, f16 as half, bf16 as its 16 bits."""
+        b = self.builder
+        if dtype == DType.bool:
+            return b.zext(x, I8)
+        if dtype == DType.f16:
+            return b.fptrunc(x, HALF)
+        if dtype == DType.bf16:
+            return self._float_to_bf16(x)
+        return x
+
+    def from_memory(self, x, dtype: DType):
+        b = self.builder
+        if dtype == DType.bool:
+            return b.trunc(x, I1)
+        if dtype == DType.f16:
+            return b.fpext(x, F32)
+        if dtype == DType.bf16:
+            return self._bf16_to_float(x)
+        return x
+
+    def _float_to_bf16(self, x):
+        """The 16 bits of bf16(x), rounded to nearest even; NaN stays a quiet NaN of
+        the same sign (as ml_dtypes)."""
+        b = self.builder
+        bits = b.bitcast(x, I32)
+        lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+        rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), lsb))
+        quiet_nan = b.or_(bits, ir.Constant(I32, 0x00400000))
+        chosen = b.select(b.fcmp_unordered("uno", x, x), quiet_nan, rounded)
+        return b.trunc(b.lshr(chosen, ir.Constant(I32, 16)), I16)
+
+    def _bf16_to_float(self, bits16):
+        b = self.builder
+        return b.bitcast(b.shl(b.zext(bits16, I32), ir.Constant(I32, 16)), F32)
 
     # ----- transcendental
     def math(self, name: str, *args):
@@ -203,3 +390,10 @@ class CPUScalarContext:
     def index_mul(self, a, b):
         return self.builder.mul(a, b, flags=["nsw"])
 
+
+def _dtype_of_register(x) -> DType:
+    """The dtype a register most plausibly holds when no dtype was given (signed for
+    integers; f32 for float registers, which also hold f16 and bf16)."""
+    if isinstance(x.type, ir.IntType):
+        return DType.bool if x.type.width == 1 else DType(f"i{x.type.width}")
+    return DType.f64 if x.type == F64 else DType.f32
