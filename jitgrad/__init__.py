@@ -13,7 +13,7 @@ from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationE
                      GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError,
                      MutationError, CutDerivativeError, MemoryBudgetError, MemoryBudgetWarning)
 from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
-                  jit_grad, stop_gradient)
+                  jit_grad, stop_gradient, clear_caches, RecompileWarning)
 from .custom import custom_jvp, custom_vjp, CustomOp, custom_op, ClipGradient, checkpoint
 from .eager import GradientTape, TrackedTensor, DualTensor, ForwardADContext
 from .graph import Graph
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
-    "jit_grad", "stop_gradient", "Compiled",
+    "jit_grad", "stop_gradient", "Compiled", "clear_caches", "RecompileWarning",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "Graph", "SGD", "Adam",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import types
+import warnings
+import weakref
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jitgrad.errors import ArgumentError
+from jitgrad.errors import ArgumentError, JitgradError
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
+from jitgrad.tracing.implicit import value_key
 from jitgrad.tracing.tracer import abstract_leaf
+from .config import config
 from .pipeline import Lowered, lower
 from .custom import eager_apply
 from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian_transform, jvp_transform,
@@ -29,8 +36,24 @@ FAST_PATH_AFTER_CALLS = 2
 ~1 us): building it costs a small LLVM compile, not worth it for one-off calls."""
 
 
+class RecompileWarning(UserWarning):
+    """A compiled function was compiled for many signatures: each new shape, dtype, static
+    value or closure value traces and compiles again."""
+
+
+_LIVE: "weakref.WeakSet[Compiled]" = weakref.WeakSet()
+"""Every Compiled object alive, for `clear_caches`."""
+
+
 class Compiled:
-    """A transformed function compiled per argument signature."""
+    """A transformed function compiled per argument signature.
+
+    Signatures are kept in a least-recently-used cache of at most
+    `config.max_signatures_per_function` entries. A key (pytree structure, leaf types,
+    static arguments) can hold several entries when the function reads closure or global
+    values: each entry checks its own (`Lowered.read_captures`). Compiling is once per
+    key however many threads call at once (a lock per key; other keys compile in
+    parallel up to the backend's LLVM lock)."""
 
     def __init__(self, fun: Callable, stage: Callable[[tuple], Staged], static_argnums: Sequence[int] = (),
                  name: str | None = None):
@@ -38,10 +61,17 @@ class Compiled:
         self.stage = stage
         self.static_argnums = tuple(static_argnums)
         self.name = name or getattr(fun, "__name__", "fn")
-        self._cache: dict[Any, Lowered] = {}
+        self._lock = threading.Lock()     # guards the fields below
+        self._cache: OrderedDict[Any, list[Lowered]] = OrderedDict()
+        self._key_locks: dict[Any, threading.Lock] = {}
+        self._calls: dict[int, int] = {}  # calls per entry (by id of its Lowered)
         self._fast = None                 # native call path for the hottest signature
-        self._calls: dict[Any, int] = {}
+        self._fast_lowered: Lowered | None = None   # keeps the fast path's code alive
+        self._compiles = 0
+        self._warned = False
+        self._last_key = None
         functools.update_wrapper(self, fun, updated=())
+        _LIVE.add(self)
 
     def _static(self, args: tuple) -> tuple[int, ...]:
         """static_argnums as non-negative positions for this call (negatives count from the end)."""
@@ -49,9 +79,8 @@ class Compiled:
 
     def _signature(self, args: tuple):
         static_argnums = self._static(args)
-        static = tuple((i, args[i]) for i in static_argnums)
         try:
-            hash(static)
+            static = tuple((i, value_key(args[i])) for i in static_argnums)
         except TypeError:
             raise ArgumentError(f"static arguments of {self.name} must be hashable") from None
         dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
@@ -63,11 +92,7 @@ class Compiled:
         available as text (`.as_text(stage)`, `.stages`)."""
         args = normalize_args(args, self._static(args))
         key, _ = self._signature(args)
-        lowered = self._cache.get(key)
-        if lowered is None:
-            lowered = lower(self.stage, args, self.name)
-            self._cache[key] = lowered
-        return lowered
+        return self._entry(key, args)[0]
 
     def __call__(self, *args, **kwargs):
         if kwargs:
@@ -99,17 +124,154 @@ class Compiled:
             return eager
         args = normalize_args(args, self._static(args))
         key, leaves = self._signature(args)
-        lowered = self._cache.get(key)
-        if lowered is None:
-            lowered = self.lower(*args)
-        calls = self._calls[key] = self._calls.get(key, 0) + 1
-        if calls == FAST_PATH_AFTER_CALLS and not self.static_argnums:
-            self._fast = lowered.fast_call(self._call)
-        return lowered.run(leaves)
+        lowered, implicit_arrays = self._entry(key, args)
+        with self._lock:
+            calls = self._calls[id(lowered)] = self._calls.get(id(lowered), 0) + 1
+            install = (calls == FAST_PATH_AFTER_CALLS and not self.static_argnums and not lowered.captures
+                       and self._holds(key, lowered))
+        if install:
+            fast = lowered.fast_call(self._call)
+            with self._lock:
+                if self._holds(key, lowered):  # still cached: its code stays alive with the fast path
+                    self._fast_lowered, self._fast = lowered, fast
+        return lowered.run(leaves, implicit_arrays)
+
+    # ----- the signature cache
+    def _find(self, key) -> tuple[Lowered | None, list | None]:
+        """A cached entry for `key` whose closure reads still hold, and its implicit arrays."""
+        with self._lock:
+            entries = self._cache.get(key)
+            if not entries:
+                return None, None
+            self._cache.move_to_end(key)
+            entries = list(entries)
+        for lowered in entries:
+            arrays = lowered.read_captures()
+            if arrays is not None:
+                return lowered, arrays
+        return None, None
+
+    def _entry(self, key, args: tuple) -> tuple[Lowered, list]:
+        """The entry for this call: cached, or compiled once under the key's lock."""
+        lowered, arrays = self._find(key)
+        if lowered is not None:
+            self._last_key = key
+            return lowered, arrays
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            lowered, arrays = self._find(key)   # another thread may have compiled it meanwhile
+            if lowered is not None:
+                return lowered, arrays
+            reason = self._why_compile(key)
+            for _ in range(2):
+                lowered = lower(self.stage, args, self.name)
+                arrays = lowered.read_captures()
+                if arrays is not None:
+                    break
+            else:
+                raise JitgradError(f"{self.name}: {lowered.captures.mismatch()} while it was being compiled; the "
+                                   "values a compiled function reads from closures and globals must not change "
+                                   "during its trace")
+            self._insert(key, lowered)
+            self._last_key = key
+        self._maybe_warn(reason)
+        return lowered, arrays
+
+    def _holds(self, key, lowered: Lowered) -> bool:
+        return any(entry is lowered for entry in self._cache.get(key, ()))
+
+    def _insert(self, key, lowered: Lowered) -> None:
+        with self._lock:
+            self._cache.setdefault(key, []).insert(0, lowered)
+            self._cache.move_to_end(key)
+            self._compiles += 1
+            limit = max(1, config.max_signatures_per_function)
+            while self.cache_size > limit:
+                oldest_key = next(iter(self._cache))
+                entries = self._cache[oldest_key]
+                self._drop(entries.pop())
+                if not entries:
+                    del self._cache[oldest_key]
+                    if oldest_key != key:
+                        self._key_locks.pop(oldest_key, None)
+
+    def _drop(self, lowered: Lowered) -> None:
+        """Forget an evicted entry (its machine code is freed once nothing refers to it)."""
+        self._calls.pop(id(lowered), None)
+        if self._fast_lowered is lowered:
+            self._fast, self._fast_lowered = None, None
+
+    def _why_compile(self, key) -> str:
+        """What differs from what was compiled before, in words, for the recompile warning."""
+        with self._lock:
+            entries = list(self._cache.get(key, ()))
+            last = self._last_key
+        for lowered in entries:
+            why = lowered.captures.mismatch()
+            if why is not None:
+                return why
+        if last is None:
+            return "it was called for the first time"
+        return _describe_change(last, key)
+
+    def _maybe_warn(self, reason: str) -> None:
+        limit = config.recompile_warning_after
+        with self._lock:
+            warn = limit and self._compiles > limit and not self._warned
+            self._warned = self._warned or bool(warn)
+            count = self._compiles
+        if warn:
+            warnings.warn(f"{self.name} has been compiled {count} times (more than "
+                          f"config.recompile_warning_after = {limit}); the last time because {reason}. Each new "
+                          "signature traces and compiles again: pass values that change as arguments (not "
+                          "static ones, not closure constants), or keep shapes and dtypes fixed.",
+                          RecompileWarning, stacklevel=4)
+
+    def clear_cache(self) -> None:
+        """Drop every compiled signature of this function (and its native call path)."""
+        with self._lock:
+            self._fast, self._fast_lowered = None, None
+            self._cache.clear()
+            self._calls.clear()
+            self._key_locks.clear()
+            self._last_key = None
 
     @property
     def cache_size(self) -> int:
-        return len(self._cache)
+        """Compiled signatures held now."""
+        return sum(len(entries) for entries in self._cache.values())
+
+    @property
+    def compile_count(self) -> int:
+        """Signatures compiled since creation (evicted ones included)."""
+        return self._compiles
+
+
+def clear_caches() -> None:
+    """Drop the compiled code that every live compiled function keeps in memory (and the
+    functions `vjp`/`jvp`/`linearize` keep per transformed function); the next call of
+    each compiles again (from the disk cache when it is on)."""
+    for compiled in list(_LIVE):
+        compiled.clear_cache()
+    with _TRANSFORMS_LOCK:
+        _TRANSFORMS.clear()
+
+
+def _describe_change(old, new) -> str:
+    """Which part of a signature key changed: the argument structure, a leaf's type
+    (shape and dtype), or a static argument's value."""
+    old_tree, old_types, old_static = old
+    new_tree, new_types, new_static = new
+    if old_tree != new_tree:
+        return f"the structure of the arguments changed from {old_tree} to {new_tree}"
+    for k, (a, b) in enumerate(zip(old_types, new_types, strict=True)):
+        if a != b:
+            return f"array argument {k} (flattened) changed from {a} to {b}"
+    for (i, a), (_, b) in zip(old_static, new_static, strict=True):
+        if a != b:
+            return f"static argument {i} changed from {a[1]!r} ({a[0].__name__}) to {b[1]!r} ({b[0].__name__})"
+    return "the closure values it reads changed"
 
 
 def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = ()):
@@ -139,24 +301,58 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: boo
                     name=f"value_and_grad_{_name(fun)}")
 
 
-@functools.lru_cache(maxsize=512)
-def _cached(kind: str, fun: Callable, param) -> Compiled:
+TRANSFORM_CACHE_SIZE = 64
+"""Compiled objects `vjp`/`jvp`/`linearize` keep (least recently used dropped)."""
+
+_TRANSFORMS: OrderedDict[tuple, Compiled] = OrderedDict()
+_TRANSFORMS_LOCK = threading.Lock()
+
+
+def _function_identity(fun: Callable) -> tuple:
+    """What makes two callables the same program with the same outside values: a lambda
+    made anew in every loop iteration has the same code, globals and closure cells, and a
+    bound method the same function and object. Compiled code reads closure values at
+    each call, so such callables can share one Compiled object."""
+    if isinstance(fun, types.MethodType):
+        return ("method", id(fun.__func__), id(fun.__self__))
+    if isinstance(fun, types.FunctionType):
+        return ("function", id(fun.__code__), id(fun.__globals__), tuple(map(id, fun.__closure__ or ())),
+                id(fun.__defaults__), id(fun.__kwdefaults__))
+    return ("object", id(fun))
+
+
+def _transformed(kind: str, fun: Callable, param) -> Compiled:
     """One Compiled object per (transformation, function, parameter), so that calling
-    jitgrad.vjp(f, x) or jitgrad.jvp(f, ...) in a loop compiles once, not every time."""
+    jitgrad.vjp(f, x) or jitgrad.jvp(f, ...) in a loop compiles once, not every time.
+    The entry refers to `fun`, which keeps every object in the identity alive (so no id
+    is reused while the entry exists)."""
+    key = (kind, param, _function_identity(fun))
+    with _TRANSFORMS_LOCK:
+        compiled = _TRANSFORMS.get(key)
+        if compiled is not None:
+            _TRANSFORMS.move_to_end(key)
+            return compiled
     if kind == "jit":
-        return jit(fun)
-    if kind == "vjp":
-        return Compiled(fun, vjp_transform(fun, param), name=f"vjp_{_name(fun)}")
-    return Compiled(fun, jvp_transform(fun, param), name=f"jvp_{_name(fun)}")
+        compiled = jit(fun)
+    elif kind == "vjp":
+        compiled = Compiled(fun, vjp_transform(fun, param), name=f"vjp_{_name(fun)}")
+    else:
+        compiled = Compiled(fun, jvp_transform(fun, param), name=f"jvp_{_name(fun)}")
+    with _TRANSFORMS_LOCK:
+        compiled = _TRANSFORMS.setdefault(key, compiled)
+        _TRANSFORMS.move_to_end(key)
+        while len(_TRANSFORMS) > TRANSFORM_CACHE_SIZE:
+            _TRANSFORMS.popitem(last=False)
+    return compiled
 
 
 def vjp(fun: Callable, *primals):
     """(fun(*primals), vjp_fn) where vjp_fn(cotangent) returns a tuple with one cotangent
     per primal (zeros for integer inputs). vjp_fn recomputes the forward pass."""
-    out = _cached("jit", fun, None)(*primals)
+    out = _transformed("jit", fun, None)(*primals)
 
     def vjp_fn(cotangent):
-        return _cached("vjp", fun, len(primals))(*primals, cotangent)[1]
+        return _transformed("vjp", fun, len(primals))(*primals, cotangent)[1]
     return out, vjp_fn
 
 
@@ -165,13 +361,13 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence):
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ArgumentError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    return _cached("jvp", fun, len(primals))(*primals, *tangents)
+    return _transformed("jvp", fun, len(primals))(*primals, *tangents)
 
 
 def linearize(fun: Callable, *primals):
     """(fun(*primals), f_jvp) where f_jvp(*tangents) is the derivative at `primals`
     applied to `tangents` (compiled once; each call reruns the forward-mode program)."""
-    out = _cached("jit", fun, None)(*primals)
+    out = _transformed("jit", fun, None)(*primals)
 
     def f_jvp(*tangents):
         return jvp(fun, primals, tangents)[1]
@@ -199,7 +395,7 @@ class Jacobian(Compiled):
         nums = [i % len(args) for i in ((self.argnums,) if single else self.argnums)]
         if not all(isinstance(a, np.ndarray) for a in args):
             return super()._call(*args)               # pytrees: the one-program path
-        out_leaves, out_tree = tree_flatten(_cached("jit", self.fun, None)(*args))
+        out_leaves, out_tree = tree_flatten(_transformed("jit", self.fun, None)(*args))
         directions = (sum(args[i].size for i in nums) if self.mode == "fwd"
                       else sum(np.size(o) for o in out_leaves))
         if directions <= INLINE_JACOBIAN_LIMIT:
@@ -212,7 +408,7 @@ class Jacobian(Compiled):
         """blocks[k][j]: d output k / d args[nums[j]], one compiled call per direction."""
         outs = [np.asarray(o) for o in out_leaves]
         if self.mode == "fwd":
-            jvp_compiled = _cached("jvp", self.fun, len(args))
+            jvp_compiled = _transformed("jvp", self.fun, len(args))
             columns = [[[] for _ in nums] for _ in outs]
             for j, i in enumerate(nums):
                 for e in _basis(args[i]):
@@ -222,7 +418,7 @@ class Jacobian(Compiled):
                         columns[k][j].append(np.asarray(t).reshape(-1))
             return [[np.stack(columns[k][j], axis=-1).reshape(outs[k].shape + args[i].shape)
                      for j, i in enumerate(nums)] for k in range(len(outs))]
-        vjp_compiled = _cached("vjp", self.fun, len(args))
+        vjp_compiled = _transformed("vjp", self.fun, len(args))
         blocks = []
         for k, out in enumerate(outs):
             rows = [[] for _ in nums]

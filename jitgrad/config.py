@@ -21,5 +21,18 @@ class Config:
     """Threads for large fused loops, fixed when a function is compiled (0: all cores).
     Results are bit-identical for every value: work is cut into fixed blocks."""
 
+    max_signatures_per_function: int = 64
+    """Compiled signatures each jitted/differentiated function keeps in memory; the least
+    recently used one is dropped (and its machine code freed) beyond this."""
+
+    recompile_warning_after: int = 8
+    """A function compiled for more signatures than this warns once (`RecompileWarning`),
+    naming what changed: an argument's shape, dtype or static value, or a closure value."""
+
+    closure_snapshot_bytes: int = 1 << 20
+    """An array that a compiled function names (closure, global, attribute) but does not
+    use as an implicit argument is compared by contents at each call up to this size,
+    by identity above it (`tracing/implicit.py`)."""
+
 
 config = Config()

@@ -14,6 +14,7 @@ from jitgrad.passes.manager import PassManager
 from .config import config
 from .backends.cpu import CPUBackend
 from .staging import Staged
+from .tracing import implicit
 from .tracing.pytree import tree_flatten
 
 
@@ -35,6 +36,9 @@ class Lowered:
     timings: dict[str, float] = field(default_factory=dict)
     flat_arguments: bool = False
     """Were the arguments plain arrays (no pytrees, no Python scalars)?"""
+    captures: implicit.CaptureSpec = field(default_factory=lambda: implicit.CaptureSpec([], []))
+    """What the function reads from closures, globals and attributes: the implicit
+    arguments (the IR function's trailing arguments, fetched at each call) and guards."""
 
     @property
     def function(self) -> Function:
@@ -72,6 +76,8 @@ class Lowered:
         """The native call path for this signature, or None where it does not apply: every
         argument must be a plain array (the structure a flat tuple of leaves) and the result
         one output or (nested) tuples of outputs."""
+        if self.captures:
+            return None                   # implicit arguments and guards are read in Python
         n_out = len(self.function.outputs)
         result = self.staged.unflatten(list(range(n_out)))
         if not _is_tuple_tree(result):
@@ -85,8 +91,13 @@ class Lowered:
         """The rematerialization decision, when compiled with a memory budget (else None)."""
         return self.staged.remat
 
-    def run(self, leaves: Sequence) -> Any:
-        return self.staged.unflatten(self.executable(leaves))
+    def read_captures(self) -> list[np.ndarray] | None:
+        """The implicit arguments' arrays now, or None when this signature no longer
+        applies (a guarded value changed, an implicit argument changed shape or dtype)."""
+        return self.captures.read() if self.captures else []
+
+    def run(self, leaves: Sequence, implicit_arrays: Sequence[np.ndarray] = ()) -> Any:
+        return self.staged.unflatten(self.executable([*leaves, *implicit_arrays]))
 
 
 def _is_tuple_tree(spec) -> bool:
@@ -99,9 +110,10 @@ def _is_tuple_tree(spec) -> bool:
 def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None) -> Lowered:
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    staged = stage(args)
+    with implicit.capturing() as capture:
+        staged = stage(args)
     timings["trace+autodiff"] = time.perf_counter() - start
-    if staged.captured:
+    if not all(capture.owns(v) for v in staged.captured):
         raise JitgradError(f"{name} uses a traced value of another function's trace (a tracer leaked into a "
                            "global or a closure that outlived its transformation)")
     if config.verify_ir:
@@ -121,4 +133,5 @@ def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None
     leaves, tree = tree_flatten(args)
     flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children) and all(
         isinstance(x, np.ndarray) for x in leaves)
-    return Lowered(staged, stages, executable, timings, flat)
+    captures = capture.finish(staged.captured, config.closure_snapshot_bytes)
+    return Lowered(staged, stages, executable, timings, flat, captures)

@@ -19,6 +19,7 @@ import numpy as np
 from jitgrad import primitives as P
 from jitgrad.errors import DTypeError, IndexingError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
+from .implicit import implicit_value
 
 # --------------------------------------------------------------------------- dtypes & constants
 
@@ -52,6 +53,9 @@ def as_value(x, dtype: DType | None = None) -> Value:
     """An IR value for `x`: Values are converted to `dtype`, constants become constant ops."""
     if isinstance(x, Value):
         return P.convert(x, dtype) if dtype is not None else x
+    outside = implicit_value(x)          # an array read from a closure, global or attribute
+    if outside is not None:
+        return P.convert(outside, dtype) if dtype is not None and dtype != outside.type.dtype else outside
     array = np.asarray(x)
     if array.dtype == object:
         raise UnsupportedOperationError(f"cannot use an object of type {type(x).__name__} as an array")

@@ -21,6 +21,7 @@ import numpy as np
 from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionError,
                             UnsupportedAttributeError, UnsupportedOperationError)
 from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, current_builder, new_function
+from . import implicit
 from . import numpy_api as api
 from .pytree import TreeDef, tree_flatten, tree_unflatten
 
@@ -303,6 +304,9 @@ def abstract_leaf(x) -> TensorType:
 def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
     """Trace `fn(*args)` to a Function. Leaves of `args` are arrays, scalars or TensorTypes."""
     check_arity(fn, args)
+    capture = implicit.active()
+    if capture is not None:
+        capture.scan(fn)             # what fn reads from outside becomes implicit arguments or guards
     leaves, in_tree = tree_flatten(tuple(args))
     types = [abstract_leaf(x) for x in leaves]
     function, builder = new_function(name or getattr(fn, "__name__", "fn"), types)
