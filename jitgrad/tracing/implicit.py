@@ -338,7 +338,7 @@ class Capture:
                 self._visit(Path(module_globals, (("item", name),), f"global '{name}'"), module_globals[name],
                             names, depth + 1)
         for i, v in enumerate(fn.__defaults__ or ()):
-            self._visit(Path(fn, (("attr", "__defaults__"), ("item", i)), f"default argument {i} of {where}"),
+            self._visit(Path(fn.__defaults__, (("item", i),), f"default argument {i} of {where}"),
                         v, names, depth + 1)
         for k, v in (fn.__kwdefaults__ or {}).items():
             self._visit(Path(fn.__kwdefaults__, (("item", k),), f"default argument '{k}' of {where}"), v,
