@@ -22,7 +22,7 @@ from jitgrad.primitives.calls import inline_block, keep_outputs
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
-from jitgrad.tracing.tracer import Tracer, check_arity, trace, user_location
+from jitgrad.tracing.tracer import Tracer, abstract_leaf, check_arity, trace, user_location
 from jitgrad.tracing import numpy_api
 
 
@@ -40,25 +40,19 @@ class Staged:
 
 
 def normalize_args(args: tuple, static_argnums: Sequence[int] = ()) -> tuple:
-    """Python scalars become 0-d arrays of their JAX-convention dtype; arrays and static
-    arguments stay as they are."""
-    def leaf(x):
-        if isinstance(x, Tracer):
-            return x
-        if isinstance(x, bool):
-            return np.asarray(x)
-        if isinstance(x, int):
-            return np.asarray(x, dtype=np.int64)
-        if isinstance(x, float):
-            return np.asarray(x, dtype=np.float64)
-        return x
+    """The dynamic arguments as the tracer takes them: Python scalars stay Python scalars
+    (traced as weak 0-d values, NEP 50), arrays and static arguments stay as they are;
+    masked arrays and np.matrix are refused (`tracer.abstract_leaf`)."""
     out = []
     for i, arg in enumerate(args):
         if i in static_argnums:
             out.append(arg)
             continue
         leaves, tree = tree_flatten(arg)
-        out.append(tree_unflatten(tree, [leaf(x) for x in leaves]))
+        for x in leaves:
+            if isinstance(x, (np.ma.MaskedArray, np.matrix)):
+                abstract_leaf(x)                  # raises, naming the subclass
+        out.append(arg)
     return tuple(out)
 
 

@@ -13,6 +13,8 @@ from .structural import constant, full, broadcast_in_dim, reshape, transpose, st
 from .reductions import reduce_sum, reduce_max, reduce_min
 from .linalg import dot_general
 
+from .integer import (bit_and, bit_or, bit_xor, bit_not, shift_left, shift_right, floor_divide, remainder,
+                      fmod)
 __all__ = [
     "Primitive", "Zero", "UndefinedPrimal", "Elementwise", "Gather", "Scatter", "Alias", "Reduction",
     "Contraction", "Constant", "instantiate", "add_tangents",
@@ -23,3 +25,4 @@ __all__ = [
     "concatenate", "reduce_sum", "reduce_max", "reduce_min", "dot_general",
     "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "ULP_BOUNDS",
 ]
+    "bit_and", "bit_or", "bit_xor", "bit_not", "shift_left", "shift_right", "floor_divide", "remainder", "fmod",

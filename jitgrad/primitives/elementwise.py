@@ -53,8 +53,18 @@ mul_p = _elementwise("mul", _float_impl(np.multiply), lambda c, a, b: c.mul(a, b
 div_p = _elementwise("div", _float_impl(np.divide), lambda c, a, b: c.div(a, b), float_only=True)
 max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b))
 min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b))
-pow_p = _elementwise("pow", _float_impl(np.power), lambda c, a, b: c.math("pow", a, b), float_only=True,
-                     cost=MATH_CALL_COST)
+def _pow_scalar(c, a, b):
+    return c.math("pow", a, b) if c.is_float(a) else c.int_power(a, b)
+
+
+def _pow_np(a, b):
+    if a.dtype.kind in "iu":     # NumPy raises for negative exponents; jitgrad gives 0
+        return np.asarray(np.where(b < 0, 0, np.power(a, np.where(b < 0, 0, b))), dtype=a.dtype)
+    return np.asarray(np.power(a, b), dtype=a.dtype)
+
+
+pow_p = _elementwise("pow", _pow_np, _pow_scalar, cost=MATH_CALL_COST,
+                     doc="a ** b; on integers wrap-around repeated squaring (a negative exponent gives 0).")
 
 
 def neg(x): return neg_p.bind(x)
@@ -177,7 +187,7 @@ def _integer_pow_infer(x: TensorType, *, y: int):
     if not isinstance(y, int):
         raise DTypeError(f"integer_pow exponent must be an int, got {y!r}")
     if y < 0 and not x.dtype.is_float:
-        raise DTypeError("integer_pow: integers to negative powers are not allowed")
+        raise DTypeError("Integers to negative integer powers are not allowed.")
     return [x]
 
 

@@ -10,8 +10,10 @@ their derivatives come from the primitives they are built from.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import math
 import operator
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,29 +26,78 @@ from .implicit import implicit_value
 # --------------------------------------------------------------------------- dtypes & constants
 
 
+_WEAK = threading.local()
+
+
+@contextlib.contextmanager
+def weak_scalars(values):
+    """Within this block the traced `values` promote as Python scalars (NEP 50's weak
+    scalars): they are Python floats, ints and bools passed as arguments, and the results
+    of Python operators on them only (`s * 2`), as in NumPy where those stay Python
+    scalars. The tracer opens it around every NumPy call it dispatches."""
+    saved = getattr(_WEAK, "values", frozenset())
+    _WEAK.values = frozenset(values)
+    try:
+        yield
+    finally:
+        _WEAK.values = saved
+
+
 def _is_weak(x) -> bool:
+    if isinstance(x, Value):
+        return x in getattr(_WEAK, "values", ())
     return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
 
 
+_PYTHON_KIND = {DType.bool: bool, DType.i64: int, DType.f64: float}
+
+
+def _weak_kind(x) -> type:
+    """bool, int or float: the Python type of a weak operand."""
+    if isinstance(x, Value):
+        return _PYTHON_KIND[x.type.dtype]
+    return bool if isinstance(x, bool) else int if isinstance(x, int) else float
+
+
 def _strong_dtype(x) -> np.dtype:
-    return np.dtype(x.dtype.numpy) if isinstance(x, Value) else np.asarray(x).dtype
+    return np.dtype(x.type.dtype.numpy) if isinstance(x, Value) else np.asarray(x).dtype
 
 
-def result_dtype(*operands, min_float: bool = False) -> DType:
-    """NumPy 2 promotion: strong operands decide, weak Python scalars only lift the kind."""
-    strong = [_strong_dtype(x) for x in operands if not _is_weak(x)]
-    dtype = np.result_type(*strong) if strong else np.dtype(np.float64)
-    weak = [x for x in operands if _is_weak(x)]
-    if any(isinstance(x, float) for x in weak) and dtype.kind in "biu":
-        dtype = np.dtype(np.float64)
-    elif any(isinstance(x, int) and not isinstance(x, bool) for x in weak) and dtype.kind == "b":
-        dtype = np.dtype(np.int64)
-    if min_float and dtype.kind in "biu":
-        dtype = np.dtype(np.float64)
+def _supported(dtype: np.dtype) -> DType:
     try:
         return DType.from_numpy(dtype)
     except KeyError:
-        raise DTypeError(f"dtype {dtype} is not supported by jitgrad (f32, f64, integers and bool are)") from None
+        raise DTypeError(f"dtype {dtype} is not supported by jitgrad (supported: "
+                         f"{', '.join(str(d.numpy) for d in DType)})") from None
+
+
+def result_dtype(*operands, min_float: bool = False) -> DType:
+    """NumPy 2 promotion (np.result_type under NEP 50): strong operands decide, weak
+    Python scalars only lift the kind (an int array and a Python float give float64)."""
+    descriptors = [_weak_kind(x)() if _is_weak(x) else _strong_dtype(x) for x in operands]
+    try:
+        dtype = np.result_type(*descriptors) if descriptors else np.dtype(np.float64)
+    except (TypeError, np.exceptions.DTypePromotionError) as err:
+        raise DTypeError(f"no common dtype: {err}") from None
+    if min_float and dtype.kind in "biu":
+        dtype = np.dtype(np.float64)
+    return _supported(dtype)
+
+
+def ufunc_dtypes(ufunc, *operands) -> tuple[list[DType], list[DType]]:
+    """The loop NumPy itself selects for `ufunc` on these operands (`ufunc.resolve_dtypes`,
+    NEP 50 for weak scalars): the dtypes the inputs are cast to and the output dtypes.
+    `np.sqrt(int8)` is float16, `int ** float` float64, `reciprocal(int)` an int."""
+    # NumPy's resolver takes the types int and float as weak scalars; a Python bool
+    # promotes as np.bool_ (the lowest kind) either way.
+    descriptors = tuple(_weak_kind(x) if _is_weak(x) and _weak_kind(x) is not bool else _strong_dtype(x)
+                        for x in operands)
+    try:
+        loop = ufunc.resolve_dtypes(descriptors + (None,) * ufunc.nout)
+    except (TypeError, ValueError, np.exceptions.DTypePromotionError) as err:
+        raise DTypeError(f"numpy.{ufunc.__name__}: {err}") from None
+    dtypes = [_supported(d) for d in loop]
+    return dtypes[:ufunc.nin], dtypes[ufunc.nin:]
 
 
 def as_value(x, dtype: DType | None = None) -> Value:
@@ -60,6 +111,10 @@ def as_value(x, dtype: DType | None = None) -> Value:
     if array.dtype == object:
         raise UnsupportedOperationError(f"cannot use an object of type {type(x).__name__} as an array")
     target = dtype if dtype is not None else result_dtype(x)
+    if isinstance(x, int) and not isinstance(x, bool) and target.is_integer:
+        info = np.iinfo(target.numpy)
+        if not info.min <= x <= info.max:     # NumPy 2 raises OverflowError here
+            raise DTypeError(f"Python integer {x} out of bounds for {target.numpy}")
     return P.constant(array.astype(target.numpy, copy=False), target)
 
 
@@ -119,8 +174,7 @@ def power(x, y):
     if _is_weak(y) and y == 0.5:
         return P.sqrt(promote(x, min_float=True)[0])
     if not result_dtype(x, y).is_float:
-        raise UnsupportedOperationError("integer ** integer array is not supported (the exponent must be "
-                                        "a Python int, or the arrays floating-point)")
+        return _elementwise(P.power, x, y)      # integers: wrap-around repeated squaring
     return _elementwise(P.power, x, y, min_float=True)
 
 
@@ -148,7 +202,13 @@ def square(x):
 
 
 def reciprocal(x):
-    return true_divide(1.0, x)
+    """1 / x; on integers NumPy's C cast of the double 1.0 / x (1, -1 or 0; x = 0 gives
+    what the cast of inf gives, see `convert`)."""
+    x = as_value(x)
+    if x.type.dtype.is_float:
+        return true_divide(P.full(1, x.type), x)
+    quotient = P.div(P.full(1.0, x.type.with_dtype(DType.f64)), P.convert(x, DType.f64))
+    return P.convert(quotient, x.type.dtype)
 
 
 def absolute(x):
@@ -213,22 +273,96 @@ def logical(prim_fn):
     return lambda *xs: prim_fn(*broadcast_values(*[as_value(x, DType.bool) for x in xs]))
 
 
-UFUNCS: dict[Any, Any] = {
-    np.add: binary(P.add), np.subtract: binary(P.sub), np.multiply: binary(P.mul),
-    np.true_divide: true_divide, np.power: power, np.float_power: float_power, np.matmul: lambda a, b: matmul(a, b),
-    np.negative: negative, np.positive: positive, np.square: square, np.reciprocal: reciprocal,
-    np.maximum: binary(P.maximum), np.minimum: binary(P.minimum),
-    np.fmax: _ignoring_nan(P.maximum), np.fmin: _ignoring_nan(P.minimum),
+# NumPy's bool loops of arithmetic ufuncs are logical operations.
+def _on_bool(bool_fn, fn):
+    def impl(*xs):
+        values = [as_value(x) if isinstance(x, Value) else x for x in xs]
+        if all(isinstance(v, Value) and v.type.dtype == DType.bool for v in values):
+            return bool_fn(*broadcast_values(*values))
+        return fn(*xs)
+    return impl
+
+
+def _compare(prim_fn, symbol: str):
+    """A comparison; int64 against uint64 compares exactly, as NumPy 2 does (a negative
+    int64 is below every uint64), where a common dtype would round to float64."""
+    def impl(a, b):
+        a_dtype = a.type.dtype if isinstance(a, Value) else None
+        b_dtype = b.type.dtype if isinstance(b, Value) else None
+        if a_dtype is None or b_dtype is None or a_dtype == b_dtype or not (a_dtype.is_integer and b_dtype.is_integer):
+            return _elementwise(prim_fn, a, b)
+        a, b = broadcast_values(a, b)
+        signed_is_left = a_dtype.is_signed
+        signed, unsigned = (a, b) if signed_is_left else (b, a)
+        negative = P.lt(signed, P.full(0, signed.type))
+        as_unsigned = P.convert(signed, unsigned.type.dtype)
+        exact = prim_fn(*((as_unsigned, unsigned) if signed_is_left else (unsigned, as_unsigned)))
+        left_is_smaller = signed_is_left          # where the signed operand is negative
+        when_negative = {"==": False, "!=": True, "<": left_is_smaller, "<=": left_is_smaller,
+                         ">": not left_is_smaller, ">=": not left_is_smaller}[symbol]
+        return P.select(negative, P.full(when_negative, exact.type), exact)
+    return impl
+
+
+def _integer_only(prim_fn, name):
+    def impl(*xs):
+        values = promote(*xs)
+        if any(v.type.dtype.is_float for v in values):
+            raise DTypeError(f"numpy.{name} is not supported for floating-point operands "
+                             "(NumPy has no such loop)")
+        return prim_fn(*broadcast_values(*values))
+    return impl
+
+
+def divmod_(a, b):
+    return _elementwise(P.floor_divide, a, b), _elementwise(P.remainder, a, b)
+
+
+def _numpy_loop(ufunc, impl):
+    """`impl` run on operands cast to the loop NumPy selects for `ufunc` (its input
+    dtypes, NEP 50 for weak scalars), with results cast to the loop's output dtypes.
+    Python scalars stay Python scalars (static exponents, range checks on ints)."""
+    def run(*operands):
+        in_dtypes, out_dtypes = ufunc_dtypes(ufunc, *operands)
+        cast = [x if _is_weak(x) and not isinstance(x, Value) else as_value(x, d)
+                for x, d in zip(operands, in_dtypes, strict=True)]
+        result = impl(*cast)
+        if isinstance(result, tuple):
+            return tuple(P.convert(as_value(r), d) for r, d in zip(result, out_dtypes, strict=True))
+        return P.convert(as_value(result), out_dtypes[0])
+    run.__name__ = ufunc.__name__
+    return run
+
+
+_UFUNC_IMPLS: dict[Any, Any] = {
+    np.add: _on_bool(P.bit_or, binary(P.add)), np.subtract: binary(P.sub),
+    np.multiply: _on_bool(P.bit_and, binary(P.mul)),
+    np.true_divide: true_divide, np.power: power, np.float_power: float_power,
+    np.negative: negative, np.positive: positive, np.square: _on_bool(lambda x: x, square),
+    np.reciprocal: reciprocal,
+    np.maximum: _on_bool(P.bit_or, binary(P.maximum)), np.minimum: _on_bool(P.bit_and, binary(P.minimum)),
+    np.fmax: _on_bool(P.bit_or, _ignoring_nan(P.maximum)), np.fmin: _on_bool(P.bit_and, _ignoring_nan(P.minimum)),
     np.exp: unary_float(P.exp), np.log: unary_float(P.log), np.log1p: unary_float(P.log1p),
     np.expm1: unary_float(P.expm1), np.sin: unary_float(P.sin), np.cos: unary_float(P.cos),
     np.tan: tan, np.tanh: unary_float(P.tanh), np.sinh: sinh, np.cosh: cosh,
-    np.sqrt: unary_float(P.sqrt), np.absolute: absolute, np.fabs: absolute, np.sign: sign,
+    np.sqrt: unary_float(P.sqrt), np.absolute: _on_bool(lambda x: x, absolute), np.fabs: absolute,
+    np.sign: sign,
     np.log2: log2, np.log10: log10, np.exp2: exp2, np.cbrt: cbrt, np.hypot: hypot, np.logaddexp: logaddexp,
-    np.equal: binary(P.eq), np.not_equal: binary(P.ne), np.less: binary(P.lt),
-    np.less_equal: binary(P.le), np.greater: binary(P.gt), np.greater_equal: binary(P.ge),
+    np.equal: _compare(P.eq, "=="), np.not_equal: _compare(P.ne, "!="), np.less: _compare(P.lt, "<"),
+    np.less_equal: _compare(P.le, "<="), np.greater: _compare(P.gt, ">"),
+    np.greater_equal: _compare(P.ge, ">="),
     np.logical_and: logical(P.logical_and), np.logical_or: logical(P.logical_or),
-    np.logical_not: logical(P.logical_not),
+    np.logical_not: logical(P.logical_not), np.logical_xor: logical(P.bit_xor),
+    np.bitwise_and: _integer_only(P.bit_and, "bitwise_and"), np.bitwise_or: _integer_only(P.bit_or, "bitwise_or"),
+    np.bitwise_xor: _integer_only(P.bit_xor, "bitwise_xor"), np.invert: _integer_only(P.bit_not, "invert"),
+    np.left_shift: _integer_only(P.shift_left, "left_shift"),
+    np.right_shift: _integer_only(P.shift_right, "right_shift"),
+    np.floor_divide: binary(P.floor_divide), np.remainder: binary(P.remainder), np.fmod: binary(P.fmod),
+    np.divmod: divmod_,
 }
+
+UFUNCS: dict[Any, Any] = {ufunc: _numpy_loop(ufunc, impl) for ufunc, impl in _UFUNC_IMPLS.items()}
+UFUNCS[np.matmul] = lambda a, b: matmul(a, b)
 
 
 # --------------------------------------------------------------------------- reductions

@@ -9,12 +9,13 @@ the user's line — never a silent constant.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -80,11 +81,27 @@ def _wrap(x):
     return x
 
 
+def _weak_values(args, kwargs) -> list[Value]:
+    """The values of weak tracers (Python scalars passed as arguments) among the arguments."""
+    found = []
+
+    def visit(x):
+        if isinstance(x, Tracer):
+            if x.weak:
+                found.append(x.value)
+        elif isinstance(x, (list, tuple)):
+            for item in x:
+                visit(item)
+    visit(args)
+    visit(tuple((kwargs or {}).values()))
+    return found
+
+
 def apply(impl: Callable, args, kwargs=None):
     """Run one numpy_api function on traced arguments at the user's current line."""
     loc = user_location()
     builder = _active_builder()
-    with builder.at(loc):
+    with builder.at(loc), api.weak_scalars(_weak_values(args, kwargs)):
         try:
             result = impl(*_unwrap(tuple(args)), **{k: _unwrap(v) for k, v in (kwargs or {}).items()})
         except JitgradError as err:
@@ -109,32 +126,58 @@ def _unsupported_name(obj) -> str:
     return f"{public}.{getattr(obj, '__name__', repr(obj))}"
 
 
+def _is_python_scalar(x) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
 def _operator(ufunc, reflected=False):
+    """A Python operator. As in NumPy, where an operator on Python scalars gives a Python
+    scalar, an operator whose operands are all weak (Python scalars passed as arguments,
+    or Python scalars) gives a weak result."""
     impl = api.UFUNCS[ufunc]
-    if reflected:
-        return lambda self, other: apply(impl, (other, self))
-    return lambda self, other: apply(impl, (self, other))
+
+    def method(self, other):
+        result = apply(impl, (other, self) if reflected else (self, other))
+        if self.weak and (_is_python_scalar(other) or isinstance(other, Tracer) and other.weak):
+            result = _as_weak(result)
+        return result
+    return method
+
+
+def _unary_operator(ufunc):
+    impl = api.UFUNCS[ufunc]
+
+    def method(self):
+        result = apply(impl, (self,))
+        return _as_weak(result) if self.weak else result
+    return method
+
+
+def _as_weak(result):
+    """The result of a Python operator on weak operands, weak if it is a Python scalar's
+    dtype (float64, int64, bool); a tuple (divmod) element by element."""
+    if isinstance(result, tuple):
+        return tuple(_as_weak(r) for r in result)
+    if isinstance(result, Tracer) and result.value.type.dtype in (DType.f64, DType.i64, DType.bool):
+        return Tracer(result.value, weak=True)
+    return result
 
 
 def _method(impl):
     return lambda self, *args, **kwargs: apply(impl, (self, *args), kwargs)
 
 
-def _unsupported_operator(symbol):
-    def method(self, *args):
-        raise UnsupportedOperationError(f"the operator {symbol} is not supported on traced arrays",
-                                        user_location())
-    return method
-
-
 class Tracer:
     """A traced array: an IR value that behaves like a NumPy array."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "weak")
     __array_priority__ = 1000
 
-    def __init__(self, value: Value):
+    def __init__(self, value: Value, weak: bool = False):
         self.value = value
+        self.weak = weak
+        """A Python scalar argument (or a Python operator's result on such): it promotes
+        as a Python scalar does (NEP 50), so `x_f32 * s` stays float32."""
 
     # ----- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -195,7 +238,7 @@ class Tracer:
         return (self[i] for i in range(self.value.type.shape[0]))
 
     def __repr__(self) -> str:
-        return f"Tracer({self.value.type})"
+        return f"Tracer({'weak ' if self.weak else ''}{self.value.type})"
 
     __hash__ = object.__hash__
 
@@ -224,17 +267,22 @@ class Tracer:
     __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
     __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
     __eq__, __ne__ = _operator(np.equal), _operator(np.not_equal)
-    __and__, __rand__ = _operator(np.logical_and), _operator(np.logical_and, True)
-    __or__, __ror__ = _operator(np.logical_or), _operator(np.logical_or, True)
-    __floordiv__ = __rfloordiv__ = _unsupported_operator("//")
-    __mod__ = __rmod__ = _unsupported_operator("%")
+    __and__, __rand__ = _operator(np.bitwise_and), _operator(np.bitwise_and, True)
+    __or__, __ror__ = _operator(np.bitwise_or), _operator(np.bitwise_or, True)
+    __xor__, __rxor__ = _operator(np.bitwise_xor), _operator(np.bitwise_xor, True)
+    __lshift__, __rlshift__ = _operator(np.left_shift), _operator(np.left_shift, True)
+    __rshift__, __rrshift__ = _operator(np.right_shift), _operator(np.right_shift, True)
+    __floordiv__, __rfloordiv__ = _operator(np.floor_divide), _operator(np.floor_divide, True)
+    __mod__, __rmod__ = _operator(np.remainder), _operator(np.remainder, True)
+    __divmod__, __rdivmod__ = _operator(np.divmod), _operator(np.divmod, True)
 
     def __matmul__(self, other): return apply(api.matmul, (self, other))
     def __rmatmul__(self, other): return apply(api.matmul, (other, self))
-    def __neg__(self): return apply(api.negative, (self,))
+    __neg__ = _unary_operator(np.negative)
+    __abs__ = _unary_operator(np.absolute)
+    __invert__ = _unary_operator(np.invert)
+
     def __pos__(self): return self
-    def __abs__(self): return apply(api.absolute, (self,))
-    def __invert__(self): return apply(api.UFUNCS[np.logical_not], (self,))
     def __getitem__(self, index): return apply(api.getitem, (self, index))
 
     def __setitem__(self, index, value):
@@ -277,19 +325,33 @@ class TracedFunction:
     captured: list = field(default_factory=list)
 
 
+_CHANGED_MEANING = {np.ma.MaskedArray: "masked arrays (numpy.ma): their mask would be dropped",
+                    np.matrix: "numpy.matrix: its operators (* is a matrix product) differ from arrays'"}
+
+
 def abstract_leaf(x) -> TensorType:
-    """The type a leaf argument is traced with: arrays by dtype and shape; Python floats
-    as 0-d f64, Python ints as 0-d i64, bools as 0-d bool (JAX's convention)."""
+    """The type a leaf argument is traced with: arrays by dtype and shape; Python floats,
+    ints and bools as *weak* 0-d f64, i64 and bool, which promote as Python scalars do in
+    NumPy (NEP 50: `f(x_f32, 2.0)` is float32). ndarray subclasses whose operations NumPy
+    changes (masked arrays, np.matrix) are refused; other subclasses are traced as plain
+    arrays (their data and dtype are all jitgrad reads)."""
     if isinstance(x, TensorType):
         return x
     if isinstance(x, Tracer):
-        return x.value.type
+        return TensorType(x.value.type.shape, x.value.type.dtype, weak=True) if x.weak else x.value.type
     if isinstance(x, bool):
-        return TensorType((), DType.bool)
+        return TensorType((), DType.bool, weak=True)
     if isinstance(x, int):
-        return TensorType((), DType.i64)
+        if not -2**63 <= x < 2**63:
+            raise ArgumentError(f"the Python int {x} does not fit in int64")
+        return TensorType((), DType.i64, weak=True)
     if isinstance(x, float):
-        return TensorType((), DType.f64)
+        return TensorType((), DType.f64, weak=True)
+    for cls, why in _CHANGED_MEANING.items():
+        if isinstance(x, cls):
+            raise ArgumentError(f"arguments of type {type(x).__module__}.{type(x).__name__} are not supported: "
+                                f"{why}. Pass plain arrays (e.g. np.ma.filled(x, 0) and the mask as a "
+                                "bool array, or np.asarray(m)).")
     array = x if isinstance(x, (np.ndarray, np.generic)) else None
     if array is None:
         raise ArgumentError(f"argument of type {type(x).__name__} is not an array, a Python scalar or a "
@@ -297,8 +359,13 @@ def abstract_leaf(x) -> TensorType:
     try:
         return TensorType(array.shape, DType.from_numpy(array.dtype))
     except KeyError:
-        raise ArgumentError(f"arrays of dtype {array.dtype} are not supported (use float32, float64, "
-                            "integer or bool arrays)") from None
+        raise ArgumentError(f"arrays of dtype {array.dtype} are not supported (supported: "
+                            f"{', '.join(str(d.numpy) for d in DType)})") from None
+
+
+TRACE_CONTEXTS: list[Callable[[Callable], ContextManager]] = []
+"""Context managers entered around every run of a user function being traced, given the
+function (`tracing.random` registers the one that intercepts np.random)."""
 
 
 def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
@@ -309,9 +376,11 @@ def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
         capture.scan(fn)             # what fn reads from outside becomes implicit arguments or guards
     leaves, in_tree = tree_flatten(tuple(args))
     types = [abstract_leaf(x) for x in leaves]
-    function, builder = new_function(name or getattr(fn, "__name__", "fn"), types)
-    tracers = [Tracer(v) for v in function.args]
-    with builder:
+    function, builder = new_function(name or getattr(fn, "__name__", "fn"), [t.as_strong() for t in types])
+    tracers = [Tracer(v, weak=t.weak) for v, t in zip(function.args, types, strict=True)]
+    with builder, contextlib.ExitStack() as contexts:
+        for context in TRACE_CONTEXTS:
+            contexts.enter_context(context(fn))
         out = fn(*tree_unflatten(in_tree, tracers))
         out_leaves, out_tree = tree_flatten(out)
         with builder.at(_definition_location(fn)):
