@@ -22,6 +22,7 @@ import numpy as np
 
 from jitgrad.errors import ArgumentError, JitgradError
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
+from jitgrad.tracing.random import same_key
 from jitgrad.tracing.implicit import value_key
 from jitgrad.tracing.tracer import abstract_leaf
 from .config import config
@@ -349,10 +350,12 @@ def _transformed(kind: str, fun: Callable, param) -> Compiled:
 def vjp(fun: Callable, *primals):
     """(fun(*primals), vjp_fn) where vjp_fn(cotangent) returns a tuple with one cotangent
     per primal (zeros for integer inputs). vjp_fn recomputes the forward pass."""
-    out = _transformed("jit", fun, None)(*primals)
+    with same_key() as key:                 # vjp_fn sees the forward pass's random numbers
+        out = _transformed("jit", fun, None)(*primals)
 
     def vjp_fn(cotangent):
-        return _transformed("vjp", fun, len(primals))(*primals, cotangent)[1]
+        with same_key(key):
+            return _transformed("vjp", fun, len(primals))(*primals, cotangent)[1]
     return out, vjp_fn
 
 
@@ -367,10 +370,12 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence):
 def linearize(fun: Callable, *primals):
     """(fun(*primals), f_jvp) where f_jvp(*tangents) is the derivative at `primals`
     applied to `tangents` (compiled once; each call reruns the forward-mode program)."""
-    out = _transformed("jit", fun, None)(*primals)
+    with same_key() as key:                 # f_jvp sees the forward pass's random numbers
+        out = _transformed("jit", fun, None)(*primals)
 
     def f_jvp(*tangents):
-        return jvp(fun, primals, tangents)[1]
+        with same_key(key):
+            return jvp(fun, primals, tangents)[1]
     return out, f_jvp
 
 
@@ -395,6 +400,10 @@ class Jacobian(Compiled):
         nums = [i % len(args) for i in ((self.argnums,) if single else self.argnums)]
         if not all(isinstance(a, np.ndarray) for a in args):
             return super()._call(*args)               # pytrees: the one-program path
+        with same_key():                              # one random draw for every direction
+            return self._call_arrays(args, single, nums)
+
+    def _call_arrays(self, args: tuple, single: bool, nums: list[int]):
         out_leaves, out_tree = tree_flatten(_transformed("jit", self.fun, None)(*args))
         directions = (sum(args[i].size for i in nums) if self.mode == "fwd"
                       else sum(np.size(o) for o in out_leaves))

@@ -27,6 +27,7 @@ from jitgrad.primitives import Primitive, Zero
 from jitgrad.primitives.base import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from jitgrad.tracing.tracer import trace
 
+from test_random import reference_uniform
 from helpers import (build, check_grads, check_jvp, check_vjp, check_zero_derivative, numerical_jacobian,
                      run_traced)
 
@@ -313,6 +314,13 @@ SPECS: list[OpSpec] = [
     dot_spec("inner", (4,), (4,), ((0,), (0,)), ((), ()), "j,j->"),
     dot_spec("outer", (3,), (2,), ((), ()), ((), ()), "i,j->ij"),
     dot_spec("contract-lhs-first", (4, 3), (4, 5), ((0,), (0,)), ((), ()), "ji,jk->ik"),
+    # ----- random numbers: the reference is an independent scalar Philox4x32-10
+    OpSpec("random_uniform", "f64", [i64(), i64()],
+           lambda k0, k1: bind("random_uniform", k0, k1, shape=(2, 3), stream=5, word=1, dtype=DType.f64),
+           lambda k0, k1: reference_uniform(k0, k1, (2, 3), 5, 1, DType.f64), grad="zero"),
+    OpSpec("random_uniform", "f32", [i64(), i64()],
+           lambda k0, k1: bind("random_uniform", k0, k1, shape=(4,), stream=0, word=0, dtype=DType.f32),
+           lambda k0, k1: reference_uniform(k0, k1, (4,), 0, 0, DType.f32), grad="zero"),
 ]
 
 SPEC_IDS = [s.id for s in SPECS]

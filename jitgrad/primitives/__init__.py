@@ -1,6 +1,7 @@
 """jitgrad's primitives: each a `Primitive` record with all of its rules, and the
 functions that emit them into the active builder."""
 from . import elementwise, transcendental, structural, reductions, linalg, calls  # noqa: F401 - registers the ops
+from . import random  # noqa: F401 - registers random_uniform (counter-based random numbers)
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,
                    Contraction, Constant, instantiate, add_tangents)
 from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, integer_pow, exp, log, log1p,

@@ -64,10 +64,14 @@ class Elementwise:
     """`scalar(ctx, *scalars, **attrs)` computes one output element from the operands'
     elements at the same index; `ctx` is the backend's scalar emitter. `cost` is the work
     of one element relative to an add (a math-library call: 16), which backends use to
-    decide when a loop is worth running on several cores."""
+    decide when a loop is worth running on several cores. An `indexed` rule also receives
+    the element's row-major position in the result (a 64-bit integer, before the operands):
+    `scalar(ctx, index, *scalars, **attrs)`, for values that are a function of where they
+    are (counter-based random numbers); its operands must then be scalars (0-d)."""
 
     scalar: Callable
     cost: int = 1
+    indexed: bool = False
 
 
 @dataclass(frozen=True)
