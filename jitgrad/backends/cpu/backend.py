@@ -1,12 +1,11 @@
 """The CPU backend object and its executables: one native function per IR function,
-called through ctypes with an array of buffer pointers (inputs, then outputs)."""
+called through ctypes with an array of pointers (inputs, outputs, the workspace, then
+large constants; see codegen.py)."""
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import itertools
 import re
-import threading
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +17,10 @@ from jitgrad.passes.schedule import describe, schedule
 from .codegen import FunctionLowering
 from jitgrad.config import config
 from .engine import Blas, Threads, VectorMath, compile_module, initialize
+from . import runtime
+from .fastcall import native_call
 from .llvm_support import set_function_string_attribute
+from .workspace import Workspace
 
 _CALL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
@@ -41,7 +43,10 @@ def _symbol(fn: Function) -> str:
 
 
 class CPUExecutable:
-    """Compiled native code for one IR function."""
+    """Compiled native code for one IR function. It owns everything the code reads by
+    address — its engine (`compiled`), its workspace, its large constants — and nothing
+    refers back to it, so it is freed with the last reference (the pipeline's `Lowered`,
+    a native call function)."""
 
     backend_stages = ("kernels", "llvm", "llvm-opt", "asm")
 
@@ -50,37 +55,35 @@ class CPUExecutable:
         self.schedule = lowering.sched
         self.memory = lowering.memory
         self.workspace_bytes = lowering.workspace_bytes
-        self._workspaces = threading.local()
+        self.workspace = Workspace(lowering.workspace_bytes)
+        self.constants = lowering.constants
+        self.constant_addresses = [c.ctypes.data for c in self.constants]
         self.llvm_ir = llvm_ir
         self.compiled = compiled
         self.symbol = symbol
-        self._cfunc = _CALL_TYPE(compiled.address(symbol))
+        self.kernel_address = compiled.address(symbol)
+        self._cfunc = _CALL_TYPE(self.kernel_address)
         self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
         self._in_dtypes = [t.dtype.numpy for t in function.input_types]
-        self._n = len(function.args) + len(function.outputs) + 1
-
-    def _workspace(self) -> int:
-        """This thread's workspace address (64-byte aligned), allocated on first use."""
-        address = getattr(self._workspaces, "address", None)
-        if address is None:
-            self._workspaces.buffer = np.empty(self.workspace_bytes + 64, np.uint8)
-            base = self._workspaces.buffer.ctypes.data
-            address = self._workspaces.address = (base + 63) & ~63
-        return address
+        self._n = len(function.args) + len(function.outputs) + 1 + len(self.constants)
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         arrays = [np.ascontiguousarray(a, dtype=d) for a, d in zip(inputs, self._in_dtypes, strict=True)]
         outputs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
-        pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in itertools.chain(arrays, outputs)],
-                                              self._workspace())
-        self._cfunc(pointers)
+        workspace, temporary = self.workspace.acquire()
+        try:
+            pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in arrays],
+                                                  *[o.ctypes.data for o in outputs], workspace,
+                                                  *self.constant_addresses)
+            runtime.call(self._cfunc, pointers)      # Ctrl-C stops long kernels (runtime.py)
+        finally:
+            self.workspace.release(temporary)
         return outputs
 
     def fast_call(self, fallback, result):
-        """A CPython function running this executable with ~1 us of overhead (fastcall.py)."""
-        from .fastcall import FastCall
-        self._fast = FastCall(self, fallback, result)
-        return self._fast.function
+        """A CPython function running this executable with well under 1 us of overhead
+        (fastcall.py). It holds this executable; this executable does not hold it."""
+        return native_call(self, fallback, result)
 
     def stage_text(self, stage: str) -> str:
         if stage == "kernels":

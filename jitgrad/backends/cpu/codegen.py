@@ -3,10 +3,9 @@
 The generated function is `void f(ptr args)`: `args` holds the input buffers, the
 output buffers (allocated by the caller), then one workspace buffer that holds every
 intermediate at the offset `jitgrad.passes.memory` planned (buffers with disjoint
-lifetimes share bytes), allocated once per executable and thread rather than per
-call, so calls never page-fault fresh memory. Each materialized value (see
-`jitgrad.passes.schedule`) becomes one loop nest; inlined values are computed inside
-their consumer's loop body, which is loop fusion. Every primitive is lowered through the
+lifetimes share bytes; `workspace.py`), then the addresses of large constants. Each
+materialized value (see `jitgrad.passes.schedule`) becomes one loop nest; inlined values
+are computed inside their consumer's loop body, which is loop fusion. Every primitive is lowered through the
 target-neutral description in its record (`Elementwise`, `Gather`, `Scatter`,
 `Reduction`, `Contraction`, `Alias`, `Constant`), so adding a primitive needs no change
 here. All index maps come from static shapes checked by the shape rules, so no
@@ -14,8 +13,10 @@ generated access can leave its buffer.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
+import numpy as np
 from llvmlite import ir
 
 from jitgrad.ir import DType, Function, Value
@@ -27,6 +28,7 @@ from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare
 from .scalar import CPUScalarContext
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+INLINE_CONSTANT_BYTES = 256   # larger constants are passed by address, never printed into the IR
 PARALLEL_MIN_WORK = 1 << 20   # estimated element-ops from which a fused loop runs on all cores
 PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
 
@@ -80,6 +82,8 @@ class FunctionLowering:
         self.memory = plan_buffers(fn, sched)
         self.workspace_bytes = self.memory.workspace_bytes
         self._constant_count = 0
+        self.constants: list[np.ndarray] = []
+        """Large constants, in the argument slots after the workspace (see `_external_constant`)."""
         self.memo: dict[Value, ir.Value] = {}   # fused-kernel members computed this iteration
         # A program that calls BLAS keeps its loops on one thread: libgomp's workers spin
         # after a parallel loop and OpenBLAS's threads would then fight them for the cores
@@ -154,7 +158,9 @@ class FunctionLowering:
         self.workspace_bytes += -(-max(nbytes, 1) // 64) * 64
         return self.builder.gep(self.workspace, [index(offset)], inbounds=True, source_etype=I8)
 
-    def _global_constant(self, array) -> ir.GlobalVariable:
+    def _global_constant(self, array) -> ir.Value:
+        if array.nbytes > INLINE_CONSTANT_BYTES:
+            return self._external_constant(array)
         data = bytearray(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()) or bytearray(1)
         self._constant_count += 1
         gv = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(data)),
@@ -164,6 +170,22 @@ class FunctionLowering:
         gv.linkage = "private"
         gv.align = 64
         return gv
+
+    def _external_constant(self, array) -> ir.Value:
+        """A large constant stays out of the LLVM IR (printed, a 10 MiB array is 24 MB of
+        text and seconds of parsing): the executable keeps a private copy and passes its
+        address in the argument slot after the workspace and the constants before it.
+        The machine code holds no address, so it can be cached on disk; the module's
+        `jitgrad.constants` metadata names the bytes' SHA-256, so the IR text that keys
+        the cache still depends on them."""
+        copy = np.array(array, dtype=array.dtype.newbyteorder("<"), order="C", copy=True)
+        copy.flags.writeable = False
+        slot = len(self.fn.args) + len(self.fn.outputs) + 1 + len(self.constants)
+        self.constants.append(copy)
+        digest = hashlib.sha256(copy.data).hexdigest()
+        self.module.add_named_metadata("jitgrad.constants",
+                                       [ir.MetaDataString(self.module, f"{digest} {copy.dtype.str} {copy.shape}")])
+        return self._load_pointer(self.llfn.args[0], slot, f"const{len(self.constants)}")
 
     def _memcpy(self, dst, src, nbytes: int) -> None:
         memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])

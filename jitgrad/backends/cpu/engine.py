@@ -15,6 +15,7 @@ import ctypes.util
 import glob
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import llvmlite
@@ -23,6 +24,7 @@ from llvmlite import ir
 
 from jitgrad.errors import CompilationError
 from jitgrad.ir import DType
+from . import elf
 from .cache import CacheEntry, DiskCache, cache_key
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
 
@@ -192,24 +194,43 @@ class Threads:
 
 # --------------------------------------------------------------------------- compile
 
-@dataclass
+@dataclass(eq=False)
 class CompiledModule:
-    """Machine code loaded into an MCJIT engine (which keeps it alive)."""
+    """Machine code loaded into an MCJIT engine, which owns it: the code lives exactly as
+    long as this object (and whatever holds it: an executable, a native call function).
+    Nothing else in the process refers to it, so dropping the last reference frees the
+    engine and its memory (`live_engine_count` counts the ones alive)."""
 
     engine: object
     optimized_ir: str
     from_cache: bool = False
     addresses: dict[str, int] = field(default_factory=dict)
+    """The defined functions' addresses, each checked to be non-zero when loaded."""
+
+    def __post_init__(self):
+        _live_modules.add(self)
 
     def address(self, symbol: str) -> int:
-        if symbol not in self.addresses:
-            self.addresses[symbol] = self.engine.get_function_address(symbol)
-        return self.addresses[symbol]
+        address = self.addresses.get(symbol)
+        if address is None:
+            address = self.engine.get_function_address(symbol)
+            if not address:
+                raise CompilationError("llvm-load", f"the compiled code has no function {symbol}")
+            self.addresses[symbol] = address
+        return address
 
     def assembly(self) -> str:
         with _llvm_lock:
             module = llvm.parse_assembly(self.optimized_ir)
             return create_target_machine().emit_assembly(module)
+
+
+_live_modules: "weakref.WeakSet[CompiledModule]" = weakref.WeakSet()
+
+
+def live_engine_count() -> int:
+    """How many MCJIT engines (compiled kernels and native call functions) are alive."""
+    return len(_live_modules)
 
 
 def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None = None) -> CompiledModule:
@@ -229,38 +250,59 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
     stage = "llvm-ir"
     try:
         text = str(module)
+        symbols = [f.name for f in module.functions if not f.is_declaration and f.linkage not in ("internal", "private")]
         cache = DiskCache(cache_dir) if cache_dir else None
         key = cache_key(text, str(opt_level), *host_cpu(), ".".join(map(str, llvm.llvm_version_info)),
                         llvmlite.__version__, _jitgrad_version()) if cache else ""
         entry = cache.load(key) if cache else None
-        from_cache = entry is not None
-        if entry is None:
-            stage = "llvm-verify"
-            parsed = llvm.parse_assembly(text)
-            parsed.verify()
-            tm = create_target_machine(reloc="pic")
-            parsed.triple = tm.triple
-            parsed.data_layout = str(tm.target_data)
-            stage = "llvm-optimize"
-            if opt_level > 0:
-                pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
-                # Unrolling and interleaving cost half the compile time (TECH-NOTES; 205 -> 75 ms
-                # for the W2 gradient) and gain little on loops of vector-library calls.
-                pto.loop_unrolling = False
-                pto.loop_interleaving = False
-                pass_builder = llvm.create_pass_builder(tm, pto)
-                pass_builder.getModulePassManager().run(parsed, pass_builder)
-            stage = "llvm-codegen"
-            entry = CacheEntry(tm.emit_object(parsed), str(parsed))
-            if cache:
-                cache.store(key, entry)
+        if entry is not None:
+            loaded = _load(entry.object_code, symbols)
+            if loaded is not None:
+                return CompiledModule(loaded[0], entry.optimized_ir, True, loaded[1])
+        stage = "llvm-verify"
+        parsed = llvm.parse_assembly(text)
+        parsed.verify()
+        tm = create_target_machine(reloc="pic")
+        parsed.triple = tm.triple
+        parsed.data_layout = str(tm.target_data)
+        stage = "llvm-optimize"
+        if opt_level > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+            # Unrolling and interleaving cost half the compile time (TECH-NOTES; 205 -> 75 ms
+            # for the W2 gradient) and gain little on loops of vector-library calls.
+            pto.loop_unrolling = False
+            pto.loop_interleaving = False
+            pass_builder = llvm.create_pass_builder(tm, pto)
+            pass_builder.getModulePassManager().run(parsed, pass_builder)
+        stage = "llvm-codegen"
+        entry = CacheEntry(tm.emit_object(parsed), str(parsed))
         stage = "llvm-load"
-        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), create_target_machine())
-        engine.add_object_file(llvm.ObjectFileRef.from_data(entry.object_code))
-        engine.finalize_object()
-        return CompiledModule(engine, entry.optimized_ir, from_cache)
+        loaded = _load(entry.object_code, symbols)
+        if loaded is None:
+            raise CompilationError(stage, f"the generated object does not define {', '.join(symbols)}")
+        if cache:
+            cache.store(key, entry)         # replaces an entry that did not load
+        return CompiledModule(loaded[0], entry.optimized_ir, False, loaded[1])
     except (RuntimeError, ValueError, TypeError) as err:
         raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
+
+
+def _load(object_code: bytes, symbols: list[str]):
+    """(engine, {symbol: address}) for an object that passes the structural check, loads,
+    and defines every symbol at a non-zero address; else None (the caller compiles the IR
+    again: a cache entry that is not what it claims to be costs a compile, not a crash)."""
+    if elf.applies() and elf.problem(object_code, symbols) is not None:
+        return None
+    try:
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), create_target_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        engine.finalize_object()
+    except RuntimeError:
+        return None
+    addresses = {symbol: engine.get_function_address(symbol) for symbol in symbols}
+    if not all(addresses.values()):
+        return None
+    return engine, addresses
 
 
 def _jitgrad_version() -> str:

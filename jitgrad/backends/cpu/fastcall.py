@@ -2,29 +2,38 @@
 
 For the signature a `Compiled` object saw last, this wrapper takes the arguments
 straight from the interpreter, checks each one through the buffer protocol — a
-C-contiguous buffer with the expected format, item size and shape — allocates the
-outputs with `numpy.empty`, calls the kernel and returns the array (or a flat tuple of
-arrays). Anything else (another shape or dtype, a Python scalar, a traced value, a
-non-contiguous array, the wrong argument count) goes to the Python path, which
-retraces or raises as usual, so the fast path never reads the wrong memory.
-TECH-NOTES measured ~90 ns for buffer-protocol checks versus microseconds for
-`ndarray.ctypes.data`; the buffer protocol is used because NumPy's struct layout is
-not a stable ABI and Py_buffer is. The C-API functions are given to LLVM by address.
+C-contiguous buffer with the expected number of dimensions, format, item size and
+shape, in that order, so that no field is read before the fields that say it exists
+(a 0-d buffer has no shape array) — allocates the outputs with `numpy.empty`, takes
+the executable's shared workspace, calls the kernel and returns the array (or a nested
+tuple of arrays). Anything else (another shape or dtype, a Python scalar, a traced
+value, a non-contiguous array, the wrong argument count, a workspace in use or
+released) goes to the Python path, which retraces, allocates or raises as usual, so
+the fast path never reads the wrong memory. A failure while allocating results
+releases everything acquired so far and propagates the exception.
+
+The buffer protocol is used because NumPy's struct layout is not a stable ABI and
+Py_buffer is. The C-API functions are given to LLVM by address; every other address
+the wrapper holds (kernel, workspace slot, constants, numpy.empty, output shapes and
+dtypes, the fallback) belongs to an object that the function's owner keeps alive.
 """
 from __future__ import annotations
 
 import ctypes
+import inspect
 import itertools
+import weakref
 
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
+from jitgrad.errors import JitgradError
 from .engine import compile_module, initialize
-from .llvm_support import I8, I32, I64, PTR, for_range, index
+from .llvm_support import I8, I32, I64, PTR, VOID, for_range, index
 
 PY_BUFFER_BYTES = 80                 # sizeof(Py_buffer) on 64-bit CPython
-BUF, ITEMSIZE, NDIM, FORMAT, SHAPE = 0, 24, 36, 40, 48   # field offsets in Py_buffer
+BUF, LEN, ITEMSIZE, NDIM, FORMAT, SHAPE = 0, 16, 24, 36, 40, 48   # field offsets in Py_buffer
 PYBUF_READ = 0x3C                    # PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
 PYBUF_WRITE = 0x9                    # PyBUF_WRITABLE | PyBUF_ND
 METH_FASTCALL = 0x80
@@ -47,142 +56,247 @@ def _register_c_api() -> None:
         _registered = True
 
 
-class FastCall:
-    """Owns the wrapper's machine code and every Python object whose address it holds."""
+class _WeakFallback:
+    """Calls a bound method through a weak reference to its object. The compiled
+    function object holds its native call function, which holds this: a strong
+    reference back would make a cycle that only the garbage collector could free,
+    keeping the machine code alive until it runs."""
 
-    def __init__(self, executable, fallback, result):
-        """`result`: the index of the output to return, or a (nested) tuple of indices for
-        a tuple of outputs; outputs not returned are released."""
-        initialize()
-        _register_c_api()
-        fn = executable.function
-        self.keep_alive = [fallback, np.empty]
-        self.workspace = np.empty(executable.workspace_bytes + 64, np.uint8)
-        workspace = (self.workspace.ctypes.data + 63) & ~63
-        out_args = []
-        for t in fn.output_types:
-            shape, dtype = tuple(t.shape), np.dtype(t.dtype.numpy)
-            self.keep_alive += [shape, dtype]
-            out_args.append((id(shape), id(dtype)))
-        inputs = [(t.ndim, t.shape, memoryview(np.empty(0, t.dtype.numpy)).format.encode()[0], t.dtype.itemsize)
-                  for t in fn.input_types]
-        symbol = f"jitgrad_fastcall_{next(_counter)}"
-        module = _build(symbol, inputs, out_args, executable.compiled.address(executable.symbol), workspace,
-                        id(fallback), id(np.empty), result)
-        self.compiled = compile_module(module, opt_level=2, cache_dir=None)
-        self.method = _PyMethodDef(symbol.encode(), self.compiled.address(symbol), METH_FASTCALL, None)
-        new = ctypes.pythonapi.PyCFunction_NewEx
-        new.restype = ctypes.py_object
-        new.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
-        # m_self is this object: the function keeps its machine code and constants alive
-        self.function = new(ctypes.addressof(self.method), self, None)
+    __slots__ = ("method", "__weakref__")
+
+    def __init__(self, method):
+        self.method = weakref.WeakMethod(method)
+
+    def __call__(self, *args):
+        method = self.method()
+        if method is None:
+            raise JitgradError("this native call function outlived the compiled function it belongs to")
+        return method(*args)
+
+
+class _Owner:
+    """The native call function's `self`: owns its machine code and every object whose
+    address the machine code holds."""
+
+    def __init__(self, executable, fallback, allocate, out_specs, compiled, method):
+        self.executable = executable       # kernel engine, workspace slot, constants
+        self.fallback = fallback
+        self.allocate = allocate
+        self.out_specs = out_specs         # the (shape, dtype) objects passed to `allocate`
+        self.compiled = compiled           # the wrapper's own engine
+        self.method = method               # the PyMethodDef the function points to
+
+
+def native_call(executable, fallback, result, allocate=np.empty):
+    """A CPython function that runs `executable` with well under a microsecond of
+    overhead, or calls `fallback(*args)` for arguments it does not take.
+
+    `result`: the index of the output to return, or a (nested) tuple of indices for a
+    tuple of outputs; outputs not returned are released. `allocate(shape, dtype)` makes
+    each output (numpy.empty; tests pass one that fails)."""
+    initialize()
+    _register_c_api()
+    fn = executable.function
+    if inspect.ismethod(fallback):
+        fallback = _WeakFallback(fallback)
+    out_specs = [(tuple(t.shape), np.dtype(t.dtype.numpy)) for t in fn.output_types]
+    inputs = [(t.ndim, tuple(t.shape), memoryview(np.empty(0, t.dtype.numpy)).format.encode()[0], t.dtype.itemsize)
+              for t in fn.input_types]
+    outputs = [(id(shape), id(dtype), int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+               for shape, dtype in out_specs]
+    workspace = executable.workspace
+    symbol = f"jitgrad_fastcall_{next(_counter)}"
+    addresses = _Addresses(kernel=executable.kernel_address, fallback=id(fallback), allocate=id(allocate),
+                           workspace_slot=workspace.slot_address if workspace.nbytes else 0,
+                           no_workspace=workspace.address if not workspace.nbytes else 0,
+                           constants=executable.constant_addresses)
+    module = _build(symbol, inputs, outputs, addresses, result)
+    compiled = compile_module(module, opt_level=2, cache_dir=None)
+    method = _PyMethodDef(symbol.encode(), compiled.address(symbol), METH_FASTCALL, None)
+    owner = _Owner(executable, fallback, allocate, out_specs, compiled, method)
+    new = ctypes.pythonapi.PyCFunction_NewEx
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
+    return new(ctypes.addressof(method), owner, None)
+
+
+class _Addresses:
+    """What the wrapper calls and reads, by address."""
+
+    def __init__(self, kernel, fallback, allocate, workspace_slot, no_workspace, constants):
+        self.kernel, self.fallback, self.allocate = kernel, fallback, allocate
+        self.workspace_slot = workspace_slot      # [busy flag, buffer address]; 0: no workspace needed
+        self.no_workspace = no_workspace          # a valid pointer for kernels that use no workspace
+        self.constants = list(constants)
 
 
 def _leaves(spec) -> list[int]:
     return [spec] if isinstance(spec, int) else [j for item in spec for j in _leaves(item)]
 
 
-def _build(symbol, inputs, out_args, kernel_address, workspace, fallback, empty, result) -> ir.Module:
+def _tuples(spec) -> list:
+    """The tuple nodes of a result spec, parents before children."""
+    if isinstance(spec, int):
+        return []
+    return [spec] + [t for item in spec for t in _tuples(item)]
+
+
+def _address(value: int, function_type: ir.FunctionType | None = None) -> ir.Constant:
+    """A pointer constant; given a function type, callable with `IRBuilder.call` (which
+    reads the callee's `function_type`)."""
+    pointer = ir.Constant(I64, value).inttoptr(PTR)
+    if function_type is not None:
+        pointer.function_type = function_type
+    return pointer
+
+
+def _build(symbol, inputs, outputs, addresses: _Addresses, result) -> ir.Module:
     module = ir.Module(name=symbol)
-    fnty = ir.FunctionType(PTR, [PTR, PTR, I64])
-    fn = ir.Function(module, fnty, symbol)
+    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64]), symbol)
     _, args, nargs = fn.args
     api = {
         "getbuffer": ir.Function(module, ir.FunctionType(I32, [PTR, PTR, I32]), "PyObject_GetBuffer"),
-        "release": ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "PyBuffer_Release"),
-        "clear": ir.Function(module, ir.FunctionType(ir.VoidType(), []), "PyErr_Clear"),
+        "release": ir.Function(module, ir.FunctionType(VOID, [PTR]), "PyBuffer_Release"),
+        "clear": ir.Function(module, ir.FunctionType(VOID, []), "PyErr_Clear"),
         "call": ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64, PTR]), "PyObject_Vectorcall"),
         "tuple": ir.Function(module, ir.FunctionType(PTR, [I64]), "PyTuple_New"),
         "setitem": ir.Function(module, ir.FunctionType(I32, [PTR, I64, PTR]), "PyTuple_SetItem"),
-        "decref": ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "Py_DecRef"),
+        "decref": ir.Function(module, ir.FunctionType(VOID, [PTR]), "Py_DecRef"),
     }
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    n_in, n_out = len(inputs), len(out_args)
+    n_in, n_out, n_const = len(inputs), len(outputs), len(addresses.constants)
+    tuples = _tuples(result)
     views = b.alloca(I8, size=index(max(n_in, 1) * PY_BUFFER_BYTES), name="views")
-    pointers = b.alloca(PTR, size=index(n_in + n_out + 1), name="pointers")
-    acquired = b.alloca(I64, name="acquired")
+    pointers = b.alloca(PTR, size=index(n_in + n_out + 1 + n_const), name="pointers")
+    objects = b.alloca(PTR, size=index(max(n_out + len(tuples), 1)), name="objects")   # new references
+    acquired = b.alloca(I64, name="acquired")          # input views acquired so far
+    made = b.alloca(I64, name="made")                  # entries of `objects` made so far
     b.store(index(0), acquired)
-    fallback_block = fn.append_basic_block("fallback")
-    cleanup_block = fn.append_basic_block("cleanup")
-    error_block = fn.append_basic_block("error")
+    b.store(index(0), made)
+    to_fallback = fn.append_basic_block("to_fallback")   # unwind, then the Python path
+    to_error = fn.append_basic_block("to_error")         # unwind, then propagate the exception
 
     def field(base, offset, typ):
         return b.load(b.gep(base, [index(offset)], source_etype=I8), typ=typ)
 
-    def const_ptr(address):
-        return ir.Constant(I64, address).inttoptr(PTR)
+    def view_of(k):
+        return b.gep(views, [index(k * PY_BUFFER_BYTES)], source_etype=I8)
 
-    b.cbranch(b.icmp_signed("==", nargs, index(n_in)), fn.append_basic_block("check0"), fallback_block)
-    b.position_at_end(fn.blocks[-1])
+    def slot(array, k):
+        return b.gep(array, [index(k)], source_etype=PTR)
+
+    def then(condition, name, otherwise):
+        """Continue in a new block when `condition` holds, else branch to `otherwise`."""
+        block = fn.append_basic_block(name)
+        b.cbranch(condition, block, otherwise)
+        b.position_at_end(block)
+
+    def is_null(pointer):
+        return b.icmp_unsigned("==", pointer, ir.Constant(PTR, None))
+
+    then(b.icmp_signed("==", nargs, index(n_in)), "inputs", to_fallback)
     for k, (ndim, shape, code, itemsize) in enumerate(inputs):
-        view = b.gep(views, [index(k * PY_BUFFER_BYTES)], source_etype=I8)
-        obj = b.load(b.gep(args, [index(k)], source_etype=PTR), typ=PTR)
+        view = view_of(k)
+        obj = b.load(slot(args, k), typ=PTR)
         got = b.call(api["getbuffer"], [obj, view, ir.Constant(I32, PYBUF_READ)])
         no_buffer = fn.append_basic_block(f"nobuffer{k}")
-        validate = fn.append_basic_block(f"validate{k}")
-        b.cbranch(b.icmp_signed("==", got, ir.Constant(I32, 0)), validate, no_buffer)
-        b.position_at_end(no_buffer)
-        b.call(api["clear"], [])
-        b.branch(cleanup_block)
-        b.position_at_end(validate)
+        then(b.icmp_signed("==", got, ir.Constant(I32, 0)), f"acquired{k}", no_buffer)
         b.store(index(k + 1), acquired)
         fmt = field(view, FORMAT, PTR)
         ok = b.and_(b.icmp_signed("==", field(view, NDIM, I32), ir.Constant(I32, ndim)),
                     b.icmp_signed("==", field(view, ITEMSIZE, I64), index(itemsize)))
-        ok = b.and_(ok, b.icmp_unsigned("==", b.load(fmt, typ=I8), ir.Constant(I8, code)))
-        ok = b.and_(ok, b.icmp_unsigned("==", b.load(b.gep(fmt, [index(1)], source_etype=I8), typ=I8),
-                                        ir.Constant(I8, 0)))
-        dims = field(view, SHAPE, PTR)
-        for d, n in enumerate(shape):
-            dim = b.load(b.gep(dims, [index(d)], source_etype=I64), typ=I64)
-            ok = b.and_(ok, b.icmp_signed("==", dim, index(n)))
-        b.store(field(view, BUF, PTR), b.gep(pointers, [index(k)], source_etype=PTR))
-        b.cbranch(ok, fn.append_basic_block(f"check{k + 1}"), cleanup_block)
-        b.position_at_end(fn.blocks[-1])
+        then(b.and_(ok, b.icmp_unsigned("!=", fmt, ir.Constant(PTR, None))), f"format{k}", to_fallback)
+        ok = b.and_(b.icmp_unsigned("==", b.load(fmt, typ=I8), ir.Constant(I8, code)),
+                    b.icmp_unsigned("==", b.load(b.gep(fmt, [index(1)], source_etype=I8), typ=I8),
+                                    ir.Constant(I8, 0)))
+        if ndim:                                       # ndim matched: the shape array has ndim entries
+            dims = field(view, SHAPE, PTR)
+            then(b.and_(ok, b.icmp_unsigned("!=", dims, ir.Constant(PTR, None))), f"shape{k}", to_fallback)
+            ok = ir.Constant(ir.IntType(1), 1)
+            for d, n in enumerate(shape):
+                dim = b.load(b.gep(dims, [index(d)], source_etype=I64), typ=I64)
+                ok = b.and_(ok, b.icmp_signed("==", dim, index(n)))
+        b.store(field(view, BUF, PTR), slot(pointers, k))
+        then(ok, f"checked{k}", to_fallback)
+        continue_block = b.block
+        b.position_at_end(no_buffer)                   # not a buffer: the Python path decides
+        b.call(api["clear"], [])
+        b.branch(to_fallback)
+        b.position_at_end(continue_block)
 
-    outputs = []
     out_view = b.alloca(I8, size=index(PY_BUFFER_BYTES), name="outview")
     call_args = b.alloca(PTR, size=index(2), name="emptyargs")
-    for j, (shape_id, dtype_id) in enumerate(out_args):
-        b.store(const_ptr(shape_id), call_args)
-        b.store(const_ptr(dtype_id), b.gep(call_args, [index(1)], source_etype=PTR))
-        out = b.call(api["call"], [const_ptr(empty), call_args, index(2), ir.Constant(PTR, None)])
-        ok = fn.append_basic_block(f"allocated{j}")
-        b.cbranch(b.icmp_unsigned("!=", out, ir.Constant(PTR, None)), ok, error_block)
-        b.position_at_end(ok)
-        b.call(api["getbuffer"], [out, out_view, ir.Constant(I32, PYBUF_WRITE)])
-        b.store(field(out_view, BUF, PTR), b.gep(pointers, [index(n_in + j)], source_etype=PTR))
+    for j, (shape_id, dtype_id, nbytes) in enumerate(outputs):
+        b.store(_address(shape_id), call_args)
+        b.store(_address(dtype_id), slot(call_args, 1))
+        out = b.call(api["call"], [_address(addresses.allocate), call_args, index(2), ir.Constant(PTR, None)])
+        then(b.not_(is_null(out)), f"allocated{j}", to_error)
+        b.store(out, slot(objects, j))
+        b.store(index(j + 1), made)
+        got = b.call(api["getbuffer"], [out, out_view, ir.Constant(I32, PYBUF_WRITE)])
+        then(b.icmp_signed("==", got, ir.Constant(I32, 0)), f"outbuffer{j}", to_error)
+        size_ok = b.icmp_signed("==", field(out_view, LEN, I64), index(nbytes))
+        b.store(field(out_view, BUF, PTR), slot(pointers, n_in + j))
         b.call(api["release"], [out_view])
-        outputs.append(out)
-    b.store(const_ptr(workspace), b.gep(pointers, [index(n_in + n_out)], source_etype=PTR))
-    kernel = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{symbol}.kernel")
-    llvm.add_symbol(kernel.name, kernel_address)     # the compiled kernel, found by address
-    b.call(kernel, [pointers])
+        then(size_ok, f"outchecked{j}", to_fallback)
+    for t, spec in enumerate(tuples):
+        packed = b.call(api["tuple"], [index(len(spec))])
+        then(b.not_(is_null(packed)), f"tuple{t}", to_error)
+        b.store(packed, slot(objects, n_out + t))
+        b.store(index(n_out + t + 1), made)
+
+    for k, address in enumerate(addresses.constants):
+        b.store(_address(address), slot(pointers, n_in + n_out + 1 + k))
+    workspace_slot = None
+    if addresses.workspace_slot:                      # take the shared workspace, if free
+        workspace_slot = _address(addresses.workspace_slot)
+        taken = b.cmpxchg(workspace_slot, index(0), index(1), "acquire", "monotonic")
+        then(b.extract_value(taken, 1), "workspace_taken", to_fallback)
+        buffer = b.load(b.gep(workspace_slot, [index(1)], source_etype=I64), typ=PTR)
+        released = fn.append_basic_block("workspace_released")
+        then(b.not_(is_null(buffer)), "workspace_ready", released)
+        b.store(buffer, slot(pointers, n_in + n_out))
+        continue_block = b.block
+        b.position_at_end(released)                   # released by clear_caches: the Python path reallocates
+        b.atomic_rmw("xchg", workspace_slot, index(0), "release")
+        b.branch(to_fallback)
+        b.position_at_end(continue_block)
+    else:
+        b.store(_address(addresses.no_workspace), slot(pointers, n_in + n_out))
+    b.call(_address(addresses.kernel, ir.FunctionType(VOID, [PTR])), [pointers])
+    if workspace_slot is not None:
+        b.atomic_rmw("xchg", workspace_slot, index(0), "release")
     with for_range(b, index(n_in), "release") as k:
         b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
+    outs = [b.load(slot(objects, j), typ=PTR) for j in range(n_out)]
     returned = set(_leaves(result))
-    for j, out in enumerate(outputs):
+    for j, out in enumerate(outs):
         if j not in returned:
             b.call(api["decref"], [out])
 
+    numbering = itertools.count(n_out)                  # the tuples' slots, in `_tuples` order
+
     def pack(spec):
-        """The result object: an output, or a (nested) tuple of them; tuples steal references."""
+        """Fill the pre-made tuples; PyTuple_SetItem steals each reference."""
         if isinstance(spec, int):
-            return outputs[spec]
-        packed = b.call(api["tuple"], [index(len(spec))])
+            return outs[spec]
+        packed = b.load(slot(objects, next(numbering)), typ=PTR)
         for position, item in enumerate(spec):
             b.call(api["setitem"], [packed, index(position), pack(item)])
         return packed
     b.ret(pack(result))
 
-    b.position_at_end(cleanup_block)              # release what was acquired, then the slow path
-    with for_range(b, b.load(acquired, typ=I64), "cleanup") as k:
-        b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
-    b.branch(fallback_block)
-    b.position_at_end(fallback_block)
-    b.ret(b.call(api["call"], [const_ptr(fallback), args, nargs, ir.Constant(PTR, None)]))
-    b.position_at_end(error_block)                # numpy.empty raised: propagate its exception
-    with for_range(b, index(n_in), "unwind") as k:
-        b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
+    def unwind():
+        """Release the input views and the new references acquired so far."""
+        with for_range(b, b.load(acquired, typ=I64), "unwind_views") as k:
+            b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
+        with for_range(b, b.load(made, typ=I64), "unwind_objects") as k:
+            b.call(api["decref"], [b.load(b.gep(objects, [k], source_etype=PTR), typ=PTR)])
+
+    b.position_at_end(to_fallback)
+    unwind()
+    b.ret(b.call(api["call"], [_address(addresses.fallback), args, nargs, ir.Constant(PTR, None)]))
+    b.position_at_end(to_error)
+    unwind()
     b.ret(ir.Constant(PTR, None))
     return module
