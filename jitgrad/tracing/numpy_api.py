@@ -398,8 +398,11 @@ def _reject(name, **unsupported):
 def sum(x, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
     _reject("sum", out=out, initial=initial, where=where)
     x = as_value(x)
-    if x.type.dtype == DType.bool or dtype is not None:
-        x = P.convert(x, DType.from_numpy(dtype) if dtype is not None else DType.i64)
+    if dtype is not None:
+        x = P.convert(x, _supported(np.dtype(dtype)))
+    elif x.type.dtype == DType.bool or x.type.dtype.is_integer:
+        # NumPy sums bool and narrow integers in the platform integer (uint64 if unsigned)
+        x = P.convert(x, DType.u64 if x.type.dtype.is_unsigned else DType.i64)
     axes = normalize_axes(axis, x.type.ndim)
     return _keep(P.reduce_sum(x, axes), x, axes, keepdims)
 
@@ -451,6 +454,8 @@ argmin = _arg_extremum(P.reduce_min, "argmin")
 def mean(x, axis=None, dtype=None, out=None, keepdims=False, where=None):
     _reject("mean", out=out, where=where)
     x = promote(x, min_float=True)[0] if dtype is None else as_value(x, DType.from_numpy(dtype))
+    if x.type.dtype == DType.f16 and dtype is None:     # NumPy: float32 intermediates
+        return P.convert(mean(P.convert(x, DType.f32), axis=axis, keepdims=keepdims), DType.f16)
     axes = normalize_axes(axis, x.type.ndim)
     count = math.prod(x.type.shape[a] for a in axes)
     total = sum(x, axis=axes, keepdims=keepdims)

@@ -339,6 +339,8 @@ def abstract_leaf(x) -> TensorType:
         return x
     if isinstance(x, Tracer):
         return TensorType(x.value.type.shape, x.value.type.dtype, weak=True) if x.weak else x.value.type
+    if isinstance(x, np.generic):          # NumPy scalars (np.float64 is a float) are strong
+        return _array_type(x)
     if isinstance(x, bool):
         return TensorType((), DType.bool, weak=True)
     if isinstance(x, int):
@@ -352,10 +354,13 @@ def abstract_leaf(x) -> TensorType:
             raise ArgumentError(f"arguments of type {type(x).__module__}.{type(x).__name__} are not supported: "
                                 f"{why}. Pass plain arrays (e.g. np.ma.filled(x, 0) and the mask as a "
                                 "bool array, or np.asarray(m)).")
-    array = x if isinstance(x, (np.ndarray, np.generic)) else None
-    if array is None:
+    if not isinstance(x, np.ndarray):
         raise ArgumentError(f"argument of type {type(x).__name__} is not an array, a Python scalar or a "
                             "pytree (tuple/list/dict) of them")
+    return _array_type(x)
+
+
+def _array_type(array) -> TensorType:
     try:
         return TensorType(array.shape, DType.from_numpy(array.dtype))
     except KeyError:
