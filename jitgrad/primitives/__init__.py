@@ -13,9 +13,9 @@ from .transcendental import exp2, log2, log10, sinh, cosh, cbrt, hypot, ULP_BOUN
 from .structural import constant, full, broadcast_in_dim, reshape, transpose, static_slice, pad, rev, concatenate
 from .reductions import reduce_sum, reduce_max, reduce_min
 from .linalg import dot_general
-
 from .integer import (bit_and, bit_or, bit_xor, bit_not, shift_left, shift_right, floor_divide, remainder,
                       fmod)
+
 __all__ = [
     "Primitive", "Zero", "UndefinedPrimal", "Elementwise", "Gather", "Scatter", "Alias", "Reduction",
     "Contraction", "Constant", "instantiate", "add_tangents",
@@ -25,5 +25,5 @@ __all__ = [
     "convert", "constant", "full", "broadcast_in_dim", "reshape", "transpose", "static_slice", "pad", "rev",
     "concatenate", "reduce_sum", "reduce_max", "reduce_min", "dot_general",
     "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "ULP_BOUNDS",
-]
     "bit_and", "bit_or", "bit_xor", "bit_not", "shift_left", "shift_right", "floor_divide", "remainder", "fmod",
+]

@@ -82,8 +82,9 @@ def _hypot_scalar(c, a, b):
     libm's hypot."""
     if c.float_width(a) != 32:
         return c.math("hypot", a, b)
-    wide_a, wide_b = c.convert(a, DType.f64), c.convert(b, DType.f64)
-    return c.convert(c.math("sqrt", c.add(c.mul(wide_a, wide_a), c.mul(wide_b, wide_b))), DType.f32)
+    wide_a, wide_b = c.convert(a, DType.f64, source=DType.f32), c.convert(b, DType.f64, source=DType.f32)
+    wide = c.math("sqrt", c.add(c.mul(wide_a, wide_a), c.mul(wide_b, wide_b)))
+    return c.convert(wide, DType.f32, source=DType.f64)
 
 
 cbrt_p = _math("cbrt", np.cbrt, scalar=_cbrt_scalar, doc="Real cube root (negative for negative x).")

@@ -25,6 +25,7 @@ from jitgrad.passes.schedule import Schedule
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest, for_range,
                            index, memory_type, register_type)
+from .pairwise import REDUCTION_CHUNK, ReductionAccumulator, accumulator_dtype
 from .scalar import CPUScalarContext
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
@@ -265,11 +266,10 @@ class FunctionLowering:
         if self.threads is not None and kernel.size * self._work_per_element(kernel) >= PARALLEL_MIN_WORK:
             self._lower_fused_parallel(kernel)
             return
-        accumulators = self._init_accumulators(kernel)
+        accumulators = self._init_accumulators(kernel, kernel.size)
         self._fused_iterations(kernel, index(0), index(kernel.size), accumulators)
-        b = self.builder
-        for result, acc in accumulators.items():
-            self.store(result, Index(()), b.load(acc, typ=acc.allocated_type))
+        for result, accumulator in accumulators.items():
+            self.store(result, Index(()), accumulator.result())
 
     def _work_per_element(self, kernel) -> int:
         """A cost estimate: the ops computed per iteration, each weighed by its record's
@@ -279,18 +279,36 @@ class FunctionLowering:
         ops = {op for member in kernel.ops for op in _expression_ops(member, self.sched)}
         return sum(getattr(op.opdef.lowering, "cost", 1) for op in ops)
 
-    def _init_accumulators(self, kernel) -> dict:
-        b, accumulators = self.builder, {}
+    def _init_accumulators(self, kernel, max_items: int) -> dict:
+        """For each full reduction of the kernel: a register accumulator for one chunk and
+        a pairwise combiner of chunk results, for up to `max_items` items (pairwise.py)."""
+        accumulators = {}
         for op in kernel.ops:
             result = op.results[0]
             if isinstance(op.opdef.lowering, Reduction):
-                acc = alloca_in_entry(b, register_type(result.type.dtype), "acc")
-                b.store(self.ctx.const_of(op.opdef.lowering.init(result.type.dtype), result.type.dtype), acc)
-                accumulators[result] = acc
+                accumulators[result] = ReductionAccumulator(self.ctx, op.opdef.lowering, result.type.dtype,
+                                                            -(-max_items // REDUCTION_CHUNK))
         return accumulators
 
     def _fused_iterations(self, kernel, start, count, accumulators) -> None:
-        """The fused loop body for elements start .. start + count - 1."""
+        """The fused loop body for elements start .. start + count - 1; with reductions,
+        in chunks of REDUCTION_CHUNK whose results go to the pairwise combiners."""
+        b = self.builder
+        if not accumulators:
+            self._fused_loop(kernel, start, count, accumulators)
+            return
+        chunk = index(REDUCTION_CHUNK)
+        with for_range(b, b.udiv(b.add(count, index(REDUCTION_CHUNK - 1)), chunk), "chunk") as c:
+            offset = b.mul(c, chunk, flags=["nsw"])
+            remaining = b.sub(count, offset)
+            size = b.select(b.icmp_signed("<", remaining, chunk), remaining, chunk)
+            for accumulator in accumulators.values():
+                accumulator.start_chunk()
+            self._fused_loop(kernel, b.add(start, offset, flags=["nsw"]), size, accumulators)
+            for accumulator in accumulators.values():
+                accumulator.end_chunk()
+
+    def _fused_loop(self, kernel, start, count, accumulators) -> None:
         b, ctx = self.builder, self.ctx
         with for_range(b, count, "fused") as j:
             i = b.add(start, j, flags=["nsw"])
@@ -299,11 +317,7 @@ class FunctionLowering:
                 result, lowering = op.results[0], op.opdef.lowering
                 if isinstance(lowering, Reduction):
                     x = op.operands[0]
-                    item = self.element(x, Index(x.type.shape, flat=i))
-                    acc = accumulators[result]
-                    ctx.fastmath = ("reassoc", "contract") if result.type.dtype.is_float else ()
-                    b.store(lowering.combine(ctx, b.load(acc, typ=acc.allocated_type), item), acc)
-                    ctx.fastmath = ()
+                    accumulators[result].add(self.element(x, Index(x.type.shape, flat=i)))
                     continue
                 idx = Index(result.type.shape, flat=i)
                 value = self.element(result, idx, compute=True)
@@ -347,67 +361,92 @@ class FunctionLowering:
             start = ob.mul(blk, index(PARALLEL_BLOCK))
             remaining = ob.sub(index(kernel.size), start)
             count = ob.select(ob.icmp_signed("<", remaining, index(PARALLEL_BLOCK)), remaining, index(PARALLEL_BLOCK))
-            accumulators = self._init_accumulators(kernel)
+            accumulators = self._init_accumulators(kernel, PARALLEL_BLOCK)
             self._fused_iterations(kernel, start, count, accumulators)
             for r, op in enumerate(reductions):
-                acc = accumulators[op.results[0]]
+                accumulator = accumulators[op.results[0]]
                 slot = ob.gep(block_partials, [ob.add(ob.mul(index(r), index(nblocks)), blk)], inbounds=True,
-                              source_etype=acc.allocated_type)
-                ob.store(ob.load(acc, typ=acc.allocated_type), slot)
+                              source_etype=accumulator.type)
+                ob.store(accumulator.total(), slot)
         ob.ret_void()
         self.builder, self.buffers = saved
         ctx.builder = self.builder
 
         b.call(self.threads.parallel(self.module), [outlined, closure, ir.Constant(I32, self.threads.count),
                                                     ir.Constant(I32, 0)])
-        for r, op in enumerate(reductions):          # combine block results in block order
-            result, lowering = op.results[0], op.opdef.lowering
-            t = register_type(result.type.dtype)
-            acc = alloca_in_entry(b, t, "total")
-            b.store(ctx.const_of(lowering.init(result.type.dtype), result.type.dtype), acc)
+        for r, op in enumerate(reductions):          # combine block results pairwise, in block order
+            result = op.results[0]
+            total = ReductionAccumulator(ctx, op.opdef.lowering, result.type.dtype, nblocks, "total")
             with for_range(b, nblocks, "combine") as k:
-                part = b.load(b.gep(partials, [b.add(index(r * nblocks), k)], inbounds=True, source_etype=t), typ=t)
-                b.store(lowering.combine(ctx, b.load(acc, typ=t), part), acc)
-            self.store(result, Index(()), b.load(acc, typ=t))
+                part = b.load(b.gep(partials, [b.add(index(r * nblocks), k)], inbounds=True, source_etype=total.type),
+                              typ=total.type)
+                total.push(part)
+            self.store(result, Index(()), total.result())
 
     def _lower_reduction(self, op, lowering: Reduction) -> None:
-        b, ctx = self.builder, self.ctx
+        """A reduction on its own. Over trailing axes of a flat operand: per output
+        element, chunks of REDUCTION_CHUNK combined pairwise (pairwise.py); over other
+        axes: the result accumulates in place, one reduced index after another (NumPy's
+        order for these), in a float64 buffer for narrower floats."""
+        b = self.builder
         (x,), result, axes = op.operands, op.results[0], op.attrs["axes"]
         dtype = result.type.dtype
         self._allocate(result)
         kept = [k for k in range(x.type.ndim) if k not in axes]
-        init = ctx.const_of(lowering.init(dtype), dtype)
-        ctx.fastmath = ("reassoc", "contract") if dtype.is_float else ()   # lets sums vectorize
-        try:
-            if tuple(axes) == tuple(range(x.type.ndim - len(axes), x.type.ndim)):
-                acc = alloca_in_entry(b, register_type(dtype), "acc")
-                kept_shape = [x.type.shape[k] for k in kept]
-                reduced_shape = [x.type.shape[k] for k in axes]
-                if not self.sched.needs_multi_index(x):
-                    size = math.prod(reduced_shape)
-                    with for_range(b, math.prod(kept_shape), "outer") as o:
-                        b.store(init, acc)
-                        base = b.mul(o, index(size), flags=["nsw"])
-                        with for_range(b, size, "inner") as j:
-                            item = self.element(x, Index(x.type.shape, flat=b.add(base, j, flags=["nsw"])))
-                            b.store(lowering.combine(ctx, b.load(acc, typ=acc.allocated_type), item), acc)
-                        self.store(result, Index(result.type.shape, flat=o), b.load(acc, typ=acc.allocated_type))
+        kept_shape = [x.type.shape[k] for k in kept]
+        reduced_shape = [x.type.shape[k] for k in axes]
+        size = math.prod(reduced_shape)
+        if tuple(axes) == tuple(range(x.type.ndim - len(axes), x.type.ndim)):
+            flat = not self.sched.needs_multi_index(x)
+            with self._loop(kept_shape, flat, "outer") as out:
+                acc = ReductionAccumulator(self.ctx, lowering, dtype, -(-size // REDUCTION_CHUNK) if flat else 1)
+                if flat:
+                    base = b.mul(out.flat, index(size), flags=["nsw"])
+                    self._reduce_chunks(x, base, size, acc)
                 else:
-                    with for_nest(b, kept_shape, "outer") as mo:
-                        b.store(init, acc)
-                        with for_nest(b, reduced_shape, "inner") as mr:
-                            item = self.element(x, Index(x.type.shape, [*mo, *mr]))
-                            b.store(lowering.combine(ctx, b.load(acc, typ=acc.allocated_type), item), acc)
-                        self.store(result, Index(result.type.shape, mo), b.load(acc, typ=acc.allocated_type))
-            else:
-                with for_range(b, result.type.size, "init") as i:
-                    self.store(result, Index(result.type.shape, flat=i), init)
-                with for_nest(b, x.type.shape, "reduce") as m:
-                    out_idx = Index(result.type.shape, [m[k] for k in kept])
-                    combined = lowering.combine(ctx, self.load(result, out_idx), self.element(x, Index(x.type.shape, m)))
-                    self.store(result, out_idx, combined)
-        finally:
-            ctx.fastmath = ()
+                    acc.start_chunk()
+                    with for_nest(b, reduced_shape, "inner") as mr:
+                        acc.add(self.element(x, Index(x.type.shape, [*out.get_multi(b), *mr])))
+                    acc.end_chunk()
+                self.store(result, out, acc.result())
+            return
+        acc_dtype = accumulator_dtype(dtype)
+        buffer, buffer_type = self.buffers[result], register_type(acc_dtype)
+        if acc_dtype != dtype:
+            buffer = self._scratch(result.type.size * 8)
+
+        def slot(i):
+            return b.gep(buffer, [i], inbounds=True, source_etype=buffer_type)
+
+        acc = ReductionAccumulator(self.ctx, lowering, dtype, 1)
+        with for_range(b, result.type.size, "init") as i:
+            b.store(acc.init, slot(i))
+        with for_nest(b, x.type.shape, "reduce") as m:
+            out = slot(linearize(b, [m[k] for k in kept], result.type.shape))
+            item = self.element(x, Index(x.type.shape, m))
+            b.store(acc.combine_item(b.load(out, typ=buffer_type), item), out)
+        if acc_dtype != dtype:
+            with for_range(b, result.type.size, "narrow") as i:
+                narrowed = self.ctx.convert(b.load(slot(i), typ=buffer_type), dtype, source=acc_dtype)
+                self.store(result, Index(result.type.shape, flat=i), narrowed)
+
+    def _reduce_chunks(self, x: Value, base, size: int, acc: ReductionAccumulator) -> None:
+        """Elements base .. base + size - 1 of flat `x` into `acc`, one pairwise step per
+        chunk of REDUCTION_CHUNK (static trip counts: each chunk loop vectorizes fully)."""
+        b = self.builder
+        full, rest = divmod(size, REDUCTION_CHUNK)
+
+        def chunk(start, count: int) -> None:
+            acc.start_chunk()
+            with for_range(b, count, "inner") as j:
+                acc.add(self.element(x, Index(x.type.shape, flat=b.add(start, j, flags=["nsw"]))))
+            acc.end_chunk()
+
+        if full:
+            with for_range(b, full, "chunk") as c:
+                chunk(b.add(base, b.mul(c, index(REDUCTION_CHUNK), flags=["nsw"]), flags=["nsw"]), REDUCTION_CHUNK)
+        if rest or not full:
+            chunk(b.add(base, index(full * REDUCTION_CHUNK), flags=["nsw"]), rest)
 
     def _lower_scatter(self, op, lowering: Scatter) -> None:
         result = op.results[0]
