@@ -128,14 +128,31 @@ class Compiled:
         lowered, implicit_arrays = self._entry(key, args)
         with self._lock:
             calls = self._calls[id(lowered)] = self._calls.get(id(lowered), 0) + 1
-            install = (calls == FAST_PATH_AFTER_CALLS and not self.static_argnums and not lowered.captures
-                       and self._holds(key, lowered))
+            install = calls == FAST_PATH_AFTER_CALLS and not self.static_argnums and self._holds(key, lowered)
         if install:
-            fast = lowered.fast_call(self._call)
+            fast = self._native_path(lowered, len(args))
             with self._lock:
                 if self._holds(key, lowered):  # still cached: its code stays alive with the fast path
                     self._fast_lowered, self._fast = lowered, fast
         return lowered.run(leaves, implicit_arrays)
+
+    def _native_path(self, lowered: Lowered, n_args: int):
+        """The native call function for `lowered`; where the function reads closure or
+        global values, wrapped in a Python function that checks the guards and passes the
+        implicit arrays after the arguments (the native code checks every buffer)."""
+        if not lowered.captures:
+            return lowered.fast_call(self._call)
+        native = lowered.fast_call(lambda *both: self._call(*both[:n_args]))
+        if native is None:
+            return None
+        read, call = lowered.captures.read, self._call
+
+        def closure_reading_path(*args):
+            arrays = read() if len(args) == n_args else None
+            if arrays is None:
+                return call(*args)
+            return native(*args, *arrays)
+        return closure_reading_path
 
     # ----- the signature cache
     def _find(self, key) -> tuple[Lowered | None, list | None]:

@@ -75,9 +75,8 @@ class Lowered:
     def fast_call(self, fallback: Callable):
         """The native call path for this signature, or None where it does not apply: every
         argument must be a plain array (the structure a flat tuple of leaves) and the result
-        one output or (nested) tuples of outputs."""
-        if self.captures:
-            return None                   # implicit arguments and guards are read in Python
+        one output or (nested) tuples of outputs. With implicit arguments it takes them
+        after the explicit ones (`Compiled` reads them and passes them on)."""
         n_out = len(self.function.outputs)
         result = self.staged.unflatten(list(range(n_out)))
         if not _is_tuple_tree(result):

@@ -230,18 +230,23 @@ def test_implicit_arguments_are_trailing_ir_arguments():
                                          "<locals>.<lambda>"]
 
 
-def test_native_call_path_only_without_outside_values():
-    plain = grad(lambda x: np.sum(x ** 2))
-    for _ in range(3):
-        plain(np.ones(8))
-    assert plain._fast is not None
+def test_native_call_path_takes_the_implicit_arguments():
     W = np.ones(8)
     reads = grad(lambda x: np.sum(W * x ** 2))
     for _ in range(3):
         reads(np.ones(8))
-    assert reads._fast is None
+    assert reads._fast is not None
     W *= 3
     np.testing.assert_allclose(reads(np.ones(8)), 6.0)
+    W = np.full(8, 0.5)
+    np.testing.assert_allclose(reads(np.ones(8)), 1.0)
+    W = np.arange(16.0)[::2]                 # not contiguous: the Python path takes it
+    np.testing.assert_allclose(reads(np.ones(8)), 2 * W)
+    W = np.ones(3)                           # a new shape: traced again
+    np.testing.assert_allclose(reads(np.ones(3)), 2.0)
+    with pytest.raises(jitgrad.ArgumentError):
+        reads(np.ones(3), np.ones(3))        # a wrong argument count is never read as an implicit one
+    assert reads.compile_count == 2
 
 
 def test_vjp_of_a_fresh_lambda_over_a_new_batch_each_step_compiles_once():
