@@ -297,3 +297,19 @@ def test_new_dtypes_print_and_parse():
     text = lowered.as_text("traced")
     assert "u8[3]" in text and "bf16[2]" in text and "i16[2]" in text
     assert print_function(parse_function(text)) == text
+
+
+# --------------------------------------------------------------------------- contractions
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint32, np.int64, np.bool_, np.float16, BF16],
+                         ids=["i8", "u32", "i64", "bool", "f16", "bf16"])
+def test_matrix_products_of_every_kind_of_dtype(dtype):
+    rng = np.random.default_rng(1)
+    if np.dtype(dtype).kind in "iu":
+        a, b = (rng.integers(0, 100, size=s).astype(dtype) for s in [(3, 8), (8, 2)])   # wraps in int8
+    elif dtype == np.bool_:
+        a, b = rng.random((3, 8)) > 0.7, rng.random((8, 2)) > 0.7
+    else:
+        a = np.array([[256, 1, 1, 1, 1, 1, 1, 1]] * 3, dtype)    # float32 accumulation: 263, not 256
+        b = np.ones((8, 2), dtype)
+    check(lambda a, b: (a @ b, np.dot(a, b), np.matmul(a[0], b)), a, b)

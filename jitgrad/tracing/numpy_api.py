@@ -480,7 +480,11 @@ def std(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None):
 
 def matmul(a, b):
     """NumPy's matmul: vectors are promoted to matrices and back; leading axes broadcast."""
-    a, b = promote(a, b)
+    (a_dtype, b_dtype), _ = ufunc_dtypes(np.matmul, a, b)     # bfloat16 @ bfloat16 is float32
+    return _matmul_values(as_value(a, a_dtype), as_value(b, b_dtype))
+
+
+def _matmul_values(a: Value, b: Value) -> Value:
     if a.type.ndim == 0 or b.type.ndim == 0:
         raise ShapeError("matmul: input operand does not have enough dimensions (scalars are not allowed)")
     if a.type.ndim == 1 and b.type.ndim == 1:
@@ -509,6 +513,13 @@ def _checked_dot(a, b, contract, batch=((), ()), batch_b=False):
         if a.type.shape[la] != b.type.shape[rb]:
             raise ShapeError(f"matmul: shapes {a.type.shape} and {b.type.shape} don't multiply: "
                              f"size {a.type.shape[la]} is different from {b.type.shape[rb]}")
+    dtype = a.type.dtype
+    if dtype in (DType.f16, DType.bf16):     # NumPy accumulates narrow floats in float32
+        wide = P.dot_general(P.convert(a, DType.f32), P.convert(b, DType.f32), contract, batch)
+        return P.convert(wide, dtype)
+    if dtype == DType.bool:                  # any(a and b): a count of the pairs, nonzero
+        count = P.dot_general(P.convert(a, DType.i64), P.convert(b, DType.i64), contract, batch)
+        return P.ne(count, P.full(0, count.type))
     return P.dot_general(a, b, contract, batch)
 
 
@@ -518,7 +529,7 @@ def dot(a, b, out=None):
     if a.type.ndim == 0 or b.type.ndim == 0:
         return _elementwise(P.mul, a, b)
     if b.type.ndim == 1 or a.type.ndim <= 2 and b.type.ndim <= 2:
-        return matmul(a, b)
+        return _matmul_values(a, b)
     return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 2,)))
 
 
