@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from jitgrad.errors import JitgradError, VerificationError
-from jitgrad.ir import Function
+from jitgrad.ir import DType, Function
 from jitgrad.passes.manager import PassManager
 from .config import config
 from .backends.cpu import CPUBackend
@@ -131,6 +131,7 @@ def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None
     timings["backend"] = time.perf_counter() - start
     leaves, tree = tree_flatten(args)
     flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children) and all(
-        isinstance(x, np.ndarray) for x in leaves)
+        isinstance(x, np.ndarray) and x.dtype != DType.bf16.numpy   # bfloat16 has no buffer format
+        for x in leaves)
     captures = capture.finish(staged.captured, config.closure_snapshot_bytes)
     return Lowered(staged, stages, executable, timings, flat, captures)

@@ -313,3 +313,11 @@ def test_matrix_products_of_every_kind_of_dtype(dtype):
         a = np.array([[256, 1, 1, 1, 1, 1, 1, 1]] * 3, dtype)    # float32 accumulation: 263, not 256
         b = np.ones((8, 2), dtype)
     check(lambda a, b: (a @ b, np.dot(a, b), np.matmul(a[0], b)), a, b)
+
+
+def test_repeated_calls_with_every_dtype_take_the_native_path_or_fall_back():
+    for dtype in ALL_DTYPES:
+        f = jitgrad.jit(lambda x: x + x)
+        x = sample(dtype)
+        for _ in range(4):
+            assert_same(f(x), numpy_result(lambda v: v + v, x), str(dtype))
