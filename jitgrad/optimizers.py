@@ -63,8 +63,11 @@ class Optimizer:
             pairs = [(v, next(values) if isinstance(g, Node) else g) for v, g in pairs]
         elif feed_dict is not None:
             raise ArgumentError("feed_dict is for gradients given as graph nodes; these are arrays")
+        from jitgrad.eager.value import HoldsValue
         for variable, gradient in pairs:
             array = _storage(variable)
+            if isinstance(gradient, HoldsValue):      # read on purpose: an update is not differentiated
+                gradient = gradient.value
             g = np.asarray(gradient, dtype=array.dtype)
             if g.shape != array.shape:
                 raise ShapeError(f"a gradient of shape {g.shape} for a variable of shape {array.shape}")

@@ -23,7 +23,9 @@ constants they are — `gradient` evaluates at the recorded point, where they ar
 """
 from __future__ import annotations
 
+import hashlib
 import operator
+import sys
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -31,8 +33,10 @@ from typing import Any, Callable
 import numpy as np
 
 from jitgrad.api import grad
-from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
+from jitgrad.errors import ArgumentError, GradientError, MutationError, UnsupportedOperationError
 from jitgrad.tracing import numpy_api
+from jitgrad.ir import Location
+from jitgrad.tracing.tracer import _display_path, _internal_dirs, user_location
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from .value import ArgumentTemplates, HoldsValue
 
@@ -162,6 +166,183 @@ def _is_float_array(x) -> bool:
     return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "fc"
 
 
+# --------------------------------------------------------------------------- mutation guards
+
+# A recorded array up to this size is remembered by a copy: exact, cheap, and the user's
+# array is left alone. A larger array that owns its memory is instead made read-only
+# until the tape's next `gradient` (copying every large operand would cost as much as the
+# forward pass it records); there a persistent tape, which may replay it again, copies it
+# and makes it writeable again. Larger views, and arrays already read-only (their owner
+# may make them writeable), are copied.
+_COPY_LIMIT = 1 << 16
+# Past this size a copy is replaced by a BLAKE2 digest, which keeps memory flat.
+_DIGEST_LIMIT = 1 << 24
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _digest(array: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(array).reshape(-1).view(np.uint8)).digest()
+
+
+def _snapshot(array: np.ndarray):
+    return array.copy(order="K") if array.nbytes <= _DIGEST_LIMIT else _digest(array)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-for-bit equality (NaN payloads and -0.0 included) of two arrays of one shape
+    and dtype, whatever their strides."""
+    unsigned = _UNSIGNED.get(a.dtype.itemsize)
+    if unsigned is not None:
+        return bool(np.array_equal(a.view(unsigned), b.view(unsigned)))
+    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
+
+
+def _recording_site() -> tuple:
+    """The user's frame that made the current record, as (code, line): `user_location`
+    without building a Location, which is deferred to an error message."""
+    skip = _internal_dirs()
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
+    return (None, 0) if frame is None else (frame.f_code, frame.f_lineno)
+
+
+def _site_location(site: tuple) -> Location:
+    code, line = site
+    if code is None:
+        return Location("<unknown>", 0)
+    return Location(_display_path(code.co_filename), line, code.co_name)
+
+
+class _Guard:
+    """An array the replay will read again at `gradient`: its layout and its content as
+    it was when the tape first recorded it (a copy or a digest in `content`; or `locked`:
+    the array is held read-only), and who recorded it where."""
+
+    __slots__ = ("array", "layout", "content", "locked", "fn", "position", "site", "changed_at")
+
+    def __init__(self, array: np.ndarray, fn, position: int | str):
+        self.array = array
+        self.layout = (array.shape, array.strides, array.dtype)
+        self.locked = array.nbytes > _COPY_LIMIT and array.base is None and array.flags.writeable
+        if self.locked:
+            array.flags.writeable = False
+            self.content = None
+        else:
+            self.content = _snapshot(array)
+        self.fn = fn                  # the recorded callable, or None for a tracked leaf
+        self.position = position      # its argument position, or how the leaf was made
+        self.site = _recording_site()
+        self.changed_at = None        # a later record that read the array already modified
+
+    def unchanged(self) -> bool:
+        a = self.array
+        if (a.shape, a.strides, a.dtype) != self.layout:
+            return False
+        if self.locked:
+            return not a.flags.writeable
+        if type(self.content) is bytes:
+            return _digest(a) == self.content
+        return _same_bits(a, self.content)
+
+    def unlock(self, keep: bool) -> None:
+        """Make a held array writeable again; with `keep`, remember its content by a copy."""
+        if self.locked:
+            self.locked = False
+            if keep:
+                self.content = _snapshot(self.array)
+            self.array.flags.writeable = True
+
+    def describe(self) -> str:
+        a = self.array
+        kind = f"a {a.dtype} array of shape {a.shape}"
+        if self.fn is None:
+            return f"the array given to {self.position} ({kind}) at {_site_location(self.site)}"
+        name = getattr(self.fn, "__name__", None) or repr(self.fn)
+        if isinstance(self.fn, np.ufunc) or getattr(np, name, None) is self.fn:
+            name = f"numpy.{name}"
+        elif getattr(operator, name, None) is self.fn:
+            name = f"operator.{name}"
+        return f"argument {self.position} of {name} ({kind}) recorded at {_site_location(self.site)}"
+
+
+class _Guards:
+    """The arrays a tape has recorded, each guarded once (by identity: a guard keeps its
+    array alive, so the id is not reused). A replay reads them live, so `gradient` first
+    checks that none was modified in place since it was recorded — PyTorch's "modified
+    by an inplace operation" — instead of differentiating at a point the forward pass
+    never computed."""
+
+    __slots__ = ("by_id",)
+
+    def __init__(self):
+        self.by_id: dict[int, _Guard] = {}
+
+    def operand(self, array: np.ndarray, fn, position: int | str) -> None:
+        guard = self.by_id.get(id(array))
+        if guard is None:
+            if not array.dtype.hasobject:
+                self.by_id[id(array)] = _Guard(array, fn, position)
+        elif guard.changed_at is None and not guard.unchanged():
+            guard.changed_at = user_location()     # read again, modified: two records saw different values
+
+    def operands(self, fn, args, kwargs) -> None:
+        """Guard every array among a record's arguments (nested lists, tuples, dicts)."""
+        for position, a in enumerate(args):
+            self._nested(a, fn, position)
+        if kwargs:
+            for key, a in kwargs.items():
+                self._nested(a, fn, key)
+
+    def _nested(self, a, fn, position) -> None:
+        cls = type(a)
+        if cls is _Ref:
+            return
+        if isinstance(a, np.ndarray):
+            self.operand(a, fn, position)
+        elif cls is tuple or cls is list:
+            for item in a:
+                self._nested(item, fn, position)
+        elif cls is dict:
+            for item in a.values():
+                self._nested(item, fn, position)
+
+    def check(self, arrays) -> None:
+        """Raise MutationError if one of `arrays` (the inputs of a replay) was modified in
+        place after the tape recorded it."""
+        for a in arrays:
+            guard = self.by_id.get(id(a))
+            if guard is None:
+                continue
+            if guard.changed_at is not None:
+                raise MutationError(
+                    f"{guard.describe()} was modified in place before another operation read it at "
+                    f"{guard.changed_at}, so the recorded operations saw different values and no replay can "
+                    "reproduce them; modify a copy (np.array(a)) or record again after the change",
+                    user_location())
+            if not guard.unchanged():
+                what = ("was made writeable again while the tape held it read-only, so the tape cannot tell "
+                        "whether it changed" if guard.locked else "was modified in place after "
+                        "the tape recorded it, so the gradient would be computed at values the forward pass "
+                        "never saw")
+                raise MutationError(
+                    f"{guard.describe()} {what}; record the computation again after changing it (a new tape or "
+                    "forward pass), or record a copy (tape.variable copies; np.array(a) for a constant)",
+                    user_location())
+
+    def unlock(self, keep: bool) -> None:
+        """Give back every array held read-only (`keep`: remembered by copies from now on)."""
+        for guard in self.by_id.values():
+            guard.unlock(keep)
+
+    def __del__(self):
+        try:
+            self.unlock(keep=False)
+        except Exception:          # interpreter shutdown: modules may be gone already
+            pass
+
+
 # --------------------------------------------------------------------------- tracked tensors
 
 class _Ref(int):
@@ -194,6 +375,7 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
     here; lists, tuples, tracked keyword values and tensors of two tapes by
     `_apply_nested`."""
     n = len(args)
+    plain, at = None, 0     # the operand that is not tracked (it may be an array), and its position
     if n == 2:
         a, b = args
         if type(a) is TrackedTensor:
@@ -206,9 +388,11 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
                 return _apply_nested(fn, args, kwargs)
             else:
                 raw, refs = (a.value, b), [a._ref, b]
+                plain, at = b, 1
         elif type(b) is TrackedTensor and type(a) not in _NESTED:
             tape = b._tape
             raw, refs = (a, b.value), [a, b._ref]
+            plain = a
         else:
             return _apply_nested(fn, args, kwargs)
     elif n == 1 and type(args[0]) is TrackedTensor:
@@ -216,6 +400,7 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         tape = a._tape
         raw, refs = (a.value,), [a._ref]
     else:
+        plain = args
         tape = None
         raw, refs = [], []
         for a in args:
@@ -250,6 +435,10 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         tape._count = node + 1
         ref = _REFS[node] if node < _PREALLOCATED else _ref(node)
         tape._records.append((fn, refs, kwargs, ref))
+        if plain is args or kwargs:
+            tape._guards.operands(fn, refs, kwargs)
+        elif plain is not None and isinstance(plain, np.ndarray):
+            tape._guards.operand(plain, fn, at)
         return TrackedTensor(result, tape, ref)
     return tape._record(fn, refs, kwargs, result)
 
@@ -519,6 +708,7 @@ class GradientTape:
         self._count = 0
         self._recording = True
         self._released = False
+        self._guards: _Guards | None = _Guards()
 
     def __enter__(self) -> "GradientTape":
         self._check_alive("record")
@@ -566,6 +756,7 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._leaves[node] = array
+        self._guards.operand(array, None, "tape.variable" if copy else "tape.watch")
         return TrackedTensor(array, self, _ref(node))
 
     def _record(self, fn, args, kwargs, result):
@@ -580,6 +771,7 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._records.append((fn, args, kwargs, node))
+        self._guards.operands(fn, args, kwargs)
         return TrackedTensor(result, self, _ref(node))
 
     @contextmanager
@@ -599,7 +791,9 @@ class GradientTape:
 
     def release(self) -> None:
         """Drop all records (a non-persistent tape does this after its gradient call)."""
-        self._records = self._leaves = None
+        if self._guards is not None:
+            self._guards.unlock(keep=False)
+        self._records = self._leaves = self._guards = None
         self._recording = False
         self._released = True
 
@@ -648,12 +842,16 @@ class GradientTape:
             unique.setdefault(int(s._ref), s)
         program, inputs, connected, record_args = self._program([int(t._ref) for t in targets], unique,
                                                                 cotangents)
+        diff, others, consts, _ = inputs
+        self._guards.check((*diff, *others, *consts))
+        self._guards.unlock(keep=self.persistent)
         grads = program.gradient(*inputs)
 
         if self.persistent and self._recording:
             out_nodes = tuple(range(self._count, self._count + len(grads)))
             self._count += len(grads)
             self._records.append((program.gradient, record_args, None, out_nodes))
+            self._guards.operands(program.gradient, record_args, None)
             grads = [TrackedTensor(g, self, _ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
         by_node = dict(zip(unique, grads, strict=True))
         result = [by_node[s._ref] if unconnected_gradients == "zero" or s._ref in connected else None
@@ -693,7 +891,7 @@ class GradientTape:
             if node in self._leaves:
                 slots[node] = len(slots)
                 diff_slots.append(slots[node])
-                diff_values.append(tensor.value)
+                diff_values.append(self._leaves[node])
                 diff_args.append(_ref(node))
             else:
                 perturbed[node] = len(diff_slots)
