@@ -26,6 +26,7 @@ from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather
 from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest, for_range,
                            index, memory_type, register_type)
 from .pairwise import REDUCTION_CHUNK, ReductionAccumulator, accumulator_dtype
+from .runtime import KernelRuntime
 from .scalar import CPUScalarContext
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
@@ -86,6 +87,8 @@ class FunctionLowering:
         self.constants: list[np.ndarray] = []
         """Large constants, in the argument slots after the workspace (see `_external_constant`)."""
         self.memo: dict[Value, ir.Value] = {}   # fused-kernel members computed this iteration
+        self.runtime = KernelRuntime(module)    # fork and Ctrl-C state (runtime.py)
+        self._watch: tuple[ir.Value, ir.Value] | None = None
         # A program that calls BLAS keeps its loops on one thread: libgomp's workers spin
         # after a parallel loop and OpenBLAS's threads would then fight them for the cores
         # (a 40x slowdown measured on 2 cores; docs/benchmarks.md).
@@ -263,7 +266,7 @@ class FunctionLowering:
         for op in kernel.ops:
             if op.results[0] in kernel.stored:
                 self._allocate(op.results[0])
-        if self.threads is not None and kernel.size * self._work_per_element(kernel) >= PARALLEL_MIN_WORK:
+        if kernel.size * self._work_per_element(kernel) >= PARALLEL_MIN_WORK:
             self._lower_fused_parallel(kernel)
             return
         accumulators = self._init_accumulators(kernel, kernel.size)
@@ -327,53 +330,71 @@ class FunctionLowering:
             self.memo = {}
 
     def _lower_fused_parallel(self, kernel) -> None:
-        """The kernel outlined into `f.kernelN(ptr closure)` and run by libgomp's
-        GOMP_parallel. Work is cut into fixed blocks of PARALLEL_BLOCK elements whatever
-        the thread count; each block writes its partial reductions to its own slot, and
-        the slots are combined in block order afterwards, so the result is bit-identical
-        for any number of threads."""
+        """The kernel cut into fixed blocks of PARALLEL_BLOCK elements whatever the thread
+        count, outlined into `f.kernelN.blocks(ptr closure, i64 first, i64 last)`. libgomp's
+        GOMP_parallel runs it through `f.kernelN(ptr closure)`, which gives each thread a
+        contiguous range of blocks; without threads (a program calling BLAS, no libgomp,
+        or a forked child, where libgomp's pool is gone: runtime.py) the calling thread
+        runs all blocks. Each block writes its partial reductions to its own slot, and the
+        slots are combined in block order afterwards, so the result is bit-identical for
+        any number of threads. Each block starts with a check for Ctrl-C (runtime.py): once
+        an interrupt arrived for a caller that watches for it, the remaining blocks are
+        skipped and the caller discards the results."""
         b, ctx = self.builder, self.ctx
         nblocks = -(-kernel.size // PARALLEL_BLOCK)
         reductions = [op for op in kernel.ops if isinstance(op.opdef.lowering, Reduction)]
         partials = self._scratch(max(len(reductions), 1) * nblocks * 8)
         used = sorted({v for op in kernel.ops for v in self.sched.reads(op.results[0], compute=True)
                        if v in self.buffers} | kernel.stored, key=lambda v: id(v))
-        closure = alloca_in_entry(b, PTR, "closure", count=len(used) + 1)
-        for k, ptr in enumerate([*(self.buffers[v] for v in used), partials]):
-            b.store(ptr, b.gep(closure, [index(k)], inbounds=True, source_etype=PTR))
+        armed, baseline = self._interrupt_watch()
+        closure = alloca_in_entry(b, PTR, "closure", count=len(used) + 3)
+        for k, item in enumerate([*(self.buffers[v] for v in used), partials, armed, baseline]):
+            b.store(item, b.gep(closure, [index(k)], inbounds=True, source_etype=PTR))
 
         self._kernel_count += 1
-        outlined = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), f"{self.llfn.name}.kernel{self._kernel_count}")
-        outlined.linkage = "internal"
+        name = f"{self.llfn.name}.kernel{self._kernel_count}"
+        blocks = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]), f"{name}.blocks")
+        blocks.linkage = "internal"
         saved = self.builder, self.buffers
-        self.builder = ctx.builder = ir.IRBuilder(outlined.append_basic_block("entry"))
+        self.builder = ctx.builder = ir.IRBuilder(blocks.append_basic_block("entry"))
         ob = self.builder
         self.buffers = dict(self.buffers)
+        closure_arg, first, last = blocks.args
         for k, v in enumerate(used):
-            self.buffers[v] = self._load_pointer(outlined.args[0], k, "buf")
-        block_partials = self._load_pointer(outlined.args[0], len(used), "partials")
-        thread = ob.sext(ob.call(self.threads.thread_num(self.module), []), I64)
-        nthreads = ob.sext(ob.call(self.threads.num_threads(self.module), []), I64)
-        first = ob.sdiv(ob.mul(thread, index(nblocks)), nthreads)
-        last = ob.sdiv(ob.mul(ob.add(thread, index(1)), index(nblocks)), nthreads)
+            self.buffers[v] = self._load_pointer(closure_arg, k, "buf")
+        block_partials = self._load_pointer(closure_arg, len(used), "partials")
+        slot_armed, slot_baseline = (ob.gep(closure_arg, [index(len(used) + j)], inbounds=True, source_etype=PTR)
+                                     for j in (1, 2))
+        block_armed, block_baseline = ob.load(slot_armed, typ=I64), ob.load(slot_baseline, typ=I64)
         with for_range(ob, ob.sub(last, first), "block") as k:
-            blk = ob.add(first, k)
-            start = ob.mul(blk, index(PARALLEL_BLOCK))
-            remaining = ob.sub(index(kernel.size), start)
-            count = ob.select(ob.icmp_signed("<", remaining, index(PARALLEL_BLOCK)), remaining, index(PARALLEL_BLOCK))
-            accumulators = self._init_accumulators(kernel, PARALLEL_BLOCK)
-            self._fused_iterations(kernel, start, count, accumulators)
-            for r, op in enumerate(reductions):
-                accumulator = accumulators[op.results[0]]
-                slot = ob.gep(block_partials, [ob.add(ob.mul(index(r), index(nblocks)), blk)], inbounds=True,
-                              source_etype=accumulator.type)
-                ob.store(accumulator.total(), slot)
+            with ob.if_then(ob.not_(self.runtime.interrupted(ob, block_armed, block_baseline))):
+                blk = ob.add(first, k)
+                start = ob.mul(blk, index(PARALLEL_BLOCK))
+                remaining = ob.sub(index(kernel.size), start)
+                count = ob.select(ob.icmp_signed("<", remaining, index(PARALLEL_BLOCK)), remaining,
+                                  index(PARALLEL_BLOCK))
+                accumulators = self._init_accumulators(kernel, PARALLEL_BLOCK)
+                self._fused_iterations(kernel, start, count, accumulators)
+                for r, op in enumerate(reductions):
+                    accumulator = accumulators[op.results[0]]
+                    slot = ob.gep(block_partials, [ob.add(ob.mul(index(r), index(nblocks)), blk)], inbounds=True,
+                                  source_etype=accumulator.type)
+                    ob.store(accumulator.total(), slot)
         ob.ret_void()
         self.builder, self.buffers = saved
         ctx.builder = self.builder
 
-        b.call(self.threads.parallel(self.module), [outlined, closure, ir.Constant(I32, self.threads.count),
-                                                    ir.Constant(I32, 0)])
+        all_blocks = [closure, index(0), index(nblocks)]
+        if self.threads is None:
+            b.call(blocks, all_blocks)
+        else:
+            with b.if_else(self.runtime.serial(b)) as (in_forked_child, threaded):
+                with in_forked_child:
+                    b.call(blocks, all_blocks)
+                with threaded:
+                    b.call(self.threads.parallel(self.module),
+                           [self._thread_entry(name, blocks, nblocks), closure,
+                            ir.Constant(I32, self.threads.count), ir.Constant(I32, 0)])
         for r, op in enumerate(reductions):          # combine block results pairwise, in block order
             result = op.results[0]
             total = ReductionAccumulator(ctx, op.opdef.lowering, result.type.dtype, nblocks, "total")
@@ -382,6 +403,28 @@ class FunctionLowering:
                               typ=total.type)
                 total.push(part)
             self.store(result, Index(()), total.result())
+
+    def _thread_entry(self, name: str, blocks: ir.Function, nblocks: int) -> ir.Function:
+        """`name(ptr closure)`, run by every libgomp thread: its contiguous share of the blocks."""
+        entry = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name)
+        entry.linkage = "internal"
+        eb = ir.IRBuilder(entry.append_basic_block("entry"))
+        thread = eb.sext(eb.call(self.threads.thread_num(self.module), []), I64)
+        nthreads = eb.sext(eb.call(self.threads.num_threads(self.module), []), I64)
+        first = eb.sdiv(eb.mul(thread, index(nblocks)), nthreads)
+        last = eb.sdiv(eb.mul(eb.add(thread, index(1)), index(nblocks)), nthreads)
+        eb.call(blocks, [entry.args[0], first, last])
+        eb.ret_void()
+        return entry
+
+    def _interrupt_watch(self) -> tuple[ir.Value, ir.Value]:
+        """(armed, baseline) of runtime.KernelRuntime.watch, read once at the top of the
+        function, so that every blocked loop of one call compares with the same count."""
+        if self._watch is None:
+            entry_builder = ir.IRBuilder(self.llfn.entry_basic_block)
+            entry_builder.position_at_start(self.llfn.entry_basic_block)
+            self._watch = self.runtime.watch(entry_builder)
+        return self._watch
 
     def _lower_reduction(self, op, lowering: Reduction) -> None:
         """A reduction on its own. Over trailing axes of a flat operand: per output

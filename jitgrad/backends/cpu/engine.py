@@ -25,6 +25,7 @@ from llvmlite import ir
 from jitgrad.errors import CompilationError
 from jitgrad.ir import DType
 from . import elf
+from . import runtime
 from .cache import CacheEntry, DiskCache, cache_key
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
 
@@ -44,6 +45,8 @@ def initialize() -> None:
         VectorMath.load()
         Blas.load()
         Threads.load()
+        with _llvm_lock:
+            runtime.load(create_target_machine())
         _initialized = True
 
 
@@ -244,6 +247,33 @@ def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None 
 _llvm_lock = threading.Lock()
 """llvmlite parses into LLVM's global context, which is not thread-safe, and ctypes
 releases the GIL during LLVM calls: one compile at a time."""
+
+
+# --------------------------------------------------------------------------- fork safety
+
+def _before_fork() -> None:
+    """Wait for a compile in another thread to finish: the child gets only the forking
+    thread, so a lock held (or LLVM state half-changed) by another thread would stay so
+    in the child forever. Lock order as everywhere: initialization, then LLVM."""
+    _init_lock.acquire()
+    _llvm_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _llvm_lock.release()
+    _init_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """The locks are released, and kernels stop using libgomp (runtime.py): its thread
+    pool does not exist in the child."""
+    _llvm_lock.release()
+    _init_lock.release()
+    runtime.enter_forked_child()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) -> CompiledModule:

@@ -1,0 +1,74 @@
+"""Ctrl-C during one long kernel: the kernel stops at its next block boundary, the call
+raises KeyboardInterrupt at once, and the function keeps working; a SIGINT handler that
+returns instead of raising gets the complete result (the kernel runs again). In a
+subprocess, which the test interrupts with a real SIGINT."""
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    import numpy as np
+    import jitgrad
+    from jitgrad.config import config
+
+    config.cache_dir = None
+    STEPS = 60
+
+    def waves(x):
+        for _ in range(STEPS):
+            x = np.sin(x) * 1.5
+        return x, np.sum(x)
+
+    def reference(x):
+        for _ in range(STEPS):
+            x = np.sin(x) * 1.5
+        return x
+
+    f = jitgrad.jit(waves)
+    X = np.linspace(0.0, 1.0, 12_000_000)
+    assert "fusion plan of @waves: 1 kernels" in f.lower(X).as_text("kernels")     # one long kernel
+    print("calling", time.monotonic(), flush=True)
+    try:
+        f(X)
+        print("finished", time.monotonic(), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+
+    start = time.monotonic()
+    out, total = f(X)                           # the same signature, same workspace: still right
+    print("full", time.monotonic() - start, flush=True)
+    np.testing.assert_allclose(out[::997], reference(X[::997]), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(total, np.sum(out), rtol=1e-12)
+
+    seen = []
+    signal.signal(signal.SIGINT, lambda *args: seen.append(time.monotonic()))
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    again, again_total = f(X)
+    assert len(seen) == 1, seen
+    assert np.array_equal(again, out) and again_total == total, "a handler that returns gets the complete result"
+    print("ok", flush=True)
+""")
+
+
+def test_ctrl_c_stops_a_long_kernel_and_the_function_stays_usable():
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline().split()
+        assert line and line[0] == "calling", line + [proc.stderr.read()]
+        time.sleep(max(0.0, float(line[1]) + 0.3 - time.monotonic()))
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        kind, when = proc.stdout.readline().split()
+        assert kind == "interrupted"
+        assert float(when) - sent < 0.5, f"KeyboardInterrupt came {float(when) - sent:.2f} s after the signal"
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    full = float(out.split()[1])
+    assert full > 0.3 + 0.5, f"the kernel ran {full:.2f} s: too short to show that it was stopped"
+    assert out.split()[-1] == "ok"
