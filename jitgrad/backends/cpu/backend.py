@@ -62,6 +62,7 @@ class CPUExecutable:
         self.compiled = compiled
         self.symbol = symbol
         self.kernel_address = compiled.address(symbol)
+        self.stops_on_interrupt = lowering.stops_on_interrupt
         self._cfunc = _CALL_TYPE(self.kernel_address)
         self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
         self._in_dtypes = [t.dtype.numpy for t in function.input_types]
@@ -75,7 +76,10 @@ class CPUExecutable:
             pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in arrays],
                                                   *[o.ctypes.data for o in outputs], workspace,
                                                   *self.constant_addresses)
-            runtime.call(self._cfunc, pointers)      # Ctrl-C stops long kernels (runtime.py)
+            if self.stops_on_interrupt:
+                runtime.call(self._cfunc, pointers)  # Ctrl-C stops long kernels (runtime.py)
+            else:
+                self._cfunc(pointers)
         finally:
             self.workspace.release(temporary)
         return outputs

@@ -417,6 +417,11 @@ class FunctionLowering:
         eb.ret_void()
         return entry
 
+    @property
+    def stops_on_interrupt(self) -> bool:
+        """Whether the function has blocked loops that stop early for a watching caller."""
+        return self._watch is not None
+
     def _interrupt_watch(self) -> tuple[ir.Value, ir.Value]:
         """(armed, baseline) of runtime.KernelRuntime.watch, read once at the top of the
         function, so that every blocked loop of one call compares with the same count."""

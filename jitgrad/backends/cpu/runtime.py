@@ -111,11 +111,18 @@ def runs_serially() -> bool:
 
 # --------------------------------------------------------------------------- Ctrl-C
 
-def _sig_api():
-    getsig, setsig = ctypes.pythonapi.PyOS_getsig, ctypes.pythonapi.PyOS_setsig
-    getsig.restype, getsig.argtypes = ctypes.c_void_p, [ctypes.c_int]
-    setsig.restype, setsig.argtypes = ctypes.c_void_p, [ctypes.c_int, ctypes.c_void_p]
-    return getsig, setsig
+def _c_api(name: str, restype, *argtypes):
+    """A function of the interpreter's C API, or None where this Python lacks it."""
+    function = getattr(ctypes.pythonapi, name, None)
+    if function is not None:
+        function.restype, function.argtypes = restype, list(argtypes)
+    return function
+
+
+_getsig = _c_api("PyOS_getsig", ctypes.c_void_p, ctypes.c_int)
+_setsig = _c_api("PyOS_setsig", ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+_check_signals = _c_api("PyErr_CheckSignals", ctypes.c_int)
+"""Runs the pending Python signal handlers now; what they raise, it raises."""
 
 
 def _install_hook() -> bool:
@@ -123,10 +130,9 @@ def _install_hook() -> bool:
     in place. Python's handler is recognised as the one installed while Python's own
     SIGINT disposition is a Python callable; nothing else is ever chained to."""
     global _python_handler
-    if _engine is None or not hasattr(ctypes.pythonapi, "PyOS_setsig"):
+    if _engine is None or _getsig is None or _setsig is None:
         return False
-    getsig, setsig = _sig_api()
-    current = getsig(signal.SIGINT) or 0
+    current = _getsig(signal.SIGINT) or 0
     if current == _hook_address:
         return True
     if not callable(signal.getsignal(signal.SIGINT)) or current in (0, 1):    # SIG_DFL, SIG_IGN
@@ -136,15 +142,8 @@ def _install_hook() -> bool:
     if current != _python_handler:
         return False
     _words[PYTHON_HANDLER].value = _python_handler
-    setsig(signal.SIGINT, _hook_address)
+    _setsig(signal.SIGINT, _hook_address)
     return True
-
-
-def _check_signals() -> None:
-    """Run the pending Python signal handlers now (raising what they raise)."""
-    check = ctypes.pythonapi.PyErr_CheckSignals
-    check.restype, check.argtypes = ctypes.c_int, []
-    check()
 
 
 def call(cfunc, pointers) -> None:
@@ -152,7 +151,7 @@ def call(cfunc, pointers) -> None:
     raises KeyboardInterrupt here; if the SIGINT handler returns instead of raising,
     the kernel runs again, so a completed call always has complete results."""
     ident = threading.get_ident()
-    if ident != _main_thread or _engine is None or not _install_hook():
+    if ident != _main_thread or _engine is None or (_getsig(signal.SIGINT) != _hook_address and not _install_hook()):
         cfunc(pointers)                 # only the main thread gets KeyboardInterrupt
         return
     interrupts, watched = _words[INTERRUPTS], _words[WATCHED_THREAD]
