@@ -40,7 +40,24 @@ def _emit(opdef, fun: Callable, args: tuple, **attrs):
     return tree_unflatten(traced.out_tree, [Tracer(v) for v in results]), traced
 
 
-class custom_jvp:
+class _Rule:
+    """What custom_jvp and custom_vjp share: the key that names them in the IR."""
+
+    name: str
+    _key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The name call ops give this rule in the IR, registered at the first traced
+        call: a rule only ever called on arrays (a `custom_op` applied eagerly in a
+        loop, say, with a new op object each time) never enters the process-wide
+        registry, so it does not grow with eager calls."""
+        if self._key is None:
+            self._key = calls.register_rule(self.name, self)
+        return self._key
+
+
+class custom_jvp(_Rule):
     """A function with a user-defined JVP rule (JAX's API):
 
         @jitgrad.custom_jvp
@@ -56,7 +73,6 @@ class custom_jvp:
         self.fun = fun
         self.name = getattr(fun, "__name__", "custom_jvp")
         self.jvp_rule = None
-        self.key = calls.register_rule(self.name, self)
 
     _jitgrad_traceable = True
 
@@ -72,7 +88,7 @@ class custom_jvp:
         return out
 
 
-class custom_vjp:
+class custom_vjp(_Rule):
     """A function with user-defined reverse-mode rules (JAX's API):
 
         @jitgrad.custom_vjp
@@ -89,7 +105,6 @@ class custom_vjp:
         self.fun = fun
         self.name = getattr(fun, "__name__", "custom_vjp")
         self.fwd = self.bwd = None
-        self.key = calls.register_rule(self.name, self)
 
     _jitgrad_traceable = True
 
