@@ -211,6 +211,16 @@ def test_float32_sum_at_least_as_accurate_as_numpy(n):
         assert _fsum_error(got, exact) <= _fsum_error(np.sum(x), exact) + 0.5 * _f32_ulp(exact)
 
 
+@pytest.mark.parametrize("n", [0, 1, 100, 1025, 10001, 70001])
+def test_float16_sum_at_least_as_accurate_as_numpy(n):
+    x = np.random.default_rng(n).uniform(0, 1, n).astype(np.float16)
+    exact = math.fsum(x.astype(np.float64))
+    for fn in (np.sum, lambda v: np.sum(v + 0.0)):
+        got = jitgrad.jit(fn)(x)
+        assert got.dtype == np.float16
+        assert abs(float(got) - exact) <= abs(float(fn(x)) - exact) + 0.5 * float(np.spacing(np.float16(exact)))
+
+
 @pytest.mark.parametrize("n", [1000, 65537, 300001])
 def test_float64_sum_about_as_accurate_as_numpy(n):
     """float64: chunks of vector partial sums combined pairwise, error ~ log n like NumPy's."""

@@ -301,15 +301,20 @@ class FunctionLowering:
             self._fused_loop(kernel, start, count, accumulators)
             return
         chunk = index(REDUCTION_CHUNK)
-        with for_range(b, b.udiv(b.add(count, index(REDUCTION_CHUNK - 1)), chunk), "chunk") as c:
-            offset = b.mul(c, chunk, flags=["nsw"])
-            remaining = b.sub(count, offset)
-            size = b.select(b.icmp_signed("<", remaining, chunk), remaining, chunk)
+        full = b.udiv(count, chunk)
+
+        def reduce_chunk(offset, size):
             for accumulator in accumulators.values():
                 accumulator.start_chunk()
             self._fused_loop(kernel, b.add(start, offset, flags=["nsw"]), size, accumulators)
             for accumulator in accumulators.values():
                 accumulator.end_chunk()
+
+        with for_range(b, full, "chunk") as c:        # a constant trip count: no vector epilogue
+            reduce_chunk(b.mul(c, chunk, flags=["nsw"]), chunk)
+        tail = b.urem(count, chunk)
+        with b.if_then(b.icmp_signed("!=", tail, index(0))):
+            reduce_chunk(b.mul(full, chunk, flags=["nsw"]), tail)
 
     def _fused_loop(self, kernel, start, count, accumulators) -> None:
         b, ctx = self.builder, self.ctx
