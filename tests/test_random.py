@@ -149,7 +149,7 @@ def test_a_call_draws_its_key_from_numpys_global_state():
     f(x)
     after_call = np.random.rand()
     np.random.seed(5)
-    np.random.bytes(16)
+    np.random.get_bit_generator().random_raw(4)               # the key: four 32-bit words
     assert np.random.rand() == after_call
 
 
@@ -350,6 +350,24 @@ def test_random_function_called_on_concrete_arrays_inside_a_trace_raises():
         jitgrad.jit(lambda x: x + g(np.zeros(2)))(np.zeros(2))
 
 
+def test_np_random_mtrand_functions_are_intercepted_too():
+    f = jitgrad.jit(lambda x: x + np.random.mtrand.rand(4))
+    assert not np.array_equal(f(np.zeros(4)), f(np.zeros(4)))
+
+
+def test_eager_layers_refuse_compiled_random_functions():
+    """A tape's gradient (and dual numbers' tangent) would re-run the function with a new draw."""
+    f = jitgrad.jit(lambda x: x * np.random.rand(4))
+    tape = jitgrad.GradientTape()
+    with tape:
+        x = tape.variable(np.ones(4))
+        z = np.sum(f(x))
+    with pytest.raises(UnsupportedOperationError, match="GradientTape or dual-number"):
+        tape.gradient(z, [x])
+    with pytest.raises(UnsupportedOperationError, match="GradientTape or dual-number"):
+        f(jitgrad.DualTensor(np.ones(4), np.ones(4)))
+
+
 # --------------------------------------------------------------------------- threads
 
 def test_threads_calling_one_random_function_get_different_numbers():
@@ -391,3 +409,34 @@ def test_other_threads_get_numpys_functions_while_a_trace_runs():
     assert isinstance(seen[0], np.ndarray) and seen[0].shape == (2,)
     assert out.shape == (2,)
     assert np.random.rand is not None and not hasattr(np.random.rand, "__wrapped__")   # patches removed
+
+
+# --------------------------------------------------------------------------- more distributions
+
+@pytest.mark.parametrize("draw, mean, std", [
+    (lambda: np.random.lognormal(0.5, 0.25, size=N), np.exp(0.5 + 0.25**2 / 2),
+     np.sqrt((np.exp(0.25**2) - 1) * np.exp(1 + 0.25**2))),
+    (lambda: np.random.laplace(1.0, 2.0, size=N), 1.0, np.sqrt(8.0)),
+    (lambda: np.random.gumbel(1.0, 2.0, size=N), 1.0 + 2.0 * np.euler_gamma, 2.0 * np.pi / np.sqrt(6)),
+    (lambda: np.random.rayleigh(2.0, size=N), 2.0 * np.sqrt(np.pi / 2), 2.0 * np.sqrt((4 - np.pi) / 2)),
+    (lambda: np.random.weibull(2.0, size=N), 0.886226925452758, np.sqrt(1 - 0.886226925452758**2)),
+    (lambda: np.random.pareto(5.0, size=N), 1 / 4, np.sqrt(5 / (16 * 3))),
+    (lambda: np.random.power(2.0, size=N), 2 / 3, np.sqrt(2 / 4 - 4 / 9)),
+], ids=["lognormal", "laplace", "gumbel", "rayleigh", "weibull", "pareto", "power"])
+def test_more_distributions_have_their_mean_and_spread(draw, mean, std):
+    x = jitgrad.jit(lambda z: z + draw())(np.zeros(N))
+    assert np.all(np.isfinite(x))
+    _close(x.mean(), mean, std)
+    _close(x.std(), std, 2 * std, k=8)
+
+
+def test_standard_cauchy_and_parameter_errors():
+    c = jitgrad.jit(lambda z: z + np.random.standard_cauchy(N))(np.zeros(N))
+    _close(np.mean(np.abs(c) < 1), 0.5, 0.5)
+    _close(np.median(c), 0.0, 1.6)
+    with pytest.raises(ValueError, match="a <= 0"):
+        jitgrad.jit(lambda z: z + np.random.pareto(0.0, size=2))(np.zeros(2))
+    with pytest.raises(ValueError, match="sigma < 0"):
+        jitgrad.jit(lambda z: z + np.random.lognormal(0.0, -1.0, size=2))(np.zeros(2))
+    assert np.all(jitgrad.jit(lambda a: np.random.weibull(a, size=3))(np.array(0.0)) == 0)   # as NumPy
+    assert np.all(np.isnan(jitgrad.jit(lambda a: np.random.power(a, size=3))(np.array(-1.0))))

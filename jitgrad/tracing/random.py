@@ -47,6 +47,8 @@ KEY_TYPE = TensorType((2,), DType.i64)
 
 _GLOBAL_STATE = np.random.mtrand._rand
 """NumPy's global legacy RandomState: what np.random.seed seeds and np.random.* draw from."""
+_global_bit_generator = np.random.get_bit_generator
+"""Its bit generator (the function, taken before any trace replaces np.random's names)."""
 
 
 def draw_key() -> np.ndarray:
@@ -60,7 +62,8 @@ def draw_key() -> np.ndarray:
     pinned = _state.pinned
     if pinned is not None and pinned.key is not None:
         return pinned.key
-    key = np.frombuffer(_GLOBAL_STATE.bytes(16), dtype=np.int64).copy()
+    w0, w1, w2, w3 = _global_bit_generator().random_raw(4).tolist()     # four 32-bit words (MT19937)
+    key = np.array([w0 | w1 << 32, w2 | w3 << 32], dtype=np.uint64).view(np.int64)
     if pinned is not None:
         pinned.key = key
     return key
@@ -112,6 +115,7 @@ class _TraceState(threading.local):
         self.stream = 0                      # next stream number of the outermost trace
         self.key: Value | None = None        # its key placeholder, made at its first draw
         self.pinned: SharedKey | None = None  # the key of an enclosing `same_key` block
+        self.eager_replay = False            # the outermost trace replays an eager tape / dual call
 
 
 _state = _TraceState()
@@ -122,6 +126,11 @@ def _key_value() -> Value:
     that closure conversion (`tracer.close_over`) makes it a trailing argument of every
     function that draws, nested ones included. The compile in progress
     (`implicit.active()`) learns that the caller fills it with `draw_key()`."""
+    if _state.eager_replay:
+        raise UnsupportedOperationError(
+            "a compiled function that draws random numbers was called on GradientTape or dual-number tensors: "
+            "their derivative pass runs it again and would draw other numbers than the forward pass did. "
+            "Differentiate it with jitgrad.grad / value_and_grad / jvp instead", user_location())
     if _state.key is None:
         _state.key = Block().add_arg(KEY_TYPE)
         capture = implicit.active()
@@ -177,15 +186,28 @@ def _full(value, shape) -> Value:
     return P.full(value, TensorType(shape, DType.f64))
 
 
-def _concrete_check(name: str, x, ok: Callable, message: str) -> None:
-    """NumPy's ValueError for a concrete parameter out of its domain."""
-    if not isinstance(x, Value) and not np.all(ok(np.asarray(x, dtype=np.float64))):
-        raise ValueError(message)
+def _bounded(param, name: str, shape, strict: bool = False) -> tuple[Value, Value | None]:
+    """A parameter that must be >= 0 (> 0 with `strict`), broadcast to `shape`. Out of its
+    domain, a concrete one raises NumPy's ValueError; for a traced one, the second result
+    marks where it is out (the draw is NaN there)."""
+    symbol = "<=" if strict else "<"
+    if not isinstance(param, Value):
+        array = np.asarray(param, dtype=np.float64)
+        if np.any(array <= 0) if strict else np.any(np.signbit(array) & ~np.isnan(array)):
+            raise ValueError(f"{name} {symbol} 0")          # NumPy's checks: NaN passes, -0.0 does not
+        return _param(param, shape), None
+    value = _param(param, shape)
+    zero = _full(0.0, shape)
+    return value, P.logical_not(P.gt(value, zero) if strict else P.ge(value, zero))
 
 
-def _nan_where(bad: Value, x: Value) -> Value:
-    """x, with NaN where a traced parameter is outside its domain (NumPy would raise)."""
-    return P.select(bad, _full(np.nan, x.type.shape), x)
+def _nan_where(bad: Value | None, x: Value) -> Value:
+    """x, with NaN where a traced parameter is outside its domain (where NumPy would raise)."""
+    return x if bad is None else P.select(bad, _full(np.nan, x.type.shape), x)
+
+
+def _dims(dims) -> tuple[int, ...]:
+    return tuple(operator.index(d) for d in dims)
 
 
 def random_sample(size=None):
@@ -193,7 +215,7 @@ def random_sample(size=None):
 
 
 def rand(*dims):
-    return _uniform(tuple(operator.index(d) for d in dims))[0]
+    return _uniform(_dims(dims))[0]
 
 
 def _standard_normal(shape) -> Value:
@@ -208,15 +230,25 @@ def standard_normal(size=None):
 
 
 def randn(*dims):
-    return _standard_normal(tuple(operator.index(d) for d in dims))
+    return _standard_normal(_dims(dims))
 
 
 def normal(loc=0.0, scale=1.0, size=None):
-    _concrete_check("normal", scale, lambda s: s >= 0, "scale < 0")
     shape = _shape_for(size, loc, scale)
-    loc_v, scale_v = _param(loc, shape), _param(scale, shape)
-    out = P.add(loc_v, P.mul(scale_v, _standard_normal(shape)))
-    return _nan_where(P.lt(scale_v, _full(0.0, shape)), out) if isinstance(scale, Value) else out
+    scale_v, bad = _bounded(scale, "scale", shape)
+    return _nan_where(bad, P.add(_param(loc, shape), P.mul(scale_v, _standard_normal(shape))))
+
+
+def lognormal(mean=0.0, sigma=1.0, size=None):
+    shape = _shape_for(size, mean, sigma)
+    sigma_v, bad = _bounded(sigma, "sigma", shape)
+    return _nan_where(bad, P.exp(P.add(_param(mean, shape), P.mul(sigma_v, _standard_normal(shape)))))
+
+
+def standard_cauchy(size=None):
+    """The ratio of two independent standard normals, as NumPy draws it."""
+    shape = _shape_for(size)
+    return P.div(_standard_normal(shape), _standard_normal(shape))
 
 
 def uniform(low=0.0, high=1.0, size=None):
@@ -226,7 +258,7 @@ def uniform(low=0.0, high=1.0, size=None):
 
 
 def _standard_exponential(shape) -> Value:
-    """-log(1 - u), as NumPy's legacy generator."""
+    """-log(1 - u), as NumPy's legacy generator: finite, in [0, 37]."""
     return P.neg(P.log(P.sub(_full(1.0, shape), _uniform(shape)[0])))
 
 
@@ -235,11 +267,56 @@ def standard_exponential(size=None):
 
 
 def exponential(scale=1.0, size=None):
-    _concrete_check("exponential", scale, lambda s: s >= 0, "scale < 0")
     shape = _shape_for(size, scale)
-    scale_v = _param(scale, shape)
-    out = P.mul(scale_v, _standard_exponential(shape))
-    return _nan_where(P.lt(scale_v, _full(0.0, shape)), out) if isinstance(scale, Value) else out
+    scale_v, bad = _bounded(scale, "scale", shape)
+    return _nan_where(bad, P.mul(scale_v, _standard_exponential(shape)))
+
+
+def laplace(loc=0.0, scale=1.0, size=None):
+    """loc ± scale * E: an exponential with a fair random sign."""
+    shape = _shape_for(size, loc, scale)
+    scale_v, bad = _bounded(scale, "scale", shape)
+    e = _standard_exponential(shape)
+    signed = P.select(P.lt(_uniform(shape)[0], _full(0.5, shape)), P.neg(e), e)
+    return _nan_where(bad, P.add(_param(loc, shape), P.mul(scale_v, signed)))
+
+
+def gumbel(loc=0.0, scale=1.0, size=None):
+    """loc - scale * log(E), as NumPy (E = 0, probability 2**-53, gives +inf there too)."""
+    shape = _shape_for(size, loc, scale)
+    scale_v, bad = _bounded(scale, "scale", shape)
+    return _nan_where(bad, P.sub(_param(loc, shape), P.mul(scale_v, P.log(_standard_exponential(shape)))))
+
+
+def rayleigh(scale=1.0, size=None):
+    shape = _shape_for(size, scale)
+    scale_v, bad = _bounded(scale, "scale", shape)
+    return _nan_where(bad, P.mul(scale_v, P.sqrt(P.mul(_full(2.0, shape), _standard_exponential(shape)))))
+
+
+def weibull(a, size=None):
+    """E ** (1 / a); 0 where a is 0, as NumPy."""
+    shape = _shape_for(size, a)
+    a_v, bad = _bounded(a, "a", shape)
+    zero = _full(0.0, shape)
+    is_zero = P.eq(a_v, zero)
+    exponent = P.div(_full(1.0, shape), P.select(is_zero, _full(1.0, shape), a_v))
+    return _nan_where(bad, P.select(is_zero, zero, P.power(_standard_exponential(shape), exponent)))
+
+
+def pareto(a, size=None):
+    """expm1(E / a) (the Lomax form NumPy draws)."""
+    shape = _shape_for(size, a)
+    a_v, bad = _bounded(a, "a", shape, strict=True)
+    return _nan_where(bad, P.expm1(P.div(_standard_exponential(shape), a_v)))
+
+
+def power(a, size=None):
+    """(1 - exp(-E)) ** (1 / a), as NumPy."""
+    shape = _shape_for(size, a)
+    a_v, bad = _bounded(a, "a", shape, strict=True)
+    base = P.neg(P.expm1(P.neg(_standard_exponential(shape))))
+    return _nan_where(bad, P.power(base, P.div(_full(1.0, shape), a_v)))
 
 
 MAX_RANDINT_RANGE = 1 << 32
@@ -287,7 +364,8 @@ def binomial(n, p, size=None):
         raise UnsupportedOperationError("np.random.binomial is supported inside compiled functions for n=1 "
                                         "only (a Bernoulli draw); for n trials sum n of them, e.g. "
                                         "(np.random.rand(n, *shape) < p).sum(axis=0)")
-    _concrete_check("binomial", p, lambda q: (q >= 0) & (q <= 1), "p < 0, p > 1 or p is NaN")
+    if not isinstance(p, Value) and not np.all((np.asarray(p) >= 0) & (np.asarray(p) <= 1)):
+        raise ValueError("p < 0, p > 1 or p is NaN")
     shape = _shape_for(size, n, p)
     return P.convert(P.lt(_uniform(shape)[0], _param(p, shape)), DType.i64)
 
@@ -307,7 +385,9 @@ TRACED = {
     "rand": rand, "random_sample": random_sample, "random": random_sample, "ranf": random_sample,
     "sample": random_sample, "randn": randn, "standard_normal": standard_normal, "normal": normal,
     "uniform": uniform, "standard_exponential": standard_exponential, "exponential": exponential,
-    "randint": randint, "binomial": binomial,
+    "randint": randint, "binomial": binomial, "lognormal": lognormal, "standard_cauchy": standard_cauchy,
+    "laplace": laplace, "gumbel": gumbel, "rayleigh": rayleigh, "weibull": weibull, "pareto": pareto,
+    "power": power,
 }
 """np.random functions with a traced version: fresh numbers at every call."""
 
@@ -350,30 +430,37 @@ def _make_replacement(name: str, original):
 
 
 class _Patches:
-    """np.random's module attributes replaced while any thread traces (the replacements
-    call the originals on threads that are not tracing)."""
+    """np.random's module attributes (in `np.random` and `np.random.mtrand`) replaced
+    while any thread traces; the replacements call the originals on threads that are
+    not tracing. Replacements are made once per original function."""
+
+    MODULES = (np.random, np.random.mtrand)
 
     def __init__(self):
         self.lock = threading.Lock()
         self.users = 0
-        self.originals: dict[str, object] = {}
+        self.originals: list[tuple[types.ModuleType, str, object]] = []
+        self.replacements: dict[tuple[str, int], Callable] = {}
 
     def enter(self) -> None:
         with self.lock:
             if self.users == 0:
                 names = _legacy_names() + ["default_rng"]
-                self.originals = {n: getattr(np.random, n) for n in names}
-                for n, original in self.originals.items():
-                    setattr(np.random, n, _make_replacement(n, original))
+                self.originals = [(m, n, getattr(m, n)) for m in self.MODULES for n in names if hasattr(m, n)]
+                for module, name, original in self.originals:
+                    key = (name, id(original))
+                    if key not in self.replacements:
+                        self.replacements[key] = _make_replacement(name, original)
+                    setattr(module, name, self.replacements[key])
             self.users += 1
 
     def exit(self) -> None:
         with self.lock:
             self.users -= 1
             if self.users == 0:
-                for n, original in self.originals.items():
-                    setattr(np.random, n, original)
-                self.originals = {}
+                for module, name, original in self.originals:
+                    setattr(module, name, original)
+                self.originals = []
 
 
 _patches = _Patches()
@@ -519,6 +606,11 @@ def _usage_location(code, name: str) -> Location | None:
 
 # --------------------------------------------------------------------------- the trace hook
 
+EAGER_MODULES = ("jitgrad.eager.",)
+"""Where the eager layers' replay functions live: a trace of one re-runs calls recorded
+earlier, whose random numbers a new draw could not reproduce."""
+
+
 @contextmanager
 def intercepting(fn) -> Iterator[None]:
     """Entered around every trace of a user function (`tracer.trace`): np.random draws
@@ -527,6 +619,7 @@ def intercepting(fn) -> Iterator[None]:
     generators = _Generators(fn)
     if outermost:
         _state.stream, _state.key = 0, None
+        _state.eager_replay = (getattr(_unwrap(fn), "__module__", None) or "").startswith(EAGER_MODULES)
     _patches.enter()
     _state.depth += 1
     try:
