@@ -276,6 +276,15 @@ def test_conversions_work_when_nothing_is_recorded(name):
 
 
 @pytest.mark.parametrize("kind", ["tracked", "dual"])
+def test_in_place_operators_into_a_plain_array_are_refused(kind):
+    t = _tracked()[1] if kind == "tracked" else _dual()
+    a = np.zeros(2)
+    with pytest.raises(jitgrad.UnsupportedOperationError, match="drop its derivative"):
+        a += t
+    np.testing.assert_array_equal(a, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("kind", ["tracked", "dual"])
 def test_reading_the_value_on_purpose(kind):
     t = _tracked()[1] if kind == "tracked" else _dual()
     copy = t.numpy()

@@ -125,8 +125,9 @@ def numpy_protocol(apply: Callable[[Callable, tuple, dict | None], Any]) -> dict
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if kwargs.get("out") is not None:
-            raise UnsupportedOperationError(f"numpy.{ufunc.__name__}(..., out=...) would write into a "
-                                            f"{type(self).__name__}; use the returned value instead")
+            raise UnsupportedOperationError(f"numpy.{ufunc.__name__}(..., out=...), or an in-place operator such as "
+                                            f"a += t, would write a {type(self).__name__}'s result into an array "
+                                            "and drop its derivative; use the returned value instead (a = a + t)")
         return apply(ufunc if method == "__call__" else getattr(ufunc, method), inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
