@@ -440,3 +440,18 @@ def test_standard_cauchy_and_parameter_errors():
         jitgrad.jit(lambda z: z + np.random.lognormal(0.0, -1.0, size=2))(np.zeros(2))
     assert np.all(jitgrad.jit(lambda a: np.random.weibull(a, size=3))(np.array(0.0)) == 0)   # as NumPy
     assert np.all(np.isnan(jitgrad.jit(lambda a: np.random.power(a, size=3))(np.array(-1.0))))
+
+
+def test_results_do_not_depend_on_threads_or_fusion(monkeypatch):
+    def f(x):
+        keep = np.random.rand(*x.shape) > 0.3
+        return np.where(keep, x / 0.7, 0) + np.random.normal(0.0, 0.1, size=x.shape)
+    x = np.linspace(-1, 1, 1 << 18)
+    results = []
+    for threads, fusion in [(0, True), (1, True), (2, True), (1, False)]:
+        monkeypatch.setattr(config, "num_threads", threads)
+        monkeypatch.setattr(config, "fusion", fusion)
+        np.random.seed(17)
+        results.append(jitgrad.jit(f)(x))
+    for r in results[1:]:
+        assert r.tobytes() == results[0].tobytes()
