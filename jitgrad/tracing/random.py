@@ -12,13 +12,13 @@ an np.random function during one trace gets its own stream number, so two draws 
 call differ; traces nested inside it (a compiled function called from another) continue
 its numbering and share its key.
 
-Generators that cannot be intercepted — `np.random.Generator` and `RandomState`
-objects (Cython types), functions imported with `from numpy.random import ...` before
-jitgrad patched them, np.random functions with no traced version — would run at trace
-time and freeze their numbers. The trace notices instead: generators that the traced
-code can name (closure, globals, `self` attributes, one level into objects and modules)
-and NumPy's global state are fingerprinted before and after the trace, and a change is an
-`UnsupportedOperationError` naming the generator and the line that uses it.
+What cannot be intercepted would run at trace time and freeze its numbers, so it is an
+`UnsupportedOperationError` naming the line instead: np.random functions with no traced
+version raise when called; `np.random.Generator`/`RandomState` objects (Cython types,
+whose methods cannot be replaced) and functions bound with `from numpy.random import ...`
+before any trace are found by name — in closures, globals, defaults and attributes of
+objects the traced code names, up to `MAX_SCAN_DEPTH` steps — and fingerprinted before
+and after the trace: a generator whose state moved was used.
 """
 from __future__ import annotations
 
@@ -49,6 +49,20 @@ _GLOBAL_STATE = np.random.mtrand._rand
 """NumPy's global legacy RandomState: what np.random.seed seeds and np.random.* draw from."""
 _global_bit_generator = np.random.get_bit_generator
 """Its bit generator (the function, taken before any trace replaces np.random's names)."""
+
+
+# --------------------------------------------------------------------------- per-thread trace state
+
+class _TraceState(threading.local):
+    def __init__(self):
+        self.depth = 0                       # traces active on this thread (nested ones included)
+        self.stream = 0                      # next stream number of the outermost trace
+        self.key: Value | None = None        # its key placeholder, made at its first draw
+        self.pinned: SharedKey | None = None  # the key of an enclosing `same_key` block
+        self.eager_replay = False            # the outermost trace replays an eager tape / dual call
+
+
+_state = _TraceState()
 
 
 def draw_key() -> np.ndarray:
@@ -105,20 +119,6 @@ class RandomKeyArgument:
 
     def why(self) -> str:
         return "the random key could not be drawn"
-
-
-# --------------------------------------------------------------------------- per-thread trace state
-
-class _TraceState(threading.local):
-    def __init__(self):
-        self.depth = 0                       # traces active on this thread (nested ones included)
-        self.stream = 0                      # next stream number of the outermost trace
-        self.key: Value | None = None        # its key placeholder, made at its first draw
-        self.pinned: SharedKey | None = None  # the key of an enclosing `same_key` block
-        self.eager_replay = False            # the outermost trace replays an eager tape / dual call
-
-
-_state = _TraceState()
 
 
 def _key_value() -> Value:
@@ -347,6 +347,9 @@ def randint(low, high=None, size=None, dtype=int):
     if low < info.min or high - 1 > info.max:
         raise ValueError(f"low is out of bounds for {target.numpy}" if low < info.min
                          else f"high is out of bounds for {target.numpy}")
+    if low < -2**63 or high - 1 >= 2**63:
+        raise UnsupportedOperationError("np.random.randint bounds beyond the int64 range are not supported inside "
+                                        "compiled functions")
     span = high - low
     if span > MAX_RANDINT_RANGE:
         raise UnsupportedOperationError(f"np.random.randint over a range of {span} integers is not supported "
@@ -529,6 +532,12 @@ class _Generators:
             self._value(v, "a default argument", code, names, depth + 1)
 
     def _value(self, value, name: str, code, names: frozenset, depth: int) -> None:
+        try:
+            self._classify(value, name, code, names, depth)
+        except Exception:         # noqa: BLE001 - an object that resists inspection is not followed
+            pass
+
+    def _classify(self, value, name: str, code, names: frozenset, depth: int) -> None:
         if isinstance(value, _GENERATOR_TYPES):
             self._add(value, name, code)
         elif isinstance(value, (types.MethodType, types.BuiltinMethodType)) and isinstance(
