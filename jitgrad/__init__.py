@@ -11,9 +11,10 @@ compile it to native code with LLVM:
 """
 from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationError, UnsupportedAttributeError, TracerBoolConversionError,
                      GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError,
-                     MutationError, CutDerivativeError, MemoryBudgetError, MemoryBudgetWarning)
+                     MutationError, CutDerivativeError, MemoryBudgetError, MemoryBudgetWarning,
+                     RecompileWarning)
 from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
-                  jit_grad, stop_gradient, clear_caches, RecompileWarning)
+                  jit_grad, stop_gradient, clear_caches)
 from .custom import custom_jvp, custom_vjp, CustomOp, custom_op, ClipGradient, checkpoint
 from .eager import GradientTape, TrackedTensor, DualTensor, ForwardADContext
 from .graph import Graph
@@ -23,10 +24,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
-    "jit_grad", "stop_gradient", "Compiled", "clear_caches", "RecompileWarning",
+    "jit_grad", "stop_gradient", "Compiled", "clear_caches",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "Graph", "SGD", "Adam",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
-    "MutationError", "CutDerivativeError", "MemoryBudgetError", "MemoryBudgetWarning",
+    "MutationError", "CutDerivativeError", "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning",
 ]

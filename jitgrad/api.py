@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jitgrad.errors import ArgumentError, JitgradError
+from jitgrad.errors import ArgumentError, JitgradError, RecompileWarning
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.random import same_key
 from jitgrad.tracing.implicit import value_key
@@ -35,11 +35,6 @@ from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian
 FAST_PATH_AFTER_CALLS = 2
 """A signature called this often gets the native call path (`backends/cpu/fastcall.py`,
 ~1 us): building it costs a small LLVM compile, not worth it for one-off calls."""
-
-
-class RecompileWarning(UserWarning):
-    """A compiled function was compiled for many signatures: each new shape, dtype, static
-    value or closure value traces and compiles again."""
 
 
 _LIVE: "weakref.WeakSet[Compiled]" = weakref.WeakSet()
@@ -142,15 +137,19 @@ class Compiled:
         implicit arrays after the arguments (the native code checks every buffer)."""
         if not lowered.captures:
             return lowered.fast_call(self._call)
-        native = lowered.fast_call(lambda *both: self._call(*both[:n_args]))
+        python_path = weakref.WeakMethod(self._call)   # no reference cycle through the native function
+
+        def explicit_only(*both):
+            return python_path()(*both[:n_args])
+        native = lowered.fast_call(explicit_only)
         if native is None:
             return None
-        read, call = lowered.captures.read, self._call
+        read = lowered.captures.read
 
         def closure_reading_path(*args):
             arrays = read() if len(args) == n_args else None
             if arrays is None:
-                return call(*args)
+                return python_path()(*args)
             return native(*args, *arrays)
         return closure_reading_path
 

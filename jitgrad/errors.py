@@ -92,3 +92,9 @@ class MemoryBudgetError(JitgradError):
 
 class MemoryBudgetWarning(UserWarning):
     """A `memory_budget` that no rematerialization meets: the program runs with a larger peak."""
+
+
+class RecompileWarning(UserWarning):
+    """A compiled function was compiled for many signatures (more than
+    `config.recompile_warning_after`): each new shape, dtype, static value or closure value
+    traces and compiles again. The message names what changed."""

@@ -75,7 +75,7 @@ def test_buffers_with_disjoint_lifetimes_share_memory():
     lowered = jitgrad.grad(deep).lower(x)
     memory = lowered.executable.memory
     assert memory.workspace_bytes < memory.unshared_bytes
-    flat = [x]
+    flat = [x, *lowered.read_captures()]        # w, read from the closure, is an implicit argument
     np.testing.assert_allclose(lowered.executable(flat)[0], evaluate(lowered.function, flat)[0], rtol=1e-12)
     report = dict(lowered.memory_report())
     assert report["compiled"] > 0 and report["traced"] > 0
@@ -108,7 +108,7 @@ def test_elementwise_kernel_writes_in_place_over_a_dying_operand():
     mapped = [v for v in plan.offsets if v.defining_op.name not in ("dot_general",)]
     assert mapped and plan.offsets[mapped[0]] == plan.offsets[dots[0]]
     assert plan.workspace_bytes == 32 * 32 * 8              # one slot serves both
-    np.testing.assert_allclose(lowered.executable([x])[0], f(x), rtol=1e-12)
+    np.testing.assert_allclose(lowered.executable([x, *lowered.read_captures()])[0], f(x), rtol=1e-12)
 
 
 def test_scalar_libm_fallback_without_libmvec(monkeypatch):

@@ -92,7 +92,7 @@ def value_key(x) -> tuple:
         return (kind, struct.pack("<d", x))
     if isinstance(x, complex):
         return (kind, struct.pack("<dd", x.real, x.imag))
-    if isinstance(x, (tuple, list)):
+    if isinstance(x, tuple):
         return (kind, tuple(value_key(v) for v in x))
     if isinstance(x, frozenset):
         return (kind, frozenset(value_key(v) for v in x))
