@@ -81,7 +81,7 @@ def test_errors_are_reported_not_raised(tmp_path, args, message):
 
 
 def test_bad_type_spec_is_a_usage_error(tmp_path):
-    result = run(tmp_path, "ir", "model.py:loss", "--args", "f16[3]")
+    result = run(tmp_path, "ir", "model.py:loss", "--args", "c64[3]")
     assert result.returncode == 2
     assert "not a tensor type" in result.stderr
 
