@@ -3,7 +3,7 @@ the same points, against an mpmath reference computed at 160 bits.
 
 Run:  python benchmarks/ulp_table.py [--points N] [--seed S]
 
-For each function and each of float64 and float32, one fixed sample of points covers the
+For each function and each of float64, float32 and float16, one fixed sample of points covers the
 whole float range (log-uniform magnitudes from the smallest subnormal to the largest
 float, both signs), the function's interesting interval (densely), and special points:
 integers for exp2, powers of two and ten for the logarithms, huge arguments (1e22) for
@@ -50,6 +50,19 @@ def _log1p(x):
     return None if x < -1 else (mpmath.ninf if x == -1 else mpmath.log1p(x))
 
 
+def _atanh(x):
+    if abs(x) == 1:
+        return mpmath.inf * x
+    return _real_or_none(mpmath.atanh(x)) if abs(x) < 1 else None
+
+
+def _atan2(y: float, x: float):
+    """atan2 of floats: at y = x = 0 the signs of the zeros decide (0 or +-pi)."""
+    if y == 0 and x == 0:
+        return mpmath.mpf(0) if math.copysign(1, x) > 0 else mpmath.pi * math.copysign(1, y)
+    return mpmath.atan2(mpmath.mpf(y), mpmath.mpf(x))
+
+
 def _pow(a, b):
     if a < 0:
         return None
@@ -69,6 +82,7 @@ class MathFunction:
     domain: Callable = lambda *xs: np.ones(xs[0].shape, bool)  # points worth sampling
     special: tuple = ()               # extra points (either dtype; out-of-range ones are dropped)
     arity: int = 1
+    signed_zeros: bool = False         # `exact` takes floats (mpmath has no -0)
 
 
 def _integers(lo, hi):
@@ -100,6 +114,21 @@ FUNCTIONS = [
                           1e-300, 5e-324, 6.2831853, 355.0, 103.0, 1e5, 8.0e6)),
     MathFunction("tan", np.tan, mpmath.tan, (-10, 10),
                  special=(1e22, -1e22, 1e300, 1e15, 1.5707963267948966, 1.5707963, 2 ** 30, 1e-300, 355.0, 1e5)),
+    MathFunction("arcsin", np.arcsin, lambda x: _real_or_none(mpmath.asin(x)), (-1, 1),
+                 special=(1.0, -1.0, 0.5, 1 - 2**-53, 1e-300, 5e-324, 1e-8, 1.5, -2.0)),
+    MathFunction("arccos", np.arccos, lambda x: _real_or_none(mpmath.acos(x)), (-1, 1),
+                 special=(1.0, -1.0, 0.5, 1 - 2**-53, -1 + 2**-53, 0.0, 1e-300, 1.5)),
+    MathFunction("arctan", np.arctan, mpmath.atan, (-20, 20),
+                 special=(1.0, -1.0, 1e300, -1e300, 1e-300, 5e-324, 1e-8, 1e16)),
+    MathFunction("arcsinh", np.arcsinh, mpmath.asinh, (-20, 20),
+                 special=(1e300, -1e300, 1e-300, 5e-324, 1e-8, 1e16, 0.5)),
+    MathFunction("arccosh", np.arccosh, lambda x: _real_or_none(mpmath.acosh(x)), (1, 20),
+                 special=(1.0, 1 + 2**-52, 1e300, 1e16, 2.0, 0.5, -1.0)),
+    MathFunction("arctanh", np.arctanh, _atanh, (-1, 1),
+                 special=(1.0, -1.0, 1 - 2**-53, 1e-300, 5e-324, 1e-8, 0.5, 1.5)),
+    MathFunction("arctan2", np.arctan2, _atan2, (-10, 10), arity=2, signed_zeros=True,
+                 special=((0.0, 0.0), (0.0, -0.0), (1.0, 0.0), (-1.0, 0.0), (1e-300, 1e300), (1e300, 1e-300),
+                          (1.0, -1.0), (5e-324, -1.0), (3.0, 4.0))),
     MathFunction("sinh", np.sinh, mpmath.sinh, (-20, 20),
                  special=(1e-15, -1e-15, 1e-300, 5e-324, 1e-8, 0.5, 710.47586, 710.4758600739439, 89.4, -89.4)),
     MathFunction("cosh", np.cosh, mpmath.cosh, (-20, 20),
@@ -174,7 +203,8 @@ def ulp_error(result: float, exact, dtype) -> float:
 
 
 def exact_values(fn: MathFunction, columns) -> list:
-    return [fn.exact(*[mpmath.mpf(float(c[i])) for c in columns]) for i in range(len(columns[0]))]
+    convert = float if fn.signed_zeros else (lambda v: mpmath.mpf(float(v)))
+    return [fn.exact(*[convert(c[i]) for c in columns]) for i in range(len(columns[0]))]
 
 
 def max_error(results: np.ndarray, exact: list, dtype) -> tuple[float, int]:
@@ -250,8 +280,8 @@ def main(argv=None) -> int:
     from jitgrad.primitives import ULP_BOUNDS
     failed = False
     for fn in FUNCTIONS:
-        for dtype in (np.float64, np.float32):
-            row = measure(fn, dtype, args.points, args.seed)
+        for dtype in (np.float64, np.float32, np.float16):
+            row = measure(fn, dtype, args.points if dtype != np.float16 else args.points // 4, args.seed)
             bound = ULP_BOUNDS[fn.name][row.dtype.replace("float", "f")]
             failed |= max(row.vectorized, row.scalar) > bound
             print(f"| {row.name} | {row.dtype} | {row.points} | {row.vectorized:.3g} | {row.scalar:.3g} | "

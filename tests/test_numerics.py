@@ -106,7 +106,7 @@ def test_exact_where_numpy_is_exact(case, dtype):
 
 # --------------------------------------------------------------------------- ulp bounds
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("dtype", [*DTYPES, np.float16], ids=["f64", "f32", "f16"])
 @pytest.mark.parametrize("name", [f.name for f in ulp_table.FUNCTIONS])
 def test_max_ulp_error_within_bound(name, dtype):
     """Every transcendental on a fixed sample spanning its whole range: the vectorized
@@ -116,7 +116,7 @@ def test_max_ulp_error_within_bound(name, dtype):
     if len(columns[0]) > 160:             # long special lists (exp2, log2, log10): a fixed subset
         columns = [c[np.linspace(0, len(c) - 1, 160).astype(int)] for c in columns]
     exact = ulp_table.exact_values(fn, columns)
-    bound = ULP_BOUNDS[name]["f64" if dtype == np.float64 else "f32"]
+    bound = ULP_BOUNDS[name][np.dtype(dtype).name.replace("float", "f")]
     long, short = compiled_long_and_short(fn.numpy, *columns)
     for label, results in (("vectorized", long), ("scalar", short)):
         error, at = ulp_table.max_error(results, exact, dtype)

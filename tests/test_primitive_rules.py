@@ -214,6 +214,14 @@ SPECS: list[OpSpec] = [
     binary("hypot", P.hypot, np.hypot, variant="f32", dtype=f32, grad="none"),
     unary("cbrt", P.cbrt, np.cbrt, lambda rng, s: np.array([[-27.0, 0.0, 1e-310], [8e300, 1e-320, 64.0]]),
           variant="cubes", grad="none"),
+    unary("tan", P.tan, np.tan, lambda rng, s: rng.uniform(-1.2, 1.2, s)),
+    unary("asin", P.arcsin, np.arcsin, lambda rng, s: rng.uniform(-0.9, 0.9, s)),
+    unary("acos", P.arccos, np.arccos, lambda rng, s: rng.uniform(-0.9, 0.9, s)),
+    unary("atan", P.arctan, np.arctan),
+    unary("asinh", P.arcsinh, np.arcsinh),
+    unary("acosh", P.arccosh, np.arccosh, lambda rng, s: rng.uniform(1.2, 3.0, s)),
+    unary("atanh", P.arctanh, np.arctanh, lambda rng, s: rng.uniform(-0.9, 0.9, s)),
+    binary("atan2", P.arctan2, np.arctan2, normal, away_from_zero),
     unary("logistic", P.logistic, lambda x: 1.0 / (1.0 + np.exp(-x)), lambda rng, s: rng.uniform(-6, 6, s)),
     unary("logistic", P.logistic, logistic_ref,
           lambda rng, s: np.array([[-800.0, -40.0, -1e-3], [0.0, 40.0, 800.0]]), variant="extreme", grad="none"),
@@ -424,7 +432,8 @@ def test_zero_jvp_rule_returns_symbolic_zero(name):
 EXPECTED_LINEAR = ["neg", "add", "sub", "mul", "div", "safe_mul", "safe_div", "select", "convert", "broadcast_in_dim", "reshape",
                    "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum", "dot_general"]
 EXPECTED_NONLINEAR = ["exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "logistic", "sqrt", "pow",
-                      "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot",
+                      "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "tan", "asin", "acos", "atan",
+                      "asinh", "acosh", "atanh", "atan2",
                       "integer_pow", "maximum", "minimum", "abs", "reduce_max", "reduce_min"]
 LOWERING_KINDS = (Elementwise, Gather, Scatter, Alias, Reduction, Contraction, Constant)
 

@@ -9,7 +9,8 @@ from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, inte
                           safe_div, eq, ne, lt, le, gt, ge, logical_and, logical_or, logical_not, select,
                           convert)
 from .elementwise import *  # noqa: F401,F403 - also the records (`exp_p`, ...) tests and rules name
-from .transcendental import exp2, log2, log10, sinh, cosh, cbrt, hypot, ULP_BOUNDS
+from .transcendental import (exp2, log2, log10, sinh, cosh, cbrt, hypot, tan, arcsin, arccos, arctan, arcsinh,
+                             arccosh, arctanh, arctan2, ULP_BOUNDS)
 from .structural import constant, full, broadcast_in_dim, reshape, transpose, static_slice, pad, rev, concatenate
 from .reductions import reduce_sum, reduce_max, reduce_min
 from .linalg import dot_general
@@ -24,6 +25,7 @@ __all__ = [
     "safe_div", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "select",
     "convert", "constant", "full", "broadcast_in_dim", "reshape", "transpose", "static_slice", "pad", "rev",
     "concatenate", "reduce_sum", "reduce_max", "reduce_min", "dot_general",
-    "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "ULP_BOUNDS",
+    "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "tan", "arcsin", "arccos", "arctan", "arcsinh",
+    "arccosh", "arctanh", "arctan2", "ULP_BOUNDS",
     "bit_and", "bit_or", "bit_xor", "bit_not", "shift_left", "shift_right", "floor_divide", "remainder", "fmod",
 ]

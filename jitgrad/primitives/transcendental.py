@@ -19,21 +19,29 @@ import math
 
 import numpy as np
 
-from .elementwise import MATH_CALL_COST, _elementwise, _float_impl, _full_like, div, mul, safe_div
+from .elementwise import (MATH_CALL_COST, _elementwise, _float_impl, _full_like, add, div, integer_pow, mul, neg,
+                          safe_div, sqrt, sub)
 from jitgrad.ir import DType
 from .base import defjvp
 
 # function -> {dtype name: max ulp error of compiled code (vectorized or scalar)}, a margin
-# above the largest error measured over the sample in docs/numerics.md.
+# above the largest error measured over the sample in docs/numerics.md. float16 and
+# bfloat16 are computed in float32 and rounded once, as NumPy (and ml_dtypes) do: within
+# one ulp of their precision.
 ULP_BOUNDS: dict[str, dict[str, float]] = {
     "exp": {"f64": 4, "f32": 4}, "log": {"f64": 4, "f32": 4},
     "exp2": {"f64": 4, "f32": 4}, "log2": {"f64": 4, "f32": 4}, "log10": {"f64": 4, "f32": 4},
     "expm1": {"f64": 4, "f32": 4}, "log1p": {"f64": 4, "f32": 4},
-    "sin": {"f64": 4, "f32": 4}, "cos": {"f64": 4, "f32": 4}, "tan": {"f64": 8, "f32": 8},
+    "sin": {"f64": 4, "f32": 4}, "cos": {"f64": 4, "f32": 4}, "tan": {"f64": 4, "f32": 4},
     "sinh": {"f64": 4, "f32": 4}, "cosh": {"f64": 4, "f32": 4}, "tanh": {"f64": 4, "f32": 4},
     "cbrt": {"f64": 4, "f32": 4}, "hypot": {"f64": 4, "f32": 4},
     "pow": {"f64": 4, "f32": 4}, "sqrt": {"f64": 0.5, "f32": 0.5},
+    "arcsin": {"f64": 4, "f32": 4}, "arccos": {"f64": 4, "f32": 4}, "arctan": {"f64": 4, "f32": 4},
+    "arcsinh": {"f64": 4, "f32": 4}, "arccosh": {"f64": 4, "f32": 4}, "arctanh": {"f64": 4, "f32": 4},
+    "arctan2": {"f64": 4, "f32": 4},
 }
+for _bounds in ULP_BOUNDS.values():
+    _bounds.update(f16=1, bf16=1)
 
 
 def _math(name: str, np_fn, *, scalar=None, doc: str = ""):
@@ -92,6 +100,16 @@ hypot_p = _math("hypot", np.hypot, scalar=_hypot_scalar,
                 doc="sqrt(a*a + b*b) without overflow or underflow.")
 
 
+tan_p = _math("tan", np.tan, doc="Tangent, one library call (not sin / cos: two roundings).")
+arcsin_p = _math("asin", np.arcsin, doc="Inverse sine; NaN outside [-1, 1].")
+arccos_p = _math("acos", np.arccos, doc="Inverse cosine; NaN outside [-1, 1].")
+arctan_p = _math("atan", np.arctan, doc="Inverse tangent.")
+arcsinh_p = _math("asinh", np.arcsinh, doc="Inverse hyperbolic sine.")
+arccosh_p = _math("acosh", np.arccosh, doc="Inverse hyperbolic cosine; NaN below 1.")
+arctanh_p = _math("atanh", np.arctanh, doc="Inverse hyperbolic tangent; +-inf at +-1.")
+arctan2_p = _math("atan2", np.arctan2, doc="arctan2(y, x): the angle of the point (x, y).")
+
+
 def exp2(x): return exp2_p.bind(x)
 def log2(x): return log2_p.bind(x)
 def log10(x): return log10_p.bind(x)
@@ -99,6 +117,14 @@ def sinh(x): return sinh_p.bind(x)
 def cosh(x): return cosh_p.bind(x)
 def cbrt(x): return cbrt_p.bind(x)
 def hypot(a, b): return hypot_p.bind(a, b)
+def tan(x): return tan_p.bind(x)
+def arcsin(x): return arcsin_p.bind(x)
+def arccos(x): return arccos_p.bind(x)
+def arctan(x): return arctan_p.bind(x)
+def arcsinh(x): return arcsinh_p.bind(x)
+def arccosh(x): return arccosh_p.bind(x)
+def arctanh(x): return arctanh_p.bind(x)
+def arctan2(y, x): return arctan2_p.bind(y, x)
 
 
 defjvp(exp2_p, lambda t, x: mul(t, mul(exp2(x), _full_like(x, math.log(2)))))
@@ -113,5 +139,30 @@ defjvp(hypot_p,
        lambda t, a, b: mul(t, safe_div(a, hypot(a, b))),
        lambda t, a, b: mul(t, safe_div(b, hypot(a, b))))
 
-__all__ = ["ULP_BOUNDS", "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot",
-           "exp2_p", "log2_p", "log10_p", "sinh_p", "cosh_p", "cbrt_p", "hypot_p"]
+defjvp(tan_p, lambda t, x: mul(t, add(_full_like(x, 1), integer_pow(tan(x), 2))))
+defjvp(arcsin_p, lambda t, x: div(t, _one_minus_square_root(x)))
+defjvp(arccos_p, lambda t, x: neg(div(t, _one_minus_square_root(x))))
+defjvp(arctan_p, lambda t, x: div(t, add(_full_like(x, 1), integer_pow(x, 2))))
+defjvp(arcsinh_p, lambda t, x: div(t, hypot(x, _full_like(x, 1))))          # sqrt(x^2 + 1), no overflow
+defjvp(arccosh_p, lambda t, x: div(t, mul(sqrt(sub(x, _full_like(x, 1))), sqrt(add(x, _full_like(x, 1))))))
+defjvp(arctanh_p, lambda t, x: div(t, mul(sub(_full_like(x, 1), x), add(_full_like(x, 1), x))))
+# d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); strong-zero quotients keep (0, 0) at zero.
+defjvp(arctan2_p,
+       lambda t, y, x: mul(t, safe_div(x, _squared_norm(y, x))),
+       lambda t, y, x: neg(mul(t, safe_div(y, _squared_norm(y, x)))))
+
+
+def _one_minus_square_root(x):
+    """sqrt(1 - x^2) as sqrt((1 - x)(1 + x)): accurate near |x| = 1."""
+    one = _full_like(x, 1)
+    return sqrt(mul(sub(one, x), add(one, x)))
+
+
+def _squared_norm(y, x):
+    return add(integer_pow(x, 2), integer_pow(y, 2))
+
+
+__all__ = ["ULP_BOUNDS", "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "tan", "arcsin", "arccos",
+           "arctan", "arcsinh", "arccosh", "arctanh", "arctan2",
+           "exp2_p", "log2_p", "log10_p", "sinh_p", "cosh_p", "cbrt_p", "hypot_p", "tan_p", "arcsin_p", "arccos_p",
+           "arctan_p", "arcsinh_p", "arccosh_p", "arctanh_p", "arctan2_p"]

@@ -227,9 +227,8 @@ def sign(x):
     return P.sign(as_value(x))
 
 
-def tan(x):
-    x = promote(x, min_float=True)[0]
-    return P.div(P.sin(x), P.cos(x))
+def arctan2(y, x):
+    return _elementwise(P.arctan2, y, x, min_float=True)
 
 
 def sinh(x):
@@ -344,7 +343,10 @@ _UFUNC_IMPLS: dict[Any, Any] = {
     np.fmax: _on_bool(P.bit_or, _ignoring_nan(P.maximum)), np.fmin: _on_bool(P.bit_and, _ignoring_nan(P.minimum)),
     np.exp: unary_float(P.exp), np.log: unary_float(P.log), np.log1p: unary_float(P.log1p),
     np.expm1: unary_float(P.expm1), np.sin: unary_float(P.sin), np.cos: unary_float(P.cos),
-    np.tan: tan, np.tanh: unary_float(P.tanh), np.sinh: sinh, np.cosh: cosh,
+    np.tan: unary_float(P.tan), np.tanh: unary_float(P.tanh), np.sinh: sinh, np.cosh: cosh,
+    np.arcsin: unary_float(P.arcsin), np.arccos: unary_float(P.arccos), np.arctan: unary_float(P.arctan),
+    np.arcsinh: unary_float(P.arcsinh), np.arccosh: unary_float(P.arccosh), np.arctanh: unary_float(P.arctanh),
+    np.arctan2: arctan2,
     np.sqrt: unary_float(P.sqrt), np.absolute: _on_bool(lambda x: x, absolute), np.fabs: absolute,
     np.sign: sign,
     np.log2: log2, np.log10: log10, np.exp2: exp2, np.cbrt: cbrt, np.hypot: hypot, np.logaddexp: logaddexp,
