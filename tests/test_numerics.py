@@ -153,6 +153,12 @@ SPECIAL = {
     np.sinh: [710.4758600739439, 711.0, -711.0, -0.0, np.inf],
     np.cosh: [710.4758600739439, 711.0, -711.0, np.inf],
     np.cbrt: [5e-324, -5e-324, np.inf, -np.inf, -0.0],
+    np.arcsin: [1.0, -1.0, 1.5, -2.0, np.nan, -0.0],
+    np.arccos: [1.0, -1.0, 1.5, np.inf],
+    np.arctan: [np.inf, -np.inf, 1e300, -0.0],
+    np.arcsinh: [1e300, -1e300, np.inf, -0.0],
+    np.arccosh: [1.0, 0.5, np.inf, 1e300],
+    np.arctanh: [1.0, -1.0, 1.5, -0.0],
 }
 SPECIAL_F32 = {
     np.exp: [88.72283, 88.72284, 89.0, -103.97208, -104.0, -87.33655],
@@ -186,6 +192,28 @@ def test_special_values_match_numpy_f64(fn):
 @pytest.mark.parametrize("fn", list(SPECIAL_F32), ids=lambda f: f.__name__)
 def test_special_values_match_numpy_f32(fn):
     _check_special(fn, np.array(SPECIAL_F32[fn], dtype=np.float32))
+
+
+IDENTITY_POINTS = {
+    np.exp: [0.0, -0.0], np.exp2: [0.0, -0.0], np.expm1: [0.0, -0.0], np.log: [1.0], np.log2: [1.0],
+    np.log10: [1.0], np.log1p: [0.0, -0.0], np.sin: [0.0, -0.0], np.cos: [0.0], np.tan: [0.0, -0.0],
+    np.sinh: [0.0, -0.0], np.cosh: [0.0], np.tanh: [0.0, -0.0, 25.0, -25.0], np.cbrt: [0.0, -0.0, 1.0, -1.0],
+    np.sqrt: [0.0, -0.0, 4.0], np.arctan: [0.0, -0.0], np.arcsin: [0.0, -0.0], np.arccos: [1.0],
+    np.arccosh: [1.0], np.arctanh: [0.0, -0.0],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_identity_points_bit_exact(dtype):
+    """exp(0) = 1, log(1) = 0, sin(-0) = -0, tanh(25) = 1, ...: bit for bit NumPy's."""
+    for fn, points in IDENTITY_POINTS.items():
+        x = np.array(points, dtype)
+        for got in compiled_long_and_short(fn, x):
+            assert got.tobytes() == fn(x).tobytes(), (fn.__name__, x, got, fn(x))
+    pairs = [(2.0, 10.0), (3.0, 2.0), (1.0, 0.5), (7.0, 0.0), (0.5, -3.0), (10.0, 3.0)]
+    a, b = (np.array(c, dtype) for c in zip(*pairs))
+    for got in compiled_long_and_short(np.power, a, b):
+        assert got.tobytes() == np.power(a, b).tobytes()
 
 
 # --------------------------------------------------------------------------- reductions
