@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 import threading
 import types
 import warnings
@@ -181,15 +183,21 @@ class Compiled:
             if lowered is not None:
                 return lowered, arrays
             reason = self._why_compile(key)
-            for _ in range(2):
-                lowered = lower(self.stage, args, self.name)
-                arrays = lowered.read_captures()
-                if arrays is not None:
-                    break
-            else:
-                raise JitgradError(f"{self.name}: {lowered.captures.mismatch()} while it was being compiled; the "
-                                   "values a compiled function reads from closures and globals must not change "
-                                   "during its trace")
+            try:
+                for _ in range(2):
+                    lowered = lower(self.stage, args, self.name)
+                    arrays = lowered.read_captures()
+                    if arrays is not None:
+                        break
+                else:
+                    raise JitgradError(f"{self.name}: {lowered.captures.mismatch()} while it was being compiled; "
+                                       "the values a compiled function reads from closures and globals must not "
+                                       "change during its trace")
+            except BaseException:
+                with self._lock:
+                    if key not in self._cache:
+                        self._key_locks.pop(key, None)   # a signature that fails keeps no lock
+                raise
             self._insert(key, lowered)
             self._last_key = key
         self._maybe_warn(reason)
@@ -230,7 +238,7 @@ class Compiled:
                 return why
         if last is None:
             return "it was called for the first time"
-        return _describe_change(last, key)
+        return _describe_change(self.fun, last, key)
 
     def _maybe_warn(self, reason: str) -> None:
         limit = config.recompile_warning_after
@@ -243,7 +251,7 @@ class Compiled:
                           f"config.recompile_warning_after = {limit}); the last time because {reason}. Each new "
                           "signature traces and compiles again: pass values that change as arguments (not "
                           "static ones, not closure constants), or keep shapes and dtypes fixed.",
-                          RecompileWarning, stacklevel=4)
+                          RecompileWarning, stacklevel=_user_stacklevel())
 
     def clear_cache(self) -> None:
         """Drop every compiled signature of this function (and its native call path)."""
@@ -265,6 +273,18 @@ class Compiled:
         return self._compiles
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The `stacklevel` that points a warning at the user's line: the first frame outside
+    jitgrad (the call may come through the native call path, which has no Python frame)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def clear_caches() -> None:
     """Drop the compiled code that every live compiled function keeps in memory (and the
     functions `vjp`/`jvp`/`linearize` keep per transformed function); the next call of
@@ -275,20 +295,37 @@ def clear_caches() -> None:
         _TRANSFORMS.clear()
 
 
-def _describe_change(old, new) -> str:
+def _describe_change(fun: Callable, old, new) -> str:
     """Which part of a signature key changed: the argument structure, a leaf's type
     (shape and dtype), or a static argument's value."""
     old_tree, old_types, old_static = old
     new_tree, new_types, new_static = new
     if old_tree != new_tree:
         return f"the structure of the arguments changed from {old_tree} to {new_tree}"
-    for k, (a, b) in enumerate(zip(old_types, new_types, strict=True)):
-        if a != b:
-            return f"array argument {k} (flattened) changed from {a} to {b}"
+    static_positions = {i for i, _ in old_static}
+    positions = [i for i in range(len(new_tree.children) + len(static_positions)) if i not in static_positions]
+    leaf = 0
+    for position, child in zip(positions, new_tree.children):
+        for k in range(child.num_leaves):
+            a, b = old_types[leaf + k], new_types[leaf + k]
+            if a != b:
+                within = f" (leaf {k} of its pytree)" if child.kind != "leaf" else ""
+                return f"argument {_parameter(fun, position)}{within} changed from {a} to {b}"
+        leaf += child.num_leaves
     for (i, a), (_, b) in zip(old_static, new_static, strict=True):
         if a != b:
-            return f"static argument {i} changed from {a[1]!r} ({a[0].__name__}) to {b[1]!r} ({b[0].__name__})"
+            return (f"static argument {_parameter(fun, i)} changed from {a[1]!r} ({a[0].__name__}) to {b[1]!r} "
+                    f"({b[0].__name__})")
     return "the closure values it reads changed"
+
+
+def _parameter(fun: Callable, position: int) -> str:
+    """`1 (n)`: a positional argument by position and, where known, by name."""
+    try:
+        names = list(inspect.signature(fun).parameters)
+    except (TypeError, ValueError):
+        names = []
+    return f"{position} ({names[position]})" if position < len(names) else str(position)
 
 
 def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = ()):

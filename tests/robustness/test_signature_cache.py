@@ -122,7 +122,7 @@ def test_recompile_warning_names_the_changed_shape():
     messages = _recompile_warnings(lambda: [f(np.ones(n)) for n in range(1, limit + 4)])
     assert len(messages) == 1                # once per function
     assert f"compiled {limit + 1} times" in messages[0]
-    assert f"changed from f64[{limit}] to f64[{limit + 1}]" in messages[0]
+    assert f"argument 0 (x) changed from f64[{limit}] to f64[{limit + 1}]" in messages[0]
 
 
 def test_recompile_warning_names_the_changed_static_value():
@@ -130,7 +130,15 @@ def test_recompile_warning_names_the_changed_static_value():
     limit = config.recompile_warning_after
     messages = _recompile_warnings(lambda: [f(np.ones(2), k) for k in range(limit + 1)])
     assert len(messages) == 1
-    assert f"static argument 1 changed from {limit - 1} (int) to {limit} (int)" in messages[0]
+    assert f"static argument 1 (n) changed from {limit - 1} (int) to {limit} (int)" in messages[0]
+
+
+def test_recompile_warning_names_the_leaf_of_a_pytree_argument():
+    f = jit(lambda scale, params: params["b"] * scale)
+    limit = config.recompile_warning_after
+    messages = _recompile_warnings(lambda: [f(2.0, {"a": np.ones(2), "b": np.ones(n)}) for n in range(1, limit + 2)])
+    assert len(messages) == 1
+    assert f"argument 1 (params) (leaf 1 of its pytree) changed from f64[{limit}] to f64[{limit + 1}]" in messages[0]
 
 
 def test_no_warning_for_repeated_signatures():
