@@ -357,8 +357,8 @@ def test_error_integer_source_and_unsupported_operations():
     x = tape.watch(np.ones(3))
     with pytest.raises(GradientError, match="dtype int64"):
         tape.gradient(np.sum(x * i), i)
-    with pytest.raises(UnsupportedOperationError, match="arctan has no jitgrad rule"):
-        np.arctan(x)
+    with pytest.raises(UnsupportedOperationError, match="spacing has no jitgrad rule"):
+        np.spacing(x)
     with pytest.raises(UnsupportedOperationError, match="advanced indexing"):
         x[np.array([0, 2])]
     with pytest.raises(UnsupportedOperationError, match="in place"):
@@ -510,7 +510,7 @@ def test_dual_semantics():
     with pytest.raises(ArgumentError, match="floating-point"):
         DualTensor(np.arange(3))
     with pytest.raises(UnsupportedOperationError):
-        np.arctan(d)
+        np.spacing(d)
 
 
 # --------------------------------------------------------------------------- custom rules in eager mode
