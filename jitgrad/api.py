@@ -273,6 +273,19 @@ class Compiled:
         return self._compiles
 
 
+def _locks_after_fork_in_child() -> None:
+    """A forked child has only the forking thread: a lock another thread held (a compile
+    in progress, a cache update) would stay held there forever. Fresh locks; no compile
+    is in progress in the child."""
+    for compiled in list(_LIVE):
+        compiled._lock = threading.Lock()
+        compiled._key_locks = {}
+    global _TRANSFORMS_LOCK
+    _TRANSFORMS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_locks_after_fork_in_child)
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 

@@ -62,3 +62,35 @@ def test_eight_threads_making_first_calls_compile_once_and_agree():
     result = subprocess.run([sys.executable, "-c", STRESS, "12"], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, (result.returncode, result.stdout[-2000:], result.stderr[-4000:])
     assert "failures []" in result.stdout
+
+
+FORK_DURING_TRACE = textwrap.dedent("""
+    import os, threading, time
+    import numpy as np
+    import jitgrad
+    from jitgrad.config import config
+    config.cache_dir = None
+    tracing = threading.Event()
+
+    def slow(x):
+        tracing.set()
+        time.sleep(1.0)                      # the tracing thread holds this signature's lock
+        return x * 2.0
+    f = jitgrad.jit(slow)
+    worker = threading.Thread(target=f, args=(np.ones(3),))
+    worker.start()
+    tracing.wait()
+    pid = os.fork()
+    if pid == 0:                             # the child compiles the same signature itself
+        ok = np.allclose(f(np.ones(3)), 2.0) and np.allclose(jitgrad.grad(lambda x: np.sum(x * x))(np.ones(2)), 2.0)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    worker.join()
+    print("child", os.waitstatus_to_exitcode(status), "parent", np.allclose(f(np.ones(3)), 2.0))
+""")
+
+
+def test_fork_while_another_thread_compiles_the_same_signature():
+    result = subprocess.run([sys.executable, "-c", FORK_DURING_TRACE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    assert "child 0 parent True" in result.stdout
