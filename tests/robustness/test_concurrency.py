@@ -82,6 +82,8 @@ FORK_DURING_TRACE = textwrap.dedent("""
     tracing.wait()
     pid = os.fork()
     if pid == 0:                             # the child compiles the same signature itself
+        import signal
+        signal.alarm(60)                     # a hung child ends itself rather than outlive the test
         ok = np.allclose(f(np.ones(3)), 2.0) and np.allclose(jitgrad.grad(lambda x: np.sum(x * x))(np.ones(2)), 2.0)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
