@@ -300,3 +300,35 @@ def test_recompiles_from_closure_changes_are_named_in_the_warning():
     messages = [str(w.message) for w in caught if issubclass(w.category, jitgrad.RecompileWarning)]
     assert len(messages) == 1
     assert "closure variable 's'" in messages[0] and "changed from 7.0 to 8.0" in messages[0]
+
+
+def test_an_array_reached_by_two_names_is_pinned_to_both():
+    class Net:
+        def __init__(self):
+            self.W1 = np.ones(3)
+            self.layers = [self.W1]
+
+        def forward(self, x):
+            return x * self.layers[0]
+    net = Net()
+    f = jit(net.forward)
+    np.testing.assert_allclose(f(X), X)
+    net.W1 = np.full(3, 5.0)                 # the code reads layers[0], which still holds ones
+    np.testing.assert_allclose(f(X), X)
+    net.layers[0] = np.full(3, 2.0)
+    np.testing.assert_allclose(f(X), 2 * X)
+    net.layers[0] *= 2                       # in place: no retrace
+    count = f.compile_count
+    np.testing.assert_allclose(f(X), 4 * X)
+    assert f.compile_count == count
+
+
+def test_a_view_of_an_array_that_two_outside_arrays_hold():
+    W = np.arange(6.0).reshape(2, 3)
+    V = W[0]                                 # an outside view of W
+    f = jit(lambda x: x * V[::-1])
+    np.testing.assert_allclose(f(X), X * W[0, ::-1])
+    V = np.array([7.0, 8.0, 9.0])            # rebinding V: the code reads V
+    np.testing.assert_allclose(f(X), X * V[::-1])
+    W *= 0                                   # W is no longer what V is a view of
+    np.testing.assert_allclose(f(X), X * V[::-1])

@@ -288,6 +288,8 @@ class Capture:
 
     def __init__(self):
         self.arrays: dict[int, tuple[np.ndarray, Path]] = {}
+        self.paths: dict[int, list[Path]] = {}     # every path that reaches each array
+        self.owners: dict[Value, list[np.ndarray]] = {}
         self.watched: list[tuple[Path, Any]] = []
         self.layouts: dict[int, tuple] = {}   # containers' length/keys when scanned
         self.implicit: dict[Value, _Implicit] = {}
@@ -351,6 +353,7 @@ class Capture:
         if isinstance(value, np.ndarray):
             self._keep.append(value)
             self.arrays.setdefault(id(value), (value, path))
+            self.paths.setdefault(id(value), []).append(path)
             self.watched.append((path, value))
         elif _is_plain_value(value):
             self.watched.append((path, value))
@@ -398,13 +401,15 @@ class Capture:
             return None
         found = self.arrays.get(id(array))
         if found is not None and found[0] is array:
-            implicit = _Implicit(found[1], TensorType(array.shape, dtype))
+            implicit, owners = _Implicit(found[1], TensorType(array.shape, dtype)), [array]
         else:
             implicit = self._view_of_outside(array, dtype)
             if implicit is None:
                 return None
+            owners = self._containing(array)
         placeholder = Block().add_arg(implicit.type)
         self.implicit[placeholder] = implicit
+        self.owners[placeholder] = owners
         self._placeholders[id(array)] = (array, placeholder)
         self._keep.append(array)
         return placeholder
@@ -426,6 +431,18 @@ class Capture:
                                  (offset, array.shape, array.strides), layout)
         return None
 
+    def _containing(self, array: np.ndarray) -> list[np.ndarray]:
+        """The outside arrays whose memory holds all of `array`'s (the arrays it may be a
+        view of)."""
+        low, high = _byte_bounds(array)
+        found = []
+        for base, _ in self.arrays.values():
+            if base.size:
+                base_low, base_high = _byte_bounds(base)
+                if base_low <= low and high <= base_high:
+                    found.append(base)
+        return found
+
     # ----- after the trace
     def owns(self, value: Value) -> bool:
         return value in self.implicit
@@ -434,9 +451,15 @@ class Capture:
         """The spec for a function whose trailing arguments are `captured` (implicit
         placeholders, in order): guards for everything scanned that is no implicit argument."""
         implicit = [self.implicit[v] for v in captured]
-        used = {id(self.arrays[k][0]) for k in self.arrays
-                if any(a.path is self.arrays[k][1] for a in implicit)}
+        used = {id(array) for v in captured for array in self.owners[v]}
         guards: list[_Guard] = []
+        for v in captured:
+            # An array that more than one name reaches (`self.W1` and `self.layers[0]`), or a
+            # view that more than one outside array holds, is pinned by identity on every
+            # name: which name the code read is unknown, so a rebinding of any traces again.
+            reached = [(path, array) for array in self.owners[v] for path in self.paths[id(array)]]
+            if len(reached) > 1:
+                guards.extend(_IdentityGuard(path, weakref.ref(array)) for path, array in reached)
         layouts = self.layouts
         seen_paths: set[tuple] = set()
         for path, scanned in self.watched:
