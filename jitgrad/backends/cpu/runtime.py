@@ -98,9 +98,11 @@ def load(target_machine: llvm.TargetMachine) -> None:
 # --------------------------------------------------------------------------- fork
 
 def enter_forked_child() -> None:
-    """After `fork`, in the child: from now on kernels run their blocks serially."""
-    global _forked
+    """After `fork`, in the child: from now on kernels run their blocks serially. The
+    forking thread is the child's main thread (the one Python runs signal handlers on)."""
+    global _forked, _main_thread
     _forked = True
+    _main_thread = threading.get_ident()
     if _engine is not None:
         _words[SERIAL].value = 1
 
