@@ -127,7 +127,7 @@ def test_bool_arithmetic_and_logic_as_numpy():
     p = np.array([True, True, False, False])
     q = np.array([True, False, True, False])
     check(lambda p, q: (p + q, p * q, p & q, p | q, p ^ q, ~p, np.maximum(p, q), np.minimum(p, q),
-                        p + 1, p * 2.5, np.sum(p), p == q, p < q, abs(p)), p, q)
+                        p + 1, p * 2.5, np.sum(p), p == q, p < q, abs(p), np.max(p), np.min(q)), p, q)
     with pytest.raises(DTypeError, match="subtract"):
         jitgrad.jit(lambda p, q: p - q)(p, q)
 
@@ -214,7 +214,7 @@ def test_float_to_integer_out_of_range_never_poison():
 def narrow_ops(x, y):
     return (x + y, x * y - x, x / y, (x + y) * (x - y), -x, abs(x), np.maximum(x, y), x < y,
             x * 3, x + 0.1, np.sqrt(abs(x)), x // y, x % y, np.square(x), x ** 2, np.sign(x),
-            x.astype(np.float32), x.astype(np.int32), np.where(x > y, x, y))
+            x.astype(np.float32), x.astype(np.int32), np.where(x > y, x, y), np.logaddexp(x, y))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BF16], ids=["f16", "bf16"])

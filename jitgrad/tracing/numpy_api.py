@@ -317,14 +317,24 @@ def divmod_(a, b):
     return _elementwise(P.floor_divide, a, b), _elementwise(P.remainder, a, b)
 
 
+_NARROW_FLOATS = (DType.f16, DType.bf16)
+
+
 def _numpy_loop(ufunc, impl):
     """`impl` run on operands cast to the loop NumPy selects for `ufunc` (its input
     dtypes, NEP 50 for weak scalars), with results cast to the loop's output dtypes.
     Python scalars stay Python scalars (static exponents, range checks on ints)."""
     def run(*operands):
         in_dtypes, out_dtypes = ufunc_dtypes(ufunc, *operands)
-        cast = [x if _is_weak(x) and not isinstance(x, Value) else as_value(x, d)
-                for x, d in zip(operands, in_dtypes, strict=True)]
+        if any(d in _NARROW_FLOATS for d in in_dtypes):
+            # NumPy's float16 loops (and ml_dtypes' bfloat16 ones) convert the operands,
+            # compute in float32 and round the result once: composite functions
+            # (logaddexp, tan, ...) must not round their intermediate steps.
+            cast = [P.convert(as_value(x, d), DType.f32) if d in _NARROW_FLOATS else as_value(x, d)
+                    for x, d in zip(operands, in_dtypes, strict=True)]
+        else:
+            cast = [x if _is_weak(x) and not isinstance(x, Value) else as_value(x, d)
+                    for x, d in zip(operands, in_dtypes, strict=True)]
         result = impl(*cast)
         if isinstance(result, tuple):
             return tuple(P.convert(as_value(r), d) for r, d in zip(result, out_dtypes, strict=True))
@@ -418,6 +428,8 @@ def _extremum(prim_fn, name):
         kept = math.prod(n for k, n in enumerate(x.type.shape) if k not in axes)
         if reduced == 0 and kept > 0:        # some output element would reduce nothing
             raise ShapeError(f"zero-size array to reduction operation {name} which has no identity")
+        if x.type.dtype == DType.bool:       # any / all, as NumPy's max / min of bools
+            return _keep(P.convert(prim_fn(P.convert(x, DType.u8), axes), DType.bool), x, axes, keepdims)
         return _keep(prim_fn(x, axes), x, axes, keepdims)
     return reduce
 
