@@ -72,3 +72,65 @@ def test_ctrl_c_stops_a_long_kernel_and_the_function_stays_usable():
     full = float(out.split()[1])
     assert full > 0.3 + 0.5, f"the kernel ran {full:.2f} s: too short to show that it was stopped"
     assert out.split()[-1] == "ok"
+
+
+WATCHED_CALL_SCRIPT = textwrap.dedent("""
+    import ctypes, os, signal, threading, time
+    import numpy as np
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+    import jitgrad
+    from jitgrad.backends.cpu.engine import compile_module
+    from jitgrad.backends.cpu.llvm_support import I32, PTR, VOID
+    from jitgrad.backends.cpu.runtime import KernelRuntime, install_interrupt_hook
+    from jitgrad.config import config
+
+    config.cache_dir = None
+
+    def waves(x):
+        for _ in range(60):
+            x = np.sin(x) * 1.5
+        return x, np.sum(x)
+
+    X = np.linspace(0.0, 1.0, 12_000_000)
+    executable = jitgrad.jit(waves).lower(X).executable
+    assert executable.stops_on_interrupt
+
+    # a caller in generated code, as the native call path would be: i32 caller(ptr args)
+    module = ir.Module("caller")
+    caller = ir.Function(module, ir.FunctionType(I32, [PTR]), "caller")
+    b = ir.IRBuilder(caller.append_basic_block("entry"))
+    kernel = ir.Function(module, ir.FunctionType(VOID, [PTR]), "watched.kernel")
+    llvm.add_symbol(kernel.name, executable.kernel_address)
+    b.ret(b.zext(KernelRuntime(module).watched_call(b, kernel, [caller.args[0]]), I32))
+    compiled = compile_module(module, opt_level=1)
+    call = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)(compiled.address("caller"))
+
+    workspace = np.empty(executable.workspace_bytes + 64, np.uint8)
+    out, total = np.empty_like(X), np.empty(())
+    pointers = (ctypes.c_void_p * 4)(X.ctypes.data, out.ctypes.data, total.ctypes.data,
+                                     (workspace.ctypes.data + 63) & ~63)
+    start = time.monotonic()
+    assert call(pointers) == 0
+    full = time.monotonic() - start
+    expected = executable([X])
+    assert np.array_equal(out, expected[0]) and total == expected[1]
+
+    seen = []
+    signal.signal(signal.SIGINT, lambda *args: seen.append(time.monotonic()))
+    assert install_interrupt_hook()               # in front of the handler just installed
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    status = call(pointers)
+    stopped = time.monotonic() - start
+    assert status == 1 and len(seen) == 1, (status, seen)
+    assert stopped < 0.3 + 0.5 < full, (stopped, full)
+    print("ok", flush=True)
+""")
+
+
+def test_generated_callers_can_watch_for_ctrl_c():
+    """The primitive a native call path uses: the kernel stops, the caller learns it."""
+    result = subprocess.run([sys.executable, "-c", WATCHED_CALL_SCRIPT], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split()[-1] == "ok"

@@ -92,7 +92,7 @@ def load(target_machine: llvm.TargetMachine) -> None:
     _engine = engine
     if _forked:
         _words[SERIAL].value = 1
-    _install_hook()
+    install_interrupt_hook()
 
 
 # --------------------------------------------------------------------------- fork
@@ -127,7 +127,7 @@ _check_signals = _c_api("PyErr_CheckSignals", ctypes.c_int)
 """Runs the pending Python signal handlers now; what they raise, it raises."""
 
 
-def _install_hook() -> bool:
+def install_interrupt_hook() -> bool:
     """Put the counting handler in front of Python's SIGINT handler; True when it is
     in place. Python's handler is recognised as the one installed while Python's own
     SIGINT disposition is a Python callable; nothing else is ever chained to."""
@@ -153,7 +153,7 @@ def call(cfunc, pointers) -> None:
     raises KeyboardInterrupt here; if the SIGINT handler returns instead of raising,
     the kernel runs again, so a completed call always has complete results."""
     ident = threading.get_ident()
-    if ident != _main_thread or _engine is None or (_getsig(signal.SIGINT) != _hook_address and not _install_hook()):
+    if ident != _main_thread or _engine is None or (_getsig(signal.SIGINT) != _hook_address and not install_interrupt_hook()):
         cfunc(pointers)                 # only the main thread gets KeyboardInterrupt
         return
     interrupts, watched = _words[INTERRUPTS], _words[WATCHED_THREAD]
@@ -200,6 +200,20 @@ class KernelRuntime:
         armed = builder.zext(builder.icmp_unsigned("==", watched, me), I64)
         count = builder.load_atomic(self.word(INTERRUPTS, I32), "monotonic", 4, typ=I32)
         return armed, builder.zext(count, I64)
+
+    def watched_call(self, builder: ir.IRBuilder, kernel, args) -> ir.Value:
+        """Call `kernel` as a caller that watches for Ctrl-C (what `call` does from Python,
+        for a caller in generated code such as the native call path); i1: an interrupt
+        arrived meanwhile, so the outputs may be incomplete — discard them and take the
+        Python path, whose first bytecode runs the pending signal handler (raising
+        KeyboardInterrupt, or, when the handler returns, computing the call again)."""
+        count, watched = self.word(INTERRUPTS, I32), self.word(WATCHED_THREAD, I64)
+        before = builder.load_atomic(count, "monotonic", 4, typ=I32)
+        me = builder.call(declare(self.module, "pthread_self", I64, []), [])
+        builder.store_atomic(me, watched, "monotonic", 8)
+        builder.call(kernel, args)
+        builder.store_atomic(ir.Constant(I64, 0), watched, "monotonic", 8)
+        return builder.icmp_unsigned("!=", builder.load_atomic(count, "monotonic", 4, typ=I32), before)
 
     def interrupted(self, builder: ir.IRBuilder, armed: ir.Value, baseline: ir.Value) -> ir.Value:
         """i1: an interrupt arrived since the kernel was entered by a watching caller."""
