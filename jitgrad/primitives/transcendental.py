@@ -24,7 +24,8 @@ from .elementwise import (MATH_CALL_COST, _elementwise, _float_impl, _full_like,
 from jitgrad.ir import DType
 from .base import defjvp
 
-# function -> {dtype name: max ulp error of compiled code (vectorized or scalar)}, a margin
+# function (NumPy's name, and the primitive's where it differs) -> {dtype name: max ulp
+# error of compiled code (vectorized or scalar)}, a margin
 # above the largest error measured over the sample in docs/numerics.md. float16 and
 # bfloat16 are computed in float32 and rounded once, as NumPy (and ml_dtypes) do: within
 # one ulp of their precision.
@@ -42,6 +43,10 @@ ULP_BOUNDS: dict[str, dict[str, float]] = {
 }
 for _bounds in ULP_BOUNDS.values():
     _bounds.update(f16=1, bf16=1)
+# Primitives named as C's libm names them ("asin") share the bounds of the NumPy function.
+ULP_BOUNDS.update({prim: ULP_BOUNDS[numpy_name] for prim, numpy_name in
+                   [("asin", "arcsin"), ("acos", "arccos"), ("atan", "arctan"), ("asinh", "arcsinh"),
+                    ("acosh", "arccosh"), ("atanh", "arctanh"), ("atan2", "arctan2")]})
 
 
 def _math(name: str, np_fn, *, scalar=None, doc: str = ""):
