@@ -443,6 +443,13 @@ class Capture:
                     found.append(base)
         return found
 
+    def add_argument(self, placeholder: Value, argument) -> None:
+        """An implicit argument that stands for no outside array (the random key of
+        `tracing.random`, drawn at each call): `argument` has a `type`, a `path` with a
+        `label`, `fetch()` giving the array for this call and `why()`."""
+        self.implicit[placeholder] = argument
+        self.owners[placeholder] = []
+
     # ----- after the trace
     def owns(self, value: Value) -> bool:
         return value in self.implicit

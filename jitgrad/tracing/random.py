@@ -135,7 +135,7 @@ def _key_value() -> Value:
         _state.key = Block().add_arg(KEY_TYPE)
         capture = implicit.active()
         if capture is not None:
-            capture.implicit[_state.key] = RandomKeyArgument()
+            capture.add_argument(_state.key, RandomKeyArgument())
     return _state.key
 
 
