@@ -70,6 +70,11 @@ class ArgumentError(JitgradError, TypeError):
     """A call's arguments do not fit the function (wrong count, type or structure)."""
 
 
+class PytreeError(ArgumentError):
+    """Arguments or results whose structure cannot be flattened: dict keys that have no
+    order (pytrees sort keys so that equal dicts have equal structures)."""
+
+
 class IndexingError(JitgradError, IndexError):
     """An index that is out of bounds or malformed for the array's shape."""
 

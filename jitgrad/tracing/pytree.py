@@ -1,11 +1,14 @@
 """Pytrees: nested tuples, lists and dicts of leaves, flattened to a list of leaves and a
 hashable structure description (`TreeDef`), as in JAX. Dict keys are sorted so that two
-dicts with the same keys have the same structure whatever their insertion order.
+dicts with the same keys have the same structure whatever their insertion order; keys of
+different types (`{1: x, "a": y}`) are sorted by type name first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from jitgrad.errors import PytreeError
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,25 @@ def _flatten(tree, leaves) -> TreeDef:
         kind = "tuple" if isinstance(tree, tuple) else "list"
         return TreeDef(kind, tuple(_flatten(x, leaves) for x in tree))
     if isinstance(tree, dict):
-        keys = tuple(sorted(tree))
+        keys = sorted_keys(tree)
         return TreeDef("dict", tuple(_flatten(tree[k], leaves) for k in keys), keys)
     leaves.append(tree)
     return LEAF
+
+
+def sorted_keys(mapping: dict) -> tuple:
+    """The keys in a canonical order: sorted, or sorted by type name and then value when
+    they are of several types."""
+    try:
+        return tuple(sorted(mapping))
+    except TypeError:
+        pass
+    try:
+        return tuple(sorted(mapping, key=lambda k: (type(k).__module__, type(k).__qualname__, k)))
+    except TypeError:
+        keys = ", ".join(repr(k) for k in list(mapping)[:6])
+        raise PytreeError(f"the keys of a dict in the arguments or results cannot be ordered ({keys}): "
+                          "use keys of one type with an order, such as strings") from None
 
 
 def tree_unflatten(treedef: TreeDef, leaves) -> Any:

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 from llvmlite import ir
 
+from jitgrad.errors import ShapeError
 from jitgrad.ir import Function
 from jitgrad.ir.printer import print_function
 from jitgrad.passes.schedule import describe, schedule
@@ -23,6 +24,18 @@ from .llvm_support import set_function_string_attribute
 from .workspace import Workspace
 
 _CALL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+MAX_ARRAY_BYTES = 2 ** 63 - 1
+"""NumPy's limit too: byte offsets and trip counts are 64-bit signed integers."""
+
+
+def _check_addressable(fn: Function) -> None:
+    """A value larger than 64-bit offsets can address (a broadcast to (2**40, 2**40), say)
+    would make loops whose trip counts wrap around: refuse it, naming where it was made."""
+    for value, loc in [(v, None) for v in fn.args] + [(r, op.loc) for op in fn.walk() for r in op.results]:
+        if value.type.nbytes > MAX_ARRAY_BYTES:
+            raise ShapeError(f"an array of shape {value.type.shape} and dtype {value.type.dtype.name} would hold "
+                             f"{value.type.nbytes} bytes, more than 64-bit addresses reach "
+                             f"({MAX_ARRAY_BYTES} bytes, as NumPy)", loc)
 
 
 _LOCATION_AT_LINE_END = re.compile(r' loc\("(?:[^"\\]|\\.)*":\d+(?: in (?:[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*"))?\)$',
@@ -112,6 +125,7 @@ class CPUBackend:
         self.opt_level = opt_level
 
     def build_module(self, fn: Function) -> tuple[ir.Module, str, FunctionLowering]:
+        _check_addressable(fn)
         initialize()
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn)
