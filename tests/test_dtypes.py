@@ -272,6 +272,20 @@ def test_python_scalars_passed_as_arguments_are_weak():
     check(lambda s: s * 2, 3.0)
 
 
+def test_python_operators_on_weak_scalars_follow_python():
+    """True + True is 2 and ~True is -2 in Python, whatever NumPy does with bool arrays."""
+    x = np.ones(2, np.int8)
+    check(lambda x, s: (~s, s + s, -s, abs(s), s & s, s * 2.5, x + (s + s), s == s, np.maximum(s, True)),
+          x, True)
+
+
+def test_python_ints_compare_by_value_as_in_numpy():
+    x = np.array([0, 5, 65535], np.uint16)
+    check(lambda x: (x == -1, x != -1, x < -1, x > -1, -1 < x, 70000 > x, x >= 70000, x <= 2**70), x)
+    check(lambda x, s: (s > x, x == s, x >= s), x, -1)                 # a Python int argument
+    check(lambda x: np.where(x > 3, x, -1), x)                          # np.where casts unsafely
+
+
 def test_weak_and_strong_scalars_compile_separately():
     f = jitgrad.jit(lambda x, s: x * s)
     x32 = np.ones(2, np.float32)

@@ -90,7 +90,10 @@ def ufunc_dtypes(ufunc, *operands) -> tuple[list[DType], list[DType]]:
     `np.sqrt(int8)` is float16, `int ** float` float64, `reciprocal(int)` an int."""
     # NumPy's resolver takes the types int and float as weak scalars; a Python bool
     # promotes as np.bool_ (the lowest kind) either way.
-    descriptors = tuple(_weak_kind(x) if _is_weak(x) and _weak_kind(x) is not bool else _strong_dtype(x)
+    # Only Python scalars: NumPy converts them to default arrays (int64, float64, bool).
+    all_weak = all(_is_weak(x) for x in operands)
+    descriptors = tuple(_weak_kind(x) if _is_weak(x) and _weak_kind(x) is not bool and not all_weak
+                        else np.dtype(_weak_kind(x)) if _is_weak(x) else _strong_dtype(x)
                         for x in operands)
     try:
         loop = ufunc.resolve_dtypes(descriptors + (None,) * ufunc.nout)
@@ -275,9 +278,8 @@ def logical(prim_fn):
 # NumPy's bool loops of arithmetic ufuncs are logical operations.
 def _on_bool(bool_fn, fn):
     def impl(*xs):
-        values = [as_value(x) if isinstance(x, Value) else x for x in xs]
-        if all(isinstance(v, Value) and v.type.dtype == DType.bool for v in values):
-            return bool_fn(*broadcast_values(*values))
+        if all(isinstance(x, Value) and x.type.dtype == DType.bool or isinstance(x, (bool, np.bool_)) for x in xs):
+            return bool_fn(*broadcast_values(*[as_value(x, DType.bool) for x in xs]))
         return fn(*xs)
     return impl
 
@@ -286,6 +288,10 @@ def _compare(prim_fn, symbol: str):
     """A comparison; int64 against uint64 compares exactly, as NumPy 2 does (a negative
     int64 is below every uint64), where a common dtype would round to float64."""
     def impl(a, b):
+        beyond = _beyond_range(symbol, b, a, True)
+        beyond = beyond if beyond is not None else _beyond_range(symbol, a, b, False)
+        if beyond is not None:
+            return beyond
         a_dtype = a.type.dtype if isinstance(a, Value) else None
         b_dtype = b.type.dtype if isinstance(b, Value) else None
         if a_dtype is None or b_dtype is None or a_dtype == b_dtype or not (a_dtype.is_integer and b_dtype.is_integer):
@@ -303,6 +309,23 @@ def _compare(prim_fn, symbol: str):
     return impl
 
 
+def _beyond_range(symbol: str, scalar, array, array_is_left: bool):
+    """NumPy 2 compares an integer array with a Python int its dtype cannot hold
+    (`uint8_array == -1`) by value: the same answer for every element; else None."""
+    if not (isinstance(scalar, int) and not isinstance(scalar, bool) and isinstance(array, Value)
+            and array.type.dtype.is_integer):
+        return None
+    info = np.iinfo(array.type.dtype.numpy)
+    if info.min <= scalar <= info.max:
+        return None
+    answer = {"==": False, "!=": True}.get(symbol)
+    if answer is None:
+        array_is_smaller = scalar > info.max
+        left_is_smaller = array_is_smaller if array_is_left else not array_is_smaller
+        answer = left_is_smaller if symbol in ("<", "<=") else not left_is_smaller
+    return P.full(answer, array.type.with_dtype(DType.bool))
+
+
 def _integer_only(prim_fn, name):
     def impl(*xs):
         values = promote(*xs)
@@ -318,6 +341,7 @@ def divmod_(a, b):
 
 
 _NARROW_FLOATS = (DType.f16, DType.bf16)
+_COMPARISONS = (np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal)
 
 
 def _numpy_loop(ufunc, impl):
@@ -325,6 +349,15 @@ def _numpy_loop(ufunc, impl):
     dtypes, NEP 50 for weak scalars), with results cast to the loop's output dtypes.
     Python scalars stay Python scalars (static exponents, range checks on ints)."""
     def run(*operands):
+        if ufunc in _COMPARISONS:
+            # A Python int argument is only known at run time, and NumPy compares a Python
+            # int by its value: compare it as a (strong) int64.
+            weak = getattr(_WEAK, "values", frozenset())
+            with weak_scalars(v for v in weak if v.type.dtype != DType.i64):
+                return resolved(*operands)
+        return resolved(*operands)
+
+    def resolved(*operands):
         in_dtypes, out_dtypes = ufunc_dtypes(ufunc, *operands)
         if any(d in _NARROW_FLOATS for d in in_dtypes):
             # NumPy's float16 loops (and ml_dtypes' bfloat16 ones) convert the operands,
@@ -720,7 +753,10 @@ def where(condition, x=None, y=None):
     if x is None or y is None:
         raise UnsupportedOperationError("numpy.where with one argument (indices of nonzero elements) "
                                         "has a data-dependent shape; use the three-argument form")
-    x, y = promote(x, y)
+    dtype = result_dtype(x, y)
+    # np.where casts unsafely: a Python int its result dtype cannot hold wraps, no error
+    x, y = (as_value(np.asarray(v).astype(dtype.numpy) if _is_weak(v) and isinstance(v, int) else v, dtype)
+            for v in (x, y))
     cond, x, y = broadcast_values(as_value(condition, DType.bool), x, y)
     return P.select(cond, x, y)
 

@@ -137,10 +137,11 @@ def _operator(ufunc, reflected=False):
     impl = api.UFUNCS[ufunc]
 
     def method(self, other):
-        result = apply(impl, (other, self) if reflected else (self, other))
-        if self.weak and (_is_python_scalar(other) or isinstance(other, Tracer) and other.weak):
-            result = _as_weak(result)
-        return result
+        if not (self.weak and (_is_python_scalar(other) or isinstance(other, Tracer) and other.weak)):
+            return apply(impl, (other, self) if reflected else (self, other))
+        if ufunc not in _BOOL_PRESERVING:         # Python: True + True is 2
+            self, other = _bool_as_int(self), _bool_as_int(other)
+        return _as_weak(apply(impl, (other, self) if reflected else (self, other)))
     return method
 
 
@@ -148,9 +149,23 @@ def _unary_operator(ufunc):
     impl = api.UFUNCS[ufunc]
 
     def method(self):
-        result = apply(impl, (self,))
-        return _as_weak(result) if self.weak else result
+        if not self.weak:
+            return apply(impl, (self,))
+        return _as_weak(apply(impl, (_bool_as_int(self),)))     # Python: ~True is -2
     return method
+
+
+_BOOL_PRESERVING = {np.bitwise_and, np.bitwise_or, np.bitwise_xor, np.equal, np.not_equal, np.less,
+                    np.less_equal, np.greater, np.greater_equal}
+
+
+def _bool_as_int(x):
+    """A weak bool as the Python int it is in arithmetic."""
+    if isinstance(x, bool):
+        return int(x)
+    if isinstance(x, Tracer) and x.value.type.dtype == DType.bool:
+        return Tracer(apply(api.astype, (x, np.int64)).value, weak=True)
+    return x
 
 
 def _as_weak(result):
