@@ -146,3 +146,30 @@ def test_eager_custom_op_calls_do_not_grow_the_rule_registry():
     g = jitgrad.grad(lambda v: np.sum(jitgrad.custom_op(op, [v * 3.0])))
     np.testing.assert_array_equal(g(x), np.full(5, 3.0))
     assert len(calls._rules) <= registered + 2         # the rule and its linearized call, once
+
+
+def test_a_workspace_in_use_when_the_process_forks_is_free_in_the_child():
+    x = np.linspace(0.0, 1.0, 16 * N)
+    f = copies(1)[0]
+    for _ in range(3):
+        f(x)
+    executable = f.lower(x).executable
+    want = program(x)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            executable([x])
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        while not executable.workspace.slot[0]:        # wait until the other thread holds it
+            pass
+        pid = os.fork()
+        if pid == 0:                                    # the child: the holder does not exist here
+            free = executable.workspace.slot[0] == 0 and executable.workspace._lock.acquire(blocking=False)
+            os._exit(0 if free and np.isclose(f(x), want) else 3)
+    finally:
+        stop.set()
+        thread.join()
+    assert os.waitpid(pid, 0)[1] == 0

@@ -17,6 +17,7 @@ grows with the calls that really overlap, not with the number of threads.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import weakref
 
@@ -90,6 +91,17 @@ class Workspace:
             return freed
         finally:
             self._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """Only the forking thread exists in the child: a workspace that another thread was
+    using is free there (its lock and busy flag would otherwise stay taken for good)."""
+    for workspace in list(_live):
+        workspace._lock = threading.Lock()
+        workspace.slot[BUSY] = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def release_all() -> int:
