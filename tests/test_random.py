@@ -484,3 +484,9 @@ def test_random_key_and_closure_arrays_are_both_read_at_call_time():
     np.random.seed(4)
     np.testing.assert_allclose(f(np.ones(3)), 5 + first * 10, rtol=1e-15)
     assert not np.array_equal(f(x), f(x))
+
+
+def test_global_state_moved_by_a_path_not_intercepted_raises():
+    bit_generator = np.random.get_bit_generator
+    with pytest.raises(UnsupportedOperationError, match="global state was advanced"):
+        jitgrad.jit(lambda x: x + bit_generator().random_raw(3))(np.zeros(3))

@@ -22,6 +22,7 @@ and after the trace: a generator whose state moved was used.
 """
 from __future__ import annotations
 
+import ctypes
 import dis
 import functools
 import inspect
@@ -65,6 +66,31 @@ class _TraceState(threading.local):
 _state = _TraceState()
 
 
+class _GlobalDraws:
+    """Draws from NumPy's global state that jitgrad sees on threads that are not tracing
+    (np.random calls while the functions are replaced, random keys). A trace whose global
+    state moved while this count did not was the one that moved it."""
+
+    def __init__(self):
+        self.count = 0
+
+    def note(self) -> None:
+        self.count += 1
+
+    @staticmethod
+    def fingerprint() -> bytes:
+        bit_generator = _global_bit_generator()
+        if type(bit_generator) is np.random.MT19937:       # its C state: 624 words and a position (1 us)
+            return ctypes.string_at(bit_generator.ctypes.state_address, MT19937_STATE_BYTES)
+        return pickle.dumps(bit_generator.state)           # other bit generators (100 us)
+
+
+MT19937_STATE_BYTES = 624 * 4 + 4
+
+
+_global_draws = _GlobalDraws()
+
+
 def draw_key() -> np.ndarray:
     """A fresh random key from NumPy's global legacy state, drawn at each call of a
     compiled function that draws random numbers (inside `same_key`, the block's one key)."""
@@ -76,6 +102,7 @@ def draw_key() -> np.ndarray:
     pinned = _state.pinned
     if pinned is not None and pinned.key is not None:
         return pinned.key
+    _global_draws.note()
     w0, w1, w2, w3 = _global_bit_generator().random_raw(4).tolist()     # four 32-bit words (MT19937)
     key = np.array([w0 | w1 << 32, w2 | w3 << 32], dtype=np.uint64).view(np.int64)
     if pinned is not None:
@@ -428,6 +455,7 @@ def _make_replacement(name: str, original):
     def replacement(*args, **kwargs):
         if _state.depth:                      # this thread is tracing
             return during_trace(*args, **kwargs)
+        _global_draws.note()
         return original(*args, **kwargs)
     return replacement
 
@@ -442,19 +470,22 @@ class _Patches:
     def __init__(self):
         self.lock = threading.Lock()
         self.users = 0
+        self.names: list[str] | None = None
         self.originals: list[tuple[types.ModuleType, str, object]] = []
         self.replacements: dict[tuple[str, int], Callable] = {}
 
     def enter(self) -> None:
         with self.lock:
             if self.users == 0:
-                names = _legacy_names() + ["default_rng"]
-                self.originals = [(m, n, getattr(m, n)) for m in self.MODULES for n in names if hasattr(m, n)]
+                if self.names is None:
+                    self.names = _legacy_names() + ["default_rng"]
+                self.originals = [(m, n, getattr(m, n)) for m in self.MODULES for n in self.names if hasattr(m, n)]
                 for module, name, original in self.originals:
                     key = (name, id(original))
-                    if key not in self.replacements:
-                        self.replacements[key] = _make_replacement(name, original)
-                    setattr(module, name, self.replacements[key])
+                    replacement = self.replacements.get(key)
+                    if replacement is None:
+                        replacement = self.replacements[key] = _make_replacement(name, original)
+                    setattr(module, name, replacement)
             self.users += 1
 
     def exit(self) -> None:
@@ -629,6 +660,7 @@ def intercepting(fn) -> Iterator[None]:
     if outermost:
         _state.stream, _state.key = 0, None
         _state.eager_replay = (getattr(_unwrap(fn), "__module__", None) or "").startswith(EAGER_MODULES)
+        global_before = (_global_draws.fingerprint(), _global_draws.count)
     _patches.enter()
     _state.depth += 1
     try:
@@ -637,6 +669,12 @@ def intercepting(fn) -> Iterator[None]:
         _state.depth -= 1
         _patches.exit()
     generators.check(fn)
+    if outermost and _global_draws.count == global_before[1] and _global_draws.fingerprint() != global_before[0]:
+        raise UnsupportedOperationError(
+            f"np.random's global state was advanced while tracing {_name(fn)}, through a path jitgrad does not "
+            "intercept (a function bound with `from numpy.random import ...`, np.random.mtrand._rand, the bit "
+            "generator itself): those numbers would be drawn once and frozen into the compiled code. Call "
+            "np.random.* functions by their module path inside compiled functions.", _definition_location(fn))
 
 
 TRACE_CONTEXTS.append(intercepting)
