@@ -360,6 +360,7 @@ class FunctionLowering:
         name = f"{self.llfn.name}.kernel{self._kernel_count}"
         blocks = ir.Function(self.module, ir.FunctionType(VOID, [PTR, I64, I64]), f"{name}.blocks")
         blocks.linkage = "internal"
+        blocks.attributes.add("noinline")         # called twice (threads, serial): compiled once
         saved = self.builder, self.buffers
         self.builder = ctx.builder = ir.IRBuilder(blocks.append_basic_block("entry"))
         ob = self.builder
