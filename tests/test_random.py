@@ -291,6 +291,13 @@ def test_vjp_pullback_sees_the_forward_draw():
     np.testing.assert_array_equal(ct, out / x)
 
 
+def test_linearize_tangent_map_sees_the_forward_draw():
+    x = np.array([1.0, 2.0, 3.0])
+    out, f_jvp = jitgrad.linearize(lambda x: x * np.random.rand(3), x)
+    np.testing.assert_array_equal(f_jvp(np.ones(3)), out / x)
+    np.testing.assert_array_equal(f_jvp(np.ones(3)), out / x)
+
+
 def test_jacobian_by_directions_uses_one_draw():
     def f(x):
         return x * np.random.rand(40)
