@@ -278,3 +278,22 @@ def test_same_program_from_three_working_directories_makes_one_entry(tmp_path):
         hits.append(result.stdout.strip())
     assert hits == ["0", "1", "1"]
     assert len(entries(cache)) == 1
+
+
+def test_processes_creating_the_key_at_once_agree_on_one(tmp_path):
+    """The key is linked into place from a complete private file: every process reads
+    the same 32 bytes, none a partial key or its own."""
+    directory = tmp_path / "fresh"
+    script = textwrap.dedent(f"""
+        import hashlib, sys, time
+        from jitgrad.backends.cpu.cache import DiskCache
+        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+        cache = DiskCache({str(directory)!r})
+        print(hashlib.sha256(cache._secret).hexdigest() if cache.usable else "refused")
+    """)
+    start = time.time() + 1.5                       # all processes past their imports
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    digests = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(digests) == 1 and "refused" not in digests
+    assert sorted(p.name for p in directory.iterdir()) == ["hmac-key"]
