@@ -61,7 +61,7 @@ class Compiled:
         self.name = name or getattr(fun, "__name__", "fn")
         self._lock = threading.Lock()     # guards the fields below
         self._cache: OrderedDict[Any, list[Lowered]] = OrderedDict()
-        self._key_locks: dict[Any, threading.Lock] = {}
+        self._key_locks: dict[Any, threading.RLock] = {}
         self._calls: dict[int, int] = {}  # calls per entry (by id of its Lowered)
         self._fast = None                 # native call path for the hottest signature
         self._fast_lowered: Lowered | None = None   # keeps the fast path's code alive
@@ -177,7 +177,9 @@ class Compiled:
             self._last_key = key
             return lowered, arrays
         with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
+            # re-entrant: a trace that calls this function on the same signature recurses
+            # (and fails as recursion does) instead of waiting for itself
+            key_lock = self._key_locks.setdefault(key, threading.RLock())
         with key_lock:
             lowered, arrays = self._find(key)   # another thread may have compiled it meanwhile
             if lowered is not None:
