@@ -332,3 +332,11 @@ def test_a_view_of_an_array_that_two_outside_arrays_hold():
     np.testing.assert_allclose(f(X), X * V[::-1])
     W *= 0                                   # W is no longer what V is a view of
     np.testing.assert_allclose(f(X), X * V[::-1])
+
+
+def test_an_ndarray_subclass_the_code_names_is_guarded_not_retraced_at_every_call():
+    M = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])
+    f = jit(lambda x: x * (M.shape[0] * 1.0))       # names M, uses only its shape
+    for _ in range(3):
+        np.testing.assert_allclose(f(X), 3 * X)
+    assert f.compile_count == 1

@@ -186,6 +186,7 @@ class _ArrayGuard(_Guard):
     its contents (a snapshot) — or, above the snapshot size, its identity."""
 
     path: Path
+    kind: type
     shape: tuple
     dtype: np.dtype
     contents: bytes | None
@@ -193,7 +194,7 @@ class _ArrayGuard(_Guard):
 
     def holds(self) -> bool:
         now = self.path.fetch()
-        if type(now) is not np.ndarray or now.shape != self.shape or now.dtype != self.dtype:
+        if type(now) is not self.kind or now.shape != self.shape or now.dtype != self.dtype:
             return False
         if self.contents is not None:
             return now.tobytes() == self.contents
@@ -201,7 +202,7 @@ class _ArrayGuard(_Guard):
 
     def why(self) -> str:
         now = self.path.fetch()
-        if type(now) is np.ndarray and now.shape == self.shape and now.dtype == self.dtype:
+        if type(now) is self.kind and now.shape == self.shape and now.dtype == self.dtype:
             return f"{self.path.label} changed its contents or was rebound (it is used by NumPy at trace time)"
         return f"{self.path.label} changed from an array {self.dtype}{list(self.shape)} to {_shown(now)}"
 
@@ -478,19 +479,15 @@ class Capture:
             if isinstance(scanned, np.ndarray):
                 if id(scanned) in used and now is scanned:
                     continue
-                if type(now) is not np.ndarray:
-                    guards.append(_ValueGuard(path, ("not an array",), _shown(now)) if not _is_plain_value(now)
-                                  else _ValueGuard(path, value_key(now), _shown(now)))
+                if not isinstance(now, np.ndarray):    # the trace itself rebound it
+                    guards.append(_ValueGuard(path, value_key(now), _shown(now)) if _is_plain_value(now)
+                                  else _IdentityGuard(path, _reference(now)))
                     continue
-                contents = now.tobytes() if now.nbytes <= snapshot_bytes else None
-                guards.append(_ArrayGuard(path, now.shape, now.dtype, contents, weakref.ref(now)))
+                plain = type(now) is np.ndarray          # subclasses (masked, matrix): by identity
+                contents = now.tobytes() if plain and now.nbytes <= snapshot_bytes else None
+                guards.append(_ArrayGuard(path, type(now), now.shape, now.dtype, contents, weakref.ref(now)))
             elif isinstance(scanned, _Callable):
-                target = scanned.value
-                try:
-                    ref = weakref.ref(target)
-                except TypeError:
-                    ref = target
-                guards.append(_IdentityGuard(path, ref))
+                guards.append(_IdentityGuard(path, _reference(scanned.value)))
             elif type(scanned) in (list, tuple, dict):
                 if type(now) is not type(scanned):
                     guards.append(_ValueGuard(path, ("rebound",), _shown(now)))
@@ -504,6 +501,14 @@ class Capture:
 @dataclass
 class _Callable:
     value: Any
+
+
+def _reference(target):
+    """A weak reference where the object allows one (functions, arrays), else the object."""
+    try:
+        return weakref.ref(target)
+    except TypeError:
+        return target
 
 
 def _same_value(a, b) -> bool:
