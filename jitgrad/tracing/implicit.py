@@ -27,6 +27,7 @@ import functools
 import inspect
 import os
 import struct
+import sys
 import threading
 import types
 import weakref
@@ -582,15 +583,22 @@ def _class_names(cls: type) -> frozenset:
 _INTERNAL_PREFIXES = ("jitgrad", "numpy", "builtins", "functools", "ir")
 
 
+@functools.lru_cache(maxsize=1024)
 def _internal(cls: type) -> bool:
+    """Is `cls` jitgrad's, NumPy's, the standard library's or an installed package's? Its
+    instances are opaque: not looked into, not guarded."""
     module = getattr(cls, "__module__", "") or ""
-    return module.split(".")[0] in _INTERNAL_PREFIXES
+    if module.split(".")[0] in _INTERNAL_PREFIXES:
+        return True
+    path = getattr(sys.modules.get(module), "__file__", None)
+    return isinstance(path, str) and os.path.abspath(path).startswith(_INTERNAL_DIRS)
 
 
 _INTERNAL_DIRS = tuple(os.path.dirname(path) + os.sep for path in (
     os.path.dirname(os.path.abspath(__file__)), os.path.abspath(np.__file__), os.path.abspath(ir_package.__file__),
     os.path.abspath(functools.__file__)))
-"""Code in jitgrad, NumPy, the IR package and the standard library is never scanned."""
+"""Code in jitgrad, NumPy, the IR package, the standard library and installed packages
+(site-packages lies under the standard library's directory) is never scanned."""
 
 
 def _internal_code(code: types.CodeType) -> bool:
