@@ -10,7 +10,8 @@ compile it to native code with LLVM:
     ...     return np.mean(np.tanh(x @ w) ** 2)
 """
 from .errors import (JitgradError, ShapeError, DTypeError, UnsupportedOperationError, UnsupportedAttributeError, TracerBoolConversionError,
-                     GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, IndexingError,
+                     GradientError, IRParseError, VerificationError, CompilationError, ArgumentError, PytreeError,
+                     IndexingError,
                      MutationError, CutDerivativeError, MemoryBudgetError, MemoryBudgetWarning,
                      RecompileWarning)
 from .api import (Compiled, jit, grad, value_and_grad, vjp, jvp, linearize, jacfwd, jacrev, hessian, hvp,
@@ -28,6 +29,7 @@ __all__ = [
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "Graph", "SGD", "Adam",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
-    "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "IndexingError",
+    "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "PytreeError",
+    "IndexingError",
     "MutationError", "CutDerivativeError", "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning",
 ]

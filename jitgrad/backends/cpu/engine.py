@@ -286,9 +286,11 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
                         llvmlite.__version__, _jitgrad_version()) if cache else ""
         entry = cache.load(key) if cache else None
         if entry is not None:
-            loaded = _load(entry.object_code, symbols)
-            if loaded is not None:
-                return CompiledModule(loaded[0], entry.optimized_ir, True, loaded[1])
+            try:
+                engine, addresses = _load(entry.object_code, symbols)
+                return CompiledModule(engine, entry.optimized_ir, from_cache=True, addresses=addresses)
+            except CompilationError:
+                pass                        # not what it claims to be: compile it again
         stage = "llvm-verify"
         parsed = llvm.parse_assembly(text)
         parsed.verify()
@@ -307,31 +309,32 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
         stage = "llvm-codegen"
         entry = CacheEntry(tm.emit_object(parsed), str(parsed))
         stage = "llvm-load"
-        loaded = _load(entry.object_code, symbols)
-        if loaded is None:
-            raise CompilationError(stage, f"the generated object does not define {', '.join(symbols)}")
+        engine, addresses = _load(entry.object_code, symbols)
         if cache:
             cache.store(key, entry)         # replaces an entry that did not load
-        return CompiledModule(loaded[0], entry.optimized_ir, False, loaded[1])
+        return CompiledModule(engine, entry.optimized_ir, from_cache=False, addresses=addresses)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
 
 
-def _load(object_code: bytes, symbols: list[str]):
+def _load(object_code: bytes, symbols: list[str]) -> tuple[object, dict[str, int]]:
     """(engine, {symbol: address}) for an object that passes the structural check, loads,
-    and defines every symbol at a non-zero address; else None (the caller compiles the IR
-    again: a cache entry that is not what it claims to be costs a compile, not a crash)."""
-    if elf.applies() and elf.problem(object_code, symbols) is not None:
-        return None
+    and defines every symbol at a non-zero address; else a CompilationError saying why
+    (for a cache entry, the caller compiles the IR again: an entry that is not what it
+    claims to be costs a compile, not a crash)."""
+    problem = elf.problem(object_code, symbols) if elf.applies() else None
+    if problem is not None:
+        raise CompilationError("llvm-load", f"the object code is unusable: {problem}")
     try:
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), create_target_machine())
         engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
         engine.finalize_object()
-    except RuntimeError:
-        return None
+    except RuntimeError as err:
+        raise CompilationError("llvm-load", str(err).strip() or repr(err)) from err
     addresses = {symbol: engine.get_function_address(symbol) for symbol in symbols}
-    if not all(addresses.values()):
-        return None
+    missing = [symbol for symbol, address in addresses.items() if not address]
+    if missing:
+        raise CompilationError("llvm-load", f"the loaded code has no function {', '.join(missing)}")
     return engine, addresses
 
 
