@@ -340,3 +340,16 @@ def test_an_ndarray_subclass_the_code_names_is_guarded_not_retraced_at_every_cal
     for _ in range(3):
         np.testing.assert_allclose(f(X), 3 * X)
     assert f.compile_count == 1
+
+
+def test_parameters_in_an_ordered_dict_and_a_namedtuple():
+    import collections
+    Params = collections.namedtuple("Params", "w b")
+    params = collections.OrderedDict(w=np.ones(3))
+    p = Params(np.ones(3), np.zeros(3))
+    f = jit(lambda x: x * params["w"] + p.b + p[0])
+    np.testing.assert_allclose(f(X), X + 1)
+    params["w"] *= 2
+    p.b[:] = 1.0
+    np.testing.assert_allclose(f(X), 2 * X + 2)
+    assert f.compile_count == 1

@@ -361,7 +361,7 @@ class Capture:
             self.watched.append((path, value))
         elif isinstance(value, types.ModuleType):
             return
-        elif type(value) in (list, tuple, dict):
+        elif isinstance(value, (list, tuple, dict)):   # OrderedDict, namedtuple too
             self.watched.append((path, value))
             self.layouts.setdefault(id(value), _StructureGuard.layout_of(value))
             if depth >= MAX_DEPTH or len(value) > MAX_ITEMS or id(value) in self._scanned:
@@ -489,7 +489,7 @@ class Capture:
                 guards.append(_ArrayGuard(path, type(now), now.shape, now.dtype, contents, weakref.ref(now)))
             elif isinstance(scanned, _Callable):
                 guards.append(_IdentityGuard(path, _reference(scanned.value)))
-            elif type(scanned) in (list, tuple, dict):
+            elif isinstance(scanned, (list, tuple, dict)):
                 if type(now) is not type(scanned):
                     guards.append(_ValueGuard(path, ("rebound",), _shown(now)))
                 elif _holds_computation(now) and layouts.get(id(scanned)) == _StructureGuard.layout_of(now):
@@ -529,7 +529,7 @@ def _holds_computation(container, depth: int = 0) -> bool:
         return False
     items = container.values() if isinstance(container, dict) else container
     return any(isinstance(v, np.ndarray) or callable(v)
-               or (type(v) in (list, tuple, dict) and _holds_computation(v, depth + 1)) for v in items)
+               or (isinstance(v, (list, tuple, dict)) and _holds_computation(v, depth + 1)) for v in items)
 
 
 def _cell_value(cell):
