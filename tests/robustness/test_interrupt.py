@@ -1,60 +1,91 @@
-"""Ctrl-C during one long kernel: the kernel stops at its next block boundary, the call
-raises KeyboardInterrupt at once, and the function keeps working; a SIGINT handler that
-returns instead of raising gets the complete result (the kernel runs again). In a
-subprocess, which the test interrupts with a real SIGINT."""
+"""Ctrl-C during a long call — one long fused loop, or a chain of matrix products — stops
+it at the next block or kernel boundary, the call raises KeyboardInterrupt at once, and
+the function keeps working; a SIGINT handler that returns instead of raising gets the
+complete result (the call runs again). In a subprocess, which the test interrupts with
+a real SIGINT."""
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
-SCRIPT = textwrap.dedent("""
+import pytest
+
+PROGRAMS = {
+    "fused_loop": """
+        STEPS = 60
+
+        def waves(x):
+            for _ in range(STEPS):
+                x = np.sin(x) * 1.5
+            return x, np.sum(x)
+
+        def check(result):
+            out, total = result
+            x = ARGS[0][::997]
+            for _ in range(STEPS):
+                x = np.sin(x) * 1.5
+            np.testing.assert_allclose(out[::997], x, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(total, np.sum(out), rtol=1e-12)
+
+        f = jitgrad.jit(waves)
+        ARGS = (np.linspace(0.0, 1.0, 12_000_000),)
+        assert "fusion plan of @waves: 1 kernels" in f.lower(*ARGS).as_text("kernels")     # one long kernel
+    """,
+    "matrix_products": """
+        def chain(a, w):                         # BLAS calls, stopped between them
+            for _ in range(16):
+                a = np.tanh(a @ w)
+            return (a,)
+
+        def check(result):
+            a, w = ARGS
+            for _ in range(16):
+                a = np.tanh(a @ w)
+            np.testing.assert_allclose(result[0], a, rtol=1e-9, atol=1e-12)
+
+        f = jitgrad.jit(chain)
+        rng = np.random.default_rng(0)
+        ARGS = (rng.standard_normal((1500, 1500)) / 30, rng.standard_normal((1500, 1500)) / 30)
+    """,
+}
+
+HARNESS = """
+    print("calling", time.monotonic(), flush=True)
+    try:
+        f(*ARGS)
+        print("finished", time.monotonic(), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+
+    start = time.monotonic()
+    result = f(*ARGS)                           # the same signature, same workspace: still right
+    print("full", time.monotonic() - start, flush=True)
+    check(result)
+
+    seen = []
+    signal.signal(signal.SIGINT, lambda *args: seen.append(time.monotonic()))
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    again = f(*ARGS)
+    assert len(seen) == 1, seen
+    assert all(np.array_equal(a, b) for a, b in zip(again, result)), "a handler that returns gets the complete result"
+    print("ok", flush=True)
+"""
+
+PRELUDE = """
     import os, signal, sys, threading, time
     import numpy as np
     import jitgrad
     from jitgrad.config import config
 
     config.cache_dir = None
-    STEPS = 60
-
-    def waves(x):
-        for _ in range(STEPS):
-            x = np.sin(x) * 1.5
-        return x, np.sum(x)
-
-    def reference(x):
-        for _ in range(STEPS):
-            x = np.sin(x) * 1.5
-        return x
-
-    f = jitgrad.jit(waves)
-    X = np.linspace(0.0, 1.0, 12_000_000)
-    assert "fusion plan of @waves: 1 kernels" in f.lower(X).as_text("kernels")     # one long kernel
-    print("calling", time.monotonic(), flush=True)
-    try:
-        f(X)
-        print("finished", time.monotonic(), flush=True)
-    except KeyboardInterrupt:
-        print("interrupted", time.monotonic(), flush=True)
-
-    start = time.monotonic()
-    out, total = f(X)                           # the same signature, same workspace: still right
-    print("full", time.monotonic() - start, flush=True)
-    np.testing.assert_allclose(out[::997], reference(X[::997]), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(total, np.sum(out), rtol=1e-12)
-
-    seen = []
-    signal.signal(signal.SIGINT, lambda *args: seen.append(time.monotonic()))
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-    again, again_total = f(X)
-    assert len(seen) == 1, seen
-    assert np.array_equal(again, out) and again_total == total, "a handler that returns gets the complete result"
-    print("ok", flush=True)
-""")
+"""
 
 
-def test_ctrl_c_stops_a_long_kernel_and_the_function_stays_usable():
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_ctrl_c_stops_a_long_call_and_the_function_stays_usable(program):
+    script = textwrap.dedent(PRELUDE) + textwrap.dedent(PROGRAMS[program]) + textwrap.dedent(HARNESS)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         line = proc.stdout.readline().split()

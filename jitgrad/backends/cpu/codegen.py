@@ -109,7 +109,10 @@ class FunctionLowering:
             op = v.defining_op
             if op is not None and v not in self.output_slots and not isinstance(op.opdef.lowering, (Alias, Constant)):
                 self.output_slots[v] = ptr
-        for kernel in self.sched.kernels:
+        stoppable = self._may_run_long()
+        for position, kernel in enumerate(self.sched.kernels):
+            if stoppable and position:
+                self._return_if_interrupted()
             if kernel.fused:
                 self._lower_fused(kernel)
             else:
@@ -427,6 +430,27 @@ class FunctionLowering:
     def stops_on_interrupt(self) -> bool:
         """Whether the function has blocked loops that stop early for a watching caller."""
         return self._watch is not None
+
+    def _may_run_long(self) -> bool:
+        """Whether a call may run long enough to stop on Ctrl-C between kernels too: it
+        has a blocked loop (which watches anyway) or a matrix product of at least
+        PARALLEL_MIN_WORK multiply-adds (a BLAS call cannot be stopped inside)."""
+        for kernel in self.sched.kernels:
+            if kernel.fused and kernel.size * self._work_per_element(kernel) >= PARALLEL_MIN_WORK:
+                return True
+            op = kernel.ops[0]
+            if not kernel.fused and isinstance(op.opdef.lowering, Contraction):
+                lhs, (contracted, _) = op.operands[0], op.attrs["contract"]
+                if op.results[0].type.size * math.prod(lhs.type.shape[a] for a in contracted) >= PARALLEL_MIN_WORK:
+                    return True
+        return False
+
+    def _return_if_interrupted(self) -> None:
+        """Return now if an interrupt arrived for a watching caller: the remaining kernels
+        are skipped, and the caller discards the outputs."""
+        b = self.builder
+        with b.if_then(self.runtime.interrupted(b, *self._interrupt_watch()), likely=False):
+            b.ret_void()
 
     def _interrupt_watch(self) -> tuple[ir.Value, ir.Value]:
         """(armed, baseline) of runtime.KernelRuntime.watch, read once at the top of the
