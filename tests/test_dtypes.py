@@ -326,7 +326,8 @@ def test_matrix_products_of_every_kind_of_dtype(dtype):
     else:
         a = np.array([[256, 1, 1, 1, 1, 1, 1, 1]] * 3, dtype)    # float32 accumulation: 263, not 256
         b = np.ones((8, 2), dtype)
-    check(lambda a, b: (a @ b, np.dot(a, b), np.matmul(a[0], b)), a, b)
+    check(lambda a, b: (a @ b, np.dot(a, b), np.matmul(a[0], b), np.outer(a[0], b[:, 0]), np.inner(a[0, 0], b),
+                        np.dot(a[0, 0], b)), a, b)
 
 
 def test_repeated_calls_with_every_dtype_take_the_native_path_or_fall_back():

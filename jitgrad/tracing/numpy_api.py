@@ -574,7 +574,7 @@ def dot(a, b, out=None):
     _reject("dot", out=out)
     a, b = promote(a, b)
     if a.type.ndim == 0 or b.type.ndim == 0:
-        return _elementwise(P.mul, a, b)
+        return UFUNCS[np.multiply](a, b)      # bool: and; float16: rounded once
     if b.type.ndim == 1 or a.type.ndim <= 2 and b.type.ndim <= 2:
         return _matmul_values(a, b)
     return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 2,)))
@@ -583,7 +583,7 @@ def dot(a, b, out=None):
 def inner(a, b):
     a, b = promote(a, b)
     if a.type.ndim == 0 or b.type.ndim == 0:
-        return _elementwise(P.mul, a, b)
+        return UFUNCS[np.multiply](a, b)      # bool: and; float16: rounded once
     return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 1,)))
 
 
@@ -591,7 +591,7 @@ def outer(a, b, out=None):
     _reject("outer", out=out)
     a, b = promote(a, b)
     a, b = P.reshape(a, (a.type.size, 1)), P.reshape(b, (1, b.type.size))
-    return P.mul(*broadcast_values(a, b))
+    return UFUNCS[np.multiply](a, b)
 
 
 def tensordot(a, b, axes=2):
