@@ -497,3 +497,15 @@ def test_global_state_moved_by_a_path_not_intercepted_raises():
     bit_generator = np.random.get_bit_generator
     with pytest.raises(UnsupportedOperationError, match="global state was advanced"):
         jitgrad.jit(lambda x: x + bit_generator().random_raw(3))(np.zeros(3))
+
+
+def test_keys_come_from_whatever_bit_generator_numpy_uses():
+    saved = np.random.get_bit_generator()
+    try:
+        np.random.set_bit_generator(np.random.PCG64(7))
+        f = jitgrad.jit(lambda x: x + np.random.rand(3))
+        a = f(np.zeros(3))
+        np.random.set_bit_generator(np.random.PCG64(7))
+        np.testing.assert_array_equal(f(np.zeros(3)), a)
+    finally:
+        np.random.set_bit_generator(saved)

@@ -103,7 +103,7 @@ def draw_key() -> np.ndarray:
     if pinned is not None and pinned.key is not None:
         return pinned.key
     _global_draws.note()
-    w0, w1, w2, w3 = _global_bit_generator().random_raw(4).tolist()     # four 32-bit words (MT19937)
+    w0, w1, w2, w3 = (w & 0xFFFFFFFF for w in _global_bit_generator().random_raw(4).tolist())   # MT19937: 32 bits
     key = np.array([w0 | w1 << 32, w2 | w3 << 32], dtype=np.uint64).view(np.int64)
     if pinned is not None:
         pinned.key = key
@@ -138,7 +138,6 @@ class RandomKeyArgument:
 
     type = KEY_TYPE
     path = implicit.Path(None, (), "the random key (drawn from np.random's global state at each call)")
-    view = None
 
     @staticmethod
     def fetch() -> np.ndarray:
