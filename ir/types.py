@@ -91,9 +91,11 @@ class TensorType:
 
     shape: tuple[int, ...]
     dtype: DType
-    weak: bool = False
+    weak: bool | frozenset = False
     """Only in call signatures: a Python scalar argument, which promotes like one (NEP 50:
-    `f(x_f32, 2.0)` is float32). Traced values are never weak; see `as_strong`."""
+    `f(x_f32, 2.0)` is float32). For a Python int, the integer dtypes that can hold its
+    value (NumPy refuses to cast it to any other), so the signature tells them apart.
+    Traced values are never weak; see `as_strong`."""
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))

@@ -284,6 +284,19 @@ def test_python_ints_compare_by_value_as_in_numpy():
     check(lambda x: (x == -1, x != -1, x < -1, x > -1, -1 < x, 70000 > x, x >= 70000, x <= 2**70), x)
     check(lambda x, s: (s > x, x == s, x >= s), x, -1)                 # a Python int argument
     check(lambda x: np.where(x > 3, x, -1), x)                          # np.where casts unsafely
+    check(lambda x: (np.concatenate([-2, x], axis=None), np.stack([x[0], 2.5]),
+                     np.concatenate([x.astype(np.float32)[:1], 2.5], axis=None)), x)
+
+
+def test_python_int_argument_out_of_range_is_an_error_as_in_numpy():
+    f = jitgrad.jit(lambda x, s: x + s)
+    u8 = np.array([1, 2], np.uint8)
+    assert_same(f(u8, 200), u8 + 200)
+    for s in (300, -1):
+        with pytest.raises(DTypeError, match="out of bounds for uint8"):
+            f(u8, s)
+    assert_same(f(np.array([1, 2]), -1), np.array([1, 2]) - 1)
+    check(lambda x, s: np.where(x > 1, x, s), u8, -1)                  # np.where casts unsafely
 
 
 def test_weak_and_strong_scalars_compile_separately():

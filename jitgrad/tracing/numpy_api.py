@@ -31,12 +31,12 @@ _WEAK = threading.local()
 
 @contextlib.contextmanager
 def weak_scalars(values):
-    """Within this block the traced `values` promote as Python scalars (NEP 50's weak
-    scalars): they are Python floats, ints and bools passed as arguments, and the results
-    of Python operators on them only (`s * 2`), as in NumPy where those stay Python
-    scalars. The tracer opens it around every NumPy call it dispatches."""
-    saved = getattr(_WEAK, "values", frozenset())
-    _WEAK.values = frozenset(values)
+    """Within this block the traced `values` (a mapping Value -> `TensorType.weak`) promote
+    as Python scalars (NEP 50's weak scalars): they are Python floats, ints and bools passed
+    as arguments, and the results of Python operators on them only (`s * 2`), as in NumPy
+    where those stay Python scalars. The tracer opens it around every NumPy call."""
+    saved = getattr(_WEAK, "values", {})
+    _WEAK.values = dict(values)
     try:
         yield
     finally:
@@ -106,6 +106,11 @@ def ufunc_dtypes(ufunc, *operands) -> tuple[list[DType], list[DType]]:
 def as_value(x, dtype: DType | None = None) -> Value:
     """An IR value for `x`: Values are converted to `dtype`, constants become constant ops."""
     if isinstance(x, Value):
+        if dtype is not None and dtype.is_integer:
+            holding = getattr(_WEAK, "values", {}).get(x)
+            if isinstance(holding, frozenset) and dtype not in holding:     # NumPy: OverflowError
+                raise DTypeError(f"the Python int passed as an argument is out of bounds for {dtype.numpy} "
+                                 "(NumPy raises OverflowError)")
         return P.convert(x, dtype) if dtype is not None else x
     outside = implicit_value(x)          # an array read from a closure, global or attribute
     if outside is not None:
@@ -352,8 +357,8 @@ def _numpy_loop(ufunc, impl):
         if ufunc in _COMPARISONS:
             # A Python int argument is only known at run time, and NumPy compares a Python
             # int by its value: compare it as a (strong) int64.
-            weak = getattr(_WEAK, "values", frozenset())
-            with weak_scalars(v for v in weak if v.type.dtype != DType.i64):
+            weak = getattr(_WEAK, "values", {})
+            with weak_scalars({v: w for v, w in weak.items() if v.type.dtype != DType.i64}):
                 return resolved(*operands)
         return resolved(*operands)
 
@@ -727,9 +732,18 @@ def ravel(x, order="C"):
     return reshape(x, (x.type.size,), order=order)
 
 
+def _promote_unsafely(arrays) -> list[Value]:
+    """NumPy 2's concatenate/stack/where promotion: Python scalars are weak, and cast
+    unsafely (a Python int the result dtype cannot hold wraps, no error)."""
+    dtype = result_dtype(*arrays)
+    return [P.convert(a, dtype) if isinstance(a, Value) else
+            as_value(np.asarray(a).astype(dtype.numpy) if _is_weak(a) and isinstance(a, int) else a, dtype)
+            for a in arrays]
+
+
 def concatenate(arrays, axis=0, out=None, dtype=None):
     _reject("concatenate", out=out)
-    values = promote(*arrays) if dtype is None else [as_value(a, DType.from_numpy(dtype)) for a in arrays]
+    values = _promote_unsafely(arrays) if dtype is None else [as_value(a, DType.from_numpy(dtype)) for a in arrays]
     if axis is None:
         values, axis = [ravel(v) for v in values], 0
     ndim = values[0].type.ndim
@@ -742,7 +756,7 @@ def concatenate(arrays, axis=0, out=None, dtype=None):
 
 def stack(arrays, axis=0, out=None):
     _reject("stack", out=out)
-    values = promote(*arrays)
+    values = _promote_unsafely(arrays)
     shapes = {v.type.shape for v in values}
     if len(shapes) != 1:
         raise ShapeError("all input arrays must have the same shape")
@@ -753,10 +767,7 @@ def where(condition, x=None, y=None):
     if x is None or y is None:
         raise UnsupportedOperationError("numpy.where with one argument (indices of nonzero elements) "
                                         "has a data-dependent shape; use the three-argument form")
-    dtype = result_dtype(x, y)
-    # np.where casts unsafely: a Python int its result dtype cannot hold wraps, no error
-    x, y = (as_value(np.asarray(v).astype(dtype.numpy) if _is_weak(v) and isinstance(v, int) else v, dtype)
-            for v in (x, y))
+    x, y = _promote_unsafely((x, y))
     cond, x, y = broadcast_values(as_value(condition, DType.bool), x, y)
     return P.select(cond, x, y)
 

@@ -81,14 +81,15 @@ def _wrap(x):
     return x
 
 
-def _weak_values(args, kwargs) -> list[Value]:
-    """The values of weak tracers (Python scalars passed as arguments) among the arguments."""
-    found = []
+def _weak_values(args, kwargs) -> dict[Value, bool | frozenset]:
+    """The values of weak tracers (Python scalars passed as arguments) among the arguments,
+    with what is known of their range (`TensorType.weak`)."""
+    found = {}
 
     def visit(x):
         if isinstance(x, Tracer):
             if x.weak:
-                found.append(x.value)
+                found[x.value] = x.weak
         elif isinstance(x, (list, tuple)):
             for item in x:
                 visit(item)
@@ -188,11 +189,12 @@ class Tracer:
     __slots__ = ("value", "weak")
     __array_priority__ = 1000
 
-    def __init__(self, value: Value, weak: bool = False):
+    def __init__(self, value: Value, weak: bool | frozenset = False):
         self.value = value
         self.weak = weak
         """A Python scalar argument (or a Python operator's result on such): it promotes
-        as a Python scalar does (NEP 50), so `x_f32 * s` stays float32."""
+        as a Python scalar does (NEP 50), so `x_f32 * s` stays float32. For a Python int
+        argument, the integer dtypes that hold its value (`TensorType.weak`)."""
 
     # ----- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -353,7 +355,7 @@ def abstract_leaf(x) -> TensorType:
     if isinstance(x, TensorType):
         return x
     if isinstance(x, Tracer):
-        return TensorType(x.value.type.shape, x.value.type.dtype, weak=True) if x.weak else x.value.type
+        return TensorType(x.value.type.shape, x.value.type.dtype, weak=x.weak) if x.weak else x.value.type
     if isinstance(x, np.generic):          # NumPy scalars (np.float64 is a float) are strong
         return _array_type(x)
     if isinstance(x, bool):
@@ -361,7 +363,8 @@ def abstract_leaf(x) -> TensorType:
     if isinstance(x, int):
         if not -2**63 <= x < 2**63:
             raise ArgumentError(f"the Python int {x} does not fit in int64")
-        return TensorType((), DType.i64, weak=True)
+        holding = frozenset(d for d in DType if d.is_integer and np.iinfo(d.numpy).min <= x <= np.iinfo(d.numpy).max)
+        return TensorType((), DType.i64, weak=holding)
     if isinstance(x, float):
         return TensorType((), DType.f64, weak=True)
     for cls, why in _CHANGED_MEANING.items():
