@@ -509,3 +509,20 @@ def test_keys_come_from_whatever_bit_generator_numpy_uses():
         np.testing.assert_array_equal(f(np.zeros(3)), a)
     finally:
         np.random.set_bit_generator(saved)
+
+
+def test_choice_with_replacement():
+    r = jitgrad.jit(lambda z: z + np.random.choice(5, size=N))(np.zeros(N, np.int64))
+    assert set(np.unique(r)) == set(range(5))
+    assert np.all(np.abs(np.bincount(r) - N / 5) < 6 * np.sqrt(N * 0.16))
+    a = np.array([1.5, -2.0, 7.0])
+    picked = jitgrad.jit(lambda a: np.random.choice(a, size=N, p=[0.1, 0.2, 0.7]))(a)
+    for value, prob in zip(a, [0.1, 0.2, 0.7], strict=True):
+        _close(np.mean(picked == value), prob, np.sqrt(prob * (1 - prob)))
+    assert set(np.unique(picked)) == set(a)
+    counts = jitgrad.grad(lambda a: np.sum(np.random.choice(a, size=300)))(a)   # d/da_k = times k was picked
+    assert counts.sum() == 300 and np.all(counts == np.round(counts))
+    with pytest.raises(UnsupportedOperationError, match="replace=False"):
+        jitgrad.jit(lambda x: x + np.random.choice(5, 3, replace=False))(np.zeros(3))
+    with pytest.raises(ValueError, match="sum to 1"):
+        jitgrad.jit(lambda x: x + np.random.choice(2, 3, p=[0.5, 0.6]))(np.zeros(3))

@@ -387,6 +387,69 @@ def randint(low, high=None, size=None, dtype=int):
     return P.convert(values, target)
 
 
+def choice(a, size=None, replace=True, p=None):
+    """Draws from `a` (an int n: range(n); or a 1-D array, concrete or traced) with
+    replacement, uniformly or with concrete probabilities `p`. An element is picked by a
+    comparison with each candidate (a one-hot sum), so the work is size x len(a)."""
+    if not replace:
+        raise UnsupportedOperationError("np.random.choice(..., replace=False) is not supported inside compiled "
+                                        "functions (a permutation has no elementwise form)")
+    if isinstance(a, Value):
+        if a.type.ndim != 1:
+            raise ValueError("a must be 1-dimensional")
+        n = a.type.shape[0]
+    elif np.ndim(a) == 0:
+        n = operator.index(a)
+        a = None
+    elif np.ndim(a) == 1:
+        n = len(a)
+    else:
+        raise ValueError("a must be 1-dimensional")
+    if n <= 0:
+        raise ValueError("a must be a positive integer unless no samples are taken" if a is None
+                         else "'a' cannot be empty unless no samples are taken")
+    shape = _shape_for(size)
+    if p is None:
+        index = randint(0, n, shape)
+    else:
+        if isinstance(p, Value):
+            raise UnsupportedOperationError("np.random.choice with traced probabilities is not supported inside "
+                                            "compiled functions; pass p as a concrete array")
+        probabilities = np.asarray(p, dtype=np.float64)
+        if probabilities.shape != (n,):
+            raise ValueError("'a' and 'p' must have same size")
+        if np.any(probabilities < 0) or not np.isclose(probabilities.sum(), 1.0, rtol=0, atol=np.sqrt(
+                np.finfo(np.float64).eps)):
+            raise ValueError("probabilities are not non-negative" if np.any(probabilities < 0)
+                             else "probabilities do not sum to 1")
+        _check_one_hot_size(shape, n)
+        cdf = np.cumsum(probabilities)
+        thresholds = (cdf / cdf[-1])[:-1]       # index = #thresholds <= u: NumPy's cdf.searchsorted(u, "right")
+        u = api.broadcast_to(P.reshape(_uniform(shape)[0], shape + (1,)), shape + (n - 1,))
+        below = P.convert(P.le(_param(thresholds, shape + (n - 1,)), u), DType.i64)
+        index = P.reduce_sum(below, (len(shape),)) if n > 1 else P.full(0, TensorType(shape, DType.i64))
+    if a is None:
+        return index
+    _check_one_hot_size(shape, n)
+    values = api.as_value(a)
+    candidates = P.constant(np.arange(n, dtype=np.int64), DType.i64)
+    picked = P.eq(api.broadcast_to(P.reshape(index, shape + (1,)), shape + (n,)),
+                  api.broadcast_to(candidates, shape + (n,)))
+    zeros = P.full(0, TensorType(shape + (n,), values.type.dtype))
+    return P.reduce_sum(P.select(picked, api.broadcast_to(values, shape + (n,)), zeros), (len(shape),))
+
+
+MAX_ONE_HOT_ELEMENTS = 1 << 26
+"""choice's one-hot form compares each draw with every candidate: size x len(a) at most this."""
+
+
+def _check_one_hot_size(shape, n: int) -> None:
+    if TensorType(shape, DType.f64).size * n > MAX_ONE_HOT_ELEMENTS:
+        raise UnsupportedOperationError(f"np.random.choice of {TensorType(shape, DType.f64).size} draws among {n} "
+                                        "candidates is too large inside a compiled function (draws x candidates "
+                                        f"at most 2**26); draw indices with np.random.randint instead")
+
+
 def binomial(n, p, size=None):
     """Binomial with one trial (Bernoulli): u < p. More trials: not supported."""
     if isinstance(n, Value) or not np.all(np.asarray(n) == 1):
@@ -416,7 +479,7 @@ TRACED = {
     "uniform": uniform, "standard_exponential": standard_exponential, "exponential": exponential,
     "randint": randint, "binomial": binomial, "lognormal": lognormal, "standard_cauchy": standard_cauchy,
     "laplace": laplace, "gumbel": gumbel, "rayleigh": rayleigh, "weibull": weibull, "pareto": pareto,
-    "power": power,
+    "power": power, "choice": choice,
 }
 """np.random functions with a traced version: fresh numbers at every call."""
 
