@@ -3,9 +3,10 @@ vjp, and the `jit_grad` decorator.
 
 Every transformation returns a `Compiled` callable. Called on arrays it looks up (or
 builds) native code for the argument signature — pytree structure, shapes, dtypes and
-static arguments — so a repeated call neither retraces nor recompiles. Called on traced
-values (inside another transformation) it inlines its IR instead, which is how the
-transformations compose.
+static arguments — so a repeated call neither retraces nor recompiles. Values the function
+reads from closures, globals and attributes are read at each call (`tracing/implicit.py`,
+docs/semantics-closures.md). Called on traced values (inside another transformation) it
+inlines its IR instead, which is how the transformations compose.
 """
 from __future__ import annotations
 
