@@ -290,10 +290,10 @@ def test_unsupported_function_names_function_and_line(name):
 
 def test_unsupported_ufunc_names_ufunc_and_line():
     def f(x):
-        return np.arctan2(x, x)
+        return np.nextafter(x, x)
     with pytest.raises(UnsupportedOperationError) as info:
         trace(f, (V4,))
-    assert "arctan2" in str(info.value) and _line_of(f) in str(info.value), str(info.value)
+    assert "nextafter" in str(info.value) and _line_of(f) in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("arg", [1.5, V4], ids=["scalar", "vector"])

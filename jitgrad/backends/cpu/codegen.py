@@ -33,6 +33,7 @@ CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 INLINE_CONSTANT_BYTES = 256   # larger constants are passed by address, never printed into the IR
 PARALLEL_MIN_WORK = 1 << 20   # estimated element-ops from which a fused loop runs on all cores
 PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
+WIDE_STACK_BYTES = 1 << 15    # float64 accumulators of a narrower reduction up to this size live on the stack
 
 
 class Index:
@@ -490,8 +491,10 @@ class FunctionLowering:
             return
         acc_dtype = accumulator_dtype(dtype)
         buffer, buffer_type = self.buffers[result], register_type(acc_dtype)
-        if acc_dtype != dtype:
-            buffer = self._scratch(result.type.size * 8)
+        if acc_dtype != dtype:          # a float64 copy of the result: on the stack when small
+            small = result.type.size * 8 <= WIDE_STACK_BYTES
+            buffer = alloca_in_entry(b, buffer_type, "wide", count=result.type.size) if small else \
+                self._scratch(result.type.size * 8)
 
         def slot(i):
             return b.gep(buffer, [i], inbounds=True, source_etype=buffer_type)
