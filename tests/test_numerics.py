@@ -266,6 +266,7 @@ FLOAT32_REDUCTIONS = {
     "rows": (lambda v: np.sum(v.reshape(500, -1), axis=1), None),
     "columns": (lambda v: np.sum(v.reshape(500, -1), axis=0), None),
     "row-means": (lambda v: np.mean(v.reshape(-1, 500).T, axis=0), None),
+    "many-columns": (lambda v: np.sum(v.reshape(20, -1), axis=0), None),     # a float64 buffer off the stack
 }
 
 
@@ -279,6 +280,8 @@ def _exact_reduction(name, v64):
         return np.array([math.fsum(r) for r in v64.reshape(500, -1)])
     if name == "columns":
         return np.array([math.fsum(c) for c in v64.reshape(500, -1).T])
+    if name == "many-columns":
+        return np.array([math.fsum(c) for c in v64.reshape(20, -1).T])
     if name == "row-means":
         return np.array([math.fsum(r) / 500 for r in v64.reshape(-1, 500)])
     return FLOAT32_REDUCTIONS[name][1](v64)
