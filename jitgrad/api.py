@@ -404,6 +404,8 @@ def _transformed(kind: str, fun: Callable, param) -> Compiled:
             return compiled
     if kind == "jit":
         compiled = jit(fun)
+    elif kind == "grad":
+        compiled = grad(fun, argnums=param)
     elif kind == "vjp":
         compiled = Compiled(fun, vjp_transform(fun, param), name=f"vjp_{_name(fun)}")
     else:
@@ -535,7 +537,8 @@ def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
 
 def hvp(fun: Callable, primals: Sequence, tangents: Sequence):
     """Hessian-vector product by forward-over-reverse: jvp(grad(fun), primals, tangents)[1]."""
-    return jvp(grad(fun, argnums=tuple(range(len(primals))) if len(primals) > 1 else 0), primals, tangents)[1]
+    argnums = tuple(range(len(primals))) if len(primals) > 1 else 0
+    return jvp(_transformed("grad", fun, argnums), primals, tangents)[1]
 
 
 def stop_gradient(x):

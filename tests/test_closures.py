@@ -353,3 +353,13 @@ def test_parameters_in_an_ordered_dict_and_a_namedtuple():
     p.b[:] = 1.0
     np.testing.assert_allclose(f(X), 2 * X + 2)
     assert f.compile_count == 1
+
+
+def test_hvp_in_a_loop_compiles_once_and_sees_the_closure():
+    W = np.array([1.0, 2.0, 3.0])
+    f = lambda x: np.sum(W * x ** 3)
+    for scale in (1.0, 2.0, 3.0):
+        W[:] = scale
+        np.testing.assert_allclose(jitgrad.hvp(f, (X,), (np.ones(3),)), 6 * W * X, rtol=1e-12)
+    inner = jitgrad.api._transformed("grad", f, 0)
+    assert jitgrad.api._transformed("jvp", inner, 1).compile_count == 1
