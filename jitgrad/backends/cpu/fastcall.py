@@ -225,6 +225,7 @@ def _build(symbol, inputs, outputs, addresses: _Addresses, result) -> ir.Module:
         b.position_at_end(continue_block)
 
     out_view = b.alloca(I8, size=index(PY_BUFFER_BYTES), name="outview")
+    no_out_buffer = fn.append_basic_block("no_out_buffer")   # an output without a buffer: the Python path
     call_args = b.alloca(PTR, size=index(2), name="emptyargs")
     for j, (shape_id, dtype_id, nbytes) in enumerate(outputs):
         b.store(_address(shape_id), call_args)
@@ -234,7 +235,7 @@ def _build(symbol, inputs, outputs, addresses: _Addresses, result) -> ir.Module:
         b.store(out, slot(objects, j))
         b.store(index(j + 1), made)
         got = b.call(api["getbuffer"], [out, out_view, ir.Constant(I32, PYBUF_WRITE)])
-        then(b.icmp_signed("==", got, ir.Constant(I32, 0)), f"outbuffer{j}", to_error)
+        then(b.icmp_signed("==", got, ir.Constant(I32, 0)), f"outbuffer{j}", no_out_buffer)
         size_ok = b.icmp_signed("==", field(out_view, LEN, I64), index(nbytes))
         b.store(field(out_view, BUF, PTR), slot(pointers, n_in + j))
         b.call(api["release"], [out_view])
@@ -293,6 +294,9 @@ def _build(symbol, inputs, outputs, addresses: _Addresses, result) -> ir.Module:
         with for_range(b, b.load(made, typ=I64), "unwind_objects") as k:
             b.call(api["decref"], [b.load(b.gep(objects, [k], source_etype=PTR), typ=PTR)])
 
+    b.position_at_end(no_out_buffer)
+    b.call(api["clear"], [])
+    b.branch(to_fallback)
     b.position_at_end(to_fallback)
     unwind()
     b.ret(b.call(api["call"], [_address(addresses.fallback), args, nargs, ir.Constant(PTR, None)]))
