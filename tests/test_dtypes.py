@@ -123,6 +123,19 @@ def test_integer_to_negative_static_power_is_an_error():
         jitgrad.jit(lambda a: a ** -1)(np.array([1, 2]))
 
 
+def test_negative_static_power_of_an_empty_integer_array_is_empty():
+    check(lambda a: a ** -2, np.zeros((2, 0), np.int16))
+
+
+def test_products_take_python_scalars_as_arrays():
+    """np.dot/inner/outer/tensordot convert operands with np.asarray: a Python scalar there
+    is a strong float64/int64, unlike in ufuncs."""
+    x = np.array([[2.5, -0.125], [3.25, 1.5]], np.float16)
+    u = np.array([66, 1, 33], np.uint64)
+    check(lambda x, u, s: (np.dot(7, x), np.inner(2**40, u), np.outer(2.0, x), np.dot(s, x),
+                           np.tensordot(x, 2.0, axes=0)), x, u, 2.0)
+
+
 def test_bool_arithmetic_and_logic_as_numpy():
     p = np.array([True, True, False, False])
     q = np.array([True, False, True, False])
