@@ -67,6 +67,7 @@ class Compiled:
         self._fast = None                 # native call path for the hottest signature
         self._fast_lowered: Lowered | None = None   # keeps the fast path's code alive
         self._compiles = 0
+        self._compiles_since_clear = 0    # what the recompile warning counts
         self._warned = False
         self._last_key = None
         functools.update_wrapper(self, fun, updated=())
@@ -214,6 +215,7 @@ class Compiled:
             self._cache.setdefault(key, []).insert(0, lowered)
             self._cache.move_to_end(key)
             self._compiles += 1
+            self._compiles_since_clear += 1
             limit = max(1, config.max_signatures_per_function)
             while self.cache_size > limit:
                 oldest_key = next(iter(self._cache))
@@ -246,9 +248,9 @@ class Compiled:
     def _maybe_warn(self, reason: str) -> None:
         limit = config.recompile_warning_after
         with self._lock:
-            warn = limit and self._compiles > limit and not self._warned
+            warn = limit and self._compiles_since_clear > limit and not self._warned
             self._warned = self._warned or bool(warn)
-            count = self._compiles
+            count = self._compiles_since_clear
         if warn:
             warnings.warn(f"{self.name} has been compiled {count} times (more than "
                           f"config.recompile_warning_after = {limit}); the last time because {reason}. Each new "
@@ -264,6 +266,7 @@ class Compiled:
             self._calls.clear()
             self._key_locks.clear()
             self._last_key = None
+            self._compiles_since_clear = 0
 
     @property
     def cache_size(self) -> int:
