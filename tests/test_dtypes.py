@@ -141,6 +141,7 @@ def test_bool_arithmetic_and_logic_as_numpy():
     q = np.array([True, False, True, False])
     check(lambda p, q: (p + q, p * q, p & q, p | q, p ^ q, ~p, np.maximum(p, q), np.minimum(p, q),
                         p + 1, p * 2.5, np.sum(p), p == q, p < q, abs(p), np.max(p), np.min(q)), p, q)
+    check(lambda p, q: (p ** 2, p ** 3, np.power(p, 2), np.argmax(p), np.argmin(q)), p, q)   # ** 2 is np.square
     with pytest.raises(DTypeError, match="subtract"):
         jitgrad.jit(lambda p, q: p - q)(p, q)
 
@@ -283,6 +284,7 @@ def test_python_scalars_passed_as_arguments_are_weak():
     check(lambda x, s: x * np.sqrt(s), x32, 4.0)                          # np.sqrt(float) is float64
     check(lambda x, s: x + s, np.array([1.0, 2.0], np.float16), True)
     check(lambda s: s * 2, 3.0)
+    check(lambda x, p: (np.power(x, p), x ** p, p ** x), np.array([1.5, 2.0]), 2.5)   # a traced exponent
 
 
 def test_python_operators_on_weak_scalars_follow_python():

@@ -177,12 +177,13 @@ def unary_float(prim_fn):
 
 def power(x, y):
     """x ** y; a static integer exponent becomes exact repeated multiplication."""
-    if _is_weak(y) and math.isfinite(y) and float(y) == int(y) and builtins.abs(y) <= 64:
+    static = _is_weak(y) and not isinstance(y, Value)        # a Python number written in the code
+    if static and math.isfinite(y) and float(y) == int(y) and builtins.abs(y) <= 64:
         base = promote(x)[0] if not _is_weak(x) else as_value(x)
         if y < 0 and not base.type.dtype.is_float and base.type.size == 0:
             return base          # NumPy checks elements at run time: an empty array passes
         return P.integer_pow(base, int(y))
-    if _is_weak(y) and y == 0.5:
+    if static and y == 0.5:
         return P.sqrt(promote(x, min_float=True)[0])
     if not result_dtype(x, y).is_float:
         return _elementwise(P.power, x, y)      # integers: wrap-around repeated squaring
@@ -485,6 +486,8 @@ def _arg_extremum(reduce_fn, name):
         with the reduced value and a minimum over an index constant: no new primitive."""
         _reject(name, out=out)
         x = as_value(x)
+        if x.type.dtype == DType.bool:
+            x = P.convert(x, DType.u8)
         if axis is None:
             x, axis = P.reshape(x, (x.type.size,)), 0
         (axis,) = normalize_axes(axis, x.type.ndim)

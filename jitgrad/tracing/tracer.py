@@ -280,7 +280,14 @@ class Tracer:
     __sub__, __rsub__ = _operator(np.subtract), _operator(np.subtract, True)
     __mul__, __rmul__ = _operator(np.multiply), _operator(np.multiply, True)
     __truediv__, __rtruediv__ = _operator(np.true_divide), _operator(np.true_divide, True)
-    __pow__, __rpow__ = _operator(np.power), _operator(np.power, True)
+    __rpow__ = _operator(np.power, True)
+    _power = _operator(np.power)
+
+    def __pow__(self, other):
+        """NumPy's `**` computes a bool array ** 2 as np.square (int8), unlike np.power."""
+        if self.value.type.dtype == DType.bool and type(other) is int and other == 2 and not self.weak:
+            return apply(api.UFUNCS[np.square], (self,))
+        return self._power(other)
     __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
     __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
     __eq__, __ne__ = _operator(np.equal), _operator(np.not_equal)
