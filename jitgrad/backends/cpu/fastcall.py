@@ -23,6 +23,7 @@ import ctypes
 import inspect
 import itertools
 import weakref
+from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -109,7 +110,7 @@ def native_call(executable, fallback, result, allocate=np.empty):
     addresses = _Addresses(kernel=executable.kernel_address, fallback=id(fallback), allocate=id(allocate),
                            workspace_slot=workspace.slot_address if workspace.nbytes else 0,
                            no_workspace=workspace.address if not workspace.nbytes else 0,
-                           constants=executable.constant_addresses)
+                           constants=tuple(executable.constant_addresses))
     module = _build(symbol, inputs, outputs, addresses, result)
     compiled = compile_module(module, opt_level=2, cache_dir=None)
     method = _PyMethodDef(symbol.encode(), compiled.address(symbol), METH_FASTCALL, None)
@@ -120,14 +121,16 @@ def native_call(executable, fallback, result, allocate=np.empty):
     return new(ctypes.addressof(method), owner, None)
 
 
+@dataclass(frozen=True)
 class _Addresses:
     """What the wrapper calls and reads, by address."""
 
-    def __init__(self, kernel, fallback, allocate, workspace_slot, no_workspace, constants):
-        self.kernel, self.fallback, self.allocate = kernel, fallback, allocate
-        self.workspace_slot = workspace_slot      # [busy flag, buffer address]; 0: no workspace needed
-        self.no_workspace = no_workspace          # a valid pointer for kernels that use no workspace
-        self.constants = list(constants)
+    kernel: int
+    fallback: int
+    allocate: int
+    workspace_slot: int          # [busy flag, buffer address]; 0: the kernel needs no workspace
+    no_workspace: int            # a valid pointer for kernels that use no workspace
+    constants: tuple[int, ...]
 
 
 def _leaves(spec) -> list[int]:
