@@ -824,6 +824,8 @@ def linalg_norm(x, ord=None, axis=None, keepdims=False):
     if ord not in (None, 2, "fro") or (ord == 2 and axis is None and as_value(x).type.ndim == 2):
         raise UnsupportedOperationError(f"numpy.linalg.norm with ord={ord!r} is not supported")
     x = promote(x, min_float=True)[0]
+    if x.type.dtype == DType.bf16:     # NumPy casts what is not np.inexact (bfloat16 is not) to float64
+        x = P.convert(x, DType.f64)
     return P.sqrt(sum(P.integer_pow(x, 2), axis=axis, keepdims=keepdims))
 
 
