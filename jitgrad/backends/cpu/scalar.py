@@ -190,6 +190,19 @@ class CPUScalarContext:
         remainder = b_.select(b_is_zero, mod, mod_fixed)
         return floordiv, remainder
 
+    def int_power(self, a, b):
+        """a ** b on integers by repeated squaring over b's bits (wrapping, as NumPy);
+        a negative exponent gives 0 (NumPy raises)."""
+        b_ = self.builder
+        acc, base = self.const(1, a), a
+        for bit in range(b.type.width - (0 if self._unsigned(b) else 1)):
+            taken = b_.icmp_unsigned("!=", b_.and_(b, self.const(1 << bit, b)), self.const(0, b))
+            acc = b_.select(taken, b_.mul(acc, base), acc)
+            base = b_.mul(base, base)
+        if self._unsigned(b):
+            return acc
+        return b_.select(b_.icmp_signed("<", b, self.const(0, b)), self.const(0, a), acc)
+
     def cmp(self, op: str, a, b):
         if self.is_float(a):
             if op == "!=":
