@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 
 import numpy as np
@@ -61,14 +62,21 @@ def test_a_variable_modified_through_its_value_raises():
         tape.gradient(y, x)
 
 
-def test_a_recorded_constant_modified_in_place_raises_naming_the_operation():
+def test_a_recorded_constant_modified_in_place_raises_naming_the_operation_and_line():
     c = np.array([3.0, 4.0])
     tape = GradientTape()
     x = tape.watch(np.array([1.0, 2.0]))
-    y = np.sum(x * c)
+    y = np.sum(x * c); recorded_at = inspect.currentframe().f_lineno
     c[:] = 5.0
-    with pytest.raises(MutationError, match=r"argument 1 of operator\.mul .*shape \(2,\)"):
+    with pytest.raises(MutationError, match=rf"argument 1 of operator\.mul .*shape \(2,\)\) recorded at "
+                                            rf"\S*{HERE}:{recorded_at}"):
         tape.gradient(y, x)
+    tape = GradientTape()
+    x = tape.watch(np.array([1.0, 2.0]))
+    z = np.sum(np.sin(np.multiply(c, x))); sin_at = inspect.currentframe().f_lineno
+    c[:] = 6.0
+    with pytest.raises(MutationError, match=rf"argument 0 of numpy\.multiply .* recorded at \S*{HERE}:{sin_at}"):
+        tape.gradient(z, x)
 
 
 def test_a_constant_read_by_two_operations_modified_between_them_raises():

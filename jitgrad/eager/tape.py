@@ -199,11 +199,13 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
                                np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
 
 
-def _recording_site() -> tuple:
+def _recording_site(depth: int) -> tuple:
     """The user's frame that made the current record, as (code, line): `user_location`
-    without building a Location, which is deferred to an error message."""
+    without building a Location, which is deferred to an error message. The search
+    starts `depth` frames up (the frames below are known to be jitgrad's): frames it
+    passes over are never materialized, which keeps the recording path cheap."""
     skip = _internal_dirs()
-    frame = sys._getframe(2)
+    frame = sys._getframe(depth)
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame = frame.f_back
     return (None, 0) if frame is None else (frame.f_code, frame.f_lineno)
@@ -223,7 +225,7 @@ class _Guard:
 
     __slots__ = ("array", "layout", "content", "locked", "fn", "position", "site", "changed_at")
 
-    def __init__(self, array: np.ndarray, fn, position: int | str):
+    def __init__(self, array: np.ndarray, fn, position: int | str, site: tuple):
         self.array = array
         self.layout = (array.shape, array.strides, array.dtype)
         self.locked = array.nbytes > _COPY_LIMIT and array.base is None and array.flags.writeable
@@ -234,7 +236,7 @@ class _Guard:
             self.content = _snapshot(array)
         self.fn = fn                  # the recorded callable, or None for a tracked leaf
         self.position = position      # its argument position, or how the leaf was made
-        self.site = _recording_site()
+        self.site = site
         self.changed_at = None        # a later record that read the array already modified
 
     def unchanged(self) -> bool:
@@ -280,11 +282,15 @@ class _Guards:
     def __init__(self):
         self.by_id: dict[int, _Guard] = {}
 
-    def operand(self, array: np.ndarray, fn, position: int | str) -> None:
+    def operand(self, array: np.ndarray, fn, position: int | str, site: tuple | None = None,
+                depth: int = 2) -> None:
+        """Guard `array`, argument `position` of the recorded `fn` (None: a tracked leaf)
+        recorded at the user's `site`; when not given, the search for it starts `depth`
+        frames above this one."""
         guard = self.by_id.get(id(array))
         if guard is None:
             if not array.dtype.hasobject:
-                self.by_id[id(array)] = _Guard(array, fn, position)
+                self.by_id[id(array)] = _Guard(array, fn, position, site or _recording_site(depth + 1))
         elif guard.changed_at is None and not guard.unchanged():
             guard.changed_at = user_location()     # read again, modified: two records saw different values
 
@@ -436,10 +442,13 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         tape._count = node + 1
         ref = _REFS[node] if node < _PREALLOCATED else _ref(node)
         tape._records.append((fn, refs, kwargs, ref))
-        if plain is args or kwargs:
+        if plain is args:
             tape._guards.operands(fn, refs, kwargs)
-        elif plain is not None and isinstance(plain, np.ndarray):
-            tape._guards.operand(plain, fn, at)
+        else:
+            if plain is not None and isinstance(plain, np.ndarray):
+                tape._guards.operand(plain, fn, at, depth=3)     # above _apply: a protocol method, then the user
+            if kwargs:
+                tape._guards.operands(fn, (), kwargs)
         return TrackedTensor(result, tape, ref)
     return tape._record(fn, refs, kwargs, result)
 
@@ -731,20 +740,20 @@ class GradientTape:
     def variable(self, value):
         """A tracked tensor holding a copy of `value` (an array or a scalar; a list,
         tuple or dict of them gives the same structure of tensors)."""
-        return self._leaves_of(value, copy=True)
+        return self._leaves_of(value, True, _recording_site(2))
 
     def watch(self, value):
         """A tracked tensor for an existing array, sharing its memory (a list, tuple or
         dict of arrays gives the same structure). Watching a tensor of this tape returns
         it; a tensor of another tape gives a new tracked tensor with the same value."""
-        return self._leaves_of(value, copy=False)
+        return self._leaves_of(value, False, _recording_site(2))
 
-    def _leaves_of(self, value, copy: bool):
+    def _leaves_of(self, value, copy: bool, site: tuple):
         cls = type(value)
         if cls is tuple or cls is list:
-            return cls([self._leaves_of(v, copy) for v in value])
+            return cls([self._leaves_of(v, copy, site) for v in value])
         if cls is dict:
-            return {k: self._leaves_of(v, copy) for k, v in value.items()}
+            return {k: self._leaves_of(v, copy, site) for k, v in value.items()}
         if cls is TrackedTensor:
             if value._tape is self and not copy:
                 return value
@@ -757,7 +766,7 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._leaves[node] = array
-        self._guards.operand(array, None, "tape.variable" if copy else "tape.watch")
+        self._guards.operand(array, None, "tape.variable" if copy else "tape.watch", site)
         return TrackedTensor(array, self, _ref(node))
 
     def _record(self, fn, args, kwargs, result):
