@@ -214,28 +214,36 @@ def _renamed_symbol(code: bytes) -> bytes:
     return code.replace(b"jitgrad_", b"jitgraX_")
 
 
-@pytest.mark.parametrize("damage", [
-    "another program's object", "missing symbol", "random bytes", "random ELF bytes", "truncated object",
-    "empty object"])
-def test_cache_entry_with_valid_format_but_wrong_contents_is_recompiled(tmp_path, damage):
-    cache_dir = tmp_path / "cache"
-    cache_dir.mkdir(mode=0o700)
-    key, good = _object_of(lambda x: np.sin(x) * 3.0, cache_dir)
-    _, other = _object_of(lambda x: np.cos(x) + 1.0, cache_dir)
+DAMAGES = ["another program's object", "missing symbol", "random bytes", "random ELF bytes", "truncated object",
+           "empty object"]
+
+
+def test_cache_entries_with_valid_format_but_wrong_contents_are_recompiled(tmp_path):
+    """Each damage in its own cache directory; one subprocess loads them all in turn and
+    prints, per directory, whether the first compile came from the cache (it must not)
+    and whether the one after did (the bad entry was replaced by a good one)."""
     rng = np.random.default_rng(0)
-    bad = {"another program's object": other,
-           "missing symbol": _renamed_symbol(good),
-           "random bytes": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-           "random ELF bytes": good[:20] + rng.integers(0, 256, len(good) - 20, dtype=np.uint8).tobytes(),
-           "truncated object": _truncated(good),
-           "empty object": b""}[damage]
-    DiskCache(str(cache_dir)).store(key, CacheEntry(bad, "; not the IR"))
-    out = run_isolated("""
+    directories = []
+    for n, damage in enumerate(DAMAGES):
+        cache_dir = tmp_path / f"cache{n}"
+        cache_dir.mkdir(mode=0o700)
+        key, good = _object_of(lambda x: np.sin(x) * 3.0, cache_dir)
+        _, other = _object_of(lambda x: np.cos(x) + 1.0, cache_dir)
+        bad = {"another program's object": other,
+               "missing symbol": _renamed_symbol(good),
+               "random bytes": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+               "random ELF bytes": good[:20] + rng.integers(0, 256, len(good) - 20, dtype=np.uint8).tobytes(),
+               "truncated object": _truncated(good),
+               "empty object": b""}[damage]
+        DiskCache(str(cache_dir)).store(key, CacheEntry(bad, "; not the IR"))
+        directories.append(str(cache_dir))
+    out = run_isolated(f"""
         x = np.linspace(-1.0, 1.0, 8)
-        lowered = jitgrad.jit(lambda x: np.sin(x) * 3.0).lower(x)
-        print(lowered.executable.compiled.from_cache)
-        np.testing.assert_allclose(lowered.executable([x])[0], np.sin(x) * 3.0, rtol=1e-12)
-        again = jitgrad.jit(lambda x: np.sin(x) * 3.0).lower(x)   # the entry was replaced by a good one
-        print(again.executable.compiled.from_cache)
-    """, str(cache_dir))
-    assert out.split() == ["False", "True"]
+        for directory in {directories!r}:
+            config.cache_dir = directory
+            lowered = jitgrad.jit(lambda x: np.sin(x) * 3.0).lower(x)
+            np.testing.assert_allclose(lowered.executable([x])[0], np.sin(x) * 3.0, rtol=1e-12)
+            again = jitgrad.jit(lambda x: np.sin(x) * 3.0).lower(x)
+            print(lowered.executable.compiled.from_cache, again.executable.compiled.from_cache, flush=True)
+    """)
+    assert out.splitlines() == ["False True"] * len(DAMAGES), dict(zip(DAMAGES, out.splitlines()))
