@@ -160,6 +160,14 @@ def test_known_failures_carry_reasons():
 
 
 def test_command_line_summary(capsys):
-    assert fuzz.main(["--programs", "3", "--seed", "5", "--no-fixed"]) in (0, 1)
+    assert fuzz.main(["--programs", "3", "--seed", "5", "--no-fixed", "--in-process"]) in (0, 1)
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("fuzz: 3 programs") and "comparisons" in line and "failures" in line
+
+
+def test_a_crashing_program_is_reported_and_the_run_goes_on(capsys):
+    status = fuzz.main(["--programs", "3", "--seed", "5", "--no-fixed", "--abort-at", "1"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "[crash] seed 5 program 1" in out and "def program(" in out
+    assert out.strip().splitlines()[-1].startswith("fuzz: 3 programs")
