@@ -99,7 +99,8 @@ def test_directory_of_another_user_is_refused(private_dir):
     assert "owned by uid" in refused(private_dir, uid=os.geteuid() + 1)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root; the injected-uid test covers the check")
+@pytest.mark.skipif(os.geteuid() != 0,
+                    reason="chown to another user needs root; the injected-uid test covers the check")
 def test_directory_chowned_to_another_user_is_refused(private_dir):
     os.chown(private_dir, 12345, 12345)
     assert "owned by uid 12345" in refused(private_dir)

@@ -208,8 +208,8 @@ def _directory_problem(directory: str, uid: int) -> str | None:
     if st.st_uid != uid:
         return f"it is owned by uid {st.st_uid}, not by this user (uid {uid})"
     if st.st_mode & 0o022:
-        return (f"it is writable by {'group and others' if st.st_mode & 0o022 == 0o022 else 'group' if st.st_mode & 0o020 else 'others'}"
-                f" (mode {stat.S_IMODE(st.st_mode):04o}); `chmod 700 {directory}` makes it private")
+        who = {0o022: "group and others", 0o020: "group", 0o002: "others"}[st.st_mode & 0o022]
+        return f"it is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}); `chmod 700 {directory}` makes it private"
     return None
 
 
@@ -243,7 +243,8 @@ def _read_or_create_secret(directory: str, uid: int) -> tuple[bytes | None, str 
         if st.st_uid != uid:
             return None, f"its key file {KEY_FILE} is owned by uid {st.st_uid}, not by this user (uid {uid})"
         if st.st_mode & 0o077:
-            return None, f"its key file {KEY_FILE} is readable or writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+            mode = stat.S_IMODE(st.st_mode)
+            return None, f"its key file {KEY_FILE} is readable or writable by others (mode {mode:04o})"
         secret = os.read(fd, KEY_BYTES + 1)
     except OSError as err:
         return None, f"its key file {KEY_FILE} cannot be read ({err.strerror})"

@@ -44,7 +44,6 @@ WATCHED_THREAD = "jitgrad_watched_thread"
 PYTHON_HANDLER = "jitgrad_python_sigint"
 HOOK = "jitgrad_sigint"
 
-_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_int)
 _engine = None
 _words: dict[str, ctypes._SimpleCData] = {}
 _hook_address = 0
@@ -148,12 +147,19 @@ def install_interrupt_hook() -> bool:
     return True
 
 
+def _hook_in_place() -> bool:
+    """The counting handler is installed (re-installed if `signal.signal` replaced it)."""
+    if _engine is None or _getsig is None:
+        return False
+    return _getsig(signal.SIGINT) == _hook_address or install_interrupt_hook()
+
+
 def call(cfunc, pointers) -> None:
     """Run a kernel from Python so that Ctrl-C stops it at its next block boundary and
     raises KeyboardInterrupt here; if the SIGINT handler returns instead of raising,
     the kernel runs again, so a completed call always has complete results."""
     ident = threading.get_ident()
-    if ident != _main_thread or _engine is None or (_getsig(signal.SIGINT) != _hook_address and not install_interrupt_hook()):
+    if ident != _main_thread or not _hook_in_place():
         cfunc(pointers)                 # only the main thread gets KeyboardInterrupt
         return
     interrupts, watched = _words[INTERRUPTS], _words[WATCHED_THREAD]
