@@ -21,11 +21,12 @@ import pytest
 import jitgrad
 from jitgrad.errors import CutDerivativeError, JitgradError, MutationError
 from jitgrad.eager.dual import DualTensor
-from jitgrad.eager.tape import GradientTape, TrackedTensor, _COPY_LIMIT
+from jitgrad.eager.guards import COPY_LIMIT
+from jitgrad.eager.tape import GradientTape, TrackedTensor
 from jitgrad.optimizers import SGD
 
 HERE = "test_eager_safety.py"
-LARGE = _COPY_LIMIT // 8 + 100          # float64 elements: above the copy limit, so held read-only
+LARGE = COPY_LIMIT // 8 + 100          # float64 elements: above the copy limit, so held read-only
 
 
 # --------------------------------------------------------------------------- mutation: small arrays (copies)

@@ -17,15 +17,18 @@ NumPy float scalars in the records are inputs of the compiled program; Python sc
 (and NumPy integers) are part of its structure, as NumPy's weak scalars must be — a
 Python float that changes every step recompiles every step (make it np.float32(v)).
 
+The replay reads the recorded leaves and plain arrays as they are when `gradient` runs,
+so each is guarded when first recorded (`guards.py`): `gradient` raises MutationError
+for one modified in place since, instead of differentiating at values the forward pass
+never saw.
+
 Only floating-point results are recorded. Integer and boolean results (masks, indices)
 have a zero derivative, so they come back as plain arrays and enter the replay as the
 constants they are — `gradient` evaluates at the recorded point, where they are exact.
 """
 from __future__ import annotations
 
-import hashlib
 import operator
-import sys
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -33,11 +36,10 @@ from typing import Any, Callable
 import numpy as np
 
 from jitgrad.api import grad
-from jitgrad.errors import ArgumentError, GradientError, MutationError, UnsupportedOperationError
+from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
 from jitgrad.tracing import numpy_api
-from jitgrad.ir import Location
-from jitgrad.tracing.tracer import _display_path, _internal_dirs, user_location
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
+from .guards import Guards, recording_site
 from .value import ArgumentTemplates, HoldsValue
 
 # --------------------------------------------------------------------------- shared NumPy protocol
@@ -165,189 +167,6 @@ def _basic_index(index) -> bool:
 
 def _is_float_array(x) -> bool:
     return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "fc"
-
-
-# --------------------------------------------------------------------------- mutation guards
-
-# A recorded array up to this size is remembered by a copy: exact, cheap, and the user's
-# array is left alone. A larger array that owns its memory is instead made read-only
-# until the tape's next `gradient` (copying every large operand would cost as much as the
-# forward pass it records); there a persistent tape, which may replay it again, copies it
-# and makes it writeable again. Larger views, and arrays already read-only (their owner
-# may make them writeable), are copied.
-_COPY_LIMIT = 1 << 16
-# Past this size a copy is replaced by a BLAKE2 digest, which keeps memory flat.
-_DIGEST_LIMIT = 1 << 24
-_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def _digest(array: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(array).reshape(-1).view(np.uint8)).digest()
-
-
-def _snapshot(array: np.ndarray):
-    return array.copy(order="K") if array.nbytes <= _DIGEST_LIMIT else _digest(array)
-
-
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-for-bit equality (NaN payloads and -0.0 included) of two arrays of one shape
-    and dtype, whatever their strides."""
-    unsigned = _UNSIGNED.get(a.dtype.itemsize)
-    if unsigned is not None:
-        return bool(np.array_equal(a.view(unsigned), b.view(unsigned)))
-    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
-                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
-
-
-def _recording_site(depth: int) -> tuple:
-    """The user's frame that made the current record, as (code, line): `user_location`
-    without building a Location, which is deferred to an error message. The search
-    starts `depth` frames up (the frames below are known to be jitgrad's): frames it
-    passes over are never materialized, which keeps the recording path cheap."""
-    skip = _internal_dirs()
-    frame = sys._getframe(depth)
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame = frame.f_back
-    return (None, 0) if frame is None else (frame.f_code, frame.f_lineno)
-
-
-def _site_location(site: tuple) -> Location:
-    code, line = site
-    if code is None:
-        return Location("<unknown>", 0)
-    return Location(_display_path(code.co_filename), line, code.co_name)
-
-
-class _Guard:
-    """An array the replay will read again at `gradient`: its layout and its content as
-    it was when the tape first recorded it (a copy or a digest in `content`; or `locked`:
-    the array is held read-only), and who recorded it where."""
-
-    __slots__ = ("array", "layout", "content", "locked", "fn", "position", "site", "changed_at")
-
-    def __init__(self, array: np.ndarray, fn, position: int | str, site: tuple):
-        self.array = array
-        self.layout = (array.shape, array.strides, array.dtype)
-        self.locked = array.nbytes > _COPY_LIMIT and array.base is None and array.flags.writeable
-        if self.locked:
-            array.flags.writeable = False
-            self.content = None
-        else:
-            self.content = _snapshot(array)
-        self.fn = fn                  # the recorded callable, or None for a tracked leaf
-        self.position = position      # its argument position, or how the leaf was made
-        self.site = site
-        self.changed_at = None        # a later record that read the array already modified
-
-    def unchanged(self) -> bool:
-        a = self.array
-        if (a.shape, a.strides, a.dtype) != self.layout:
-            return False
-        if self.locked:
-            return not a.flags.writeable
-        if type(self.content) is bytes:
-            return _digest(a) == self.content
-        return _same_bits(a, self.content)
-
-    def unlock(self, keep: bool) -> None:
-        """Make a held array writeable again; with `keep`, remember its content by a copy."""
-        if self.locked:
-            self.locked = False
-            if keep:
-                self.content = _snapshot(self.array)
-            self.array.flags.writeable = True
-
-    def describe(self) -> str:
-        a = self.array
-        kind = f"a {a.dtype} array of shape {a.shape}"
-        if self.fn is None:
-            return f"the array given to {self.position} ({kind}) at {_site_location(self.site)}"
-        name = getattr(self.fn, "__name__", None) or repr(self.fn)
-        if isinstance(self.fn, np.ufunc) or getattr(np, name, None) is self.fn:
-            name = f"numpy.{name}"
-        elif getattr(operator, name, None) is self.fn:
-            name = f"operator.{name}"
-        return f"argument {self.position} of {name} ({kind}) recorded at {_site_location(self.site)}"
-
-
-class _Guards:
-    """The arrays a tape has recorded, each guarded once (by identity: a guard keeps its
-    array alive, so the id is not reused). A replay reads them live, so `gradient` first
-    checks that none was modified in place since it was recorded — PyTorch's "modified
-    by an inplace operation" — instead of differentiating at a point the forward pass
-    never computed."""
-
-    __slots__ = ("by_id",)
-
-    def __init__(self):
-        self.by_id: dict[int, _Guard] = {}
-
-    def operand(self, array: np.ndarray, fn, position: int | str, site: tuple | None = None,
-                depth: int = 2) -> None:
-        """Guard `array`, argument `position` of the recorded `fn` (None: a tracked leaf)
-        recorded at the user's `site`; when not given, the search for it starts `depth`
-        frames above this one."""
-        guard = self.by_id.get(id(array))
-        if guard is None:
-            if not array.dtype.hasobject:
-                self.by_id[id(array)] = _Guard(array, fn, position, site or _recording_site(depth + 1))
-        elif guard.changed_at is None and not guard.unchanged():
-            guard.changed_at = user_location()     # read again, modified: two records saw different values
-
-    def operands(self, fn, args, kwargs) -> None:
-        """Guard every array among a record's arguments (nested lists, tuples, dicts)."""
-        for position, a in enumerate(args):
-            self._nested(a, fn, position)
-        if kwargs:
-            for key, a in kwargs.items():
-                self._nested(a, fn, key)
-
-    def _nested(self, a, fn, position) -> None:
-        cls = type(a)
-        if cls is _Ref:
-            return
-        if isinstance(a, np.ndarray):
-            self.operand(a, fn, position)
-        elif cls is tuple or cls is list:
-            for item in a:
-                self._nested(item, fn, position)
-        elif cls is dict:
-            for item in a.values():
-                self._nested(item, fn, position)
-
-    def check(self, arrays) -> None:
-        """Raise MutationError if one of `arrays` (the inputs of a replay) was modified in
-        place after the tape recorded it."""
-        for a in arrays:
-            guard = self.by_id.get(id(a))
-            if guard is None:
-                continue
-            if guard.changed_at is not None:
-                raise MutationError(
-                    f"{guard.describe()} was modified in place before another operation read it at "
-                    f"{guard.changed_at}, so the recorded operations saw different values and no replay can "
-                    "reproduce them; modify a copy (np.array(a)) or record again after the change",
-                    user_location())
-            if not guard.unchanged():
-                what = ("was made writeable again while the tape held it read-only, so the tape cannot tell "
-                        "whether it changed" if guard.locked else "was modified in place after "
-                        "the tape recorded it, so the gradient would be computed at values the forward pass "
-                        "never saw")
-                raise MutationError(
-                    f"{guard.describe()} {what}; record the computation again after changing it (a new tape or "
-                    "forward pass), or record a copy (tape.variable copies; np.array(a) for a constant)",
-                    user_location())
-
-    def unlock(self, keep: bool) -> None:
-        """Give back every array held read-only (`keep`: remembered by copies from now on)."""
-        for guard in self.by_id.values():
-            guard.unlock(keep)
-
-    def __del__(self):
-        try:
-            self.unlock(keep=False)
-        except Exception:          # interpreter shutdown: modules may be gone already
-            pass
 
 
 # --------------------------------------------------------------------------- tracked tensors
@@ -718,7 +537,7 @@ class GradientTape:
         self._count = 0
         self._recording = True
         self._released = False
-        self._guards: _Guards | None = _Guards()
+        self._guards: Guards | None = Guards()
 
     def __enter__(self) -> "GradientTape":
         self._check_alive("record")
@@ -740,13 +559,13 @@ class GradientTape:
     def variable(self, value):
         """A tracked tensor holding a copy of `value` (an array or a scalar; a list,
         tuple or dict of them gives the same structure of tensors)."""
-        return self._leaves_of(value, True, _recording_site(2))
+        return self._leaves_of(value, True, recording_site(2))
 
     def watch(self, value):
         """A tracked tensor for an existing array, sharing its memory (a list, tuple or
         dict of arrays gives the same structure). Watching a tensor of this tape returns
         it; a tensor of another tape gives a new tracked tensor with the same value."""
-        return self._leaves_of(value, False, _recording_site(2))
+        return self._leaves_of(value, False, recording_site(2))
 
     def _leaves_of(self, value, copy: bool, site: tuple):
         cls = type(value)
