@@ -140,6 +140,26 @@ def test_a_large_recorded_array_is_read_only_until_gradient():
     big[0] = 2.0
 
 
+def test_a_failed_gradient_keeps_the_guards(monkeypatch):
+    big = np.ones(LARGE)
+    tape = GradientTape()
+    x = tape.watch(np.ones(LARGE))
+    y = np.sum(x * big)
+    from jitgrad.eager import tape as tape_module
+    real = tape_module._Program.__init__
+
+    def failing(self, *args):
+        raise RuntimeError("simulated compile failure")
+    monkeypatch.setattr(tape_module._Program, "__init__", failing)
+    tape_module.clear_cache()
+    with pytest.raises(RuntimeError, match="simulated"):
+        tape.gradient(y, x)
+    assert not big.flags.writeable                   # still held: the tape may be asked again
+    monkeypatch.setattr(tape_module._Program, "__init__", real)
+    np.testing.assert_array_equal(tape.gradient(y, x), np.ones(LARGE))
+    assert big.flags.writeable
+
+
 def test_a_persistent_tape_copies_large_arrays_at_gradient_then_detects_changes():
     w = np.full(LARGE, 2.0)
     tape = GradientTape(persistent=True)

@@ -673,7 +673,8 @@ class GradientTape:
                                                                 cotangents)
         diff, others, consts, _ = inputs
         self._guards.check((*diff, *others, *consts))
-        self._guards.unlock(keep=self.persistent)
+        if self.persistent:                 # it may replay them again: copies from now on
+            self._guards.unlock(keep=True)
         grads = program.gradient(*inputs)
 
         if self.persistent and self._recording:
