@@ -127,6 +127,12 @@ def test_negative_static_power_of_an_empty_integer_array_is_empty():
     check(lambda a: a ** -2, np.zeros((2, 0), np.int16))
 
 
+def test_clip_as_numpy_for_narrow_and_integer_dtypes():
+    b = np.array([-1.17188, 0.0849609, 2.29688], BF16)
+    u = np.array([1, 2, 200], np.uint8)
+    check(lambda b, u: (np.clip(b, 0.0, 1.0), np.clip(u, -1, 300), np.clip(u, 2, 100), b.clip(0.5)), b, u)
+
+
 def test_products_take_python_scalars_as_arrays():
     """np.dot/inner/outer/tensordot convert operands with np.asarray: a Python scalar there
     is a strong float64/int64, unlike in ufuncs."""

@@ -789,11 +789,18 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
     _reject("clip", out=out)
     a_min = kwargs.pop("min", a_min)
     a_max = kwargs.pop("max", a_max)
-    result = x
+    dtype = as_value(x).type.dtype
+    if dtype.is_integer:       # NumPy 2: a Python int bound beyond the dtype's range bounds nothing
+        info = np.iinfo(dtype.numpy)
+        if _is_weak(a_min) and type(a_min) is int and a_min < info.min:
+            a_min = None
+        if _is_weak(a_max) and type(a_max) is int and a_max > info.max:
+            a_max = None
+    result = x                 # maximum then minimum, with their dtype rules (bfloat16, 0.0: float32)
     if a_min is not None:
-        result = _elementwise(P.maximum, result, a_min)
+        result = UFUNCS[np.maximum](result, a_min)
     if a_max is not None:
-        result = _elementwise(P.minimum, result, a_max)
+        result = UFUNCS[np.minimum](result, a_max)
     return as_value(result)
 
 
