@@ -370,3 +370,12 @@ def test_repeated_calls_with_every_dtype_take_the_native_path_or_fall_back():
         x = sample(dtype)
         for _ in range(4):
             assert_same(f(x), numpy_result(lambda v: v + v, x), str(dtype))
+
+
+def test_einsum_of_bool_and_refusal_of_narrow_floats():
+    bo = np.array([[True, False, True, False]] * 2)
+    check(lambda b: np.einsum("ij,kj->ik", b, b), bo)
+    for dtype in (np.float16, BF16):
+        with pytest.raises(jitgrad.UnsupportedOperationError, match="einsum"):
+            jitgrad.jit(lambda a: np.einsum("ij,kj->ik", a, a))(bo.astype(dtype))
+

@@ -26,8 +26,10 @@ def _dot_infer(lhs: TensorType, rhs: TensorType, *, contract, batch):
     (lc, rc), (lb, rb) = contract, batch
     if lhs.dtype != rhs.dtype:
         raise DTypeError(f"dot_general: operand dtypes {lhs.dtype} and {rhs.dtype} differ")
-    if lhs.dtype == DType.bool:
-        raise DTypeError("dot_general is not defined for bool operands")
+    if lhs.dtype in (DType.bool, DType.f16, DType.bf16):
+        # NumPy's products of these accumulate in a wider type: contract in int64/float32
+        # and convert (numpy_api does), never in the narrow type itself
+        raise DTypeError(f"dot_general is not defined for {lhs.dtype} operands")
     if len(lc) != len(rc) or len(lb) != len(rb):
         raise ShapeError("dot_general: contracting/batch axis lists have different lengths")
     for axes, t in ((lc, lhs), (lb, lhs), (rc, rhs), (rb, rhs)):

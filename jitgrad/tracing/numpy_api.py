@@ -571,11 +571,17 @@ def _checked_dot(a, b, contract, batch=((), ()), batch_b=False):
         if a.type.shape[la] != b.type.shape[rb]:
             raise ShapeError(f"matmul: shapes {a.type.shape} and {b.type.shape} don't multiply: "
                              f"size {a.type.shape[la]} is different from {b.type.shape[rb]}")
+    return _dot_general(a, b, contract, batch)
+
+
+def _dot_general(a: Value, b: Value, contract, batch=((), ())) -> Value:
+    """dot_general with NumPy's accumulation: narrow floats in float32 (rounded once),
+    bool as any(a and b)."""
     dtype = a.type.dtype
-    if dtype in (DType.f16, DType.bf16):     # NumPy accumulates narrow floats in float32
+    if dtype in (DType.f16, DType.bf16):
         wide = P.dot_general(P.convert(a, DType.f32), P.convert(b, DType.f32), contract, batch)
         return P.convert(wide, dtype)
-    if dtype == DType.bool:                  # any(a and b): a count of the pairs, nonzero
+    if dtype == DType.bool:                  # a count of the pairs, nonzero
         count = P.dot_general(P.convert(a, DType.i64), P.convert(b, DType.i64), contract, batch)
         return P.ne(count, P.full(0, count.type))
     return P.dot_general(a, b, contract, batch)
@@ -638,6 +644,11 @@ def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
         letters = "".join(terms)
         output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
     values = promote(*operands)
+    if values and values[0].type.dtype in (DType.f16, DType.bf16):
+        # NumPy's einsum refuses bfloat16, and rounds float16 sums after every addition
+        raise UnsupportedOperationError(f"numpy.einsum of {values[0].type.dtype.numpy} is not supported (NumPy "
+                                        "refuses bfloat16 and rounds float16 after every addition); "
+                                        "convert the operands to float32")
     if len(terms) != len(values):
         raise ShapeError(f"einsum: {len(terms)} subscripts for {len(values)} operands")
     for term, v in zip(terms, values, strict=True):
@@ -655,8 +666,8 @@ def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
             if acc.type.shape[acc_term.index(c)] != b.type.shape[b_term.index(c)]:
                 raise ShapeError(f"einsum: index {c!r} has sizes {acc.type.shape[acc_term.index(c)]} and "
                                  f"{b.type.shape[b_term.index(c)]}")
-        acc = P.dot_general(acc, b, ([acc_term.index(c) for c in contract], [b_term.index(c) for c in contract]),
-                            ([acc_term.index(c) for c in batch], [b_term.index(c) for c in batch]))
+        acc = _dot_general(acc, b, ([acc_term.index(c) for c in contract], [b_term.index(c) for c in contract]),
+                           ([acc_term.index(c) for c in batch], [b_term.index(c) for c in batch]))
         acc_term = "".join(batch + [c for c in acc_term if c not in shared] + [c for c in b_term if c not in shared])
     acc, acc_term = _einsum_drop(acc, acc_term, set(output))
     return P.transpose(acc, [acc_term.index(c) for c in output])
