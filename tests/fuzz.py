@@ -160,6 +160,8 @@ class Op:
     smooth: finite differences are meaningful (no kinks, no integer results).
     may_raise: (operands, params) -> True where a clear JitgradError is expected.
     undefined: (operands, params, result) -> mask of elements NumPy leaves undefined.
+    jumps: the result is discontinuous in a float operand (comparisons, floor, %, casts
+      to integers, argmax): where an inexact operand is near a jump, either side is right.
     """
 
     name: str
@@ -174,6 +176,7 @@ class Op:
     weight: float = 1.0
     may_raise: Callable | None = None
     undefined: Callable | None = None
+    jumps: bool = False
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -289,8 +292,8 @@ OPS: list[Op] = [
     Op("sub", "{0} - {1}", 2, in_tables(np.subtract)),
     Op("mul", "{0} * {1}", 2, in_tables(np.multiply)),
     Op("truediv", "{0} / {1}", 2, in_tables(np.true_divide)),
-    Op("floordiv", "{0} // {1}", 2, in_tables(np.floor_divide), smooth=False),
-    Op("mod", "{0} % {1}", 2, in_tables(np.remainder), smooth=False),
+    Op("floordiv", "{0} // {1}", 2, in_tables(np.floor_divide), smooth=False, jumps=True),
+    Op("mod", "{0} % {1}", 2, in_tables(np.remainder), smooth=False, jumps=True),
     Op("pow", "{0} ** {1}", 2, in_tables(np.power), accuracy="pow", may_raise=_int_power_raises),
     Op("pow_scalar", "{0} ** {k}", 1, in_tables(np.power), accuracy=_pow_accuracy, params=_power),
     Op("np.power", "np.power({0}, {1})", 2, in_tables(np.power), accuracy="pow", may_raise=_int_power_raises),
@@ -301,38 +304,38 @@ OPS: list[Op] = [
     Op("fabs", "np.fabs({0})", 1, in_tables(np.fabs), smooth=False, kinds="f"),
     Op("square", "np.square({0})", 1, in_tables(np.square)),
     Op("reciprocal", "np.reciprocal({0})", 1, in_tables(np.reciprocal)),
-    Op("sign", "np.sign({0})", 1, in_tables(np.sign), smooth=False),
+    Op("sign", "np.sign({0})", 1, in_tables(np.sign), smooth=False, jumps=True),
     Op("maximum", "np.maximum({0}, {1})", 2, in_tables(np.maximum), smooth=False),
     Op("minimum", "np.minimum({0}, {1})", 2, in_tables(np.minimum), smooth=False),
     Op("fmax", "np.fmax({0}, {1})", 2, in_tables(np.fmax), smooth=False),
     Op("fmin", "np.fmin({0}, {1})", 2, in_tables(np.fmin), smooth=False),
-    Op("floor_divide", "np.floor_divide({0}, {1})", 2, in_tables(np.floor_divide), smooth=False),
-    Op("remainder", "np.remainder({0}, {1})", 2, in_tables(np.remainder), smooth=False),
-    Op("fmod", "np.fmod({0}, {1})", 2, in_tables(np.fmod), smooth=False),
-    Op("floor", "np.floor({0})", 1, in_tables(np.floor), smooth=False),
-    Op("ceil", "np.ceil({0})", 1, in_tables(np.ceil), smooth=False),
-    Op("trunc", "np.trunc({0})", 1, in_tables(np.trunc), smooth=False),
-    Op("rint", "np.rint({0})", 1, in_tables(np.rint), smooth=False),
+    Op("floor_divide", "np.floor_divide({0}, {1})", 2, in_tables(np.floor_divide), smooth=False, jumps=True),
+    Op("remainder", "np.remainder({0}, {1})", 2, in_tables(np.remainder), smooth=False, jumps=True),
+    Op("fmod", "np.fmod({0}, {1})", 2, in_tables(np.fmod), smooth=False, jumps=True),
+    Op("floor", "np.floor({0})", 1, in_tables(np.floor), smooth=False, jumps=True),
+    Op("ceil", "np.ceil({0})", 1, in_tables(np.ceil), smooth=False, jumps=True),
+    Op("trunc", "np.trunc({0})", 1, in_tables(np.trunc), smooth=False, jumps=True),
+    Op("rint", "np.rint({0})", 1, in_tables(np.rint), smooth=False, jumps=True),
     # ---- bitwise and logical
-    Op("and", "{0} & {1}", 2, in_tables(np.bitwise_and), smooth=False, kinds="iub"),
-    Op("or", "{0} | {1}", 2, in_tables(np.bitwise_or), smooth=False, kinds="iub"),
-    Op("xor", "{0} ^ {1}", 2, in_tables(np.bitwise_xor), smooth=False, kinds="iub"),
-    Op("invert", "~{0}", 1, in_tables(np.invert), smooth=False, kinds="iub"),
+    Op("and", "{0} & {1}", 2, in_tables(np.bitwise_and), smooth=False, kinds="iub", jumps=True),
+    Op("or", "{0} | {1}", 2, in_tables(np.bitwise_or), smooth=False, kinds="iub", jumps=True),
+    Op("xor", "{0} ^ {1}", 2, in_tables(np.bitwise_xor), smooth=False, kinds="iub", jumps=True),
+    Op("invert", "~{0}", 1, in_tables(np.invert), smooth=False, kinds="iub", jumps=True),
     Op("lshift", "{0} << {1}", 2, in_tables(np.left_shift), smooth=False, kinds="iu"),
     Op("rshift", "{0} >> {1}", 2, in_tables(np.right_shift), smooth=False, kinds="iu"),
-    Op("logical_and", "np.logical_and({0}, {1})", 2, in_tables(np.logical_and), smooth=False),
-    Op("logical_or", "np.logical_or({0}, {1})", 2, in_tables(np.logical_or), smooth=False),
-    Op("logical_xor", "np.logical_xor({0}, {1})", 2, in_tables(np.logical_xor), smooth=False),
-    Op("logical_not", "np.logical_not({0})", 1, in_tables(np.logical_not), smooth=False),
+    Op("logical_and", "np.logical_and({0}, {1})", 2, in_tables(np.logical_and), smooth=False, jumps=True),
+    Op("logical_or", "np.logical_or({0}, {1})", 2, in_tables(np.logical_or), smooth=False, jumps=True),
+    Op("logical_xor", "np.logical_xor({0}, {1})", 2, in_tables(np.logical_xor), smooth=False, jumps=True),
+    Op("logical_not", "np.logical_not({0})", 1, in_tables(np.logical_not), smooth=False, jumps=True),
     # ---- comparisons and selection
-    Op("lt", "{0} < {1}", 2, in_tables(np.less), smooth=False),
-    Op("le", "{0} <= {1}", 2, in_tables(np.less_equal), smooth=False),
-    Op("gt", "{0} > {1}", 2, in_tables(np.greater), smooth=False),
-    Op("ge", "{0} >= {1}", 2, in_tables(np.greater_equal), smooth=False),
-    Op("eq", "{0} == {1}", 2, in_tables(np.equal), smooth=False),
-    Op("ne", "{0} != {1}", 2, in_tables(np.not_equal), smooth=False),
-    Op("where", "np.where({0}, {1}, {2})", 3, in_tables(np.where), weight=1.5),
-    Op("where_cmp", "np.where({0} > {1}, {0}, {1})", 2, in_tables(np.where), smooth=False),
+    Op("lt", "{0} < {1}", 2, in_tables(np.less), smooth=False, jumps=True),
+    Op("le", "{0} <= {1}", 2, in_tables(np.less_equal), smooth=False, jumps=True),
+    Op("gt", "{0} > {1}", 2, in_tables(np.greater), smooth=False, jumps=True),
+    Op("ge", "{0} >= {1}", 2, in_tables(np.greater_equal), smooth=False, jumps=True),
+    Op("eq", "{0} == {1}", 2, in_tables(np.equal), smooth=False, jumps=True),
+    Op("ne", "{0} != {1}", 2, in_tables(np.not_equal), smooth=False, jumps=True),
+    Op("where", "np.where({0}, {1}, {2})", 3, in_tables(np.where), weight=1.5, jumps=True),
+    Op("where_cmp", "np.where({0} > {1}, {0}, {1})", 2, in_tables(np.where), smooth=False, jumps=True),
     Op("clip", "np.clip({0}, {lo}, {hi})", 1, in_tables(np.clip), params=_clip, smooth=False),
     Op("isnan", "np.isnan({0})", 1, in_tables(np.isnan), smooth=False),
     Op("isfinite", "np.isfinite({0})", 1, in_tables(np.isfinite), smooth=False),
@@ -358,8 +361,8 @@ OPS: list[Op] = [
     Op(".min", "{0}.min(axis={axis})", 1, has_method("min"), params=lambda r, xs: _axis(r, xs, False),
        smooth=False),
     Op("argmax", "np.argmax({0}, axis={axis})", 1, in_tables(np.argmax), smooth=False,
-       params=lambda r, xs: _axis(r, xs, False)),
-    Op("argmin", "np.argmin({0})", 1, in_tables(np.argmin), smooth=False),
+       params=lambda r, xs: _axis(r, xs, False), jumps=True),
+    Op("argmin", "np.argmin({0})", 1, in_tables(np.argmin), smooth=False, jumps=True),
     Op("prod", "np.prod({0}, axis={axis})", 1, in_tables(np.prod), SUM, lambda r, xs: _axis(r, xs, False)),
     Op("any", "np.any({0})", 1, in_tables(np.any), smooth=False),
     Op("cumsum", "np.cumsum({0})", 1, in_tables(np.cumsum), SUM, magnitude="np.cumsum({0})"),
@@ -376,7 +379,7 @@ OPS: list[Op] = [
     Op("einsum_t", "np.einsum('ij->ji', {0})", 1, in_tables(np.einsum)),
     # ---- dtype conversion
     Op("astype", "{0}.astype({dtype})", 1, has_method("astype"), params=_dtype, smooth=False, weight=1.5,
-       undefined=_float_to_int_undefined),
+       undefined=_float_to_int_undefined, jumps=True),
     # ---- data movement (views and copies)
     Op("T", "{0}.T", 1, always, weight=1.5),
     Op("transpose", "np.transpose({0}, {perm})", 1, in_tables(np.transpose), params=_perm),
@@ -673,6 +676,7 @@ def _operand_value(a, values):
     return eval(a.text, {"np": np}) if isinstance(a, Literal) else values[a]
 
 
+
 def _operand_values(stmt: Stmt, values: list) -> list:
     """The statement's operands as NumPy sees them (views applied)."""
     out = []
@@ -727,36 +731,122 @@ class Reference:
     exact: bool
 
 
-def numpy_reference(program: Program, rng: np.random.Generator, runs: int = 3) -> Reference:
+ILL_CONDITIONED = 0.05
+"""Output elements that the documented error bounds may move by more than this fraction
+of their value are not determined by the program to any useful precision: not compared."""
+
+
+MOVES = ("up one ulp", "down one ulp", "uniform", "full")
+"""How each perturbed run moves inexact results: every element one ulp up, every element
+one ulp down (a chaotic function such as tan of a huge argument shows its sensitivity to
+the last bit on both sides), by a uniform random fraction of the bound, or by the whole
+bound in a random direction per element."""
+
+
+def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(MOVES)) -> Reference:
     values = _evaluate(program, None)
     outputs = [np.asarray(values[i]) for i in program.outputs]
     inexact = any(stmt.op.accuracy_of(stmt.params) != EXACT or stmt.sums_in_views() for stmt in program.stmts)
     undefined = _undefined_masks(program, values)
     if not inexact and not undefined:
         return Reference(outputs, [None] * len(outputs), [None] * len(outputs), True)
+    if inexact and any(stmt.op.jumps for stmt in program.stmts):
+        # A jump (a comparison, a floor, a remainder) near an inexact operand may go either
+        # way in an implementation within the bounds: such elements become undefined.
+        spreads = [_spread(values[i], np.asarray(values[i]), None)[0] for i in range(len(values))]
+        for run_index in range(runs):
+            noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]))
+            spreads = [np.maximum(s, _spread(v, np.asarray(alt), None)[0]) for s, v, alt in
+                       zip(spreads, values, noisy, strict=True)]
+        for index, mask in _jump_masks(program, values, spreads).items():
+            undefined[index] = undefined[index] | mask if index in undefined else mask
     spread = [np.zeros(o.shape) for o in outputs]
     unstable = [np.zeros(o.shape, bool) for o in outputs]
-    for _ in range(runs):
-        noisy = _evaluate(program, (rng, undefined))
+    for run_index in range(runs):
+        noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]))
         for k, i in enumerate(program.outputs):
-            ref, alt = outputs[k], np.asarray(noisy[i])
-            if alt.shape != ref.shape:
-                unstable[k][...] = True
-                continue
-            with np.errstate(all="ignore"):
-                r64, a64 = ref.astype(np.float64), alt.astype(np.float64)
-                same_class = (np.isnan(r64) == np.isnan(a64)) & (np.isinf(r64) == np.isinf(a64))
-                both_inf_same = ~np.isinf(r64) | (r64 == a64)
-                diff = np.abs(np.where(np.isfinite(r64) & np.isfinite(a64), a64 - r64, 0.0))
-            unstable[k] |= ~same_class | ~both_inf_same
-            if not is_float(ref.dtype):
-                unstable[k] |= diff != 0
+            diff, changed = _spread(outputs[k], np.asarray(noisy[i]), outputs[k].dtype)
             spread[k] = np.maximum(spread[k], diff)
+            unstable[k] |= changed
     tolerance = []
     for k, o in enumerate(outputs):
         floor = 2 * ulp(o.astype(np.float64), o.dtype) if is_float(o.dtype) else np.zeros(o.shape)
         tolerance.append(4 * spread[k] + floor)
+        if is_float(o.dtype):
+            with np.errstate(all="ignore"):
+                unstable[k] |= spread[k] > ILL_CONDITIONED * np.abs(o.astype(np.float64))
     return Reference(outputs, tolerance, unstable, False)
+
+
+def _spread(ref, alt: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """|alt - ref| per element (inf where one is not finite and they differ), and the
+    elements that changed class (NaN, infinity, or any change of a non-float)."""
+    ref = np.asarray(ref)
+    if alt.shape != ref.shape:
+        return np.full(ref.shape, np.inf), np.ones(ref.shape, bool)
+    with np.errstate(all="ignore"):
+        r64, a64 = ref.astype(np.float64), alt.astype(np.float64)
+        finite = np.isfinite(r64) & np.isfinite(a64)
+        same = (r64 == a64) | (np.isnan(r64) & np.isnan(a64))
+        diff = np.where(finite, np.abs(a64 - r64), np.where(same, 0.0, np.inf))
+    changed = ~finite & ~same
+    if not is_float(ref.dtype):
+        changed |= diff != 0
+    return diff, changed
+
+
+def _jump_masks(program: Program, values: list, spreads: list) -> dict:
+    """For each statement whose op jumps, the elements whose result changes when its
+    float operands move by 4 times their spread (each direction, each operand)."""
+    masks = {}
+    n = len(program.inputs)
+    for k, stmt in enumerate(program.stmts):
+        if not stmt.op.jumps:
+            continue
+        operands = _operand_values(stmt, values)
+        spread_ops = []
+        for j, a in enumerate(stmt.args):
+            view = stmt.views[j] if j < len(stmt.views) else None
+            sp = 0.0 if isinstance(a, Literal) else spreads[a]
+            if view and not isinstance(a, Literal):
+                with np.errstate(all="ignore"):
+                    sp = eval(view.replace("{}", "_x"), {"np": np}, {"_x": np.asarray(sp, np.float64)})
+            spread_ops.append(sp)
+        ref = np.asarray(values[n + k])
+        mask = np.zeros(ref.shape, bool)
+        names = [f"_a{j}" for j in range(len(operands))]
+        allowance = np.zeros(ref.shape)                 # how far the operands' moves carry the result
+        for sp in spread_ops:
+            sp = 4 * np.nan_to_num(np.asarray(sp, np.float64), posinf=np.inf)
+            try:
+                allowance = np.maximum(allowance, np.broadcast_to(sp, ref.shape))
+            except ValueError:
+                allowance = np.maximum(allowance, np.max(sp, initial=0.0))
+        if is_float(ref.dtype):
+            allowance = 1.5 * allowance + 2 * ulp(ref.astype(np.float64), ref.dtype)
+        for signs in ((1, 1, 1), (-1, -1, -1), (1, -1, 1), (-1, 1, -1)):
+            moved = []
+            for x, sp, sign in zip(operands, spread_ops, signs, strict=False):
+                x_arr = np.asarray(x)
+                if is_float(x_arr.dtype) and np.any(np.asarray(sp) > 0):
+                    with np.errstate(all="ignore"):
+                        shifted = (x_arr.astype(np.float64) + sign * 4 * np.asarray(sp, np.float64)).astype(x_arr.dtype)
+                    moved.append(shifted)
+                else:
+                    moved.append(x)
+            try:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    alt = np.asarray(eval(stmt.op.template.format(*names, **stmt.params), {"np": np},
+                                          dict(zip(names, moved, strict=True))))
+            except Exception:
+                mask[...] = True
+                continue
+            diff, changed = _spread(ref, alt, None)
+            mask |= changed | (diff > allowance if is_float(ref.dtype) else diff > 0)
+        if np.any(mask):
+            masks[n + k] = mask
+    return masks
 
 
 def _undefined_masks(program: Program, values: list) -> dict:
@@ -793,7 +883,7 @@ def _evaluate(program: Program, noise) -> list:
 
 
 def _perturb(stmt: Stmt, result, values, noise, index):
-    rng, undefined = noise
+    rng, undefined, move = noise
     out = np.array(result)
     if index in undefined:
         garbage = rng.integers(-1000, 1000, size=out.shape).astype(out.dtype)
@@ -803,7 +893,7 @@ def _perturb(stmt: Stmt, result, values, noise, index):
         return out[()] if isinstance(result, np.generic) else out
     dtype = out.dtype
     eps = float(finfo(dtype).eps)
-    direction = rng.choice([-1.0, 1.0], size=out.shape) * rng.uniform(0.5, 1.0, size=out.shape)
+    direction = _direction(rng, out.shape, move)
     if accuracy == SUM:
         operands = [np.abs(np.asarray(_operand_value(a, values), dtype=np.float64))
                     if not isinstance(a, Literal) else abs(eval(a.text)) for a in stmt.args]
@@ -814,6 +904,8 @@ def _perturb(stmt: Stmt, result, values, noise, index):
         delta = ulp_bound(accuracy, dtype) * ulp(out.astype(np.float64), dtype)
     with np.errstate(all="ignore"):
         moved = (out.astype(np.float64) + direction * np.broadcast_to(delta, out.shape)).astype(dtype)
+        if dtype.kind == "f":                          # at least one ulp: rounding must not undo the move
+            moved = np.where((moved == out) & (delta > 0), np.nextafter(out, np.copysign(np.inf, direction)), moved)
     moved = np.where(np.isfinite(out), moved, out)
     return moved[()] if isinstance(result, np.generic) else moved
 
@@ -830,11 +922,21 @@ def _with_noisy_views(stmt: Stmt, values: list, rng):
         magnitude = eval(view.replace("{}", "_x"), {"np": np}, {"_x": np.abs(x.astype(np.float64))})
         eps = float(finfo(x.dtype).eps)
         delta = SUM_FACTOR * eps * (math.log2(max(x.size, 2)) + 1) * np.abs(magnitude)
-        direction = rng.choice([-1.0, 1.0], size=np.shape(operands[k])) * rng.uniform(0.5, 1.0, np.shape(operands[k]))
+        direction = _direction(rng, np.shape(operands[k]), "uniform")
         moved = (np.asarray(operands[k], np.float64) + direction * delta).astype(np.asarray(operands[k]).dtype)
         operands[k] = np.where(np.isfinite(np.asarray(operands[k], np.float64)), moved, operands[k])
     names = [f"_a{k}" for k in range(len(operands))]
     return eval(stmt.op.template.format(*names, **stmt.params), {"np": np}, dict(zip(names, operands, strict=True)))
+
+
+def _direction(rng, shape, move: str) -> np.ndarray:
+    """Moves as fractions of the bound (see MOVES; "one ulp" is a fraction too small to
+    survive rounding, which `_perturb` turns into one ulp)."""
+    if move == "uniform":
+        return rng.uniform(-1.0, 1.0, size=shape)
+    if move.endswith("one ulp"):
+        return np.full(shape, 1e-300 if move.startswith("up") else -1e-300)
+    return rng.choice([-1.0, 1.0], size=shape)
 
 
 def _magnitude(stmt: Stmt, abs_operands: list):
@@ -1074,17 +1176,21 @@ def check_gradients(program: Program, fn, ref: Reference, rng, outcome: Outcome)
     if not all(np.all(np.isfinite(np.asarray(v, dtype=np.float64))) and np.max(np.abs(v), initial=0) < 1e6
                for v in values[len(program.inputs):] if is_float(np.asarray(v).dtype)):
         return
-    h = 1e-6
-    with np.errstate(all="ignore"):
-        hi = floats(*[x + h * t for x, t in zip(primals, tangents, strict=True)])
-        lo = floats(*[x - h * t for x, t in zip(primals, tangents, strict=True)])
+    def central(h):
+        with np.errstate(all="ignore"):
+            hi = floats(*[x + h * t for x, t in zip(primals, tangents, strict=True)])
+            lo = floats(*[x - h * t for x, t in zip(primals, tangents, strict=True)])
+        return [(np.asarray(a) - np.asarray(b)) / (2 * h) for a, b in zip(hi, lo, strict=True)]
+    # Two step sizes: where they disagree, the function varies too fast at this scale
+    # (cos(x**21)) and finite differences say nothing; elsewhere they must match jvp.
+    coarse, fine = central(4e-6), central(1e-6)
     outcome.checks["finite differences"] += 1
-    for k, (a, b, j) in enumerate(zip(hi, lo, jvp_out, strict=True)):
-        fd = (np.asarray(a) - np.asarray(b)) / (2 * h)
-        err = np.abs(fd - j)
+    for k, (fd4, fd, j) in enumerate(zip(coarse, fine, jvp_out, strict=True)):
         bound = 1e-5 * (1 + np.abs(fd) + np.abs(j))
-        if np.any(err > bound):
-            at = tuple(int(i) for i in np.argwhere(err > bound)[0]) if np.ndim(err) else ()
+        trusted = np.abs(fd4 - fd) <= bound / 4
+        bad = trusted & (np.abs(fd - j) > bound)
+        if np.any(bad):
+            at = tuple(int(i) for i in np.argwhere(bad)[0]) if np.ndim(bad) else ()
             raise Mismatch("finite-differences", f"float output {k}: jvp {np.asarray(j)[at]!r}, central "
                                                  f"differences {np.asarray(fd)[at]!r} at {at}")
 
@@ -1168,7 +1274,42 @@ def _masked_sum():
     assert float(got) == 1.0, f"masked sum gave {got}, NumPy 1.0"
 
 
+def _tape_sees_mutation():
+    c = np.array([1.0, 2.0])
+    tape = jitgrad.GradientTape()
+    with tape:
+        x = tape.variable(np.array([3.0, 4.0]))
+        z = np.sum(x * c)
+    c[:] = 5                                   # a recorded constant changed before gradient()
+    (g,) = tape.gradient(z, [x])
+    np.testing.assert_array_equal(np.asarray(g), [1.0, 2.0], err_msg="the gradient used the mutated array")
+
+
+def _tape_item_assignment():
+    tape = jitgrad.GradientTape()
+    with tape:
+        x = tape.variable(np.array([2.0, 3.0]))
+        y = np.zeros(2)
+        y[0] = x[0]                            # a tracked value into a plain array
+        z = np.sum(y) + 0 * np.sum(x)
+    (g,) = tape.gradient(z, [x])
+    np.testing.assert_array_equal(np.asarray(g), [1.0, 0.0], err_msg="the derivative through y[0] was dropped")
+
+
+def _tape_math_function():
+    import math
+    tape = jitgrad.GradientTape()
+    with tape:
+        x = tape.variable(np.array([2.0, 3.0]))
+        z = math.exp(x[0]) + 0 * np.sum(x)
+    (g,) = tape.gradient(z, [x])
+    np.testing.assert_allclose(np.asarray(g), [math.exp(2.0), 0.0], err_msg="math.exp dropped the derivative")
+
+
 SPECIAL_CASES = [
+    SpecialCase("tape: recorded array mutated before gradient()", _tape_sees_mutation, error_allowed=True),
+    SpecialCase("tape: tracked value assigned into a plain array", _tape_item_assignment, error_allowed=True),
+    SpecialCase("tape: math.exp of a tracked value", _tape_math_function, error_allowed=True),
     SpecialCase("closure array updated between calls", _closure_rebinding),
     SpecialCase("np.random inside a compiled function", _fresh_random_numbers, error_allowed=True),
     SpecialCase("masked array argument", _masked_sum, error_allowed=True),
@@ -1270,6 +1411,15 @@ KNOWN_FAILURES: list[KnownFailure] = [
                  "floats to float32 (np.result_type finds no common dtype); jitgrad refuses, or gives float64",
                  lambda f: f.kind in ("dtype", "refused") and _has_bfloat16_input(f)
                  and any(t in f.detail for t in ("no common dtype", "float32", "bfloat16"))),
+    KnownFailure("tape item assignment raises ValueError",
+                 "y[0] = x[0] with x tracked by a GradientTape raises NumPy's ValueError ('setting an array "
+                 "element with a sequence'), not a JitgradError naming the cut derivative",
+                 lambda f: f.program.label == "tape: tracked value assigned into a plain array"
+                 and f.kind == "exception" and "ValueError" in f.detail),
+    KnownFailure("invalid LLVM IR around a large matrix product",
+                 "with fusion off, jit(lambda a: (a * 2).T @ a) on a (1026, 1026) array fails in 'llvm-verify' "
+                 "(an empty basic block 'entry.if' where the code checks for Ctrl-C between kernels)",
+                 _detail("refused", "LLVM IR parsing error")),
     KnownFailure("einsum broadcasting", "np.einsum refuses size-1 axes that NumPy broadcasts",
                  _detail("refused", "einsum: index")),
     KnownFailure("out-of-range Python int in a comparison",

@@ -17,7 +17,7 @@ from jitgrad.ir import DType
 from jitgrad.passes import memory
 from jitgrad.tracing import numpy_api as api
 
-from tests import fuzz
+import fuzz
 
 RANDOM_SEED = 20261201
 RANDOM_PROGRAMS = 60           # about 30 s on one idle core
@@ -171,3 +171,17 @@ def test_a_crashing_program_is_reported_and_the_run_goes_on(capsys):
     assert status == 1
     assert "[crash] seed 5 program 1" in out and "def program(" in out
     assert out.strip().splitlines()[-1].startswith("fuzz: 3 programs")
+
+
+def test_gradient_checks_catch_a_wrong_derivative():
+    @jitgrad.custom_jvp
+    def wrong_sin(x):
+        return np.sin(x)
+    wrong_sin.defjvp(lambda p, t: (wrong_sin(*p), t[0] * 1.5 * np.cos(p[0])))   # 1.5 x the derivative
+    x = np.array([0.3, -0.7, 1.1])
+    program = fuzz._case("sin", [("sin", (0,))], [x])
+    rng = np.random.default_rng(0)
+    ref = fuzz.numpy_reference(program, rng)
+    fuzz.check_gradients(program, lambda v: (np.sin(v),), ref, rng, fuzz.Outcome())     # the right rule passes
+    with pytest.raises(fuzz.Mismatch, match="jvp"):
+        fuzz.check_gradients(program, lambda v: (wrong_sin(v),), ref, rng, fuzz.Outcome())
