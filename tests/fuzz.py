@@ -1227,6 +1227,14 @@ def fixed_cases() -> list[Program]:
         _case("reciprocal of int", [("reciprocal", (0,))], [np.array([1, 2, -1])]),
         _case("int // and %", [("floordiv", (0, 1)), ("mod", (0, 1))], [np.array([7, -7, 7, -7]),
                                                                         np.array([2, 2, -2, -2])], [2, 3]),
+        _case("np.dot(0.5, f16)", [("dot", (Literal("0.5"), 0))], [np.ones(3, np.float16)]),
+        _case("bool ** 2", [("pow_scalar", (0,), {"k": 2})], [np.array([True, False])]),
+        _case("np.power(x, Python float argument)", [("np.power", (0, 1))], [np.arange(3.0), 2.5]),
+        _case("max of bool", [("max", (0,), {"axis": None, "kd": False})], [np.array([True, False])]),
+        _case("np.stack with a Python int", [("stack", (1, 0), {"a": 0})], [np.array(1, np.int8), 3]),
+        _case("hypot(inf, nan) float32", [("hypot", (0, 1))], [np.array([np.inf, np.nan], np.float32),
+                                                              np.array([np.nan, -np.inf], np.float32)]),
+        _case("pow(2**40, y) accuracy", [("np.power", (Literal("2.0**40"), 0))], [np.linspace(-10.3, -10.2, 64)]),
     ]
     for name in ("uint8", "int8", "int16", "int32", "uint16", "uint32", "uint64", "float16"):
         dt = np.dtype(name)
@@ -1368,34 +1376,16 @@ def _detail(kind: str, *fragments: str) -> Callable[[Failure], bool]:
 
 
 KNOWN_FAILURES: list[KnownFailure] = [
-    KnownFailure("native call path and half floats",
-                 "the second call (native call path) of a function with a float16/bfloat16 argument raises "
-                 "ValueError: fastcall builds its argument check from a memoryview format, which has no code "
-                 "for half floats (jitgrad/backends/cpu/fastcall.py)",
-                 _detail("exception", "cannot include dtype")),
-    KnownFailure("max/min of bool", "np.max/np.min/argmax of a bool array is refused (NumPy: any/all)",
-                 _detail("refused", "reduce_max is not defined for bool", "reduce_min is not defined for bool")),
-    KnownFailure("products of bool arrays",
-                 "np.outer/dot/matmul/einsum of bool arrays are refused (NumPy: logical and, or-reduced)",
-                 lambda f: f.kind == "refused" and "not defined for bool operands" in f.detail
-                 and _uses(f, "outer", "dot", "matmul", "inner", "vdot", "tensordot", "einsum")),
     KnownFailure("reduction axis 0 or -1 of a 0-d array",
                  "NumPy reduces a 0-d array over axis 0 or -1 (np.sum(np.array(1.), axis=0) is 1.0); "
                  "jitgrad raises ShapeError",
                  _detail("refused", "out of bounds for array of dimension 0")),
     KnownFailure("Python scalars in array functions",
-                 "np.stack/concatenate/dot/inner/outer/vdot/tensordot/einsum convert a Python scalar with "
+                 "np.stack/concatenate (and other non-ufunc functions) convert a Python scalar with "
                  "np.asarray (a strong int64/float64 operand); jitgrad promotes it as a weak scalar, so "
-                 "np.dot(0.5, f16) is float16 instead of float64 and np.outer(2**40, u8) is refused",
+                 "np.stack([3, int8 array]) is int8 instead of int64",
                  lambda f: f.kind in ("dtype", "refused", "value") and _python_scalar_in(
                      f, "stack", "concatenate", "dot", "inner", "outer", "vdot", "tensordot", "einsum")),
-    KnownFailure("bool ** 2", "NumPy computes bool ** 2 as np.square (int8); jitgrad gives int64",
-                 lambda f: f.kind == "dtype" and _uses(f, "pow_scalar")
-                 and any(isinstance(x, np.ndarray) and x.dtype == bool for x in f.program.inputs)),
-    KnownFailure("np.power with a Python float argument",
-                 "np.power(x, p) with p a Python float argument (a weak traced scalar) raises "
-                 "'power: must be real number, not Value' (numpy_api.power calls math.isfinite on it)",
-                 _detail("refused", "must be real number, not Value")),
     KnownFailure("hypot of infinity and NaN in float16/float32",
                  "np.hypot(inf, nan) is inf (C99); jitgrad's float32/float16 hypot returns NaN",
                  lambda f: f.kind == "value" and _uses(f, "hypot") and "nan" in f.detail),
@@ -1403,9 +1393,6 @@ KNOWN_FAILURES: list[KnownFailure] = [
                  "np.power(2.0**40, y) for y near -10 is up to 178 ulp off in float64 (the error grows "
                  "with |y log x|, as in exp(y log x)); NumPy's pow is within 1 ulp",
                  lambda f: f.kind == "value" and _uses(f, "pow", "np.power", "float_power", "pow_scalar")),
-    KnownFailure("np.linalg.norm of bfloat16",
-                 "NumPy's norm casts non-inexact dtypes (bfloat16 is not np.inexact) to float64; jitgrad "
-                 "keeps bfloat16", lambda f: f.kind == "dtype" and _uses(f, "norm") and "bfloat16" in f.detail),
     KnownFailure("bfloat16 promotion",
                  "ml_dtypes' ufunc loops promote bfloat16 with integer arrays and in np.clip with Python "
                  "floats to float32 (np.result_type finds no common dtype); jitgrad refuses, or gives float64",
@@ -1422,11 +1409,6 @@ KNOWN_FAILURES: list[KnownFailure] = [
                  _detail("refused", "LLVM IR parsing error")),
     KnownFailure("einsum broadcasting", "np.einsum refuses size-1 axes that NumPy broadcasts",
                  _detail("refused", "einsum: index")),
-    KnownFailure("out-of-range Python int in a comparison",
-                 "NumPy 2 compares an array with a Python int outside its dtype's range (a constant "
-                 "result); jitgrad refuses the int",
-                 lambda f: f.kind == "refused" and "out of bounds for" in f.detail
-                 and _uses(f, "lt", "le", "gt", "ge", "eq", "ne", "where_cmp")),
 ]
 
 
