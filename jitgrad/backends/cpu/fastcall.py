@@ -12,6 +12,14 @@ released) goes to the Python path, which retraces, allocates or raises as usual,
 the fast path never reads the wrong memory. A failure while allocating results
 releases everything acquired so far and propagates the exception.
 
+A kernel with blocked loops (`stops_on_interrupt`) is called watched, as the Python
+path calls it (runtime.py): Ctrl-C stops it at its next block boundary, and the wrapper
+then discards the outputs it allocated, releases the workspace and the input views and
+calls the Python path, whose first bytecode runs the pending SIGINT handler — raising
+KeyboardInterrupt, or, when the handler returns, computing the call again. Kernels
+without blocked loops (small arrays) are called directly: they finish quickly, and the
+watch would cost them two atomic stores, a load and a `pthread_self` call.
+
 The buffer protocol is used because NumPy's struct layout is not a stable ABI and
 Py_buffer is. The C-API functions are given to LLVM by address; every other address
 the wrapper holds (kernel, workspace slot, constants, numpy.empty, output shapes and
@@ -32,6 +40,7 @@ from llvmlite import ir
 from jitgrad.errors import JitgradError
 from .engine import compile_module, initialize
 from .llvm_support import I8, I32, I64, PTR, VOID, for_range, index
+from .runtime import KernelRuntime
 
 PY_BUFFER_BYTES = 80                 # sizeof(Py_buffer) on 64-bit CPython
 BUF, LEN, ITEMSIZE, NDIM, FORMAT, SHAPE = 0, 16, 24, 36, 40, 48   # field offsets in Py_buffer
@@ -111,7 +120,7 @@ def native_call(executable, fallback, result, allocate=np.empty):
                            workspace_slot=workspace.slot_address if workspace.nbytes else 0,
                            no_workspace=workspace.address if not workspace.nbytes else 0,
                            constants=tuple(executable.constant_addresses))
-    module = _build(symbol, inputs, outputs, addresses, result)
+    module = _build(symbol, inputs, outputs, addresses, result, executable.stops_on_interrupt)
     compiled = compile_module(module, opt_level=2, cache_dir=None)
     method = _PyMethodDef(symbol.encode(), compiled.address(symbol), METH_FASTCALL, None)
     owner = _Owner(executable, fallback, allocate, out_specs, compiled, method)
@@ -153,7 +162,7 @@ def _address(value: int, function_type: ir.FunctionType | None = None) -> ir.Con
     return pointer
 
 
-def _build(symbol, inputs, outputs, addresses: _Addresses, result) -> ir.Module:
+def _build(symbol, inputs, outputs, addresses: _Addresses, result, stops_on_interrupt: bool) -> ir.Module:
     module = ir.Module(name=symbol)
     fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64]), symbol)
     _, args, nargs = fn.args
@@ -267,9 +276,17 @@ def _build(symbol, inputs, outputs, addresses: _Addresses, result) -> ir.Module:
         b.position_at_end(continue_block)
     else:
         b.store(_address(addresses.no_workspace), slot(pointers, n_in + n_out))
-    b.call(_address(addresses.kernel, ir.FunctionType(VOID, [PTR])), [pointers])
+    kernel = _address(addresses.kernel, ir.FunctionType(VOID, [PTR]))
+    if stops_on_interrupt:                            # blocked loops: Ctrl-C may stop them early
+        watcher = KernelRuntime(module)
+        watcher.restore_hook(b)
+        interrupted = watcher.watched_call(b, kernel, [pointers])
+    else:
+        b.call(kernel, [pointers])
     if workspace_slot is not None:
         b.atomic_rmw("xchg", workspace_slot, index(0), "release")
+    if stops_on_interrupt:                            # outputs may be incomplete: discard them
+        then(b.not_(interrupted), "completed", to_fallback)
     with for_range(b, index(n_in), "release") as k:
         b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
     outs = [b.load(slot(objects, j), typ=PTR) for j in range(n_out)]

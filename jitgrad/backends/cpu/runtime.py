@@ -19,13 +19,16 @@ freed, since signal handlers and every kernel hold their addresses):
   watches its thread, compares the count before and after, and on a change runs the
   signal handlers (KeyboardInterrupt is raised from there) or, when a handler returns
   normally, runs the kernel again: kernels are pure functions of their inputs, so the
-  function stays usable and never returns a half-computed result. A caller that does
-  not watch its thread (the native call path) gets kernels that always run to the end.
+  function stays usable and never returns a half-computed result. The native call path
+  (fastcall.py) watches from generated code (`KernelRuntime.watched_call`) and, when
+  interrupted, hands the call to the Python path. A caller that does not watch its
+  thread gets kernels that always run to the end.
 
 Python sees a signal only between bytecodes, and a kernel is one long native call: this
 is why the handler has to be native. It is installed only over Python's own C-level
 handler (never over SIG_IGN, SIG_DFL or a third party's), and put back when
-`signal.signal` replaced it (checked on each watched call).
+`signal.signal` replaced it (checked on each watched call, from Python or from the
+native call path: `KernelRuntime.restore_hook`).
 """
 from __future__ import annotations
 
@@ -87,6 +90,11 @@ def load(target_machine: llvm.TargetMachine) -> None:
         llvm.add_symbol(name, address)
         _words[name] = ctype.from_address(address)
     _hook_address = engine.get_function_address(HOOK)
+    llvm.add_symbol(HOOK, _hook_address)
+    for name in ("PyOS_getsig", "PyOS_setsig"):
+        function = getattr(ctypes.pythonapi, name, None)
+        if function is not None:
+            llvm.add_symbol(name, ctypes.cast(function, ctypes.c_void_p).value)
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(engine))   # signal handlers may outlive any reference
     _engine = engine
     if _forked:
@@ -206,6 +214,22 @@ class KernelRuntime:
         armed = builder.zext(builder.icmp_unsigned("==", watched, me), I64)
         count = builder.load_atomic(self.word(INTERRUPTS, I32), "monotonic", 4, typ=I32)
         return armed, builder.zext(count, I64)
+
+    def restore_hook(self, builder: ir.IRBuilder) -> None:
+        """What `_hook_in_place` does for a caller in generated code: where Python's own
+        SIGINT handler is installed again (`signal.signal` with a callable puts it back
+        over the counting handler), put the counting handler in front of it again. One
+        `sigaction` call; nothing where this Python lacks PyOS_getsig/PyOS_setsig."""
+        if _getsig is None or _setsig is None:
+            return
+        getsig = declare(self.module, "PyOS_getsig", PTR, [I32])
+        setsig = declare(self.module, "PyOS_setsig", PTR, [I32, PTR])
+        hook = declare(self.module, HOOK, VOID, [I32])
+        python = builder.load(self.word(PYTHON_HANDLER, PTR), typ=PTR)
+        current = builder.call(getsig, [ir.Constant(I32, int(signal.SIGINT))])
+        known = builder.icmp_unsigned("!=", python, ir.Constant(PTR, None))
+        with builder.if_then(builder.and_(known, builder.icmp_unsigned("==", current, python)), likely=False):
+            builder.call(setsig, [ir.Constant(I32, int(signal.SIGINT)), hook])
 
     def watched_call(self, builder: ir.IRBuilder, kernel, args) -> ir.Value:
         """Call `kernel` as a caller that watches for Ctrl-C (what `call` does from Python,
