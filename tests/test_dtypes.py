@@ -307,6 +307,7 @@ def test_python_ints_compare_by_value_as_in_numpy():
     check(lambda x: np.where(x > 3, x, -1), x)                          # np.where casts unsafely
     check(lambda x: (np.concatenate([-2, x], axis=None), np.stack([x[0], 2.5]),
                      np.concatenate([x.astype(np.float32)[:1], 2.5], axis=None)), x)
+    check(lambda x, s: (np.stack([3, x[0].astype(np.int8)]), np.stack([s, x[0].astype(np.float32)])), x, 2.5)
 
 
 def test_python_int_argument_out_of_range_is_an_error_as_in_numpy():

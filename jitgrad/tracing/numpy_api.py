@@ -588,8 +588,9 @@ def _dot_general(a: Value, b: Value, contract, batch=((), ())) -> Value:
 
 
 def _promote_strong(*operands) -> list[Value]:
-    """np.dot, inner, outer and tensordot convert their operands with np.asarray first: a
-    Python scalar there (written or passed as an argument) is a strong int64/float64."""
+    """np.dot, inner, outer, tensordot and stack convert their operands with np.asarray
+    first: a Python scalar there (written or passed as an argument) is a strong
+    int64/float64."""
     with weak_scalars({}):
         return promote(*[np.asarray(x) if _is_weak(x) else x for x in operands])
 
@@ -757,7 +758,7 @@ def ravel(x, order="C"):
 
 
 def _promote_unsafely(arrays) -> list[Value]:
-    """NumPy 2's concatenate/stack/where promotion: Python scalars are weak, and cast
+    """NumPy 2's concatenate/where promotion: Python scalars are weak, and cast
     unsafely (a Python int the result dtype cannot hold wraps, no error)."""
     dtype = result_dtype(*arrays)
     return [P.convert(a, dtype) if isinstance(a, Value) else
@@ -780,7 +781,7 @@ def concatenate(arrays, axis=0, out=None, dtype=None):
 
 def stack(arrays, axis=0, out=None):
     _reject("stack", out=out)
-    values = _promote_unsafely(arrays)
+    values = _promote_strong(*arrays)        # np.stack calls np.asarray on each: no weak scalars
     shapes = {v.type.shape for v in values}
     if len(shapes) != 1:
         raise ShapeError("all input arrays must have the same shape")
