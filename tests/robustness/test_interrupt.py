@@ -207,3 +207,19 @@ def test_generated_callers_can_watch_for_ctrl_c():
     result = subprocess.run([sys.executable, "-c", WATCHED_CALL_SCRIPT], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split()[-1] == "ok"
+
+
+def test_a_long_call_that_starts_with_a_large_constant_compiles():
+    """The interrupt watch is read at the top of the entry block; a first kernel that
+    only loads a large constant leaves the builder in that block (it used to be left
+    mid-block there, and LLVM rejected the IR)."""
+    import numpy as np
+    import jitgrad
+
+    def scaled(x):
+        return x * np.arange(1.3e6)
+
+    x = np.linspace(0.0, 1.0, 1_300_000)
+    lowered = jitgrad.jit(scaled).lower(x)
+    assert lowered.executable.stops_on_interrupt and lowered.executable.constants
+    np.testing.assert_array_equal(jitgrad.jit(scaled)(x), scaled(x))

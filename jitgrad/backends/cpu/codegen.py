@@ -457,9 +457,12 @@ class FunctionLowering:
         """(armed, baseline) of runtime.KernelRuntime.watch, read once at the top of the
         function, so that every blocked loop of one call compares with the same count."""
         if self._watch is None:
-            entry_builder = ir.IRBuilder(self.llfn.entry_basic_block)
-            entry_builder.position_at_start(self.llfn.entry_basic_block)
+            entry = self.llfn.entry_basic_block
+            entry_builder = ir.IRBuilder(entry)
+            entry_builder.position_at_start(entry)
             self._watch = self.runtime.watch(entry_builder)
+            if self.builder.block is entry:     # its position is an index, now short of the end
+                self.builder.position_at_end(entry)
         return self._watch
 
     def _lower_reduction(self, op, lowering: Reduction) -> None:
