@@ -18,6 +18,7 @@ here rather than a silent `repr` that the parser could not read.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -35,14 +36,19 @@ BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 MAX_LIST_ELEMENTS = 64
 
 
-def print_function(fn: Function) -> str:
-    """The text of `fn` (no trailing newline)."""
+def print_function(fn: Function, digest_arrays_over: int | None = None) -> str:
+    """The text of `fn` (no trailing newline).
+
+    With `digest_arrays_over`, array attributes of more bytes than that print their
+    bytes' SHA-256 instead of the bytes (`array<f64[1300000]: sha256:...>`): text for
+    hashing a program (a 10 MiB constant would be 21 MB of hex), which the parser
+    rejects, so it can never be mistaken for the program."""
     names = name_values(fn)
     args = ", ".join(f"{names[a]}: {a.type}" for a in fn.args)
     outputs = ", ".join(str(t) for t in fn.output_types)
     lines = [f"func @{format_name(fn.name)}({args}) -> ({outputs}) {{"]
     for op in fn.body.ops:
-        _print_op(op, names, 1, lines)
+        _print_op(op, names, 1, lines, digest_arrays_over)
     lines.append("}")
     return "\n".join(lines)
 
@@ -111,7 +117,8 @@ def _value_name(value: Value, names: dict[Value, str]) -> str:
 
 # --------------------------------------------------------------------------- ops
 
-def _print_op(op: Operation, names: dict[Value, str], depth: int, lines: list[str]) -> None:
+def _print_op(op: Operation, names: dict[Value, str], depth: int, lines: list[str],
+              digest_arrays_over: int | None = None) -> None:
     indent = "  " * depth
     head = ""
     if op.results:
@@ -122,7 +129,7 @@ def _print_op(op: Operation, names: dict[Value, str], depth: int, lines: list[st
     else:
         head += f"{format_name(op.name)}({operands})"
     if op.attrs:
-        head += " " + format_attrs(op.attrs)
+        head += " " + format_attrs(op.attrs, digest_arrays_over)
     if op.results and not op.opdef.is_terminator:
         head += " : " + ", ".join(str(r.type) for r in op.results)
     tail = " " + format_location(op.loc)
@@ -137,7 +144,7 @@ def _print_op(op: Operation, names: dict[Value, str], depth: int, lines: list[st
             args = ", ".join(f"{_value_name(a, names)}: {a.type}" for a in block.args)
             lines.append(f"{indent}  ^bb({args}):")
             for inner in block.ops:
-                _print_op(inner, names, depth + 2, lines)
+                _print_op(inner, names, depth + 2, lines, digest_arrays_over)
     lines.append(indent + "})" + tail)
 
 
@@ -156,13 +163,13 @@ def format_name(name: str) -> str:
 
 # --------------------------------------------------------------------------- attributes
 
-def format_attrs(attrs: dict) -> str:
+def format_attrs(attrs: dict, digest_arrays_over: int | None = None) -> str:
     """`{key = value, ...}` sorted by key (so the text does not depend on build order)."""
-    items = ", ".join(f"{format_name(k)} = {format_attr(attrs[k])}" for k in sorted(attrs))
+    items = ", ".join(f"{format_name(k)} = {format_attr(attrs[k], digest_arrays_over)}" for k in sorted(attrs))
     return "{" + items + "}"
 
 
-def format_attr(value) -> str:
+def format_attr(value, digest_arrays_over: int | None = None) -> str:
     """One attribute value; raises `TypeError` for a type the parser could not rebuild."""
     if value is None:
         return "none"
@@ -175,20 +182,21 @@ def format_attr(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (tuple, list)):
-        items = [format_attr(v) for v in value]
+        items = [format_attr(v, digest_arrays_over) for v in value]
         return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
     if isinstance(value, DType):
         return f"dtype<{value}>"
     if isinstance(value, TensorType):
         return f"type<{value}>"
     if isinstance(value, np.ndarray):
-        return format_array(value)
+        return format_array(value, digest_arrays_over)
     raise TypeError(f"attribute value {value!r} of type {type(value).__name__} has no textual form")
 
 
-def format_array(array: np.ndarray) -> str:
+def format_array(array: np.ndarray, digest_arrays_over: int | None = None) -> str:
     """`array<f32[2]: [1.0, 2.0]>` for small arrays, `array<f32[100]: 0x...>` (raw
-    little-endian C-order bytes) for large ones, where lists would swamp the text."""
+    little-endian C-order bytes) for large ones, where lists would swamp the text;
+    `array<f32[100]: sha256:...>` (those bytes' digest) above `digest_arrays_over` bytes."""
     try:
         dtype = DType.from_numpy(array.dtype)
     except KeyError:
@@ -196,8 +204,10 @@ def format_array(array: np.ndarray) -> str:
     array = np.asarray(array, dtype=dtype.numpy)
     header = f"array<{TensorType(array.shape, dtype)}: "
     if array.size > MAX_LIST_ELEMENTS:
-        raw = np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()
-        return header + "0x" + raw.hex() + ">"
+        raw = np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<"))
+        if digest_arrays_over is not None and raw.nbytes > digest_arrays_over:
+            return header + "sha256:" + hashlib.sha256(raw.reshape(-1).view(np.uint8)).hexdigest() + ">"
+        return header + "0x" + raw.tobytes().hex() + ">"
     element = _ELEMENT_FORMATS[dtype]
     return header + _nested(array, element) + ">"
 

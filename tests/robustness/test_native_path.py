@@ -247,3 +247,43 @@ def test_cache_entries_with_valid_format_but_wrong_contents_are_recompiled(tmp_p
             print(lowered.executable.compiled.from_cache, again.executable.compiled.from_cache, flush=True)
     """)
     assert out.splitlines() == ["False True"] * len(DAMAGES), dict(zip(DAMAGES, out.splitlines()))
+
+
+LARGE_CONSTANT_PROGRAM = """
+def scaled_by(last):
+    def scaled(x):
+        c = np.arange(1.3e6)                # 10 MiB, made in the body: a constant of the program
+        c[-1] = last
+        return x * c
+    return scaled
+"""
+
+
+def test_large_constants_enter_the_symbol_by_digest():
+    """A 10 MiB constant is hashed into the function's symbol (which keys the caches) as
+    the SHA-256 of its bytes, not printed: the name still changes with any byte, and the
+    same program gets the same name in another process."""
+    from jitgrad.backends.cpu.backend import SYMBOL_ARRAY_BYTES, _symbol
+    from jitgrad.ir.printer import print_function
+
+    namespace = {"np": np}
+    exec(LARGE_CONSTANT_PROGRAM, namespace)
+    x = np.linspace(0.0, 1.0, 1_300_000)
+    lowered = {last: jitgrad.jit(namespace["scaled_by"](last)).lower(x) for last in (0.0, 1.0)}
+    functions = {last: low.executable.function for last, low in lowered.items()}
+    assert all(low.executable.constants for low in lowered.values())     # the constant is passed by reference
+    text = print_function(functions[0.0], digest_arrays_over=SYMBOL_ARRAY_BYTES)
+    assert "sha256:" in text and len(text) < 10_000, len(text)
+    symbols = {last: _symbol(fn) for last, fn in functions.items()}
+    assert symbols[0.0] != symbols[1.0]
+    assert lowered[0.0].executable.symbol == symbols[0.0]
+    for last in (0.0, 1.0):
+        want = x * np.arange(1.3e6)
+        want[-1] = x[-1] * last
+        np.testing.assert_array_equal(jitgrad.jit(namespace["scaled_by"](last))(x), want)
+    other_process = run_isolated(LARGE_CONSTANT_PROGRAM + """
+from jitgrad.backends.cpu.backend import _symbol
+x = np.linspace(0.0, 1.0, 1_300_000)
+print(_symbol(jitgrad.jit(scaled_by(1.0)).lower(x).executable.function))
+""")
+    assert other_process.split()[-1] == symbols[1.0]

@@ -42,6 +42,10 @@ _LOCATION_AT_LINE_END = re.compile(r' loc\("(?:[^"\\]|\\.)*":\d+(?: in (?:[A-Za-
                                    re.MULTILINE)
 
 
+SYMBOL_ARRAY_BYTES = 4096
+"""Array attributes larger than this are hashed, not printed, into a function's symbol."""
+
+
 def _symbol(fn: Function) -> str:
     """A name that depends only on the program, so that the same program compiled again
     (in this process or another) has the same LLVM IR and hits the disk cache.
@@ -49,8 +53,12 @@ def _symbol(fn: Function) -> str:
     Source locations are left out of the hash: they name files relative to the working
     directory, and they change no machine code, so one program run from several
     directories (or edited above the traced lines) shares one cache entry. The printer
-    ends every op's line with its `loc(...)`, which is what the pattern removes."""
-    text = _LOCATION_AT_LINE_END.sub("", print_function(fn))
+    ends every op's line with its `loc(...)`, which is what the pattern removes.
+
+    Array attributes above SYMBOL_ARRAY_BYTES enter the hash as their bytes' SHA-256
+    (the printer's `digest_arrays_over`), so a 10 MiB constant costs one pass of
+    SHA-256, not 21 MB of hex text, while any change of its bytes changes the name."""
+    text = _LOCATION_AT_LINE_END.sub("", print_function(fn, digest_arrays_over=SYMBOL_ARRAY_BYTES))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"jitgrad_{re.sub(r'[^A-Za-z0-9_]', '_', fn.name)}_{digest}"
 
