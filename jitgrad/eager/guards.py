@@ -50,22 +50,23 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def recording_site(depth: int) -> tuple:
-    """The user's frame that made the current record, as (code, line): `user_location`
-    without building a Location, which is deferred to an error message. The search
-    starts `depth` frames up (the frames below are known to be jitgrad's): frames it
-    passes over are never materialized, which keeps the recording path cheap."""
+    """The user's frame that made the current record, as (code, instruction offset):
+    `user_location` made cheap for the recording path. The search starts `depth` frames
+    up (those below are known to be jitgrad's), so the frames it passes over are never
+    materialized, and the line number is looked up only for an error message."""
     skip = _internal_dirs()
     frame = sys._getframe(depth)
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame = frame.f_back
-    return (None, 0) if frame is None else (frame.f_code, frame.f_lineno)
+    return (None, 0) if frame is None else (frame.f_code, frame.f_lasti)
 
 
 def _site_location(site: tuple) -> Location:
-    code, line = site
+    code, offset = site
     if code is None:
         return Location("<unknown>", 0)
-    return Location(_display_path(code.co_filename), line, code.co_name)
+    line = next((line for start, end, line in code.co_lines() if start <= offset < end), None)
+    return Location(_display_path(code.co_filename), line or code.co_firstlineno, code.co_name)
 
 
 class _Guard:
@@ -127,10 +128,11 @@ class Guards:
     by an inplace operation" — instead of differentiating at a point the forward pass
     never computed."""
 
-    __slots__ = ("by_id",)
+    __slots__ = ("by_id", "held")
 
     def __init__(self):
         self.by_id: dict[int, _Guard] = {}
+        self.held: list[_Guard] = []          # the guards holding their array read-only
 
     def operand(self, array: np.ndarray, fn, position: int | str, site: tuple | None = None,
                 depth: int = 2) -> None:
@@ -140,7 +142,9 @@ class Guards:
         guard = self.by_id.get(id(array))
         if guard is None:
             if not array.dtype.hasobject:
-                self.by_id[id(array)] = _Guard(array, fn, position, site or recording_site(depth + 1))
+                guard = self.by_id[id(array)] = _Guard(array, fn, position, site or recording_site(depth + 1))
+                if guard.locked:
+                    self.held.append(guard)
         elif guard.changed_at is None and not guard.unchanged():
             guard.changed_at = user_location()     # read again, modified: two records saw different values
 
@@ -188,11 +192,13 @@ class Guards:
 
     def unlock(self, keep: bool) -> None:
         """Give back every array held read-only (`keep`: remembered by copies from now on)."""
-        for guard in self.by_id.values():
+        for guard in self.held:
             guard.unlock(keep)
+        self.held = []
 
     def __del__(self):
-        try:
-            self.unlock(keep=False)
-        except Exception:          # interpreter shutdown: modules may be gone already
-            pass
+        if self.held:
+            try:
+                self.unlock(keep=False)
+            except Exception:          # interpreter shutdown: modules may be gone already
+                pass
