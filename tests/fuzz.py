@@ -277,6 +277,12 @@ def _int_power_raises(xs, params):
     return all(np.asarray(x).dtype.kind in "iub" for x in xs)
 
 
+def _half_float(xs, params):
+    """jitgrad refuses einsum in float16/bfloat16 (NumPy rounds float16 after every
+    addition, and refuses bfloat16), asking for float32 operands."""
+    return any(np.asarray(x).dtype.itemsize == 2 and is_float(np.asarray(x).dtype) for x in xs)
+
+
 def _pow_accuracy(params):
     k = params.get("k")
     return EXACT if k in (0, 1, 2, 0.5, 2.0, -1) else "pow"
@@ -375,8 +381,8 @@ OPS: list[Op] = [
     Op("outer", "np.outer({0}, {1})", 2, in_tables(np.outer)),
     Op("vdot", "np.vdot({0}, {1})", 2, in_tables(np.vdot), SUM),
     Op("tensordot", "np.tensordot({0}, {1}, axes=1)", 2, in_tables(np.tensordot), SUM),
-    Op("einsum", "np.einsum('ij,jk->ik', {0}, {1})", 2, in_tables(np.einsum), SUM),
-    Op("einsum_t", "np.einsum('ij->ji', {0})", 1, in_tables(np.einsum)),
+    Op("einsum", "np.einsum('ij,jk->ik', {0}, {1})", 2, in_tables(np.einsum), SUM, may_raise=_half_float),
+    Op("einsum_t", "np.einsum('ij->ji', {0})", 1, in_tables(np.einsum), may_raise=_half_float),
     # ---- dtype conversion
     Op("astype", "{0}.astype({dtype})", 1, has_method("astype"), params=_dtype, smooth=False, weight=1.5,
        undefined=_float_to_int_undefined, jumps=True),
