@@ -80,6 +80,16 @@ def test_a_recorded_constant_modified_in_place_raises_naming_the_operation_and_l
         tape.gradient(z, x)
 
 
+def test_an_array_passed_by_keyword_is_guarded_too():
+    lo = np.array([0.0, 0.0, 0.0])
+    tape = GradientTape()
+    x = tape.watch(np.array([-1.0, 0.5, 2.0]))
+    y = np.sum(np.clip(x, a_min=lo, a_max=1.5))
+    lo[:] = -5.0
+    with pytest.raises(MutationError, match="argument a_min of numpy.clip"):
+        tape.gradient(y, x)
+
+
 def test_a_constant_read_by_two_operations_modified_between_them_raises():
     c = np.ones(3)
     tape = GradientTape()

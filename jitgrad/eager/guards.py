@@ -49,12 +49,17 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
                                np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
 
 
+_SKIP: tuple = ()      # the directories of jitgrad's and NumPy's own frames, once known
+
+
 def recording_site(depth: int) -> tuple:
     """The user's frame that made the current record, as (code, instruction offset):
     `user_location` made cheap for the recording path. The search starts `depth` frames
     up (those below are known to be jitgrad's), so the frames it passes over are never
     materialized, and the line number is looked up only for an error message."""
-    skip = _internal_dirs()
+    global _SKIP
+    skip = _SKIP or _internal_dirs()
+    _SKIP = skip
     frame = sys._getframe(depth)
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame = frame.f_back
@@ -84,7 +89,7 @@ class _Guard:
             array.flags.writeable = False
             self.content = None
         else:
-            self.content = _snapshot(array)
+            self.content = array.copy(order="K") if array.nbytes <= DIGEST_LIMIT else _digest(array)
         self.fn = fn                  # the recorded callable, or None for a tracked leaf
         self.position = position      # its argument position, or how the leaf was made
         self.site = site

@@ -266,8 +266,10 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         else:
             if plain is not None and isinstance(plain, np.ndarray):
                 tape._guards.operand(plain, fn, at, depth=3)     # above _apply: a protocol method, then the user
-            if kwargs:
-                tape._guards.operands(fn, (), kwargs)
+            if kwargs:                      # flat here: nested values took _apply_nested
+                for key, v in kwargs.items():
+                    if isinstance(v, np.ndarray) or type(v) is dict:
+                        tape._guards.operands(fn, (), {key: v})
         return TrackedTensor(result, tape, ref)
     return tape._record(fn, refs, kwargs, result)
 
