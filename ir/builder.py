@@ -11,7 +11,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Sequence
 
-from ..errors import JitgradError
+from .errors import JitgradError
 from .core import Block, Function, Location, OpDef, Operation, Region, Value, UNKNOWN_LOCATION, RETURN
 from .types import TensorType
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IRParseError
+from .errors import IRParseError
 from .builder import Builder
 from .core import Block, Function, Location, OpDef, Region, Value, UNKNOWN_LOCATION
 from .types import DType, TensorType
@@ -64,7 +64,6 @@ def parse_module(text: str) -> list[Function]:
 
 class _Parser:
     def __init__(self, text: str):
-        import jitgrad.primitives  # noqa: F401 - registers the primitives' OpDefs (lazily: they import ir)
         self.text = text
         self.tokens = self._tokenize(text)
         self.i = 0
@@ -194,7 +193,9 @@ class _Parser:
         name = self.name("an op name")
         opdef = OpDef.registry.get(name)
         if opdef is None:
-            raise self.error(f"unknown op {name!r}", name_token)
+            raise self.error(f"unknown op {name!r} (ops are looked up in OpDef.registry, which the "
+                             "modules defining them fill when imported: import jitgrad.primitives first)",
+                             name_token)
         if opdef.is_terminator:
             operands = self.separated(self.use) if self.peek().kind == "value" else []
         else:

@@ -11,7 +11,7 @@ types relate to its results.
 """
 from __future__ import annotations
 
-from ..errors import JitgradError, VerificationError
+from .errors import JitgradError, VerificationError
 from .core import Block, Function, Operation, RETURN, YIELD, Value
 from .printer import format_location, name_values
 

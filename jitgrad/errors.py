@@ -1,29 +1,13 @@
 """The exceptions jitgrad raises. Every one is a `JitgradError`.
 
 Errors raised while tracing carry the user's source location, so a message reads
-`model.py:12: ...`; errors from compilation name the stage that failed.
+`model.py:12: ...`; errors from compilation name the stage that failed. The root class and
+the IR's own errors (`IRParseError`, `VerificationError`) live in `jitgrad.ir.errors`, so
+that the IR package stands alone; they are re-exported here.
 """
 from __future__ import annotations
 
-import copy
-
-
-class JitgradError(Exception):
-    """Base class of all jitgrad errors. `location` is the user's file:line, if known."""
-
-    def __init__(self, message: str, location=None):
-        self.location = location
-        self.message = message
-        super().__init__(f"{location}: {message}" if location else message)
-
-    def with_location(self, location) -> "JitgradError":
-        """A copy of this error that names `location`, unless it names one already."""
-        if self.location is not None or location is None:
-            return self
-        err = copy.copy(self)
-        err.location = location
-        err.args = (f"{location}: {self.message}",)
-        return err
+from jitgrad.ir.errors import IRParseError, JitgradError, VerificationError
 
 
 class ShapeError(JitgradError, ValueError):
@@ -48,14 +32,6 @@ class TracerBoolConversionError(JitgradError, TypeError):
 
 class GradientError(JitgradError, TypeError):
     """A differentiation request that has no meaning (non-scalar output, integer input)."""
-
-
-class IRParseError(JitgradError, ValueError):
-    """Text that is not valid jitgrad IR."""
-
-
-class VerificationError(JitgradError):
-    """IR that breaks an invariant: types, shapes, dominance, terminators."""
 
 
 class CompilationError(JitgradError):
