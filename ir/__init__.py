@@ -1,4 +1,6 @@
-"""jitgrad's SSA IR: types, values, ops, blocks/regions, builder, printer/parser, verifier."""
+"""jitgrad's SSA IR: types, values, ops, blocks/regions, builder, cloning, printer/parser, verifier.
+
+The package imports nothing else of jitgrad: passes, primitives and backends build on it."""
 from .types import DType, TensorType, parse_type
 from .core import Block, Function, Location, OpDef, Operation, Region, Value, UNKNOWN_LOCATION, RETURN, YIELD
 from .builder import Builder, current_builder, emit, new_function
@@ -14,3 +16,9 @@ from .parser import parse_function, parse_module
 from .verifier import verify
 
 __all__ += ["print_function", "print_module", "print_op", "parse_function", "parse_module", "verify"]
+
+from .clone import body_function, clone_op, clone_region, function_region, inline_block
+from .errors import IRParseError, JitgradError, VerificationError
+
+__all__ += ["body_function", "clone_op", "clone_region", "function_region", "inline_block",
+            "IRParseError", "JitgradError", "VerificationError"]

@@ -16,7 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Sequence
 
-from jitgrad.ir import Block, Builder, Function, Operation, Region, Value, new_function
+from jitgrad.ir import Function, Operation, Value, new_function
+from jitgrad.ir.clone import clone_op, clone_region
+from jitgrad.ir.errors import VerificationError
+from jitgrad.ir.verifier import verify
+
+copy_op = clone_op            # aliases of the ir/ functions, under the names passes import
+copy_region = clone_region
 
 
 class FunctionPass:
@@ -63,10 +69,6 @@ class PassManager:
     def _check(self, fn: Function, when: str) -> None:
         if not self.verify:
             return
-        # Imported here: the verifier is its own module, and the manager must import
-        # (and run unverified pipelines) without it.
-        from jitgrad.errors import VerificationError
-        from jitgrad.ir.verifier import verify
         try:
             verify(fn)
         except VerificationError as err:
@@ -104,29 +106,6 @@ def rewrite_function(fn: Function, rewrite: Rewrite, keep: Callable[[Operation],
             with builder.at(op.loc):
                 new = None if op.opdef.is_terminator else rewrite(op, operands)
                 if new is None:
-                    new = copy_op(builder, op, operands, env).results
+                    new = clone_op(builder, op, operands, env).results
             env.update(zip(op.results, new, strict=True))
     return new_fn
-
-
-def copy_op(builder: Builder, op: Operation, operands: Sequence[Value], env: dict[Value, Value]) -> Operation:
-    """Append a copy of `op` with the given operands. Its regions are deep-copied; values
-    they use from enclosing blocks are looked up in `env` (which also receives the
-    copied region's own values)."""
-    regions = [copy_region(region, env) for region in op.regions]
-    return builder.create(op.opdef, operands, op.attrs, regions=regions,
-                          result_types=[r.type for r in op.results])
-
-
-def copy_region(region: Region, env: dict[Value, Value]) -> Region:
-    blocks = []
-    for block in region.blocks:
-        inner = Builder(Block())
-        for arg in block.args:
-            env[arg] = inner.add_arg(arg.type)
-        for op in block.ops:
-            with inner.at(op.loc):
-                new = copy_op(inner, op, [env[v] for v in op.operands], env)
-            env.update(zip(op.results, new.results, strict=True))
-        blocks.append(inner.block)
-    return Region(blocks)

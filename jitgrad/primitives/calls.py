@@ -25,7 +25,8 @@ import itertools
 from typing import Any, Callable, Sequence
 
 from jitgrad.errors import GradientError, VerificationError
-from jitgrad.ir import YIELD, Block, Builder, Function, OpDef, Region, Value, current_builder, new_function
+from jitgrad.ir import Function, OpDef, Value, current_builder, new_function
+from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block  # noqa: F401 - re-exported
 from .base import UndefinedPrimal, Zero, instantiate
 
 # --------------------------------------------------------------------------- Python rules
@@ -50,44 +51,6 @@ def lookup_rule(key: str) -> Any:
 
 
 # --------------------------------------------------------------------------- bodies
-
-def body_function(op, name: str | None = None) -> Function:
-    """A copy of a call op's body as a standalone Function (its yield becomes return)."""
-    block = op.regions[0].block
-    fn, builder = new_function(name or op.name, [a.type for a in block.args])
-    with builder:
-        results = inline_block(block, fn.args)
-        with builder.at(block.terminator.loc):
-            builder.ret(results)
-    return fn
-
-
-def function_region(fn: Function) -> Region:
-    """A copy of `fn` as an isolated region ending in `yield`."""
-    builder = Builder(Block())
-    args = [builder.add_arg(a.type) for a in fn.args]
-    with builder:
-        results = inline_block(fn.body, args)
-        with builder.at(fn.body.terminator.loc):
-            builder.create(YIELD, results)
-    return Region([builder.block])
-
-
-def inline_block(block: Block, operands: Sequence[Value], env: dict | None = None) -> list[Value]:
-    """Copy `block`'s ops into the active builder with its arguments bound to `operands`
-    (and other free values as `env` maps them); returns what its terminator passes on."""
-    from jitgrad.passes.manager import copy_op
-    builder = current_builder()
-    env = dict(env or {})
-    env.update(zip(block.args, operands, strict=True))
-    for op in block.ops:
-        if op.opdef.is_terminator:
-            return [env[v] for v in op.operands]
-        with builder.at(op.loc):
-            new = copy_op(builder, op, [env[v] for v in op.operands], env)
-        env.update(zip(op.results, new.results, strict=True))
-    raise AssertionError("block without terminator")
-
 
 def emit_call(opdef: "CallOp", body: Function, operands: Sequence[Value], **attrs) -> list[Value]:
     op = current_builder().create(opdef, operands, attrs, regions=[function_region(body)],
@@ -135,8 +98,7 @@ class CallOp(OpDef):
 
 
 def _copy_call(op, primals) -> list[Value]:
-    from jitgrad.passes.manager import copy_op
-    return list(copy_op(current_builder(), op, primals, {}).results)
+    return list(clone_op(current_builder(), op, primals, {}).results)
 
 
 def _body_jvp(op, primals, tangents):

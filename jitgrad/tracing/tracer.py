@@ -22,6 +22,7 @@ import numpy as np
 from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionError,
                             UnsupportedAttributeError, UnsupportedOperationError)
 from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, current_builder, new_function
+from jitgrad.ir.clone import inline_block
 from . import implicit
 from . import numpy_api as api
 from .pytree import TreeDef, tree_flatten, tree_unflatten
@@ -436,7 +437,6 @@ def close_over(function: Function) -> tuple[Function, list[Value]]:
     """Closure conversion: values of enclosing functions that `function` uses (a traced
     closure over an outer tracer) become extra trailing arguments, so every function and
     region is self-contained; returns the new function and the outer values to pass."""
-    from jitgrad.primitives.calls import inline_block
     defined, captured = set(function.args), []
 
     def visit(block):

@@ -1,0 +1,77 @@
+"""Copying IR: ops with their regions, regions, blocks inlined into another block.
+
+Passes never mutate their input, so every transformation builds new IR by copying what
+it does not change. These are the copy primitives they share. A `value_map` maps values
+of the source IR to values of the copy: operands are looked up in it, and it receives
+every value the copy defines (results, and the arguments and results inside copied
+regions), so a caller can keep copying the ops that follow.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .builder import Builder, current_builder, new_function
+from .core import YIELD, Block, Function, Operation, Region, Value
+
+
+def clone_op(builder: Builder, op: Operation, operands: Sequence[Value],
+             value_map: dict[Value, Value]) -> Operation:
+    """Append a copy of `op` with the given operands to `builder`. Its regions are
+    deep-copied; values they use from enclosing blocks are looked up in `value_map`
+    (which also receives the copied regions' own values)."""
+    regions = [clone_region(region, value_map) for region in op.regions]
+    return builder.create(op.opdef, operands, op.attrs, regions=regions,
+                          result_types=[r.type for r in op.results])
+
+
+def clone_region(region: Region, value_map: dict[Value, Value]) -> Region:
+    """A deep copy of `region`; its block arguments and op results go into `value_map`."""
+    blocks = []
+    for block in region.blocks:
+        inner = Builder(Block())
+        for arg in block.args:
+            value_map[arg] = inner.add_arg(arg.type)
+        for op in block.ops:
+            with inner.at(op.loc):
+                new = clone_op(inner, op, [value_map[v] for v in op.operands], value_map)
+            value_map.update(zip(op.results, new.results, strict=True))
+        blocks.append(inner.block)
+    return Region(blocks)
+
+
+def inline_block(block: Block, operands: Sequence[Value], value_map: dict | None = None) -> list[Value]:
+    """Copy `block`'s ops into the active builder with its arguments bound to `operands`
+    (and other free values as `value_map` maps them); returns what its terminator passes on."""
+    builder = current_builder()
+    value_map = dict(value_map or {})
+    value_map.update(zip(block.args, operands, strict=True))
+    for op in block.ops:
+        if op.opdef.is_terminator:
+            return [value_map[v] for v in op.operands]
+        with builder.at(op.loc):
+            new = clone_op(builder, op, [value_map[v] for v in op.operands], value_map)
+        value_map.update(zip(op.results, new.results, strict=True))
+    raise AssertionError("block without terminator")
+
+
+def body_function(op: Operation, name: str | None = None) -> Function:
+    """A copy of the body of an op with one region as a standalone Function (its `yield`
+    becomes `return`)."""
+    block = op.regions[0].block
+    fn, builder = new_function(name or op.name, [a.type for a in block.args])
+    with builder:
+        results = inline_block(block, fn.args)
+        with builder.at(block.terminator.loc):
+            builder.ret(results)
+    return fn
+
+
+def function_region(fn: Function) -> Region:
+    """A copy of `fn` as an isolated region ending in `yield` (the inverse of `body_function`)."""
+    builder = Builder(Block())
+    args = [builder.add_arg(a.type) for a in fn.args]
+    with builder:
+        results = inline_block(fn.body, args)
+        with builder.at(fn.body.terminator.loc):
+            builder.create(YIELD, results)
+    return Region([builder.block])
