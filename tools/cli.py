@@ -24,6 +24,9 @@ Subcommands:
   ir    print the IR of a function after any compiler stage (traced, autodiff, each
         optimization pass, LLVM IR, optimized LLVM IR, machine code)
 
+  aot   compile a function ahead of time into a C library (libNAME.so, libNAME.a),
+        a header and a checksummed manifest (docs/aot.md)
+
 Run `jitgrad ir --help` for the options of a subcommand.
 """
 
@@ -110,7 +113,61 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--time-passes", action="store_true", help="print the time each stage took (to stderr)")
     ir.add_argument("--memory", action="store_true",
                     help="print the peak memory of every stage and its change from the stage before")
+    add_aot_parser(sub)
     return parser
+
+
+AOT_HELP = """\
+Compile FILE.py:FUNC ahead of time for arguments of the given types into directory DIR:
+libNAME.so, libNAME.a, NAME.h (the C declarations, shapes and dtypes) and manifest.json.
+Load it back with jitgrad.aot.load(DIR), or link it from C (docs/aot.md).
+
+Examples:
+  jitgrad aot model.py:loss --args f32[784,256] f32[256] f32[256,784] --mode grad -o build/model
+  jitgrad aot model.py:loss --args f64[8] --mode value_and_grad --target x86-64-v3 -o build/w4
+"""
+
+
+def add_aot_parser(sub) -> None:
+    aot = sub.add_parser("aot", help="compile a function ahead of time into a C library", description=AOT_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    aot.add_argument("target", metavar="FILE.py:FUNC", help="the Python file and the function in it")
+    aot.add_argument("--args", nargs="+", type=_type_spec, required=True, metavar="SPEC",
+                     help="one type per positional argument, e.g. f32[256,784] or f64[]")
+    aot.add_argument("--argnums", nargs="+", type=int, default=[0], metavar="N",
+                     help="arguments to differentiate with respect to (default: 0)")
+    aot.add_argument("--mode", choices=("grad", "value_and_grad", "jit", "vjp", "jvp"), default="grad",
+                     help="what to compile (default: the gradient)")
+    aot.add_argument("--memory-budget", metavar="BYTES", help="recompute forward values to fit, e.g. 64MB")
+    aot.add_argument("--target", dest="cpu_target", default="host",
+                     choices=("host", "x86-64-v3", "x86-64-v4", "aarch64"), help="CPU to generate code for")
+    aot.add_argument("--blas", choices=("openblas", "loops"), default=None,
+                     help="matrix products: NumPy's bundled OpenBLAS (host default) or generated loops")
+    aot.add_argument("--name", help="library name (default: the function's name)")
+    aot.add_argument("--function-name", help="name of the entry point (default: MODE_FUNC, or FUNC for jit)")
+    aot.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
+
+
+def run_aot(args) -> int:
+    import numpy as np
+    from jitgrad.errors import JitgradError
+    from jitgrad.aot.builder import Library, transformed
+    fn = _load_function(args.target)
+    function_name = args.target.rpartition(":")[2]
+    examples = [np.zeros(t.shape, t.dtype.numpy) for t in args.args]
+    argnums = args.argnums[0] if len(args.argnums) == 1 else tuple(args.argnums)
+    try:
+        compiled, example_args = transformed(fn, args.mode, examples, argnums, args.memory_budget)
+        entry = args.function_name or (function_name if args.mode == "jit" else f"{args.mode}_{function_name}")
+        library = Library(args.name or function_name).add(entry, compiled, *example_args, mode=args.mode)
+        manifest = library.build(args.output, target=args.cpu_target, blas=args.blas)
+    except (JitgradError, ValueError) as err:
+        print(f"jitgrad: error: {err}", file=sys.stderr)
+        return 1
+    for name in manifest["files"]:
+        print(os.path.join(args.output, name))
+    print(os.path.join(args.output, "manifest.json"))
+    return 0
 
 
 def _compile(fn, mode: str, argnums, memory_budget=None):
@@ -182,6 +239,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "ir":
         return run_ir(args)
+    if args.command == "aot":
+        return run_aot(args)
     parser.print_help()
     return 0
 

@@ -383,7 +383,9 @@ def _build(library: Library, path: str, target: Target, blas: str | None) -> dic
             entry_object = os.path.join(scratch, f"{name}_entry.o")
             version_script = os.path.join(scratch, "exports.map")
             with open(version_script, "w") as f:
-                f.write(f"{{ global: {name}_*; local: *; }};\n")
+                exported = [f"{name}_abi_version"] + [f"{name}_{f.name}{suffix}" for f in library.functions
+                                                        for suffix in ("", "_workspace_size")]
+                f.write(f"{{ global: {'; '.join(exported)}; local: *; }};\n")
             _run(["cc", "-std=c11", "-O2", "-fPIC", "-c", os.path.join(path, f"{name}_entry.c"), "-o", entry_object],
                  "compiling the entry points")
             shared = os.path.join(path, f"lib{name}.so")
@@ -437,3 +439,33 @@ def _function_manifest(library: str, f: ExportedFunction) -> dict:
 def _jitgrad_version() -> str:
     import jitgrad
     return jitgrad.__version__
+
+
+# --------------------------------------------------------------------------- the command line's modes
+
+MODES = ("grad", "value_and_grad", "jit", "vjp", "jvp")
+
+
+def transformed(fun: Callable, mode: str, example_args: Sequence[np.ndarray], argnums=0,
+                memory_budget=None) -> tuple[Callable, tuple]:
+    """(compiled function, its example arguments) for `jitgrad aot --mode`: vjp takes the
+    primals and a cotangent shaped as the output; jvp the primals and as many tangents."""
+    import jitgrad
+    from jitgrad.api import Compiled, _transformed
+    from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
+    fun = fun.fun if isinstance(fun, Compiled) else fun
+    args = tuple(example_args)
+    if mode == "jit":
+        return jitgrad.jit(fun), args
+    if mode == "grad":
+        return jitgrad.grad(fun, argnums=argnums, memory_budget=memory_budget), args
+    if mode == "value_and_grad":
+        return jitgrad.value_and_grad(fun, argnums=argnums, memory_budget=memory_budget), args
+    if mode == "jvp":
+        return _transformed("jvp", fun, len(args)), args + tuple(np.zeros_like(a) for a in args)
+    if mode == "vjp":
+        lowered = jitgrad.jit(fun).lower(*args)
+        zeros = [np.zeros(t.shape, t.dtype.numpy) for t in lowered.function.output_types]
+        cotangent = lowered.staged.unflatten(zeros)
+        return _transformed("vjp", fun, len(args)), args + (cotangent,)
+    raise ExportError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
