@@ -11,18 +11,12 @@ from typing import Any, Callable, Sequence
 from jitgrad.errors import JitgradError, VerificationError
 from jitgrad.ir import DType, Function
 from jitgrad.passes.manager import PassManager
+from jitgrad.passes.pipeline import optimization_passes
 from .config import config
 from .backends.cpu import CPUBackend
 from .staging import Staged
 from .tracing import implicit
 from .tracing.pytree import tree_flatten
-
-
-def optimization_passes() -> list:
-    """The IR -> IR passes run after tracing and differentiation, in order."""
-    from jitgrad.passes.inline import InlineCalls, InlineCheckpoints
-    from jitgrad.passes.simplify import simplify_pipeline
-    return [InlineCalls(), *simplify_pipeline(), InlineCheckpoints()]
 
 
 @dataclass

@@ -21,6 +21,10 @@ from jitgrad.ir import Function, Value, current_builder
 from jitgrad.primitives.calls import inline_block, keep_outputs
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
+from jitgrad.passes.memory import plan_buffers
+from jitgrad.passes.pipeline import optimization_passes
+from jitgrad.passes.remat import choose_segmentation, parse_bytes, program_peak, report_unmet_budget
+from jitgrad.passes.schedule import schedule
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import Tracer, abstract_leaf, check_arity, trace, user_location
 from jitgrad.tracing import numpy_api
@@ -135,7 +139,6 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
             return keep_outputs(g, n_out) if not values_returned else g
         stages, remat = [("traced", fn)], None
         if memory_budget is not None:
-            from jitgrad.passes.remat import choose_segmentation, parse_bytes, report_unmet_budget
             segmented, remat = choose_segmentation(fn, parse_bytes(memory_budget), _peak_of(differentiate))
             report_unmet_budget(fn.name, remat, strict, user_location())
             stages.append(("remat", segmented))
@@ -164,10 +167,6 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
 def _peak_of(differentiate: Callable[[Function], Function]):
     """Peak bytes and op count of the compiled gradient of a candidate program."""
     def measure(candidate: Function) -> tuple[int, int]:
-        from jitgrad.passes.memory import plan_buffers
-        from jitgrad.passes.remat import program_peak
-        from jitgrad.passes.schedule import schedule
-        from jitgrad.pipeline import optimization_passes
         fn = differentiate(candidate)
         for p in optimization_passes():
             fn = p.run(fn)

@@ -17,6 +17,7 @@ from jitgrad.errors import GradientError
 from jitgrad.ir import Function
 from jitgrad.primitives.calls import CallOp, custom_vjp_lin_p, inline_block, lookup_rule
 from .manager import FunctionPass, rewrite_function
+from .simplify import simplify_pipeline
 
 
 CHECKPOINTS = ("checkpoint", "checkpoint_jvp")
@@ -60,7 +61,6 @@ def _inline(op, operands, checkpoints: bool):
     body = Function(op.name, op.regions[0].block)
     body = (InlineCheckpoints() if checkpoints else InlineCalls()).run(body)   # nested calls first
     if checkpoints:
-        from .simplify import simplify_pipeline
         for simplify in simplify_pipeline():
             body = simplify.run(body)
     return inline_block(body.body, operands)
