@@ -68,6 +68,7 @@ def test_reported_cases_give_numpys_answers():
     check(lambda v: v ** 2.0, np.array([1, 2]))
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("make", [lambda: np.ma.masked_array([1., 100.], mask=[0, 1]),
                                   lambda: np.matrix([[1., 2.], [3., 4.]])], ids=["masked", "matrix"])
 def test_subclasses_that_change_meaning_are_refused(make):
