@@ -5,7 +5,8 @@ libmvec vector variants the code may call, and the CPU flags a machine must repo
 A portable level (x86-64-v3, x86-64-v4) names a set of instructions rather than one
 chip, so an artifact built for it runs on any machine of that level. Vector math follows
 the level: AVX-512 libmvec variants (`_ZGVe...`) only for v4, AVX2 ones (`_ZGVd...`)
-for v3 and v4, scalar libm elsewhere.
+for v3 and v4, scalar libm elsewhere. LLVM's generic x86-64-v4 tunes for 256-bit vectors;
+`-prefer-256-bit` lets it use the 512-bit ones, as the JIT does on an AVX-512 host.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _host_target() -> Target:
 TARGETS = {
     "x86-64-v3": Target("x86-64-v3", "x86_64-unknown-linux-gnu", "x86-64-v3", "", "x86_64", (("d", 256),),
                         X86_V3_FLAGS),
-    "x86-64-v4": Target("x86-64-v4", "x86_64-unknown-linux-gnu", "x86-64-v4", "", "x86_64",
+    "x86-64-v4": Target("x86-64-v4", "x86_64-unknown-linux-gnu", "x86-64-v4", "-prefer-256-bit", "x86_64",
                         (("e", 512), ("d", 256)), X86_V4_FLAGS),
     "aarch64": Target("aarch64", "aarch64-unknown-linux-gnu", "generic", "+neon", "aarch64", (), ()),
 }
