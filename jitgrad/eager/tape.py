@@ -261,6 +261,8 @@ def _apply(fn: Callable, args: tuple, kwargs: dict | None):
         tape._count = node + 1
         ref = _REFS[node] if node < _PREALLOCATED else _ref(node)
         tape._records.append((fn, refs, kwargs, ref))
+        if tape._hooks:
+            tape._after_record(refs, kwargs, node)
         if plain is args:
             tape._guards.operands(fn, refs, kwargs)
         else:
@@ -511,6 +513,38 @@ def _cached_program(key, builder: _ProgramBuilder, make: Callable[[], _Program])
 
 # --------------------------------------------------------------------------- the tape
 
+# Tapes whose `with` block is running, innermost last: a tape entered inside another
+# tape's block nests in it when it watches that tape's tensors.
+_ACTIVE: list = []
+
+
+class _Worlds:
+    """Slots of a nested tape's watched computation: a node it watches reads its watched
+    value, any other node the constant one."""
+
+    __slots__ = ("watched", "constant")
+
+    def __init__(self, watched: dict, constant: dict):
+        self.watched, self.constant = watched, constant
+
+    def __getitem__(self, node: int) -> int:
+        slot = self.watched.get(node)
+        return self.constant[node] if slot is None else slot
+
+
+def _outputs(record) -> tuple:
+    out = record[3]
+    return out if type(out) is tuple else (out,)
+
+
+def _inputs(record) -> set:
+    nodes: set = set()
+    _collect_nodes(record[1], nodes)
+    if record[2]:
+        _collect_nodes(list(record[2].values()), nodes)
+    return nodes
+
+
 class GradientTape:
     """Records NumPy computations on tracked tensors; `gradient` differentiates them.
 
@@ -522,34 +556,69 @@ class GradientTape:
 
     While the tape records, every NumPy call with one of its tensors is recorded: from
     its creation until it is released (a non-persistent tape, after its one `gradient`
-    call), except inside `with tape.stop_recording():`. The `with tape:` block only
-    marks the recorded code for the reader: recording neither needs it nor stops at its
-    end. Records refer to intermediate results by number, not value (the replay
-    recomputes them), so intermediate arrays are freed when the program drops them.
+    call), except inside `with tape.stop_recording():`. Records refer to intermediate
+    results by number, not value (the replay recomputes them), so intermediate arrays are
+    freed when the program drops them.
 
     A persistent tape allows any number of `gradient` calls, and its gradients are
     themselves tracked tensors recorded on it: `tape.gradient(dx, x)` differentiates
     again (higher-order derivatives). A non-persistent tape, or a persistent one inside
-    `stop_recording`, returns NumPy arrays."""
+    `stop_recording`, returns NumPy arrays.
 
-    def __init__(self, persistent: bool = False):
+    Tapes nest as in TensorFlow. A tape entered inside another tape's `with` block that
+    watches one of the outer tape's tensors becomes a *nested* tape: it sees the outer
+    tape's operations that depend on what it watches (from the moment it watches them),
+    and its gradients are computed by one recorded call on the outer tape, so the outer
+    tape differentiates them again:
+
+        with t1:
+            x = t1.watch(x0)
+            with t2:
+                t2.watch(x)
+                y = x ** 3
+            dy = t2.gradient(y, x)      # 3 x^2, recorded on t1
+        d2y = t1.gradient(dy, x)        # 6 x
+
+    Any number of tapes nest this way (third and higher derivatives). Only the outermost
+    tape holds records; a nested tape holds the set of its nodes that it watches.
+    `record_sites=True` keeps the user's source line of every record for `tape.nodes`
+    (it costs a frame walk per recorded operation)."""
+
+    def __init__(self, persistent: bool = False, record_sites: bool = False):
         self.persistent = persistent
         self._records: list | None = []
         self._leaves: dict[int, Any] | None = {}
         self._count = 0
+        self._first = 0                 # nodes below it were recorded before the last reset()
         self._recording = True
         self._released = False
         self._guards: Guards | None = Guards()
+        self._sites: dict | None = {} if record_sites else None
+        self._nested: list[GradientTape] = []        # the tapes nested in this one
+        self._hooks = record_sites                    # whether a record calls _after_record
+        self._outer: GradientTape | None = None       # the tape this one is nested in
+        self._watched: set[int] = set()               # (nested) the outer tape's nodes it watches
+        self._watched_tensors: list = []
 
     def __enter__(self) -> "GradientTape":
         self._check_alive("record")
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        for k in range(len(_ACTIVE) - 1, -1, -1):
+            if _ACTIVE[k] is self:
+                del _ACTIVE[k]
+                break
         return None
 
     def __repr__(self) -> str:
-        state = "released" if self._released else f"{len(self._records)} records"
+        if self._released:
+            state = "released"
+        elif self._outer is not None:
+            state = f"nested, watching {len(self._watched)} nodes"
+        else:
+            state = f"{len(self._records)} records"
         return f"GradientTape(persistent={self.persistent}, {state})"
 
     # ----- tracked leaves
@@ -566,7 +635,9 @@ class GradientTape:
     def watch(self, value):
         """A tracked tensor for an existing array, sharing its memory (a list, tuple or
         dict of arrays gives the same structure). Watching a tensor of this tape returns
-        it; a tensor of another tape gives a new tracked tensor with the same value."""
+        it. A tensor of a recording tape whose `with` block encloses this tape's makes this
+        tape nested in that one, and is returned itself (TensorFlow's `t2.watch(x)`); a
+        tensor of any other tape gives a new tracked tensor with the same value."""
         return self._leaves_of(value, False, recording_site(2))
 
     def _leaves_of(self, value, copy: bool, site: tuple):
@@ -575,6 +646,12 @@ class GradientTape:
             return cls([self._leaves_of(v, copy, site) for v in value])
         if cls is dict:
             return {k: self._leaves_of(v, copy, site) for k, v in value.items()}
+        if self._outer is None and cls is TrackedTensor and not copy and self._can_nest_in(value._tape):
+            self._outer = value._tape
+            value._tape._nested.append(self)
+            value._tape._hooks = True
+        if self._outer is not None:
+            return self._watch_outer(value, copy, site)
         if cls is TrackedTensor:
             if value._tape is self and not copy:
                 return value
@@ -590,6 +667,25 @@ class GradientTape:
         self._guards.operand(array, None, "tape.variable" if copy else "tape.watch", site)
         return TrackedTensor(array, self, _ref(node))
 
+    def _can_nest_in(self, outer: "GradientTape") -> bool:
+        """Whether this tape, holding nothing yet, runs inside `outer`'s `with` block."""
+        if outer is self or not outer._recording or self._count or self._released:
+            return False
+        positions = {id(t): k for k, t in enumerate(_ACTIVE)}
+        return id(self) in positions and positions.get(id(outer), len(_ACTIVE)) < positions[id(self)]
+
+    def _watch_outer(self, value, copy: bool, site: tuple):
+        """A nested tape's watch: its leaves are the outer tape's tensors."""
+        self._check_alive("watch new tensors")
+        outer = self._outer
+        if type(value) is TrackedTensor and value._tape is outer and not copy:
+            tensor = value
+        else:
+            tensor = outer._leaves_of(value, copy, site)
+        self._watched.add(int(tensor._ref))
+        self._watched_tensors.append(tensor)
+        return tensor
+
     def _record(self, fn, args, kwargs, result):
         """Record a call whose result is of any kind (the general path of `_apply`)."""
         if not _is_float_array(result):
@@ -602,12 +698,32 @@ class GradientTape:
         node = self._count
         self._count = node + 1
         self._records.append((fn, args, kwargs, node))
+        if self._hooks:
+            self._after_record(args, kwargs, node)
         self._guards.operands(fn, args, kwargs)
         return TrackedTensor(result, self, _ref(node))
 
+    def _after_record(self, args, kwargs, out) -> None:
+        """A record's work besides being appended, when this tape keeps source lines or
+        has nested tapes: a nested tape that watches one of its inputs watches its
+        outputs."""
+        if self._sites is not None:
+            self._sites[out[0] if type(out) is tuple else out] = recording_site(2)
+        if self._nested:
+            inputs: set = set()
+            _collect_nodes(args, inputs)
+            if kwargs:
+                _collect_nodes(list(kwargs.values()), inputs)
+            outs = out if type(out) is tuple else (out,)
+            for tape in self._nested:
+                if tape._recording and not tape._watched.isdisjoint(inputs):
+                    tape._watched.update(outs)
+
     @contextmanager
     def stop_recording(self):
-        """Within this block, operations on tracked tensors give plain (untracked) arrays."""
+        """Within this block, operations on tracked tensors give plain (untracked) arrays;
+        for a nested tape, its outer tape still records them but this tape does not watch
+        their results (they are constants to it)."""
         previous = self._recording
         self._recording = False
         try:
@@ -619,14 +735,50 @@ class GradientTape:
         if self._released:
             raise GradientError(f"this non-persistent GradientTape was released by its gradient call and cannot "
                                 f"{what}; use GradientTape(persistent=True) to reuse a tape")
+        if self._outer is not None and self._outer._released:
+            raise GradientError(f"the GradientTape this tape is nested in was released by its gradient call, so "
+                                f"this one cannot {what}; make the outer tape persistent or use this one first")
 
     def release(self) -> None:
         """Drop all records (a non-persistent tape does this after its gradient call)."""
+        if self._outer is not None:
+            self._outer._nested = [t for t in self._outer._nested if t is not self]
+        for tape in self._nested:
+            tape._watched.clear()
         if self._guards is not None:
             self._guards.unlock(keep=False)
         self._records = self._leaves = self._guards = None
+        self._watched, self._watched_tensors, self._nested = set(), [], []
         self._recording = False
         self._released = True
+
+    def reset(self) -> None:
+        """Forget everything recorded so far and record afresh, as a new tape would
+        (TensorFlow's `tape.reset()`). Tensors made before are no longer tracked: using
+        them in a new gradient raises GradientError."""
+        self._check_alive("be reset")
+        self._watched, self._watched_tensors = set(), []
+        if self._outer is not None:
+            return
+        self._guards.unlock(keep=False)
+        self._guards = Guards()
+        self._records, self._leaves = [], {}
+        if self._sites is not None:
+            self._sites = {}
+        self._first = self._count
+        self._recording = True
+        for tape in self._nested:
+            tape._watched.clear()
+            tape._watched_tensors.clear()
+
+    def watched_variables(self) -> tuple:
+        """The tensors this tape watches, in the order it was given them: its leaves
+        (`variable`, `watch`), or for a nested tape the outer tape's tensors it watches."""
+        if self._released:
+            return ()
+        if self._outer is not None:
+            return tuple(self._watched_tensors)
+        return tuple(TrackedTensor(array, self, _ref(node)) for node, array in self._leaves.items())
 
     # ----- differentiation
     def gradient(self, target, sources, output_gradients=None, unconnected_gradients: str = "zero"):
@@ -638,13 +790,18 @@ class GradientTape:
         vector-Jacobian product. Several targets (a list) add their gradients. Sources the
         target does not depend on get zeros (None with unconnected_gradients='none').
         A source may be an intermediate result: its gradient holds the rest of the
-        computation fixed, while the other sources' gradients flow through it."""
+        computation fixed, while the other sources' gradients flow through it.
+
+        The gradients of a nested tape are recorded on the tape it is nested in (while
+        that one records), as tensors of that tape."""
         if self._released:
             raise GradientError("GradientTape.gradient was already called on this non-persistent tape, which "
                                 "then released its records; create it with GradientTape(persistent=True) to "
                                 "compute several gradients")
+        self._check_alive("compute gradients")
         if unconnected_gradients not in ("zero", "none"):
             raise ArgumentError(f"unconnected_gradients must be 'zero' or 'none', not {unconnected_gradients!r}")
+        owner = self if self._outer is None else self._outer
         targets, target_tree = tree_flatten(target)
         if not targets:
             raise GradientError("gradient needs a target tensor")
@@ -671,20 +828,26 @@ class GradientTape:
         unique: dict[int, TrackedTensor] = {}
         for s in sources_flat:
             unique.setdefault(int(s._ref), s)
-        program, inputs, connected, record_args = self._program([int(t._ref) for t in targets], unique,
-                                                                cotangents)
+        target_nodes = [int(t._ref) for t in targets]
+        if owner is self:
+            program, inputs, connected, record_args = self._program(target_nodes, unique, cotangents)
+        else:
+            program, inputs, connected, record_args = owner._nested_program(target_nodes, unique, cotangents,
+                                                                            self._watched)
         diff, others, consts, _ = inputs
-        self._guards.check((*diff, *others, *consts))
-        if self.persistent:                 # it may replay them again: copies from now on
+        owner._guards.check((*diff, *others, *consts))
+        if owner is self and self.persistent:      # it may replay them again: copies from now on
             self._guards.unlock(keep=True)
         grads = program.gradient(*inputs)
 
-        if self.persistent and self._recording:
-            out_nodes = tuple(range(self._count, self._count + len(grads)))
-            self._count += len(grads)
-            self._records.append((program.gradient, record_args, None, out_nodes))
-            self._guards.operands(program.gradient, record_args, None)
-            grads = [TrackedTensor(g, self, _ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
+        if (owner is not self or self.persistent) and owner._recording:
+            out_nodes = tuple(range(owner._count, owner._count + len(grads)))
+            owner._count += len(grads)
+            owner._records.append((program.gradient, record_args, None, out_nodes))
+            if owner._hooks:
+                owner._after_record(record_args, None, out_nodes)
+            owner._guards.operands(program.gradient, record_args, None)
+            grads = [TrackedTensor(g, owner, _ref(n)) for g, n in zip(grads, out_nodes, strict=True)]
         by_node = dict(zip(unique, grads, strict=True))
         result = [by_node[s._ref] if unconnected_gradients == "zero" or s._ref in connected else None
                   for s in sources_flat]
@@ -697,12 +860,17 @@ class GradientTape:
             raise GradientError(f"{what} is a {type(t).__name__}, not a tensor tracked by this tape, so it was not "
                                 "computed on the tape (tape.variable and tape.watch create tracked tensors; "
                                 "operations inside tape.stop_recording() are not recorded)")
-        if t._tape is not self:
-            raise GradientError(f"{what} is tracked by another GradientTape")
+        owner = self if self._outer is None else self._outer
+        if t._tape is not owner:
+            hint = ""
+            if self._outer is None and t._tape._recording:
+                hint = ("; to differentiate the computations of an outer tape's tensors, enter this tape inside "
+                        "the outer tape's `with` block and watch them on it (with t1: ... with t2: "
+                        "t2.watch(x); y = f(x))")
+            raise GradientError(f"{what} is tracked by another GradientTape{hint}")
 
-    def _program(self, target_nodes: list[int], sources: dict[int, TrackedTensor], cotangents):
-        """The replay program of the records the targets depend on; its inputs; the
-        source nodes the targets depend on; and the arguments that record its call."""
+    def _used_records(self, target_nodes) -> tuple[list, set]:
+        """The records the targets depend on, in order, and the nodes they read."""
         needed = set(target_nodes)
         used = []
         for record in reversed(self._records):
@@ -713,6 +881,17 @@ class GradientTape:
                 if record[2]:
                     _collect_nodes(list(record[2].values()), needed)
         used.reverse()
+        if self._first:
+            made = set(self._leaves).union(*(_outputs(r) for r in used))
+            if not needed <= made:
+                raise GradientError("the target depends on a tensor computed before tape.reset(), which the tape "
+                                    "no longer tracks; recompute it after the reset")
+        return used, needed
+
+    def _program(self, target_nodes: list[int], sources: dict[int, TrackedTensor], cotangents):
+        """The replay program of the records the targets depend on; its inputs; the
+        source nodes the targets depend on; and the arguments that record its call."""
+        used, needed = self._used_records(target_nodes)
         connected = needed.intersection(sources)
 
         # Inputs: differentiated leaves (or perturbations of intermediate sources), then other leaves.
@@ -759,14 +938,140 @@ class GradientTape:
         key = (tuple(key_steps), input_slots, target_slots, with_ct, len(slots))
         program = _cached_program(key, builder,
                                   lambda: _Program(len(slots), input_slots, tuple(steps), target_slots, with_ct))
+        return program, *self._program_inputs(program, builder, diff_values, diff_args, others, cotangents,
+                                              connected)
 
+    def _program_inputs(self, program, builder, diff_values, diff_args, others, cotangents, connected):
         consts = tuple(builder.consts)
+        with_ct = cotangents is not None
         ct_values = tuple(_value_of(c) for c in cotangents) if with_ct else ()
         inputs = (tuple(diff_values), tuple(self._leaves[n] for n in others), consts, ct_values)
         ct_args = tuple(c._ref if type(c) is TrackedTensor and c._tape is self else _value_of(c)
                         for c in cotangents) if with_ct else ()
         record_args = (tuple(diff_args), tuple(_ref(n) for n in others), consts, ct_args)
-        return program, inputs, connected, record_args
+        return inputs, connected, record_args
+
+    def _nested_program(self, target_nodes: list[int], sources: dict[int, TrackedTensor], cotangents,
+                        watched: set[int]):
+        """`_program` for a tape nested in this one, which watches `watched` of its nodes.
+
+        The replay computes two worlds: the constant one, every needed record on the
+        leaves as given (the `others` inputs), and the watched one, the records the nested
+        tape watches, reading its sources from the differentiated inputs and the nodes it
+        does not watch from the constant world. The replay's gradient follows the watched
+        world alone, while this tape, which records the call with both inputs bound to
+        its own tensors, differentiates through both."""
+        used, needed = self._used_records(target_nodes)
+        is_watched = [not watched.isdisjoint(_outputs(r)) for r in used]
+        constant_needed = {n for n in target_nodes if n not in watched}
+        watched_needed = {n for n in target_nodes if n in watched}
+        for record, w in zip(reversed(used), reversed(is_watched)):
+            inputs = _inputs(record)
+            if w and not watched_needed.isdisjoint(_outputs(record)):
+                watched_needed.update(n for n in inputs if n in watched)
+            if w:
+                constant_needed.update(n for n in inputs if n not in watched)
+            if not constant_needed.isdisjoint(_outputs(record)):
+                constant_needed.update(inputs)
+        connected = watched_needed.intersection(sources)
+
+        n_slots = 0
+        constant: dict[int, int] = {}
+        in_watch: dict[int, int] = {}
+        diff_slots, diff_values, diff_args = [], [], []
+        perturbed: dict[int, int] = {}
+        for node, tensor in sources.items():
+            if node in self._leaves:
+                if node in watched:
+                    in_watch[node] = n_slots
+                diff_slots.append(n_slots)
+                n_slots += 1
+                diff_values.append(self._leaves[node])
+                diff_args.append(_ref(node))
+            else:
+                if node in watched:
+                    perturbed[node] = len(diff_slots)
+                diff_slots.append(None)
+                zeros = np.zeros_like(tensor.value)
+                diff_values.append(zeros)
+                diff_args.append(zeros)
+        others = sorted(n for n in needed if n in self._leaves)
+        other_slots = []
+        for node in others:
+            constant[node] = n_slots
+            other_slots.append(n_slots)
+            if node in watched:
+                in_watch.setdefault(node, n_slots)
+            n_slots += 1
+
+        builder = _ProgramBuilder(constant)
+        steps, key_steps = [], []
+        plan = [(r, False) for r in used if not constant_needed.isdisjoint(_outputs(r))]
+        plan += [(r, True) for r, w in zip(used, is_watched, strict=True) if w]
+        worlds = _Worlds(in_watch, constant)
+        for (fn, args, kwargs, out), in_watched_world in plan:
+            builder.slots = worlds if in_watched_world else constant
+            args_t, args_k = builder.template(args)
+            kwargs_t, kwargs_k = builder.template(kwargs) if kwargs else (None, None)
+            into = in_watch if in_watched_world else constant
+            perturbation = None
+            if type(out) is tuple:
+                for o in out:
+                    into[o] = n_slots
+                    n_slots += 1
+                out_t = tuple(into[o] for o in out)
+            else:
+                into[out] = n_slots
+                n_slots += 1
+                out_t = into[out]
+                if in_watched_world:
+                    perturbation = perturbed.get(out)
+            steps.append((fn, args_t, kwargs_t, out_t, perturbation))
+            key_steps.append((fn, args_k, kwargs_k, out_t, perturbation))
+        target_slots = tuple(in_watch[n] if n in in_watch else constant[n] for n in target_nodes)
+        with_ct = cotangents is not None
+        input_slots = (tuple(diff_slots), tuple(other_slots))
+        key = ("nested", tuple(key_steps), input_slots, target_slots, with_ct, n_slots)
+        program = _cached_program(key, builder,
+                                  lambda: _Program(n_slots, input_slots, tuple(steps), target_slots, with_ct))
+        return program, *self._program_inputs(program, builder, diff_values, diff_args, others, cotangents,
+                                              connected)
+
+    # ----- introspection
+    @property
+    def nodes(self) -> list:
+        """The recorded operations, in order, as `TapeNode`s (operation name, input and
+        output shapes and dtypes, the user's source line where the tape keeps them). The
+        shapes come from evaluating the records again with NumPy (the tape keeps no
+        intermediate values). A nested tape lists the outer tape's records it watches."""
+        from .introspection import tape_nodes
+        owner = self if self._outer is None else self._outer
+        if self._released or owner._released:
+            return []
+        return tape_nodes(owner, None if owner is self else self._watched)
+
+    def to_ir(self, target, sources, stage: str | None = None) -> str:
+        """The IR text of the program `gradient(target, sources)` compiles: the replay of
+        the records the target depends on, differentiated (`stage` picks a stage of
+        jitgrad's pipeline, as in `Compiled.lower(...).as_text(stage)`; default: the
+        optimized IR)."""
+        self._check_alive("show its IR")
+        owner = self if self._outer is None else self._outer
+        targets, _ = tree_flatten(target)
+        for t in targets:
+            self._check_tracked(t, "the target")
+        sources_flat, _ = tree_flatten(sources)
+        for s in sources_flat:
+            self._check_tracked(s, "a source")
+        unique: dict[int, TrackedTensor] = {}
+        for s in sources_flat:
+            unique.setdefault(int(s._ref), s)
+        target_nodes = [int(t._ref) for t in targets]
+        if owner is self:
+            program, inputs, _, _ = self._program(target_nodes, unique, None)
+        else:
+            program, inputs, _, _ = owner._nested_program(target_nodes, unique, None, self._watched)
+        return program.gradient.lower(*inputs).as_text(stage)
 
 
 def _value_of(x):
