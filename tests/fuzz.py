@@ -892,8 +892,7 @@ def _perturb(stmt: Stmt, result, values, noise, index):
     rng, undefined, move = noise
     out = np.array(result)
     if index in undefined:
-        garbage = rng.integers(-1000, 1000, size=out.shape).astype(out.dtype)
-        out = np.where(undefined[index], garbage, out)
+        out = np.where(undefined[index], _arbitrary(rng, out, move), out)
     accuracy = stmt.op.accuracy_of(stmt.params)
     if accuracy == EXACT or not is_float(out.dtype) or out.size == 0:
         return out[()] if isinstance(result, np.generic) else out
@@ -933,6 +932,19 @@ def _with_noisy_views(stmt: Stmt, values: list, rng):
         operands[k] = np.where(np.isfinite(np.asarray(operands[k], np.float64)), moved, operands[k])
     names = [f"_a{k}" for k in range(len(operands))]
     return eval(stmt.op.template.format(*names, **stmt.params), {"np": np}, dict(zip(names, operands, strict=True)))
+
+
+def _arbitrary(rng, like: np.ndarray, move: str) -> np.ndarray:
+    """Values for elements NumPy leaves undefined: 0, 1, the largest value, and random
+    ones in the four runs, so that what depends on them (a remainder by 0, an overflow)
+    shows up as changed."""
+    dtype = like.dtype
+    if move == "uniform":
+        return rng.integers(-1000, 1000, size=like.shape).astype(dtype)
+    if move == "full":
+        top = np.iinfo(dtype).max if dtype.kind in "iu" else (True if dtype.kind == "b" else 1e30)
+        return np.full(like.shape, top, dtype=dtype)
+    return np.full(like.shape, 0 if move == "up one ulp" else 1, dtype=dtype)
 
 
 def _direction(rng, shape, move: str) -> np.ndarray:
