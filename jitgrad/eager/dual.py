@@ -24,7 +24,8 @@ from jitgrad.passes.jvp import jvp_function
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import trace
 from .tape import WRAPPER_TYPES, numpy_protocol, register_array_type
-from .value import ArgumentTemplates, HoldsValue
+from .methods import SeedMethods
+from .value import ArgumentTemplates, HoldsValue, callable_array
 
 # --------------------------------------------------------------------------- argument templates
 
@@ -61,8 +62,8 @@ class _Layout(ArgumentTemplates):
             k = _Input(len(self.values))
             if cls is DualTensor:
                 self.wrt.append(k)
-                self.tangents.append(obj.tangent)
-                obj = obj.value
+                self.tangents.append(obj.tangent.view(np.ndarray))
+                obj = obj.value.view(np.ndarray)
             self.values.append(obj)
             return k, ("in", int(k), cls is DualTensor, obj.shape, obj.dtype.str)
         if cls in WRAPPER_TYPES:
@@ -132,14 +133,15 @@ def cache_size() -> int:
 
 # --------------------------------------------------------------------------- dual tensors
 
-class DualTensor(HoldsValue):
+class DualTensor(HoldsValue, SeedMethods):
     """A value and its tangent, for forward-mode differentiation of NumPy code.
 
         x = DualTensor(2.0, 1.0)          # dx/dx = 1
         y = np.sin(x) * x
         y.value, y.tangent                # 2 sin 2, sin 2 + 2 cos 2
 
-    Values are floating-point arrays or scalars (Python ints become float64); the
+    `value` and `tangent` are arrays that are also callable (`y.value()`, TenfloweRS's
+    spelling, is `y.value`). Values are floating-point arrays or scalars (Python ints become float64); the
     tangent has the value's shape and dtype (a scalar tangent is broadcast; None: zero).
     Results that are not floating-point (comparisons, integer casts) are plain arrays."""
 
@@ -160,14 +162,14 @@ class DualTensor(HoldsValue):
                 if tangent.ndim:
                     raise ShapeError(f"a tangent of shape {tangent.shape} for a value of shape {value.shape}")
                 tangent = np.full(value.shape, tangent, dtype=value.dtype)
-        self.value = value
-        self.tangent = tangent
+        self.value = callable_array(value)
+        self.tangent = callable_array(tangent)
 
     @classmethod
     def _make(cls, value, tangent) -> "DualTensor":
         dual = cls.__new__(cls)
-        dual.value = value
-        dual.tangent = tangent
+        dual.value = callable_array(np.asarray(value))
+        dual.tangent = callable_array(np.asarray(tangent))
         return dual
 
     def _jitgrad_stop_gradient(self):

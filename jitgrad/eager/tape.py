@@ -40,6 +40,7 @@ from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationErr
 from jitgrad.tracing import numpy_api
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from .guards import Guards, recording_site
+from .methods import SeedMethods
 from .value import ArgumentTemplates, HoldsValue
 
 # --------------------------------------------------------------------------- shared NumPy protocol
@@ -329,7 +330,7 @@ def _unwrap(args, tape):
     return raw, refs, tape
 
 
-class TrackedTensor(HoldsValue):
+class TrackedTensor(HoldsValue, SeedMethods):
     """A NumPy value whose computations a `GradientTape` records.
 
     It works with ordinary NumPy code: `np.sin(t)`, `t @ w`, `np.sum(t, axis=0)`, `t[1:]`,

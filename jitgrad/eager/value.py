@@ -130,3 +130,31 @@ class ArgumentTemplates:
             self.hashable = False
             return obj, None
         return obj, obj
+
+
+class CallableArray(np.ndarray):
+    """A NumPy array that is also callable, returning itself: `d.value` and TenfloweRS's
+    `d.value()` are the same array. Used for the value and tangent of a `DualTensor`,
+    which are read either way. NumPy operations on it give plain arrays."""
+
+    def __call__(self) -> "CallableArray":
+        return self
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        if return_scalar:
+            return array[()]
+        return array.view(np.ndarray) if type(array) is not np.ndarray else array
+
+    def __reduce__(self):
+        return np.asarray(self).__reduce__()
+
+    def __repr__(self) -> str:
+        return repr(self.view(np.ndarray))
+
+    def __str__(self) -> str:
+        return str(self.view(np.ndarray))
+
+
+def callable_array(array: np.ndarray) -> CallableArray:
+    """`array` viewed as a CallableArray (no copy)."""
+    return array.view(CallableArray)
