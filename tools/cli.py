@@ -14,6 +14,7 @@ import os
 import sys
 
 from jitgrad.ir.types import parse_type
+from .opt import add_opt_parser, run_opt
 
 MODES = ("grad", "value-and-grad", "jit")
 
@@ -26,6 +27,7 @@ Subcommands:
 
   aot   compile a function ahead of time into a C library (libNAME.so, libNAME.a),
         a header and a checksummed manifest (docs/aot.md)
+  opt   run IR -> IR passes (algebra, fold, cse, dce, inline, ...) on IR text
 
 Run `jitgrad ir --help` for the options of a subcommand.
 """
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--memory", action="store_true",
                     help="print the peak memory of every stage and its change from the stage before")
     add_aot_parser(sub)
+    add_opt_parser(sub)
     return parser
 
 
@@ -241,6 +244,8 @@ def main(argv=None) -> int:
         return run_ir(args)
     if args.command == "aot":
         return run_aot(args)
+    if args.command == "opt":
+        return run_opt(args)
     parser.print_help()
     return 0
 
