@@ -58,14 +58,17 @@ def emit_call(opdef: "CallOp", body: Function, operands: Sequence[Value], **attr
     return list(op.results)
 
 
-def keep_outputs(fn: Function, start: int) -> Function:
-    """`fn` returning only its outputs from position `start` on, dead code removed."""
+def keep_outputs(fn: Function, start: int, positions: Sequence[int] | None = None) -> Function:
+    """`fn` returning only its outputs from position `start` on (of those, only the ones
+    at `positions` counted from `start`, when given), dead code removed."""
     from jitgrad.passes.simplify import DeadCodeElimination
     new_fn, builder = new_function(fn.name, fn.input_types)
     with builder:
-        results = inline_block(fn.body, new_fn.args)
+        results = inline_block(fn.body, new_fn.args)[start:]
+        if positions is not None:
+            results = [results[k] for k in positions]
         with builder.at(fn.body.terminator.loc):
-            builder.ret(results[start:])
+            builder.ret(results)
     return DeadCodeElimination().run(new_fn)
 
 
@@ -102,13 +105,21 @@ def _copy_call(op, primals) -> list[Value]:
 
 
 def _body_jvp(op, primals, tangents):
-    """JVP of any call op through its body: a primal copy plus a checkpoint_jvp."""
+    """JVP of any call op through its body: a primal copy plus a checkpoint_jvp.
+
+    Only float values have tangents: a bool or integer operand (a mask that crosses a
+    checkpoint boundary) is a plain input of the tangent body, and a non-float result's
+    tangent is a symbolic zero, so the next region never sees it as differentiable."""
     from jitgrad.passes.jvp import jvp_function
     outs = _copy_call(op, primals)
-    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero)]
+    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
+    if not wrt:
+        return outs, [Zero(r.type) for r in op.results]
     fn = body_function(op)
-    tangent_fn = keep_outputs(jvp_function(fn, wrt), len(fn.outputs))
-    touts = emit_call(checkpoint_jvp_p, tangent_fn, [*primals, *(tangents[k] for k in wrt)])
+    floats = [k for k, v in enumerate(fn.outputs) if v.type.dtype.is_float]
+    tangent_fn = keep_outputs(jvp_function(fn, wrt), len(fn.outputs), floats)
+    float_touts = iter(emit_call(checkpoint_jvp_p, tangent_fn, [*primals, *(tangents[k] for k in wrt)]))
+    touts = [next(float_touts) if r.type.dtype.is_float else Zero(r.type) for r in op.results]
     return outs, touts
 
 
