@@ -55,8 +55,9 @@ class TapeNode:
 
 def operation_name(fn) -> str:
     """A readable name for a recorded callable: the operator's name for Python operators
-    (`mul`), the ufunc's or function's NumPy name (`multiply`, `sum`), `ndarray.sum` for
-    methods, `gradient` for the recorded gradient call of a tape."""
+    (`mul`), the ufunc's or function's NumPy name (`multiply`, `sum`; a method is named
+    as its function: `x.sum()` is `sum`), `gradient` for the recorded gradient call of a
+    tape."""
     from .tape import BINARY_OPERATORS, UNARY_OPERATORS
     for table in (BINARY_OPERATORS, UNARY_OPERATORS):
         for name, op in table.items():
@@ -66,7 +67,8 @@ def operation_name(fn) -> str:
         return "getitem"
     if getattr(fn, "__name__", None) == "replay" or type(fn).__name__ in ("Compiled", "_Grad"):
         return "gradient"
-    return getattr(fn, "__name__", None) or type(fn).__name__
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return name.removeprefix("ndarray.")
 
 
 def _nodes_in(args, into: list) -> None:
