@@ -1,12 +1,12 @@
 """jitgrad's SSA IR: types, values, ops, blocks/regions, builder, cloning, printer/parser, verifier.
 
 The package imports nothing else of jitgrad: passes, primitives and backends build on it."""
-from .types import DType, TensorType, parse_type
+from .types import DType, TensorType, is_float_dtype, parse_type
 from .core import Block, Function, Location, OpDef, Operation, Region, Value, UNKNOWN_LOCATION, RETURN, YIELD
 from .builder import Builder, current_builder, emit, new_function
 
 __all__ = [
-    "DType", "TensorType", "parse_type",
+    "DType", "TensorType", "is_float_dtype", "parse_type",
     "Block", "Function", "Location", "OpDef", "Operation", "Region", "Value", "UNKNOWN_LOCATION",
     "RETURN", "YIELD", "Builder", "current_builder", "emit", "new_function",
 ]

@@ -85,6 +85,15 @@ _FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
 # Platform aliases (np.intc, np.longlong, ...) compare equal to these dtypes and hash alike.
 
 
+def is_float_dtype(dtype) -> bool:
+    """Whether a NumPy dtype is a real floating-point type that has derivatives.
+
+    ml_dtypes' bfloat16 reports `kind == "V"`, so `dtype.kind == "f"` misses it: code
+    outside the IR asks this instead."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype == _TO_NUMPY[DType.bf16]
+
+
 @dataclass(frozen=True)
 class TensorType:
     """The type of one SSA value: a static shape and an element dtype."""

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jitgrad.errors import ArgumentError, JitgradError, RecompileWarning
+from jitgrad.ir import is_float_dtype
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.random import same_key
 from jitgrad.tracing.implicit import value_key
@@ -516,7 +517,7 @@ class Jacobian(Compiled):
 
 def _basis(array: np.ndarray):
     """One-hot arrays of `array`'s shape and float dtype, one per element."""
-    dtype = array.dtype if array.dtype.kind == "f" else np.float64
+    dtype = array.dtype if is_float_dtype(array.dtype) else np.float64
     for i in range(array.size):
         e = np.zeros(array.size, dtype)
         e[i] = 1

@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from jitgrad.errors import ArgumentError, ShapeError
+from jitgrad.ir import is_float_dtype
 
 
 def _storage(variable) -> np.ndarray:
@@ -32,7 +33,7 @@ def _storage(variable) -> np.ndarray:
     else:
         raise ArgumentError(f"cannot update a {type(variable).__name__} in place: pass a graph variable, a "
                             "tracked tensor or a NumPy array")
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or not array.flags.writeable:
+    if not isinstance(array, np.ndarray) or not is_float_dtype(array.dtype) or not array.flags.writeable:
         raise ArgumentError("an optimizer updates writeable floating-point arrays in place; this variable holds "
                             f"{type(array).__name__} of dtype {np.asarray(array).dtype}")
     return array

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from ml_dtypes import bfloat16
 
 import jitgrad
 from jitgrad.config import config
@@ -93,3 +94,60 @@ def test_checkpoint_with_bool_input_and_output():
     np.testing.assert_allclose(jitgrad.jacfwd(f)(x), want, rtol=1e-12)
     _, tangent = jitgrad.jvp(f, (x,), (np.ones_like(x),))
     np.testing.assert_allclose(tangent, want.sum(), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- bfloat16 is a float
+
+def _bf16_reference_derivative(x):
+    """d/dx (tanh(x) x) in float64, rounded to bfloat16."""
+    x = x.astype(np.float64)
+    return (np.tanh(x) + x * (1 - np.tanh(x) ** 2)).astype(bfloat16)
+
+
+def test_is_float_dtype_counts_bfloat16():
+    from jitgrad.ir import is_float_dtype
+    assert np.dtype(bfloat16).kind == "V"       # why `kind == "f"` is not enough
+    assert all(is_float_dtype(d) for d in (bfloat16, np.float16, np.float32, np.float64))
+    assert not any(is_float_dtype(d) for d in (np.int8, np.uint64, np.bool_, np.complex128, np.dtype("V2")))
+
+
+@pytest.mark.parametrize("transform", ["jacfwd", "jacrev"])
+def test_jacobians_of_bfloat16_inputs(transform):
+    x = np.array([0.5, 1.0, 2.0], bfloat16)
+    jac = getattr(jitgrad, transform)(lambda x: np.tanh(x) * x)(x)
+    assert jac.dtype == bfloat16
+    want = np.diag(_bf16_reference_derivative(x).astype(np.float64))
+    np.testing.assert_allclose(jac.astype(np.float64), want, rtol=2 ** -6)
+    assert np.all(jac.astype(np.float64)[~np.eye(3, dtype=bool)] == 0)
+
+
+def test_gradient_tape_and_dual_tensor_accept_bfloat16():
+    from jitgrad.eager.dual import DualTensor
+    from jitgrad.eager.tape import GradientTape
+    x = np.array([0.5, 1.0, 2.0], bfloat16)
+    want = _bf16_reference_derivative(x).astype(np.float64)
+    with GradientTape() as tape:
+        t = tape.watch(x)
+        y = np.sum(np.tanh(t) * t)
+    g = tape.gradient(y, t)
+    assert g.dtype == bfloat16
+    np.testing.assert_allclose(g.astype(np.float64), want, rtol=2 ** -6)
+    d = DualTensor(x, np.ones_like(x))
+    out = np.tanh(d) * d
+    assert out.tangent.dtype == bfloat16
+    np.testing.assert_allclose(out.tangent.astype(np.float64), want, rtol=2 ** -6)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_updates_bfloat16_variables(momentum):
+    from jitgrad.optimizers import SGD
+    w = np.array([0.5, 1.0, 2.0], bfloat16)
+    g = np.array([1.0, 2.0, 3.0])
+    expected, velocity = w.astype(np.float64), np.zeros(3)
+    opt = SGD(0.5, momentum=momentum)
+    for _ in range(2):
+        opt.apply_gradients([(w, g)])
+        velocity = momentum * velocity + g
+        expected = expected - 0.5 * velocity
+    assert w.dtype == bfloat16
+    np.testing.assert_allclose(w.astype(np.float64), expected, rtol=2 ** -7, atol=2 ** -7)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jitgrad.errors import ArgumentError, ShapeError
+from jitgrad.ir import is_float_dtype
 from jitgrad.interpreter import evaluate
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
@@ -152,7 +153,7 @@ class DualTensor(HoldsValue, SeedMethods):
         if isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         value = np.asarray(value)
-        if value.dtype.kind != "f":
+        if not is_float_dtype(value.dtype):
             raise ArgumentError(f"a DualTensor value must be floating-point, not {value.dtype}")
         if tangent is None:
             tangent = np.zeros_like(value)

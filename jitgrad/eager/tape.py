@@ -37,6 +37,7 @@ import numpy as np
 
 from jitgrad.api import grad
 from jitgrad.errors import ArgumentError, GradientError, UnsupportedOperationError
+from jitgrad.ir import is_float_dtype
 from jitgrad.tracing import numpy_api
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from .guards import Guards, recording_site
@@ -167,7 +168,7 @@ def _basic_index(index) -> bool:
 
 
 def _is_float_array(x) -> bool:
-    return isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "fc"
+    return isinstance(x, (np.ndarray, np.generic)) and (is_float_dtype(x.dtype) or x.dtype.kind == "c")
 
 
 # --------------------------------------------------------------------------- tracked tensors
@@ -354,7 +355,7 @@ class TrackedTensor(HoldsValue, SeedMethods):
         return self.value
 
     def _carries_derivative(self) -> bool:
-        return self._tape._recording and self.value.dtype.kind in "fc"
+        return self._tape._recording and (is_float_dtype(self.value.dtype) or self.value.dtype.kind == "c")
 
     _detach_advice = ("read t.numpy() (a detached copy) or t.value, compute it inside `with "
                       "tape.stop_recording():`, or use jitgrad.stop_gradient(t)")
@@ -660,7 +661,7 @@ class GradientTape:
         if self._released:
             self._check_alive("watch new tensors")
         array = np.array(value) if copy else value if cls is np.ndarray else np.asarray(value)
-        if array.dtype.kind not in "biuf":
+        if array.dtype.kind not in "biuf" and not is_float_dtype(array.dtype):
             raise ArgumentError(f"a tape tracks numeric arrays, not {type(value).__name__} of dtype {array.dtype}")
         node = self._count
         self._count = node + 1
@@ -820,7 +821,7 @@ class GradientTape:
         sources_flat, source_tree = tree_flatten(sources)
         for s in sources_flat:
             self._check_tracked(s, "a source")
-            if s.dtype.kind != "f":
+            if not is_float_dtype(s.dtype):
                 raise GradientError(f"cannot differentiate with respect to a tensor of dtype {s.dtype}: only "
                                     "floating-point tensors have gradients")
         if not sources_flat:
