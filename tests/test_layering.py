@@ -44,6 +44,10 @@ CYCLE_DODGES = {
         "custom_jvp/custom_vjp rules trace the user's Python rule functions",
     ("jitgrad.primitives.calls", "jitgrad.tracing.tracer"):
         "custom_jvp/custom_vjp rules trace the user's Python rule functions",
+    ("jitgrad.eager.tape", "jitgrad.eager.introspection"):
+        "GradientTape.nodes builds TapeNodes, which read the tape's records and operator tables",
+    ("jitgrad.eager.introspection", "jitgrad.eager.tape"):
+        "TapeNodes name the tape's operators (BINARY_OPERATORS) and resolve its _Ref records",
 }
 
 
