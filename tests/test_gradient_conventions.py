@@ -61,3 +61,15 @@ def test_jitgrads_columns(expression, point, reverse, forward):
     with np.errstate(all="ignore"):
         dual = f(jitgrad.DualTensor(x0, direction))
     np.testing.assert_array_equal(dual.tangent, _number(forward))
+
+
+@pytest.mark.parametrize("expression, point", [r[:2] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_forward_and_reverse_mode_agree(expression, point):
+    """Strong-zero products in both modes: jacfwd equals jacrev, and the Hessian by
+    forward-over-reverse equals reverse-over-reverse, bit for bit (NaN where both are)."""
+    def f(x):
+        return np.sum(eval(expression, {"np": np}, {"x": x}))
+    x0 = np.asarray(ast.literal_eval(point), dtype=np.float64)
+    np.testing.assert_array_equal(jitgrad.jacfwd(f)(x0), jitgrad.jacrev(f)(x0))
+    g = jitgrad.grad(f)
+    np.testing.assert_array_equal(jitgrad.jacfwd(g)(x0), jitgrad.jacrev(g)(x0))

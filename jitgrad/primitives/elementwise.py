@@ -126,6 +126,23 @@ def _backward_mul(ct, factor):
     return safe_mul(ct, factor) if ct.type.dtype.is_float else mul(ct, factor)
 
 
+# Forward products are strong-zero too: a JVP rule multiplies (or divides) a tangent by
+# a local derivative with tangent_mul / tangent_div, so a zero tangent contributes
+# exactly zero even where the local derivative is infinite or NaN (sqrt at 0, log at 0).
+# Forward and reverse mode then agree everywhere (jacfwd == jacrev, DualTensor == tape).
+# Transposed, tangent_mul and tangent_div give the backward products above, so reverse
+# mode is unchanged.
+
+def tangent_mul(t, factor):
+    """t * factor for a tangent t, with 0 * x = 0 for every x."""
+    return safe_mul(t, factor) if t.type.dtype.is_float else mul(t, factor)
+
+
+def tangent_div(t, divisor):
+    """t / divisor for a tangent t, with 0 / x = 0 for every x."""
+    return safe_div(t, divisor) if t.type.dtype.is_float else div(t, divisor)
+
+
 def _transpose_mul(ct, a, b):
     if isinstance(a, UndefinedPrimal) and isinstance(b, UndefinedPrimal):
         raise ValueError("mul is not linear in both operands at once")
@@ -153,13 +170,13 @@ defjvp(add_p, lambda t, a, b: t, lambda t, a, b: t)
 add_p.transpose = _transpose_add
 defjvp(sub_p, lambda t, a, b: t, lambda t, a, b: neg(t))
 sub_p.transpose = _transpose_sub
-defjvp(mul_p, lambda t, a, b: mul(t, b), lambda t, a, b: mul(a, t))
+defjvp(mul_p, lambda t, a, b: tangent_mul(t, b), lambda t, a, b: tangent_mul(t, a))
 mul_p.transpose = _transpose_mul
-defjvp(div_p, lambda t, a, b: div(t, b), lambda t, a, b: neg(mul(t, div(div(a, b), b))))
+defjvp(div_p, lambda t, a, b: tangent_div(t, b), lambda t, a, b: neg(tangent_mul(t, div(div(a, b), b))))
 div_p.transpose = _transpose_div
 defjvp(pow_p,
-       lambda t, x, y: mul(t, mul(y, power(x, sub(y, _full_like(y, 1))))),
-       lambda t, x, y: mul(t, mul(_log_or_zero(x), power(x, y))))
+       lambda t, x, y: tangent_mul(t, mul(y, power(x, sub(y, _full_like(y, 1))))),
+       lambda t, x, y: tangent_mul(t, mul(_log_or_zero(x), power(x, y))))
 
 
 def _tie_weights(a, b):
@@ -170,10 +187,10 @@ def _tie_weights(a, b):
 
 def _winner_jvp(first_wins):
     def rule_a(t, a, b):
-        return mul(t, _tie_weights(a, b) if first_wins else _tie_weights(b, a))
+        return tangent_mul(t, _tie_weights(a, b) if first_wins else _tie_weights(b, a))
 
     def rule_b(t, a, b):
-        return mul(t, _tie_weights(b, a) if first_wins else _tie_weights(a, b))
+        return tangent_mul(t, _tie_weights(b, a) if first_wins else _tie_weights(a, b))
     return rule_a, rule_b
 
 
@@ -222,7 +239,7 @@ def _integer_pow_jvp(t, x, *, y):
     if y == 1:
         return t
     factor = mul(_full_like(x, y), x if y == 2 else integer_pow(x, y - 1))
-    return mul(t, factor)
+    return tangent_mul(t, factor)
 
 
 defjvp(integer_pow_p, _integer_pow_jvp)
@@ -249,18 +266,18 @@ def _logistic_scalar(c, x):
     return c.select(c.cmp(">=", x, c.const(0, x)), pos, c.div(e, c.add(one, e)))
 
 
-exp_p = _unary_math("exp", np.exp, lambda t, x: mul(t, exp(x)))
-log_p = _unary_math("log", np.log, lambda t, x: div(t, x))
-log1p_p = _unary_math("log1p", np.log1p, lambda t, x: div(t, add(x, _full_like(x, 1))))
-expm1_p = _unary_math("expm1", np.expm1, lambda t, x: mul(t, add(expm1(x), _full_like(x, 1))))
-sin_p = _unary_math("sin", np.sin, lambda t, x: mul(t, cos(x)))
-cos_p = _unary_math("cos", np.cos, lambda t, x: neg(mul(t, sin(x))))
+exp_p = _unary_math("exp", np.exp, lambda t, x: tangent_mul(t, exp(x)))
+log_p = _unary_math("log", np.log, lambda t, x: tangent_div(t, x))
+log1p_p = _unary_math("log1p", np.log1p, lambda t, x: tangent_div(t, add(x, _full_like(x, 1))))
+expm1_p = _unary_math("expm1", np.expm1, lambda t, x: tangent_mul(t, add(expm1(x), _full_like(x, 1))))
+sin_p = _unary_math("sin", np.sin, lambda t, x: tangent_mul(t, cos(x)))
+cos_p = _unary_math("cos", np.cos, lambda t, x: neg(tangent_mul(t, sin(x))))
 tanh_p = _unary_math("tanh", np.tanh,
-                     lambda t, x: mul(t, sub(_full_like(x, 1), integer_pow(tanh(x), 2))))
+                     lambda t, x: tangent_mul(t, sub(_full_like(x, 1), integer_pow(tanh(x), 2))))
 logistic_p = _unary_math("logistic", _logistic_np,
-                         lambda t, x: mul(t, mul(logistic(x), sub(_full_like(x, 1), logistic(x)))),
+                         lambda t, x: tangent_mul(t, mul(logistic(x), sub(_full_like(x, 1), logistic(x)))),
                          scalar=_logistic_scalar)
-sqrt_p = _unary_math("sqrt", np.sqrt, lambda t, x: div(t, mul(_full_like(x, 2), sqrt(x))),
+sqrt_p = _unary_math("sqrt", np.sqrt, lambda t, x: tangent_div(t, mul(_full_like(x, 2), sqrt(x))),
                      cost=1)   # a hardware instruction
 
 
@@ -304,7 +321,7 @@ def absolute(x): return abs_p.bind(x)
 def sign(x): return sign_p.bind(x)
 
 
-defjvp(abs_p, lambda t, x: mul(t, sign(x)))
+defjvp(abs_p, lambda t, x: tangent_mul(t, sign(x)))
 defjvp_zero(sign_p)
 
 

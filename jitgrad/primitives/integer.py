@@ -98,8 +98,8 @@ def _trunc_divide(a, b):
 
 
 def _neg_mul(t, q):
-    from .elementwise import mul, neg
-    return neg(mul(t, q))
+    from .elementwise import neg, tangent_mul
+    return neg(tangent_mul(t, q))
 
 
 # floor_divide's value is piecewise constant; remainder(a, b) = a - b * floor(a / b) and

@@ -78,7 +78,7 @@ deflinear(reduce_sum_p, _reduce_sum_transpose)
 
 def _extremum_jvp(reduce_fn):
     def jvp(primals, tangents, *, axes):
-        from .elementwise import convert, div, eq, mul
+        from .elementwise import convert, div, eq, tangent_mul
         from .structural import broadcast_in_dim
         (x,), (t,) = primals, tangents
         out_type = TensorType(tuple(n for k, n in enumerate(x.type.shape) if k not in axes), x.type.dtype)
@@ -87,7 +87,7 @@ def _extremum_jvp(reduce_fn):
         kept = _kept_dims(x.type, axes)
         winners = convert(eq(x, broadcast_in_dim(reduce_fn(x, axes), x.type.shape, kept)), x.type.dtype)
         weights = div(winners, broadcast_in_dim(reduce_sum(winners, axes), x.type.shape, kept))
-        return reduce_sum(mul(t, weights), axes)
+        return reduce_sum(tangent_mul(t, weights), axes)
     return jvp
 
 

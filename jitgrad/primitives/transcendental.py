@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .elementwise import (MATH_CALL_COST, _elementwise, _float_impl, _full_like, add, div, integer_pow, mul, neg,
-                          safe_div, sqrt, sub)
+                          safe_div, sqrt, sub, tangent_div, tangent_mul)
 from jitgrad.ir import DType
 from .base import defjvp
 
@@ -132,29 +132,29 @@ def arctanh(x): return arctanh_p.bind(x)
 def arctan2(y, x): return arctan2_p.bind(y, x)
 
 
-defjvp(exp2_p, lambda t, x: mul(t, mul(exp2(x), _full_like(x, math.log(2)))))
-defjvp(log2_p, lambda t, x: div(t, mul(x, _full_like(x, math.log(2)))))
-defjvp(log10_p, lambda t, x: div(t, mul(x, _full_like(x, math.log(10)))))
-defjvp(sinh_p, lambda t, x: mul(t, cosh(x)))
-defjvp(cosh_p, lambda t, x: mul(t, sinh(x)))
-defjvp(cbrt_p, lambda t, x: div(t, mul(_full_like(x, 3), mul(cbrt(x), cbrt(x)))))
+defjvp(exp2_p, lambda t, x: tangent_mul(t, mul(exp2(x), _full_like(x, math.log(2)))))
+defjvp(log2_p, lambda t, x: tangent_div(t, mul(x, _full_like(x, math.log(2)))))
+defjvp(log10_p, lambda t, x: tangent_div(t, mul(x, _full_like(x, math.log(10)))))
+defjvp(sinh_p, lambda t, x: tangent_mul(t, cosh(x)))
+defjvp(cosh_p, lambda t, x: tangent_mul(t, sinh(x)))
+defjvp(cbrt_p, lambda t, x: tangent_div(t, mul(_full_like(x, 3), mul(cbrt(x), cbrt(x)))))
 # d hypot = (a da + b db) / hypot: strong-zero quotients keep the gradient at (0, 0) zero,
 # the convention of jitgrad's other kinks (|x| at 0, norm at 0).
 defjvp(hypot_p,
-       lambda t, a, b: mul(t, safe_div(a, hypot(a, b))),
-       lambda t, a, b: mul(t, safe_div(b, hypot(a, b))))
+       lambda t, a, b: tangent_mul(t, safe_div(a, hypot(a, b))),
+       lambda t, a, b: tangent_mul(t, safe_div(b, hypot(a, b))))
 
-defjvp(tan_p, lambda t, x: mul(t, add(_full_like(x, 1), integer_pow(tan(x), 2))))
-defjvp(arcsin_p, lambda t, x: div(t, _one_minus_square_root(x)))
-defjvp(arccos_p, lambda t, x: neg(div(t, _one_minus_square_root(x))))
-defjvp(arctan_p, lambda t, x: div(t, add(_full_like(x, 1), integer_pow(x, 2))))
-defjvp(arcsinh_p, lambda t, x: div(t, hypot(x, _full_like(x, 1))))          # sqrt(x^2 + 1), no overflow
-defjvp(arccosh_p, lambda t, x: div(t, mul(sqrt(sub(x, _full_like(x, 1))), sqrt(add(x, _full_like(x, 1))))))
-defjvp(arctanh_p, lambda t, x: div(t, mul(sub(_full_like(x, 1), x), add(_full_like(x, 1), x))))
+defjvp(tan_p, lambda t, x: tangent_mul(t, add(_full_like(x, 1), integer_pow(tan(x), 2))))
+defjvp(arcsin_p, lambda t, x: tangent_div(t, _one_minus_square_root(x)))
+defjvp(arccos_p, lambda t, x: neg(tangent_div(t, _one_minus_square_root(x))))
+defjvp(arctan_p, lambda t, x: tangent_div(t, add(_full_like(x, 1), integer_pow(x, 2))))
+defjvp(arcsinh_p, lambda t, x: tangent_div(t, hypot(x, _full_like(x, 1))))          # sqrt(x^2 + 1), no overflow
+defjvp(arccosh_p, lambda t, x: tangent_div(t, mul(sqrt(sub(x, _full_like(x, 1))), sqrt(add(x, _full_like(x, 1))))))
+defjvp(arctanh_p, lambda t, x: tangent_div(t, mul(sub(_full_like(x, 1), x), add(_full_like(x, 1), x))))
 # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); strong-zero quotients keep (0, 0) at zero.
 defjvp(arctan2_p,
-       lambda t, y, x: mul(t, safe_div(x, _squared_norm(y, x))),
-       lambda t, y, x: neg(mul(t, safe_div(y, _squared_norm(y, x)))))
+       lambda t, y, x: tangent_mul(t, safe_div(x, _squared_norm(y, x))),
+       lambda t, y, x: neg(tangent_mul(t, safe_div(y, _squared_norm(y, x)))))
 
 
 def _one_minus_square_root(x):
