@@ -68,8 +68,9 @@ def test_shared_library_is_pic_and_exports_only_the_abi(w4):
 
 
 def test_c_call_with_errors_and_caller_workspace(w4, tmp_path):
-    """From C: results, a NULL pointer refused with its error code, a caller workspace."""
-    path, _ = w4
+    """From C, shared and static: results, a NULL pointer refused with its error code, a
+    caller workspace; the static archive links with the libraries the manifest lists."""
+    path, manifest = w4
     program = tmp_path / "call.c"
     program.write_text(r'''
 #include <stdio.h>
@@ -83,12 +84,38 @@ int main(void) {
     printf("%d %d %d %.17g %.17g %d\n", a, b, c, g[0], loss, w4_abi_version());
     return 0;
 }''')
-    subprocess.run(["cc", "-std=c11", str(program), f"-I{path}", f"-L{path}", "-lw4", f"-Wl,-rpath,{path}",
-                    "-o", str(tmp_path / "call")], check=True, timeout=60)
-    out = subprocess.run([str(tmp_path / "call")], capture_output=True, text=True, timeout=30).stdout.split()
+    shared = ["cc", "-std=c11", str(program), f"-I{path}", f"-L{path}", "-lw4", f"-Wl,-rpath,{path}",
+              "-o", str(tmp_path / "shared")]
+    static = ["cc", "-std=c11", str(program), f"-I{path}", str(path / "libw4.a"),
+              *manifest["link"]["libraries"], "-o", str(tmp_path / "static")]
     x = np.arange(8.0) - 3.5
-    assert out[:3] == ["0", "0", "1"]
-    assert float(out[3]) == 2 * x[0] and float(out[4]) == np.sum(x ** 2) and out[5] == "1"
+    for command in (shared, static):
+        subprocess.run(command, check=True, timeout=60)
+        out = subprocess.run([command[-1]], capture_output=True, text=True, timeout=30).stdout.split()
+        assert out[:3] == ["0", "0", "1"]
+        assert float(out[3]) == 2 * x[0] and float(out[4]) == np.sum(x ** 2) and out[5] == "1"
+
+
+def tanh_layer(w, x):
+    return np.sum(np.tanh(x @ w) ** 2)
+
+
+def test_threads_calling_at_once_get_their_own_workspaces(tmp_path):
+    """ctypes releases the GIL: the calls overlap, each thread in its library workspace."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(1)
+    w, x = rng.standard_normal((32, 48)), rng.standard_normal((64, 32))
+    grad = jitgrad.grad(tanh_layer)
+    aot.export(grad, w, x, path=str(tmp_path / "layer"), name="layer")
+    function = aot.load(str(tmp_path / "layer")).grad_tanh_layer
+    assert function.workspace_bytes > 0
+    inputs = [(rng.standard_normal((32, 48)), x) for _ in range(8)]
+    expected = [grad(*args) for args in inputs]
+
+    def work(k):
+        return all(np.array_equal(function(*inputs[k % 8]), expected[k % 8]) for _ in range(30))
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(16)))
 
 
 def test_pytrees_closures_and_large_constants(tmp_path):

@@ -119,7 +119,7 @@ def export(functions, *example_args, path: str, name: str | None = None, target:
         jitgrad.aot.export([("loss", jit(f)), ("grad_loss", grad(f))], w, x, path="out", name="model")
     """
     if callable(functions):
-        default = getattr(functions, "__name__", "fn")
+        default = getattr(functions, "name", None) or getattr(functions, "__name__", "fn")   # grad_f for grad(f)
         functions = [(re.sub(r"\W", "_", default), functions)]
     library = Library(name or functions[0][0])
     for function_name, compiled in functions:

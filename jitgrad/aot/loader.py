@@ -101,6 +101,27 @@ def check_cpu(target: dict) -> None:
                                "(--target x86-64-v3) or on a machine like this one")
 
 
+def _data_pointer_reader():
+    """A fast reader of an ndarray's data pointer: NumPy's array struct keeps it right
+    after the object header (`PyArrayObject_fields.data`), read there with ctypes in
+    0.25 us where `__array_interface__` costs 2 us. Checked against NumPy's own answer on
+    arrays of several kinds at import; where the layout differs, the slow reader."""
+    header = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)
+    read = ctypes.c_void_p.from_address
+
+    def fast(array: np.ndarray) -> int:
+        return read(id(array) + header).value or 0
+
+    def slow(array: np.ndarray) -> int:
+        return array.__array_interface__["data"][0]
+
+    samples = [np.arange(8.0), np.zeros((3, 5), np.float32), np.empty(0), np.ones(1 << 16, np.int8)[16:]]
+    return fast if all(fast(a) == slow(a) for a in samples) else slow
+
+
+_data_pointer = _data_pointer_reader()
+
+
 def _unflatten(tree: dict, leaves):
     kind = tree["kind"]
     if kind == "leaf":
@@ -155,6 +176,9 @@ class ArtifactFunction:
             raise ArtifactIntegrityError(f"{spec['symbol']} does not match the manifest (workspace size)")
         self._inputs = [(np.dtype(a["dtype"]), tuple(a["shape"]), a["path"]) for a in spec["inputs"]]
         self._outputs = [(np.dtype(a["dtype"]), tuple(a["shape"])) for a in spec["outputs"]]
+        tree = spec["input_tree"]
+        self._flat_inputs = tree["kind"] == "tuple" and all(c["kind"] == "leaf" for c in tree["children"])
+        self._single_output = spec["output_tree"]["kind"] == "leaf"
         self._function.restype = ctypes.c_int
         self._function.argtypes = [ctypes.c_void_p] * (len(self._inputs) + len(self._outputs) + 1)
 
@@ -163,19 +187,30 @@ class ArtifactFunction:
         return self.spec["workspace_bytes"]
 
     def __call__(self, *args):
-        leaves: list = []
-        _flatten(self.spec["input_tree"], args, leaves, "args")
-        arrays = []
+        tree = self.spec["input_tree"]
+        if self._flat_inputs and len(args) == len(self._inputs):
+            leaves = args
+        else:
+            leaves = []
+            _flatten(tree, args, leaves, "args")
+        pointers = []
+        keep = []                           # arrays made here live until the call returns
         for value, (dtype, shape, path) in zip(leaves, self._inputs, strict=True):
-            array = np.asarray(value)
+            array = value if type(value) is np.ndarray else np.asarray(value)
             if array.dtype != dtype or array.shape != shape:
                 raise ArtifactSignatureError(f"{self.name}: {path} must be {dtype.name}{list(shape)}, got "
                                              f"{array.dtype.name}{list(array.shape)}")
-            arrays.append(np.ascontiguousarray(array))
+            if not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+            keep.append(array)
+            pointers.append(_data_pointer(array))
         outputs = [np.empty(shape, dtype) for dtype, shape in self._outputs]
-        code = self._function(*[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outputs], None)
+        pointers += [_data_pointer(o) for o in outputs]
+        code = self._function(*pointers, None)
         if code:
             raise ArtifactError(f"{self.name} returned error code {code} (see the library's header)")
+        if self._single_output:
+            return outputs[0]
         return _unflatten(self.spec["output_tree"], iter(outputs))
 
 
