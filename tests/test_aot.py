@@ -267,3 +267,26 @@ def test_cli_writes_the_artifact(tmp_path, capsys):
     assert str(tmp_path / "out" / "libf.so") in capsys.readouterr().out
     value, (gx, gy) = aot.load(str(tmp_path / "out")).value_and_grad_f(np.ones(3), np.zeros(3))
     assert value == 3.0 and list(gx) == [2.0] * 3 and list(gy) == [-2.0] * 3
+
+
+def test_threaded_kernels_run_in_a_forked_child(tmp_path):
+    """A loop large enough for libgomp's threads; after fork the child's calls run on its
+    one thread (libgomp's pool does not survive fork) and give the same bits."""
+    script = f"""
+import os, sys, numpy as np, jitgrad, jitgrad.aot as aot
+def f(x):
+    return np.tanh(x) * 2 + np.sin(x)
+x = np.linspace(-1, 1, 1 << 21)
+manifest = aot.export(jitgrad.jit(f), x, path={str(tmp_path / 'big')!r}, name="big")
+assert manifest["link"]["threads"], manifest["link"]
+artifact = aot.load({str(tmp_path / 'big')!r})
+first = artifact(x)
+assert np.array_equal(first, jitgrad.jit(f)(x))
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(artifact(x), first) else 3)
+print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child 0"
