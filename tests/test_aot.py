@@ -174,6 +174,12 @@ def test_missing_cpu_feature_is_refused(w4, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(aot.ArtifactCPUError, match="this CPU lacks imaginary_simd"):
         aot.load(str(copy))
+    del manifest["functions"][0]["inputs"]           # re-signed but not what a loader can read
+    manifest["target"]["cpu_flags"].pop()
+    manifest["checksum"] = manifest_digest(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(aot.ArtifactIntegrityError, match="is malformed: KeyError"):
+        aot.load(str(copy))
 
 
 def _undefined(path) -> list[str]:

@@ -242,6 +242,16 @@ class Artifact:
 def load(path: str) -> Artifact:
     """The artifact in directory `path`, checked (manifest and file checksums, CPU) and
     loaded with ctypes."""
+    try:
+        return _load(path)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, ArtifactError):
+            raise
+        raise ArtifactIntegrityError(f"{os.path.join(path, 'manifest.json')} is malformed: "
+                                     f"{type(err).__name__}: {err}") from None
+
+
+def _load(path: str) -> Artifact:
     manifest = _read_manifest(path)
     check_cpu(manifest["target"])
     shared = manifest["link"].get("shared")
