@@ -213,3 +213,24 @@ def test_nested_tape_nodes_are_what_it_watches():
     assert [n.op for n in t2.nodes] == ["sin", "sum"]
     assert all(n.location and "test_nested_tapes.py" in n.location for n in t1.nodes)
     del a, y
+
+
+def test_nested_targets_and_sources_of_every_kind():
+    with GradientTape(persistent=True) as t1:
+        x, b = t1.watch([X0, X0 * 3.0])
+        before = np.sum(x * 5.0)                        # computed before t2 watches x
+        with GradientTape(persistent=True) as t2:
+            t2.watch(x)
+            z = x * 2.0
+            y = np.sum(z ** 2)
+            np.testing.assert_array_equal(plain(t2.gradient(x, x)), np.ones(3))
+            np.testing.assert_array_equal(plain(t2.gradient(before, x)), np.zeros(3))
+            assert t2.gradient(before, x, unconnected_gradients="none") is None
+            assert t2.gradient(np.sum(b), [x], unconnected_gradients="none") == [None]
+            gz = t2.gradient(y, z)                      # an intermediate source: z held, 2 z
+            gx, gz2 = t2.gradient(y, [x, z])
+    np.testing.assert_allclose(plain(gz), 4 * X0, rtol=1e-12)
+    np.testing.assert_allclose(plain(gz2), 4 * X0, rtol=1e-12)
+    np.testing.assert_allclose(plain(gx), 8 * X0, rtol=1e-12)
+    np.testing.assert_allclose(plain(t1.gradient(gz, x)), np.full(3, 4.0), rtol=1e-12)
+    np.testing.assert_allclose(plain(t1.gradient(gx, x)), np.full(3, 8.0), rtol=1e-12)
