@@ -76,6 +76,15 @@ def test_bool_and_int_values_cross_memory_budget_segments():
     assert np.any(reference != 0)
 
 
+def test_hessian_through_budgeted_segments_with_masks():
+    """Forward over reverse through checkpoint segments that pass masks along."""
+    x = np.random.default_rng(3).standard_normal(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jitgrad.MemoryBudgetWarning)
+        budgeted = jitgrad.jacfwd(jitgrad.grad(_masked_chain, memory_budget="1KB"))(x)
+    np.testing.assert_array_equal(budgeted, jitgrad.jacfwd(jitgrad.grad(_masked_chain))(x))
+
+
 def test_checkpoint_with_bool_input_and_output():
     """A user checkpoint taking and returning masks: reverse mode, forward mode and
     jacfwd agree, and the masked-out elements have gradient exactly 0."""
