@@ -277,10 +277,10 @@ def _line_of(fn, offset=1):
     return f"{THIS_FILE}:{fn.__code__.co_firstlineno + offset}"
 
 
-@pytest.mark.parametrize("name", ["cumsum", "fft"])
+@pytest.mark.parametrize("name", ["unwrap", "fft"])
 def test_unsupported_function_names_function_and_line(name):
     def f(x):
-        return np.cumsum(x) if name == "cumsum" else np.fft.fft(x)
+        return np.unwrap(x) if name == "unwrap" else np.fft.fft(x)
     with pytest.raises(UnsupportedOperationError) as info:
         trace(f, (V4,))
     message = str(info.value)
@@ -336,9 +336,9 @@ def test_matmul_shape_mismatch():
     assert _line_of(f) in str(info.value), str(info.value)
 
 
-def test_item_assignment_is_rejected():
+def test_item_assignment_into_a_transposed_view_is_rejected():
     def f(x):
-        x[0] = 1.0
+        x.T[0] = 1.0
         return x
     with pytest.raises(UnsupportedOperationError) as info:
         trace(f, (V4,))

@@ -25,6 +25,8 @@ from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, cu
 from jitgrad.ir.clone import inline_block
 from . import implicit
 from . import numpy_api as api
+from . import numpy_elementwise, numpy_reductions, numpy_shape
+from . import indexing
 from .pytree import TreeDef, tree_flatten, tree_unflatten
 
 # --------------------------------------------------------------------------- source locations
@@ -184,10 +186,41 @@ def _method(impl):
     return lambda self, *args, **kwargs: apply(impl, (self, *args), kwargs)
 
 
+_UNTRACKED = "a view whose writes are not carried to its base"
+
+_VIEW_FUNCTIONS = {np.reshape, np.transpose, np.swapaxes, np.moveaxis, np.expand_dims, np.squeeze, np.ravel,
+                   np.broadcast_to}
+
+
+def _as_view(result):
+    """Mark what NumPy returns as a view (reshape, transpose...): writing into it is an error."""
+    if isinstance(result, Tracer):
+        result.base = _UNTRACKED
+    return result
+
+
+def _view_method(impl):
+    return lambda self, *args, **kwargs: _as_view(apply(impl, (self, *args), kwargs))
+
+
+def _ufunc_at(ufunc, x, index, value=None):
+    """np.add.at(x, index, value) on a traced array: accumulates at repeated indices."""
+    if ufunc not in (np.add, np.subtract) or value is None:
+        raise UnsupportedOperationError(f"numpy.{ufunc.__name__}.at is not supported on traced arrays "
+                                        "(numpy.add.at and numpy.subtract.at are)", user_location())
+    if not isinstance(x, Tracer):
+        raise UnsupportedOperationError(
+            f"numpy.{ufunc.__name__}.at writes traced values into a NumPy array, which cannot hold them; "
+            "make the array traced first (e.g. np.zeros_like(traced_array))", user_location())
+    if ufunc is np.subtract:
+        value = -value if isinstance(value, Tracer) else np.negative(value)
+    x._replace(apply(indexing.add_at, (x, index, value)).value)
+
+
 class Tracer:
     """A traced array: an IR value that behaves like a NumPy array."""
 
-    __slots__ = ("value", "weak")
+    __slots__ = ("value", "weak", "base", "views")
     __array_priority__ = 1000
 
     def __init__(self, value: Value, weak: bool | frozenset = False):
@@ -196,12 +229,19 @@ class Tracer:
         """A Python scalar argument (or a Python operator's result on such): it promotes
         as a Python scalar does (NEP 50), so `x_f32 * s` stays float32. For a Python int
         argument, the integer dtypes that hold its value (`TensorType.weak`)."""
+        self.base = None
+        """For a view made by basic indexing, (the array it views, the index); `_UNTRACKED`
+        for a view whose writes jitgrad cannot carry to its base (reshape, transpose...)."""
+        self.views = []
+        """The basic-indexing views of this array, refreshed when it is written to."""
 
     # ----- NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if kwargs.get("out") is not None:
             raise UnsupportedOperationError(f"numpy.{ufunc.__name__}(..., out=...) is not supported: traced "
                                             "arrays are immutable", user_location())
+        if method == "at":
+            return _ufunc_at(ufunc, *inputs)
         if method == "reduce" and ufunc in (np.add, np.maximum, np.minimum) and len(inputs) == 1:
             reducer = {np.add: api.sum, np.maximum: api.amax, np.minimum: api.amin}[ufunc]
             return apply(reducer, inputs, kwargs)
@@ -224,7 +264,8 @@ class Tracer:
         impl = api.FUNCTIONS.get(func)
         if impl is None:
             raise UnsupportedOperationError(f"{_unsupported_name(func)} has no jitgrad rule", user_location())
-        return apply(impl, args, kwargs)
+        result = apply(impl, args, kwargs)
+        return _as_view(result) if func in _VIEW_FUNCTIONS else result
 
     def __array__(self, dtype=None, copy=None):
         raise UnsupportedOperationError(
@@ -242,8 +283,8 @@ class Tracer:
     ndim = property(lambda self: self.value.type.ndim)
     size = property(lambda self: self.value.type.size)
     dtype = property(lambda self: self.value.type.dtype.numpy)
-    T = property(lambda self: apply(api.transpose, (self,)))
-    mT = property(lambda self: apply(api.swapaxes, (self, -1, -2)))
+    T = property(lambda self: _as_view(apply(api.transpose, (self,))))
+    mT = property(lambda self: _as_view(apply(api.swapaxes, (self, -1, -2))))
 
     def __len__(self) -> int:
         if not self.value.type.shape:
@@ -308,32 +349,89 @@ class Tracer:
     __invert__ = _unary_operator(np.invert)
 
     def __pos__(self): return self
-    def __getitem__(self, index): return apply(api.getitem, (self, index))
+    def __getitem__(self, index):
+        result = apply(indexing.getitem, (self, index))
+        if not indexing.has_advanced(None, _unwrap(index)):      # basic indexing gives a view, as in NumPy
+            result.base = (self, index)
+            self.views.append(result)
+        return result
 
     def __setitem__(self, index, value):
-        raise UnsupportedOperationError("traced arrays are immutable: item assignment is not supported; "
-                                        "build the result with np.where or np.concatenate", user_location())
+        """A functional update: this Tracer (and every view of its data) takes the new value."""
+        self._replace(apply(indexing.setitem, (self, index, value)).value)
+
+    def _replace(self, new: Value) -> None:
+        if self.base is _UNTRACKED:
+            raise UnsupportedOperationError(
+                "writing into a traced array made by reshape/transpose/ravel/squeeze/swapaxes/... is not "
+                "supported (NumPy would write through the view into its base); assign into the base array "
+                "with an index, or use np.where", user_location())
+        if self.base is not None:
+            base, index = self.base
+            base[index] = Tracer(new)
+            return
+        self.value = new
+        self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        for view in self.views:
+            view.value = apply(indexing.getitem, (self, view.base[1])).value
+            view._refresh_views()
+
+    def _inplace(ufunc):
+        """`x += y`: NumPy computes in x's dtype (same-kind casting) and writes into x."""
+        impl = api.UFUNCS[ufunc]
+
+        def method(self, other):
+            result = apply(impl, (self, other))
+            if result.value.type.dtype != self.value.type.dtype:
+                if not np.can_cast(result.dtype, self.dtype, "same_kind"):
+                    raise UnsupportedOperationError(
+                        f"Cannot cast ufunc '{ufunc.__name__}' output from {result.dtype} to {self.dtype} "
+                        "with casting rule 'same_kind' (NumPy raises UFuncTypeError)", user_location())
+                result = apply(api.astype, (result, self.dtype))
+            self._replace(result.value)
+            return self
+        return method
+
+    __iadd__, __isub__, __imul__ = _inplace(np.add), _inplace(np.subtract), _inplace(np.multiply)
+    __itruediv__, __ipow__, __ifloordiv__ = _inplace(np.true_divide), _inplace(np.power), _inplace(np.floor_divide)
+    __imod__, __iand__, __ior__, __ixor__ = (_inplace(np.remainder), _inplace(np.bitwise_and),
+                                             _inplace(np.bitwise_or), _inplace(np.bitwise_xor))
+    __ilshift__, __irshift__ = _inplace(np.left_shift), _inplace(np.right_shift)
+    del _inplace
 
     # ----- methods
-    sum = _method(api.sum)
+    sum = _method(numpy_reductions.sum)
     mean = _method(api.mean)
     var = _method(api.var)
     std = _method(api.std)
-    max = _method(api.amax)
-    min = _method(api.amin)
+    max = _method(numpy_reductions.amax)
+    min = _method(numpy_reductions.amin)
     argmax = _method(api.argmax)
     argmin = _method(api.argmin)
     dot = _method(api.dot)
-    transpose = _method(lambda x, *axes: api.transpose(x, axes[0] if len(axes) == 1 and isinstance(
+    transpose = _view_method(lambda x, *axes: api.transpose(x, axes[0] if len(axes) == 1 and isinstance(
         axes[0], (tuple, list)) else (axes or None)))
-    reshape = _method(api.reshape)
-    ravel = _method(api.ravel)
+    reshape = _view_method(api.reshape)
+    ravel = _view_method(api.ravel)
     flatten = _method(api.ravel)
-    squeeze = _method(api.squeeze)
-    swapaxes = _method(api.swapaxes)
+    squeeze = _view_method(api.squeeze)
+    swapaxes = _view_method(api.swapaxes)
     clip = _method(api.clip)
     astype = _method(lambda x, dtype, **kwargs: api.astype(x, dtype))
     copy = _method(lambda x: x)
+    prod = _method(numpy_reductions.prod)
+    cumsum = _method(numpy_reductions.cumsum)
+    cumprod = _method(numpy_reductions.cumprod)
+    all = _method(numpy_reductions.all)
+    any = _method(numpy_reductions.any)
+    trace = _method(numpy_reductions.trace)
+    diagonal = _method(numpy_shape.diagonal)
+    repeat = _method(numpy_shape.repeat)
+    round = _method(numpy_elementwise.round_)
+    nbytes = property(lambda self: self.value.type.size * self.value.type.dtype.numpy.itemsize)
+    itemsize = property(lambda self: self.value.type.dtype.numpy.itemsize)
 
 
 # --------------------------------------------------------------------------- tracing a function

@@ -1,0 +1,415 @@
+"""NumPy indexing and item assignment on traced arrays.
+
+Reading (`x[index]`) follows NumPy's rules: basic indices (ints, slices, None, Ellipsis)
+become static slices; advanced indices (integer arrays, lists, traced integers, boolean
+masks known at trace time) select elements with a gather, and the advanced axes go where
+NumPy puts them (in place when the advanced indices are adjacent, first otherwise).
+
+A gather is expressed with existing primitives: for each selected element, a `select` of
+the operand row under a one-hot comparison of the index, summed over the rows. That keeps
+every rule (JVP, transpose = scatter-add, lowering) on primitives that already have them,
+never reads out of bounds (there is no address computed from data), and `select` keeps an
+`inf`/`nan` elsewhere in the operand out of the selected values. It costs
+O(selected x rows) work, which suits labels, embeddings of modest vocabularies and
+element updates.
+
+Index values known at trace time are checked like NumPy (IndexError naming the line).
+Traced index values are unknown until run time: they are wrapped when negative and then
+clamped into range, as JAX does (documented in docs/indexing.md).
+
+Writing (`x[index] = v`) is a functional update of the traced array: the Tracer's value is
+replaced by the updated array. NumPy's buffered semantics hold: where an index repeats, the
+last write wins; `np.add.at` accumulates instead.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+
+import numpy as np
+
+from jitgrad import primitives as P
+from jitgrad.errors import IndexingError, UnsupportedOperationError
+from jitgrad.ir import DType, Value
+from . import numpy_api as api
+
+
+class _Advanced:
+    """An advanced index item: an integer array (constant or traced)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array          # np.ndarray of integers, or an integer Value
+
+
+def _is_int_scalar(item) -> bool:
+    return isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_))
+
+
+def _classify(x: Value, index) -> list:
+    """The index as a list of None / slice / int / _Advanced, with the ellipsis expanded and
+    boolean masks replaced by the integer arrays of their True positions."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    items = []
+    for item in index:
+        if item is None or item is Ellipsis or isinstance(item, builtins.slice) or _is_int_scalar(item):
+            items.append(item)
+        elif isinstance(item, Value):
+            if item.type.dtype == DType.bool:
+                raise IndexingError(
+                    "indexing with a traced boolean mask gives an array whose shape depends on the data; "
+                    "use np.where(mask, x, 0) (or a reduction with where=mask) instead of x[mask]")
+            if not item.type.dtype.is_integer:
+                raise IndexingError("arrays used as indices must be of integer (or boolean) type, "
+                                    f"not {item.type.dtype}")
+            items.append(_Advanced(item))
+        else:
+            array = np.asarray(item)
+            if array.dtype == object:
+                raise IndexingError(f"cannot index with an object of type {type(item).__name__}")
+            if array.dtype == bool:
+                items.append(("mask", array))
+            elif np.issubdtype(array.dtype, np.integer) or array.size == 0:
+                items.append(_Advanced(array.astype(np.int64)))
+            else:
+                raise IndexingError("arrays used as indices must be of integer (or boolean) type, "
+                                    f"not {array.dtype}")
+    if builtins.sum(item is Ellipsis for item in items) > 1:
+        raise IndexingError("an index can only have a single ellipsis ('...')")
+    n_real = builtins.sum(item[1].ndim if isinstance(item, tuple) else item is not None and item is not Ellipsis
+                          for item in items)
+    if n_real > x.type.ndim:
+        raise IndexingError(f"too many indices for array: array is {x.type.ndim}-dimensional, "
+                            f"but {n_real} were indexed")
+    if Ellipsis in items:
+        k = next(i for i, item in enumerate(items) if item is Ellipsis)
+        items = items[:k] + [builtins.slice(None)] * (x.type.ndim - n_real) + items[k + 1:]
+    else:
+        items = items + [builtins.slice(None)] * (x.type.ndim - n_real)
+    expanded, axis = [], 0
+    for item in items:
+        if isinstance(item, tuple):                 # a boolean mask covers mask.ndim axes
+            mask = item[1]
+            if mask.ndim == 0:
+                raise IndexingError("indexing with a 0-d boolean (x[True]) is not supported by jitgrad; "
+                                    "use x[None] or np.where")
+            shape = x.type.shape[axis:axis + mask.ndim]
+            if mask.shape != shape:
+                raise IndexingError(f"boolean index did not match indexed array along axis {axis}; "
+                                    f"size of axis is {shape} but size of boolean index is {mask.shape}")
+            expanded.extend(_Advanced(positions.astype(np.int64)) for positions in np.nonzero(mask))
+            axis += mask.ndim
+        else:
+            expanded.append(item)
+            axis += item is not None
+    return expanded
+
+
+def has_advanced(x: Value, index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(not (item is None or item is Ellipsis or isinstance(item, builtins.slice) or _is_int_scalar(item))
+               for item in items)
+
+
+def getitem(x: Value, index) -> Value:
+    """x[index] with NumPy's basic and advanced indexing."""
+    if not has_advanced(x, index):
+        return api.getitem(x, index)
+    items = _classify(x, index)
+    # Ints next to arrays are advanced indices too (they decide where the axes go).
+    items = [_Advanced(np.asarray(item, np.int64)) if _is_int_scalar(item) else item for item in items]
+    basic, adv_axes, axis_of_item = [], [], []
+    out_axis = 0
+    for item in items:
+        if isinstance(item, _Advanced):
+            basic.append(builtins.slice(None))
+            adv_axes.append(out_axis)
+        else:
+            basic.append(item)
+        out_axis += item is None or isinstance(item, (builtins.slice, _Advanced))
+    adv_items = [item for item in items if isinstance(item, _Advanced)]
+    positions = [k for k, item in enumerate(items) if isinstance(item, _Advanced)]
+    adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
+    y = api.getitem(x, tuple(basic))
+    sizes = [y.type.shape[a] for a in adv_axes]
+    rest_axes = [a for a in range(y.type.ndim) if a not in adv_axes]
+    y = P.transpose(y, tuple(adv_axes + rest_axes))
+    rest_shape = tuple(y.type.shape[len(adv_axes):])
+    rows = math.prod(sizes)
+    flat, batch_shape = _flat_index([item.array for item in adv_items], sizes, adv_axes)
+    table = P.reshape(y, (rows, math.prod(rest_shape)))
+    gathered = take_rows(table, flat)
+    result = P.reshape(gathered, batch_shape + rest_shape)
+    if adjacent and adv_axes[0] > 0:                  # the advanced axes replace the indexed ones
+        nb, first = len(batch_shape), adv_axes[0]
+        perm = list(range(nb, nb + first)) + list(range(nb)) + list(range(nb + first, result.type.ndim))
+        result = P.transpose(result, tuple(perm))
+    return result
+
+
+def _flat_index(arrays, sizes, axes):
+    """The row-major flat position (into the product of `sizes`) of each broadcast index
+    tuple, as a 1-d index (a NumPy array when every index is known, else a Value), and the
+    broadcast shape. Known indices are checked like NumPy; traced ones wrap once and clamp."""
+    shapes = [a.shape if isinstance(a, np.ndarray) else a.type.shape for a in arrays]
+    try:
+        batch_shape = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise IndexingError("shape mismatch: indexing arrays could not be broadcast together with shapes "
+                            + " ".join(str(s) for s in shapes)) from None
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        flat = np.zeros(batch_shape, np.int64)
+        for a, n, axis in zip(arrays, sizes, axes, strict=True):
+            if a.size and (a.min() < -n or a.max() >= n):
+                bad = a[(a < -n) | (a >= n)].flat[0]
+                raise IndexingError(f"index {bad} is out of bounds for axis {axis} with size {n}")
+            flat = flat * n + np.where(a < 0, a + n, a)
+        return flat.reshape(-1), batch_shape
+    flat = None
+    for a, n in zip(arrays, sizes, strict=True):
+        v = api.as_value(a, DType.i64)
+        v = P.select(P.lt(v, P.full(0, v.type)), P.add(v, P.full(n, v.type)), v)
+        v = P.minimum(P.maximum(v, P.full(0, v.type)), P.full(max(n - 1, 0), v.type))
+        v = P.broadcast_in_dim(v, batch_shape, tuple(range(len(batch_shape) - v.type.ndim, len(batch_shape))))
+        flat = v if flat is None else P.add(P.mul(flat, P.full(n, flat.type)), v)
+    return P.reshape(flat, (math.prod(batch_shape),)), batch_shape
+
+
+def take_rows(table: Value, index) -> Value:
+    """table[index] for a 2-d `table` (rows, cols) and a 1-d index of in-range rows (NumPy
+    array or i64 Value): the selected rows, shape (len(index), cols)."""
+    rows, cols = table.type.shape
+    if isinstance(index, np.ndarray):
+        count = index.shape[0]
+        if rows == 0 or count == 0:
+            return P.full(_fill(table.type.dtype), table.type.with_shape((count, cols)))
+        onehot = P.constant(index[:, None] == np.arange(rows)[None, :])
+    else:
+        count = index.type.shape[0]
+        if rows == 0 or count == 0:
+            return P.full(_fill(table.type.dtype), table.type.with_shape((count, cols)))
+        iota = P.constant(np.arange(rows, dtype=np.int64))
+        onehot = P.eq(P.broadcast_in_dim(index, (count, rows), (0,)), P.broadcast_in_dim(iota, (count, rows), (1,)))
+    shape3 = (count, rows, cols)
+    chosen = P.select(P.broadcast_in_dim(onehot, shape3, (0, 1)), P.broadcast_in_dim(table, shape3, (1, 2)),
+                      P.full(_fill(table.type.dtype), table.type.with_shape(shape3)))
+    if table.type.dtype == DType.bool:
+        return P.ne(P.reduce_sum(P.convert(chosen, DType.i32), (1,)), P.full(0, table.type.with_shape((count, cols)).with_dtype(DType.i32)))
+    return P.reduce_sum(chosen, (1,))
+
+
+def _fill(dtype: DType):
+    """The additive identity that keeps a selected -0.0 negative: -0.0 for floats."""
+    if dtype == DType.bool:
+        return False
+    return -0.0 if not dtype.is_integer else 0
+
+
+# --------------------------------------------------------------------------- assignment
+
+def _is_static(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return not any(isinstance(item, Value) for item in items)
+
+
+def _broadcast_value(v, dtype: DType, shape) -> Value:
+    """`v` cast to the array's dtype (NumPy casts the assigned value unsafely) and broadcast
+    to the shape of the region it is written to."""
+    v = api.as_value(v)
+    if v.type.dtype != dtype:
+        v = P.convert(v, dtype)
+    try:
+        out_shape = np.broadcast_shapes(v.type.shape, tuple(shape))
+    except ValueError:
+        out_shape = None
+    if out_shape != tuple(shape):
+        squeezed = tuple(v.type.shape)
+        while squeezed and squeezed[0] == 1 and len(squeezed) > len(shape):   # NumPy drops leading 1s
+            squeezed = squeezed[1:]
+        if len(squeezed) < v.type.ndim:
+            return _broadcast_value(P.reshape(v, squeezed), dtype, shape)
+        raise IndexingError(f"could not broadcast input array from shape {v.type.shape} into shape {tuple(shape)}")
+    return P.broadcast_in_dim(v, tuple(shape), tuple(range(len(shape) - v.type.ndim, len(shape))))
+
+
+def setitem(x: Value, index, v) -> Value:
+    """The array `x` after `x[index] = v` (NumPy's semantics; the last of repeated indices wins)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if len(items) == 1 and isinstance(items[0], Value) and items[0].type.dtype == DType.bool:
+        return _set_masked(x, items[0], v)
+    if not has_advanced(x, index):
+        return _set_basic(x, index, v)
+    if _is_static(index):
+        positions = np.arange(x.type.size, dtype=np.int64).reshape(x.type.shape)[index]
+        value = _broadcast_value(v, x.type.dtype, positions.shape)
+        return _set_positions(x, positions.reshape(-1), value)
+    positions = getitem(P.constant(np.arange(x.type.size, dtype=np.int64).reshape(x.type.shape)), index)
+    value = _broadcast_value(v, x.type.dtype, positions.type.shape)
+    return _set_positions(x, P.reshape(positions, (positions.type.size,)), value)
+
+
+def _set_masked(x: Value, mask: Value, v) -> Value:
+    """x[mask] = v for a traced boolean mask: a select, when `v` broadcasts to one selected
+    row (a scalar, or the trailing axes' shape)."""
+    lead = mask.type.ndim
+    if x.type.shape[:lead] != mask.type.shape:
+        raise IndexingError(f"boolean index did not match indexed array: size of the indexed axes is "
+                            f"{x.type.shape[:lead]} but size of boolean index is {mask.type.shape}")
+    rest = x.type.shape[lead:]
+    value = api.as_value(v)
+    if value.type.ndim > len(rest) or np.broadcast_shapes(value.type.shape, rest) != rest:
+        raise IndexingError(
+            f"x[mask] = v with a traced mask needs v to broadcast to one selected row {rest} (got shape "
+            f"{value.type.shape}): the number of selected rows depends on the data; use np.where(mask, v, x)")
+    value = _broadcast_value(value, x.type.dtype, x.type.shape)
+    return P.select(P.broadcast_in_dim(mask, x.type.shape, tuple(range(lead))), value, x)
+
+
+def _set_basic(x: Value, index, v) -> Value:
+    """x[index] = v for ints, slices, None and Ellipsis: `v` padded into place, selected by a
+    constant mask (linear work, and the gradient is a slice)."""
+    shape = x.type.shape
+    probe = np.broadcast_to(np.empty((), bool), shape)
+    try:
+        region_shape = probe[index].shape
+    except IndexError as err:
+        raise IndexingError(str(err)) from None
+    value = _broadcast_value(v, x.type.dtype, region_shape)
+    mask = np.zeros(shape, bool)
+    mask[index] = True
+    if not mask.any():
+        return x
+    items = index if isinstance(index, tuple) else (index,)
+    n_real = builtins.sum(item is not None and item is not Ellipsis for item in items)
+    if Ellipsis in items:
+        k = items.index(Ellipsis)
+        items = items[:k] + (builtins.slice(None),) * (len(shape) - n_real) + items[k + 1:]
+    else:
+        items = items + (builtins.slice(None),) * (len(shape) - n_real)
+    low, high, interior, counts, reversed_axes = [], [], [], [], []
+    axis = 0
+    for item in items:
+        if item is None:
+            continue
+        n = shape[axis]
+        if isinstance(item, builtins.slice):
+            start, stop, step = item.indices(n)
+            count = len(range(start, stop, step))
+            if step < 0:
+                reversed_axes.append(axis)
+                start, step = start + (count - 1) * step, -step
+        else:
+            start, count, step = operator.index(item) % n, 1, 1
+        low.append(start)
+        interior.append(step - 1)
+        high.append(n - (start + (count - 1) * step + 1))
+        counts.append(count)
+        axis += 1
+    region = P.rev(P.reshape(value, tuple(counts)), tuple(reversed_axes))
+    placed = P.pad(region, low, high, interior)
+    return P.select(P.constant(mask), placed, x)
+
+
+def _last_writer(positions: Value, size: int) -> Value:
+    """For each flat position of the array, the index k of the last write to it, or -1."""
+    count = positions.type.shape[0]
+    iota = P.constant(np.arange(size, dtype=np.int64))
+    hits = P.eq(P.broadcast_in_dim(positions, (size, count), (1,)), P.broadcast_in_dim(iota, (size, count), (0,)))
+    ks = P.broadcast_in_dim(P.constant(np.arange(count, dtype=np.int64)), (size, count), (1,))
+    return P.reduce_max(P.select(hits, ks, P.full(-1, ks.type)), (1,))
+
+
+def _set_positions(x: Value, positions, value: Value) -> Value:
+    """x.flat[positions] = value.flat, with the last write to a repeated position winning."""
+    size, count = x.type.size, math.prod(value.type.shape)
+    if count == 0 or size == 0:
+        return x
+    flat_x = P.reshape(x, (size,))
+    flat_v = P.reshape(value, (count, 1))
+    if isinstance(positions, np.ndarray):
+        writer = np.full(size, -1, np.int64)
+        np.maximum.at(writer, positions, np.arange(count, dtype=np.int64))
+        written = P.constant(writer >= 0)
+        source = np.maximum(writer, 0)
+    else:
+        writer = _last_writer(positions, size)
+        written = P.ge(writer, P.full(0, writer.type))
+        source = P.maximum(writer, P.full(0, writer.type))
+    gathered = P.reshape(take_rows(flat_v, source), (size,))
+    return P.reshape(P.select(written, gathered, flat_x), x.type.shape)
+
+
+def add_at(x: Value, index, v) -> Value:
+    """np.add.at(x, index, v): every occurrence of a repeated index adds its value."""
+    if _is_static(index):
+        positions = np.arange(x.type.size, dtype=np.int64).reshape(x.type.shape)[index]
+        count = positions.size
+        flat_pos = positions.reshape(-1)
+        shape = positions.shape
+    else:
+        positions = getitem(P.constant(np.arange(x.type.size, dtype=np.int64).reshape(x.type.shape)), index)
+        count, shape = positions.type.size, positions.type.shape
+        flat_pos = P.reshape(positions, (count,))
+    value = _broadcast_value(v, x.type.dtype, shape)
+    size = x.type.size
+    if count == 0 or size == 0:
+        return x
+    if isinstance(flat_pos, np.ndarray):
+        hits = P.constant(flat_pos[None, :] == np.arange(size)[:, None])
+    else:
+        iota = P.constant(np.arange(size, dtype=np.int64))
+        hits = P.eq(P.broadcast_in_dim(flat_pos, (size, count), (1,)), P.broadcast_in_dim(iota, (size, count), (0,)))
+    spread = P.broadcast_in_dim(P.reshape(value, (count,)), (size, count), (1,))
+    added = P.reduce_sum(P.select(hits, spread, P.full(0, spread.type)), (1,))
+    return P.add(x, P.reshape(added, x.type.shape))
+
+
+# --------------------------------------------------------------------------- functions
+
+def take(a, indices, axis=None, out=None, mode=None):
+    """np.take: indices along one axis (the flattened array when `axis` is None)."""
+    if out is not None or mode not in (None, "raise"):
+        raise UnsupportedOperationError("numpy.take: out= and mode= other than 'raise' are not supported")
+    a = api.as_value(a)
+    if axis is None:
+        return getitem(P.reshape(a, (a.type.size,)), (_index_item(indices),))
+    axis = operator.index(axis)
+    if not -a.type.ndim <= axis < a.type.ndim:
+        raise IndexingError(f"axis {axis} is out of bounds for array of dimension {a.type.ndim}")
+    return getitem(a, (builtins.slice(None),) * (axis % a.type.ndim) + (_index_item(indices),))
+
+
+def _index_item(indices):
+    if isinstance(indices, Value) or _is_int_scalar(indices):
+        return indices
+    return np.asarray(indices)
+
+
+def take_along_axis(arr, indices, axis=-1):
+    """np.take_along_axis: arr[..., indices, ...] with the other axes matched one to one."""
+    arr = api.as_value(arr)
+    ndim = arr.type.ndim
+    if axis is None:
+        return take(arr, indices)
+    axis = operator.index(axis) % ndim if -ndim <= operator.index(axis) < ndim else None
+    if axis is None:
+        raise IndexingError(f"axis is out of bounds for array of dimension {ndim}")
+    shape = indices.type.shape if isinstance(indices, Value) else np.shape(indices)
+    if len(shape) != ndim:
+        raise IndexingError("`indices` and `arr` must have the same number of dimensions")
+    index = []
+    for k in range(ndim):
+        if k == axis:
+            index.append(_index_item(indices))
+        else:
+            grid = [1] * ndim
+            grid[k] = arr.type.shape[k]
+            index.append(np.arange(arr.type.shape[k]).reshape(grid))
+    return getitem(arr, tuple(index))
+
+
+api.FUNCTIONS.setdefault(np.take, take)
+api.FUNCTIONS.setdefault(np.take_along_axis, take_along_axis)
