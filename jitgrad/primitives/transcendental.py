@@ -91,13 +91,16 @@ def _cbrt_scalar(c, x):
 
 def _hypot_scalar(c, a, b):
     """float32: sqrt(a^2 + b^2) in float64, where it cannot overflow and is exact enough to
-    round correctly (glibc's vector hypotf is 1 ulp off on Pythagorean triples); float64:
+    round correctly (glibc's vector hypotf is 1 ulp off on Pythagorean triples), and +inf
+    when either operand is infinite, even with a NaN (C99, as libm's hypot); float64:
     libm's hypot."""
     if c.float_width(a) != 32:
         return c.math("hypot", a, b)
     wide_a, wide_b = c.convert(a, DType.f64, source=DType.f32), c.convert(b, DType.f64, source=DType.f32)
     wide = c.math("sqrt", c.add(c.mul(wide_a, wide_a), c.mul(wide_b, wide_b)))
-    return c.convert(wide, DType.f32, source=DType.f64)
+    inf = c.const(float("inf"), a)
+    infinite = c.or_(c.cmp("==", c.math("fabs", a), inf), c.cmp("==", c.math("fabs", b), inf))
+    return c.select(infinite, inf, c.convert(wide, DType.f32, source=DType.f64))
 
 
 cbrt_p = _math("cbrt", np.cbrt, scalar=_cbrt_scalar, doc="Real cube root (negative for negative x).")

@@ -116,6 +116,10 @@ def as_value(x, dtype: DType | None = None) -> Value:
     if outside is not None:
         return P.convert(outside, dtype) if dtype is not None and dtype != outside.type.dtype else outside
     array = np.asarray(x)
+    if array.dtype == object and isinstance(x, (list, tuple)) and x:
+        # a list holding traced values (np.concatenate([a, [s]])): np.asarray stacks its
+        # items with strong promotion, as np.stack does
+        return as_value(stack(list(x)), dtype)
     if array.dtype == object:
         raise UnsupportedOperationError(f"cannot use an object of type {type(x).__name__} as an array")
     target = dtype if dtype is not None else result_dtype(x)
@@ -436,6 +440,15 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def ufunc_reduce_axes(axis, ndim: int) -> tuple[int, ...]:
+    """normalize_axes for the reductions NumPy computes with ufunc.reduce (sum, max, min,
+    prod, any, all): those also take the integer axis 0 or -1 of a 0-d array and reduce
+    over nothing (np.sum(np.array(1.0), axis=0) is 1.0; a tuple axis is an error there)."""
+    if ndim == 0 and axis is not None and not isinstance(axis, (tuple, list)) and operator.index(axis) in (0, -1):
+        return ()
+    return normalize_axes(axis, ndim)
+
+
 def _keep(result: Value, x: Value, axes, keepdims: bool) -> Value:
     if not keepdims:
         return result
@@ -457,7 +470,7 @@ def sum(x, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=
     elif x.type.dtype == DType.bool or x.type.dtype.is_integer:
         # NumPy sums bool and narrow integers in the platform integer (uint64 if unsigned)
         x = P.convert(x, DType.u64 if x.type.dtype.is_unsigned else DType.i64)
-    axes = normalize_axes(axis, x.type.ndim)
+    axes = ufunc_reduce_axes(axis, x.type.ndim)
     return _keep(P.reduce_sum(x, axes), x, axes, keepdims)
 
 
@@ -465,7 +478,7 @@ def _extremum(prim_fn, name):
     def reduce(x, axis=None, out=None, keepdims=False, initial=None, where=None):
         _reject(name, out=out, initial=initial, where=where)
         x = as_value(x)
-        axes = normalize_axes(axis, x.type.ndim)
+        axes = ufunc_reduce_axes(axis, x.type.ndim)
         reduced = math.prod(x.type.shape[a] for a in axes)
         kept = math.prod(n for k, n in enumerate(x.type.shape) if k not in axes)
         if reduced == 0 and kept > 0:        # some output element would reduce nothing
@@ -614,7 +627,8 @@ def inner(a, b):
 
 def outer(a, b, out=None):
     _reject("outer", out=out)
-    a, b = _promote_strong(a, b)
+    with weak_scalars({}):                   # np.asarray on each, then np.multiply's own loop
+        a, b = (as_value(np.asarray(x) if _is_weak(x) else x) for x in (a, b))
     a, b = P.reshape(a, (a.type.size, 1)), P.reshape(b, (1, b.type.size))
     return UFUNCS[np.multiply](a, b)
 
@@ -644,7 +658,7 @@ def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
     if not _:
         letters = "".join(terms)
         output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    values = promote(*operands)
+    values = _promote_strong(*operands)      # np.einsum converts Python scalars with np.asarray
     if values and values[0].type.dtype in (DType.f16, DType.bf16):
         # NumPy's einsum refuses bfloat16, and rounds float16 sums after every addition
         raise UnsupportedOperationError(f"numpy.einsum of {values[0].type.dtype.numpy} is not supported (NumPy "
@@ -656,6 +670,7 @@ def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
         if len(term) != v.type.ndim or len(set(term)) != len(term):
             raise UnsupportedOperationError(f"einsum: subscripts {term!r} for an array of rank {v.type.ndim} "
                                             "(repeated indices — diagonals — are not supported)")
+    values = _einsum_broadcast(values, terms)
     acc, acc_term = _einsum_drop(values[0], terms[0], set(output) | set("".join(terms[1:])))
     for k in range(1, len(values)):
         keep = set(output) | set("".join(terms[k + 1:]))
@@ -672,6 +687,20 @@ def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
         acc_term = "".join(batch + [c for c in acc_term if c not in shared] + [c for c in b_term if c not in shared])
     acc, acc_term = _einsum_drop(acc, acc_term, set(output))
     return P.transpose(acc, [acc_term.index(c) for c in output])
+
+
+def _einsum_broadcast(values: list[Value], terms: list[str]) -> list[Value]:
+    """NumPy broadcasts an index of size 1 in one operand against its size in the others;
+    done before any index is summed so that every operand sees the full size."""
+    sizes: dict[str, int] = {}
+    for term, v in zip(terms, values, strict=True):
+        for c, n in zip(term, v.type.shape, strict=True):
+            if sizes.get(c, 1) != 1 and n not in (1, sizes[c]):
+                raise ShapeError(f"einsum: index {c!r} has sizes {sizes[c]} and {n}")
+            if n != 1 or c not in sizes:
+                sizes[c] = n
+    return [P.broadcast_in_dim(v, tuple(sizes[c] for c in term), tuple(range(len(term))))
+            for term, v in zip(terms, values, strict=True)]
 
 
 def _einsum_drop(x: Value, term: str, keep: set) -> tuple[Value, str]:
@@ -768,6 +797,7 @@ def _promote_unsafely(arrays) -> list[Value]:
 
 def concatenate(arrays, axis=0, out=None, dtype=None):
     _reject("concatenate", out=out)
+    arrays = [as_value(a) if isinstance(a, (list, tuple)) else a for a in arrays]   # np.asarray: strong
     values = _promote_unsafely(arrays) if dtype is None else [as_value(a, DType.from_numpy(dtype)) for a in arrays]
     if axis is None:
         values, axis = [ravel(v) for v in values], 0

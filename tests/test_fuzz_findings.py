@@ -1,0 +1,154 @@
+"""Regression tests for what the differential fuzzer (tests/fuzz.py) found: each compares
+jitgrad with NumPy running the same code, values and dtypes."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import jitgrad
+from jitgrad.errors import CutDerivativeError, JitgradError
+
+
+def _same(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------- Python scalars in array functions
+
+INT8 = np.array(1, np.int8)
+INT8_VECTOR = np.array([1, 2], np.int8)
+FLOAT32 = np.array([1.5, 2.5], np.float32)
+
+
+@pytest.mark.parametrize("fn, args", [
+    (lambda a, b: np.stack([b, a]), (INT8, 3)),                       # argument: weak for ufuncs, not here
+    (lambda a: np.stack([3, a]), (INT8,)),                            # literal
+    (lambda a, b: np.stack([b, a]), (np.array(1.0, np.float32), 2.5)),
+    (lambda a, b: np.concatenate([a, [b]]), (INT8_VECTOR, 3)),
+    (lambda a, b: np.einsum("i,->i", a, b), (INT8_VECTOR, 3)),
+    (lambda a, b: np.einsum("i,->i", a, b), (FLOAT32, 2.0)),
+    (lambda a: np.einsum("i,->i", a, 2.0), (FLOAT32,)),
+    (lambda a, b: np.outer(a, b), (INT8_VECTOR, 3)),
+    (lambda a, b: np.inner(a, b), (INT8_VECTOR, 3)),
+    (lambda a, b: np.tensordot(a, b, 0), (INT8_VECTOR, 3)),
+    (lambda a, b: np.dot(a, b), (FLOAT32, 2.0)),
+    (lambda a, b: np.where(a > 1, a, b), (INT8_VECTOR, 3)),           # where: weak, as NumPy
+    (lambda a, b: a * b, (INT8_VECTOR, 3)),                           # ufuncs: weak
+])
+def test_python_scalars_in_array_functions_convert_as_numpy(fn, args):
+    _same(jitgrad.jit(fn)(*args), fn(*args))
+
+
+# --------------------------------------------------------------------------- pow
+
+@pytest.mark.parametrize("dtype, scale", [(np.float64, 1.0), (np.float32, 0.25)])   # float32: no overflow
+@pytest.mark.parametrize("base", [2.0 ** 40, 2.0 ** -40, 8.0, 0.125, 2.0 ** 30])
+def test_pow_of_a_constant_power_of_two_is_accurate(base, dtype, scale):
+    """A constant base 2^n must not become exp2(n * y), which loses |n y| ulps. NumPy's pow
+    is within 1 ulp (float32: SIMD, a little more), jitgrad's libm/libmvec within 4."""
+    y = (np.linspace(-10.3, -10.2, 3000) * scale).astype(dtype)
+    got = jitgrad.jit(lambda y: np.power(base, y))(y)
+    want = np.power(np.float64(base), y.astype(np.float64)).astype(dtype)   # rounded once from float64
+    assert got.dtype == np.power(base, y).dtype
+    ulps = np.abs(got.astype(np.float64) - want) / np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
+    assert ulps.max() <= 4, ulps.max()
+    one = jitgrad.jit(lambda y: np.power(base, y))(y[:1])     # the scalar call of the loop remainder
+    assert abs(float(one[0]) - float(want[0])) <= 4 * float(np.spacing(want[0]))
+
+
+def test_pow_still_calls_the_vector_library():
+    import re
+    y = np.linspace(1.0, 2.0, 64)
+    text = jitgrad.jit(lambda x, y: np.power(x, y)).lower(y, y).as_text("llvm-opt")
+    called = set(re.findall(r'call [^@]*@"?([\w.]+)', text))
+    assert not called & {"llvm.exp2.f64", "exp2"}, called
+    from jitgrad.backends.cpu.engine import VectorMath
+    if VectorMath.available:                  # libmvec found: the loop calls its vector pow
+        assert any(name.startswith("_ZGV") and name.endswith("_pow") for name in called), called
+
+
+# --------------------------------------------------------------------------- hypot
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 4099])
+def test_hypot_of_infinity_and_nan_is_infinity(dtype, size):
+    a = np.array([np.inf, -np.inf, np.nan, np.nan, 3.0, np.nan, 3.0, -np.inf, 0.0], dtype)
+    b = np.array([np.nan, np.nan, np.inf, -np.inf, np.nan, np.nan, 4.0, 5.0, -0.0], dtype)
+    a, b = np.resize(a, max(size, 9))[:size], np.resize(b, max(size, 9))[:size]
+    _same(jitgrad.jit(np.hypot)(a, b), np.hypot(a, b))
+
+
+# --------------------------------------------------------------------------- tape item assignment
+
+def test_item_assignment_of_a_tracked_value_names_the_cut_derivative():
+    """NumPy converts the item with float() and replaces any error by its own ValueError
+    when the object is indexable; the CutDerivativeError is its direct cause."""
+    tape = jitgrad.GradientTape()
+    with tape:
+        x = tape.variable(np.array([2.0, 3.0]))
+        y = np.zeros(2)
+        with pytest.raises(ValueError) as caught:
+            y[0] = x[0]
+        assert isinstance(caught.value.__cause__, CutDerivativeError)
+        assert "drop its derivative" in str(caught.value.__cause__)
+        with pytest.raises(CutDerivativeError):
+            y[:] = x                    # a slice goes through __array__: the error itself
+    assert np.all(y == 0)
+
+
+# --------------------------------------------------------------------------- refusals NumPy answers
+
+@pytest.mark.parametrize("spec, a_shape, b_shape", [
+    ("ij,jk->ik", (2, 1), (3, 4)),
+    ("ij,jk->ik", (2, 3), (1, 4)),
+    ("ij,jk", (2, 1), (3, 4)),
+    ("ij,ij->i", (2, 1), (1, 3)),
+    ("i,i->", (1,), (5,)),
+    ("i,i->i", (0,), (1,)),
+])
+def test_einsum_broadcasts_size_one_axes(spec, a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    np.testing.assert_allclose(jitgrad.jit(lambda a, b: np.einsum(spec, a, b))(a, b), np.einsum(spec, a, b),
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_einsum_broadcast_gradient_sums_over_the_broadcast_axis():
+    a, b = np.array([[2.0], [3.0]]), np.arange(12.0).reshape(3, 4)
+    g = jitgrad.grad(lambda a: np.sum(np.einsum("ij,jk->ik", a, b)))(a)
+    np.testing.assert_allclose(g, np.full((2, 1), b.sum()))
+
+
+def test_einsum_still_refuses_mismatched_sizes():
+    with pytest.raises(JitgradError, match="einsum: index 'j' has sizes 3 and 4"):
+        jitgrad.jit(lambda a, b: np.einsum("ij,jk->ik", a, b))(np.ones((2, 3)), np.ones((4, 4)))
+
+
+@pytest.mark.parametrize("other", [np.arange(3, dtype=np.int16), np.arange(3, dtype=np.int8), np.arange(3),
+                                   np.array([True, False]), np.ones(2, np.float16), 3, 2.5])
+def test_outer_of_bfloat16_follows_the_multiply_loop(other):
+    b = np.array([1.5, -2.0], ml_dtypes.bfloat16)
+    for fn in (lambda x, y: np.outer(x, y), lambda x, y: np.outer(y, x)):
+        got, want = jitgrad.jit(fn)(b, other), fn(b, other)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+
+
+@pytest.mark.parametrize("fn", [np.sum, np.max, np.min, np.prod, np.any, np.all])
+@pytest.mark.parametrize("axis", [0, -1])
+@pytest.mark.parametrize("value", [np.array(1.5), np.array(3, np.int8), np.array(True)])
+def test_ufunc_reduction_of_a_zero_d_array_over_axis_0(fn, axis, value):
+    _same(jitgrad.jit(lambda x: fn(x, axis=axis))(value), fn(value, axis=axis))
+
+
+@pytest.mark.parametrize("call", [lambda x: np.sum(x, axis=(0,)), lambda x: np.sum(x, axis=1),
+                                  lambda x: np.mean(x, axis=0)])
+def test_zero_d_axes_numpy_refuses_stay_refused(call):
+    with pytest.raises(Exception):
+        call(np.array(1.5))
+    with pytest.raises(JitgradError, match="out of bounds"):
+        jitgrad.jit(call)(np.array(1.5))
