@@ -947,3 +947,18 @@ def getitem(x: Value, index) -> Value:
     result = P.rev(x, tuple(reversed_axes))
     result = P.static_slice(result, starts, limits, strides)
     return P.reshape(result, tuple(out_shape))
+
+
+# --------------------------------------------------------------------------- the wider surface
+
+def _merge_wider_surface():
+    """Functions composed in their own modules (reductions, shape, elementwise)."""
+    from . import numpy_elementwise, numpy_reductions, numpy_shape
+    FUNCTIONS.update(numpy_reductions.FUNCTIONS)
+    FUNCTIONS.update(numpy_shape.FUNCTIONS)
+    FUNCTIONS.update(numpy_elementwise.FUNCTIONS)
+    for ufunc, impl in numpy_elementwise.UFUNCS.items():
+        UFUNCS.setdefault(ufunc, impl)
+
+
+_merge_wider_surface()

@@ -1,0 +1,457 @@
+"""NumPy's reductions, cumulative functions and differences, composed from primitives.
+
+Nothing here has derivative rules of its own: every function is built at trace time from
+primitives that do (slices, concatenation, adds, multiplies, selects, reductions).
+
+- Products (`prod`) are a pairwise tree of multiplies: O(n) work, depth log2(n), and a
+  gradient that is exact where elements are zero (the product rule, not prod / x).
+- Cumulative sums and products are a Hillis-Steele scan: log2(n) steps of "shift by 2^k
+  and combine", O(n log n) work. Each output is a tree sum of its prefix, so its rounding
+  error is at most eps * ceil(log2 n) * sum|x| — within the bound of NumPy's sequential
+  sum (eps * n * sum|x|); integer results are exact (wrap-around as NumPy).
+- NaN-ignoring reductions replace NaN by the operation's identity and count what is left.
+"""
+from __future__ import annotations
+
+import math
+from builtins import any as builtins_any
+
+import numpy as np
+
+from jitgrad import primitives as P
+from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
+from jitgrad.ir import DType, Value
+from . import numpy_api as api
+from .numpy_api import as_value, normalize_axes
+
+_NARROW = (DType.f16, DType.bf16)
+
+
+def _reduce_axes(axis, ndim: int) -> tuple[int, ...]:
+    """The reduced axes; as NumPy's ufunc reductions, a 0-d array also takes the integer
+    axis 0 or -1 and reduces over nothing (np.prod(np.array(2.0), axis=0) is 2.0)."""
+    if ndim == 0 and isinstance(axis, (int, np.integer)) and int(axis) in (0, -1):
+        return ()
+    return normalize_axes(axis, ndim)
+
+
+def _refuse(name: str, what: str, instead: str):
+    raise UnsupportedOperationError(f"numpy.{name}: {what} is not supported; {instead}")
+
+
+def _no_out(name, out):
+    if out is not None:
+        _refuse(name, "out=", "traced arrays are immutable: use the returned value")
+
+
+def _accumulator_dtype(x: Value, dtype) -> DType:
+    """The dtype NumPy's add/multiply reductions accumulate in: `dtype` if given, the
+    platform integer for bool and integers (uint64 for unsigned), else the input's."""
+    if dtype is not None:
+        return api._supported(np.dtype(dtype))
+    if x.type.dtype == DType.bool or x.type.dtype.is_integer:
+        return DType.u64 if x.type.dtype.is_unsigned else DType.i64
+    return x.type.dtype
+
+
+def _to_last_axis(x: Value, axes) -> Value:
+    """`x` with the `axes` moved to the end and merged into one: shape (..., m)."""
+    rest = [k for k in range(x.type.ndim) if k not in axes]
+    moved = P.transpose(x, rest + list(axes))
+    kept = tuple(x.type.shape[k] for k in rest)
+    return P.reshape(moved, kept + (math.prod(x.type.shape[a] for a in axes),))
+
+
+def _slice_last(x: Value, start: int, stop: int) -> Value:
+    n = x.type.ndim
+    return P.static_slice(x, (0,) * (n - 1) + (start,), x.type.shape[:-1] + (stop,))
+
+
+def _slice_axis(x: Value, axis: int, start: int, stop: int) -> Value:
+    starts = [0] * x.type.ndim
+    limits = list(x.type.shape)
+    starts[axis], limits[axis] = start, stop
+    return P.static_slice(x, starts, limits)
+
+
+def _keepdims(result: Value, shape, axes, keepdims: bool) -> Value:
+    if not keepdims:
+        return result
+    return P.reshape(result, tuple(1 if k in axes else n for k, n in enumerate(shape)))
+
+
+# --------------------------------------------------------------------------- prod
+
+def _tree_product(x: Value) -> Value:
+    """The product over the last axis by pairwise multiplies (depth log2 n)."""
+    while x.type.shape[-1] > 1:
+        m = x.type.shape[-1]
+        if m % 2:
+            one = P.full(1, x.type.with_shape(x.type.shape[:-1] + (1,)))
+            x, m = P.concatenate([x, one], x.type.ndim - 1), m + 1
+        x = P.mul(_slice_last(x, 0, m // 2), _slice_last(x, m // 2, m))
+    if x.type.shape[-1] == 0:
+        return P.full(1, x.type.with_shape(x.type.shape[:-1]))
+    return P.reshape(x, x.type.shape[:-1])
+
+
+def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+    _no_out("prod", out)
+    x = as_value(a)
+    target = _accumulator_dtype(x, dtype)
+    x = P.convert(x, target)
+    if where is not None:
+        x = P.select(api.broadcast_to(as_value(where, DType.bool), x.type.shape), x, P.full(1, x.type))
+    wide = P.convert(x, DType.f32) if target in _NARROW else x     # narrow floats: rounded once
+    axes = _reduce_axes(axis, x.type.ndim)
+    result = P.convert(_tree_product(_to_last_axis(wide, axes)), target)
+    result = _keepdims(result, x.type.shape, axes, keepdims)
+    if initial is not None:
+        result = P.mul(result, _static_scalar("prod", "initial", initial, result))
+    return result
+
+
+def _static_scalar(name, arg, value, like: Value) -> Value:
+    """A Python/NumPy scalar argument cast to the result's dtype, as NumPy casts it."""
+    if isinstance(value, Value) or np.ndim(value) != 0:
+        _refuse(name, f"a traced or array {arg}=", f"pass a Python number as {arg}=")
+    if like.type.dtype.is_integer and isinstance(value, int) and not isinstance(value, bool):
+        info = np.iinfo(like.type.dtype.numpy)
+        if not info.min <= value <= info.max:          # NumPy 2 raises OverflowError
+            raise DTypeError(f"numpy.{name}: Python integer {arg}={value} out of bounds for {like.type.dtype.numpy}")
+    return P.full(np.asarray(value).astype(like.type.dtype.numpy).item(), like.type)
+
+
+# --------------------------------------------------------------------------- sum / max / min with where= and initial=
+
+def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
+    """np.sum, with `where=` (masked elements count as 0) and a static `initial=`."""
+    _no_out("sum", out)
+    x = as_value(a)
+    if where is not None:
+        x = P.select(api.broadcast_to(as_value(where, DType.bool), x.type.shape), x, P.full(0, x.type))
+    result = api.sum(x, axis=_reduce_axes(axis, x.type.ndim), dtype=dtype, keepdims=keepdims)
+    if initial is not None:
+        result = P.add(result, _static_scalar("sum", "initial", initial, result))
+    return result
+
+
+def _extremum(name, api_fn):
+    def reduce(a, axis=None, out=None, keepdims=False, initial=None, where=None):
+        _no_out(name, out)
+        x = as_value(a)
+        axis = _reduce_axes(axis, x.type.ndim)
+        if initial is None:
+            if where is not None:
+                raise ShapeError(f"numpy.{name}: reduction operation {name} does not have an identity, "
+                                 "so to use a where mask one has to specify 'initial'")
+            return api_fn(x, axis=axis, keepdims=keepdims)
+        start = _static_scalar(name, "initial", initial, x)
+        scalar = np.asarray(initial).astype(x.type.dtype.numpy).item()
+        if where is not None:
+            x = P.select(api.broadcast_to(as_value(where, DType.bool), x.type.shape), x, start)
+        axes = _reduce_axes(axis, x.type.ndim)
+        moved = _to_last_axis(x, axes)
+        start = P.full(scalar, moved.type.with_shape(moved.type.shape[:-1] + (1,)))
+        result = api_fn(P.concatenate([moved, start], moved.type.ndim - 1), axis=-1)
+        return _keepdims(result, x.type.shape, axes, keepdims)
+    reduce.__name__ = name
+    return reduce
+
+
+amax = _extremum("max", api.amax)
+amin = _extremum("min", api.amin)
+
+
+# --------------------------------------------------------------------------- logical reductions
+
+def _nonzero(x: Value) -> Value:
+    return x if x.type.dtype == DType.bool else P.ne(x, P.full(0, x.type))
+
+
+def _logical_reduce(name, prim_fn):
+    def reduce(a, axis=None, out=None, keepdims=False, where=None):
+        _no_out(name, out)
+        x = _nonzero(as_value(a))
+        if where is not None:
+            neutral = name == "all"
+            x = P.select(api.broadcast_to(as_value(where, DType.bool), x.type.shape), x, P.full(neutral, x.type))
+        axes = _reduce_axes(axis, x.type.ndim)
+        if builtins_any(x.type.shape[a] == 0 for a in axes):      # empty: the identity
+            kept = tuple(n for k, n in enumerate(x.type.shape) if k not in axes)
+            return _keepdims(P.full(name == "all", x.type.with_shape(kept)), x.type.shape, axes, keepdims)
+        small = P.convert(x, DType.u8)
+        return _keepdims(P.convert(prim_fn(small, axes), DType.bool), x.type.shape, axes, keepdims)
+    reduce.__name__ = name
+    return reduce
+
+
+all = _logical_reduce("all", P.reduce_min)  # noqa: A001
+any = _logical_reduce("any", P.reduce_max)  # noqa: A001
+
+
+def count_nonzero(a, axis=None, *, keepdims=False):
+    x = _nonzero(as_value(a))
+    axes = _reduce_axes(axis, x.type.ndim)
+    return _keepdims(P.reduce_sum(P.convert(x, DType.i64), axes), x.type.shape, axes, keepdims)
+
+
+def ptp(a, axis=None, out=None, keepdims=False):
+    _no_out("ptp", out)
+    x = as_value(a)
+    axis = _reduce_axes(axis, x.type.ndim)
+    if x.type.dtype == DType.bool:
+        raise DTypeError("numpy.ptp of a bool array: NumPy's subtract has no bool loop (it raises TypeError)")
+    return P.sub(api.amax(x, axis=axis, keepdims=keepdims), api.amin(x, axis=axis, keepdims=keepdims))
+
+
+def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
+    x = as_value(a)
+    if weights is None:
+        avg = api.mean(x, axis=axis, keepdims=keepdims)
+        if not returned:
+            return avg
+        axes = _reduce_axes(axis, x.type.ndim)
+        count = float(math.prod(x.type.shape[k] for k in axes))
+        return avg, P.full(count, avg.type)
+    w = as_value(weights)
+    dtype = np.result_type(x.type.dtype.numpy, w.type.dtype.numpy,
+                           *(["f8"] if x.type.dtype == DType.bool or x.type.dtype.is_integer else []))
+    target = api._supported(dtype)
+    x, w = P.convert(x, target), P.convert(w, target)
+    if w.type.shape != x.type.shape:
+        if axis is None:
+            raise ShapeError("numpy.average: axis must be specified when shapes of a and weights differ")
+        if not isinstance(axis, (int, np.integer)) or w.type.ndim != 1:
+            _refuse("average", "weights of another shape than a's, along several axes",
+                    "broadcast the weights to a's shape")
+        (ax,) = normalize_axes(axis, x.type.ndim)
+        if w.type.shape[0] != x.type.shape[ax]:
+            raise ShapeError("numpy.average: length of weights not compatible with specified axis")
+        w = P.broadcast_in_dim(w, x.type.shape, (ax,))
+    total = api.sum(P.mul(x, w), axis=axis, keepdims=keepdims)
+    scale = api.sum(w, axis=axis, keepdims=keepdims)
+    avg = P.div(total, scale)
+    return (avg, scale) if returned else avg
+
+
+def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _no_out("trace", out)
+    from .numpy_shape import diagonal
+    d = diagonal(a, offset, axis1, axis2)
+    return api.sum(d, axis=-1, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- cumulative
+
+def _scan(x: Value, axis: int, combine, identity) -> Value:
+    """Hillis-Steele inclusive scan along `axis`: after step k every element holds the
+    combination of the 2^k elements ending at it."""
+    n = x.type.shape[axis]
+    shift = 1
+    while shift < n:
+        fill_shape = list(x.type.shape)
+        fill_shape[axis] = shift
+        shifted = P.concatenate([P.full(identity, x.type.with_shape(tuple(fill_shape))),
+                                 _slice_axis(x, axis, 0, n - shift)], axis)
+        x = combine(x, shifted)
+        shift *= 2
+    return x
+
+
+def _cumulative(name, combine, identity):
+    def cumulative(a, axis=None, dtype=None, out=None):
+        _no_out(name, out)
+        x = as_value(a)
+        if axis is None or x.type.ndim == 0:         # NumPy treats a 0-d array as 1-d here
+            x, axis = P.reshape(x, (x.type.size,)), 0 if axis is None else axis
+        (axis,) = normalize_axes(axis, x.type.ndim)
+        target = _accumulator_dtype(x, dtype)
+        x = P.convert(x, target)
+        wide = P.convert(x, DType.f32) if target in _NARROW else x
+        return P.convert(_scan(wide, axis, combine, identity), target)
+    cumulative.__name__ = name
+    return cumulative
+
+
+cumsum = _cumulative("cumsum", P.add, 0)
+cumprod = _cumulative("cumprod", P.mul, 1)
+
+
+def _cumulative_standard(name, fn):
+    """The Array API's cumulative_sum/prod: axis required beyond 1-d, optional initial 0/1."""
+    def cumulative(x, /, *, axis=None, dtype=None, out=None, include_initial=False):
+        v = as_value(x)
+        if axis is None:
+            if v.type.ndim > 1:
+                raise ShapeError(f"numpy.{name}: axis must be given for arrays of more than one dimension")
+            axis = 0
+        if v.type.ndim == 0:
+            raise ShapeError(f"numpy.{name}: zero-dimensional arrays are not supported")
+        result = fn(v, axis=axis, dtype=dtype, out=out)
+        if include_initial:
+            (ax,) = normalize_axes(axis, v.type.ndim)
+            shape = list(result.type.shape)
+            shape[ax] = 1
+            start = P.full(0 if name == "cumulative_sum" else 1, result.type.with_shape(tuple(shape)))
+            result = P.concatenate([start, result], ax)
+        return result
+    cumulative.__name__ = name
+    return cumulative
+
+
+cumulative_sum = _cumulative_standard("cumulative_sum", cumsum)
+cumulative_prod = _cumulative_standard("cumulative_prod", cumprod)
+
+
+# --------------------------------------------------------------------------- NaN-ignoring
+
+def _isnan(x: Value) -> Value:
+    return P.ne(x, x)
+
+
+def _nan_as(x: Value, value) -> Value:
+    if not x.type.dtype.is_float:
+        return x
+    return P.select(_isnan(x), P.full(value, x.type), x)
+
+
+def nansum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+    return sum(_nan_as(as_value(a), 0), axis, dtype, out, keepdims, initial, where)
+
+
+def nanprod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+    return prod(_nan_as(as_value(a), 1), axis, dtype, out, keepdims, initial, where)
+
+
+def nancumsum(a, axis=None, dtype=None, out=None):
+    return cumsum(_nan_as(as_value(a), 0), axis, dtype, out)
+
+
+def nancumprod(a, axis=None, dtype=None, out=None):
+    return cumprod(_nan_as(as_value(a), 1), axis, dtype, out)
+
+
+def _nan_extremum(name, fn, fill):
+    def reduce(a, axis=None, out=None, keepdims=False, initial=None, where=None):
+        x = as_value(a)
+        if not x.type.dtype.is_float:
+            return fn(x, axis, out, keepdims, initial, where)
+        if initial is not None or where is not None:
+            _refuse(name, "initial= and where=", f"use np.{name[3:]}(np.where(np.isnan(a), ..., a), ...)")
+        _no_out(name, out)
+        result = fn(_nan_as(x, fill), axis, None, keepdims)
+        all_nan = all(_isnan(x), axis=axis, keepdims=keepdims)
+        return P.select(all_nan, P.full(np.nan, result.type), result)
+    reduce.__name__ = name
+    return reduce
+
+
+nanmax = _nan_extremum("nanmax", amax, -np.inf)
+nanmin = _nan_extremum("nanmin", amin, np.inf)
+
+
+def _nan_count(x: Value, axis, keepdims) -> Value:
+    present = P.logical_not(_isnan(x)) if x.type.dtype.is_float else P.full(True, x.type.with_dtype(DType.bool))
+    return present, api.sum(present, axis=axis, keepdims=keepdims)
+
+
+def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
+    _no_out("nanmean", out)
+    if where is not None:
+        _refuse("nanmean", "where=", "use np.where to set masked elements to NaN first")
+    x = as_value(a)
+    axis = _reduce_axes(axis, x.type.ndim)
+    if not x.type.dtype.is_float:
+        return api.mean(x, axis=axis, dtype=dtype, keepdims=keepdims)
+    if dtype is not None:
+        x = as_value(x, api._supported(np.dtype(dtype)))
+    if x.type.dtype in _NARROW:
+        return P.convert(nanmean(P.convert(x, DType.f32), axis=axis, keepdims=keepdims), x.type.dtype)
+    _, count = _nan_count(x, axis, keepdims)
+    total = api.sum(_nan_as(x, 0), axis=axis, keepdims=keepdims)
+    return P.div(total, P.convert(count, total.type.dtype))
+
+
+def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
+           correction=None):
+    _no_out("nanvar", out)
+    if where is not None or mean is not None or correction is not None:
+        _refuse("nanvar", "where=, mean= and correction=", "use ddof= and np.where")
+    x = as_value(a)
+    axis = _reduce_axes(axis, x.type.ndim)
+    if not x.type.dtype.is_float:
+        return api.var(x, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims)
+    if dtype is not None:
+        x = as_value(x, api._supported(np.dtype(dtype)))
+    if x.type.dtype in _NARROW:
+        return P.convert(nanvar(P.convert(x, DType.f32), axis=axis, ddof=ddof, keepdims=keepdims), x.type.dtype)
+    present, count = _nan_count(x, axis, True)
+    axes = _reduce_axes(axis, x.type.ndim)
+    count_f = P.convert(count, x.type.dtype)
+    centre = P.div(api.sum(_nan_as(x, 0), axis=axes, keepdims=True), count_f)
+    centred = P.select(present, P.sub(x, api.broadcast_to(centre, x.type.shape)), P.full(0, x.type))
+    total = api.sum(P.integer_pow(centred, 2), axis=axes, keepdims=True)
+    dof = P.sub(count_f, P.full(float(ddof), count_f.type))
+    result = P.select(P.le(dof, P.full(0, dof.type)), P.full(np.nan, total.type), P.div(total, dof))
+    return _keepdims(P.reshape(result, tuple(n for k, n in enumerate(result.type.shape) if k not in axes)),
+                     x.type.shape, axes, keepdims)
+
+
+def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
+           correction=None):
+    return P.sqrt(nanvar(a, axis, dtype, out, ddof, keepdims, where=where, mean=mean, correction=correction))
+
+
+# --------------------------------------------------------------------------- differences
+
+def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
+    x = as_value(a)
+    if x.type.ndim == 0:
+        raise ShapeError("numpy.diff requires input that is at least one dimensional")
+    (axis,) = normalize_axes(axis, x.type.ndim)
+    n = int(n)
+    if n < 0:
+        raise ShapeError(f"numpy.diff: order must be non-negative but got {n}")
+    parts = []
+    for extra in (prepend, append):
+        if extra is np._NoValue:
+            parts.append(None)
+            continue
+        e = as_value(extra)
+        if e.type.ndim == 0:
+            shape = list(x.type.shape)
+            shape[axis] = 1
+            e = api.broadcast_to(e, tuple(shape))
+        parts.append(e)
+    if parts[0] is not None or parts[1] is not None:
+        x = api.concatenate([p for p in (parts[0], x, parts[1]) if p is not None], axis=axis)
+    subtract = P.ne if x.type.dtype == DType.bool else P.sub
+    for _ in range(n):
+        m = x.type.shape[axis]
+        if m == 0:
+            break
+        x = subtract(_slice_axis(x, axis, 1, m), _slice_axis(x, axis, 0, m - 1))
+    return x
+
+
+def ediff1d(ary, to_end=None, to_begin=None):
+    if to_end is not None or to_begin is not None:
+        _refuse("ediff1d", "to_begin=/to_end=", "use np.concatenate([begin, np.diff(np.ravel(a)), end])")
+    x = as_value(ary)
+    if x.type.dtype == DType.bool:
+        raise DTypeError("numpy.ediff1d of a bool array: NumPy's subtract has no bool loop (it raises TypeError)")
+    return diff(P.reshape(x, (x.type.size,)))
+
+
+FUNCTIONS = {
+    np.prod: prod, np.sum: sum, np.max: amax, np.amax: amax, np.min: amin, np.amin: amin,
+    np.all: all, np.any: any, np.count_nonzero: count_nonzero, np.ptp: ptp, np.average: average,
+    np.trace: trace, np.cumsum: cumsum, np.cumprod: cumprod,
+    np.nansum: nansum, np.nanprod: nanprod, np.nancumsum: nancumsum, np.nancumprod: nancumprod,
+    np.nanmax: nanmax, np.nanmin: nanmin, np.nanmean: nanmean, np.nanvar: nanvar, np.nanstd: nanstd,
+    np.diff: diff, np.ediff1d: ediff1d,
+}
+for _name, _fn in (("cumulative_sum", cumulative_sum), ("cumulative_prod", cumulative_prod)):
+    if hasattr(np, _name):
+        FUNCTIONS[getattr(np, _name)] = _fn

@@ -1,0 +1,221 @@
+"""The wider NumPy surface (reductions, cumulative functions, shape functions, rounding and
+float classification): values and dtypes against NumPy on every input kind, derivatives
+against finite differences, compiled code against the interpreter, and clear refusals."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import jitgrad
+from jitgrad.errors import JitgradError, UnsupportedOperationError
+from jitgrad.tracing.pytree import tree_flatten
+from jitgrad.tracing.tracer import trace
+
+from helpers import check_grads, run_traced
+
+RNG = np.random.default_rng(0)
+SPECIAL = np.array([0.5, -0.5, 1.5, -2.5, 2.5, -0.0, 0.0, np.inf, -np.inf, np.nan, 3.0, -7.49999, 1e300])
+INPUTS = {
+    "f64": RNG.standard_normal((3, 4)) * 2,
+    "f32": (RNG.standard_normal((3, 4)) * 2).astype(np.float32),
+    "f16": (RNG.standard_normal((3, 4)) * 2).astype(np.float16),
+    "i64": RNG.integers(-5, 6, (3, 4)),
+    "u8": RNG.integers(0, 9, (3, 4)).astype(np.uint8),
+    "bool": RNG.random((3, 4)) < 0.5,
+    "0d": np.array(2.5),
+    "empty": np.zeros((0, 3)),
+    "vec": RNG.standard_normal(5),
+    "special": SPECIAL.copy(),
+    "special32": SPECIAL[:12].reshape(3, 4).astype(np.float32),
+}
+MASK = np.arange(12).reshape(3, 4) % 3 != 0
+
+FUNCTIONS = {
+    "cumsum": lambda x: np.cumsum(x), "cumsum-axis0": lambda x: np.cumsum(x, axis=0),
+    "cumprod": lambda x: np.cumprod(x, axis=-1), "cumsum-dtype": lambda x: np.cumsum(x, dtype=np.float32),
+    "nancumsum": lambda x: np.nancumsum(x), "nancumprod": lambda x: np.nancumprod(x),
+    "prod": lambda x: np.prod(x), "prod-axis0": lambda x: np.prod(x, axis=0, keepdims=True),
+    "all": lambda x: np.all(x, axis=0), "any": lambda x: np.any(x), "count_nonzero": lambda x: np.count_nonzero(x, axis=-1),
+    "ptp": lambda x: np.ptp(x, axis=0), "average": lambda x: np.average(x),
+    "average-weights": lambda x: np.average(x, axis=-1, weights=np.arange(1.0, 1.0 + np.shape(x)[-1])),
+    "trace": lambda x: np.trace(x), "diff": lambda x: np.diff(x), "diff2": lambda x: np.diff(x, n=2, axis=0),
+    "diff-prepend": lambda x: np.diff(x, prepend=0), "ediff1d": lambda x: np.ediff1d(x),
+    "nansum": lambda x: np.nansum(x), "nanmean": lambda x: np.nanmean(x, axis=0), "nanmax": lambda x: np.nanmax(x, axis=0),
+    "nanmin": lambda x: np.nanmin(x), "nanvar": lambda x: np.nanvar(x, axis=0), "nanstd": lambda x: np.nanstd(x, ddof=1),
+    "nanprod": lambda x: np.nanprod(x),
+    "sum-where-initial": lambda x: np.sum(x, where=MASK[:, :np.shape(x)[-1]] if np.ndim(x) == 2 and np.shape(x)[0] == 3
+                                          else True, initial=1),
+    "max-initial": lambda x: np.max(x, initial=0.5), "min-initial-where": lambda x: np.min(x, axis=0, initial=1, where=True),
+    "hstack": lambda x: np.hstack([x, x]), "vstack": lambda x: np.vstack([x, x]), "dstack": lambda x: np.dstack([x, x]),
+    "column_stack": lambda x: np.column_stack([x, x]), "append": lambda x: np.append(x, x),
+    "tile": lambda x: np.tile(x, (2, 1, 2)), "repeat": lambda x: np.repeat(x, 2),
+    "repeat-axis": lambda x: np.repeat(x, 3, axis=-1),
+    "repeat-counts": lambda x: np.repeat(x, [1, 0, 2], axis=0) if np.ndim(x) and len(x) == 3 else np.repeat(x, 1),
+    "roll": lambda x: np.roll(x, 2), "roll-axis": lambda x: np.roll(x, -1, axis=-1), "rot90": lambda x: np.rot90(x),
+    "rot90-3": lambda x: np.rot90(x, 3), "flipud": lambda x: np.flipud(x), "fliplr": lambda x: np.fliplr(x),
+    "pad": lambda x: np.pad(x, 1), "pad-constant": lambda x: np.pad(x, ((1, 0),) * np.ndim(x), constant_values=3),
+    "pad-edge": lambda x: np.pad(x, 2, mode="edge"), "pad-reflect": lambda x: np.pad(x, 1, mode="reflect"),
+    "pad-symmetric": lambda x: np.pad(x, (2, 1), mode="symmetric"), "pad-wrap": lambda x: np.pad(x, 1, mode="wrap"),
+    "diag": lambda x: np.diag(x), "diag-k": lambda x: np.diag(x, 1), "diagflat": lambda x: np.diagflat(x, -1),
+    "diagonal": lambda x: np.diagonal(x, -1), "tril": lambda x: np.tril(x), "triu": lambda x: np.triu(x, 1),
+    "atleast_1d": lambda x: np.atleast_1d(x), "atleast_2d": lambda x: np.atleast_2d(x),
+    "atleast_3d": lambda x: np.atleast_3d(x),
+    "broadcast_arrays": lambda x: np.broadcast_arrays(x, x[..., :1]) if np.ndim(x) else np.broadcast_arrays(x, x),
+    "copy": lambda x: np.copy(x), "astype": lambda x: np.astype(x, np.float32), "full_like": lambda x: np.full_like(x, 2.5),
+    "meshgrid": lambda x: np.meshgrid(x, x[:2]), "meshgrid-ij": lambda x: np.meshgrid(x, x[:2], indexing="ij"),
+    "kron": lambda x: np.kron(x, x), "cross": lambda x: np.cross(x[..., :3], x[..., 1:4]),
+    "isclose": lambda x: np.isclose(x, x * 1.000001), "allclose": lambda x: np.allclose(x, x + 1e-9),
+    "isclose-nan": lambda x: np.isclose(x, x, equal_nan=True),
+    "isnan": lambda x: np.isnan(x), "isfinite": lambda x: np.isfinite(x), "isinf": lambda x: np.isinf(x),
+    "floor": lambda x: np.floor(x * 3), "ceil": lambda x: np.ceil(x * 3), "trunc": lambda x: np.trunc(x * 3),
+    "rint": lambda x: np.rint(x * 3), "round": lambda x: np.round(x * 3), "round-2": lambda x: np.round(x, 2),
+    "around-neg": lambda x: np.around(x * 30, -1),
+    "floor-raw": lambda x: np.floor(x), "ceil-raw": lambda x: np.ceil(x), "rint-raw": lambda x: np.rint(x),
+    "trunc-raw": lambda x: np.trunc(x),
+    "heaviside": lambda x: np.heaviside(x, 0.5), "deg2rad": lambda x: np.deg2rad(x), "rad2deg": lambda x: np.rad2deg(x),
+    "degrees": lambda x: np.degrees(x), "radians": lambda x: np.radians(x), "nan_to_num": lambda x: np.nan_to_num(x),
+    "sinc": lambda x: np.sinc(x), "logaddexp2": lambda x: np.logaddexp2(x, x * 2),
+    "logical_xor": lambda x: np.logical_xor(x, x > 0),
+    ".prod": lambda x: x.prod(axis=0), ".cumsum": lambda x: x.cumsum(), ".cumprod": lambda x: x.cumprod(),
+    ".all": lambda x: x.all(), ".any": lambda x: x.any(axis=-1), ".round": lambda x: x.round(),
+    ".repeat": lambda x: x.repeat(2), ".trace": lambda x: x.trace(), ".diagonal": lambda x: x.diagonal(),
+    ".nbytes": lambda x: x * x.nbytes + x.itemsize, ".max-initial": lambda x: x.max(initial=-1),
+    ".sum-where": lambda x: x.sum(where=True),
+}
+
+# Transcendental results are compared within a few ulps; everything else is exact or a sum.
+INEXACT = {"sinc", "logaddexp2", "nanvar", "nanstd", "nanmean", "average", "average-weights"}
+SUMS = {"cumsum", "cumsum-axis0", "cumsum-dtype", "nancumsum", "cumprod", "nancumprod", "prod", "prod-axis0",
+        "nansum", "nanprod", "trace", "sum-where-initial", "kron", "cross", ".prod", ".cumsum", ".cumprod", ".trace",
+        ".sum-where"}
+
+
+def _outcome(fn, x):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return fn(x)
+        except Exception as err:             # noqa: BLE001 - the outcome is compared
+            return err
+
+
+def _same(got, expected, name):
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        g, e = np.asarray(g), np.asarray(e)
+        assert g.dtype == e.dtype and g.shape == e.shape, (g.dtype, e.dtype, g.shape, e.shape)
+        if name in INEXACT or name in SUMS:
+            eps = np.finfo(e.dtype).eps if e.dtype.kind == "f" else 0
+            tol = eps * 64
+            np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol=tol, atol=tol)
+        else:
+            np.testing.assert_array_equal(g, e)
+            if e.dtype.kind == "f":              # -0.0 against 0.0
+                assert np.array_equal(np.signbit(g), np.signbit(e))
+
+
+@pytest.mark.parametrize("input_name", list(INPUTS))
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_value_and_dtype_match_numpy(name, input_name):
+    fn, x = FUNCTIONS[name], INPUTS[input_name]
+    expected = _outcome(fn, x)
+    got = _outcome(lambda v: run_traced(fn, v), x)
+    if isinstance(got, Exception):
+        # a clear refusal, or the test's own expression failing on this input in NumPy too
+        assert isinstance(got, JitgradError) or type(got) is type(expected), f"{type(got).__name__}: {got}"
+        return
+    assert not isinstance(expected, Exception), f"NumPy raises {expected!r}, jitgrad returned a value"
+    _same(got, expected, name)
+
+
+def test_every_function_is_supported_on_plain_floats():
+    """A refusal is allowed on odd inputs (bool rounding, 2-vector cross products), never on
+    the common case."""
+    refused = [name for name, fn in FUNCTIONS.items()
+               if isinstance(_outcome(lambda v, fn=fn: run_traced(fn, v), INPUTS["f64"]), Exception)]
+    assert refused == []
+
+
+COMPILED = ["cumsum-axis0", "cumprod", "prod-axis0", "pad-reflect", "pad-wrap", "pad-constant", "diag-k", "diagflat",
+            "diagonal", "tril", "roll", "repeat-counts", "tile", "floor-raw", "ceil-raw", "rint-raw", "trunc-raw",
+            "round-2", "nanmax", "nanvar", "isfinite", "kron", "sinc", "nan_to_num", "all", "count_nonzero"]
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_code_matches_numpy(name):
+    fn = FUNCTIONS[name]
+    for x in (INPUTS["f64"], INPUTS["special32"]):
+        expected = _outcome(fn, x)
+        _same(jitgrad.jit(fn)(x), expected, name)
+
+
+SMOOTH = {
+    "cumsum": lambda x: np.cumsum(x, axis=1), "cumprod": lambda x: np.cumprod(x, axis=0),
+    "prod": lambda x: np.prod(x, axis=1), "prod-all": lambda x: np.prod(x),
+    "average": lambda x: np.average(x, axis=0, weights=[1.0, 2.0, 3.0]),
+    "trace": lambda x: np.trace(x, 1), "diff": lambda x: np.diff(x, 2), "nanmean": lambda x: np.nanmean(x, axis=1),
+    "nanvar": lambda x: np.nanvar(x), "nanstd": lambda x: np.nanstd(x, axis=0), "nansum": lambda x: np.nansum(x * x),
+    "ptp": lambda x: np.ptp(x, axis=1), "sum-where": lambda x: np.sum(x * x, where=MASK, initial=2.0),
+    "stacks": lambda x: np.hstack([x, x * 2]).sum(0) * np.vstack([x, x]).sum() + np.dstack([x, x]).sum(),
+    "tile-repeat": lambda x: np.tile(x, 2) * np.repeat(x, 2, axis=1),
+    "roll-rot90": lambda x: np.roll(x, 1, axis=1) * np.rot90(np.rot90(x)) + np.flipud(x) * np.fliplr(x),
+    "pad": lambda x: np.pad(x, 2, mode="reflect") * np.pad(x, (1, 3), mode="symmetric")
+    + np.pad(x, 2, mode="edge") * np.pad(x, 2, mode="wrap") + np.pad(x, 2, constant_values=1.5),
+    "diag": lambda x: np.diag(np.diag(x, 1), -1).sum() * np.diagflat(x[0]).sum()
+    + np.tril(x[:, :3]) * np.triu(x[:, 1:]),
+    "kron-cross": lambda x: np.kron(x[:2, :2], x[1:, 1:3]).sum() * np.cross(x[:, :3], x[:, 1:]),
+    "rounding": lambda x: x * np.floor(x) + np.ceil(x) * np.round(x, 1) + np.trunc(x) + np.rint(x),
+    "angles": lambda x: np.deg2rad(x) * np.rad2deg(x) + np.sinc(x) + np.logaddexp2(x, x * x),
+    "heaviside": lambda x: np.heaviside(x, 0.5) * x + np.nan_to_num(x),
+}
+
+
+@pytest.mark.parametrize("name", list(SMOOTH))
+def test_gradients_match_finite_differences(name):
+    x = RNG.standard_normal((3, 4)) + 0.13         # away from rounding jumps and ties
+    traced = trace(SMOOTH[name], (x,))
+    leaves, _ = tree_flatten((x,))
+    check_grads(traced.function, [np.asarray(v) for v in leaves], order=2)
+
+
+def test_prod_gradient_is_exact_with_zeros():
+    x = np.array([[2.0, 0.0, 3.0], [0.0, 0.0, 5.0]])
+    g = jitgrad.grad(lambda v: np.sum(np.prod(v, axis=1)))(x)
+    np.testing.assert_array_equal(g, [[0.0, 6.0, 0.0], [0.0, 0.0, 0.0]])
+    g = jitgrad.grad(lambda v: np.sum(np.cumprod(v[0])))(x)
+    np.testing.assert_array_equal(g[0], [1.0, 2.0 + 2.0 * 3.0, 0.0])
+
+
+def test_cumsum_error_stays_within_numpy_sequential_bound():
+    x = RNG.standard_normal(4097).astype(np.float32)
+    exact = np.cumsum(x.astype(np.float64))
+    got = jitgrad.jit(np.cumsum)(x).astype(np.float64)
+    numpy_error = np.abs(np.cumsum(x).astype(np.float64) - exact)
+    bound = np.finfo(np.float32).eps * 13 * np.cumsum(np.abs(x.astype(np.float64)))
+    assert np.all(np.abs(got - exact) <= bound)
+    assert np.abs(got - exact).max() <= max(numpy_error.max(), bound.max())
+
+
+def test_integer_cumsum_and_prod_wrap_exactly_as_numpy():
+    x = np.array([2**62, 2**62, 3, -(2**62)], dtype=np.int64)
+    np.testing.assert_array_equal(jitgrad.jit(np.cumsum)(x), np.cumsum(x))
+    np.testing.assert_array_equal(jitgrad.jit(np.prod)(x), np.prod(x))
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda x: np.pad(x, 5, mode="reflect"), ["numpy.pad", "wider"]),
+    (lambda x: np.pad(x, 1, mode="linear_ramp"), ["numpy.pad", "linear_ramp"]),
+    (lambda x: np.repeat(x, x.shape[0] * x[0].astype(int)), ["numpy.repeat", "repeats"]),
+    (lambda x: np.ediff1d(x, to_end=1.0), ["numpy.ediff1d", "np.concatenate"]),
+    (lambda x: np.round(x.astype(int), -1), ["numpy.round", "negative decimals"]),
+    (lambda x: np.unwrap(x), ["numpy.unwrap", "no jitgrad rule"]),
+], ids=["pad-too-wide", "pad-mode", "repeat-traced", "ediff1d-to_end", "round-int-negative", "unwrap"])
+def test_refusals_name_the_function_and_the_alternative(fn, words):
+    with pytest.raises(UnsupportedOperationError) as info:
+        trace(fn, (np.arange(4.0),))
+    for word in words:
+        assert word in str(info.value), str(info.value)
