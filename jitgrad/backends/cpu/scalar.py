@@ -410,6 +410,11 @@ class CPUScalarContext:
         callee.attributes.add("nobuiltin")
         wrapper = ir.Function(self.module, callee.function_type, name)
         wrapper.linkage = "internal"
+        # kept in llvm.compiler.used (its address taken): otherwise interprocedural passes
+        # specialize it to the constant arguments of its calls (x ** -1.0 drops one), and
+        # the vector variants named on the call sites no longer match it
+        if wrapper not in self.vector_math.used:
+            self.vector_math.used.append(wrapper)
         for attr in ("noinline", "nounwind", "readnone"):
             wrapper.attributes.add(attr)
         body = ir.IRBuilder(wrapper.append_basic_block("entry"))
