@@ -30,15 +30,22 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from jitgrad.backends.cpu import runtime
+from jitgrad.backends.cpu.backend import _check_addressable
+from jitgrad.backends.cpu.codegen import FunctionLowering
+from jitgrad.backends.cpu.engine import Blas, Threads, VectorMath, _llvm_lock, initialize
+from jitgrad.backends.cpu.llvm_support import I32, I64, PTR, VOID, set_function_string_attribute
+from jitgrad.config import config
 from jitgrad.errors import JitgradError
 from jitgrad.ir import Function
+from jitgrad.passes.schedule import schedule
 from . import cglue
 from .loader import ABI_VERSION, FORMAT, manifest_digest
 from .targets import Target, target_named
@@ -180,16 +187,13 @@ def _prepare(name: str, compiled, example_args: tuple, mode: str) -> ExportedFun
 
 # --------------------------------------------------------------------------- code generation
 
-def _vector_math(target: Target):
-    from jitgrad.backends.cpu.engine import VectorMath
+class TargetVectorMath(VectorMath):
+    """The libmvec variants the target's level allows (of those this process resolves)."""
 
-    class TargetVectorMath(VectorMath):
-        """The libmvec variants the target's level allows (and this process can resolve)."""
-
-    vector_math = TargetVectorMath()
-    vector_math.isas = target.vector_isas if VectorMath.available else ()
-    vector_math.available = bool(vector_math.isas)
-    return vector_math
+    def __init__(self, target: Target):
+        super().__init__()
+        self.isas = target.vector_isas if VectorMath.available else ()
+        self.available = bool(self.isas)
 
 
 def _byte_global(module: ir.Module, name: str, array: np.ndarray) -> ir.GlobalVariable:
@@ -205,7 +209,6 @@ def _byte_global(module: ir.Module, name: str, array: np.ndarray) -> ir.GlobalVa
 def _entry_kernel(module: ir.Module, library: str, exported: ExportedFunction, kernel: ir.Function) -> None:
     """`void LIB_FUNC_kernel(void **slots)`, slots = explicit inputs, outputs, workspace:
     calls the backend's kernel with the baked arrays in their slots."""
-    from jitgrad.backends.cpu.llvm_support import I64, PTR, VOID
     fn = exported.function
     n_in, n_impl, n_out = exported.n_explicit, len(exported.implicit_arrays), len(fn.outputs)
     entry = ir.Function(module, ir.FunctionType(VOID, [PTR]), f"{library}_{exported.name}_kernel")
@@ -234,8 +237,6 @@ def _entry_kernel(module: ir.Module, library: str, exported: ExportedFunction, k
 def _privatize_runtime(module: ir.Module, library: str) -> None:
     """Define the runtime words the kernels read as private zeros (no Ctrl-C watching),
     and `LIB_forked_child()`, which the C glue registers with pthread_atfork."""
-    from jitgrad.backends.cpu import runtime
-    from jitgrad.backends.cpu.llvm_support import I32, VOID
     for name in (runtime.SERIAL, runtime.INTERRUPTS, runtime.WATCHED_THREAD, runtime.PYTHON_HANDLER):
         gv = module.globals.get(name)
         if gv is not None:
@@ -258,15 +259,9 @@ def _openblas_path() -> str | None:
 
 
 def _generate(library: Library, target: Target, blas: str) -> ir.Module:
-    from jitgrad.backends.cpu.codegen import FunctionLowering
-    from jitgrad.backends.cpu.engine import Blas, Threads, initialize
-    from jitgrad.backends.cpu.llvm_support import set_function_string_attribute
-    from jitgrad.backends.cpu.backend import _check_addressable
-    from jitgrad.config import config
-    from jitgrad.passes.schedule import schedule
     initialize()
     module = ir.Module(name=library.name)
-    vector_math = _vector_math(target)
+    vector_math = TargetVectorMath(target)
     for exported in library.functions:
         fn = exported.function
         _check_addressable(fn)
@@ -290,7 +285,6 @@ def _generate(library: Library, target: Target, blas: str) -> ir.Module:
 
 def _emit_object(module: ir.Module, target: Target) -> tuple[bytes, list[str]]:
     """(object code, the external functions it calls)."""
-    from jitgrad.backends.cpu.engine import _llvm_lock
     with _llvm_lock:
         if not target.host:
             llvm.initialize_all_targets()

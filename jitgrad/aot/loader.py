@@ -23,7 +23,9 @@ ABI_VERSION = 1
 
 
 class ArtifactError(Exception):
-    """An artifact that cannot be used here: see the subclasses."""
+    """An artifact that cannot be used here: see the subclasses. Not a JitgradError:
+    importing `jitgrad.errors` loads jitgrad's IR package (66 ms here), which a process
+    that only runs artifacts should not pay."""
 
 
 class ArtifactIntegrityError(ArtifactError):
