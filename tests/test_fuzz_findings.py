@@ -152,3 +152,19 @@ def test_zero_d_axes_numpy_refuses_stay_refused(call):
         call(np.array(1.5))
     with pytest.raises(JitgradError, match="out of bounds"):
         jitgrad.jit(call)(np.array(1.5))
+
+
+def test_pow_with_a_constant_exponent_compiles_in_a_vector_loop():
+    """A constant exponent in every call of the pow wrapper once let LLVM specialize the
+    wrapper and then abort on the vector variants' signature: run it in a subprocess."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, jitgrad\n"
+            "for dt in (np.float32, np.float64):\n"
+            "    x = np.linspace(0.5, 3.0, 1001).astype(dt)\n"
+            "    for e in (-1.0, 0.5, 3.3):\n"
+            "        r = jitgrad.jit(lambda x: x ** e)(x)\n"
+            "        assert r.dtype == dt and np.allclose(r, x ** e, rtol=1e-6), (dt, e)\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
