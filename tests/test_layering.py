@@ -44,6 +44,16 @@ CYCLE_DODGES = {
         "custom_jvp/custom_vjp rules trace the user's Python rule functions",
     ("jitgrad.primitives.calls", "jitgrad.tracing.tracer"):
         "custom_jvp/custom_vjp rules trace the user's Python rule functions",
+    ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_elementwise"):
+        "numpy_api's FUNCTIONS/UFUNCS tables take in the functions of the modules built on its helpers",
+    ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_reductions"):
+        "numpy_api's FUNCTIONS table takes in the functions of the modules built on its helpers",
+    ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_shape"):
+        "numpy_api's FUNCTIONS table takes in the functions of the modules built on its helpers",
+    ("jitgrad.tracing.numpy_elementwise", "jitgrad.tracing.numpy_reductions"):
+        "allclose is all(isclose(...)); inside the numpy_api cycle above (could be module-level)",
+    ("jitgrad.tracing.numpy_reductions", "jitgrad.tracing.numpy_shape"):
+        "trace sums the diagonal; inside the numpy_api cycle above (could be module-level)",
     ("jitgrad.eager.tape", "jitgrad.eager.introspection"):
         "GradientTape.nodes builds TapeNodes, which read the tape's records and operator tables",
     ("jitgrad.eager.introspection", "jitgrad.eager.tape"):
