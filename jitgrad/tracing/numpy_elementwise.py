@@ -121,7 +121,10 @@ def round_(a, decimals=0, out=None):
     x = as_value(a)
     decimals = int(decimals)
     if x.type.dtype == DType.bool:
-        raise DTypeError("numpy.round of a bool array is not supported; convert it with .astype(int) first")
+        if decimals == 0:                # NumPy's rint loop for bool: float16
+            return UFUNCS[np.rint](x)
+        raise DTypeError("numpy.round of a bool array with decimals is not supported (NumPy raises); "
+                         "convert it with .astype(float) first")
     if not x.type.dtype.is_float:
         if decimals >= 0:
             return x
@@ -156,10 +159,10 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def sinc(x):
-    """sin(pi y) / (pi y) with y = x, or 1e-20 at 0 — NumPy's own formula."""
-    v = as_value(x)
-    y = api.where(api.UFUNCS[np.equal](v, 0), 1.0e-20, v)
-    y = api.UFUNCS[np.multiply](np.pi, y)
+    """NumPy's own formula: y = pi x, or eps of its dtype where that is 0; sin(y) / y."""
+    y = as_value(api.UFUNCS[np.multiply](np.pi, as_value(x)))
+    eps = np.finfo(y.type.dtype.numpy).eps.item()
+    y = P.select(P.ne(y, _full(0, y)), y, _full(eps, y))
     return api.UFUNCS[np.true_divide](api.UFUNCS[np.sin](y), y)
 
 
