@@ -247,6 +247,25 @@ def _index(rng, xs):
     return {"idx": ", ".join(items) if items else "..."}
 
 
+def _advanced_index(rng, xs):
+    """An index with integer lists (repeated and negative entries) mixed with ints, slices
+    and None, separated or adjacent, so NumPy's placement of the advanced axes is covered."""
+    shape = np.shape(xs[0])
+    items, lists = [], 0
+    for n in shape:
+        r = rng.random()
+        if n and (r < 0.45 or not lists and len(items) == len(shape) - 1):
+            items.append(str([int(v) for v in rng.integers(-n, n, size=int(rng.integers(1, 4)))]))
+            lists += 1
+        elif r < 0.6 and n:
+            items.append(str(int(rng.integers(-n, n))))
+        else:
+            items.append(":")
+        if rng.random() < 0.1:
+            items.append("None")
+    return {"idx": ", ".join(items)} if lists else None
+
+
 def _dtype(rng, xs):
     dts = supported_dtypes()
     dt = dts[rng.integers(len(dts))]
@@ -400,6 +419,9 @@ OPS: list[Op] = [
     Op("expand_dims", "np.expand_dims({0}, {a})", 1, in_tables(np.expand_dims), params=_two_axes),
     Op("flip", "np.flip({0}, axis={axis})", 1, in_tables(np.flip), params=lambda r, xs: _axis(r, xs, False)),
     Op("index", "{0}[{idx}]", 1, always, params=_index, weight=3),
+    Op("advanced_index", "{0}[{idx}]", 1, always, params=_advanced_index, weight=2),
+    Op("take", "np.take({0}, [0, -1, 0], axis={a})", 1, in_tables(np.take),
+       params=lambda r, xs: {"a": int(r.integers(np.ndim(xs[0])))} if np.ndim(xs[0]) and min(np.shape(xs[0])) else None),
     Op("broadcast_to", "np.broadcast_to({0}, (2,) + np.shape({0}))", 1, in_tables(np.broadcast_to)),
     Op("concatenate", "np.concatenate([{0}, {1}], axis={a})", 2, in_tables(np.concatenate),
        params=lambda r, xs: {"a": [0, -1, None][r.integers(3)]}),
