@@ -413,3 +413,91 @@ def take_along_axis(arr, indices, axis=-1):
 
 api.FUNCTIONS.setdefault(np.take, take)
 api.FUNCTIONS.setdefault(np.take_along_axis, take_along_axis)
+
+
+# --------------------------------------------------------------------------- arrays created while tracing
+
+class CreatedWhileTracing(np.ndarray):
+    """What np.zeros/ones/empty/full (and their `_like` forms on NumPy arrays) return to the
+    traced function: a NumPy array that refuses a traced value. NumPy would try to store a
+    number, and a traced value has none until the compiled code runs; without this, NumPy
+    reports a puzzling "setting an array element with a sequence"."""
+
+    def __setitem__(self, index, value):
+        from .tracer import Tracer, user_location
+        if _holds(value, Tracer) or _holds(index, Tracer):
+            raise UnsupportedOperationError(
+                "assigning a traced value into a NumPy array created inside the traced function (np.zeros, "
+                "np.ones, np.empty, np.full): a NumPy array cannot hold it. Create the array from a traced "
+                "one instead (y = np.zeros_like(x), np.full_like(x, v)), then assign into it",
+                user_location())
+        super().__setitem__(index, value)
+
+
+def _holds(x, kind) -> bool:
+    if isinstance(x, kind):
+        return True
+    return isinstance(x, (tuple, list)) and any(_holds(item, kind) for item in x)
+
+
+CREATION_FUNCTIONS = ("zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like")
+
+
+class _CreationPatches:
+    """numpy's creation functions replaced while any thread traces; called from user code on
+    a tracing thread they return `CreatedWhileTracing` arrays, elsewhere the originals' result."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.users = 0
+        self.originals = {name: getattr(np, name) for name in CREATION_FUNCTIONS}
+        self.replacements = {name: self._replacement(original) for name, original in self.originals.items()}
+
+    def _replacement(self, original):
+        import functools
+        import sys
+
+        @functools.wraps(original)
+        def replacement(*args, **kwargs):
+            result = original(*args, **kwargs)
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if (getattr(self.local, "depth", 0) and type(result) is np.ndarray
+                    and not caller.startswith(("jitgrad.", "numpy"))):
+                return result.view(CreatedWhileTracing)
+            return result
+        return replacement
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.users == 0:
+                for name, replacement in self.replacements.items():
+                    setattr(np, name, replacement)
+            self.users += 1
+        self.local.depth = getattr(self.local, "depth", 0) + 1
+
+    def exit(self) -> None:
+        self.local.depth -= 1
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                for name, original in self.originals.items():
+                    setattr(np, name, original)
+
+
+_creation_patches = _CreationPatches()
+
+
+def guarding_created_arrays(fn):
+    """Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        _creation_patches.enter()
+        try:
+            yield
+        finally:
+            _creation_patches.exit()
+    return guard()
