@@ -54,6 +54,8 @@ CYCLE_DODGES = {
         "allclose is all(isclose(...)); inside the numpy_api cycle above (could be module-level)",
     ("jitgrad.tracing.numpy_reductions", "jitgrad.tracing.numpy_shape"):
         "trace sums the diagonal; inside the numpy_api cycle above (could be module-level)",
+    ("jitgrad.tracing.indexing", "jitgrad.tracing.tracer"):
+        "arrays made inside a trace recognise Tracers to refuse them; the tracer's indexing uses this module",
     ("jitgrad.eager.tape", "jitgrad.eager.introspection"):
         "GradientTape.nodes builds TapeNodes, which read the tape's records and operator tables",
     ("jitgrad.eager.introspection", "jitgrad.eager.tape"):
