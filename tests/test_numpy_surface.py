@@ -219,3 +219,29 @@ def test_refusals_name_the_function_and_the_alternative(fn, words):
         trace(fn, (np.arange(4.0),))
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+UFUNC_METHOD_INPUTS = [INPUTS["f64"], INPUTS["special32"], INPUTS["bool"], RNG.integers(-5, 5, (3, 4)).astype(np.int8),
+                       INPUTS["empty"], INPUTS["f16"]]
+
+
+@pytest.mark.parametrize("method", ["reduce", "accumulate"])
+@pytest.mark.parametrize("ufunc", [np.add, np.multiply, np.maximum, np.minimum, np.logical_and, np.logical_or],
+                         ids=lambda u: u.__name__)
+def test_ufunc_reduce_and_accumulate_match_numpy(ufunc, method):
+    """Axis 0 by default (unlike np.sum/np.prod); add and multiply widen small integers."""
+    for x in UFUNC_METHOD_INPUTS:
+        for kwargs in ({}, {"axis": -1}):
+            fn = lambda v: getattr(ufunc, method)(v, **kwargs)   # noqa: E731
+            expected = _outcome(fn, x)
+            got = _outcome(jitgrad.jit(fn), x)
+            if isinstance(expected, Exception):
+                assert isinstance(got, Exception)
+                continue
+            _same(got, expected, "cumsum")      # compared within a sum's error bound
+
+
+def test_accumulate_gradient():
+    x = RNG.standard_normal((3, 4))
+    traced = trace(lambda v: np.add.accumulate(v) * np.maximum.accumulate(v, axis=1), (x,))
+    check_grads(traced.function, [x], order=2)

@@ -455,3 +455,57 @@ FUNCTIONS = {
 for _name, _fn in (("cumulative_sum", cumulative_sum), ("cumulative_prod", cumulative_prod)):
     if hasattr(np, _name):
         FUNCTIONS[getattr(np, _name)] = _fn
+
+
+# --------------------------------------------------------------------------- ufunc methods
+
+def _extremum_identity(ufunc, dtype: DType):
+    if dtype.is_float:
+        return -np.inf if ufunc is np.maximum else np.inf
+    info = np.iinfo(dtype.numpy)
+    return info.min if ufunc is np.maximum else info.max
+
+
+def _accumulate(ufunc):
+    """`ufunc.accumulate` along axis 0 by default. add and multiply widen bool and small
+    integers as cumsum does; maximum/minimum keep the dtype (on bool: or/and);
+    logical_and/or work on truth values."""
+    name = f"{ufunc.__name__}.accumulate"
+    cumulative = {np.add: cumsum, np.multiply: cumprod}.get(ufunc)
+
+    def accumulate(a, axis=0, dtype=None, out=None):
+        _no_out(name, out)
+        x = as_value(a)
+        if x.type.ndim == 0:
+            raise ShapeError(f"numpy.{name}: cannot accumulate on a scalar")
+        if axis is None:
+            raise ShapeError(f"numpy.{name}: accumulate does not allow multiple axes")
+        (axis,) = normalize_axes(axis, x.type.ndim)
+        if cumulative is not None:
+            return cumulative(x, axis=axis, dtype=dtype)
+        if dtype is not None:
+            x = P.convert(x, api._supported(np.dtype(dtype)))
+        if ufunc in (np.logical_and, np.logical_or):
+            x = _nonzero(x)
+        if x.type.dtype == DType.bool:
+            conjunction = ufunc in (np.minimum, np.logical_and)
+            return _scan(x, axis, P.logical_and if conjunction else P.logical_or, conjunction)
+        combine = P.maximum if ufunc is np.maximum else P.minimum
+        return _scan(x, axis, combine, _extremum_identity(ufunc, x.type.dtype))
+    accumulate.__name__ = name
+    return accumulate
+
+
+def _reduce_axis_0(fn):
+    """ufunc.reduce reduces axis 0 by default (np.prod, np.all: every axis)."""
+    def reduce(a, axis=0, **kwargs):
+        return fn(a, axis=axis, **kwargs)
+    reduce.__name__ = fn.__name__
+    return reduce
+
+
+UFUNC_ACCUMULATE = {ufunc: _accumulate(ufunc)
+                    for ufunc in (np.add, np.multiply, np.maximum, np.minimum, np.logical_and, np.logical_or)}
+UFUNC_REDUCE = {np.add: _reduce_axis_0(sum), np.multiply: _reduce_axis_0(prod), np.maximum: _reduce_axis_0(amax),
+                np.minimum: _reduce_axis_0(amin), np.logical_and: _reduce_axis_0(all),
+                np.logical_or: _reduce_axis_0(any)}

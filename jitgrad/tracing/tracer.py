@@ -242,9 +242,10 @@ class Tracer:
                                             "arrays are immutable", user_location())
         if method == "at":
             return _ufunc_at(ufunc, *inputs)
-        if method == "reduce" and ufunc in (np.add, np.maximum, np.minimum) and len(inputs) == 1:
-            reducer = {np.add: api.sum, np.maximum: api.amax, np.minimum: api.amin}[ufunc]
-            return apply(reducer, inputs, kwargs)
+        if method == "reduce" and ufunc in numpy_reductions.UFUNC_REDUCE and len(inputs) == 1:
+            return apply(numpy_reductions.UFUNC_REDUCE[ufunc], inputs, kwargs)
+        if method == "accumulate" and ufunc in numpy_reductions.UFUNC_ACCUMULATE and len(inputs) == 1:
+            return apply(numpy_reductions.UFUNC_ACCUMULATE[ufunc], inputs, kwargs)
         if method != "__call__":
             raise UnsupportedOperationError(f"numpy.{ufunc.__name__}.{method} is not supported",
                                             user_location())
