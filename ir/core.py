@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+from .printer import print_function
 from .types import TensorType
 
 
@@ -188,7 +189,6 @@ class Function:
         return out
 
     def __str__(self) -> str:
-        from .printer import print_function
         return print_function(self)
 
 

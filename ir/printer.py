@@ -22,11 +22,14 @@ import hashlib
 import json
 import math
 import re
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .core import Block, Function, Location, Operation, Value
 from .types import DType, TensorType
+
+if TYPE_CHECKING:      # core prints through this module (Function.__str__)
+    from .core import Block, Function, Location, Operation, Value
 
 #: Names that print bare; any other function, op, attribute or source-function name
 #: is printed as a JSON string, so no name can break the grammar.
@@ -78,7 +81,7 @@ def name_values(fn: Function) -> dict[Value, str]:
     arguments as they are reached, depth-first in program order."""
     names: dict[Value, str] = {}
     _name_block_args(fn.body, names)
-    _name_ops(fn.body, names)
+    _name_ops(fn.body.ops, names)
     return names
 
 
@@ -87,14 +90,14 @@ def _name_block_args(block: Block, names: dict[Value, str]) -> None:
         names.setdefault(arg, f"%{len(names)}")
 
 
-def _name_ops(block: Block, names: dict[Value, str]) -> None:
-    for op in block.ops:
+def _name_ops(ops: Sequence[Operation], names: dict[Value, str]) -> None:
+    for op in ops:
         for result in op.results:
             names.setdefault(result, f"%{len(names)}")
         for region in op.regions:
             for inner in region.blocks:
                 _name_block_args(inner, names)
-                _name_ops(inner, names)
+                _name_ops(inner.ops, names)
 
 
 def _names_for(op: Operation) -> dict[Value, str]:
@@ -102,10 +105,10 @@ def _names_for(op: Operation) -> dict[Value, str]:
     root = op
     while root.parent is not None and root.parent.parent is not None and root.parent.parent.parent is not None:
         root = root.parent.parent.parent
-    block = root.parent if root.parent is not None else Block(ops=[root])
     names: dict[Value, str] = {}
-    _name_block_args(block, names)
-    _name_ops(block, names)
+    if root.parent is not None:
+        _name_block_args(root.parent, names)
+    _name_ops(root.parent.ops if root.parent is not None else [root], names)
     return names
 
 
