@@ -490,6 +490,12 @@ OPS: list[Op] = [
     Op("sinc", "np.sinc({0})", 1, in_tables(np.sinc), accuracy="sin", weight=0.3),
     Op("logaddexp2", "np.logaddexp2({0}, {1})", 2, in_tables(np.logaddexp2), accuracy="logaddexp",
        magnitude="np.maximum({0}, {1})", weight=0.3),
+    Op("maximum.accumulate", "np.maximum.accumulate({0}, axis={axis})", 1, in_tables(np.maximum),
+       params=lambda r, xs: _axis(r, xs, False, False), smooth=False, weight=0.3),
+    Op("add.accumulate", "np.add.accumulate({0})", 1, in_tables(np.add), SUM, magnitude="np.add.accumulate({0})",
+       weight=0.3),
+    Op("multiply.reduce", "np.multiply.reduce({0})", 1, in_tables(np.multiply), SUM, weight=0.3),
+    Op("trapezoid", "np.trapezoid({0})", 1, in_tables(np.trapezoid), SUM, magnitude="np.trapezoid({0})", weight=0.3),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

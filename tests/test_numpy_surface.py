@@ -245,3 +245,30 @@ def test_accumulate_gradient():
     x = RNG.standard_normal((3, 4))
     traced = trace(lambda v: np.add.accumulate(v) * np.maximum.accumulate(v, axis=1), (x,))
     check_grads(traced.function, [x], order=2)
+
+
+@pytest.mark.parametrize("start, stop, num, kwargs", [
+    (0.0, 1.0, 5, {}), (1.0, 1.0, 4, {}), (-2.0, 3.0, 7, {"endpoint": False}), (0.0, 10.0, 1, {}), (0.0, 10.0, 0, {}),
+    (5e-324, 1e-323, 3, {}), (0.0, 7.0, 5, {"dtype": int}), (np.float32(0.5), 2.0, 6, {}), (1, 4, 4, {}),
+    (0.0, 1.0, 5, {"retstep": True}),
+], ids=["basic", "zero-step", "no-endpoint", "one", "none", "subnormal", "int-dtype", "f32", "ints", "retstep"])
+def test_linspace_with_traced_endpoints_is_bit_exact(start, stop, num, kwargs):
+    expected = np.linspace(start, stop, num, **kwargs)
+    got = jitgrad.jit(lambda a, b: np.linspace(a, b, num, **kwargs))(start, stop)
+    for g, e in zip(got if kwargs.get("retstep") else (got,), expected if kwargs.get("retstep") else (expected,)):
+        g, e = np.asarray(g), np.asarray(e)
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_array_equal(g, e)
+    slope = jitgrad.grad(lambda b: np.sum(np.linspace(0.0, b, 5) ** 2))(2.0)
+    np.testing.assert_allclose(slope, 2 * 2.0 * np.sum(np.linspace(0, 1, 5) ** 2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda y, x: np.trapezoid(y), lambda y, x: np.trapezoid(y, x[0]), lambda y, x: np.trapezoid(y, x, axis=1),
+    lambda y, x: np.trapezoid(y, dx=0.5, axis=0),
+], ids=["dx", "x-1d", "x-2d", "axis0"])
+def test_trapezoid_matches_numpy_and_differentiates(call):
+    y, x = RNG.standard_normal((3, 5)), np.sort(RNG.standard_normal((3, 5)))
+    _same(jitgrad.jit(call)(y, x), call(y, x), "trace")
+    traced = trace(call, (y, x))
+    check_grads(traced.function, [y, x], order=2)

@@ -457,6 +457,29 @@ for _name, _fn in (("cumulative_sum", cumulative_sum), ("cumulative_prod", cumul
         FUNCTIONS[getattr(np, _name)] = _fn
 
 
+def trapezoid(y, x=None, dx=1.0, axis=-1):
+    """NumPy's formula step by step: sum(d * (y[1:] + y[:-1]) / 2.0) along `axis`."""
+    u = api.UFUNCS
+    values = as_value(y)
+    if values.type.ndim == 0:
+        raise ShapeError("numpy.trapezoid: y must be at least one-dimensional")
+    (ax,) = normalize_axes(axis, values.type.ndim)
+    if x is None:
+        d = dx
+    else:
+        xs = as_value(x)
+        if xs.type.ndim == 1:
+            d = diff(xs)
+            shape = [1] * values.type.ndim
+            shape[ax] = d.type.shape[0]
+            d = P.reshape(d, tuple(shape))
+        else:
+            d = diff(xs, axis=ax)
+    n = values.type.shape[ax]
+    pairs = u[np.add](_slice_axis(values, ax, 1, n), _slice_axis(values, ax, 0, max(n - 1, 0)))
+    return api.sum(u[np.true_divide](u[np.multiply](d, pairs), 2.0), axis=ax)
+
+
 # --------------------------------------------------------------------------- ufunc methods
 
 def _extremum_identity(ufunc, dtype: DType):
@@ -509,3 +532,6 @@ UFUNC_ACCUMULATE = {ufunc: _accumulate(ufunc)
 UFUNC_REDUCE = {np.add: _reduce_axis_0(sum), np.multiply: _reduce_axis_0(prod), np.maximum: _reduce_axis_0(amax),
                 np.minimum: _reduce_axis_0(amin), np.logical_and: _reduce_axis_0(all),
                 np.logical_or: _reduce_axis_0(any)}
+
+if hasattr(np, "trapezoid"):
+    FUNCTIONS[np.trapezoid] = trapezoid

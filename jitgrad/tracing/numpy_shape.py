@@ -367,6 +367,42 @@ def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
     return tuple(out)
 
 
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *, device=None):
+    """NumPy's own steps: y = arange(num) * step + start (y / div * delta where the step
+    is 0), the last element set to `stop`; scalar endpoints only (for arrays NumPy picks
+    the formula by `any(step == 0)` over all of them)."""
+    num = operator.index(num)
+    if num < 0:
+        raise ShapeError(f"numpy.linspace: number of samples, {num}, must be non-negative")
+    if any(np.ndim(v) if not isinstance(v, Value) else v.type.ndim for v in (start, stop)):
+        raise UnsupportedOperationError("numpy.linspace with array endpoints is not supported; use "
+                                        "start[..., None] + np.linspace(0, 1, num) * (stop - start)[..., None]")
+    div = num - 1 if endpoint else num
+    dt = api.result_dtype(start, stop, min_float=True)
+    first, last = as_value(start, dt), as_value(stop, dt)
+    delta = P.sub(last, first)
+    y = P.constant(np.arange(num, dtype=dt.numpy), dt)
+    if div > 0:
+        step = P.div(delta, P.full(div, delta.type))
+        spread = P.broadcast_in_dim(step, y.type.shape, ())
+        scaled = P.mul(P.div(y, P.full(div, y.type)), P.broadcast_in_dim(delta, y.type.shape, ()))
+        y = P.select(P.broadcast_in_dim(P.eq(step, P.full(0, step.type)), y.type.shape, ()), scaled,
+                     P.mul(y, spread))
+    else:
+        step = P.full(np.nan, delta.type)
+        y = P.mul(y, P.broadcast_in_dim(delta, y.type.shape, ()))
+    y = P.add(y, P.broadcast_in_dim(first, y.type.shape, ()))
+    if endpoint and num > 1:
+        y = P.concatenate([P.static_slice(y, (0,), (num - 1,)), P.reshape(last, (1,))], 0)
+    if dtype is not None:
+        target = api._supported(np.dtype(dtype))
+        if target.is_integer:
+            from .numpy_elementwise import UFUNCS as elementwise
+            y = elementwise[np.floor](y)
+        y = P.convert(y, target)
+    return (y, step) if retstep else y
+
+
 # --------------------------------------------------------------------------- products
 
 def kron(a, b):
@@ -408,7 +444,7 @@ FUNCTIONS = {
     np.roll: roll, np.rot90: rot90, np.flipud: flipud, np.fliplr: fliplr, np.pad: pad,
     np.diagonal: diagonal, np.diag: diag, np.diagflat: diagflat, np.tril: tril, np.triu: triu,
     np.copy: copy, np.full_like: full_like, np.meshgrid: meshgrid, np.kron: kron,
-    np.cross: cross,
+    np.cross: cross, np.linspace: linspace,
 }
 if hasattr(np, "astype"):
     FUNCTIONS[np.astype] = np_astype
