@@ -424,8 +424,8 @@ class CreatedWhileTracing(np.ndarray):
     reports a puzzling "setting an array element with a sequence"."""
 
     def __setitem__(self, index, value):
-        from .tracer import Tracer, user_location
-        if _holds(value, Tracer) or _holds(index, Tracer):
+        tracer_type, user_location = _TRACING
+        if _holds(value, tracer_type) or _holds(index, tracer_type):
             raise UnsupportedOperationError(
                 "assigning a traced value into a NumPy array created inside the traced function (np.zeros, "
                 "np.ones, np.empty, np.full): a NumPy array cannot hold it. Create the array from a traced "
@@ -489,15 +489,22 @@ class _CreationPatches:
 _creation_patches = _CreationPatches()
 
 
-def guarding_created_arrays(fn):
-    """Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
+_TRACING: tuple = (type(None), lambda: None)
+"""The tracer class and the function naming the user's line, given by `tracer.py`
+(which imports this module) when it registers the guard."""
+
+
+def guard_created_arrays(tracer_type, user_location):
+    """The context entered around every trace (`tracer.TRACE_CONTEXTS`)."""
     import contextlib
+    global _TRACING
+    _TRACING = (tracer_type, user_location)
 
     @contextlib.contextmanager
-    def guard():
+    def guard(fn):
         _creation_patches.enter()
         try:
             yield
         finally:
             _creation_patches.exit()
-    return guard()
+    return guard

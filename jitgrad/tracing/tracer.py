@@ -496,7 +496,7 @@ def _array_type(array) -> TensorType:
 TRACE_CONTEXTS: list[Callable[[Callable], ContextManager]] = []
 """Context managers entered around every run of a user function being traced, given the
 function (`tracing.random` registers the one that intercepts np.random)."""
-TRACE_CONTEXTS.append(indexing.guarding_created_arrays)
+TRACE_CONTEXTS.append(indexing.guard_created_arrays(Tracer, user_location))
 
 
 def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
