@@ -52,6 +52,8 @@ CYCLE_DODGES = {
         "allclose is all(isclose(...)); inside the numpy_api cycle above (could be module-level)",
     ("jitgrad.tracing.numpy_reductions", "jitgrad.tracing.numpy_shape"):
         "trace sums the diagonal; inside the numpy_api cycle above (could be module-level)",
+    ("jitgrad.tracing.numpy_shape", "jitgrad.tracing.numpy_elementwise"):
+        "linspace to an integer dtype floors with the elementwise ufuncs; inside the numpy_api cycle above",
     ("jitgrad.tracing.indexing", "jitgrad.tracing.tracer"):
         "arrays made inside a trace recognise Tracers to refuse them; the tracer's indexing uses this module",
     ("jitgrad.eager.tape", "jitgrad.eager.introspection"):
