@@ -54,8 +54,6 @@ CYCLE_DODGES = {
         "trace sums the diagonal; inside the numpy_api cycle above (could be module-level)",
     ("jitgrad.tracing.numpy_shape", "jitgrad.tracing.numpy_elementwise"):
         "linspace to an integer dtype floors with the elementwise ufuncs; inside the numpy_api cycle above",
-    ("jitgrad.tracing.indexing", "jitgrad.tracing.tracer"):
-        "arrays made inside a trace recognise Tracers to refuse them; the tracer's indexing uses this module",
     ("jitgrad.eager.tape", "jitgrad.eager.introspection"):
         "GradientTape.nodes builds TapeNodes, which read the tape's records and operator tables",
     ("jitgrad.eager.introspection", "jitgrad.eager.tape"):
