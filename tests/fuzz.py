@@ -496,6 +496,9 @@ OPS: list[Op] = [
        weight=0.3),
     Op("multiply.reduce", "np.multiply.reduce({0})", 1, in_tables(np.multiply), SUM, weight=0.3),
     Op("trapezoid", "np.trapezoid({0})", 1, in_tables(np.trapezoid), SUM, magnitude="np.trapezoid({0})", weight=0.3),
+    Op("convolve", "np.convolve({0}, {1}, mode={mode!r})", 2, in_tables(np.convolve), SUM, weight=0.3,
+       params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]}),
+    Op("correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, weight=0.3),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

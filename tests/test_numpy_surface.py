@@ -272,3 +272,17 @@ def test_trapezoid_matches_numpy_and_differentiates(call):
     _same(jitgrad.jit(call)(y, x), call(y, x), "trace")
     traced = trace(call, (y, x))
     check_grads(traced.function, [y, x], order=2)
+
+
+@pytest.mark.parametrize("fn", [np.convolve, np.correlate], ids=lambda f: f.__name__)
+def test_convolve_and_correlate_match_numpy_in_every_mode(fn):
+    for n in (1, 2, 5, 6):
+        for m in (1, 3, 4, 7):
+            a, v = RNG.standard_normal(n), RNG.standard_normal(m)
+            for mode in ("full", "same", "valid"):
+                _same(jitgrad.jit(lambda x, y: fn(x, y, mode))(a, v), fn(a, v, mode), "cumsum")
+    ints, mask = RNG.integers(-3, 3, 6), RNG.random(3) < 0.5
+    _same(jitgrad.jit(fn)(ints, ints[:3]), fn(ints, ints[:3]), "diff")
+    _same(jitgrad.jit(fn)(ints > 0, mask), fn(ints > 0, mask), "diff")
+    traced = trace(lambda x, y: fn(x, y, "same"), (RNG.standard_normal(6), RNG.standard_normal(3)))
+    check_grads(traced.function, [RNG.standard_normal(6), RNG.standard_normal(3)], order=2)

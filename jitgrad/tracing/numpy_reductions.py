@@ -480,6 +480,64 @@ def trapezoid(y, x=None, dx=1.0, axis=-1):
     return api.sum(u[np.true_divide](u[np.multiply](d, pairs), 2.0), axis=ax)
 
 
+_MAX_KERNEL = 128
+
+
+def _correlate_values(a: Value, v: Value, mode: str) -> Value:
+    """out[k] = sum_j a[k + j - pad] v[j]: one shifted slice per kernel element, for
+    len(a) >= len(v); NumPy's modes: full pads m - 1 zeros each side, same keeps len(a)."""
+    n, m = a.type.shape[0], v.type.shape[0]
+    low, high = {"full": (m - 1, m - 1), "same": (m // 2, m - 1 - m // 2), "valid": (0, 0)}[mode]
+    padded = P.pad(a, (low,), (high,), (0,))
+    length = n + low + high - m + 1
+    mul, add = api.UFUNCS[np.multiply], api.UFUNCS[np.add]
+    total = None
+    for j in range(m):
+        term = mul(P.static_slice(padded, (j,), (j + length,)),
+                   P.broadcast_in_dim(P.reshape(P.static_slice(v, (j,), (j + 1,)), ()), (length,), ()))
+        total = term if total is None else add(total, term)
+    return total
+
+
+def _as_vectors(name, a, v):
+    with api.weak_scalars({}):
+        a, v = api.promote(*(np.asarray(x) if api._is_weak(x) else x for x in (a, v)))
+    a, v = (P.reshape(x, (1,)) if x.type.ndim == 0 else x for x in (a, v))
+    if a.type.ndim != 1 or v.type.ndim != 1:
+        raise ShapeError(f"numpy.{name}: object too deep for desired array (1-d inputs only)")
+    if a.type.shape[0] == 0 or v.type.shape[0] == 0:
+        raise ShapeError(f"numpy.{name}: inputs cannot be empty")
+    if min(a.type.shape[0], v.type.shape[0]) > _MAX_KERNEL:
+        raise UnsupportedOperationError(f"numpy.{name} of two sequences longer than {_MAX_KERNEL} is not supported "
+                                        "(it unrolls one multiply per kernel element); use a matrix product "
+                                        "with a sliding window of the signal")
+    return a, v
+
+
+def _mode(name, mode):
+    if mode not in ("full", "same", "valid"):
+        raise ShapeError(f"numpy.{name}: mode must be one of 'valid', 'same', or 'full' (got {mode!r})")
+    return mode
+
+
+def correlate(a, v, mode="valid"):
+    if builtins_any(np.ndim(x) == 0 if not isinstance(x, Value) else x.type.ndim == 0 for x in (a, v)):
+        raise ShapeError("numpy.correlate: object of too small depth for desired array (1-d inputs only)")
+    a, v = _as_vectors("correlate", a, v)
+    mode = _mode("correlate", mode)
+    if v.type.shape[0] > a.type.shape[0]:      # NumPy swaps the inputs and reverses the result
+        return P.rev(_correlate_values(v, a, mode), (0,))
+    return _correlate_values(a, v, mode)
+
+
+def convolve(a, v, mode="full"):
+    a, v = _as_vectors("convolve", a, v)
+    mode = _mode("convolve", mode)
+    if v.type.shape[0] > a.type.shape[0]:
+        a, v = v, a
+    return _correlate_values(a, P.rev(v, (0,)), mode)
+
+
 # --------------------------------------------------------------------------- ufunc methods
 
 def _extremum_identity(ufunc, dtype: DType):
@@ -535,3 +593,5 @@ UFUNC_REDUCE = {np.add: _reduce_axis_0(sum), np.multiply: _reduce_axis_0(prod), 
 
 if hasattr(np, "trapezoid"):
     FUNCTIONS[np.trapezoid] = trapezoid
+FUNCTIONS[np.correlate] = correlate
+FUNCTIONS[np.convolve] = convolve
