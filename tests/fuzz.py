@@ -499,6 +499,8 @@ OPS: list[Op] = [
     Op("convolve", "np.convolve({0}, {1}, mode={mode!r})", 2, in_tables(np.convolve), SUM, weight=0.3,
        params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]}),
     Op("correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, weight=0.3),
+    Op("gradient", "np.gradient({0}, axis={axis})", 1, in_tables(np.gradient), weight=0.3,
+       params=lambda r, xs: _axis(r, xs, False, False)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

@@ -286,3 +286,21 @@ def test_convolve_and_correlate_match_numpy_in_every_mode(fn):
     _same(jitgrad.jit(fn)(ints > 0, mask), fn(ints > 0, mask), "diff")
     traced = trace(lambda x, y: fn(x, y, "same"), (RNG.standard_normal(6), RNG.standard_normal(3)))
     check_grads(traced.function, [RNG.standard_normal(6), RNG.standard_normal(3)], order=2)
+
+
+@pytest.mark.parametrize("call", [
+    lambda f: np.gradient(f), lambda f: np.gradient(f, 0.5), lambda f: np.gradient(f, edge_order=2),
+    lambda f: np.gradient(f, axis=0), lambda f: np.gradient(f, np.float64(0.3), axis=-1, edge_order=2),
+    lambda f: np.gradient(f, 2),
+], ids=["default", "spacing", "edge-order-2", "axis", "numpy-scalar-spacing", "int-spacing"])
+def test_gradient_is_bit_exact_against_numpy(call):
+    for x in (RNG.standard_normal(6), RNG.standard_normal((4, 5)), RNG.standard_normal((4, 5)).astype(np.float32),
+              RNG.integers(-5, 5, (3, 4)), RNG.standard_normal(3).astype(np.float16)):
+        expected = _outcome(call, x)
+        got = _outcome(jitgrad.jit(call), x)
+        if isinstance(expected, Exception):
+            assert isinstance(got, JitgradError)
+            continue
+        _same(got, expected, "gradient")
+    traced = trace(lambda f: np.gradient(f, 0.5, edge_order=2), (RNG.standard_normal((3, 4)),))
+    check_grads(traced.function, [RNG.standard_normal((3, 4))], order=2)

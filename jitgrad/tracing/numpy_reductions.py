@@ -14,7 +14,7 @@ primitives that do (slices, concatenation, adds, multiplies, selects, reductions
 from __future__ import annotations
 
 import math
-from builtins import any as builtins_any
+from builtins import all as builtins_all, any as builtins_any
 
 import numpy as np
 
@@ -538,6 +538,53 @@ def convolve(a, v, mode="full"):
     return _correlate_values(a, P.rev(v, (0,)), mode)
 
 
+def gradient(f, *varargs, axis=None, edge_order=1):
+    """NumPy's uniform-spacing formulas: central differences inside, one-sided differences
+    of order `edge_order` at the ends, with the same operation order (so the same roundings)."""
+    x = as_value(f)
+    if x.type.dtype == DType.bool:
+        raise DTypeError("numpy.gradient of a bool array: NumPy's subtract has no bool loop (it raises TypeError)")
+    if x.type.dtype.is_integer:
+        x = P.convert(x, DType.f64)
+    axes = tuple(range(x.type.ndim)) if axis is None else tuple(
+        normalize_axes(a, x.type.ndim)[0] for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+    if not varargs:
+        spacing = [1.0] * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        spacing = list(varargs) * len(axes)
+    elif len(varargs) == len(axes) and builtins_all(np.ndim(d) == 0 for d in varargs):
+        spacing = list(varargs)
+    else:
+        raise UnsupportedOperationError("numpy.gradient with coordinate arrays is not supported; pass scalar "
+                                        "spacings (uniform grids)")
+    if builtins_any(isinstance(d, Value) for d in spacing):
+        raise UnsupportedOperationError("numpy.gradient with a traced spacing is not supported; pass a Python "
+                                        "number, or divide the result of np.gradient(f) by it")
+    if edge_order not in (1, 2):
+        raise ShapeError("numpy.gradient: 'edge_order' greater than 2 not supported")
+    u = api.UFUNCS
+    mul, add, sub, div = u[np.multiply], u[np.add], u[np.subtract], u[np.true_divide]
+    out = []
+    for ax, dx in zip(axes, spacing):
+        n = x.type.shape[ax]
+        if n < edge_order + 1:
+            raise ShapeError("numpy.gradient: shape of the array too small to calculate a numerical gradient, "
+                             "at least (edge_order + 1) elements are required")
+
+        def at(i, j=None, ax=ax, n=n):
+            return _slice_axis(x, ax, i % n, (i % n) + 1 if j is None else j)
+        inner = div(sub(at(2, n), at(0, n - 2)), 2.0 * dx)
+        if edge_order == 1:
+            first = div(sub(at(1), at(0)), dx)
+            last = div(sub(at(-1), at(-2)), dx)
+        else:
+            first = add(add(mul(-1.5 / dx, at(0)), mul(2.0 / dx, at(1))), mul(-0.5 / dx, at(2)))
+            last = add(add(mul(0.5 / dx, at(-3)), mul(-2.0 / dx, at(-2))), mul(1.5 / dx, at(-1)))
+        # NumPy writes every piece into an array of f's dtype
+        out.append(P.concatenate([P.convert(as_value(p), x.type.dtype) for p in (first, inner, last)], ax))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 # --------------------------------------------------------------------------- ufunc methods
 
 def _extremum_identity(ufunc, dtype: DType):
@@ -595,3 +642,4 @@ if hasattr(np, "trapezoid"):
     FUNCTIONS[np.trapezoid] = trapezoid
 FUNCTIONS[np.correlate] = correlate
 FUNCTIONS[np.convolve] = convolve
+FUNCTIONS[np.gradient] = gradient
