@@ -501,6 +501,12 @@ OPS: list[Op] = [
     Op("correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, weight=0.3),
     Op("gradient", "np.gradient({0}, axis={axis})", 1, in_tables(np.gradient), weight=0.3,
        params=lambda r, xs: _axis(r, xs, False, False)),
+    Op("array_split", "np.array_split({0}, 2, axis={axis})[0]", 1, in_tables(np.array_split), weight=0.3,
+       params=lambda r, xs: _axis(r, xs, False, False)),
+    Op("rollaxis", "np.rollaxis({0}, {a})", 1, in_tables(np.rollaxis), params=_two_axes, weight=0.2),
+    Op("select", "np.select([{0} > 0, {1} < 0], [{0}, {1}], 2)", 2, in_tables(np.select), weight=0.3,
+       smooth=False, jumps=True),
+    Op("fix", "np.fix({0})", 1, in_tables(np.fix), smooth=False, jumps=True, weight=0.3),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

@@ -83,6 +83,13 @@ FUNCTIONS = {
     ".repeat": lambda x: x.repeat(2), ".trace": lambda x: x.trace(), ".diagonal": lambda x: x.diagonal(),
     ".nbytes": lambda x: x * x.nbytes + x.itemsize, ".max-initial": lambda x: x.max(initial=-1),
     ".sum-where": lambda x: x.sum(where=True),
+    "array_split": lambda x: np.array_split(x, 3), "array_split-indices": lambda x: np.array_split(x, [1, 3, -1], axis=-1),
+    "split": lambda x: np.split(x, 3), "hsplit": lambda x: np.hsplit(x, 2), "vsplit": lambda x: np.vsplit(x, [1]),
+    "dsplit": lambda x: np.dsplit(np.atleast_3d(x), 1), "rollaxis": lambda x: np.rollaxis(x, -1),
+    "unstack": lambda x: np.unstack(x, axis=-1), "matrix_transpose": lambda x: np.matrix_transpose(x),
+    "select": lambda x: np.select([x > 0, x < -1], [x, x * 2], 7), "select-scalar": lambda x: np.select([x > 0], [1.5]),
+    "real-imag-conj": lambda x: (np.real(x), np.imag(x), np.conj(x)), "fix": lambda x: np.fix(x * 1.5),
+    "logspace": lambda x: np.logspace(0.0, 2.0, 5) * np.size(x),
 }
 
 # Transcendental results are compared within a few ulps; everything else is exact or a sum.

@@ -105,7 +105,7 @@ _IMPLS = {
     np.isnan: _isnan, np.isinf: _isinf_fn, np.isfinite: _isfinite,
     np.deg2rad: _scale(np.pi, 180), np.radians: _scale(np.pi, 180),
     np.rad2deg: _scale(180, np.pi), np.degrees: _scale(180, np.pi),
-    np.heaviside: _heaviside, np.logaddexp2: _logaddexp2,
+    np.heaviside: _heaviside, np.logaddexp2: _logaddexp2, np.conjugate: lambda x: x,
 }
 
 UFUNCS = {ufunc: api._numpy_loop(ufunc, impl) for ufunc, impl in _IMPLS.items()}
@@ -193,5 +193,11 @@ def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     return all(isclose(a, b, rtol, atol, equal_nan))
 
 
-FUNCTIONS = {np.round: round_, np.around: round_, np.nan_to_num: nan_to_num, np.sinc: sinc,
+def fix(x):
+    """NumPy's fix: ceil, then floor where x >= 0 (the dtypes of those ufuncs' loops)."""
+    v = as_value(x)
+    return api.where(api.UFUNCS[np.greater_equal](v, 0), UFUNCS[np.floor](v), UFUNCS[np.ceil](v))
+
+
+FUNCTIONS = {np.fix: fix, np.round: round_, np.around: round_, np.nan_to_num: nan_to_num, np.sinc: sinc,
              np.isclose: isclose, np.allclose: allclose}

@@ -403,6 +403,127 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     return (y, step) if retstep else y
 
 
+# --------------------------------------------------------------------------- splitting, axes, selection
+
+def array_split(ary, indices_or_sections, axis=0):
+    x = as_value(ary)
+    ax = _axis(axis, x.type.ndim)
+    n = x.type.shape[ax]
+    if isinstance(indices_or_sections, Value):
+        raise UnsupportedOperationError("numpy.array_split with traced indices is not supported (the shapes "
+                                        "would depend on data); pass Python ints")
+    if np.ndim(indices_or_sections) == 0:
+        sections = operator.index(indices_or_sections)
+        if sections <= 0:
+            raise ShapeError("numpy.array_split: number sections must be larger than 0.")
+        each, extra = divmod(n, sections)
+        sizes = [each + 1] * extra + [each] * (sections - extra)
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    else:
+        bounds = [0] + [operator.index(i) for i in indices_or_sections] + [n]
+    pieces = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        start, stop = _python_slice_bounds(start, stop, n)
+        pieces.append(_slice_axis(x, ax, start, max(start, stop)))
+    return pieces
+
+
+def _python_slice_bounds(start, stop, n):
+    """What x[start:stop] selects, as NumPy's split does with its bounds."""
+    start, stop, _ = slice(start, stop).indices(n)
+    return start, stop
+
+
+def split(ary, indices_or_sections, axis=0):
+    x = as_value(ary)
+    if np.ndim(indices_or_sections) == 0 and not isinstance(indices_or_sections, Value):
+        n = x.type.shape[_axis(axis, x.type.ndim)]
+        if n % operator.index(indices_or_sections):
+            raise ShapeError("numpy.split: array split does not result in an equal division")
+    return array_split(x, indices_or_sections, axis)
+
+
+def _split_along(name, axis, min_ndim):
+    def fn(ary, indices_or_sections):
+        x = as_value(ary)
+        if x.type.ndim < min_ndim:
+            raise ShapeError(f"numpy.{name} only works on arrays of {min_ndim} or more dimensions")
+        return split(x, indices_or_sections, 1 if name == "hsplit" and x.type.ndim > 1 else axis)
+    fn.__name__ = name
+    return fn
+
+
+def rollaxis(a, axis, start=0):
+    x = as_value(a)
+    n = x.type.ndim
+    axis = _axis(axis, n)
+    if not -n <= start <= n:
+        raise ShapeError(f"numpy.rollaxis: start {start} is out of bounds")
+    start = start + n if start < 0 else start
+    if axis < start:
+        start -= 1
+    if axis == start:
+        return x
+    return api.moveaxis(x, axis, start)
+
+
+def unstack(x, /, *, axis=0):
+    v = as_value(x)
+    if v.type.ndim == 0:
+        raise ShapeError("numpy.unstack: input array must be at least 1-d")
+    ax = _axis(axis, v.type.ndim)
+    shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
+    return tuple(P.reshape(_slice_axis(v, ax, i, i + 1), shape) for i in range(v.type.shape[ax]))
+
+
+def matrix_transpose(x, /):
+    v = as_value(x)
+    if v.type.ndim < 2:
+        raise ShapeError("numpy.matrix_transpose: input array must be at least 2-dimensional")
+    return api.swapaxes(v, -1, -2)
+
+
+def select(condlist, choicelist, default=0):
+    """NumPy's select: choices and default promoted together (Python scalars weak, as
+    NumPy keeps them), the first true condition wins, shape from the first condition and
+    choice."""
+    if len(condlist) != len(choicelist):
+        raise ShapeError("numpy.select: list of cases must be same length as list of conditions")
+    if len(condlist) == 0:
+        raise ShapeError("numpy.select: select with an empty condition list is not possible")
+    choices = api.promote(*choicelist, default)
+    conds = [as_value(c) for c in condlist]
+    for i, c in enumerate(conds):
+        if c.type.dtype != DType.bool:
+            raise ShapeError(f"numpy.select: invalid entry {i} in condlist: should be boolean ndarray")
+    conds = api.broadcast_values(*conds)
+    choices = api.broadcast_values(*choices)
+    shape = api.broadcast_shapes(conds[0].type.shape, choices[0].type.shape)
+    result = api.broadcast_to(choices[-1], shape)
+    for choice, cond in zip(choices[-2::-1], conds[::-1]):
+        result = P.select(api.broadcast_to(cond, shape), api.broadcast_to(choice, shape), result)
+    return result
+
+
+def real(val):
+    return as_value(val)
+
+
+def imag(val):
+    v = as_value(val)
+    return P.full(0, v.type)
+
+
+def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
+    if isinstance(base, Value) or np.ndim(base) or axis != 0:
+        raise UnsupportedOperationError("numpy.logspace: only a scalar Python base and axis=0 are supported; "
+                                        "use base ** np.linspace(start, stop, num)")
+    y = linspace(start, stop, num=num, endpoint=endpoint)
+    with api.weak_scalars({}):
+        result = api.UFUNCS[np.power](np.asarray(base), y)
+    return result if dtype is None else api.astype(result, dtype)
+
+
 # --------------------------------------------------------------------------- products
 
 def kron(a, b):
@@ -445,6 +566,12 @@ FUNCTIONS = {
     np.diagonal: diagonal, np.diag: diag, np.diagflat: diagflat, np.tril: tril, np.triu: triu,
     np.copy: copy, np.full_like: full_like, np.meshgrid: meshgrid, np.kron: kron,
     np.cross: cross, np.linspace: linspace,
+    np.array_split: array_split, np.split: split, np.hsplit: _split_along("hsplit", 0, 1),
+    np.vsplit: _split_along("vsplit", 0, 2), np.dsplit: _split_along("dsplit", 2, 3), np.rollaxis: rollaxis,
+    np.select: select, np.real: real, np.imag: imag, np.logspace: logspace,
 }
+for _name, _fn in (("unstack", unstack), ("matrix_transpose", matrix_transpose)):
+    if hasattr(np, _name):
+        FUNCTIONS[getattr(np, _name)] = _fn
 if hasattr(np, "astype"):
     FUNCTIONS[np.astype] = np_astype

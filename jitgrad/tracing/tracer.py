@@ -79,8 +79,8 @@ def _unwrap(x):
 def _wrap(x):
     if isinstance(x, Value):
         return Tracer(x)
-    if isinstance(x, tuple):
-        return tuple(_wrap(v) for v in x)
+    if isinstance(x, (tuple, list)):            # np.split returns a list
+        return type(x)(_wrap(v) for v in x)
     return x
 
 
