@@ -81,12 +81,12 @@ def test_random_stream_finds_the_aliasing_bug(monkeypatch):
     """Random programs (not only the hand-written ones) reach the bug within a short run."""
     monkeypatch.setattr(memory, "_in_place_candidates", _direct_reads_only)
     found = 0
-    for index in range(40):
+    for index in range(150):
         outcome = fuzz.run_program(1, index)
         found += any(f.kind == "value" and "jit output" in f.detail for f in outcome.failures)
         if found:
             break
-    assert found, "40 random programs never combined a value with a view of itself in one kernel"
+    assert found, "150 random programs never combined a value with a view of itself in one kernel"
 
 
 def test_shrinking_keeps_the_failure_and_drops_the_rest(monkeypatch):
