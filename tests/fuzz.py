@@ -507,6 +507,9 @@ OPS: list[Op] = [
     Op("select", "np.select([{0} > 0, {1} < 0], [{0}, {1}], 2)", 2, in_tables(np.select), weight=0.3,
        smooth=False, jumps=True),
     Op("fix", "np.fix({0})", 1, in_tables(np.fix), smooth=False, jumps=True, weight=0.3),
+    Op("polyval", "np.polyval([1.5, -2.0, 0.5], {0})", 1, in_tables(np.polyval), SUM, weight=0.3,
+       magnitude="np.polyval([1.5, 2.0, 0.5], {0})"),
+    Op("vander", "np.vander({0}, 3)", 1, in_tables(np.vander), SUM, weight=0.2),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

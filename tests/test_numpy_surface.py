@@ -90,6 +90,8 @@ FUNCTIONS = {
     "select": lambda x: np.select([x > 0, x < -1], [x, x * 2], 7), "select-scalar": lambda x: np.select([x > 0], [1.5]),
     "real-imag-conj": lambda x: (np.real(x), np.imag(x), np.conj(x)), "fix": lambda x: np.fix(x * 1.5),
     "logspace": lambda x: np.logspace(0.0, 2.0, 5) * np.size(x),
+    "polyval": lambda x: np.polyval([1.0, -2.0, 0.5], x), "polyval-int": lambda x: np.polyval(np.array([3, 1]), x),
+    "vander": lambda x: np.vander(x), "vander-increasing": lambda x: np.vander(x, 3, increasing=True),
 }
 
 # Transcendental results are compared within a few ulps; everything else is exact or a sum.
@@ -178,6 +180,7 @@ SMOOTH = {
     "rounding": lambda x: x * np.floor(x) + np.ceil(x) * np.round(x, 1) + np.trunc(x) + np.rint(x),
     "angles": lambda x: np.deg2rad(x) * np.rad2deg(x) + np.sinc(x) + np.logaddexp2(x, x * x),
     "heaviside": lambda x: np.heaviside(x, 0.5) * x + np.nan_to_num(x),
+    "polyval-vander": lambda x: np.polyval(x[0], x) + np.vander(x[1], 3).sum(),
 }
 
 

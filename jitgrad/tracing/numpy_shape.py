@@ -524,6 +524,48 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
     return result if dtype is None else api.astype(result, dtype)
 
 
+# --------------------------------------------------------------------------- polynomials
+
+def polyval(p, x):
+    """Horner's scheme in NumPy's order: y = zeros_like(x); y = y * x + c for each
+    coefficient (the coefficients are array elements: strong dtypes)."""
+    with api.weak_scalars({}):
+        coefficients = as_value(np.asarray(p) if not isinstance(p, Value) else p)
+        points = as_value(np.asarray(x) if api._is_weak(x) else x)
+    if coefficients.type.ndim != 1:
+        raise UnsupportedOperationError("numpy.polyval with coefficients of more than one dimension is not "
+                                        "supported; evaluate each polynomial separately")
+    mul, add = api.UFUNCS[np.multiply], api.UFUNCS[np.add]
+    y = P.full(0, points.type)
+    with api.weak_scalars({}):
+        for i in range(coefficients.type.shape[0]):
+            c = P.reshape(P.static_slice(coefficients, (i,), (i + 1,)), ())
+            y = as_value(add(mul(y, points), c))
+    return y
+
+
+def vander(x, N=None, increasing=False):
+    """Columns 1, x, x*x, (x*x)*x, ...: NumPy's multiply.accumulate order, in the dtype
+    promote_types(x.dtype, int)."""
+    v = as_value(x)
+    if v.type.ndim != 1:
+        raise ShapeError("numpy.vander: x must be a one-dimensional array or sequence.")
+    n = v.type.shape[0]
+    N = n if N is None else operator.index(N)
+    if N < 0:
+        raise ShapeError("numpy.vander: negative dimensions are not allowed")
+    dtype = api._supported(np.promote_types(v.type.dtype.numpy, int))
+    v = P.convert(v, dtype)
+    columns = [P.full(1, v.type)] if N > 0 else []
+    for _ in range(1, N):
+        columns.append(v if len(columns) == 1 else P.mul(columns[-1], v))
+    if not columns:
+        return P.full(0, v.type.with_shape((n, 0)))
+    if not increasing:
+        columns = columns[::-1]
+    return P.concatenate([P.reshape(c, (n, 1)) for c in columns], 1)
+
+
 # --------------------------------------------------------------------------- products
 
 def kron(a, b):
@@ -568,7 +610,8 @@ FUNCTIONS = {
     np.cross: cross, np.linspace: linspace,
     np.array_split: array_split, np.split: split, np.hsplit: _split_along("hsplit", 0, 1),
     np.vsplit: _split_along("vsplit", 0, 2), np.dsplit: _split_along("dsplit", 2, 3), np.rollaxis: rollaxis,
-    np.select: select, np.real: real, np.imag: imag, np.logspace: logspace,
+    np.select: select, np.real: real, np.imag: imag, np.logspace: logspace, np.polyval: polyval,
+    np.vander: vander,
 }
 for _name, _fn in (("unstack", unstack), ("matrix_transpose", matrix_transpose)):
     if hasattr(np, _name):
