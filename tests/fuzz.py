@@ -510,6 +510,8 @@ OPS: list[Op] = [
     Op("polyval", "np.polyval([1.5, -2.0, 0.5], {0})", 1, in_tables(np.polyval), SUM, weight=0.3,
        magnitude="np.polyval([1.5, 2.0, 0.5], {0})"),
     Op("vander", "np.vander({0}, 3)", 1, in_tables(np.vander), SUM, weight=0.2),
+    Op("delete", "np.delete({0}, [0, -1], axis={axis})", 1, in_tables(np.delete), weight=0.2,
+       params=lambda r, xs: _axis(r, xs, False)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

@@ -92,6 +92,7 @@ FUNCTIONS = {
     "logspace": lambda x: np.logspace(0.0, 2.0, 5) * np.size(x),
     "polyval": lambda x: np.polyval([1.0, -2.0, 0.5], x), "polyval-int": lambda x: np.polyval(np.array([3, 1]), x),
     "vander": lambda x: np.vander(x), "vander-increasing": lambda x: np.vander(x, 3, increasing=True),
+    "delete": lambda x: np.delete(x, [0, 2, 2], axis=-1), "delete-flat": lambda x: np.delete(x, slice(None, None, 2)),
 }
 
 # Transcendental results are compared within a few ulps; everything else is exact or a sum.

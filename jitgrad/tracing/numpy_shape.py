@@ -524,6 +524,34 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
     return result if dtype is None else api.astype(result, dtype)
 
 
+def delete(arr, obj, axis=None):
+    """Static deletions: the kept positions (NumPy's own choice, computed on an index
+    array) as contiguous slices, concatenated."""
+    x = as_value(arr)
+    if isinstance(obj, Value) or isinstance(obj, (list, tuple)) and any(isinstance(o, Value) for o in obj):
+        raise UnsupportedOperationError("numpy.delete with traced indices is not supported (the shape would "
+                                        "depend on data); pass Python ints, slices or a NumPy mask")
+    if axis is None:
+        x, axis = P.reshape(x, (x.type.size,)), 0
+    ax = _axis(axis, x.type.ndim)
+    n = x.type.shape[ax]
+    try:
+        kept = np.delete(np.arange(n), obj).tolist()
+    except IndexError as err:
+        raise ShapeError(f"numpy.delete: {err}") from None
+    runs, start = [], None
+    for k, i in enumerate(kept):
+        if start is None:
+            start = i
+        if k + 1 == len(kept) or kept[k + 1] != i + 1:
+            runs.append((start, i + 1))
+            start = None
+    if not runs:
+        return _slice_axis(x, ax, 0, 0)
+    pieces = [_slice_axis(x, ax, lo, hi) for lo, hi in runs]
+    return pieces[0] if len(pieces) == 1 else P.concatenate(pieces, ax)
+
+
 # --------------------------------------------------------------------------- polynomials
 
 def polyval(p, x):
@@ -611,7 +639,7 @@ FUNCTIONS = {
     np.array_split: array_split, np.split: split, np.hsplit: _split_along("hsplit", 0, 1),
     np.vsplit: _split_along("vsplit", 0, 2), np.dsplit: _split_along("dsplit", 2, 3), np.rollaxis: rollaxis,
     np.select: select, np.real: real, np.imag: imag, np.logspace: logspace, np.polyval: polyval,
-    np.vander: vander,
+    np.vander: vander, np.delete: delete,
 }
 for _name, _fn in (("unstack", unstack), ("matrix_transpose", matrix_transpose)):
     if hasattr(np, _name):
