@@ -125,12 +125,14 @@ def round_(a, decimals=0, out=None):
             return UFUNCS[np.rint](x)
         raise DTypeError("numpy.round of a bool array with decimals is not supported (NumPy raises); "
                          "convert it with .astype(float) first")
+    rint = UFUNCS[np.rint]
     if not x.type.dtype.is_float:
         if decimals >= 0:
             return x
-        raise UnsupportedOperationError("numpy.round of integers with negative decimals is not supported; "
-                                        "use (x // 10**k) * 10**k with the rounding you need")
-    rint = UFUNCS[np.rint]
+        # NumPy: in float64, rint(x / 10^k) * 10^k, cast back to the integer dtype
+        factor = P.full(float(10.0 ** -decimals), x.type.with_dtype(DType.f64))
+        wide = P.div(P.convert(x, DType.f64), factor)
+        return P.convert(P.mul(rint(wide), factor), x.type.dtype)
     if decimals == 0:
         return rint(x)
     mul, div = api.UFUNCS[np.multiply], api.UFUNCS[np.true_divide]
@@ -182,10 +184,15 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     x = a if isinstance(a, (Value, int, float)) else as_value(np.asarray(a))
     diff = u[np.absolute](u[np.subtract](x, y))
     close = u[np.less_equal](diff, u[np.add](atol, u[np.multiply](rtol, u[np.absolute](y))))
-    result = u[np.logical_or](u[np.logical_and](close, UFUNCS[np.isfinite](y)), u[np.equal](x, y))
+    result = u[np.logical_or](u[np.logical_and](close, _classify(np.isfinite, y)), u[np.equal](x, y))
     if equal_nan:
-        result = u[np.logical_or](result, u[np.logical_and](UFUNCS[np.isnan](x), UFUNCS[np.isnan](y)))
+        result = u[np.logical_or](result, u[np.logical_and](_classify(np.isnan, x), _classify(np.isnan, y)))
     return as_value(result)
+
+
+def _classify(ufunc, v):
+    """isnan/isfinite of a traced value, or of a Python number (a constant)."""
+    return UFUNCS[ufunc](v) if isinstance(v, Value) else bool(ufunc(v))
 
 
 def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):

@@ -476,7 +476,7 @@ def trapezoid(y, x=None, dx=1.0, axis=-1):
         else:
             d = diff(xs, axis=ax)
     n = values.type.shape[ax]
-    pairs = u[np.add](_slice_axis(values, ax, 1, n), _slice_axis(values, ax, 0, max(n - 1, 0)))
+    pairs = u[np.add](_slice_axis(values, ax, min(1, n), n), _slice_axis(values, ax, 0, max(n - 1, 0)))
     return api.sum(u[np.true_divide](u[np.multiply](d, pairs), 2.0), axis=ax)
 
 
@@ -572,7 +572,8 @@ def gradient(f, *varargs, axis=None, edge_order=1):
                              "at least (edge_order + 1) elements are required")
 
         def at(i, j=None, ax=ax, n=n):
-            return _slice_axis(x, ax, i % n, (i % n) + 1 if j is None else j)
+            start = i + n if i < 0 else i
+            return _slice_axis(x, ax, start, start + 1 if j is None else j)
         inner = div(sub(at(2, n), at(0, n - 2)), 2.0 * dx)
         if edge_order == 1:
             first = div(sub(at(1), at(0)), dx)
