@@ -168,3 +168,9 @@ def test_pow_with_a_constant_exponent_compiles_in_a_vector_loop():
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("a, b", [(np.int8(-22), 3), (np.array([1, -2], np.int8), 3), (np.float32(2), 2.5)])
+def test_kron_with_a_traced_python_scalar_is_not_weak(a, b):
+    """np.kron calls np.asanyarray on both operands: a Python scalar argument is int64/float64."""
+    _same(jitgrad.jit(np.kron)(a, b), np.kron(a, b))

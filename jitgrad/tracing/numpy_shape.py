@@ -597,8 +597,12 @@ def vander(x, N=None, increasing=False):
 # --------------------------------------------------------------------------- products
 
 def kron(a, b):
-    with api.weak_scalars({}):           # np.asanyarray on each, then np.multiply's own loop
-        x, y = (as_value(np.asarray(v) if api._is_weak(v) else v) for v in (a, b))
+    with api.weak_scalars({}):     # np.asanyarray on each: nothing is weak, traced Python scalars too
+        return _kron_strong(*(as_value(np.asarray(v) if api._is_weak(v) else v) for v in (a, b)))
+
+
+def _kron_strong(x, y):
+    """kron of two arrays, run with no operand weak, as np.multiply's loop sees them in NumPy."""
     ndim = max(x.type.ndim, y.type.ndim)
     x = P.reshape(x, (1,) * (ndim - x.type.ndim) + x.type.shape)
     y = P.reshape(y, (1,) * (ndim - y.type.ndim) + y.type.shape)
