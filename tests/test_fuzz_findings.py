@@ -174,3 +174,21 @@ def test_pow_with_a_constant_exponent_compiles_in_a_vector_loop():
 def test_kron_with_a_traced_python_scalar_is_not_weak(a, b):
     """np.kron calls np.asanyarray on both operands: a Python scalar argument is int64/float64."""
     _same(jitgrad.jit(np.kron)(a, b), np.kron(a, b))
+
+
+@pytest.mark.parametrize("decimals", [-1, 1, 2, 3])
+def test_round_of_bfloat16_with_decimals_stays_bfloat16(decimals):
+    """NumPy writes each step of round into an array of the input's dtype: bfloat16 times a
+    Python float is float32 and is rounded back to bfloat16 before rint and after the division."""
+    x = (np.random.default_rng(7).standard_normal(500) * 50).astype(ml_dtypes.bfloat16)
+    got, want = jitgrad.jit(lambda x: np.round(x, decimals))(x), np.round(x, decimals)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+
+
+def test_nan_to_num_of_bfloat16_returns_it_unchanged():
+    """bfloat16 is no np.inexact: NumPy's nan_to_num leaves it as it is (nan and inf kept)."""
+    x = np.array([np.nan, np.inf, -np.inf, 1.5], dtype=ml_dtypes.bfloat16)
+    got, want = jitgrad.jit(np.nan_to_num)(x), np.nan_to_num(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))

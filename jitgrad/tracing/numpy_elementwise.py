@@ -136,17 +136,21 @@ def round_(a, decimals=0, out=None):
     if decimals == 0:
         return rint(x)
     mul, div = api.UFUNCS[np.multiply], api.UFUNCS[np.true_divide]
+
+    def into_x(v):                   # NumPy writes each step into an array of x's dtype (bfloat16
+        v = as_value(v)              # times a Python float is float32, rounded back to bfloat16)
+        return v if v.type.dtype == x.type.dtype else P.convert(v, x.type.dtype)
     if decimals > 0:
         factor = float(10.0 ** decimals)
-        return div(rint(mul(x, factor)), factor)
+        return into_x(div(rint(into_x(mul(x, factor))), factor))
     factor = float(10.0 ** -decimals)
-    return mul(rint(div(x, factor)), factor)
+    return into_x(mul(rint(into_x(div(x, factor))), factor))
 
 
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     v = as_value(x)
-    if not v.type.dtype.is_float:
-        return v
+    if not v.type.dtype.is_float or v.type.dtype == DType.bf16:
+        return v                     # NumPy: bfloat16 is no np.inexact, returned unchanged
     for name, value in (("nan", nan), ("posinf", posinf), ("neginf", neginf)):
         if isinstance(value, Value):
             raise UnsupportedOperationError(f"numpy.nan_to_num: a traced {name}= is not supported; "
