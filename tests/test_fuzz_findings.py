@@ -192,3 +192,13 @@ def test_nan_to_num_of_bfloat16_returns_it_unchanged():
     got, want = jitgrad.jit(np.nan_to_num)(x), np.nan_to_num(x)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+
+
+@pytest.mark.parametrize("bounds", [(0, 2), (-2, 0), (1000001, 2000000), (0.1, 2.3), (None, 2), (0, None)])
+def test_clip_of_bfloat16_with_both_bounds_runs_in_float32(bounds):
+    """With both bounds NumPy calls its clip ufunc, which has no bfloat16 loop: float32, and an
+    integer bound keeps its float32 value (1000001 is not a bfloat16). One bound: maximum/minimum."""
+    x = np.array([999424, 0.69, -3, 0.3125, -0.25, 5, np.nan], dtype=ml_dtypes.bfloat16)
+    got, want = jitgrad.jit(lambda x: np.clip(x, *bounds))(x), np.clip(x, *bounds)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))

@@ -839,6 +839,11 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
         if _is_weak(a_max) and type(a_max) is int and a_max > info.max:
             a_max = None
     result = x                 # maximum then minimum, with their dtype rules (bfloat16, 0.0: float32)
+    if a_min is not None and a_max is not None and result_dtype(x, a_min, a_max) == DType.bf16:
+        # both bounds: NumPy's clip ufunc, which has no bfloat16 loop and runs in float32
+        x, a_min, a_max = (P.convert(v, DType.f32) if isinstance(v, Value) and v.type.dtype == DType.bf16
+                           else v for v in (as_value(x), a_min, a_max))
+        result = x
     if a_min is not None:
         result = UFUNCS[np.maximum](result, a_min)
     if a_max is not None:
