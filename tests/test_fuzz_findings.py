@@ -202,3 +202,21 @@ def test_clip_of_bfloat16_with_both_bounds_runs_in_float32(bounds):
     got, want = jitgrad.jit(lambda x: np.clip(x, *bounds))(x), np.clip(x, *bounds)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("shape", [(1,), (3,), (1, 1), (2, 3), (1, 1, 2), (2, 2, 2), (0,)])
+@pytest.mark.parametrize("scale", [False, True, 0.0, -0.0, 2.0, np.float32(0), np.float32(-3)])
+def test_dot_with_a_scalar_as_numpy_s_axpy(dtype, shape, scale):
+    """np.dot of a float32/float64 vector or matrix and a scalar is BLAS axpy into zeros: a
+    zero scale gives +0.0 even where the array holds nan or inf; -0.0 products become +0.0."""
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.5, -2.0])
+    if dtype is np.int32:
+        special = np.array([3, -2, 0, 7])
+    x = np.random.default_rng(3).choice(special, size=shape).astype(dtype)
+    for call in (lambda x: np.dot(x, scale), lambda x: np.dot(scale, x)):
+        with np.errstate(all="ignore"):
+            want = call(x)
+        got = jitgrad.jit(call)(x)
+        _same(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

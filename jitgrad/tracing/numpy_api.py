@@ -612,10 +612,24 @@ def dot(a, b, out=None):
     _reject("dot", out=out)
     a, b = _promote_strong(a, b)
     if a.type.ndim == 0 or b.type.ndim == 0:
-        return UFUNCS[np.multiply](a, b)      # bool: and; float16: rounded once
+        return _scaled_as_axpy(UFUNCS[np.multiply](a, b), a if a.type.ndim == 0 else b)
     if b.type.ndim == 1 or a.type.ndim <= 2 and b.type.ndim <= 2:
         return _matmul_values(a, b)
     return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 2,)))
+
+
+def _scaled_as_axpy(product, scalar):
+    """np.dot of a float32/float64 vector or matrix (more than one element) and a scalar is
+    BLAS axpy into zeros: a scale of 0 leaves +0.0 everywhere (nan * 0 included), any other
+    adds +0.0 (-0.0 becomes +0.0). Otherwise it is the plain product (bool: and; float16:
+    rounded once)."""
+    if product.type.dtype not in (DType.f32, DType.f64) or product.type.ndim not in (1, 2) \
+            or product.type.size <= 1:
+        return product
+    zero = P.full(0.0, product.type)
+    into_zeros = P.add(product, zero)
+    scale_is_zero = broadcast_to(P.eq(scalar, P.full(0.0, scalar.type)), product.type.shape)
+    return P.select(scale_is_zero, zero, into_zeros)
 
 
 def inner(a, b):
