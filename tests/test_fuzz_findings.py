@@ -220,3 +220,16 @@ def test_dot_with_a_scalar_as_numpy_s_axpy(dtype, shape, scale):
         got = jitgrad.jit(call)(x)
         _same(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("exponent", [0.5, np.float16(0.5)])
+def test_float16_pow_one_half_operator_is_sqrt(exponent):
+    """NumPy's `**` with a Python float exponent 0.5 calls np.sqrt (-inf gives nan, -0.0 stays -0.0);
+    np.power and a float16 exponent use pow (-inf gives inf)."""
+    x = np.array([-np.inf, -0.0, 0.0, 2.0, np.inf, -1.0, np.nan], dtype=np.float16)
+    for call in (lambda x: x ** exponent, lambda x: np.power(x, exponent)):
+        with np.errstate(all="ignore"):
+            want = call(x)
+        got = jitgrad.jit(call)(x)
+        _same(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

@@ -327,9 +327,12 @@ class Tracer:
     _power = _operator(np.power)
 
     def __pow__(self, other):
-        """NumPy's `**` computes a bool array ** 2 as np.square (int8), unlike np.power."""
+        """NumPy's `**` computes a bool array ** 2 as np.square (int8), and a float16 array
+        ** 0.5 as np.sqrt (-inf ** 0.5 is nan, not np.power's inf), unlike np.power."""
         if self.value.type.dtype == DType.bool and type(other) is int and other == 2 and not self.weak:
             return apply(api.UFUNCS[np.square], (self,))
+        if self.value.type.dtype == DType.f16 and type(other) is float and other == 0.5 and not self.weak:
+            return apply(api.UFUNCS[np.sqrt], (self,))
         return self._power(other)
     __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
     __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
