@@ -233,3 +233,16 @@ def test_float16_pow_one_half_operator_is_sqrt(exponent):
         got = jitgrad.jit(call)(x)
         _same(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("exponent", [-2, -3, -2.0])
+def test_negative_integer_power_of_a_large_float_does_not_flush_to_zero(dtype, exponent):
+    """x ** -2 once ran as 1 / (x * x): x * x overflowed to inf and a representable (subnormal)
+    result became 0. NumPy calls pow."""
+    x = np.array([9.5e19, 3e19, 2.0, -3.0, 1e-3], dtype=dtype) if dtype is np.float32 else \
+        np.array([1e160, 3e155, 2.0, -3.0, 1e-3])
+    got, want = jitgrad.jit(lambda x: x ** exponent)(x), x ** exponent
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert np.all((got != 0) == (want != 0))

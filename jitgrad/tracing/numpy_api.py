@@ -182,7 +182,8 @@ def unary_float(prim_fn):
 def power(x, y):
     """x ** y; a static integer exponent becomes exact repeated multiplication."""
     static = _is_weak(y) and not isinstance(y, Value)        # a Python number written in the code
-    if static and math.isfinite(y) and float(y) == int(y) and builtins.abs(y) <= 64:
+    if static and math.isfinite(y) and float(y) == int(y) and builtins.abs(y) <= 64 \
+            and not (y < -1 and result_dtype(x, y).is_float):   # 1 / x**2 overflows where pow does not
         base = promote(x)[0] if not _is_weak(x) else as_value(x)
         if y < 0 and not base.type.dtype.is_float and base.type.size == 0:
             return base          # NumPy checks elements at run time: an empty array passes
