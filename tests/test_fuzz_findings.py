@@ -246,3 +246,29 @@ def test_negative_integer_power_of_a_large_float_does_not_flush_to_zero(dtype, e
     assert got.dtype == want.dtype
     np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=0)
     assert np.all((got != 0) == (want != 0))
+
+
+def test_integer_power_of_a_loop_invariant_base_compiles_and_matches_numpy():
+    """Fuzz seed 31337 program 6680: an integer power unrolled over 64 exponent bits,
+    of a base computed outside the loop, sent LLVM's optimizer into a search that never
+    ended. Run in a subprocess so a hang is a failure, not a stuck suite."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import numpy as np, jitgrad
+        x = np.ones((4, 4)); x[0, 0] = np.nan; x[2, 1] = np.nan
+        f = jitgrad.jit(lambda x: np.power(np.sum(np.isnan(x)), np.isnan(x)))
+        got, ref = f(x), np.power(np.sum(np.isnan(x)), np.isnan(x))
+        assert got.dtype == ref.dtype and np.array_equal(got, ref), (got, ref)
+        rng = np.random.default_rng(0)
+        for dt in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+            lo = -5 if np.issubdtype(dt, np.signedinteger) else 0
+            a = rng.integers(lo, 7, 300).astype(dt)
+            e = rng.integers(0, 70, 300).astype(dt)
+            got, ref = jitgrad.jit(lambda a, e: a ** e)(a, e), a ** e
+            assert got.dtype == ref.dtype and np.array_equal(got, ref), dt
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -196,17 +196,46 @@ class CPUScalarContext:
         return floordiv, remainder
 
     def int_power(self, a, b):
-        """a ** b on integers by repeated squaring over b's bits (wrapping, as NumPy);
-        a negative exponent gives 0 (NumPy raises)."""
-        b_ = self.builder
-        acc, base = self.const(1, a), a
-        for bit in range(b.type.width - (0 if self._unsigned(b) else 1)):
-            taken = b_.icmp_unsigned("!=", b_.and_(b, self.const(1 << bit, b)), self.const(0, b))
-            acc = b_.select(taken, b_.mul(acc, base), acc)
-            base = b_.mul(base, base)
-        if self._unsigned(b):
-            return acc
-        return b_.select(b_.icmp_signed("<", b, self.const(0, b)), self.const(0, a), acc)
+        """a ** b on integers by repeated squaring over b's bits (wrapping, as NumPy); a
+        negative exponent gives 0 (NumPy raises). A call to one small looping function per
+        type: unrolled over all 64 exponent bits inside a vectorized loop, the squarings of
+        a loop-invariant base sent LLVM's optimizer into a search that never ended."""
+        return self.builder.call(self._int_power_function(a.type, b.type, self._unsigned(b)), [a, b])
+
+    def _int_power_function(self, base_type, exponent_type, unsigned: bool) -> ir.Function:
+        name = f"jitgrad_int_power_{base_type}_{exponent_type}_{'u' if unsigned else 's'}"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        fn = ir.Function(self.module, ir.FunctionType(base_type, [base_type, exponent_type]), name)
+        fn.linkage = "internal"
+        for attr in ("noinline", "nounwind", "readnone"):
+            fn.attributes.add(attr)
+        base, exponent = fn.args
+        entry, head, step, done = (fn.append_basic_block(n) for n in ("entry", "head", "step", "done"))
+        one, zero = ir.Constant(base_type, 1), ir.Constant(exponent_type, 0)
+        b = ir.IRBuilder(entry)
+        if unsigned:
+            b.branch(head)
+        else:
+            negative = fn.append_basic_block("negative")
+            b.cbranch(b.icmp_signed("<", exponent, zero), negative, head)
+            ir.IRBuilder(negative).ret(ir.Constant(base_type, 0))
+        b.position_at_end(head)
+        acc, power, rest = b.phi(base_type), b.phi(base_type), b.phi(exponent_type)
+        acc.add_incoming(one, entry)
+        power.add_incoming(base, entry)
+        rest.add_incoming(exponent, entry)
+        b.cbranch(b.icmp_unsigned("==", rest, zero), done, step)
+        b.position_at_end(step)
+        odd = b.icmp_unsigned("!=", b.and_(rest, ir.Constant(exponent_type, 1)), zero)
+        acc.add_incoming(b.select(odd, b.mul(acc, power), acc), step)
+        power.add_incoming(b.mul(power, power), step)
+        rest.add_incoming(b.lshr(rest, ir.Constant(exponent_type, 1)), step)
+        b.branch(head)
+        b.position_at_end(done)
+        b.ret(acc)
+        return fn
 
     def cmp(self, op: str, a, b):
         if self.is_float(a):
