@@ -29,7 +29,7 @@ PROGRAMS = {
             np.testing.assert_allclose(total, np.sum(out), rtol=1e-12)
 
         f = jitgrad.jit(waves)
-        ARGS = (np.linspace(0.0, 1.0, 12_000_000),)
+        ARGS = (np.linspace(0.0, 1.0, 36_000_000),)
         assert "fusion plan of @waves: 1 kernels" in f.lower(*ARGS).as_text("kernels")     # one long kernel
     """,
     "matrix_products": """
@@ -165,7 +165,7 @@ WATCHED_CALL_SCRIPT = textwrap.dedent("""
             x = np.sin(x) * 1.5
         return x, np.sum(x)
 
-    X = np.linspace(0.0, 1.0, 12_000_000)
+    X = np.linspace(0.0, 1.0, 36_000_000)
     executable = jitgrad.jit(waves).lower(X).executable
     assert executable.stops_on_interrupt
 
