@@ -18,6 +18,8 @@ import platform
 
 import numpy as np
 
+from .targets import cpuinfo_flags          # platform and dataclasses only: no compiler
+
 FORMAT = "jitgrad-aot"
 ABI_VERSION = 1
 
@@ -44,18 +46,6 @@ def manifest_digest(manifest: dict) -> str:
     """SHA-256 of the manifest without its `checksum` field, in a canonical JSON form."""
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
 
 
 def _read_manifest(path: str) -> dict:
@@ -95,7 +85,7 @@ def check_cpu(target: dict) -> None:
     if target["arch"] != machine:
         raise ArtifactCPUError(f"the artifact is built for {target['arch']} ({target['name']}); this machine is "
                                f"{machine}")
-    flags = _cpu_flags()
+    flags = cpuinfo_flags()
     missing = [flag for flag in target["cpu_flags"] if flag not in flags]
     if missing:
         raise ArtifactCPUError(f"this CPU lacks {', '.join(missing)}, which the artifact's target "
