@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .builder import Builder, current_builder, new_function
+from .builder import Builder, new_function
 from .core import YIELD, Block, Function, Operation, Region, Value
+from .rewrite import Rewriter
 
 
 def clone_op(builder: Builder, op: Operation, operands: Sequence[Value],
@@ -26,32 +27,13 @@ def clone_op(builder: Builder, op: Operation, operands: Sequence[Value],
 
 def clone_region(region: Region, value_map: dict[Value, Value]) -> Region:
     """A deep copy of `region`; its block arguments and op results go into `value_map`."""
-    blocks = []
-    for block in region.blocks:
-        inner = Builder(Block())
-        for arg in block.args:
-            value_map[arg] = inner.add_arg(arg.type)
-        for op in block.ops:
-            with inner.at(op.loc):
-                new = clone_op(inner, op, [value_map[v] for v in op.operands], value_map)
-            value_map.update(zip(op.results, new.results, strict=True))
-        blocks.append(inner.block)
-    return Region(blocks)
+    return Rewriter(env=value_map).rewrite_region(region.parent, region)
 
 
 def inline_block(block: Block, operands: Sequence[Value], value_map: dict | None = None) -> list[Value]:
     """Copy `block`'s ops into the active builder with its arguments bound to `operands`
     (and other free values as `value_map` maps them); returns what its terminator passes on."""
-    builder = current_builder()
-    value_map = dict(value_map or {})
-    value_map.update(zip(block.args, operands, strict=True))
-    for op in block.ops:
-        if op.opdef.is_terminator:
-            return [value_map[v] for v in op.operands]
-        with builder.at(op.loc):
-            new = clone_op(builder, op, [value_map[v] for v in op.operands], value_map)
-        value_map.update(zip(op.results, new.results, strict=True))
-    raise AssertionError("block without terminator")
+    return Rewriter(env=dict(value_map or {})).run_block(block, operands)
 
 
 def body_function(op: Operation, name: str | None = None) -> Function:
