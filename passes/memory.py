@@ -48,16 +48,16 @@ def plan_buffers(fn: Function, sched: Schedule) -> MemoryPlan:
     last_read: dict[Value, int] = {}
     for pos, kernel in enumerate(sched.kernels):
         for op in kernel.ops:
-            result = op.results[0]
             lowering = op.opdef.lowering
             if isinstance(lowering, (Alias, Constant)):
                 continue
-            stored = result in kernel.stored if kernel.fused else True
-            if stored and result not in outputs:
-                written[result] = pos
-            for v in sched.reads(result, compute=True):
-                root = _alias_root(v)
-                last_read[root] = max(last_read.get(root, pos), pos)
+            for result in op.results:
+                stored = result in kernel.stored if kernel.fused else True
+                if stored and result not in outputs:
+                    written[result] = pos
+                for v in sched.reads(result, compute=True):
+                    root = _alias_root(v)
+                    last_read[root] = max(last_read.get(root, pos), pos)
     for v in fn.outputs:                       # outputs copied from an alias are read at the end
         root = _alias_root(v)
         if root in written:

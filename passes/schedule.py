@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from jitgrad.ir import Function, Operation, Value
+from jitgrad.backends.kernel_kinds import KernelKind
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 
 _ALWAYS_MATERIALIZED = (Reduction, Contraction, Scatter, Alias)
@@ -112,6 +113,10 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
         if op.opdef.is_terminator:
             continue
         lowering = op.opdef.lowering
+        if isinstance(lowering, KernelKind):     # its own kernel, reading and writing buffers
+            sched.materialized.update(op.results)
+            sched.materialized.update(op.operands)
+            continue
         result = op.results[0]
         depth[result] = 1 + max((depth.get(v, 0) for v in op.operands if v not in sched.materialized), default=0)
         if depth[result] >= MAX_INLINE_DEPTH:

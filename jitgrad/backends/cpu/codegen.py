@@ -22,6 +22,7 @@ from llvmlite import ir
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import Schedule
+from jitgrad.backends.kernel_kinds import KernelKind
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest, for_range,
                            index, memory_type, register_type)
@@ -93,8 +94,9 @@ class FunctionLowering:
         # A program that calls BLAS keeps its loops on one thread: libgomp's workers spin
         # after a parallel loop and OpenBLAS's threads would then fight them for the cores
         # (a 40x slowdown measured on 2 cores; docs/benchmarks.md).
-        uses_blas = blas is not None and any(isinstance(getattr(op.opdef, "lowering", None), Contraction)
-                                                 for op in fn.body.ops)
+        descriptions = [getattr(op.opdef, "lowering", None) for op in fn.body.ops]
+        uses_blas = blas is not None and any(isinstance(d, Contraction) or getattr(d, "uses_blas", False)
+                                             for d in descriptions)
         self.threads = None if uses_blas else threads
         self._kernel_count = 0
 
@@ -143,8 +145,30 @@ class FunctionLowering:
             self._lower_contraction(op)
         elif isinstance(lowering, Scatter):
             self._lower_scatter(op, lowering)
+        elif isinstance(lowering, KernelKind):
+            for result in op.results:
+                self._allocate(result)
+            lowering.emit(self, op)
         else:
             raise NotImplementedError(f"no CPU lowering for {op.name}")
+
+    # ------------------------------------------------------------------ emit context of kernel kinds
+    device = "cpu"
+    """The device name `KernelKind.emit` selects its emitter by (kernel_kinds.py)."""
+
+    def pointer(self, value: Value) -> ir.Value:
+        """The buffer of a materialized value: an operand or an allocated result."""
+        return self.buffers[value]
+
+    def scratch(self, nbytes: int) -> ir.Value:
+        """`nbytes` of 64-byte aligned workspace for temporaries of the current kernel."""
+        return self._scratch(nbytes)
+
+    def memset_zero(self, dst, nbytes: int) -> None:
+        self._memset_zero(dst, nbytes)
+
+    def memcpy(self, dst, src, nbytes: int) -> None:
+        self._memcpy(dst, src, nbytes)
 
     # ------------------------------------------------------------------ buffers
     def _allocate(self, value: Value) -> ir.Value:
