@@ -14,13 +14,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jitgrad.errors import GradientError
-from jitgrad.ir import Function
-from jitgrad.primitives.calls import CallOp, custom_vjp_lin_p, inline_block, lookup_rule
-from .manager import FunctionPass, rewrite_function
+from jitgrad.ir import Function, Operation, Value
+from jitgrad.ir.clone import body_function, inline_block
+from jitgrad.ir.rewrite import Rewriter
+from jitgrad.primitives.calls import CallOp, custom_vjp_lin_p, lookup_rule
+from .manager import FunctionPass
 from .simplify import simplify_pipeline
 
 
 CHECKPOINTS = ("checkpoint", "checkpoint_jvp")
+
+
+class _Inliner(Rewriter):
+    """The driver with one rule for call ops: replace the call by its body. Without
+    `checkpoints`, checkpoint regions are copied (their bodies rewritten, so calls nested
+    in them are inlined too)."""
+
+    def __init__(self, checkpoints: bool):
+        super().__init__()
+        self.checkpoints = checkpoints
+
+    def rule_for(self, op: Operation):
+        if op.opdef is custom_vjp_lin_p:
+            return _reject_forward_mode_custom_vjp
+        if isinstance(op.opdef, CallOp) and (self.checkpoints or op.name not in CHECKPOINTS):
+            return _inline_call
+        return None
+
+
+def _inline_call(inliner: _Inliner, op: Operation, inputs: list[Value]) -> list[Value]:
+    if not inliner.checkpoints:
+        return inliner.run_block(op.regions[0].block, inputs)     # nested calls go by the same rules
+    body = InlineCheckpoints().run(body_function(op))
+    for simplify in simplify_pipeline():                          # simplified on its own, then inlined
+        body = simplify.run(body)
+    return inline_block(body.body, inputs)
+
+
+def _reject_forward_mode_custom_vjp(inliner: _Inliner, op: Operation, inputs: list[Value]):
+    raise GradientError(f"{lookup_rule(op.attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
+                        "differentiated in reverse mode only; forward mode (jvp, jacfwd) needs a "
+                        "custom_jvp rule", op.loc)
 
 
 @dataclass(frozen=True)
@@ -32,7 +66,7 @@ class InlineCalls(FunctionPass):
     def run(self, fn: Function) -> Function:
         if not any(_is_call(op) and op.name not in CHECKPOINTS for op in fn.walk()):
             return fn
-        return rewrite_function(fn, lambda op, operands: _inline(op, operands, checkpoints=False))
+        return _Inliner(checkpoints=False).rewrite_function(fn)
 
 
 @dataclass(frozen=True)
@@ -44,23 +78,8 @@ class InlineCheckpoints(FunctionPass):
     def run(self, fn: Function) -> Function:
         if not any(_is_call(op) for op in fn.walk()):
             return fn
-        return rewrite_function(fn, lambda op, operands: _inline(op, operands, checkpoints=True))
+        return _Inliner(checkpoints=True).rewrite_function(fn)
 
 
 def _is_call(op) -> bool:
     return isinstance(op.opdef, CallOp) or op.opdef is custom_vjp_lin_p
-
-
-def _inline(op, operands, checkpoints: bool):
-    if op.opdef is custom_vjp_lin_p:
-        raise GradientError(f"{lookup_rule(op.attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
-                            "differentiated in reverse mode only; forward mode (jvp, jacfwd) needs a "
-                            "custom_jvp rule", op.loc)
-    if not isinstance(op.opdef, CallOp) or (op.name in CHECKPOINTS and not checkpoints):
-        return None
-    body = Function(op.name, op.regions[0].block)
-    body = (InlineCheckpoints() if checkpoints else InlineCalls()).run(body)   # nested calls first
-    if checkpoints:
-        for simplify in simplify_pipeline():
-            body = simplify.run(body)
-    return inline_block(body.body, operands)

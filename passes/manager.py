@@ -6,9 +6,10 @@ stage stays valid and printable. The manager records each stage (function + wall
 for the CLI's print-after and time-passes, and can run the verifier around every pass so
 a broken pass is named the moment it breaks the IR, not three passes later.
 
-`rewrite_function` is the one skeleton the simplification passes share (JAX's
-env/read/write loop): walk the ops in order, map operands through an env, and either
-copy each op or let a rule replace its results.
+`rewrite_function` runs one callback on the region-recursive driver of
+`jitgrad.ir.rewrite` (JAX's env/read/write loop): walk the ops in order, nested regions
+included, map operands through an env, and either copy each op or let the callback
+replace its results.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Sequence
 
-from jitgrad.ir import Function, Operation, Value, new_function
+from jitgrad.ir import Function, Operation, Value
 from jitgrad.ir.clone import clone_op, clone_region
 from jitgrad.ir.errors import VerificationError
+from jitgrad.ir.rewrite import Rewriter
 from jitgrad.ir.verifier import verify
 
 copy_op = clone_op            # aliases of the ir/ functions, under the names passes import
@@ -87,25 +89,31 @@ class PassManager:
 Rewrite = Callable[[Operation, list[Value]], Optional[Sequence[Value]]]
 
 
+class CallbackRewriter(Rewriter):
+    """The driver with one rule for every op: `rewrite(op, new_operands)` returns the
+    values that replace the op's results or None to copy it (its regions rewritten the
+    same way); ops with `keep(op)` false are dropped."""
+
+    def __init__(self, rewrite: Rewrite, keep: Callable[[Operation], bool] = lambda op: True):
+        super().__init__()
+        self._rewrite, self._keep = rewrite, keep
+
+    def rule_for(self, op: Operation):
+        return lambda rewriter, op, inputs: self._rewrite(op, inputs)
+
+    def keep(self, op: Operation) -> bool:
+        return self._keep(op)
+
+
 def rewrite_function(fn: Function, rewrite: Rewrite, keep: Callable[[Operation], bool] = lambda op: True,
                      ) -> Function:
-    """A new function with `fn`'s signature, rebuilt op by op in program order.
+    """A new function with `fn`'s signature, rebuilt op by op in program order, inside
+    nested regions too.
 
-    For each top-level op with `keep(op)` true, `rewrite(op, new_operands)` runs inside
-    the active builder with the op's location; it returns the values that replace the
-    op's results, or None to copy the op. Terminators are always copied. Ops with
-    `keep(op)` false are dropped: nothing may use their results.
+    For each op with `keep(op)` true, `rewrite(op, new_operands)` runs inside the active
+    builder with the op's location; it returns the values that replace the op's results
+    (one per result), or None to copy the op, whose regions are then rewritten the same
+    way. Terminators are always copied. Ops with `keep(op)` false are dropped: nothing
+    may use their results.
     """
-    new_fn, builder = new_function(fn.name, fn.input_types)
-    env: dict[Value, Value] = dict(zip(fn.args, new_fn.args, strict=True))
-    with builder:
-        for op in fn.body.ops:
-            if not op.opdef.is_terminator and not keep(op):
-                continue
-            operands = [env[v] for v in op.operands]
-            with builder.at(op.loc):
-                new = None if op.opdef.is_terminator else rewrite(op, operands)
-                if new is None:
-                    new = clone_op(builder, op, operands, env).results
-            env.update(zip(op.results, new, strict=True))
-    return new_fn
+    return CallbackRewriter(rewrite, keep).rewrite_function(fn)

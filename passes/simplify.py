@@ -15,8 +15,9 @@ not at all.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from jitgrad.ir import Function, Operation, TensorType, Value, current_builder
 from jitgrad.primitives import Elementwise, Primitive, constant, full
 from jitgrad.primitives.elementwise import mul_p, neg_p
 from jitgrad.primitives.structural import broadcast_in_dim_p, constant_p, reshape_p, transpose_p
-from .manager import FunctionPass, copy_op, rewrite_function
+from jitgrad.ir.rewrite import Rewriter, live_ops
+from .manager import FunctionPass, rewrite_function
 
 # --------------------------------------------------------------------------- constants seen through views
 
@@ -243,15 +245,16 @@ def _build(x: Replacement) -> Value:
 def _simplify_op(op: Operation, operands: list[Value]) -> Optional[list[Value]]:
     if op.regions or len(op.results) != 1:
         return None
-    out = _apply_rules(op.name, operands, op.attrs, op.results[0].type)
+    out = _apply_rules(op.name, operands, op.attrs, op.result.type)
     return None if out is None else [_build(out)]
 
 
 @dataclass(frozen=True)
 class AlgebraicSimplification(FunctionPass):
-    """Applies `RULES` in one forward walk. Values are defined before they are used and
-    every rule sees already-simplified operands (and replacements are simplified before
-    they are built), so one walk reaches the fixpoint. Ops it bypasses are left for DCE."""
+    """Applies `RULES` in one forward walk, inside regions too. Values are defined before
+    they are used and every rule sees already-simplified operands (and replacements are
+    simplified before they are built), so one walk reaches the fixpoint. Ops it bypasses
+    are left for DCE."""
 
     name: ClassVar[str] = "algebra"
 
@@ -292,7 +295,8 @@ class ConstantFolding(FunctionPass):
     Anything else is folded only if its result has at most `max_elements` elements and
     its operands at most `max_input_elements`: folding must never put a big array into
     the compiled module, nor spend compile time computing one. A broadcast of a 0-d
-    constant is the canonical splat and is never expanded. Ops with regions are copied.
+    constant is the canonical splat and is never expanded. Ops with regions are copied,
+    their bodies folded the same way.
     """
 
     name: ClassVar[str] = "fold"
@@ -308,7 +312,7 @@ class ConstantFolding(FunctionPass):
             return None
         if not all(_is_folded(v) for v in operands):
             return None
-        out_type = op.results[0].type
+        out_type = op.result.type
         if isinstance(prim.lowering, Elementwise):
             scalars = [splat(v) for v in operands]
             if all(s is not None for s in scalars):
@@ -347,54 +351,61 @@ def attr_key(x: Any) -> Any:
     return (type(x).__name__, x)
 
 
+class _SharingRewriter(Rewriter):
+    """CSE on the driver: `available` maps an op's key to the results of the first op with
+    that key in the current scope. Each region is a scope of its own, which starts empty:
+    a region may be isolated from the values around it (a call's body), and a checkpoint
+    body must recompute, not reuse, what the forward pass computed."""
+
+    def __init__(self):
+        super().__init__()
+        self.available: dict[tuple, Sequence[Value]] = {}
+
+    @contextmanager
+    def entering(self, op: Operation, region) -> Iterator[None]:
+        saved, self.available = self.available, {}
+        try:
+            yield
+        finally:
+            self.available = saved
+
+    def rule_for(self, op: Operation):
+        return None if op.regions or not op.results else _share
+
+
+def _share(rewriter: _SharingRewriter, op: Operation, inputs: list[Value]) -> Sequence[Value]:
+    key = (op.opdef, tuple(inputs), attr_key(op.attrs), tuple(r.type for r in op.results))
+    if key not in rewriter.available:
+        rewriter.available[key] = rewriter.default_rule(op, inputs)
+    return rewriter.available[key]
+
+
 @dataclass(frozen=True)
 class CommonSubexpressionElimination(FunctionPass):
-    """Reuses the first of several ops with the same opdef, operands and attributes.
-    Sound because primitives are pure; ops with regions or no results are left alone."""
+    """Reuses the first of several ops with the same opdef, operands and attributes, in
+    every block (nested regions included, each its own scope). Sound because primitives
+    are pure; ops with regions or no results are not merged themselves."""
 
     name: ClassVar[str] = "cse"
 
     def run(self, fn: Function) -> Function:
-        seen: dict[tuple, list[Value]] = {}
-
-        def rewrite(op: Operation, operands: list[Value]) -> Optional[list[Value]]:
-            if op.regions or not op.results:
-                return None
-            key = (op.opdef, tuple(operands), attr_key(op.attrs), tuple(r.type for r in op.results))
-            if key not in seen:
-                seen[key] = copy_op(current_builder(), op, operands, {}).results
-            return seen[key]
-
-        return rewrite_function(fn, rewrite)
+        return _SharingRewriter().rewrite_function(fn)
 
 
 # --------------------------------------------------------------------------- dead code
 
-def _nested_ops(op: Operation):
-    for region in op.regions:
-        for block in region.blocks:
-            for inner in block.ops:
-                yield inner
-                yield from _nested_ops(inner)
-
-
 @dataclass(frozen=True)
 class DeadCodeElimination(FunctionPass):
-    """Drops ops none of whose results are used. Primitives are pure, so an unused result
-    is wasted work; terminators and ops without results (kept for their effects, should
-    any appear) stay. Uses inside nested regions count."""
+    """Drops ops none of whose results are used, inside regions too. Primitives are pure,
+    so an unused result is wasted work; terminators and ops without results (kept for
+    their effects) stay. An op with regions stays when one of its results is used; its
+    body is then swept the same way (its `yield` keeps what it passes on), and values
+    the body reads from enclosing blocks count as used there."""
 
     name: ClassVar[str] = "dce"
 
     def run(self, fn: Function) -> Function:
-        live: set[Value] = set()
-        kept: set[Operation] = set()
-        for op in reversed(fn.body.ops):
-            if op.opdef.is_terminator or not op.results or any(r in live for r in op.results):
-                kept.add(op)
-                live.update(op.operands)
-                for inner in _nested_ops(op):
-                    live.update(inner.operands)
+        kept = live_ops(fn.body)
         return rewrite_function(fn, lambda op, operands: None, keep=kept.__contains__)
 
 
