@@ -56,7 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
-    "jit_grad", "stop_gradient", "Compiled", "clear_caches",
+    "jit_grad", "stop_gradient", "Compiled", "clear_caches", "tree",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode", "Operation", "Graph", "SGD",
     "Adam",

@@ -11,8 +11,11 @@ inlines its IR instead, which is how the transformations compose.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import operator
 import os
+import pickle
 import sys
 import threading
 import types
@@ -269,6 +272,22 @@ class Compiled:
             self._last_key = None
             self._compiles_since_clear = 0
 
+    recipe: tuple | None = None
+    """(factory name, keyword arguments) that rebuild this object from `fun` (`jit`,
+    `grad`, ...), for pickling; None where it cannot be rebuilt that way."""
+
+    def __reduce__(self):
+        """Pickled by reference: the module and qualified name of the function and how it
+        was transformed, so a process pool (fork or spawn) can send it; the receiver
+        imports the module and compiles its own code."""
+        module = getattr(self.fun, "__module__", None)
+        qualname = getattr(self.fun, "__qualname__", "")
+        if self.recipe is None or module is None or "<" in qualname:
+            raise pickle.PicklingError(
+                f"cannot pickle the compiled function {self.name}: only transformations of functions defined at "
+                f"the top level of a module pickle (by reference), and {qualname or self.name} is not one")
+        return _restore_compiled, (module, qualname, self.recipe)
+
     @property
     def cache_size(self) -> int:
         """Compiled signatures held now."""
@@ -278,6 +297,25 @@ class Compiled:
     def compile_count(self) -> int:
         """Signatures compiled since creation (evicted ones included)."""
         return self._compiles
+
+
+def _restore_compiled(module: str, qualname: str, recipe: tuple) -> Compiled:
+    """Unpickle a Compiled object: the module's own object where it is that same
+    transformation (`@jit def f`), else the transformation applied again."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if isinstance(target, Compiled):
+        if target.recipe == recipe:
+            return target
+        target = target.fun
+    factory, kwargs = recipe
+    return _FACTORIES[factory](target, **dict(kwargs))
+
+
+def _remember(compiled: Compiled, factory: str, **kwargs) -> Compiled:
+    compiled.recipe = (factory, tuple(sorted(kwargs.items())))
+    return compiled
 
 
 def _locks_after_fork_in_child() -> None:
@@ -348,31 +386,89 @@ def _parameter(fun: Callable, position: int) -> str:
     return f"{position} ({names[position]})" if position < len(names) else str(position)
 
 
-def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = ()):
-    """Compile `fun` to native code (per argument signature)."""
-    static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+def _static_positions(fun: Callable, static_argnums, static_argnames) -> tuple[int, ...]:
+    """static_argnums and the positions of the parameters named in static_argnames (a
+    static argument passed by keyword is bound to its position before the call)."""
+    nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames or ())
+    if not names:
+        return nums
+    try:
+        parameters = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        raise ArgumentError(f"static_argnames needs a function with a signature; {_name(fun)} has none") from None
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name in names:
+        if name not in positional:
+            raise ArgumentError(f"static_argnames: {_name(fun)} has no positional parameter {name!r} "
+                                f"(its positional parameters: {', '.join(positional) or 'none'})")
+    return tuple(dict.fromkeys(nums + tuple(positional.index(n) for n in names)))
+
+
+def _with_static(fun: Callable, argnums, static: tuple[int, ...], transform: Callable) -> Callable:
+    """The stage of `transform(bound, argnums')` where `bound` is `fun` with the static
+    arguments fixed to this call's values and argnums' counts the dynamic ones only."""
+    if not static:
+        return transform(fun, argnums)
+    single = isinstance(argnums, int)
+
+    def stage(args: tuple):
+        fixed = {i % len(args) for i in static if -len(args) <= i < len(args)}
+        dynamic = [i for i in range(len(args)) if i not in fixed]
+        wanted = [operator.index(i) % len(args) if -len(args) <= i < len(args) else i
+                  for i in ((argnums,) if single else argnums)]
+        clash = [i for i in wanted if i in fixed]
+        if clash:
+            raise ArgumentError(f"{_name(fun)}: argument {clash[0]} is both differentiated (argnums) and static")
+        renumbered = [dynamic.index(i) if i in dynamic else i for i in wanted]
+
+        def bound(*dyn):
+            it = iter(dyn)
+            return fun(*[args[i] if i in fixed else next(it) for i in range(len(args))])
+        bound.__name__ = _name(fun)
+        bound.__wrapped__ = fun
+        return transform(bound, renumbered[0] if single else tuple(renumbered))(tuple(args[i] for i in dynamic))
+    return stage
+
+
+def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = ()):
+    """Compile `fun` to native code (per argument signature). Static arguments (by
+    position or by parameter name) are Python values fixed at trace time: each new
+    value compiles again."""
     if fun is None:
-        return lambda f: jit(f, static_argnums=static)
-    return Compiled(fun, trace_transform(fun, static), static)
+        return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames)
+    static = _static_positions(fun, static_argnums, static_argnames)
+    return _remember(Compiled(fun, trace_transform(fun, static), static), "jit", static_argnums=static)
 
 
 def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, memory_budget=None,
-         strict: bool = False) -> Compiled:
+         strict: bool = False, static_argnums: int | Sequence[int] = (),
+         static_argnames: str | Sequence[str] = ()) -> Compiled:
     """d fun / d args[argnums] for a function with a scalar output (reverse mode).
     `memory_budget` (bytes, or a string like "64MB") makes the backward pass recompute
     forward values instead of storing them, as far as needed to fit (`passes/remat.py`);
     a budget no recomputation meets warns (`MemoryBudgetWarning`), or with `strict=True`
-    raises `MemoryBudgetError`, when a signature is compiled."""
-    return Compiled(fun, grad_transform(fun, argnums, has_aux, "grad", memory_budget, strict),
-                    name=f"grad_{_name(fun)}")
+    raises `MemoryBudgetError`, when a signature is compiled. static_argnums and
+    static_argnames as in `jit` (argnums still count every positional argument)."""
+    static = _static_positions(fun, static_argnums, static_argnames)
+    stage = _with_static(fun, argnums, static,
+                         lambda f, nums: grad_transform(f, nums, has_aux, "grad", memory_budget, strict))
+    return _remember(Compiled(fun, stage, static, name=f"grad_{_name(fun)}"), "grad", argnums=argnums,
+                     has_aux=has_aux, memory_budget=memory_budget, strict=strict, static_argnums=static)
 
 
 def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
-                   memory_budget=None, strict: bool = False) -> Compiled:
-    """(fun(*args), grad(fun)(*args)) in one compiled function. memory_budget, strict:
-    see `grad`."""
-    return Compiled(fun, grad_transform(fun, argnums, has_aux, "value_and_grad", memory_budget, strict),
-                    name=f"value_and_grad_{_name(fun)}")
+                   memory_budget=None, strict: bool = False, static_argnums: int | Sequence[int] = (),
+                   static_argnames: str | Sequence[str] = ()) -> Compiled:
+    """(fun(*args), grad(fun)(*args)) in one compiled function. memory_budget, strict,
+    static_argnums, static_argnames: see `grad`."""
+    static = _static_positions(fun, static_argnums, static_argnames)
+    stage = _with_static(fun, argnums, static, lambda f, nums: grad_transform(
+        f, nums, has_aux, "value_and_grad", memory_budget, strict))
+    return _remember(Compiled(fun, stage, static, name=f"value_and_grad_{_name(fun)}"), "value_and_grad",
+                     argnums=argnums, has_aux=has_aux, memory_budget=memory_budget, strict=strict,
+                     static_argnums=static)
 
 
 TRANSFORM_CACHE_SIZE = 64
@@ -526,17 +622,17 @@ def _basis(array: np.ndarray):
 
 def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
     """The Jacobian by forward mode (one JVP per input element): shape out.shape + in.shape."""
-    return Jacobian(fun, argnums, "fwd")
+    return _remember(Jacobian(fun, argnums, "fwd"), "jacfwd", argnums=argnums)
 
 
 def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
     """The Jacobian by reverse mode (one VJP per output element): shape out.shape + in.shape."""
-    return Jacobian(fun, argnums, "rev")
+    return _remember(Jacobian(fun, argnums, "rev"), "jacrev", argnums=argnums)
 
 
 def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
     """The Hessian, forward over reverse: jacfwd(jacrev(fun))."""
-    return jacfwd(jacrev(fun, argnums), argnums)
+    return _remember(jacfwd(jacrev(fun, argnums), argnums), "hessian", argnums=argnums)
 
 
 def hvp(fun: Callable, primals: Sequence, tangents: Sequence):
@@ -556,17 +652,28 @@ def stop_gradient(x):
 
 
 def jit_grad(fun: Callable | None = None, *, argnums: int | Sequence[int] = 0, has_aux: bool = False,
-             with_value: bool = False, memory_budget=None, strict: bool = False):
+             with_value: bool = False, memory_budget=None, strict: bool = False,
+             static_argnums: int | Sequence[int] = (), static_argnames: str | Sequence[str] = ()):
     """Decorator: the compiled gradient of `fun` (`@jit_grad` or `@jit_grad(argnums=...)`).
     with_value=True returns (value, grads); with has_aux the value is (value, aux).
-    memory_budget, strict: see `grad`."""
+    memory_budget, strict, static_argnums, static_argnames: see `grad`."""
     if fun is None:
         return lambda f: jit_grad(f, argnums=argnums, has_aux=has_aux, with_value=with_value,
-                                  memory_budget=memory_budget, strict=strict)
+                                  memory_budget=memory_budget, strict=strict, static_argnums=static_argnums,
+                                  static_argnames=static_argnames)
     mode = "value_and_grad" if with_value else "grad"
-    return Compiled(fun, grad_transform(fun, argnums, has_aux, mode, memory_budget, strict),
-                    name=f"grad_{_name(fun)}")
+    static = _static_positions(fun, static_argnums, static_argnames)
+    stage = _with_static(fun, argnums, static,
+                         lambda f, nums: grad_transform(f, nums, has_aux, mode, memory_budget, strict))
+    return _remember(Compiled(fun, stage, static, name=f"grad_{_name(fun)}"), "jit_grad", argnums=argnums,
+                     has_aux=has_aux, with_value=with_value, memory_budget=memory_budget, strict=strict,
+                     static_argnums=static)
 
 
 def _name(fun) -> str:
     return getattr(fun, "__name__", "fn")
+
+
+_FACTORIES: dict[str, Callable] = {"jit": jit, "grad": grad, "value_and_grad": value_and_grad, "jit_grad": jit_grad,
+                                   "jacfwd": jacfwd, "jacrev": jacrev, "hessian": hessian}
+"""The transformations a pickled Compiled object is rebuilt with."""

@@ -34,9 +34,16 @@ from jitgrad.eager.tape import WRAPPER_TYPES, numpy_protocol, register_array_typ
 
 def softmax_cross_entropy(logits, labels):
     """mean over the batch of -sum(labels * log_softmax(logits), axis=-1), computed
-    stably (the row maximum is subtracted, and carries no gradient)."""
+    stably (the row maximum is subtracted, and carries no gradient). `labels` is either
+    one probability row per example (logits' shape) or integer class indices (logits'
+    shape without the last axis); an index outside [0, classes) makes the loss NaN."""
     shifted = logits - stop_gradient(np.max(logits, axis=-1, keepdims=True))
     log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    labels_dtype = labels.dtype if hasattr(labels, "dtype") else np.asarray(labels).dtype
+    if np.issubdtype(labels_dtype, np.integer) and np.ndim(labels) == np.ndim(logits) - 1:
+        onehot = labels[..., None] == np.arange(np.shape(logits)[-1])
+        picked = np.sum(np.where(onehot, log_probs, 0), axis=-1)
+        return np.mean(np.where(np.any(onehot, axis=-1), -picked, np.nan))
     return np.mean(-np.sum(labels * log_probs, axis=-1))
 
 
@@ -324,7 +331,8 @@ class Graph:
         return self.apply(np.matmul, a, b)
 
     def softmax_cross_entropy(self, logits, labels) -> Node:
-        """mean over the batch of -sum(labels * log_softmax(logits), axis=-1), stable."""
+        """mean over the batch of -sum(labels * log_softmax(logits), axis=-1), stable;
+        `labels` may also be integer class indices (a placeholder of an integer dtype)."""
         return self.apply(softmax_cross_entropy, logits, labels)
 
     def gradients(self, loss: Node, xs):

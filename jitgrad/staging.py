@@ -306,10 +306,10 @@ def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], S
             per_output = []
             for k, out in enumerate(fn.outputs):
                 per_arg = []
-                for group in leaf_groups:
-                    if len(group) != 1:
-                        raise ArgumentError("jacfwd/jacrev need each differentiated argument to be one array")
-                    per_arg.append(Tracer(blocks[k][wrt.index(group[0])]))
+                for group, i in zip(leaf_groups, argnums_n, strict=True):
+                    # a pytree argument: its structure, one block per leaf (as JAX)
+                    per_leaf = [Tracer(blocks[k][wrt.index(p)]) for p in group]
+                    per_arg.append(tree_unflatten(tree_flatten(args[i])[1], per_leaf))
                 per_output.append(per_arg[0] if single else tuple(per_arg))
             return tree_unflatten(traced.out_tree, per_output)
         body.__wrapped__ = fun
