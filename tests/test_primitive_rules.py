@@ -24,6 +24,7 @@ from jitgrad.ir import DType, TensorType
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.primitives import Primitive, Zero
+from jitgrad.backends.kernel_kinds import KernelKind
 from jitgrad.primitives.base import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from jitgrad.tracing.tracer import trace
 
@@ -147,6 +148,25 @@ def dot_spec(variant, lhs, rhs, contract, batch, subscripts):
 
 def logistic_ref(x):
     return np.exp(-np.logaddexp(0.0, -x))
+
+
+def clamped_take_ref(x, i, axis):
+    return np.take(x, np.clip(i, 0, x.shape[axis] - 1), axis=axis)
+
+
+def scatter_add_ref(x, i, u, axis):
+    out = np.moveaxis(x.copy(), axis, 0)
+    np.add.at(out, np.clip(i, 0, x.shape[axis] - 1), np.moveaxis(u, list(range(axis, axis + i.ndim)),
+                                                                  list(range(i.ndim))))
+    return np.moveaxis(out, 0, axis)
+
+
+def scatter_last_wins_ref(x, i, u):
+    """x[i[k]] = u[k] along axis 0, one k after another (the last write stays)."""
+    out = x.copy()
+    for k, position in enumerate(np.clip(i, 0, x.shape[0] - 1)):
+        out[position] = u[k]
+    return out
 
 
 CONSTANT = np.array([[1.5, -2.0, 0.25], [3.0, 0.5, -1.0]])
@@ -346,6 +366,24 @@ SPECS: list[OpSpec] = [
     dot_spec("inner", (4,), (4,), ((0,), (0,)), ((), ()), "j,j->"),
     dot_spec("outer", (3,), (2,), ((), ()), ((), ()), "i,j->ij"),
     dot_spec("contract-lhs-first", (4, 3), (4, 5), ((0,), (0,)), ((), ()), "ji,jk->ik"),
+    # ----- gather / scatter with runtime indices (out-of-range indices clamp), sorting
+    OpSpec("gather", "axis1", [f64(2, 4, 3), i64(3, 2)], lambda x, i: bind("gather", x, i, axis=1),
+           lambda x, i: clamped_take_ref(x, i, 1)),
+    OpSpec("gather", "rows", [f64(5, 2), i64(7)], lambda x, i: bind("gather", x, i, axis=0),
+           lambda x, i: clamped_take_ref(x, i, 0)),
+    OpSpec("scatter_add", "axis1", [f64(2, 4, 3), i64(3), f64(2, 3, 3)],
+           lambda x, i, u: bind("scatter_add", x, i, u, axis=1), lambda x, i, u: scatter_add_ref(x, i, u, 1)),
+    OpSpec("scatter_add", "repeats-2d-index", [f64(3, 2), i64(2, 3), f64(2, 3, 2)],
+           lambda x, i, u: bind("scatter_add", x, i, u, axis=0), lambda x, i, u: scatter_add_ref(x, i, u, 0)),
+    OpSpec("scatter", "repeats", [f64(4, 3), i64(6), f64(6, 3)],
+           lambda x, i, u: bind("scatter", x, i, u, axis=0), scatter_last_wins_ref),
+    OpSpec("scatter", "axis1", [f64(2, 5), i64(3), f64(2, 3)],
+           lambda x, i, u: bind("scatter", x, i, u, axis=1),
+           lambda x, i, u: np.swapaxes(scatter_last_wins_ref(x.T, i, u.T), 0, 1)),
+    OpSpec("sort", "", [f64(3, 5)], lambda x: bind("sort", x), lambda x: np.sort(x, axis=-1), [distinct]),
+    OpSpec("sort", "1d", [f64(7)], lambda x: bind("sort", x), np.sort, [distinct]),
+    OpSpec("argsort", "", [f64(3, 5)], lambda x: as_f64(bind("argsort", x)),
+           lambda x: np.argsort(x, axis=-1, kind="stable").astype(np.float64), [with_ties], grad="zero"),
     # ----- random numbers: the reference is an independent scalar Philox4x32-10
     OpSpec("random_uniform", "f64", [i64(), i64()],
            lambda k0, k1: bind("random_uniform", k0, k1, shape=(2, 3), stream=5, word=1, dtype=DType.f64),
@@ -430,12 +468,13 @@ def test_zero_jvp_rule_returns_symbolic_zero(name):
 # --------------------------------------------------------------------------- rules complete
 
 EXPECTED_LINEAR = ["neg", "add", "sub", "mul", "div", "safe_mul", "safe_div", "select", "convert", "broadcast_in_dim", "reshape",
-                   "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum", "dot_general"]
+                   "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum", "dot_general",
+                   "gather", "scatter_add", "scatter"]
 EXPECTED_NONLINEAR = ["exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "logistic", "sqrt", "pow",
                       "exp2", "log2", "log10", "sinh", "cosh", "cbrt", "hypot", "tan", "asin", "acos", "atan",
                       "asinh", "acosh", "atanh", "atan2",
                       "integer_pow", "maximum", "minimum", "abs", "reduce_max", "reduce_min"]
-LOWERING_KINDS = (Elementwise, Gather, Scatter, Alias, Reduction, Contraction, Constant)
+LOWERING_KINDS = (Elementwise, Gather, Scatter, Alias, Reduction, Contraction, Constant, KernelKind)
 
 
 @pytest.mark.parametrize("name", sorted(Primitive.all))
