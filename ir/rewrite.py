@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from .builder import Builder, current_builder, new_function
+from .errors import JitgradError, VerificationError
 from .core import Block, Function, Operation, Region, Value
 
 
@@ -43,12 +44,12 @@ class Evaluator:
         try:
             return self.env[value]
         except KeyError:
-            raise LookupError(f"{value!r} is read before it is defined") from None
+            raise VerificationError(f"a value of type {value.type} is read before it is defined") from None
 
     def write(self, values: Sequence[Value], outs: Sequence[Any]) -> None:
         """Bind `values` (results or block arguments) to `outs`, one each."""
         if len(values) != len(outs):
-            raise ValueError(f"{len(values)} values bound to {len(outs)} outputs")
+            raise VerificationError(f"{len(values)} values bound to {len(outs)} outputs")
         self.env.update(zip(values, outs, strict=True))
 
     # ----------------------------------------------------------------- dispatch
@@ -66,9 +67,12 @@ class Evaluator:
     def eval_op(self, op: Operation) -> None:
         inputs = [self.read(v) for v in op.operands]
         rule = self.rule_for(op)
-        outs = rule(self, op, inputs) if rule is not None else None
-        if outs is None:
-            outs = self.default_rule(op, inputs)
+        try:
+            outs = rule(self, op, inputs) if rule is not None else None
+            if outs is None:
+                outs = self.default_rule(op, inputs)
+        except JitgradError as err:          # name the user's line of the op that failed
+            raise err.with_location(op.loc if op.loc.line else None) from None
         self.write(op.results, list(outs))
 
     def run_block(self, block: Block, args: Sequence[Any]) -> list:
@@ -80,7 +84,7 @@ class Evaluator:
                 return [self.read(v) for v in op.operands]
             if self.keep(op):
                 self.eval_op(op)
-        raise ValueError("block without terminator")
+        raise VerificationError("block has no terminator")
 
 
 class Rewriter(Evaluator):
