@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from jitgrad.ir import Function, Operation, Value
-from jitgrad.backends.kernel_kinds import KernelKind
+from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 
 _ALWAYS_MATERIALIZED = (Reduction, Contraction, Scatter, Alias)

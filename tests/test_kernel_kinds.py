@@ -1,11 +1,11 @@
-"""The kernel-kind extension point (jitgrad/backends/kernel_kinds.py): an op whose
+"""The kernel-kind extension point (jitgrad/primitives/kernel_kind.py): an op whose
 lowering is a `KernelKind` is scheduled as its own kernel, gets allocated result
 buffers, and is emitted by the function its kind names for the device."""
 import numpy as np
 import pytest
 
 import jitgrad
-from jitgrad.backends.kernel_kinds import KernelKind
+from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.config import config
 from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import OpDef, TensorType

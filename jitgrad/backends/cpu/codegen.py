@@ -22,7 +22,7 @@ from llvmlite import ir
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import Schedule
-from jitgrad.backends.kernel_kinds import KernelKind
+from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from .llvm_support import (I1, I8, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest, for_range,
                            index, memory_type, register_type)
@@ -154,7 +154,7 @@ class FunctionLowering:
 
     # ------------------------------------------------------------------ emit context of kernel kinds
     device = "cpu"
-    """The device name `KernelKind.emit` selects its emitter by (kernel_kinds.py)."""
+    """The device name `KernelKind.emit` selects its emitter by (jitgrad/primitives/kernel_kind.py)."""
 
     def pointer(self, value: Value) -> ir.Value:
         """The buffer of a materialized value: an operand or an allocated result."""
