@@ -5,13 +5,10 @@ become static slices; advanced indices (integer arrays, lists, traced integers, 
 masks known at trace time) select elements with a gather, and the advanced axes go where
 NumPy puts them (in place when the advanced indices are adjacent, first otherwise).
 
-A gather is expressed with existing primitives: for each selected element, a `select` of
-the operand row under a one-hot comparison of the index, summed over the rows. That keeps
-every rule (JVP, transpose = scatter-add, lowering) on primitives that already have them,
-never reads out of bounds (there is no address computed from data), and `select` keeps an
-`inf`/`nan` elsewhere in the operand out of the selected values. It costs
-O(selected x rows) work, which suits labels, embeddings of modest vocabularies and
-element updates.
+Every advanced read becomes one `gather` of rows of a 2-d (rows, row-size) view, and
+every write to advanced indices one `scatter` (or `scatter_add` for `np.add.at`) into the
+flattened array (`jitgrad/primitives/gather.py`): work proportional to the elements
+moved, with the JVP, transpose (gather <-> scatter-add) and kernels on those records.
 
 Index values known at trace time are checked like NumPy (IndexError naming the line).
 Traced index values are unknown until run time: they are wrapped when negative and then
@@ -32,6 +29,7 @@ import numpy as np
 from jitgrad import primitives as P
 from jitgrad.errors import IndexingError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
+from jitgrad.primitives.gather import gather, scatter, scatter_add
 from . import numpy_api as api
 
 
@@ -178,34 +176,21 @@ def _flat_index(arrays, sizes, axes):
     return P.reshape(flat, (math.prod(batch_shape),)), batch_shape
 
 
+def _index_value(index) -> Value:
+    """A 1-d int64 index (NumPy array or Value) as a Value."""
+    if isinstance(index, np.ndarray):
+        return P.constant(index.astype(np.int64))
+    return index if index.type.dtype == DType.i64 else P.convert(index, DType.i64)
+
+
 def take_rows(table: Value, index) -> Value:
     """table[index] for a 2-d `table` (rows, cols) and a 1-d index of in-range rows (NumPy
     array or i64 Value): the selected rows, shape (len(index), cols)."""
     rows, cols = table.type.shape
-    if isinstance(index, np.ndarray):
-        count = index.shape[0]
-        if rows == 0 or count == 0:
-            return P.full(_fill(table.type.dtype), table.type.with_shape((count, cols)))
-        onehot = P.constant(index[:, None] == np.arange(rows)[None, :])
-    else:
-        count = index.type.shape[0]
-        if rows == 0 or count == 0:
-            return P.full(_fill(table.type.dtype), table.type.with_shape((count, cols)))
-        iota = P.constant(np.arange(rows, dtype=np.int64))
-        onehot = P.eq(P.broadcast_in_dim(index, (count, rows), (0,)), P.broadcast_in_dim(iota, (count, rows), (1,)))
-    shape3 = (count, rows, cols)
-    chosen = P.select(P.broadcast_in_dim(onehot, shape3, (0, 1)), P.broadcast_in_dim(table, shape3, (1, 2)),
-                      P.full(_fill(table.type.dtype), table.type.with_shape(shape3)))
-    if table.type.dtype == DType.bool:
-        return P.ne(P.reduce_sum(P.convert(chosen, DType.i32), (1,)), P.full(0, table.type.with_shape((count, cols)).with_dtype(DType.i32)))
-    return P.reduce_sum(chosen, (1,))
-
-
-def _fill(dtype: DType):
-    """The additive identity that keeps a selected -0.0 negative: -0.0 for floats."""
-    if dtype == DType.bool:
-        return False
-    return -0.0 if not dtype.is_integer else 0
+    count = index.shape[0] if isinstance(index, np.ndarray) else index.type.shape[0]
+    if rows == 0 or count == 0:
+        return P.full(0, table.type.with_shape((count, cols)))
+    return gather(table, _index_value(index), 0)
 
 
 # --------------------------------------------------------------------------- assignment
@@ -313,33 +298,13 @@ def _set_basic(x: Value, index, v) -> Value:
     return P.select(P.constant(mask), placed, x)
 
 
-def _last_writer(positions: Value, size: int) -> Value:
-    """For each flat position of the array, the index k of the last write to it, or -1."""
-    count = positions.type.shape[0]
-    iota = P.constant(np.arange(size, dtype=np.int64))
-    hits = P.eq(P.broadcast_in_dim(positions, (size, count), (1,)), P.broadcast_in_dim(iota, (size, count), (0,)))
-    ks = P.broadcast_in_dim(P.constant(np.arange(count, dtype=np.int64)), (size, count), (1,))
-    return P.reduce_max(P.select(hits, ks, P.full(-1, ks.type)), (1,))
-
-
 def _set_positions(x: Value, positions, value: Value) -> Value:
     """x.flat[positions] = value.flat, with the last write to a repeated position winning."""
     size, count = x.type.size, math.prod(value.type.shape)
     if count == 0 or size == 0:
         return x
-    flat_x = P.reshape(x, (size,))
-    flat_v = P.reshape(value, (count, 1))
-    if isinstance(positions, np.ndarray):
-        writer = np.full(size, -1, np.int64)
-        np.maximum.at(writer, positions, np.arange(count, dtype=np.int64))
-        written = P.constant(writer >= 0)
-        source = np.maximum(writer, 0)
-    else:
-        writer = _last_writer(positions, size)
-        written = P.ge(writer, P.full(0, writer.type))
-        source = P.maximum(writer, P.full(0, writer.type))
-    gathered = P.reshape(take_rows(flat_v, source), (size,))
-    return P.reshape(P.select(written, gathered, flat_x), x.type.shape)
+    flat = scatter(P.reshape(x, (size,)), _index_value(positions), P.reshape(value, (count,)), 0)
+    return P.reshape(flat, x.type.shape)
 
 
 def add_at(x: Value, index, v) -> Value:
@@ -357,14 +322,11 @@ def add_at(x: Value, index, v) -> Value:
     size = x.type.size
     if count == 0 or size == 0:
         return x
-    if isinstance(flat_pos, np.ndarray):
-        hits = P.constant(flat_pos[None, :] == np.arange(size)[:, None])
-    else:
-        iota = P.constant(np.arange(size, dtype=np.int64))
-        hits = P.eq(P.broadcast_in_dim(flat_pos, (size, count), (1,)), P.broadcast_in_dim(iota, (size, count), (0,)))
-    spread = P.broadcast_in_dim(P.reshape(value, (count,)), (size, count), (1,))
-    added = P.reduce_sum(P.select(hits, spread, P.full(0, spread.type)), (1,))
-    return P.add(x, P.reshape(added, x.type.shape))
+    flat_x, flat_v = P.reshape(x, (size,)), P.reshape(value, (count,))
+    if x.type.dtype == DType.bool:          # NumPy adds booleans as a logical or
+        total = scatter_add(P.convert(flat_x, DType.i64), _index_value(flat_pos), P.convert(flat_v, DType.i64), 0)
+        return P.reshape(P.ne(total, P.full(0, total.type)), x.type.shape)
+    return P.reshape(scatter_add(flat_x, _index_value(flat_pos), flat_v, 0), x.type.shape)
 
 
 # --------------------------------------------------------------------------- functions
