@@ -32,8 +32,8 @@ from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.random import same_key
 from jitgrad.tracing.implicit import value_key
 from jitgrad.tracing.tracer import abstract_leaf
-from .config import config
-from .pipeline import Lowered, lower
+from .config import COMPILE_SETTINGS, config
+from .pipeline import Lowered, compile_signature
 from .custom import eager_apply
 from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian_transform, jvp_transform,
                       normalize_args, trace_transform, vjp_transform)
@@ -46,6 +46,17 @@ FAST_PATH_AFTER_CALLS = 2
 
 _LIVE: "weakref.WeakSet[Compiled]" = weakref.WeakSet()
 """Every Compiled object alive, for `clear_caches`."""
+
+
+def _drop_native_call_paths() -> None:
+    """A compile setting changed: the native call paths (which skip the signature
+    lookup, and so the settings in its key) go; the next call looks up its key."""
+    for compiled in list(_LIVE):
+        with compiled._lock:
+            compiled._fast, compiled._fast_lowered = None, None
+
+
+config.on_compile_settings_change(_drop_native_call_paths)
 
 
 class Compiled:
@@ -89,7 +100,7 @@ class Compiled:
             raise ArgumentError(f"static arguments of {self.name} must be hashable") from None
         dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
         leaves, tree = tree_flatten(dynamic)
-        return (tree, tuple(abstract_leaf(x) for x in leaves), static), leaves
+        return (tree, tuple(abstract_leaf(x) for x in leaves), static, config.compile_settings()), leaves
 
     def lower(self, *args) -> Lowered:
         """Trace, transform, optimize and compile for these arguments; every stage's IR is
@@ -193,7 +204,7 @@ class Compiled:
             reason = self._why_compile(key)
             try:
                 for _ in range(2):
-                    lowered = lower(self.stage, args, self.name)
+                    lowered = compile_signature(self.stage, args, self.name)
                     arrays = lowered.read_captures()
                     if arrays is not None:
                         break
@@ -356,8 +367,12 @@ def clear_caches() -> None:
 def _describe_change(fun: Callable, old, new) -> str:
     """Which part of a signature key changed: the argument structure, a leaf's type
     (shape and dtype), or a static argument's value."""
-    old_tree, old_types, old_static = old
-    new_tree, new_types, new_static = new
+    old_tree, old_types, old_static, old_settings = old
+    new_tree, new_types, new_static, new_settings = new
+    if old_settings != new_settings:
+        changed = [f"config.{name} from {a!r} to {b!r}" for name, a, b in
+                   zip(COMPILE_SETTINGS, old_settings, new_settings) if a != b]
+        return f"the compile settings changed ({', '.join(changed)})"
     if old_tree != new_tree:
         return f"the structure of the arguments changed from {old_tree} to {new_tree}"
     static_positions = {i for i, _ in old_static}

@@ -1,11 +1,19 @@
 """Process-wide settings, set in code (never through environment variables)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
+
+COMPILE_SETTINGS = ("device", "fusion", "num_threads")
+"""The settings compiled code depends on: part of every signature's cache key, so that
+changing one between calls compiles again rather than reusing code built without it."""
 
 
 @dataclass
 class Config:
+    device: str = "cpu"
+    """The backend that compiles functions, by device name (`jitgrad.backends.register_backend`)."""
+
     verify_ir: bool = False
     """Verify the IR after tracing, differentiation and every pass (the tests turn it on;
     it costs a walk over the IR per stage)."""
@@ -33,6 +41,25 @@ class Config:
     """An array that a compiled function names (closure, global, attribute) but does not
     use as an implicit argument is compared by contents at each call up to this size,
     by identity above it (`tracing/implicit.py`)."""
+
+
+    _on_compile_settings_change: list[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
+    """Called after a compile setting changes (compiled functions drop their native call
+    paths, which skip the signature lookup)."""
+
+    def __setattr__(self, name, value):
+        changed = name in COMPILE_SETTINGS and getattr(self, name, value) != value
+        object.__setattr__(self, name, value)
+        if changed:
+            for listener in self._on_compile_settings_change:
+                listener()
+
+    def compile_settings(self) -> tuple:
+        """(device, fusion, num_threads): the settings part of a signature's cache key."""
+        return tuple(getattr(self, name) for name in COMPILE_SETTINGS)
+
+    def on_compile_settings_change(self, listener: Callable[[], None]) -> None:
+        self._on_compile_settings_change.append(listener)
 
 
 config = Config()

@@ -1,5 +1,7 @@
-"""The compilation pipeline: staged IR -> optimization passes -> backend, with every
-stage kept for inspection (`Compiled.lower(...)`, the CLI's --stage/--after-all)."""
+"""The compilation pipeline: staged IR -> optimization passes -> kernel schedule and
+memory plan -> the backend of `config.device`, with every IR stage and every listing of
+the generated code kept for inspection (`Compiled.lower(...)`, the CLI's
+--stage/--after-all)."""
 from __future__ import annotations
 
 import time
@@ -11,9 +13,12 @@ from typing import Any, Callable, Sequence
 from jitgrad.errors import JitgradError, VerificationError
 from jitgrad.ir import DType, Function
 from jitgrad.passes.manager import PassManager
+from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.pipeline import optimization_passes
+from jitgrad.passes.schedule import schedule
+from .backends import backend_for
+from .backends.base import Backend, Executable
 from .config import config
-from .backends.cpu import CPUBackend
 from .staging import Staged
 from .tracing import implicit
 from .tracing.pytree import tree_flatten
@@ -26,13 +31,15 @@ class Lowered:
 
     staged: Staged
     stages: list[tuple[str, Function]]
-    executable: Any
+    executable: Executable
     timings: dict[str, float] = field(default_factory=dict)
     flat_arguments: bool = False
     """Were the arguments plain arrays (no pytrees, no Python scalars)?"""
     captures: implicit.CaptureSpec = field(default_factory=lambda: implicit.CaptureSpec([], []))
     """What the function reads from closures, globals and attributes: the implicit
     arguments (the IR function's trailing arguments, fetched at each call) and guards."""
+    settings: tuple = ()
+    """`config.compile_settings()` when this was compiled (device, fusion, threads)."""
 
     @property
     def function(self) -> Function:
@@ -40,10 +47,10 @@ class Lowered:
         return self.stages[-1][1]
 
     def stage_names(self) -> list[str]:
-        return [name for name, _ in self.stages] + list(self.executable.backend_stages)
+        return [name for name, _ in self.stages] + list(self.executable.listing_names)
 
     def as_text(self, stage: str | None = None) -> str:
-        """The text of one stage (default: the optimized IR)."""
+        """The text of one IR stage or backend listing (default: the optimized IR)."""
         from jitgrad.ir.printer import print_function
         if stage is None:
             return print_function(self.function)
@@ -51,7 +58,7 @@ class Lowered:
             if name == stage:
                 return print_function(fn)
         try:
-            return self.executable.stage_text(stage)
+            return self.executable.listing(stage)
         except KeyError:
             raise KeyError(f"no stage {stage!r}; stages are {', '.join(self.stage_names())}") from None
 
@@ -63,7 +70,7 @@ class Lowered:
         report = [(name, peak_bytes(fn)) for name, fn in self.stages]
         fn = self.function
         compiled = sum(v.type.nbytes for v in fn.args) + sum(v.type.nbytes for v in fn.outputs)
-        report.append(("compiled", compiled + getattr(self.executable, "workspace_bytes", 0)))
+        report.append(("compiled", compiled + self.executable.workspace_bytes))
         return report
 
     def fast_call(self, fallback: Callable):
@@ -75,7 +82,7 @@ class Lowered:
         result = self.staged.unflatten(list(range(n_out)))
         if not _is_tuple_tree(result):
             return None
-        if not hasattr(self.executable, "fast_call") or not self.flat_arguments:
+        if not self.flat_arguments:
             return None
         return self.executable.fast_call(fallback, result)
 
@@ -100,7 +107,11 @@ def _is_tuple_tree(spec) -> bool:
     return isinstance(spec, tuple) and all(_is_tuple_tree(item) for item in spec)
 
 
-def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None) -> Lowered:
+def compile_signature(stage: Callable[[tuple], Staged], args: tuple, name: str,
+                      backend: Backend | None = None) -> Lowered:
+    """Trace and transform (`stage`) for `args`, optimize, schedule, plan memory and
+    compile with `backend` (default: the backend of `config.device`)."""
+    settings = config.compile_settings()
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with implicit.capturing() as capture:
@@ -121,11 +132,15 @@ def lower(stage: Callable[[tuple], Staged], args: tuple, name: str, backend=None
     stages = list(staged.stages) + [(s.name, s.function) for s in manager.stages]
     timings.update((s.name, s.seconds) for s in manager.stages)
     start = time.perf_counter()
-    executable = (backend or CPUBackend()).compile(fn)
+    kernels = schedule(fn, config.fusion)
+    memory = plan_buffers(fn, kernels)
+    timings["schedule+memory"] = time.perf_counter() - start
+    start = time.perf_counter()
+    executable = (backend or backend_for(config.device)).compile(fn, kernels, memory)
     timings["backend"] = time.perf_counter() - start
     leaves, tree = tree_flatten(args)
     flat = tree.kind == "tuple" and all(c.kind == "leaf" for c in tree.children) and all(
         isinstance(x, np.ndarray) and x.dtype != DType.bf16.numpy   # bfloat16 has no buffer format
         for x in leaves)
     captures = capture.finish(staged.captured, config.closure_snapshot_bytes)
-    return Lowered(staged, stages, executable, timings, flat, captures)
+    return Lowered(staged, stages, executable, timings, flat, captures, settings)

@@ -45,6 +45,7 @@ from jitgrad.backends.cpu.llvm_support import I32, I64, PTR, VOID, set_function_
 from jitgrad.config import config
 from jitgrad.errors import JitgradError
 from jitgrad.ir import Function
+from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import schedule
 from . import cglue
 from .loader import ABI_VERSION, FORMAT, manifest_digest
@@ -266,7 +267,8 @@ def _generate(library: Library, target: Target, blas: str) -> ir.Module:
         fn = exported.function
         _check_addressable(fn)
         symbol = f"{library.name}_{exported.name}_impl"
-        lowering = FunctionLowering(fn, schedule(fn, config.fusion), module, symbol, vector_math,
+        kernels = schedule(fn, config.fusion)
+        lowering = FunctionLowering(fn, kernels, plan_buffers(fn, kernels), module, symbol, vector_math,
                                     Blas.instance() if blas == "openblas" else None, Threads.instance(0))
         kernel = lowering.lower()
         kernel.linkage = "internal"

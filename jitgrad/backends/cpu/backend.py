@@ -14,9 +14,11 @@ from llvmlite import ir
 from jitgrad.errors import ShapeError
 from jitgrad.ir import Function
 from jitgrad.ir.printer import print_function
-from jitgrad.passes.schedule import describe, schedule
-from .codegen import FunctionLowering
 from jitgrad.config import config
+from jitgrad.passes.memory import MemoryPlan, plan_buffers
+from jitgrad.passes.schedule import Schedule, schedule
+from ..base import Backend, Executable
+from .codegen import FunctionLowering
 from .engine import Blas, Threads, VectorMath, compile_module, initialize
 from . import runtime
 from .fastcall import native_call
@@ -63,19 +65,19 @@ def _symbol(fn: Function) -> str:
     return f"jitgrad_{re.sub(r'[^A-Za-z0-9_]', '_', fn.name)}_{digest}"
 
 
-class CPUExecutable:
+class CPUExecutable(Executable):
     """Compiled native code for one IR function. It owns everything the code reads by
     address — its engine (`compiled`), its workspace, its large constants — and nothing
     refers back to it, so it is freed with the last reference (the pipeline's `Lowered`,
     a native call function)."""
 
-    backend_stages = ("kernels", "llvm", "llvm-opt", "asm")
+    listing_names = ("kernels", "llvm", "llvm-opt", "asm")
 
     def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str, lowering: FunctionLowering):
         self.function = function
         self.schedule = lowering.sched
         self.memory = lowering.memory
-        self.workspace_bytes = lowering.workspace_bytes
+        self._workspace_bytes = lowering.workspace_bytes
         self.workspace = Workspace(lowering.workspace_bytes)
         self.constants = lowering.constants
         self.constant_addresses = [c.ctypes.data for c in self.constants]
@@ -105,40 +107,41 @@ class CPUExecutable:
             self.workspace.release(temporary)
         return outputs
 
+    @property
+    def workspace_bytes(self) -> int:
+        return self._workspace_bytes
+
     def fast_call(self, fallback, result):
         """A CPython function running this executable with well under 1 us of overhead
         (fastcall.py). It holds this executable; this executable does not hold it."""
         return native_call(self, fallback, result)
 
-    def stage_text(self, stage: str) -> str:
-        if stage == "kernels":
-            return describe(self.function, self.schedule, self.memory)
-        if stage == "llvm":
+    def listing(self, name: str) -> str:
+        if name == "llvm":
             return self.llvm_ir
-        if stage == "llvm-opt":
+        if name == "llvm-opt":
             return self.compiled.optimized_ir
-        if stage == "asm":
+        if name == "asm":
             return self.compiled.assembly()
-        raise KeyError(f"the CPU backend has no stage {stage!r} (it has {', '.join(self.backend_stages)})")
+        return super().listing(name)
 
 
-class CPUBackend:
-    """Lowers IR functions to host machine code."""
+class CPUBackend(Backend):
+    """Compiles IR functions to host machine code."""
 
-    name = "cpu"
-    stages = CPUExecutable.backend_stages
-
+    device = "cpu"
 
     def __init__(self, opt_level: int = 3):
         self.opt_level = opt_level
 
-    def build_module(self, fn: Function) -> tuple[ir.Module, str, FunctionLowering]:
+    def build_module(self, fn: Function, kernels: Schedule, memory: MemoryPlan
+                     ) -> tuple[ir.Module, str, FunctionLowering]:
         _check_addressable(fn)
         initialize()
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn)
         vector_math = VectorMath()
-        lowering = FunctionLowering(fn, schedule(fn, config.fusion), module, symbol, vector_math, Blas.instance(),
+        lowering = FunctionLowering(fn, kernels, memory, module, symbol, vector_math, Blas.instance(),
                                     Threads.instance(config.num_threads))
         llfn = lowering.lower()
         if vector_math.prefer_vector_width:
@@ -146,7 +149,14 @@ class CPUBackend:
         vector_math.finish(module)
         return module, symbol, lowering
 
-    def compile(self, fn: Function) -> CPUExecutable:
-        module, symbol, lowering = self.build_module(fn)
+    def compile(self, fn: Function, kernels: Schedule | None = None, memory: MemoryPlan | None = None
+                ) -> CPUExecutable:
+        """Native code for `fn`; without a schedule and memory plan (tests and tools
+        compiling one IR function), they are made here with `config.fusion`."""
+        if kernels is None:
+            kernels = schedule(fn, config.fusion)
+        if memory is None:
+            memory = plan_buffers(fn, kernels)
+        module, symbol, lowering = self.build_module(fn, kernels, memory)
         compiled = compile_module(module, self.opt_level, config.cache_dir)
         return CPUExecutable(fn, str(module), compiled, symbol, lowering)

@@ -20,7 +20,7 @@ import numpy as np
 from llvmlite import ir
 
 from jitgrad.ir import DType, Function, Value
-from jitgrad.passes.memory import plan_buffers
+from jitgrad.passes.memory import MemoryPlan
 from jitgrad.passes.schedule import Schedule
 from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
@@ -72,8 +72,8 @@ def linearize(builder: ir.IRBuilder, multi, shape) -> ir.Value:
 class FunctionLowering:
     """Builds the LLVM function for one scheduled IR function."""
 
-    def __init__(self, fn: Function, sched: Schedule, module: ir.Module, symbol: str, vector_math, blas,
-                 threads=None):
+    def __init__(self, fn: Function, sched: Schedule, memory: MemoryPlan, module: ir.Module, symbol: str,
+                 vector_math, blas, threads=None):
         self.fn, self.sched, self.module = fn, sched, module
         self.blas = blas
         self.llfn = ir.Function(module, ir.FunctionType(VOID, [PTR]), symbol)
@@ -83,7 +83,7 @@ class FunctionLowering:
         self.buffers: dict[Value, ir.Value] = {}
         self.output_slots: dict[Value, ir.Value] = {}
         self.workspace: ir.Value | None = None
-        self.memory = plan_buffers(fn, sched)
+        self.memory = memory
         self.workspace_bytes = self.memory.workspace_bytes
         self._constant_count = 0
         self.constants: list[np.ndarray] = []
@@ -94,7 +94,7 @@ class FunctionLowering:
         # A program that calls BLAS keeps its loops on one thread: libgomp's workers spin
         # after a parallel loop and OpenBLAS's threads would then fight them for the cores
         # (a 40x slowdown measured on 2 cores; docs/benchmarks.md).
-        descriptions = [getattr(op.opdef, "lowering", None) for op in fn.body.ops]
+        descriptions = [op.opdef.lowering for op in fn.body.ops]
         uses_blas = blas is not None and any(isinstance(d, Contraction) or getattr(d, "uses_blas", False)
                                              for d in descriptions)
         self.threads = None if uses_blas else threads
@@ -304,11 +304,11 @@ class FunctionLowering:
 
     def _work_per_element(self, kernel) -> int:
         """A cost estimate: the ops computed per iteration, each weighed by its record's
-        `Elementwise.cost` (math-library calls 16, arithmetic 1).
+        `cost` (math-library calls 16, arithmetic 1, undeclared 1).
         Threads pay off only past ~1e6 element-ops: below that, waking the workers (and
         their spinning, which competes with BLAS threads) costs more than it saves."""
         ops = {op for member in kernel.ops for op in _expression_ops(member, self.sched)}
-        return sum(getattr(op.opdef.lowering, "cost", 1) for op in ops)
+        return sum(op.opdef.cost or 1 for op in ops)
 
     def _init_accumulators(self, kernel, max_items: int) -> dict:
         """For each full reduction of the kernel: a register accumulator for one chunk and
