@@ -2,7 +2,9 @@
 functions that emit them into the active builder."""
 from . import elementwise, transcendental, structural, reductions, linalg, calls  # noqa: F401 - registers the ops
 from . import random  # noqa: F401 - registers random_uniform (counter-based random numbers)
+from . import convolution  # noqa: F401 - registers convolution, window reductions and selections
 from . import gather, sorting  # noqa: F401 - registers gather/scatter_add/scatter and sort/argsort
+from . import lapack  # noqa: F401 - registers cholesky, triangular_solve, solve, slogdet, eigh, svd, qr
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,
                    Contraction, Constant, instantiate, add_tangents)
 from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, integer_pow, exp, log, log1p,
