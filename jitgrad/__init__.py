@@ -29,6 +29,8 @@ _EXPORTS = {
     "jitgrad.ops": ("Operation",),
     "jitgrad.graph": ("Graph",),
     "jitgrad.optimizers": ("SGD", "Adam"),
+    # `jitgrad.mixed_precision` is the module itself, callable as the transformation
+    "jitgrad.mixed_precision": ("LossScaler",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -59,7 +61,7 @@ __all__ = [
     "jit_grad", "stop_gradient", "Compiled", "clear_caches", "tree",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode", "Operation", "Graph", "SGD",
-    "Adam",
+    "Adam", "mixed_precision", "LossScaler",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "PytreeError",
     "IndexingError",

@@ -43,13 +43,19 @@ class Optimizer:
     """Base class: `apply_gradients` resolves variables and gradients, `_update` is the
     rule. State is kept per variable array (`_state`)."""
 
-    def __init__(self, learning_rate: float):
+    def __init__(self, learning_rate: float, loss_scaler=None):
         self.learning_rate = learning_rate
+        self.loss_scaler = loss_scaler
         self._state: dict[int, tuple[np.ndarray, dict]] = {}
 
-    def apply_gradients(self, grads_and_vars: Iterable, feed_dict: dict | None = None) -> None:
+    def apply_gradients(self, grads_and_vars: Iterable, feed_dict: dict | None = None) -> bool:
         """Update each variable from its gradient: pairs (variable, gradient), the
-        seed's order. Gradient nodes of a graph are run with `feed_dict`."""
+        seed's order. Gradient nodes of a graph are run with `feed_dict`.
+
+        With a `loss_scaler` (jitgrad.LossScaler) the gradients are those of the scaled
+        loss: they are divided by the scale, and if any is inf or nan no variable is
+        updated (the step is skipped) and the scale backs off. Returns whether the
+        variables were updated."""
         from jitgrad.graph import Node
         pairs = [tuple(pair) for pair in grads_and_vars]
         for pair in pairs:
@@ -65,17 +71,29 @@ class Optimizer:
         elif feed_dict is not None:
             raise ArgumentError("feed_dict is for gradients given as graph nodes; these are arrays")
         from jitgrad.eager.value import HoldsValue
+        updates = []
         for variable, gradient in pairs:
             array = _storage(variable)
             if isinstance(gradient, HoldsValue):      # read on purpose: an update is not differentiated
                 gradient = gradient.value
+            gradient = np.asarray(gradient)
+            if gradient.shape != array.shape:
+                raise ShapeError(f"a gradient of shape {gradient.shape} for a variable of shape {array.shape}")
+            updates.append((array, gradient))
+        if self.loss_scaler is not None:
+            # unscaled in the gradient's own dtype (exact: the scale is a power of two)
+            unscaled, finite = self.loss_scaler.unscale([g for _, g in updates])
+            self.loss_scaler.update(finite)
+            if not finite:
+                return False
+            updates = [(array, g) for (array, _), g in zip(updates, unscaled, strict=True)]
+        for array, gradient in updates:
             g = np.asarray(gradient, dtype=array.dtype)
-            if g.shape != array.shape:
-                raise ShapeError(f"a gradient of shape {g.shape} for a variable of shape {array.shape}")
             entry = self._state.get(id(array))
             if entry is None or entry[0] is not array:
                 entry = self._state[id(array)] = (array, {})
             self._update(array, g, entry[1])
+        return True
 
     def _update(self, w: np.ndarray, g: np.ndarray, state: dict) -> None:
         raise NotImplementedError
@@ -84,8 +102,8 @@ class Optimizer:
 class SGD(Optimizer):
     """w -= learning_rate * v, with v = momentum * v + g (v = g without momentum)."""
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, loss_scaler=None):
+        super().__init__(learning_rate, loss_scaler)
         self.momentum = momentum
 
     def _update(self, w, g, state):
@@ -102,8 +120,8 @@ class Adam(Optimizer):
     w -= learning_rate * m_hat / (sqrt(v_hat) + eps)."""
 
     def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8):
-        super().__init__(learning_rate)
+                 eps: float = 1e-8, loss_scaler=None):
+        super().__init__(learning_rate, loss_scaler)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def _update(self, w, g, state):
