@@ -1,116 +1,283 @@
-"""Reverse-mode differentiation as an IR -> IR pass: linearize, then transpose.
+"""Reverse-mode differentiation as an IR -> IR pass: linearize, partially evaluate, transpose.
 
 1. `jvp_function` gives f_jvp(x, t) -> (y, t_y).
-2. Linearize: every op of f_jvp that depends on a tangent argument is *linear* (the JVP
-   rules only ever combine tangents linearly with primal values); every other op is
-   primal work — the forward pass and the residuals the linear part needs.
-3. Transpose: walk the linear ops backwards; each primitive's `transpose` rule turns the
-   cotangent of its result into cotangents of its linear operands, summed on fan-out.
+2. Partial evaluation (`partial_eval_function`) splits f_jvp, op by op, into a *known*
+   function (the forward pass: everything computable from the primals, plus the
+   residuals the rest reads) and a *staged* one (everything that depends on a tangent,
+   which the JVP rules make linear in the tangents). Each op is split by its record's
+   `partial_eval` rule; without one, an op with a tangent operand is staged whole. Ops
+   with regions carry their own rule, so one JVP'd call computing both primal and
+   tangent values becomes a primal call and a linear call, decided per value inside
+   its body rather than "touches a tangent, so all of it is linear".
+3. Transpose: the staged function is walked backwards; each op's `transpose` rule turns
+   the cotangents of its results into cotangents of its linear operands, summed on
+   fan-out.
 
 The result, `f_vjp(*primals, *output_cotangents) -> (*outputs, *input_cotangents)`, is
 ordinary IR: the pipeline optimizes it, the CLI prints it, and differentiating it again
-gives higher-order derivatives. This is JAX's linearize+transpose design on an SSA IR.
+gives higher-order derivatives. This is JAX's linearize + partial-eval + transpose design
+on an SSA IR.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import enum
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from jitgrad.errors import GradientError
-from jitgrad.ir import Function, Value, new_function
-from jitgrad.primitives import UndefinedPrimal, Zero, add_tangents, full
-from .manager import copy_op
+from jitgrad.ir import Block, Builder, Function, Operation, Value, current_builder, new_function
+from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block
+from jitgrad.primitives import UndefinedPrimal, Zero, add_tangents, full, instantiate
 from .jvp import jvp_function
 
 
-def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[str] | None = None) -> Function:
-    """Reverse mode. `cotangents` says, per output of `fn`, where its cotangent comes
-    from: "arg" (an argument of the result; the default), "one" (the constant 1: the
-    gradient of a scalar loss) or "none" (the output is not differentiated, e.g. aux
-    data). Arguments of the result: the primals, then the "arg" cotangents. Results:
-    the outputs of `fn`, then one cotangent per input in `wrt`."""
+class Cotangent(str, enum.Enum):
+    """Where the cotangent of one output of a differentiated function comes from."""
+
+    ARG = "arg"          # an argument of the derivative function
+    ONE = "one"          # the constant 1: the gradient of a scalar loss
+    NONE = "none"        # the output is not differentiated (aux data)
+
+
+class TransposedOutput(str, enum.Enum):
+    """What `transpose_function` does with one output of the function it transposes."""
+
+    KEEP = "keep"        # a non-linear output, returned as is
+    DROP = "drop"        # not returned, not differentiated
+    ARG = "arg"          # its cotangent is an argument of the transposed function
+    ONE = "one"          # its cotangent is 1
+
+
+def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[Cotangent | str] | None = None) -> Function:
+    """Reverse mode. `cotangents` says, per output of `fn`, where its cotangent comes from
+    (`Cotangent`; ARG for every output by default). Arguments of the result: the primals,
+    then the ARG cotangents. Results: the outputs of `fn`, then one cotangent per input
+    in `wrt`."""
     wrt = list(wrt)
-    cotangents = list(cotangents) if cotangents is not None else ["arg"] * len(fn.outputs)
-    if len(cotangents) != len(fn.outputs) or set(cotangents) - {"arg", "one", "none"}:
+    try:
+        kinds = [Cotangent(k) for k in cotangents] if cotangents is not None else [Cotangent.ARG] * len(fn.outputs)
+    except ValueError:
+        kinds = []
+    if len(kinds) != len(fn.outputs):
         raise ValueError(f"cotangents must give 'arg', 'one' or 'none' for each of {len(fn.outputs)} outputs")
     jfn = jvp_function(fn, wrt)
     n_in, n_out = len(fn.args), len(fn.outputs)
-    kinds = ["keep"] * n_out + [("drop" if kind == "none" else kind) for kind in cotangents]
-    out = transpose_function(jfn, range(n_in, n_in + len(wrt)), kinds)
+    outputs = [TransposedOutput.KEEP] * n_out + [TransposedOutput.DROP if k is Cotangent.NONE else TransposedOutput(k.value)
+                                                 for k in kinds]
+    out = transpose_function(jfn, range(n_in, n_in + len(wrt)), outputs)
     out.name = f"{fn.name}_vjp"
     return out
 
 
-def transpose_function(fn: Function, linear_args: Sequence[int], outputs: Sequence[str]) -> Function:
-    """Transpose `fn` with respect to the arguments at `linear_args`, in which it must be
-    linear (every op depending on them is a linear primitive or call). `outputs` gives
-    per output of `fn`: "keep" (a non-linear output, returned as is), "drop", "arg" (its
-    cotangent is an argument of the result) or "one" (its cotangent is 1).
-    Result: (*non-linear args, *"arg" cotangents) -> (*kept outputs, *one cotangent per
-    linear arg). The non-linear ops form the forward pass; the linear ones, walked
-    backwards through their transpose rules, the backward pass."""
-    linear_args = list(linear_args)
-    linear: set[Value] = {fn.args[k] for k in linear_args}
-    for op in fn.body.ops:
-        if any(v in linear for v in op.operands) and not op.opdef.is_terminator:
-            linear.update(op.results)
-    plain_args = [v for k, v in enumerate(fn.args) if k not in linear_args]
-    ct_types = [v.type for v, kind in zip(fn.outputs, outputs, strict=True) if kind == "arg"]
-    new_fn, builder = new_function(f"{fn.name}_transpose", [v.type for v in plain_args] + ct_types)
-    env: dict[Value, Value] = dict(zip(plain_args, new_fn.args[:len(plain_args)], strict=True))
-    ct_args = iter(new_fn.args[len(plain_args):])
-    end_loc = fn.body.terminator.loc
-    linear_ops = []
+# --------------------------------------------------------------------------- partial evaluation
+
+@dataclass(frozen=True)
+class PartialEval:
+    """What a `partial_eval` rule returns for one op with some unknown operands.
+
+    `known_results[k]` says whether result k is computed in the forward pass. `known` (an
+    op on the known operands, or None) computes those results, in order, followed by the
+    `residuals`; `staged` (or None) reads unknown operands, residuals and known operands
+    and computes the other results, in order. Both are built detached (outside any
+    function): the partial evaluator places the first in the forward pass and the second
+    in the staged function."""
+
+    known: Optional[Operation]
+    staged: Optional[Operation]
+    residuals: tuple[Value, ...]
+    known_results: tuple[bool, ...]
+
+
+def stage_whole(op: Operation, unknown: Sequence[bool]) -> PartialEval:
+    """The default rule: an op with an unknown operand is staged whole."""
+    return PartialEval(None, op, (), tuple(False for _ in op.results))
+
+
+@dataclass(frozen=True)
+class Split:
+    """A function split by `partial_eval_function`: `known(*known args) -> (*known outputs,
+    *residuals)` and `staged(*residuals, *unknown args) -> (*unknown outputs)`;
+    `known_outputs[k]` says in which of the two output k of the original is."""
+
+    known: Function
+    staged: Function
+    known_outputs: tuple[bool, ...]
+    num_residuals: int
+
+
+def partial_eval_function(fn: Function, unknown: Sequence[bool]) -> Split:
+    """Split `fn` into the part computable from its known arguments and the part that
+    depends on the unknown ones (`unknown[k]` per argument), op by op through each op's
+    `partial_eval` rule (`stage_whole` for ops without one)."""
+    unknown = list(unknown)
+    known_args = [a for a, u in zip(fn.args, unknown, strict=True) if not u]
+    unknown_args = [a for a, u in zip(fn.args, unknown, strict=True) if u]
+    known_fn, builder = new_function(f"{fn.name}_known", [a.type for a in known_args])
+    env: dict[Value, Value] = dict(zip(known_args, known_fn.args, strict=True))
+    staged_values: set[Value] = set(unknown_args)
+    staged: list[tuple[Operation, list[Value]]] = []       # (op to stage, the values its results stand for)
     with builder:
-        for op in fn.body.ops:           # forward pass: non-linear ops, the residuals among them
+        for op in fn.body.ops:
             if op.opdef.is_terminator:
+                break
+            op_unknown = [v in staged_values for v in op.operands]
+            if not any(op_unknown):
+                with builder.at(op.loc):
+                    new = clone_op(builder, op, [env[v] for v in op.operands], {})
+                env.update(zip(op.results, new.results, strict=True))
                 continue
-            if op.results and op.results[0] in linear:
-                linear_ops.append(op)
-                continue
+            rule = getattr(op.opdef, "partial_eval", None) or stage_whole
+            split = rule(op, op_unknown)
+            known_results = [r for r, k in zip(op.results, split.known_results, strict=True) if k]
+            staged_results = [r for r, k in zip(op.results, split.known_results, strict=True) if not k]
+            if split.known is not None:
+                with builder.at(op.loc):
+                    new = clone_op(builder, split.known, [env[v] for v in split.known.operands], {})
+                env.update(zip(split.known.results, new.results, strict=True))
+                env.update(zip(known_results, new.results[:len(known_results)], strict=True))
+            if split.staged is not None:
+                staged.append((split.staged, staged_results))
+            staged_values.update(staged_results)
+        residuals = list(dict.fromkeys(env[v] for op, _ in staged for v in op.operands if v not in staged_values))
+        known_outputs = tuple(v not in staged_values for v in fn.outputs)
+        with builder.at(fn.body.terminator.loc):
+            builder.ret([env[v] for v, k in zip(fn.outputs, known_outputs, strict=True) if k] + residuals)
+
+    staged_fn, builder = new_function(f"{fn.name}_staged", [r.type for r in residuals] + [a.type for a in unknown_args])
+    senv: dict[Value, Value] = dict(zip(residuals, staged_fn.args, strict=False))
+    senv.update(zip(unknown_args, staged_fn.args[len(residuals):], strict=True))
+    with builder:
+        for op, results in staged:
+            operands = [senv[v] if v in staged_values else senv[env[v]] for v in op.operands]
             with builder.at(op.loc):
-                new_op = copy_op(builder, op, [env[v] for v in op.operands], {})
-            env.update(zip(op.results, new_op.results, strict=True))
+                new = clone_op(builder, op, operands, {})
+            senv.update(zip(results, new.results, strict=True))
+        with builder.at(fn.body.terminator.loc):
+            builder.ret([senv[v] for v, k in zip(fn.outputs, known_outputs, strict=True) if not k])
+    return Split(known_fn, staged_fn, known_outputs, len(residuals))
 
-        cts: dict[Value, object] = {}
-        for kind, out in zip(outputs, fn.outputs, strict=True):
-            if kind in ("keep", "drop"):
-                continue
-            with builder.at(end_loc):
-                ct = full(1.0, out.type) if kind == "one" else next(ct_args)
-            if out in linear:
-                cts[out] = add_tangents(cts[out], ct) if out in cts else ct
 
-        for op in reversed(linear_ops):  # backward pass
-            result_cts = [cts.pop(r, None) for r in op.results]
-            if all(c is None for c in result_cts):
-                continue
-            operands = [UndefinedPrimal(v.type) if v in linear else env[v] for v in op.operands]
-            with builder.at(op.loc):
-                operand_cts = _transpose(op, result_cts, operands)
-                for v, c in zip(op.operands, operand_cts, strict=True):
-                    if c is not None and v in linear:
-                        cts[v] = add_tangents(cts[v], c) if v in cts else c
+# --------------------------------------------------------------------------- transposition
 
+def transpose_function(fn: Function, linear_args: Sequence[int],
+                       outputs: Sequence[TransposedOutput | str]) -> Function:
+    """Transpose `fn` with respect to the arguments at `linear_args`, in which it must be
+    linear (every op depending on them is a linear primitive or call, once partially
+    evaluated). `outputs` gives per output of `fn` a `TransposedOutput`.
+    Result: (*non-linear args, *ARG cotangents) -> (*kept outputs, *one cotangent per
+    linear arg). The known part of `fn` forms the forward pass; the staged part, walked
+    backwards through its transpose rules, the backward pass."""
+    linear_args = list(linear_args)
+    outputs = [TransposedOutput(k) for k in outputs]
+    split = partial_eval_function(fn, [k in linear_args for k in range(len(fn.args))])
+    n_plain = len(fn.args) - len(linear_args)
+    ct_types = [v.type for v, kind in zip(fn.outputs, outputs, strict=True) if kind is TransposedOutput.ARG]
+    new_fn, builder = new_function(f"{fn.name}_transpose", [v.type for v in split.known.args] + ct_types)
+    ct_args = iter(new_fn.args[n_plain:])
+    end_loc = fn.body.terminator.loc
+    with builder:
+        forward = inline_block(split.known.body, new_fn.args[:n_plain])
+        n_known = sum(split.known_outputs)
+        known_values, residuals = iter(forward[:n_known]), forward[n_known:]
+        kept, cts = [], []
         with builder.at(end_loc):
-            kept = []
-            for kind, out in zip(outputs, fn.outputs, strict=True):
-                if kind == "keep":
-                    if out in linear:
+            for kind, is_known, out in zip(outputs, split.known_outputs, fn.outputs, strict=True):
+                value = next(known_values) if is_known else None
+                ct = next(ct_args) if kind is TransposedOutput.ARG else None
+                if kind is TransposedOutput.KEEP:
+                    if not is_known:
                         raise GradientError(f"output of {fn.name} kept by the transpose depends on a linear argument")
-                    kept.append(env[out])
-            grads = [cts.get(fn.args[k]) if fn.args[k] in cts else full(0, fn.args[k].type) for k in linear_args]
-            builder.ret(kept + grads)
+                    kept.append(value)
+                elif not is_known:        # a staged (linear) output: its cotangent seeds the backward pass
+                    cts.append(full(1.0, out.type) if kind is TransposedOutput.ONE else ct)
+        grads = backward_pass(split.staged, residuals, cts)
+        with builder.at(end_loc):
+            builder.ret(kept + [g if g is not None else full(0, a.type)
+                                for g, a in zip(grads, split.staged.args[split.num_residuals:], strict=True)])
     return new_fn
+
+
+def backward_pass(fn: Function, residuals: Sequence[Value], output_cts: Sequence[Optional[Value]]) -> list:
+    """Emit the transpose of a staged function `fn(*residuals, *linear args)` into the
+    active builder: `output_cts` has one cotangent (or None) per output of `fn`; returns
+    one cotangent (or None: no contribution) per linear argument."""
+    builder = current_builder()
+    env: dict[Value, Value] = dict(zip(fn.args, residuals, strict=False))
+    linear: set[Value] = set(fn.args[len(residuals):])
+    linear_ops = []
+    for op in fn.body.ops:            # ops of the staged function that read no linear value: forward work
+        if op.opdef.is_terminator:
+            break
+        if any(v in linear for v in op.operands):
+            linear.update(op.results)
+            linear_ops.append(op)
+            continue
+        with builder.at(op.loc):
+            new = clone_op(builder, op, [env[v] for v in op.operands], {})
+        env.update(zip(op.results, new.results, strict=True))
+    cts: dict[Value, object] = {}
+    for out, ct in zip(fn.outputs, output_cts, strict=True):
+        if ct is not None and out in linear:
+            cts[out] = add_tangents(cts[out], ct) if out in cts else ct
+    for op in reversed(linear_ops):
+        result_cts = [cts.pop(r, None) for r in op.results]
+        if all(c is None for c in result_cts):
+            continue
+        operands = [UndefinedPrimal(v.type) if v in linear else env[v] for v in op.operands]
+        with builder.at(op.loc):
+            operand_cts = _transpose(op, result_cts, operands)
+            for v, c in zip(op.operands, operand_cts, strict=True):
+                if c is not None and v in linear:
+                    cts[v] = add_tangents(cts[v], c) if v in cts else c
+    return [cts.get(a) for a in fn.args[len(residuals):]]
 
 
 def _transpose(op, result_cts, operands) -> list:
     """Cotangents of `op`'s operands from those of its results (None: no contribution)."""
     transpose_op = getattr(op.opdef, "transpose_op", None)
-    if transpose_op is not None:      # call ops see all their results' cotangents at once
-        return transpose_op(op, [c if c is not None else Zero(r.type) for c, r in zip(result_cts, op.results,
-                                                                                       strict=True)], operands)
+    if transpose_op is not None:      # rules that see every result's cotangent at once
+        return transpose_op(op, [c if c is not None else Zero(r.type)
+                                 for c, r in zip(result_cts, op.results, strict=True)], operands)
     rule = getattr(op.opdef, "transpose", None)
-    if rule is None:
+    if rule is None or len(op.results) != 1:
         raise GradientError(f"{op.name} is not linear in its tangent operands, so reverse mode cannot transpose it "
                             "(a custom_jvp rule must be linear in its tangents for reverse mode)", op.loc)
     return rule(result_cts[0], *operands, **op.attrs)
+
+
+# --------------------------------------------------------------------------- call-like ops
+
+def partial_eval_call(op: Operation, unknown: Sequence[bool]) -> PartialEval:
+    """Partial evaluation of a call-like op (one region whose block receives the operands
+    and yields the results): its body is split by `partial_eval_function`, each half
+    becoming an op of the same kind; the known one also yields the residuals."""
+    split = partial_eval_function(body_function(op), unknown)
+    builder = Builder(Block(), op.loc)
+    known_operands = [v for v, u in zip(op.operands, unknown, strict=True) if not u]
+    unknown_operands = [v for v, u in zip(op.operands, unknown, strict=True) if u]
+    known = staged = None
+    residuals: tuple[Value, ...] = ()
+    if split.known.outputs:
+        known = builder.create(op.opdef, known_operands, op.attrs, regions=[function_region(split.known)],
+                               result_types=split.known.output_types)
+        residuals = tuple(known.results[len(known.results) - split.num_residuals:])
+    if split.staged.outputs:
+        staged = builder.create(op.opdef, [*residuals, *unknown_operands], op.attrs,
+                                regions=[function_region(split.staged)], result_types=split.staged.output_types)
+    return PartialEval(known, staged, residuals, split.known_outputs)
+
+
+def transpose_call(op: Operation, cotangents: Sequence, operands: Sequence) -> list:
+    """Transpose of a call-like op linear in its `UndefinedPrimal` operands: an op of the
+    same kind whose body is the transposed body, from the other operands and the
+    cotangents of the results to the cotangents of the linear operands."""
+    body = body_function(op)
+    linear = [k for k, v in enumerate(operands) if isinstance(v, UndefinedPrimal)]
+    grads_fn = transpose_function(body, linear, [TransposedOutput.ARG] * len(body.outputs))
+    plain = [v for v in operands if not isinstance(v, UndefinedPrimal)]
+    new = current_builder().create(op.opdef, [*plain, *(instantiate(c) for c in cotangents)], op.attrs,
+                                   regions=[function_region(grads_fn)], result_types=grads_fn.output_types)
+    out: list = [None] * len(operands)
+    for k, g in zip(linear, new.results, strict=True):
+        out[k] = g
+    return out
