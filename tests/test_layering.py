@@ -46,7 +46,11 @@ CYCLE_DODGES = {
         "numpy_api's FUNCTIONS/UFUNCS tables take in the functions of the modules built on its helpers",
     ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_reductions"):
         "numpy_api's FUNCTIONS table takes in the functions of the modules built on its helpers",
+    ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_linalg"):
+        "numpy_api's FUNCTIONS table takes in the functions of the modules built on its helpers",
     ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_shape"):
+        "numpy_api's FUNCTIONS table takes in the functions of the modules built on its helpers",
+    ("jitgrad.tracing.numpy_api", "jitgrad.tracing.numpy_sorting"):
         "numpy_api's FUNCTIONS table takes in the functions of the modules built on its helpers",
     ("jitgrad.tracing.numpy_elementwise", "jitgrad.tracing.numpy_reductions"):
         "allclose is all(isclose(...)); inside the numpy_api cycle above (could be module-level)",

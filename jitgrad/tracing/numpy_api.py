@@ -973,8 +973,10 @@ def getitem(x: Value, index) -> Value:
 
 def _merge_wider_surface():
     """Functions composed in their own modules (reductions, shape, elementwise)."""
-    from . import numpy_elementwise, numpy_reductions, numpy_shape
+    from . import numpy_elementwise, numpy_linalg, numpy_reductions, numpy_shape, numpy_sorting
     FUNCTIONS.update(numpy_reductions.FUNCTIONS)
+    FUNCTIONS.update(numpy_linalg.FUNCTIONS)
+    FUNCTIONS.update(numpy_sorting.FUNCTIONS)
     FUNCTIONS.update(numpy_shape.FUNCTIONS)
     FUNCTIONS.update(numpy_elementwise.FUNCTIONS)
     for ufunc, impl in numpy_elementwise.UFUNCS.items():

@@ -1,0 +1,587 @@
+"""NumPy's sorting, searching and order-statistics functions on traced arrays, composed
+from the `sort`/`argsort` and `gather`/`scatter` primitives.
+
+- `np.sort`/`np.argsort` sort along one axis (moved last for the primitives). jitgrad's
+  sort is always stable (`kind` is accepted and ignored): values equal NumPy's for every
+  kind; `argsort` of tied elements equals `kind='stable'`, which NumPy's default
+  quicksort need not match (both are valid sorting permutations).
+- `np.partition`/`np.argpartition`: NumPy's order of the elements on each side of kth is
+  an implementation detail. The sorted array satisfies partition's contract, but is only
+  provably NumPy's result when kth pins every position; otherwise a clear error asks for
+  `np.sort`.
+- quantiles (`median`, `percentile`, `quantile`, and their `nan*` forms) take NumPy's own
+  index and weight computation (the positions are static for a static q), then read the
+  sorted array there, so every `method=` NumPy has gives NumPy's numbers and dtypes.
+- `searchsorted`, `digitize`, `interp` count comparisons (O(len(v) * len(a))) and gather.
+- `unique`, `nonzero`, `argwhere` have data-dependent shapes: they need a static `size=`
+  (as in JAX), the result padded with `fill_value`.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from jitgrad import primitives as P
+from jitgrad.errors import IndexingError, ShapeError, UnsupportedOperationError
+from jitgrad.ir import DType, TensorType, Value
+from jitgrad.primitives.gather import gather, scatter, scatter_add
+from jitgrad.primitives.sorting import argsort as argsort_last, sort as sort_last, take_along_last
+from . import numpy_api as api
+from .indexing import take
+from .numpy_api import as_value
+from .numpy_reductions import cumsum
+
+_np_quantile = np.lib._function_base_impl
+"""NumPy's quantile machinery (virtual indices and weights per method), run at trace time
+on the static q so that every method gives NumPy's positions and weights."""
+_monotonicity = np._core.multiarray._monotonicity
+
+
+def _i64(shape) -> TensorType:
+    return TensorType(tuple(shape), DType.i64)
+
+
+def _axis(axis, ndim: int, name: str) -> int:
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"numpy.{name}: axis {axis} is out of bounds for array of dimension {ndim}")
+    return axis % ndim
+
+
+def _to_last(x: Value, axis: int) -> Value:
+    perm = [k for k in range(x.type.ndim) if k != axis] + [axis]
+    return P.transpose(x, tuple(perm))
+
+
+def _from_last(x: Value, axis: int) -> Value:
+    ndim = x.type.ndim
+    perm = list(range(ndim - 1))
+    perm.insert(axis, ndim - 1)
+    return P.transpose(x, tuple(perm))
+
+
+def _along(fn, a, axis, name: str) -> Value:
+    """fn applied along `axis` (None: the flattened array), via the last axis."""
+    x = as_value(a)
+    if axis is None:
+        x, axis = P.reshape(x, (x.type.size,)), 0
+    if x.type.ndim == 0:
+        raise ShapeError(f"numpy.{name}: axis {axis} is out of bounds for array of dimension 0")
+    axis = _axis(axis, x.type.ndim, name)
+    return _from_last(fn(_to_last(x, axis)), axis)
+
+
+def _check_sort_args(name, kind, order, stable=None):
+    if order is not None:
+        raise UnsupportedOperationError(f"numpy.{name}: order= (structured arrays) is not supported")
+    if kind not in (None, "quicksort", "mergesort", "heapsort", "stable"):
+        raise ValueError(f"numpy.{name}: sort kind must be one of 'quick', 'heap', or 'stable' (got {kind!r})")
+
+
+def sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    _check_sort_args("sort", kind, order, stable)
+    return _along(sort_last, a, axis, "sort")
+
+
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    _check_sort_args("argsort", kind, order, stable)
+    return _along(argsort_last, a, axis, "argsort")
+
+
+def _kth_pins_everything(kth, n: int, name: str) -> bool:
+    positions = set()
+    for k in np.atleast_1d(np.asarray(kth)).ravel():
+        k = operator.index(k)
+        if not -n <= k < n:
+            raise ShapeError(f"numpy.{name}: kth(={k}) out of bounds ({n})")
+        positions.add(k % n)
+    return len(positions) >= n - 1
+
+
+def partition(a, kth, axis=-1, kind="introselect", order=None):
+    """np.partition when its result is fully determined: kth covering every position (or
+    all but one) forces the sorted order, which NumPy's result then equals."""
+    if isinstance(kth, Value):
+        raise UnsupportedOperationError("numpy.partition: kth must be known at trace time")
+    x = as_value(a)
+    n = x.type.size if axis is None else x.type.shape[_axis(axis, max(x.type.ndim, 1), "partition")] \
+        if x.type.ndim else 1
+    if not _kth_pins_everything(kth, n, "partition"):
+        raise UnsupportedOperationError(
+            "numpy.partition: the order NumPy leaves on each side of kth is its implementation's detail, "
+            "which jitgrad does not reproduce; use np.sort(a, axis) (its result satisfies partition's "
+            "contract), or pass every position as kth")
+    return sort(x, axis)
+
+
+def argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    x = as_value(a)
+    if x.type.size > 1:
+        raise UnsupportedOperationError(
+            "numpy.argpartition: which of the tied or unordered elements NumPy's introselect puts where is "
+            "its implementation's detail; use np.argsort(a, axis, kind='stable') (a valid argpartition)")
+    return argsort(x, axis)
+
+
+def lexsort(keys, axis=-1):
+    """Indices sorting by the last key first: stable argsorts from the first key to the
+    last, each applied to the order the previous ones left."""
+    if isinstance(keys, Value):
+        keys = [P.reshape(api.getitem(keys, (k,)), keys.type.shape[1:]) for k in range(keys.type.shape[0])]
+    keys = [as_value(k) for k in keys]
+    if not keys:
+        raise TypeError("need sequence of keys with len > 0 in lexsort")
+    shape = api.broadcast_shapes(*[k.type.shape for k in keys])
+    keys = [api.broadcast_to(k, shape) for k in keys]
+    if not shape:
+        return P.constant(np.int64(0))
+    axis = _axis(axis, len(shape), "lexsort")
+    keys = [_to_last(k, axis) for k in keys]
+    order = argsort_last(keys[0])
+    for key in keys[1:]:
+        order = take_along_last(order, argsort_last(take_along_last(key, order)))
+    return _from_last(order, axis)
+
+
+# --------------------------------------------------------------------------- searching
+
+def _less(a: Value, b: Value) -> Value:
+    """a < b in NumPy's sort order (NaN last), elementwise on broadcast operands."""
+    a, b = api.broadcast_values(a, b)
+    below = P.lt(a, b)
+    if not a.type.dtype.is_float:
+        return below
+    return P.logical_or(below, P.logical_and(P.ne(b, b), P.eq(a, a)))
+
+
+def _count(mask: Value) -> Value:
+    return P.reduce_sum(P.convert(mask, DType.i64), (mask.type.ndim - 1,))
+
+
+def searchsorted(a, v, side="left", sorter=None):
+    """Where each v would go in the sorted 1-d `a`: for side='left' the number of
+    elements less than v, for 'right' the number not greater (NaN sorts last)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"numpy.searchsorted: side must be 'left' or 'right' (got {side!r})")
+    a = as_value(a)
+    if a.type.ndim != 1:
+        raise ShapeError("numpy.searchsorted: a must be one-dimensional")
+    if sorter is not None:
+        a = take(a, sorter)
+    a, v = api.promote(a, v)
+    n = a.type.shape[0]
+    shape = v.type.shape
+    if n == 0:
+        return P.full(0, v.type.with_dtype(DType.i64))
+    grid = shape + (n,)
+    table = P.broadcast_in_dim(a, grid, (len(shape),))
+    values = P.broadcast_in_dim(v, grid, tuple(range(len(shape))))
+    mask = _less(table, values) if side == "left" else P.logical_not(_less(values, table))
+    return _count(mask)
+
+
+def digitize(x, bins, right=False):
+    if isinstance(bins, Value):
+        raise UnsupportedOperationError(
+            "numpy.digitize with traced bins: whether they increase or decrease is decided by their values; "
+            "use np.searchsorted(bins, x, side='left' if right else 'right') for increasing bins")
+    bins = np.asarray(bins)
+    if bins.ndim != 1:
+        raise ValueError("object too deep for desired array" if bins.ndim > 1 else "object of too small depth")
+    mono = _monotonicity(bins)
+    if mono == 0:
+        raise ValueError("bins must be monotonically increasing or decreasing")
+    side = "left" if right else "right"
+    if mono == -1:
+        count = searchsorted(bins[::-1].copy(), x, side=side)
+        return P.sub(P.full(len(bins), count.type), count)
+    return searchsorted(bins, x, side=side)
+
+
+def interp(x, xp, fp, left=None, right=None, period=None):
+    """np.interp (float64, as NumPy computes it): the segment is found by counting the
+    xp at or below x; NumPy's special cases (x on a knot, NaN slope) are kept."""
+    x, xp, fp = (as_value(v, DType.f64) for v in (x, xp, fp))
+    if xp.type.ndim != 1 or fp.type.ndim != 1:
+        raise ValueError("numpy.interp: data points must be 1-D sequences")
+    if xp.type.shape != fp.type.shape:
+        raise ValueError("fp and xp are not of the same length")
+    if xp.type.shape[0] == 0:
+        raise ValueError("array of sample points is empty")
+    if period is not None:
+        if isinstance(period, Value):
+            raise UnsupportedOperationError("numpy.interp: period must be known at trace time")
+        if period == 0:
+            raise ValueError("period must be a non-zero value")
+        period = abs(period)
+        left = right = None
+        x = api.UFUNCS[np.remainder](x, period)
+        xp = api.UFUNCS[np.remainder](xp, period)
+        order = argsort_last(xp)
+        xp, fp = take_along_last(xp, order), take_along_last(fp, order)
+        xp = P.concatenate([P.sub(api.getitem(xp, slice(-1, None)), P.full(period, xp.type.with_shape((1,)))), xp,
+                            P.add(api.getitem(xp, slice(0, 1)), P.full(period, xp.type.with_shape((1,))))], 0)
+        fp = P.concatenate([api.getitem(fp, slice(-1, None)), fp, api.getitem(fp, slice(0, 1))], 0)
+    n = xp.type.shape[0]
+    shape = x.type.shape
+    first, last = api.getitem(fp, 0), api.getitem(fp, n - 1)
+    left_value = first if left is None else as_value(left, DType.f64)
+    right_value = last if right is None else as_value(right, DType.f64)
+    left_value, right_value = (api.broadcast_to(v, shape) for v in (left_value, right_value))
+    grid = shape + (n,)
+    at_or_below = P.logical_not(_less(P.broadcast_in_dim(x, grid, tuple(range(len(shape)))),
+                                      P.broadcast_in_dim(xp, grid, (len(shape),))))
+    j = P.sub(_count(at_or_below), P.full(1, _i64(shape)))
+    flat = P.reshape(j, (x.type.size,))
+    lo = P.maximum(P.minimum(flat, P.full(n - 1, flat.type)), P.full(0, flat.type))
+    hi = P.minimum(P.add(lo, P.full(1, flat.type)), P.full(n - 1, flat.type))
+    x0, x1, y0, y1 = (P.reshape(gather(t, k, 0), shape) for t, k in ((xp, lo), (xp, hi), (fp, lo), (fp, hi)))
+    slope = P.div(P.sub(y1, y0), P.sub(x1, x0))
+    inner = P.add(P.mul(slope, P.sub(x, x0)), y0)
+    isnan = lambda v: P.ne(v, v)  # noqa: E731
+    retry = P.add(P.mul(slope, P.sub(x, x1)), y1)
+    inner = P.select(isnan(inner), P.select(P.logical_and(isnan(retry), P.eq(y0, y1)), y0, retry), inner)
+    xp_first, xp_last = (api.broadcast_to(api.getitem(xp, k), shape) for k in (0, n - 1))
+    result = P.select(P.eq(x0, x), y0, inner)
+    result = P.select(P.eq(j, P.full(n - 1, j.type)), api.broadcast_to(last, shape), result)
+    result = P.select(P.gt(x, xp_last), right_value, result)
+    result = P.select(P.lt(x, xp_first), left_value, result)
+    return P.select(isnan(x), x, result)
+
+
+# --------------------------------------------------------------------------- order statistics
+
+def _reduced_last(a, axis, name: str):
+    """(x with the reduced axes merged into one last axis, the kept shape, the reduced axes)."""
+    x = as_value(a)
+    axes = api.normalize_axes(axis, x.type.ndim)
+    kept = [k for k in range(x.type.ndim) if k not in axes]
+    x = P.transpose(x, tuple(kept + list(axes)))
+    kept_shape = tuple(x.type.shape[:len(kept)])
+    return P.reshape(x, kept_shape + (math.prod(x.type.shape[len(kept):]),)), kept_shape, axes
+
+
+def _keepdims(result: Value, shape, axes, keepdims: bool, lead: int = 0) -> Value:
+    if not keepdims:
+        return result
+    kept = tuple(1 if k in axes else n for k, n in enumerate(shape))
+    return P.reshape(result, result.type.shape[:lead] + kept)
+
+
+def _last_is_nan(sorted_x: Value) -> Value:
+    last = api.getitem(sorted_x, (Ellipsis, -1))
+    return P.ne(last, last), last
+
+
+def median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    if out is not None:
+        raise UnsupportedOperationError("numpy.median: out= is not supported")
+    x = as_value(a)
+    shape = x.type.shape
+    rows, kept_shape, axes = _reduced_last(x, axis, "median")
+    n = rows.type.shape[-1]
+    s = sort_last(rows) if rows.type.size else rows
+    half = n // 2
+    middle = api.getitem(s, (Ellipsis, slice(half, half + 1) if n % 2 else slice(half - 1, half + 1)))
+    result = api.mean(middle, axis=-1)
+    if x.type.dtype.is_float and n > 0:
+        has_nan, last = _last_is_nan(s)
+        result = P.select(has_nan, P.convert(last, result.type.dtype), result)
+    return _keepdims(result, shape, axes, keepdims)
+
+
+def _static_q(q, name: str, scale):
+    if isinstance(q, Value):
+        raise UnsupportedOperationError(f"numpy.{name}: q must be known at trace time (a number or NumPy array)")
+    weak = type(q) in (int, float)
+    q = np.true_divide(q, 100) if scale else np.asanyarray(q)
+    if not _np_quantile._quantile_is_valid(q):
+        raise ValueError("Percentiles must be in the range [0, 100]" if scale
+                         else "Quantiles must be in the range [0, 1]")
+    if q.ndim > 2:
+        raise ValueError("q must be a scalar or 1d")
+    return q, weak
+
+
+def _check_quantile_args(name, method, weights, out):
+    if out is not None:
+        raise UnsupportedOperationError(f"numpy.{name}: out= is not supported")
+    if weights is not None:
+        raise UnsupportedOperationError(f"numpy.{name}: weights= is not supported by jitgrad")
+    if method not in _np_quantile._QuantileMethods:
+        raise ValueError(f"{method!r} is not a valid method. Use one of: {list(_np_quantile._QuantileMethods)}")
+
+
+def _take_static(s: Value, indices: np.ndarray) -> Value:
+    """s[..., indices] with the indices' axes moved first (NumPy's quantile layout)."""
+    picked = gather(s, P.constant(np.asarray(indices, np.int64) % s.type.shape[-1]), s.type.ndim - 1)
+    lead = s.type.ndim - 1
+    q_axes = list(range(lead, picked.type.ndim))
+    return P.transpose(picked, tuple(q_axes + list(range(lead))))
+
+
+def _lerp(a: Value, b: Value, t, one_minus_t, use_b) -> Value:
+    """NumPy's _lerp: a + (b - a) * t, or b - (b - a) * (1 - t) where t >= 0.5."""
+    ufunc = api.UFUNCS
+    diff = ufunc[np.subtract](b, a)
+    low = ufunc[np.add](a, ufunc[np.multiply](diff, t))
+    high = ufunc[np.subtract](b, ufunc[np.multiply](diff, one_minus_t))
+    high = P.convert(high, low.type.dtype) if high.type.dtype != low.type.dtype else high
+    if isinstance(use_b, (bool, np.bool_)):
+        return high if use_b else low
+    return P.select(api.broadcast_to(use_b, low.type.shape), high, low)
+
+
+def _as_gamma(gamma: np.ndarray, weak: bool, lead_shape, rest: int):
+    """The weight as NumPy passes it to _lerp: a Python float for a scalar q given as a
+    Python number, else an array of the q axes' shape followed by 1s."""
+    if weak:
+        return float(gamma), float(1 - float(gamma)), bool(float(gamma) >= 0.5)
+    shaped = gamma.reshape(gamma.shape + (1,) * rest)
+    return (P.constant(shaped), P.constant(np.subtract(1, shaped)), P.constant(shaped >= 0.5))
+
+
+def _quantile(a, q, axis, method, keepdims, weak, name):
+    x = as_value(a)
+    shape = x.type.shape
+    rows, kept_shape, axes = _reduced_last(x, axis, name)
+    n = rows.type.shape[-1]
+    if n == 0:
+        raise IndexingError(f"numpy.{name} of an empty array: index -1 is out of bounds for axis 0 with size 0")
+    s = sort_last(rows)
+    props = _np_quantile._QuantileMethods[method]
+    virtual = np.asanyarray(props["get_virtual_index"](n, q))
+    integral = props["fix_gamma"] is None or method == "linear" and np.issubdtype(virtual.dtype, np.integer)
+    if integral:
+        result = _take_static(s, virtual)
+    else:
+        dummy = np.empty(0, x.type.dtype.numpy if x.type.dtype != DType.bf16 else np.float32)
+        previous, following = _np_quantile._get_indexes(dummy, virtual, n)
+        gamma = _np_quantile._get_gamma(virtual, previous, props)
+        t, one_minus_t, use_b = _as_gamma(gamma, weak, virtual.shape, len(kept_shape))
+        result = _lerp(_take_static(s, previous), _take_static(s, following), t, one_minus_t, use_b)
+    if x.type.dtype.is_float:
+        has_nan, last = _last_is_nan(s)
+        last = api.broadcast_to(P.convert(last, result.type.dtype), result.type.shape)
+        result = P.select(api.broadcast_to(has_nan, result.type.shape), last, result)
+    return _keepdims(result, shape, axes, keepdims, lead=q.ndim)
+
+
+def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *, weights=None,
+             interpolation=None):
+    _check_quantile_args("quantile", method, weights, out)
+    q, weak = _static_q(q, "quantile", False)
+    return _quantile(a, q, axis, method, keepdims, weak, "quantile")
+
+
+def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *, weights=None,
+               interpolation=None):
+    _check_quantile_args("percentile", method, weights, out)
+    q, weak = _static_q(q, "percentile", True)
+    return _quantile(a, q, axis, method, keepdims, weak, "percentile")
+
+
+# ----- NaN-ignoring forms: the count of numbers per slice is known only at run time
+
+def _nan_rows(a, axis, name):
+    x = as_value(a)
+    rows, kept_shape, axes = _reduced_last(x, axis, name)
+    s = sort_last(rows) if rows.type.size else rows
+    count = _count(P.eq(rows, rows)) if rows.type.shape[-1] else P.full(0, _i64(kept_shape))
+    return x, s, count, kept_shape, axes
+
+
+def _at(s: Value, positions: Value) -> Value:
+    """s[..., positions[...]] for one position per row (clamped into the row)."""
+    n = s.type.shape[-1]
+    positions = P.maximum(P.minimum(positions, P.full(n - 1, positions.type)), P.full(0, positions.type))
+    expanded = P.broadcast_in_dim(positions, s.type.shape, tuple(range(s.type.ndim - 1)))
+    return api.getitem(take_along_last(s, expanded), (Ellipsis, 0))
+
+
+def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    x = as_value(a)
+    if not x.type.dtype.is_float:
+        return median(x, axis, out, overwrite_input, keepdims)
+    if out is not None:
+        raise UnsupportedOperationError("numpy.nanmedian: out= is not supported")
+    x, s, count, kept_shape, axes = _nan_rows(x, axis, "nanmedian")
+    n = s.type.shape[-1]
+    if n == 0:
+        return _keepdims(P.full(np.nan, x.type.with_shape(kept_shape)), x.type.shape, axes, keepdims)
+    one = P.full(1, count.type)
+    low = _at(s, P.floor_divide(P.sub(count, one), P.full(2, count.type)))
+    high = _at(s, P.floor_divide(count, P.full(2, count.type)))
+    if n < 600:     # NumPy: a masked median, (low + high) / 2 in the array's dtype, even for one middle
+        result = P.div(P.add(low, high), P.full(2, low.type))
+    else:           # NumPy: the median of the numbers, a mean of one or two middle elements
+        odd = P.eq(P.remainder(count, P.full(2, count.type)), one)
+        pair = api.mean(P.concatenate([P.reshape(v, kept_shape + (1,)) for v in (low, high)], len(kept_shape)),
+                        axis=-1)
+        result = P.select(odd, api.mean(P.reshape(low, kept_shape + (1,)), axis=-1), pair)
+    result = P.select(P.eq(count, P.full(0, count.type)), P.full(np.nan, result.type), result)
+    return _keepdims(result, x.type.shape, axes, keepdims)
+
+
+def _nanquantile(a, q, axis, method, keepdims, weak, name):
+    x = as_value(a)
+    if not x.type.dtype.is_float:
+        return _quantile(x, q, axis, method, keepdims, weak, name)
+    if method != "linear":
+        raise UnsupportedOperationError(f"numpy.{name}: jitgrad supports method='linear' only for the NaN-ignoring "
+                                        f"quantiles (np.{name.replace('nan', '')} has every method)")
+    x, s, count, kept_shape, axes = _nan_rows(x, axis, name)
+    if s.type.shape[-1] == 0:
+        return _keepdims(P.full(np.nan, x.type.with_shape(q.shape + kept_shape)), x.type.shape, axes, keepdims,
+                         lead=q.ndim)
+    results = [_nanquantile_one(s, count, float(qk), weak, x.type.dtype) for qk in q.ravel()]
+    if q.ndim == 0:
+        result = results[0]
+    else:
+        result = P.reshape(P.concatenate([P.reshape(r, (1,) + kept_shape) for r in results], 0),
+                           q.shape + kept_shape)
+    return _keepdims(result, x.type.shape, axes, keepdims, lead=q.ndim)
+
+
+def _nanquantile_one(s: Value, count: Value, q: float, weak: bool, dtype: DType) -> Value:
+    """NumPy's linear quantile of the `count` numbers at the start of each sorted row."""
+    f64 = count.type.with_dtype(DType.f64)
+    virtual = P.mul(P.convert(P.sub(count, P.full(1, count.type)), DType.f64), P.full(q, f64))
+    floor = P.convert(P.floor_divide(virtual, P.full(1.0, f64)), DType.i64)     # virtual >= 0 unless count is 0
+    above = P.ge(virtual, P.convert(P.sub(count, P.full(1, count.type)), DType.f64))
+    previous = P.select(above, P.sub(count, P.full(1, count.type)), floor)
+    following = P.select(above, previous, P.add(floor, P.full(1, count.type)))
+    gamma = P.select(above, P.add(virtual, P.full(1.0, f64)), P.sub(virtual, P.convert(floor, DType.f64)))
+    if weak:
+        gamma = P.convert(gamma, dtype)
+    one_minus = P.sub(P.full(1.0, gamma.type), gamma)
+    low, high = _at(s, previous), _at(s, following)
+    result = _lerp(low, high, gamma, one_minus, P.ge(gamma, P.full(0.5, gamma.type)))
+    empty = P.eq(count, P.full(0, count.type))
+    has_nan_result = P.full(np.nan, result.type)
+    return P.select(empty, has_nan_result, result)
+
+
+def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *, weights=None,
+                interpolation=None):
+    _check_quantile_args("nanquantile", method, weights, out)
+    q, weak = _static_q(q, "nanquantile", False)
+    return _nanquantile(a, q, axis, method, keepdims, weak, "nanquantile")
+
+
+def nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *,
+                  weights=None, interpolation=None):
+    _check_quantile_args("nanpercentile", method, weights, out)
+    q, weak = _static_q(q, "nanpercentile", True)
+    return _nanquantile(a, q, axis, method, keepdims, weak, "nanpercentile")
+
+
+# --------------------------------------------------------------------------- data-dependent sizes
+
+def _need_size(name: str, instead: str):
+    return UnsupportedOperationError(
+        f"numpy.{name} on a traced array has a shape that depends on the data; call "
+        f"jitgrad.tracing.sized.{name}(x, size=n) instead (a static size, the result padded with fill_value, as "
+        f"JAX's size=), or {instead}")
+
+
+def _compact(flat_mask: Value, values: Value, size: int, fill) -> Value:
+    """The `values` where `flat_mask` holds, in order, in an array of `size` padded with
+    `fill`: each kept value is scattered to its rank; the rest go to a spare last slot."""
+    count = flat_mask.type.shape[0]
+    rank = P.sub(cumsum(P.convert(flat_mask, DType.i64)), P.full(1, _i64((count,))))
+    keep = P.logical_and(flat_mask, P.lt(rank, P.full(size, rank.type)))
+    target = P.select(keep, rank, P.full(size, rank.type))
+    base = P.broadcast_in_dim(as_value(fill, values.type.dtype), (size + 1,), ()) \
+        if not isinstance(fill, Value) or fill.type.ndim == 0 else None
+    if base is None:
+        raise ShapeError("fill_value must be a scalar")
+    return api.getitem(scatter(base, target, values, 0), slice(0, size))
+
+
+def _static_size(name, size) -> int:
+    size = operator.index(size)
+    if size < 0:
+        raise ValueError(f"numpy.{name}: size must be non-negative")
+    return size
+
+
+def nonzero(a, *, size=None, fill_value=None):
+    x = as_value(a)
+    if size is None:
+        raise _need_size("nonzero", "use np.where(x != 0, ...) to keep the shape")
+    if x.type.ndim == 0:
+        raise ValueError("Calling nonzero on 0d arrays is not allowed. Use np.atleast_1d(scalar).nonzero() instead.")
+    size = _static_size("nonzero", size)
+    flat = P.reshape(P.ne(x, P.full(0, x.type)), (x.type.size,))
+    fills = fill_value if isinstance(fill_value, tuple) else (fill_value,) * x.type.ndim
+    if len(fills) != x.type.ndim:
+        raise ValueError(f"fill_value must be a scalar or a tuple of length {x.type.ndim}")
+    out = []
+    stride = x.type.size
+    positions = P.constant(np.arange(x.type.size, dtype=np.int64))
+    for dim, n in enumerate(x.type.shape):
+        stride //= n if n else 1
+        coordinate = P.remainder(P.floor_divide(positions, P.full(max(stride, 1), positions.type)),
+                                 P.full(max(n, 1), positions.type))
+        out.append(_compact(flat, coordinate, size, 0 if fills[dim] is None else fills[dim]))
+    return tuple(out)
+
+
+def argwhere(a, *, size=None, fill_value=None):
+    x = as_value(a)
+    if size is None:
+        raise _need_size("argwhere", "use np.where(x != 0, ...) to keep the shape")
+    if x.type.ndim == 0:
+        raise UnsupportedOperationError("numpy.argwhere of a 0-d traced array: use np.atleast_1d first")
+    columns = nonzero(x, size=size, fill_value=fill_value)
+    return P.concatenate([P.reshape(c, (c.type.shape[0], 1)) for c in columns], 1)
+
+
+def unique(ar, return_index=False, return_inverse=False, return_counts=False, axis=None, *, equal_nan=True,
+           sorted=True, size=None, fill_value=None):
+    x = as_value(ar)
+    if size is None:
+        raise _need_size("unique", "sort with np.sort and compare neighbours")
+    if axis is not None:
+        raise UnsupportedOperationError("numpy.unique: axis= is not supported on traced arrays")
+    size = _static_size("unique", size)
+    n = x.type.size
+    if n == 0:
+        raise UnsupportedOperationError("numpy.unique of an empty traced array with size=: nothing to fill from")
+    flat = P.reshape(x, (n,))
+    order = argsort_last(flat)
+    s = take_along_last(flat, order)
+    previous, current = api.getitem(s, slice(0, n - 1)), api.getitem(s, slice(1, n))
+    differs = P.ne(current, previous)
+    if x.type.dtype.is_float and equal_nan:        # NaNs are one value
+        differs = P.logical_and(differs, P.logical_not(P.logical_and(P.ne(current, current),
+                                                                     P.ne(previous, previous))))
+    is_new = P.concatenate([P.constant(np.array([True])), differs], 0)
+    fill = api.getitem(s, 0) if fill_value is None else fill_value
+    values = _compact(is_new, s, size, fill)
+    if not (return_index or return_inverse or return_counts):
+        return values
+    group = P.sub(cumsum(P.convert(is_new, DType.i64)), P.full(1, _i64((n,))))
+    results = [values]
+    if return_index:
+        results.append(_compact(is_new, order, size, 0))
+    if return_inverse:
+        inverse = scatter(P.full(0, _i64((n,))), order, group, 0)
+        results.append(P.reshape(inverse, x.type.shape))
+    if return_counts:
+        clipped = P.minimum(group, P.full(size, group.type))
+        counts = scatter_add(P.full(0, _i64((size + 1,))), clipped, P.full(1, _i64((n,))), 0)
+        results.append(api.getitem(counts, slice(0, size)))
+    return tuple(results)
+
+
+FUNCTIONS = {
+    np.sort: sort, np.argsort: argsort, np.partition: partition, np.argpartition: argpartition,
+    np.lexsort: lexsort, np.searchsorted: searchsorted, np.digitize: digitize, np.interp: interp,
+    np.median: median, np.nanmedian: nanmedian, np.quantile: quantile, np.percentile: percentile,
+    np.nanquantile: nanquantile, np.nanpercentile: nanpercentile,
+    np.nonzero: nonzero, np.argwhere: argwhere, np.unique: unique,
+}
