@@ -1,0 +1,540 @@
+"""Dense factorizations and solves on LAPACK: cholesky, triangular_solve, solve, slogdet,
+eigh, svd and qr, each batched over leading axes (the last two are the matrix).
+
+Several results in one op are packed into one array, so every primitive keeps the
+one-result interface of the rule machinery and LAPACK runs once per matrix:
+  - slogdet: (..., 2) = [sign, log|det|];
+  - eigh with vectors: (..., n + 1, n) = eigenvalues (ascending) on row 0, the
+    eigenvectors as the columns of rows 1..n;
+  - svd / qr: the factors flattened and concatenated on the last axis; `svd_parts` and
+    `qr_parts` take them apart with slices and reshapes.
+
+Derivatives are JVP rules written with other primitives (the solves are linear in their
+right-hand side and have transpose rules), so reverse mode and higher orders come from
+the usual linearize + transpose:
+  - solve / triangular_solve / slogdet: the adjoint solve (Giles 2008, section 2.2);
+  - cholesky: Murray 2016, dL = L Phi(L^-1 dA L^-T);
+  - eigh: Giles 2008 section 3.1, dw = diag(V^T dA V), dV = V (F o V^T dA V);
+  - svd: Townsend 2016 (JAX's svd_jvp_rule), reduced factors only;
+  - qr: Walter and Lehmann / Seeger et al. 2017 (JAX's qr_jvp_rule), m >= n.
+Where the input only reads one triangle (cholesky, eigh: the lower one, as NumPy), the
+derivative is that of the function actually computed: a change in the unread triangle
+changes nothing. Eigenvector and singular vector derivatives divide by eigenvalue
+(singular value) gaps: at exactly repeated values they are inf/NaN, never a silently
+dropped term; eigenvalue-only and singular-value-only primitives (`vectors=False`) have
+derivatives that never divide by a gap.
+
+Failure (a matrix that is not positive definite, a singular matrix, LAPACK reporting no
+convergence, NaN in the input) fills that matrix's result with NaN: NumPy raises
+`LinAlgError` there, and compiled code cannot raise; NaN is never a plausible number.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .kernel_kind import KernelKind
+from jitgrad.errors import DTypeError, GradientError, ShapeError
+from jitgrad.ir import DType, TensorType
+from . import elementwise as E
+from . import structural as S
+from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
+from .linalg import dot_general
+from .reductions import reduce_sum
+
+
+class LapackKernel(KernelKind):
+    """A call into LAPACK (or a BLAS triangular solve) per matrix of the batch."""
+
+    emitters = {"cpu": "jitgrad.backends.cpu.lapack:emit"}
+    cost = 64
+    uses_blas = True
+
+
+LAPACK_KERNEL = LapackKernel()
+FLOATS = (DType.f32, DType.f64)
+
+
+# --------------------------------------------------------------------------- shape rules
+
+def _check_matrix(name: str, a: TensorType, square: bool = True) -> None:
+    if a.dtype not in FLOATS:
+        raise DTypeError(f"{name} needs float32 or float64 matrices, got {a.dtype}")
+    if a.ndim < 2:
+        raise ShapeError(f"{name}: {a.ndim}-dimensional array given; it needs at least two dimensions")
+    if 0 in a.shape[-2:]:
+        raise ShapeError(f"{name}: empty matrices ({a.shape}) are not supported")
+    if square and a.shape[-1] != a.shape[-2]:
+        raise ShapeError(f"{name}: last 2 dimensions of the array must be square, got {a.shape}")
+
+
+def _check_rhs(name: str, a: TensorType, b: TensorType) -> None:
+    if b.dtype != a.dtype:
+        raise DTypeError(f"{name}: operand dtypes {a.dtype} and {b.dtype} differ")
+    if b.ndim != a.ndim or b.shape[:-2] != a.shape[:-2] or b.shape[-2] != a.shape[-1]:
+        raise ShapeError(f"{name}: right-hand side {b.shape} does not match the matrices {a.shape} "
+                         "(same batch axes, rows equal to the matrix order)")
+
+
+def svd_shapes(m: int, n: int, full_matrices: bool) -> tuple[tuple[int, int], int, tuple[int, int]]:
+    k = min(m, n)
+    return ((m, m if full_matrices else k), k, (n if full_matrices else k, n))
+
+
+def qr_shapes(m: int, n: int, complete: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    q = m if complete else min(m, n)
+    return (m, q), (q, n)
+
+
+# --------------------------------------------------------------------------- NumPy references
+
+def _per_matrix(a, fn, out_shape, *others):
+    """fn on each matrix of the batch; NaN where NumPy raises LinAlgError."""
+    batch = a.shape[:-2]
+    out = np.empty(batch + out_shape, a.dtype)
+    for index in np.ndindex(*batch):
+        try:
+            with np.errstate(all="ignore"):
+                out[index] = fn(a[index], *(o[index] for o in others))
+        except np.linalg.LinAlgError:
+            out[index] = np.nan
+    return out
+
+
+def _cholesky_impl(a):
+    return _per_matrix(a, np.linalg.cholesky, a.shape[-2:])
+
+
+def _triangular_matrix(a, lower):
+    return np.tril(a) if lower else np.triu(a)
+
+
+def _triangular_solve_impl(a, b, *, lower, transpose_a):
+    def one(a1, b1):
+        t = _triangular_matrix(a1, lower)
+        if not np.all(np.diagonal(t)):
+            raise np.linalg.LinAlgError("singular triangular matrix")
+        return np.linalg.solve(t.T if transpose_a else t, b1)
+    return _per_matrix(a, one, b.shape[-2:], b)
+
+
+def _solve_impl(a, b, *, transpose_a):
+    return _per_matrix(a, lambda a1, b1: np.linalg.solve(a1.T if transpose_a else a1, b1), b.shape[-2:], b)
+
+
+def _slogdet_impl(a):
+    sign, logdet = np.linalg.slogdet(a)
+    return np.stack([sign, logdet], axis=-1).astype(a.dtype)
+
+
+def _eigh_impl(a, *, vectors, lower):
+    n = a.shape[-1]
+    uplo = "L" if lower else "U"
+    if not vectors:
+        return _per_matrix(a, lambda m: np.linalg.eigvalsh(m, UPLO=uplo), (n,))
+
+    def one(m):
+        w, v = np.linalg.eigh(m, UPLO=uplo)
+        return np.concatenate([w[None], v])
+    return _per_matrix(a, one, (n + 1, n))
+
+
+def _svd_impl(a, *, full_matrices, vectors):
+    m, n = a.shape[-2:]
+    if not vectors:
+        return _per_matrix(a, lambda x: np.linalg.svd(x, compute_uv=False), (min(m, n),))
+    (um, uq), k, (vq, vn) = svd_shapes(m, n, full_matrices)
+
+    def one(x):
+        u, s, vt = np.linalg.svd(x, full_matrices=full_matrices)
+        return np.concatenate([u.ravel(), s, vt.ravel()])
+    return _per_matrix(a, one, (um * uq + k + vq * vn,))
+
+
+def _qr_impl(a, *, complete):
+    m, n = a.shape[-2:]
+    (qm, qq), (rq, rn) = qr_shapes(m, n, complete)
+
+    def one(x):
+        q, r = np.linalg.qr(x, mode="complete" if complete else "reduced")
+        return np.concatenate([q.ravel(), r.ravel()])
+    return _per_matrix(a, one, (qm * qq + rq * rn,))
+
+
+# --------------------------------------------------------------------------- helpers for the rules
+
+def _mT(x):
+    """Swap the last two axes."""
+    nd = x.type.ndim
+    return S.transpose(x, tuple(range(nd - 2)) + (nd - 1, nd - 2))
+
+
+def _matmul(a, b):
+    """Batched a @ b for operands of equal rank >= 2."""
+    nd = a.type.ndim
+    batch = tuple(range(nd - 2))
+    return dot_general(a, b, ((nd - 1,), (nd - 2,)), (batch, batch))
+
+
+def _masked(x, mask: np.ndarray):
+    """x times a constant (rows, cols) matrix, broadcast over the batch."""
+    nd = x.type.ndim
+    c = S.constant(mask, x.type.dtype)
+    return E.mul(x, S.broadcast_in_dim(c, x.type.shape, (nd - 2, nd - 1)))
+
+
+def _tril(x, k=0):
+    return _masked(x, np.tri(*x.type.shape[-2:], k))
+
+
+def _triu(x, k=0):
+    return _masked(x, 1 - np.tri(*x.type.shape[-2:], k - 1))
+
+
+def _diagonal(x):
+    """(..., n, n) -> (..., n)."""
+    return reduce_sum(_masked(x, np.eye(x.type.shape[-1])), (x.type.ndim - 1,))
+
+
+def _rows(v, cols: int):
+    """(..., n) -> (..., r, n) with v[..., j] in every row: multiplying by it scales columns."""
+    nd = v.type.ndim
+    return S.broadcast_in_dim(v, v.type.shape[:-1] + (cols, v.type.shape[-1]), tuple(range(nd - 1)) + (nd,))
+
+
+def _cols(v, rows: int):
+    """(..., n) -> (..., n, c) with v[..., i] in every column: multiplying by it scales rows."""
+    nd = v.type.ndim
+    return S.broadcast_in_dim(v, v.type.shape + (rows,), tuple(range(nd)))
+
+
+def _symmetric_from_lower(t):
+    """The symmetric matrix a routine that reads only the lower triangle sees."""
+    return E.add(_tril(t), _mT(_tril(t, -1)))
+
+
+def _symmetric_from_upper(t):
+    return E.add(_triu(t), _mT(_triu(t, 1)))
+
+
+def _gap_reciprocals(w):
+    """F[i, j] = 1 / (w[j] - w[i]) off the diagonal, 0 on it (inf at equal values)."""
+    n = w.type.shape[-1]
+    gaps = E.sub(_rows(w, n), _cols(w, n))
+    one_on_diagonal = _masked(E.add(gaps, S.full(1, gaps.type)), np.eye(n))
+    off_diagonal = _masked(S.full(1, gaps.type), 1 - np.eye(n))
+    return E.div(off_diagonal, E.add(gaps, one_on_diagonal))
+
+
+def _last_axis_slice(x, start: int, stop: int):
+    nd = x.type.ndim
+    return S.static_slice(x, (0,) * (nd - 1) + (start,), x.type.shape[:-1] + (stop,))
+
+
+def _pack(parts, batch):
+    """Flatten each (batch + shape) part and concatenate them on the last axis."""
+    flat = [S.reshape(p, batch + (math.prod(p.type.shape[len(batch):]),)) for p in parts]
+    return S.concatenate(flat, len(batch))
+
+
+def _unpack(x, shapes):
+    batch = x.type.shape[:-1]
+    out, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        out.append(S.reshape(_last_axis_slice(x, start, start + size), batch + tuple(shape)))
+        start += size
+    return out
+
+
+# --------------------------------------------------------------------------- cholesky
+
+def _cholesky_infer(a):
+    _check_matrix("cholesky", a)
+    return [a]
+
+
+cholesky_p = Primitive("cholesky", _cholesky_infer, _cholesky_impl,
+                       doc="Lower Cholesky factor of the lower triangle's symmetric matrix (potrf).")
+cholesky_p.lowering = LAPACK_KERNEL
+
+
+def cholesky(a):
+    return cholesky_p.bind(a)
+
+
+def _cholesky_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    if isinstance(da, Zero):
+        return Zero(a.type)
+    factor = cholesky(a)
+    n = a.type.shape[-1]
+    left = triangular_solve(factor, _symmetric_from_lower(da), lower=True)       # L^-1 dA
+    middle = triangular_solve(factor, _mT(left), lower=True)                     # L^-1 dA L^-T
+    half_diagonal = np.tri(n) - 0.5 * np.eye(n)
+    return _matmul(factor, _masked(middle, half_diagonal))
+
+
+cholesky_p.jvp = _cholesky_jvp
+
+
+# --------------------------------------------------------------------------- triangular_solve
+
+def _triangular_solve_infer(a, b, *, lower, transpose_a):
+    _check_matrix("triangular_solve", a)
+    _check_rhs("triangular_solve", a, b)
+    return [b]
+
+
+triangular_solve_p = Primitive(
+    "triangular_solve", _triangular_solve_infer, _triangular_solve_impl,
+    doc="X with op(T) X = B, T the lower (or upper) triangle of A, op transposes when asked (trsm).")
+triangular_solve_p.lowering = LAPACK_KERNEL
+
+
+def triangular_solve(a, b, *, lower: bool, transpose_a: bool = False):
+    return triangular_solve_p.bind(a, b, lower=bool(lower), transpose_a=bool(transpose_a))
+
+
+def _triangular_solve_jvp(primals, tangents, *, lower, transpose_a):
+    (a, b), (da, db) = primals, tangents
+    if isinstance(da, Zero) and isinstance(db, Zero):
+        return Zero(b.type)
+    rhs = db
+    if not isinstance(da, Zero):
+        x = triangular_solve(a, b, lower=lower, transpose_a=transpose_a)
+        dt = _tril(da) if lower else _triu(da)
+        change = _matmul(_mT(dt) if transpose_a else dt, x)
+        rhs = E.neg(change) if isinstance(db, Zero) else E.sub(db, change)
+    return triangular_solve(a, rhs, lower=lower, transpose_a=transpose_a)
+
+
+def _triangular_solve_transpose(ct, a, b, *, lower, transpose_a):
+    if isinstance(a, UndefinedPrimal):
+        raise GradientError("triangular_solve is not linear in its matrix")
+    return [None, triangular_solve(a, instantiate(ct), lower=lower, transpose_a=not transpose_a)]
+
+
+triangular_solve_p.jvp = _triangular_solve_jvp
+deftranspose(triangular_solve_p, _triangular_solve_transpose, linear_operands=(1,))
+
+
+# --------------------------------------------------------------------------- solve (LU)
+
+def _solve_infer(a, b, *, transpose_a):
+    _check_matrix("solve", a)
+    _check_rhs("solve", a, b)
+    return [b]
+
+
+solve_p = Primitive("solve", _solve_infer, _solve_impl,
+                    doc="X with op(A) X = B by LU with partial pivoting (getrf + getrs).")
+solve_p.lowering = LAPACK_KERNEL
+
+
+def solve(a, b, *, transpose_a: bool = False):
+    return solve_p.bind(a, b, transpose_a=bool(transpose_a))
+
+
+def _solve_jvp(primals, tangents, *, transpose_a):
+    (a, b), (da, db) = primals, tangents
+    if isinstance(da, Zero) and isinstance(db, Zero):
+        return Zero(b.type)
+    rhs = db
+    if not isinstance(da, Zero):
+        change = _matmul(_mT(da) if transpose_a else da, solve(a, b, transpose_a=transpose_a))
+        rhs = E.neg(change) if isinstance(db, Zero) else E.sub(db, change)
+    return solve(a, rhs, transpose_a=transpose_a)
+
+
+def _solve_transpose(ct, a, b, *, transpose_a):
+    if isinstance(a, UndefinedPrimal):
+        raise GradientError("solve is not linear in its matrix")
+    return [None, solve(a, instantiate(ct), transpose_a=not transpose_a)]
+
+
+solve_p.jvp = _solve_jvp
+deftranspose(solve_p, _solve_transpose, linear_operands=(1,))
+
+
+# --------------------------------------------------------------------------- slogdet
+
+def _slogdet_infer(a):
+    _check_matrix("slogdet", a)
+    return [TensorType(a.shape[:-2] + (2,), a.dtype)]
+
+
+slogdet_p = Primitive("slogdet", _slogdet_infer, _slogdet_impl,
+                      doc="[sign, log|det|] of each matrix from its LU factors (getrf), as NumPy.")
+slogdet_p.lowering = LAPACK_KERNEL
+
+
+def slogdet(a):
+    """(sign, log|det|)."""
+    packed = slogdet_p.bind(a)
+    sign, logdet = _unpack(packed, [(), ()])
+    return sign, logdet
+
+
+def _slogdet_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    out_type = _slogdet_infer(a.type)[0]
+    if isinstance(da, Zero):
+        return Zero(out_type)
+    dlogdet = _diagonal(solve(a, da))
+    dlogdet = reduce_sum(dlogdet, (dlogdet.type.ndim - 1,))
+    nd = out_type.ndim
+    zero = S.full(0, TensorType(out_type.shape[:-1] + (1,), a.type.dtype))
+    return S.concatenate([zero, S.reshape(dlogdet, out_type.shape[:-1] + (1,))], nd - 1)
+
+
+slogdet_p.jvp = _slogdet_jvp
+
+
+# --------------------------------------------------------------------------- eigh
+
+def _eigh_infer(a, *, vectors, lower):
+    _check_matrix("eigh", a)
+    n = a.shape[-1]
+    return [TensorType(a.shape[:-2] + ((n + 1, n) if vectors else (n,)), a.dtype)]
+
+
+eigh_p = Primitive("eigh", _eigh_infer, _eigh_impl,
+                   doc="Eigenvalues (ascending) and, with vectors, eigenvectors of the symmetric matrix "
+                       "of the lower (or upper) triangle (syevd), packed as (n + 1, n).")
+eigh_p.lowering = LAPACK_KERNEL
+
+
+def eigh(a, *, vectors: bool = True, lower: bool = True):
+    """(w, V) with vectors, else w."""
+    packed = eigh_p.bind(a, vectors=bool(vectors), lower=bool(lower))
+    if not vectors:
+        return packed
+    n = a.type.shape[-1]
+    nd = packed.type.ndim
+    w = S.reshape(S.static_slice(packed, (0,) * nd, packed.type.shape[:-2] + (1, n)), a.type.shape[:-1])
+    v = S.static_slice(packed, (0,) * (nd - 2) + (1, 0), packed.type.shape)
+    return w, v
+
+
+def _eigh_jvp(primals, tangents, *, vectors, lower):
+    (a,), (da,) = primals, tangents
+    if isinstance(da, Zero):
+        return Zero(_eigh_infer(a.type, vectors=vectors, lower=lower)[0])
+    w, v = eigh(a, lower=lower)
+    symmetric = _symmetric_from_lower(da) if lower else _symmetric_from_upper(da)
+    projected = _matmul(_mT(v), _matmul(symmetric, v))
+    dw = _diagonal(projected)
+    if not vectors:
+        return dw
+    dv = _matmul(v, E.mul(_gap_reciprocals(w), projected))
+    n = a.type.shape[-1]
+    return S.concatenate([S.reshape(dw, a.type.shape[:-2] + (1, n)), dv], a.type.ndim - 2)
+
+
+eigh_p.jvp = _eigh_jvp
+
+
+# --------------------------------------------------------------------------- svd
+
+def _svd_infer(a, *, full_matrices, vectors):
+    _check_matrix("svd", a, square=False)
+    m, n = a.shape[-2:]
+    if not vectors:
+        return [TensorType(a.shape[:-2] + (min(m, n),), a.dtype)]
+    u, k, vt = svd_shapes(m, n, full_matrices)
+    return [TensorType(a.shape[:-2] + (math.prod(u) + k + math.prod(vt),), a.dtype)]
+
+
+svd_p = Primitive("svd", _svd_infer, _svd_impl,
+                  doc="Singular values (descending) and, with vectors, U and V^T (gesdd), flattened and "
+                      "concatenated: U, s, Vt.")
+svd_p.lowering = LAPACK_KERNEL
+
+
+def svd(a, *, full_matrices: bool = False, vectors: bool = True):
+    """(U, s, Vt) with vectors, else s."""
+    packed = svd_p.bind(a, full_matrices=bool(full_matrices), vectors=bool(vectors))
+    if not vectors:
+        return packed
+    return tuple(svd_parts(packed, a.type.shape[-2:], full_matrices))
+
+
+def svd_parts(packed, matrix_shape, full_matrices):
+    u, k, vt = svd_shapes(*matrix_shape, full_matrices)
+    return _unpack(packed, [u, (k,), vt])
+
+
+def _svd_jvp(primals, tangents, *, full_matrices, vectors):
+    (a,), (da,) = primals, tangents
+    out_type = _svd_infer(a.type, full_matrices=full_matrices, vectors=vectors)[0]
+    if isinstance(da, Zero):
+        return Zero(out_type)
+    m, n = a.type.shape[-2:]
+    if vectors and full_matrices and m != n:
+        raise GradientError("the derivative of svd's full_matrices=True factors of a non-square matrix is "
+                            "not defined (the extra singular vectors are arbitrary); use full_matrices=False")
+    u, s, vt = svd(a)
+    v = _mT(vt)
+    ds_matrix = _matmul(_mT(u), _matmul(da, v))
+    ds = _diagonal(ds_matrix)
+    if not vectors:
+        return ds
+    k = min(m, n)
+    gaps = E.mul(E.add(_rows(s, k), _cols(s, k)), E.sub(_rows(s, k), _cols(s, k)))   # s_j^2 - s_i^2
+    f = E.div(_masked(S.full(1, gaps.type), 1 - np.eye(k)), E.add(gaps, _masked(S.full(1, gaps.type), np.eye(k))))
+    scaled_right = E.mul(ds_matrix, _rows(s, k))       # dS diag(s)
+    scaled_left = E.mul(_cols(s, k), ds_matrix)        # diag(s) dS
+    du = _matmul(u, E.mul(f, E.add(scaled_right, _mT(scaled_right))))
+    dv = _matmul(v, E.mul(f, E.add(scaled_left, _mT(scaled_left))))
+    if m > n:
+        dav = _matmul(da, v)
+        du = E.add(du, E.div(E.sub(dav, _matmul(u, _matmul(_mT(u), dav))), _rows(s, m)))
+    if n > m:
+        datu = _matmul(_mT(da), u)
+        dv = E.add(dv, E.div(E.sub(datu, _matmul(v, _matmul(vt, datu))), _rows(s, n)))
+    return _pack([du, ds, _mT(dv)], a.type.shape[:-2])
+
+
+svd_p.jvp = _svd_jvp
+
+
+# --------------------------------------------------------------------------- qr
+
+def _qr_infer(a, *, complete):
+    _check_matrix("qr", a, square=False)
+    q, r = qr_shapes(*a.shape[-2:], complete)
+    return [TensorType(a.shape[:-2] + (math.prod(q) + math.prod(r),), a.dtype)]
+
+
+qr_p = Primitive("qr", _qr_infer, _qr_impl,
+                 doc="Q and R of A = QR (geqrf + orgqr), flattened and concatenated: Q, R.")
+qr_p.lowering = LAPACK_KERNEL
+
+
+def qr(a, *, complete: bool = False):
+    """(Q, R)."""
+    packed = qr_p.bind(a, complete=bool(complete))
+    return tuple(_unpack(packed, qr_shapes(*a.type.shape[-2:], complete)))
+
+
+def _qr_jvp(primals, tangents, *, complete):
+    (a,), (da,) = primals, tangents
+    if isinstance(da, Zero):
+        return Zero(_qr_infer(a.type, complete=complete)[0])
+    m, n = a.type.shape[-2:]
+    if m < n or (complete and m != n):
+        raise GradientError(f"the derivative of qr is defined for m >= n with reduced factors; got a {m}x{n} "
+                            f"matrix{' in complete mode' if complete else ''} (the factors are not unique)")
+    q, r = qr(a)
+    da_rinv = _mT(triangular_solve(r, _mT(da), lower=False, transpose_a=True))   # dA R^-1
+    qt_da_rinv = _matmul(_mT(q), da_rinv)
+    lower = _tril(qt_da_rinv, -1)
+    skew = E.sub(lower, _mT(lower))
+    dq = E.add(_matmul(q, E.sub(skew, qt_da_rinv)), da_rinv)
+    dr = _matmul(E.sub(qt_da_rinv, skew), r)
+    return _pack([dq, dr], a.type.shape[:-2])
+
+
+qr_p.jvp = _qr_jvp

@@ -1,0 +1,518 @@
+"""numpy.linalg on traced arrays: each function follows NumPy 2's own Python code (its
+argument handling, batching over leading axes, dtypes and order of operations) on top of
+the LAPACK primitives of `jitgrad.primitives.lapack`, so values agree with NumPy to
+rounding and derivatives come from the primitives' rules.
+
+Inputs: float32 stays float32, float64 stays float64, integers and bools compute in
+float64 (as NumPy); other dtypes (float16, bfloat16) are refused, as NumPy refuses them.
+Where NumPy raises `LinAlgError` on the numbers (a singular matrix, one not positive
+definite), the result is NaN for that matrix (see docs/linalg.md). Functions that return
+a named tuple in NumPy (`eigh`, `qr`, `svd`, `slogdet`) return a plain tuple here:
+unpacking works, attribute access does not.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from jitgrad import primitives as P
+from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
+from jitgrad.ir import DType, Value
+from jitgrad.primitives import lapack as L
+from . import numpy_api as api
+
+
+# --------------------------------------------------------------------------- operands
+
+def _float_operand(x, name: str) -> Value:
+    """x as a float32/float64 Value, as NumPy's linalg `_commonType` chooses."""
+    x = api.as_value(x)
+    dtype = x.type.dtype
+    if dtype in (DType.f32, DType.f64):
+        return x
+    if dtype == DType.bool or dtype.is_integer:
+        return P.convert(x, DType.f64)
+    raise DTypeError(f"numpy.linalg.{name}: array type {dtype} is unsupported in linalg")
+
+
+def _common_float(name: str, *xs) -> list[Value]:
+    values = [_float_operand(x, name) for x in xs]
+    if any(v.type.dtype == DType.f64 for v in values):
+        values = [P.convert(v, DType.f64) for v in values]
+    return values
+
+
+def _square(x: Value, name: str) -> Value:
+    if x.type.ndim < 2:
+        raise ShapeError(f"numpy.linalg.{name}: {x.type.ndim}-dimensional array given. Array must be at "
+                         "least two-dimensional")
+    if x.type.shape[-1] != x.type.shape[-2]:
+        raise ShapeError(f"numpy.linalg.{name}: last 2 dimensions of the array must be square")
+    return x
+
+
+def _stacked(x: Value, name: str) -> Value:
+    if x.type.ndim < 2:
+        raise ShapeError(f"numpy.linalg.{name}: {x.type.ndim}-dimensional array given. Array must be at "
+                         "least two-dimensional")
+    return x
+
+
+def _mT(x: Value) -> Value:
+    nd = x.type.ndim
+    return P.transpose(x, tuple(range(nd - 2)) + (nd - 1, nd - 2))
+
+
+def _eye_like(x: Value) -> Value:
+    n = x.type.shape[-1]
+    eye = P.constant(np.eye(n), x.type.dtype)
+    return P.broadcast_in_dim(eye, x.type.shape, (x.type.ndim - 2, x.type.ndim - 1))
+
+
+def _index_last(x: Value, i: int) -> Value:
+    """x[..., i]."""
+    nd = x.type.ndim
+    i %= x.type.shape[-1]
+    part = P.static_slice(x, (0,) * (nd - 1) + (i,), x.type.shape[:-1] + (i + 1,))
+    return P.reshape(part, x.type.shape[:-1])
+
+
+# --------------------------------------------------------------------------- solve, inv, det
+
+def solve(a, b):
+    a, b = _common_float("solve", a, b)
+    _square(a, "solve")
+    vector = b.type.ndim == 1
+    if vector:
+        b = P.reshape(b, b.type.shape + (1,))
+    batch = api.broadcast_shapes(a.type.shape[:-2], b.type.shape[:-2])
+    a = api.broadcast_to(a, batch + a.type.shape[-2:])
+    if b.type.shape[-2] != a.type.shape[-1]:
+        raise ShapeError(f"numpy.linalg.solve: b has {b.type.shape[-2]} rows for a matrix of order "
+                         f"{a.type.shape[-1]}")
+    b = api.broadcast_to(b, batch + b.type.shape[-2:])
+    x = L.solve(a, b)
+    return P.reshape(x, x.type.shape[:-1]) if vector else x
+
+
+def inv(a):
+    a = _square(_float_operand(a, "inv"), "inv")
+    return L.solve(a, _eye_like(a))
+
+
+def slogdet(a):
+    a = _square(_float_operand(a, "slogdet"), "slogdet")
+    return L.slogdet(a)
+
+
+def det(a):
+    """sign * exp(log|det|), NumPy's own formula."""
+    sign, logdet = slogdet(a)
+    return P.mul(sign, P.exp(logdet))
+
+
+def cholesky(a, /, *, upper=False):
+    """The lower factor from the lower triangle; with upper=True, NumPy reads the upper
+    triangle and returns U = L^T of its transpose."""
+    a = _square(_float_operand(a, "cholesky"), "cholesky")
+    if upper:
+        return _mT(L.cholesky(_mT(a)))
+    return L.cholesky(a)
+
+
+# --------------------------------------------------------------------------- factorizations
+
+def qr(a, mode="reduced"):
+    if mode not in ("reduced", "complete", "r"):
+        raise UnsupportedOperationError(f"numpy.linalg.qr with mode={mode!r} is not supported (supported: "
+                                        "'reduced', 'complete', 'r')")
+    a = _stacked(_float_operand(a, "qr"), "qr")
+    q, r = L.qr(a, complete=mode == "complete")
+    return r if mode == "r" else (q, r)
+
+
+def _reads_lower(uplo) -> bool:
+    if uplo not in ("L", "U"):
+        raise ValueError("UPLO argument must be 'L' or 'U'")
+    return uplo == "L"
+
+
+def eigh(a, UPLO="L"):
+    a = _square(_float_operand(a, "eigh"), "eigh")
+    return L.eigh(a, lower=_reads_lower(UPLO))
+
+
+def eigvalsh(a, UPLO="L"):
+    a = _square(_float_operand(a, "eigvalsh"), "eigvalsh")
+    return L.eigh(a, vectors=False, lower=_reads_lower(UPLO))
+
+
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    if hermitian:
+        raise UnsupportedOperationError("numpy.linalg.svd with hermitian=True is not supported; "
+                                        "use hermitian=False (the same factors up to signs)")
+    a = _stacked(_float_operand(a, "svd"), "svd")
+    return L.svd(a, full_matrices=full_matrices, vectors=compute_uv)
+
+
+def svdvals(x, /):
+    return svd(x, compute_uv=False)
+
+
+def _complex_output(name):
+    def refuse(*args, **kwargs):
+        raise UnsupportedOperationError(
+            f"numpy.linalg.{name} returns complex numbers, and jitgrad has no complex dtypes yet; "
+            "for symmetric matrices use numpy.linalg.eigh / eigvalsh")
+    refuse.__name__ = name
+    return refuse
+
+
+# --------------------------------------------------------------------------- derived from svd
+
+def pinv(a, rcond=None, hermitian=False, *, rtol=None):
+    if hermitian:
+        raise UnsupportedOperationError("numpy.linalg.pinv with hermitian=True is not supported")
+    a = _stacked(_float_operand(a, "pinv"), "pinv")
+    if rcond is None:
+        rcond = 1e-15 if rtol is None else rtol
+    elif rtol is not None:
+        raise ValueError("`rtol` and `rcond` can't be both set.")
+    return _pinv(a, rcond)
+
+
+def _pinv(a: Value, rcond) -> Value:
+    u, s, vt = L.svd(a, full_matrices=False)
+    cutoff = api.UFUNCS[np.multiply](api.as_value(rcond, s.type.dtype) if isinstance(rcond, Value) else
+                                     P.constant(np.asarray(rcond), s.type.dtype),
+                                     api.amax(s, axis=-1, keepdims=True))
+    large = api.UFUNCS[np.greater](s, cutoff)
+    s_inv = P.select(large, P.div(P.full(1, s.type), P.select(large, s, P.full(1, s.type))), P.full(0, s.type))
+    nd = s_inv.type.ndim
+    scaled = P.mul(P.broadcast_in_dim(s_inv, s_inv.type.shape + (a.type.shape[-2],), tuple(range(nd))), _mT(u))
+    return api.matmul(_mT(vt), scaled)
+
+
+def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
+    if rtol is not None and tol is not None:
+        raise ValueError("`tol` and `rtol` can't be both set.")
+    if hermitian:
+        raise UnsupportedOperationError("numpy.linalg.matrix_rank with hermitian=True is not supported")
+    A = _float_operand(A, "matrix_rank")
+    if A.type.ndim < 2:
+        nonzero = api.UFUNCS[np.not_equal](A, 0)
+        return P.reduce_max(P.convert(nonzero, DType.i64), tuple(range(A.type.ndim)))
+    s = L.svd(A, vectors=False)
+    if tol is None:
+        rtol = max(A.type.shape[-2:]) * float(np.finfo(s.type.dtype.numpy).eps) if rtol is None else rtol
+        tol = P.mul(api.amax(s, axis=-1, keepdims=True), P.full(rtol, s.type.with_shape(s.type.shape[:-1] + (1,))))
+    else:
+        tol = api.as_value(tol)
+        tol = P.reshape(tol, tol.type.shape + (1,))
+    above = api.UFUNCS[np.greater](s, tol)
+    return P.reduce_sum(P.convert(above, DType.i64), (s.type.ndim - 1,))
+
+
+def lstsq(a, b, rcond=None):
+    """NumPy's gelsd answer through the SVD: x = pinv(a) b with singular values at or below
+    rcond * s[0] dropped; residuals are the squared column norms of b - a x when m > n
+    (NumPy returns an empty array when the rank is below n: here they are NaN then, the
+    shape cannot depend on the data)."""
+    a, b = _common_float("lstsq", a, b)
+    vector = b.type.ndim == 1
+    if vector:
+        b = P.reshape(b, b.type.shape + (1,))
+    if a.type.ndim != 2 or b.type.ndim != 2:
+        raise ShapeError(f"numpy.linalg.lstsq: {max(a.type.ndim, b.type.ndim)}-dimensional array given. "
+                         "Array must be two-dimensional")
+    m, n = a.type.shape
+    if b.type.shape[0] != m:
+        raise ShapeError("numpy.linalg.lstsq: Incompatible dimensions")
+    if rcond is None:
+        rcond = float(np.finfo(a.type.dtype.numpy).eps) * max(n, m)
+    u, s, vt = L.svd(a, full_matrices=False)
+    x = api.matmul(_pinv(a, rcond), b)
+    cutoff = P.mul(api.amax(s, axis=-1, keepdims=True), P.full(rcond, s.type.with_shape((1,))))
+    rank = P.reduce_sum(P.convert(api.UFUNCS[np.greater](s, cutoff), DType.i64), (0,))
+    k = b.type.shape[1]
+    if m > n:
+        residual = P.sub(b, api.matmul(a, x))
+        resids = P.reduce_sum(P.mul(residual, residual), (0,))
+        full_rank = P.broadcast_in_dim(P.eq(rank, P.constant(n, DType.i64)), (k,), ())
+        resids = P.select(full_rank, resids, P.full(np.nan, resids.type))
+    else:
+        resids = P.constant(np.zeros(0, a.type.dtype.numpy))
+    if vector:
+        x = P.reshape(x, (n,))
+    return x, resids, rank, s
+
+
+# --------------------------------------------------------------------------- products
+
+def matrix_power(a, n):
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError("exponent must be an integer") from None
+    a = api.as_value(a)
+    _square(a, "matrix_power")
+    if n == 0:
+        return P.convert(_eye_like(P.convert(a, DType.f64)), a.type.dtype)
+    if n < 0:
+        a = inv(a)
+        n = abs(n)
+    if n == 1:
+        return a
+    if n == 2:
+        return api.matmul(a, a)
+    if n == 3:
+        return api.matmul(api.matmul(a, a), a)
+    z = result = None
+    while n > 0:
+        z = a if z is None else api.matmul(z, z)
+        n, bit = divmod(n, 2)
+        if bit:
+            result = z if result is None else api.matmul(result, z)
+    return result
+
+
+def multi_dot(arrays, *, out=None):
+    """NumPy's order of products: the cheaper of the two for three arrays, the optimal
+    chain order (dynamic programming) for more."""
+    if out is not None:
+        raise UnsupportedOperationError("numpy.linalg.multi_dot with out= is not supported")
+    arrays = [api.as_value(x) for x in arrays]
+    n = len(arrays)
+    if n < 2:
+        raise ValueError("Expecting at least two arrays.")
+    if n == 2:
+        return api.dot(arrays[0], arrays[1])
+    first_vector, last_vector = arrays[0].type.ndim == 1, arrays[-1].type.ndim == 1
+    if first_vector:
+        arrays[0] = P.reshape(arrays[0], (1,) + arrays[0].type.shape)
+    if last_vector:
+        arrays[-1] = P.reshape(arrays[-1], arrays[-1].type.shape + (1,))
+    for x in arrays:
+        if x.type.ndim != 2:
+            raise ShapeError(f"numpy.linalg.multi_dot: {x.type.ndim}-dimensional array given. Array must be "
+                             "two-dimensional")
+    if n == 3:
+        result = _multi_dot_three(*arrays)
+    else:
+        order = _chain_order(arrays)
+        result = _multi_dot(arrays, order, 0, n - 1)
+    if first_vector and last_vector:
+        return P.reshape(result, ())
+    if first_vector or last_vector:
+        return P.reshape(result, (result.type.size,))
+    return result
+
+
+def _multi_dot_three(a, b, c):
+    a0, a1b0 = a.type.shape
+    b1c0, c1 = c.type.shape
+    cost1 = a0 * b1c0 * (a1b0 + c1)
+    cost2 = a1b0 * c1 * (a0 + b1c0)
+    if cost1 < cost2:
+        return api.dot(api.dot(a, b), c)
+    return api.dot(a, api.dot(b, c))
+
+
+def _chain_order(arrays):
+    n = len(arrays)
+    p = [a.type.shape[0] for a in arrays] + [arrays[-1].type.shape[1]]
+    m = np.zeros((n, n), dtype=np.float64)
+    s = np.empty((n, n), dtype=np.intp)
+    for length in range(1, n):
+        for i in range(n - length):
+            j = i + length
+            m[i, j] = np.inf
+            for k in range(i, j):
+                q = m[i, k] + m[k + 1, j] + p[i] * p[k + 1] * p[j + 1]
+                if q < m[i, j]:
+                    m[i, j] = q
+                    s[i, j] = k
+    return s
+
+
+def _multi_dot(arrays, order, i, j):
+    if i == j:
+        return arrays[i]
+    return api.dot(_multi_dot(arrays, order, i, order[i, j]), _multi_dot(arrays, order, order[i, j] + 1, j))
+
+
+# --------------------------------------------------------------------------- norms and cond
+
+def _abs(x):
+    return api.absolute(x)
+
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    x = api.as_value(x)
+    if not x.type.dtype.is_float or x.type.dtype == DType.bf16:
+        x = P.convert(x, DType.f64)
+    nd = x.type.ndim
+    if axis is None and (ord is None or (ord in ("f", "fro") and nd == 2) or (ord == 2 and nd == 1)):
+        flat = api.ravel(x)
+        ret = P.sqrt(api.dot(flat, flat))
+        return P.reshape(ret, (1,) * nd) if keepdims else ret
+    if axis is None:
+        axis = tuple(range(nd))
+    elif not isinstance(axis, tuple):
+        try:
+            axis = (operator.index(axis),)
+        except TypeError:
+            raise TypeError("'axis' must be None, an integer or a tuple of integers") from None
+    if len(axis) == 1:
+        return _vector_norm(x, ord, axis, keepdims)
+    if len(axis) == 2:
+        return _matrix_norm(x, ord, axis, keepdims)
+    raise ValueError("Improper number of dimensions to norm.")
+
+
+def _vector_norm(x, ord, axis, keepdims):
+    if ord == np.inf:
+        return api.amax(_abs(x), axis=axis, keepdims=keepdims)
+    if ord == -np.inf:
+        return api.amin(_abs(x), axis=axis, keepdims=keepdims)
+    if ord == 0:
+        return api.sum(P.convert(api.UFUNCS[np.not_equal](x, 0), x.type.dtype), axis=axis, keepdims=keepdims)
+    if ord == 1:
+        return api.sum(_abs(x), axis=axis, keepdims=keepdims)
+    if ord is None or ord == 2:
+        return P.sqrt(api.sum(P.mul(x, x), axis=axis, keepdims=keepdims))
+    if isinstance(ord, str):
+        raise ValueError(f"Invalid norm order '{ord}' for vectors")
+    try:
+        p = float(ord)
+    except TypeError:
+        raise UnsupportedOperationError("numpy.linalg.norm with a traced ord is not supported") from None
+    powered = api.power(_abs(x), P.constant(np.asarray(p, x.type.dtype.numpy)))
+    total = api.sum(powered, axis=axis, keepdims=keepdims)
+    return api.power(total, P.constant(np.reciprocal(np.asarray(p, x.type.dtype.numpy))))
+
+
+def _svd_norm(x, row_axis, col_axis, reduce):
+    y = api.moveaxis(x, (row_axis, col_axis), (-2, -1))
+    return reduce(L.svd(y, vectors=False), axis=-1)
+
+
+def _matrix_norm(x, ord, axis, keepdims):
+    nd = x.type.ndim
+    row_axis, col_axis = (a if a >= 0 else a + nd for a in axis)
+    if not (0 <= row_axis < nd and 0 <= col_axis < nd):
+        raise ValueError(f"axis {axis} is out of bounds for array of dimension {nd}")
+    if row_axis == col_axis:
+        raise ValueError("Duplicate axes given.")
+    if ord == 2:
+        ret = _svd_norm(x, row_axis, col_axis, api.amax)
+    elif ord == -2:
+        ret = _svd_norm(x, row_axis, col_axis, api.amin)
+    elif ord == 1:
+        ret = api.amax(api.sum(_abs(x), axis=row_axis), axis=col_axis - (col_axis > row_axis))
+    elif ord == np.inf:
+        ret = api.amax(api.sum(_abs(x), axis=col_axis), axis=row_axis - (row_axis > col_axis))
+    elif ord == -1:
+        ret = api.amin(api.sum(_abs(x), axis=row_axis), axis=col_axis - (col_axis > row_axis))
+    elif ord == -np.inf:
+        ret = api.amin(api.sum(_abs(x), axis=col_axis), axis=row_axis - (row_axis > col_axis))
+    elif ord in (None, "fro", "f"):
+        ret = P.sqrt(api.sum(P.mul(x, x), axis=(row_axis, col_axis)))
+    elif ord == "nuc":
+        ret = _svd_norm(x, row_axis, col_axis, api.sum)
+    else:
+        raise ValueError("Invalid norm order for matrices.")
+    if keepdims:
+        shape = list(x.type.shape)
+        shape[row_axis] = shape[col_axis] = 1
+        ret = P.reshape(ret, tuple(shape))
+    return ret
+
+
+def vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
+    x = api.as_value(x)
+    shape = list(x.type.shape)
+    if axis is None:
+        x = api.ravel(x)
+        inner_axis = 0
+    elif isinstance(axis, tuple):
+        axes = api.normalize_axes(axis, x.type.ndim)
+        rest = tuple(i for i in range(x.type.ndim) if i not in axes)
+        x = P.reshape(P.transpose(x, axes + rest),
+                      (math.prod(shape[i] for i in axes),) + tuple(shape[i] for i in rest))
+        inner_axis = 0
+    else:
+        inner_axis = axis
+    res = norm(x, axis=inner_axis, ord=ord)
+    if keepdims:
+        axes = range(len(shape)) if axis is None else api.normalize_axes(axis if isinstance(axis, tuple)
+                                                                        else (axis,), len(shape))
+        for i in axes:
+            shape[i] = 1
+        res = P.reshape(res, tuple(shape))
+    return res
+
+
+def matrix_norm(x, /, *, keepdims=False, ord="fro"):
+    return norm(x, axis=(-2, -1), keepdims=keepdims, ord=ord)
+
+
+def cond(x, p=None):
+    x = _stacked(_float_operand(x, "cond"), "cond")
+    if p is None or p in (2, -2):
+        s = L.svd(x, vectors=False)
+        largest, smallest = _index_last(s, 0), _index_last(s, -1)
+        r = P.div(smallest, largest) if p == -2 else P.div(largest, smallest)
+    else:
+        _square(x, "cond")
+        r = P.mul(norm(x, p, axis=(-2, -1)), norm(inv(x), p, axis=(-2, -1)))
+    # NaN (a singular matrix) becomes inf unless x itself holds NaN, as NumPy
+    x_has_nan = P.reduce_max(P.convert(P.ne(x, x), DType.i64), (x.type.ndim - 2, x.type.ndim - 1))
+    nan_from_singular = P.logical_and(P.ne(r, r), P.eq(x_has_nan, P.full(0, x_has_nan.type)))
+    return P.select(nan_from_singular, P.full(np.inf, r.type), r)
+
+
+# --------------------------------------------------------------------------- tensors
+
+def tensorsolve(a, b, axes=None):
+    a, b = _common_float("tensorsolve", a, b)
+    an = a.type.ndim
+    if axes is not None:
+        allaxes = list(range(an))
+        for k in axes:
+            allaxes.remove(k)
+            allaxes.insert(an, k)
+        a = P.transpose(a, tuple(allaxes))
+    oldshape = a.type.shape[-(an - b.type.ndim):]
+    prod = math.prod(oldshape)
+    if a.type.size != prod ** 2:
+        raise ShapeError("numpy.linalg.tensorsolve: Input arrays must satisfy the requirement "
+                         "prod(a.shape[b.ndim:]) == prod(a.shape[:b.ndim])")
+    x = solve(P.reshape(a, (prod, prod)), api.ravel(b))
+    return P.reshape(x, oldshape)
+
+
+def tensorinv(a, ind=2):
+    a = _float_operand(a, "tensorinv")
+    if ind <= 0:
+        raise ValueError("Invalid ind argument.")
+    oldshape = a.type.shape
+    invshape = oldshape[ind:] + oldshape[:ind]
+    prod = math.prod(oldshape[ind:])
+    if prod == 0 or a.type.size % prod:
+        raise ShapeError(f"numpy.linalg.tensorinv: cannot reshape an array of shape {oldshape} to ({prod}, -1)")
+    return P.reshape(inv(P.reshape(a, (prod, a.type.size // prod))), invshape)
+
+
+FUNCTIONS = {
+    np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det, np.linalg.slogdet: slogdet,
+    np.linalg.cholesky: cholesky, np.linalg.qr: qr, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh,
+    np.linalg.svd: svd, np.linalg.svdvals: svdvals, np.linalg.pinv: pinv, np.linalg.matrix_rank: matrix_rank,
+    np.linalg.lstsq: lstsq, np.linalg.matrix_power: matrix_power, np.linalg.multi_dot: multi_dot,
+    np.linalg.norm: norm, np.linalg.vector_norm: vector_norm, np.linalg.matrix_norm: matrix_norm,
+    np.linalg.cond: cond, np.linalg.tensorsolve: tensorsolve, np.linalg.tensorinv: tensorinv,
+    np.linalg.eig: _complex_output("eig"), np.linalg.eigvals: _complex_output("eigvals"),
+    np.linalg.matmul: api.matmul, np.linalg.outer: api.outer, np.linalg.tensordot: api.tensordot,
+}
