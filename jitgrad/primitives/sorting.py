@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from jitgrad.backends.kernel_kinds import KernelKind
+from .kernel_kind import KernelKind
 from jitgrad.errors import ShapeError
 from jitgrad.ir import DType, TensorType
 from .base import Primitive, Zero, defjvp_zero
