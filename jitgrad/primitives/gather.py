@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitgrad.backends.kernel_kinds import KernelKind
+from .kernel_kind import KernelKind
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
 from .base import Primitive, UndefinedPrimal, Zero, instantiate
