@@ -6,7 +6,7 @@ deep network that is every layer's activations. With a budget, the traced progra
 cut into segments of consecutive ops and each segment becomes a `checkpoint` region:
 only the values that cross segment boundaries are kept, and each segment's internals
 are recomputed from its inputs when the backward pass reaches it. Memory then goes
-as (number of segments + one segment's internals) — Chen et al.'s √n segmentation —
+as (number of segments + one segment's internals) — with about √n segments, √n —
 for the price of about one extra forward pass.
 
 `choose_segmentation` tries segment counts around √n (and a few others), measures the
@@ -24,9 +24,10 @@ import warnings
 
 from jitgrad.errors import ArgumentError, MemoryBudgetError, MemoryBudgetWarning
 from jitgrad.ir import Function, Location, Value, new_function
+from jitgrad.ir.printer import name_values
+from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
-from .manager import copy_op
 
 CUT_WINDOW = 8          # ops a cut may move forward to land after a contraction operand
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20,
@@ -105,7 +106,7 @@ def segment(fn: Function, segments: int) -> tuple[Function, list[Value]]:
     ops = [op for op in fn.body.ops if not op.opdef.is_terminator]
     total = sum(r.type.nbytes for op in ops for r in op.results) or 1
     cuts = _cut_fractions(segments)
-    feeds_contraction = {v for op in ops if isinstance(getattr(op.opdef, "lowering", None), Contraction)
+    feeds_contraction = {v for op in ops if isinstance(op.opdef.lowering, Contraction)
                          for v in op.operands}
     running, groups, overdue = 0, [[]], 0
     for op in ops:
@@ -115,7 +116,7 @@ def segment(fn: Function, segments: int) -> tuple[Function, list[Value]]:
             # Cut after a value a contraction reads (a layer's output): the backward pass
             # needs it anyway, so storing it at the boundary costs no extra memory.
             overdue += 1
-            if op.results[0] in feeds_contraction or overdue > CUT_WINDOW:
+            if any(r in feeds_contraction for r in op.results) or overdue > CUT_WINDOW:
                 groups.append([])
                 overdue = 0
     groups = [g for g in groups if g]
@@ -137,14 +138,12 @@ def segment(fn: Function, segments: int) -> tuple[Function, list[Value]]:
             if not outputs:
                 continue
             body, body_builder = new_function(f"{fn.name}_segment", [v.type for v in inputs])
-            inner = dict(zip(inputs, body.args, strict=True))
+            copier = Rewriter(env=dict(zip(inputs, body.args, strict=True)))
             with body_builder:
                 for op in group:
-                    with body_builder.at(op.loc):
-                        new = copy_op(body_builder, op, [inner[v] for v in op.operands], {})
-                    inner.update(zip(op.results, new.results, strict=True))
+                    copier.eval_op(op)
                 with body_builder.at(group[-1].loc):
-                    body_builder.ret([inner[v] for v in outputs])
+                    body_builder.ret([copier.read(v) for v in outputs])
             with builder.at(group[0].loc):
                 results = emit_call(checkpoint_p, body, [env[v] for v in inputs])
             env.update(zip(outputs, results, strict=True))
@@ -175,7 +174,6 @@ def choose_segmentation(fn: Function, budget: int, compiled_peak: Callable[[Func
         if best is None or key < best[0]:
             best = (key, candidate, crossing, peak, recomputed, count)
     _, candidate, crossing, peak, recomputed, count = best
-    from jitgrad.ir.printer import name_values
     names = name_values(fn)
     saved = [f"{names.get(v, '?')}: {v.type}" for v in crossing]
     return candidate, RematReport(budget, peak_without, peak, count, saved, recomputed)
