@@ -50,8 +50,8 @@ class Builder:
         finally:
             self.loc = saved
 
-    def add_arg(self, type: TensorType) -> Value:
-        return self.block.add_arg(type)
+    def add_arg(self, ty: TensorType) -> Value:
+        return self.block.add_arg(ty)
 
     def create(self, opdef: OpDef, operands: Sequence[Value], attrs: dict[str, Any] | None = None,
                regions: Sequence[Region] = (), result_types: Sequence[TensorType] | None = None) -> Operation:
@@ -62,6 +62,10 @@ class Builder:
                 result_types = opdef.infer(*[v.type for v in operands], **attrs)
             except JitgradError as err:
                 raise err.with_location(self.loc if self.loc is not UNKNOWN_LOCATION else None) from None
+        result_types = list(result_types)
+        if opdef.num_results is not None and len(result_types) != opdef.num_results:
+            raise JitgradError(f"op {opdef.name!r} declares {opdef.num_results} result(s), but is being created "
+                               f"with {len(result_types)}", self.loc if self.loc is not UNKNOWN_LOCATION else None)
         op = Operation(opdef, list(operands), [], attrs, list(regions), self.loc)
         op.results = [Value(t, op, i) for i, t in enumerate(result_types)]
         for region in op.regions:
@@ -79,9 +83,14 @@ def current_builder() -> Builder:
 
 
 def emit(opdef: OpDef, *operands: Value, **attrs) -> Value | list[Value]:
-    """Emit an op into the active builder; a one-result op returns its Value."""
+    """Emit an op into the active builder. An op kind declared with one result returns
+    its Value and one declared with several the list of them, so callers can unpack it;
+    an op kind whose count varies (`num_results` None) returns a Value when the instance
+    has one result."""
     op = current_builder().create(opdef, operands, attrs)
-    return op.results[0] if len(op.results) == 1 else list(op.results)
+    if opdef.num_results == 1 or (opdef.num_results is None and len(op.results) == 1):
+        return op.results[0]
+    return list(op.results)
 
 
 def new_function(name: str, input_types: Sequence[TensorType], loc: Location = UNKNOWN_LOCATION):

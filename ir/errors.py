@@ -33,3 +33,21 @@ class IRParseError(JitgradError, ValueError):
 
 class VerificationError(JitgradError):
     """IR that breaks an invariant: types, shapes, dominance, terminators."""
+
+
+class GradientError(JitgradError, TypeError):
+    """A differentiation request that has no meaning (non-scalar output, integer input)."""
+
+
+class MissingRuleError(JitgradError, NotImplementedError):
+    """A transformation needs a rule that the op's record does not declare (an
+    interpreter impl, a JVP, a transpose, a lowering ...). `op` and `slot` name them."""
+
+    def __init__(self, message: str, location=None, *, op: str = "", slot: str = ""):
+        super().__init__(message, location)
+        self.op, self.slot = op, slot
+
+
+class MissingDerivativeRuleError(MissingRuleError, GradientError):
+    """A missing JVP, transpose or partial-eval rule: also a `GradientError`, since the
+    request it fails is a differentiation."""

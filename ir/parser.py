@@ -157,7 +157,7 @@ class _Parser:
         self.expect("->", "'->'")
         header = self.peek()
         self.expect("(", "'(' and the output types")
-        output_types = self.comma_list(self.type, ")")
+        output_types = self.comma_list(self.tensor_type, ")")
         self.expect("{", "'{'")
         self.ops(body)
         self.expect("}", "'}'")
@@ -170,7 +170,7 @@ class _Parser:
     def block_arg(self, block: Block) -> Value:
         token = self.expect_kind("value", "a value name such as %0")
         self.expect(":", "':' and a type")
-        value = block.add_arg(self.type())
+        value = block.add_arg(self.tensor_type())
         self.define(token, value)
         return value
 
@@ -205,7 +205,7 @@ class _Parser:
         types_token = self.peek()
         if result_tokens and not opdef.is_terminator and not self.at(":"):
             raise self.error(f"expected ':' and the {len(result_tokens)} result type(s) of {name}")
-        result_types = self.separated(self.type) if self.accept(":") else None
+        result_types = self.separated(self.tensor_type) if self.accept(":") else None
         regions = self.regions() if self.at("(") else []
         loc = self.location() if self.at("loc") else UNKNOWN_LOCATION
         result_types = self.result_types(opdef, operands, attrs, result_types, len(result_tokens), types_token)
@@ -221,6 +221,8 @@ class _Parser:
             except Exception as err:  # noqa: BLE001 - any failure of a rule is a parse error here
                 raise self.error(f"cannot infer the result types of {opdef.name}: {err}", token) from None
         types = types or []
+        if opdef.num_results is not None and count != opdef.num_results:
+            raise self.error(f"{opdef.name} has {opdef.num_results} result(s), {count} value name(s) given", token)
         if len(types) != count:
             raise self.error(f"{opdef.name} defines {count} value(s) but has {len(types)} result type(s)", token)
         return types
@@ -304,7 +306,7 @@ class _Parser:
 
     # ----------------------------------------------------------------------- types and attributes
 
-    def type(self) -> TensorType:
+    def tensor_type(self) -> TensorType:
         token = self.peek()
         if token.kind != "ident" or token.text not in _DTYPES:
             raise self.error(f"expected a type such as f32[2,3], got {_describe(token)}")
@@ -358,7 +360,7 @@ class _Parser:
             return _DTYPES[dtype_token.text]
         if self.accept("type"):
             self.expect("<", "'<'")
-            result = self.type()
+            result = self.tensor_type()
             self.expect(">", "'>'")
             return result
         if self.accept("array"):
@@ -382,7 +384,7 @@ class _Parser:
 
     def array(self) -> np.ndarray:
         self.expect("<", "'<'")
-        array_type = self.type()
+        array_type = self.tensor_type()
         self.expect(":", "':' and the elements")
         dtype = array_type.dtype.numpy
         token = self.peek()

@@ -5,9 +5,10 @@ Checked: block structure (one terminator, last; `return` ends the function, `yie
 ends region blocks), region counts, SSA dominance (a value is used only after its
 definition in the same block, or in an enclosing block before the op owning the
 region), single definition, parent/owner links, and for region-free ops that the result
-types are what the op's `infer` rule gives. Ops with regions are checked by their
-OpDef's own `verify_op(op)`, if it has one, since only the op knows how its regions'
-types relate to its results.
+types are what the op's `infer` rule gives, and that an op has the number of results
+its definition declares. Ops with regions are checked by their OpDef's own
+`verify_op(op)`, if it has one, since only the op knows how its regions' types relate
+to its results.
 """
 from __future__ import annotations
 
@@ -82,9 +83,11 @@ class _Verifier:
         for i, result in enumerate(op.results):
             if result.owner is not op or result.index != i:
                 raise self.fail(op, f"result {i} ({self.name(result)}) does not point back to its op")
+        if op.opdef.num_results is not None and len(op.results) != op.opdef.num_results:
+            raise self.fail(op, f"has {len(op.results)} result(s), its definition says {op.opdef.num_results}")
         if not op.regions:
             self.result_types(op)
-        custom = getattr(op.opdef, "verify_op", None)
+        custom = op.opdef.verify_op
         if custom is not None:
             try:
                 custom(op)

@@ -21,7 +21,8 @@ _EXPORTS = {
                        "UnsupportedAttributeError", "TracerBoolConversionError", "GradientError",
                        "IRParseError", "VerificationError", "CompilationError", "ArgumentError",
                        "PytreeError", "IndexingError", "MutationError", "CutDerivativeError",
-                       "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning"),
+                       "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning", "MissingRuleError",
+                       "MissingDerivativeRuleError"),
     "jitgrad.api": ("Compiled", "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd",
                     "jacrev", "hessian", "hvp", "jit_grad", "stop_gradient", "clear_caches"),
     "jitgrad.custom": ("custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint"),
@@ -66,4 +67,5 @@ __all__ = [
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "PytreeError",
     "IndexingError",
     "MutationError", "CutDerivativeError", "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning",
+    "MissingRuleError", "MissingDerivativeRuleError",
 ]

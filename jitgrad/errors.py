@@ -2,12 +2,14 @@
 
 Errors raised while tracing carry the user's source location, so a message reads
 `model.py:12: ...`; errors from compilation name the stage that failed. The root class and
-the IR's own errors (`IRParseError`, `VerificationError`) live in `jitgrad.ir.errors`, so
-that the IR package stands alone; they are re-exported here.
+the errors the IR layer itself raises (`IRParseError`, `VerificationError`, `GradientError`,
+`MissingRuleError` for an op whose record lacks a rule a transformation needs) live in
+`jitgrad.ir.errors`, so that the IR package stands alone; they are re-exported here.
 """
 from __future__ import annotations
 
-from jitgrad.ir.errors import IRParseError, JitgradError, VerificationError
+from jitgrad.ir.errors import (GradientError, IRParseError, JitgradError, MissingDerivativeRuleError,  # noqa: F401
+                               MissingRuleError, VerificationError)
 
 
 class ShapeError(JitgradError, ValueError):
@@ -28,10 +30,6 @@ class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
 
 class TracerBoolConversionError(JitgradError, TypeError):
     """Python control flow (`if`, `while`, `bool()`, `int()`) on a traced value."""
-
-
-class GradientError(JitgradError, TypeError):
-    """A differentiation request that has no meaning (non-scalar output, integer input)."""
 
 
 class CompilationError(JitgradError):

@@ -18,16 +18,15 @@ from jitgrad.ir.rewrite import Evaluator
 
 class ReferenceInterpreter(Evaluator):
     """The driver with NumPy arrays in its env: the default rule runs the op's `impl`
-    (an op with regions gets the op, its operands and a `run_block(block, env)` that
-    evaluates a nested block by this same interpreter) and checks every result against
-    the type the IR promised."""
+    (or its `impl_op`, which gets the op, its operands and a `run_block(block, env)` that
+    evaluates a nested block by this same interpreter: call ops) and checks every result
+    against the type the IR promised."""
 
     def default_rule(self, op: Operation, inputs: list) -> list[np.ndarray]:
-        rule = getattr(op.opdef, "impl", None)
-        if rule is None:
-            raise JitgradError(f"the interpreter has no rule for op {op.name!r}", op.loc)
+        impl_op = op.opdef.impl_op
+        rule = impl_op if impl_op is not None else op.rule("impl")
         with np.errstate(all="ignore"):
-            outs = rule(*inputs, **op.attrs) if not op.regions else rule(op, inputs, self._run_nested)
+            outs = rule(op, inputs, self._run_nested) if impl_op is not None else rule(*inputs, **op.attrs)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         if len(outs) != len(op.results):
             raise JitgradError(f"{op.name}: reference impl returned {len(outs)} results, the IR has "

@@ -160,14 +160,17 @@ class _OperationKind(enum.Enum):
 
     @property
     def rules(self) -> dict:
-        """The rules the primitive's record holds (None where it has none)."""
-        p = self.value
-        return {"impl": p.impl, "jvp": p.jvp, "transpose": p.transpose, "lowering": p.lowering}
+        """Every rule slot of the primitive's record (None where it has no rule); "jvp" is
+        the forward-mode rule in whichever form the record declares it (`jvp`, or `jvp_op`
+        for rules that read the primal output)."""
+        rules = self.value.rules()
+        rules["jvp"] = rules["jvp"] or rules["jvp_op"]
+        return rules
 
     @property
     def differentiable(self) -> bool:
         """Whether the primitive has a forward-mode (JVP) rule."""
-        return self.value.jvp is not None
+        return self.value.differentiable
 
     def __repr__(self) -> str:
         return f"<Operation.{self.name}>"

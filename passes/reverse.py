@@ -126,7 +126,7 @@ def partial_eval_function(fn: Function, unknown: Sequence[bool]) -> Split:
                     new = clone_op(builder, op, [env[v] for v in op.operands], {})
                 env.update(zip(op.results, new.results, strict=True))
                 continue
-            rule = getattr(op.opdef, "partial_eval", None) or stage_whole
+            rule = op.opdef.partial_eval or stage_whole
             split = rule(op, op_unknown)
             known_results = [r for r, k in zip(op.results, split.known_results, strict=True) if k]
             staged_results = [r for r, k in zip(op.results, split.known_results, strict=True) if not k]
@@ -234,14 +234,12 @@ def backward_pass(fn: Function, residuals: Sequence[Value], output_cts: Sequence
 
 def _transpose(op, result_cts, operands) -> list:
     """Cotangents of `op`'s operands from those of its results (None: no contribution)."""
-    transpose_op = getattr(op.opdef, "transpose_op", None)
+    transpose_op = op.opdef.transpose_op
     if transpose_op is not None:      # rules that see every result's cotangent at once
         return transpose_op(op, [c if c is not None else Zero(r.type)
                                  for c, r in zip(result_cts, op.results, strict=True)], operands)
-    rule = getattr(op.opdef, "transpose", None)
-    if rule is None or len(op.results) != 1:
-        raise GradientError(f"{op.name} is not linear in its tangent operands, so reverse mode cannot transpose it "
-                            "(a custom_jvp rule must be linear in its tangents for reverse mode)", op.loc)
+    # `transpose` takes one cotangent: an op with several results needs a `transpose_op`.
+    rule = op.rule("transpose" if len(op.results) == 1 else "transpose_op")
     return rule(result_cts[0], *operands, **op.attrs)
 
 

@@ -1,43 +1,65 @@
 """The primitive record: one object holding every rule of one primitive.
 
-A `Primitive` is an `OpDef` plus
-  - `impl`: the NumPy reference implementation (the interpreter's oracle),
-  - `jvp`: the forward-mode rule, `jvp(primals, tangents, **attrs) -> tangent`,
-    where a tangent may be the symbolic `Zero`,
-  - `transpose`: for primitives linear in some operands,
-    `transpose(ct, *operands, **attrs) -> [ct_or_None per operand]`, where the linear
-    operands arrive as `UndefinedPrimal` (JAX's convention),
-  - `lowering`: a target-neutral description of the generated code (`Elementwise`,
-    `Gather`, `Scatter`, `Alias`, `Reduction`, `Contraction`, `Constant`) that every backend
-    (CPU now, PTX next) turns into loops.
-Reverse mode is linearize + transpose, so only linear primitives need `transpose`;
-the tests fail for any primitive missing a rule it needs.
+A `Primitive` is an `OpDef` (jitgrad.ir.core, which lists every rule slot and its
+contract) with one result, declared `Trait.PURE`, and a NumPy reference `impl`. Its other
+rules are declared right after it, mostly through the helpers at the end of this module:
+
+  defjvp(prim, rule_0, rule_1, ...)    per-operand JVP contributions rule_i(t_i, *primals)
+  defjvp2(prim, rule_0, ...)           the same, with the primal output: rule_i(t_i, ans, *primals)
+  defjvp_zero(prim)                    piecewise-constant: every tangent is zero
+  deflinear(prim, transpose)           linear in all operands: the JVP applies prim to the
+                                       tangents; declares `Trait.LINEAR`
+  deftranspose(prim, transpose, ops)   a transpose for the operands it is linear in (div's
+                                       numerator, select's branches); declares `Trait.LINEAR`
+  defbilinear(prim, lhs, rhs)          linear in each operand separately (mul, dot_general):
+                                       JVP and transpose from the two rules; `Trait.BILINEAR`
+
+`lowering` is a target-neutral description of the generated code (`Elementwise`, `Gather`,
+`Scatter`, `Alias`, `Reduction`, `Contraction`, `Constant`) that every backend turns into
+loops. Reverse mode is linearize + transpose, so only linear primitives have `transpose`;
+the tests fail for any primitive missing a rule it needs or declaring linearity it lacks.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from jitgrad.errors import DTypeError, ShapeError
-from jitgrad.ir import DType, OpDef, TensorType, Value, emit
+from jitgrad.ir import DType, OpDef, TensorType, Trait, Value, current_builder, emit
 
 
 class Primitive(OpDef):
     """A differentiable operation of the IR, with all its rules."""
 
-    all: dict[str, "Primitive"] = {}
-
-    def __init__(self, name: str, infer, impl: Callable, *, doc: str = ""):
-        super().__init__(name, infer, doc=doc)
+    def __init__(self, name: str, infer, impl: Callable, *, doc: str = "",
+                 traits: Iterable[Trait] = (Trait.PURE,), num_results: int = 1):
+        super().__init__(name, infer, traits=traits, num_results=num_results, doc=doc)
         self.impl = impl
-        self.jvp: Optional[Callable] = None
-        self.transpose: Optional[Callable] = None
-        self.lowering: Any = None
-        Primitive.all[name] = self
 
-    def bind(self, *operands: Value, **attrs) -> Value:
-        """Emit this primitive into the active builder and return its result."""
+    def bind(self, *operands: Value, **attrs) -> Value | list[Value]:
+        """Emit this primitive into the active builder and return its result (the list of
+        them for a primitive with several)."""
         return emit(self, *operands, **attrs)
+
+
+class _Primitives(Mapping):
+    """`Primitive.all`: the primitives among `OpDef.registry` (the one registry), by name."""
+
+    def __getitem__(self, name: str) -> Primitive:
+        opdef = OpDef.registry[name]
+        if not isinstance(opdef, Primitive):
+            raise KeyError(name)
+        return opdef
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, opdef in OpDef.registry.items() if isinstance(opdef, Primitive)])
+
+    def __len__(self) -> int:
+        return sum(isinstance(opdef, Primitive) for opdef in OpDef.registry.values())
+
+
+Primitive.all = _Primitives()
 
 
 # --------------------------------------------------------------------------- AD markers
@@ -62,15 +84,13 @@ class UndefinedPrimal:
 @dataclass(frozen=True)
 class Elementwise:
     """`scalar(ctx, *scalars, **attrs)` computes one output element from the operands'
-    elements at the same index; `ctx` is the backend's scalar emitter. `cost` is the work
-    of one element relative to an add (a math-library call: 16), which backends use to
-    decide when a loop is worth running on several cores. An `indexed` rule also receives
+    elements at the same index; `ctx` is the backend's scalar emitter (the work of one
+    element is the record's `cost`, not part of this description). An `indexed` rule also receives
     the element's row-major position in the result (a 64-bit integer, before the operands):
     `scalar(ctx, index, *scalars, **attrs)`, for values that are a function of where they
     are (counter-based random numbers); its operands must then be scalars (0-d)."""
 
     scalar: Callable
-    cost: int = 1
     indexed: bool = False
 
 
@@ -133,12 +153,16 @@ def add_tangents(a, b):
     return add(a, b)
 
 
+def _output_type(prim: OpDef, primals, attrs) -> TensorType:
+    return prim.infer(*[p.type for p in primals], **attrs)[0]
+
+
 def defjvp(prim: Primitive, *rules: Optional[Callable]) -> None:
     """Per-operand JVP rules: rule_i(t_i, *primals, **attrs) is the contribution of
     operand i's tangent; `None` marks an operand with no tangent contribution."""
 
     def jvp(primals, tangents, **attrs):
-        out = Zero(prim.infer(*[p.type for p in primals], **attrs)[0])
+        out = Zero(_output_type(prim, primals, attrs))
         for rule, t in zip(rules, tangents, strict=True):
             if rule is not None and not isinstance(t, Zero):
                 out = add_tangents(out, rule(t, *primals, **attrs))
@@ -147,13 +171,37 @@ def defjvp(prim: Primitive, *rules: Optional[Callable]) -> None:
     prim.jvp = jvp
 
 
+def defjvp2(prim: Primitive, *rules: Optional[Callable]) -> None:
+    """Per-operand JVP rules that read the primal output `ans` (exp, tanh, sqrt ...):
+    rule_i(t_i, ans, *primals, **attrs). The rule emits the primal op itself (a `jvp_op`),
+    so `ans` is the very value the differentiated program computes."""
+
+    def jvp_op(op, primals, tangents):
+        (ans,) = current_builder().create(prim, primals, op.attrs, result_types=[r.type for r in op.results]).results
+        out = Zero(ans.type)
+        for rule, t in zip(rules, tangents, strict=True):
+            if rule is not None and not isinstance(t, Zero):
+                out = add_tangents(out, rule(t, ans, *primals, **op.attrs))
+        return [ans], [out]
+
+    prim.jvp_op = jvp_op
+
+
 def defjvp_zero(prim: Primitive) -> None:
     """The output does not change to first order (comparisons, sign, integer ops)."""
 
     def jvp(primals, tangents, **attrs):
-        return Zero(prim.infer(*[p.type for p in primals], **attrs)[0])
+        return Zero(_output_type(prim, primals, attrs))
 
     prim.jvp = jvp
+
+
+def deftranspose(prim: Primitive, transpose: Callable, linear_operands: Optional[Sequence[int]] = None) -> None:
+    """Declare `prim` linear in `linear_operands` (all when None), the others held fixed,
+    with `transpose(ct, *operands, **attrs)` its transpose rule."""
+    prim.transpose = transpose
+    prim.linear_operands = tuple(linear_operands) if linear_operands is not None else None
+    prim.declare(Trait.LINEAR)
 
 
 def deflinear(prim: Primitive, transpose: Callable) -> None:
@@ -161,11 +209,32 @@ def deflinear(prim: Primitive, transpose: Callable) -> None:
 
     def jvp(primals, tangents, **attrs):
         if all(isinstance(t, Zero) for t in tangents):
-            return Zero(prim.infer(*[p.type for p in primals], **attrs)[0])
+            return Zero(_output_type(prim, primals, attrs))
         return prim.bind(*[instantiate(t) for t in tangents], **attrs)
 
     prim.jvp = jvp
+    deftranspose(prim, transpose)
+
+
+def defbilinear(prim: Primitive, lhs_rule: Callable, rhs_rule: Callable,
+                product: Optional[Callable] = None) -> None:
+    """A primitive of two operands, linear in each while the other is held fixed (JAX's
+    defbilinear). `lhs_rule(ct, x, y, **attrs)` is the cotangent of x for a given y, and
+    `rhs_rule(ct, x, y, **attrs)` that of y; the JVP is product(t_x, y) + product(x, t_y),
+    where `product(a, b, **attrs)` is the primitive itself unless given (mul's JVP uses
+    the strong-zero product, so that 0 * inf stays 0 in tangents)."""
+    product = product or prim.bind
+    defjvp(prim, lambda t, x, y, **attrs: product(t, y, **attrs), lambda t, x, y, **attrs: product(x, t, **attrs))
+
+    def transpose(ct, x, y, **attrs):
+        if isinstance(x, UndefinedPrimal) and isinstance(y, UndefinedPrimal):
+            raise ValueError(f"{prim.name} is not linear in both operands at once")
+        if isinstance(x, UndefinedPrimal):
+            return [lhs_rule(ct, x, y, **attrs), None]
+        return [None, rhs_rule(ct, x, y, **attrs)]
+
     prim.transpose = transpose
+    prim.declare(Trait.BILINEAR)
 
 
 def check_same_shapes(name: str, *types: TensorType) -> None:

@@ -3,18 +3,20 @@
 A call op holds its body as an isolated region (the block's arguments are the op's
 operands, its `yield` gives the results), so a body converts to a `Function` and goes
 through the same `jvp_function` / `vjp_function` passes as any program: there is no
-second AD engine. Each `CallOp` record keeps its rules together:
-  - `impl`: how the reference interpreter runs it (its body),
+second AD engine. Each `CallOp` record fills the whole-op slots of the op interface
+(`OpDef` in jitgrad.ir.core), since its meaning is its region:
+  - `impl_op`: how the reference interpreter runs it (its body),
   - `jvp_op(op, primals, tangents) -> (outputs, tangents)`, emitting into the active builder,
-  - `transpose_op(op, cotangents, operands)` for ops linear in some operands.
+  - `transpose_op(op, cotangents, operands)` for ops linear in some operands,
+  - `verify_op`: the region's arguments and yield match the operands and results.
 The `inline` pass replaces call ops by their bodies before code generation.
 
   checkpoint       body = f. JVP: a primal `checkpoint` plus a `checkpoint_jvp`.
   checkpoint_jvp   body = jvp(f) returning only tangents; its operands are f's inputs
                    (the only residuals it keeps) and tangents, so it recomputes f's
                    intermediates. Transpose: a `checkpoint` whose body is vjp(f) — the
-                   backward pass recomputes too. (The remat pass of the performance
-                   work decides where recomputation pays; here it is correct and visible.)
+                   backward pass recomputes too. (The remat pass decides where
+                   recomputation pays; here it is correct and visible.)
   custom_jvp_call  body = f; the JVP is the user's rule, traced where it is needed.
   custom_vjp_call  body = f; reverse mode only. Its JVP traces the user's `fwd` and emits
                    `custom_vjp_lin` (linear in the tangents), whose transpose traces `bwd`.
@@ -25,7 +27,7 @@ import itertools
 from typing import Any, Callable, Sequence
 
 from jitgrad.errors import GradientError, VerificationError
-from jitgrad.ir import Function, OpDef, Value, current_builder, new_function
+from jitgrad.ir import Function, OpDef, Trait, Value, current_builder, new_function
 from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block  # noqa: F401 - re-exported
 from .base import UndefinedPrimal, Zero, instantiate
 
@@ -78,26 +80,29 @@ def _types_from_body(*types, **attrs):
     raise TypeError("call ops take their result types from their body")
 
 
+def _run_body(op, operands, run_block):
+    """Reference interpreter: run the body on the operands."""
+    block = op.regions[0].block
+    return run_block(block, dict(zip(block.args, operands, strict=True)))
+
+
+def _verify_body(op) -> None:
+    block = op.regions[0].block
+    if [a.type for a in block.args] != [v.type for v in op.operands]:
+        raise VerificationError("the region's arguments don't match the operands")
+    term = block.terminator
+    if term is None or [v.type for v in term.operands] != [r.type for r in op.results]:
+        raise VerificationError("the region yields types that differ from the op's results")
+
+
 class CallOp(OpDef):
-    """An op whose meaning is its region (plus, for custom rules, Python rules)."""
+    """An op whose meaning is its region (plus, for custom rules, Python rules): as many
+    results as its body returns, pure as its body is (traced NumPy code has no effects)."""
 
     def __init__(self, name: str, doc: str, num_regions: int = 1):
-        super().__init__(name, _types_from_body, num_regions=num_regions, doc=doc)
-        self.jvp_op: Callable | None = None
-        self.transpose_op: Callable | None = None
-
-    def impl(self, op, operands, run_block):
-        """Reference interpreter: run the body on the operands."""
-        block = op.regions[0].block
-        return run_block(block, dict(zip(block.args, operands, strict=True)))
-
-    def verify_op(self, op) -> None:
-        block = op.regions[0].block
-        if [a.type for a in block.args] != [v.type for v in op.operands]:
-            raise VerificationError("the region's arguments don't match the operands")
-        term = block.terminator
-        if term is None or [v.type for v in term.operands] != [r.type for r in op.results]:
-            raise VerificationError("the region yields types that differ from the op's results")
+        super().__init__(name, _types_from_body, num_regions=num_regions, traits=(Trait.PURE,), doc=doc)
+        self.impl_op = _run_body
+        self.verify_op = _verify_body
 
 
 def _copy_call(op, primals) -> list[Value]:
@@ -232,16 +237,16 @@ custom_vjp_call_p = CallOp("custom_vjp_call", "A function with user-defined fwd/
 custom_vjp_call_p.jvp_op = _custom_vjp_jvp
 
 
-class _CustomVjpLin(OpDef):
-    """The linearized custom_vjp call: residuals and tangents in, tangents out."""
-
-    def impl(self, *operands, **attrs):
-        raise GradientError(f"{lookup_rule(attrs['rule']).name} is a jitgrad.custom_vjp function: it can be "
-                            "differentiated in reverse mode only; forward mode needs a custom_jvp rule")
+def _custom_vjp_lin_impl(*operands, rule, **attrs):
+    raise GradientError(f"{lookup_rule(rule).name} is a jitgrad.custom_vjp function: it can be "
+                        "differentiated in reverse mode only; forward mode needs a custom_jvp rule")
 
 
-custom_vjp_lin_p = _CustomVjpLin("custom_vjp_lin", lambda *types, rule, num_residuals, out_types: list(out_types),
-                                 doc="Linearized custom_vjp call; its transpose runs the user's bwd rule.")
+# Residuals and tangents in, tangents out: linear in its tangent operands (those after
+# `num_residuals`), which its transpose rule knows from the attribute. It has no lowering:
+# reverse mode always transposes it away before code generation.
+custom_vjp_lin_p = OpDef("custom_vjp_lin", lambda *types, rule, num_residuals, out_types: list(out_types),
+                         traits=(Trait.PURE,), doc="Linearized custom_vjp call; its transpose runs the user's bwd rule.")
+custom_vjp_lin_p.impl = _custom_vjp_lin_impl
 custom_vjp_lin_p.jvp_op = _custom_vjp_lin_no_jvp
 custom_vjp_lin_p.transpose_op = _custom_vjp_lin_transpose
-custom_vjp_lin_p.lowering = None

@@ -11,8 +11,9 @@ import numpy as np
 
 from jitgrad.errors import DTypeError
 from jitgrad.ir import DType, TensorType
+from jitgrad.ir import Trait
 from .base import (Elementwise, Primitive, Zero, UndefinedPrimal, check_same_dtypes, check_same_shapes,
-                   defjvp, defjvp_zero, instantiate)
+                   defbilinear, defjvp, defjvp2, defjvp_zero, deftranspose, instantiate)
 
 
 def _same_type_rule(name: str, float_only: bool = False, numeric: bool = True):
@@ -31,9 +32,12 @@ def _same_type_rule(name: str, float_only: bool = False, numeric: bool = True):
 MATH_CALL_COST = 16     # a vector-math-library call, relative to an add
 
 
-def _elementwise(name: str, impl, scalar, *, float_only=False, numeric=True, doc="", cost=1) -> Primitive:
-    prim = Primitive(name, _same_type_rule(name, float_only, numeric), impl, doc=doc)
-    prim.lowering = Elementwise(scalar, cost)
+def _elementwise(name: str, impl, scalar, *, float_only=False, numeric=True, doc="", cost=1,
+                 commutative=False) -> Primitive:
+    traits = (Trait.PURE, Trait.COMMUTATIVE) if commutative else (Trait.PURE,)
+    prim = Primitive(name, _same_type_rule(name, float_only, numeric), impl, doc=doc, traits=traits)
+    prim.lowering = Elementwise(scalar)
+    prim.cost = cost
     return prim
 
 
@@ -47,12 +51,12 @@ def _float_impl(fn):
 # --------------------------------------------------------------------------- arithmetic
 
 neg_p = _elementwise("neg", _float_impl(np.negative), lambda c, x: c.neg(x))
-add_p = _elementwise("add", _float_impl(np.add), lambda c, a, b: c.add(a, b))
+add_p = _elementwise("add", _float_impl(np.add), lambda c, a, b: c.add(a, b), commutative=True)
 sub_p = _elementwise("sub", _float_impl(np.subtract), lambda c, a, b: c.sub(a, b))
-mul_p = _elementwise("mul", _float_impl(np.multiply), lambda c, a, b: c.mul(a, b))
+mul_p = _elementwise("mul", _float_impl(np.multiply), lambda c, a, b: c.mul(a, b), commutative=True)
 div_p = _elementwise("div", _float_impl(np.divide), lambda c, a, b: c.div(a, b), float_only=True)
-max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b))
-min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b))
+max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b), commutative=True)
+min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b), commutative=True)
 def _pow_scalar(c, a, b):
     return c.math("pow", a, b) if c.is_float(a) else c.int_power(a, b)
 
@@ -112,7 +116,7 @@ def _safe_div_np(a, b):
     return np.asarray(np.where(a == 0, 0, a / np.where(a == 0, 1, b)), dtype=a.dtype)
 
 
-safe_mul_p = _elementwise("safe_mul", _safe_mul_np, _safe_mul_scalar, float_only=True,
+safe_mul_p = _elementwise("safe_mul", _safe_mul_np, _safe_mul_scalar, float_only=True, commutative=True,
                           doc="a * b with 0 * x = 0 for every x (inf, NaN): backward products.")
 safe_div_p = _elementwise("safe_div", _safe_div_np, _safe_div_scalar, float_only=True,
                           doc="a / b with 0 / x = 0 for every x (0, NaN): backward quotients.")
@@ -143,37 +147,27 @@ def tangent_div(t, divisor):
     return safe_div(t, divisor) if t.type.dtype.is_float else div(t, divisor)
 
 
-def _transpose_mul(ct, a, b):
-    if isinstance(a, UndefinedPrimal) and isinstance(b, UndefinedPrimal):
-        raise ValueError("mul is not linear in both operands at once")
-    if isinstance(a, UndefinedPrimal):
-        return [_backward_mul(ct, b), None]
-    return [None, _backward_mul(ct, a)]
-
-
 def _transpose_div(ct, a, b):
     if isinstance(b, UndefinedPrimal):
         raise ValueError("div is not linear in its denominator")
     return [safe_div(ct, b), None]
 
 
-defjvp(safe_mul_p, lambda t, a, b: safe_mul(t, b), lambda t, a, b: safe_mul(a, t))
-safe_mul_p.transpose = _transpose_mul
+defbilinear(safe_mul_p, lambda ct, a, b: _backward_mul(ct, b), lambda ct, a, b: _backward_mul(ct, a))
 defjvp(safe_div_p, lambda t, a, b: safe_div(t, b),
        lambda t, a, b: neg(safe_mul(t, safe_div(safe_div(a, b), b))))
-safe_div_p.transpose = _transpose_div
+deftranspose(safe_div_p, _transpose_div, linear_operands=(0,))
 
 
 defjvp(neg_p, lambda t, x: neg(t))
-neg_p.transpose = lambda ct, x: [neg(ct)]
+deftranspose(neg_p, lambda ct, x: [neg(ct)])
 defjvp(add_p, lambda t, a, b: t, lambda t, a, b: t)
-add_p.transpose = _transpose_add
+deftranspose(add_p, _transpose_add)
 defjvp(sub_p, lambda t, a, b: t, lambda t, a, b: neg(t))
-sub_p.transpose = _transpose_sub
-defjvp(mul_p, lambda t, a, b: tangent_mul(t, b), lambda t, a, b: tangent_mul(t, a))
-mul_p.transpose = _transpose_mul
+deftranspose(sub_p, _transpose_sub)
+defbilinear(mul_p, lambda ct, a, b: _backward_mul(ct, b), lambda ct, a, b: _backward_mul(ct, a), product=tangent_mul)
 defjvp(div_p, lambda t, a, b: tangent_div(t, b), lambda t, a, b: neg(tangent_mul(t, div(div(a, b), b))))
-div_p.transpose = _transpose_div
+deftranspose(div_p, _transpose_div, linear_operands=(0,))
 defjvp(pow_p,
        lambda t, x, y: tangent_mul(t, mul(y, power(x, sub(y, _full_like(y, 1))))),
        lambda t, x, y: tangent_mul(t, mul(_log_or_zero(x), power(x, y))))
@@ -247,10 +241,15 @@ defjvp(integer_pow_p, _integer_pow_jvp)
 
 # --------------------------------------------------------------------------- transcendental
 
-def _unary_math(name, np_fn, jvp_rule, scalar=None, doc="", cost=MATH_CALL_COST):
+def _unary_math(name, np_fn, jvp_rule=None, scalar=None, doc="", cost=MATH_CALL_COST, jvp2_rule=None):
+    """A float function of one operand; its JVP is `jvp_rule(t, x)`, or `jvp2_rule(t, ans, x)`
+    when the derivative is best written with the function's own value."""
     prim = _elementwise(name, _float_impl(np_fn), scalar or (lambda c, x, _n=name: c.math(_n, x)),
                         float_only=True, doc=doc, cost=cost)
-    defjvp(prim, jvp_rule)
+    if jvp2_rule is not None:
+        defjvp2(prim, jvp2_rule)
+    else:
+        defjvp(prim, jvp_rule)
     return prim
 
 
@@ -266,18 +265,18 @@ def _logistic_scalar(c, x):
     return c.select(c.cmp(">=", x, c.const(0, x)), pos, c.div(e, c.add(one, e)))
 
 
-exp_p = _unary_math("exp", np.exp, lambda t, x: tangent_mul(t, exp(x)))
+exp_p = _unary_math("exp", np.exp, jvp2_rule=lambda t, ans, x: tangent_mul(t, ans))
 log_p = _unary_math("log", np.log, lambda t, x: tangent_div(t, x))
 log1p_p = _unary_math("log1p", np.log1p, lambda t, x: tangent_div(t, add(x, _full_like(x, 1))))
-expm1_p = _unary_math("expm1", np.expm1, lambda t, x: tangent_mul(t, add(expm1(x), _full_like(x, 1))))
+expm1_p = _unary_math("expm1", np.expm1, jvp2_rule=lambda t, ans, x: tangent_mul(t, add(ans, _full_like(x, 1))))
 sin_p = _unary_math("sin", np.sin, lambda t, x: tangent_mul(t, cos(x)))
 cos_p = _unary_math("cos", np.cos, lambda t, x: neg(tangent_mul(t, sin(x))))
 tanh_p = _unary_math("tanh", np.tanh,
-                     lambda t, x: tangent_mul(t, sub(_full_like(x, 1), integer_pow(tanh(x), 2))))
+                     jvp2_rule=lambda t, ans, x: tangent_mul(t, sub(_full_like(x, 1), integer_pow(ans, 2))))
 logistic_p = _unary_math("logistic", _logistic_np,
-                         lambda t, x: tangent_mul(t, mul(logistic(x), sub(_full_like(x, 1), logistic(x)))),
+                         jvp2_rule=lambda t, ans, x: tangent_mul(t, mul(ans, sub(_full_like(x, 1), ans))),
                          scalar=_logistic_scalar)
-sqrt_p = _unary_math("sqrt", np.sqrt, lambda t, x: tangent_div(t, mul(_full_like(x, 2), sqrt(x))),
+sqrt_p = _unary_math("sqrt", np.sqrt, jvp2_rule=lambda t, ans, x: tangent_div(t, mul(_full_like(x, 2), ans)),
                      cost=1)   # a hardware instruction
 
 
@@ -345,7 +344,8 @@ def _compare_infer(name):
 
 
 def _comparison(name, np_fn, symbol) -> Primitive:
-    prim = Primitive(name, _compare_infer(name), lambda a, b: np.asarray(np_fn(a, b)))
+    traits = (Trait.PURE, Trait.COMMUTATIVE) if symbol in ("==", "!=") else (Trait.PURE,)
+    prim = Primitive(name, _compare_infer(name), lambda a, b: np.asarray(np_fn(a, b)), traits=traits)
     prim.lowering = Elementwise(lambda c, a, b, _s=symbol: c.cmp(_s, a, b))
     defjvp_zero(prim)
     return prim
@@ -376,15 +376,16 @@ def _logic_infer(name):
     return infer
 
 
-def _logical(name, np_fn, scalar) -> Primitive:
-    prim = Primitive(name, _logic_infer(name), lambda *args: np.asarray(np_fn(*args)))
+def _logical(name, np_fn, scalar, commutative=False) -> Primitive:
+    traits = (Trait.PURE, Trait.COMMUTATIVE) if commutative else (Trait.PURE,)
+    prim = Primitive(name, _logic_infer(name), lambda *args: np.asarray(np_fn(*args)), traits=traits)
     prim.lowering = Elementwise(scalar)
     defjvp_zero(prim)
     return prim
 
 
-and_p = _logical("and", np.logical_and, lambda c, a, b: c.and_(a, b))
-or_p = _logical("or", np.logical_or, lambda c, a, b: c.or_(a, b))
+and_p = _logical("and", np.logical_and, lambda c, a, b: c.and_(a, b), commutative=True)
+or_p = _logical("or", np.logical_or, lambda c, a, b: c.or_(a, b), commutative=True)
 not_p = _logical("not", np.logical_not, lambda c, a: c.not_(a))
 
 
@@ -427,7 +428,7 @@ def _select_transpose(ct, pred, a, b):
 
 
 select_p.jvp = _select_jvp
-select_p.transpose = _select_transpose
+deftranspose(select_p, _select_transpose, linear_operands=(1, 2))
 
 
 def _convert_infer(x: TensorType, *, dtype: DType):
@@ -455,7 +456,7 @@ def _convert_transpose(ct, x, *, dtype):
 
 
 convert_p.jvp = _convert_jvp
-convert_p.transpose = _convert_transpose
+deftranspose(convert_p, _convert_transpose)
 
 
 def _full_like(x, value):

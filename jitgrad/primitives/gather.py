@@ -32,7 +32,7 @@ import numpy as np
 from .kernel_kind import KernelKind
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Primitive, UndefinedPrimal, Zero, instantiate
+from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
 
 
 class GatherKernel(KernelKind):
@@ -168,7 +168,7 @@ def _gather_transpose(ct, operand, indices, *, axis):
 
 
 gather_p.jvp = _gather_jvp
-gather_p.transpose = _gather_transpose
+deftranspose(gather_p, _gather_transpose, linear_operands=(0,))
 
 
 # ----- scatter_add: linear in (operand, updates)
@@ -190,7 +190,7 @@ def _scatter_add_transpose(ct, operand, indices, updates, *, axis):
 
 
 scatter_add_p.jvp = _scatter_add_jvp
-scatter_add_p.transpose = _scatter_add_transpose
+deftranspose(scatter_add_p, _scatter_add_transpose, linear_operands=(0, 2))
 
 
 # ----- scatter: linear in (operand, updates)
@@ -237,4 +237,4 @@ def _scatter_transpose(ct, operand, indices, updates, *, axis):
 
 
 scatter_p.jvp = _scatter_jvp
-scatter_p.transpose = _scatter_transpose
+deftranspose(scatter_p, _scatter_transpose, linear_operands=(0, 2))

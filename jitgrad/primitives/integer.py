@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad.errors import DTypeError
-from jitgrad.ir import DType, TensorType
+from jitgrad.ir import DType, TensorType, Trait
 from .base import Elementwise, Primitive, check_same_dtypes, check_same_shapes, defjvp, defjvp_zero
 
 
@@ -34,16 +34,20 @@ def _quietly(fn):
     return impl
 
 
-def _integer_primitive(name, np_fn, scalar, allow_bool=False, doc="") -> Primitive:
-    prim = Primitive(name, _integer_rule(name, allow_bool), _quietly(np_fn), doc=doc)
+def _integer_primitive(name, np_fn, scalar, allow_bool=False, doc="", commutative=False) -> Primitive:
+    traits = (Trait.PURE, Trait.COMMUTATIVE) if commutative else (Trait.PURE,)
+    prim = Primitive(name, _integer_rule(name, allow_bool), _quietly(np_fn), doc=doc, traits=traits)
     prim.lowering = Elementwise(scalar)
     defjvp_zero(prim)
     return prim
 
 
-bit_and_p = _integer_primitive("bit_and", np.bitwise_and, lambda c, a, b: c.bit_and(a, b), allow_bool=True)
-bit_or_p = _integer_primitive("bit_or", np.bitwise_or, lambda c, a, b: c.bit_or(a, b), allow_bool=True)
-bit_xor_p = _integer_primitive("bit_xor", np.bitwise_xor, lambda c, a, b: c.bit_xor(a, b), allow_bool=True)
+bit_and_p = _integer_primitive("bit_and", np.bitwise_and, lambda c, a, b: c.bit_and(a, b), allow_bool=True,
+                             commutative=True)
+bit_or_p = _integer_primitive("bit_or", np.bitwise_or, lambda c, a, b: c.bit_or(a, b), allow_bool=True,
+                             commutative=True)
+bit_xor_p = _integer_primitive("bit_xor", np.bitwise_xor, lambda c, a, b: c.bit_xor(a, b), allow_bool=True,
+                             commutative=True)
 bit_not_p = _integer_primitive("bit_not", np.invert, lambda c, a: c.bit_not(a), allow_bool=True)
 shift_left_p = _integer_primitive("shift_left", np.left_shift, lambda c, a, b: c.shift_left(a, b),
                                   doc="a << b; counts outside [0, bits) give 0, as NumPy.")
@@ -74,7 +78,8 @@ def _numeric_rule(name: str):
 
 def _division(name, np_fn, scalar, doc) -> Primitive:
     prim = Primitive(name, _numeric_rule(name), _quietly(np_fn), doc=doc)
-    prim.lowering = Elementwise(scalar, cost=4)
+    prim.lowering = Elementwise(scalar)
+    prim.cost = 4
     return prim
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Contraction, Primitive, UndefinedPrimal, defjvp
+from .base import Contraction, Primitive, defbilinear
 
 
 def _free_axes(ndim: int, *used) -> list[int]:
@@ -101,17 +101,14 @@ def _transpose_lhs(ct, x_type, y, contract, batch, swap_ans=False):
     return transpose(dot_general(ct, y, dims[0], dims[1]), tuple(out_axes))
 
 
-def _dot_transpose(ct, lhs, rhs, *, contract, batch):
-    if isinstance(lhs, UndefinedPrimal) and isinstance(rhs, UndefinedPrimal):
-        raise ValueError("dot_general is not linear in both operands at once")
-    if isinstance(lhs, UndefinedPrimal):
-        return [_transpose_lhs(ct, lhs.type, rhs, contract, batch), None]
+def _dot_transpose_lhs(ct, lhs, rhs, *, contract, batch):
+    return _transpose_lhs(ct, lhs.type, rhs, contract, batch)
+
+
+def _dot_transpose_rhs(ct, lhs, rhs, *, contract, batch):
     swapped_contract = (contract[1], contract[0])
     swapped_batch = (batch[1], batch[0])
-    return [None, _transpose_lhs(ct, rhs.type, lhs, swapped_contract, swapped_batch, swap_ans=True)]
+    return _transpose_lhs(ct, rhs.type, lhs, swapped_contract, swapped_batch, swap_ans=True)
 
 
-defjvp(dot_general_p,
-       lambda t, a, b, *, contract, batch: dot_general(t, b, contract, batch),
-       lambda t, a, b, *, contract, batch: dot_general(a, t, contract, batch))
-dot_general_p.transpose = _dot_transpose
+defbilinear(dot_general_p, _dot_transpose_lhs, _dot_transpose_rhs)

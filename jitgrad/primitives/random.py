@@ -125,13 +125,16 @@ def _scalar(ctx, index, k0, k1, *, shape, stream, word, dtype):
     return _uniform_from_counter(ctx, index, k0, k1, stream=stream, word=word, dtype=dtype)
 
 
+# PURE: the generator's state is its operands (the key words), so equal operands draw
+# equal numbers and an unused draw may be dropped.
 random_uniform_p = Primitive(
     "random_uniform", _infer, _impl,
     doc="Uniform numbers in [0, 1) of `shape` from Philox4x32-10 keyed by (k0, k1, stream), "
         "counted by the element's row-major index; `word` 0/1 picks one of two independent draws.")
 # Cost: ten rounds of two 32x32-bit products and six bit operations per element, vectorized
 # (the key schedule is loop-invariant): about a vector-math call's work.
-random_uniform_p.lowering = Elementwise(_scalar, cost=16, indexed=True)
+random_uniform_p.lowering = Elementwise(_scalar, indexed=True)
+random_uniform_p.cost = 16
 defjvp_zero(random_uniform_p)        # numbers drawn are constants with respect to every input
 
 

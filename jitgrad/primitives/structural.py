@@ -31,12 +31,12 @@ def constant(value, dtype: DType | None = None):
     return constant_p.bind(value=array)
 
 
-def full(value, type: TensorType):
-    """An array of `type` filled with `value`: a 0-d constant broadcast to the shape."""
-    scalar = constant(value, type.dtype)
-    if type.shape == ():
+def full(value, result_type: TensorType):
+    """An array of `result_type` filled with `value`: a 0-d constant broadcast to the shape."""
+    scalar = constant(value, result_type.dtype)
+    if result_type.shape == ():
         return scalar
-    return broadcast_in_dim(scalar, type.shape, ())
+    return broadcast_in_dim(scalar, result_type.shape, ())
 
 
 # --------------------------------------------------------------------------- broadcast_in_dim

@@ -22,7 +22,7 @@ import numpy as np
 from .elementwise import (MATH_CALL_COST, _elementwise, _float_impl, _full_like, add, div, integer_pow, mul, neg,
                           safe_div, sqrt, sub, tangent_div, tangent_mul)
 from jitgrad.ir import DType
-from .base import defjvp
+from .base import defjvp, defjvp2
 
 # function (NumPy's name, and the primitive's where it differs) -> {dtype name: max ulp
 # error of compiled code (vectorized or scalar)}, a margin
@@ -135,19 +135,19 @@ def arctanh(x): return arctanh_p.bind(x)
 def arctan2(y, x): return arctan2_p.bind(y, x)
 
 
-defjvp(exp2_p, lambda t, x: tangent_mul(t, mul(exp2(x), _full_like(x, math.log(2)))))
+defjvp2(exp2_p, lambda t, ans, x: tangent_mul(t, mul(ans, _full_like(x, math.log(2)))))
 defjvp(log2_p, lambda t, x: tangent_div(t, mul(x, _full_like(x, math.log(2)))))
 defjvp(log10_p, lambda t, x: tangent_div(t, mul(x, _full_like(x, math.log(10)))))
 defjvp(sinh_p, lambda t, x: tangent_mul(t, cosh(x)))
 defjvp(cosh_p, lambda t, x: tangent_mul(t, sinh(x)))
-defjvp(cbrt_p, lambda t, x: tangent_div(t, mul(_full_like(x, 3), mul(cbrt(x), cbrt(x)))))
+defjvp2(cbrt_p, lambda t, ans, x: tangent_div(t, mul(_full_like(x, 3), mul(ans, ans))))
 # d hypot = (a da + b db) / hypot: strong-zero quotients keep the gradient at (0, 0) zero,
 # the convention of jitgrad's other kinks (|x| at 0, norm at 0).
-defjvp(hypot_p,
-       lambda t, a, b: tangent_mul(t, safe_div(a, hypot(a, b))),
-       lambda t, a, b: tangent_mul(t, safe_div(b, hypot(a, b))))
+defjvp2(hypot_p,
+        lambda t, ans, a, b: tangent_mul(t, safe_div(a, ans)),
+        lambda t, ans, a, b: tangent_mul(t, safe_div(b, ans)))
 
-defjvp(tan_p, lambda t, x: tangent_mul(t, add(_full_like(x, 1), integer_pow(tan(x), 2))))
+defjvp2(tan_p, lambda t, ans, x: tangent_mul(t, add(_full_like(x, 1), integer_pow(ans, 2))))
 defjvp(arcsin_p, lambda t, x: tangent_div(t, _one_minus_square_root(x)))
 defjvp(arccos_p, lambda t, x: neg(tangent_div(t, _one_minus_square_root(x))))
 defjvp(arctan_p, lambda t, x: tangent_div(t, add(_full_like(x, 1), integer_pow(x, 2))))
