@@ -42,11 +42,20 @@ import numpy as np
 
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Primitive, UndefinedPrimal, Zero, defjvp, deflinear, instantiate
+from .base import Primitive, Zero, defbilinear, defjvp, deflinear, deftranspose, instantiate
+from .kernel_kind import KernelKind
 
 DECOMPOSED: set[str] = {"conv_general_dilated", "reduce_window_sum", "reduce_window_max",
                         "select_and_gather_add", "select_and_scatter_add"}
 """Primitives emitted as their exact decomposition into existing primitives."""
+
+
+class WindowKernel(KernelKind):
+    """A convolution or window op as a kernel of its own. No device has one yet: these
+    primitives reach backends only outside `DECOMPOSED`, and a backend without an
+    emitter refuses them with UnsupportedOperationError naming the op."""
+
+    emitters: dict = {}
 
 
 @contextlib.contextmanager
@@ -172,6 +181,7 @@ def _conv_impl(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
 conv_general_dilated_p = Primitive(
     "conv_general_dilated", _conv_infer, _conv_impl,
     doc="N-d convolution with strides, padding, lhs/rhs dilation, feature groups and layouts.")
+conv_general_dilated_p.lowering = WindowKernel()
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -280,18 +290,10 @@ def _axis_part(x, axis: int, part: int, parts: int, static_slice):
     return static_slice(x, tuple(start), tuple(limit))
 
 
-def _conv_transpose(ct, lhs, rhs, **attrs):
-    if isinstance(lhs, UndefinedPrimal) and isinstance(rhs, UndefinedPrimal):
-        raise ValueError("conv_general_dilated is not linear in both operands at once")
-    if isinstance(lhs, UndefinedPrimal):
-        return [_conv_transpose_lhs(ct, lhs.type, rhs, **attrs), None]
-    return [None, _conv_transpose_rhs(ct, lhs, rhs.type, **attrs)]
-
-
-defjvp(conv_general_dilated_p,
-       lambda t, lhs, rhs, **attrs: conv_general_dilated(t, rhs, **attrs),
-       lambda t, lhs, rhs, **attrs: conv_general_dilated(lhs, t, **attrs))
-conv_general_dilated_p.transpose = _conv_transpose
+defbilinear(conv_general_dilated_p,
+            lambda ct, lhs, rhs, **attrs: _conv_transpose_lhs(ct, lhs.type, rhs, **attrs),
+            lambda ct, lhs, rhs, **attrs: _conv_transpose_rhs(ct, lhs, rhs.type, **attrs),
+            product=lambda lhs, rhs, **attrs: conv_general_dilated(lhs, rhs, **attrs))
 
 
 def _conv_decomposed(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
@@ -408,6 +410,7 @@ def _sum_impl(x, *, window_dimensions, window_strides, padding):
 
 reduce_window_sum_p = Primitive("reduce_window_sum", _sum_infer, _sum_impl,
                                 doc="Sum over strided, zero-padded windows (sum/average pooling).")
+reduce_window_sum_p.lowering = WindowKernel()
 
 
 def reduce_window_sum(x, window_dimensions, window_strides, padding):
@@ -457,17 +460,17 @@ def _max_impl(x, *, window_dimensions, window_strides, padding):
 
 reduce_window_max_p = Primitive("reduce_window_max", _max_infer, _max_impl,
                                 doc="Max over strided, -inf-padded windows (max pooling).")
+reduce_window_max_p.lowering = WindowKernel()
 
 
 def reduce_window_max(x, window_dimensions, window_strides, padding):
     attrs = _window_attrs(window_dimensions, window_strides, padding)
     if reduce_window_max_p.name in DECOMPOSED:
-        from .elementwise import maximum
+        # each window's selected element, picked by a chain of selects on comparison
+        # masks: the value is the maximum, and the derivative flows to that one element
+        # (a chain of `maximum`s would share it among ties)
         out_type = _max_infer(x.type, **attrs)[0]
-        acc = None
-        for view in _window_views(x, out_type, -np.inf, **attrs):
-            acc = view if acc is None else maximum(acc, view)
-        return acc
+        return _gather_decomposed(x, _selection_masks(x, out_type, **attrs), out_type, fill=-np.inf, **attrs)
     return reduce_window_max_p.bind(x, **attrs)
 
 
@@ -544,6 +547,8 @@ select_and_gather_add_p = Primitive(
 select_and_scatter_add_p = Primitive(
     "select_and_scatter_add", _scatter_infer, _scatter_impl,
     doc="Each window's source element added at the window's first maximum of x (max pooling's VJP).")
+select_and_gather_add_p.lowering = WindowKernel()
+select_and_scatter_add_p.lowering = WindowKernel()
 
 
 def select_and_gather_add(t, x, window_dimensions, window_strides, padding):
@@ -586,10 +591,10 @@ def _selection_masks(x, out_type, **attrs):
     return masks[::-1]
 
 
-def _gather_decomposed(t, masks, out_type, **attrs):
+def _gather_decomposed(t, masks, out_type, fill=None, **attrs):
     from .elementwise import select
     out = None
-    for mask, view in zip(masks, _window_views(t, out_type, None, **attrs), strict=True):
+    for mask, view in zip(masks, _window_views(t, out_type, fill, **attrs), strict=True):
         out = view if out is None or mask is None else select(mask, view, out)
     return out
 
@@ -614,21 +619,17 @@ def _scatter_decomposed(c, x_type, masks, *, window_dimensions, window_strides, 
 
 
 def _gather_transpose(ct, t, x, **attrs):
-    if isinstance(x, UndefinedPrimal):
-        raise ValueError("select_and_gather_add is not linear in its operand")
     return [select_and_scatter_add(instantiate(ct), x, **attrs), None]
 
 
 def _scatter_transpose(ct, c, x, **attrs):
-    if isinstance(x, UndefinedPrimal):
-        raise ValueError("select_and_scatter_add is not linear in its operand")
     return [select_and_gather_add(instantiate(ct), x, **attrs), None]
 
 
 defjvp(select_and_gather_add_p, lambda t, tangent, x, **attrs: select_and_gather_add(t, x, **attrs), None)
-select_and_gather_add_p.transpose = _gather_transpose
+deftranspose(select_and_gather_add_p, _gather_transpose, (0,))
 defjvp(select_and_scatter_add_p, lambda t, c, x, **attrs: select_and_scatter_add(t, x, **attrs), None)
-select_and_scatter_add_p.transpose = _scatter_transpose
+deftranspose(select_and_scatter_add_p, _scatter_transpose, (0,))
 
 
 __all__ = ["conv_general_dilated", "reduce_window_sum", "reduce_window_max", "select_and_gather_add",
