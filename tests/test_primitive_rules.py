@@ -29,6 +29,8 @@ from jitgrad.primitives.base import Alias, Constant, Contraction, Elementwise, G
 from jitgrad.tracing.tracer import trace
 
 from test_random import reference_uniform
+from test_nn import (conv_loops, distinct_values, reduce_window_loops, select_and_gather_loops,
+                     select_and_scatter_loops)
 from test_linalg import LAPACK_SPEC_ROWS
 from helpers import (build, check_grads, check_jvp, check_vjp, check_zero_derivative, numerical_jacobian,
                      run_traced)
@@ -387,6 +389,37 @@ SPECS: list[OpSpec] = [
            lambda x: np.argsort(x, axis=-1, kind="stable").astype(np.float64), [with_ties], grad="zero"),
     # ----- LAPACK factorizations and solves (rows in test_linalg.py)
     *[OpSpec(name, variant, types, body, ref) for name, variant, types, body, ref in LAPACK_SPEC_ROWS],
+    # ----- convolution and windows (references: explicit loops over output elements, tests/test_nn.py)
+    OpSpec("conv_general_dilated", "nchw-groups-strided-rhs-dilated", [f64(2, 4, 5, 4), f64(4, 2, 3, 2)],
+           lambda a, b: bind("conv_general_dilated", a, b, window_strides=(2, 1), padding=((1, 0), (0, 1)),
+                             lhs_dilation=(1, 1), rhs_dilation=(1, 2), dimension_numbers=((0, 1, 2, 3),) * 3,
+                             feature_group_count=2),
+           lambda a, b: conv_loops(a, b, (2, 1), ((1, 0), (0, 1)), (1, 1), (1, 2), ((0, 1, 2, 3),) * 3, 2)),
+    OpSpec("conv_general_dilated", "nhwc-lhs-dilated-cropped", [f64(1, 4, 3, 2), f64(2, 2, 2, 3)],
+           lambda a, b: bind("conv_general_dilated", a, b, window_strides=(1, 2), padding=((1, 1), (-1, 1)),
+                             lhs_dilation=(2, 1), rhs_dilation=(1, 1),
+                             dimension_numbers=((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)), feature_group_count=1),
+           lambda a, b: conv_loops(a, b, (1, 2), ((1, 1), (-1, 1)), (2, 1), (1, 1),
+                                   ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)), 1)),
+    OpSpec("reduce_window_sum", "padded-strided", [f64(2, 5, 4)],
+           lambda x: bind("reduce_window_sum", x, window_dimensions=(1, 2, 3), window_strides=(1, 2, 1),
+                          padding=((0, 0), (1, 0), (1, 1))),
+           lambda x: reduce_window_loops(x, "sum", (1, 2, 3), (1, 2, 1), ((0, 0), (1, 0), (1, 1)))),
+    OpSpec("reduce_window_max", "padded-strided", [f64(2, 5, 4)],
+           lambda x: bind("reduce_window_max", x, window_dimensions=(1, 2, 3), window_strides=(1, 2, 1),
+                          padding=((0, 0), (1, 0), (1, 1))),
+           lambda x: reduce_window_loops(x, "max", (1, 2, 3), (1, 2, 1), ((0, 0), (1, 0), (1, 1))),
+           [distinct_values]),
+    OpSpec("select_and_gather_add", "padded-strided", [f64(5, 4), f64(5, 4)],
+           lambda t, x: bind("select_and_gather_add", t, x, window_dimensions=(2, 3), window_strides=(2, 1),
+                             padding=((1, 0), (1, 1))),
+           lambda t, x: select_and_gather_loops(t, x, (2, 3), (2, 1), ((1, 0), (1, 1))),
+           [normal, distinct_values]),
+    OpSpec("select_and_scatter_add", "padded-strided", [f64(3, 4), f64(5, 4)],
+           lambda c, x: bind("select_and_scatter_add", c, x, window_dimensions=(2, 3), window_strides=(2, 1),
+                             padding=((1, 0), (1, 1))),
+           lambda c, x: select_and_scatter_loops(c, x, (2, 3), (2, 1), ((1, 0), (1, 1))),
+           [normal, distinct_values]),
     # ----- random numbers: the reference is an independent scalar Philox4x32-10
     OpSpec("random_uniform", "f64", [i64(), i64()],
            lambda k0, k1: bind("random_uniform", k0, k1, shape=(2, 3), stream=5, word=1, dtype=DType.f64),
