@@ -19,3 +19,16 @@ def test_example_runs(script, expected):
     if script == "quickstart.py":
         error = float(result.stdout.split("central differences| = ")[1].split()[0])
         assert error < 1e-6
+
+
+def test_data_parallel_example_under_mpiexec():
+    """Two ranks, each on half of every batch, mixed precision and top-k compression."""
+    result = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(EXAMPLES / "train_data_parallel.py"),
+                             "--steps", "80", "--mixed", "bfloat16", "--compression", "topk"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 rank(s), mixed=bfloat16, compression=topk" in result.stdout
+    first = float(result.stdout.split("step    0  loss ")[1].split()[0])
+    final = float(result.stdout.split("final loss ")[1].split()[0])
+    accuracy = float(result.stdout.split("test accuracy ")[1].split()[0])
+    assert final < first / 4 and accuracy > 0.8
