@@ -29,6 +29,7 @@ from jitgrad.primitives.base import Alias, Constant, Contraction, Elementwise, G
 from jitgrad.tracing.tracer import trace
 
 from test_random import reference_uniform
+from test_linalg import LAPACK_SPEC_ROWS
 from test_nn import (conv_loops, distinct_values, reduce_window_loops, select_and_gather_loops,
                      select_and_scatter_loops)
 from test_linalg import LAPACK_SPEC_ROWS
@@ -420,6 +421,8 @@ SPECS: list[OpSpec] = [
                              padding=((1, 0), (1, 1))),
            lambda c, x: select_and_scatter_loops(c, x, (2, 3), (2, 1), ((1, 0), (1, 1))),
            [normal, distinct_values]),
+    # ----- LAPACK factorizations and solves (rows in test_linalg.py)
+    *[OpSpec(name, variant, types, body, ref) for name, variant, types, body, ref in LAPACK_SPEC_ROWS],
     # ----- random numbers: the reference is an independent scalar Philox4x32-10
     OpSpec("random_uniform", "f64", [i64(), i64()],
            lambda k0, k1: bind("random_uniform", k0, k1, shape=(2, 3), stream=5, word=1, dtype=DType.f64),

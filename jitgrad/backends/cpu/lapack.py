@@ -284,6 +284,8 @@ def _qr(k: _Kernel) -> None:
         result = k.at(out, k.offset(i, per_result))
         r_out = k.at(result, m * q_cols)
         source = k.at(a_ptr, k.offset(i, m * n))
+        if c > n:           # columns orgqr reads (LAPACKE checks them for NaN) beyond A's
+            k.ec.memset_zero(work, m * c * k.item)
         with for_range(b, m, "qr.copy") as row:
             k.copy(k.at(work, b.mul(row, index(c))), k.at(source, b.mul(row, index(n))), n)
         info = k.call("geqrf", ROW_MAJOR, m, n, work, c, tau)

@@ -1,0 +1,389 @@
+"""numpy.linalg: the LAPACK primitives and the public functions built on them.
+
+  - `LAPACK_SPEC_ROWS` feed tests/test_primitive_rules.py's table: each primitive's value
+    against NumPy and its JVP/VJP against central differences to second order
+    (interpreter);
+  - the same primitives compiled (the CPU kernels calling OpenBLAS) against the
+    interpreter, f64 and f32, batched, and their first derivatives on compiled code;
+  - every public np.linalg function traced and compiled against NumPy itself (values,
+    shapes, dtypes), batched where NumPy batches, and gradients of scalar losses through
+    them against central differences of NumPy running the same function;
+  - failure outcomes (NaN where NumPy raises LinAlgError) and the documented refusals.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jitgrad
+import jitgrad.primitives as P
+from jitgrad.backends.cpu import CPUBackend
+from jitgrad.errors import DTypeError, GradientError, UnsupportedOperationError
+from jitgrad.interpreter import evaluate
+from jitgrad.ir import DType, TensorType
+from jitgrad.primitives import lapack as L
+
+from helpers import build, check_grads
+
+
+def f64(*shape): return TensorType(shape, DType.f64)
+def f32(*shape): return TensorType(shape, DType.f32)
+
+
+def _eye_like(x, scale):
+    n, nd = x.type.shape[-1], x.type.ndim
+    return P.broadcast_in_dim(P.constant(scale * np.eye(n), x.type.dtype), x.type.shape, (nd - 2, nd - 1))
+
+
+def _spd(x):
+    """x x^T + 3 I: symmetric positive definite for any x."""
+    nd = x.type.ndim
+    batch = tuple(range(nd - 2))
+    return P.add(P.dot_general(x, x, ((nd - 1,), (nd - 1,)), (batch, batch)), _eye_like(x, 3.0))
+
+
+def _spd_ref(x):
+    return x @ np.swapaxes(x, -1, -2) + 3.0 * np.eye(x.shape[-1])
+
+
+def _dominant(x):
+    """x + 4 I: a well-conditioned matrix (and triangle) for solves."""
+    return P.add(x, _eye_like(x, 4.0))
+
+
+def _solve_tri_ref(a, b, lower, transpose_a):
+    t = np.tril(a) if lower else np.triu(a)
+    return np.linalg.solve(np.swapaxes(t, -1, -2) if transpose_a else t, b)
+
+
+def _pack_flat(*parts, batch=()):
+    return np.concatenate([p.reshape(batch + (-1,)) for p in parts], axis=-1)
+
+
+def _eigh_ref(a, lower=True):
+    w, v = np.linalg.eigh(a, UPLO="L" if lower else "U")
+    return np.concatenate([w[..., None, :], v], axis=-2)
+
+
+def _svd_ref(a, full):
+    u, s, vt = np.linalg.svd(a, full_matrices=full)
+    return _pack_flat(u, s, vt, batch=a.shape[:-2])
+
+
+def _qr_ref(a, complete):
+    q, r = np.linalg.qr(a, mode="complete" if complete else "reduced")
+    return _pack_flat(q, r, batch=a.shape[:-2])
+
+
+def _tri(lower, transpose_a):
+    return lambda a, b: L.triangular_solve(_dominant(a), b, lower=lower, transpose_a=transpose_a)
+
+
+# (primitive, variant, input types, body, NumPy reference); the inputs are standard normal
+LAPACK_SPEC_ROWS = [
+    ("cholesky", "batched", [f64(2, 3, 3)], lambda x: L.cholesky(_spd(x)),
+     lambda x: np.linalg.cholesky(_spd_ref(x))),
+    ("triangular_solve", "lower", [f64(3, 3), f64(3, 2)], _tri(True, False),
+     lambda a, b: _solve_tri_ref(a + 4 * np.eye(3), b, True, False)),
+    ("triangular_solve", "upper-transposed-batched", [f64(2, 3, 3), f64(2, 3, 2)], _tri(False, True),
+     lambda a, b: _solve_tri_ref(a + 4 * np.eye(3), b, False, True)),
+    ("solve", "batched", [f64(2, 3, 3), f64(2, 3, 2)], lambda a, b: L.solve(_dominant(a), b),
+     lambda a, b: np.linalg.solve(a + 4 * np.eye(3), b)),
+    ("solve", "transposed", [f64(3, 3), f64(3, 1)], lambda a, b: L.solve(_dominant(a), b, transpose_a=True),
+     lambda a, b: np.linalg.solve((a + 4 * np.eye(3)).T, b)),
+    ("slogdet", "batched", [f64(2, 3, 3)], lambda a: L.slogdet_p.bind(a),
+     lambda a: np.stack(np.linalg.slogdet(a), axis=-1)),
+    ("eigh", "vectors", [f64(3, 3)], lambda a: L.eigh_p.bind(a, vectors=True, lower=True), _eigh_ref),
+    ("eigh", "vectors-upper-batched", [f64(2, 3, 3)], lambda a: L.eigh_p.bind(a, vectors=True, lower=False),
+     lambda a: _eigh_ref(a, lower=False)),
+    ("eigh", "values", [f64(2, 4, 4)], lambda a: L.eigh_p.bind(a, vectors=False, lower=True),
+     lambda a: np.linalg.eigvalsh(a)),
+    ("svd", "tall", [f64(4, 3)], lambda a: L.svd_p.bind(a, full_matrices=False, vectors=True),
+     lambda a: _svd_ref(a, False)),
+    ("svd", "wide-batched", [f64(2, 3, 4)], lambda a: L.svd_p.bind(a, full_matrices=False, vectors=True),
+     lambda a: _svd_ref(a, False)),
+    ("svd", "square-full", [f64(3, 3)], lambda a: L.svd_p.bind(a, full_matrices=True, vectors=True),
+     lambda a: _svd_ref(a, True)),
+    ("svd", "values", [f64(3, 5)], lambda a: L.svd_p.bind(a, full_matrices=False, vectors=False),
+     lambda a: np.linalg.svd(a, compute_uv=False)),
+    ("qr", "tall", [f64(4, 3)], lambda a: L.qr_p.bind(a, complete=False), lambda a: _qr_ref(a, False)),
+    ("qr", "square-complete-batched", [f64(2, 3, 3)], lambda a: L.qr_p.bind(a, complete=True),
+     lambda a: _qr_ref(a, True)),
+]
+
+
+# --------------------------------------------------------------------------- compiled primitives
+
+def _compiled(fn, args):
+    return CPUBackend().compile(fn)(args)
+
+
+def _row_args(types, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(t.shape).astype(dtype) for t in types]
+
+
+@pytest.mark.parametrize("row", LAPACK_SPEC_ROWS, ids=[f"{r[0]}-{r[1]}" for r in LAPACK_SPEC_ROWS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_primitive_matches_interpreter(row, dtype):
+    name, _, types, body, _ = row
+    types = [TensorType(t.shape, DType.from_numpy(np.dtype(dtype))) for t in types]
+    fn = build(name, types, body)
+    args = _row_args(types, dtype)
+    expected = evaluate(fn, args)
+    got = _compiled(fn, args)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("index", [0, 3, 6, 9, 13])
+def test_compiled_first_derivatives(index):
+    """Forward and reverse mode on compiled code (the kernels run inside the derivatives)."""
+    name, _, types, body, _ = LAPACK_SPEC_ROWS[index]
+    fn = build(name, types, body)
+    check_grads(fn, _row_args(types, np.float64), order=1, evaluator=_compiled)
+
+
+# --------------------------------------------------------------------------- public functions vs NumPy
+
+RNG = np.random.default_rng(1)
+A = RNG.standard_normal((3, 4, 4))
+B = RNG.standard_normal((3, 4, 2))
+V4 = RNG.standard_normal(4)
+SPD = A @ np.swapaxes(A, -1, -2) + 4 * np.eye(4)
+TALL = RNG.standard_normal((5, 3))
+WIDE = RNG.standard_normal((2, 3, 5))
+T623 = RNG.standard_normal((6, 2, 3))
+
+
+def _cases():
+    cases = {
+        "solve": (lambda a, b: np.linalg.solve(a, b), (A, B)),
+        "solve-vector": (lambda a, b: np.linalg.solve(a, b), (A[0], V4)),
+        "solve-broadcast": (lambda a, b: np.linalg.solve(a, b), (A, B[:1])),
+        "inv": (np.linalg.inv, (A,)),
+        "det": (np.linalg.det, (A,)),
+        "slogdet": (lambda a: tuple(np.linalg.slogdet(a)), (A,)),
+        "cholesky": (np.linalg.cholesky, (SPD,)),
+        "cholesky-upper": (lambda a: np.linalg.cholesky(a, upper=True), (SPD,)),
+        "qr": (lambda a: tuple(np.linalg.qr(a)), (TALL,)),
+        "qr-wide-batched": (lambda a: tuple(np.linalg.qr(a)), (WIDE,)),
+        "qr-complete": (lambda a: tuple(np.linalg.qr(a, mode="complete")), (TALL,)),
+        "qr-r": (lambda a: np.linalg.qr(a, mode="r"), (TALL,)),
+        "eigh": (lambda a: tuple(np.linalg.eigh(a)), (SPD,)),
+        "eigh-upper": (lambda a: tuple(np.linalg.eigh(a, UPLO="U")), (A,)),
+        "eigvalsh": (np.linalg.eigvalsh, (A,)),
+        "svd": (lambda a: tuple(np.linalg.svd(a)), (TALL,)),
+        "svd-reduced-batched": (lambda a: tuple(np.linalg.svd(a, full_matrices=False)), (WIDE,)),
+        "svd-values": (lambda a: np.linalg.svd(a, compute_uv=False), (A,)),
+        "svdvals": (np.linalg.svdvals, (WIDE,)),
+        "pinv": (np.linalg.pinv, (TALL,)),
+        "pinv-batched-rtol": (lambda a: np.linalg.pinv(a, rtol=1e-3), (WIDE,)),
+        "lstsq": (lambda a, b: tuple(np.linalg.lstsq(a, b)), (TALL, RNG.standard_normal(5))),
+        "lstsq-matrix": (lambda a, b: tuple(np.linalg.lstsq(a, b)), (TALL, RNG.standard_normal((5, 2)))),
+        "lstsq-wide": (lambda a, b: tuple(np.linalg.lstsq(a, b)), (TALL.T, RNG.standard_normal(3))),
+        "matrix-rank": (np.linalg.matrix_rank, (A,)),
+        "matrix-rank-deficient": (np.linalg.matrix_rank, (TALL @ np.diag([1.0, 1.0, 0.0]),)),
+        "matrix-power-0": (lambda a: np.linalg.matrix_power(a, 0), (A,)),
+        "matrix-power-3": (lambda a: np.linalg.matrix_power(a, 3), (A,)),
+        "matrix-power-13": (lambda a: np.linalg.matrix_power(a, 13), (A * 0.5,)),
+        "matrix-power-neg": (lambda a: np.linalg.matrix_power(a, -2), (A,)),
+        "multi-dot-3": (lambda a, b, c: np.linalg.multi_dot([a, b, c]), (TALL, TALL.T, TALL)),
+        "multi-dot-4-vectors": (lambda a, b, c, d: np.linalg.multi_dot([a, b, c, d]),
+                                (RNG.standard_normal(5), TALL, TALL.T, RNG.standard_normal(5))),
+        "cond": (np.linalg.cond, (A,)),
+        "cond--2": (lambda a: np.linalg.cond(a, -2), (A,)),
+        "cond-1": (lambda a: np.linalg.cond(a, 1), (A,)),
+        "cond-inf": (lambda a: np.linalg.cond(a, np.inf), (A,)),
+        "cond-fro": (lambda a: np.linalg.cond(a, "fro"), (A,)),
+        "cond-nuc": (lambda a: np.linalg.cond(a, "nuc"), (A,)),
+        "tensorsolve": (np.linalg.tensorsolve, (T623, RNG.standard_normal(6))),
+        "tensorsolve-axes": (lambda a, b: np.linalg.tensorsolve(a, b, axes=(0,)),
+                             (RNG.standard_normal((2, 3, 2, 3)) + 3 * np.eye(6).reshape(2, 3, 2, 3),
+                              RNG.standard_normal((2, 3)))),
+        "tensorinv": (lambda a: np.linalg.tensorinv(a, ind=1), (T623,)),
+        "vector-norm": (lambda x: np.linalg.vector_norm(x, ord=3, axis=(0, 2), keepdims=True), (A,)),
+        "vector-norm-all": (np.linalg.vector_norm, (A,)),
+        "matrix-norm": (lambda x: np.linalg.matrix_norm(x, ord="nuc"), (A,)),
+        "norm-default": (np.linalg.norm, (A,)),
+        "norm-keepdims": (lambda x: np.linalg.norm(x, keepdims=True), (TALL,)),
+        "norm-int": (lambda x: np.linalg.norm(x, 1, axis=0), (np.arange(6).reshape(2, 3),)),
+        "norm-f32": (lambda x: np.linalg.norm(x, 2, axis=(1, 2)), (A.astype(np.float32),)),
+        "solve-f32": (lambda a, b: np.linalg.solve(a, b), (A.astype(np.float32), B.astype(np.float32))),
+        "eigh-f32": (lambda a: tuple(np.linalg.eigh(a)), (SPD.astype(np.float32),)),
+        "svd-f32": (lambda a: tuple(np.linalg.svd(a, full_matrices=False)), (WIDE.astype(np.float32),)),
+        "det-int": (np.linalg.det, (np.array([[2, 1], [1, 3]]),)),
+    }
+    for o in [None, "fro", "nuc", np.inf, -np.inf, 1, -1, 2, -2]:
+        cases[f"norm-matrix-{o}"] = (lambda x, o=o: np.linalg.norm(x, ord=o, axis=(2, 0)), (A,))
+    for o in [None, np.inf, -np.inf, 0, 1, -1, 2, 3, 0.5]:
+        cases[f"norm-vector-{o}"] = (lambda x, o=o: np.linalg.norm(x, ord=o, axis=-1), (TALL,))
+    return cases
+
+
+CASES = _cases()
+
+
+def _leaves(x):
+    return list(x) if isinstance(x, tuple) else [x]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_public_function_matches_numpy(name):
+    f, args = CASES[name]
+    got, expected = _leaves(jitgrad.jit(f)(*args)), _leaves(f(*args))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        g, e = np.asarray(g), np.asarray(e)
+        assert g.shape == e.shape, (g.shape, e.shape)
+        if e.dtype.kind == "f":
+            assert g.dtype == e.dtype, (g.dtype, e.dtype)
+            tol = 2e-5 if e.dtype == np.float32 else 1e-11
+            np.testing.assert_allclose(g, e, rtol=tol, atol=tol)
+        else:                      # ranks: NumPy's platform int, jitgrad's int64
+            assert g.dtype.kind == "i"
+            np.testing.assert_array_equal(g, e)
+
+
+# --------------------------------------------------------------------------- gradients of public functions
+
+def _numerical_grad(f, args, i, eps=1e-6):
+    x = np.array(args[i], dtype=np.float64)
+    grad = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        shifted = []
+        for sign in (1, -1):
+            y = x.copy()
+            y[index] += sign * eps
+            shifted.append(f(*args[:i], y, *args[i + 1:]))
+        grad[index] = (shifted[0] - shifted[1]) / (2 * eps)
+    return grad
+
+
+W3 = RNG.standard_normal((3, 3))
+W43 = RNG.standard_normal((4, 3))
+SPD3 = W3 @ W3.T + 3 * np.eye(3)
+
+GRAD_CASES = {
+    "solve": (lambda a, b: np.sum(np.sin(np.linalg.solve(a, b))), (A[:2] + 3 * np.eye(4), B[:2])),
+    "inv": (lambda a: np.sum(np.linalg.inv(a) * W3), (W3 + 3 * np.eye(3),)),
+    "det": (lambda a: np.sum(np.linalg.det(a)), (A,)),
+    "slogdet": (lambda a: np.sum(np.linalg.slogdet(a)[1]), (A,)),
+    "cholesky": (lambda a: np.sum(np.linalg.cholesky(a @ a.T + 3 * np.eye(3)) * W3), (W3,)),
+    "cholesky-upper": (lambda a: np.sum(np.linalg.cholesky(a, upper=True) * W3), (SPD3,)),
+    "qr": (lambda a: np.sum(np.linalg.qr(a)[0] * W43) + np.sum(np.linalg.qr(a)[1] * W3), (TALL[:4],)),
+    "qr-r": (lambda a: np.sum(np.linalg.qr(a, mode="r") ** 2 * W3), (TALL[:4],)),
+    "eigh": (lambda a: np.sum(np.linalg.eigh(a)[1] ** 2 * W3) + np.sum(np.linalg.eigh(a)[0] * W3[0]), (SPD3,)),
+    "eigvalsh": (lambda a: np.sum(np.linalg.eigvalsh(a) * W3[0]), (W3,)),
+    "svd": (lambda a: np.sum(np.abs(np.linalg.svd(a, full_matrices=False)[0]) * W43)
+            + np.sum(np.linalg.svd(a, full_matrices=False)[1] * W3[0]), (TALL[:4],)),
+    "svd-wide-vt": (lambda a: np.sum(np.linalg.svd(a, full_matrices=False)[2] ** 2 * W43.T), (TALL[:4].T,)),
+    "svdvals": (lambda a: np.sum(np.linalg.svdvals(a) ** 2), (WIDE,)),
+    "pinv": (lambda a: np.sum(np.linalg.pinv(a) * W43.T), (TALL[:4],)),
+    "lstsq": (lambda a, b: np.sum(np.linalg.lstsq(a, b)[0] ** 2), (TALL, RNG.standard_normal(5))),
+    "matrix-power": (lambda a: np.sum(np.linalg.matrix_power(a, -3)), (W3 + 3 * np.eye(3),)),
+    "multi-dot": (lambda a, b, c: np.sum(np.linalg.multi_dot([a, b, c])), (TALL, TALL.T, TALL)),
+    "cond": (lambda a: np.linalg.cond(a), (W3,)),
+    "cond-1": (lambda a: np.linalg.cond(a, 1), (W3,)),
+    "norm-nuc": (lambda a: np.linalg.norm(a, "nuc"), (W43,)),
+    "norm-2": (lambda a: np.linalg.norm(a, 2), (W43,)),
+    "norm-vector-3": (lambda x: np.sum(np.linalg.norm(x, 3, axis=0)), (W43,)),
+    "tensorsolve": (lambda a, b: np.sum(np.linalg.tensorsolve(a, b) ** 2), (T623 + np.eye(6).reshape(6, 2, 3) * 3,
+                                                                           RNG.standard_normal(6))),
+    "tensorinv": (lambda a: np.sum(np.linalg.tensorinv(a, ind=1) * W3[:2].T.reshape(2, 3, 1)),
+                  (T623 + np.eye(6).reshape(6, 2, 3) * 3,)),
+    "gp-nlml": (lambda k, y: (0.5 * y @ np.linalg.solve(k, y) + np.sum(np.log(np.diagonal(np.linalg.cholesky(k))))),
+                (SPD3, W3[0])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_CASES))
+def test_public_gradient_matches_central_differences(name):
+    f, args = GRAD_CASES[name]
+    positions = list(range(len(args)))
+    grads = jitgrad.grad(f, argnums=positions)(*args)
+    for i, g in zip(positions, grads, strict=True):
+        np.testing.assert_allclose(g, _numerical_grad(f, list(args), i), rtol=2e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("name", ["cholesky", "solve", "eigh", "svd", "qr"])
+def test_public_second_derivative(name):
+    """Hessian-vector products (forward over reverse) against differences of gradients."""
+    f, args = GRAD_CASES[name]
+    x = args[0]
+    direction = np.random.default_rng(3).standard_normal(x.shape)
+    g = jitgrad.grad(lambda x, *rest: f(x, *rest))
+    _, hv = jitgrad.jvp(lambda x: g(x, *args[1:]), (x,), (direction,))
+    eps = 1e-5
+    numeric = (g(x + eps * direction, *args[1:]) - g(x - eps * direction, *args[1:])) / (2 * eps)
+    np.testing.assert_allclose(hv, numeric, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- failures and refusals
+
+def test_not_positive_definite_gives_nan_per_matrix():
+    good = SPD3
+    bad = -SPD3
+    out = jitgrad.jit(np.linalg.cholesky)(np.stack([good, bad]))
+    np.testing.assert_allclose(out[0], np.linalg.cholesky(good), rtol=1e-13)
+    assert np.all(np.isnan(out[1]))
+
+
+def test_singular_matrix_solve_and_inv_give_nan():
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    x = jitgrad.jit(np.linalg.solve)(singular, np.ones(2))
+    assert np.all(np.isnan(x))
+    assert np.all(np.isnan(jitgrad.jit(np.linalg.inv)(np.stack([singular, np.eye(2)]))[0]))
+
+
+def test_singular_matrix_det_slogdet_and_cond_as_numpy():
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    assert jitgrad.jit(np.linalg.det)(singular) == np.linalg.det(singular) == 0.0
+    sign, logdet = jitgrad.jit(lambda a: tuple(np.linalg.slogdet(a)))(singular)
+    assert (sign, logdet) == (0.0, -np.inf)
+    assert jitgrad.jit(lambda a: np.linalg.cond(a, 1))(singular) == np.inf
+
+
+def test_singular_triangular_solve_gives_nan():
+    fn = build("tri", [f64(2, 2), f64(2, 1)], lambda a, b: L.triangular_solve(a, b, lower=True))
+    out = _compiled(fn, [np.array([[0.0, 0.0], [1.0, 1.0]]), np.ones((2, 1))])[0]
+    assert np.all(np.isnan(out))
+    assert np.all(np.isnan(evaluate(fn, [np.array([[0.0, 0.0], [1.0, 1.0]]), np.ones((2, 1))])[0]))
+
+
+def test_eig_is_refused_until_complex_dtypes():
+    with pytest.raises(UnsupportedOperationError, match="complex"):
+        jitgrad.jit(np.linalg.eig)(W3)
+    with pytest.raises(UnsupportedOperationError, match="complex"):
+        jitgrad.jit(np.linalg.eigvals)(W3)
+
+
+def test_float16_is_refused_as_numpy_refuses_it():
+    with pytest.raises(DTypeError, match="unsupported in linalg"):
+        jitgrad.jit(np.linalg.inv)(W3.astype(np.float16))
+
+
+@pytest.mark.parametrize("f, x", [
+    (lambda a: np.sum(np.linalg.qr(a)[0]), TALL.T),
+    (lambda a: np.sum(np.linalg.qr(a, mode="complete")[0]), TALL),
+    (lambda a: np.sum(np.linalg.svd(a)[0]), TALL),
+], ids=["qr-wide", "qr-complete-tall", "svd-full-nonsquare"])
+def test_undefined_factor_derivatives_are_refused(f, x):
+    with pytest.raises(GradientError):
+        jitgrad.grad(f)(x)
+
+
+def test_eigenvalue_gradient_is_finite_at_repeated_eigenvalues():
+    """eigvalsh never divides by an eigenvalue gap: d sum(w * c) / dA at the identity."""
+    c = np.array([1.0, 2.0, 3.0])
+    g = jitgrad.grad(lambda a: np.sum(np.linalg.eigvalsh(a) * c))(np.eye(3))
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(np.trace(g), c.sum(), rtol=1e-12)   # d/dt of sum(w * c) along A = I + tI
+
+
+def test_eigenvector_gradient_at_repeated_eigenvalues_is_not_finite():
+    """Eigenvectors of a repeated eigenvalue are not differentiable: inf/NaN, never a number."""
+    g = jitgrad.grad(lambda a: np.sum(np.linalg.eigh(a)[1] * W3))(np.diag([1.0, 1.0, 2.0]))
+    assert not np.all(np.isfinite(g))
