@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from .builder import Builder, current_builder, new_function
 from .errors import JitgradError, VerificationError
-from .core import Block, Function, Operation, Region, Value
+from .core import Block, Function, Operation, Region, Trait, Value
 
 
 class Evaluator:
@@ -141,8 +141,8 @@ DceRule = Callable[[Operation, list[bool]], "tuple[bool, list[bool]]"]
 
 def is_pure(op: Operation) -> bool:
     """An op that may be dropped when nothing reads its results: one with results (an op
-    without any exists for its effect)."""
-    return bool(op.results)
+    without any exists for its effect) whose record declares no side effect."""
+    return bool(op.results) and not op.opdef.has(Trait.HAS_SIDE_EFFECT)
 
 
 def live_ops(block: Block, rules: Optional[Mapping[str, DceRule]] = None,

@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional, Sequence
 
 from jitgrad.ir import Function, Operation, Value
-from jitgrad.ir.clone import clone_op, clone_region
 from jitgrad.ir.errors import VerificationError
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.ir.verifier import verify
-
-copy_op = clone_op            # aliases of the ir/ functions, under the names passes import
-copy_region = clone_region
 
 
 class FunctionPass:

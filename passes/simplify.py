@@ -26,7 +26,7 @@ from jitgrad.ir import Function, Operation, TensorType, Value, current_builder
 from jitgrad.primitives import Elementwise, Primitive, constant, full
 from jitgrad.primitives.elementwise import mul_p, neg_p
 from jitgrad.primitives.structural import broadcast_in_dim_p, constant_p, reshape_p, transpose_p
-from jitgrad.ir.rewrite import Rewriter, live_ops
+from jitgrad.ir.rewrite import Rewriter, is_pure, live_ops
 from .manager import FunctionPass, rewrite_function
 
 # --------------------------------------------------------------------------- constants seen through views
@@ -370,7 +370,7 @@ class _SharingRewriter(Rewriter):
             self.available = saved
 
     def rule_for(self, op: Operation):
-        return None if op.regions or not op.results else _share
+        return None if op.regions or not is_pure(op) else _share
 
 
 def _share(rewriter: _SharingRewriter, op: Operation, inputs: list[Value]) -> Sequence[Value]:
@@ -384,7 +384,8 @@ def _share(rewriter: _SharingRewriter, op: Operation, inputs: list[Value]) -> Se
 class CommonSubexpressionElimination(FunctionPass):
     """Reuses the first of several ops with the same opdef, operands and attributes, in
     every block (nested regions included, each its own scope). Sound because primitives
-    are pure; ops with regions or no results are not merged themselves."""
+    are pure; ops with regions, without results or with a declared side effect are not
+    merged themselves."""
 
     name: ClassVar[str] = "cse"
 

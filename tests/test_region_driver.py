@@ -15,7 +15,8 @@ import pytest
 from helpers import check_grads, numerical_jacobian
 from jitgrad.errors import JitgradError, VerificationError
 from jitgrad.interpreter import evaluate
-from jitgrad.ir import Block, Builder, DType, OpDef, Region, TensorType, YIELD, current_builder, new_function, verify
+from jitgrad.ir import (Block, Builder, DType, OpDef, Region, TensorType, Trait, YIELD, current_builder, new_function,
+                        verify)
 from jitgrad.ir.rewrite import Evaluator, Rewriter, live_ops
 from jitgrad.passes.inline import InlineCalls
 from jitgrad.passes.jvp import jvp_call, jvp_function
@@ -274,3 +275,24 @@ def test_missing_impl_is_reported_with_the_op_name():
         builder.ret(list(builder.create(opaque, [fn.args[0]]).results))
     with pytest.raises(JitgradError, match="test_region_driver.opaque"):
         evaluate(fn, [np.zeros(3)])
+
+
+TICK = OpDef("test_region_driver.tick", lambda t: [t], traits=(Trait.HAS_SIDE_EFFECT,),
+             doc="A test op with a declared side effect (as a stateful generator would have).")
+
+
+def test_ops_with_a_side_effect_are_neither_dropped_nor_merged_inside_regions():
+    fn, builder = new_function("f", [F64, F64])
+    with builder:
+        x, y = fn.args
+
+        def body(p, q):
+            current_builder().create(TICK, [p])                 # result unused
+            current_builder().create(TICK, [p])                 # equal to the first
+            return [sin(p), q]
+        a, b = pair([x, y], body)
+        builder.ret([a])
+    out = DeadCodeElimination().run(CommonSubexpressionElimination().run(fn))
+    verify(out)
+    [op] = pair_ops(out)
+    assert region_names(op).count(TICK.name) == 2
