@@ -11,6 +11,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize("script, expected", [
     ("quickstart.py", "max |jitgrad - central differences|"),
     ("custom_gradient.py", "compiled gradient of the same:      [1. 1. 1.]"),
+    ("gp_marginal_likelihood.py", "converged: True"),
 ])
 def test_example_runs(script, expected):
     result = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=300)
@@ -19,6 +20,10 @@ def test_example_runs(script, expected):
     if script == "quickstart.py":
         error = float(result.stdout.split("central differences| = ")[1].split()[0])
         assert error < 1e-6
+    if script == "gp_marginal_likelihood.py":
+        error = float(result.stdout.split("central differences| = ")[1].split()[0])
+        start, fitted = (float(v) for v in result.stdout.split("NLML: ")[1].split()[::2])
+        assert error < 1e-5 and fitted < start - 100
 
 
 def test_data_parallel_example_under_mpiexec():
