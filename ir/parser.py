@@ -99,7 +99,7 @@ class _Parser:
     def peek(self) -> _Token:
         return self.tokens[self.i]
 
-    def next(self) -> _Token:
+    def advance(self) -> _Token:
         token = self.tokens[self.i]
         if token.kind != "end":
             self.i += 1
@@ -118,12 +118,12 @@ class _Parser:
     def expect(self, text: str, what: str | None = None) -> _Token:
         if not self.at(text):
             raise self.error(f"expected {what or repr(text)}, got {_describe(self.peek())}")
-        return self.next()
+        return self.advance()
 
     def expect_kind(self, kind: str, what: str) -> _Token:
         if self.peek().kind != kind:
             raise self.error(f"expected {what}, got {_describe(self.peek())}")
-        return self.next()
+        return self.advance()
 
     def expect_end(self) -> None:
         if self.peek().kind != "end":
@@ -236,7 +236,7 @@ class _Parser:
             enclosing = self.scopes[-1]
             self.scopes.append(enclosing)
             while self.peek().kind == "block":
-                self.next()
+                self.advance()
                 block = Block()
                 self.scopes[-1] = dict(enclosing)  # each block sees the enclosing values only
                 self.expect("(", "'(' and the block arguments")
@@ -286,7 +286,7 @@ class _Parser:
     def name(self, what: str) -> str:
         token = self.peek()
         if token.kind == "ident":
-            return self.next().text
+            return self.advance().text
         if token.kind == "string":
             return self.string(what)
         raise self.error(f"expected {what}, got {_describe(token)}")
@@ -310,7 +310,7 @@ class _Parser:
         token = self.peek()
         if token.kind != "ident" or token.text not in _DTYPES:
             raise self.error(f"expected a type such as f32[2,3], got {_describe(token)}")
-        self.next()
+        self.advance()
         self.expect("[", "'[' and the shape")
         shape = self.comma_list(lambda: self.integer("a dimension"), "]")
         if any(d < 0 for d in shape):
@@ -349,7 +349,7 @@ class _Parser:
         if self.at("-"):
             return self.number()
         if token.kind == "ident" and token.text in _KEYWORDS:
-            self.next()
+            self.advance()
             return _KEYWORDS[token.text]
         if self.accept("dtype"):
             self.expect("<", "'<'")
@@ -372,12 +372,12 @@ class _Parser:
         negative = self.accept("-")
         token = self.peek()
         if token.kind == "ident" and token.text in ("inf", "nan"):
-            self.next()
+            self.advance()
             value = float(token.text)
             return -value if negative else value
         if negative or token.kind != "number":
             raise self.error(f"expected a number, got {_describe(token)}")
-        self.next()
+        self.advance()
         if re.fullmatch(r"-?\d+", token.text):
             return int(token.text)
         return float(token.text)
@@ -389,7 +389,7 @@ class _Parser:
         dtype = array_type.dtype.numpy
         token = self.peek()
         if token.kind == "hex":
-            self.next()
+            self.advance()
             digits = token.text[2:]
             if len(digits) != 2 * array_type.nbytes:
                 raise self.error(f"expected {array_type.nbytes} bytes for {array_type}, "
@@ -420,7 +420,7 @@ class _Parser:
         token = self.peek()
         if dtype is DType.bool:
             if token.text in ("true", "false") and token.kind == "ident":
-                self.next()
+                self.advance()
                 return token.text == "true"
             raise self.error(f"expected true or false, got {_describe(token)}")
         value = self.number()

@@ -1,5 +1,5 @@
-"""User-defined differentiation: `custom_jvp`, `custom_vjp`, the seed's `CustomOp`, and
-`checkpoint` regions.
+"""User-defined differentiation: `custom_jvp`, `custom_vjp`, TenfloweRS's `CustomOp`
+(docs/porting-from-tenflowers.md), and `checkpoint` regions.
 
 Called on arrays, each runs the plain Python function. Called on traced values (inside
 jit/grad/...), it traces the function into a call op (`jitgrad.primitives.calls`) whose
@@ -123,7 +123,7 @@ class custom_vjp(_Rule):
 
 
 class CustomOp:
-    """The seed's custom operation: subclass and define `forward(inputs)` and
+    """TenfloweRS's custom operation: subclass and define `forward(inputs)` and
     `backward(grad_output, inputs)` (a list with one gradient per input). Use it with
     `jitgrad.custom_op(op, [x, ...])` in traced code or `tape.custom_op(op, [x])`."""
 
@@ -150,7 +150,7 @@ def custom_op(op: CustomOp, inputs) -> Any:
 
 
 class ClipGradient(CustomOp):
-    """The seed's example: identity forward, gradient clipped to [-1, 1] backward."""
+    """TenfloweRS's example: identity forward, gradient clipped to [-1, 1] backward."""
 
     def forward(self, inputs):
         return inputs[0] * 1
