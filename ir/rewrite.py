@@ -16,7 +16,8 @@ every depth). `keep(op)` false drops an op whose results nothing reads.
 
 `live_ops` is the backward counterpart (dead-code analysis): a reverse walk with a
 per-op rule deciding, from which results are used, whether the op stays and which
-operands it needs; ops with regions are analysed inside.
+operands it needs; ops with regions are analysed inside. `free_values` (the values a
+block captures from enclosing blocks) is the evaluator run as an analysis.
 """
 from __future__ import annotations
 
@@ -174,3 +175,31 @@ def live_ops(block: Block, rules: Optional[Mapping[str, DceRule]] = None,
 
     visit(block, set())
     return kept
+
+
+class _FreeValues(Evaluator):
+    """The driver as an analysis: `env` marks the values defined so far; a read of any
+    other value records it as free."""
+
+    def __init__(self):
+        super().__init__()
+        self.free: dict[Value, None] = {}
+
+    def read(self, value: Value) -> None:
+        if value not in self.env:
+            self.free.setdefault(value)
+        return None
+
+    def default_rule(self, op: Operation, inputs: list) -> list:
+        for region in op.regions:
+            for block in region.blocks:
+                self.run_block(block, [None] * len(block.args))
+        return [None] * len(op.results)
+
+
+def free_values(block: Block) -> list[Value]:
+    """The values `block` reads (nested regions included) without defining them: its
+    captures from enclosing blocks, in order of first use."""
+    finder = _FreeValues()
+    finder.run_block(block, [None] * len(block.args))
+    return list(finder.free)

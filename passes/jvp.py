@@ -66,24 +66,13 @@ def _jvp_rule(rewriter: _JvpRewriter, op: Operation, primals: list[Value]) -> li
         jvp_op = op.opdef.jvp_op
         if jvp_op is not None:       # rules that see the whole op: calls, ops with regions, defjvp2
             outs, touts = jvp_op(op, primals, op_tangents)
-            outs, touts = list(outs), _per_result(op, touts)
+            outs, touts = op.per_result(outs, "jvp_op rule"), op.per_result(touts, "jvp_op rule")
         else:
             rule = op.rule("jvp")
             outs = list(clone_op(current_builder(), op, primals, {}).results)
-            touts = _per_result(op, rule(primals, op_tangents, **op.attrs))
+            touts = op.per_result(rule(primals, op_tangents, **op.attrs), "jvp rule")
     rewriter.tangents.update(zip(op.results, touts, strict=True))
     return outs
-
-
-def _per_result(op: Operation, outputs) -> list:
-    """A rule's answer as one entry per result (a one-result op's rule may return it bare)."""
-    if len(op.results) == 1 and not isinstance(outputs, (list, tuple)):
-        return [outputs]
-    outputs = list(outputs)
-    if len(outputs) != len(op.results):
-        raise GradientError(f"the JVP rule of {op.name} gave {len(outputs)} tangents for {len(op.results)} results",
-                            op.loc)
-    return outputs
 
 
 # --------------------------------------------------------------------------- call-like ops

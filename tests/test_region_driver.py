@@ -17,7 +17,7 @@ from jitgrad.errors import JitgradError, VerificationError
 from jitgrad.interpreter import evaluate
 from jitgrad.ir import (Block, Builder, DType, OpDef, Region, TensorType, Trait, YIELD, current_builder, new_function,
                         verify)
-from jitgrad.ir.rewrite import Evaluator, Rewriter, live_ops
+from jitgrad.ir.rewrite import Evaluator, Rewriter, free_values, live_ops
 from jitgrad.passes.inline import InlineCalls
 from jitgrad.passes.jvp import jvp_call, jvp_function
 from jitgrad.passes.remat import segment
@@ -296,3 +296,17 @@ def test_ops_with_a_side_effect_are_neither_dropped_nor_merged_inside_regions():
     verify(out)
     [op] = pair_ops(out)
     assert region_names(op).count(TICK.name) == 2
+
+
+def test_free_values_finds_captures_inside_regions_in_order_of_first_use():
+    outer, builder = new_function("outer", [F64, F64])
+    with builder:
+        x, y = outer.args
+        s, c = sin(x), cos(y)
+        inner, inner_builder = new_function("inner", [F64])
+        with inner_builder:
+            a, b = pair([inner.args[0], s], lambda p, q: [add(p, c), mul(q, s)])
+            inner_builder.ret([add(a, b)])
+        builder.ret([s])
+    assert free_values(inner.body) == [s, c]
+    assert free_values(outer.body) == []

@@ -23,10 +23,11 @@ from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionErr
                             UnsupportedAttributeError, UnsupportedOperationError)
 from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, current_builder, new_function
 from jitgrad.ir.clone import inline_block
+from jitgrad.ir.rewrite import free_values
 from . import implicit
 from . import numpy_api as api
 from . import numpy_elementwise, numpy_reductions, numpy_shape
-from . import indexing
+from . import array_namespace, indexing, scipy_special
 from .pytree import TreeDef, tree_flatten, tree_unflatten
 
 # --------------------------------------------------------------------------- source locations
@@ -249,9 +250,11 @@ class Tracer:
         if method != "__call__":
             raise UnsupportedOperationError(f"numpy.{ufunc.__name__}.{method} is not supported",
                                             user_location())
-        impl = api.UFUNCS.get(ufunc)
+        impl = api.UFUNCS.get(ufunc) or scipy_special.lookup(ufunc)
         if impl is None:
-            raise UnsupportedOperationError(f"numpy.{ufunc.__name__} has no jitgrad rule", user_location())
+            name = scipy_special.scipy_name(ufunc) or f"numpy.{ufunc.__name__}"
+            raise UnsupportedOperationError(f"{name} has no jitgrad rule (jitgrad.pure_callback runs any NumPy or "
+                                            "SciPy function from compiled code)", user_location())
         unknown = set(kwargs) - {"dtype", "casting"}
         if unknown:
             raise UnsupportedOperationError(f"numpy.{ufunc.__name__}: arguments {sorted(unknown)} are not "
@@ -267,6 +270,18 @@ class Tracer:
             raise UnsupportedOperationError(f"{_unsupported_name(func)} has no jitgrad rule", user_location())
         result = apply(impl, args, kwargs)
         return _as_view(result) if func in _VIEW_FUNCTIONS else result
+
+    def __array_namespace__(self, *, api_version=None):
+        """The Array API standard's namespace for traced arrays (`jitgrad.array_api`)."""
+        return array_namespace.namespace_for(api_version)
+
+    device = property(lambda self: array_namespace.DEVICE)
+
+    def to_device(self, device, /, *, stream=None):
+        if device != array_namespace.DEVICE:
+            raise UnsupportedOperationError(f"traced arrays live on {array_namespace.DEVICE!r}; "
+                                            f"to_device({device!r}) is not supported", user_location())
+        return self
 
     def __array__(self, dtype=None, copy=None):
         raise UnsupportedOperationError(
@@ -540,19 +555,7 @@ def close_over(function: Function) -> tuple[Function, list[Value]]:
     """Closure conversion: values of enclosing functions that `function` uses (a traced
     closure over an outer tracer) become extra trailing arguments, so every function and
     region is self-contained; returns the new function and the outer values to pass."""
-    defined, captured = set(function.args), []
-
-    def visit(block):
-        defined.update(block.args)
-        for op in block.ops:
-            for v in op.operands:
-                if v not in defined and v not in captured:
-                    captured.append(v)
-            for region in op.regions:
-                for inner in region.blocks:
-                    visit(inner)
-            defined.update(op.results)
-    visit(function.body)
+    captured = free_values(function.body)
     if not captured:
         return function, []
     closed, builder = new_function(function.name, function.input_types + [v.type for v in captured])
