@@ -10,7 +10,7 @@ import numpy as np
 
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Primitive, Reduction, Zero, deflinear
+from .base import Primitive, Reduction, defjvp2, deflinear
 
 
 def _reduce_infer(name):
@@ -76,20 +76,16 @@ def _reduce_sum_transpose(ct, x, *, axes):
 deflinear(reduce_sum_p, _reduce_sum_transpose)
 
 
-def _extremum_jvp(reduce_fn):
-    def jvp(primals, tangents, *, axes):
-        from .elementwise import convert, div, eq, tangent_mul
-        from .structural import broadcast_in_dim
-        (x,), (t,) = primals, tangents
-        out_type = TensorType(tuple(n for k, n in enumerate(x.type.shape) if k not in axes), x.type.dtype)
-        if isinstance(t, Zero) or not x.type.dtype.is_float:
-            return Zero(out_type)
-        kept = _kept_dims(x.type, axes)
-        winners = convert(eq(x, broadcast_in_dim(reduce_fn(x, axes), x.type.shape, kept)), x.type.dtype)
-        weights = div(winners, broadcast_in_dim(reduce_sum(winners, axes), x.type.shape, kept))
-        return reduce_sum(tangent_mul(t, weights), axes)
-    return jvp
+def _extremum_jvp(t, ans, x, *, axes):
+    """The tangent of a max/min reduction: the mean of the tangents of the elements that
+    reach the extremum `ans` (ties share it evenly)."""
+    from .elementwise import convert, div, eq, tangent_mul
+    from .structural import broadcast_in_dim
+    kept = _kept_dims(x.type, axes)
+    winners = convert(eq(x, broadcast_in_dim(ans, x.type.shape, kept)), x.type.dtype)
+    weights = div(winners, broadcast_in_dim(reduce_sum(winners, axes), x.type.shape, kept))
+    return reduce_sum(tangent_mul(t, weights), axes)
 
 
-reduce_max_p.jvp = _extremum_jvp(reduce_max)
-reduce_min_p.jvp = _extremum_jvp(reduce_min)
+defjvp2(reduce_max_p, _extremum_jvp)
+defjvp2(reduce_min_p, _extremum_jvp)
