@@ -20,7 +20,7 @@ from jitgrad.errors import ArgumentError, GradientError
 from jitgrad.ir import Function, Value, current_builder
 from jitgrad.primitives.calls import inline_block, keep_outputs
 from jitgrad.passes.jvp import jvp_function
-from jitgrad.passes.reverse import vjp_function
+from jitgrad.passes.reverse import Cotangent, vjp_function
 from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.pipeline import optimization_passes
 from jitgrad.passes.remat import choose_segmentation, parse_bytes, program_peak, report_unmet_budget
@@ -131,7 +131,7 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
                 raise GradientError(f"grad of {fn.name} with respect to an argument of type {t}: only "
                                     "floating-point arguments can be differentiated (argnums="
                                     f"{argnums!r}); pass integer data as a non-differentiated argument")
-        cotangents = ["one"] + ["none"] * (n_out - 1)
+        cotangents = [Cotangent.ONE] + [Cotangent.NONE] * (n_out - 1)
         values_returned = 0 if mode == "grad" and not has_aux else n_out   # grad alone: no value
 
         def differentiate(f: Function) -> Function:
@@ -191,7 +191,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
                 raise ArgumentError(f"cotangent of shape {tuple(shape)} for an output of type {t}")
         n_leaves = len(fn.args) - len(traced.captured)
         float_inputs = [k for k in range(n_leaves) if fn.args[k].type.dtype.is_float]
-        vfn = vjp_function(fn, float_inputs, ["arg"] * len(fn.outputs))
+        vfn = vjp_function(fn, float_inputs, [Cotangent.ARG] * len(fn.outputs))
         n_out = len(fn.outputs)
 
         def body(p, c):

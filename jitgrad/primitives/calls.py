@@ -132,10 +132,10 @@ def _checkpoint_jvp_transpose(op, cotangents, operands):
     """The backward pass of a checkpoint: a checkpoint region holding the transpose of the
     body (which is linear in its tangent operands), run from the primal inputs, so the
     backward pass recomputes the primal values instead of reading stored ones."""
-    from jitgrad.passes.reverse import transpose_function
+    from jitgrad.passes.reverse import TransposedOutput, transpose_function
     fn = body_function(op)
     linear = [k for k, v in enumerate(operands) if isinstance(v, UndefinedPrimal)]
-    grads_fn = transpose_function(fn, linear, ["arg"] * len(fn.outputs))
+    grads_fn = transpose_function(fn, linear, [TransposedOutput.ARG] * len(fn.outputs))
     plain = [v for v in operands if not isinstance(v, UndefinedPrimal)]
     grads = emit_call(checkpoint_p, grads_fn, [*plain, *(instantiate(c) for c in cotangents)])
     out: list = [None] * len(operands)
