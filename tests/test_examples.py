@@ -37,3 +37,15 @@ def test_data_parallel_example_under_mpiexec():
     final = float(result.stdout.split("final loss ")[1].split()[0])
     accuracy = float(result.stdout.split("test accuracy ")[1].split()[0])
     assert final < first / 4 and accuracy > 0.8
+
+
+def test_cnn_digits_reaches_its_accuracy_and_the_apis_agree():
+    """examples/cnn_digits.py (fixed seed): >= 98% test accuracy, and the tape's and the
+    graph's gradients equal the compiled one's."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / "cnn_digits.py")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
+    assert accuracy >= 0.98, result.stdout
+    difference = float(result.stdout.split("gradients from jit_grad's: ")[1].split()[0])
+    assert difference < 1e-4, result.stdout
