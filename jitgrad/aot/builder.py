@@ -2,7 +2,7 @@
 `manifest.json` in one directory (docs/aot.md describes the C ABI).
 
 Each function is traced and optimized by the ordinary pipeline (`Compiled.lower`), then
-lowered again by the CPU backend's `FunctionLowering` into one LLVM module shared by all
+lowered again by the CPU backend's `CPUFunctionEmitter` into one LLVM module shared by all
 the library's functions, for the chosen target (`targets.py`): its CPU, its features and
 the libmvec variants its level allows. The module is optimized with the JIT's pipeline
 and emitted as a position-independent object; `cc` compiles a small C file of entry
@@ -39,7 +39,7 @@ from llvmlite import ir
 
 from jitgrad.backends.cpu import runtime
 from jitgrad.backends.cpu.backend import _check_addressable
-from jitgrad.backends.cpu.codegen import FunctionLowering
+from jitgrad.backends.cpu.codegen import CPUFunctionEmitter
 from jitgrad.backends.cpu.engine import Blas, Threads, VectorMath, _llvm_lock, initialize
 from jitgrad.backends.cpu.llvm_support import I32, I64, PTR, VOID, set_function_string_attribute
 from jitgrad.config import config
@@ -268,9 +268,9 @@ def _generate(library: Library, target: Target, blas: str) -> ir.Module:
         _check_addressable(fn)
         symbol = f"{library.name}_{exported.name}_impl"
         kernels = schedule(fn, config.fusion)
-        lowering = FunctionLowering(fn, kernels, plan_buffers(fn, kernels), module, symbol, vector_math,
+        lowering = CPUFunctionEmitter(fn, kernels, plan_buffers(fn, kernels), module, symbol, vector_math,
                                     Blas.instance() if blas == "openblas" else None, Threads.instance(0))
-        kernel = lowering.lower()
+        kernel = lowering.emit()
         kernel.linkage = "internal"
         if vector_math.prefer_vector_width:
             set_function_string_attribute(kernel, "prefer-vector-width", str(vector_math.prefer_vector_width))

@@ -18,7 +18,7 @@ from jitgrad.config import config
 from jitgrad.passes.memory import MemoryPlan, plan_buffers
 from jitgrad.passes.schedule import Schedule, schedule
 from ..base import Backend, Executable
-from .codegen import FunctionLowering
+from .codegen import CPUFunctionEmitter
 from .engine import Blas, Threads, VectorMath, compile_module, initialize
 from . import runtime
 from .fastcall import native_call
@@ -73,19 +73,19 @@ class CPUExecutable(Executable):
 
     listing_names = ("kernels", "llvm", "llvm-opt", "asm")
 
-    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str, lowering: FunctionLowering):
+    def __init__(self, function: Function, llvm_ir: str, compiled, symbol: str, emitter: CPUFunctionEmitter):
         self.function = function
-        self.schedule = lowering.sched
-        self.memory = lowering.memory
-        self._workspace_bytes = lowering.workspace_bytes
-        self.workspace = Workspace(lowering.workspace_bytes)
-        self.constants = lowering.constants
+        self.schedule = emitter.sched
+        self.memory = emitter.memory
+        self._workspace_bytes = emitter.workspace_bytes
+        self.workspace = Workspace(emitter.workspace_bytes)
+        self.constants = emitter.constants
         self.constant_addresses = [c.ctypes.data for c in self.constants]
         self.llvm_ir = llvm_ir
         self.compiled = compiled
         self.symbol = symbol
         self.kernel_address = compiled.address(symbol)
-        self.stops_on_interrupt = lowering.stops_on_interrupt
+        self.stops_on_interrupt = emitter.stops_on_interrupt
         self._cfunc = _CALL_TYPE(self.kernel_address)
         self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
         self._in_dtypes = [t.dtype.numpy for t in function.input_types]
@@ -135,19 +135,19 @@ class CPUBackend(Backend):
         self.opt_level = opt_level
 
     def build_module(self, fn: Function, kernels: Schedule, memory: MemoryPlan
-                     ) -> tuple[ir.Module, str, FunctionLowering]:
+                     ) -> tuple[ir.Module, str, CPUFunctionEmitter]:
         _check_addressable(fn)
         initialize()
         module = ir.Module(name=fn.name)
         symbol = _symbol(fn)
         vector_math = VectorMath()
-        lowering = FunctionLowering(fn, kernels, memory, module, symbol, vector_math, Blas.instance(),
+        emitter = CPUFunctionEmitter(fn, kernels, memory, module, symbol, vector_math, Blas.instance(),
                                     Threads.instance(config.num_threads))
-        llfn = lowering.lower()
+        llfn = emitter.emit()
         if vector_math.prefer_vector_width:
             set_function_string_attribute(llfn, "prefer-vector-width", str(vector_math.prefer_vector_width))
         vector_math.finish(module)
-        return module, symbol, lowering
+        return module, symbol, emitter
 
     def compile(self, fn: Function, kernels: Schedule | None = None, memory: MemoryPlan | None = None
                 ) -> CPUExecutable:
@@ -157,6 +157,6 @@ class CPUBackend(Backend):
             kernels = schedule(fn, config.fusion)
         if memory is None:
             memory = plan_buffers(fn, kernels)
-        module, symbol, lowering = self.build_module(fn, kernels, memory)
+        module, symbol, emitter = self.build_module(fn, kernels, memory)
         compiled = compile_module(module, self.opt_level, config.cache_dir)
-        return CPUExecutable(fn, str(module), compiled, symbol, lowering)
+        return CPUExecutable(fn, str(module), compiled, symbol, emitter)

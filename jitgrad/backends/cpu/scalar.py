@@ -1,4 +1,5 @@
-"""The CPU's scalar emitter: the `ctx` that primitives' `Elementwise` rules call.
+"""The CPU's `ScalarContext` (jitgrad/backends/kernel.py): the `ctx` that primitives'
+`Elementwise` rules and the kernel layer call, emitting LLVM IR.
 
 Rules are target-neutral (`ctx.add(a, b)`, `ctx.math("sin", x)`); this class chooses
 the LLVM instructions. Transcendental calls go to LLVM intrinsics or libm and carry the
@@ -8,11 +9,13 @@ libmvec is absent they stay scalar libm calls.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from llvmlite import ir
 
 from jitgrad.ir import DType
-from .llvm_support import (F32, F64, HALF, I1, I8, I16, I32, I64, declare, index, register_type,
-                           set_call_string_attribute)
+from .llvm_support import (F32, F64, HALF, I1, I8, I16, I32, I64, PTR, VOID, alloca_in_entry, declare, for_nest,
+                           for_range, index, memory_type, register_type, set_call_string_attribute)
 
 # jitgrad name -> (LLVM intrinsic or None, libm name, libmvec base name or None, arity)
 MATH_FUNCTIONS = {
@@ -53,7 +56,8 @@ _FLOAT_PREDICATES = {"==": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
 class CPUScalarContext:
-    """Emits scalar operations into `builder`; `vector_math` describes libmvec's reach."""
+    """Emits scalar operations into `builder`; `vector_math` describes libmvec's reach.
+    Implements `jitgrad.backends.kernel.ScalarContext`."""
 
     def __init__(self, builder: ir.IRBuilder, module: ir.Module, vector_math):
         self.builder = builder
@@ -468,6 +472,55 @@ class CPUScalarContext:
 
     def index_mul(self, a, b):
         return self.builder.mul(a, b, flags=["nsw"])
+
+    def index_div(self, a, b):
+        return self.builder.udiv(a, b)
+
+    def index_rem(self, a, b):
+        return self.builder.urem(a, b)
+
+    def index_bit(self, a, k):
+        return self.builder.trunc(self.builder.lshr(a, k), I1)
+
+    def index_cmp(self, op: str, a, b):
+        return self.builder.icmp_signed(op, a, b)
+
+    # ----- memory
+    def load(self, buffer, offset, dtype: DType):
+        b, t = self.builder, memory_type(dtype)
+        return self.from_memory(b.load(b.gep(buffer, [offset], inbounds=True, source_etype=t), typ=t), dtype)
+
+    def store(self, buffer, offset, x, dtype: DType) -> None:
+        b, t = self.builder, memory_type(dtype)
+        b.store(self.to_memory(x, dtype), b.gep(buffer, [offset], inbounds=True, source_etype=t))
+
+    def byte_offset(self, buffer, nbytes: int):
+        return self.builder.gep(buffer, [index(nbytes)], inbounds=True, source_etype=I8)
+
+    def copy_bytes(self, dst, src, nbytes: int) -> None:
+        memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
+        self.builder.call(memcpy, [dst, src, index(nbytes), ir.Constant(I1, 0)])
+
+    def zero_bytes(self, dst, nbytes: int) -> None:
+        memset = declare(self.module, "llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
+        self.builder.call(memset, [dst, ir.Constant(I8, 0), index(nbytes), ir.Constant(I1, 0)])
+
+    def local_array(self, dtype: DType, count: int, name: str):
+        """Stack slots at the top of the function's entry block (promoted to registers
+        where LLVM can)."""
+        return alloca_in_entry(self.builder, memory_type(dtype), name, count=None if count == 1 else count)
+
+    # ----- control flow
+    def loop(self, count, name: str):
+        return for_range(self.builder, count, name)
+
+    def loop_nest(self, shape, name: str):
+        return for_nest(self.builder, shape, name)
+
+    @contextmanager
+    def if_then(self, cond):
+        with self.builder.if_then(cond):
+            yield
 
 
 def _dtype_of_register(x) -> DType:
