@@ -9,7 +9,7 @@ an elementwise kernel whose operand dies there writes its result in place.
 
 `peak_bytes` estimates the peak of any IR stage executed op by op (every value
 materialized, freed after its last use): the numbers `jitgrad ir --memory` prints for
-each stage, the seed's "memory diff between passes".
+each stage, so that passes can be compared by the memory they save.
 """
 from __future__ import annotations
 

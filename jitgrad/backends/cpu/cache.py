@@ -1,5 +1,5 @@
 """The on-disk cache of compiled code: optimization and code generation are the slow
-stages (hundreds of ms for a large module, see TECH-NOTES), so their result — a
+stages (hundreds of ms for a large module), so their result — a
 relocatable object file plus the optimized LLVM IR for inspection — is kept on disk.
 
 The key hashes everything the machine code depends on: the LLVM IR built from the

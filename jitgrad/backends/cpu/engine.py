@@ -1,8 +1,8 @@
 """LLVM for the host CPU: target machines, external libraries (libmvec, BLAS), the
 optimization pipeline and MCJIT.
 
-Facts from shared/TECH-NOTES.md shape this module: a TargetMachine is owned by the
-engine it is given to, so each engine gets a fresh one; libmvec's vector functions are
+LLVM's behaviour shapes this module: a TargetMachine is owned by the
+engine it is given to (reusing one for a second engine crashed the process), so each engine gets a fresh one; libmvec's vector functions are
 found only after `load_library_permanently`, and must be listed in
 `@llvm.compiler.used` or the optimizer deletes their declarations before the
 vectorizer can use them. Code is generated once, as a relocatable object that goes both
@@ -161,8 +161,8 @@ class Blas:
 # --------------------------------------------------------------------------- threads
 
 class Threads:
-    """libgomp's GOMP_parallel, called from generated code (1.4-1.9 us a region here, see
-    TECH-NOTES); absent libgomp, kernels run on the calling thread."""
+    """libgomp's GOMP_parallel, called from generated code (1.4-1.9 us a region, measured
+    on a 2-core machine); absent libgomp, kernels run on the calling thread."""
 
     available = False
 
@@ -300,8 +300,8 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
         stage = "llvm-optimize"
         if opt_level > 0:
             pto = llvm.create_pipeline_tuning_options(speed_level=opt_level)
-            # Unrolling and interleaving cost half the compile time (TECH-NOTES; 205 -> 75 ms
-            # for the W2 gradient) and gain little on loops of vector-library calls.
+            # Unrolling and interleaving cost half the compile time (205 -> 75 ms measured
+            # for the W2 gradient of benchmarks/run.py) and gain little on loops of vector-library calls.
             pto.loop_unrolling = False
             pto.loop_interleaving = False
             pass_builder = llvm.create_pass_builder(tm, pto)

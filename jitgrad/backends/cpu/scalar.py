@@ -4,7 +4,8 @@
 Rules are target-neutral (`ctx.add(a, b)`, `ctx.math("sin", x)`); this class chooses
 the LLVM instructions. Transcendental calls go to LLVM intrinsics or libm and carry the
 `vector-function-abi-variant` attribute naming glibc's libmvec vector versions, so the
-loop vectorizer replaces them with 8/16-lane calls (see shared/TECH-NOTES.md); where
+loop vectorizer replaces them with 8/16-lane calls (LLVM's -vector-library switch is
+not reachable from llvmlite, the call-site attribute is); where
 libmvec is absent they stay scalar libm calls.
 """
 from __future__ import annotations
