@@ -72,6 +72,8 @@ class _World:
     rank: int
     size: int
     layouts: dict = field(default_factory=dict)
+    byte: Any = None
+    """mpi4py's MPI.BYTE: bfloat16 and (index, value) records travel as bytes."""
 
 
 _world: _World | None = None
@@ -105,7 +107,7 @@ def init(comm=None) -> _World:
         _world = _World(None, 0, 1)
         return _world
     comm = MPI.COMM_WORLD if comm is None else comm
-    world = _World(comm, comm.Get_rank(), comm.Get_size())
+    world = _World(comm, comm.Get_rank(), comm.Get_size(), byte=MPI.BYTE)
     if world.size == 1 and expected > 1:
         raise MPIUnavailableError(
             f"the launcher started {expected} processes but MPI sees a world of 1: mpiexec belongs to another MPI "
@@ -335,7 +337,7 @@ class PendingAllreduce:
         if self.world.comm is None:
             return ("dense", bucket, send.copy(), None)
         received = np.empty_like(send)
-        request = self.world.comm.Ialltoall(_buffer(send), _buffer(received))
+        request = self.world.comm.Ialltoall(_buffer(self.world, send), _buffer(self.world, received))
         bucket.in_flight = send is bucket.send
         return ("dense", bucket, received, request)
 
@@ -358,7 +360,7 @@ class PendingAllreduce:
         if self.world.comm is None:
             gathered[:] = message
             return ("topk", bucket, gathered, None)
-        request = self.world.comm.Iallgather(_buffer(message), _buffer(gathered))
+        request = self.world.comm.Iallgather(_buffer(self.world, message), _buffer(self.world, gathered))
         return ("topk", bucket, gathered, request)
 
     def wait(self):
@@ -404,15 +406,15 @@ class PendingAllreduce:
         if self.world.comm is None:
             return bucket, reduced.copy(), None, wire
         gathered = np.empty(bucket.chunk * p, wire)
-        request = self.world.comm.Iallgather(_buffer(reduced), _buffer(gathered))
+        request = self.world.comm.Iallgather(_buffer(self.world, reduced), _buffer(self.world, gathered))
         return bucket, gathered, request, wire
 
 
-def _buffer(array: np.ndarray):
-    """An mpi4py buffer specification for any array: bfloat16 and structured records
-    travel as raw bytes (MPI has no bfloat16; bytes are added by nobody)."""
-    from mpi4py import MPI
-    return [array.view(np.uint8), MPI.BYTE]
+def _buffer(world: _World, array: np.ndarray):
+    """An mpi4py buffer specification for any array: raw bytes, so that bfloat16 (which
+    MPI lacks) and (index, value) records travel too; MPI only moves them, the adds are
+    ours."""
+    return [array.view(np.uint8), world.byte]
 
 
 def allreduce_start(tree, op: str = "mean", *, compression=None,
@@ -463,7 +465,7 @@ def broadcast(tree, root: int = 0):
             if world.rank == root:
                 flat[offset:offset + arrays[i].size] = arrays[i].reshape(-1)
             offset += arrays[i].size
-        world.comm.Bcast(_buffer(flat), root=root)
+        world.comm.Bcast(_buffer(world, flat), root=root)
         offset = 0
         for i in members:
             out[i] = flat[offset:offset + arrays[i].size].reshape(arrays[i].shape)
