@@ -244,6 +244,7 @@ class _Bucket:
 class _Layout:
     buckets: list
     n_leaves: int
+    key: tuple = ()
     checked: bool = False
 
 
@@ -283,6 +284,7 @@ def _layout(world: _World, arrays, treedef, bucket_bytes, compression) -> _Layou
         if len(world.layouts) >= 64:
             world.layouts.pop(next(iter(world.layouts)))
         layout = world.layouts[key] = _plan(arrays, bucket_bytes, world.size)
+        layout.key = key
     if not layout.checked and world.comm is not None:
         _check_same_everywhere(world, repr(key))
         layout.checked = True
@@ -346,9 +348,9 @@ class PendingAllreduce:
         dense = np.zeros(bucket.size, bucket.dtype)
         for slot in bucket.slots:
             dense[slot.offset:slot.offset + slot.size] = arrays[slot.leaf].reshape(-1)
-        key = (id(self.layout), bucket.slots[0].leaf)
+        key = (self.layout.key, bucket.slots[0].leaf)
         residual = topk.residuals.get(key)
-        if residual is not None and residual.shape == dense.shape:
+        if residual is not None:
             dense += residual
         k = topk.count(bucket.size)
         chosen = np.sort(np.argpartition(np.abs(dense), bucket.size - k)[bucket.size - k:]).astype(np.int64)
