@@ -458,6 +458,8 @@ PROGRAMS = {
     "integers": (jitgrad.jit(lambda i: (i * 7 + 3) // 4 - np.abs(i) % 5),
                  (np.arange(-12, 12, dtype=np.int64).reshape(4, 6),)),
     "comparisons and where": (jitgrad.jit(lambda x, y: np.where(x > y, x, y ** 2)), (X, Y)),
+    "a kernel of its own (sort) between fused loops": (jitgrad.jit(lambda x: np.sort(np.sin(x), axis=1) * 2.0),
+                                                       (X,)),
 }
 
 
