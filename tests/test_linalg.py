@@ -387,3 +387,20 @@ def test_eigenvector_gradient_at_repeated_eigenvalues_is_not_finite():
     """Eigenvectors of a repeated eigenvalue are not differentiable: inf/NaN, never a number."""
     g = jitgrad.grad(lambda a: np.sum(np.linalg.eigh(a)[1] * W3))(np.diag([1.0, 1.0, 2.0]))
     assert not np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_solve_with_a_cholesky_factor_is_a_triangular_solve(upper):
+    """solve(cholesky(K), y) and inv(cholesky(K)) need no LU factorization; values and
+    gradients stay NumPy's."""
+    def f(k, y):
+        factor = np.linalg.cholesky(k, upper=upper)
+        return np.linalg.solve(factor, y), np.linalg.inv(factor)
+
+    names = {op.name for op in jitgrad.jit(f).lower(SPD, B).function.walk()}
+    assert "triangular_solve" in names and "solve" not in names
+    for got, expected in zip(jitgrad.jit(f)(SPD, B), f(SPD, B), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-12)
+    loss = lambda k, y: np.sum(np.sin(f(k, y)[0])) + np.sum(f(k, y)[1] ** 2)   # noqa: E731
+    grad = jitgrad.grad(loss)(SPD3, W3)
+    np.testing.assert_allclose(grad, _numerical_grad(loss, [SPD3, W3], 0), rtol=2e-6, atol=2e-7)

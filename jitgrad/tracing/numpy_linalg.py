@@ -81,6 +81,31 @@ def _index_last(x: Value, i: int) -> Value:
 
 # --------------------------------------------------------------------------- solve, inv, det
 
+def _triangular_factor(a: Value) -> bool | None:
+    """True (lower) or False (upper) when `a` is a Cholesky factor computed in this trace
+    (or its matrix transpose): a solve with it is then a triangular solve, O(n^2) per
+    right-hand side instead of a fresh LU factorization, with the same solution up to
+    rounding."""
+    op = a.defining_op
+    if op is None:
+        return None
+    if op.opdef is L.cholesky_p:
+        return True
+    nd = a.type.ndim
+    if op.name == "transpose" and op.attrs["permutation"] == tuple(range(nd - 2)) + (nd - 1, nd - 2):
+        inner = op.operands[0].defining_op
+        if inner is not None and inner.opdef is L.cholesky_p:
+            return False
+    return None
+
+
+def _solve_square(a: Value, b: Value) -> Value:
+    lower = _triangular_factor(a)
+    if lower is None:
+        return L.solve(a, b)
+    return L.triangular_solve(a, b, lower=lower)
+
+
 def solve(a, b):
     a, b = _common_float("solve", a, b)
     _square(a, "solve")
@@ -93,13 +118,13 @@ def solve(a, b):
         raise ShapeError(f"numpy.linalg.solve: b has {b.type.shape[-2]} rows for a matrix of order "
                          f"{a.type.shape[-1]}")
     b = api.broadcast_to(b, batch + b.type.shape[-2:])
-    x = L.solve(a, b)
+    x = _solve_square(a, b)
     return P.reshape(x, x.type.shape[:-1]) if vector else x
 
 
 def inv(a):
     a = _square(_float_operand(a, "inv"), "inv")
-    return L.solve(a, _eye_like(a))
+    return _solve_square(a, _eye_like(a))
 
 
 def slogdet(a):
