@@ -62,7 +62,7 @@ __all__ = [
     "jit_grad", "stop_gradient", "Compiled", "clear_caches", "tree",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode", "Operation", "Graph", "SGD",
-    "Adam", "mixed_precision", "LossScaler",
+    "Adam", "mixed_precision", "LossScaler", "nn",
     "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "PytreeError",
     "IndexingError",

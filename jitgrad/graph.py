@@ -30,6 +30,7 @@ from jitgrad.api import grad, jit, stop_gradient
 from jitgrad.errors import ArgumentError, ShapeError, TracerBoolConversionError, UnsupportedOperationError
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.eager.tape import WRAPPER_TYPES, numpy_protocol, register_array_type
+from jitgrad import nn
 
 
 def softmax_cross_entropy(logits, labels):
@@ -127,6 +128,7 @@ def _find_graph(obj, graph=None):
 for _name, _fn in numpy_protocol(_defer).items():
     setattr(Node, _name, _fn)
 register_array_type(Node)
+nn.defer_calls_on(Node, lambda node, fn, args, kwargs: node.graph.apply(fn, *args, **kwargs))
 
 
 class Placeholder(Node):
@@ -391,3 +393,26 @@ class Graph:
                     raise ShapeError(f"variable {node.name!r} has shape {node.shape}, it was fed {array.shape}")
                 feeds[node.index] = array
         return feeds
+
+
+# --------------------------------------------------------------------------- layer methods
+
+LAYER_METHODS = ("conv1d", "conv2d", "conv3d", "conv_transpose2d", "conv_general_dilated", "max_pool2d",
+                 "avg_pool2d", "batch_norm", "layer_norm", "group_norm", "dropout", "relu", "gelu", "silu",
+                 "sigmoid", "softmax", "log_softmax", "cross_entropy", "embedding")
+"""`jitgrad.nn` functions that are also Graph methods: `g.conv2d(x, w, padding=1)` is a node
+for `nn.conv2d(x, w, padding=1)` evaluated when the graph runs."""
+
+
+def _layer_method(name: str):
+    layer = getattr(nn, name)
+
+    def method(self, *args, **kwargs) -> Node:
+        return self.apply(layer, *args, **kwargs)
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"A node for `jitgrad.nn.{name}`: {(layer.__doc__ or '').strip().splitlines()[0]}"
+    return method
+
+
+for _name in LAYER_METHODS:
+    setattr(Graph, _name, _layer_method(_name))

@@ -7,8 +7,9 @@ array jitgrad has, with the same code:
   - `TrackedTensor`s of a `GradientTape` and `DualTensor`s (forward mode): a
     convolution or pooling call is recorded as one call (through the eager layers'
     `_jitgrad_apply`), the rest as the NumPy calls they are;
-  - graph nodes (`jitgrad.graph`): the whole function becomes one deferred node, also
-    reachable as `g.conv2d(...)`, `g.max_pool2d(...)`, ....
+  - graph nodes (`jitgrad.graph`, which registers them in `DEFERRING_TYPES`): the whole
+    function becomes one deferred node, also reachable as `g.conv2d(...)`,
+    `g.max_pool2d(...)`, ....
 
 Layouts follow PyTorch by default (NCHW inputs, OIHW kernels); `layout="NHWC"` takes
 channels-last inputs with HWIO kernels (TensorFlow/JAX). Derivatives come from the
@@ -39,28 +40,37 @@ __all__ = ["conv", "conv1d", "conv2d", "conv3d", "conv_transpose2d", "conv_gener
 
 # --------------------------------------------------------------------------- dispatch
 
-def _graph_of(args):
-    """The graph of the first graph node among `args` (nested lists/tuples), or None."""
-    from jitgrad.graph import Node
+DEFERRING_TYPES: dict[type, Callable] = {}
+"""Array-like classes whose values exist only later (graph nodes), each with
+`defer(array, fn, args, kwargs)`: a call of a layer function on one of them becomes one
+deferred call of the whole function. `jitgrad.graph` registers its nodes."""
+
+
+def defer_calls_on(cls: type, defer: Callable) -> None:
+    DEFERRING_TYPES[cls] = defer
+
+
+def _deferring(args):
+    """The first argument (in lists and tuples too) of a deferring type, or None."""
     for a in args:
-        if isinstance(a, Node):
-            return a.graph
+        if type(a) in DEFERRING_TYPES or isinstance(a, tuple(DEFERRING_TYPES)):
+            return a
         if type(a) in (list, tuple):
-            found = _graph_of(a)
+            found = _deferring(a)
             if found is not None:
                 return found
     return None
 
 
 def _layer(fn: Callable) -> Callable:
-    """Graph nodes among the arguments make the whole call one deferred graph node."""
+    """A deferred array among the arguments makes the whole call one deferred call."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        graph = _graph_of((*args, *kwargs.values()))
-        if graph is not None:
-            return graph.apply(fn, *args, **kwargs)
+        if DEFERRING_TYPES:
+            deferred = _deferring((*args, *kwargs.values()))
+            if deferred is not None:
+                return DEFERRING_TYPES[type(deferred)](deferred, fn, args, kwargs)
         return fn(*args, **kwargs)
-    call.__wrapped__ = fn
     return call
 
 
@@ -174,10 +184,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """XLA's convolution (JAX's `lax.conv_general_dilated`): `padding` is "SAME", "VALID"
     or (lo, hi) pairs; `dimension_numbers` three axis tuples (lhs: batch, feature,
     spatial...; rhs: out feature, in feature, spatial...; out: batch, feature, spatial...)."""
-    graph = _graph_of((lhs, rhs))
-    if graph is not None:
-        return graph.apply(conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                           dimension_numbers, feature_group_count)
+    deferred = _deferring((lhs, rhs)) if DEFERRING_TYPES else None
+    if deferred is not None:
+        return DEFERRING_TYPES[type(deferred)](deferred, conv_general_dilated, (lhs, rhs, window_strides, padding,
+                                               lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count), {})
     ndim = len(np.shape(lhs)) if not hasattr(lhs, "ndim") else lhs.ndim
     n = ndim - 2
     specs = tuple(tuple(int(a) for a in s) for s in (dimension_numbers or [tuple(range(ndim))] * 3))

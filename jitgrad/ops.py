@@ -19,7 +19,7 @@ import enum
 
 import numpy as np
 
-from jitgrad.errors import UnsupportedOperationError
+from jitgrad import nn
 
 __all__ = ["add", "sub", "mul", "div", "pow", "neg", "matmul", "transpose", "reshape", "sum", "mean", "max",
            "max_with_indices", "relu", "sigmoid", "tanh", "softmax", "conv2d", "max_pool2d", "batch_norm",
@@ -127,20 +127,11 @@ def softmax(a, axis: int = -1):
 # --------------------------------------------------------------------------- neural operations
 
 
-def _neural(name: str):
-    def pending(*args, **kwargs):
-        raise UnsupportedOperationError(
-            f"{name} is not available in jitgrad yet: conv2d, max_pool2d and batch_norm come with jitgrad's "
-            "neural operations, which are not implemented. Until then write them with NumPy (np.einsum over "
-            "sliding windows, np.max over reshaped blocks, mean/var normalization), which jitgrad differentiates")
-    pending.__name__ = pending.__qualname__ = name
-    pending.__doc__ = f"TenfloweRS's {name}: pending (raises UnsupportedOperationError)."
-    return pending
-
-
-conv2d = _neural("conv2d")
-max_pool2d = _neural("max_pool2d")
-batch_norm = _neural("batch_norm")
+# jitgrad.nn's functions (convolution, max pooling and batch normalization primitives and
+# formulas, for every kind of array)
+conv2d = nn.conv2d
+max_pool2d = nn.max_pool2d
+batch_norm = nn.batch_norm
 
 # The operation list of TenfloweRS's README, each with its function here.
 SEED_OPERATIONS = {name: globals()[name] for name in (

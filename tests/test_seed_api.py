@@ -94,12 +94,18 @@ def test_max_with_indices():
     assert flat_max == 2.0 and flat_at == 2
 
 
-@pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "batch_norm"])
-def test_neural_operations_are_pending(name):
-    with pytest.raises(UnsupportedOperationError, match=f"{name} is not available.*neural operations"):
-        getattr(ops, name)(X0)
-    with pytest.raises(UnsupportedOperationError, match=name):
-        getattr(GradientTape().watch(X0), name)()
+def test_neural_operations_are_jitgrad_nn_and_tensor_methods():
+    from jitgrad import nn
+    assert (ops.conv2d, ops.max_pool2d, ops.batch_norm) == (nn.conv2d, nn.max_pool2d, nn.batch_norm)
+    x = np.arange(32.0).reshape(1, 2, 4, 4)
+    w = np.ones((1, 2, 3, 3))
+    with GradientTape() as tape:
+        xt = tape.watch(x)
+        y = np.sum(xt.conv2d(w, padding=1).max_pool2d(2).batch_norm(np.zeros(1), np.ones(1)))
+    np.testing.assert_allclose(y.numpy(), np.sum(nn.batch_norm(nn.max_pool2d(nn.conv2d(x, w, padding=1), 2),
+                                                       np.zeros(1), np.ones(1))))
+    np.testing.assert_allclose(tape.gradient(y, xt), jitgrad.grad(lambda a: np.sum(nn.batch_norm(
+        nn.max_pool2d(nn.conv2d(a, w, padding=1), 2), np.zeros(1), np.ones(1))))(x))
 
 
 def test_value_numpy_shape_dtype():
