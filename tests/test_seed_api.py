@@ -11,7 +11,6 @@ import pytest
 
 import jitgrad
 from jitgrad import DualTensor, GradientTape, TrackedTensor, ops
-from jitgrad.errors import UnsupportedOperationError
 
 GUIDE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "porting-from-tenflowers.md"
 
