@@ -206,7 +206,7 @@ def _read_outside(value: Value, members: set[Value], users, sched: Schedule) -> 
 
 
 def describe(fn: Function, sched: Schedule, memory=None) -> str:
-    """The fusion plan as text (the CLI's `kernels` stage): one line per kernel with its
+    """The fusion plan as text (the `kernels` listing of every backend): one line per kernel with its
     members, which of them are stored, and the values inlined into them."""
     from jitgrad.ir.printer import name_values
     names = name_values(fn)

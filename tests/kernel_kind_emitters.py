@@ -1,7 +1,7 @@
 """CPU emitters of the test kernel kinds (tests/test_kernel_kinds.py), found by the
 kinds' `emitters` entries."""
 from jitgrad.backends.cpu.llvm_support import alloca_in_entry, for_range, index
-from jitgrad.backends.cpu.codegen import Index
+from jitgrad.backends.kernel import Index
 
 
 def emit_prefix_and_reverse(kc, op) -> None:

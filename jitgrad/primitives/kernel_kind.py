@@ -28,7 +28,8 @@ Contract:
 * The generated code must never read or write out of bounds, whatever the input data
   (clamp or check runtime indices), and never crash the process.
 
-What the CPU emit context offers (`jitgrad.backends.cpu.codegen.FunctionLowering`):
+What the CPU emit context offers (`jitgrad.backends.cpu.codegen.CPUFunctionEmitter`, a
+`jitgrad.backends.kernel.KernelEmitter`; `Index` is `jitgrad.backends.kernel.Index`):
 `builder` (llvmlite IRBuilder, positioned where the kernel goes), `module`, `ctx` (the
 scalar context: `jitgrad.backends.kernel.ScalarContext`), `pointer(value)` (the buffer
 of an operand or result, an `i8*`-like opaque pointer), `scratch(nbytes)` (64-byte
