@@ -302,6 +302,16 @@ def _half_float(xs, params):
     return any(np.asarray(x).dtype.itemsize == 2 and is_float(np.asarray(x).dtype) for x in xs)
 
 
+def _bfloat16_nan_order(xs, params, result):
+    """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
+    NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
+    not a reference."""
+    arrays = [np.asarray(x) for x in xs]
+    if any(a.dtype.name == "bfloat16" and np.isnan(a.astype(np.float32)).any() for a in arrays):
+        return np.ones(np.shape(result), bool)
+    return None
+
+
 def _pow_accuracy(params):
     k = params.get("k")
     return EXACT if k in (0, 1, 2, 0.5, 2.0, -1) else "pow"
@@ -309,6 +319,23 @@ def _pow_accuracy(params):
 
 def _sum_mag(name):
     return f"np.sum({{0}}, axis={{axis}}, keepdims={{kd}})"
+
+
+def _matrix_norm_ord(rng, xs):
+    if np.ndim(xs[0]) < 2:
+        return None
+    return {"ord": [None, "'fro'", "'nuc'", "np.inf", "-np.inf", 1, -1, 2, -2][rng.integers(9)]}
+
+
+def _vector_norm_ord(rng, xs):
+    if np.ndim(xs[0]) < 1:
+        return None
+    return {"ord": [None, "np.inf", "-np.inf", 0, 1, -1, 2, 3, 0.5][rng.integers(9)]}
+
+
+# a symmetric positive definite matrix from any square one: M M^T + n I (eigenvalues >= n)
+SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-1] * np.eye({0}.shape[-1]))"
+SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-1]) * 16"
 
 
 OPS: list[Op] = [
@@ -394,6 +421,23 @@ OPS: list[Op] = [
     Op("cumsum", "np.cumsum({0})", 1, in_tables(np.cumsum), SUM, magnitude="np.cumsum({0})"),
     Op("norm", "np.linalg.norm({0})", 1, in_tables(np.linalg.norm), SUM, smooth=False,
        magnitude="np.sqrt(np.sum(np.square({0}))) * 4", kinds="f"),
+    # ---- numpy.linalg on LAPACK (well-conditioned inputs built from any square operand)
+    Op("norm_matrix", "np.linalg.norm({0}, ord={ord}, axis=(-2, -1))", 1, in_tables(np.linalg.norm), SUM,
+       _matrix_norm_ord, magnitude="(np.sum({0}) + 1) ** 2 * 4", smooth=False, kinds="f", weight=0.3),
+    Op("norm_vector", "np.linalg.norm({0}, ord={ord}, axis=-1)", 1, in_tables(np.linalg.norm), SUM,
+       _vector_norm_ord, magnitude="(np.sum({0}) + 1) ** 2 * 4", smooth=False, kinds="f", weight=0.3),
+    Op("cholesky", f"np.linalg.cholesky({SPD})", 1, in_tables(np.linalg.cholesky), SUM,
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+    Op("solve", f"np.linalg.solve({SPD}, {{0}})", 1, in_tables(np.linalg.solve), SUM,
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+    Op("inv", f"np.linalg.inv({SPD})", 1, in_tables(np.linalg.inv), SUM, magnitude=SPD_MAGNITUDE, kinds="f",
+       weight=0.3),
+    Op("slogdet", f"np.linalg.slogdet({SPD})[1]", 1, in_tables(np.linalg.slogdet), SUM,
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+    Op("eigvalsh", f"np.linalg.eigvalsh({SPD})", 1, in_tables(np.linalg.eigvalsh), SUM,
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+    Op("svdvals", "np.linalg.svdvals({0})", 1, in_tables(np.linalg.svdvals), SUM,
+       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3),
     # ---- products
     Op("matmul", "{0} @ {1}", 2, in_tables(np.matmul), SUM, weight=1.5),
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),
@@ -512,6 +556,24 @@ OPS: list[Op] = [
     Op("vander", "np.vander({0}, 3)", 1, in_tables(np.vander), SUM, weight=0.2),
     Op("delete", "np.delete({0}, [0, -1], axis={axis})", 1, in_tables(np.delete), weight=0.2,
        params=lambda r, xs: _axis(r, xs, False)),
+    # ---- sorting and order statistics (numpy_sorting; sort/argsort and gather primitives)
+    Op("sort", "np.sort({0}, axis={axis})", 1, in_tables(np.sort), params=lambda r, xs: _axis(r, xs, False),
+       smooth=False, undefined=_bfloat16_nan_order, weight=0.4),
+    Op("argsort", "np.argsort({0}, axis={axis}, kind='stable')", 1, in_tables(np.argsort),
+       params=lambda r, xs: _axis(r, xs, False), smooth=False, jumps=True, undefined=_bfloat16_nan_order, weight=0.3),
+    Op("take_along_argsort", "np.take_along_axis({0}, np.argsort({0}, axis=-1, kind='stable'), axis=-1)", 1,
+       in_tables(np.take_along_axis), smooth=False, undefined=_bfloat16_nan_order, weight=0.3,
+       params=lambda r, xs: {} if np.ndim(xs[0]) else None),
+    Op("median", "np.median({0}, axis={axis})", 1, in_tables(np.median), params=lambda r, xs: _axis(r, xs, False),
+       smooth=False, weight=0.3),
+    Op("percentile", "np.percentile({0}, {q}, axis={axis}, method={m!r})", 1, in_tables(np.percentile),
+       smooth=False, weight=0.3, params=lambda r, xs: {**(_axis(r, xs, False) or {}), "q": [0, 12.5, 50, [30, 99]][r.integers(4)],
+                                                        "m": ["linear", "lower", "nearest", "hazen", "inverted_cdf"][r.integers(5)]}),
+    Op("nanquantile", "np.nanquantile({0}, [0.25, 0.5], axis={axis})", 1, in_tables(np.nanquantile), smooth=False,
+       weight=0.3, params=lambda r, xs: _axis(r, xs, False)),
+    Op("searchsorted", "np.searchsorted(np.sort(np.ravel({1})), {0}, side={side!r})", 2, in_tables(np.searchsorted),
+       smooth=False, jumps=True, undefined=_bfloat16_nan_order, weight=0.3,
+       params=lambda r, xs: {"side": ["left", "right"][r.integers(2)]}),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

@@ -31,7 +31,7 @@ from jitgrad.primitives.sorting import argsort as argsort_last, sort as sort_las
 from . import numpy_api as api
 from .indexing import take
 from .numpy_api import as_value
-from .numpy_reductions import cumsum
+from .numpy_reductions import cumsum, nanmean
 
 _np_quantile = np.lib._function_base_impl
 """NumPy's quantile machinery (virtual indices and weights per method), run at trace time
@@ -403,6 +403,8 @@ def _at(s: Value, positions: Value) -> Value:
 
 def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     x = as_value(a)
+    if x.type.size == 0:            # NumPy: the nanmean of the empty array (NaN, shaped by axis)
+        return nanmean(x, axis=axis, keepdims=keepdims)
     if not x.type.dtype.is_float:
         return median(x, axis, out, overwrite_input, keepdims)
     if out is not None:
@@ -427,6 +429,8 @@ def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
 
 def _nanquantile(a, q, axis, method, keepdims, weak, name):
     x = as_value(a)
+    if x.type.size == 0:            # NumPy: the nanmean of the empty array, whatever q is
+        return nanmean(x, axis=axis, keepdims=keepdims)
     if not x.type.dtype.is_float:
         return _quantile(x, q, axis, method, keepdims, weak, name)
     if method != "linear":
