@@ -337,11 +337,11 @@ class PendingAllreduce:
         p, wire = self.world.size, self.compression.wire_dtype(bucket.dtype)
         send = _pack(bucket, arrays, wire, p)
         if self.world.comm is None:
-            return ("dense", bucket, send.copy(), None)
+            return ("dense", bucket, send.copy(), None, ())
         received = np.empty_like(send)
         request = self.world.comm.Ialltoall(_buffer(self.world, send), _buffer(self.world, received))
         bucket.in_flight = send is bucket.send
-        return ("dense", bucket, received, request)
+        return ("dense", bucket, received, request, (send,))
 
     def _start_topk(self, bucket: _Bucket, arrays):
         topk, p = self.compression, self.world.size
@@ -361,9 +361,9 @@ class PendingAllreduce:
         gathered = np.empty(k * p, message.dtype)
         if self.world.comm is None:
             gathered[:] = message
-            return ("topk", bucket, gathered, None)
+            return ("topk", bucket, gathered, None, ())
         request = self.world.comm.Iallgather(_buffer(self.world, message), _buffer(self.world, gathered))
-        return ("topk", bucket, gathered, request)
+        return ("topk", bucket, gathered, request, (message,))
 
     def wait(self):
         """Finish every bucket (in bucket order) and return the reduced tree."""
@@ -371,7 +371,7 @@ class PendingAllreduce:
             return tree_unflatten(self.treedef, self.out)
         p = self.world.size
         second = []
-        for kind, bucket, received, request in self._stages:
+        for kind, bucket, received, request, _sent in self._stages:     # _sent: alive until Wait
             if request is not None:
                 request.Wait()
             bucket.in_flight = False
@@ -384,7 +384,7 @@ class PendingAllreduce:
                 _unpack(bucket, dense, self.out)
                 continue
             second.append(self._gather(bucket, received))
-        for bucket, gathered, request, wire in second:
+        for bucket, gathered, request, wire, _sent in second:
             if request is not None:
                 request.Wait()
             flat = gathered if wire == bucket.dtype else gathered.astype(bucket.dtype)
@@ -406,10 +406,10 @@ class PendingAllreduce:
             total /= np.asarray(p, accumulate)
         reduced = total.astype(wire, copy=False)
         if self.world.comm is None:
-            return bucket, reduced.copy(), None, wire
+            return bucket, reduced.copy(), None, wire, ()
         gathered = np.empty(bucket.chunk * p, wire)
         request = self.world.comm.Iallgather(_buffer(self.world, reduced), _buffer(self.world, gathered))
-        return bucket, gathered, request, wire
+        return bucket, gathered, request, wire, (reduced,)
 
 
 def _buffer(world: _World, array: np.ndarray):
