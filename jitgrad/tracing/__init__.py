@@ -1,3 +1,4 @@
 """Tracing NumPy code into jitgrad IR (`tracer`), NumPy's API from primitives (`numpy_api`),
 pytrees, implicit arguments, and np.random inside traced functions (`random`)."""
 from . import random  # noqa: F401 - registers the np.random interception with every trace
+from . import numpy_extra  # noqa: F401 - registers more NumPy functions and np.array of traced values

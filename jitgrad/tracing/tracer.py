@@ -452,6 +452,61 @@ class Tracer:
     nbytes = property(lambda self: self.value.type.size * self.value.type.dtype.numpy.itemsize)
     itemsize = property(lambda self: self.value.type.dtype.numpy.itemsize)
 
+    # methods that are NumPy functions of the array (dispatched like the functions)
+    def take(self, indices, axis=None, out=None, mode="raise"):
+        return np.take(self, indices, axis=axis, out=out, mode=mode)
+
+    def ptp(self, axis=None, out=None, keepdims=False):
+        return np.ptp(self, axis=axis, out=out, keepdims=keepdims)
+
+    def compress(self, condition, axis=None, out=None):
+        return np.compress(condition, self, axis=axis, out=out)
+
+    def choose(self, choices, out=None, mode="raise"):
+        return np.choose(self, choices, out=out, mode=mode)
+
+    def searchsorted(self, v, side="left", sorter=None):
+        return np.searchsorted(self, v, side=side, sorter=sorter)
+
+    def argsort(self, axis=-1, kind=None, order=None, *, stable=None):
+        return np.argsort(self, axis=axis, kind=kind, order=order, stable=stable)
+
+    def argpartition(self, kth, axis=-1, kind="introselect", order=None):
+        return np.argpartition(self, kth, axis=axis, kind=kind, order=order)
+
+    def nonzero(self):
+        return np.nonzero(self)
+
+    def conj(self):
+        return np.conj(self)
+
+    conjugate = conj
+    real = property(lambda self: np.real(self))
+    imag = property(lambda self: np.imag(self))
+
+    def view(self, dtype=None, type=None):  # noqa: A002 - NumPy's parameter name
+        if dtype is not None or type is not None:
+            raise UnsupportedOperationError(".view(dtype) of a traced array reinterprets its bytes, which jitgrad "
+                                            "cannot do; use .astype(dtype) to convert the values", user_location())
+        return _as_view(Tracer(self.value))
+
+    def fill(self, value):
+        """In place, as NumPy: this array (and the array it is a view of) takes `value`."""
+        if np.ndim(value) != 0:
+            raise UnsupportedOperationError(".fill() takes a scalar (0-d) value", user_location())
+        self._replace(apply(lambda x, v: api.broadcast_to(api.as_value(v, x.type.dtype), x.type.shape),
+                            (self, value)).value)
+
+    def _in_place_only(what: str):
+        def method(self, *args, **kwargs):
+            raise UnsupportedOperationError(f".{what}() changes a traced array's memory or shape in place, which "
+                                            "jitgrad cannot express; build a new array instead", user_location())
+        return method
+
+    resize, put, itemset = _in_place_only("resize"), _in_place_only("put"), _in_place_only("itemset")
+    setflags, byteswap = _in_place_only("setflags"), _in_place_only("byteswap")
+    del _in_place_only
+
 
 # --------------------------------------------------------------------------- tracing a function
 

@@ -1,0 +1,660 @@
+"""More of NumPy's API, written as NumPy programs on traced arrays.
+
+Each function here follows NumPy's own Python implementation step by step, calling
+NumPy functions on `Tracer`s (which dispatch to jitgrad), so dtypes, broadcasting and
+rounding follow NumPy's and the derivatives come from the functions they call. What
+NumPy decides from data (the output length of `bincount`, a `compress` mask) must be
+static here: constants, not traced values; otherwise the call raises, naming what to
+write instead.
+
+The module registers its functions in `numpy_api.FUNCTIONS`/`UFUNCS` and its trace
+context (`np.array`/`np.asarray`/`np.full` of traced values) in `tracer.TRACE_CONTEXTS`
+when `jitgrad.tracing` is imported.
+"""
+from __future__ import annotations
+
+import builtins
+import contextlib
+import operator
+import threading
+
+import numpy as np
+from numpy.lib import _function_base_impl as numpy_function_base
+
+from jitgrad.errors import ShapeError, UnsupportedOperationError
+from jitgrad.ir import Value
+from . import numpy_api as api
+from .tracer import TRACE_CONTEXTS, Tracer
+
+# --------------------------------------------------------------------------- Values <-> Tracers
+
+def _weak_of(value: Value):
+    return getattr(api._WEAK, "values", {}).get(value, False)
+
+
+def _to_tracers(x):
+    if isinstance(x, Value):
+        return Tracer(x, weak=_weak_of(x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_tracers(item) for item in x)
+    return x
+
+
+def _to_values(x):
+    if isinstance(x, Tracer):
+        return x.value
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_values(item) for item in x)
+    return x
+
+
+def numpy_program(fn):
+    """A FUNCTIONS entry (which receives IR values) from `fn`, written on Tracers."""
+    def impl(*args, **kwargs):
+        result = fn(*_to_tracers(args), **{k: _to_tracers(v) for k, v in kwargs.items()})
+        return _to_values(result)
+    impl.__name__ = fn.__name__
+    impl.__doc__ = fn.__doc__
+    return impl
+
+
+def _traced(x) -> bool:
+    if isinstance(x, Tracer):
+        return True
+    return isinstance(x, (list, tuple)) and builtins.any(_traced(item) for item in x)
+
+
+def _static(x, name: str, what: str, instead: str) -> np.ndarray:
+    """`x` as a NumPy array, or an error saying the traced value must be static."""
+    if _traced(x):
+        raise UnsupportedOperationError(f"numpy.{name} with a traced {what} has a result shape that depends on "
+                                        f"the data; {instead}")
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------- products
+
+def vecdot(a, b, /, **kwargs):
+    _no_gufunc_options("vecdot", kwargs)
+    return np.matmul(np.expand_dims(a, -2), np.expand_dims(b, -1))[..., 0, 0]
+
+
+def matvec(a, v, /, **kwargs):
+    _no_gufunc_options("matvec", kwargs)
+    return np.matmul(a, np.expand_dims(v, -1))[..., 0]
+
+
+def vecmat(v, a, /, **kwargs):
+    _no_gufunc_options("vecmat", kwargs)
+    return np.matmul(np.expand_dims(v, -2), a)[..., 0, :]
+
+
+def _no_gufunc_options(name, kwargs):
+    if kwargs:
+        raise UnsupportedOperationError(f"numpy.{name}: arguments {sorted(kwargs)} are not supported")
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def einsum(*operands, out=None, optimize=False, **kwargs):
+    """np.einsum with ellipses, repeated indices (diagonals) and the operand-list form,
+    rewritten to the plain string form numpy_api.einsum computes."""
+    if kwargs:
+        raise UnsupportedOperationError(f"numpy.einsum: arguments {sorted(kwargs)} are not supported")
+    if out is not None:
+        raise UnsupportedOperationError("numpy.einsum(..., out=...) is not supported: traced arrays are immutable")
+    subscripts, arrays = _einsum_string(operands)
+    inputs, arrow, output = subscripts.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(arrays):
+        raise ShapeError(f"einsum: {len(terms)} subscripts for {len(arrays)} operands")
+    arrays = [x if isinstance(x, Tracer) else np.asarray(x) for x in arrays]
+    ndims = [np.ndim(x) for x in arrays]
+    used = set(subscripts)
+    free = [c for c in _LETTERS if c not in used]
+    widest = builtins.max([n - len(t.replace("...", "")) for t, n in zip(terms, ndims) if "..." in t] + [0])
+    ellipsis = "".join(free[:widest])
+    terms = [t.replace("...", ellipsis[widest - (n - len(t.replace("...", ""))):]) if "..." in t else t
+             for t, n in zip(terms, ndims, strict=True)]
+    if arrow:
+        output = output.replace("...", ellipsis)
+    else:
+        letters = "".join(terms)
+        named = "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ellipsis))
+        output = ellipsis + named
+    arrays, terms = zip(*[_einsum_diagonals(x, t) for x, t in zip(arrays, terms, strict=True)])
+    return api.einsum(",".join(terms) + "->" + output, *[_to_values(x) for x in arrays])
+
+
+def _einsum_string(operands):
+    if operands and isinstance(operands[0], str):
+        return operands[0], list(operands[1:])
+    items = list(operands)
+    arrays, terms = [], []
+    while len(items) >= 2:
+        arrays.append(items.pop(0))
+        terms.append(_sublist(items.pop(0)))
+    output = "->" + _sublist(items.pop(0)) if items else ""
+    return ",".join(terms) + output, arrays
+
+
+def _sublist(indices) -> str:
+    return "".join("..." if i is Ellipsis else _LETTERS[operator.index(i)] for i in indices)
+
+
+def _einsum_diagonals(x, term: str):
+    """Repeated indices in one operand select its diagonal (NumPy's `ii->i`)."""
+    while len(set(term)) != len(term):
+        c = next(c for c in term if term.count(c) > 1)
+        i = term.index(c)
+        j = term.index(c, i + 1)
+        x = np.diagonal(x, axis1=i, axis2=j)
+        term = "".join(ch for k, ch in enumerate(term) if k not in (i, j)) + c
+    return x, term
+
+
+# --------------------------------------------------------------------------- shapes
+
+def block(arrays):
+    """NumPy's block: the nesting depth of the lists gives the axes, innermost lists
+    concatenated along the last axis; every array is first given the result's rank."""
+    depth, result_ndim = _block_depth(arrays)
+
+    def build(item, level):
+        if isinstance(item, list):
+            return np.concatenate([build(x, level + 1) for x in item], axis=-(depth - level))
+        x = item if isinstance(item, Tracer) else np.asarray(item)
+        return np.reshape(x, (1,) * (result_ndim - np.ndim(x)) + np.shape(x))
+    return build(arrays, 0)
+
+
+def _block_depth(arrays) -> tuple[int, int]:
+    if isinstance(arrays, tuple):
+        raise TypeError("numpy.block: tuples are not allowed as list items; use lists")
+    if not isinstance(arrays, list):
+        return 0, np.ndim(arrays)
+    if not arrays:
+        raise ValueError("numpy.block: lists cannot be empty")
+    found = [_block_depth(x) for x in arrays]
+    if len({d for d, _ in found}) != 1:
+        raise ValueError("numpy.block: list depths are mismatched")
+    depth = found[0][0] + 1
+    return depth, builtins.max(depth, builtins.max(n for _, n in found))
+
+
+def insert(arr, obj, values, axis=None):
+    """NumPy's insert with static indices (an int, a slice, a sequence or a boolean mask):
+    the result is concatenated from slices of `arr` and of the broadcast `values`."""
+    obj = _static(obj, "insert", "index", "pass the positions as Python ints")
+    arr = arr if isinstance(arr, Tracer) else np.asarray(arr)
+    if axis is None:
+        arr = np.ravel(arr)
+        axis = 0
+    ndim = np.ndim(arr)
+    axis = axis + ndim if -ndim <= axis < 0 else axis
+    if not 0 <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim)
+    n = np.shape(arr)[axis]
+    if obj.dtype == bool:
+        indices = np.flatnonzero(obj)
+    else:
+        indices = obj
+    values = values if isinstance(values, Tracer) else np.asarray(values)
+    if indices.size == 1:
+        index = int(indices.item())
+        if not -n <= index <= n:
+            raise IndexError(f"index {index} is out of bounds for axis {axis} with size {n}")
+        index += n if index < 0 else 0
+        values = np.astype(np.reshape(values, (1,) * (ndim - np.ndim(values)) + np.shape(values)), arr.dtype)
+        if indices.ndim == 0:
+            values = np.moveaxis(values, 0, axis)
+        count = np.shape(values)[axis]
+        shape = list(np.shape(arr))
+        shape[axis] = count
+        values = np.broadcast_to(values, tuple(shape))
+        return np.concatenate([_take_range(arr, 0, index, axis), values, _take_range(arr, index, n, axis)], axis=axis)
+    indices = indices.astype(np.intp).ravel()
+    if indices.size and (indices.min() < -n or indices.max() > n):
+        raise IndexError(f"index array argument obj to insert out of bounds for axis {axis} with size {n}")
+    indices = np.where(indices < 0, indices + n, indices)
+    count = indices.size
+    order = np.argsort(indices, kind="mergesort")
+    positions = np.empty(count, np.intp)
+    positions[order] = indices[order] + np.arange(count)
+    shape = list(np.shape(arr))
+    shape[axis] = count
+    values = np.broadcast_to(np.astype(values, arr.dtype), tuple(shape)) if count else values
+    pieces, taken, position = [], 0, 0
+    source_of = {int(p): k for k, p in enumerate(positions)}
+    while position < n + count:
+        if position in source_of:
+            k = source_of[position]
+            pieces.append(_take_range(values, k, k + 1, axis))
+            position += 1
+            continue
+        run = 0
+        while position + run < n + count and position + run not in source_of:
+            run += 1
+        pieces.append(_take_range(arr, taken, taken + run, axis))
+        taken += run
+        position += run
+    return np.concatenate(pieces, axis=axis) if pieces else arr
+
+
+def _take_range(x, start: int, stop: int, axis: int):
+    index = [slice(None)] * np.ndim(x)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def compress(condition, a, axis=None, out=None):
+    if out is not None:
+        raise UnsupportedOperationError("numpy.compress(..., out=...) is not supported: traced arrays are immutable")
+    condition = _static(condition, "compress", "condition", "use np.where(condition, a, 0) to keep the shape")
+    if condition.ndim != 1:
+        raise ValueError("condition must be a 1-d array")
+    if axis is None:
+        a, axis = np.ravel(a), 0
+    n = np.shape(a)[axis]
+    kept = np.flatnonzero(condition)
+    if kept.size and kept.max() >= n:
+        raise IndexError(f"index {kept.max()} is out of bounds for axis {axis} with size {n}")
+    return np.take(a, kept, axis=axis)
+
+
+def extract(condition, arr):
+    condition = _static(condition, "extract", "condition", "use np.where(condition, arr, 0) to keep the shape")
+    return np.take(np.ravel(arr), np.flatnonzero(np.ravel(condition)))
+
+
+def piecewise(x, condlist, funclist, *args, **kw):
+    """NumPy's piecewise as selects: each function is applied to every element and its
+    results are kept where its condition holds (later conditions win, as NumPy's
+    successive assignments do). The functions must be elementwise, as NumPy's results
+    for them do not depend on which elements are passed."""
+    x = x if isinstance(x, Tracer) else np.asarray(x)
+    if np.isscalar(condlist) or (not isinstance(condlist[0], (list, np.ndarray, Tracer)) and np.ndim(x) != 0):
+        condlist = [condlist]
+    conditions = [np.astype(c, bool) if isinstance(c, Tracer) else np.asarray(c, dtype=bool) for c in condlist]
+    if len(conditions) == len(funclist) - 1:
+        conditions.append(~np.any(np.stack(conditions), axis=0))
+    elif len(conditions) != len(funclist):
+        raise ValueError(f"with {len(conditions)} condition(s), either {len(conditions)} or "
+                         f"{len(conditions) + 1} functions are expected")
+    y = np.zeros_like(x)
+    for condition, func in zip(conditions, funclist, strict=True):
+        value = func(x, *args, **kw) if callable(func) else func
+        y = np.where(condition, np.astype(value, y.dtype) if isinstance(value, Tracer) else
+                     np.asarray(value).astype(y.dtype), y)
+    return y
+
+
+# --------------------------------------------------------------------------- statistics
+
+def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=None, *, dtype=None):
+    """NumPy's cov, step by step (weights are static: NumPy checks their values)."""
+    if ddof is not None and ddof != int(ddof):
+        raise ValueError("ddof must be integer")
+    m = m if isinstance(m, Tracer) else np.asarray(m)
+    if np.ndim(m) > 2:
+        raise ValueError("m has more than 2 dimensions")
+    if y is not None:
+        y = y if isinstance(y, Tracer) else np.asarray(y)
+        if np.ndim(y) > 2:
+            raise ValueError("y has more than 2 dimensions")
+    if dtype is None:
+        dtype = np.result_type(m.dtype, np.float64) if y is None else np.result_type(m.dtype, y.dtype, np.float64)
+    X = np.astype(np.atleast_2d(m), dtype)
+    if not rowvar and np.ndim(m) != 1:
+        X = X.T
+    if np.shape(X)[0] == 0:
+        return np.array([]).reshape(0, 0)
+    if y is not None:
+        Y = np.astype(np.atleast_2d(y), dtype)
+        if not rowvar and np.shape(Y)[0] != 1:
+            Y = Y.T
+        X = np.concatenate((X, Y), axis=0)
+    if ddof is None:
+        ddof = 1 if bias == 0 else 0
+    w = None
+    if fweights is not None:
+        fweights = _static(fweights, "cov", "fweights", "pass the weights as a NumPy array").astype(float)
+        w = fweights
+    if aweights is not None:
+        aweights = _static(aweights, "cov", "aweights", "pass the weights as a NumPy array").astype(float)
+        w = aweights if w is None else w * aweights
+    samples = np.shape(X)[1]
+    if w is not None and (w.ndim != 1 or w.shape[0] != samples):
+        raise RuntimeError("incompatible numbers of samples and weights")
+    avg = np.average(X, axis=1, weights=w)
+    if w is None:
+        fact = samples - ddof
+    else:
+        w_sum = np.average(np.zeros((1, samples), dtype), axis=1, weights=w, returned=True)[1][0]
+        if ddof == 0:
+            fact = w_sum
+        elif aweights is None:
+            fact = w_sum - ddof
+        else:
+            fact = w_sum - ddof * np.sum(w * aweights) / w_sum
+    if fact <= 0:
+        fact = 0.0
+    X = X - avg[:, None]
+    X_T = X.T if w is None else (X * w).T
+    c = np.dot(X, X_T)
+    c = np.astype(c * np.true_divide(1, fact), c.dtype)      # NumPy: c *= 1 / fact, in c's dtype
+    return np.squeeze(c)
+
+
+def corrcoef(x, y=None, rowvar=True, *, dtype=None):
+    c = cov(x, y, rowvar, dtype=dtype)
+    if np.ndim(c) != 2:
+        return c / c
+    d = np.diagonal(c)
+    stddev = np.sqrt(d)
+    c = c / stddev[:, None]
+    c = c / stddev[None, :]
+    return np.clip(c, -1, 1)
+
+
+def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002 - NumPy's name
+    """Counts (or weight sums) per bin from comparisons with the bin edges, which must be
+    static: `bins` a number with `range=`, or an array of edges. The counts have no
+    gradient; the weight sums do."""
+    edges = _static_edges(a, bins, range, weights)
+    x = np.ravel(a)
+    w = None if weights is None else np.ravel(weights)
+    count = edges.size - 1
+    lower = edges[:-1]
+    upper = edges[1:]
+    in_bin = (x[:, None] >= lower) & np.concatenate([x[:, None] < upper[:-1], x[:, None] <= upper[-1:]], axis=1)
+    if w is None:
+        hist = np.sum(in_bin, axis=0, dtype=np.intp)
+    else:        # NumPy sums the weights in float64 (bincount) and casts to their dtype
+        hist = np.astype(np.sum(np.where(in_bin, np.astype(w, np.float64)[:, None], 0.0), axis=0), w.dtype)
+    if density:
+        widths = np.diff(edges)
+        return hist / widths / np.sum(hist), edges
+    return hist, edges
+
+
+def _static_edges(a, bins, range_, weights) -> np.ndarray:  # noqa: ARG001 - weights: NumPy's signature
+    if isinstance(bins, str):
+        raise UnsupportedOperationError(f"numpy.histogram with bins={bins!r} derives the bins from the data; "
+                                        "pass a number of bins with range=, or the bin edges")
+    bins = _static(bins, "histogram", "bins", "pass the bin edges as a NumPy array")
+    if bins.ndim == 1:
+        if np.any(bins[:-1] > bins[1:]):
+            raise ValueError("`bins` must increase monotonically, when an array")
+        return bins
+    if range_ is None:
+        raise UnsupportedOperationError("numpy.histogram of a traced array needs range=(low, high) or explicit bin "
+                                        "edges: NumPy takes the range from the data's minimum and maximum")
+    low, high = _static(range_, "histogram", "range", "pass the range as Python numbers")
+    dtype = np.result_type(np.asarray(a).dtype if not isinstance(a, Tracer) else a.dtype, low, high)
+    if not np.issubdtype(dtype, np.inexact):
+        dtype = np.float64
+    return np.histogram_bin_edges(np.zeros(0, dtype), int(bins), (low, high))
+
+
+def bincount(x, weights=None, minlength=0):
+    """Counts or weight sums per value of a static `x` (its length is x.max() + 1):
+    traced weights are differentiable."""
+    x = _static(x, "bincount", "x", "pass x as a NumPy array, or sum one-hot rows: "
+                "np.sum(x[:, None] == np.arange(n), axis=0)")
+    length = builtins.max(int(x.max()) + 1 if x.size else 0, operator.index(minlength))
+    if x.size and x.min() < 0:
+        raise ValueError("'list' argument must have no negative elements")
+    onehot = x.ravel()[:, None] == np.arange(length)
+    if weights is None:
+        return np.sum(onehot, axis=0, dtype=np.intp)
+    w = np.astype(np.ravel(weights), np.float64) if isinstance(weights, Tracer) else np.ravel(weights).astype(float)
+    return np.sum(np.where(onehot, w[:, None], 0.0), axis=0)
+
+
+# --------------------------------------------------------------------------- polynomials
+
+def polyder(p, m=1):
+    m = int(m)
+    if m < 0:
+        raise ValueError("Order of derivative must be positive (see polyint)")
+    p = p if isinstance(p, Tracer) else np.asarray(p)
+    for _ in builtins.range(m):
+        n = len(p) - 1
+        p = p[:-1] * np.arange(n, 0, -1)
+    return p
+
+
+def polyint(p, m=1, k=None):
+    m = int(m)
+    if m < 0:
+        raise ValueError("Order of integral must be positive (see polyder)")
+    k = np.zeros(m, float) if k is None else np.atleast_1d(k)
+    if len(k) == 1 and m > 1:
+        k = k[0] * np.ones(m, float)
+    if len(k) < m:
+        raise ValueError("k must be a scalar or a rank-1 array of length 1 or >m.")
+    p = p if isinstance(p, Tracer) else np.asarray(p)
+    for i in builtins.range(m):
+        p = np.concatenate((p / np.arange(len(p), 0, -1), np.reshape(k[i], (1,))))
+    return p
+
+
+def _poly_combine(ufunc):
+    def combine(a1, a2):
+        a1, a2 = np.atleast_1d(a1), np.atleast_1d(a2)
+        diff = len(a2) - len(a1)
+        if diff > 0:
+            a1 = np.concatenate((np.zeros(diff, a1.dtype), a1))
+        elif diff < 0:
+            a2 = np.concatenate((np.zeros(-diff, a2.dtype), a2))
+        return ufunc(a1, a2)
+    combine.__name__ = f"poly{ufunc.__name__[:3]}"
+    return combine
+
+
+def polymul(a1, a2):
+    """np.convolve of the coefficients. NumPy first drops leading zero coefficients
+    (poly1d), which changes the length with the values: traced coefficients keep theirs
+    (the same polynomial, with leading zeros); NumPy arrays are trimmed as NumPy does."""
+    a1, a2 = (np.trim_zeros(np.atleast_1d(np.asarray(a)), "f") if not isinstance(a, Tracer) else np.atleast_1d(a)
+              for a in (a1, a2))
+    a1 = a1 if len(a1) else np.zeros(1, a1.dtype)
+    a2 = a2 if len(a2) else np.zeros(1, a2.dtype)
+    return np.convolve(a1, a2)
+
+
+def polyfit(x, y, deg, rcond=None, full=False, w=None, cov=False):  # noqa: A002 - NumPy's names
+    """NumPy's polyfit (scaled Vandermonde matrix, np.linalg.lstsq), without the options
+    that report diagnostics."""
+    if full or cov or w is not None:
+        raise UnsupportedOperationError("numpy.polyfit with full=, w= or cov= is not supported")
+    order = operator.index(deg) + 1
+    x = np.astype(x, np.float64) + 0.0 if isinstance(x, Tracer) else np.asarray(x) + 0.0
+    y = np.astype(y, np.float64) + 0.0 if isinstance(y, Tracer) else np.asarray(y) + 0.0
+    if np.ndim(x) != 1 or np.shape(x)[0] == 0 or np.ndim(y) not in (1, 2) or np.shape(x)[0] != np.shape(y)[0]:
+        raise TypeError("numpy.polyfit: x must be a non-empty vector and y of the same length")
+    if rcond is None:
+        rcond = len(x) * np.finfo(np.float64).eps
+    lhs = np.vander(x, order)
+    scale = np.sqrt(np.sum(lhs * lhs, axis=0))
+    lhs = lhs / scale
+    c = np.linalg.lstsq(lhs, y, rcond)[0]
+    return (c.T / scale).T
+
+
+# --------------------------------------------------------------------------- elementwise
+
+def i0(x):
+    """NumPy's i0: two Chebyshev series (NumPy's coefficients and evaluation order)."""
+    x = x if isinstance(x, Tracer) else np.asarray(x)
+    if x.dtype.kind == "c":
+        raise TypeError("i0 not supported for complex values")
+    if x.dtype.kind != "f":
+        x = np.astype(x, float)
+    x = np.abs(x)
+    small = np.exp(x) * _chbevl(x / 2.0 - 2, numpy_function_base._i0A)
+    safe = np.where(x <= 8.0, 16.0, x)
+    large = np.exp(safe) * _chbevl(32.0 / safe - 2.0, numpy_function_base._i0B) / np.sqrt(safe)
+    return np.where(x <= 8.0, small, np.astype(large, small.dtype))
+
+
+def _chbevl(x, vals):
+    b0 = vals[0]
+    b1 = 0.0
+    b2 = 0.0
+    for i in builtins.range(1, len(vals)):
+        b2 = b1
+        b1 = b0
+        b0 = x * b1 - b2 + vals[i]
+    return 0.5 * (b0 - b2)
+
+
+def modf(x, /, **kwargs):
+    """(fractional part, integral part), both with x's sign: C's modf."""
+    _no_gufunc_options("modf", kwargs)
+    (dtype,), _ = api.ufunc_dtypes(np.modf, _to_values(x))
+    x = np.astype(x, dtype.numpy)
+    whole = np.trunc(x)
+    fraction = np.where(np.isinf(x), np.where(x < 0, -0.0, 0.0), x - whole)
+    fraction = np.where(fraction == 0, x * 0, fraction)         # a zero fraction keeps x's sign
+    fraction = np.where(np.isinf(x), np.where(x < 0, -0.0, 0.0), fraction)
+    return np.astype(fraction, dtype.numpy), whole
+
+
+def _powers_of_two(dtype):
+    info = np.finfo(dtype)
+    steps = [2 ** k for k in builtins.range(int(np.log2(info.maxexp)) - 1, -1, -1)]
+    return info, steps
+
+
+def frexp(x, /, **kwargs):
+    """Mantissa in [0.5, 1) and exponent, by exact multiplications with powers of two
+    (one halving step per exponent bit); x itself (and exponent 0) for 0, inf and NaN."""
+    _no_gufunc_options("frexp", kwargs)
+    (dtype,), _ = api.ufunc_dtypes(np.frexp, _to_values(x))
+    dtype = dtype.numpy
+    x = np.astype(x, dtype)
+    info, steps = _powers_of_two(dtype)
+    a = np.abs(x)
+    subnormal = a < info.smallest_normal
+    shift = info.nmant + 2
+    m = np.where(subnormal, a * dtype.type(2.0 ** shift), a)
+    e = np.where(subnormal, -shift, 0).astype(np.int32)
+    for k in steps:
+        big = m >= dtype.type(2.0 ** k)
+        m = np.where(big, m * dtype.type(2.0 ** -k), m)
+        e = e + np.where(big, k, 0).astype(np.int32)
+    for k in steps:
+        small = m < dtype.type(2.0 ** (1 - k))
+        m = np.where(small, m * dtype.type(2.0 ** k), m)
+        e = e - np.where(small, k, 0).astype(np.int32)
+    special = (a == 0) | np.isinf(a) | np.isnan(a)
+    mantissa = np.where(special, x, np.where(x < 0, -m, m) * dtype.type(0.5))
+    exponent = np.where(special, 0, e + 1).astype(np.int32)
+    return mantissa, exponent
+
+
+# --------------------------------------------------------------------------- np.array / np.asarray / np.full
+
+class _ConversionPatches:
+    """np.array, np.asarray, np.asanyarray and np.full replaced while any thread traces:
+    given a traced array (or a list holding one) they build a traced array (a list is
+    stacked as np.asarray would, a fill value is broadcast); anything else goes to the
+    function they replaced."""
+
+    NAMES = ("array", "asarray", "asanyarray", "full")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: dict[str, object] = {}
+
+    def enter(self):
+        with self.lock:
+            if self.users == 0:
+                self.saved = {name: getattr(np, name) for name in self.NAMES}
+                for name in self.NAMES:
+                    setattr(np, name, self._replacement(name, self.saved[name]))
+            self.users += 1
+
+    def exit(self):
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                for name, original in self.saved.items():
+                    setattr(np, name, original)
+
+    @staticmethod
+    def _replacement(name, original):
+        if name == "full":
+            def full(shape, fill_value, dtype=None, order="C", **kwargs):
+                if not _traced(fill_value):
+                    return original(shape, fill_value, dtype=dtype, order=order, **kwargs)
+                value = _as_traced(fill_value, dtype)
+                return np.broadcast_to(value, (shape,) if np.ndim(shape) == 0 else tuple(shape)).copy()
+            full.__wrapped__ = original
+            return full
+
+        def convert(obj, dtype=None, *args, copy=True if name == "array" else None, **kwargs):
+            if not _traced(obj):
+                return original(obj, dtype, *args, copy=copy, **kwargs) if name == "array" else \
+                    original(obj, dtype, *args, **({"copy": copy} if copy is not None else {}), **kwargs)
+            ndmin = kwargs.pop("ndmin", 0)
+            result = _as_traced(obj, dtype)
+            if name == "array" and result is obj:
+                result = Tracer(obj.value)                 # a copy: writes to it leave obj alone
+            if np.ndim(result) < ndmin:
+                result = np.reshape(result, (1,) * (ndmin - np.ndim(result)) + np.shape(result))
+            return result
+        convert.__wrapped__ = original
+        return convert
+
+
+def _as_traced(obj, dtype=None):
+    """A traced array for a Tracer or a (nested) list holding traced values, as
+    np.asarray makes it (strong promotion of the elements, as np.stack)."""
+    if isinstance(obj, Tracer):
+        result = obj
+    else:
+        result = np.stack([_as_traced(item) if _traced(item) else np.asarray(item) for item in obj])
+    if dtype is not None and result.dtype != np.dtype(dtype):
+        result = np.astype(result, dtype)
+    return result
+
+
+_conversion_patches = _ConversionPatches()
+
+
+@contextlib.contextmanager
+def converting_traced_arrays(fn):  # noqa: ARG001 - the trace context signature
+    """Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
+    _conversion_patches.enter()
+    try:
+        yield
+    finally:
+        _conversion_patches.exit()
+
+
+TRACE_CONTEXTS.append(converting_traced_arrays)
+
+
+# --------------------------------------------------------------------------- the tables
+
+FUNCTIONS = {
+    np.einsum: numpy_program(einsum), np.block: numpy_program(block), np.insert: numpy_program(insert),
+    np.compress: numpy_program(compress), np.extract: numpy_program(extract),
+    np.piecewise: numpy_program(piecewise), np.cov: numpy_program(cov), np.corrcoef: numpy_program(corrcoef),
+    np.histogram: numpy_program(histogram), np.bincount: numpy_program(bincount),
+    np.polyder: numpy_program(polyder), np.polyint: numpy_program(polyint),
+    np.polyadd: numpy_program(_poly_combine(np.add)), np.polysub: numpy_program(_poly_combine(np.subtract)),
+    np.polymul: numpy_program(polymul), np.polyfit: numpy_program(polyfit), np.i0: numpy_program(i0),
+}
+UFUNCS = {
+    np.vecdot: numpy_program(vecdot), np.matvec: numpy_program(matvec), np.vecmat: numpy_program(vecmat),
+    np.modf: numpy_program(modf), np.frexp: numpy_program(frexp),
+}
+api.FUNCTIONS.update(FUNCTIONS)
+for _ufunc, _impl in UFUNCS.items():
+    api.UFUNCS.setdefault(_ufunc, _impl)
