@@ -29,6 +29,7 @@ from jitgrad.ir import Block, Builder, Function, Operation, Value, current_build
 from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block
 from jitgrad.primitives import UndefinedPrimal, Zero, add_tangents, full, instantiate
 from .jvp import jvp_function
+from .simplify import DeadCodeElimination
 
 
 class Cotangent(str, enum.Enum):
@@ -248,21 +249,42 @@ def _transpose(op, result_cts, operands) -> list:
 def partial_eval_call(op: Operation, unknown: Sequence[bool]) -> PartialEval:
     """Partial evaluation of a call-like op (one region whose block receives the operands
     and yields the results): its body is split by `partial_eval_function`, each half
-    becoming an op of the same kind; the known one also yields the residuals."""
+    becoming an op of the same kind; the known one also yields the residuals, except
+    those that are known operands passed through, which the staged op reads directly
+    (so a wholly linear call gets no known op at all)."""
     split = partial_eval_function(body_function(op), unknown)
-    builder = Builder(Block(), op.loc)
     known_operands = [v for v, u in zip(op.operands, unknown, strict=True) if not u]
     unknown_operands = [v for v, u in zip(op.operands, unknown, strict=True) if u]
+    n_known_results = len(split.known.outputs) - split.num_residuals
+    arg_position = {a: k for k, a in enumerate(split.known.args)}
+    passed_through = [arg_position.get(v) for v in split.known.outputs[n_known_results:]]
+    known_fn = _select_outputs(split.known, [*range(n_known_results),
+                                             *(n_known_results + j for j, k in enumerate(passed_through) if k is None)])
+    builder = Builder(Block(), op.loc)
     known = staged = None
-    residuals: tuple[Value, ...] = ()
-    if split.known.outputs:
-        known = builder.create(op.opdef, known_operands, op.attrs, regions=[function_region(split.known)],
-                               result_types=split.known.output_types)
-        residuals = tuple(known.results[len(known.results) - split.num_residuals:])
+    computed: list[Value] = []
+    if known_fn.outputs:
+        known = builder.create(op.opdef, known_operands, op.attrs, regions=[function_region(known_fn)],
+                               result_types=known_fn.output_types)
+        computed = list(known.results[n_known_results:])
+    computed_residuals = iter(computed)
+    residuals = tuple(known_operands[k] if k is not None else next(computed_residuals) for k in passed_through)
     if split.staged.outputs:
         staged = builder.create(op.opdef, [*residuals, *unknown_operands], op.attrs,
                                 regions=[function_region(split.staged)], result_types=split.staged.output_types)
     return PartialEval(known, staged, residuals, split.known_outputs)
+
+
+def _select_outputs(fn: Function, positions: Sequence[int]) -> Function:
+    """`fn` returning only its outputs at `positions`, the work nothing needs removed."""
+    if list(positions) == list(range(len(fn.outputs))):
+        return fn
+    new_fn, builder = new_function(fn.name, fn.input_types)
+    with builder:
+        outs = inline_block(fn.body, new_fn.args)
+        with builder.at(fn.body.terminator.loc):
+            builder.ret([outs[k] for k in positions])
+    return DeadCodeElimination().run(new_fn)
 
 
 def transpose_call(op: Operation, cotangents: Sequence, operands: Sequence) -> list:
