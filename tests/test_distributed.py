@@ -17,8 +17,10 @@ import importlib.util
 import os
 import pathlib
 import pickle
+import shutil
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -35,9 +37,16 @@ def _environment(**extra) -> dict:
     return env
 
 
+def mpiexec_command() -> str:
+    """The mpiexec installed next to this Python (the mpich wheel's), else the one on PATH."""
+    found = shutil.which("mpiexec", path=sysconfig.get_path("scripts")) or shutil.which("mpiexec")
+    assert found, "mpiexec not found: pip install -e \".[test]\" installs the mpich wheel, which provides it"
+    return found
+
+
 def _mpiexec(n: int, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run(["mpiexec", "-n", str(n), sys.executable, *args], capture_output=True, text=True,
-                            timeout=timeout, env=_environment(), cwd=ROOT)
+    result = subprocess.run([mpiexec_command(), "-n", str(n), sys.executable, *args], capture_output=True,
+                            text=True, timeout=timeout, env=_environment(), cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

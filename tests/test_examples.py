@@ -28,7 +28,8 @@ def test_example_runs(script, expected):
 
 def test_data_parallel_example_under_mpiexec():
     """Two ranks, each on half of every batch, mixed precision and top-k compression."""
-    result = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(EXAMPLES / "train_data_parallel.py"),
+    from test_distributed import mpiexec_command
+    result = subprocess.run([mpiexec_command(), "-n", "2", sys.executable, str(EXAMPLES / "train_data_parallel.py"),
                              "--steps", "80", "--mixed", "bfloat16", "--compression", "topk"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
