@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from jitgrad.errors import GradientError
-from jitgrad.ir import Block, Builder, Function, Operation, Value, current_builder, new_function
+from jitgrad.ir import Block, Builder, Function, Operation, TensorType, Value, current_builder, new_function
 from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block
+from jitgrad.ir.rewrite import Rewriter, free_values
 from jitgrad.primitives import UndefinedPrimal, Zero, add_tangents, full, instantiate
 from .jvp import jvp_function
 from .simplify import DeadCodeElimination
@@ -106,55 +107,82 @@ class Split:
     num_residuals: int
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """What partial evaluation's env holds for a value that depends on an unknown
+    argument: only its type is known until the staged function computes it."""
+
+    type: TensorType
+
+
+class _PartialEvaluator(Rewriter):
+    """The driver with known values (new values of the known function) and `Unknown`
+    markers in its env. Known ops are copied by the default rule; `staged` collects the
+    deferred work as (op to stage, the values its results stand for)."""
+
+    def __init__(self):
+        super().__init__()
+        self.staged: list[tuple[Operation, list[Value]]] = []
+
+    def rule_for(self, op: Operation):
+        return _partial_eval_rule
+
+
+def _reads(op: Operation) -> list[Value]:
+    """The values `op` reads: its operands and what its regions capture from outside."""
+    return [*op.operands, *(v for region in op.regions for block in region.blocks for v in free_values(block))]
+
+
+def _partial_eval_rule(pe: _PartialEvaluator, op: Operation, inputs: list) -> Optional[list]:
+    unknown = [isinstance(x, Unknown) for x in inputs]
+    captures_unknown = any(isinstance(pe.env.get(v), Unknown) for v in _reads(op)[len(op.operands):])
+    if not any(unknown) and not captures_unknown:
+        return None
+    rule = op.opdef.partial_eval if not captures_unknown else None
+    split = (rule or stage_whole)(op, unknown)
+    known_values: Iterator[Value] = iter(())
+    if split.known is not None:
+        new = clone_op(current_builder(), split.known, [pe.read(v) for v in split.known.operands], {})
+        pe.write(split.known.results, new.results)
+        known_values = iter(new.results)
+    if split.staged is not None:
+        pe.staged.append((split.staged, [r for r, k in zip(op.results, split.known_results, strict=True) if not k]))
+    return [next(known_values) if k else Unknown(r.type) for r, k in zip(op.results, split.known_results, strict=True)]
+
+
 def partial_eval_function(fn: Function, unknown: Sequence[bool]) -> Split:
     """Split `fn` into the part computable from its known arguments and the part that
     depends on the unknown ones (`unknown[k]` per argument), op by op through each op's
-    `partial_eval` rule (`stage_whole` for ops without one)."""
+    `partial_eval` rule (`stage_whole` for ops without one), on the IR's driver."""
     unknown = list(unknown)
-    known_args = [a for a, u in zip(fn.args, unknown, strict=True) if not u]
     unknown_args = [a for a, u in zip(fn.args, unknown, strict=True) if u]
-    known_fn, builder = new_function(f"{fn.name}_known", [a.type for a in known_args])
-    env: dict[Value, Value] = dict(zip(known_args, known_fn.args, strict=True))
-    staged_values: set[Value] = set(unknown_args)
-    staged: list[tuple[Operation, list[Value]]] = []       # (op to stage, the values its results stand for)
+    known_fn, builder = new_function(f"{fn.name}_known", [a.type for a, u in zip(fn.args, unknown, strict=True)
+                                                           if not u])
+    pe = _PartialEvaluator()
+    known_args = iter(known_fn.args)
     with builder:
-        for op in fn.body.ops:
-            if op.opdef.is_terminator:
-                break
-            op_unknown = [v in staged_values for v in op.operands]
-            if not any(op_unknown):
-                with builder.at(op.loc):
-                    new = clone_op(builder, op, [env[v] for v in op.operands], {})
-                env.update(zip(op.results, new.results, strict=True))
-                continue
-            rule = op.opdef.partial_eval or stage_whole
-            split = rule(op, op_unknown)
-            known_results = [r for r, k in zip(op.results, split.known_results, strict=True) if k]
-            staged_results = [r for r, k in zip(op.results, split.known_results, strict=True) if not k]
-            if split.known is not None:
-                with builder.at(op.loc):
-                    new = clone_op(builder, split.known, [env[v] for v in split.known.operands], {})
-                env.update(zip(split.known.results, new.results, strict=True))
-                env.update(zip(known_results, new.results[:len(known_results)], strict=True))
-            if split.staged is not None:
-                staged.append((split.staged, staged_results))
-            staged_values.update(staged_results)
-        residuals = list(dict.fromkeys(env[v] for op, _ in staged for v in op.operands if v not in staged_values))
-        known_outputs = tuple(v not in staged_values for v in fn.outputs)
+        outs = pe.run_block(fn.body, [Unknown(a.type) if u else next(known_args)
+                                      for a, u in zip(fn.args, unknown, strict=True)])
+        residuals = list(dict.fromkeys(x for op, _ in pe.staged for x in map(pe.read, _reads(op))
+                                       if not isinstance(x, Unknown)))
+        known_outputs = tuple(not isinstance(x, Unknown) for x in outs)
         with builder.at(fn.body.terminator.loc):
-            builder.ret([env[v] for v, k in zip(fn.outputs, known_outputs, strict=True) if k] + residuals)
+            builder.ret([x for x, k in zip(outs, known_outputs, strict=True) if k] + residuals)
 
     staged_fn, builder = new_function(f"{fn.name}_staged", [r.type for r in residuals] + [a.type for a in unknown_args])
-    senv: dict[Value, Value] = dict(zip(residuals, staged_fn.args, strict=False))
-    senv.update(zip(unknown_args, staged_fn.args[len(residuals):], strict=True))
+    residual_arg = dict(zip(residuals, staged_fn.args, strict=False))
+    copier = Rewriter()
+    copier.write(unknown_args, staged_fn.args[len(residuals):])
     with builder:
-        for op, results in staged:
-            operands = [senv[v] if v in staged_values else senv[env[v]] for v in op.operands]
-            with builder.at(op.loc):
-                new = clone_op(builder, op, operands, {})
-            senv.update(zip(results, new.results, strict=True))
+        for op, results in pe.staged:
+            for v in _reads(op):
+                x = pe.read(v)
+                if not isinstance(x, Unknown):
+                    copier.env[v] = residual_arg[x]
+            copier.eval_op(op)
+            copier.write(results, [copier.read(r) for r in op.results])
         with builder.at(fn.body.terminator.loc):
-            builder.ret([senv[v] for v, k in zip(fn.outputs, known_outputs, strict=True) if not k])
+            builder.ret([copier.read(v) for v, k in zip(fn.outputs, known_outputs, strict=True) if not k])
     return Split(known_fn, staged_fn, known_outputs, len(residuals))
 
 

@@ -353,3 +353,34 @@ def test_nested_region_ops_differentiate_through_both_levels():
     forward, backward = [op for op in vfn.body.ops if op.opdef is PAIR]
     assert not {"sin", "exp", "cos"} & {op.name for op in backward.regions[0].block.ops}
     assert len(pair_ops(vfn)) == 4                 # each level split in two
+
+
+def _run_body(op, inputs, run_block):
+    block = op.regions[0].block
+    return run_block(block, dict(zip(block.args, inputs, strict=True)))
+
+
+WRAP = OpDef("test_region_driver.wrap", lambda t: [t], num_regions=1,
+             doc="A test op whose region reads a value of the enclosing block (not isolated).")
+WRAP.impl_op = _run_body
+
+
+def test_partial_eval_stages_an_op_whose_region_captures_an_unknown_value():
+    fn, builder = new_function("f", [F64, F64])
+    with builder:
+        x, t = fn.args
+        inner = Builder(Block())
+        arg = inner.add_arg(F64)
+        with inner:
+            inner.create(YIELD, [mul(arg, t)])                 # captures t, an unknown value
+        [w] = builder.create(WRAP, [sin(x)], regions=[Region([inner.block])]).results
+        builder.ret([cos(x), w])
+    split = partial_eval_function(fn, [False, True])
+    assert split.known_outputs == (True, False)
+    assert not [op for op in split.known.walk() if op.opdef is WRAP]
+    verify(split.known)
+    verify(split.staged)
+    x0, t0 = args()
+    known = evaluate(split.known, [x0])
+    staged = evaluate(split.staged, [*known[1:], t0])
+    np.testing.assert_allclose([known[0], staged[0]], evaluate(fn, [x0, t0]), rtol=1e-14)
