@@ -230,20 +230,19 @@ def backward_pass(fn: Function, residuals: Sequence[Value], output_cts: Sequence
     """Emit the transpose of a staged function `fn(*residuals, *linear args)` into the
     active builder: `output_cts` has one cotangent (or None) per output of `fn`; returns
     one cotangent (or None: no contribution) per linear argument."""
-    builder = current_builder()
-    env: dict[Value, Value] = dict(zip(fn.args, residuals, strict=False))
+    forward = Rewriter(env=dict(zip(fn.args, residuals, strict=False)))
+    env = forward.env
     linear: set[Value] = set(fn.args[len(residuals):])
     linear_ops = []
     for op in fn.body.ops:            # ops of the staged function that read no linear value: forward work
         if op.opdef.is_terminator:
             break
-        if any(v in linear for v in op.operands):
+        if any(v in linear for v in _reads(op)):
             linear.update(op.results)
             linear_ops.append(op)
-            continue
-        with builder.at(op.loc):
-            new = clone_op(builder, op, [env[v] for v in op.operands], {})
-        env.update(zip(op.results, new.results, strict=True))
+        else:
+            forward.eval_op(op)
+    builder = current_builder()
     cts: dict[Value, object] = {}
     for out, ct in zip(fn.outputs, output_cts, strict=True):
         if ct is not None and out in linear:
