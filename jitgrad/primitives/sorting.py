@@ -30,6 +30,10 @@ class ArgsortKernel(KernelKind):
     emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_argsort"}
 
 
+class SearchsortedKernel(KernelKind):
+    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_searchsorted"}
+
+
 def _check_rank(name: str, x: TensorType) -> None:
     if x.ndim == 0:
         raise ShapeError(f"{name}: a 0-d operand has no axis to sort along")
@@ -89,6 +93,35 @@ def take_along_last(x, positions):
     starts = broadcast_in_dim(row_start, shape, tuple(range(len(shape) - 1)))
     flat = reshape(add(positions, starts), (size,))
     return reshape(gather(reshape(x, (size,)), flat, 0), shape)
+
+
+# --------------------------------------------------------------------------- searchsorted
+
+def _searchsorted_infer(a: TensorType, v: TensorType, *, side):
+    if a.ndim != 1:
+        raise ShapeError(f"searchsorted: the sorted operand must be 1-d, not of shape {a.shape}")
+    if a.dtype != v.dtype:
+        raise ShapeError(f"searchsorted: dtypes {a.dtype} and {v.dtype} differ")
+    if side not in ("left", "right"):
+        raise ShapeError(f"searchsorted: side must be 'left' or 'right', not {side!r}")
+    return [v.with_dtype(DType.i64)]
+
+
+def _searchsorted_impl(a, v, *, side):
+    wide = DType.from_numpy(np.asarray(a).dtype) in (DType.f16, DType.bf16)
+    a, v = (np.asarray(a, np.float64), np.asarray(v, np.float64)) if wide else (a, v)
+    return np.asarray(np.searchsorted(a, v, side=side), np.int64)
+
+
+searchsorted_p = Primitive("searchsorted", _searchsorted_infer, _searchsorted_impl,
+                           doc="For each element of v, its insertion position in the sorted 1-d a "
+                               "(side='left': before equal elements; 'right': after); NaN sorts last.")
+searchsorted_p.lowering = SearchsortedKernel()
+defjvp_zero(searchsorted_p)
+
+
+def searchsorted(a, v, side: str = "left"):
+    return searchsorted_p.bind(a, v, side=side)
 
 
 def _sort_jvp(primals, tangents):

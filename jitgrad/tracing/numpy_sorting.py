@@ -12,7 +12,7 @@ from the `sort`/`argsort` and `gather`/`scatter` primitives.
 - quantiles (`median`, `percentile`, `quantile`, and their `nan*` forms) take NumPy's own
   index and weight computation (the positions are static for a static q), then read the
   sorted array there, so every `method=` NumPy has gives NumPy's numbers and dtypes.
-- `searchsorted`, `digitize`, `interp` count comparisons (O(len(v) * len(a))) and gather.
+- `searchsorted`, `digitize`, `interp` binary-search (the `searchsorted` primitive) and gather.
 - `unique`, `nonzero`, `argwhere` have data-dependent shapes: they need a static `size=`
   (as in JAX), the result padded with `fill_value`.
 """
@@ -27,7 +27,8 @@ from jitgrad import primitives as P
 from jitgrad.errors import IndexingError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, TensorType, Value
 from jitgrad.primitives.gather import gather, scatter, scatter_add
-from jitgrad.primitives.sorting import argsort as argsort_last, sort as sort_last, take_along_last
+from jitgrad.primitives.sorting import (argsort as argsort_last, searchsorted as searchsorted_primitive,
+                                        sort as sort_last, take_along_last)
 from . import numpy_api as api
 from .indexing import take
 from .numpy_api import as_value
@@ -147,22 +148,13 @@ def lexsort(keys, axis=-1):
 
 # --------------------------------------------------------------------------- searching
 
-def _less(a: Value, b: Value) -> Value:
-    """a < b in NumPy's sort order (NaN last), elementwise on broadcast operands."""
-    a, b = api.broadcast_values(a, b)
-    below = P.lt(a, b)
-    if not a.type.dtype.is_float:
-        return below
-    return P.logical_or(below, P.logical_and(P.ne(b, b), P.eq(a, a)))
-
-
 def _count(mask: Value) -> Value:
     return P.reduce_sum(P.convert(mask, DType.i64), (mask.type.ndim - 1,))
 
 
 def searchsorted(a, v, side="left", sorter=None):
-    """Where each v would go in the sorted 1-d `a`: for side='left' the number of
-    elements less than v, for 'right' the number not greater (NaN sorts last)."""
+    """Where each v would go in the sorted 1-d `a` (NaN sorts last): a binary search per
+    value (the `searchsorted` primitive)."""
     if side not in ("left", "right"):
         raise ValueError(f"numpy.searchsorted: side must be 'left' or 'right' (got {side!r})")
     a = as_value(a)
@@ -171,15 +163,7 @@ def searchsorted(a, v, side="left", sorter=None):
     if sorter is not None:
         a = take(a, sorter)
     a, v = api.promote(a, v)
-    n = a.type.shape[0]
-    shape = v.type.shape
-    if n == 0:
-        return P.full(0, v.type.with_dtype(DType.i64))
-    grid = shape + (n,)
-    table = P.broadcast_in_dim(a, grid, (len(shape),))
-    values = P.broadcast_in_dim(v, grid, tuple(range(len(shape))))
-    mask = _less(table, values) if side == "left" else P.logical_not(_less(values, table))
-    return _count(mask)
+    return searchsorted_primitive(a, v, side)
 
 
 def digitize(x, bins, right=False):
@@ -230,10 +214,7 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     left_value = first if left is None else as_value(left, DType.f64)
     right_value = last if right is None else as_value(right, DType.f64)
     left_value, right_value = (api.broadcast_to(v, shape) for v in (left_value, right_value))
-    grid = shape + (n,)
-    at_or_below = P.logical_not(_less(P.broadcast_in_dim(x, grid, tuple(range(len(shape)))),
-                                      P.broadcast_in_dim(xp, grid, (len(shape),))))
-    j = P.sub(_count(at_or_below), P.full(1, _i64(shape)))
+    j = P.sub(searchsorted_primitive(xp, x, "right"), P.full(1, _i64(shape)))   # the last xp <= x
     flat = P.reshape(j, (x.type.size,))
     lo = P.maximum(P.minimum(flat, P.full(n - 1, flat.type)), P.full(0, flat.type))
     hi = P.minimum(P.add(lo, P.full(1, flat.type)), P.full(n - 1, flat.type))

@@ -201,3 +201,38 @@ def emit_sort(ec, op) -> None:
             p = b.load(b.gep(positions, [k], inbounds=True, source_etype=I64), typ=I64)
             value = b.load(b.gep(sorter.x, [b.add(base, p, flags=["nsw"])], inbounds=True, source_etype=t), typ=t)
             b.store(value, b.gep(out, [b.add(base, k, flags=["nsw"])], inbounds=True, source_etype=t))
+
+
+def emit_searchsorted(ec, op) -> None:
+    """A branchless binary search per value over the keys of the sorted operand: a fixed
+    ceil(log2(n + 1)) halvings of the candidate range [base, base + length)."""
+    (a, v), result = op.operands, op.results[0]
+    if result.type.size == 0:
+        return
+    b, ctx = ec.builder, ec.ctx
+    dtype, t = a.type.dtype, memory_type(a.type.dtype)
+    n = a.type.shape[0]
+    a_ptr, v_ptr, out = ec.pointer(a), ec.pointer(v), ec.pointer(result)
+    right = op.attrs["side"] == "right"
+    base_slot = alloca_in_entry(b, I64, "search.base")
+    length_slot = alloca_in_entry(b, I64, "search.length")
+
+    def key_at(ptr, k):
+        value = b.load(b.gep(ptr, [k], inbounds=True, source_etype=t), typ=t)
+        return sort_key(ctx, b, ctx.from_memory(value, dtype), dtype)
+
+    with for_range(b, result.type.size, "search.value") as k:
+        target = key_at(v_ptr, k)
+        b.store(index(0), base_slot)
+        b.store(index(n), length_slot)
+        for _ in range(n.bit_length()):
+            base, length = b.load(base_slot, typ=I64), b.load(length_slot, typ=I64)
+            half = b.lshr(length, index(1))
+            middle = b.add(base, half)
+            probe = key_at(a_ptr, _minimum(b, middle, index(max(n - 1, 0))))
+            # go right of the middle when a[middle] < v (left) or a[middle] <= v (right)
+            go_right = b.icmp_unsigned("<=" if right else "<", probe, target)
+            go_right = b.and_(go_right, b.icmp_signed(">", length, index(0)))
+            b.store(b.select(go_right, b.add(middle, index(1)), base), base_slot)
+            b.store(b.select(go_right, b.sub(b.sub(length, half), index(1)), half), length_slot)
+        b.store(b.load(base_slot, typ=I64), b.gep(out, [k], inbounds=True, source_etype=I64))
