@@ -404,3 +404,30 @@ def test_solve_with_a_cholesky_factor_is_a_triangular_solve(upper):
     loss = lambda k, y: np.sum(np.sin(f(k, y)[0])) + np.sum(f(k, y)[1] ** 2)   # noqa: E731
     grad = jitgrad.grad(loss)(SPD3, W3)
     np.testing.assert_allclose(grad, _numerical_grad(loss, [SPD3, W3], 0), rtol=2e-6, atol=2e-7)
+
+
+def test_empty_square_matrices_as_numpy():
+    empty = np.zeros((2, 0, 0))
+    f = lambda a: (np.linalg.inv(a), np.linalg.det(a), np.linalg.slogdet(a)[1], np.linalg.cholesky(a),  # noqa: E731
+                   np.linalg.eigvalsh(a), np.linalg.solve(a, np.zeros((2, 0, 3))))
+    for got, expected in zip(jitgrad.jit(f)(empty), f(empty), strict=True):
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_bfloat16_and_integers_compute_in_float64():
+    import ml_dtypes
+    x = (W3 + 3 * np.eye(3)).astype(ml_dtypes.bfloat16)
+    got = jitgrad.jit(np.linalg.inv)(x)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, np.linalg.inv(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 2), (2, 0, 0)])
+def test_factors_of_empty_matrices_as_numpy(shape):
+    empty = np.zeros(shape)
+    f = lambda a: (*np.linalg.qr(a), *np.linalg.qr(a, mode="complete"), *np.linalg.svd(a),  # noqa: E731
+                   *np.linalg.svd(a, full_matrices=False), np.linalg.svdvals(a))
+    for got, expected in zip(jitgrad.jit(f)(empty), f(empty), strict=True):
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

@@ -63,7 +63,7 @@ def _check_matrix(name: str, a: TensorType, square: bool = True) -> None:
         raise DTypeError(f"{name} needs float32 or float64 matrices, got {a.dtype}")
     if a.ndim < 2:
         raise ShapeError(f"{name}: {a.ndim}-dimensional array given; it needs at least two dimensions")
-    if 0 in a.shape[-2:]:
+    if not square and 0 in a.shape[-2:]:
         raise ShapeError(f"{name}: empty matrices ({a.shape}) are not supported")
     if square and a.shape[-1] != a.shape[-2]:
         raise ShapeError(f"{name}: last 2 dimensions of the array must be square, got {a.shape}")

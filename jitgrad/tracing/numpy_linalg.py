@@ -3,8 +3,8 @@ argument handling, batching over leading axes, dtypes and order of operations) o
 the LAPACK primitives of `jitgrad.primitives.lapack`, so values agree with NumPy to
 rounding and derivatives come from the primitives' rules.
 
-Inputs: float32 stays float32, float64 stays float64, integers and bools compute in
-float64 (as NumPy); other dtypes (float16, bfloat16) are refused, as NumPy refuses them.
+Inputs: float32 stays float32, float64 stays float64, integers, bools and bfloat16 (not
+`np.inexact` to NumPy) compute in float64; float16 is refused, as NumPy refuses it.
 Where NumPy raises `LinAlgError` on the numbers (a singular matrix, one not positive
 definite), the result is NaN for that matrix (see docs/linalg.md). Functions that return
 a named tuple in NumPy (`eigh`, `qr`, `svd`, `slogdet`) return a plain tuple here:
@@ -32,9 +32,9 @@ def _float_operand(x, name: str) -> Value:
     dtype = x.type.dtype
     if dtype in (DType.f32, DType.f64):
         return x
-    if dtype == DType.bool or dtype.is_integer:
-        return P.convert(x, DType.f64)
-    raise DTypeError(f"numpy.linalg.{name}: array type {dtype} is unsupported in linalg")
+    if dtype == DType.f16:
+        raise DTypeError(f"numpy.linalg.{name}: array type float16 is unsupported in linalg")
+    return P.convert(x, DType.f64)      # NumPy computes what is not np.inexact (bfloat16 too) in float64
 
 
 def _common_float(name: str, *xs) -> list[Value]:
@@ -154,8 +154,24 @@ def qr(a, mode="reduced"):
         raise UnsupportedOperationError(f"numpy.linalg.qr with mode={mode!r} is not supported (supported: "
                                         "'reduced', 'complete', 'r')")
     a = _stacked(_float_operand(a, "qr"), "qr")
-    q, r = L.qr(a, complete=mode == "complete")
+    if 0 in a.type.shape[-2:]:
+        q, r = _empty_qr(a, mode == "complete")
+    else:
+        q, r = L.qr(a, complete=mode == "complete")
     return r if mode == "r" else (q, r)
+
+
+def _identity_or_empty(batch, rows, cols, dtype):
+    """NumPy's factors of empty matrices: identities where they are square, else empty."""
+    value = np.broadcast_to(np.eye(rows, cols, dtype=dtype.numpy), batch + (rows, cols))
+    return P.constant(np.ascontiguousarray(value))
+
+
+def _empty_qr(a, complete):
+    batch, (m, n) = a.type.shape[:-2], a.type.shape[-2:]
+    q_cols = m if complete else min(m, n)
+    return (_identity_or_empty(batch, m, q_cols, a.type.dtype),
+            P.constant(np.zeros(batch + (q_cols, n), a.type.dtype.numpy)))
 
 
 def _reads_lower(uplo) -> bool:
@@ -179,7 +195,14 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
         raise UnsupportedOperationError("numpy.linalg.svd with hermitian=True is not supported; "
                                         "use hermitian=False (the same factors up to signs)")
     a = _stacked(_float_operand(a, "svd"), "svd")
-    return L.svd(a, full_matrices=full_matrices, vectors=compute_uv)
+    if 0 not in a.type.shape[-2:]:
+        return L.svd(a, full_matrices=full_matrices, vectors=compute_uv)
+    batch, (m, n) = a.type.shape[:-2], a.type.shape[-2:]
+    s = P.constant(np.zeros(batch + (0,), a.type.dtype.numpy))
+    if not compute_uv:
+        return s
+    u = _identity_or_empty(batch, m, m if full_matrices else 0, a.type.dtype)
+    return u, s, _identity_or_empty(batch, n if full_matrices else 0, n, a.type.dtype)
 
 
 def svdvals(x, /):

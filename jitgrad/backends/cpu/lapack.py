@@ -198,6 +198,11 @@ def _slogdet(k: _Kernel) -> None:
     n = a.type.shape[-1]
     lu, pivots = k.scratch(n * n), k.scratch(n, 8)
     a_ptr, b = k.ec.pointer(a), k.b
+    if n == 0:                                   # the empty matrix: det 1, as NumPy
+        with k.batch() as i:
+            b.store(ir.Constant(k.t, 1.0), k.at(out, k.offset(i, 2)))
+            b.store(ir.Constant(k.t, 0.0), k.at(out, b.add(k.offset(i, 2), index(1))))
+        return
     log = declare(k.ec.module, f"llvm.log.{'f64' if k.dtype == DType.f64 else 'f32'}", k.t, [k.t])
     sign_slot, log_slot = alloca_in_entry(b, k.t, "slogdet.sign"), alloca_in_entry(b, k.t, "slogdet.log")
     one, zero = ir.Constant(k.t, 1.0), ir.Constant(k.t, 0.0)
