@@ -248,3 +248,34 @@ def test_numpy_array_receiving_traced_value_is_an_error():
         y[0] = 2.0               # constants still work
         return x[0, 0, :3] * y
     np.testing.assert_array_equal(jitgrad.jit(g)(X), g(X))
+
+
+@pytest.mark.parametrize("mode", ["clip", "wrap"])
+def test_take_clip_and_wrap_modes(mode):
+    def f(x, i):
+        return np.take(x, i, axis=1, mode=mode), np.take(x, [-7, 9, 2], mode=mode)
+    i = np.array([[-7, 9], [2, -1]])
+    got, want = jitgrad.jit(f)(X, i), f(X, i)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    grad = jitgrad.grad(lambda x: np.sum(np.take(x, i, axis=1, mode=mode)))(X)
+    expected = np.zeros_like(X)
+    np.add.at(expected, (slice(None), np.clip(i, 0, 4) if mode == "clip" else np.mod(i, 5)), 1.0)
+    np.testing.assert_array_equal(grad, expected)
+
+
+@pytest.mark.parametrize("mode", ["raise", "clip", "wrap"])
+def test_choose(mode):
+    choices = [np.array([1, 2, 3]), np.array([4.0, 5.0, 6.0]), np.array([[7], [8]])]
+
+    def f(a, c0, c1, c2):
+        return np.choose(a, [c0, c1, c2], mode=mode)
+    a = np.array([0, 2, 1]) if mode == "raise" else np.array([[-1, 3, 1], [5, 0, -4]])
+    got, want = jitgrad.jit(f)(a, *choices), f(a, *choices)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    grad = jitgrad.grad(lambda c1: np.sum(np.choose(np.array([0, 1, 1]), [np.ones(3), c1], mode=mode) ** 2))(
+        np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(grad, [0.0, 4.0, 6.0])
+    with pytest.raises(IndexingError, match="invalid entry"):
+        jitgrad.jit(lambda c: np.choose(np.array([0, 3]), [c, c]))(np.ones(2))

@@ -28,7 +28,7 @@ import numpy as np
 
 from jitgrad import primitives as P
 from jitgrad.errors import IndexingError, UnsupportedOperationError
-from jitgrad.ir import DType, Value
+from jitgrad.ir import DType, TensorType, Value
 from jitgrad.primitives.gather import gather, scatter, scatter_add
 from . import numpy_api as api
 
@@ -332,16 +332,71 @@ def add_at(x: Value, index, v) -> Value:
 # --------------------------------------------------------------------------- functions
 
 def take(a, indices, axis=None, out=None, mode=None):
-    """np.take: indices along one axis (the flattened array when `axis` is None)."""
-    if out is not None or mode not in (None, "raise"):
-        raise UnsupportedOperationError("numpy.take: out= and mode= other than 'raise' are not supported")
+    """np.take: indices along one axis (the flattened array when `axis` is None).
+    mode='clip' clamps every index into the axis (negative ones to 0), 'wrap' takes it
+    modulo the axis length; 'raise' checks indices known at trace time."""
+    if out is not None:
+        raise UnsupportedOperationError("numpy.take: out= is not supported")
+    if mode not in (None, "raise", "clip", "wrap"):
+        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
     a = api.as_value(a)
     if axis is None:
-        return getitem(P.reshape(a, (a.type.size,)), (_index_item(indices),))
+        a, axis = P.reshape(a, (a.type.size,)), 0
     axis = operator.index(axis)
     if not -a.type.ndim <= axis < a.type.ndim:
         raise IndexingError(f"axis {axis} is out of bounds for array of dimension {a.type.ndim}")
-    return getitem(a, (builtins.slice(None),) * (axis % a.type.ndim) + (_index_item(indices),))
+    axis %= a.type.ndim
+    item = _index_item(indices)
+    if mode in ("clip", "wrap"):
+        item = _into_range(item, a.type.shape[axis], mode, "take")
+    return getitem(a, (builtins.slice(None),) * axis + (item,))
+
+
+def _into_range(indices, n: int, mode: str, name: str):
+    """Indices brought into [0, n) as NumPy's clip/wrap modes do."""
+    if n == 0:
+        raise IndexingError(f"numpy.{name}: cannot do a non-empty take from an empty axis")
+    if not isinstance(indices, Value):
+        indices = np.asarray(indices, np.int64)
+        return np.clip(indices, 0, n - 1) if mode == "clip" else np.mod(indices, n)
+    v = api.as_value(indices, DType.i64)
+    if mode == "clip":
+        return P.minimum(P.maximum(v, P.full(0, v.type)), P.full(n - 1, v.type))
+    return P.remainder(v, P.full(n, v.type))
+
+
+def choose(a, choices, out=None, mode="raise"):
+    """np.choose: out[s] = choices[a[s]][s] over the broadcast shape, one gather of the
+    stacked choices. Traced indices in mode='raise' are clamped (docs/indexing.md)."""
+    if out is not None:
+        raise UnsupportedOperationError("numpy.choose: out= is not supported")
+    if mode not in ("raise", "clip", "wrap"):
+        raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
+    if isinstance(choices, Value):
+        choices = [P.reshape(api.getitem(choices, (k,)), choices.type.shape[1:]) for k in range(choices.type.shape[0])]
+    choices = api.promote(*choices)
+    k = len(choices)
+    index = a if isinstance(a, Value) else np.asarray(a)
+    if not isinstance(index, Value) and index.dtype != object and not np.issubdtype(index.dtype, np.integer):
+        raise IndexingError("numpy.choose: the index array must be of integer type")
+    if mode != "raise":
+        index = _into_range(index, k, mode, "choose")
+    elif not isinstance(index, Value) and index.size and (index.min() < 0 or index.max() >= k):
+        raise IndexingError("invalid entry in choice array")
+    index = api.as_value(index, DType.i64)
+    shape = api.broadcast_shapes(index.type.shape, *[c.type.shape for c in choices])
+    size = math.prod(shape)
+    stacked = P.reshape(P.concatenate([P.reshape(api.broadcast_to(c, shape), (1, size)) for c in choices], 0),
+                        (k * size,))
+    if size == 0:
+        return P.reshape(api.getitem(stacked, builtins.slice(0, 0)), shape)
+    row = P.maximum(P.minimum(api.broadcast_to(index, shape), P.full(k - 1, _i64(shape))), P.full(0, _i64(shape)))
+    flat = P.add(P.mul(row, P.full(size, row.type)), P.constant(np.arange(size, dtype=np.int64).reshape(shape)))
+    return P.reshape(gather(stacked, P.reshape(flat, (size,)), 0), shape)
+
+
+def _i64(shape) -> TensorType:
+    return TensorType(tuple(shape), DType.i64)
 
 
 def _index_item(indices):
@@ -375,6 +430,7 @@ def take_along_axis(arr, indices, axis=-1):
 
 api.FUNCTIONS.setdefault(np.take, take)
 api.FUNCTIONS.setdefault(np.take_along_axis, take_along_axis)
+api.FUNCTIONS.setdefault(np.choose, choose)
 
 
 # --------------------------------------------------------------------------- arrays created while tracing
