@@ -571,6 +571,11 @@ OPS: list[Op] = [
                                                         "m": ["linear", "lower", "nearest", "hazen", "inverted_cdf"][r.integers(5)]}),
     Op("nanquantile", "np.nanquantile({0}, [0.25, 0.5], axis={axis})", 1, in_tables(np.nanquantile), smooth=False,
        weight=0.3, params=lambda r, xs: _axis(r, xs, False)),
+    Op("take_mode", "np.take({0}, [-7, 1, 9, -1], axis={a}, mode={mode!r})", 1, in_tables(np.take), weight=0.3,
+       params=lambda r, xs: {"a": int(r.integers(np.ndim(xs[0]))), "mode": ["clip", "wrap"][r.integers(2)]}
+       if np.ndim(xs[0]) and min(np.shape(xs[0])) else None),
+    Op("choose", "np.choose(({0} > 0).astype(np.int8) + ({1} > 0), [{0}, {1}, {0} * 2])", 2, in_tables(np.choose),
+       weight=0.3, jumps=True),
     Op("searchsorted", "np.searchsorted(np.sort(np.ravel({1})), {0}, side={side!r})", 2, in_tables(np.searchsorted),
        smooth=False, jumps=True, undefined=_bfloat16_nan_order, weight=0.3,
        params=lambda r, xs: {"side": ["left", "right"][r.integers(2)]}),
