@@ -93,10 +93,41 @@ FUNCTIONS = {
     "polyval": lambda x: np.polyval([1.0, -2.0, 0.5], x), "polyval-int": lambda x: np.polyval(np.array([3, 1]), x),
     "vander": lambda x: np.vander(np.ravel(x)[:4]), "vander-increasing": lambda x: np.vander(np.ravel(x), 3, increasing=True),
     "delete": lambda x: np.delete(x, [0, 2, 2], axis=-1), "delete-flat": lambda x: np.delete(x, slice(None, None, 2)),
+    "vecdot": lambda x: np.vecdot(x, x), "matvec": lambda x: np.matvec(np.atleast_2d(x), np.atleast_1d(x)[..., :1]
+                                                                       * np.ones(np.shape(np.atleast_2d(x))[-1])),
+    "vecmat": lambda x: np.vecmat(np.ones(np.shape(np.atleast_2d(x))[0]), np.atleast_2d(x)),
+    "einsum-ellipsis": lambda x: np.einsum("...i,...i->...", x, x),
+    "einsum-diag": lambda x: np.einsum("ii->i", np.atleast_2d(x)[:, :np.shape(np.atleast_2d(x))[0]]),
+    "einsum-trace": lambda x: np.einsum("...ii", x[..., None] * np.ones(np.shape(x)[-1:])),
+    "einsum-oplist": lambda x: np.einsum(x, [0, Ellipsis], [Ellipsis]) if np.ndim(x) else np.einsum(x, []),
+    "block": lambda x: np.block([[x, x], [x, x]]), "block-1d": lambda x: np.block([np.ravel(x), 1.0]),
+    "insert": lambda x: np.insert(x, 1, 5), "insert-axis": lambda x: np.insert(np.atleast_2d(x), [0, 2, 2], 7, axis=-1),
+    "insert-slice": lambda x: np.insert(np.ravel(x), slice(0, 2), [8, 9]),
+    "piecewise": lambda x: np.piecewise(x, [x < 0, x > 1], [lambda t: t * 2, 7, lambda t: t - 1]),
+    "compress": lambda x: np.compress([True, False, True], np.atleast_2d(x), axis=-1)
+    if np.shape(np.atleast_2d(x))[-1] >= 3 else np.compress([True], np.ravel(x)),
+    "extract": lambda x: np.extract(np.arange(np.size(x)).reshape(np.shape(x)) % 2 == 0, x),
+    "cov": lambda x: np.cov(x), "cov-ddof": lambda x: np.cov(x, rowvar=False, ddof=0),
+    "cov-aweights": lambda x: np.cov(np.atleast_2d(x), aweights=np.arange(1.0, 1 + np.shape(np.atleast_2d(x))[-1])),
+    "corrcoef": lambda x: np.corrcoef(x),
+    "histogram": lambda x: np.histogram(x, bins=4, range=(-2, 2)),
+    "histogram-edges": lambda x: np.histogram(x, bins=[-3.0, -0.5, 0.0, 0.5, 3.0], weights=x * 2),
+    "histogram-density": lambda x: np.histogram(x, bins=3, range=(-1.0, 1.0), density=True),
+    "bincount": lambda x: np.bincount(np.arange(np.size(x)) % 3, weights=np.ravel(x), minlength=4),
+    "polyder": lambda x: np.polyder(np.ravel(x), 2), "polyint": lambda x: np.polyint(np.ravel(x), 2, k=[1.0, 2.0]),
+    "polyadd": lambda x: np.polyadd(np.ravel(x), [1, 2]), "polysub": lambda x: np.polysub([3.0], np.ravel(x)),
+    "polymul": lambda x: np.polymul(np.ravel(x)[:3], [1.0, -2.0]),
+    "i0": lambda x: np.i0(x * 4), "modf": lambda x: np.modf(x * 3), "frexp": lambda x: np.frexp(x * 1e5),
+    "frexp-raw": lambda x: np.frexp(x), "array-mixed": lambda x: np.array([np.ravel(x)[:1], [2.0]]),
+    "asarray": lambda x: np.asarray(x, dtype=np.float32), "full": lambda x: np.full((2, 1), np.ravel(x)[:1]),
+    ".take": lambda x: x.take([0, -1]), ".conj": lambda x: (x.conj(), x.real, x.imag),
+    ".compress": lambda x: np.ravel(x).compress([False, True]),
 }
 
 # Transcendental results are compared within a few ulps; everything else is exact or a sum.
-INEXACT = {"sinc", "logaddexp2", "nanvar", "nanstd", "nanmean", "average", "average-weights"}
+INEXACT = {"sinc", "logaddexp2", "nanvar", "nanstd", "nanmean", "average", "average-weights", "vecdot", "matvec",
+           "vecmat", "einsum-ellipsis", "einsum-oplist", "einsum-trace", "histogram-edges", "cov", "cov-ddof", "cov-aweights", "corrcoef", "i0", "histogram-density",
+           "bincount"}
 SUMS = {"cumsum", "cumsum-axis0", "cumsum-dtype", "nancumsum", "cumprod", "nancumprod", "prod", "prod-axis0",
         "nansum", "nanprod", "trace", "sum-where-initial", "kron", "cross", ".prod", ".cumsum", ".cumprod", ".trace",
         ".sum-where"}
@@ -152,7 +183,10 @@ def test_every_function_is_supported_on_plain_floats():
 
 COMPILED = ["cumsum-axis0", "cumprod", "prod-axis0", "pad-reflect", "pad-wrap", "pad-constant", "diag-k", "diagflat",
             "diagonal", "tril", "roll", "repeat-counts", "tile", "floor-raw", "ceil-raw", "rint-raw", "trunc-raw",
-            "round-2", "nanmax", "nanvar", "isfinite", "kron", "sinc", "nan_to_num", "all", "count_nonzero"]
+            "round-2", "nanmax", "nanvar", "isfinite", "kron", "sinc", "nan_to_num", "all", "count_nonzero",
+            "vecdot", "matvec", "einsum-diag", "einsum-oplist", "block", "insert-axis", "insert-slice", "piecewise",
+            "compress", "extract", "cov", "cov-aweights", "corrcoef", "histogram", "histogram-edges", "bincount",
+            "polyint", "polymul", "i0", "modf", "frexp", "frexp-raw", "full", "array-mixed", ".take", ".conj"]
 
 
 @pytest.mark.parametrize("name", COMPILED)
@@ -182,6 +216,17 @@ SMOOTH = {
     "angles": lambda x: np.deg2rad(x) * np.rad2deg(x) + np.sinc(x) + np.logaddexp2(x, x * x),
     "heaviside": lambda x: np.heaviside(x, 0.5) * x + np.nan_to_num(x),
     "polyval-vander": lambda x: np.polyval(x[0], x) + np.vander(x[1], 3).sum(),
+    "products": lambda x: np.vecdot(x, x * x) * np.matvec(x[:, :3], x[0, :3]) + np.vecmat(x[:, 0], x)[:3]
+    + np.einsum("ii->i", x[:, :3]) * np.einsum("...j,...j", x, x) + np.einsum(x, [0, 1], x[:, :3], [0, 2], [1, 2])[0, :3],
+    "block-insert": lambda x: np.block([[x, x * 2]]).sum(0) * np.insert(x, [1, 3], x[0, :2] ** 2, axis=1).sum(1)[0],
+    "piecewise-select": lambda x: np.piecewise(x, [x < 0, x > 0.5], [np.sin, lambda t: t * t, 3.0])
+    + np.compress([True, False, True], x, axis=1).sum() + np.extract(MASK, x).sum(),
+    "statistics": lambda x: np.cov(x) * 2 + np.corrcoef(x) + np.cov(x, aweights=[1.0, 2.0, 0.5, 1.0]).sum(),
+    "weighted": lambda x: np.histogram(x[0], bins=3, range=(-3, 3), weights=x[1])[0]
+    + np.bincount([0, 2, 1, 2], weights=x[2], minlength=3),
+    "polynomials": lambda x: np.polyder(x[0], 2) * np.polyint(x[1])[:2] + np.polyadd(x[0], x[1, :2])[:2]
+    * np.polymul(x[2, :2], x[0, 1:3])[:2] - np.polysub(x[1], [1.0, 2.0])[2:],
+    "i0-modf-frexp": lambda x: np.i0(x * 5) + np.modf(x * 3)[0] + np.frexp(x * 100)[0],
 }
 
 
@@ -315,3 +360,67 @@ def test_gradient_is_bit_exact_against_numpy(call):
         _same(got, expected, "gradient")
     traced = trace(lambda f: np.gradient(f, 0.5, edge_order=2), (RNG.standard_normal((3, 4)),))
     check_grads(traced.function, [RNG.standard_normal((3, 4))], order=2)
+
+
+# --------------------------------------------------------------------------- exact float decomposition, conversions
+
+def test_ldexp_and_frexp_are_bit_exact_over_the_whole_range():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(20000) * 10.0 ** rng.integers(-300, 300, 20000)
+    x[:12] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -1e-310, 1e308, 2.0 ** -1022, 0.75, 1.0, -2.0]
+    n = rng.integers(-1200, 1200, 20000)
+    got = jitgrad.jit(lambda a, b: np.ldexp(a, b))(x, n)
+    with np.errstate(over="ignore"):
+        expected = np.ldexp(x, n)
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(expected[~np.isnan(expected)]))
+    mantissa, exponent = jitgrad.jit(lambda a: np.frexp(a))(x)
+    assert np.array_equal(mantissa, np.frexp(x)[0], equal_nan=True) and np.array_equal(exponent, np.frexp(x)[1])
+    small = (x[20:40] * 1e-290).astype(np.float32)
+    assert np.array_equal(jitgrad.jit(lambda a: np.ldexp(a, 3))(small), np.ldexp(small, 3))
+
+
+def test_copysign_with_a_known_sign_and_refusals_without_one():
+    x = np.array([1.5, -2.0, 0.0, -0.0, np.inf])
+    for sign in (-1.0, np.array([1.0, -0.0, -3.0, 0.0, -1.0])):
+        got = jitgrad.jit(lambda a: np.copysign(a, sign))(x)
+        assert np.array_equal(got, np.copysign(x, sign)) and np.array_equal(np.signbit(got), np.signbit(np.copysign(x, sign)))
+    ints = np.array([3, -1, 0, -7, 2])
+    assert np.array_equal(jitgrad.jit(lambda a, b: np.copysign(a, b))(x, ints), np.copysign(x, ints))
+    assert np.array_equal(jitgrad.jit(lambda b: np.signbit(b))(ints), np.signbit(ints))
+    for fn in (lambda a: np.signbit(a), lambda a: np.copysign(1.0, a)):
+        with pytest.raises(UnsupportedOperationError, match="sign bit.*bit-cast"):
+            jitgrad.jit(fn)(x)
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda x: np.compress(x > 0, x), ["numpy.compress", "traced condition", "np.where"]),
+    (lambda x: np.extract(x > 0, x), ["numpy.extract", "np.where"]),
+    (lambda x: np.bincount(x.astype(int)), ["numpy.bincount", "one-hot"]),
+    (lambda x: np.histogram(x), ["numpy.histogram", "range="]),
+    (lambda x: np.histogram(x, bins="auto", range=(0, 1)), ["numpy.histogram", "bins='auto'"]),
+    (lambda x: np.insert(x, x.astype(int)[:1], 0.0), ["numpy.insert", "Python ints"]),
+    (lambda x: x.view(np.int64), [".view(dtype)", ".astype"]),
+    (lambda x: x.resize(2, 2), [".resize()", "in place"]),
+], ids=["compress", "extract", "bincount", "histogram-range", "histogram-auto", "insert", "view", "resize"])
+def test_data_dependent_shapes_are_refused_with_the_alternative(fn, words):
+    with pytest.raises(UnsupportedOperationError) as info:
+        trace(fn, (np.arange(4.0),))
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+def test_fill_writes_through_views_and_array_copies():
+    def f(x):
+        v = x[1:3]
+        v.fill(7.0)                 # NumPy: writes into x
+        c = np.array(x)             # a copy: later writes to x leave it alone
+        a = np.asarray(x)           # the same array
+        x[0] = -1.0
+        return x, c, a, np.array([x[0], 2.0, v[0]]), np.full((2,), x[3])
+    x = np.arange(5.0)
+    expected = f(x.copy())
+    got = jitgrad.jit(f)(np.arange(5.0))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+        assert g.dtype == e.dtype

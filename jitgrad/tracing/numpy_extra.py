@@ -123,6 +123,10 @@ def einsum(*operands, out=None, optimize=False, **kwargs):
         letters = "".join(terms)
         named = "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ellipsis))
         output = ellipsis + named
+    for k, (term, x) in enumerate(zip(terms, arrays, strict=True)):
+        if len(term) != np.ndim(x):
+            raise ValueError(f"einstein sum subscripts string contains too {'many' if len(term) > np.ndim(x) else 'few'}"
+                             f" subscripts for operand {k}")
     arrays, terms = zip(*[_einsum_diagonals(x, t) for x, t in zip(arrays, terms, strict=True)])
     return api.einsum(",".join(terms) + "->" + output, *[_to_values(x) for x in arrays])
 
@@ -149,6 +153,9 @@ def _einsum_diagonals(x, term: str):
         c = next(c for c in term if term.count(c) > 1)
         i = term.index(c)
         j = term.index(c, i + 1)
+        if np.shape(x)[i] != np.shape(x)[j]:
+            raise ValueError(f"dimensions in single operand for collapsing index '{c}' don't match "
+                             f"({np.shape(x)[i]} != {np.shape(x)[j]})")
         x = np.diagonal(x, axis1=i, axis2=j)
         term = "".join(ch for k, ch in enumerate(term) if k not in (i, j)) + c
     return x, term
@@ -186,7 +193,6 @@ def _block_depth(arrays) -> tuple[int, int]:
 def insert(arr, obj, values, axis=None):
     """NumPy's insert with static indices (an int, a slice, a sequence or a boolean mask):
     the result is concatenated from slices of `arr` and of the broadcast `values`."""
-    obj = _static(obj, "insert", "index", "pass the positions as Python ints")
     arr = arr if isinstance(arr, Tracer) else np.asarray(arr)
     if axis is None:
         arr = np.ravel(arr)
@@ -196,6 +202,9 @@ def insert(arr, obj, values, axis=None):
     if not 0 <= axis < ndim:
         raise np.exceptions.AxisError(axis, ndim)
     n = np.shape(arr)[axis]
+    if isinstance(obj, slice):
+        obj = np.arange(*obj.indices(n))
+    obj = _static(obj, "insert", "index", "pass the positions as Python ints")
     if obj.dtype == bool:
         indices = np.flatnonzero(obj)
     else:
@@ -224,7 +233,7 @@ def insert(arr, obj, values, axis=None):
     positions[order] = indices[order] + np.arange(count)
     shape = list(np.shape(arr))
     shape[axis] = count
-    values = np.broadcast_to(np.astype(values, arr.dtype), tuple(shape)) if count else values
+    values = np.broadcast_to(np.astype(values, arr.dtype), tuple(shape))
     pieces, taken, position = [], 0, 0
     source_of = {int(p): k for k, p in enumerate(positions)}
     while position < n + count:
@@ -371,8 +380,15 @@ def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002
     in_bin = (x[:, None] >= lower) & np.concatenate([x[:, None] < upper[:-1], x[:, None] <= upper[-1:]], axis=1)
     if w is None:
         hist = np.sum(in_bin, axis=0, dtype=np.intp)
-    else:        # NumPy sums the weights in float64 (bincount) and casts to their dtype
+    elif np.ndim(bins) == 0:
+        # equal bins: NumPy sums each bin's weights in float64 (bincount), cast to their dtype
         hist = np.astype(np.sum(np.where(in_bin, np.astype(w, np.float64)[:, None], 0.0), axis=0), w.dtype)
+    else:
+        # given edges: NumPy differences the cumulative weights below each edge (a NaN or
+        # infinite weight reaches every later bin, as there)
+        below = np.concatenate([x[:, None] < edges[:-1], x[:, None] <= edges[-1:]], axis=1)
+        cumulative = np.sum(np.where(below, w[:, None], np.zeros((), w.dtype)), axis=0)
+        hist = np.diff(np.astype(cumulative, w.dtype))        # NumPy accumulates into w's dtype
     if density:
         widths = np.diff(edges)
         return hist / widths / np.sum(hist), edges
@@ -391,11 +407,9 @@ def _static_edges(a, bins, range_, weights) -> np.ndarray:  # noqa: ARG001 - wei
     if range_ is None:
         raise UnsupportedOperationError("numpy.histogram of a traced array needs range=(low, high) or explicit bin "
                                         "edges: NumPy takes the range from the data's minimum and maximum")
-    low, high = _static(range_, "histogram", "range", "pass the range as Python numbers")
-    dtype = np.result_type(np.asarray(a).dtype if not isinstance(a, Tracer) else a.dtype, low, high)
-    if not np.issubdtype(dtype, np.inexact):
-        dtype = np.float64
-    return np.histogram_bin_edges(np.zeros(0, dtype), int(bins), (low, high))
+    low, high = (r.item() for r in _static(range_, "histogram", "range", "pass the range as Python numbers"))
+    data_dtype = a.dtype if isinstance(a, Tracer) else np.asarray(a).dtype
+    return np.histogram_bin_edges(np.zeros(0, data_dtype), operator.index(bins), (low, high))   # NumPy's own
 
 
 def bincount(x, weights=None, minlength=0):
@@ -407,7 +421,7 @@ def bincount(x, weights=None, minlength=0):
     if x.size and x.min() < 0:
         raise ValueError("'list' argument must have no negative elements")
     onehot = x.ravel()[:, None] == np.arange(length)
-    if weights is None:
+    if weights is None or x.size == 0:          # NumPy counts in intp for an empty x, weights or not
         return np.sum(onehot, axis=0, dtype=np.intp)
     w = np.astype(np.ravel(weights), np.float64) if isinstance(weights, Tracer) else np.ravel(weights).astype(float)
     return np.sum(np.where(onehot, w[:, None], 0.0), axis=0)
@@ -556,6 +570,63 @@ def frexp(x, /, **kwargs):
     return mantissa, exponent
 
 
+def _sign_bit_refused(name: str):
+    return UnsupportedOperationError(
+        f"numpy.{name} of a traced floating-point array needs its sign bit (-0.0, the sign of a NaN), which "
+        "jitgrad cannot read (it has no bit-cast primitive); use `x < 0` where x is never -0.0 or NaN")
+
+
+def copysign(x1, x2, /, **kwargs):
+    """|x1| with the sign of x2, for x2 whose sign is known: a NumPy array (a constant),
+    or traced integers and bools."""
+    _no_gufunc_options("copysign", kwargs)
+    (d1, _), (out,) = api.ufunc_dtypes(np.copysign, _to_values(x1), _to_values(x2))
+    if isinstance(x2, Tracer) and x2.dtype.kind == "f":
+        raise _sign_bit_refused("copysign")
+    negative = x2 < 0 if isinstance(x2, Tracer) else np.signbit(np.asarray(x2))
+    magnitude = np.abs(np.astype(x1, out.numpy) if isinstance(x1, Tracer) else np.asarray(x1, out.numpy))
+    return np.where(negative, -magnitude, magnitude)
+
+
+def signbit(x, /, **kwargs):
+    _no_gufunc_options("signbit", kwargs)
+    if x.dtype.kind == "f":
+        raise _sign_bit_refused("signbit")
+    return x < 0
+
+
+def _power_of_two(j, dtype):
+    """2**j for integer j (a traced int64 array) where 2**j is representable: the
+    product of 2**(+-2**bit) over j's bits, every partial product a power of two
+    between 1 and 2**j, so each multiplication is exact."""
+    info = np.finfo(dtype)
+    magnitude = np.abs(j)
+    result = np.ones(np.shape(j), dtype)
+    bits = int(np.ceil(np.log2(-(info.minexp - info.nmant)))) + 1
+    for bit in builtins.range(bits):
+        with np.errstate(over="ignore"):            # 2**(2**bit) beyond the range is never selected
+            up, down = np.ldexp(dtype.type(1), 2 ** bit), np.ldexp(dtype.type(1), -(2 ** bit))
+        factor = np.where(j < 0, down, up)
+        result = result * np.where(((magnitude >> bit) & 1) == 1, factor, dtype.type(1))
+    return result
+
+
+def ldexp(x1, x2, /, **kwargs):
+    """x1 * 2**x2 rounded once, as C's ldexp: frexp's mantissa m times 2**(e + x2) in two
+    steps, the first exact (its result a normal number), the second rounding once."""
+    _no_gufunc_options("ldexp", kwargs)
+    (_, d2), (out,) = api.ufunc_dtypes(np.ldexp, _to_values(x1), _to_values(x2))
+    dtype = out.numpy
+    info = np.finfo(dtype)
+    x = np.astype(x1, dtype) if isinstance(x1, Tracer) else np.asarray(x1, dtype)
+    n = np.astype(x2, np.int64) if isinstance(x2, Tracer) else np.asarray(x2).astype(np.int64)
+    mantissa, exponent = frexp(x)
+    low, high = info.minexp - info.nmant - 3, info.maxexp + 2
+    k = np.clip(np.astype(exponent, np.int64) + np.clip(n, -(1 << 20), 1 << 20), low, high)
+    first = np.where(k < info.minexp, info.minexp + 1, np.where(k > info.maxexp - 1, info.maxexp - 1, 0))
+    return (mantissa * _power_of_two(first, dtype)) * _power_of_two(k - first, dtype)
+
+
 # --------------------------------------------------------------------------- np.array / np.asarray / np.full
 
 class _ConversionPatches:
@@ -653,7 +724,8 @@ FUNCTIONS = {
 }
 UFUNCS = {
     np.vecdot: numpy_program(vecdot), np.matvec: numpy_program(matvec), np.vecmat: numpy_program(vecmat),
-    np.modf: numpy_program(modf), np.frexp: numpy_program(frexp),
+    np.modf: numpy_program(modf), np.frexp: numpy_program(frexp), np.ldexp: numpy_program(ldexp),
+    np.copysign: numpy_program(copysign), np.signbit: numpy_program(signbit),
 }
 api.FUNCTIONS.update(FUNCTIONS)
 for _ufunc, _impl in UFUNCS.items():

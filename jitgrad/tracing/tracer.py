@@ -456,9 +456,6 @@ class Tracer:
     def take(self, indices, axis=None, out=None, mode="raise"):
         return np.take(self, indices, axis=axis, out=out, mode=mode)
 
-    def ptp(self, axis=None, out=None, keepdims=False):
-        return np.ptp(self, axis=axis, out=out, keepdims=keepdims)
-
     def compress(self, condition, axis=None, out=None):
         return np.compress(condition, self, axis=axis, out=out)
 
@@ -478,7 +475,8 @@ class Tracer:
         return np.nonzero(self)
 
     def conj(self):
-        return np.conj(self)
+        """The array itself for real dtypes (np.conj would make bool int8; the method does not)."""
+        return Tracer(self.value)
 
     conjugate = conj
     real = property(lambda self: np.real(self))
