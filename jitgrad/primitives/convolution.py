@@ -45,9 +45,17 @@ from jitgrad.ir import DType, TensorType
 from .base import Primitive, Zero, defbilinear, defjvp, deflinear, deftranspose, instantiate
 from .kernel_kind import KernelKind
 
-DECOMPOSED: set[str] = {"conv_general_dilated", "reduce_window_sum", "reduce_window_max",
-                        "select_and_gather_add", "select_and_scatter_add"}
+DECOMPOSED: set[str] = {"reduce_window_sum", "reduce_window_max", "select_and_gather_add",
+                        "select_and_scatter_add"}
 """Primitives emitted as their exact decomposition into existing primitives."""
+
+
+class ConvolutionKernel(KernelKind):
+    """im2col and a matrix product per image and feature group
+    (jitgrad/backends/cpu/convolution.py, written on the backend-neutral kernel layer)."""
+
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_conv_general_dilated"}
+    uses_blas = True
 
 
 class WindowKernel(KernelKind):
@@ -181,7 +189,7 @@ def _conv_impl(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
 conv_general_dilated_p = Primitive(
     "conv_general_dilated", _conv_infer, _conv_impl,
     doc="N-d convolution with strides, padding, lhs/rhs dilation, feature groups and layouts.")
-conv_general_dilated_p.lowering = WindowKernel()
+conv_general_dilated_p.lowering = ConvolutionKernel()
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

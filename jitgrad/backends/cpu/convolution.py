@@ -1,0 +1,129 @@
+"""The convolution kernel (`conv_general_dilated`, jitgrad/primitives/convolution.py):
+im2col into the matrix-product kernel.
+
+Written against the backend-neutral kernel layer only (`KernelEmitter`: `ctx` loops,
+index arithmetic, loads and stores, `scratch`, `matmuls`, which is BLAS's gemm on the CPU
+where it is loaded), so another backend can name the same function for its device.
+
+With the lhs viewed as (N, C, *spatial), the kernel as (O, I, *taps), C = G*I groups
+and T taps, P output positions:
+  1. the kernel is packed into a row-major (O, I*T) matrix (any rhs layout);
+  2. the input is unfolded into one column matrix per group, (G, N*P, I*T): row (n, p)
+     holds the input elements under every tap of output position p, or 0 where a tap
+     falls into the padding or between the elements of a dilated input (each index is
+     clamped before it forms an address, so no load leaves the buffer);
+  3. per group, out_g (N*P, O/G) = cols_g @ W_g^T: one large matrix product (BLAS is
+     much faster on one (N*P, K) x (K, O) product than on N small ones);
+  4. when the output layout is (N, *spatial, O) with one group, that product is the
+     output itself; otherwise it is copied into the output's layout.
+"""
+from __future__ import annotations
+
+import math
+
+from jitgrad.ir import Value
+
+
+def _strides(shape) -> list[int]:
+    strides, step = [0] * len(shape), 1
+    for axis in range(len(shape) - 1, -1, -1):
+        strides[axis] = step
+        step *= shape[axis]
+    return strides
+
+
+def _offset(ctx, terms):
+    """sum(index * stride) over (index, stride) pairs, as an index."""
+    total = ctx.index_const(0)
+    for i, stride in terms:
+        if stride:
+            total = ctx.index_add(total, ctx.index_mul(i, ctx.index_const(stride)))
+    return total
+
+
+def emit_conv_general_dilated(ec, op) -> None:
+    lhs, rhs = op.operands
+    result: Value = op.results[0]
+    attrs = op.attrs
+    ctx, dtype = ec.ctx, result.type.dtype
+    if result.type.size == 0:
+        return
+    lhs_spec, rhs_spec, out_spec = attrs["dimension_numbers"]
+    groups = attrs["feature_group_count"]
+    n_batch, channels = lhs.type.shape[lhs_spec[0]], lhs.type.shape[lhs_spec[1]]
+    n_out, kernel_in = rhs.type.shape[rhs_spec[0]], rhs.type.shape[rhs_spec[1]]
+    in_sizes = [lhs.type.shape[a] for a in lhs_spec[2:]]
+    taps = [rhs.type.shape[a] for a in rhs_spec[2:]]
+    out_sizes = [result.type.shape[a] for a in out_spec[2:]]
+    n_taps, positions, depth = math.prod(taps), math.prod(out_sizes), kernel_in * math.prod(taps)
+    per_group = n_out // groups
+    itemsize = dtype.itemsize
+    if depth == 0:
+        ctx.zero_bytes(ec.pointer(result), result.type.nbytes)
+        return
+
+    lhs_strides, rhs_strides, out_strides = (_strides(v.type.shape) for v in (lhs, rhs, result))
+    rows = n_batch * positions
+    packed = ec.scratch(n_out * depth * itemsize)
+    columns = ec.scratch(groups * rows * depth * itemsize)
+    channels_last = tuple(out_spec) == (0, result.type.ndim - 1, *range(1, result.type.ndim - 1))
+    in_place = channels_last and groups == 1
+    products = ec.pointer(result) if in_place else ec.scratch(result.type.size * itemsize)
+
+    # 1. kernel -> (O, I, T) row-major
+    rhs_buf = ec.pointer(rhs)
+    with ctx.loop_nest([n_out, kernel_in, *taps], "conv.pack") as (o, i, *tap):
+        src = _offset(ctx, [(o, rhs_strides[rhs_spec[0]]), (i, rhs_strides[rhs_spec[1]])]
+                      + [(t, rhs_strides[a]) for t, a in zip(tap, rhs_spec[2:], strict=True)])
+        dst = _offset(ctx, [(o, depth), (i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
+        ctx.store(packed, dst, ctx.load(rhs_buf, src, dtype), dtype)
+
+    # 2. input -> columns (G, N*P, I*T)
+    lhs_buf, zero = ec.pointer(lhs), ctx.const_of(0, dtype)
+    strides, padding = attrs["window_strides"], attrs["padding"]
+    lhs_dilation, rhs_dilation = attrs["lhs_dilation"], attrs["rhs_dilation"]
+    with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
+        row = ctx.index_add(ctx.index_mul(n, ctx.index_const(positions)),
+                            _offset(ctx, list(zip(pos, _strides(out_sizes), strict=True))))
+        with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
+            c = ctx.index_add(ctx.index_mul(g, ctx.index_const(kernel_in)), i)
+            valid, src = None, _offset(ctx, [(n, lhs_strides[lhs_spec[0]]), (c, lhs_strides[lhs_spec[1]])])
+            for k, p in enumerate(pos):
+                # dilated input coordinate under this tap: p * stride + t * rhs_dilation - pad_lo
+                d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])),
+                                                ctx.index_mul(tap[k], ctx.index_const(rhs_dilation[k]))),
+                                  ctx.index_const(padding[k][0]))
+                inside = ctx.index_cmp(">=", d, ctx.index_const(0))
+                d = ctx.select(inside, d, ctx.index_const(0))
+                if lhs_dilation[k] > 1:
+                    inside = ctx.and_(inside, ctx.index_cmp(
+                        "==", ctx.index_rem(d, ctx.index_const(lhs_dilation[k])), ctx.index_const(0)))
+                    d = ctx.index_div(d, ctx.index_const(lhs_dilation[k]))
+                inside = ctx.and_(inside, ctx.index_cmp("<", d, ctx.index_const(in_sizes[k])))
+                d = ctx.select(inside, d, ctx.index_const(0))
+                valid = inside if valid is None else ctx.and_(valid, inside)
+                src = ctx.index_add(src, ctx.index_mul(d, ctx.index_const(lhs_strides[lhs_spec[2 + k]])))
+            x = ctx.load(lhs_buf, src, dtype)
+            if valid is not None:
+                x = ctx.select(valid, x, zero)
+            column = _offset(ctx, [(g, rows * depth), (i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
+            ctx.store(columns, ctx.index_add(ctx.index_mul(row, ctx.index_const(depth)), column), x, dtype)
+
+    # 3. one matrix product per group: (N*P, I*T) @ (O/G, I*T)^T
+    with ctx.loop(groups, "conv.gemm") as g:
+        weights = ec.element_offset(packed, ctx.index_mul(g, ctx.index_const(per_group * depth)), dtype)
+        cols = ec.element_offset(columns, ctx.index_mul(g, ctx.index_const(rows * depth)), dtype)
+        out = ec.element_offset(products, ctx.index_mul(g, ctx.index_const(rows * per_group)), dtype)
+        ec.matmuls(1, cols, False, weights, True, out, rows, per_group, depth, dtype)
+
+    if in_place:
+        return
+    # 4. (G, N, P, O/G) -> the output's layout
+    out_buf = ec.pointer(result)
+    with ctx.loop_nest([n_batch, *out_sizes, groups, per_group], "conv.layout") as (n, *pos, g, o):
+        src = _offset(ctx, [(g, rows * per_group), (n, positions * per_group), (o, 1)]
+                      + [(p, s * per_group) for p, s in zip(pos, _strides(out_sizes), strict=True)])
+        feature = ctx.index_add(ctx.index_mul(g, ctx.index_const(per_group)), o)
+        dst = _offset(ctx, [(n, out_strides[out_spec[0]]), (feature, out_strides[out_spec[1]])]
+                      + [(p, out_strides[a]) for p, a in zip(pos, out_spec[2:], strict=True)])
+        ctx.store(out_buf, dst, ctx.load(products, src, dtype), dtype)
