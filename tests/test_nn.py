@@ -152,8 +152,10 @@ def test_conv_matches_loop_reference_eager_and_compiled(case, layout, dtype):
     args = (strides, padding, ld, rd, specs, groups)
     eager = nn.conv_general_dilated(x, w, *args)
     compiled = jitgrad.jit(lambda a, b: nn.conv_general_dilated(a, b, *args))(x, w)
+    with C.decomposing():
+        decomposed = jitgrad.jit(lambda a, b: nn.conv_general_dilated(a, b, *args) * 1.0)(x, w)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    for got in (eager, compiled):
+    for got in (eager, compiled, decomposed):
         assert got.dtype == dtype and got.shape == expected.shape
         np.testing.assert_allclose(got, expected, **tol)
 
@@ -237,6 +239,13 @@ def test_window_ops_match_loop_references_with_ties(case, dtype):
     np.testing.assert_allclose(compiled[1], out_sum, rtol=1e-6)
     np.testing.assert_allclose(compiled[2], scattered, rtol=1e-6)
     np.testing.assert_array_equal(compiled[3], gathered)
+    with C.decomposing():
+        decomposed = jitgrad.jit(lambda a, b, u: [nn._call("reduce_window_max", a * 1, **attrs),
+                                                  nn._call("reduce_window_sum", a * 1, **attrs),
+                                                  nn._call("select_and_scatter_add", b, a * 1, **attrs),
+                                                  nn._call("select_and_gather_add", u, a * 1, **attrs)])(x, c, t)
+    for got, expected in zip(decomposed, compiled, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_max_pool_gradient_goes_to_the_first_maximum_in_every_api():
@@ -301,7 +310,7 @@ def distinct_values(rng, shape):
 @pytest.mark.parametrize("name", sorted(RULE_CASES))
 def test_rules_to_second_order(name, emitted):
     """With the primitives' rules emitting primitives (the rules' own transposes are
-    checked) and emitting decompositions (the path compiled code takes)."""
+    checked) and emitting decompositions (the fallback for backends without kernels)."""
     types, body = RULE_CASES[name]
     rng = np.random.default_rng(4)
     args = [distinct_values(rng, t.shape) for t in types]
@@ -310,7 +319,8 @@ def test_rules_to_second_order(name, emitted):
             fn = build(name.replace("-", "_"), types, body)
             check_grads(fn, args, order=2)
     else:
-        check_grads(build(name.replace("-", "_"), types, body), args, order=2)
+        with C.decomposing():
+            check_grads(build(name.replace("-", "_"), types, body), args, order=2)
 
 
 def test_conv_derivatives_are_convolutions():

@@ -45,9 +45,22 @@ from jitgrad.ir import DType, TensorType
 from .base import Primitive, Zero, defbilinear, defjvp, deflinear, deftranspose, instantiate
 from .kernel_kind import KernelKind
 
-DECOMPOSED: set[str] = {"reduce_window_sum", "reduce_window_max", "select_and_gather_add",
-                        "select_and_scatter_add"}
-"""Primitives emitted as their exact decomposition into existing primitives."""
+ALL_NAMES = ("conv_general_dilated", "reduce_window_sum", "reduce_window_max", "select_and_gather_add",
+             "select_and_scatter_add")
+DECOMPOSED: set[str] = set()
+"""Primitives emitted as their exact decomposition into existing primitives (none by
+default: each has a kernel; a backend without one can list them here)."""
+
+
+@contextlib.contextmanager
+def decomposing(names=ALL_NAMES):
+    """Within this block the named primitives are emitted as their decompositions."""
+    added = set(names) - DECOMPOSED
+    DECOMPOSED.update(added)
+    try:
+        yield
+    finally:
+        DECOMPOSED.difference_update(added)
 
 
 class ConvolutionKernel(KernelKind):
@@ -59,11 +72,17 @@ class ConvolutionKernel(KernelKind):
 
 
 class WindowKernel(KernelKind):
-    """A convolution or window op as a kernel of its own. No device has one yet: these
-    primitives reach backends only outside `DECOMPOSED`, and a backend without an
-    emitter refuses them with UnsupportedOperationError naming the op."""
+    """A loop over the windows of one output (jitgrad/backends/cpu/convolution.py)."""
 
-    emitters: dict = {}
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_reduce_window"}
+
+
+class GatherSelectedKernel(KernelKind):
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_select_and_gather_add"}
+
+
+class ScatterSelectedKernel(KernelKind):
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_select_and_scatter_add"}
 
 
 @contextlib.contextmanager
@@ -555,8 +574,8 @@ select_and_gather_add_p = Primitive(
 select_and_scatter_add_p = Primitive(
     "select_and_scatter_add", _scatter_infer, _scatter_impl,
     doc="Each window's source element added at the window's first maximum of x (max pooling's VJP).")
-select_and_gather_add_p.lowering = WindowKernel()
-select_and_scatter_add_p.lowering = WindowKernel()
+select_and_gather_add_p.lowering = GatherSelectedKernel()
+select_and_scatter_add_p.lowering = ScatterSelectedKernel()
 
 
 def select_and_gather_add(t, x, window_dimensions, window_strides, padding):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from jitgrad.ir import Value
+from jitgrad.ir import DType, Value
 
 
 def _strides(shape) -> list[int]:
@@ -127,3 +127,115 @@ def emit_conv_general_dilated(ec, op) -> None:
         dst = _offset(ctx, [(n, out_strides[out_spec[0]]), (feature, out_strides[out_spec[1]])]
                       + [(p, out_strides[a]) for p, a in zip(pos, out_spec[2:], strict=True)])
         ctx.store(out_buf, dst, ctx.load(products, src, dtype), dtype)
+
+
+# --------------------------------------------------------------------------- window kernels
+
+def _window_taps(ec, op, x: Value, pos, body) -> None:
+    """For each tap of the window at output position `pos` (row-major taps), calls
+    body(valid, offset) with the tap's element offset in `x` (clamped to 0 where the tap
+    falls into the padding, `valid` false there)."""
+    ctx, attrs = ec.ctx, op.attrs
+    window, strides, padding = attrs["window_dimensions"], attrs["window_strides"], attrs["padding"]
+    x_strides = _strides(x.type.shape)
+    with ctx.loop_nest(list(window), "window.taps") as tap:
+        valid, offset = None, ctx.index_const(0)
+        for k, (p, t) in enumerate(zip(pos, tap, strict=True)):
+            d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])), t),
+                              ctx.index_const(padding[k][0]))
+            inside = ctx.and_(ctx.index_cmp(">=", d, ctx.index_const(0)),
+                              ctx.index_cmp("<", d, ctx.index_const(x.type.shape[k])))
+            d = ctx.select(inside, d, ctx.index_const(0))
+            valid = inside if valid is None else ctx.and_(valid, inside)
+            offset = ctx.index_add(offset, ctx.index_mul(d, ctx.index_const(x_strides[k])))
+        body(valid, offset)
+
+
+def _selection(ec, op, x: Value, pos):
+    """(offset of the window's selected element in x, whether one is inside x): its
+    first maximum in row-major tap order, a NaN beating any number (the first NaN wins);
+    padding taps are -inf."""
+    ctx, dtype = ec.ctx, x.type.dtype
+    best = ctx.local_array(dtype, 1, "window.best")
+    chosen = ctx.local_array(DType.i64, 1, "window.chosen")
+    found = ctx.local_array(DType.bool, 1, "window.found")
+    first = ctx.local_array(DType.bool, 1, "window.first")
+    zero = ctx.index_const(0)
+    ctx.store(best, zero, ctx.const_of(float("-inf"), dtype), dtype)
+    ctx.store(chosen, zero, ctx.index_const(0), DType.i64)
+    ctx.store(found, zero, ctx.const_of(False, DType.bool), DType.bool)
+    ctx.store(first, zero, ctx.const_of(True, DType.bool), DType.bool)
+    x_buf = ec.pointer(x)
+
+    def tap(valid, offset):
+        value = ctx.select(valid, ctx.load(x_buf, offset, dtype), ctx.const_of(float("-inf"), dtype))
+        current = ctx.load(best, zero, dtype)
+        is_first = ctx.load(first, zero, DType.bool)
+        take = ctx.or_(is_first, ctx.or_(ctx.cmp(">", value, current),
+                                         ctx.and_(ctx.cmp("!=", value, value), ctx.cmp("==", current, current))))
+        ctx.store(best, zero, ctx.select(take, value, current), dtype)
+        ctx.store(chosen, zero, ctx.select(take, offset, ctx.load(chosen, zero, DType.i64)), DType.i64)
+        ctx.store(found, zero, ctx.select(take, valid, ctx.load(found, zero, DType.bool)), DType.bool)
+        ctx.store(first, zero, ctx.const_of(False, DType.bool), DType.bool)
+    _window_taps(ec, op, x, pos, tap)
+    return ctx.load(chosen, zero, DType.i64), ctx.load(found, zero, DType.bool)
+
+
+def emit_reduce_window(ec, op) -> None:
+    """reduce_window_sum (taps added in row-major order, as the NumPy reference) and
+    reduce_window_max (NaN-propagating; padding is -inf)."""
+    (x,), result = op.operands, op.results[0]
+    ctx, dtype = ec.ctx, result.type.dtype
+    if result.type.size == 0:
+        return
+    is_max = op.name == "reduce_window_max"
+    acc = ctx.local_array(dtype, 1, "window.acc")
+    zero, x_buf, out_buf = ctx.index_const(0), ec.pointer(x), ec.pointer(result)
+    fill = ctx.const_of(float("-inf") if is_max else 0.0, dtype)
+    with ctx.loop_nest(list(result.type.shape), "window.out") as pos:
+        ctx.store(acc, zero, fill, dtype)
+
+        def tap(valid, offset):
+            value = ctx.select(valid, ctx.load(x_buf, offset, dtype), fill)
+            current = ctx.load(acc, zero, dtype)
+            if is_max:
+                take = ctx.or_(ctx.cmp(">", value, current), ctx.cmp("!=", value, value))
+                ctx.store(acc, zero, ctx.select(take, value, current), dtype)
+            else:
+                ctx.store(acc, zero, ctx.add(current, value), dtype)
+        _window_taps(ec, op, x, pos, tap)
+        ctx.store(out_buf, _offset(ctx, list(zip(pos, _strides(result.type.shape), strict=True))),
+                  ctx.load(acc, zero, dtype), dtype)
+
+
+def emit_select_and_gather_add(ec, op) -> None:
+    """out[window] = t at the window's selected element of x (0 if it is padding)."""
+    t, x = op.operands
+    result = op.results[0]
+    ctx, dtype = ec.ctx, result.type.dtype
+    if result.type.size == 0:
+        return
+    t_buf, out_buf = ec.pointer(t), ec.pointer(result)
+    with ctx.loop_nest(list(result.type.shape), "window.out") as pos:
+        offset, found = _selection(ec, op, x, pos)
+        value = ctx.select(found, ctx.load(t_buf, offset, dtype), ctx.const_of(0, dtype))
+        ctx.store(out_buf, _offset(ctx, list(zip(pos, _strides(result.type.shape), strict=True))), value, dtype)
+
+
+def emit_select_and_scatter_add(ec, op) -> None:
+    """out = 0; out[selected element of each window of x] += source[window]."""
+    source, x = op.operands
+    result = op.results[0]
+    ctx, dtype = ec.ctx, result.type.dtype
+    if result.type.size == 0:
+        return
+    ctx.zero_bytes(ec.pointer(result), result.type.nbytes)
+    if source.type.size == 0:
+        return
+    source_buf, out_buf = ec.pointer(source), ec.pointer(result)
+    with ctx.loop_nest(list(source.type.shape), "window.out") as pos:
+        offset, found = _selection(ec, op, x, pos)
+        with ctx.if_then(found):
+            value = ctx.load(source_buf, _offset(ctx, list(zip(pos, _strides(source.type.shape), strict=True))),
+                             dtype)
+            ctx.store(out_buf, offset, ctx.add(ctx.load(out_buf, offset, dtype), value), dtype)
