@@ -219,10 +219,11 @@ def transpose_function(fn: Function, linear_args: Sequence[int],
                     kept.append(value)
                 elif not is_known:        # a staged (linear) output: its cotangent seeds the backward pass
                     cts.append(full(1.0, out.type) if kind is TransposedOutput.ONE else ct)
-        grads = backward_pass(split.staged, residuals, cts)
+        grads = backward_pass(split.staged, residuals, cts)       # in argument order
+        grad_of = dict(zip(sorted(set(linear_args)), grads, strict=True))
         with builder.at(end_loc):
-            builder.ret(kept + [g if g is not None else full(0, a.type)
-                                for g, a in zip(grads, split.staged.args[split.num_residuals:], strict=True)])
+            builder.ret(kept + [grad_of[k] if grad_of[k] is not None else full(0, fn.args[k].type)
+                                for k in linear_args])
     return new_fn
 
 

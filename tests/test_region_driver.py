@@ -23,8 +23,8 @@ from jitgrad.passes.inline import InlineCalls
 from jitgrad.passes.jvp import jvp_call, jvp_function
 from jitgrad.passes.pipeline import optimization_passes
 from jitgrad.passes.remat import segment
-from jitgrad.passes.reverse import (Cotangent, partial_eval_call, partial_eval_function, transpose_call,
-                                    vjp_function)
+from jitgrad.passes.reverse import (Cotangent, TransposedOutput, partial_eval_call, partial_eval_function,
+                                    transpose_call, transpose_function, vjp_function)
 from jitgrad.passes.simplify import AlgebraicSimplification, CommonSubexpressionElimination, DeadCodeElimination
 from jitgrad.primitives import add, cos, exp, full, mul, sin
 from jitgrad.primitives.calls import CallOp
@@ -384,3 +384,17 @@ def test_partial_eval_stages_an_op_whose_region_captures_an_unknown_value():
     known = evaluate(split.known, [x0])
     staged = evaluate(split.staged, [*known[1:], t0])
     np.testing.assert_allclose([known[0], staged[0]], evaluate(fn, [x0, t0]), rtol=1e-14)
+
+
+def test_transpose_returns_cotangents_in_the_order_of_linear_args():
+    fn, builder = new_function("lin", [F64, F64, F64])
+    with builder:
+        p, a, b = fn.args
+        builder.ret([add(mul(p, a), b)])                  # linear in a and b, p fixed
+    p0 = args()[0]
+    ct = np.arange(3.0)
+    for order in ([1, 2], [2, 1]):
+        t = transpose_function(fn, order, [TransposedOutput.ARG])
+        grads = dict(zip(order, evaluate(t, [p0, ct]), strict=True))
+        np.testing.assert_allclose(grads[1], p0 * ct, rtol=1e-15)
+        np.testing.assert_allclose(grads[2], ct, rtol=1e-15)
