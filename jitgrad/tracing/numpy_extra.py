@@ -627,6 +627,170 @@ def ldexp(x1, x2, /, **kwargs):
     return (mantissa * _power_of_two(first, dtype)) * _power_of_two(k - first, dtype)
 
 
+# --------------------------------------------------------------------------- static facts, small compositions
+
+def _dtype_stand_in(x):
+    """What np.result_type sees for an argument: a traced array's dtype, a Python scalar
+    for a weak (Python scalar) one."""
+    if isinstance(x, Tracer):
+        if x.weak:
+            return {np.dtype(bool): False, np.dtype(np.int64): 0}.get(x.dtype, 0.0)
+        return x.dtype
+    return x
+
+
+def result_type(*arrays_and_dtypes):
+    return np.result_type(*(_dtype_stand_in(x) for x in arrays_and_dtypes))
+
+
+def angle(z, deg=False):
+    """The angle of a real number: arctan2(+0, x) (0, or pi for negatives and -0.0)."""
+    z = z if isinstance(z, Tracer) else np.asarray(z)
+    result = np.arctan2(np.zeros_like(z, dtype=np.result_type(z.dtype, np.float16)), z)
+    return result * (180 / np.pi) if deg else result
+
+
+def array_equal(a1, a2, equal_nan=False):
+    if np.shape(a1) != np.shape(a2):
+        return False
+    same = a1 == a2
+    if equal_nan:
+        same = same | (np.isnan(a1) & np.isnan(a2))
+    return np.all(same)
+
+
+def array_equiv(a1, a2):
+    try:
+        np.broadcast_shapes(np.shape(a1), np.shape(a2))
+    except ValueError:
+        return False
+    return np.all(a1 == a2)
+
+
+def isneginf(x, out=None):
+    _no_out("isneginf", out)
+    return np.isinf(x) & (x < 0)
+
+
+def isposinf(x, out=None):
+    _no_out("isposinf", out)
+    return np.isinf(x) & (x > 0)
+
+
+def _no_out(name, out):
+    if out is not None:
+        raise UnsupportedOperationError(f"numpy.{name}(..., out=...) is not supported: traced arrays are immutable")
+
+
+def iscomplex(x):
+    return np.zeros(np.shape(x), bool)
+
+
+def isreal(x):
+    return np.ones(np.shape(x), bool)
+
+
+def iscomplexobj(x):
+    return False
+
+
+def isrealobj(x):
+    return True
+
+
+def empty_like(prototype, dtype=None, order="K", subok=True, shape=None, *, device=None):
+    """Zeros (NumPy's values are whatever memory held)."""
+    if shape is None:
+        return np.zeros_like(prototype, dtype=dtype)
+    return np.zeros(shape, prototype.dtype if dtype is None else dtype)
+
+
+def diag_indices_from(arr):
+    if np.ndim(arr) < 2 or len(set(np.shape(arr))) != 1:
+        raise ValueError("All dimensions of input must be of equal length")
+    return np.diag_indices(np.shape(arr)[0], np.ndim(arr))
+
+
+def tril_indices_from(arr, k=0):
+    if np.ndim(arr) != 2:
+        raise ValueError("input array must be 2-d")
+    return np.tril_indices(np.shape(arr)[-2], k=k, m=np.shape(arr)[-1])
+
+
+def triu_indices_from(arr, k=0):
+    if np.ndim(arr) != 2:
+        raise ValueError("input array must be 2-d")
+    return np.triu_indices(np.shape(arr)[-2], k=k, m=np.shape(arr)[-1])
+
+
+def histogram_bin_edges(a, bins=10, range=None, weights=None):  # noqa: A002 - NumPy's name
+    return _static_edges(a, bins, range, weights)
+
+
+def einsum_path(*operands, optimize="greedy", einsum_call=False):
+    """Computed from the operands' shapes alone: NumPy's own, on zero arrays."""
+    stand_ins = [np.zeros(x.shape, x.dtype) if isinstance(x, Tracer) else x for x in operands]
+    return np.einsum_path(*stand_ins, optimize=optimize, einsum_call=einsum_call)
+
+
+def resize(a, new_shape):
+    """NumPy's resize: the flattened array repeated (cyclically) to the new size."""
+    shape = (new_shape,) if np.ndim(new_shape) == 0 else tuple(new_shape)
+    flat = np.ravel(a)
+    size = int(np.prod(shape, dtype=np.int64))
+    if size == 0 or np.size(flat) == 0:
+        return np.zeros(shape, flat.dtype)
+    repeats = -(-size // np.size(flat))
+    return np.reshape(np.concatenate([flat] * repeats)[:size], shape)
+
+
+def apply_along_axis(func1d, axis, arr, *args, **kwargs):
+    """func1d on every 1-d slice along `axis` (a static loop), stacked where that axis was."""
+    ndim = np.ndim(arr)
+    axis = axis + ndim if axis < 0 else axis
+    moved = np.moveaxis(arr, axis, -1)
+    outer = np.shape(moved)[:-1]
+    results = [func1d(moved[index], *args, **kwargs) for index in np.ndindex(*outer)]
+    if not results:
+        raise ValueError("Cannot apply_along_axis when any iteration dimensions are 0")
+    stacked = np.reshape(np.stack([r if isinstance(r, Tracer) else np.asarray(r) for r in results]),
+                         outer + np.shape(results[0]))
+    result_ndim = np.ndim(results[0])
+    return np.moveaxis(stacked, list(builtins.range(len(outer), len(outer) + result_ndim)),
+                       list(builtins.range(axis, axis + result_ndim))) if result_ndim else stacked
+
+
+def apply_over_axes(func, a, axes):
+    val = a
+    ndim = np.ndim(a)
+    for axis in ([axes] if np.ndim(axes) == 0 else axes):
+        axis = axis + ndim if axis < 0 else axis
+        res = func(val, axis)
+        if np.ndim(res) == np.ndim(val):
+            val = res
+        else:
+            res = np.expand_dims(res, axis)
+            if np.ndim(res) != np.ndim(val):
+                raise ValueError("function is not returning an array of the correct shape")
+            val = res
+    return val
+
+
+def poly(seq_of_zeros):
+    """The coefficients of the polynomial with the given (1-d) roots, NumPy's
+    convolutions in NumPy's order."""
+    zeros = np.atleast_1d(seq_of_zeros)
+    if np.ndim(zeros) != 1:
+        raise UnsupportedOperationError("numpy.poly of a matrix needs its eigenvalues (numpy.linalg.eigvals), "
+                                        "which jitgrad does not compute; pass the roots")
+    dtype = zeros.dtype if zeros.dtype.kind == "f" else np.dtype(np.float64)
+    zeros = np.astype(zeros, dtype)
+    a = np.ones((1,), dtype)
+    for k in builtins.range(np.shape(zeros)[0]):
+        a = np.convolve(a, np.stack([np.ones((), dtype), -zeros[k]]), mode="full")
+    return a
+
+
 # --------------------------------------------------------------------------- np.array / np.asarray / np.full
 
 class _ConversionPatches:
@@ -721,6 +885,16 @@ FUNCTIONS = {
     np.polyder: numpy_program(polyder), np.polyint: numpy_program(polyint),
     np.polyadd: numpy_program(_poly_combine(np.add)), np.polysub: numpy_program(_poly_combine(np.subtract)),
     np.polymul: numpy_program(polymul), np.polyfit: numpy_program(polyfit), np.i0: numpy_program(i0),
+    np.result_type: numpy_program(result_type), np.angle: numpy_program(angle),
+    np.array_equal: numpy_program(array_equal), np.array_equiv: numpy_program(array_equiv),
+    np.isneginf: numpy_program(isneginf), np.isposinf: numpy_program(isposinf),
+    np.iscomplex: numpy_program(iscomplex), np.isreal: numpy_program(isreal),
+    np.iscomplexobj: numpy_program(iscomplexobj), np.isrealobj: numpy_program(isrealobj),
+    np.empty_like: numpy_program(empty_like), np.diag_indices_from: numpy_program(diag_indices_from),
+    np.tril_indices_from: numpy_program(tril_indices_from), np.triu_indices_from: numpy_program(triu_indices_from),
+    np.histogram_bin_edges: numpy_program(histogram_bin_edges), np.einsum_path: numpy_program(einsum_path),
+    np.resize: numpy_program(resize), np.apply_along_axis: numpy_program(apply_along_axis),
+    np.apply_over_axes: numpy_program(apply_over_axes), np.poly: numpy_program(poly),
 }
 UFUNCS = {
     np.vecdot: numpy_program(vecdot), np.matvec: numpy_program(matvec), np.vecmat: numpy_program(vecmat),

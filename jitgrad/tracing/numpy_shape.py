@@ -68,6 +68,8 @@ def dstack(tup):
 
 
 def column_stack(tup):
+    if isinstance(tup, Value):        # an array is a sequence of its rows, as in NumPy
+        tup = [api.getitem(tup, i) for i in range(tup.type.shape[0])] if tup.type.ndim else [tup]
     arrays = []
     for a in tup:
         v = as_value(a)

@@ -252,7 +252,9 @@ class Tracer:
                                             user_location())
         impl = api.UFUNCS.get(ufunc) or scipy_special.lookup(ufunc)
         if impl is None:
-            name = scipy_special.scipy_name(ufunc) or f"numpy.{ufunc.__name__}"
+            name = scipy_special.scipy_name(ufunc) or (
+                f"numpy.{ufunc.__name__}" if getattr(np, ufunc.__name__, None) is ufunc
+                else f"the ufunc {ufunc.__name__!r} (not NumPy's own: numpy.frompyfunc or another library's)")
             raise UnsupportedOperationError(f"{name} has no jitgrad rule (jitgrad.pure_callback runs any NumPy or "
                                             "SciPy function from compiled code)", user_location())
         unknown = set(kwargs) - {"dtype", "casting"}
@@ -418,6 +420,15 @@ class Tracer:
     __imod__, __iand__, __ior__, __ixor__ = (_inplace(np.remainder), _inplace(np.bitwise_and),
                                              _inplace(np.bitwise_or), _inplace(np.bitwise_xor))
     __ilshift__, __irshift__ = _inplace(np.left_shift), _inplace(np.right_shift)
+    _imatmul = _inplace(np.matmul)
+
+    def __imatmul__(self, other):
+        """`x @= y`: NumPy allows it only where the product keeps x's shape."""
+        result_shape = apply(api.matmul, (self, other)).shape
+        if result_shape != self.shape:
+            raise UnsupportedOperationError(f"x @= y would change x's shape from {self.shape} to {result_shape} "
+                                            "(NumPy raises ValueError)", user_location())
+        return self._imatmul(other)
     del _inplace
 
     # ----- methods
@@ -481,6 +492,12 @@ class Tracer:
     conjugate = conj
     real = property(lambda self: np.real(self))
     imag = property(lambda self: np.imag(self))
+
+    flat = property(lambda self: _as_view(apply(api.ravel, (self,))))
+
+    def __dlpack__(self, *args, **kwargs):
+        raise UnsupportedOperationError("a traced array has no memory to share through DLPack (np.from_dlpack); "
+                                        "use it directly", user_location())
 
     def view(self, dtype=None, type=None):  # noqa: A002 - NumPy's parameter name
         if dtype is not None or type is not None:
