@@ -272,3 +272,17 @@ def test_integer_power_of_a_loop_invariant_base_compiles_and_matches_numpy():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("edge_order", [1, 2])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_gradient_of_bfloat16_is_differenced_in_bfloat16_and_stored_as_float64(edge_order, axis):
+    # NumPy's gradient keeps the input dtype only for np.inexact types; bfloat16 is not one,
+    # so NumPy computes the differences in bfloat16 and writes them into a float64 array.
+    x = np.random.default_rng(3).normal(size=(4, 5)).astype(ml_dtypes.bfloat16)
+    ref = np.gradient(x, axis=axis, edge_order=edge_order)
+    got = jitgrad.jit(lambda x: np.gradient(x, axis=axis, edge_order=edge_order))(x)
+    assert got.dtype == ref.dtype == np.float64
+    np.testing.assert_array_equal(got, ref)
+    half = x.astype(np.float16)
+    assert jitgrad.jit(lambda h: np.gradient(h, axis=axis))(half).dtype == np.float16

@@ -546,6 +546,10 @@ def gradient(f, *varargs, axis=None, edge_order=1):
         raise DTypeError("numpy.gradient of a bool array: NumPy's subtract has no bool loop (it raises TypeError)")
     if x.type.dtype.is_integer:
         x = P.convert(x, DType.f64)
+    # NumPy writes every piece into an array of f's dtype when it is a NumPy inexact type, and
+    # into float64 otherwise: bfloat16 (an ml_dtypes type, not np.inexact) is differenced in
+    # bfloat16 and stored as float64.
+    out_dtype = DType.f64 if x.type.dtype == DType.bf16 else x.type.dtype
     axes = tuple(range(x.type.ndim)) if axis is None else tuple(
         normalize_axes(a, x.type.ndim)[0] for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
     if not varargs:
@@ -581,8 +585,7 @@ def gradient(f, *varargs, axis=None, edge_order=1):
         else:
             first = add(add(mul(-1.5 / dx, at(0)), mul(2.0 / dx, at(1))), mul(-0.5 / dx, at(2)))
             last = add(add(mul(0.5 / dx, at(-3)), mul(-2.0 / dx, at(-2))), mul(1.5 / dx, at(-1)))
-        # NumPy writes every piece into an array of f's dtype
-        out.append(P.concatenate([P.convert(as_value(p), x.type.dtype) for p in (first, inner, last)], ax))
+        out.append(P.concatenate([P.convert(as_value(p), out_dtype) for p in (first, inner, last)], ax))
     return out[0] if len(out) == 1 else tuple(out)
 
 
