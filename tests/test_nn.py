@@ -330,3 +330,200 @@ def test_conv_derivatives_are_convolutions():
         for derived in (jvp_function(fn, [0, 1]), vjp_function(fn, [0, 1])):
             contractions = [op.name for op in derived.walk() if op.name in ("conv_general_dilated", "dot_general")]
             assert contractions and set(contractions) == {"conv_general_dilated"}
+
+
+# --------------------------------------------------------------------------- layer functions
+
+def test_batch_norm_training_and_inference():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 5, 2)) * 2 + 1
+    mean0, var0, gamma, beta = rng.standard_normal(3), rng.uniform(0.5, 2, 3), rng.standard_normal(3), \
+        rng.standard_normal(3)
+    y, mean1, var1 = nn.batch_norm(x, mean0, var0, gamma, beta, training=True, momentum=0.2, eps=1e-3)
+    batch_mean, batch_var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    expected = ((x - batch_mean[:, None, None]) / np.sqrt(batch_var[:, None, None] + 1e-3)
+                * gamma[:, None, None] + beta[:, None, None])
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    count = 4 * 5 * 2
+    np.testing.assert_allclose(mean1, 0.8 * mean0 + 0.2 * batch_mean, rtol=1e-13)
+    np.testing.assert_allclose(var1, 0.8 * var0 + 0.2 * batch_var * count / (count - 1), rtol=1e-13)
+    inference = nn.batch_norm(x, mean1, var1, gamma, beta)
+    np.testing.assert_allclose(inference, (x - mean1[:, None, None]) / np.sqrt(var1[:, None, None] + 1e-5)
+                               * gamma[:, None, None] + beta[:, None, None], rtol=1e-12)
+    channels_last = nn.batch_norm(np.moveaxis(x, 1, -1), mean0, var0, gamma, beta, training=True, momentum=0.2,
+                                  eps=1e-3, axis=-1)
+    np.testing.assert_allclose(channels_last[0], np.moveaxis(expected, 1, -1), rtol=1e-12, atol=1e-12)
+    # the running statistics carry no derivative; y's gradient is the batch-norm formula's
+    grads = jitgrad.grad(lambda a: np.sum(nn.batch_norm(a, mean0, var0, gamma, beta, training=True)[0] ** 3))(x)
+    eps = 1e-6
+    direction = rng.standard_normal(x.shape)
+    f = lambda a: np.sum(nn.batch_norm(a, mean0, var0, gamma, beta, training=True)[0] ** 3)  # noqa: E731
+    numeric = (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
+    assert abs(np.sum(grads * direction) - numeric) < 1e-6 * max(1.0, abs(numeric))
+
+
+def test_layer_norm_and_group_norm():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 6, 3, 4))
+    w, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    mean, var = x.mean(axis=(2, 3), keepdims=True), x.var(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(nn.layer_norm(x, (3, 4), w, b), (x - mean) / np.sqrt(var + 1e-5) * w + b,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(nn.layer_norm(x), (x - x.mean(-1, keepdims=True)) / np.sqrt(
+        x.var(-1, keepdims=True) + 1e-5), rtol=1e-12, atol=1e-12)
+    gw, gb = rng.standard_normal(6), rng.standard_normal(6)
+    grouped = x.reshape(2, 3, -1)
+    expected = ((grouped - grouped.mean(-1, keepdims=True)) / np.sqrt(grouped.var(-1, keepdims=True) + 1e-5)
+                ).reshape(x.shape) * gw[:, None, None] + gb[:, None, None]
+    np.testing.assert_allclose(nn.group_norm(x, 3, gw, gb), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ShapeError, match="do not split into 4 groups"):
+        nn.group_norm(x, 4)
+    with pytest.raises(ShapeError, match="normalized_shape"):
+        nn.layer_norm(x, (4, 3))
+
+
+def test_dropout_scales_kept_elements_and_draws_fresh_masks_when_compiled():
+    x = np.ones((200, 100))
+    np.random.seed(1)
+    y = nn.dropout(x, 0.3)
+    kept = y != 0
+    assert 0.65 < kept.mean() < 0.75
+    np.testing.assert_allclose(y[kept], 1 / 0.7)
+    assert nn.dropout(x, 0.3, training=False) is x
+    compiled = jitgrad.jit(lambda a: nn.dropout(a, 0.5))
+    first, second = compiled(x), compiled(x)
+    assert 0.45 < (first != 0).mean() < 0.55 and not np.array_equal(first, second)
+    np.testing.assert_allclose(first[first != 0], 2.0)
+    grad = jitgrad.grad(lambda a: np.sum(nn.dropout(a, 0.5) * 3.0))(x)
+    assert set(np.unique(grad)) <= {0.0, 6.0} and 0.45 < (grad != 0).mean() < 0.55
+    with pytest.raises(ArgumentError, match="rate"):
+        nn.dropout(x, 1.0)
+
+
+def test_activations_against_their_formulas():
+    x = np.linspace(-7, 7, 281)
+    erf_reference = np.array([math.erf(v) for v in x])
+    assert np.max(np.abs(nn.erf(x) - erf_reference)) <= 4e-16
+    np.testing.assert_allclose(jitgrad.jit(nn.erf)(x), erf_reference, rtol=0, atol=4e-16)
+    np.testing.assert_allclose(jitgrad.grad(lambda a: np.sum(nn.erf(a)))(x), 2 / np.sqrt(np.pi) * np.exp(-x * x),
+                               rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(nn.gelu(x), [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x], rtol=1e-13,
+                               atol=1e-20)
+    np.testing.assert_allclose(nn.gelu(x, approximate="tanh"),
+                               0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))), rtol=1e-14)
+    np.testing.assert_allclose(nn.sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    np.testing.assert_allclose(nn.silu(x), x / (1 + np.exp(-x)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(nn.relu(x), np.where(x > 0, x, 0))
+    logits = np.random.default_rng(7).standard_normal((3, 5)) * 30
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    np.testing.assert_allclose(nn.softmax(logits), soft, rtol=1e-13)
+    top = logits.max(axis=0, keepdims=True)
+    np.testing.assert_allclose(nn.log_softmax(logits, axis=0),
+                               logits - top - np.log(np.sum(np.exp(logits - top), axis=0, keepdims=True)),
+                               rtol=1e-12)
+    with pytest.raises(ArgumentError, match="approximate"):
+        nn.gelu(x, approximate="fast")
+
+
+def test_cross_entropy_integer_labels_equal_one_hot_and_embedding():
+    rng = np.random.default_rng(8)
+    logits, labels = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+    expected = -np.mean(nn.log_softmax(logits)[np.arange(6), labels])
+    assert abs(nn.cross_entropy(logits, labels) - expected) < 1e-14
+    assert abs(nn.cross_entropy(logits, nn.one_hot(labels, 4)) - expected) < 1e-14
+    np.testing.assert_allclose(nn.cross_entropy(logits, labels, reduction="none").sum(),
+                               nn.cross_entropy(logits, labels, reduction="sum"), rtol=1e-14)
+    grad = jitgrad.grad(nn.cross_entropy)(logits, labels)
+    np.testing.assert_allclose(grad, (nn.softmax(logits) - nn.one_hot(labels, 4)) / 6, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ShapeError, match="neither integer classes"):
+        nn.cross_entropy(logits, np.ones((6, 3)))
+    table, ids = rng.standard_normal((5, 3)), np.array([[0, 4], [4, 2]])
+    np.testing.assert_array_equal(nn.embedding(ids, table), table[ids])
+    table_grad = jitgrad.grad(lambda t: np.sum(nn.embedding(ids, t) ** 2))(table)
+    expected_grad = np.zeros_like(table)
+    np.add.at(expected_grad, ids, 2 * table[ids])
+    np.testing.assert_allclose(table_grad, expected_grad, rtol=1e-14)
+
+
+def test_errors_name_the_problem():
+    x, w = np.ones((1, 4, 5, 5)), np.ones((2, 3, 3, 3))
+    with pytest.raises(ShapeError, match="feature group"):
+        nn.conv2d(x, w)
+    with pytest.raises(DTypeError, match="float32 and float64"):
+        nn.conv2d(x.astype(np.float16), np.ones((2, 4, 3, 3), np.float16))
+    with pytest.raises(ArgumentError, match="padding 'FULL'"):
+        nn.conv2d(x, np.ones((2, 4, 3, 3)), padding="FULL")
+    with pytest.raises(ShapeError, match="smaller than the window"):
+        nn.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ShapeError, match="feature group"):
+        jitgrad.jit(lambda a: nn.conv2d(a, w))(x)
+
+
+# --------------------------------------------------------------------------- the four APIs
+
+def _model(p, x, labels):
+    """A small network through most layer functions (dropout aside: it is random)."""
+    h = nn.conv2d(x, p["w1"], p["b1"], padding="SAME", stride=1)
+    h = nn.batch_norm(h, np.zeros(4), np.ones(4), p["gamma"], p["beta"], training=True)[0]
+    h = nn.max_pool2d(nn.gelu(h), 2)
+    h = nn.group_norm(nn.conv2d(h, p["w2"], padding=1, groups=2), 2)
+    h = nn.avg_pool2d(nn.silu(h), 2, padding=0)
+    h = nn.layer_norm(np.reshape(h, (h.shape[0], -1)))
+    return nn.cross_entropy(nn.sigmoid(h) @ p["w3"], labels)
+
+
+def _model_inputs():
+    rng = np.random.default_rng(9)
+    p = {"w1": rng.standard_normal((4, 2, 3, 3)) * 0.5, "b1": rng.standard_normal(4),
+         "gamma": rng.uniform(0.5, 1.5, 4), "beta": rng.standard_normal(4),
+         "w2": rng.standard_normal((4, 2, 3, 3)) * 0.5, "w3": rng.standard_normal((16, 3))}
+    return p, rng.standard_normal((3, 2, 8, 8)), rng.integers(0, 3, 3)
+
+
+def test_the_four_apis_give_the_same_values_and_gradients():
+    p, x, labels = _model_inputs()
+    names = sorted(p)
+    eager = _model(p, x, labels)
+    compiled_value, compiled = jitgrad.value_and_grad(_model)(p, x, labels)
+    assert abs(compiled_value - eager) < 1e-12
+
+    with jitgrad.GradientTape() as tape:
+        tracked = {k: tape.variable(p[k]) for k in names}
+        taped_value = _model(tracked, x, labels)
+    taped = tape.gradient(taped_value, [tracked[k] for k in names])
+
+    g = jitgrad.Graph()
+    xs, ys = g.placeholder("x", (None, 2, 8, 8), np.float64), g.placeholder("y", (None,), np.int64)
+    variables = {k: g.variable(k, p[k]) for k in names}
+    loss = g.apply(_model, variables, xs, ys)
+    graph_value, *graphed = g.run([loss, *g.gradients(loss, [variables[k] for k in names])], {xs: x, ys: labels})
+    assert abs(taped_value.numpy() - eager) < 1e-12 and abs(graph_value - eager) < 1e-12
+
+    rng = np.random.default_rng(10)
+    directions = {k: rng.standard_normal(p[k].shape) for k in names}
+    dual = _model({k: jitgrad.DualTensor(p[k], directions[k]) for k in names}, x, labels)
+    directional = sum(np.sum(compiled[k] * directions[k]) for k in names)
+    assert abs(dual.tangent - directional) < 1e-10 * max(1.0, abs(directional))
+    for k, t, gr in zip(names, taped, graphed, strict=True):
+        np.testing.assert_allclose(t, compiled[k], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(gr, compiled[k], rtol=1e-10, atol=1e-13)
+
+
+def test_graph_methods_and_tensor_methods():
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    g = jitgrad.Graph()
+    xs, ws = g.placeholder("x", (None, 3, 6, 6), np.float64), g.variable("w", w)
+    y = g.batch_norm(g.max_pool2d(g.relu(g.conv2d(xs, ws, padding=1)), 2), np.zeros(4), np.ones(4))
+    loss = g.cross_entropy(np.reshape(y, (2, -1)), np.array([1, 0]))
+    (dw,) = g.gradients(loss, [ws])
+    expected = lambda v: nn.cross_entropy(np.reshape(nn.batch_norm(nn.max_pool2d(nn.relu(nn.conv2d(  # noqa: E731
+        x, v, padding=1)), 2), np.zeros(4), np.ones(4)), (2, -1)), np.array([1, 0]))
+    value, grad = g.run([loss, dw], {xs: x})
+    assert abs(value - expected(w)) < 1e-12
+    np.testing.assert_allclose(grad, jitgrad.grad(expected)(w), rtol=1e-11)
+    assert nn.conv2d(xs, ws).graph is g
+    d = jitgrad.DualTensor(x, np.ones_like(x))
+    out = d.conv2d(w).max_pool2d(2)
+    np.testing.assert_allclose(out.value, nn.max_pool2d(nn.conv2d(x, w), 2), rtol=1e-13)
