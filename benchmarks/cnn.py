@@ -153,7 +153,7 @@ def torch_step():
         with torch.no_grad():
             for k in NAMES:
                 tp[k] -= LEARNING_RATE * tp[k].grad
-        return float(loss), {k: tp[k].grad.numpy() for k in NAMES}
+        return float(loss.detach()), {k: tp[k].grad.numpy() for k in NAMES}
     return step
 
 
@@ -206,7 +206,7 @@ def resnet_conv_cases(rng):
             ta, tb = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
             loss = torch.sum(F.conv2d(ta, tb, padding=1) ** 2)
             loss.backward()
-            return float(loss), (ta.grad.numpy(), tb.grad.numpy())
+            return float(loss.detach()), (ta.grad.numpy(), tb.grad.numpy())
         cases["pytorch"] = torch_conv
     except ImportError:
         pass
