@@ -231,11 +231,15 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=None):
     return _pinv(a, rcond)
 
 
+def _per_matrix_scalar(x) -> Value:
+    """NumPy's `asarray(x)[..., newaxis]` for a tolerance given per matrix (or one for all)."""
+    x = api.as_value(x)
+    return P.reshape(x, x.type.shape + (1,))
+
+
 def _pinv(a: Value, rcond) -> Value:
     u, s, vt = L.svd(a, full_matrices=False)
-    cutoff = api.UFUNCS[np.multiply](api.as_value(rcond, s.type.dtype) if isinstance(rcond, Value) else
-                                     P.constant(np.asarray(rcond), s.type.dtype),
-                                     api.amax(s, axis=-1, keepdims=True))
+    cutoff = api.UFUNCS[np.multiply](_per_matrix_scalar(rcond), api.amax(s, axis=-1, keepdims=True))
     large = api.UFUNCS[np.greater](s, cutoff)
     s_inv = P.select(large, P.div(P.full(1, s.type), P.select(large, s, P.full(1, s.type))), P.full(0, s.type))
     nd = s_inv.type.ndim
@@ -254,11 +258,13 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
         return P.reduce_max(P.convert(nonzero, DType.i64), tuple(range(A.type.ndim)))
     s = L.svd(A, vectors=False)
     if tol is None:
-        rtol = max(A.type.shape[-2:]) * float(np.finfo(s.type.dtype.numpy).eps) if rtol is None else rtol
-        tol = P.mul(api.amax(s, axis=-1, keepdims=True), P.full(rtol, s.type.with_shape(s.type.shape[:-1] + (1,))))
+        if rtol is None:
+            rtol = max(A.type.shape[-2:]) * float(np.finfo(s.type.dtype.numpy).eps)
+        else:
+            rtol = _per_matrix_scalar(rtol)
+        tol = api.UFUNCS[np.multiply](api.amax(s, axis=-1, keepdims=True), rtol)
     else:
-        tol = api.as_value(tol)
-        tol = P.reshape(tol, tol.type.shape + (1,))
+        tol = _per_matrix_scalar(tol)
     above = api.UFUNCS[np.greater](s, tol)
     return P.reduce_sum(P.convert(above, DType.i64), (s.type.ndim - 1,))
 
