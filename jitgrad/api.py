@@ -34,6 +34,7 @@ from jitgrad.tracing.implicit import value_key
 from jitgrad.tracing.tracer import abstract_leaf
 from .config import COMPILE_SETTINGS, config
 from .pipeline import Lowered, compile_signature
+from .callback import has_callbacks, raise_pending
 from .custom import eager_apply
 from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian_transform, jvp_transform,
                       normalize_args, trace_transform, vjp_transform)
@@ -142,13 +143,16 @@ class Compiled:
         lowered, implicit_arrays = self._entry(key, args)
         with self._lock:
             calls = self._calls[id(lowered)] = self._calls.get(id(lowered), 0) + 1
-            install = calls == FAST_PATH_AFTER_CALLS and not self.static_argnums and self._holds(key, lowered)
+            install = (calls == FAST_PATH_AFTER_CALLS and not self.static_argnums and self._holds(key, lowered)
+                       and not has_callbacks(lowered.function))   # a callback's error is raised on this path
         if install:
             fast = self._native_path(lowered, len(args))
             with self._lock:
                 if self._holds(key, lowered):  # still cached: its code stays alive with the fast path
                     self._fast_lowered, self._fast = lowered, fast
-        return lowered.run(leaves, implicit_arrays)
+        result = lowered.run(leaves, implicit_arrays)
+        raise_pending()              # what a pure_callback's function raised during the run
+        return result
 
     def _native_path(self, lowered: Lowered, n_args: int):
         """The native call function for `lowered`; where the function reads closure or
