@@ -17,8 +17,10 @@ rank's buffer to rank r, which adds the p chunks in rank order 0, 1, ..., p-1, a
 `Iallgather` hands the reduced chunks to everyone. Every element is therefore summed by
 one rank in one fixed order, and every rank receives those same bits: the result does not
 depend on message arrival, on the MPI library's choice of algorithm, or on which rank
-asks. (MPI's own `Allreduce` promises the same result on every rank only as a
-recommendation, and its order changes with the algorithm it picks for a message size.)
+asks. (The MPI standard requires an `Allreduce` to give every rank identical results,
+but the order of the sum — hence the bits — is the algorithm's, which the library picks
+by message size and rank count; and implementations have shipped algorithms that broke
+even the identical-results rule for floating point.)
 The traffic is that of a ring or Rabenseifner allreduce: 2 (p - 1) / p of the payload.
 
 Buckets are pipelined: bucket k's all-to-all is started as soon as it is packed, so
