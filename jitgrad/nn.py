@@ -33,7 +33,7 @@ from jitgrad.primitives import convolution as C
 from jitgrad.tracing.tracer import Tracer, apply
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "conv_transpose2d", "conv_general_dilated", "max_pool2d",
-           "avg_pool2d", "max_pool", "avg_pool", "batch_norm", "layer_norm", "group_norm", "dropout", "relu",
+           "avg_pool2d", "max_pool", "avg_pool", "reduce_window", "batch_norm", "layer_norm", "group_norm", "dropout", "relu",
            "gelu", "silu", "sigmoid", "softmax", "log_softmax", "cross_entropy", "one_hot", "embedding", "erf",
            "resolve_padding"]
 
@@ -51,10 +51,11 @@ def defer_calls_on(cls: type, defer: Callable) -> None:
 
 
 def _deferring(args):
-    """The first argument (in lists and tuples too) of a deferring type, or None."""
+    """(first argument of a deferring type, in lists and tuples too; its `defer`), or None."""
     for a in args:
-        if type(a) in DEFERRING_TYPES or isinstance(a, tuple(DEFERRING_TYPES)):
-            return a
+        for cls, defer in DEFERRING_TYPES.items():
+            if isinstance(a, cls):
+                return a, defer
         if type(a) in (list, tuple):
             found = _deferring(a)
             if found is not None:
@@ -69,7 +70,8 @@ def _layer(fn: Callable) -> Callable:
         if DEFERRING_TYPES:
             deferred = _deferring((*args, *kwargs.values()))
             if deferred is not None:
-                return DEFERRING_TYPES[type(deferred)](deferred, fn, args, kwargs)
+                array, defer = deferred
+                return defer(array, fn, args, kwargs)
         return fn(*args, **kwargs)
     return call
 
@@ -186,8 +188,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     spatial...; rhs: out feature, in feature, spatial...; out: batch, feature, spatial...)."""
     deferred = _deferring((lhs, rhs)) if DEFERRING_TYPES else None
     if deferred is not None:
-        return DEFERRING_TYPES[type(deferred)](deferred, conv_general_dilated, (lhs, rhs, window_strides, padding,
-                                               lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count), {})
+        array, defer = deferred
+        return defer(array, conv_general_dilated, (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                                   dimension_numbers, feature_group_count), {})
     ndim = len(np.shape(lhs)) if not hasattr(lhs, "ndim") else lhs.ndim
     n = ndim - 2
     specs = tuple(tuple(int(a) for a in s) for s in (dimension_numbers or [tuple(range(ndim))] * 3))
@@ -282,6 +285,19 @@ def _window(x, kernel_size, stride, padding, layout: str, n: int):
     for k, a in enumerate(first[2:]):
         dims[a], steps[a], full_pads[a] = kernel[k], strides[k], pads[k]
     return tuple(dims), tuple(steps), tuple(full_pads)
+
+
+@_layer
+def reduce_window(x, computation: str, window_dimensions, window_strides=None, padding="VALID"):
+    """JAX's `lax.reduce_window` for "max" (padding counts as -inf) and "sum" over every
+    axis of x: window_dimensions and window_strides (default 1) have one entry per axis;
+    padding is "VALID", "SAME" or (lo, hi) pairs, each smaller than its window."""
+    if computation not in ("max", "sum"):
+        raise ArgumentError(f"reduce_window computation {computation!r}: use 'max' or 'sum'")
+    dims = _tuple(window_dimensions, x.ndim, "window_dimensions")
+    strides = _tuple(1 if window_strides is None else window_strides, x.ndim, "window_strides")
+    pads = resolve_padding(padding, tuple(x.shape), dims, strides, (1,) * x.ndim)
+    return _call(f"reduce_window_{computation}", x, window_dimensions=dims, window_strides=strides, padding=pads)
 
 
 @_layer

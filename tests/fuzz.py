@@ -338,6 +338,26 @@ SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-1] * np.eye({0}.shape[-1]))"
 SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-1]) * 16"
 
 
+def _window(rng, xs):
+    """Window, strides and (lo, hi) padding smaller than the window, one per axis."""
+    shape = np.shape(xs[0])
+    window = tuple(int(rng.integers(1, min(n, 3) + 1)) if n else 1 for n in shape)
+    return {"window": window, "strides": tuple(int(rng.integers(1, 3)) for _ in shape),
+            "padding": tuple((int(rng.integers(0, w)), int(rng.integers(0, w))) for w in window)}
+
+
+def _conv(rng, xs):
+    """A kernel over every axis of the operand (as batch 1, feature 1), with strides,
+    padding (negative crops), input and kernel dilation."""
+    shape = np.shape(xs[0])
+    window = tuple(int(rng.integers(1, min(n, 3) + 1)) if n else 1 for n in shape)
+    return {"window": window, "taps": int(np.prod(window)),
+            "strides": tuple(int(rng.integers(1, 3)) for _ in shape),
+            "padding": tuple((int(rng.integers(-1, 3)), int(rng.integers(-1, 3))) for _ in shape),
+            "lhs_dilation": tuple(int(rng.integers(1, 3)) for _ in shape),
+            "rhs_dilation": tuple(int(rng.integers(1, 3)) for _ in shape)}
+
+
 OPS: list[Op] = [
     # ---- arithmetic operators and ufuncs (elementwise; broadcasting)
     Op("add", "{0} + {1}", 2, in_tables(np.add)),
@@ -543,6 +563,15 @@ OPS: list[Op] = [
     Op("convolve", "np.convolve({0}, {1}, mode={mode!r})", 2, in_tables(np.convolve), SUM, weight=0.3,
        params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]}),
     Op("correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, weight=0.3),
+    # jitgrad.nn's window primitives (NumPy's answer: the same call on arrays, their NumPy references)
+    Op("nn.reduce_window_max", "__import__('jitgrad').nn.reduce_window({0}, 'max', {window}, {strides}, {padding})",
+       1, always, params=_window, smooth=False, kinds="f", weight=0.3),
+    Op("nn.reduce_window_sum", "__import__('jitgrad').nn.reduce_window({0}, 'sum', {window}, {strides}, {padding})",
+       1, always, SUM, params=_window, kinds="f", weight=0.3),
+    Op("nn.conv_general_dilated",
+       "__import__('jitgrad').nn.conv_general_dilated({0}[None, None], np.linspace(-1, 1, {taps}).reshape("
+       "(1, 1) + {window}).astype({0}.dtype), {strides}, {padding}, {lhs_dilation}, {rhs_dilation})[0, 0]",
+       1, always, SUM, params=_conv, kinds="f", weight=0.3),
     Op("gradient", "np.gradient({0}, axis={axis})", 1, in_tables(np.gradient), weight=0.3,
        params=lambda r, xs: _axis(r, xs, False, False)),
     Op("array_split", "np.array_split({0}, 2, axis={axis})[0]", 1, in_tables(np.array_split), weight=0.3,

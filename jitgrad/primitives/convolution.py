@@ -413,6 +413,11 @@ def _window_attrs(window_dimensions, window_strides, padding):
                 padding=tuple((int(lo), int(hi)) for lo, hi in padding))
 
 
+def _np_pad(x: np.ndarray, padding, fill=0.0) -> np.ndarray:
+    """np.pad with (lo, hi) pairs, also for 0-d arrays (which np.pad refuses)."""
+    return np.pad(x, padding, constant_values=fill) if x.ndim else x.copy()
+
+
 def _np_taps(padded: np.ndarray, window_dimensions, window_strides, out_shape):
     """(tap, strided view of `padded` holding that tap of every window), row-major taps."""
     for tap in itertools.product(*(range(w) for w in window_dimensions)):
@@ -430,7 +435,7 @@ def _sum_impl(x, *, window_dimensions, window_strides, padding):
     out_shape = _sum_infer(TensorType(x.shape, DType.from_numpy(x.dtype)), window_dimensions=window_dimensions,
                            window_strides=window_strides, padding=padding)[0].shape
     acc = np.zeros(out_shape, x.dtype)
-    for _, view in _np_taps(np.pad(x, padding), window_dimensions, window_strides, out_shape):
+    for _, view in _np_taps(_np_pad(x, padding), window_dimensions, window_strides, out_shape):
         acc += view
     return acc
 
@@ -479,7 +484,7 @@ def _max_impl(x, *, window_dimensions, window_strides, padding):
     out_shape = _max_infer(TensorType(x.shape, DType.from_numpy(x.dtype)), window_dimensions=window_dimensions,
                            window_strides=window_strides, padding=padding)[0].shape
     acc = np.full(out_shape, -np.inf, x.dtype)
-    for _, view in _np_taps(np.pad(x, padding, constant_values=-np.inf), window_dimensions, window_strides,
+    for _, view in _np_taps(_np_pad(x, padding, -np.inf), window_dimensions, window_strides,
                             out_shape):
         acc = np.maximum(acc, view)
     return acc
@@ -523,7 +528,7 @@ reduce_window_max_p.jvp = _max_jvp
 def _np_selection(x, window_dimensions, window_strides, padding, out_shape):
     """Index (row-major tap number) of each window's selected element: its first
     maximum, a NaN counting as the largest value (the first NaN wins)."""
-    padded = np.pad(x, padding, constant_values=-np.inf)
+    padded = _np_pad(x, padding, -np.inf)
     best = np.full(out_shape, -np.inf, x.dtype)
     chosen = np.zeros(out_shape, np.int64)
     for k, (_, view) in enumerate(_np_taps(padded, window_dimensions, window_strides, out_shape)):
@@ -546,7 +551,7 @@ def _gather_impl(t, x, *, window_dimensions, window_strides, padding):
                               padding=padding)[0].shape
     chosen = _np_selection(x, window_dimensions, window_strides, padding, out_shape)
     out = np.zeros(out_shape, t.dtype)
-    for k, (_, view) in enumerate(_np_taps(np.pad(t, padding), window_dimensions, window_strides, out_shape)):
+    for k, (_, view) in enumerate(_np_taps(_np_pad(t, padding), window_dimensions, window_strides, out_shape)):
         out = np.where(chosen == k, view, out)
     return out
 

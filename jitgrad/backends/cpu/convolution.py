@@ -148,7 +148,7 @@ def _window_taps(ec, op, x: Value, pos, body) -> None:
             d = ctx.select(inside, d, ctx.index_const(0))
             valid = inside if valid is None else ctx.and_(valid, inside)
             offset = ctx.index_add(offset, ctx.index_mul(d, ctx.index_const(x_strides[k])))
-        body(valid, offset)
+        body(ctx.const_of(True, DType.bool) if valid is None else valid, offset)
 
 
 def _selection(ec, op, x: Value, pos):
