@@ -51,7 +51,7 @@ class Config:
         changed = name in COMPILE_SETTINGS and getattr(self, name, value) != value
         object.__setattr__(self, name, value)
         if changed:
-            for listener in self._on_compile_settings_change:
+            for listener in getattr(self, "_on_compile_settings_change", ()):
                 listener()
 
     def compile_settings(self) -> tuple:
