@@ -490,3 +490,12 @@ def test_the_second_backend_shows_its_listing_and_runs_fused_loops():
     assert any(kernel.fused for kernel in lowered.executable.schedule.kernels)
     value, grad = lowered.run([args[0]])
     np.testing.assert_allclose(value, _w1(args[0]), rtol=1e-12)
+
+
+def test_both_scalar_contexts_implement_the_whole_protocol():
+    from jitgrad.backends.cpu.scalar import CPUScalarContext
+    from jitgrad.backends.kernel import ScalarContext
+    operations = [n for n, v in vars(ScalarContext).items() if callable(v) and not n.startswith("_")]
+    assert {"add", "math", "convert", "load", "store", "loop", "if_then", "index_div"} <= set(operations)
+    for context in (CPUScalarContext, PythonScalarContext):
+        assert [n for n in operations if not callable(getattr(context, n, None))] == [], context.__name__
