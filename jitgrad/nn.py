@@ -28,8 +28,9 @@ import numpy as np
 from jitgrad.api import stop_gradient
 from jitgrad.custom import custom_jvp
 from jitgrad.errors import ArgumentError, DTypeError, ShapeError
-from jitgrad.ir import DType
+from jitgrad.ir import DType, Value
 from jitgrad.primitives import convolution as C
+from jitgrad.tracing.numpy_api import as_value
 from jitgrad.tracing.tracer import Tracer, apply
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "conv_transpose2d", "conv_general_dilated", "max_pool2d",
@@ -113,17 +114,15 @@ class _PrimitiveCall:
                 return eager(self, operands)
         dtype = _float_dtype(self.name, *operands)
         arrays = [np.asarray(x, dtype) for x in operands]
-        return C.__dict__[self.name + "_p"].impl(*arrays, **dict(self.attrs))
+        return getattr(C, self.name + "_p").impl(*arrays, **dict(self.attrs))
 
     def _emit(self, *operands):
-        from jitgrad.tracing.numpy_api import as_value
         dtype = DType.from_numpy(_float_dtype(self.name, *[_value_dtype(x) for x in operands]))
         values = [as_value(x, dtype) for x in operands]
         return getattr(C, self.name)(*values, **dict(self.attrs))
 
 
 def _value_dtype(x):
-    from jitgrad.ir import Value
     if isinstance(x, Value):
         return np.zeros((), x.type.dtype.numpy)
     return np.asarray(x)
@@ -191,7 +190,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         array, defer = deferred
         return defer(array, conv_general_dilated, (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                                    dimension_numbers, feature_group_count), {})
-    ndim = len(np.shape(lhs)) if not hasattr(lhs, "ndim") else lhs.ndim
+    ndim = lhs.ndim if hasattr(lhs, "ndim") else np.ndim(lhs)
     n = ndim - 2
     specs = tuple(tuple(int(a) for a in s) for s in (dimension_numbers or [tuple(range(ndim))] * 3))
     lhs_dilation = _tuple(lhs_dilation or 1, n, "lhs_dilation")
@@ -234,7 +233,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1,
 
 def _conv_nd(n: int, name: str):
     def conv_n(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, layout: str = "NCHW"):
-        if np.ndim(x) != n + 2 if not hasattr(x, "ndim") else x.ndim != n + 2:
+        if x.ndim != n + 2:
             raise ShapeError(f"{name} takes a {n + 2}-d input (batch, channels and {n} spatial axes), got "
                              f"{x.ndim} axes")
         return conv(x, weight, bias, stride, padding, dilation, groups, layout)

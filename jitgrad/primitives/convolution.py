@@ -43,7 +43,10 @@ import numpy as np
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
 from .base import Primitive, Zero, defbilinear, defjvp, deflinear, deftranspose, instantiate
+from .elementwise import add, gt, logical_and, logical_not, logical_or, ne, select
 from .kernel_kind import KernelKind
+from .linalg import dot_general
+from .structural import concatenate, full, pad, reshape, rev, static_slice, transpose
 
 ALL_NAMES = ("conv_general_dilated", "reduce_window_sum", "reduce_window_max", "select_and_gather_add",
              "select_and_scatter_add")
@@ -253,7 +256,6 @@ def _vjp_rhs_padding(in_shape, window, strides, out_shape, padding, lhs_dilation
 
 def _split_axis(x, axis: int, parts: int):
     """x with axis `axis` split into (parts, size // parts), the parts major."""
-    from .structural import reshape
     shape = list(x.type.shape)
     shape[axis:axis + 1] = [parts, shape[axis] // parts]
     return reshape(x, tuple(shape))
@@ -261,7 +263,6 @@ def _split_axis(x, axis: int, parts: int):
 
 def _merge_axis_into(x, src: int, dst: int):
     """Axis `src` merged into axis `dst` (numbered without src), src major."""
-    from .structural import reshape, transpose
     perm = [a for a in range(x.type.ndim) if a != src]
     perm.insert(dst, src)
     moved = transpose(x, tuple(perm))
@@ -272,7 +273,6 @@ def _merge_axis_into(x, src: int, dst: int):
 
 def _conv_transpose_lhs(ct, lhs_type, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
                         dimension_numbers, feature_group_count):
-    from .structural import rev
     lhs_spec, rhs_spec, out_spec = dimension_numbers
     if feature_group_count > 1:
         rhs = _merge_axis_into(_split_axis(rhs, rhs_spec[0], feature_group_count), rhs_spec[0], rhs_spec[1])
@@ -289,7 +289,6 @@ def _conv_transpose_rhs(ct, lhs, rhs_type, *, window_strides, padding, lhs_dilat
                         dimension_numbers, feature_group_count):
     """One convolution of the input with the cotangent per feature group (the group's
     input features and output features), concatenated along the kernel's output axis."""
-    from .structural import concatenate, static_slice
     lhs_spec, rhs_spec, out_spec = dimension_numbers
     window = [rhs_type.shape[a] for a in rhs_spec[2:]]
     pads = _vjp_rhs_padding([lhs.type.shape[a] for a in lhs_spec[2:]], window, window_strides,
@@ -299,8 +298,8 @@ def _conv_transpose_rhs(ct, lhs, rhs_type, *, window_strides, padding, lhs_dilat
     for g in range(groups):
         lhs_g, ct_g = lhs, ct
         if groups > 1:
-            lhs_g = _axis_part(lhs, lhs_spec[1], g, groups, static_slice)
-            ct_g = _axis_part(ct, out_spec[1], g, groups, static_slice)
+            lhs_g = _axis_part(lhs, lhs_spec[1], g, groups)
+            ct_g = _axis_part(ct, out_spec[1], g, groups)
         parts.append(conv_general_dilated(lhs_g, ct_g, window_strides=rhs_dilation, padding=pads,
                                           lhs_dilation=lhs_dilation, rhs_dilation=window_strides,
                                           dimension_numbers=(_spec_transpose(lhs_spec), _spec_transpose(out_spec),
@@ -309,7 +308,7 @@ def _conv_transpose_rhs(ct, lhs, rhs_type, *, window_strides, padding, lhs_dilat
     return parts[0] if groups == 1 else concatenate(parts, rhs_spec[0])
 
 
-def _axis_part(x, axis: int, part: int, parts: int, static_slice):
+def _axis_part(x, axis: int, part: int, parts: int):
     size = x.type.shape[axis] // parts
     start = [0] * x.type.ndim
     limit = list(x.type.shape)
@@ -328,8 +327,6 @@ def _conv_decomposed(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dil
     """im2col: one strided slice of the dilated, padded input per kernel tap, the slices
     concatenated into a (batch, groups, in features x taps, positions) patch matrix, and one
     dot_general with the kernel; then the output layout."""
-    from .linalg import dot_general
-    from .structural import concatenate, reshape, transpose
     lhs_spec, rhs_spec, out_spec = dimension_numbers
     n = lhs.type.ndim - 2
     x = _dilate_pad(transpose(lhs, lhs_spec), lhs_dilation, padding)
@@ -361,7 +358,6 @@ def _conv_decomposed(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dil
 
 def _tap_slice(x, lead: int, tap, dilation, out_spatial, strides):
     """x[..., t*d : t*d + (m-1)*s + 1 : s] on each spatial axis: one kernel tap's inputs."""
-    from .structural import static_slice
     start = [0] * lead + [t * d for t, d in zip(tap, dilation, strict=True)]
     limit = list(x.type.shape[:lead]) + [t * d + (m - 1) * s + 1 if m else t * d
                                          for t, d, m, s in zip(tap, dilation, out_spatial, strides, strict=True)]
@@ -372,8 +368,6 @@ def _dilate_pad(x, dilation, padding, fill=None):
     """x with dilation-1 zeros between elements and (lo, hi) padding on its trailing
     spatial axes; negative padding crops. `fill` (a Python float) replaces the inserted
     and padded zeros (reduce_window_max pads with -inf)."""
-    from .elementwise import select
-    from .structural import full, pad, static_slice
     lead = x.type.ndim - len(dilation)
     low = (0,) * lead + tuple(max(lo, 0) for lo, _ in padding)
     high = (0,) * lead + tuple(max(hi, 0) for _, hi in padding)
@@ -454,7 +448,6 @@ def reduce_window_sum(x, window_dimensions, window_strides, padding):
 
 
 def _sum_decomposed(x, out_type, *, window_dimensions, window_strides, padding):
-    from .elementwise import add
     padded = _dilate_pad(x, (1,) * x.type.ndim, padding)
     acc = None
     for tap in itertools.product(*(range(w) for w in window_dimensions)):
@@ -464,7 +457,6 @@ def _sum_decomposed(x, out_type, *, window_dimensions, window_strides, padding):
 
 
 def _sum_transpose(ct, x, *, window_dimensions, window_strides, padding):
-    from .structural import pad
     pads = _vjp_lhs_padding(x.type.shape, window_dimensions, window_strides, ct.type.shape, padding,
                             (1,) * x.type.ndim, (1,) * x.type.ndim)
     spread = pad(ct, tuple(lo for lo, _ in pads), tuple(hi for _, hi in pads), tuple(s - 1 for s in window_strides))
@@ -603,7 +595,6 @@ def select_and_scatter_add(c, x, window_dimensions, window_strides, padding):
 
 def _selection_masks(x, out_type, **attrs):
     """Per tap, a boolean array over the windows: is this tap the selected element."""
-    from .elementwise import logical_and, logical_not, logical_or, ne, gt, select
     views = list(_window_views(x, out_type, -np.inf, **attrs))
     best, takes = views[0], []
     for view in views[1:]:
@@ -624,7 +615,6 @@ def _selection_masks(x, out_type, **attrs):
 
 
 def _gather_decomposed(t, masks, out_type, fill=None, **attrs):
-    from .elementwise import select
     out = None
     for mask, view in zip(masks, _window_views(t, out_type, fill, **attrs), strict=True):
         out = view if out is None or mask is None else select(mask, view, out)
@@ -632,8 +622,6 @@ def _gather_decomposed(t, masks, out_type, fill=None, **attrs):
 
 
 def _scatter_decomposed(c, x_type, masks, *, window_dimensions, window_strides, padding):
-    from .elementwise import add, select
-    from .structural import full, pad, static_slice
     padded_shape = tuple(n + lo + hi for n, (lo, hi) in zip(x_type.shape, padding, strict=True))
     zero = full(0, c.type)
     acc = None
