@@ -1,13 +1,13 @@
 """Passes as small named IR -> IR units, and the manager that runs a flat list of them.
 
-A pass is a frozen dataclass with a `name` (its fields are its options, as in xDSL);
+A pass is a frozen dataclass with a `name` (its fields are its options);
 `run` returns a NEW function and leaves its input untouched, so the function after every
 stage stays valid and printable. The manager records each stage (function + wall time)
 for the CLI's print-after and time-passes, and can run the verifier around every pass so
 a broken pass is named the moment it breaks the IR, not three passes later.
 
 `rewrite_function` runs one callback on the region-recursive driver of
-`jitgrad.ir.rewrite` (JAX's env/read/write loop): walk the ops in order, nested regions
+`jitgrad.ir.rewrite` (an env with read/write): walk the ops in order, nested regions
 included, map operands through an env, and either copy each op or let the callback
 replace its results.
 """

@@ -15,8 +15,7 @@
 
 The result, `f_vjp(*primals, *output_cotangents) -> (*outputs, *input_cotangents)`, is
 ordinary IR: the pipeline optimizes it, the CLI prints it, and differentiating it again
-gives higher-order derivatives. This is JAX's linearize + partial-eval + transpose design
-on an SSA IR.
+gives higher-order derivatives.
 """
 from __future__ import annotations
 
