@@ -398,3 +398,17 @@ def test_transpose_returns_cotangents_in_the_order_of_linear_args():
         grads = dict(zip(order, evaluate(t, [p0, ct]), strict=True))
         np.testing.assert_allclose(grads[1], p0 * ct, rtol=1e-15)
         np.testing.assert_allclose(grads[2], ct, rtol=1e-15)
+
+
+def test_live_ops_rule_table_decides_per_op_which_operands_are_needed():
+    """A DCE rule `(op, used results) -> (keep, used operands)`, as a rule table entry,
+    overrides the default for its op, inside regions as elsewhere."""
+    fn = build(lambda a, b, x: [add(b, x)])
+    [op] = pair_ops(fn)
+    body = op.regions[0].block
+    default = live_ops(fn.body)
+    assert {o.name for o in body.ops if o in default} >= {"exp", "sin", "mul", "add", "yield"}
+    first_only = live_ops(fn.body, rules={"add": lambda op, used: (any(used), [True, False])})
+    kept_in_body = [o.name for o in body.ops if o in first_only]
+    assert "exp" in kept_in_body and "cos" not in kept_in_body
+    assert kept_in_body.count("sin") == 1          # the one feeding u still counts: u is yielded
