@@ -106,6 +106,8 @@ LAPACK_SPEC_ROWS = [
      lambda a: _svd_ref(a, True)),
     ("svd", "values", [f64(3, 5)], lambda a: L.svd_p.bind(a, full_matrices=False, vectors=False),
      lambda a: np.linalg.svd(a, compute_uv=False)),
+    ("pinv", "tall", [f64(4, 3)], lambda a: L.pinv(a, rcond=1e-15), np.linalg.pinv),
+    ("pinv", "wide-batched", [f64(2, 2, 3)], lambda a: L.pinv(a, rcond=1e-15), np.linalg.pinv),
     ("qr", "tall", [f64(4, 3)], lambda a: L.qr_p.bind(a, complete=False), lambda a: _qr_ref(a, False)),
     ("qr", "square-complete-batched", [f64(2, 3, 3)], lambda a: L.qr_p.bind(a, complete=True),
      lambda a: _qr_ref(a, True)),
@@ -138,7 +140,7 @@ def test_compiled_primitive_matches_interpreter(row, dtype):
         np.testing.assert_allclose(g, e, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("index", [0, 3, 6, 9, 13])
+@pytest.mark.parametrize("index", [0, 3, 6, 9, 13, 15])
 def test_compiled_first_derivatives(index):
     """Forward and reverse mode on compiled code (the kernels run inside the derivatives)."""
     name, _, types, body, _ = LAPACK_SPEC_ROWS[index]
@@ -460,3 +462,15 @@ def test_ir_text_round_trip_of_the_gradient():
     args = [W3, np.array(1.0)]
     for got, expected in zip(evaluate(parsed, args), evaluate(fn, args), strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_pinv_and_lstsq_gradients_are_finite_at_repeated_singular_values():
+    """pinv's derivative (Golub-Pereyra) never divides by singular-value gaps: an
+    orthonormal design has every singular value 1."""
+    q = np.linalg.qr(RNG.standard_normal((5, 3)))[0]
+    y = RNG.standard_normal(5)
+    for f, args in ((lambda a: np.sum(np.linalg.pinv(a) * TALL.T), (q,)),
+                    (lambda a, b: np.sum(np.linalg.lstsq(a, b)[0] ** 3), (q, y))):
+        grads = jitgrad.grad(f, argnums=list(range(len(args))))(*args)
+        for i, g in enumerate(grads):
+            np.testing.assert_allclose(g, _numerical_grad(f, list(args), i), rtol=2e-6, atol=2e-7)

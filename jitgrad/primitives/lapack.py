@@ -1,5 +1,5 @@
 """Dense factorizations and solves on LAPACK: cholesky, triangular_solve, solve, slogdet,
-eigh, svd and qr, each batched over leading axes (the last two are the matrix).
+eigh, svd, qr and pinv, each batched over leading axes (the last two are the matrix).
 
 Several results in one op are packed into one array, so every primitive keeps the
 one-result interface of the rule machinery and LAPACK runs once per matrix:
@@ -16,7 +16,8 @@ the usual linearize + transpose:
   - cholesky: Murray 2016, dL = L Phi(L^-1 dA L^-T);
   - eigh: Giles 2008 section 3.1, dw = diag(V^T dA V), dV = V (F o V^T dA V);
   - svd: Townsend 2016 (JAX's svd_jvp_rule), reduced factors only;
-  - qr: Walter and Lehmann / Seeger et al. 2017 (JAX's qr_jvp_rule), m >= n.
+  - qr: Walter and Lehmann / Seeger et al. 2017 (JAX's qr_jvp_rule), m >= n;
+  - pinv: Golub and Pereyra 1973, in terms of the pseudo-inverse itself.
 Where the input only reads one triangle (cholesky, eigh: the lower one, as NumPy), the
 derivative is that of the function actually computed: a change in the unread triangle
 changes nothing. Eigenvector and singular vector derivatives divide by eigenvalue
@@ -190,6 +191,10 @@ def _tril(x, k=0):
 
 def _triu(x, k=0):
     return _masked(x, 1 - np.tri(*x.type.shape[-2:], k - 1))
+
+
+def _identity(batch, n: int, dtype: DType):
+    return S.broadcast_in_dim(S.constant(np.eye(n), dtype), batch + (n, n), (len(batch), len(batch) + 1))
 
 
 def _diagonal(x):
@@ -538,3 +543,44 @@ def _qr_jvp(primals, tangents, *, complete):
 
 
 qr_p.jvp = _qr_jvp
+
+
+# --------------------------------------------------------------------------- pinv
+
+def _pinv_infer(a, *, rcond):
+    _check_matrix("pinv", a, square=False)
+    return [TensorType(a.shape[:-2] + (a.shape[-1], a.shape[-2]), a.dtype)]
+
+
+def _pinv_impl(a, *, rcond):
+    m, n = a.shape[-2:]
+    return _per_matrix(a, lambda x: np.linalg.pinv(x, rcond=rcond), (n, m))
+
+
+pinv_p = Primitive("pinv", _pinv_infer, _pinv_impl,
+                   doc="Moore-Penrose pseudo-inverse from the SVD (gesdd + gemm), singular values at or "
+                       "below rcond * max(s) dropped, as NumPy's pinv.")
+pinv_p.lowering = LAPACK_KERNEL
+
+
+def pinv(a, *, rcond: float):
+    return pinv_p.bind(a, rcond=float(rcond))
+
+
+def _pinv_jvp(primals, tangents, *, rcond):
+    """Golub and Pereyra 1973 (as JAX's pinv JVP): exact while the rank does not change,
+    and free of singular-value gaps, unlike the derivative through the SVD's factors."""
+    (a,), (da,) = primals, tangents
+    p = pinv(a, rcond=rcond)
+    if isinstance(da, Zero):
+        return Zero(p.type)
+    m, n = a.type.shape[-2:]
+    eye_m, eye_n = _identity(a.type.shape[:-2], m, a.type.dtype), _identity(a.type.shape[:-2], n, a.type.dtype)
+    da_t = _mT(da)
+    first = E.neg(_matmul(p, _matmul(da, p)))
+    second = _matmul(_matmul(p, _mT(p)), _matmul(da_t, E.sub(eye_m, _matmul(a, p))))
+    third = _matmul(E.sub(eye_n, _matmul(p, a)), _matmul(da_t, _matmul(_mT(p), p)))
+    return E.add(E.add(first, second), third)
+
+
+pinv_p.jvp = _pinv_jvp

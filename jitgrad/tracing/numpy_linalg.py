@@ -228,6 +228,11 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=None):
         rcond = 1e-15 if rtol is None else rtol
     elif rtol is not None:
         raise ValueError("`rtol` and `rcond` can't be both set.")
+    batch, (m, n) = a.type.shape[:-2], a.type.shape[-2:]
+    if m == 0 or n == 0:
+        return P.constant(np.zeros(batch + (n, m), a.type.dtype.numpy))
+    if isinstance(rcond, (int, float, np.floating, np.integer)) and not isinstance(rcond, bool):
+        return L.pinv(a, rcond=float(rcond))
     return _pinv(a, rcond)
 
 
@@ -238,6 +243,8 @@ def _per_matrix_scalar(x) -> Value:
 
 
 def _pinv(a: Value, rcond) -> Value:
+    """pinv through the SVD's factors, for a tolerance given per matrix or traced: its
+    derivative divides by singular-value gaps (docs/linalg.md)."""
     u, s, vt = L.svd(a, full_matrices=False)
     cutoff = api.UFUNCS[np.multiply](_per_matrix_scalar(rcond), api.amax(s, axis=-1, keepdims=True))
     large = api.UFUNCS[np.greater](s, cutoff)
@@ -286,8 +293,10 @@ def lstsq(a, b, rcond=None):
         raise ShapeError("numpy.linalg.lstsq: Incompatible dimensions")
     if rcond is None:
         rcond = float(np.finfo(a.type.dtype.numpy).eps) * max(n, m)
-    u, s, vt = L.svd(a, full_matrices=False)
-    x = api.matmul(_pinv(a, rcond), b)
+    if m == 0 or n == 0:
+        raise ShapeError("numpy.linalg.lstsq of an empty matrix is not supported")
+    s = L.svd(a, vectors=False)
+    x = api.matmul(L.pinv(a, rcond=float(rcond)), b)
     cutoff = P.mul(api.amax(s, axis=-1, keepdims=True), P.full(rcond, s.type.with_shape((1,))))
     rank = P.reduce_sum(P.convert(api.UFUNCS[np.greater](s, cutoff), DType.i64), (0,))
     k = b.type.shape[1]

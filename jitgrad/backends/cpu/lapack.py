@@ -24,7 +24,7 @@ from llvmlite import ir
 from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType
 from jitgrad.primitives.lapack import qr_shapes, svd_shapes
-from .llvm_support import I32, I64, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type
+from .llvm_support import F64, I32, I64, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type
 
 I8 = ir.IntType(8)
 ROW_MAJOR, COL_MAJOR = 101, 102                      # LAPACK_ROW_MAJOR / LAPACK_COL_MAJOR, CblasRowMajor
@@ -305,7 +305,44 @@ def _qr(k: _Kernel) -> None:
         k.nan_if(b.or_(k.failed(info), k.failed(formed)), result, per_result)
 
 
-_KERNELS = {"cholesky": _cholesky, "triangular_solve": _triangular_solve, "solve": _solve,
+def _as_f64(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    return x if x.type == F64 else b.fpext(x, F64)
+
+
+def _pinv(k: _Kernel) -> None:
+    """NumPy's pinv: gesdd (jobz S) on a copy of A, 1/s where s > rcond * max(s) (0 else)
+    scaling the rows of U^T, then V (k x n)^T times that with GEMM."""
+    (a,) = k.op.operands
+    out = k.ec.pointer(k.op.results[0])
+    m, n = a.type.shape[-2:]
+    kk = min(m, n)
+    gemm = k.ec.blas.gemm(k.ec.module, k.dtype)
+    work, u, s, vt, scaled = k.scratch(m * n), k.scratch(m * kk), k.scratch(kk), k.scratch(kk * n), k.scratch(kk * m)
+    a_ptr, b = k.ec.pointer(a), k.b
+    zero, one = ir.Constant(k.t, 0.0), ir.Constant(k.t, 1.0)
+    largest_slot = alloca_in_entry(b, k.t, "pinv.largest")
+    with k.batch() as i:
+        result = k.at(out, k.offset(i, n * m))
+        k.copy(work, k.at(a_ptr, k.offset(i, m * n)), m * n)
+        info = k.call("gesdd", ROW_MAJOR, "S", m, n, work, n, s, u, kk, vt, n)
+        b.store(b.load(k.at(s, 0), typ=k.t), largest_slot)
+        with for_range(b, kk, "pinv.max") as j:           # NumPy takes amax(s), not s[0]
+            value, largest = b.load(k.at(s, j), typ=k.t), b.load(largest_slot, typ=k.t)
+            b.store(b.select(b.fcmp_ordered(">", value, largest), value, largest), largest_slot)
+        # the cutoff in float64, as NumPy's float64 rcond times the float32 amax(s) is
+        cutoff = b.fmul(ir.Constant(F64, k.op.attrs["rcond"]), _as_f64(b, b.load(largest_slot, typ=k.t)))
+        with for_range(b, kk, "pinv.row") as r:
+            value = b.load(k.at(s, r), typ=k.t)
+            inverse = b.select(b.fcmp_ordered(">", _as_f64(b, value), cutoff), b.fdiv(one, value), zero)
+            with for_range(b, m, "pinv.col") as c:
+                element = b.load(k.at(u, b.add(b.mul(c, index(kk)), r)), typ=k.t)
+                b.store(b.fmul(inverse, element), k.at(scaled, b.add(b.mul(r, index(m)), c)))
+        b.call(gemm, [ir.Constant(I32, ROW_MAJOR), ir.Constant(I32, CBLAS_TRANS), ir.Constant(I32, CBLAS_NO_TRANS),
+                      index(n), index(m), index(kk), one, vt, index(n), scaled, index(m), zero, result, index(m)])
+        k.nan_if(k.failed(info), result, n * m)
+
+
+_KERNELS = {"pinv": _pinv, "cholesky": _cholesky, "triangular_solve": _triangular_solve, "solve": _solve,
             "slogdet": _slogdet, "eigh": _eigh, "svd": _svd, "qr": _qr}
 
 
