@@ -8,11 +8,12 @@ where it is loaded), so another backend can name the same function for its devic
 With the lhs viewed as (N, C, *spatial), the kernel as (O, I, *taps), C = G*I groups
 and T taps, P output positions:
   1. the kernel is packed into a row-major (O, I*T) matrix (any rhs layout);
-  2. the input is unfolded into one column matrix per group, (G, N*P, I*T): row (n, p)
+  2. the input is unfolded into one matrix per group, (G, I*T, N*P): column (n, p)
      holds the input elements under every tap of output position p, or 0 where a tap
      falls into the padding or between the elements of a dilated input (each index is
-     clamped before it forms an address, so no load leaves the buffer);
-  3. per group, out_g (N*P, O/G) = cols_g @ W_g^T: one large matrix product (BLAS is
+     clamped before it forms an address, so no load leaves the buffer); the innermost
+     loop runs along output positions, so its stores are consecutive;
+  3. per group, out_g (N*P, O/G) = cols_g^T @ W_g^T: one large matrix product (BLAS is
      much faster on one (N*P, K) x (K, O) product than on N small ones);
   4. when the output layout is (N, *spatial, O) with one group, that product is the
      output itself; otherwise it is copied into the output's layout.
@@ -78,15 +79,16 @@ def emit_conv_general_dilated(ec, op) -> None:
         dst = _offset(ctx, [(o, depth), (i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
         ctx.store(packed, dst, ctx.load(rhs_buf, src, dtype), dtype)
 
-    # 2. input -> columns (G, N*P, I*T)
+    # 2. input -> columns (G, I*T, N*P): the innermost loop walks output positions, so
+    #    both the stores and (for stride 1) the loads are consecutive
     lhs_buf, zero = ec.pointer(lhs), ctx.const_of(0, dtype)
     strides, padding = attrs["window_strides"], attrs["padding"]
     lhs_dilation, rhs_dilation = attrs["lhs_dilation"], attrs["rhs_dilation"]
-    with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
-        row = ctx.index_add(ctx.index_mul(n, ctx.index_const(positions)),
-                            _offset(ctx, list(zip(pos, _strides(out_sizes), strict=True))))
-        with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
-            c = ctx.index_add(ctx.index_mul(g, ctx.index_const(kernel_in)), i)
+    with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
+        c = ctx.index_add(ctx.index_mul(g, ctx.index_const(kernel_in)), i)
+        column = _offset(ctx, [(g, depth * rows), (i, n_taps * rows)]
+                         + [(t, s * rows) for t, s in zip(tap, _strides(taps), strict=True)])
+        with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
             valid, src = None, _offset(ctx, [(n, lhs_strides[lhs_spec[0]]), (c, lhs_strides[lhs_spec[1]])])
             for k, p in enumerate(pos):
                 # dilated input coordinate under this tap: p * stride + t * rhs_dilation - pad_lo
@@ -106,15 +108,16 @@ def emit_conv_general_dilated(ec, op) -> None:
             x = ctx.load(lhs_buf, src, dtype)
             if valid is not None:
                 x = ctx.select(valid, x, zero)
-            column = _offset(ctx, [(g, rows * depth), (i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
-            ctx.store(columns, ctx.index_add(ctx.index_mul(row, ctx.index_const(depth)), column), x, dtype)
+            row = ctx.index_add(ctx.index_mul(n, ctx.index_const(positions)),
+                                _offset(ctx, list(zip(pos, _strides(out_sizes), strict=True))))
+            ctx.store(columns, ctx.index_add(column, row), x, dtype)
 
-    # 3. one matrix product per group: (N*P, I*T) @ (O/G, I*T)^T
+    # 3. one matrix product per group: (I*T, N*P)^T @ (O/G, I*T)^T
     with ctx.loop(groups, "conv.gemm") as g:
         weights = ec.element_offset(packed, ctx.index_mul(g, ctx.index_const(per_group * depth)), dtype)
         cols = ec.element_offset(columns, ctx.index_mul(g, ctx.index_const(rows * depth)), dtype)
         out = ec.element_offset(products, ctx.index_mul(g, ctx.index_const(rows * per_group)), dtype)
-        ec.matmuls(1, cols, False, weights, True, out, rows, per_group, depth, dtype)
+        ec.matmuls(1, cols, True, weights, True, out, rows, per_group, depth, dtype)
 
     if in_place:
         return
