@@ -24,6 +24,7 @@ import argparse
 import collections
 import io
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -501,7 +502,8 @@ def markdown(report: Report) -> str:
     for group, outcomes in report.groups.items():
         for o in outcomes:
             if o.kind != "ok":
-                lines.append(f"- `{o.name}` ({o.kind}): {o.detail}")
+                detail = re.sub(r"^\S+:\d+: ", "", o.detail)          # the call's location
+                lines.append(f"- `{o.name}`: {detail}")
     return "\n".join(lines)
 
 
