@@ -467,15 +467,6 @@ OPS: list[Op] = [
        magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3),
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
        magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3),
-    Op("solve_cholesky", f"np.linalg.solve(np.linalg.cholesky({SPD}), {{0}})", 1, in_tables(np.linalg.solve),
-       SUM, magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
-    Op("pinv", f"np.linalg.pinv({SPD})", 1, in_tables(np.linalg.pinv), SUM, magnitude=SPD_MAGNITUDE, kinds="f",
-       weight=0.3),
-    # factors are unique up to signs: compared as magnitudes (kinks at zeros: no finite differences)
-    Op("qr_r", "np.abs(np.linalg.qr({0}, mode='r'))", 1, in_tables(np.linalg.qr), SUM,
-       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3),
-    Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
-       magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3),
     # ---- products
     Op("matmul", "{0} @ {1}", 2, in_tables(np.matmul), SUM, weight=1.5),
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),
