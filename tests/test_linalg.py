@@ -474,3 +474,26 @@ def test_pinv_and_lstsq_gradients_are_finite_at_repeated_singular_values():
         grads = jitgrad.grad(f, argnums=list(range(len(args))))(*args)
         for i, g in enumerate(grads):
             np.testing.assert_allclose(g, _numerical_grad(f, list(args), i), rtol=2e-6, atol=2e-7)
+
+
+def _losses_in(dtype):
+    """Scalar losses whose every constant has `dtype`, so float32 runs float32 kernels."""
+    w, eye = W3.astype(dtype), np.eye(3, dtype=dtype)
+    return {
+        "cholesky": lambda a: np.sum(np.linalg.cholesky(a @ a.T + 3 * eye) * w),
+        "solve": lambda a: np.sum(np.sin(np.linalg.solve(a + 3 * eye, w))),
+        "eigh": lambda a: np.sum(np.linalg.eigh(a @ a.T + eye)[1] ** 2 * w) + np.sum(np.linalg.eigvalsh(a + a.T)),
+        "svd": lambda a: np.sum(np.linalg.svd(a)[0] ** 2 * w) + np.sum(np.linalg.svd(a)[1]),
+        "qr": lambda a: np.sum(np.linalg.qr(a)[0] * w) + np.sum(np.linalg.qr(a)[1] * w),
+        "pinv": lambda a: np.sum(np.linalg.pinv(a) * w),
+        "slogdet": lambda a: np.linalg.slogdet(a + 3 * eye)[1],
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_losses_in(np.float64)))
+def test_float32_gradients_agree_with_float64(name):
+    x = W3 + 0.5 * np.diag([1.0, 2.0, 3.0])
+    g64 = jitgrad.grad(_losses_in(np.float64)[name])(x)
+    g32 = jitgrad.grad(_losses_in(np.float32)[name])(x.astype(np.float32))
+    assert g32.dtype == np.float32
+    np.testing.assert_allclose(g32, g64, rtol=2e-3, atol=2e-3 * np.max(np.abs(g64)))
