@@ -1,0 +1,778 @@
+"""Structured control flow as region ops: `cond`, `while`, `fori` and `scan`.
+
+Every region is isolated (its block receives everything it reads as arguments), so a
+region converts to a `Function` and goes through the same forward-mode, partial-evaluation
+and transpose passes as any program:
+
+  cond    operands [pred (bool, 0-d), *args]; regions [then, else], each
+          (*args) -> results. N-way `switch` is a chain of conds.
+  while   operands [*consts, *carry]; regions [test (*consts, *carry) -> bool,
+          body (*consts, *carry) -> carry]; results: the final carry, then the trip count
+          (i64) when attribute `count_trips` is set (reverse mode records it this way).
+  fori    operands [trips (i64, 0-d), *consts, *carry]; region body (i, *consts, *carry)
+          -> carry, run for i = 0 .. trips-1 (none when trips <= 0): a loop whose trip
+          count is known on entry but not at compile time.
+  scan    operands [*consts, *carry, *xs]; region body (*consts, *carry, *x slices)
+          -> (*carry, *y slices); attributes num_consts, num_carry, length, reverse;
+          results: the final carry, then the ys stacked along a new leading axis.
+
+Differentiation. Forward mode (`jvp_op`) puts the JVP of the body in the same op kind,
+tangents carried next to primals. Reverse mode splits a JVP'd loop per value
+(`partial_eval`): for `scan` the forward scan stacks the per-iteration residuals as extra
+outputs and the linear scan reads them as xs; its transpose is a scan running the other
+way. For `while` and `fori` the trip count is only known at run time, so the forward loop
+records it (`count_trips`) and the linear loop is a `fori` of that many trips that
+recomputes the primal carry of iteration i from the initial carry (O(1) memory, O(T^2)
+body evaluations); its transpose runs the transposed body for i = T-1 down to 0.
+`cond` splits each branch; residuals of both branches travel through one op (the branch
+not taken yields zeros for the other's).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jitgrad.errors import GradientError, VerificationError
+from jitgrad.ir import (Block, Builder, DType, Function, OpDef, Operation, Region, TensorType, Trait, Value,
+                        current_builder, new_function)
+from jitgrad.ir.clone import function_region, inline_block
+from .base import UndefinedPrimal, Zero, instantiate
+from .kernel_kind import KernelKind
+
+BOOL = TensorType((), DType.bool)
+I64 = TensorType((), DType.i64)
+
+
+class LoopKernel(KernelKind):
+    """A region op as a kernel of its own: the backend compiles each region as an ordinary
+    kernel sequence (a function of its own, fused kernels inside) and emits the loop or
+    branch around the calls."""
+
+    emitters = {"cpu": "jitgrad.backends.cpu.control_flow:emit_region_op"}
+    cost = 16
+
+
+def _types_from_regions(*types, **attrs):
+    raise TypeError("control-flow ops take their result types from their regions")
+
+
+class RegionOp(OpDef):
+    """A control-flow op kind: pure (traced bodies have no effects), results from its regions."""
+
+    def __init__(self, name: str, num_regions: int, doc: str):
+        super().__init__(name, _types_from_regions, num_regions=num_regions, traits=(Trait.PURE,), doc=doc)
+        self.lowering = LoopKernel()
+
+
+# --------------------------------------------------------------------------- functions of regions
+
+def region_function(op: Operation, k: int = 0, name: str | None = None) -> Function:
+    """Region `k` of `op` as a standalone Function (its `yield` becomes `return`)."""
+    block = op.regions[k].block
+    fn, builder = new_function(name or f"{op.name}_region{k}", [a.type for a in block.args])
+    with builder:
+        outs = inline_block(block, fn.args)
+        with builder.at(block.terminator.loc):
+            builder.ret(outs)
+    return fn
+
+
+def make_function(name: str, input_types: Sequence[TensorType], build: Callable[[list[Value]], list[Value]]) -> Function:
+    """A Function whose body is what `build(args)` emits; it returns build's values."""
+    fn, builder = new_function(name, list(input_types))
+    with builder:
+        builder.ret(list(build(list(fn.args))))
+    return fn
+
+
+def call(fn: Function, args: Sequence[Value]) -> list[Value]:
+    """`fn`'s body inlined into the active builder on `args`."""
+    return inline_block(fn.body, list(args))
+
+
+def _dce(fn: Function) -> Function:
+    from jitgrad.passes.simplify import DeadCodeElimination
+    return DeadCodeElimination().run(fn)
+
+
+def _create(opdef: OpDef, operands: Sequence[Value], regions: Sequence[Function], result_types, attrs=None,
+            builder: Builder | None = None) -> Operation:
+    return (builder or current_builder()).create(opdef, list(operands), dict(attrs or {}),
+                                                 regions=[function_region(f) for f in regions],
+                                                 result_types=list(result_types))
+
+
+def _types(values) -> list[TensorType]:
+    return [v.type for v in values]
+
+
+def _block_types(op: Operation, k: int):
+    block = op.regions[k].block
+    return [a.type for a in block.args], [v.type for v in block.terminator.operands]
+
+
+def _expect(what: str, got, expected) -> None:
+    if list(got) != list(expected):
+        raise VerificationError(f"{what}: ({', '.join(map(str, got))}) where ({', '.join(map(str, expected))}) "
+                                "is expected")
+
+
+# --------------------------------------------------------------------------- cond
+
+cond_p = RegionOp("cond", 2, "if pred then region 0 else region 1, on the operands after pred.")
+
+
+def _cond_verify(op: Operation) -> None:
+    if not op.operands or op.operands[0].type != BOOL:
+        raise VerificationError("cond's first operand must be a 0-d bool predicate")
+    for k in range(2):
+        args, outs = _block_types(op, k)
+        _expect(f"cond's region {k} arguments", args, _types(op.operands[1:]))
+        _expect(f"cond's region {k} yields", outs, _types(op.results))
+
+
+def _cond_impl(op, operands, run_block):
+    block = op.regions[0 if bool(operands[0]) else 1].block
+    return run_block(block, dict(zip(block.args, operands[1:], strict=True)))
+
+
+def _cond_jvp(op, primals, tangents):
+    from jitgrad.passes.jvp import jvp_function
+    args = primals[1:]
+    wrt = [k for k, t in enumerate(tangents[1:]) if not isinstance(t, Zero) and args[k].type.dtype.is_float]
+    floats = [k for k, r in enumerate(op.results) if r.type.dtype.is_float]
+    n = len(op.results)
+    branches = [_select(jvp_function(region_function(op, k), wrt), [*range(n), *(n + j for j in floats)])
+                for k in range(2)]
+    new = _create(cond_p, [primals[0], *args, *(tangents[1 + k] for k in wrt)], branches,
+                  branches[0].output_types)
+    touts = iter(new.results[n:])
+    return list(new.results[:n]), [next(touts) if r.type.dtype.is_float else Zero(r.type) for r in op.results]
+
+
+def _select(fn: Function, positions: Sequence[int]) -> Function:
+    """`fn` returning only its outputs at `positions`, dead code removed."""
+    if list(positions) == list(range(len(fn.outputs))):
+        return fn
+    return _dce(make_function(fn.name, fn.input_types, lambda args: [call(fn, args)[k] for k in positions]))
+
+
+def _cond_partial_eval(op, unknown):
+    from jitgrad.passes.reverse import PartialEval, partial_eval_function, stage_whole
+    if unknown[0]:
+        return stage_whole(op, unknown)
+    arg_unknown = list(unknown[1:])
+    splits = [partial_eval_function(region_function(op, k), arg_unknown) for k in range(2)]
+    known_results = tuple(all(s.known_outputs[j] for s in splits) for j in range(len(op.results)))
+    args = op.operands[1:]
+    known_args = [v for v, u in zip(args, arg_unknown, strict=True) if not u]
+    unknown_args = [v for v, u in zip(args, arg_unknown, strict=True) if u]
+    # residuals of branch b: its split's residuals, then its known values of results
+    # that are unknown overall (the other branch computes them in the staged part)
+    extra = [[j for j, k in enumerate(s.known_outputs) if k and not known_results[j]] for s in splits]
+    residual_types = []
+    for s, ex in zip(splits, extra, strict=True):
+        n_known = sum(s.known_outputs)
+        residual_types.append([*(v.type for v in s.known.outputs[n_known:]), *(op.results[j].type for j in ex)])
+    slots = [len(residual_types[0]), len(residual_types[1])]
+    all_residual_types = residual_types[0] + residual_types[1]
+
+    def known_branch(b):
+        s = splits[b]
+
+        def build(kargs):
+            outs = call(s.known, kargs)
+            n_known = sum(s.known_outputs)
+            by_result = dict(zip([j for j, k in enumerate(s.known_outputs) if k], outs[:n_known], strict=True))
+            own = [*outs[n_known:], *(by_result[j] for j in extra[b])]
+            from .structural import full
+            zeros = [full(0, t) for t in residual_types[1 - b]]
+            residuals = own + zeros if b == 0 else zeros + own
+            return [by_result[j] for j, k in enumerate(known_results) if k] + residuals
+        return make_function(f"cond_known{b}", _types(known_args), build)
+
+    def staged_branch(b):
+        s = splits[b]
+
+        def build(sargs):
+            residuals, uargs = sargs[:sum(slots)], sargs[sum(slots):]
+            own = residuals[:slots[0]] if b == 0 else residuals[slots[0]:]
+            n_split = slots[b] - len(extra[b])
+            staged_outs = iter(call(s.staged, [*own[:n_split], *uargs]))
+            extra_outs = dict(zip(extra[b], own[n_split:], strict=True))
+            out = []
+            for j, known in enumerate(known_results):
+                if known:
+                    continue
+                out.append(extra_outs[j] if j in extra_outs else next(staged_outs))
+            return out
+        return make_function(f"cond_staged{b}", [*all_residual_types, *_types(unknown_args)], build)
+
+    builder = Builder(Block(), op.loc)
+    known_fns = [known_branch(b) for b in range(2)]
+    known = None
+    residuals: tuple = ()
+    if known_fns[0].outputs:
+        known = _create(cond_p, [op.operands[0], *known_args], known_fns, known_fns[0].output_types, builder=builder)
+        residuals = tuple(known.results[sum(known_results):])
+    staged = None
+    if not all(known_results):
+        staged_fns = [staged_branch(b) for b in range(2)]
+        staged = _create(cond_p, [op.operands[0], *residuals, *unknown_args], staged_fns, staged_fns[0].output_types,
+                         builder=builder)
+    return PartialEval(known, staged, residuals, known_results)
+
+
+def _cond_transpose(op, cotangents, operands):
+    from jitgrad.passes.reverse import TransposedOutput, transpose_function
+    if isinstance(operands[0], UndefinedPrimal):
+        raise GradientError("cond's predicate cannot be a linear operand", op.loc)
+    args = operands[1:]
+    linear = [k for k, v in enumerate(args) if isinstance(v, UndefinedPrimal)]
+    plain = [v for v in args if not isinstance(v, UndefinedPrimal)]
+    branches = [transpose_function(region_function(op, b), linear, [TransposedOutput.ARG] * len(op.results))
+                for b in range(2)]
+    new = _create(cond_p, [operands[0], *plain, *(instantiate(c) for c in cotangents)], branches,
+                  branches[0].output_types)
+    out: list = [None] * len(operands)
+    for k, g in zip(linear, new.results, strict=True):
+        out[1 + k] = g
+    return out
+
+
+cond_p.verify_op = _cond_verify
+cond_p.impl_op = _cond_impl
+cond_p.jvp_op = _cond_jvp
+cond_p.partial_eval = _cond_partial_eval
+cond_p.transpose_op = _cond_transpose
+
+
+# --------------------------------------------------------------------------- loops: shared pieces
+
+def _loop_layout(op: Operation) -> tuple[list[Value], list[Value]]:
+    """(consts, carry) of a while or fori op."""
+    start = 1 if op.opdef is fori_p else 0
+    n = op.attrs["num_consts"]
+    return list(op.operands[start:start + n]), list(op.operands[start + n:])
+
+
+def _verify_loop(op: Operation) -> None:
+    consts, carry = _loop_layout(op)
+    carry_types = _types(carry)
+    if op.opdef is while_p:
+        args, outs = _block_types(op, 0)
+        _expect("while's test region arguments", args, _types(consts) + carry_types)
+        _expect("while's test region yields", outs, [BOOL])
+        args, outs = _block_types(op, 1)
+        _expect("while's body arguments", args, _types(consts) + carry_types)
+        _expect("while's results", _types(op.results), carry_types + ([I64] if op.attrs.get("count_trips") else []))
+    else:
+        if op.operands[0].type != I64:
+            raise VerificationError("fori's trip count must be a 0-d i64")
+        args, outs = _block_types(op, 0)
+        _expect("fori's body arguments", args, [I64, *_types(consts), *carry_types])
+        _expect("fori's results", _types(op.results), carry_types)
+    _expect(f"{op.name}'s body yields", outs, carry_types)
+
+
+def _while_impl(op, operands, run_block):
+    n = op.attrs["num_consts"]
+    consts, carry = list(operands[:n]), list(operands[n:])
+    test, body = op.regions[0].block, op.regions[1].block
+    trips = 0
+    while bool(run_block(test, dict(zip(test.args, consts + carry, strict=True)))[0]):
+        carry = run_block(body, dict(zip(body.args, consts + carry, strict=True)))
+        trips += 1
+    return carry + ([np.int64(trips)] if op.attrs.get("count_trips") else [])
+
+
+def _fori_impl(op, operands, run_block):
+    n = op.attrs["num_consts"]
+    trips, consts, carry = int(operands[0]), list(operands[1:1 + n]), list(operands[1 + n:])
+    body = op.regions[0].block
+    for i in range(max(trips, 0)):
+        carry = run_block(body, dict(zip(body.args, [np.int64(i), *consts, *carry], strict=True)))
+    return carry
+
+
+def _permuted(fn: Function, input_types, order: Sequence[int], outputs: Sequence[int] | None = None) -> Function:
+    """A function of `input_types` calling `fn` on its arguments at `order` (fn's argument
+    j is the new argument order[j]), returning fn's outputs at `outputs` (all: None)."""
+    def build(args):
+        outs = call(fn, [args[k] for k in order])
+        return outs if outputs is None else [outs[k] for k in outputs]
+    return _dce(make_function(fn.name, input_types, build))
+
+
+def _loop_jvp(op, primals, tangents):
+    """A loop of the same kind carrying tangents next to primals: consts' = consts +
+    their non-zero float tangents, carry' = carry + a tangent for every float carry."""
+    from jitgrad.passes.jvp import jvp_function
+    from .structural import full
+    start = 1 if op.opdef is fori_p else 0
+    n_consts = op.attrs["num_consts"]
+    consts = primals[start:start + n_consts]
+    carry = primals[start + n_consts:]
+    t_consts = tangents[start:start + n_consts]
+    t_carry = tangents[start + n_consts:]
+    c_wrt = [k for k, t in enumerate(t_consts) if not isinstance(t, Zero) and consts[k].type.dtype.is_float]
+    x_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_float]
+    nc, nx = len(consts), len(carry)
+    body_index = 1 if op.opdef is while_p else 0
+    body = region_function(op, body_index)
+    # body args: [i?] consts carry; jvp args: those, then tangents of wrt (consts first)
+    wrt = [start + k for k in c_wrt] + [start + nc + k for k in x_wrt]
+    jbody = jvp_function(body, wrt)
+    lead = list(range(start))
+    # new block args: [i?], consts, t_consts, carry, t_carry
+    base = start
+    pos_consts = list(range(base, base + nc))
+    pos_tc = list(range(base + nc, base + nc + len(c_wrt)))
+    pos_carry = list(range(base + nc + len(c_wrt), base + nc + len(c_wrt) + nx))
+    pos_tx = list(range(pos_carry[-1] + 1 if nx else base + nc + len(c_wrt),
+                        (pos_carry[-1] + 1 if nx else base + nc + len(c_wrt)) + len(x_wrt)))
+    new_types = ([I64] if start else []) + _types(consts) + [consts[k].type for k in c_wrt] + _types(carry) + \
+        [carry[k].type for k in x_wrt]
+    order = lead + pos_consts + pos_carry + pos_tc + pos_tx
+    new_body = _permuted(jbody, new_types, order, [*range(nx), *(nx + k for k in x_wrt)])
+    new_consts = [*consts, *(t_consts[k] for k in c_wrt)]
+    new_carry = [*carry, *(instantiate(t_carry[k]) if not isinstance(t_carry[k], Zero) else full(0, carry[k].type)
+                           for k in x_wrt)]
+    attrs = dict(op.attrs, num_consts=len(new_consts))
+    if op.opdef is while_p:
+        test = region_function(op, 0)
+        new_test = _permuted(test, new_types, pos_consts + pos_carry)
+        new = _create(while_p, [*new_consts, *new_carry], [new_test, new_body],
+                      [*_types(new_carry), *([I64] if op.attrs.get("count_trips") else [])], attrs)
+        tail = list(new.results[len(new_carry):])
+    else:
+        new = _create(fori_p, [primals[0], *new_consts, *new_carry], [new_body], _types(new_carry), attrs)
+        tail = []
+    outs = list(new.results[:nx]) + tail
+    t_out = iter(new.results[nx:nx + len(x_wrt)])
+    touts = [next(t_out) if k in x_wrt else Zero(v.type) for k, v in enumerate(carry)] + [Zero(I64) for _ in tail]
+    return outs, touts
+
+
+def _carry_fixpoint(body: Function, arg_unknown: Callable[[list[bool]], list[bool]], n_carry_out: int,
+                    carry_unknown: list[bool]):
+    """Partially evaluate a loop body until the carries it treats as unknown are exactly
+    those whose next value is unknown: a carry that starts known but is updated from an
+    unknown value is unknown from the first iteration on."""
+    from jitgrad.passes.reverse import partial_eval_function
+    carry_unknown = list(carry_unknown)
+    while True:
+        split = partial_eval_function(body, arg_unknown(carry_unknown))
+        grown = [u or not split.known_outputs[k] for k, u in enumerate(carry_unknown)]
+        if grown == carry_unknown:
+            return split, carry_unknown
+        carry_unknown = grown
+
+
+def _loop_partial_eval(op, unknown):
+    """While and fori with unknown (tangent) operands: a known loop over the known carries
+    (a while also counts its trips), and a linear `fori` of that many trips whose body
+    recomputes the known carries of iteration i from their initial values before running
+    the unknown part of the body."""
+    from jitgrad.passes.reverse import PartialEval
+    is_fori = op.opdef is fori_p
+    start = 1 if is_fori else 0
+    if is_fori and unknown[0]:
+        raise GradientError("a fori loop's trip count cannot depend on a differentiated value", op.loc)
+    consts, carry = _loop_layout(op)
+    nc, nx = len(consts), len(carry)
+    c_unknown = list(unknown[start:start + nc])
+    body = region_function(op, 1 if op.opdef is while_p else 0)
+    lead = [False] * start
+    split, x_unknown = _carry_fixpoint(body, lambda xu: lead + c_unknown + xu, nx, list(unknown[start + nc:]))
+    if op.opdef is while_p:
+        test = region_function(op, 0)
+        from jitgrad.passes.reverse import partial_eval_function
+        test_split = partial_eval_function(test, c_unknown + x_unknown)
+        if not test_split.known_outputs[0]:
+            raise GradientError("a while loop's test depends on a differentiated value", op.loc)
+    kc = [k for k in range(nc) if not c_unknown[k]]
+    uc = [k for k in range(nc) if c_unknown[k]]
+    kx = [k for k in range(nx) if not x_unknown[k]]
+    ux = [k for k in range(nx) if x_unknown[k]]
+    # the known step: ([i], known consts, known carries) -> known carries
+    known_step_types = [I64] * start + [consts[k].type for k in kc] + [carry[k].type for k in kx]
+
+    def known_step_build(args):
+        outs = call(split.known, args)
+        return outs[:len(kx)]
+    known_step = _dce(make_function("known_step", known_step_types, known_step_build))
+    # the same step as a fori body (which always receives the iteration index)
+    recompute_step = known_step if is_fori else make_function(
+        "recompute_step", [I64, *known_step_types], lambda args: call(known_step, args[1:]))
+    builder = Builder(Block(), op.loc)
+    known_consts = [consts[k] for k in kc]
+    known_inits = [carry[k] for k in kx]
+    if is_fori:
+        known = _create(fori_p, [op.operands[0], *known_consts, *known_inits], [known_step], _types(known_inits),
+                        {"num_consts": len(kc)}, builder=builder)
+        trips = op.operands[0]
+        residuals: tuple = ()
+    else:
+        known_test = _dce(make_function("known_test", [*(consts[k].type for k in kc), *(carry[k].type for k in kx)],
+                                        lambda args: call(test_split.known, args)[:1]))
+        known = _create(while_p, [*known_consts, *known_inits], [known_test, known_step],
+                        [*_types(known_inits), I64], {"num_consts": len(kc), "count_trips": True}, builder=builder)
+        trips = known.results[-1]
+        residuals = (trips,)
+    known_results = tuple([not u for u in x_unknown] + ([True] if op.attrs.get("count_trips") else []))
+    if not is_fori and op.attrs.get("count_trips"):
+        raise GradientError("a while loop that counts its trips is already split for reverse mode", op.loc)
+    if not ux:
+        return PartialEval(known, None, residuals, known_results)
+
+    # the linear loop: fori(trips) over the unknown carries; consts: known consts, known
+    # initial carries, unknown consts
+    lin_types = [I64, *(consts[k].type for k in kc), *(carry[k].type for k in kx), *(consts[k].type for k in uc),
+                 *(carry[k].type for k in ux)]
+
+    def linear_build(args):
+        i = args[0]
+        a_kc = args[1:1 + len(kc)]
+        a_kinit = args[1 + len(kc):1 + len(kc) + len(kx)]
+        a_uc = args[1 + len(kc) + len(kx):1 + len(kc) + len(kx) + len(uc)]
+        a_ux = args[1 + len(kc) + len(kx) + len(uc):]
+        if kx:
+            recompute = current_builder().create(fori_p, [i, *a_kc, *a_kinit], {"num_consts": len(kc)},
+                                                 regions=[function_region(recompute_step)],
+                                                 result_types=_types(a_kinit))
+            x_i = list(recompute.results)
+        else:
+            x_i = []
+        full_consts, full_carry = [None] * nc, [None] * nx
+        for k, v in zip(kc, a_kc, strict=True):
+            full_consts[k] = v
+        for k, v in zip(uc, a_uc, strict=True):
+            full_consts[k] = v
+        for k, v in zip(kx, x_i, strict=True):
+            full_carry[k] = v
+        for k, v in zip(ux, a_ux, strict=True):
+            full_carry[k] = v
+        outs = call(body, [*([i] if is_fori else []), *full_consts, *full_carry])
+        return [outs[k] for k in ux]
+    linear_body = _dce(make_function("linear_step", lin_types, linear_build))
+    staged = _create(fori_p, [trips, *known_consts, *known_inits, *(consts[k] for k in uc), *(carry[k] for k in ux)],
+                     [linear_body], [carry[k].type for k in ux], {"num_consts": len(kc) + len(kx) + len(uc)},
+                     builder=builder)
+    return PartialEval(known, staged, residuals, known_results)
+
+
+def _fori_transpose(op, cotangents, operands):
+    """Transpose of a fori linear in its carries and some consts: a fori running the
+    transposed body for i = trips-1 down to 0, accumulating the consts' cotangents."""
+    from jitgrad.passes.reverse import TransposedOutput, transpose_function
+    from .elementwise import add, sub
+    from .structural import constant, full
+    if isinstance(operands[0], UndefinedPrimal):
+        raise GradientError("a fori loop's trip count is not linear", op.loc)
+    n = op.attrs["num_consts"]
+    consts, carry = list(operands[1:1 + n]), list(operands[1 + n:])
+    nx = len(carry)
+    lin_c = [k for k, v in enumerate(consts) if isinstance(v, UndefinedPrimal)]
+    plain_c = [k for k, v in enumerate(consts) if not isinstance(v, UndefinedPrimal)]
+    body = region_function(op, 0)
+    linear_args = [1 + k for k in lin_c] + [1 + n + k for k in range(nx)]
+    tbody = transpose_function(body, linear_args, [TransposedOutput.ARG] * nx)
+    # tbody: (i, plain consts, ct of carry out) -> (ct of linear consts, ct of carry in)
+    carry_types = [op.results[k].type for k in range(nx)]
+    lin_types = [consts[k].type for k in lin_c]
+    new_types = [I64, I64, *(consts[k].type for k in plain_c), *carry_types, *lin_types]
+
+    def build(args):
+        k, trips = args[0], args[1]
+        plain = args[2:2 + len(plain_c)]
+        ct_carry = args[2 + len(plain_c):2 + len(plain_c) + nx]
+        acc = args[2 + len(plain_c) + nx:]
+        i = sub(sub(trips, constant(1, DType.i64)), k)
+        cts = call(tbody, [i, *plain, *ct_carry])
+        ct_consts, ct_prev = cts[:len(lin_c)], cts[len(lin_c):]
+        return [*ct_prev, *(add(a, c) for a, c in zip(acc, ct_consts, strict=True))]
+    new_body = make_function("transposed_step", new_types, build)
+    inits = [instantiate(c) for c in cotangents] + [full(0, t) for t in lin_types]
+    new = current_builder().create(fori_p, [operands[0], operands[0], *(consts[k] for k in plain_c), *inits],
+                                   {"num_consts": 1 + len(plain_c)}, regions=[function_region(new_body)],
+                                   result_types=[*carry_types, *lin_types])
+    out: list = [None] * len(operands)
+    for k in range(nx):
+        if isinstance(carry[k], UndefinedPrimal):
+            out[1 + n + k] = new.results[k]
+    for j, k in enumerate(lin_c):
+        out[1 + k] = new.results[nx + j]
+    return out
+
+
+while_p = RegionOp("while", 2, "Runs region 1 on the carry while region 0 yields true.")
+while_p.verify_op = _verify_loop
+while_p.impl_op = _while_impl
+while_p.jvp_op = _loop_jvp
+while_p.partial_eval = _loop_partial_eval
+
+fori_p = RegionOp("fori", 1, "Runs its body for i = 0 .. trips-1 (trips is the first operand).")
+fori_p.verify_op = _verify_loop
+fori_p.impl_op = _fori_impl
+fori_p.jvp_op = _loop_jvp
+fori_p.partial_eval = _loop_partial_eval
+fori_p.transpose_op = _fori_transpose
+
+
+# --------------------------------------------------------------------------- scan
+
+def _scan_layout(op: Operation):
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    return list(op.operands[:nc]), list(op.operands[nc:nc + nx]), list(op.operands[nc + nx:])
+
+
+def _slice_type(t: TensorType) -> TensorType:
+    return TensorType(t.shape[1:], t.dtype)
+
+
+def _stacked_type(t: TensorType, length: int) -> TensorType:
+    return TensorType((length, *t.shape), t.dtype)
+
+
+def _scan_verify(op: Operation) -> None:
+    consts, carry, xs = _scan_layout(op)
+    length = op.attrs["length"]
+    for x in xs:
+        if x.type.ndim == 0 or x.type.shape[0] != length:
+            raise VerificationError(f"scan's xs must have a leading axis of the length {length}; one has "
+                                    f"shape {x.type.shape}")
+    args, outs = _block_types(op, 0)
+    _expect("scan's body arguments", args, _types(consts) + _types(carry) + [_slice_type(x.type) for x in xs])
+    _expect("scan's body yields (carry)", outs[:len(carry)], _types(carry))
+    _expect("scan's results", _types(op.results),
+            _types(carry) + [_stacked_type(t, length) for t in outs[len(carry):]])
+
+
+def _scan_impl(op, operands, run_block):
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    length, reverse = op.attrs["length"], op.attrs["reverse"]
+    consts, carry, xs = list(operands[:nc]), list(operands[nc:nc + nx]), list(operands[nc + nx:])
+    body = op.regions[0].block
+    ys_types = [r.type for r in op.results[nx:]]
+    ys = [np.empty(t.shape, t.dtype.numpy) for t in ys_types]
+    for step in range(length):
+        i = length - 1 - step if reverse else step
+        outs = run_block(body, dict(zip(body.args, [*consts, *carry, *(x[i] for x in xs)], strict=True)))
+        carry = list(outs[:nx])
+        for y, out in zip(ys, outs[nx:], strict=True):
+            y[i] = out
+    return carry + ys
+
+
+def _scan_jvp(op, primals, tangents):
+    from jitgrad.passes.jvp import jvp_function
+    from .structural import full
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    consts, carry, xs = primals[:nc], primals[nc:nc + nx], primals[nc + nx:]
+    t_consts, t_carry, t_xs = tangents[:nc], tangents[nc:nc + nx], tangents[nc + nx:]
+    nxs = len(xs)
+    c_wrt = [k for k, t in enumerate(t_consts) if not isinstance(t, Zero) and consts[k].type.dtype.is_float]
+    x_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_float]
+    s_wrt = [k for k, t in enumerate(t_xs) if not isinstance(t, Zero) and xs[k].type.dtype.is_float]
+    body = region_function(op, 0)
+    n_ys = len(body.outputs) - nx
+    y_float = [k for k in range(n_ys) if body.outputs[nx + k].type.dtype.is_float]
+    wrt = [k for k in c_wrt] + [nc + k for k in x_wrt] + [nc + nx + k for k in s_wrt]
+    jbody = jvp_function(body, wrt)
+    # new block args: consts, t_consts | carry, t_carry | xs, t_xs
+    groups = [nc, len(c_wrt), nx, len(x_wrt), nxs, len(s_wrt)]
+    starts = np.cumsum([0] + groups).tolist()
+    pos = [list(range(starts[g], starts[g] + groups[g])) for g in range(6)]
+    order = pos[0] + pos[2] + pos[4] + pos[1] + pos[3] + pos[5]
+    new_types = [*_types(consts), *(consts[k].type for k in c_wrt), *_types(carry), *(carry[k].type for k in x_wrt),
+                 *(_slice_type(x.type) for x in xs), *(_slice_type(xs[k].type) for k in s_wrt)]
+    n_out = nx + n_ys
+    outputs = [*range(nx), *(n_out + k for k in x_wrt), *range(nx, n_out), *(n_out + nx + k for k in y_float)]
+    new_body = _permuted(jbody, new_types, order, outputs)
+    new_carry = [*carry, *(instantiate(t_carry[k]) if not isinstance(t_carry[k], Zero) else full(0, carry[k].type)
+                           for k in x_wrt)]
+    operands = [*consts, *(t_consts[k] for k in c_wrt), *new_carry, *xs, *(t_xs[k] for k in s_wrt)]
+    length = op.attrs["length"]
+    result_types = [*_types(new_carry), *(_stacked_type(t, length) for t in new_body.output_types[len(new_carry):])]
+    new = _create(scan_p, operands, [new_body], result_types,
+                  dict(op.attrs, num_consts=nc + len(c_wrt), num_carry=len(new_carry)))
+    res = list(new.results)
+    carry_out, t_carry_out = res[:nx], iter(res[nx:nx + len(x_wrt)])
+    ys, t_ys = res[nx + len(x_wrt):nx + len(x_wrt) + n_ys], iter(res[nx + len(x_wrt) + n_ys:])
+    touts = [next(t_carry_out) if k in x_wrt else Zero(v.type) for k, v in enumerate(carry)]
+    touts += [next(t_ys) if k in y_float else Zero(op.results[nx + k].type) for k in range(n_ys)]
+    return carry_out + ys, touts
+
+
+def _scan_partial_eval(op, unknown):
+    """A known scan (known carries and ys, plus the residuals each iteration needs,
+    stacked as extra ys) and a linear scan reading those stacks as xs. Residuals that are
+    known consts or known xs are read from the op's operands, not stacked."""
+    from jitgrad.passes.reverse import PartialEval
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    length = op.attrs["length"]
+    consts, carry, xs = _scan_layout(op)
+    nxs = len(xs)
+    c_unknown = list(unknown[:nc])
+    s_unknown = list(unknown[nc + nx:])
+    body = region_function(op, 0)
+    n_ys = len(body.outputs) - nx
+    split, x_unknown = _carry_fixpoint(body, lambda xu: c_unknown + xu + s_unknown, nx, list(unknown[nc:nc + nx]))
+    arg_unknown = c_unknown + x_unknown + s_unknown
+    known_arg_pos = [k for k, u in enumerate(arg_unknown) if not u]       # body arg index of each known arg
+    n_known_outs = sum(split.known_outputs)
+    residual_values = split.known.outputs[n_known_outs:]
+    arg_index = {a: known_arg_pos[j] for j, a in enumerate(split.known.args)}
+    # each residual: ("const", k) / ("xs", k) read from the operands, or ("stack", j)
+    kinds, stacked = [], []
+    for v in residual_values:
+        k = arg_index.get(v)
+        if k is not None and k < nc:
+            kinds.append(("const", k))
+        elif k is not None and k >= nc + nx:
+            kinds.append(("xs", k - nc - nx))
+        else:
+            kinds.append(("stack", len(stacked)))
+            stacked.append(n_known_outs + len(kinds) - 1)
+    known_fn = _select(split.known, [*range(n_known_outs), *stacked])
+    builder = Builder(Block(), op.loc)
+    kc = [k for k in range(nc) if not c_unknown[k]]
+    kx = [k for k in range(nx) if not x_unknown[k]]
+    ks = [k for k in range(nxs) if not s_unknown[k]]
+    known_results = tuple([not u for u in x_unknown] + list(split.known_outputs[nx:]))
+    known = None
+    stacks: list[Value] = []
+    if known_fn.outputs:
+        n_known_ys = len(known_fn.outputs) - len(kx)
+        result_types = [*(carry[k].type for k in kx),
+                        *(_stacked_type(t, length) for t in known_fn.output_types[len(kx):])]
+        known = _create(scan_p, [*(consts[k] for k in kc), *(carry[k] for k in kx), *(xs[k] for k in ks)],
+                        [known_fn], result_types,
+                        dict(op.attrs, num_consts=len(kc), num_carry=len(kx)), builder=builder)
+        stacks = list(known.results[len(kx) + n_known_ys - len(stacked):])
+    if all(known_results):
+        return PartialEval(known, None, tuple(stacks), known_results)
+    # the linear scan: consts = residual consts, unknown consts; carry = unknown carries;
+    # xs = stacked residuals, residual xs, unknown xs
+    res_consts = [k for kind, k in kinds if kind == "const"]
+    res_xs = [k for kind, k in kinds if kind == "xs"]
+    uc = [k for k in range(nc) if c_unknown[k]]
+    ux = [k for k in range(nx) if x_unknown[k]]
+    us = [k for k in range(nxs) if s_unknown[k]]
+    groups = [len(res_consts), len(uc), len(ux), len(stacked), len(res_xs), len(us)]
+    starts = np.cumsum([0] + groups).tolist()
+    new_types = [*(consts[k].type for k in res_consts), *(consts[k].type for k in uc), *(carry[k].type for k in ux),
+                 *(_slice_type(v.type) for v in stacks), *(_slice_type(xs[k].type) for k in res_xs),
+                 *(_slice_type(xs[k].type) for k in us)]
+
+    def build(args):
+        position = {"const": starts[0], "stack": starts[3], "xs": starts[4]}
+        counters = {"const": 0, "stack": 0, "xs": 0}
+        residual_args = []
+        for kind, _ in kinds:
+            residual_args.append(args[position[kind] + counters[kind]])
+            counters[kind] += 1
+        unknown_args = args[starts[1]:starts[3]] + args[starts[5]:]
+        return call(split.staged, [*residual_args, *unknown_args])
+    staged_body = _dce(make_function("linear_scan_body", new_types, build))
+    n_unknown_ys = len(staged_body.outputs) - len(ux)
+    staged = _create(scan_p, [*(consts[k] for k in res_consts), *(consts[k] for k in uc), *(carry[k] for k in ux),
+                              *stacks, *(xs[k] for k in res_xs), *(xs[k] for k in us)],
+                     [staged_body], [*(carry[k].type for k in ux),
+                                     *(_stacked_type(t, length) for t in staged_body.output_types[len(ux):])],
+                     dict(op.attrs, num_consts=len(res_consts) + len(uc), num_carry=len(ux)), builder=builder)
+    del n_unknown_ys
+    return PartialEval(known, staged, tuple(stacks), known_results)
+
+
+def _scan_transpose(op, cotangents, operands):
+    """A scan running the other way over the transposed body: the carries' cotangents
+    are its carry, the linear consts' cotangents accumulate in the carry too, and the
+    linear xs' cotangents are its stacked ys."""
+    from jitgrad.passes.reverse import TransposedOutput, transpose_function
+    from .elementwise import add
+    from .structural import full
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    length = op.attrs["length"]
+    consts, carry, xs = operands[:nc], operands[nc:nc + nx], operands[nc + nx:]
+    lin_c = [k for k, v in enumerate(consts) if isinstance(v, UndefinedPrimal)]
+    plain_c = [k for k, v in enumerate(consts) if not isinstance(v, UndefinedPrimal)]
+    lin_s = [k for k, v in enumerate(xs) if isinstance(v, UndefinedPrimal)]
+    plain_s = [k for k, v in enumerate(xs) if not isinstance(v, UndefinedPrimal)]
+    body = region_function(op, 0)
+    n_ys = len(body.outputs) - nx
+    linear_args = [*lin_c, *(nc + k for k in range(nx)), *(nc + nx + k for k in lin_s)]
+    tbody = transpose_function(body, linear_args, [TransposedOutput.ARG] * (nx + n_ys))
+    # tbody: (plain consts, plain x slices, ct carry out, ct y) -> (ct lin consts, ct carry, ct lin x slices)
+    carry_types = [op.results[k].type for k in range(nx)]
+    lin_types = [consts[k].type for k in lin_c]
+    y_types = [_slice_type(op.results[nx + k].type) for k in range(n_ys)]
+    new_types = [*(consts[k].type for k in plain_c), *carry_types, *lin_types,
+                 *(_slice_type(xs[k].type) for k in plain_s), *y_types]
+
+    def build(args):
+        p = len(plain_c)
+        plain = args[:p]
+        ct_carry = args[p:p + nx]
+        acc = args[p + nx:p + nx + len(lin_c)]
+        rest = args[p + nx + len(lin_c):]
+        plain_x, ct_y = rest[:len(plain_s)], rest[len(plain_s):]
+        cts = call(tbody, [*plain, *plain_x, *ct_carry, *ct_y])
+        ct_consts, ct_prev, ct_x = cts[:len(lin_c)], cts[len(lin_c):len(lin_c) + nx], cts[len(lin_c) + nx:]
+        return [*ct_prev, *(add(a, c) for a, c in zip(acc, ct_consts, strict=True)), *ct_x]
+    new_body = make_function("transposed_scan_body", new_types, build)
+    inits = [instantiate(c) for c in cotangents[:nx]] + [full(0, t) for t in lin_types]
+    new = current_builder().create(
+        scan_p, [*(consts[k] for k in plain_c), *inits, *(xs[k] for k in plain_s),
+                 *(instantiate(c) for c in cotangents[nx:])],
+        dict(op.attrs, num_consts=len(plain_c), num_carry=nx + len(lin_c), reverse=not op.attrs["reverse"]),
+        regions=[function_region(new_body)],
+        result_types=[*carry_types, *lin_types, *(xs[k].type for k in lin_s)])
+    out: list = [None] * len(operands)
+    for k in range(nx):
+        if isinstance(carry[k], UndefinedPrimal):
+            out[nc + k] = new.results[k]
+    for j, k in enumerate(lin_c):
+        out[k] = new.results[nx + j]
+    for j, k in enumerate(lin_s):
+        out[nc + nx + k] = new.results[nx + len(lin_c) + j]
+    return out
+
+
+scan_p = RegionOp("scan", 1, "A loop over the leading axis of its xs, with a carry; stacks its ys.")
+scan_p.verify_op = _scan_verify
+scan_p.impl_op = _scan_impl
+scan_p.jvp_op = _scan_jvp
+scan_p.partial_eval = _scan_partial_eval
+scan_p.transpose_op = _scan_transpose
+
+
+# --------------------------------------------------------------------------- emitting
+
+def emit_cond(pred: Value, then_fn: Function, else_fn: Function, operands: Sequence[Value]) -> list[Value]:
+    return list(_create(cond_p, [pred, *operands], [then_fn, else_fn], then_fn.output_types).results)
+
+
+def emit_while(test_fn: Function, body_fn: Function, consts: Sequence[Value], carry: Sequence[Value]) -> list[Value]:
+    return list(_create(while_p, [*consts, *carry], [test_fn, body_fn], _types(carry),
+                        {"num_consts": len(consts)}).results)
+
+
+def emit_fori(trips: Value, body_fn: Function, consts: Sequence[Value], carry: Sequence[Value]) -> list[Value]:
+    return list(_create(fori_p, [trips, *consts, *carry], [body_fn], _types(carry),
+                        {"num_consts": len(consts)}).results)
+
+
+def emit_scan(body_fn: Function, consts: Sequence[Value], carry: Sequence[Value], xs: Sequence[Value], length: int,
+              reverse: bool = False) -> list[Value]:
+    nx = len(carry)
+    result_types = [*_types(carry), *(_stacked_type(t, length) for t in body_fn.output_types[nx:])]
+    return list(_create(scan_p, [*consts, *carry, *xs], [body_fn], result_types,
+                        {"num_consts": len(consts), "num_carry": nx, "length": int(length),
+                         "reverse": bool(reverse)}).results)
+
+
+__all__ = ["cond_p", "while_p", "fori_p", "scan_p", "LoopKernel", "region_function", "emit_cond", "emit_while",
+           "emit_fori", "emit_scan"]
