@@ -13,10 +13,11 @@ and T taps, P output positions:
      falls into the padding or between the elements of a dilated input (each index is
      clamped before it forms an address, so no load leaves the buffer); the innermost
      loop runs along output positions, so its stores are consecutive;
-  3. per group, out_g (N*P, O/G) = cols_g^T @ W_g^T: one large matrix product (BLAS is
-     much faster on one (N*P, K) x (K, O) product than on N small ones);
-  4. when the output layout is (N, *spatial, O) with one group, that product is the
-     output itself; otherwise it is copied into the output's layout.
+  3. per group, one large matrix product (BLAS is much faster on it than on N small
+     ones): out_g (N*P, O/G) = cols_g^T @ W_g^T when the output layout is
+     (N, *spatial, O) with one group, which is then the output itself; otherwise
+     (O/G, N*P) = W_g @ cols_g, copied into the output's layout (for NCHW a copy of
+     consecutive runs of P elements).
 """
 from __future__ import annotations
 
@@ -112,25 +113,28 @@ def emit_conv_general_dilated(ec, op) -> None:
                                 _offset(ctx, list(zip(pos, _strides(out_sizes), strict=True))))
             ctx.store(columns, ctx.index_add(column, row), x, dtype)
 
-    # 3. one matrix product per group: (I*T, N*P)^T @ (O/G, I*T)^T
+    # 3. one matrix product per group: (N*P, O/G) = cols_g^T @ W_g^T when that is the
+    #    output itself (channels last, one group), else (O/G, N*P) = W_g @ cols_g
     with ctx.loop(groups, "conv.gemm") as g:
         weights = ec.element_offset(packed, ctx.index_mul(g, ctx.index_const(per_group * depth)), dtype)
         cols = ec.element_offset(columns, ctx.index_mul(g, ctx.index_const(rows * depth)), dtype)
         out = ec.element_offset(products, ctx.index_mul(g, ctx.index_const(rows * per_group)), dtype)
-        ec.matmuls(1, cols, True, weights, True, out, rows, per_group, depth, dtype)
+        if in_place:
+            ec.matmuls(1, cols, True, weights, True, out, rows, per_group, depth, dtype)
+        else:
+            ec.matmuls(1, weights, False, cols, False, out, per_group, rows, depth, dtype)
 
     if in_place:
         return
-    # 4. (G, N, P, O/G) -> the output's layout
+    # 4. (G, O/G, N, P) -> the output's layout (consecutive positions on both sides for NCHW)
     out_buf = ec.pointer(result)
-    with ctx.loop_nest([n_batch, *out_sizes, groups, per_group], "conv.layout") as (n, *pos, g, o):
-        src = _offset(ctx, [(g, rows * per_group), (n, positions * per_group), (o, 1)]
-                      + [(p, s * per_group) for p, s in zip(pos, _strides(out_sizes), strict=True)])
+    with ctx.loop_nest([n_batch, groups, per_group, *out_sizes], "conv.layout") as (n, g, o, *pos):
+        src = _offset(ctx, [(g, per_group * rows), (o, rows), (n, positions)]
+                      + list(zip(pos, _strides(out_sizes), strict=True)))
         feature = ctx.index_add(ctx.index_mul(g, ctx.index_const(per_group)), o)
         dst = _offset(ctx, [(n, out_strides[out_spec[0]]), (feature, out_strides[out_spec[1]])]
                       + [(p, out_strides[a]) for p, a in zip(pos, out_spec[2:], strict=True)])
         ctx.store(out_buf, dst, ctx.load(products, src, dtype), dtype)
-
 
 # --------------------------------------------------------------------------- window kernels
 
