@@ -420,10 +420,9 @@ def _loop_partial_eval(op, unknown):
         known = _create(while_p, [*known_consts, *known_inits], [known_test, known_step],
                         [*_types(known_inits), I64], {"num_consts": len(kc), "count_trips": True}, builder=builder)
         trips = known.results[-1]
-        residuals = (trips,)
+        # a loop that counts its trips already gives the count as its last result
+        residuals = () if op.attrs.get("count_trips") else (trips,)
     known_results = tuple([not u for u in x_unknown] + ([True] if op.attrs.get("count_trips") else []))
-    if not is_fori and op.attrs.get("count_trips"):
-        raise GradientError("a while loop that counts its trips is already split for reverse mode", op.loc)
     if not ux:
         return PartialEval(known, None, residuals, known_results)
 
