@@ -1,0 +1,279 @@
+"""Control-flow region ops (cond, while, fori, scan) and jitgrad.cond/switch/while_loop/
+fori_loop/scan: values against plain Python and the reference interpreter, compiled
+against both, derivatives against central differences (forward, reverse, second order,
+through the shared `check_grads` harness), loops whose trip count depends on the input,
+nesting, empty loops, pytree carries, IR text round trips and error messages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jitgrad
+from helpers import check_grads
+from jitgrad.interpreter import evaluate
+from jitgrad.ir import verify
+from jitgrad.ir.parser import parse_function
+from jitgrad.tracing.tracer import trace
+
+
+def traced(f, *args):
+    fn = trace(f, args).function
+    verify(fn)
+    return fn
+
+
+def rnn(h0, xs, w):
+    def step(h, x):
+        h = np.tanh(w * h + x)
+        return h, h * h
+    h, ys = jitgrad.scan(step, h0, xs)
+    return h.sum() + ys.sum()
+
+
+def rnn_python(h0, xs, w):
+    h, total = h0, 0.0
+    for x in xs:
+        h = np.tanh(w * h + x)
+        total = total + (h * h).sum()
+    return h.sum() + total
+
+
+def newton_sqrt(a):
+    """A while loop whose trip count depends on the input."""
+    def body(state):
+        x, k = state
+        return 0.5 * (x + a / x), k + 1
+    x, k = jitgrad.while_loop(lambda s: np.abs(s[0] * s[0] - a) > 1e-10 * a, body, (a + 1.0, 0))
+    return x
+
+
+def power_fori(x, n):
+    return jitgrad.fori_loop(0, n, lambda i, v: v * np.sin(v) + x, x)
+
+
+def branchy(x):
+    return jitgrad.cond(x.sum() > 0, lambda v: np.sin(v) * v, lambda v: np.exp(v) - 1, x)
+
+
+RNG = np.random.default_rng(0)
+H0 = RNG.normal(size=3)
+XS = RNG.normal(size=(5, 3))
+W = np.array(0.7)
+
+
+# --------------------------------------------------------------------------- values
+
+@pytest.mark.parametrize("case", ["rnn", "newton", "fori", "cond_pos", "cond_neg", "switch", "reverse_scan"])
+def test_values_match_python_interpreter_and_compiled(case):
+    if case == "rnn":
+        f, args, expected = rnn, (H0, XS, W), rnn_python(H0, XS, W)
+    elif case == "newton":
+        f, args, expected = newton_sqrt, (np.array(7.0),), np.sqrt(7.0)
+    elif case == "fori":
+        args = (np.array([0.3, -0.2]),)
+        v = args[0]
+        for _ in range(4):
+            v = v * np.sin(v) + args[0]
+        f, expected = (lambda x: power_fori(x, 4)), v
+    elif case in ("cond_pos", "cond_neg"):
+        x = np.array([0.5, 0.25]) * (1 if case == "cond_pos" else -1)
+        f, args = branchy, (x,)
+        expected = np.sin(x) * x if x.sum() > 0 else np.exp(x) - 1
+    elif case == "switch":
+        branches = [lambda v: v + 1, lambda v: v * 3, lambda v: -v]
+        f = lambda i, v: jitgrad.switch(i, branches, v)     # noqa: E731
+        for i in (-2, 0, 1, 2, 9):
+            x = np.array([1.5, 2.0])
+            got = jitgrad.jit(f)(np.int64(i), x)
+            np.testing.assert_allclose(got, branches[min(max(i, 0), 2)](x))
+            np.testing.assert_allclose(evaluate(traced(f, np.int64(i), x), [np.int64(i), x])[0], got)
+        return
+    else:
+        def f(xs):
+            return jitgrad.scan(lambda c, x: (c + x, c * x), 0.0, xs, reverse=True)
+        args = (np.arange(4.0),)
+        c, ys, acc = 0.0, np.zeros(4), 0.0
+        for i in range(3, -1, -1):
+            ys[i] = acc * args[0][i]
+            acc = acc + args[0][i]
+        got = jitgrad.jit(f)(*args)
+        np.testing.assert_allclose(got[0], acc)
+        np.testing.assert_allclose(got[1], ys)
+        return
+    np.testing.assert_allclose(jitgrad.jit(f)(*args), expected, rtol=1e-12)
+    np.testing.assert_allclose(evaluate(traced(f, *args), list(args))[0], expected, rtol=1e-12)
+
+
+def test_plain_arrays_run_the_python_loop():
+    assert jitgrad.fori_loop(0, 3, lambda i, v: v + i, 10) == 13
+    assert jitgrad.while_loop(lambda v: v < 5, lambda v: v + 2, 0) == 6
+    c, ys = jitgrad.scan(lambda c, x: (c + x, 2 * x), 0.0, np.arange(3.0))
+    assert c == 3.0 and list(ys) == [0.0, 2.0, 4.0]
+    assert jitgrad.cond(False, lambda v: v, lambda v: -v, 2.0) == -2.0
+
+
+def test_zero_trip_loops():
+    x = np.array([1.0, 2.0])
+    f = jitgrad.jit(lambda x: (jitgrad.fori_loop(3, 3, lambda i, v: v * 2, x),
+                               jitgrad.fori_loop(5, 2, lambda i, v: v * 2, x),
+                               jitgrad.while_loop(lambda v: v.sum() < 0, lambda v: v * 2, x),
+                               jitgrad.scan(lambda c, x: (c * x, c), x, np.zeros((0, 2)))[0]))
+    for out in f(x):
+        np.testing.assert_array_equal(out, x)
+    n = jitgrad.jit(lambda x, n: jitgrad.fori_loop(0, n, lambda i, v: v * 2, x))
+    np.testing.assert_array_equal(n(x, np.int64(-3)), x)
+    np.testing.assert_array_equal(n(x, np.int64(3)), x * 8)
+    g = jitgrad.grad(lambda x: jitgrad.fori_loop(2, 2, lambda i, v: v * v, x).sum())(x)
+    np.testing.assert_array_equal(g, np.ones(2))
+
+
+def test_pytree_carries_and_ys():
+    def f(x):
+        def step(state, xs):
+            a, b = xs["a"], xs["b"]
+            return {"s": state["s"] + a * b, "n": state["n"] + 1}, (a - b, {"p": a * state["s"]})
+        init = {"s": np.zeros(2), "n": np.int64(0)}
+        final, (d, extra) = jitgrad.scan(step, init, {"a": x, "b": x[::-1] * 2})
+        return final["s"].sum() + d.sum() + extra["p"].sum() + final["n"]
+    x = RNG.normal(size=(4, 2))
+    expected = 0.0
+    s = np.zeros(2)
+    for a, b in zip(x, x[::-1] * 2):
+        expected += (a - b).sum() + (a * s).sum()
+        s = s + a * b
+    expected += s.sum() + 4
+    np.testing.assert_allclose(jitgrad.jit(f)(x), expected)
+    check_grads(traced(f, x), [x], order=1)
+
+
+# --------------------------------------------------------------------------- derivatives
+
+@pytest.mark.parametrize("case", ["rnn", "fori_static", "fori_traced", "newton", "cond", "while_counted"])
+def test_derivatives_to_second_order(case):
+    if case == "rnn":
+        fn, args = traced(rnn, H0, XS, W), [H0, XS, W]
+    elif case == "fori_static":
+        x = np.array([0.3, -0.2])
+        fn, args = traced(lambda x: power_fori(x, 3), x), [x]
+    elif case == "fori_traced":
+        x = np.array([0.3, -0.2])
+        fn, args = traced(lambda x, n: power_fori(x, n), x, np.int64(3)), [x, np.int64(3)]
+    elif case == "newton":
+        fn, args = traced(newton_sqrt, np.array(3.0)), [np.array(3.0)]
+    elif case == "cond":
+        x = np.array([0.5, -0.2])
+        fn, args = traced(branchy, x), [x]
+    else:
+        def f(x):
+            return jitgrad.while_loop(lambda s: s[1] < 4, lambda s: (np.sin(s[0]) * s[0] + 1.0, s[1] + 1),
+                                      (x, 0))[0].sum()
+        x = np.array([0.4, 0.9])
+        fn, args = traced(f, x), [x]
+    check_grads(fn, args, order=2)
+
+
+def test_reverse_mode_while_with_data_dependent_trip_count():
+    grad = jitgrad.jit(jitgrad.grad(newton_sqrt))
+    for a in (0.5, 2.0, 100.0, 1e6):
+        np.testing.assert_allclose(grad(np.array(a)), 0.5 / np.sqrt(a), rtol=1e-8)
+
+    def doublings(x):   # trip count: how many doublings bring x over 100
+        return jitgrad.while_loop(lambda v: v < 100.0, lambda v: v * 2.0 + np.sin(v), x)
+    g = jitgrad.jit(jitgrad.grad(doublings))
+    for x in (0.3, 3.0, 60.0, 150.0):
+        eps = 1e-6
+        numeric = (doublings_python(x + eps) - doublings_python(x - eps)) / (2 * eps)
+        np.testing.assert_allclose(g(np.array(x)), numeric, rtol=1e-6)
+
+
+def doublings_python(x):
+    while x < 100.0:
+        x = x * 2.0 + np.sin(x)
+    return x
+
+
+def test_hessian_through_fori_and_scan_compiled():
+    f = lambda x: power_fori(x, 3).sum() + rnn(x[:1] * 0 + 0.1, XS[:, :1] * x[0], x[1])   # noqa: E731
+    x = np.array([0.3, 0.6])
+    h = jitgrad.hessian(f)(x)
+    g = jitgrad.grad(f)
+    eps = 1e-5
+    numeric = np.array([(g(x + eps * e) - g(x - eps * e)) / (2 * eps) for e in np.eye(2)])
+    np.testing.assert_allclose(h, numeric, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(h, h.T, rtol=1e-10)
+
+
+def test_nested_scan_inside_fori():
+    def f(x):
+        def outer(i, h):
+            h, _ = jitgrad.scan(lambda c, xi: (np.tanh(c + xi * i), None), h, XS)
+            return h
+        return jitgrad.fori_loop(0, 3, outer, x).sum()
+
+    def python(x):
+        h = x
+        for i in range(3):
+            for xi in XS:
+                h = np.tanh(h + xi * i)
+        return h.sum()
+    np.testing.assert_allclose(jitgrad.jit(f)(H0), python(H0), rtol=1e-12)
+    check_grads(traced(f, H0), [H0], order=2)
+
+
+def test_captured_values_are_operands_and_differentiated():
+    w = np.array([0.5, -1.5])
+
+    def f(w):
+        return jitgrad.fori_loop(0, 3, lambda i, v: v * np.cos(w) + w, np.zeros(2)).sum()
+    check_grads(traced(f, w), [w], order=2)
+    eps = 1e-6
+    numeric = np.array([(f(w + eps * e) - f(w - eps * e)) / (2 * eps) for e in np.eye(2)])
+    np.testing.assert_allclose(jitgrad.grad(f)(w), numeric, rtol=1e-7)
+
+
+# --------------------------------------------------------------------------- IR text, errors, compile time
+
+def test_ir_text_round_trips_and_verifies():
+    fn = traced(rnn, H0, XS, W)
+    vjp = jitgrad.passes.reverse.vjp_function(fn, [0, 1, 2]) if hasattr(jitgrad, "passes") else None
+    from jitgrad.passes.reverse import vjp_function
+    for f in (fn, vjp_function(fn, [0, 1, 2]), traced(newton_sqrt, np.array(2.0)), traced(branchy, H0)):
+        text = str(f)
+        parsed = parse_function(text)
+        verify(parsed)
+        assert str(parsed) == text
+    del vjp
+
+
+def test_mismatched_carry_names_the_users_line():
+    def f(x):
+        return jitgrad.fori_loop(0, 3, lambda i, v: v.astype(np.float32), x)   # the offending line
+    with pytest.raises(jitgrad.ControlFlowError, match=r"test_control_flow.py:\d+.*f64\[2\]|f64\[2\].*float32|"
+                                                       r"types \(f32\[2\]\)") as info:
+        jitgrad.jit(f)(np.zeros(2))
+    assert "test_control_flow.py" in str(info.value)
+    with pytest.raises(jitgrad.ControlFlowError, match="different structures or types"):
+        jitgrad.jit(lambda x: jitgrad.cond(x.sum() > 0, lambda v: v, lambda v: (v, v), x))(np.zeros(2))
+    with pytest.raises(jitgrad.ControlFlowError, match="structure"):
+        jitgrad.jit(lambda x: jitgrad.while_loop(lambda s: s[0].sum() < 1, lambda s: s[0], (x, x)))(np.zeros(2))
+
+
+def test_compile_time_does_not_grow_with_trip_count():
+    import time
+    times = {}
+    for t in (50, 2000):
+        xs = RNG.normal(size=(t, 3))
+        g = jitgrad.jit(jitgrad.grad(rnn, argnums=2))
+        start = time.perf_counter()
+        g(H0, xs, W)
+        times[t] = time.perf_counter() - start
+    assert times[2000] < 3 * times[50] + 0.5, times
+
+
+def test_while_that_never_ends_is_interruptible():
+    """The compiled loop checks the interrupt count every iteration, so the executable
+    is called through the path that watches for Ctrl-C."""
+    f = jitgrad.jit(lambda x: jitgrad.while_loop(lambda v: v > 0, lambda v: v + 1.0, x))
+    lowered = f.lower(np.array(-1.0))
+    assert lowered.executable.stops_on_interrupt
+    assert f(np.array(-1.0)) == -1.0
