@@ -23,7 +23,7 @@ from jitgrad.ir import (DType, Location, is_float_dtype, OpDef, RULE_SLOTS, Tens
 from jitgrad.ir.errors import VerificationError, IRParseError
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
-from jitgrad.primitives import Primitive, UndefinedPrimal, Zero, instantiate
+from jitgrad.primitives import Primitive, UndefinedPrimal, instantiate
 
 from helpers import check_grads
 from test_primitive_rules import SPECS

@@ -24,7 +24,7 @@ The `inline` pass replaces call ops by their bodies before code generation.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from jitgrad.errors import GradientError, VerificationError
 from jitgrad.ir import Function, OpDef, Trait, Value, current_builder, new_function
