@@ -234,22 +234,20 @@ def test_captured_values_are_operands_and_differentiated():
 # --------------------------------------------------------------------------- IR text, errors, compile time
 
 def test_ir_text_round_trips_and_verifies():
-    fn = traced(rnn, H0, XS, W)
-    vjp = jitgrad.passes.reverse.vjp_function(fn, [0, 1, 2]) if hasattr(jitgrad, "passes") else None
     from jitgrad.passes.reverse import vjp_function
+    fn = traced(rnn, H0, XS, W)
     for f in (fn, vjp_function(fn, [0, 1, 2]), traced(newton_sqrt, np.array(2.0)), traced(branchy, H0)):
         text = str(f)
         parsed = parse_function(text)
         verify(parsed)
         assert str(parsed) == text
-    del vjp
 
 
 def test_mismatched_carry_names_the_users_line():
     def f(x):
         return jitgrad.fori_loop(0, 3, lambda i, v: v.astype(np.float32), x)   # the offending line
-    with pytest.raises(jitgrad.ControlFlowError, match=r"test_control_flow.py:\d+.*f64\[2\]|f64\[2\].*float32|"
-                                                       r"types \(f32\[2\]\)") as info:
+    with pytest.raises(jitgrad.ControlFlowError, match=r"types \(f32\[2\]\) where the initial value has "
+                                                       r"\(f64\[2\]\)") as info:
         jitgrad.jit(f)(np.zeros(2))
     assert "test_control_flow.py" in str(info.value)
     with pytest.raises(jitgrad.ControlFlowError, match="different structures or types"):
