@@ -138,11 +138,13 @@ def test_reverse_mode_through_a_nonlinear_tangent_rule_names_the_users_line():
         jitgrad.grad(lambda x: np.sum(f(x)))(np.ones(3))
 
 
+no_impl_op = OpDef("test_no_impl", lambda x: [x], num_results=1, doc="Test op: declares no rule but infer.")
+
+
 def test_interpreter_reports_a_missing_impl():
-    nothing = OpDef("test_no_impl", lambda x: [x], num_results=1)
     fn, builder = new_function("g", [F64])
     with builder, builder.at(Location("model.py", 3)):
-        builder.ret([emit(nothing, fn.args[0])])
+        builder.ret([emit(no_impl_op, fn.args[0])])
     with pytest.raises(MissingRuleError, match="model.py:3: op 'test_no_impl' has no impl rule"):
         evaluate(fn, [np.ones(3)])
 
