@@ -265,9 +265,15 @@ def test_nan_ignoring_order_statistics(dtype):
         same(got, want)
 
 
-def test_nan_quantile_other_methods_raise():
-    with pytest.raises(UnsupportedOperationError, match="linear"):
-        jitgrad.jit(lambda x: np.nanquantile(x, 0.5, method="lower"))(np.ones(3))
+@pytest.mark.parametrize("method", METHODS)
+def test_nan_ignoring_quantiles_every_method(method):
+    x = np.array([[1.0, np.nan, 3.0, 2.0, 9.0], [np.nan] * 5, [4.0, -1.0, 0.5, 7.0, np.inf],
+                  [np.nan, 2.0, np.nan, np.nan, 1.0]])
+    for data in (x, x.astype(np.float32)):
+        for f in (lambda x: np.nanquantile(x, [0.0, 0.3, 0.5, 1.0], axis=1, method=method),
+                  lambda x: np.nanpercentile(x, 62.5, axis=1, method=method)):
+            got, want = run_both(f, data)
+            same(got, want)
 
 
 def test_median_and_percentile_gradients():

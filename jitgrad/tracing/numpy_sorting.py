@@ -10,8 +10,9 @@ from the `sort`/`argsort` and `gather`/`scatter` primitives.
   provably NumPy's result when kth pins every position; otherwise a clear error asks for
   `np.sort`.
 - quantiles (`median`, `percentile`, `quantile`, and their `nan*` forms) take NumPy's own
-  index and weight computation (the positions are static for a static q), then read the
-  sorted array there, so every `method=` NumPy has gives NumPy's numbers and dtypes.
+  index and weight computation (the positions are static for a static q; for the nan*
+  forms, tabled for every possible count of numbers in a row), then read the sorted
+  array there, so every `method=` NumPy has gives NumPy's numbers and dtypes.
 - `searchsorted`, `digitize`, `interp` binary-search (the `searchsorted` primitive) and gather.
 - `unique`, `nonzero`, `argwhere` have data-dependent shapes: they need a static `size=`
   (as in JAX), the result padded with `fill_value`.
@@ -414,14 +415,32 @@ def _nanquantile(a, q, axis, method, keepdims, weak, name):
         return nanmean(x, axis=axis, keepdims=keepdims)
     if not x.type.dtype.is_float:
         return _quantile(x, q, axis, method, keepdims, weak, name)
-    if method != "linear":
-        raise UnsupportedOperationError(f"numpy.{name}: jitgrad supports method='linear' only for the NaN-ignoring "
-                                        f"quantiles (np.{name.replace('nan', '')} has every method)")
     x, s, count, kept_shape, axes = _nan_rows(x, axis, name)
-    if s.type.shape[-1] == 0:
+    n = s.type.shape[-1]
+    if n == 0:
         return _keepdims(P.full(np.nan, x.type.with_shape(q.shape + kept_shape)), x.type.shape, axes, keepdims,
                          lead=q.ndim)
-    results = [_nanquantile_one(s, count, float(qk), weak, x.type.dtype) for qk in q.ravel()]
+    tables = _QuantileTables(q, method, weak, n)
+    rows = math.prod(kept_shape)
+    flat_count = P.reshape(count, (rows,))
+
+    def lookup(table: np.ndarray, k: int) -> Value:
+        """table[count, k] for each row's count of numbers."""
+        return P.reshape(gather(P.constant(np.ascontiguousarray(table[:, k])), flat_count, 0), kept_shape)
+
+    results = []
+    for k in range(q.size):
+        low = _at(s, lookup(tables.previous, k))
+        if tables.integral:
+            result = low
+        else:
+            gamma, one_minus = lookup(tables.gamma, k), lookup(tables.one_minus, k)
+            if weak:            # NumPy's weight is a Python float then: it takes the array's float dtype
+                target = x.type.dtype if x.type.dtype.is_float else DType.f64
+                gamma, one_minus = P.convert(gamma, target), P.convert(one_minus, target)
+            result = _lerp(low, _at(s, lookup(tables.following, k)), gamma, one_minus, lookup(tables.use_b, k))
+        empty = P.eq(count, P.full(0, count.type))
+        results.append(P.select(empty, P.full(np.nan, result.type), result))
     if q.ndim == 0:
         result = results[0]
     else:
@@ -430,23 +449,33 @@ def _nanquantile(a, q, axis, method, keepdims, weak, name):
     return _keepdims(result, x.type.shape, axes, keepdims, lead=q.ndim)
 
 
-def _nanquantile_one(s: Value, count: Value, q: float, weak: bool, dtype: DType) -> Value:
-    """NumPy's linear quantile of the `count` numbers at the start of each sorted row."""
-    f64 = count.type.with_dtype(DType.f64)
-    virtual = P.mul(P.convert(P.sub(count, P.full(1, count.type)), DType.f64), P.full(q, f64))
-    floor = P.convert(P.floor_divide(virtual, P.full(1.0, f64)), DType.i64)     # virtual >= 0 unless count is 0
-    above = P.ge(virtual, P.convert(P.sub(count, P.full(1, count.type)), DType.f64))
-    previous = P.select(above, P.sub(count, P.full(1, count.type)), floor)
-    following = P.select(above, previous, P.add(floor, P.full(1, count.type)))
-    gamma = P.select(above, P.add(virtual, P.full(1.0, f64)), P.sub(virtual, P.convert(floor, DType.f64)))
-    if weak:
-        gamma = P.convert(gamma, dtype)
-    one_minus = P.sub(P.full(1.0, gamma.type), gamma)
-    low, high = _at(s, previous), _at(s, following)
-    result = _lerp(low, high, gamma, one_minus, P.ge(gamma, P.full(0.5, gamma.type)))
-    empty = P.eq(count, P.full(0, count.type))
-    has_nan_result = P.full(np.nan, result.type)
-    return P.select(empty, has_nan_result, result)
+class _QuantileTables:
+    """NumPy's positions and weights for every possible count m = 1..n of numbers in a
+    row (row m of each table; row 0 is unused): the NaN-ignoring quantile of a row with m
+    numbers is NumPy's quantile of those m, so the tables come from NumPy's own code, run
+    once per m at trace time, and the compiled code picks a row by each row's count."""
+
+    def __init__(self, q: np.ndarray, method: str, weak: bool, n: int):
+        props = _np_quantile._QuantileMethods[method]
+        flat_q = q.reshape(-1)
+        shape = (n + 1, flat_q.size)
+        self.previous, self.following = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+        self.gamma, self.one_minus = np.zeros(shape), np.ones(shape)
+        self.use_b = np.zeros(shape, bool)
+        virtual = np.asanyarray(props["get_virtual_index"](n, flat_q))
+        self.integral = props["fix_gamma"] is None or method == "linear" and np.issubdtype(virtual.dtype, np.integer)
+        dummy = np.empty(0)
+        for m in range(1, n + 1):
+            virtual = np.asanyarray(props["get_virtual_index"](m, flat_q))
+            if self.integral:
+                self.previous[m] = np.asarray(virtual, np.int64) % m
+                continue
+            previous, following = _np_quantile._get_indexes(dummy, virtual, m)
+            gamma = np.asarray(_np_quantile._get_gamma(virtual, previous, props), np.float64)
+            self.previous[m], self.following[m] = previous % m, following % m
+            self.gamma[m] = gamma
+            self.one_minus[m] = [1 - float(g) for g in gamma] if weak else np.subtract(1, gamma)
+            self.use_b[m] = gamma >= 0.5
 
 
 def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *, weights=None,
