@@ -321,3 +321,24 @@ def test_sized_unique_with_index_inverse_and_counts():
     np.testing.assert_array_equal(small, w_values[:2])
     ints = np.array([[2, 2], [0, 5]])
     np.testing.assert_array_equal(jitgrad.jit(lambda x: sized.unique(x, size=4, fill_value=-1))(ints), [0, 2, 5, -1])
+
+
+def test_isin():
+    element = np.array([[1.0, np.nan, -0.0], [2.0, 5.0, 7.0]])
+    tests = np.array([np.nan, 0.0, 1.0, 7.0, 7.0])
+    for f in (lambda e, t: np.isin(e, t), lambda e, t: np.isin(e, t, invert=True), lambda e, t: np.isin(e, t[:0]),
+              lambda e, t: np.isin(e[0].astype(np.int64), t.astype(np.int8)), lambda e, t: np.isin(7.0, t)):
+        with np.errstate(invalid="ignore"):
+            got, want = run_both(f, element, tests)
+        same(got, want)
+
+
+def test_sized_flatnonzero_and_set_operations_refused():
+    x = np.array([[0, 1], [2, 0]])
+    np.testing.assert_array_equal(jitgrad.jit(lambda x: sized.flatnonzero(x, size=4))(x), [1, 2, 0, 0])
+    with pytest.raises(UnsupportedOperationError, match="sized.flatnonzero"):
+        jitgrad.jit(lambda x: np.flatnonzero(x))(x)
+    with pytest.raises(UnsupportedOperationError, match="sized.unique"):
+        jitgrad.jit(lambda x: np.unique_counts(x))(x)
+    with pytest.raises(UnsupportedOperationError, match="np.isin"):
+        jitgrad.jit(lambda x: np.intersect1d(x, x))(x)

@@ -592,10 +592,48 @@ def unique(ar, return_index=False, return_inverse=False, return_counts=False, ax
     return tuple(results)
 
 
+def flatnonzero(a, *, size=None, fill_value=None):
+    if size is None:
+        raise _need_size("flatnonzero", "use np.where(np.ravel(x) != 0, ...) to keep the shape")
+    x = as_value(a)
+    return nonzero(P.reshape(x, (x.type.size,)), size=size, fill_value=fill_value)[0]
+
+
+def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None):
+    """np.isin: the shape is the element's, so it needs no size. The test elements are
+    sorted once; each element is binary-searched and compared with what it found (NaN is
+    never found, -0.0 finds 0.0, as with NumPy's ==)."""
+    element, tests = api.promote(element, test_elements)
+    tests = P.reshape(tests, (tests.type.size,))
+    if tests.type.size == 0 or element.type.size == 0:
+        return P.full(bool(invert), element.type.with_dtype(DType.bool))
+    ordered = sort_last(tests)
+    position = searchsorted_primitive(ordered, element, "left")
+    flat = P.reshape(position, (element.type.size,))
+    last = tests.type.size - 1
+    flat = P.minimum(flat, P.full(last, flat.type))
+    found = P.eq(P.reshape(gather(ordered, flat, 0), element.type.shape), element)
+    return P.logical_not(found) if invert else found
+
+
+def _refuse_data_dependent(name: str, instead: str):
+    def refuse(*args, **kwargs):
+        raise UnsupportedOperationError(f"numpy.{name} on traced arrays has a shape that depends on the data; "
+                                        f"{instead}")
+    return refuse
+
+
+_UNIQUE_INSTEAD = "use jitgrad.tracing.sized.unique(x, size=n, return_index=..., return_counts=...) (a static size)"
 FUNCTIONS = {
     np.sort: sort, np.argsort: argsort, np.partition: partition, np.argpartition: argpartition,
     np.lexsort: lexsort, np.searchsorted: searchsorted, np.digitize: digitize, np.interp: interp,
     np.median: median, np.nanmedian: nanmedian, np.quantile: quantile, np.percentile: percentile,
     np.nanquantile: nanquantile, np.nanpercentile: nanpercentile,
-    np.nonzero: nonzero, np.argwhere: argwhere, np.unique: unique,
+    np.nonzero: nonzero, np.argwhere: argwhere, np.unique: unique, np.flatnonzero: flatnonzero, np.isin: isin,
+    np.unique_values: _refuse_data_dependent("unique_values", _UNIQUE_INSTEAD),
+    np.unique_counts: _refuse_data_dependent("unique_counts", _UNIQUE_INSTEAD),
+    np.unique_inverse: _refuse_data_dependent("unique_inverse", _UNIQUE_INSTEAD),
+    np.unique_all: _refuse_data_dependent("unique_all", _UNIQUE_INSTEAD),
+    **{getattr(np, name): _refuse_data_dependent(name, "use np.isin (a mask of the static shape) and np.where")
+       for name in ("intersect1d", "setdiff1d", "union1d", "setxor1d")},
 }

@@ -7,8 +7,8 @@ could see it), so these are called by name inside a traced function:
     from jitgrad.tracing import sized
     rows, cols = sized.nonzero(mask, size=8)
 
-`np.nonzero`, `np.argwhere` and `np.unique` on traced arrays raise an error that names
-these.
+`np.nonzero`, `np.flatnonzero`, `np.argwhere` and `np.unique` on traced arrays raise an
+error that names these.
 """
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def nonzero(a, *, size: int, fill_value=None):
     """np.nonzero(a) padded (or cut) to `size` entries per axis; `fill_value` (default 0)
     may be one scalar or one per axis."""
     return apply(numpy_sorting.nonzero, (a,), {"size": size, "fill_value": fill_value})
+
+
+def flatnonzero(a, *, size: int, fill_value=None):
+    """np.flatnonzero(a) padded (or cut) to `size` entries."""
+    return apply(numpy_sorting.flatnonzero, (a,), {"size": size, "fill_value": fill_value})
 
 
 def argwhere(a, *, size: int, fill_value=None):
