@@ -648,6 +648,7 @@ OPS: list[Op] = [
     Op("take_mode", "np.take({0}, [-7, 1, 9, -1], axis={a}, mode={mode!r})", 1, in_tables(np.take), weight=0.3,
        params=lambda r, xs: {"a": int(r.integers(np.ndim(xs[0]))), "mode": ["clip", "wrap"][r.integers(2)]}
        if np.ndim(xs[0]) and min(np.shape(xs[0])) else None),
+    Op("isin", "np.isin({0}, {1})", 2, in_tables(np.isin), smooth=False, jumps=True, weight=0.3),
     Op("choose", "np.choose(({0} > 0).astype(np.int8) + ({1} > 0), [{0}, {1}, {0} * 2])", 2, in_tables(np.choose),
        weight=0.3, jumps=True),
     Op("searchsorted", "np.searchsorted(np.sort(np.ravel({1})), {0}, side={side!r})", 2, in_tables(np.searchsorted),
