@@ -219,9 +219,19 @@ def fori_loop(lower, upper, body_fun: Callable, init_val):
     carry, tree = _carry(init_val, "fori_loop")
     types = [v.type for v in carry]
     if lo is not None and hi is not None:
+        # the index promotes as the Python ints of range(lower, upper) do (NEP 50), so
+        # `v * 0.5 + i` keeps v's float32
+        last = max(hi - 1, lo)
+        holding = frozenset(d for d in DType if d.is_integer and np.iinfo(d.numpy).min <= min(lo, last)
+                            and max(lo, last) <= np.iinfo(d.numpy).max)
+
         def step(state, _):
             i, val = state
-            return (i + 1, body_fun(i, val)), None
+            new = body_fun(Tracer(i.value, weak=holding), val)
+            leaves, new_tree = tree_flatten(new)
+            _check_same("fori_loop's body_fun returns a carry that", new_tree, [_values([x])[0].type for x in leaves],
+                        tree, types)
+            return (i + 1, new), None
         (_, out), _ = scan(step, (np.int64(lo), init_val), None, length=max(hi - lo, 0))
         return out
     bounds = _values([lower, upper])

@@ -581,6 +581,17 @@ OPS: list[Op] = [
        "__import__('jitgrad').nn.conv_general_dilated({0}[None, None], np.linspace(-1, 1, {taps}).reshape("
        "(1, 1) + {window}).astype({0}.dtype), {strides}, {padding}, {lhs_dilation}, {rhs_dilation})[0, 0]",
        1, always, SUM, params=_conv, kinds="f", weight=0.3),
+    # jitgrad's control flow (NumPy's answer: the same call on arrays runs the Python loop or branch)
+    Op("jitgrad.scan", "__import__('jitgrad').scan(lambda c, x: (c + x, c * x), np.atleast_1d({0})[:1].sum(0) * 0, "
+       "np.atleast_1d({0}))[1]", 1, always, kinds="fi", weight=0.3),
+    Op("jitgrad.fori_loop", "__import__('jitgrad').fori_loop(0, 3, lambda i, v: v * 0.5 + i, {0})", 1, always,
+       kinds="f", weight=0.3),
+    Op("jitgrad.while_loop", "__import__('jitgrad').while_loop(lambda s: (np.abs(s[0]) > 1).any() & (s[1] < 60), "
+       "lambda s: (s[0] * 0.5, s[1] + 1), ({0}, 0))[0]", 1, always, kinds="f", jumps=True, weight=0.3),
+    Op("jitgrad.cond", "__import__('jitgrad').cond(({0} > 0).sum() > {0}.size // 2, lambda v: v * 2.0, "
+       "lambda v: v - 1.0, {0})", 1, always, kinds="fiu", jumps=True, weight=0.3),
+    Op("jitgrad.switch", "__import__('jitgrad').switch(({0} > 0).sum(), [lambda v: v + 1, lambda v: v * 2, "
+       "lambda v: v - v * 3], {0})", 1, always, kinds="fi", jumps=True, weight=0.3),
     Op("gradient", "np.gradient({0}, axis={axis})", 1, in_tables(np.gradient), weight=0.3,
        params=lambda r, xs: _axis(r, xs, False, False)),
     Op("array_split", "np.array_split({0}, 2, axis={axis})[0]", 1, in_tables(np.array_split), weight=0.3,
@@ -1662,12 +1673,7 @@ def _detail(kind: str, *fragments: str) -> Callable[[Failure], bool]:
     return lambda f: f.kind == kind and any(text in f.detail for text in fragments)
 
 
-KNOWN_FAILURES: list[KnownFailure] = [
-    KnownFailure("invalid LLVM IR around a large matrix product",
-                 "with fusion off, jit(lambda a: (a * 2).T @ a) on a (1026, 1026) array fails in 'llvm-verify' "
-                 "(an empty basic block 'entry.if' where the code checks for Ctrl-C between kernels)",
-                 _detail("refused", "LLVM IR parsing error")),
-]
+KNOWN_FAILURES: list[KnownFailure] = []
 
 
 def classify(failure: Failure) -> Failure:

@@ -275,3 +275,21 @@ def test_while_that_never_ends_is_interruptible():
     lowered = f.lower(np.array(-1.0))
     assert lowered.executable.stops_on_interrupt
     assert f(np.array(-1.0)) == -1.0
+
+
+def test_loop_invariant_work_moves_out_of_the_body():
+    from jitgrad.backends.cpu.control_flow import hoist_invariants
+    from jitgrad.primitives.control_flow import region_function
+    w = RNG.normal(size=(3, 3))
+
+    def f(w, xs):
+        return jitgrad.scan(lambda h, x: (np.tanh(h @ (w.T * 2.0) + x), None), np.zeros(3), xs)[0].sum()
+    fn = traced(f, w, XS)
+    scan_op = next(op for op in fn.body.ops if op.name == "scan")
+    prelude, body, n_hoisted = hoist_invariants(region_function(scan_op), range(scan_op.attrs["num_consts"]))
+    assert n_hoisted == 1
+    assert {"transpose", "mul"} <= {op.name for op in prelude.body.ops}
+    assert not {"transpose", "mul"} & {op.name for op in body.body.ops}
+    for result in (jitgrad.jit(f)(w, XS), evaluate(fn, [w, XS])[0]):
+        np.testing.assert_allclose(result, f(w, XS), rtol=1e-12)
+    check_grads(fn, [w, XS], order=1)

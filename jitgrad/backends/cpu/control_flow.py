@@ -17,16 +17,23 @@ A region's workspace is a scratch area of the outer function's workspace, so nes
 loops need no allocation at run time. Every loop iteration checks for Ctrl-C (the
 runtime's interrupt count, as the outer function's long kernels do): a while loop that
 never ends stays interruptible. Loop-invariant work stays outside: the values a body
-reads from the enclosing function are operands computed once before the loop.
+reads from the enclosing function are operands computed once before the loop, and the
+body's own work that reads only those (a transposed weight in a backward loop, say) is
+moved into a prelude run once before the loop (`hoist_invariants`).
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
+from typing import Sequence
+
 from jitgrad.config import config
-from jitgrad.ir import DType, Function
+from jitgrad.ir import DType, Function, Trait, new_function
+from jitgrad.ir.rewrite import Rewriter
 from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import schedule
+from jitgrad.passes.simplify import DeadCodeElimination
+from jitgrad.primitives import Alias, Constant
 from jitgrad.primitives.control_flow import cond_p, fori_p, region_function, scan_p, while_p
 from .llvm_support import I64, I8, PTR, alloca_in_entry, for_range, index, memory_type, set_function_string_attribute
 
@@ -35,10 +42,76 @@ def _nbytes(t) -> int:
     return t.size * t.dtype.itemsize
 
 
-class _Region:
-    """One region compiled as a function of the module, and how to call it."""
+CHEAP_LOWERINGS = (Alias, Constant)
+REPLICATED_OPS = ("broadcast_in_dim",)
+"""Invariant ops cheaper to recompute inline (fused) than to read from a buffer: they are
+copied into the hoisted prelude where it needs them but not taken out of the body."""
 
-    def __init__(self, kc, fn: Function):
+
+def hoist_invariants(fn: Function, invariant: Sequence[int]) -> tuple[Function, Function, int] | None:
+    """Loop-invariant code motion for a region run many times: the ops of `fn` that read
+    only the arguments at `invariant` (the loop's consts), constants and each other move
+    to a `prelude(*invariant args) -> hoisted values`, run once before the loop; returns
+    (prelude, body, number of hoisted values) where body takes fn's arguments followed by
+    the hoisted values; None when there is nothing worth moving."""
+    known = {fn.args[k] for k in invariant}
+    closure, moved = [], []
+    for op in fn.body.ops:
+        if op.opdef.is_terminator or op.regions or not op.opdef.has(Trait.PURE) \
+                or op.opdef.has(Trait.HAS_SIDE_EFFECT) or not all(v in known for v in op.operands):
+            continue
+        known.update(op.results)
+        closure.append(op)
+        if op.operands and not isinstance(op.opdef.lowering, CHEAP_LOWERINGS) and op.name not in REPLICATED_OPS:
+            moved.append(op)
+    moved_set = set(moved)
+    read_by_rest = {v for op in fn.body.ops if op not in moved_set for v in op.operands}
+    exported = [r for op in moved for r in op.results if r in read_by_rest]
+    if not exported:
+        return None
+    args = [fn.args[k] for k in invariant]
+    prelude, builder = new_function(f"{fn.name}_invariant", [a.type for a in args])
+    with builder:
+        copier = Rewriter(env=dict(zip(args, prelude.args, strict=True)))
+        for op in closure:
+            copier.eval_op(op)
+        builder.ret([copier.read(v) for v in exported])
+    body, builder = new_function(fn.name, [*fn.input_types, *(v.type for v in exported)])
+    with builder:
+        copier = Rewriter(env={**dict(zip(fn.args, body.args, strict=False)),
+                               **dict(zip(exported, body.args[len(fn.args):], strict=True))})
+        for op in fn.body.ops:
+            if op.opdef.is_terminator:
+                with builder.at(op.loc):
+                    builder.ret([copier.read(v) for v in op.operands])
+            elif op not in moved_set:
+                copier.eval_op(op)
+    dce = DeadCodeElimination()
+    return dce.run(prelude), dce.run(body), len(exported)
+
+
+class _Region:
+    """One region compiled as a function of the module, and how to call it. With
+    `invariant` (the positions of the loop's consts among its arguments) its
+    loop-invariant work is compiled into a prelude that `prepare` runs once."""
+
+    def __init__(self, kc, fn: Function, invariant: Sequence[int] = ()):
+        self.prelude = None
+        self.hoisted: list = []
+        self.invariant = list(invariant)
+        split = hoist_invariants(fn, invariant) if invariant else None
+        if split is not None:
+            prelude_fn, fn, n_hoisted = split
+            self.prelude = _Region(kc, prelude_fn)
+            self.hoisted = [kc.scratch(max(_nbytes(t), 1)) for t in prelude_fn.output_types]
+        self._compile(kc, fn)
+
+    def prepare(self, inputs) -> None:
+        """Run the hoisted prelude on the region's invariant inputs (once, before the loop)."""
+        if self.prelude is not None:
+            self.prelude.call([inputs[k] for k in self.invariant], self.hoisted)
+
+    def _compile(self, kc, fn: Function) -> None:
         from .codegen import CPUFunctionEmitter
         kc._region_count = getattr(kc, "_region_count", 0) + 1
         sched = schedule(fn, config.fusion)
@@ -60,7 +133,7 @@ class _Region:
 
     def call(self, inputs, outputs) -> None:
         b = self.kc.builder
-        items = [*inputs, *outputs, self.workspace, *self.constants]
+        items = [*inputs, *self.hoisted, *outputs, self.workspace, *self.constants]
         for k, item in enumerate(items):
             b.store(item, b.gep(self.args, [index(k)], inbounds=True, source_etype=PTR))
         b.call(self.llfn, [self.args])
@@ -108,10 +181,12 @@ def _emit_while(kc, op) -> None:
     n = op.attrs["num_consts"]
     consts, inits = op.operands[:n], op.operands[n:]
     carry_types = [v.type for v in inits]
-    test = _Region(kc, region_function(op, 0))
-    body = _Region(kc, region_function(op, 1))
+    test = _Region(kc, region_function(op, 0), range(n))
+    body = _Region(kc, region_function(op, 1), range(n))
     const_ptrs = [kc.pointer(v) for v in consts]
     carry = [kc.pointer(r) for r in op.results[:len(inits)]]
+    test.prepare(const_ptrs)
+    body.prepare(const_ptrs)
     fresh = _carry_buffers(kc, carry_types)
     flag = kc.scratch(1)
     trips = alloca_in_entry(b, I64, "trips")
@@ -141,11 +216,12 @@ def _emit_fori(kc, op) -> None:
     n = op.attrs["num_consts"]
     consts, inits = op.operands[1:1 + n], op.operands[1 + n:]
     carry_types = [v.type for v in inits]
-    body = _Region(kc, region_function(op, 0))
+    body = _Region(kc, region_function(op, 0), range(1, 1 + n))
     const_ptrs = [kc.pointer(v) for v in consts]
     carry = [kc.pointer(r) for r in op.results]
     fresh = _carry_buffers(kc, carry_types)
     counter = kc.scratch(8)
+    body.prepare([counter, *const_ptrs])
     _copy_all(kc, carry, [kc.pointer(v) for v in inits], carry_types)
     trips = _load_scalar(kc, op.operands[0], DType.i64)
     trips = b.select(b.icmp_signed("<", trips, index(0)), index(0), trips)
@@ -162,9 +238,10 @@ def _emit_scan(kc, op) -> None:
     length, reverse = op.attrs["length"], op.attrs["reverse"]
     consts, inits, xs = op.operands[:nc], op.operands[nc:nc + nx], op.operands[nc + nx:]
     carry_types = [v.type for v in inits]
-    body = _Region(kc, region_function(op, 0))
+    body = _Region(kc, region_function(op, 0), range(nc))
     const_ptrs = [kc.pointer(v) for v in consts]
     carry = [kc.pointer(r) for r in op.results[:nx]]
+    body.prepare(const_ptrs)
     fresh = _carry_buffers(kc, carry_types)
     x_ptrs = [kc.pointer(v) for v in xs]
     x_strides = [_nbytes(v.type) // length if length else 0 for v in xs]
