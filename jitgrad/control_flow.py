@@ -323,8 +323,12 @@ def _python_scan(f, init, xs, length, reverse):
         ys.append(y)
     if reverse:
         ys.reverse()
-    if not ys:
-        return carry, None
+    if not ys:      # no step ran: f on zero slices gives the ys' structure, shapes and dtypes
+        x = tree_unflatten(x_tree, [np.zeros(np.shape(leaf)[1:], np.asarray(leaf).dtype) for leaf in x_leaves])
+        y = f(init, x if x_leaves else None)[1]
+        y_leaves, y_tree = tree_flatten(y)
+        return carry, tree_unflatten(y_tree, [np.zeros((0, *np.shape(leaf)), np.asarray(leaf).dtype)
+                                              for leaf in y_leaves])
     y_leaves = [tree_flatten(y)[0] for y in ys]
     y_tree = tree_flatten(ys[0])[1]
     stacked = [np.stack([np.asarray(leaves[k]) for leaves in y_leaves]) for k in range(len(y_leaves[0]))]
