@@ -10,7 +10,12 @@ import importlib
 import threading
 from typing import Callable
 
-_FACTORIES: dict[str, str | Callable] = {"cpu": "jitgrad.backends.cpu.backend:CPUBackend"}
+_FACTORIES: dict[str, str | Callable] = {
+    "cpu": "jitgrad.backends.cpu.backend:CPUBackend",
+    "cuda": "jitgrad.backends.cuda.backend:CUDABackend",
+    "gpu": "jitgrad.backends.cuda.backend:CUDABackend",
+    "cuda-emulator": "jitgrad.backends.cuda.backend:GridEmulatorBackend",
+}
 _INSTANCES: dict[str, object] = {}
 _LOCK = threading.Lock()
 
