@@ -81,6 +81,38 @@ class Schedule:
         return out
 
 
+VIEW_OPS = frozenset({"transpose", "broadcast_in_dim"})
+"""Index maps a contraction reads through strides (BLAS transposes, leading dimensions
+and batch strides) instead of a kernel and buffer of their own."""
+
+
+def strided_view(value: Value, sched: Schedule) -> tuple[Value, tuple[int, ...]] | None:
+    """`value` as (materialized base, stride in elements of each of its axes over the
+    base's row-major buffer; 0 along broadcast axes) when it is the base itself or a chain
+    of `VIEW_OPS` of it that nothing else materializes; None otherwise."""
+    if value in sched.materialized:
+        shape, strides, step = value.type.shape, [], 1
+        for extent in reversed(shape):
+            strides.append(step)
+            step *= extent
+        return value, tuple(reversed(strides))
+    op = value.defining_op
+    if op is None or op.opdef.name not in VIEW_OPS:
+        return None
+    inner = strided_view(op.operands[0], sched)
+    if inner is None:
+        return None
+    base, strides = inner
+    if op.opdef.name == "transpose":
+        return base, tuple(strides[p] for p in op.attrs["permutation"])
+    in_shape, shape = op.operands[0].type.shape, op.attrs["shape"]
+    out = [0] * len(shape)
+    for k, d in enumerate(op.attrs["broadcast_dimensions"]):
+        if in_shape[k] == shape[d]:
+            out[d] = strides[k]
+    return base, tuple(out)
+
+
 def _is_cheap(value: Value) -> bool:
     """A scalar broadcast to a shape: recomputing it is one register read."""
     op = value.defining_op
@@ -124,8 +156,10 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
             depth[result] = 0
         if isinstance(lowering, _ALWAYS_MATERIALIZED):
             sched.materialized.add(result)
-        if isinstance(lowering, (Contraction, Alias)):
+        if isinstance(lowering, Alias):
             sched.materialized.update(op.operands)
+        if isinstance(lowering, Contraction):      # transposes and broadcasts stay views
+            sched.materialized.update(v for v in op.operands if strided_view(v, sched) is None)
         if isinstance(lowering, Constant):
             if result.type.ndim > 0:
                 sched.materialized.add(result)

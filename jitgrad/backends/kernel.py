@@ -35,7 +35,7 @@ import numpy as np
 
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
-from jitgrad.passes.schedule import Kernel, Schedule
+from jitgrad.passes.schedule import Kernel, Schedule, strided_view
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from jitgrad.primitives.kernel_kind import KernelKind
 
@@ -668,7 +668,8 @@ class KernelEmitter:
 
     # ------------------------------------------------------------------ contraction
     def permuted_copy(self, value: Value, perm) -> Buffer:
-        """A row-major copy of `value` with its axes in the order `perm`."""
+        """A row-major copy of `value` with its axes in the order `perm` (`value` loaded
+        from its buffer, or computed where it is a view the schedule did not materialize)."""
         ctx, dtype = self.ctx, value.type.dtype
         shape = [value.type.shape[p] for p in perm]
         dst = self.scratch(value.type.nbytes)
@@ -676,22 +677,41 @@ class KernelEmitter:
             src_multi = [None] * len(perm)
             for k, p in enumerate(perm):
                 src_multi[p] = m[k]
-            item = ctx.load(self.buffers[value], linearize(ctx, src_multi, value.type.shape), dtype)
+            if value in self.buffers:
+                item = ctx.load(self.buffers[value], linearize(ctx, src_multi, value.type.shape), dtype)
+            else:
+                item = self.element(value, Index(value.type.shape, src_multi))
             ctx.store(dst, linearize(ctx, m, shape), item, dtype)
         return dst
 
     def operand_layout(self, value: Value, batch, first, second):
         """Buffer and transposition flag that present `value` as (batch, first, second)."""
         ndim = value.type.ndim
-        if [*batch, *first, *second] == list(range(ndim)):
-            return self.buffers[value], False
-        if [*batch, *second, *first] == list(range(ndim)):
-            return self.buffers[value], True
+        if value in self.buffers:
+            if [*batch, *first, *second] == list(range(ndim)):
+                return self.buffers[value], False
+            if [*batch, *second, *first] == list(range(ndim)):
+                return self.buffers[value], True
         return self.permuted_copy(value, [*batch, *first, *second]), False
 
+    def matrix_operand(self, value: Value, batch, first, second) -> "MatrixOperand":
+        """`value` as a batch of (first, second) matrices in a buffer: read in place
+        through strides where it is a transpose or broadcast of a buffer that BLAS's
+        layout can describe (`strided_view`), else a row-major copy."""
+        shape = value.type.shape
+        rows, cols = math.prod(shape[a] for a in first), math.prod(shape[a] for a in second)
+        view = strided_view(value, self.sched)
+        if view is not None:
+            base, strides = view
+            layout = _matrix_layout(shape, strides, batch, first, second, rows, cols)
+            if layout is not None and base in self.buffers:
+                return MatrixOperand(self.buffers[base], *layout)
+        buffer, trans = self.operand_layout(value, batch, first, second)
+        return MatrixOperand(buffer, rows * cols, trans, rows if trans else cols)
+
     def emit_contraction(self, op) -> None:
-        """dot_general as batched matrix products of row-major (possibly transposed)
-        operands; `matmul` computes each."""
+        """dot_general as batched matrix products of strided (possibly transposed)
+        operands; `contract` computes them."""
         ctx = self.ctx
         lhs, rhs = op.operands
         result = op.results[0]
@@ -703,15 +723,31 @@ class KernelEmitter:
         k = math.prod(lhs.type.shape[a] for a in lc)
         n = math.prod(rhs.type.shape[a] for a in rf)
         out = self.allocate(result)
-        a_buf, a_trans = self.operand_layout(lhs, lb, lf, lc)
-        b_buf, b_trans = self.operand_layout(rhs, rb, rc, rf)
         dtype = result.type.dtype
         if result.type.size == 0:
             return
         if k == 0:
             ctx.zero_bytes(out, result.type.nbytes)
             return
-        self.matmuls(nb, a_buf, a_trans, b_buf, b_trans, out, m, n, k, dtype)
+        a = self.matrix_operand(lhs, lb, lf, lc)
+        b = self.matrix_operand(rhs, rb, rc, rf)
+        self.contract(nb, a, b, out, m, n, k, dtype)
+
+    def contract(self, nb: int, a: "MatrixOperand", b: "MatrixOperand", c, m: int, n: int, k: int,
+                 dtype: DType) -> None:
+        """C_i = A_i @ B_i for i < nb, C row-major and contiguous: `matmuls` where both
+        operands are consecutive matrices, else `matmul` per batch."""
+        if a.is_dense(m, k) and b.is_dense(k, n):
+            self.matmuls(nb, a.buffer, a.trans, b.buffer, b.trans, c, m, n, k, dtype)
+            return
+        ctx = self.ctx
+        with ctx.loop(nb, "batch") as bi:
+            self.matmul(self.element_offset(a.buffer, ctx.index_mul(bi, ctx.index_const(a.batch_stride)), dtype),
+                        a.trans,
+                        self.element_offset(b.buffer, ctx.index_mul(bi, ctx.index_const(b.batch_stride)), dtype),
+                        b.trans,
+                        self.element_offset(c, ctx.index_mul(bi, ctx.index_const(m * n)), dtype), m, n, k, dtype,
+                        lda=a.ld, ldb=b.ld)
 
     def matmuls(self, nb: int, a, a_trans: bool, bm, b_trans: bool, c, m: int, n: int, k: int,
                 dtype: DType) -> None:
@@ -727,24 +763,70 @@ class KernelEmitter:
         """The buffer starting `offset` (an index) elements of `dtype` into `buffer`."""
         raise NotImplementedError
 
-    def matmul(self, a, a_trans, bm, b_trans, c, m, n, k, dtype) -> None:
-        """C = A @ B with an i-k-j loop order (the inner loop is contiguous in C and B)."""
+    def matmul(self, a, a_trans, bm, b_trans, c, m, n, k, dtype, lda: int | None = None,
+               ldb: int | None = None) -> None:
+        """C = A @ B with an i-k-j loop order (the inner loop is contiguous in C and B);
+        `lda`/`ldb` are the row pitches of the stored matrices (default: dense)."""
         ctx = self.ctx
+        lda = lda if lda is not None else (m if a_trans else k)
+        ldb = ldb if ldb is not None else (k if b_trans else n)
         zero = ctx.const_of(0, dtype)
         with ctx.loop(m * n, "zero") as i:
             ctx.store(c, i, zero, dtype)
         c_ = ctx.index_const
         with ctx.loop(m, "mm.i") as i:
             with ctx.loop(k, "mm.k") as kk:
-                a_off = (ctx.index_add(ctx.index_mul(kk, c_(m)), i) if a_trans
-                         else ctx.index_add(ctx.index_mul(i, c_(k)), kk))
+                a_off = (ctx.index_add(ctx.index_mul(kk, c_(lda)), i) if a_trans
+                         else ctx.index_add(ctx.index_mul(i, c_(lda)), kk))
                 a_val = ctx.load(a, a_off, dtype)
                 with ctx.loop(n, "mm.j") as j:
-                    b_off = (ctx.index_add(ctx.index_mul(j, c_(k)), kk) if b_trans
-                             else ctx.index_add(ctx.index_mul(kk, c_(n)), j))
+                    b_off = (ctx.index_add(ctx.index_mul(j, c_(ldb)), kk) if b_trans
+                             else ctx.index_add(ctx.index_mul(kk, c_(ldb)), j))
                     b_val = ctx.load(bm, b_off, dtype)
                     c_off = ctx.index_add(ctx.index_mul(i, c_(n)), j)
                     ctx.store(c, c_off, ctx.add(ctx.load(c, c_off, dtype), ctx.mul(a_val, b_val)), dtype)
+
+
+class MatrixOperand:
+    """A batch of matrices in `buffer`: matrix `i` starts `i * batch_stride` elements in
+    (0 for an operand broadcast over the batch); element (r, c) of a matrix is at
+    `r * ld + c`, or `c * ld + r` when `trans` (BLAS's row-major leading dimension)."""
+
+    __slots__ = ("buffer", "batch_stride", "trans", "ld")
+
+    def __init__(self, buffer, batch_stride: int, trans: bool, ld: int):
+        self.buffer, self.batch_stride, self.trans, self.ld = buffer, batch_stride, trans, ld
+
+    def is_dense(self, rows: int, cols: int) -> bool:
+        """Consecutive, unpadded matrices (the layout `matmuls` takes)."""
+        return self.batch_stride == rows * cols and self.ld == (rows if self.trans else cols)
+
+
+def _matrix_layout(shape, strides, batch, first, second, rows: int, cols: int):
+    """(batch_stride, trans, ld) presenting axes (batch, first, second) of a strided view
+    as BLAS matrices, or None where no such layout exists (axes of a group that don't
+    merge into one stride, rows overlapping, a broadcast row or column)."""
+    def merged(axes):
+        axes = [a for a in axes if shape[a] != 1]
+        if not axes:
+            return None                      # extent 1: any stride
+        for x, y in zip(axes, axes[1:]):
+            if strides[x] != strides[y] * shape[y]:
+                return False
+        return strides[axes[-1]]
+    batch_stride, row_stride, col_stride = merged(batch), merged(first), merged(second)
+    if False in (batch_stride, row_stride, col_stride):
+        return None
+    batch_stride = batch_stride or 0
+    if col_stride in (None, 1):                                   # rows of consecutive elements
+        ld = row_stride if row_stride is not None else max(cols, 1)
+        if ld >= max(cols, 1):
+            return batch_stride, False, ld
+    if row_stride in (None, 1):                                   # columns of consecutive elements
+        ld = col_stride if col_stride is not None else max(rows, 1)
+        if ld >= max(rows, 1):
+            return batch_stride, True, ld
+    return None
 
 
 class _FlatLoop:

@@ -21,14 +21,14 @@ from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
 from jitgrad.passes.schedule import Kernel, Schedule
 from jitgrad.primitives import Contraction, Reduction
-from ..kernel import Index, KernelEmitter, ReductionAccumulator, expression_ops
+from ..kernel import Index, KernelEmitter, MatrixOperand, ReductionAccumulator, expression_ops
+from .blas import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS
 from .llvm_support import I32, I64, I8, PTR, VOID, alloca_in_entry, for_range, index, memory_type
 from .runtime import KernelRuntime
 from .scalar import CPUScalarContext
 
 __all__ = ["CPUFunctionEmitter", "Index", "PARALLEL_MIN_WORK"]
 
-CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
 INLINE_CONSTANT_BYTES = 256   # larger constants are passed by address, never printed into the IR
 PARALLEL_MIN_WORK = 1 << 20   # estimated element-ops from which a fused loop runs on all cores
 PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
@@ -285,21 +285,57 @@ class CPUFunctionEmitter(KernelEmitter):
         return self._watch
 
     # ------------------------------------------------------------------ matrix products
-    def matmuls(self, nb, a, a_trans, bm, b_trans, c, m, n, k, dtype) -> None:
-        """Through BLAS's gemm where loaded (float32/float64), else the kernel layer's loops."""
-        gemm = self.blas.gemm(self.module, dtype) if self.blas is not None else None
-        if gemm is None:
-            super().matmuls(nb, a, a_trans, bm, b_trans, c, m, n, k, dtype)
+    def contract(self, nb, a, b, c, m, n, k, dtype) -> None:
+        """Each product through the BLAS routine NumPy would call for its shape (blas.py):
+        dot for vector·vector, gemv for matrix·vector either way, gemm otherwise, the
+        operands' transposes, leading dimensions and batch strides passed as they are.
+        An operand broadcast over the batch (batch stride 0) against consecutive rows
+        makes one gemm of nb·m rows. Integers, float16/bfloat16, BLAS's absence and
+        outer products (k = 1: each element one exact product) use the loop kernel."""
+        blas = self.blas
+        if blas is None or blas.gemm(self.module, dtype) is None or k == 1:
+            super().contract(nb, a, b, c, m, n, k, dtype)
             return
-        b = self.builder
-        t = memory_type(dtype)
-        with for_range(b, nb, "batch") as bi:
-            a_i = b.gep(a, [b.mul(bi, index(m * k))], inbounds=True, source_etype=t)
-            b_i = b.gep(bm, [b.mul(bi, index(k * n))], inbounds=True, source_etype=t)
-            c_i = b.gep(c, [b.mul(bi, index(m * n))], inbounds=True, source_etype=t)
-            one, zero = ir.Constant(t, 1.0), ir.Constant(t, 0.0)
-            b.call(gemm, [ir.Constant(I32, CBLAS_ROW_MAJOR),
-                          ir.Constant(I32, CBLAS_TRANS if a_trans else CBLAS_NO_TRANS),
-                          ir.Constant(I32, CBLAS_TRANS if b_trans else CBLAS_NO_TRANS),
-                          index(m), index(n), index(k), one, a_i, index(m if a_trans else k),
-                          b_i, index(k if b_trans else n), zero, c_i, index(n)])
+        if nb > 1 and b.batch_stride == 0 and not a.trans and a.batch_stride == m * a.ld and n > 1:
+            nb, m = 1, nb * m
+        bld, t = self.builder, memory_type(dtype)
+        one, zero = ir.Constant(t, 1.0), ir.Constant(t, 0.0)
+        trans = {False: ir.Constant(I32, CBLAS_NO_TRANS), True: ir.Constant(I32, CBLAS_TRANS)}
+        row_major = ir.Constant(I32, CBLAS_ROW_MAJOR)
+
+        def vector_step(operand, along_rows: bool) -> int:
+            """Element step along an operand's single row (along_rows False) or column."""
+            return (1 if operand.trans else operand.ld) if along_rows else (operand.ld if operand.trans else 1)
+
+        def product(a_i, b_i, c_i) -> None:
+            if m == 1 and n == 1 and blas.dot(self.module, dtype) is not None:
+                total = bld.call(blas.dot(self.module, dtype),
+                                 [index(k), a_i, index(vector_step(a, False)), b_i, index(vector_step(b, True))])
+                bld.store(total, c_i)
+            elif n == 1 and blas.gemv(self.module, dtype) is not None:       # y = A x
+                rows, cols = (k, m) if a.trans else (m, k)
+                bld.call(blas.gemv(self.module, dtype),
+                         [row_major, trans[a.trans], index(rows), index(cols), one, a_i, index(a.ld),
+                          b_i, index(vector_step(b, True)), zero, c_i, index(1)])
+            elif m == 1 and blas.gemv(self.module, dtype) is not None:       # y = Bᵀ x
+                rows, cols = (n, k) if b.trans else (k, n)
+                bld.call(blas.gemv(self.module, dtype),
+                         [row_major, trans[not b.trans], index(rows), index(cols), one, b_i, index(b.ld),
+                          a_i, index(vector_step(a, False)), zero, c_i, index(1)])
+            else:
+                bld.call(blas.gemm(self.module, dtype),
+                         [row_major, trans[a.trans], trans[b.trans], index(m), index(n), index(k),
+                          one, a_i, index(a.ld), b_i, index(b.ld), zero, c_i, index(n)])
+
+        if nb == 1:
+            product(a.buffer, b.buffer, c)
+            return
+        with for_range(bld, nb, "batch") as bi:
+            product(bld.gep(a.buffer, [bld.mul(bi, index(a.batch_stride))], inbounds=True, source_etype=t),
+                    bld.gep(b.buffer, [bld.mul(bi, index(b.batch_stride))], inbounds=True, source_etype=t),
+                    bld.gep(c, [bld.mul(bi, index(m * n))], inbounds=True, source_etype=t))
+
+    def matmuls(self, nb, a, a_trans, bm, b_trans, c, m, n, k, dtype) -> None:
+        """Dense batches (kernel kinds such as the convolution call this): `contract`."""
+        self.contract(nb, MatrixOperand(a, m * k, a_trans, m if a_trans else k),
+                      MatrixOperand(bm, k * n, b_trans, k if b_trans else n), c, m, n, k, dtype)

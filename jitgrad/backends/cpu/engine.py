@@ -12,7 +12,6 @@ names the stage; IR is verified before it reaches a pass that could crash.
 from __future__ import annotations
 
 import ctypes.util
-import glob
 import os
 import threading
 import weakref
@@ -25,6 +24,7 @@ from llvmlite import ir
 from jitgrad.errors import CompilationError
 from jitgrad.ir import DType
 from . import elf
+from .blas import Blas
 from . import runtime
 from .cache import CacheEntry, DiskCache, cache_key
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
@@ -120,42 +120,6 @@ class VectorMath:
         gv.linkage = "appending"
         gv.section = "llvm.metadata"
         gv.initializer = ir.Constant(array_type, self.used)
-
-
-# --------------------------------------------------------------------------- BLAS
-
-class Blas:
-    """CBLAS GEMM from the OpenBLAS that NumPy wheels ship (ILP64, `scipy_` prefix), or
-    none: then the code generator uses its own loop kernel."""
-
-    symbols: dict[DType, str] = {}
-
-    @classmethod
-    def load(cls) -> None:
-        import numpy
-        root = os.path.dirname(os.path.dirname(numpy.__file__))
-        candidates = (glob.glob(os.path.join(root, "numpy.libs", "libscipy_openblas64_*.so*"))
-                      + glob.glob(os.path.join(root, "scipy_openblas64", "lib", "libscipy_openblas64_*.so*")))
-        for path in candidates:
-            try:
-                llvm.load_library_permanently(path)
-            except RuntimeError:
-                continue
-            found = {DType.f64: "scipy_cblas_dgemm64_", DType.f32: "scipy_cblas_sgemm64_"}
-            if all(llvm.address_of_symbol(s) for s in found.values()):
-                cls.symbols = found
-                return
-
-    @classmethod
-    def instance(cls) -> "Blas | None":
-        return cls() if cls.symbols else None
-
-    def gemm(self, module: ir.Module, dtype: DType):
-        symbol = self.symbols.get(dtype)
-        if symbol is None:
-            return None
-        t = F64 if dtype == DType.f64 else F32
-        return declare(module, symbol, VOID, [I32, I32, I32, I64, I64, I64, t, PTR, I64, PTR, I64, t, PTR, I64])
 
 
 # --------------------------------------------------------------------------- threads
