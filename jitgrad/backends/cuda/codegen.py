@@ -99,6 +99,12 @@ class HostGrid:
         return tuple(fn.args[1:5])
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """A buffer asked for between launches: its place, made a pointer by `translate`."""
+    place: tuple
+
+
 class _Buffers:
     """The emitter's `buffers`: each buffer is remembered by where it lives (a slot of
     the argument table, or an offset into the workspace), and made into a pointer in the
@@ -114,6 +120,8 @@ class _Buffers:
         self.local = {}
 
     def realize(self, place: tuple):
+        if self.emitter._open is None:        # between launches: a place to translate later
+            return _Deferred(place)
         pointer = self.local.get(place)
         if pointer is None:
             b = self.emitter.entry_builder
@@ -130,7 +138,7 @@ class _Buffers:
 
     def translate(self, pointer):
         """A pointer made in an earlier launch function, made again in the current one."""
-        place = self.place_of.get(id(pointer))
+        place = pointer.place if isinstance(pointer, _Deferred) else self.place_of.get(id(pointer))
         return pointer if place is None else self.realize(place)
 
     def set_place(self, value: Value, place: tuple) -> None:
@@ -140,7 +148,7 @@ class _Buffers:
         return self.realize(self.places[value])
 
     def __setitem__(self, value: Value, pointer) -> None:
-        place = self.place_of.get(id(pointer))
+        place = pointer.place if isinstance(pointer, _Deferred) else self.place_of.get(id(pointer))
         if place is None:
             raise AssertionError(f"a buffer for {value} that lives nowhere the launches can find")
         self.places[value] = place
