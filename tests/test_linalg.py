@@ -221,6 +221,12 @@ def _cases():
         "eigh-f32": (lambda a: tuple(np.linalg.eigh(a)), (SPD.astype(np.float32),)),
         "svd-f32": (lambda a: tuple(np.linalg.svd(a, full_matrices=False)), (WIDE.astype(np.float32),)),
         "det-int": (np.linalg.det, (np.array([[2, 1], [1, 3]]),)),
+        "diagonal": (lambda a: np.linalg.diagonal(a, offset=1), (A,)),
+        "trace": (lambda a: np.linalg.trace(a, offset=-1), (A,)),
+        "matrix-transpose": (np.linalg.matrix_transpose, (WIDE,)),
+        "cross": (lambda a, b: np.linalg.cross(a, b, axis=0), (TALL[:3], TALL[2:])),
+        "vecdot": (lambda a, b: np.linalg.vecdot(a, b, axis=0), (A, B[..., :1])),
+        "vecdot-last": (np.linalg.vecdot, (A, V4)),
     }
     for o in [None, "fro", "nuc", np.inf, -np.inf, 1, -1, 2, -2]:
         cases[f"norm-matrix-{o}"] = (lambda x, o=o: np.linalg.norm(x, ord=o, axis=(2, 0)), (A,))

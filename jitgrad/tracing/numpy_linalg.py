@@ -569,6 +569,34 @@ def tensorinv(a, ind=2):
     return P.reshape(inv(P.reshape(a, (prod, a.type.size // prod))), invshape)
 
 
+# --------------------------------------------------------------------------- the array-API aliases
+
+def diagonal(x, /, *, offset=0):
+    return api.FUNCTIONS[np.diagonal](x, offset, -2, -1)
+
+
+def trace(x, /, *, offset=0, dtype=None):
+    return api.FUNCTIONS[np.trace](x, offset, -2, -1, dtype)
+
+
+def matrix_transpose(x, /):
+    return api.FUNCTIONS[np.matrix_transpose](x)
+
+
+def cross(x1, x2, /, *, axis=-1):
+    x1, x2 = api.as_value(x1), api.as_value(x2)
+    if x1.type.shape[axis] != 3 or x2.type.shape[axis] != 3:
+        raise ShapeError("numpy.linalg.cross: both input vectors must be 3-dimensional along the axis "
+                         f"(got {x1.type.shape[axis]} and {x2.type.shape[axis]})")
+    return api.FUNCTIONS[np.cross](x1, x2, axis=axis)
+
+
+def vecdot(x1, x2, /, *, axis=-1):
+    """The gufunc's `axes=[(axis,), (axis,), ()]`: each operand's own axis moved last."""
+    x1, x2 = (api.moveaxis(api.as_value(x), axis, -1) for x in (x1, x2))
+    return api.UFUNCS[np.vecdot](x1, x2)
+
+
 FUNCTIONS = {
     np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det, np.linalg.slogdet: slogdet,
     np.linalg.cholesky: cholesky, np.linalg.qr: qr, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh,
@@ -578,4 +606,6 @@ FUNCTIONS = {
     np.linalg.cond: cond, np.linalg.tensorsolve: tensorsolve, np.linalg.tensorinv: tensorinv,
     np.linalg.eig: _complex_output("eig"), np.linalg.eigvals: _complex_output("eigvals"),
     np.linalg.matmul: api.matmul, np.linalg.outer: api.outer, np.linalg.tensordot: api.tensordot,
+    np.linalg.diagonal: diagonal, np.linalg.trace: trace, np.linalg.matrix_transpose: matrix_transpose,
+    np.linalg.cross: cross, np.linalg.vecdot: vecdot,
 }
