@@ -24,12 +24,11 @@ from jitgrad.ir import DType, TensorType
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.primitives import Primitive, Zero
-from jitgrad.backends.kernel_kinds import KernelKind
+from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.primitives.base import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from jitgrad.tracing.tracer import trace
 
 from test_random import reference_uniform
-from test_linalg import LAPACK_SPEC_ROWS
 from test_nn import (conv_loops, distinct_values, reduce_window_loops, select_and_gather_loops,
                      select_and_scatter_loops)
 from test_linalg import LAPACK_SPEC_ROWS
@@ -429,8 +428,6 @@ SPECS: list[OpSpec] = [
                              padding=((1, 0), (1, 1))),
            lambda c, x: select_and_scatter_loops(c, x, (2, 3), (2, 1), ((1, 0), (1, 1))),
            [normal, distinct_values]),
-    # ----- LAPACK factorizations and solves (rows in test_linalg.py)
-    *[OpSpec(name, variant, types, body, ref) for name, variant, types, body, ref in LAPACK_SPEC_ROWS],
     # ----- random numbers: the reference is an independent scalar Philox4x32-10
     OpSpec("random_uniform", "f64", [i64(), i64()],
            lambda k0, k1: bind("random_uniform", k0, k1, shape=(2, 3), stream=5, word=1, dtype=DType.f64),
