@@ -22,6 +22,8 @@ but the order of the sum — hence the bits — is the algorithm's, which the li
 by message size and rank count; and implementations have shipped algorithms that broke
 even the identical-results rule for floating point.)
 The traffic is that of a ring or Rabenseifner allreduce: 2 (p - 1) / p of the payload.
+With two ranks, one `Iallgather` of whole buffers moves the same bytes in one round, and
+both ranks add the two copies in rank order: the same bits.
 
 Buckets are pipelined: bucket k's all-to-all is started as soon as it is packed, so
 packing, adding and unpacking overlap the other buckets' transfers. A compiled gradient
@@ -57,6 +59,13 @@ DEFAULT_BUCKET_BYTES = 4 << 20
 of tens of MB is split into several buckets that pipeline."""
 
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+
+
+_WHOLE_BUFFER_RANKS = 2
+"""With two ranks, all-gathering whole buffers and adding both copies on each rank moves
+the same bytes per rank as all-to-all + all-gather, in one round of messages instead of
+two (each round waits for the slower rank). Both ranks evaluate the same rank-ordered
+expression, so the bits are those of the two-round scheme."""
 
 
 class MPIUnavailableError(JitgradError, RuntimeError):
@@ -340,9 +349,13 @@ class PendingAllreduce:
         send = _pack(bucket, arrays, wire, p)
         if self.world.comm is None:
             return ("dense", bucket, send.copy(), None, ())
+        bucket.in_flight = send is bucket.send
+        if p == _WHOLE_BUFFER_RANKS:
+            received = np.empty(p * send.size, wire)
+            request = self.world.comm.Iallgather(_buffer(self.world, send), _buffer(self.world, received))
+            return ("whole", bucket, received, request, (send,))
         received = np.empty_like(send)
         request = self.world.comm.Ialltoall(_buffer(self.world, send), _buffer(self.world, received))
-        bucket.in_flight = send is bucket.send
         return ("dense", bucket, received, request, (send,))
 
     def _start_topk(self, bucket: _Bucket, arrays):
@@ -385,6 +398,10 @@ class PendingAllreduce:
                     dense /= np.asarray(p, bucket.dtype)
                 _unpack(bucket, dense, self.out)
                 continue
+            if kind == "whole":
+                reduced = self._rank_ordered_sum(bucket, received)
+                _unpack(bucket, reduced if reduced.dtype == bucket.dtype else reduced.astype(bucket.dtype), self.out)
+                continue
             second.append(self._gather(bucket, received))
         for bucket, gathered, request, wire, _sent in second:
             if request is not None:
@@ -395,18 +412,24 @@ class PendingAllreduce:
         self._stages = []
         return tree_unflatten(self.treedef, self.out)
 
-    def _gather(self, bucket: _Bucket, received: np.ndarray):
-        """Add rank 0's ... rank p-1's copy of this rank's chunk, in that order, and start
-        handing the sum to everyone."""
+    def _rank_ordered_sum(self, bucket: _Bucket, received: np.ndarray) -> np.ndarray:
+        """The p equal parts of `received` (rank 0's first) added in rank order, divided by
+        p for the mean, in the wire dtype: float32 arithmetic for a compressed wire."""
         p, wire = self.world.size, received.dtype
-        parts = received.reshape(p, bucket.chunk)
+        parts = received.reshape(p, -1)
         accumulate = np.float32 if wire != bucket.dtype else bucket.dtype
         total = parts[0].astype(accumulate)
         for part in parts[1:]:
             total += part
         if self.op == "mean" and p > 1:
             total /= np.asarray(p, accumulate)
-        reduced = total.astype(wire, copy=False)
+        return total.astype(wire, copy=False)
+
+    def _gather(self, bucket: _Bucket, received: np.ndarray):
+        """Add rank 0's ... rank p-1's copy of this rank's chunk, in that order, and start
+        handing the sum to everyone."""
+        p, wire = self.world.size, received.dtype
+        reduced = self._rank_ordered_sum(bucket, received)
         if self.world.comm is None:
             return bucket, reduced.copy(), None, wire, ()
         gathered = np.empty(bucket.chunk * p, wire)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -103,6 +104,11 @@ def _worker(outdir: str) -> None:
     saved["topk"] = [dist.allreduce(tree, "sum", compression=topk)]
     saved["topk_residuals"] = [dict(topk.residuals)]
     saved["topk"].append(dist.allreduce(tree, "sum", compression=topk))
+    saved["bf16"] = dist.allreduce(tree, compression="bfloat16", bucket_bytes=1000)
+    whole_buffers, dist._WHOLE_BUFFER_RANKS = dist._WHOLE_BUFFER_RANKS, 0        # all-to-all + all-gather
+    saved["two_round"] = {cap: dist.allreduce(tree, "mean", bucket_bytes=cap) for cap in (64, 1 << 20)}
+    saved["two_round_bf16"] = dist.allreduce(tree, compression="bfloat16", bucket_bytes=1000)
+    dist._WHOLE_BUFFER_RANKS = whole_buffers
     pending = dist.allreduce_start(tree, "sum", bucket_bytes=64)
     saved["overlapped"] = (dist.allreduce(tree, "sum", bucket_bytes=64), pending.wait())
 
@@ -166,6 +172,20 @@ def test_allreduce_adds_in_rank_order_whatever_the_buckets(ranks):
     assert np.array_equal(summed["a"], t0["a"] + t1["a"]) and summed["b"][1] == 5.0
     overlapped, pending = ranks[0]["overlapped"]
     assert _same_bits(overlapped, summed) and _same_bits(pending, summed)
+
+
+def test_both_exchange_schemes_give_the_same_bits(ranks):
+    """Two ranks all-gather whole buffers (one round); more ranks use all-to-all +
+    all-gather (two rounds). Forced on two ranks, the second gives the first's bits."""
+    for r in ranks:
+        for cap, reduced in r["two_round"].items():
+            assert _same_bits(reduced, ranks[0]["reduced"][cap]), cap
+        assert _same_bits(r["two_round_bf16"], ranks[0]["bf16"]) and _same_bits(r["bf16"], ranks[0]["bf16"])
+    t0, t1 = ranks[0]["tree"], ranks[1]["tree"]
+    bf16 = ranks[0]["bf16"]["a"]
+    wire = [t["a"].astype(ml_dtypes.bfloat16).astype(np.float32) for t in (t0, t1)]
+    assert bf16.dtype == np.float32
+    assert np.array_equal(bf16, ((wire[0] + wire[1]) / np.float32(2)).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
 def test_topk_sends_the_largest_entries_and_keeps_the_rest(ranks):
