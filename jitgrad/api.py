@@ -32,6 +32,7 @@ from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.random import same_key
 from jitgrad.tracing.implicit import value_key
 from jitgrad.tracing.tracer import abstract_leaf
+from .backends import backend_for
 from .config import COMPILE_SETTINGS, config
 from .pipeline import Lowered, compile_signature
 from .callback import has_callbacks, raise_pending
@@ -101,7 +102,10 @@ class Compiled:
             raise ArgumentError(f"static arguments of {self.name} must be hashable") from None
         dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
         leaves, tree = tree_flatten(dynamic)
-        return (tree, tuple(abstract_leaf(x) for x in leaves), static, config.compile_settings()), leaves
+        settings = config.compile_settings()
+        if self.device is not None:       # jit(f, device=...) overrides config.device for this function
+            settings = (self.device, *settings[1:])
+        return (tree, tuple(abstract_leaf(x) for x in leaves), static, settings), leaves
 
     def lower(self, *args) -> Lowered:
         """Trace, transform, optimize and compile for these arguments; every stage's IR is
@@ -208,7 +212,8 @@ class Compiled:
             reason = self._why_compile(key)
             try:
                 for _ in range(2):
-                    lowered = compile_signature(self.stage, args, self.name)
+                    backend = None if self.device is None else backend_for(self.device)
+                    lowered = compile_signature(self.stage, args, self.name, backend)
                     arrays = lowered.read_captures()
                     if arrays is not None:
                         break
@@ -288,6 +293,8 @@ class Compiled:
             self._compiles_since_clear = 0
 
     recipe: tuple | None = None
+    device: str | None = None
+    """The device this function compiles for (`jit(f, device=...)`); None: `config.device`."""
     """(factory name, keyword arguments) that rebuild this object from `fun` (`jit`,
     `grad`, ...), for pickling; None where it cannot be rebuilt that way."""
 
@@ -451,14 +458,20 @@ def _with_static(fun: Callable, argnums, static: tuple[int, ...], transform: Cal
 
 
 def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = (),
-        static_argnames: str | Sequence[str] = ()):
+        static_argnames: str | Sequence[str] = (), device: str | None = None):
     """Compile `fun` to native code (per argument signature). Static arguments (by
     position or by parameter name) are Python values fixed at trace time: each new
-    value compiles again."""
+    value compiles again. `device` ("cpu", "gpu"/"cuda", any registered backend) compiles
+    this function for that device whatever `config.device` says."""
     if fun is None:
-        return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames)
+        return lambda f: jit(f, static_argnums=static_argnums, static_argnames=static_argnames, device=device)
     static = _static_positions(fun, static_argnums, static_argnames)
-    return _remember(Compiled(fun, trace_transform(fun, static), static), "jit", static_argnums=static)
+    compiled = Compiled(fun, trace_transform(fun, static), static)
+    if device is None:
+        return _remember(compiled, "jit", static_argnums=static)
+    backend_for(device)               # an unknown device fails here, not at the first call
+    compiled.device = device
+    return _remember(compiled, "jit", static_argnums=static, device=device)
 
 
 def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, memory_budget=None,

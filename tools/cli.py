@@ -59,6 +59,7 @@ Examples:
   jitgrad ir model.py:loss --args f32[256,64] f32[128,256] f32[128,64] --after-all
   jitgrad ir model.py:loss --args f64[10] f64[10] --argnums 0 1 --stage autodiff
   jitgrad ir model.py:predict --args f32[8,4] --mode jit --stage asm
+  jitgrad ir model.py:predict --args f32[8,4] --mode jit --device gpu --stage ptx
   jitgrad ir model.py:loss --args f32[256,64] f32[128,256] f32[128,64] --stage kernels --memory
   jitgrad ir deep.py:net --args f32[256,256] f32[256,256] --memory-budget 4MB --stage remat
 """
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--time-passes", action="store_true", help="print the time each stage took (to stderr)")
     ir.add_argument("--memory", action="store_true",
                     help="print the peak memory of every stage and its change from the stage before")
+    ir.add_argument("--device", metavar="NAME",
+                    help="compile for this device: cpu (default), gpu/cuda (adds the 'ptx' and 'sass' stages; "
+                         "no GPU needed), cuda-emulator")
     add_aot_parser(sub)
     add_opt_parser(sub)
     return parser
@@ -190,6 +194,11 @@ def run_ir(args) -> int:
     from jitgrad.errors import JitgradError
     fn = _load_function(args.target)
     try:
+        if args.device is not None:
+            from jitgrad.backends import backend_for
+            from jitgrad.config import config
+            backend_for(args.device)
+            config.device = args.device
         lowered = _compile(fn, args.mode, args.argnums, args.memory_budget).lower(*args.args)
         names = lowered.stage_names()
         if args.list_stages:

@@ -32,14 +32,17 @@ EMULATOR_MAX_BLOCKS = 3
 """The emulated grid: small, so that every grid-stride loop of more than 96 items wraps."""
 
 
-def _build(fn: Function, kernels: Schedule | None, memory: MemoryPlan | None, grid, math_library):
+def _build(fn: Function, kernels: Schedule | None, memory: MemoryPlan | None, grid, math_library,
+           module: ir.Module | None = None, symbol: str | None = None):
+    """(module, emitter, launches) for `fn`, into `module` if given (several functions in
+    one module: the tests check the PTX of every primitive in one ptxas run)."""
     if kernels is None:
         kernels = schedule(fn, config.fusion)
     if memory is None:
         memory = plan_buffers(fn, kernels)
     _check_addressable(fn)
-    module = ir.Module(name=fn.name)
-    symbol = _symbol(fn)
+    module = module if module is not None else ir.Module(name=fn.name)
+    symbol = symbol or _symbol(fn)
     emitter = CUDAFunctionEmitter(fn, kernels, memory, module, symbol, grid, math_library)
     launches = emitter.emit()
     return module, emitter, launches
@@ -114,9 +117,14 @@ class CUDABackend(Backend):
     def __init__(self, archs: Sequence[str] = ptx_tools.DEFAULT_ARCHS):
         self.archs = tuple(archs)
 
-    def build(self, fn: Function, kernels: Schedule | None = None, memory: MemoryPlan | None = None):
-        module, emitter, launches = _build(fn, kernels, memory, PTXGrid, LibdeviceMath())
-        ptx_tools.prepare_module(module)
+    def build(self, fn: Function, kernels: Schedule | None = None, memory: MemoryPlan | None = None,
+              module: ir.Module | None = None, symbol: str | None = None):
+        """(module, emitter, launches): the launch functions of `fn` as LLVM IR (into
+        `module` if given; `ptx.prepare_module` readies a module for `ptx.emit_ptx`)."""
+        fresh = module is None
+        module, emitter, launches = _build(fn, kernels, memory, PTXGrid, LibdeviceMath(), module, symbol)
+        if fresh:
+            ptx_tools.prepare_module(module)
         return module, emitter, launches
 
     def compile(self, fn: Function, kernels: Schedule | None = None, memory: MemoryPlan | None = None
