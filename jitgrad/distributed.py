@@ -60,7 +60,6 @@ of tens of MB is split into several buckets that pipeline."""
 
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 
-
 _WHOLE_BUFFER_RANKS = 2
 """With two ranks, all-gathering whole buffers and adding both copies on each rank moves
 the same bytes per rank as all-to-all + all-gather, in one round of messages instead of

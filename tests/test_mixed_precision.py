@@ -23,8 +23,10 @@ def mlp_loss(params, x, onehot):
 
 def mlp_data(seed=0, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    params = {"W1": (rng.standard_normal((20, 16)) / 4).astype(dtype), "b1": (0.1 * rng.standard_normal(16)).astype(dtype),
-              "W2": (rng.standard_normal((16, 5)) / 4).astype(dtype), "b2": (0.1 * rng.standard_normal(5)).astype(dtype)}
+    params = {"W1": (rng.standard_normal((20, 16)) / 4).astype(dtype),
+              "b1": (0.1 * rng.standard_normal(16)).astype(dtype),
+              "W2": (rng.standard_normal((16, 5)) / 4).astype(dtype),
+              "b2": (0.1 * rng.standard_normal(5)).astype(dtype)}
     x = rng.standard_normal((32, 20)).astype(dtype)
     onehot = np.eye(5, dtype=dtype)[rng.integers(0, 5, 32)]
     return params, x, onehot
