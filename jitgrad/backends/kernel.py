@@ -806,16 +806,18 @@ def _matrix_layout(shape, strides, batch, first, second, rows: int, cols: int):
     """(batch_stride, trans, ld) presenting axes (batch, first, second) of a strided view
     as BLAS matrices, or None where no such layout exists (axes of a group that don't
     merge into one stride, rows overlapping, a broadcast row or column)."""
+    unmergeable = object()
+
     def merged(axes):
         axes = [a for a in axes if shape[a] != 1]
         if not axes:
             return None                      # extent 1: any stride
         for x, y in zip(axes, axes[1:]):
             if strides[x] != strides[y] * shape[y]:
-                return False
+                return unmergeable
         return strides[axes[-1]]
     batch_stride, row_stride, col_stride = merged(batch), merged(first), merged(second)
-    if False in (batch_stride, row_stride, col_stride):
+    if any(s is unmergeable for s in (batch_stride, row_stride, col_stride)):
         return None
     batch_stride = batch_stride or 0
     if col_stride in (None, 1):                                   # rows of consecutive elements

@@ -61,6 +61,10 @@ class Blas:
     def instance(cls) -> "Blas | None":
         return cls() if cls.symbols else None
 
+    def serves(self, dtype: DType) -> bool:
+        """Whether BLAS computes products of `dtype` (float32 and float64)."""
+        return self._symbol("gemm", dtype) is not None
+
     def _symbol(self, routine: str, dtype: DType) -> str | None:
         return self.routines.get(routine, {}).get(dtype)
 

@@ -293,7 +293,7 @@ class CPUFunctionEmitter(KernelEmitter):
         makes one gemm of nb·m rows. Integers, float16/bfloat16, BLAS's absence and
         outer products (k = 1: each element one exact product) use the loop kernel."""
         blas = self.blas
-        if blas is None or blas.gemm(self.module, dtype) is None or k == 1:
+        if blas is None or not blas.serves(dtype) or k == 1:
             super().contract(nb, a, b, c, m, n, k, dtype)
             return
         if nb > 1 and b.batch_stride == 0 and not a.trans and a.batch_stride == m * a.ld and n > 1:
