@@ -10,6 +10,8 @@ Workloads
   W4  grad of sum(x**2) on 8 elements: the call path (benchmarks/call_and_memory.py)
   W6  gradient of a 64-layer tanh network, with and without a memory budget of 1/4 of
       the no-remat peak (benchmarks/call_and_memory.py)
+  W9  value and gradient in x of ||A x - b||^2 + lam ||x||^2, A 50000x200 f64 (matrix-vector
+      products both ways); NumPy by hand is A.T @ (A @ x - b)
   first call: trace + autodiff + compile of the W2 gradient, fresh function objects
 
 Every timed call includes what a NumPy user pays: NumPy arrays in, NumPy arrays out
@@ -450,6 +452,56 @@ def bench_w2(results: Results, peers: dict, repeats: int, warmup: int) -> None:
     work.run(results, repeats, warmup)
 
 
+# --------------------------------------------------------------------------- W9
+
+W9_ROWS, W9_COLS, W9_LAMBDA = 50_000, 200, 0.1
+
+
+def w9_loss(A, x, b):
+    e = A @ x - b
+    return np.sum(e * e) + W9_LAMBDA * np.sum(x * x)
+
+
+def w9_numpy_value_and_grad(A, x, b):
+    e = A @ x - b
+    return e @ e + W9_LAMBDA * (x @ x), 2 * (A.T @ e) + 2 * W9_LAMBDA * x
+
+
+def bench_w9(results: Results, peers: dict, repeats: int, warmup: int) -> None:
+    work = Workload("W9 least squares v+g f64")
+    rng = np.random.default_rng(9)
+    A = rng.standard_normal((W9_ROWS, W9_COLS))
+    x, b = rng.standard_normal(W9_COLS), rng.standard_normal(W9_ROWS)
+    ref_value, ref_grad = w9_numpy_value_and_grad(A, x, b)
+
+    def check(out):
+        value, grad = out
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-9 * np.abs(ref_grad).max())
+
+    vg = jitgrad.jit(jitgrad.value_and_grad(w9_loss, argnums=1))
+    check(vg(A, x, b))
+    work.add("numpy (hand-written)", lambda: w9_numpy_value_and_grad(A, x, b))
+    work.add("jitgrad value_and_grad", lambda: vg(A, x, b))
+    jax = peers.get("jax")
+    if jax is not None:
+        jnp = jax.numpy
+
+        def jax_loss(A, x, b):
+            e = A @ x - b
+            return jnp.sum(e * e) + W9_LAMBDA * jnp.sum(x * x)
+        jvg = jax.jit(jax.value_and_grad(jax_loss, argnums=1))
+
+        def run_jax():
+            v, g = jvg(*[jax.device_put(a) for a in (A, x, b)])
+            jax.block_until_ready((v, g))
+            return np.asarray(v), np.asarray(g)
+        work.add("jax jit(value_and_grad)", *verified(run_jax, check))
+    else:
+        work.add("jax jit(value_and_grad)", None, "not installed")
+    work.run(results, repeats, warmup)
+
+
 def check_reference_mlp(args, ref_value, ref_grads) -> None:
     """The hand-written NumPy gradient against central differences of mlp_loss in float64,
     on a few entries of each parameter."""
@@ -683,6 +735,7 @@ def print_table(results: Results) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier medians)")
+    parser.add_argument("--only", default="", help="comma-separated workloads to run (e.g. W2,W9); default all")
     opts = parser.parse_args(argv)
     repeats, warmup, first_samples = (7, 2, 3) if opts.quick else (40, 5, 7)
 
@@ -699,12 +752,25 @@ def main(argv=None) -> int:
     print("Running (results verified against the NumPy reference before timing)")
     # jitgrad's on-disk cache off: every compile in this process is a real one, and the
     # stage timings below are what compiling costs (the cache gets its own row).
+    only = {w.strip().upper() for w in opts.only.split(",") if w.strip()}
+
+    def chosen(name: str) -> bool:
+        return not only or name.upper() in only
+
+    w1_lowered, stage_medians = {}, {}
     with jitgrad_settings(cache_dir=None):
-        w1_lowered = bench_w1(results, peers, repeats, warmup)
-        bench_w2(results, peers, repeats, warmup)
-        bench_w4(results, peers, opts.quick)
-        bench_w6(results, opts.quick)
-        stage_medians = bench_first_call(results, peers, first_samples)
+        if chosen("W1"):
+            w1_lowered = bench_w1(results, peers, repeats, warmup)
+        if chosen("W2"):
+            bench_w2(results, peers, repeats, warmup)
+        if chosen("W9"):
+            bench_w9(results, peers, repeats, warmup)
+        if chosen("W4"):
+            bench_w4(results, peers, opts.quick)
+        if chosen("W6"):
+            bench_w6(results, opts.quick)
+        if chosen("first"):
+            stage_medians = bench_first_call(results, peers, first_samples)
 
     print("  After: " + load_average())
     print("\nResults (ratio = jitgrad time / peer time; below 1 means jitgrad is faster;\n"
@@ -715,8 +781,9 @@ def main(argv=None) -> int:
         print(f"\nWARNING: other processes used up to {busiest:.0%} of the CPUs during timing; "
               "figures are skewed (rerun on a quiet machine).")
 
-    print("\njitgrad compile stages, first call of W2 (median seconds):")
-    print("  " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in stage_medians.items()))
+    if stage_medians:
+        print("\njitgrad compile stages, first call of W2 (median seconds):")
+        print("  " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in stage_medians.items()))
     for name, lowered in w1_lowered.items():
         llvm_opt = lowered.as_text("llvm-opt")
         called = sorted(set(re.findall(r"call <\d+ x \w+> @(_ZGV\w+)\(", llvm_opt)))
