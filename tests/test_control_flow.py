@@ -293,3 +293,70 @@ def test_loop_invariant_work_moves_out_of_the_body():
     for result in (jitgrad.jit(f)(w, XS), evaluate(fn, [w, XS])[0]):
         np.testing.assert_allclose(result, f(w, XS), rtol=1e-12)
     check_grads(fn, [w, XS], order=1)
+
+
+def test_cond_and_switch_inside_scan_differentiate():
+    def f(w, xs):
+        def step(h, x):
+            h = jitgrad.cond(x.sum() > 0, lambda a: np.sin(a * w), lambda a: a * w - 1.0, h + x)
+            k = (x > 0).sum()
+            h = jitgrad.switch(k, [lambda a: a, lambda a: a * a, lambda a: np.cos(a), lambda a: -a], h)
+            return h, h.sum()
+        h, ys = jitgrad.scan(step, np.zeros(3), xs)
+        return h.sum() + ys.sum()
+
+    def python(w, xs):
+        h, total = np.zeros(3), 0.0
+        for x in xs:
+            a = h + x
+            h = np.sin(a * w) if x.sum() > 0 else a * w - 1.0
+            h = [lambda a: a, lambda a: a * a, lambda a: np.cos(a), lambda a: -a][min((x > 0).sum(), 3)](h)
+            total += h.sum()
+        return h.sum() + total
+    w = np.array(0.8)
+    np.testing.assert_allclose(jitgrad.jit(f)(w, XS), python(w, XS), rtol=1e-12)
+    check_grads(traced(f, w, XS), [w, XS], order=2)
+
+
+def test_compiled_gradient_matches_interpreter_and_native_path():
+    from jitgrad.passes.reverse import vjp_function
+    fn = traced(rnn, H0, XS, W)
+    vjp = vjp_function(fn, [0, 1, 2], ["one"])
+    expected = evaluate(vjp, [H0, XS, W])
+    g = jitgrad.jit(jitgrad.grad(rnn, argnums=(0, 1, 2)))
+    for _ in range(2):                       # the second call takes the native call path
+        for got, want in zip(g(H0, XS, W), expected[1:], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_forward_over_forward_through_while():
+    def f(x):
+        return jitgrad.while_loop(lambda s: s[1] < 3, lambda s: (s[0] * np.sin(s[0]) + 0.5, s[1] + 1), (x, 0))[0]
+    x = np.array(0.7)
+    d1 = lambda x: jitgrad.jvp(f, (x,), (np.array(1.0),))[1]     # noqa: E731
+    d2 = jitgrad.jvp(d1, (x,), (np.array(1.0),))[1]
+    eps = 1e-5
+    np.testing.assert_allclose(d2, (d1(x + eps) - d1(x - eps)) / (2 * eps), rtol=1e-6)
+
+
+def test_reverse_mode_of_loops_with_run_time_trip_counts_at_block_boundaries():
+    """The backward pass recomputes primal carries in blocks of floor(sqrt(T)) + 1 steps:
+    every trip count from 0 to 20 (partial and whole blocks) and a long loop."""
+    def f(x, n):
+        return jitgrad.fori_loop(0, n, lambda i, v: np.sin(v) * 0.5 + np.cos(x * (1 + 0.01 * i)) * v * 0.3, x).sum()
+
+    def python(x, n):
+        v = x
+        for i in range(n):
+            v = np.sin(v) * 0.5 + np.cos(x * (1 + 0.01 * i)) * v * 0.3
+        return v.sum()
+    g = jitgrad.jit(jitgrad.grad(f))
+    x = np.array([0.3, -1.2])
+    eps = 1e-6
+    for n in [*range(21), 400]:
+        numeric = np.array([(python(x + eps * e, n) - python(x - eps * e, n)) / (2 * eps) for e in np.eye(2)])
+        np.testing.assert_allclose(g(x, np.int64(n)), numeric, rtol=1e-6, atol=1e-9, err_msg=f"n={n}")
+    fn = traced(f, x, np.int64(7))
+    from jitgrad.passes.reverse import vjp_function
+    vjp = vjp_function(fn, [0], ["one"])
+    np.testing.assert_allclose(evaluate(vjp, [x, np.int64(7)])[1], g(x, np.int64(7)), rtol=1e-12)

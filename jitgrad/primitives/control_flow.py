@@ -21,9 +21,10 @@ tangents carried next to primals. Reverse mode splits a JVP'd loop per value
 (`partial_eval`): for `scan` the forward scan stacks the per-iteration residuals as extra
 outputs and the linear scan reads them as xs; its transpose is a scan running the other
 way. For `while` and `fori` the trip count is only known at run time, so the forward loop
-records it (`count_trips`) and the linear loop is a `fori` of that many trips that
-recomputes the primal carry of iteration i from the initial carry (O(1) memory, O(T^2)
-body evaluations); its transpose runs the transposed body for i = T-1 down to 0.
+records it (`count_trips`) and the linear loop is a `fori` of that many trips carrying
+the primal values next to the tangents (as passive carries); its transpose runs the
+transposed body for i = T-1 down to 0, recomputing the primal carries it needs in
+blocks of ~sqrt(T) steps (O(1) memory, O(T^1.5) body steps).
 `cond` splits each branch; residuals of both branches travel through one op (the branch
 not taken yields zeros for the other's).
 """
@@ -272,7 +273,7 @@ def _verify_loop(op: Operation) -> None:
             raise VerificationError("fori's trip count must be a 0-d i64")
         args, outs = _block_types(op, 0)
         _expect("fori's body arguments", args, [I64, *_types(consts), *carry_types])
-        _expect("fori's results", _types(op.results), carry_types)
+        _expect("fori's results", _types(op.results), carry_types[op.attrs.get("num_passive", 0):])
     _expect(f"{op.name}'s body yields", outs, carry_types)
 
 
@@ -293,7 +294,7 @@ def _fori_impl(op, operands, run_block):
     body = op.regions[0].block
     for i in range(max(trips, 0)):
         carry = run_block(body, dict(zip(body.args, [np.int64(i), *consts, *carry], strict=True)))
-    return carry
+    return carry[op.attrs.get("num_passive", 0):]
 
 
 def _permuted(fn: Function, input_types, order: Sequence[int], outputs: Sequence[int] | None = None) -> Function:
@@ -310,6 +311,9 @@ def _loop_jvp(op, primals, tangents):
     their non-zero float tangents, carry' = carry + a tangent for every float carry."""
     from jitgrad.passes.jvp import jvp_function
     from .structural import full
+    if op.attrs.get("num_passive", 0):
+        raise GradientError("a linearized loop (a fori with passive carries) is differentiated again only by "
+                            "transposition; differentiate the original function instead", op.loc)
     start = 1 if op.opdef is fori_p else 0
     n_consts = op.attrs["num_consts"]
     consts = primals[start:start + n_consts]
@@ -380,6 +384,8 @@ def _loop_partial_eval(op, unknown):
     start = 1 if is_fori else 0
     if is_fori and unknown[0]:
         raise GradientError("a fori loop's trip count cannot depend on a differentiated value", op.loc)
+    if op.attrs.get("num_passive", 0):
+        raise GradientError("a linearized loop (a fori with passive carries) cannot be split again", op.loc)
     consts, carry = _loop_layout(op)
     nc, nx = len(consts), len(carry)
     c_unknown = list(unknown[start:start + nc])
@@ -426,81 +432,119 @@ def _loop_partial_eval(op, unknown):
     if not ux:
         return PartialEval(known, None, residuals, known_results)
 
-    # the linear loop: fori(trips) over the unknown carries; consts: known consts, known
-    # initial carries, unknown consts
-    lin_types = [I64, *(consts[k].type for k in kc), *(carry[k].type for k in kx), *(consts[k].type for k in uc),
+    # the linear loop: fori(trips) carrying the known carries again (passive: recomputed
+    # step by step, not results) next to the unknown ones; body (i, kc, uc, kx, ux)
+    lin_types = [I64, *(consts[k].type for k in kc), *(consts[k].type for k in uc), *(carry[k].type for k in kx),
                  *(carry[k].type for k in ux)]
 
     def linear_build(args):
         i = args[0]
-        a_kc = args[1:1 + len(kc)]
-        a_kinit = args[1 + len(kc):1 + len(kc) + len(kx)]
-        a_uc = args[1 + len(kc) + len(kx):1 + len(kc) + len(kx) + len(uc)]
-        a_ux = args[1 + len(kc) + len(kx) + len(uc):]
-        if kx:
-            recompute = current_builder().create(fori_p, [i, *a_kc, *a_kinit], {"num_consts": len(kc)},
-                                                 regions=[function_region(recompute_step)],
-                                                 result_types=_types(a_kinit))
-            x_i = list(recompute.results)
-        else:
-            x_i = []
+        groups = np.cumsum([1, len(kc), len(uc), len(kx), len(ux)]).tolist()
+        a_kc, a_uc, a_kx, a_ux = (args[groups[g]:groups[g + 1]] for g in range(4))
         full_consts, full_carry = [None] * nc, [None] * nx
-        for k, v in zip(kc, a_kc, strict=True):
-            full_consts[k] = v
-        for k, v in zip(uc, a_uc, strict=True):
-            full_consts[k] = v
-        for k, v in zip(kx, x_i, strict=True):
-            full_carry[k] = v
-        for k, v in zip(ux, a_ux, strict=True):
-            full_carry[k] = v
+        for positions, values, target in ((kc, a_kc, full_consts), (uc, a_uc, full_consts), (kx, a_kx, full_carry),
+                                          (ux, a_ux, full_carry)):
+            for k, v in zip(positions, values, strict=True):
+                target[k] = v
         outs = call(body, [*([i] if is_fori else []), *full_consts, *full_carry])
-        return [outs[k] for k in ux]
+        return [*(outs[k] for k in kx), *(outs[k] for k in ux)]
     linear_body = _dce(make_function("linear_step", lin_types, linear_build))
-    staged = _create(fori_p, [trips, *known_consts, *known_inits, *(consts[k] for k in uc), *(carry[k] for k in ux)],
-                     [linear_body], [carry[k].type for k in ux], {"num_consts": len(kc) + len(kx) + len(uc)},
-                     builder=builder)
+    staged = _create(fori_p, [trips, *known_consts, *(consts[k] for k in uc), *known_inits, *(carry[k] for k in ux)],
+                     [linear_body], [carry[k].type for k in ux],
+                     {"num_consts": len(kc) + len(uc), "num_passive": len(kx)}, builder=builder)
     return PartialEval(known, staged, residuals, known_results)
 
 
 def _fori_transpose(op, cotangents, operands):
-    """Transpose of a fori linear in its carries and some consts: a fori running the
-    transposed body for i = trips-1 down to 0, accumulating the consts' cotangents."""
-    from jitgrad.passes.reverse import TransposedOutput, transpose_function
-    from .elementwise import add, sub
+    """Transpose of a fori linear in its non-passive carries and some consts: the
+    transposed body runs for i = trips-1 down to 0, accumulating the consts' cotangents.
+    Passive carries (primal values the linear step reads) are recomputed from their
+    initial values: in blocks of B = floor(sqrt(trips)) + 1 steps, each block's first
+    carry by a loop from the start and each step's carry by a loop from its block's
+    first, so memory stays O(1) and the work O(trips^1.5) body steps."""
+    from jitgrad.passes.reverse import TransposedOutput, partial_eval_function, transpose_function
+    from .elementwise import add, convert, maximum, minimum, mul, sqrt, sub
+    from .integer import floor_divide
     from .structural import constant, full
     if isinstance(operands[0], UndefinedPrimal):
         raise GradientError("a fori loop's trip count is not linear", op.loc)
-    n = op.attrs["num_consts"]
+    n, n_passive = op.attrs["num_consts"], op.attrs.get("num_passive", 0)
     consts, carry = list(operands[1:1 + n]), list(operands[1 + n:])
-    nx = len(carry)
+    passive, linear_carry = carry[:n_passive], carry[n_passive:]
+    if any(isinstance(v, UndefinedPrimal) for v in passive):
+        raise GradientError("a fori loop's recomputed (passive) carry is not linear", op.loc)
+    nx = len(linear_carry)
     lin_c = [k for k, v in enumerate(consts) if isinstance(v, UndefinedPrimal)]
     plain_c = [k for k, v in enumerate(consts) if not isinstance(v, UndefinedPrimal)]
     body = region_function(op, 0)
-    linear_args = [1 + k for k in lin_c] + [1 + n + k for k in range(nx)]
-    tbody = transpose_function(body, linear_args, [TransposedOutput.ARG] * nx)
-    # tbody: (i, plain consts, ct of carry out) -> (ct of linear consts, ct of carry in)
-    carry_types = [op.results[k].type for k in range(nx)]
+    linear_args = [1 + k for k in lin_c] + [1 + n + n_passive + k for k in range(nx)]
+    # the linear step (i, plain consts, passive carry, cts of the linear carry out) ->
+    # (cts of linear consts, cts of the linear carry in)
+    tbody = transpose_function(_select(body, range(n_passive, n_passive + nx)), linear_args,
+                               [TransposedOutput.ARG] * nx)
+    carry_types = [v.type for v in op.results]
     lin_types = [consts[k].type for k in lin_c]
-    new_types = [I64, I64, *(consts[k].type for k in plain_c), *carry_types, *lin_types]
+    plain_types = [consts[k].type for k in plain_c]
+    passive_types = [v.type for v in passive]
+    i64 = lambda k: constant(k, DType.i64)        # noqa: E731
+    if n_passive:
+        split = partial_eval_function(body, [False, *(k in lin_c for k in range(n)), *([False] * n_passive),
+                                             *([True] * nx)])
+        if not all(split.known_outputs[:n_passive]):
+            raise GradientError("a fori loop's passive carry depends on its linear values", op.loc)
+        primal_step = _select(split.known, range(n_passive))        # (i, plain consts, passive) -> passive
+        shifted_step = make_function("shifted_step", [I64, I64, *plain_types, *passive_types],
+                                     lambda a: call(primal_step, [add(a[0], a[1]), *a[2:]]))
 
-    def build(args):
-        k, trips = args[0], args[1]
-        plain = args[2:2 + len(plain_c)]
-        ct_carry = args[2 + len(plain_c):2 + len(plain_c) + nx]
-        acc = args[2 + len(plain_c) + nx:]
-        i = sub(sub(trips, constant(1, DType.i64)), k)
-        cts = call(tbody, [i, *plain, *ct_carry])
-        ct_consts, ct_prev = cts[:len(lin_c)], cts[len(lin_c):]
-        return [*ct_prev, *(add(a, c) for a, c in zip(acc, ct_consts, strict=True))]
-    new_body = make_function("transposed_step", new_types, build)
+    def step_back(i, plain, passive_i, ct, acc):
+        cts = call(tbody, [i, *plain, *passive_i, *ct])
+        return [*cts[len(lin_c):], *(add(a, c) for a, c in zip(acc, cts[:len(lin_c)], strict=True))]
+
     inits = [instantiate(c) for c in cotangents] + [full(0, t) for t in lin_types]
-    new = current_builder().create(fori_p, [operands[0], operands[0], *(consts[k] for k in plain_c), *inits],
-                                   {"num_consts": 1 + len(plain_c)}, regions=[function_region(new_body)],
-                                   result_types=[*carry_types, *lin_types])
+    if not inits:
+        return [None] * len(operands)
+    plain_values = [consts[k] for k in plain_c]
+    if not n_passive:
+        def build(args):
+            k, trips = args[0], args[1]
+            plain, rest = args[2:2 + len(plain_c)], args[2 + len(plain_c):]
+            return step_back(sub(sub(trips, i64(1)), k), plain, [], rest[:nx], rest[nx:])
+        new_body = make_function("transposed_step", [I64, I64, *plain_types, *carry_types, *lin_types], build)
+        new = current_builder().create(fori_p, [operands[0], operands[0], *plain_values, *inits],
+                                       {"num_consts": 1 + len(plain_c)}, regions=[function_region(new_body)],
+                                       result_types=[*carry_types, *lin_types])
+    else:
+        def inner(args):          # (k, s, e, plain, snapshot | ct, acc)
+            k, s0, e = args[:3]
+            plain = args[3:3 + len(plain_c)]
+            snapshot = args[3 + len(plain_c):3 + len(plain_c) + n_passive]
+            ct, acc = args[3 + len(plain_c) + n_passive:][:nx], args[3 + len(plain_c) + n_passive:][nx:]
+            i = sub(sub(e, i64(1)), k)
+            passive_i = emit_fori(sub(i, s0), shifted_step, [s0, *plain], snapshot)
+            return step_back(i, plain, passive_i, ct, acc)
+        inner_fn = make_function("block_back", [I64, I64, I64, *plain_types, *passive_types, *carry_types, *lin_types],
+                                 inner)
+
+        def outer(args):          # (k, trips, B, nb, plain, passive init | ct, acc)
+            k, trips, block, nb = args[:4]
+            plain = args[4:4 + len(plain_c)]
+            init = args[4 + len(plain_c):4 + len(plain_c) + n_passive]
+            rest = args[4 + len(plain_c) + n_passive:]
+            s0 = mul(sub(sub(nb, i64(1)), k), block)
+            e = minimum(add(s0, block), trips)
+            snapshot = emit_fori(s0, primal_step, plain, init)
+            return emit_fori(sub(e, s0), inner_fn, [s0, e, *plain, *snapshot], rest)
+        outer_fn = make_function("blocks_back", [I64, I64, I64, I64, *plain_types, *passive_types, *carry_types,
+                                                 *lin_types], outer)
+        trips = maximum(operands[0], i64(0))
+        block = add(convert(sqrt(convert(trips, DType.f64)), DType.i64), i64(1))
+        nb = floor_divide(sub(add(trips, block), i64(1)), block)
+        results = emit_fori(nb, outer_fn, [trips, block, nb, *plain_values, *passive], inits)
+        new = results[0].owner
     out: list = [None] * len(operands)
     for k in range(nx):
-        if isinstance(carry[k], UndefinedPrimal):
-            out[1 + n + k] = new.results[k]
+        if isinstance(linear_carry[k], UndefinedPrimal):
+            out[1 + n + n_passive + k] = new.results[k]
     for j, k in enumerate(lin_c):
         out[1 + k] = new.results[nx + j]
     return out

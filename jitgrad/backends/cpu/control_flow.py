@@ -9,7 +9,8 @@ op's kernel is the loop or branch that calls it:
   while  copy the initial carry into the result buffers; loop: call the test region, stop
          when it yields false, call the body into a second set of carry buffers, copy
          them back. Counts the trips (a result when the op asks for it).
-  fori   the same with a trip count read from the operand and the index as an input.
+  fori   the same with a trip count read from the operand and the index as an input;
+         passive carries (not results) live in scratch buffers.
   scan   carry as for while; the i-th x slice is read in place (leading-axis slices of a
          row-major array are contiguous) and the body writes the i-th y slice in place.
 
@@ -213,12 +214,13 @@ def _emit_while(kc, op) -> None:
 
 def _emit_fori(kc, op) -> None:
     b = kc.builder
-    n = op.attrs["num_consts"]
+    n, n_passive = op.attrs["num_consts"], op.attrs.get("num_passive", 0)
     consts, inits = op.operands[1:1 + n], op.operands[1 + n:]
     carry_types = [v.type for v in inits]
     body = _Region(kc, region_function(op, 0), range(1, 1 + n))
     const_ptrs = [kc.pointer(v) for v in consts]
-    carry = [kc.pointer(r) for r in op.results]
+    # passive carries are not results: they live in scratch buffers
+    carry = [kc.scratch(max(_nbytes(t), 1)) for t in carry_types[:n_passive]] + [kc.pointer(r) for r in op.results]
     fresh = _carry_buffers(kc, carry_types)
     counter = kc.scratch(8)
     body.prepare([counter, *const_ptrs])
