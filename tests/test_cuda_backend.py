@@ -256,6 +256,17 @@ def test_gpu_reads_cuda_arrays_in_place():
     np.testing.assert_allclose(jitgrad.jit(_w1, device="gpu")(cupy.asarray(x)), _w1(x), rtol=1e-12)
 
 
+
+def test_gpu_check_prints_one_line_and_skips_cleanly_without_a_gpu(capsys):
+    available, why = gpu_available()
+    if available:
+        pytest.skip("a GPU is present: python -m tools.gpu_check runs the real check")
+    from tools.gpu_check import main
+    assert main([]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"gpu_check: skipped: {why}"]
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:
     sys.path.insert(0, HERE)
     emit_everything(sys.argv[2])

@@ -226,5 +226,52 @@ class LoadedModule:
                 dev.release(pointer, nbytes)
 
 
+def time_launches(executable, inputs: Sequence, repeats: int = 10) -> float:
+    """Median seconds of the launches alone (CUDA events around them; inputs, outputs and
+    workspace stay on the device between repeats): what bandwidth figures divide by."""
+    if executable._module is None:
+        executable._module = load(executable)
+    module = executable._module
+    driver, dev = module.driver, module.dev
+    dev.make_current()
+    hosts = [np.ascontiguousarray(x, dtype=d) for x, (_, d) in zip(inputs, module.in_specs, strict=True)]
+    buffers = [(dev.allocate(h.nbytes), h.nbytes) for h in hosts]
+    buffers += [(dev.allocate(int(np.prod(shape)) * np.dtype(d).itemsize), int(np.prod(shape)) * np.dtype(d).itemsize)
+                for shape, d in module.out_specs]
+    workspace = dev.allocate(module.workspace_bytes)
+    table = np.array([p for p, _ in buffers] + [workspace, *module.constants], dtype=np.uint64)
+    table_pointer = dev.allocate(table.nbytes)
+    try:
+        for (pointer, nbytes), h in zip(buffers, hosts):
+            if nbytes:
+                _check(driver.cuMemcpyHtoD(pointer, h.ctypes.data, nbytes), "copy in")
+        _check(driver.cuMemcpyHtoD(table_pointer, table.ctypes.data, table.nbytes), "copy in")
+        start, stop = (_check(driver.cuEventCreate(0), "cuEventCreate") for _ in range(2))
+        times = []
+        for _ in range(repeats + 1):
+            _check(driver.cuEventRecord(start, module.stream), "cuEventRecord")
+            for function, grid, block in module.launches:
+                _check(driver.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0, module.stream,
+                                             ((table_pointer,), (ctypes.c_void_p,)), 0), "cuLaunchKernel")
+            _check(driver.cuEventRecord(stop, module.stream), "cuEventRecord")
+            _check(driver.cuEventSynchronize(stop), "cuEventSynchronize")
+            times.append(_check(driver.cuEventElapsedTime(start, stop), "cuEventElapsedTime") / 1e3)
+        return float(np.median(times[1:]))
+    finally:
+        driver.cuStreamSynchronize(module.stream)
+        for pointer, nbytes in buffers + [(workspace, module.workspace_bytes), (table_pointer, table.nbytes)]:
+            dev.release(pointer, nbytes)
+
+
+def peak_bandwidth() -> float:
+    """The device's memory bandwidth in bytes/s: memory clock (kHz) x 2 (double data
+    rate) x bus width (bits) / 8."""
+    dev = device()
+    attr = dev.driver.CUdevice_attribute
+    clock = _check(dev.driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, dev.device), "")
+    width = _check(dev.driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, dev.device), "")
+    return clock * 1e3 * 2 * width / 8
+
+
 def load(executable) -> LoadedModule:
     return LoadedModule(executable)
