@@ -122,6 +122,8 @@ FUNCTIONS = {
     "asarray": lambda x: np.asarray(x, dtype=np.float32), "full": lambda x: np.full((2, 1), np.ravel(x)[:1]),
     ".take": lambda x: x.take([0, -1]), ".conj": lambda x: (x.conj(), x.real, x.imag),
     ".compress": lambda x: np.ravel(x).compress([False, True]),
+    "moveaxis-sequences": lambda x: np.moveaxis(np.atleast_3d(x), (0, 2), (2, 0)),
+    "moveaxis-sequences-3": lambda x: np.moveaxis(np.atleast_3d(x), (0, 1, -1), (-1, 0, 1)),
 }
 
 # Transcendental results are compared within a few ulps; everything else is exact or a sum.

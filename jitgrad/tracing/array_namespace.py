@@ -57,8 +57,7 @@ negative, positive, square, sqrt, reciprocal, nextafter = (np.negative, np.posit
 
 take, take_along_axis = np.take, np.take_along_axis
 matmul, matrix_transpose, tensordot, vecdot = np.matmul, np.matrix_transpose, np.tensordot, np.vecdot
-broadcast_arrays, broadcast_to, concat, expand_dims, flip = (np.broadcast_arrays, np.broadcast_to, np.concat,
-                                                             np.expand_dims, np.flip)
+broadcast_to, concat, expand_dims, flip = np.broadcast_to, np.concat, np.expand_dims, np.flip
 moveaxis, permute_dims, repeat, roll, squeeze, stack, tile, unstack = (np.moveaxis, np.permute_dims, np.repeat,
                                                                        np.roll, np.squeeze, np.stack, np.tile,
                                                                        np.unstack)
@@ -69,10 +68,19 @@ unique_all, unique_counts, unique_inverse, unique_values = (np.unique_all, np.un
 cumulative_sum, cumulative_prod, diff = np.cumulative_sum, np.cumulative_prod, np.diff
 max, min, mean, prod, sum = np.max, np.min, np.mean, np.prod, np.sum  # noqa: A001
 all, any = np.all, np.any  # noqa: A001
-tril, triu, meshgrid, isdtype, from_dlpack = np.tril, np.triu, np.meshgrid, np.isdtype, np.from_dlpack
+tril, triu, isdtype, from_dlpack = np.tril, np.triu, np.isdtype, np.from_dlpack
 
 
 # --------------------------------------------------------------------------- where the standard differs
+
+def meshgrid(*arrays, indexing="xy"):
+    """A list (the standard's type; NumPy returns a tuple)."""
+    return list(np.meshgrid(*arrays, indexing=indexing))
+
+
+def broadcast_arrays(*arrays):
+    return list(np.broadcast_arrays(*arrays))
+
 
 def _check_device(device) -> None:
     if device is not None and device != DEVICE:

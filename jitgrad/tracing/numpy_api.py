@@ -356,6 +356,7 @@ def divmod_(a, b):
 
 _NARROW_FLOATS = (DType.f16, DType.bf16)
 _COMPARISONS = (np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal)
+_EXTREMA = (np.maximum, np.minimum, np.fmax, np.fmin)
 
 
 def _numpy_loop(ufunc, impl):
@@ -379,6 +380,10 @@ def _numpy_loop(ufunc, impl):
             # (logaddexp, tan, ...) must not round their intermediate steps.
             cast = [P.convert(as_value(x, d), DType.f32) if d in _NARROW_FLOATS else as_value(x, d)
                     for x, d in zip(operands, in_dtypes, strict=True)]
+            if ufunc in _EXTREMA and in_dtypes[0] == DType.f16:
+                # Between +0 and -0 (a tie) NumPy's float16 loops return the first operand,
+                # its float32 loops (and the primitives) the second.
+                cast = cast[::-1]
         else:
             cast = [x if _is_weak(x) and not isinstance(x, Value) else as_value(x, d)
                     for x, d in zip(operands, in_dtypes, strict=True)]
@@ -768,11 +773,16 @@ def swapaxes(x, axis1, axis2):
 
 
 def moveaxis(x, source, destination):
+    """NumPy's moveaxis, sequences of axes included (in their given order)."""
     x = as_value(x)
-    src = normalize_axes(source, x.type.ndim)[0]
-    dst = normalize_axes(destination, x.type.ndim)[0]
-    perm = [a for a in range(x.type.ndim) if a != src]
-    perm.insert(dst, src)
+    ndim = x.type.ndim
+    src = np.lib.array_utils.normalize_axis_tuple(source, ndim, "source")
+    dst = np.lib.array_utils.normalize_axis_tuple(destination, ndim, "destination")
+    if len(src) != len(dst):
+        raise ShapeError("numpy.moveaxis: `source` and `destination` arguments must have the same number of elements")
+    perm = [a for a in range(ndim) if a not in src]
+    for d, s_ in sorted(zip(dst, src)):
+        perm.insert(d, s_)
     return P.transpose(x, perm)
 
 
