@@ -1985,7 +1985,13 @@ def main(argv=None) -> int:
     parser.add_argument("--abort-at", type=int, default=None, help=argparse.SUPPRESS)   # tests crash reports
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--show-known", action="store_true", help="print reproducers of known failures too")
+    parser.add_argument("--device", default=None,
+                        help="compile for this device (e.g. cuda-emulator: the GPU's kernels run on the host)")
     options = parser.parse_args(argv)
+    if options.device is not None:
+        from jitgrad.backends import backend_for
+        backend_for(options.device)
+        jitgrad.config.device = options.device
     if options.replay is not None:
         with fuzz_settings():
             program = program_for(options.seed, options.replay)
@@ -2017,6 +2023,7 @@ def main(argv=None) -> int:
                       fixed=not options.no_fixed, verbose=options.verbose, show_known=options.show_known)
     else:
         extra = (["--show-known"] if options.show_known else []) + (
+            ["--device", options.device] if options.device is not None else []) + (
             ["--abort-at", str(options.abort_at)] if options.abort_at is not None else [])
         summary = supervise(options.seed, options.minutes * 60, options.programs, not options.no_fixed,
                             options.verbose, tuple(extra))
