@@ -25,13 +25,13 @@ selects with `>=`, keeping the earlier element on ties, so all of a tied window'
 gradient goes to one element, as in JAX and PyTorch); a NaN counts as larger than any
 number, and the first NaN is selected. Padding elements hold -inf with a zero tangent.
 
-Lowering: every backend can run these ops through a decomposition into existing
-primitives emitted at trace time (`pad`, strided `slice`, `concatenate`, `dot_general`,
-`select`, `maximum`), which is exact: the convolution becomes im2col (one strided slice
-per kernel tap, concatenated) followed by one `dot_general` (the GEMM kernel); window
-reductions become one strided slice per window tap. `DECOMPOSED` names the primitives
-that take this path; a primitive removed from it is emitted as itself and needs a
-backend kernel.
+Lowering: each is a kernel of its own (`KernelKind`; jitgrad/backends/cpu/convolution.py,
+written on the backend-neutral kernel layer): the convolution as im2col and one GEMM per
+feature group, the window ops as loops over windows. Each also has an exact
+decomposition into existing primitives (`pad`, strided `slice`, `concatenate`,
+`dot_general`, `select`), emitted at trace time for the primitives named in `DECOMPOSED`
+(none by default; `decomposing()` for a block): a backend without these kernels can
+run them that way.
 """
 from __future__ import annotations
 
