@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -1673,7 +1674,25 @@ def _detail(kind: str, *fragments: str) -> Callable[[Failure], bool]:
     return lambda f: f.kind == kind and any(text in f.detail for text in fragments)
 
 
-KNOWN_FAILURES: list[KnownFailure] = []
+def _opposite_sign_after(*op_names: str) -> Callable[[Failure], bool]:
+    """A value failure of a program using one of `op_names` whose first differing element
+    is NumPy's with the opposite sign (a zero's sign, carried on to ±inf by a division)."""
+    def matches(failure: Failure) -> bool:
+        found = re.search(r"got np\.\w+\(([^)]*)\), NumPy np\.\w+\(([^)]*)\)", failure.detail)
+        if failure.kind != "value" or not found or not _uses(failure, *op_names):
+            return False
+        got, ref = (float(x) for x in found.groups())
+        return got == -ref
+    return matches
+
+
+KNOWN_FAILURES: list[KnownFailure] = [
+    KnownFailure("sign of a zero from fmin/fmax",
+                 "for float32/float64, which of +0 and -0 NumPy's fmin/fmax return when comparing them "
+                 "changes with the array's length (its SIMD and scalar loops differ); jitgrad returns the "
+                 "second operand, as NumPy's maximum/minimum do (documented in docs/numerics.md)",
+                 _opposite_sign_after("fmin", "fmax")),
+]
 
 
 def classify(failure: Failure) -> Failure:

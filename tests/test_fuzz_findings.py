@@ -286,3 +286,28 @@ def test_gradient_of_bfloat16_is_differenced_in_bfloat16_and_stored_as_float64(e
     np.testing.assert_array_equal(got, ref)
     half = x.astype(np.float16)
     assert jitgrad.jit(lambda h: np.gradient(h, axis=axis))(half).dtype == np.float16
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("ufunc", [np.maximum, np.minimum])
+@pytest.mark.parametrize("size", [1, 5, 64, 1000])
+def test_maximum_and_minimum_pick_numpys_zero_on_a_tie(dtype, ufunc, size):
+    # +0 and -0 compare equal: NumPy returns one operand by position (which one depends on
+    # the dtype), and the sign shows through 1/x.
+    rng = np.random.default_rng(size)
+    a = np.where(rng.random(size) < 0.5, 0.0, -0.0).astype(dtype)
+    b = np.where(rng.random(size) < 0.5, 0.0, -0.0).astype(dtype)
+    a[::7] = np.nan
+    ref = ufunc(a, b)
+    got = jitgrad.jit(ufunc)(a, b)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("ufunc", [np.fmax, np.fmin])
+def test_fmax_and_fmin_of_narrow_floats_pick_numpys_zero_on_a_tie(dtype, ufunc):
+    a = np.array([0.0, -0.0, 0.0, -0.0, np.nan, -0.0], dtype)
+    b = np.array([-0.0, 0.0, 0.0, -0.0, -0.0, np.nan], dtype)
+    np.testing.assert_array_equal(np.signbit(jitgrad.jit(ufunc)(a, b)), np.signbit(ufunc(a, b)))

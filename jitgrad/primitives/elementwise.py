@@ -55,8 +55,9 @@ add_p = _elementwise("add", _float_impl(np.add), lambda c, a, b: c.add(a, b), co
 sub_p = _elementwise("sub", _float_impl(np.subtract), lambda c, a, b: c.sub(a, b))
 mul_p = _elementwise("mul", _float_impl(np.multiply), lambda c, a, b: c.mul(a, b), commutative=True)
 div_p = _elementwise("div", _float_impl(np.divide), lambda c, a, b: c.div(a, b), float_only=True)
-max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b), commutative=True)
-min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b), commutative=True)
+# Not COMMUTATIVE: between +0 and -0 NumPy returns one operand by position (see the scalar contexts).
+max_p = _elementwise("maximum", _float_impl(np.maximum), lambda c, a, b: c.maximum(a, b))
+min_p = _elementwise("minimum", _float_impl(np.minimum), lambda c, a, b: c.minimum(a, b))
 def _pow_scalar(c, a, b):
     return c.math("pow", a, b) if c.is_float(a) else c.int_power(a, b)
 

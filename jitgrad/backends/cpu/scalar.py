@@ -255,15 +255,23 @@ class CPUScalarContext:
         return self.builder.select(pred, a, b)
 
     def maximum(self, a, b):
-        """NumPy's maximum: NaN if either operand is NaN."""
-        if not self.is_float(a):
-            return self.builder.select(self.cmp(">", a, b), a, b)
-        return self._intrinsic("llvm.maximum", a, b)
+        """NumPy's maximum: NaN if either operand is NaN. Between +0 and -0 (equal, so a tie)
+        NumPy returns the second operand for float32, float64 and bfloat16 and the first for
+        float16 (measured on every size and stride); IEEE's -0 < +0 would differ in the
+        sign of a zero, which 1/x and copysign make visible."""
+        return self._winner(">", a, b)
 
     def minimum(self, a, b):
+        """NumPy's minimum: as `maximum`, with the smaller operand winning."""
+        return self._winner("<", a, b)
+
+    def _winner(self, beats: str, a, b):
         if not self.is_float(a):
-            return self.builder.select(self.cmp("<", a, b), a, b)
-        return self._intrinsic("llvm.minimum", a, b)
+            return self.builder.select(self.cmp(beats, a, b), a, b)
+        if self.operand_dtype == DType.f16:
+            a, b = b, a         # the first operand wins ties: test the second against it
+        a_wins = self.builder.or_(self.builder.fcmp_unordered("uno", a, a), self.cmp(beats, a, b))
+        return self.builder.select(a_wins, a, b)
 
     def and_(self, a, b):
         return self.builder.and_(a, b)
