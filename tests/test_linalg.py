@@ -503,3 +503,8 @@ def test_float32_gradients_agree_with_float64(name):
     g32 = jitgrad.grad(_losses_in(np.float32)[name])(x.astype(np.float32))
     assert g32.dtype == np.float32
     np.testing.assert_allclose(g32, g64, rtol=2e-3, atol=2e-3 * np.max(np.abs(g64)))
+
+
+def test_lstsq_with_a_traced_rcond_is_refused():
+    with pytest.raises(UnsupportedOperationError, match="rcond must be a Python or NumPy number"):
+        jitgrad.jit(lambda a, b, r: np.linalg.lstsq(a, b, rcond=r)[0])(TALL, np.ones(5), np.array(1e-3))

@@ -293,6 +293,9 @@ def lstsq(a, b, rcond=None):
         raise ShapeError("numpy.linalg.lstsq: Incompatible dimensions")
     if rcond is None:
         rcond = float(np.finfo(a.type.dtype.numpy).eps) * max(n, m)
+    elif not isinstance(rcond, (int, float, np.floating, np.integer)) or isinstance(rcond, bool):
+        raise UnsupportedOperationError("numpy.linalg.lstsq: rcond must be a Python or NumPy number "
+                                        f"(got {type(rcond).__name__})")
     if m == 0 or n == 0:
         raise ShapeError("numpy.linalg.lstsq of an empty matrix is not supported")
     s = L.svd(a, vectors=False)
