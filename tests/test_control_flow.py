@@ -360,3 +360,32 @@ def test_reverse_mode_of_loops_with_run_time_trip_counts_at_block_boundaries():
     from jitgrad.passes.reverse import vjp_function
     vjp = vjp_function(fn, [0], ["one"])
     np.testing.assert_allclose(evaluate(vjp, [x, np.int64(7)])[1], g(x, np.int64(7)), rtol=1e-12)
+
+
+CHILD = """
+import numpy as np, jitgrad
+f = jitgrad.jit(lambda x: jitgrad.while_loop(lambda v: v > 0, lambda v: v + 1.0, x))
+f(np.array(-1.0)); f(np.array(-1.0))         # compiled; the second call takes the native call path
+print("ready", flush=True)
+try:
+    f(np.array(1.0))                          # never ends
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_a_while_loop_that_never_ends_stops_on_ctrl_c():
+    import signal
+    import subprocess
+    import sys
+    import time
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=60)
+        assert out.strip() == "interrupted"
+    finally:
+        child.kill()
