@@ -389,3 +389,15 @@ def test_a_while_loop_that_never_ends_stops_on_ctrl_c():
         assert out.strip() == "interrupted"
     finally:
         child.kill()
+
+
+def test_verifier_checks_regions_against_operands_and_results():
+    from jitgrad.errors import VerificationError
+    text = str(traced(rnn, H0, XS, W))
+    assert "length = 5" in text
+    with pytest.raises(VerificationError, match="leading axis of the length 6"):
+        verify(parse_function(text.replace("length = 5", "length = 6")))
+    loop = str(traced(lambda x: jitgrad.while_loop(lambda v: v.sum() < 9, lambda v: v * 2.0, x), H0))
+    assert "num_consts = 0" in loop
+    with pytest.raises(VerificationError, match=r"while's results: \(f64\[3\]\) where \(\) is expected"):
+        verify(parse_function(loop.replace("num_consts = 0", "num_consts = 1")))
