@@ -311,3 +311,35 @@ def test_fmax_and_fmin_of_narrow_floats_pick_numpys_zero_on_a_tie(dtype, ufunc):
     a = np.array([0.0, -0.0, 0.0, -0.0, np.nan, -0.0], dtype)
     b = np.array([-0.0, 0.0, 0.0, -0.0, -0.0, np.nan], dtype)
     np.testing.assert_array_equal(np.signbit(jitgrad.jit(ufunc)(a, b)), np.signbit(ufunc(a, b)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, np.int8, np.uint16, bool])
+@pytest.mark.parametrize("shape, axis", [((3000,), None), ((6, 5, 4), 1), ((6, 5, 4), 0), ((6, 5, 4), -1),
+                                          ((3, 0), 1), ((), None)])
+def test_cumsum_repeats_numpys_sequential_roundings(dtype, shape, axis):
+    # A float16 cumsum of 1e6 elements stagnated in NumPy (each partial sum rounded to
+    # float16) and went negative; a tree-shaped scan rounded differently and did not.
+    x = (np.random.default_rng(7).normal(size=shape) * 3).astype(dtype)
+    ref = np.cumsum(x, axis=axis)
+    got = jitgrad.jit(lambda x: np.cumsum(x, axis=axis))(x)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_long_float16_cumsum_goes_where_numpys_goes():
+    x = np.random.default_rng(8).normal(0.2, 1.0, 200_000).astype(np.float16)
+    program = lambda x: np.sqrt(np.cumsum(x))    # noqa: E731
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(jitgrad.jit(program)(x), program(x))
+
+
+def test_cumsum_gradients_are_reverse_running_sums():
+    x = np.random.default_rng(9).normal(size=(4, 6))
+    loss = lambda x: np.sum(np.cumsum(x, axis=1) ** 3)    # noqa: E731
+    c = np.cumsum(x, axis=1)
+    expected = np.cumsum((3 * c ** 2)[:, ::-1], axis=1)[:, ::-1]
+    np.testing.assert_allclose(jitgrad.grad(loss)(x), expected, rtol=1e-12)
+    h = jitgrad.hessian(lambda v: np.sum(np.cumsum(v) ** 3))(x[0])
+    # H[i, j] = sum over k >= max(i, j) of 6 c_k
+    suffix = np.cumsum((6 * np.cumsum(x[0]))[::-1])[::-1]
+    np.testing.assert_allclose(h, suffix[np.maximum.outer(np.arange(6), np.arange(6))], rtol=1e-12)

@@ -5,10 +5,12 @@ primitives that do (slices, concatenation, adds, multiplies, selects, reductions
 
 - Products (`prod`) are a pairwise tree of multiplies: O(n) work, depth log2(n), and a
   gradient that is exact where elements are zero (the product rule, not prod / x).
-- Cumulative sums and products are a Hillis-Steele scan: log2(n) steps of "shift by 2^k
-  and combine", O(n log n) work. Each output is a tree sum of its prefix, so its rounding
-  error is at most eps * ceil(log2 n) * sum|x| — within the bound of NumPy's sequential
-  sum (eps * n * sum|x|); integer results are exact (wrap-around as NumPy).
+- Cumulative sums are the `cumsum` primitive: NumPy's sequential order and per-step
+  rounding exactly (float16 partial sums stagnate as NumPy's do).
+- Cumulative products are a Hillis-Steele scan: log2(n) steps of "shift by 2^k and
+  combine", O(n log n) work; each output is a tree product of its prefix (float16 and
+  bfloat16 in float32, rounded once), within NumPy's sequential bound; integer results
+  are exact (wrap-around as NumPy).
 - NaN-ignoring reductions replace NaN by the operation's identity and count what is left.
 """
 from __future__ import annotations
@@ -259,23 +261,26 @@ def _scan(x: Value, axis: int, combine, identity) -> Value:
     return x
 
 
-def _cumulative(name, combine, identity):
+def _cumulative(name, scan):
     def cumulative(a, axis=None, dtype=None, out=None):
         _no_out(name, out)
         x = as_value(a)
         if axis is None or x.type.ndim == 0:         # NumPy treats a 0-d array as 1-d here
             x, axis = P.reshape(x, (x.type.size,)), 0 if axis is None else axis
         (axis,) = normalize_axes(axis, x.type.ndim)
-        target = _accumulator_dtype(x, dtype)
-        x = P.convert(x, target)
-        wide = P.convert(x, DType.f32) if target in _NARROW else x
-        return P.convert(_scan(wide, axis, combine, identity), target)
+        return scan(P.convert(x, _accumulator_dtype(x, dtype)), axis)
     cumulative.__name__ = name
     return cumulative
 
 
-cumsum = _cumulative("cumsum", P.add, 0)
-cumprod = _cumulative("cumprod", P.mul, 1)
+def _product_scan(x: Value, axis: int) -> Value:
+    wide = P.convert(x, DType.f32) if x.type.dtype in _NARROW else x
+    return P.convert(_scan(wide, axis, P.mul, 1), x.type.dtype)
+
+
+# cumsum is NumPy's sequential sum, rounded at every step (a kernel: primitives/cumulative.py)
+cumsum = _cumulative("cumsum", lambda x, axis: P.cumulative.cumsum(x, axis))
+cumprod = _cumulative("cumprod", _product_scan)
 
 
 def _cumulative_standard(name, fn):
