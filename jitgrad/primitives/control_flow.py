@@ -38,6 +38,7 @@ from jitgrad.errors import GradientError, VerificationError
 from jitgrad.ir import (Block, Builder, DType, Function, OpDef, Operation, Region, TensorType, Trait, Value,
                         current_builder, new_function)
 from jitgrad.ir.clone import function_region, inline_block
+from jitgrad.ir.rewrite import Rewriter
 from .base import UndefinedPrimal, Zero, instantiate
 from .kernel_kind import KernelKind
 
@@ -652,7 +653,8 @@ def _scan_jvp(op, primals, tangents):
 def _scan_partial_eval(op, unknown):
     """A known scan (known carries and ys, plus the residuals each iteration needs,
     stacked as extra ys) and a linear scan reading those stacks as xs. Residuals that are
-    known consts or known xs are read from the op's operands, not stacked."""
+    known consts or known xs are read from the op's operands, and those computed from
+    known consts alone are recomputed by the linear body: neither is stacked."""
     from jitgrad.passes.reverse import PartialEval
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
     length = op.attrs["length"]
@@ -668,7 +670,17 @@ def _scan_partial_eval(op, unknown):
     n_known_outs = sum(split.known_outputs)
     residual_values = split.known.outputs[n_known_outs:]
     arg_index = {a: known_arg_pos[j] for j, a in enumerate(split.known.args)}
-    # each residual: ("const", k) / ("xs", k) read from the operands, or ("stack", j)
+    # residuals computed from known consts alone are loop-invariant: the linear body
+    # recomputes them (the backend hoists what is not free) rather than stacking T copies
+    invariant = {a for a, k in arg_index.items() if k < nc}
+    invariant_ops = []
+    for inner in split.known.body.ops:
+        if not inner.opdef.is_terminator and not inner.regions and inner.opdef.has(Trait.PURE) \
+                and not inner.opdef.has(Trait.HAS_SIDE_EFFECT) and all(v in invariant for v in inner.operands):
+            invariant.update(inner.results)
+            invariant_ops.append(inner)
+    # each residual: ("const", k) / ("xs", k) read from the operands, ("recompute", value)
+    # from the known consts, or ("stack", j)
     kinds, stacked = [], []
     for v in residual_values:
         k = arg_index.get(v)
@@ -676,6 +688,8 @@ def _scan_partial_eval(op, unknown):
             kinds.append(("const", k))
         elif k is not None and k >= nc + nx:
             kinds.append(("xs", k - nc - nx))
+        elif v in invariant:
+            kinds.append(("recompute", v))
         else:
             kinds.append(("stack", len(stacked)))
             stacked.append(n_known_outs + len(kinds) - 1)
@@ -701,32 +715,41 @@ def _scan_partial_eval(op, unknown):
     # xs = stacked residuals, residual xs, unknown xs
     res_consts = [k for kind, k in kinds if kind == "const"]
     res_xs = [k for kind, k in kinds if kind == "xs"]
+    recompute_from = kc if any(kind == "recompute" for kind, _ in kinds) else []
     uc = [k for k in range(nc) if c_unknown[k]]
     ux = [k for k in range(nx) if x_unknown[k]]
     us = [k for k in range(nxs) if s_unknown[k]]
-    groups = [len(res_consts), len(uc), len(ux), len(stacked), len(res_xs), len(us)]
+    groups = [len(res_consts), len(recompute_from), len(uc), len(ux), len(stacked), len(res_xs), len(us)]
     starts = np.cumsum([0] + groups).tolist()
-    new_types = [*(consts[k].type for k in res_consts), *(consts[k].type for k in uc), *(carry[k].type for k in ux),
+    new_types = [*(consts[k].type for k in res_consts), *(consts[k].type for k in recompute_from),
+                 *(consts[k].type for k in uc), *(carry[k].type for k in ux),
                  *(_slice_type(v.type) for v in stacks), *(_slice_type(xs[k].type) for k in res_xs),
                  *(_slice_type(xs[k].type) for k in us)]
 
     def build(args):
-        position = {"const": starts[0], "stack": starts[3], "xs": starts[4]}
+        recomputed = Rewriter(env=dict(zip(split.known.args[:len(recompute_from)], args[starts[1]:starts[2]],
+                                           strict=True)))
+        for inner in (invariant_ops if recompute_from else []):
+            recomputed.eval_op(inner)
+        position = {"const": starts[0], "stack": starts[4], "xs": starts[5]}
         counters = {"const": 0, "stack": 0, "xs": 0}
         residual_args = []
-        for kind, _ in kinds:
+        for kind, value in kinds:
+            if kind == "recompute":
+                residual_args.append(recomputed.read(value))
+                continue
             residual_args.append(args[position[kind] + counters[kind]])
             counters[kind] += 1
-        unknown_args = args[starts[1]:starts[3]] + args[starts[5]:]
+        unknown_args = args[starts[2]:starts[4]] + args[starts[6]:]
         return call(split.staged, [*residual_args, *unknown_args])
     staged_body = _dce(make_function("linear_scan_body", new_types, build))
-    n_unknown_ys = len(staged_body.outputs) - len(ux)
-    staged = _create(scan_p, [*(consts[k] for k in res_consts), *(consts[k] for k in uc), *(carry[k] for k in ux),
+    staged = _create(scan_p, [*(consts[k] for k in res_consts), *(consts[k] for k in recompute_from),
+                              *(consts[k] for k in uc), *(carry[k] for k in ux),
                               *stacks, *(xs[k] for k in res_xs), *(xs[k] for k in us)],
                      [staged_body], [*(carry[k].type for k in ux),
                                      *(_stacked_type(t, length) for t in staged_body.output_types[len(ux):])],
-                     dict(op.attrs, num_consts=len(res_consts) + len(uc), num_carry=len(ux)), builder=builder)
-    del n_unknown_ys
+                     dict(op.attrs, num_consts=len(res_consts) + len(recompute_from) + len(uc), num_carry=len(ux)),
+                     builder=builder)
     return PartialEval(known, staged, tuple(stacks), known_results)
 
 
