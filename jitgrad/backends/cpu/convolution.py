@@ -8,16 +8,17 @@ where it is loaded), so another backend can name the same function for its devic
 With the lhs viewed as (N, C, *spatial), the kernel as (O, I, *taps), C = G*I groups
 and T taps, P output positions:
   1. the kernel is packed into a row-major (O, I*T) matrix (any rhs layout);
-  2. the input is unfolded into one matrix per group, (G, I*T, N*P): column (n, p)
-     holds the input elements under every tap of output position p, or 0 where a tap
-     falls into the padding or between the elements of a dilated input (each index is
-     clamped before it forms an address, so no load leaves the buffer); the innermost
-     loop runs along output positions, so its stores are consecutive;
+  2. the input is unfolded into one matrix per group: for each output position (n, p)
+     the input elements under every tap, or 0 where a tap falls into the padding or
+     between the elements of a dilated input (each index is clamped before it forms an
+     address, so no load leaves the buffer); laid out (G, I*T, N*P) or (G, N*P, I*T),
+     whichever lets the innermost loop run along the longer of the last output axis and
+     the last kernel axis (a weight gradient's "kernel" is the whole image);
   3. per group, one large matrix product (BLAS is much faster on it than on N small
-     ones): out_g (N*P, O/G) = cols_g^T @ W_g^T when the output layout is
-     (N, *spatial, O) with one group, which is then the output itself; otherwise
-     (O/G, N*P) = W_g @ cols_g, copied into the output's layout (for NCHW a copy of
-     consecutive runs of P elements).
+     ones): (N*P, O/G), which is the output itself when its layout is (N, *spatial, O)
+     with one group, or (O/G, N*P) from (I*T, N*P) columns;
+  4. otherwise the product is copied into the output's layout (for NCHW from
+     (O/G, N*P), consecutive runs of P elements).
 """
 from __future__ import annotations
 
@@ -80,61 +81,81 @@ def emit_conv_general_dilated(ec, op) -> None:
         dst = _offset(ctx, [(o, depth), (i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
         ctx.store(packed, dst, ctx.load(rhs_buf, src, dtype), dtype)
 
-    # 2. input -> columns (G, I*T, N*P): the innermost loop walks output positions, so
-    #    both the stores and (for stride 1) the loads are consecutive
+    # 2. input -> columns, as (G, I*T, N*P) when the innermost output axis is longer
+    #    than the innermost kernel axis, else as (G, N*P, I*T): the innermost loop runs
+    #    along the longer one (consecutive stores; consecutive loads at stride 1)
+    positions_inner = (out_sizes[-1] if out_sizes else 1) >= (taps[-1] if taps else 1)
+    row_step, depth_step = (1, rows) if positions_inner else (depth, 1)
     lhs_buf, zero = ec.pointer(lhs), ctx.const_of(0, dtype)
-    strides, padding = attrs["window_strides"], attrs["padding"]
-    lhs_dilation, rhs_dilation = attrs["lhs_dilation"], attrs["rhs_dilation"]
-    with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
-        c = ctx.index_add(ctx.index_mul(g, ctx.index_const(kernel_in)), i)
-        column = _offset(ctx, [(g, depth * rows), (i, n_taps * rows)]
-                         + [(t, s * rows) for t, s in zip(tap, _strides(taps), strict=True)])
-        with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
-            valid, src = None, _offset(ctx, [(n, lhs_strides[lhs_spec[0]]), (c, lhs_strides[lhs_spec[1]])])
-            for k, p in enumerate(pos):
-                # dilated input coordinate under this tap: p * stride + t * rhs_dilation - pad_lo
-                d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])),
-                                                ctx.index_mul(tap[k], ctx.index_const(rhs_dilation[k]))),
-                                  ctx.index_const(padding[k][0]))
-                inside = ctx.index_cmp(">=", d, ctx.index_const(0))
-                d = ctx.select(inside, d, ctx.index_const(0))
-                if lhs_dilation[k] > 1:
-                    inside = ctx.and_(inside, ctx.index_cmp(
-                        "==", ctx.index_rem(d, ctx.index_const(lhs_dilation[k])), ctx.index_const(0)))
-                    d = ctx.index_div(d, ctx.index_const(lhs_dilation[k]))
-                inside = ctx.and_(inside, ctx.index_cmp("<", d, ctx.index_const(in_sizes[k])))
-                d = ctx.select(inside, d, ctx.index_const(0))
-                valid = inside if valid is None else ctx.and_(valid, inside)
-                src = ctx.index_add(src, ctx.index_mul(d, ctx.index_const(lhs_strides[lhs_spec[2 + k]])))
-            x = ctx.load(lhs_buf, src, dtype)
-            if valid is not None:
-                x = ctx.select(valid, x, zero)
-            row = ctx.index_add(ctx.index_mul(n, ctx.index_const(positions)),
-                                _offset(ctx, list(zip(pos, _strides(out_sizes), strict=True))))
-            ctx.store(columns, ctx.index_add(column, row), x, dtype)
 
-    # 3. one matrix product per group: (N*P, O/G) = cols_g^T @ W_g^T when that is the
-    #    output itself (channels last, one group), else (O/G, N*P) = W_g @ cols_g
+    def unfold(n, pos, g, i, tap) -> None:
+        c = ctx.index_add(ctx.index_mul(g, ctx.index_const(kernel_in)), i)
+        x = _tap_element(ctx, attrs, lhs_buf, lhs_strides, lhs_spec, in_sizes, n, c, pos, tap, dtype, zero)
+        row = _offset(ctx, [(n, positions)] + list(zip(pos, _strides(out_sizes), strict=True)))
+        column = _offset(ctx, [(i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
+        offset = _offset(ctx, [(g, rows * depth), (row, row_step), (column, depth_step)])
+        ctx.store(columns, offset, x, dtype)
+    if positions_inner:
+        with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
+            with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
+                unfold(n, pos, g, i, tap)
+    else:
+        with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
+            with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
+                unfold(n, pos, g, i, tap)
+
+    # 3. one matrix product per group: the output itself, (N*P, O/G) = cols_g' @ W_g^T,
+    #    for a channels-last output with one group; else (O/G, N*P) = W_g @ cols_g when
+    #    the columns are (I*T, N*P), or (N*P, O/G) = cols_g @ W_g^T
+    feature_major = positions_inner and not in_place
     with ctx.loop(groups, "conv.gemm") as g:
         weights = ec.element_offset(packed, ctx.index_mul(g, ctx.index_const(per_group * depth)), dtype)
         cols = ec.element_offset(columns, ctx.index_mul(g, ctx.index_const(rows * depth)), dtype)
         out = ec.element_offset(products, ctx.index_mul(g, ctx.index_const(rows * per_group)), dtype)
-        if in_place:
-            ec.matmuls(1, cols, True, weights, True, out, rows, per_group, depth, dtype)
-        else:
+        if feature_major:
             ec.matmuls(1, weights, False, cols, False, out, per_group, rows, depth, dtype)
+        else:
+            ec.matmuls(1, cols, positions_inner, weights, True, out, rows, per_group, depth, dtype)
 
     if in_place:
         return
-    # 4. (G, O/G, N, P) -> the output's layout (consecutive positions on both sides for NCHW)
+    # 4. the products -> the output's layout
     out_buf = ec.pointer(result)
+    o_step, row_step = (rows, 1) if feature_major else (1, per_group)
     with ctx.loop_nest([n_batch, groups, per_group, *out_sizes], "conv.layout") as (n, g, o, *pos):
-        src = _offset(ctx, [(g, per_group * rows), (o, rows), (n, positions)]
-                      + list(zip(pos, _strides(out_sizes), strict=True)))
+        row = _offset(ctx, [(n, positions)] + list(zip(pos, _strides(out_sizes), strict=True)))
+        src = _offset(ctx, [(g, per_group * rows), (o, o_step), (row, row_step)])
         feature = ctx.index_add(ctx.index_mul(g, ctx.index_const(per_group)), o)
         dst = _offset(ctx, [(n, out_strides[out_spec[0]]), (feature, out_strides[out_spec[1]])]
                       + [(p, out_strides[a]) for p, a in zip(pos, out_spec[2:], strict=True)])
         ctx.store(out_buf, dst, ctx.load(products, src, dtype), dtype)
+
+
+def _tap_element(ctx, attrs, lhs_buf, lhs_strides, lhs_spec, in_sizes, n, c, pos, tap, dtype, zero):
+    """The input element under kernel tap `tap` of output position `pos` of image n,
+    feature c; 0 in the padding and between the elements of a dilated input (the index
+    is clamped into the input before the load)."""
+    strides, padding = attrs["window_strides"], attrs["padding"]
+    lhs_dilation, rhs_dilation = attrs["lhs_dilation"], attrs["rhs_dilation"]
+    valid, src = None, _offset(ctx, [(n, lhs_strides[lhs_spec[0]]), (c, lhs_strides[lhs_spec[1]])])
+    for k, (p, t) in enumerate(zip(pos, tap, strict=True)):
+        # dilated input coordinate under this tap: p * stride + t * rhs_dilation - pad_lo
+        d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])),
+                                        ctx.index_mul(t, ctx.index_const(rhs_dilation[k]))),
+                          ctx.index_const(padding[k][0]))
+        inside = ctx.index_cmp(">=", d, ctx.index_const(0))
+        d = ctx.select(inside, d, ctx.index_const(0))
+        if lhs_dilation[k] > 1:
+            inside = ctx.and_(inside, ctx.index_cmp(
+                "==", ctx.index_rem(d, ctx.index_const(lhs_dilation[k])), ctx.index_const(0)))
+            d = ctx.index_div(d, ctx.index_const(lhs_dilation[k]))
+        inside = ctx.and_(inside, ctx.index_cmp("<", d, ctx.index_const(in_sizes[k])))
+        d = ctx.select(inside, d, ctx.index_const(0))
+        valid = inside if valid is None else ctx.and_(valid, inside)
+        src = ctx.index_add(src, ctx.index_mul(d, ctx.index_const(lhs_strides[lhs_spec[2 + k]])))
+    x = ctx.load(lhs_buf, src, dtype)
+    return x if valid is None else ctx.select(valid, x, zero)
+
 
 # --------------------------------------------------------------------------- window kernels
 
