@@ -57,13 +57,13 @@ class CPUFunctionEmitter(KernelEmitter):
         """Large constants, in the argument slots after the workspace (see `_external_constant`)."""
         self.runtime = KernelRuntime(module)    # fork and Ctrl-C state (runtime.py)
         self._watch: tuple[ir.Value, ir.Value] | None = None
-        # A program that calls BLAS keeps its loops on one thread: libgomp's workers spin
-        # after a parallel loop and OpenBLAS's threads would then fight them for the cores
-        # (a 40x slowdown measured on 2 cores).
+        # A program that calls BLAS runs its loops on threads only where libgomp's idle
+        # workers sleep (blas.sleeping_gomp_workers): spinning workers and OpenBLAS's
+        # threads fight for the cores (a 40x slowdown measured on 2 cores).
         descriptions = [op.opdef.lowering for op in fn.body.ops]
         uses_blas = blas is not None and any(isinstance(d, Contraction) or getattr(d, "uses_blas", False)
                                              for d in descriptions)
-        self.threads = None if uses_blas else threads
+        self.threads = None if uses_blas and not getattr(threads, "beside_blas", False) else threads
         self._kernel_count = 0
         self._stoppable = False
 

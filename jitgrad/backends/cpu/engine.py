@@ -24,7 +24,7 @@ from llvmlite import ir
 from jitgrad.errors import CompilationError
 from jitgrad.ir import DType
 from . import elf
-from .blas import Blas
+from .blas import Blas, sleeping_gomp_workers
 from . import runtime
 from .cache import CacheEntry, DiskCache, cache_key
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
@@ -129,16 +129,20 @@ class Threads:
     on a 2-core machine); absent libgomp, kernels run on the calling thread."""
 
     available = False
+    beside_blas = False
+    """Whether loops may run on threads in programs calling BLAS (blas.sleeping_gomp_workers)."""
 
     @classmethod
     def load(cls) -> None:
         path = ctypes.util.find_library("gomp")
         for candidate in filter(None, (path, "libgomp.so.1")):
-            try:
-                llvm.load_library_permanently(candidate)
-            except RuntimeError:
-                continue
+            with sleeping_gomp_workers(candidate) as policy:
+                try:
+                    llvm.load_library_permanently(candidate)
+                except RuntimeError:
+                    continue
             cls.available = bool(llvm.address_of_symbol("GOMP_parallel"))
+            cls.beside_blas = cls.available and policy.beside_blas
             return
 
     @classmethod
