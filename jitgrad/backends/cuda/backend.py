@@ -197,5 +197,5 @@ class GridEmulatorBackend(Backend):
                 ) -> EmulatedExecutable:
         from ..cpu.engine import compile_module
         module, emitter, launches = _build(fn, kernels, memory, HostGrid, HostMath())
-        compiled = compile_module(module, 2, None)
+        compiled = compile_module(module, 2, config.cache_dir)
         return EmulatedExecutable(fn, emitter, str(module), launches, compiled)

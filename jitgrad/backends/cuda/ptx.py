@@ -35,7 +35,6 @@ TRIPLE = "nvptx64-nvidia-cuda"
 LIBDEVICE_CANDIDATES = ("/usr/local/cuda/nvvm/libdevice/libdevice.10.bc",
                         "/opt/cuda/nvvm/libdevice/libdevice.10.bc")
 
-_lock = threading.Lock()          # one PTX compile at a time (LLVM's global context)
 _init_lock = threading.Lock()
 _initialized = False
 
@@ -109,7 +108,8 @@ def prepare_module(module: ir.Module) -> None:
 def emit_ptx(module_text: str, kernels: list[str], arch: str) -> str:
     """PTX for `arch` of a module's text whose functions `kernels` are the entry points."""
     initialize()
-    with _lock:
+    from ..cpu.engine import _llvm_lock        # one LLVM compile at a time, CPU or PTX (LLVM's global context)
+    with _llvm_lock:
         try:
             parsed = llvm.parse_assembly(module_text)
             parsed.verify()
