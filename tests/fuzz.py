@@ -471,6 +471,8 @@ OPS: list[Op] = [
     # ---- products
     Op("matmul", "{0} @ {1}", 2, in_tables(np.matmul), SUM, weight=1.5),
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),
+    Op("matmul_transposed", "{0}.T @ {1}", 2, in_tables(np.matmul), SUM, weight=0.5),
+    Op("matmul_by_transposed", "{0} @ np.swapaxes({1}, -1, -2)", 2, in_tables(np.matmul), SUM, weight=0.5),
     Op("inner", "np.inner({0}, {1})", 2, in_tables(np.inner), SUM),
     Op("outer", "np.outer({0}, {1})", 2, in_tables(np.outer)),
     Op("vdot", "np.vdot({0}, {1})", 2, in_tables(np.vdot), SUM),
