@@ -131,6 +131,21 @@ DEFAULT_ULPS = {"logaddexp": 8, "tan": 8, "pow": 4, "arctan": 4, "arcsin": 4, "a
                 "arctanh": 4, "arccosh": 4, "arctan2": 4, "logistic": 4}
 NUMPY_ULPS = 4          # NumPy's own error, added to jitgrad's: both are compared to each other
 SUM_FACTOR = 4          # error bound of a sum: SUM_FACTOR * eps * (log2(n) + 1) * sum |x|, per side
+BLAS_PARTIAL_SUMS = 16  # NumPy's float contractions call OpenBLAS, whose kernels keep at least this many
+                        # partial sums, each added sequentially: up to eps * k / 16 * sum |x| more
+
+
+def _contracted_length(stmt, operands: list) -> int:
+    """How many products each element of a contraction's result adds up."""
+    first = np.asarray(operands[0])
+    if stmt.op.name == "vdot":
+        return first.size
+    if stmt.op.name == "einsum_ellipsis":
+        return first.shape[0] if first.ndim else 1
+    return first.shape[-1] if first.ndim else 1
+
+
+BLAS_CONTRACTIONS = ("matmul", "dot", "inner", "vdot", "tensordot", "einsum", "einsum_ellipsis")
 
 
 def ulp_bound(name: str, dtype: np.dtype) -> float:
@@ -1009,7 +1024,15 @@ MOVES = ("up one ulp", "down one ulp", "uniform", "full")
 """How each perturbed run moves inexact results: every element one ulp up, every element
 one ulp down (a chaotic function such as tan of a huge argument shows its sensitivity to
 the last bit on both sides), by a uniform random fraction of the bound, or by the whole
-bound in a random direction per element."""
+bound in a random direction per element.
+
+Moves of several statements may cancel (a decreasing function such as x ** -2 after an
+inexact one turns "every result up" into opposite moves), so the reference also moves
+each inexact statement alone by its whole bound and adds up the output moves (the
+linearized worst case); the tolerance uses the larger of the two spreads."""
+
+ALONE = "alone, whole bound up"
+"""The move of the one statement perturbed in a linearized-worst-case run."""
 
 
 def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(MOVES)) -> Reference:
@@ -1037,6 +1060,17 @@ def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(
             diff, changed = _spread(outputs[k], np.asarray(noisy[i]), outputs[k].dtype)
             spread[k] = np.maximum(spread[k], diff)
             unstable[k] |= changed
+    inexact_values = [len(program.inputs) + k for k, stmt in enumerate(program.stmts)
+                      if stmt.op.accuracy_of(stmt.params) != EXACT or stmt.sums_in_views()]
+    if len(inexact_values) > 1:
+        summed = [np.zeros(o.shape) for o in outputs]
+        for index in inexact_values:
+            noisy = _evaluate(program, (rng, undefined, ALONE), alone=index)
+            for k, i in enumerate(program.outputs):
+                diff, changed = _spread(outputs[k], np.asarray(noisy[i]), outputs[k].dtype)
+                summed[k] += diff
+                unstable[k] |= changed
+        spread = [np.maximum(s, t) for s, t in zip(spread, summed, strict=True)]
     tolerance = []
     for k, o in enumerate(outputs):
         floor = 2 * ulp(o.astype(np.float64), o.dtype) if is_float(o.dtype) else np.zeros(o.shape)
@@ -1130,34 +1164,35 @@ def _undefined_masks(program: Program, values: list) -> dict:
     return masks
 
 
-def _evaluate(program: Program, noise) -> list:
+def _evaluate(program: Program, noise, alone: int | None = None) -> list:
     """All values of the program, run statement by statement; with `noise` = (rng,
-    undefined masks), every inexact result is moved by its error bound in a random
-    direction and undefined elements get arbitrary values."""
+    undefined masks, move), every inexact result is moved by its error bound (only value
+    `alone`'s, when given) and undefined elements get arbitrary values."""
     values = list(program.inputs)
     n = len(program.inputs)
     names = [f"_{k}" for k in range(n + len(program.stmts))]
     for k, stmt in enumerate(program.stmts):
         env = dict(zip(names, values, strict=False))
+        moves = alone is None or alone == n + k
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if noise is not None and stmt.sums_in_views():
+            if noise is not None and moves and stmt.sums_in_views():
                 result = _with_noisy_views(stmt, values, noise[0])
             else:
                 result = eval(stmt.source(names), {"np": np}, env)
             if noise is not None:
-                result = _perturb(stmt, result, values, noise, n + k)
+                result = _perturb(stmt, result, values, noise, n + k, moves)
         values.append(result)
     return values
 
 
-def _perturb(stmt: Stmt, result, values, noise, index):
+def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
     rng, undefined, move = noise
     out = np.array(result)
     if index in undefined:
         out = np.where(undefined[index], _arbitrary(rng, out, move), out)
     accuracy = stmt.op.accuracy_of(stmt.params)
-    if accuracy == EXACT or not is_float(out.dtype) or out.size == 0:
+    if accuracy == EXACT or not moves or not is_float(out.dtype) or out.size == 0:
         return out[()] if isinstance(result, np.generic) else out
     dtype = out.dtype
     eps = float(finfo(dtype).eps)
@@ -1168,6 +1203,9 @@ def _perturb(stmt: Stmt, result, values, noise, index):
         magnitude = _magnitude(stmt, operands)
         terms = max(max(np.size(x) for x in _operand_values(stmt, values)), 2)
         delta = SUM_FACTOR * eps * (math.log2(terms) + 1) * np.abs(np.asarray(magnitude, np.float64))
+        if stmt.op.name in BLAS_CONTRACTIONS:
+            contracted = _contracted_length(stmt, _operand_values(stmt, values))
+            delta = delta + eps * (contracted / BLAS_PARTIAL_SUMS) * np.abs(np.asarray(magnitude, np.float64))
     else:
         delta = ulp_bound(accuracy, dtype) * ulp(out.astype(np.float64), dtype)
         if stmt.op.magnitude is not None:           # a formula that cancels (logaddexp near 0): its
@@ -1217,6 +1255,8 @@ def _arbitrary(rng, like: np.ndarray, move: str) -> np.ndarray:
 def _direction(rng, shape, move: str) -> np.ndarray:
     """Moves as fractions of the bound (see MOVES; "one ulp" is a fraction too small to
     survive rounding, which `_perturb` turns into one ulp)."""
+    if move == ALONE:
+        return np.ones(shape)
     if move == "uniform":
         return rng.uniform(-1.0, 1.0, size=shape)
     if move.endswith("one ulp"):
