@@ -312,6 +312,12 @@ def _int_power_raises(xs, params):
     return all(np.asarray(x).dtype.kind in "iub" for x in xs)
 
 
+def _two_long_sequences(xs, params):
+    """jitgrad refuses convolve/correlate when both sequences are longer than 128 (one
+    multiply per kernel element is unrolled), naming the sliding-window alternative."""
+    return min(np.size(x) for x in xs) > 128
+
+
 def _half_float(xs, params):
     """jitgrad refuses einsum in float16/bfloat16 (NumPy rounds float16 after every
     addition, and refuses bfloat16), asking for float32 operands."""
@@ -588,8 +594,9 @@ OPS: list[Op] = [
     Op("multiply.reduce", "np.multiply.reduce({0})", 1, in_tables(np.multiply), SUM, weight=0.3),
     Op("trapezoid", "np.trapezoid({0})", 1, in_tables(np.trapezoid), SUM, magnitude="np.trapezoid({0})", weight=0.3),
     Op("convolve", "np.convolve({0}, {1}, mode={mode!r})", 2, in_tables(np.convolve), SUM, weight=0.3,
-       params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]}),
-    Op("correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, weight=0.3),
+       params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]}, may_raise=_two_long_sequences),
+    Op("correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, weight=0.3,
+       may_raise=_two_long_sequences),
     # jitgrad.nn's window primitives (NumPy's answer: the same call on arrays, their NumPy references)
     Op("nn.reduce_window_max", "__import__('jitgrad').nn.reduce_window({0}, 'max', {window}, {strides}, {padding})",
        1, always, params=_window, smooth=False, kinds="f", weight=0.3),
