@@ -12,6 +12,8 @@ Workloads
       the no-remat peak (benchmarks/call_and_memory.py)
   W9  value and gradient in x of ||A x - b||^2 + lam ||x||^2, A 50000x200 f64 (matrix-vector
       products both ways); NumPy by hand is A.T @ (A @ x - b)
+  W10 value and gradient of a 2-D total-variation energy sum(sqrt(dx^2 + dy^2 + eps)),
+      u 2000x2000 f64 (slices and paddings: index maps inside fused loops)
   first call: trace + autodiff + compile of the W2 gradient, fresh function objects
 
 Every timed call includes what a NumPy user pays: NumPy arrays in, NumPy arrays out
@@ -502,6 +504,61 @@ def bench_w9(results: Results, peers: dict, repeats: int, warmup: int) -> None:
     work.run(results, repeats, warmup)
 
 
+# --------------------------------------------------------------------------- W10
+
+W10_SIZE, W10_EPS = 2000, 1e-6
+
+
+def w10_energy_generic(xnp, u):
+    dx = u[1:, :-1] - u[:-1, :-1]
+    dy = u[:-1, 1:] - u[:-1, :-1]
+    return xnp.sum(xnp.sqrt(dx * dx + dy * dy + W10_EPS))
+
+
+def w10_energy(u):
+    return w10_energy_generic(np, u)
+
+
+def w10_numpy_value_and_grad(u):
+    dx = u[1:, :-1] - u[:-1, :-1]
+    dy = u[:-1, 1:] - u[:-1, :-1]
+    s = np.sqrt(dx * dx + dy * dy + W10_EPS)
+    gx, gy = dx / s, dy / s
+    g = np.zeros_like(u)
+    g[1:, :-1] += gx
+    g[:-1, 1:] += gy
+    g[:-1, :-1] -= gx + gy
+    return s.sum(), g
+
+
+def bench_w10(results: Results, peers: dict, repeats: int, warmup: int) -> None:
+    work = Workload("W10 total variation v+g f64")
+    u = np.random.default_rng(10).standard_normal((W10_SIZE, W10_SIZE))
+    ref_value, ref_grad = w10_numpy_value_and_grad(u)
+
+    def check(out):
+        value, grad = out
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+
+    vg = jitgrad.jit(jitgrad.value_and_grad(w10_energy))
+    check(vg(u))
+    work.add("numpy (hand-written)", lambda: w10_numpy_value_and_grad(u))
+    work.add("jitgrad value_and_grad", lambda: vg(u))
+    jax = peers.get("jax")
+    if jax is not None:
+        jvg = jax.jit(jax.value_and_grad(functools.partial(w10_energy_generic, jax.numpy)))
+
+        def run_jax():
+            v, g = jvg(jax.device_put(u))
+            jax.block_until_ready((v, g))
+            return np.asarray(v), np.asarray(g)
+        work.add("jax jit(value_and_grad)", *verified(run_jax, check))
+    else:
+        work.add("jax jit(value_and_grad)", None, "not installed")
+    work.run(results, repeats, warmup)
+
+
 def check_reference_mlp(args, ref_value, ref_grads) -> None:
     """The hand-written NumPy gradient against central differences of mlp_loss in float64,
     on a few entries of each parameter."""
@@ -765,6 +822,8 @@ def main(argv=None) -> int:
             bench_w2(results, peers, repeats, warmup)
         if chosen("W9"):
             bench_w9(results, peers, repeats, warmup)
+        if chosen("W10"):
+            bench_w10(results, peers, repeats, warmup)
         if chosen("W4"):
             bench_w4(results, peers, opts.quick)
         if chosen("W6"):

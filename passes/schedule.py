@@ -64,7 +64,7 @@ class Schedule:
         op = value.defining_op
         if op is None:
             return False
-        if isinstance(op.opdef.lowering, Gather):
+        if isinstance(op.opdef.lowering, Gather) or is_index_map_pad(op):
             return op.operands[0].type.ndim > 0
         return any(self.needs_multi_index(v) for v in op.operands)
 
@@ -84,6 +84,14 @@ class Schedule:
 VIEW_OPS = frozenset({"transpose", "broadcast_in_dim"})
 """Index maps a contraction reads through strides (BLAS transposes, leading dimensions
 and batch strides) instead of a kernel and buffer of their own."""
+
+
+def is_index_map_pad(op: Operation) -> bool:
+    """A zero padding without interior padding: computed inline as a bounds test and a
+    load of the operand (an index map, `KernelEmitter.padded_element`) instead of a
+    scatter kernel and a buffer of its own."""
+    return (op.opdef.name == "pad" and op.operands[0].type.ndim > 0 and op.operands[0].type.size > 0
+            and not any(op.attrs["interior"]))
 
 
 def strided_view(value: Value, sched: Schedule) -> tuple[Value, tuple[int, ...]] | None:
@@ -113,10 +121,16 @@ def strided_view(value: Value, sched: Schedule) -> tuple[Value, tuple[int, ...]]
     return base, tuple(out)
 
 
-def _is_cheap(value: Value) -> bool:
-    """A scalar broadcast to a shape: recomputing it is one register read."""
+def _is_cheap(value: Value, sched: Schedule) -> bool:
+    """A scalar broadcast to a shape (recomputing it is one register read), or a slice of
+    a materialized value (one load from that buffer, which each consumer makes itself
+    instead of a copy kernel and a buffer)."""
     op = value.defining_op
-    return op is not None and op.opdef.name == "broadcast_in_dim" and op.operands[0].type.ndim == 0
+    if op is None:
+        return False
+    if op.opdef.name == "broadcast_in_dim" and op.operands[0].type.ndim == 0:
+        return True
+    return op.opdef.name == "slice" and op.operands[0] in sched.materialized
 
 
 def _joins_buffers(op: Operation, sched: Schedule, fn: Function) -> bool:
@@ -154,7 +168,8 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
         if depth[result] >= MAX_INLINE_DEPTH:
             sched.materialized.add(result)
             depth[result] = 0
-        if isinstance(lowering, _ALWAYS_MATERIALIZED):
+        index_map = isinstance(lowering, Gather) or is_index_map_pad(op)
+        if isinstance(lowering, _ALWAYS_MATERIALIZED) and not index_map:
             sched.materialized.add(result)
         if isinstance(lowering, Alias):
             sched.materialized.update(op.operands)
@@ -165,7 +180,7 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
                 sched.materialized.add(result)
         elif result.type.ndim == 0:
             sched.materialized.add(result)   # scalars: computed once, read by every iteration
-        if isinstance(lowering, (Elementwise, Gather)) and sched.uses[result] > 1 and not _is_cheap(result):
+        if (isinstance(lowering, Elementwise) or index_map) and sched.uses[result] > 1 and not _is_cheap(result, sched):
             sched.materialized.add(result)
         elif isinstance(lowering, Elementwise) and _joins_buffers(op, sched, fn):
             sched.materialized.add(result)

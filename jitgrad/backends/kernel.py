@@ -35,7 +35,7 @@ import numpy as np
 
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
-from jitgrad.passes.schedule import Kernel, Schedule, strided_view
+from jitgrad.passes.schedule import Kernel, Schedule, is_index_map_pad, strided_view
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from jitgrad.primitives.kernel_kind import KernelKind
 
@@ -497,7 +497,26 @@ class KernelEmitter:
                 return self.element(operand, Index((), [], ctx.index_const(0)))
             mapped = description.index_map(ctx, idx.get_multi(ctx), operand.type, value.type, **op.attrs)
             return self.element(operand, Index(operand.type.shape, mapped))
+        if is_index_map_pad(op):
+            return self.padded_element(op, idx)
         raise AssertionError(f"{op.name} results are always materialized")
+
+    def padded_element(self, op, idx: Index) -> Scalar:
+        """Element `idx` of a zero padding (`is_index_map_pad`): the operand's element
+        where `idx` lies inside it, else zero. The operand is read at an index clamped
+        into its bounds and the result selected, so no access leaves the buffer."""
+        ctx = self.ctx
+        operand = op.operands[0]
+        inside, mapped = None, []
+        for r, low, n in zip(idx.get_multi(ctx), op.attrs["low"], operand.type.shape):
+            lo, hi = ctx.index_const(low), ctx.index_const(low + n - 1)
+            after_low, before_high = ctx.index_cmp(">=", r, lo), ctx.index_cmp("<=", r, hi)
+            clamped = ctx.select(after_low, ctx.select(before_high, r, hi), lo)
+            mapped.append(ctx.index_sub(clamped, lo))
+            both = ctx.select(after_low, before_high, after_low)
+            inside = both if inside is None else ctx.select(inside, both, inside)
+        item = self.element(operand, Index(operand.type.shape, mapped))
+        return ctx.select(inside, item, ctx.const_of(0, value_dtype(op)))
 
     def elementwise(self, op, operands: list) -> Scalar:
         """An Elementwise rule applied to scalar operands. The rule learns its operands'
@@ -785,6 +804,10 @@ class KernelEmitter:
                     b_val = ctx.load(bm, b_off, dtype)
                     c_off = ctx.index_add(ctx.index_mul(i, c_(n)), j)
                     ctx.store(c, c_off, ctx.add(ctx.load(c, c_off, dtype), ctx.mul(a_val, b_val)), dtype)
+
+
+def value_dtype(op) -> DType:
+    return op.results[0].type.dtype
 
 
 class MatrixOperand:
