@@ -421,8 +421,10 @@ def norm(x, ord=None, axis=None, keepdims=False):
         x = P.convert(x, DType.f64)
     nd = x.type.ndim
     if axis is None and (ord is None or (ord in ("f", "fro") and nd == 2) or (ord == 2 and nd == 1)):
+        # A sum of squares, not NumPy's dot(x, x): mul's rules are strong-zero, so the
+        # gradient at x = 0 is the documented 0 (a contraction's transpose gives 0 * inf).
         flat = api.ravel(x)
-        ret = P.sqrt(api.dot(flat, flat))
+        ret = P.sqrt(api.sum(P.mul(flat, flat)))
         return P.reshape(ret, (1,) * nd) if keepdims else ret
     if axis is None:
         axis = tuple(range(nd))
