@@ -527,3 +527,26 @@ def test_graph_methods_and_tensor_methods():
     d = jitgrad.DualTensor(x, np.ones_like(x))
     out = d.conv2d(w).max_pool2d(2)
     np.testing.assert_allclose(out.value, nn.max_pool2d(nn.conv2d(x, w), 2), rtol=1e-13)
+
+
+def test_a_device_without_these_kernels_runs_their_decompositions():
+    """The CUDA backend (here its host emulator) has no convolution/window kernels: the
+    ops are emitted as their exact decompositions, with the CPU kernels' results."""
+    from jitgrad.config import config
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((2, 4, 6, 5)), rng.standard_normal((6, 2, 3, 3))
+
+    def f(a, b):
+        return np.sum(nn.avg_pool2d(nn.max_pool2d(nn.conv2d(a, b, padding=1, groups=2), 2, 1, 1), 2) ** 2)
+    on_cpu = jitgrad.value_and_grad(f, argnums=(0, 1))(x, w)
+    saved = config.device
+    config.device = "cuda-emulator"
+    try:
+        names = {op.name for op in jitgrad.jit(f).lower(x, w).function.walk()}
+        on_device = jitgrad.value_and_grad(f, argnums=(0, 1))(x, w)
+    finally:
+        config.device = saved
+    assert not names & set(C.ALL_NAMES) and "dot_general" in names
+    np.testing.assert_allclose(on_device[0], on_cpu[0], rtol=1e-13)
+    for got, expected in zip(on_device[1], on_cpu[1], strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)

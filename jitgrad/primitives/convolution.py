@@ -30,8 +30,8 @@ written on the backend-neutral kernel layer): the convolution as im2col and one 
 feature group, the window ops as loops over windows. Each also has an exact
 decomposition into existing primitives (`pad`, strided `slice`, `concatenate`,
 `dot_general`, `select`), emitted at trace time for the primitives named in `DECOMPOSED`
-(none by default; `decomposing()` for a block): a backend without these kernels can
-run them that way.
+(none by default; `decomposing()` for a block), and on every device the kernels have
+no emitter for (`config.device`: the CUDA backend runs them as decompositions).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ import itertools
 import math
 import numpy as np
 
+from jitgrad.config import config
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
 from .base import Primitive, Zero, defbilinear, defjvp, deflinear, deftranspose, instantiate
@@ -51,8 +52,15 @@ from .structural import concatenate, full, pad, reshape, rev, static_slice, tran
 ALL_NAMES = ("conv_general_dilated", "reduce_window_sum", "reduce_window_max", "select_and_gather_add",
              "select_and_scatter_add")
 DECOMPOSED: set[str] = set()
-"""Primitives emitted as their exact decomposition into existing primitives (none by
-default: each has a kernel; a backend without one can list them here)."""
+"""Primitives emitted as their exact decomposition into existing primitives on every
+device (besides, each is decomposed on devices its kernel has no emitter for)."""
+
+
+def _decomposed(prim: Primitive) -> bool:
+    """Whether `prim` is emitted as its decomposition: it is listed in `DECOMPOSED`, or
+    the configured device has no kernel for it (so every backend runs these ops; the
+    device is part of every compiled function's cache key)."""
+    return prim.name in DECOMPOSED or config.device not in prim.lowering.emitters
 
 
 @contextlib.contextmanager
@@ -225,7 +233,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                  dimension_numbers=tuple(tuple(int(a) for a in spec) for spec in
                                          (dimension_numbers or [tuple(range(n + 2))] * 3)),
                  feature_group_count=int(feature_group_count))
-    if conv_general_dilated_p.name in DECOMPOSED:
+    if _decomposed(conv_general_dilated_p):
         _conv_infer(lhs.type, rhs.type, **attrs)
         return _conv_decomposed(lhs, rhs, **attrs)
     return conv_general_dilated_p.bind(lhs, rhs, **attrs)
@@ -441,7 +449,7 @@ reduce_window_sum_p.lowering = WindowKernel()
 
 def reduce_window_sum(x, window_dimensions, window_strides, padding):
     attrs = _window_attrs(window_dimensions, window_strides, padding)
-    if reduce_window_sum_p.name in DECOMPOSED:
+    if _decomposed(reduce_window_sum_p):
         out_type = _sum_infer(x.type, **attrs)[0]
         return _sum_decomposed(x, out_type, **attrs)
     return reduce_window_sum_p.bind(x, **attrs)
@@ -489,7 +497,7 @@ reduce_window_max_p.lowering = WindowKernel()
 
 def reduce_window_max(x, window_dimensions, window_strides, padding):
     attrs = _window_attrs(window_dimensions, window_strides, padding)
-    if reduce_window_max_p.name in DECOMPOSED:
+    if _decomposed(reduce_window_max_p):
         # each window's selected element, picked by a chain of selects on comparison
         # masks: the value is the maximum, and the derivative flows to that one element
         # (a chain of `maximum`s would share it among ties)
@@ -577,7 +585,7 @@ select_and_scatter_add_p.lowering = ScatterSelectedKernel()
 
 def select_and_gather_add(t, x, window_dimensions, window_strides, padding):
     attrs = _window_attrs(window_dimensions, window_strides, padding)
-    if select_and_gather_add_p.name in DECOMPOSED:
+    if _decomposed(select_and_gather_add_p):
         out_type = _gather_infer(t.type, x.type, **attrs)[0]
         masks = _selection_masks(x, out_type, **attrs)
         return _gather_decomposed(t, masks, out_type, **attrs)
@@ -586,7 +594,7 @@ def select_and_gather_add(t, x, window_dimensions, window_strides, padding):
 
 def select_and_scatter_add(c, x, window_dimensions, window_strides, padding):
     attrs = _window_attrs(window_dimensions, window_strides, padding)
-    if select_and_scatter_add_p.name in DECOMPOSED:
+    if _decomposed(select_and_scatter_add_p):
         _scatter_infer(c.type, x.type, **attrs)
         masks = _selection_masks(x, c.type, **attrs)
         return _scatter_decomposed(c, x.type, masks, **attrs)
