@@ -296,3 +296,19 @@ print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "child 0"
+
+
+def log_det(k_diag):
+    """Only a Cholesky factorization: a LAPACKE call and no CBLAS call."""
+    chol = np.linalg.cholesky(np.eye(4) * k_diag + 0.5)
+    return 2.0 * np.sum(np.log(np.diagonal(chol)))
+
+
+def test_lapack_calls_link_against_openblas(tmp_path):
+    manifest = aot.export([("log_det", jitgrad.jit(log_det))], 3.0, path=str(tmp_path / "gp"), name="gp")
+    calls = manifest["link"]["external_symbols"]
+    assert any("LAPACKE" in c for c in calls) and not any("cblas" in c for c in calls), calls
+    assert any("openblas" in library for library in manifest["link"]["libraries"]), manifest["link"]
+    artifact = aot.load(str(tmp_path / "gp"))
+    for k in (2.0, 3.5):
+        assert artifact.log_det(k) == jitgrad.jit(log_det)(k)

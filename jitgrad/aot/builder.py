@@ -327,7 +327,7 @@ def _link_libraries(calls: list[str], blas: str) -> tuple[list[str], list[str]]:
         flags.append("-lmvec")
     if any(c.startswith(("GOMP_", "omp_")) for c in calls):
         flags.append("-lgomp")
-    if any(c.startswith("scipy_cblas") for c in calls):
+    if any(c.startswith("scipy_") for c in calls):        # CBLAS, LAPACKE, OpenBLAS's thread control
         path = _openblas_path()
         if path is None:
             raise ExportError("the code calls OpenBLAS but NumPy's bundled OpenBLAS was not found; use blas='loops'")
