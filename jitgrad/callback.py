@@ -27,17 +27,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jitgrad.errors import ArgumentError, GradientError, JitgradError
+from jitgrad.errors import ArgumentError, CallbackError, GradientError, JitgradError
 from jitgrad.ir import DType, OpDef, TensorType, Trait, current_builder, emit
 from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.tracing.numpy_api import as_value
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import Tracer, user_location
-
-
-class CallbackError(JitgradError):
-    """The Python function of a pure_callback raised, or returned results that do not
-    match its declared shapes and dtypes."""
 
 
 @dataclass(frozen=True)

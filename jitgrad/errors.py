@@ -65,6 +65,11 @@ class CutDerivativeError(JitgradError, TypeError):
     would drop its derivative without a word."""
 
 
+class CallbackError(JitgradError):
+    """The Python function of a `jitgrad.pure_callback` raised, or returned results that do
+    not match its declared structure, shapes and dtypes."""
+
+
 class MemoryBudgetError(JitgradError):
     """`memory_budget=..., strict=True`: no rematerialization fits the program in the budget."""
 
