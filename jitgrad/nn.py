@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jitgrad.api import stop_gradient
+from jitgrad.config import config
 from jitgrad.custom import custom_jvp
 from jitgrad.errors import ArgumentError, DTypeError, ShapeError
 from jitgrad.ir import DType, Value
@@ -119,7 +120,10 @@ class _PrimitiveCall:
     def _emit(self, *operands):
         dtype = DType.from_numpy(_float_dtype(self.name, *[_value_dtype(x) for x in operands]))
         values = [as_value(x, dtype) for x in operands]
-        return getattr(C, self.name)(*values, **dict(self.attrs))
+        if C.has_kernel(self.name, config.device):
+            return getattr(C, self.name)(*values, **dict(self.attrs))
+        with C.decomposing():      # a device without these kernels (the device is in every cache key)
+            return getattr(C, self.name)(*values, **dict(self.attrs))
 
 
 def _value_dtype(x):

@@ -30,17 +30,17 @@ written on the backend-neutral kernel layer): the convolution as im2col and one 
 feature group, the window ops as loops over windows. Each also has an exact
 decomposition into existing primitives (`pad`, strided `slice`, `concatenate`,
 `dot_general`, `select`), emitted at trace time for the primitives named in `DECOMPOSED`
-(none by default; `decomposing()` for a block), and on every device the kernels have
-no emitter for (`config.device`: the CUDA backend runs them as decompositions).
+(none by default; `decomposing()` for a block); `jitgrad.nn` uses them on devices the
+kernels have no emitter for (the CUDA backend runs them as decompositions).
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
+import sys
 import numpy as np
 
-from jitgrad.config import config
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
 from .base import Primitive, Zero, defbilinear, defjvp, deflinear, deftranspose, instantiate
@@ -52,15 +52,18 @@ from .structural import concatenate, full, pad, reshape, rev, static_slice, tran
 ALL_NAMES = ("conv_general_dilated", "reduce_window_sum", "reduce_window_max", "select_and_gather_add",
              "select_and_scatter_add")
 DECOMPOSED: set[str] = set()
-"""Primitives emitted as their exact decomposition into existing primitives on every
-device (besides, each is decomposed on devices its kernel has no emitter for)."""
+"""Primitives emitted as their exact decomposition into existing primitives (`jitgrad.nn`
+also decomposes them on devices their kernels have no emitter for)."""
 
 
 def _decomposed(prim: Primitive) -> bool:
-    """Whether `prim` is emitted as its decomposition: it is listed in `DECOMPOSED`, or
-    the configured device has no kernel for it (so every backend runs these ops; the
-    device is part of every compiled function's cache key)."""
-    return prim.name in DECOMPOSED or config.device not in prim.lowering.emitters
+    """Whether `prim` is emitted as its decomposition (it is listed in `DECOMPOSED`)."""
+    return prim.name in DECOMPOSED
+
+
+def has_kernel(name: str, device: str) -> bool:
+    """Whether the primitive `name` of this module has a kernel on `device`."""
+    return device in getattr(sys.modules[__name__], name + "_p").lowering.emitters
 
 
 @contextlib.contextmanager
