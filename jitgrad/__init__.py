@@ -29,6 +29,7 @@ _EXPORTS = {
     "jitgrad.eager": ("GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode"),
     "jitgrad.control_flow": ("cond", "switch", "while_loop", "fori_loop", "scan", "ControlFlowError"),
     "jitgrad.callback": ("pure_callback", "ShapeDtypeStruct"),
+    "jitgrad.vmap": ("vmap",),
     "jitgrad.ops": ("Operation",),
     "jitgrad.graph": ("Graph",),
     "jitgrad.optimizers": ("SGD", "Adam"),
@@ -61,7 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
-    "jit_grad", "stop_gradient", "Compiled", "clear_caches", "tree", "pure_callback", "ShapeDtypeStruct",
+    "jit_grad", "stop_gradient", "vmap", "Compiled", "clear_caches", "tree", "pure_callback", "ShapeDtypeStruct",
     "CallbackError", "cond", "switch", "while_loop", "fori_loop", "scan", "ControlFlowError",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode", "Operation", "Graph", "SGD",
