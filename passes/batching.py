@@ -172,6 +172,26 @@ def _batch_last_axis(name):
 
 # --------------------------------------------------------------------------- dot_general
 
+def _outer_product(lhs: Value, rhs: Value, lb, rb) -> Value:
+    """dot_general without contracted dimensions, as broadcast multiplication (same layout:
+    batch dimensions, lhs free ones, rhs free ones). The CPU backend's batched-matmul path
+    recurses without end on such products (k = 1 with a batch), so they are not emitted."""
+    lfree = [a for a in range(lhs.ndim) if a not in lb]
+    rfree = [a for a in range(rhs.ndim) if a not in rb]
+    shape = (*(lhs.shape[a] for a in lb), *(lhs.shape[a] for a in lfree), *(rhs.shape[a] for a in rfree))
+    nb, nl = len(lb), len(lfree)
+    left = broadcast_in_dim(transpose(lhs, (*lb, *lfree)), shape, tuple(range(nb + nl)))
+    right = broadcast_in_dim(transpose(rhs, (*rb, *rfree)), shape,
+                             (*range(nb), *range(nb + nl, len(shape))))
+    return mul(left, right)
+
+
+def _dot(lhs, rhs, contract, batch):
+    if not contract[0]:
+        return _outer_product(lhs, rhs, batch[0], batch[1])
+    return emit(OpDef.registry["dot_general"], lhs, rhs, contract=contract, batch=batch)
+
+
 def _batch_dot_general(operands, dims, *, contract, batch):
     """A mapped axis on both sides becomes a new leading batch dimension; on one side only
     it is a free dimension of that side, which dot_general places after the batch
@@ -181,15 +201,14 @@ def _batch_dot_general(operands, dims, *, contract, batch):
     shift = lambda axes: tuple(a + 1 for a in axes)   # noqa: E731
     if ld is not None and rd is not None:
         lhs, rhs = move_axis(lhs, ld, 0), move_axis(rhs, rd, 0)
-        out = emit(OpDef.registry["dot_general"], lhs, rhs, contract=(shift(lc), shift(rc)),
-                   batch=((0, *shift(lb)), (0, *shift(rb))))
+        out = _dot(lhs, rhs, (shift(lc), shift(rc)), ((0, *shift(lb)), (0, *shift(rb))))
         return out, 0
     if ld is not None:
         lhs = move_axis(lhs, ld, 0)
-        out = emit(OpDef.registry["dot_general"], lhs, rhs, contract=(shift(lc), rc), batch=(shift(lb), rb))
+        out = _dot(lhs, rhs, (shift(lc), rc), (shift(lb), rb))
         return out, len(lb)
     rhs = move_axis(rhs, rd, 0)
-    out = emit(OpDef.registry["dot_general"], lhs, rhs, contract=(lc, shift(rc)), batch=(lb, shift(rb)))
+    out = _dot(lhs, rhs, (lc, shift(rc)), (lb, shift(rb)))
     n_lhs_free = lhs.ndim - len(lc) - len(lb)
     return out, len(lb) + n_lhs_free
 
