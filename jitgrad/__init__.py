@@ -18,7 +18,7 @@ import importlib
 # those packages alone, without the tracer, the eager layers and the LLVM backend.
 _EXPORTS = {
     "jitgrad.errors": ("JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError",
-                       "UnsupportedAttributeError", "TracerBoolConversionError", "GradientError",
+                       "UnsupportedAttributeError", "TracerBoolConversionError", "AutographError", "GradientError",
                        "IRParseError", "VerificationError", "CompilationError", "ArgumentError",
                        "PytreeError", "IndexingError", "MutationError", "CutDerivativeError", "CallbackError",
                        "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning", "MissingRuleError",
@@ -67,7 +67,7 @@ __all__ = [
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",
     "GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode", "Operation", "Graph", "SGD",
     "Adam", "mixed_precision", "LossScaler", "nn",
-    "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError",
+    "JitgradError", "ShapeError", "DTypeError", "UnsupportedOperationError", "UnsupportedAttributeError", "TracerBoolConversionError", "AutographError",
     "GradientError", "IRParseError", "VerificationError", "CompilationError", "ArgumentError", "PytreeError",
     "IndexingError",
     "MutationError", "CutDerivativeError", "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning",

@@ -32,6 +32,13 @@ class TracerBoolConversionError(JitgradError, TypeError):
     """Python control flow (`if`, `while`, `bool()`, `int()`) on a traced value."""
 
 
+class AutographError(TracerBoolConversionError):
+    """Python control flow on a traced value that the automatic conversion to region ops
+    cannot express (an early `return` or `yield` under a traced test, a name bound in
+    one branch of a traced `if` and used after it, ...); the message names the file,
+    line and construct."""
+
+
 class CompilationError(JitgradError):
     """A backend stage (LLVM IR building, optimization, code generation) failed."""
 

@@ -27,7 +27,7 @@ from jitgrad.passes.remat import choose_segmentation, parse_bytes, program_peak,
 from jitgrad.passes.schedule import schedule
 from jitgrad.tracing.pytree import TreeDef, tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import Tracer, abstract_leaf, check_arity, trace, user_location
-from jitgrad.tracing import numpy_api
+from jitgrad.tracing import autograph, numpy_api
 
 
 @dataclass
@@ -68,7 +68,7 @@ def trace_transform(fun: Callable, static_argnums: Sequence[int] = ()) -> Callab
 
         def bound(*dyn):
             it = iter(dyn)
-            return fun(*[args[i] if i in static else next(it) for i in range(len(args))])
+            return autograph.active(fun)(*[args[i] if i in static else next(it) for i in range(len(args))])
         bound.__name__ = getattr(fun, "__name__", "fn")
         bound.__wrapped__ = fun
         traced = trace(bound, dynamic)

@@ -588,7 +588,21 @@ TRACE_CONTEXTS.append(indexing.guard_created_arrays(Tracer, user_location))
 
 
 def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
-    """Trace `fn(*args)` to a Function. Leaves of `args` are arrays, scalars or TensorTypes."""
+    """Trace `fn(*args)` to a Function. Leaves of `args` are arrays, scalars or TensorTypes.
+    When `fn`'s own `if`/`while` meets a traced value, the function is converted to
+    region ops (`tracing.autograph`) and traced again."""
+    from jitgrad.tracing import autograph
+    target = inspect.unwrap(fn)
+    try:
+        return _trace_once(autograph.active(fn), args, name)
+    except TracerBoolConversionError as err:
+        if isinstance(err, autograph.AutographError) or autograph.is_converted(target) or \
+                autograph.convert(target) is None:
+            raise
+    return _trace_once(autograph.active(fn), args, name)
+
+
+def _trace_once(fn: Callable, args: tuple, name: str | None) -> TracedFunction:
     check_arity(fn, args)
     capture = implicit.active()
     if capture is not None:

@@ -1,0 +1,672 @@
+"""Plain Python control flow on traced values, converted to region ops (an AST transform
+in the spirit of TensorFlow's AutoGraph).
+
+A function whose `if` or `while` meets a traced value raises TracerBoolConversionError
+while it is traced; `tracer.trace` then asks `converted` for a rewritten version and
+traces that instead. Converting only after that error keeps every function that already
+traces exactly as it was (no source parsing, no new frames) and costs one parse per
+function object, cached.
+
+The rewrite turns each `if`/`elif`/`else`, `while` and `for i in range(...)` statement
+into a call of a runtime helper (`_jg_if`, `_jg_while`, `_jg_for_range`) given the
+branches or the body as nested functions of the names they assign. Each helper looks at
+the test when it runs: a concrete Python/NumPy value runs the branch or loop in Python
+exactly as written (so Python-valued control flow still unrolls or selects at trace
+time); a traced value emits `jitgrad.cond`, `jitgrad.while_loop` or `jitgrad.fori_loop`
+with the assigned names as the carry. `break` and `continue` become flags carried by the
+loop; `and`, `or` and `not` in a test become helpers that combine traced booleans.
+Statements the rewrite cannot express (an early `return`, `yield`, `global` names, ...)
+stay Python; their tests are wrapped so that a traced test raises AutographError naming
+the file, line and construct.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import textwrap
+import types
+import weakref
+from typing import Callable
+
+import numpy as np
+
+from jitgrad.errors import AutographError
+from jitgrad.tracing.tracer import Tracer
+
+
+# --------------------------------------------------------------------------- runtime helpers
+
+class Undefined:
+    """The value of a name that is not bound on some path through converted code (a name
+    first assigned inside a traced loop, or in one branch of a traced `if`). Using it
+    raises AutographError saying why."""
+
+    def __init__(self, name: str, why: str):
+        self.name, self.why = name, why
+
+    def _fail(self, *args, **kwargs):
+        raise AutographError(f"variable {self.name!r} {self.why}")
+
+    def __repr__(self) -> str:
+        return f"<undefined {self.name}>"
+
+
+for _dunder in ("add radd sub rsub mul rmul truediv rtruediv floordiv rfloordiv pow rpow matmul rmatmul mod rmod "
+                "neg pos abs lt le gt ge eq ne bool float int index getitem len iter array array_ufunc "
+                "array_function call getattr").split():
+    setattr(Undefined, f"__{_dunder}__", Undefined._fail)
+Undefined.__hash__ = object.__hash__
+
+
+class _Unbound:
+    """Marker for a name that has no value yet where a converted statement starts."""
+
+    def __repr__(self) -> str:
+        return "<unbound>"
+
+
+UNBOUND = _Unbound()
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, Tracer)
+
+
+def _where(loc) -> str:
+    return f"{loc[0]}:{loc[1]}"
+
+
+def _concrete_bool(x) -> bool:
+    return bool(np.asarray(x))
+
+
+def _jg_bool(test, construct: str, loc):
+    """The test of a statement left as Python: concrete values branch as usual, a traced
+    one is refused with the construct and its line."""
+    if _is_traced(test):
+        raise AutographError(f"{_where(loc)}: {construct} on a traced value cannot be converted to jitgrad "
+                             "control flow; compute the result with np.where, or restructure the code "
+                             "(e.g. assign a result variable instead of returning early)")
+    return test
+
+
+def _jg_not(x):
+    return np.logical_not(x) if _is_traced(x) else not x
+
+
+def _jg_and(a, b_thunk):
+    if not _is_traced(a):
+        return b_thunk() if a else a
+    return np.logical_and(a, b_thunk())
+
+
+def _jg_or(a, b_thunk):
+    if not _is_traced(a):
+        return a if a else b_thunk()
+    return np.logical_or(a, b_thunk())
+
+
+def _as_carry(x):
+    """Python scalars entering a traced loop's carry become NumPy scalars of their default
+    dtype, so the body's results (strong dtypes) match the initial carry."""
+    if isinstance(x, bool):
+        return np.bool_(x)
+    if isinstance(x, int):
+        return np.int64(x)
+    if isinstance(x, float):
+        return np.float64(x)
+    return x
+
+
+def _split(values, names):
+    """Positions of the names that have a value (the carry) and of those that do not."""
+    bound = [i for i, v in enumerate(values) if not isinstance(v, (_Unbound, Undefined))]
+    return bound
+
+
+def _traced_results(out, values, names, bound, construct, loc):
+    """Full result tuple from a traced construct's bound outputs; names it leaves
+    unbound become Undefined with the reason."""
+    result = list(values)
+    for i, v in zip(bound, out, strict=True):
+        result[i] = v
+    for i, v in enumerate(values):
+        if i not in bound:
+            result[i] = Undefined(names[i], f"is assigned only inside the {construct} on a traced value at "
+                                            f"{_where(loc)}, so it has no value after it; give it a value "
+                                            "before that statement")
+    return tuple(result)
+
+
+class _OneBranchOnly(Exception):
+    """A name a traced `if` would leave bound in one branch only (its position)."""
+
+
+def _jg_if(test, true_fn, false_fn, values, names, loc):
+    """`if test: ... else: ...` assigning `names` (their current `values` passed in). A
+    traced test gives jitgrad.cond over the names bound on entry plus those both
+    branches bind; a name bound by one branch only is undefined after the `if`."""
+    if not _is_traced(test):
+        return true_fn(*values) if _concrete_bool(test) else false_fn(*values)
+    from jitgrad import control_flow
+    values = tuple(values)
+    bound = _split(values, names)
+    keep = list(range(len(names)))
+
+    def branch(fn):
+        def run(*carry):
+            full = list(values)
+            for i, v in zip(bound, carry, strict=True):
+                full[i] = v
+            out = fn(*full)
+            for i in keep:
+                if isinstance(out[i], (_Unbound, Undefined)):
+                    raise _OneBranchOnly(i)
+            return tuple(_as_carry(out[i]) for i in keep)
+        return run
+    while True:
+        try:
+            out = control_flow.cond(test, branch(true_fn), branch(false_fn),
+                                    *[_as_carry(values[i]) for i in bound])
+            break
+        except _OneBranchOnly as err:
+            keep.remove(err.args[0])
+    result = list(values)
+    for i, v in zip(keep, out, strict=True):
+        result[i] = v
+    for i in range(len(names)):
+        if i not in keep:
+            result[i] = Undefined(names[i], f"is assigned in only one branch of the `if` on a traced value at "
+                                            f"{_where(loc)}; assign it in both branches (or before the `if`)")
+    return tuple(result)
+
+
+def _jg_while(test_fn, body_fn, values, names, loc):
+    """`while test: body` over the names the body assigns. Runs in Python while the test
+    is concrete; the first traced test hands the loop, from the current values, to
+    jitgrad.while_loop."""
+    values = tuple(values)
+    while True:
+        test = test_fn(*values)
+        if _is_traced(test):
+            break
+        if not _concrete_bool(test):
+            return values
+        values = tuple(body_fn(*values))
+    from jitgrad import control_flow
+    bound = _split(values, names)
+
+    def full(carry):
+        out = list(values)
+        for i, v in zip(bound, carry, strict=True):
+            out[i] = v
+        return out
+
+    def body(carry):
+        out = body_fn(*full(carry))
+        return tuple(_as_carry(out[i]) for i in bound)
+    out = control_flow.while_loop(lambda carry: test_fn(*full(carry)), body,
+                                  tuple(_as_carry(values[i]) for i in bound))
+    return _traced_results(out, values, names, bound, "`while` loop", loc)
+
+
+def _jg_range_args(args, loc):
+    if len(args) == 1:
+        return 0, args[0], 1
+    if len(args) == 2:
+        return args[0], args[1], 1
+    if len(args) == 3:
+        return args
+    raise AutographError(f"{_where(loc)}: range() takes 1 to 3 arguments")
+
+
+def _jg_for_range(range_args, body_fn, values, names, loc):
+    """`for i in range(*range_args): body`; body_fn(i, *values) -> values. Concrete bounds
+    loop in Python; traced bounds give jitgrad.fori_loop."""
+    start, stop, step = _jg_range_args(range_args, loc)
+    values = tuple(values)
+    if not any(_is_traced(x) for x in (start, stop, step)):
+        for i in range(start, stop, step):
+            values = tuple(body_fn(i, *values))
+        return values
+    if _is_traced(step):
+        raise AutographError(f"{_where(loc)}: `for ... in range(...)` with a traced step is not supported; "
+                             "make the step a Python int")
+    step = int(step)
+    if step == 0:
+        raise AutographError(f"{_where(loc)}: range() step must not be zero")
+    from jitgrad import control_flow
+    trips = (np.subtract(stop, start) + (step - 1 if step > 0 else step + 1)) // step
+    bound = _split(values, names)
+
+    def body(k, carry):
+        full = list(values)
+        for i, v in zip(bound, carry, strict=True):
+            full[i] = v
+        out = body_fn(start + k * step, *full)
+        return tuple(_as_carry(out[i]) for i in bound)
+    out = control_flow.fori_loop(0, np.maximum(trips, 0), body, tuple(_as_carry(values[i]) for i in bound))
+    return _traced_results(out, values, names, bound, "`for` loop", loc)
+
+
+def _jg_range_test(i, stop, step):
+    """The test of a `for ... in range` loop rewritten as a while loop (it has break or
+    continue)."""
+    if not _is_traced(step):
+        return i < stop if step > 0 else i > stop
+    return np.where(step > 0, i < stop, i > stop)
+
+
+HELPERS = {name: value for name, value in globals().items() if name.startswith("_jg_")}
+HELPERS["_jg_UNBOUND"] = UNBOUND
+
+
+# --------------------------------------------------------------------------- AST analysis
+
+def _assigned_names(stmts) -> list[str]:
+    """Names bound by `stmts` in the enclosing function's scope, in first-seen order
+    (nested functions, lambdas and comprehensions have scopes of their own)."""
+    found: dict[str, None] = {}
+
+    class Visitor(ast.NodeVisitor):
+        def visit_Name(self, node):
+            if isinstance(node.ctx, (ast.Store, ast.Del)):
+                found.setdefault(node.id)
+
+        def visit_FunctionDef(self, node):
+            found.setdefault(node.name)
+            for d in node.decorator_list:
+                self.visit(d)
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_ClassDef(self, node):
+            found.setdefault(node.name)
+
+        def visit_Lambda(self, node):
+            pass
+
+        def _comprehension(self, node):
+            pass
+        visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+        def visit_alias(self, node):
+            found.setdefault((node.asname or node.name).split(".")[0])
+
+        def visit_ExceptHandler(self, node):
+            if node.name:
+                found.setdefault(node.name)
+            self.generic_visit(node)
+    v = Visitor()
+    for s in stmts:
+        v.visit(s)
+    return list(found)
+
+
+def _contains(stmts, kinds, stop_at=(ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)) -> bool:
+    """Whether `stmts` contain a node of `kinds` outside nested function/class scopes."""
+    todo = list(stmts)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, kinds):
+            return True
+        if isinstance(node, stop_at):
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _loop_exits(stmts) -> bool:
+    """Whether `stmts` hold a break/continue of the loop they are the body of."""
+    todo = list(stmts)
+    loops = (ast.For, ast.While, ast.AsyncFor, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Break, ast.Continue)):
+            return True
+        if isinstance(node, loops):
+            if isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
+                todo.extend(node.orelse)           # a loop's else belongs to the outer body
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+# --------------------------------------------------------------------------- the rewrite
+
+_UNSUPPORTED_INSIDE = (ast.Return, ast.Yield, ast.YieldFrom, ast.Global, ast.Nonlocal, ast.Await)
+
+
+class _Converter(ast.NodeTransformer):
+    """Rewrites the control-flow statements of one function body (nested functions too)."""
+
+    def __init__(self, filename: str, line_offset: int):
+        self.filename, self.line_offset = filename, line_offset
+        self.counter = itertools.count()
+        self.scope_globals: list[set[str]] = [set()]
+
+    # ----- helpers to build code
+    def _loc(self, node) -> ast.expr:
+        return ast.Tuple([ast.Constant(self.filename), ast.Constant(node.lineno + self.line_offset)], ast.Load())
+
+    @staticmethod
+    def _call(name: str, *args) -> ast.Call:
+        return ast.Call(ast.Name(name, ast.Load()), list(args), [])
+
+    @staticmethod
+    def _names_tuple(names, ctx) -> ast.Tuple:
+        return ast.Tuple([ast.Name(n, ctx()) for n in names], ctx())
+
+    def _capture_values(self, names) -> list[ast.stmt]:
+        """`n = locals().get('n', _jg_UNBOUND)` for every name: names with no value yet
+        get the marker so the helpers can pass them around."""
+        stmts = []
+        for n in names:
+            stmts.append(ast.Assign(
+                [ast.Name(n, ast.Store())],
+                ast.Call(ast.Attribute(self._call("locals"), "get", ast.Load()),
+                         [ast.Constant(n), ast.Name("_jg_UNBOUND", ast.Load())], [])))
+        return stmts
+
+    def _function(self, name: str, params, body, names) -> ast.FunctionDef:
+        body = list(body) + [ast.Return(self._names_tuple(names, ast.Load))]
+        args = ast.arguments(posonlyargs=[], args=[ast.arg(p) for p in params], vararg=None, kwonlyargs=[],
+                             kw_defaults=[], kwarg=None, defaults=[])
+        return ast.FunctionDef(name, args, body, [], None, type_params=[]) if hasattr(ast, "TypeAlias") else \
+            ast.FunctionDef(name, args, body, [], None)
+
+    def _test(self, expr):
+        """`and`/`or`/`not` of a test rewritten so traced booleans combine."""
+        class Bool(ast.NodeTransformer):
+            def visit_BoolOp(inner, node):
+                node = inner.generic_visit(node)
+                helper = "_jg_and" if isinstance(node.op, ast.And) else "_jg_or"
+                out = node.values[0]
+                for v in node.values[1:]:
+                    thunk = ast.Lambda(ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[],
+                                                     kw_defaults=[], kwarg=None, defaults=[]), v)
+                    out = self._call(helper, out, thunk)
+                return out
+
+            def visit_UnaryOp(inner, node):
+                node = inner.generic_visit(node)
+                if isinstance(node.op, ast.Not):
+                    return self._call("_jg_not", node.operand)
+                return node
+        return Bool().visit(expr)
+
+    def _guard(self, node, construct: str):
+        """Leave `node` as Python, its test refusing traced values."""
+        node.test = self._call("_jg_bool", node.test, ast.Constant(construct), self._loc(node))
+        return node
+
+    def _blocked(self, stmts) -> str | None:
+        if _contains(stmts, _UNSUPPORTED_INSIDE):
+            for kind, text in ((ast.Return, "a `return`"), ((ast.Yield, ast.YieldFrom), "`yield`"),
+                               ((ast.Global, ast.Nonlocal), "a `global`/`nonlocal` name"),
+                               (ast.Await, "`await`")):
+                if _contains(stmts, kind):
+                    return text
+        names = _assigned_names(stmts)
+        if any(n in self.scope_globals[-1] for n in names):
+            return "an assignment to a `global`/`nonlocal` name"
+        if _contains(stmts, (ast.Delete,)):
+            return "`del`"
+        return None
+
+    # ----- scopes
+    def visit_FunctionDef(self, node):
+        declared = {n for s in ast.walk(node) if isinstance(s, (ast.Global, ast.Nonlocal)) for n in s.names}
+        self.scope_globals.append(declared)
+        node.body = self._block(node.body)
+        self.scope_globals.pop()
+        return node
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _block(self, stmts):
+        out = []
+        for s in stmts:
+            r = self.visit(s)
+            out.extend(r if isinstance(r, list) else [r])
+        return out
+
+    # ----- if
+    def visit_If(self, node):
+        branches = node.body + node.orelse
+        blocked = self._blocked(branches)
+        if blocked or _loop_exits(branches):
+            node.body, node.orelse = self._block(node.body), self._block(node.orelse)
+            what = blocked or "`break`/`continue`"
+            return self._guard(node, f"an `if` containing {what} (line {node.lineno})")
+        k = next(self.counter)
+        names = _assigned_names(branches)
+        true_fn, false_fn = f"_jg_then_{k}", f"_jg_else_{k}"
+        body, orelse = self._block(node.body), self._block(node.orelse) or [ast.Pass()]
+        call = self._call("_jg_if", self._test(node.test), ast.Name(true_fn, ast.Load()),
+                          ast.Name(false_fn, ast.Load()), self._names_tuple(names, ast.Load),
+                          ast.Tuple([ast.Constant(n) for n in names], ast.Load()), self._loc(node))
+        assign = ast.Assign([self._names_tuple(names, ast.Store)], call) if names else ast.Expr(call)
+        return [*self._capture_values(names), self._function(true_fn, names, body, names),
+                self._function(false_fn, names, orelse, names), assign]
+
+    # ----- loops
+    def _lower_exits(self, stmts, brk: str, cont: str):
+        """Rewrite break/continue of this loop into flag assignments; the statements after
+        one that may have set a flag run under `if not (brk or cont)`."""
+        out = []
+        for i, s in enumerate(stmts):
+            if isinstance(s, ast.Break):
+                out.append(ast.Assign([ast.Name(brk, ast.Store())], ast.Constant(True)))
+                return out
+            if isinstance(s, ast.Continue):
+                out.append(ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(True)))
+                return out
+            if isinstance(s, ast.If) and _loop_exits([s]):
+                s.body = self._lower_exits(s.body, brk, cont)
+                s.orelse = self._lower_exits(s.orelse, brk, cont)
+                out.append(s)
+                rest = self._lower_exits(stmts[i + 1:], brk, cont)
+                if rest:
+                    test = ast.UnaryOp(ast.Not(), ast.BoolOp(ast.Or(), [ast.Name(brk, ast.Load()),
+                                                                        ast.Name(cont, ast.Load())]))
+                    out.append(ast.copy_location(ast.If(test, rest, []), stmts[i + 1]))
+                return out
+            if isinstance(s, (ast.With, ast.Try)) and _loop_exits([s]):
+                raise _Unconvertible("`break`/`continue` inside `with`/`try`")
+            out.append(s)
+        return out
+
+    def visit_While(self, node):
+        blocked = self._blocked(node.body) or ("a `while ... else`" if node.orelse else None)
+        if blocked:
+            node.body, node.orelse = self._block(node.body), self._block(node.orelse)
+            return self._guard(node, f"a `while` loop containing {blocked} (line {node.lineno})")
+        k = next(self.counter)
+        brk, cont = f"_jg_break_{k}", f"_jg_continue_{k}"
+        test = node.test
+        body = node.body
+        pre = []
+        if _loop_exits(body):
+            try:
+                body = self._lower_exits(body, brk, cont)
+            except _Unconvertible as err:
+                node.body = self._block(node.body)
+                return self._guard(node, f"a `while` loop with {err} (line {node.lineno})")
+            body = [ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(False)), *body]
+            test = ast.BoolOp(ast.And(), [ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), test])
+            pre = [ast.Assign([ast.Name(brk, ast.Store())], ast.Constant(False)),
+                   ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(False))]
+            for s in (*pre, *body):
+                ast.copy_location(s, node)
+        names = _assigned_names(body)
+        for n in (brk, cont):
+            if pre and n not in names:
+                names.append(n)
+        body = self._block(body)
+        test_fn, body_fn = f"_jg_test_{k}", f"_jg_body_{k}"
+        test_def = self._function(test_fn, names, [], names)
+        test_def.body = [ast.Return(self._test(test))]
+        call = self._call("_jg_while", ast.Name(test_fn, ast.Load()), ast.Name(body_fn, ast.Load()),
+                          self._names_tuple(names, ast.Load), ast.Tuple([ast.Constant(n) for n in names], ast.Load()),
+                          self._loc(node))
+        return [*pre, *self._capture_values(names), test_def, self._function(body_fn, names, body, names),
+                ast.Assign([self._names_tuple(names, ast.Store)], call) if names else ast.Expr(call)]
+
+    def visit_For(self, node):
+        is_range = (isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name)
+                    and node.iter.func.id == "range" and not node.iter.keywords
+                    and 1 <= len(node.iter.args) <= 3 and not any(isinstance(a, ast.Starred) for a in node.iter.args)
+                    and isinstance(node.target, ast.Name))
+        blocked = self._blocked(node.body) or ("a `for ... else`" if node.orelse else None)
+        if not is_range or blocked:
+            # iteration over anything else runs in Python (a traced array iterates its
+            # leading axis, a static length); its body is still converted
+            if is_range:
+                node.iter = self._call("_jg_range_guard", ast.Tuple(node.iter.args, ast.Load()),
+                                       ast.Constant(f"a `for ... in range` loop containing {blocked} "
+                                                    f"(line {node.lineno})"), self._loc(node))
+            node.body, node.orelse = self._block(node.body), self._block(node.orelse)
+            return node
+        k = next(self.counter)
+        target = node.target.id
+        if _loop_exits(node.body):
+            # as a while loop over a hidden counter, the flags in its carry
+            counter, stop, step = f"_jg_i_{k}", f"_jg_stop_{k}", f"_jg_step_{k}"
+            args = node.iter.args
+            start_e, stop_e, step_e = ((ast.Constant(0), args[0], ast.Constant(1)) if len(args) == 1 else
+                                       (args[0], args[1], ast.Constant(1)) if len(args) == 2 else args)
+            setup = [ast.Assign([ast.Name(counter, ast.Store())], start_e),
+                     ast.Assign([ast.Name(stop, ast.Store())], stop_e),
+                     ast.Assign([ast.Name(step, ast.Store())], step_e)]
+            test = self._call("_jg_range_test", ast.Name(counter, ast.Load()), ast.Name(stop, ast.Load()),
+                              ast.Name(step, ast.Load()))
+            body = [ast.Assign([ast.Name(target, ast.Store())], ast.Name(counter, ast.Load())),
+                    ast.Assign([ast.Name(counter, ast.Store())],      # not +=: a traced counter is an array
+                               ast.BinOp(ast.Name(counter, ast.Load()), ast.Add(), ast.Name(step, ast.Load()))),
+                    *node.body]
+            loop = ast.While(test, body, [])
+            for s in [*setup, loop, *body]:
+                ast.copy_location(s, node)
+            ast.fix_missing_locations(loop)
+            return [*setup, *self._flatten(self.visit_While(loop))]
+        names = [n for n in _assigned_names(node.body) if n != target]
+        body = self._block(node.body)
+        body_fn = f"_jg_for_{k}"
+        call = self._call("_jg_for_range", ast.Tuple(node.iter.args, ast.Load()), ast.Name(body_fn, ast.Load()),
+                          self._names_tuple(names, ast.Load), ast.Tuple([ast.Constant(n) for n in names], ast.Load()),
+                          self._loc(node))
+        return [*self._capture_values(names), self._function(body_fn, [target, *names], body, names),
+                ast.Assign([self._names_tuple(names, ast.Store)], call) if names else ast.Expr(call)]
+
+    @staticmethod
+    def _flatten(r):
+        return r if isinstance(r, list) else [r]
+
+
+class _Unconvertible(Exception):
+    pass
+
+
+def _jg_range_guard(args, construct, loc):
+    if any(_is_traced(a) for a in args):
+        raise AutographError(f"{_where(loc)}: {construct} has a traced bound and cannot be converted to "
+                             "jitgrad control flow")
+    return range(*args)
+
+
+HELPERS["_jg_range_guard"] = _jg_range_guard
+
+
+# --------------------------------------------------------------------------- conversion
+
+_PACKAGE_DIR = __file__.rsplit("/tracing/", 1)[0] + "/"
+_CONVERTED: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
+def convertible(fn) -> bool:
+    """Whether `fn` is a Python function whose source can be rewritten (not a lambda,
+    a builtin, or a function defined where its source is not available)."""
+    return (isinstance(fn, types.FunctionType) and fn.__name__ != "<lambda>"
+            and not fn.__code__.co_filename.startswith(_PACKAGE_DIR)
+            and not fn.__code__.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR))
+
+
+def active(fn):
+    """The function to run in place of `fn`: its conversion once one was made."""
+    try:
+        return _CONVERTED.get(fn, fn)
+    except TypeError:
+        return fn
+
+
+def is_converted(fn) -> bool:
+    try:
+        return fn in _CONVERTED
+    except TypeError:
+        return False
+
+
+def convert(fn: Callable) -> Callable | None:
+    """The rewritten `fn` (cached per function object), or None when `fn` has no source
+    to rewrite; later calls of `active(fn)` return it."""
+    if is_converted(fn):
+        return _CONVERTED[fn]
+    if not convertible(fn):
+        return None
+    try:
+        lines, first = inspect.getsourcelines(fn)
+        filename = inspect.getsourcefile(fn) or fn.__code__.co_filename
+    except (OSError, TypeError):
+        return None
+    source = textwrap.dedent("".join(lines))
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    func = tree.body[0]
+    if not isinstance(func, ast.FunctionDef):
+        return None
+    func.decorator_list = []                       # the decorators already ran (e.g. jit itself)
+    converted = _Converter(filename, first - 1).visit(func)
+    module = ast.Module([converted], [])
+    ast.fix_missing_locations(module)
+    ast.increment_lineno(module, first - 1)
+    code = compile(module, filename, "exec")
+    freevars = fn.__code__.co_freevars
+    if freevars:
+        # rebuild the closure: the function is defined inside a factory taking its free
+        # variables as parameters, then given the original cells
+        factory = ast.FunctionDef("_jg_factory", ast.arguments(posonlyargs=[], args=[ast.arg(n) for n in freevars],
+                                                               vararg=None, kwonlyargs=[], kw_defaults=[],
+                                                               kwarg=None, defaults=[]),
+                                  [converted, ast.Return(ast.Name(func.name, ast.Load()))], [], None,
+                                  **({"type_params": []} if hasattr(ast, "TypeAlias") else {}))
+        module = ast.Module([factory], [])
+        ast.fix_missing_locations(module)
+        code = compile(module, filename, "exec")
+    glob = _globals_with_helpers(fn.__globals__)
+    namespace: dict = {}
+    exec(code, glob, namespace)
+    if freevars:
+        inner = namespace["_jg_factory"](*([None] * len(freevars))).__code__
+        cells = dict(zip(freevars, fn.__closure__, strict=True))
+        new = types.FunctionType(inner, glob, fn.__name__, fn.__defaults__,
+                                 tuple(cells[n] for n in inner.co_freevars))
+    else:
+        new = types.FunctionType(namespace[func.name].__code__, glob, fn.__name__, fn.__defaults__, None)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__dict__.update(fn.__dict__)
+    new.__qualname__ = fn.__qualname__
+    new.__module__ = fn.__module__
+    new.__wrapped_autograph__ = fn
+    _CONVERTED[fn] = new
+    return new
+
+
+def _globals_with_helpers(glob: dict) -> dict:
+    """The function's module globals with the helpers added. The helpers' names start
+    with `_jg_`, so they do not clash with user names; adding them to the module's own
+    dictionary keeps globals defined or changed later visible to the converted code."""
+    for name, value in HELPERS.items():
+        glob.setdefault(name, value)
+    return glob
