@@ -42,7 +42,7 @@ def _normalize(axis, ndim: int, what: str):
     if axis is None:
         return None
     if not -ndim <= axis < ndim:
-        raise ArgumentError(f"vmap {what} {axis} is out of range for a value of rank {ndim - 1 if 'out' in what else ndim}")
+        raise ArgumentError(f"vmap {what} {axis} is out of range for an array of rank {ndim}", user_location())
     return operator.index(axis) % ndim
 
 
@@ -66,10 +66,10 @@ def vmap_transform(fun: Callable, in_axes, out_axes) -> Callable[[tuple], Staged
         types = [abstract_leaf(x) for x in leaves]
         dims, sizes, slice_types = [], set(), []
         for t, axis in zip(types, axes):
-            d = _normalize(axis, t.ndim, "in_axes") if axis is not None else None
             if axis is not None and t.ndim == 0:
                 raise ArgumentError("vmap in_axes maps a 0-d argument; give it in_axes None or an axis it has",
                                     user_location())
+            d = _normalize(axis, t.ndim, "in_axes") if axis is not None else None
             dims.append(d)
             if d is None:
                 slice_types.append(t)

@@ -172,23 +172,29 @@ def _batch_last_axis(name):
 
 # --------------------------------------------------------------------------- dot_general
 
-def _outer_product(lhs: Value, rhs: Value, lb, rb) -> Value:
-    """dot_general without contracted dimensions, as broadcast multiplication (same layout:
-    batch dimensions, lhs free ones, rhs free ones). The CPU backend's batched-matmul path
-    recurses without end on such products (k = 1 with a batch), so they are not emitted."""
-    lfree = [a for a in range(lhs.ndim) if a not in lb]
-    rfree = [a for a in range(rhs.ndim) if a not in rb]
-    shape = (*(lhs.shape[a] for a in lb), *(lhs.shape[a] for a in lfree), *(rhs.shape[a] for a in rfree))
+def _outer_product(lhs: Value, rhs: Value, contract, batch) -> Value:
+    """dot_general whose contracted dimensions hold one element in all (none, or all of
+    length 1), as broadcast multiplication in dot_general's layout: batch dimensions, lhs
+    free ones, rhs free ones. Exact (each element is one product), and it keeps such
+    products off the CPU backend's batched-matmul path, which recurses without end on
+    them (k = 1 with a batch)."""
+    (lc, rc), (lb, rb) = contract, batch
+    lfree = [a for a in range(lhs.ndim) if a not in lb and a not in lc]
+    rfree = [a for a in range(rhs.ndim) if a not in rb and a not in rc]
     nb, nl = len(lb), len(lfree)
-    left = broadcast_in_dim(transpose(lhs, (*lb, *lfree)), shape, tuple(range(nb + nl)))
-    right = broadcast_in_dim(transpose(rhs, (*rb, *rfree)), shape,
-                             (*range(nb), *range(nb + nl, len(shape))))
+    left = transpose(lhs, (*lb, *lfree, *lc))
+    right = transpose(rhs, (*rb, *rfree, *rc))
+    left = reshape(left, left.shape[:left.ndim - len(lc)])
+    right = reshape(right, right.shape[:right.ndim - len(rc)])
+    shape = (*left.shape, *right.shape[nb:])
+    left = broadcast_in_dim(left, shape, tuple(range(nb + nl)))
+    right = broadcast_in_dim(right, shape, (*range(nb), *range(nb + nl, len(shape))))
     return mul(left, right)
 
 
 def _dot(lhs, rhs, contract, batch):
-    if not contract[0]:
-        return _outer_product(lhs, rhs, batch[0], batch[1])
+    if int(np.prod([lhs.shape[a] for a in contract[0]], dtype=np.int64)) == 1:
+        return _outer_product(lhs, rhs, contract, batch)
     return emit(OpDef.registry["dot_general"], lhs, rhs, contract=contract, batch=batch)
 
 
