@@ -319,7 +319,7 @@ def _batch_rule(rewriter: _BatchRewriter, op: Operation, inputs: list[Value]) ->
         raise MissingRuleError(f"op {op.name!r} reads a mapped value from an enclosing block; vmap cannot "
                                "batch such a region yet (pass the value as an operand)", op.loc if op.loc.line else None,
                                op=op.name, slot="batch")
-    if isinstance(op.opdef, CallOp) and op.name == "checkpoint":
+    if isinstance(op.opdef, CallOp) and op.name in ("checkpoint", "checkpoint_jvp"):
         outs, out_dims = _batch_call(op, inputs, dims, rewriter.size)
     else:
         rule = op.rule("batch")

@@ -29,6 +29,7 @@ def _dim_patterns(spec):
     patterns = [("front", [0] * n), ("last", [t.ndim for t in spec.in_types])]
     if n > 1:
         patterns.append(("first-unmapped", [None] + [0] * (n - 1)))
+        patterns.append(("last-unmapped", [0] * (n - 1) + [None]))
     return patterns
 
 
@@ -61,6 +62,14 @@ def test_ops_without_a_rule_raise_naming_the_op(spec):
     fn = spec.function()
     with pytest.raises(MissingRuleError, match=spec.prim):
         batch_function(fn, [0] * len(spec.in_types), SLICES)
+
+
+def test_an_unmapped_op_is_copied_unchanged():
+    """Ops that read no mapped value stay as they are (no rule needed, no broadcast)."""
+    spec = next(s for s in SPECS if s.prim == "cholesky")
+    fn = spec.function()
+    batched, out_dims = batch_function(fn, [None], SLICES)
+    assert out_dims == [None] and [op.name for op in batched.walk()] == [op.name for op in fn.walk()]
 
 
 def test_every_elementwise_and_structural_op_has_a_rule():
@@ -192,7 +201,28 @@ def test_vmap_of_random_draws_differs_per_key_slice():
     assert out.shape == (4, 3) and np.all((out >= 0) & (out < 1))
 
 
+def test_vmap_of_a_checkpoint_region():
+    f = lambda x: jitgrad.checkpoint(lambda y: np.sin(y) * y)(x) + 1.0   # noqa: E731
+    x = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(jitgrad.vmap(f)(x), np.sin(x) * x + 1.0, rtol=1e-13)
+    g = jitgrad.vmap(jitgrad.grad(lambda x: np.sum(f(x))))(x)
+    np.testing.assert_allclose(g, np.cos(x) * x + np.sin(x), rtol=1e-12)
+
+
+def test_control_flow_on_unmapped_values_is_copied():
+    f = lambda x, n: jitgrad.fori_loop(0, 3, lambda i, c: c * n, 1.0) * x   # noqa: E731
+    x = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(jitgrad.vmap(f, in_axes=(0, None))(x, np.float64(2.0)), 8.0 * x, rtol=1e-13)
+
+
 # --------------------------------------------------------------------------- errors
+
+def test_control_flow_on_mapped_values_has_no_rule_yet():
+    f = lambda x: jitgrad.cond(x[0] > 0, lambda v: v * 2.0, lambda v: v, x)   # noqa: E731
+    with pytest.raises(MissingRuleError, match="cond"):
+        jitgrad.vmap(f)(rng.standard_normal((4, 3)))
+
+
 
 def test_mismatched_sizes_are_an_argument_error():
     with pytest.raises(ArgumentError, match="different sizes"):
