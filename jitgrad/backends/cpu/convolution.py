@@ -22,6 +22,7 @@ and T taps, P output positions:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from jitgrad.ir import DType, Value
@@ -112,10 +113,12 @@ def emit_conv_general_dilated(ec, op) -> None:
         weights = ec.element_offset(packed, ctx.index_mul(g, ctx.index_const(per_group * depth)), dtype)
         cols = ec.element_offset(columns, ctx.index_mul(g, ctx.index_const(rows * depth)), dtype)
         out = ec.element_offset(products, ctx.index_mul(g, ctx.index_const(rows * per_group)), dtype)
+        # one-term products (depth 1) are outer products: the loop kernel
+        product = ec.matmul if depth == 1 else functools.partial(ec.matmuls, 1)
         if feature_major:
-            ec.matmuls(1, weights, False, cols, False, out, per_group, rows, depth, dtype)
+            product(weights, False, cols, False, out, per_group, rows, depth, dtype)
         else:
-            ec.matmuls(1, cols, positions_inner, weights, True, out, rows, per_group, depth, dtype)
+            product(cols, positions_inner, weights, True, out, rows, per_group, depth, dtype)
 
     if in_place:
         return
