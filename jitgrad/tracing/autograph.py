@@ -22,7 +22,10 @@ the file, line and construct.
 from __future__ import annotations
 
 import ast
+import builtins
+import dis
 import inspect
+import sysconfig
 import itertools
 import textwrap
 import types
@@ -45,7 +48,7 @@ class Undefined:
     def __init__(self, name: str, why: str):
         self.name, self.why = name, why
 
-    def _fail(self, *args, **kwargs):
+    def fail(self, *args, **kwargs):
         raise AutographError(f"variable {self.name!r} {self.why}")
 
     def __repr__(self) -> str:
@@ -55,7 +58,7 @@ class Undefined:
 for _dunder in ("add radd sub rsub mul rmul truediv rtruediv floordiv rfloordiv pow rpow matmul rmatmul mod rmod "
                 "neg pos abs lt le gt ge eq ne bool float int index getitem len iter array array_ufunc "
                 "array_function call getattr").split():
-    setattr(Undefined, f"__{_dunder}__", Undefined._fail)
+    setattr(Undefined, f"__{_dunder}__", Undefined.fail)
 Undefined.__hash__ = object.__hash__
 
 
@@ -256,6 +259,15 @@ def _jg_range_test(i, stop, step):
     if not _is_traced(step):
         return i < stop if step > 0 else i > stop
     return np.where(step > 0, i < stop, i > stop)
+
+
+def _jg_call(fn):
+    """The function a converted function calls: user functions with control flow are
+    converted too (so a helper's `if` on a traced value works as the caller's does);
+    everything else (NumPy, jitgrad, the standard library, builtins, methods) as is."""
+    if not _user_function(fn):
+        return fn
+    return convert(fn) or fn
 
 
 HELPERS = {name: value for name, value in globals().items() if name.startswith("_jg_")}
@@ -558,6 +570,13 @@ class _Converter(ast.NodeTransformer):
         return [*self._capture_values(names), self._function(body_fn, [target, *names], body, names),
                 ast.Assign([self._names_tuple(names, ast.Store)], call) if names else ast.Expr(call)]
 
+    def visit_Call(self, node):
+        node = self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and (node.func.id.startswith("_jg_") or node.func.id in _BUILTIN_NAMES):
+            return node
+        node.func = self._call("_jg_call", node.func)
+        return node
+
     @staticmethod
     def _flatten(r):
         return r if isinstance(r, list) else [r]
@@ -589,6 +608,26 @@ def convertible(fn) -> bool:
     return (isinstance(fn, types.FunctionType) and fn.__name__ != "<lambda>"
             and not fn.__code__.co_filename.startswith(_PACKAGE_DIR)
             and not fn.__code__.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR))
+
+
+_LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+_BUILTIN_NAMES = frozenset(dir(builtins))
+_HAS_CONTROL_FLOW: "weakref.WeakKeyDictionary[types.CodeType, bool]" = weakref.WeakKeyDictionary()
+
+
+def _user_function(fn) -> bool:
+    """A plain function of the user's code with control flow in it (checked on its
+    bytecode's line table cheaply: any jump), outside jitgrad and installed libraries."""
+    if not convertible(fn) or is_converted(fn):
+        return is_converted(fn)
+    filename = fn.__code__.co_filename
+    if filename.startswith(_LIBRARY_DIRS) or filename.startswith("<"):
+        return False
+    code = fn.__code__
+    if code not in _HAS_CONTROL_FLOW:
+        _HAS_CONTROL_FLOW[code] = any(i.opname.startswith(("POP_JUMP", "JUMP", "FOR_ITER"))
+                                      for i in dis.get_instructions(code))
+    return _HAS_CONTROL_FLOW[code]
 
 
 def active(fn):

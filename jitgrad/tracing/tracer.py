@@ -663,6 +663,9 @@ def _definition_location(fn) -> Location:
 def _output_value(x) -> Value:
     if isinstance(x, Tracer):
         return x.value
+    from jitgrad.tracing.autograph import Undefined
+    if isinstance(x, Undefined):
+        x.fail()                  # a name converted control flow left without a value
     if isinstance(x, (np.ndarray, np.generic, bool, int, float)):
         return api.as_value(np.asarray(x))
     raise ArgumentError(f"the traced function returned an object of type {type(x).__name__}; "

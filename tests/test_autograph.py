@@ -1,0 +1,298 @@
+"""Plain Python `if`/`while`/`for i in range` on traced values, converted to region ops
+(jitgrad.tracing.autograph): a corpus of iterative NumPy programs, each compared with
+NumPy running the same function, and its gradient with central differences."""
+import numpy as np
+import pytest
+
+import jitgrad
+from jitgrad.tracing.tracer import trace
+
+REGION_OPS = {"cond", "while", "fori", "scan"}
+
+
+def region_ops(f, *args) -> set[str]:
+    return {op.name for op in trace(f, args).function.body.ops} & REGION_OPS
+
+
+def central_difference(f, args, argnum, eps=1e-6):
+    x = np.array(args[argnum], dtype=np.float64)
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        hi, lo = x.copy(), x.copy()
+        hi[idx] += eps
+        lo[idx] -= eps
+        a_hi, a_lo = list(args), list(args)
+        a_hi[argnum], a_lo[argnum] = hi, lo
+        g[idx] = (f(*a_hi) - f(*a_lo)) / (2 * eps)
+    return g
+
+
+# --------------------------------------------------------------------------- the corpus
+
+def newton_sqrt(a):
+    x = a
+    err = 1.0
+    while err > 1e-12:
+        new = 0.5 * (x + a / x)
+        err = np.abs(new - x)
+        x = new
+    return x
+
+
+def bisection_cube_root(c):
+    lo = 0.0
+    hi = np.maximum(c, 1.0)
+    while hi - lo > 1e-10:
+        mid = 0.5 * (lo + hi)
+        if mid ** 3 > c:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
+def power_iteration(m, v):
+    lam = 0.0
+    diff = 1.0
+    steps = 0
+    while diff > 1e-10 and steps < 500:
+        w = m @ v
+        v = w / np.linalg.norm(w)
+        new = v @ m @ v
+        diff = np.abs(new - lam)
+        lam = new
+        steps += 1
+    return lam
+
+
+def rnn(w, xs, steps):
+    h = np.zeros(w.shape[0])
+    for t in range(steps):
+        h = np.tanh(w @ h + xs[t])
+    return (h * h).sum()
+
+
+def first_above(xs, threshold):
+    found = -1
+    for i in range(xs.shape[0]):
+        if xs[i] > threshold:
+            found = i
+            break
+    return found
+
+
+def sum_skipping_negatives(xs, n):
+    total = 0.0
+    for i in range(n):
+        if xs[i] < 0:
+            continue
+        total = total + xs[i]
+    return total
+
+
+def piecewise(x):
+    if x < -1.0:
+        y = -2.0 * x - 1.0
+    elif x < 1.0:
+        y = x * x
+    else:
+        y = 2.0 * x - 1.0
+    return y
+
+
+def collatz_like(x):
+    steps = 0
+    while x > 1.0:
+        if x > 10.0:
+            x = x / 3.0
+        else:
+            x = x - 1.5
+        steps = steps + 1
+    return x + steps
+
+
+def python_valued(x, n_iter=3, mode="square"):
+    for _ in range(n_iter):
+        if mode == "square":
+            x = x * x
+        else:
+            x = x + 1.0
+    while n_iter > 0:
+        x = x * 0.5
+        n_iter -= 1
+    return x
+
+
+def closure_factory(scale):
+    def scaled_clip(x):
+        if x.sum() > scale:
+            x = x * (scale / x.sum())
+        return x
+    return scaled_clip
+
+
+def not_in_both_branches(x):
+    if x > 0:
+        y = x
+    return y
+
+
+def temp_in_one_branch(x):
+    if x > 0:
+        t = x * 3.0
+        x = t + 1.0
+    return x
+
+
+def early_return(x):
+    if x > 0:
+        return x
+    return -x
+
+
+def traced_step(x, step):
+    for i in range(0, 10, step):
+        x = x + i
+    return x
+
+
+# --------------------------------------------------------------------------- values
+
+@pytest.mark.parametrize("a", [2.0, 0.25, 9.0])
+def test_newton_with_a_tolerance(a):
+    f = jitgrad.jit(newton_sqrt)
+    np.testing.assert_allclose(f(np.float64(a)), newton_sqrt(np.float64(a)), rtol=1e-14)
+    assert region_ops(newton_sqrt, np.float64(a)) == {"while"}
+    g = jitgrad.grad(newton_sqrt)(np.float64(a))
+    np.testing.assert_allclose(g, 0.5 / np.sqrt(a), rtol=1e-8)
+
+
+@pytest.mark.parametrize("c", [0.3, 2.0, 27.0])
+def test_bisection_nested_if_in_while(c):
+    f = jitgrad.jit(bisection_cube_root)
+    np.testing.assert_allclose(f(np.float64(c)), bisection_cube_root(np.float64(c)), rtol=1e-12)
+    np.testing.assert_allclose(f(np.float64(c)), np.cbrt(c), rtol=1e-8)
+
+
+def test_power_iteration_with_and_in_the_test():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 4))
+    m = a @ a.T + np.diag([5.0, 0, 0, 0])
+    v = np.ones(4) / 2
+    np.testing.assert_allclose(jitgrad.jit(power_iteration)(m, v), power_iteration(m, v), rtol=1e-9)
+    np.testing.assert_allclose(power_iteration(m, v), np.linalg.eigvalsh(m)[-1], rtol=1e-6)
+
+
+def test_rnn_over_traced_range_is_one_loop_and_differentiates():
+    rng = np.random.default_rng(1)
+    w, xs = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(6, 3))
+    np.testing.assert_allclose(jitgrad.jit(rnn)(w, xs, np.int64(6)), rnn(w, xs, 6), rtol=1e-12)
+    np.testing.assert_allclose(jitgrad.jit(rnn)(w, xs, np.int64(4)), rnn(w, xs, 4), rtol=1e-12)
+    assert region_ops(rnn, w, xs, np.int64(6)) == {"fori"}
+    g = jitgrad.grad(rnn)(w, xs, np.int64(5))
+    np.testing.assert_allclose(g, central_difference(lambda w: rnn(w, xs, 5), [w], 0), rtol=1e-6, atol=1e-8)
+    gx = jitgrad.grad(rnn, argnums=1)(w, xs, np.int64(5))
+    np.testing.assert_allclose(gx, central_difference(lambda xs: rnn(w, xs, 5), [xs], 0), rtol=1e-6, atol=1e-8)
+
+
+def test_rnn_over_python_range_stays_python():
+    """A Python-int trip count unrolls at trace time as before: no region op."""
+    rng = np.random.default_rng(2)
+    w, xs = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 3))
+    f = jitgrad.jit(rnn, static_argnums=2)
+    np.testing.assert_allclose(f(w, xs, 3), rnn(w, xs, 3), rtol=1e-12)
+    assert region_ops(lambda w, xs: rnn(w, xs, 3), w, xs) == set()
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.4, 0.6, 0.95])
+def test_early_exit_search_with_break(threshold):
+    xs = np.array([0.1, 0.5, 0.9, 0.3])
+    assert jitgrad.jit(first_above)(xs, threshold) == first_above(xs, threshold)
+
+
+@pytest.mark.parametrize("n", [0, 3, 5])
+def test_continue_in_a_traced_for_range(n):
+    xs = np.array([1.0, -2.0, 3.0, -4.0, 5.0])
+    np.testing.assert_allclose(jitgrad.jit(sum_skipping_negatives)(xs, np.int64(n)), sum_skipping_negatives(xs, n))
+    g = jitgrad.grad(sum_skipping_negatives)(xs, np.int64(n))
+    np.testing.assert_allclose(g, central_difference(lambda xs: sum_skipping_negatives(xs, n), [xs], 0), atol=1e-8)
+
+
+@pytest.mark.parametrize("x", [-3.0, -0.5, 0.5, 4.0])
+def test_piecewise_if_elif_else(x):
+    f = jitgrad.jit(piecewise)
+    np.testing.assert_allclose(f(np.float64(x)), piecewise(x), rtol=1e-15)
+    assert region_ops(piecewise, np.float64(x)) == {"cond"}
+    np.testing.assert_allclose(jitgrad.grad(piecewise)(np.float64(x)),
+                               central_difference(piecewise, [np.float64(x)], 0), rtol=1e-7)
+    np.testing.assert_allclose(jitgrad.hessian(piecewise)(np.float64(x)), 2.0 if -1 <= x < 1 else 0.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("x", [0.5, 7.3, 40.0])
+def test_if_inside_while(x):
+    np.testing.assert_allclose(jitgrad.jit(collatz_like)(np.float64(x)), collatz_like(x), rtol=1e-14)
+    np.testing.assert_allclose(jitgrad.grad(collatz_like)(np.float64(x)),
+                               central_difference(collatz_like, [np.float64(x)], 0), rtol=1e-6)
+
+
+def test_python_valued_control_flow_stays_python():
+    x = np.array([1.5, 0.5])
+    np.testing.assert_allclose(jitgrad.jit(python_valued)(x), python_valued(x), rtol=1e-15)
+    assert region_ops(python_valued, x) == set()
+    assert region_ops(lambda x: python_valued(x, 2, "add"), x) == set()
+
+
+def test_closures_and_globals_survive_conversion():
+    f = closure_factory(2.0)
+    for x in (np.array([0.5, 0.25]), np.array([3.0, 1.0])):
+        np.testing.assert_allclose(jitgrad.jit(f)(x), f(x), rtol=1e-15)
+
+
+def test_helpers_called_by_a_converted_function_are_converted():
+    """`loss` has no control flow of its own; the `if` is in the closure it calls."""
+    f = closure_factory(2.0)
+
+    def loss(x):
+        y = f(x)
+        return y.sum() + (y ** 2).sum()
+    for x in (np.array([0.5, 0.25]), np.array([3.0, 1.0])):
+        np.testing.assert_allclose(jitgrad.jit(loss)(x), loss(x), rtol=1e-15)
+        np.testing.assert_allclose(jitgrad.grad(loss)(x), central_difference(loss, [x], 0), rtol=1e-6, atol=1e-9)
+
+
+def test_temporary_bound_in_one_branch_is_fine_when_unused_after():
+    for x in (-1.0, 2.0):
+        np.testing.assert_allclose(jitgrad.jit(temp_in_one_branch)(np.float64(x)), temp_in_one_branch(x))
+
+
+# --------------------------------------------------------------------------- refusals
+
+def test_name_bound_in_one_branch_and_used_after_is_a_clear_error():
+    with pytest.raises(jitgrad.AutographError, match=r"'y'.*only one branch.*test_autograph.py:\d+"):
+        jitgrad.jit(not_in_both_branches)(np.float64(1.0))
+
+
+def test_early_return_under_a_traced_if_is_a_clear_error():
+    with pytest.raises(jitgrad.AutographError, match=r"test_autograph.py:\d+.*`return`"):
+        jitgrad.jit(early_return)(np.float64(1.0))
+
+
+def test_traced_range_step_is_a_clear_error():
+    with pytest.raises(jitgrad.AutographError, match=r"test_autograph.py:\d+.*traced step"):
+        jitgrad.jit(traced_step)(np.float64(1.0), np.int64(2))
+
+
+def test_lambdas_keep_the_plain_error():
+    with pytest.raises(jitgrad.TracerBoolConversionError) as info:
+        jitgrad.jit(lambda x: x if x > 0 else -x)(np.float64(1.0))
+    assert not isinstance(info.value, jitgrad.AutographError)
+
+
+def test_carry_changing_dtype_is_a_clear_error():
+    def widen(x, n):
+        acc = np.float32(0)
+        for i in range(n):
+            acc = acc + x
+        return acc
+    with pytest.raises(jitgrad.ControlFlowError, match="initial value"):
+        jitgrad.jit(widen)(np.float64(1.0), np.int64(3))
