@@ -22,19 +22,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jitgrad.errors import JitgradError, ShapeError
+from jitgrad.errors import ControlFlowError, ShapeError
 from jitgrad.ir import DType, Function, TensorType, Value, current_builder
 from jitgrad.primitives import control_flow as cf
 from jitgrad.primitives import convert, full, lt, maximum, sub, add, constant, ne
 from jitgrad.tracing.numpy_api import as_value
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import Tracer, trace, user_location
-
-
-class ControlFlowError(JitgradError, TypeError):
-    """A control-flow function was given functions whose results do not fit together:
-    a body returning a carry of another structure, shape or dtype than its initial value,
-    branches returning different types, xs of different lengths."""
 
 
 def _tracing() -> bool:

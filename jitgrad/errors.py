@@ -77,6 +77,13 @@ class CallbackError(JitgradError):
     not match its declared structure, shapes and dtypes."""
 
 
+class ControlFlowError(JitgradError, TypeError):
+    """A control-flow function (`jitgrad.cond`, `switch`, `while_loop`, `fori_loop`,
+    `scan`) was given functions whose results do not fit together: a body returning a
+    carry of another structure, shape or dtype than its initial value, branches returning
+    different types, xs of different lengths."""
+
+
 class MemoryBudgetError(JitgradError):
     """`memory_budget=..., strict=True`: no rematerialization fits the program in the budget."""
 
