@@ -145,9 +145,28 @@ def temp_in_one_branch(x):
 
 
 def early_return(x):
+    y = x * 2.0
+    if y > 4.0:
+        return y
+    elif y < 0:
+        if y < -4.0:
+            return -y
+        y = y * 3.0
+    return y + 1.0
+
+
+def return_in_loop(x, n):
+    for i in range(n):
+        if x > 10.0:
+            return x
+        x = x * 2.0
+    return x
+
+
+def vector_test(x):
     if x > 0:
-        return x
-    return -x
+        x = -x
+    return x
 
 
 def traced_step(x, step):
@@ -272,9 +291,21 @@ def test_name_bound_in_one_branch_and_used_after_is_a_clear_error():
         jitgrad.jit(not_in_both_branches)(np.float64(1.0))
 
 
-def test_early_return_under_a_traced_if_is_a_clear_error():
-    with pytest.raises(jitgrad.AutographError, match=r"test_autograph.py:\d+.*`return`"):
-        jitgrad.jit(early_return)(np.float64(1.0))
+@pytest.mark.parametrize("x", [3.0, 1.0, -1.0, -3.0])
+def test_early_return_under_a_traced_if(x):
+    np.testing.assert_allclose(jitgrad.jit(early_return)(np.float64(x)), early_return(x), rtol=1e-15)
+    np.testing.assert_allclose(jitgrad.grad(early_return)(np.float64(x)),
+                               central_difference(early_return, [np.float64(x)], 0), rtol=1e-7)
+
+
+def test_return_inside_a_traced_loop_is_a_clear_error():
+    with pytest.raises(jitgrad.AutographError, match=r"test_autograph.py:\d+.*`return`.*static_argnums"):
+        jitgrad.jit(return_in_loop)(np.float64(1.0), np.int64(5))
+
+
+def test_array_valued_test_is_a_clear_error():
+    with pytest.raises(jitgrad.AutographError, match=r"test_autograph.py:\d+.*shape \(3,\).*np.all"):
+        jitgrad.jit(vector_test)(np.ones(3))
 
 
 def test_traced_range_step_is_a_clear_error():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import dis
 import inspect
 import sysconfig
@@ -35,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from jitgrad.errors import AutographError
-from jitgrad.tracing.tracer import Tracer
+from jitgrad.tracing.tracer import Tracer, _display_path
 
 
 # --------------------------------------------------------------------------- runtime helpers
@@ -84,13 +85,23 @@ def _concrete_bool(x) -> bool:
     return bool(np.asarray(x))
 
 
+def _scalar_test(test, construct: str, loc) -> None:
+    """A traced test must be one value: NumPy's truth value of a larger array is an
+    error too, and a size-1 array is refused rather than guessed at."""
+    if test.shape != ():
+        raise AutographError(f"{_where(loc)}: the test of {construct} is a traced array of shape {test.shape}; "
+                             "it needs a single value: reduce it (np.all, np.any), select elementwise with "
+                             "np.where, or pass the value as a static argument (jitgrad.jit(f, static_argnums=...))")
+
+
 def _jg_bool(test, construct: str, loc):
     """The test of a statement left as Python: concrete values branch as usual, a traced
     one is refused with the construct and its line."""
     if _is_traced(test):
         raise AutographError(f"{_where(loc)}: {construct} on a traced value cannot be converted to jitgrad "
-                             "control flow; compute the result with np.where, or restructure the code "
-                             "(e.g. assign a result variable instead of returning early)")
+                             "control flow; compute the result with np.where, restructure the code "
+                             "(e.g. assign a result variable instead of returning early), or pass the value "
+                             "as a static argument (jitgrad.jit(f, static_argnums=...))")
     return test
 
 
@@ -152,6 +163,7 @@ def _jg_if(test, true_fn, false_fn, values, names, loc):
     branches bind; a name bound by one branch only is undefined after the `if`."""
     if not _is_traced(test):
         return true_fn(*values) if _concrete_bool(test) else false_fn(*values)
+    _scalar_test(test, "an `if`", loc)
     from jitgrad import control_flow
     values = tuple(values)
     bound = _split(values, names)
@@ -193,6 +205,7 @@ def _jg_while(test_fn, body_fn, values, names, loc):
     while True:
         test = test_fn(*values)
         if _is_traced(test):
+            _scalar_test(test, "a `while` loop", loc)
             break
         if not _concrete_bool(test):
             return values
@@ -430,6 +443,11 @@ class _Converter(ast.NodeTransformer):
     def visit_FunctionDef(self, node):
         declared = {n for s in ast.walk(node) if isinstance(s, (ast.Global, ast.Nonlocal)) for n in s.names}
         self.scope_globals.append(declared)
+        if any(isinstance(s, ast.If) and _contains([s], (ast.Return,)) for s in node.body) and \
+                not _contains(node.body, (ast.Yield, ast.YieldFrom)):
+            folded = _fold_returns(node.body)
+            if folded is not None:
+                node.body = [*folded, ast.copy_location(ast.Return(ast.Name(_RESULT, ast.Load())), node.body[-1])]
         node.body = self._block(node.body)
         self.scope_globals.pop()
         return node
@@ -449,7 +467,7 @@ class _Converter(ast.NodeTransformer):
         if blocked or _loop_exits(branches):
             node.body, node.orelse = self._block(node.body), self._block(node.orelse)
             what = blocked or "`break`/`continue`"
-            return self._guard(node, f"an `if` containing {what} (line {node.lineno})")
+            return self._guard(node, f"an `if` containing {what}")
         k = next(self.counter)
         names = _assigned_names(branches)
         true_fn, false_fn = f"_jg_then_{k}", f"_jg_else_{k}"
@@ -492,7 +510,7 @@ class _Converter(ast.NodeTransformer):
         blocked = self._blocked(node.body) or ("a `while ... else`" if node.orelse else None)
         if blocked:
             node.body, node.orelse = self._block(node.body), self._block(node.orelse)
-            return self._guard(node, f"a `while` loop containing {blocked} (line {node.lineno})")
+            return self._guard(node, f"a `while` loop containing {blocked}")
         k = next(self.counter)
         brk, cont = f"_jg_break_{k}", f"_jg_continue_{k}"
         test = node.test
@@ -503,7 +521,7 @@ class _Converter(ast.NodeTransformer):
                 body = self._lower_exits(body, brk, cont)
             except _Unconvertible as err:
                 node.body = self._block(node.body)
-                return self._guard(node, f"a `while` loop with {err} (line {node.lineno})")
+                return self._guard(node, f"a `while` loop with {err}")
             body = [ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(False)), *body]
             test = ast.BoolOp(ast.And(), [ast.UnaryOp(ast.Not(), ast.Name(brk, ast.Load())), test])
             pre = [ast.Assign([ast.Name(brk, ast.Store())], ast.Constant(False)),
@@ -535,8 +553,8 @@ class _Converter(ast.NodeTransformer):
             # leading axis, a static length); its body is still converted
             if is_range:
                 node.iter = self._call("_jg_range_guard", ast.Tuple(node.iter.args, ast.Load()),
-                                       ast.Constant(f"a `for ... in range` loop containing {blocked} "
-                                                    f"(line {node.lineno})"), self._loc(node))
+                                       ast.Constant(f"a `for ... in range` loop containing {blocked}"),
+                                       self._loc(node))
             node.body, node.orelse = self._block(node.body), self._block(node.orelse)
             return node
         k = next(self.counter)
@@ -582,6 +600,37 @@ class _Converter(ast.NodeTransformer):
         return r if isinstance(r, list) else [r]
 
 
+_RESULT = "_jg_result"
+
+
+def _fold_returns(stmts):
+    """The statements with every `return` turned into an assignment to `_jg_result`, the
+    code after an `if` that may return moved into its branches that do not, so each path
+    ends in one assignment (an early `return` under a traced test becomes a cond over the
+    result). None where a `return` sits inside a loop, `with` or `try`."""
+    out = []
+    for i, s in enumerate(stmts):
+        if isinstance(s, ast.Return):
+            value = s.value if s.value is not None else ast.Constant(None)
+            out.append(ast.copy_location(ast.Assign([ast.Name(_RESULT, ast.Store())], value), s))
+            return out
+        if isinstance(s, ast.If) and _contains([s], (ast.Return,)):
+            rest = stmts[i + 1:]
+            body = _fold_returns(s.body + copy.deepcopy(rest))
+            orelse = _fold_returns(s.orelse + copy.deepcopy(rest))
+            if body is None or orelse is None:
+                return None
+            out.append(ast.copy_location(ast.If(s.test, body, orelse), s))
+            return out
+        if _contains([s], (ast.Return,)):
+            return None
+        out.append(s)
+    anchor = stmts[-1] if stmts else None
+    fall = ast.Assign([ast.Name(_RESULT, ast.Store())], ast.Constant(None))
+    out.append(ast.copy_location(fall, anchor) if anchor is not None else fall)
+    return out
+
+
 class _Unconvertible(Exception):
     pass
 
@@ -589,7 +638,8 @@ class _Unconvertible(Exception):
 def _jg_range_guard(args, construct, loc):
     if any(_is_traced(a) for a in args):
         raise AutographError(f"{_where(loc)}: {construct} has a traced bound and cannot be converted to "
-                             "jitgrad control flow")
+                             "jitgrad control flow; restructure it (a result variable and `break` instead of "
+                             "`return`), or pass the bound as a static argument (jitgrad.jit(f, static_argnums=...))")
     return range(*args)
 
 
@@ -666,7 +716,7 @@ def convert(fn: Callable) -> Callable | None:
     if not isinstance(func, ast.FunctionDef):
         return None
     func.decorator_list = []                       # the decorators already ran (e.g. jit itself)
-    converted = _Converter(filename, first - 1).visit(func)
+    converted = _Converter(_display_path(filename), first - 1).visit(func)
     module = ast.Module([converted], [])
     ast.fix_missing_locations(module)
     ast.increment_lineno(module, first - 1)
