@@ -21,6 +21,7 @@ the file, line and construct.
 """
 from __future__ import annotations
 
+import __future__
 import ast
 import builtins
 import copy
@@ -601,6 +602,7 @@ class _Converter(ast.NodeTransformer):
 
 
 _RESULT = "_jg_result"
+_FUTURE_FLAGS = sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
 
 
 def _fold_returns(stmts):
@@ -720,7 +722,7 @@ def convert(fn: Callable) -> Callable | None:
     module = ast.Module([converted], [])
     ast.fix_missing_locations(module)
     ast.increment_lineno(module, first - 1)
-    code = compile(module, filename, "exec")
+    code = compile(module, filename, "exec", flags=fn.__code__.co_flags & _FUTURE_FLAGS, dont_inherit=True)
     freevars = fn.__code__.co_freevars
     if freevars:
         # rebuild the closure: the function is defined inside a factory taking its free
@@ -732,7 +734,7 @@ def convert(fn: Callable) -> Callable | None:
                                   **({"type_params": []} if hasattr(ast, "TypeAlias") else {}))
         module = ast.Module([factory], [])
         ast.fix_missing_locations(module)
-        code = compile(module, filename, "exec")
+        code = compile(module, filename, "exec", flags=fn.__code__.co_flags & _FUTURE_FLAGS, dont_inherit=True)
     glob = _globals_with_helpers(fn.__globals__)
     namespace: dict = {}
     exec(code, glob, namespace)
