@@ -261,6 +261,24 @@ def test_gpu_check_prints_one_line_and_skips_cleanly_without_a_gpu(capsys):
     assert out == [f"gpu_check: skipped: {why}"]
 
 
+class _FakeCudaArray:
+    """Just the __cuda_array_interface__ of a device array (no GPU needed to read it)."""
+
+    def __init__(self, shape, typestr, strides=None, address=0xDEAD0000):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "strides": strides,
+                                         "data": (address, False), "version": 3}
+
+
+def test_cuda_array_inputs_are_read_in_place_only_when_they_match():
+    f64 = np.dtype(np.float64)
+    assert runtime.device_pointer(_FakeCudaArray((4, 3), "<f8"), f64, (4, 3)) == 0xDEAD0000
+    assert runtime.device_pointer(_FakeCudaArray((4, 3), "<f8", (24, 8)), f64, (4, 3)) == 0xDEAD0000
+    assert runtime.device_pointer(np.ones((4, 3)), f64, (4, 3)) is None          # NumPy: copied in
+    with pytest.raises(TypeError, match="where float64"):
+        runtime.device_pointer(_FakeCudaArray((4, 3), "<f4"), f64, (4, 3))
+    with pytest.raises(TypeError, match="non-contiguous"):
+        runtime.device_pointer(_FakeCudaArray((4, 3), "<f8", (8, 32)), f64, (4, 3))
+
 if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:
     sys.path.insert(0, HERE)
     emit_everything(sys.argv[2])
