@@ -81,7 +81,6 @@ def batch_elementwise(opdef: OpDef):
     def rule(operands, dims, **attrs):
         size = _size(operands, dims)
         rank = max(v.ndim - (d is not None) for v, d in zip(operands, dims))
-        shape = None
         moved = []
         for v, d in zip(operands, dims):
             if d is not None:
@@ -92,7 +91,8 @@ def batch_elementwise(opdef: OpDef):
             own = v.shape[1:] if mapped else v.shape
             for k, n in enumerate(own):
                 pos = rank - len(own) + k
-                shape[pos] = max(shape[pos], n)
+                if n != 1:                  # NumPy's broadcast: a length other than 1 wins (0 too)
+                    shape[pos] = n
         full_shape = (size, *shape)
         out = []
         for v, mapped in moved:

@@ -1459,9 +1459,30 @@ def check_program(program: Program, rng: np.random.Generator, gradients: bool = 
         if lowered is not None:
             run("interpreter on optimized IR",
                 lambda: check_outputs("interpreter (optimized IR)", evaluate(lowered.function, leaves)))
+        run("vmap", lambda: check_vmap(traced.function, args, check_outputs))
     if gradients and _differentiable(program, ref):
         run("gradients", lambda: check_gradients(program, fn, ref, rng, outcome))
     return outcome
+
+
+def check_vmap(fn, args, check_outputs) -> None:
+    """The batching pass on the traced IR: every array argument stacked twice along a new
+    first axis, run by the interpreter; each slice of the results must match NumPy. Ops
+    without a batch rule (MissingRuleError) are skipped, not counted as failures."""
+    from jitgrad.errors import MissingRuleError
+    from jitgrad.passes.batching import batch_function
+    dims = [0 if isinstance(x, np.ndarray) else None for x in args]
+    if all(d is None for d in dims):
+        return
+    try:
+        batched, out_dims = batch_function(fn, dims, 2)
+    except MissingRuleError:
+        return
+    stacked = [np.stack([x, x]) if d == 0 else np.asarray(x) for x, d in zip(args, dims, strict=True)]
+    outs = evaluate(batched, stacked)
+    for b in range(2):
+        check_outputs(f"vmap slice {b}", [o if d is None else np.take(o, b, axis=d)
+                                          for o, d in zip(outs, out_dims, strict=True)])
 
 
 def _bitwise_equal(a, b) -> bool:

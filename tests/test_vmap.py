@@ -195,6 +195,12 @@ def test_vmap_of_jvp():
     np.testing.assert_allclose(got, 2.0 * (1 - np.tanh(xs) ** 2) * ts, rtol=1e-12)
 
 
+def test_vmap_of_zero_size_slices():
+    x = np.zeros((2, 0, 3))
+    assert jitgrad.vmap(np.sin)(x).shape == (2, 0, 3)
+    assert jitgrad.vmap(lambda a, b: a * b, in_axes=(0, None))(x, np.ones((1, 3))).shape == (2, 0, 3)
+
+
 def test_vmap_of_random_draws_differs_per_key_slice():
     f = lambda x: x + np.random.uniform(size=3)          # noqa: E731
     out = jitgrad.vmap(f)(np.zeros((4, 3)))
