@@ -3,6 +3,10 @@ rule (the OpSpec table of test_primitive_rules, so new primitives are covered th
 they land), and jitgrad.vmap's in_axes/out_axes semantics, nesting and errors."""
 from __future__ import annotations
 
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -257,3 +261,12 @@ def test_out_axes_none_for_a_mapped_output_is_an_error():
 def test_op_without_a_rule_names_the_op():
     with pytest.raises(MissingRuleError, match="cholesky"):
         jitgrad.vmap(np.linalg.cholesky)(np.stack([np.eye(2)] * 3))
+
+
+def test_per_example_gradients_example_runs():
+    script = pathlib.Path(__file__).resolve().parent.parent / "examples" / "per_example_gradients.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    error = float(result.stdout.split("loop of grad| = ")[1].split()[0])
+    start, final = (float(v) for v in result.stdout.split("gradients: ")[1].split(" -> "))
+    assert error < 1e-12 and final < start / 10
