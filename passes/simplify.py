@@ -7,10 +7,10 @@ zeros that had to be materialized feed `add`s. Each pass here removes one kind o
 waste and returns a new function (the input is never mutated).
 
 All primitives are pure, which is what makes CSE and DCE sound. Floating-point
-rewrites are exact, with one accepted difference: `x + 0 -> x` and `0 - x -> neg(x)`
-may change the sign of a zero result (-0.0 == 0.0 compares equal). Rewrites that
-are wrong for inf/NaN (`x * 0 -> 0`, `x - x -> 0`) are applied to integers only, or
-not at all.
+rewrites are exact, the sign of a zero included: `x + 0 -> x` only for a -0.0 (or an
+integer zero), since -0.0 + 0.0 is +0.0; `0 - x -> neg(x)` only for -0.0; `x - 0 -> x`
+only for +0.0. Rewrites that are wrong for inf/NaN (`x * 0 -> 0`, `x - x -> 0`) are
+applied to integers only, or not at all.
 """
 from __future__ import annotations
 
@@ -34,20 +34,34 @@ from .manager import FunctionPass, rewrite_function
 _SPLAT_PRESERVING = ("broadcast_in_dim", "reshape", "transpose")
 
 
-def splat(v: Value) -> Any:
-    """The one value all elements of `v` hold, when `v` is a compile-time constant whose
-    elements are all equal (a `constant` op, seen through broadcasts, reshapes and
-    transposes, which keep a splat a splat); otherwise None."""
+def _constant_elements(v: Value) -> Optional[np.ndarray]:
+    """The elements of `v` when it is a `constant` op seen through broadcasts, reshapes and
+    transposes (which keep a splat a splat), else None."""
     op = v.defining_op
     while op is not None and op.name in _SPLAT_PRESERVING:
         op = op.operands[0].defining_op
-    if op is None or op.name != "constant":
-        return None
-    array = op.attrs["value"]
-    if array.size == 0:
+    return op.attrs["value"] if op is not None and op.name == "constant" else None
+
+
+def splat(v: Value) -> Any:
+    """The one value all elements of `v` hold, when `v` is a compile-time constant whose
+    elements are all equal; otherwise None."""
+    array = _constant_elements(v)
+    if array is None or array.size == 0:
         return None
     first = array.flat[0]
     return first.item() if np.all(array == first) else None
+
+
+def is_signed_zero(v: Value, negative: bool) -> bool:
+    """Is `v` a constant zero of the given sign (any integer zero)? x + (-0.0) and
+    x - (+0.0) are exactly x, and -0.0 - x exactly -x, for every x; with the other sign
+    they are not (-0.0 + 0.0 is +0.0)."""
+    if not is_const(v, 0):
+        return False
+    if not v.dtype.is_float:
+        return True
+    return bool(np.all(np.signbit(_constant_elements(v)) == negative))
 
 
 def is_const(v: Value, c) -> bool:
@@ -149,12 +163,12 @@ def _inner_operand(v: Value, name: str) -> Optional[Value]:
 # from the rewritten op's is discarded by the driver.
 RULES: dict[str, list[Rule]] = {
     "add": [
-        lambda x, y: x if is_const(y, 0) else None,                            # x + 0 -> x
-        lambda x, y: y if is_const(x, 0) else None,                            # 0 + x -> x
+        lambda x, y: x if is_signed_zero(y, negative=True) else None,          # x + -0 -> x
+        lambda x, y: y if is_signed_zero(x, negative=True) else None,          # -0 + x -> x
     ],
     "sub": [
-        lambda x, y: x if is_const(y, 0) else None,                            # x - 0 -> x
-        lambda x, y: new(neg_p, y) if is_const(x, 0) else None,                # 0 - x -> neg(x)
+        lambda x, y: x if is_signed_zero(y, negative=False) else None,         # x - +0 -> x
+        lambda x, y: new(neg_p, y) if is_signed_zero(x, negative=True) else None,   # -0 - x -> neg(x)
     ],
     "mul": [
         lambda x, y: x if is_const(y, 1) else None,                            # x * 1 -> x

@@ -11,6 +11,7 @@ import inspect
 import numpy as np
 import pytest
 
+import jitgrad
 from jitgrad.errors import VerificationError
 from jitgrad.interpreter import evaluate
 from jitgrad.ir import Builder, Block, DType, Location, OpDef, Region, TensorType, YIELD, new_function
@@ -212,12 +213,20 @@ def ones(t):
     return full(1, t)
 
 
+def negative_zeros(t):
+    """-0.0: the additive identity of IEEE floats (x + -0.0 is x for every x)."""
+    return full(-0.0, t)
+
+
 ALGEBRA_CASES = {
-    "x + 0": (lambda x: add(x, zeros(x.type)), ["return"]),
-    "0 + x": (lambda x: add(zeros(x.type), x), ["return"]),
+    "x + -0": (lambda x: add(x, negative_zeros(x.type)), ["return"]),
+    "-0 + x": (lambda x: add(negative_zeros(x.type), x), ["return"]),
+    "float x + 0 stays": (lambda x: add(x, zeros(x.type)), ["constant", "broadcast_in_dim", "add", "return"]),
     "x - 0": (lambda x: sub(x, zeros(x.type)), ["return"]),
-    "0 - x": (lambda x: sub(zeros(x.type), x), ["neg", "return"]),
-    "0 - neg(x)": (lambda x: sub(zeros(x.type), neg(x)), ["return"]),
+    "float x - -0 stays": (lambda x: sub(x, negative_zeros(x.type)), ["constant", "broadcast_in_dim", "sub", "return"]),
+    "-0 - x": (lambda x: sub(negative_zeros(x.type), x), ["neg", "return"]),
+    "float 0 - x stays": (lambda x: sub(zeros(x.type), x), ["constant", "broadcast_in_dim", "sub", "return"]),
+    "-0 - neg(x)": (lambda x: sub(negative_zeros(x.type), neg(x)), ["return"]),
     "x * 1": (lambda x: mul(x, ones(x.type)), ["return"]),
     "1 * x": (lambda x: mul(ones(x.type), x), ["return"]),
     "float x * 0 stays": (lambda x: mul(x, zeros(x.type)), ["constant", "broadcast_in_dim", "mul", "return"]),
@@ -283,13 +292,13 @@ def test_rewritten_op_keeps_the_location():
     loc = Location("model.py", 7, "loss")
     fn, builder = new_function("f", [f64(3)])
     with builder, builder.at(loc):
-        builder.ret([sub(zeros(f64(3)), fn.args[0])])
+        builder.ret([sub(negative_zeros(f64(3)), fn.args[0])])
     out = run_pass([AlgebraicSimplification(), DeadCodeElimination()], fn, ["neg", "return"])
     assert out.body.ops[0].loc == loc
 
 
 def test_printed_result():
-    fn = build([f64(3)], lambda x: mul(sub(zeros(x.type), x), ones(x.type)))
+    fn = build([f64(3)], lambda x: mul(sub(negative_zeros(x.type), x), ones(x.type)))
     out = PassManager([AlgebraicSimplification(), DeadCodeElimination()]).run(fn)
     body = [line.split(" loc(")[0].strip() for line in str(out).splitlines()[1:-1]]
     assert body == ["%1 = neg(%0) : f64[3]", "return %1"]
@@ -417,5 +426,16 @@ def test_pipeline_on_a_reverse_mode_gradient():
 
 
 def test_traced_repeated_subexpression():
-    fn = trace(lambda x: np.sin(x) * np.sin(x) + 0.0, (np.ones(4),)).function
+    fn = trace(lambda x: np.sin(x) * np.sin(x) - 0.0, (np.ones(4),)).function
     run_pass(simplify_pipeline(), fn, ["sin", "mul", "return"])
+
+
+@pytest.mark.parametrize("program", [lambda x: x + 0.0, lambda x: 0.0 + x, lambda x: 0.0 - x,
+                                     lambda x: x - (-0.0), lambda x: x + (-0.0), lambda x: -0.0 - x,
+                                     lambda x: x - 0.0])
+def test_adding_a_zero_keeps_numpys_sign(program):
+    # -0.0 + 0.0 is +0.0: only x + (-0.0), x - 0.0 and -0.0 - x are identities
+    x = np.array([-0.0, 0.0, 2.0, -3.0])
+    got = jitgrad.jit(program)(x)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(program(x)))
+    np.testing.assert_array_equal(got, program(x))
