@@ -13,13 +13,14 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable
 
+from jitgrad.api import Compiled, _name
 from jitgrad.errors import ArgumentError
-from jitgrad.ir import TensorType
+from jitgrad.ir import TensorType, new_function
+from jitgrad.ir.clone import inline_block
 from jitgrad.passes.batching import batch_function, move_axis, to_front
 from jitgrad.staging import Staged
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import abstract_leaf, check_arity, trace, user_location
-from jitgrad.ir import current_builder
 
 
 def _is_axis(spec) -> bool:
@@ -107,8 +108,6 @@ def _out_specs(out_axes, out_tree) -> list:
 def _place_outputs(fn, out_dims, out_specs, size: int):
     """A function that returns fn's outputs with their mapped axis at out_axes (unmapped
     outputs broadcast; out_axes None requires an output that is the same for every slice)."""
-    from jitgrad.ir import new_function
-    from jitgrad.ir.clone import inline_block
     new_fn, builder = new_function(fn.name, fn.input_types)
     with builder:
         outs = inline_block(fn.body, new_fn.args)
@@ -131,7 +130,6 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0):
     """fun mapped over axis `in_axes` of its arguments, results stacked along `out_axes`
     (JAX's semantics: ints, None, pytree prefixes). Compiled per argument signature;
     inside jit/grad/jvp/vmap it becomes part of the enclosing program."""
-    from jitgrad.api import Compiled, _name
     if not callable(fun):
         raise ArgumentError(f"vmap needs a callable, got {type(fun).__name__}")
     return Compiled(fun, vmap_transform(fun, in_axes, out_axes), name=f"vmap_{_name(fun)}")
