@@ -309,6 +309,8 @@ def _batch_rule(rewriter: _BatchRewriter, op: Operation, inputs: list[Value]) ->
         rewriter.dims.get(v) is not None for region in op.regions for block in region.blocks
         for v in free_values(block))
     if all(d is None for d in dims) and not captured_mapped:
+        if op.name == "random_uniform":
+            return [_draw_per_slice(op, inputs, rewriter)]
         if op.regions:
             outs = list(rewriter.default_rule(op, inputs))
         else:
@@ -327,6 +329,18 @@ def _batch_rule(rewriter: _BatchRewriter, op: Operation, inputs: list[Value]) ->
     outs, out_dims = op.per_result(outs, "batch rule"), op.per_result(out_dims, "batch rule")
     rewriter.dims.update(zip(op.results, out_dims, strict=True))
     return outs
+
+
+def _draw_per_slice(op: Operation, keys, rewriter: _BatchRewriter) -> Value:
+    """A draw under vmap is one draw per slice, as a loop over the slices would make
+    (NumPy's generator gives every call new numbers): one draw of `size` times the
+    elements, slice b taking the b-th block of the counter range, so slice 0 holds what
+    the unbatched draw holds."""
+    attrs = dict(op.attrs)
+    attrs["shape"] = (rewriter.size, *attrs["shape"])
+    out = emit(op.opdef, *keys, **attrs)
+    rewriter.dims[op.result] = 0
+    return out
 
 
 def _batch_call(op: Operation, operands, dims, size: int):

@@ -205,10 +205,12 @@ def test_vmap_of_zero_size_slices():
     assert jitgrad.vmap(lambda a, b: a * b, in_axes=(0, None))(x, np.ones((1, 3))).shape == (2, 0, 3)
 
 
-def test_vmap_of_random_draws_differs_per_key_slice():
+def test_vmap_draws_new_random_numbers_for_every_slice():
+    """As a loop over the slices would: np.random gives every call new numbers."""
     f = lambda x: x + np.random.uniform(size=3)          # noqa: E731
     out = jitgrad.vmap(f)(np.zeros((4, 3)))
     assert out.shape == (4, 3) and np.all((out >= 0) & (out < 1))
+    assert len({tuple(row) for row in out}) == 4
 
 
 def test_vmap_of_a_checkpoint_region():
