@@ -343,3 +343,34 @@ def test_cumsum_gradients_are_reverse_running_sums():
     # H[i, j] = sum over k >= max(i, j) of 6 c_k
     suffix = np.cumsum((6 * np.cumsum(x[0]))[::-1])[::-1]
     np.testing.assert_allclose(h, suffix[np.maximum.outer(np.arange(6), np.arange(6))], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nansum", "nanprod", "nanmean", "nanvar", "nanstd", "nanmax", "nanmin",
+                                  "nancumsum", "nancumprod"])
+@pytest.mark.parametrize("axis", [1, None])
+def test_nan_functions_of_bfloat16_follow_numpy(name, axis):
+    # bfloat16 is not np.inexact: NumPy's nan-functions do not look for NaN in it (nansum is
+    # sum), except nanmax/nanmin, which are fmax/fmin reductions.
+    x = np.array([[1.5, np.nan, 2.0], [3.0, 4.0, np.nan]], ml_dtypes.bfloat16)
+    fn = getattr(np, name)
+    with np.errstate(invalid="ignore"):
+        ref = fn(x, axis=axis)
+    got = jitgrad.jit(lambda x: fn(x, axis=axis))(x)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got.astype(np.float32), ref.astype(np.float32))   # NaN == NaN in float32
+
+
+def test_nanmedian_of_bfloat16_is_refused():
+    x = np.array([1.5, np.nan, 2.0], ml_dtypes.bfloat16)
+    with pytest.raises(jitgrad.DTypeError, match="float32"):
+        jitgrad.jit(np.nanmedian)(x)
+
+
+def test_frexp_and_ldexp_of_bfloat16():
+    x = np.array([1.5, -2.0, 0.0, 3e-39, np.inf, np.nan, -6.0e30], ml_dtypes.bfloat16)
+    (m, e), (mj, ej) = np.frexp(x), jitgrad.jit(np.frexp)(x)
+    assert mj.dtype == m.dtype and ej.dtype == e.dtype
+    np.testing.assert_array_equal(mj.astype(np.float32), m.astype(np.float32))
+    np.testing.assert_array_equal(ej, e)
+    k = np.array([1, 2, -3, 0, 1, 1, -140], np.int32)
+    np.testing.assert_array_equal(jitgrad.jit(np.ldexp)(x, k).astype(np.float32), np.ldexp(x, k).astype(np.float32))

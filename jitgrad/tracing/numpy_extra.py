@@ -537,8 +537,14 @@ def modf(x, /, **kwargs):
     return np.astype(fraction, dtype.numpy), whole
 
 
+def _finfo(dtype):
+    """np.finfo, or ml_dtypes' for bfloat16 (which np.finfo does not know)."""
+    import ml_dtypes
+    return ml_dtypes.finfo(dtype) if np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16) else np.finfo(dtype)
+
+
 def _powers_of_two(dtype):
-    info = np.finfo(dtype)
+    info = _finfo(dtype)
     steps = [2 ** k for k in builtins.range(int(np.log2(info.maxexp)) - 1, -1, -1)]
     return info, steps
 
@@ -599,7 +605,7 @@ def _power_of_two(j, dtype):
     """2**j for integer j (a traced int64 array) where 2**j is representable: the
     product of 2**(+-2**bit) over j's bits, every partial product a power of two
     between 1 and 2**j, so each multiplication is exact."""
-    info = np.finfo(dtype)
+    info = _finfo(dtype)
     magnitude = np.abs(j)
     result = np.ones(np.shape(j), dtype)
     bits = int(np.ceil(np.log2(-(info.minexp - info.nmant)))) + 1
@@ -617,7 +623,7 @@ def ldexp(x1, x2, /, **kwargs):
     _no_gufunc_options("ldexp", kwargs)
     (_, d2), (out,) = api.ufunc_dtypes(np.ldexp, _to_values(x1), _to_values(x2))
     dtype = out.numpy
-    info = np.finfo(dtype)
+    info = _finfo(dtype)
     x = np.astype(x1, dtype) if isinstance(x1, Tracer) else np.asarray(x1, dtype)
     n = np.astype(x2, np.int64) if isinstance(x2, Tracer) else np.asarray(x2).astype(np.int64)
     mantissa, exponent = frexp(x)

@@ -315,8 +315,14 @@ def _isnan(x: Value) -> Value:
     return P.ne(x, x)
 
 
+def _has_nans(x: Value) -> bool:
+    """Do NumPy's nan-functions look for NaN in `x`? Only for np.inexact dtypes: bfloat16
+    (an ml_dtypes type) is not one, so nansum of bfloat16 is its sum, NaN included."""
+    return x.type.dtype.is_float and x.type.dtype != DType.bf16
+
+
 def _nan_as(x: Value, value) -> Value:
-    if not x.type.dtype.is_float:
+    if not _has_nans(x):
         return x
     return P.select(_isnan(x), P.full(value, x.type), x)
 
@@ -345,7 +351,8 @@ def _nan_extremum(name, fn, fill):
         if initial is not None or where is not None:
             _refuse(name, "initial= and where=", f"use np.{name[3:]}(np.where(np.isnan(a), ..., a), ...)")
         _no_out(name, out)
-        result = fn(_nan_as(x, fill), axis, None, keepdims)
+        # NumPy's nanmax/nanmin are fmax/fmin reductions: NaN is skipped for bfloat16 too
+        result = fn(P.select(_isnan(x), P.full(fill, x.type), x), axis, None, keepdims)
         all_nan = all(_isnan(x), axis=axis, keepdims=keepdims)
         return P.select(all_nan, P.full(np.nan, result.type), result)
     reduce.__name__ = name
@@ -367,7 +374,7 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
         _refuse("nanmean", "where=", "use np.where to set masked elements to NaN first")
     x = as_value(a)
     axis = _reduce_axes(axis, x.type.ndim)
-    if not x.type.dtype.is_float:
+    if not _has_nans(x):
         return api.mean(x, axis=axis, dtype=dtype, keepdims=keepdims)
     if dtype is not None:
         x = as_value(x, api._supported(np.dtype(dtype)))
@@ -385,7 +392,7 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
         _refuse("nanvar", "where=, mean= and correction=", "use ddof= and np.where")
     x = as_value(a)
     axis = _reduce_axes(axis, x.type.ndim)
-    if not x.type.dtype.is_float:
+    if not _has_nans(x):
         return api.var(x, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims)
     if dtype is not None:
         x = as_value(x, api._supported(np.dtype(dtype)))

@@ -25,7 +25,7 @@ import operator
 import numpy as np
 
 from jitgrad import primitives as P
-from jitgrad.errors import IndexingError, ShapeError, UnsupportedOperationError
+from jitgrad.errors import DTypeError, IndexingError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, TensorType, Value
 from jitgrad.primitives.gather import gather, scatter, scatter_add
 from jitgrad.primitives.sorting import (argsort as argsort_last, searchsorted as searchsorted_primitive,
@@ -389,6 +389,9 @@ def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
         return nanmean(x, axis=axis, keepdims=keepdims)
     if not x.type.dtype.is_float:
         return median(x, axis, out, overwrite_input, keepdims)
+    if x.type.dtype == DType.bf16:
+        raise DTypeError("numpy.nanmedian of bfloat16 raises TypeError in NumPy when the data holds NaN (and "
+                         "ignores it otherwise), which compiled code cannot follow; convert to float32 first")
     if out is not None:
         raise UnsupportedOperationError("numpy.nanmedian: out= is not supported")
     x, s, count, kept_shape, axes = _nan_rows(x, axis, "nanmedian")
