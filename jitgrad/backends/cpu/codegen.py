@@ -293,7 +293,7 @@ class CPUFunctionEmitter(KernelEmitter):
         makes one gemm of nb·m rows. Integers, float16/bfloat16, BLAS's absence and
         outer products (k = 1: each element one exact product) use the loop kernel."""
         blas = self.blas
-        if blas is None or not blas.serves(dtype) or k == 1:
+        if self._uses_loops(dtype, k):
             super().contract(nb, a, b, c, m, n, k, dtype)
             return
         if nb > 1 and b.batch_stride == 0 and not a.trans and a.batch_stride == m * a.ld and n > 1:
@@ -335,7 +335,15 @@ class CPUFunctionEmitter(KernelEmitter):
                     bld.gep(b.buffer, [bld.mul(bi, index(b.batch_stride))], inbounds=True, source_etype=t),
                     bld.gep(c, [bld.mul(bi, index(m * n))], inbounds=True, source_etype=t))
 
+    def _uses_loops(self, dtype, k: int) -> bool:
+        """Products BLAS does not compute here: the loop kernel's."""
+        return self.blas is None or not self.blas.serves(dtype) or k == 1
+
     def matmuls(self, nb, a, a_trans, bm, b_trans, c, m, n, k, dtype) -> None:
-        """Dense batches (kernel kinds such as the convolution call this): `contract`."""
+        """Dense batches (kernel kinds such as the convolution call this): `contract`, or
+        the loop kernel (which `contract` itself falls back to) where BLAS does not serve."""
+        if self._uses_loops(dtype, k):
+            super().matmuls(nb, a, a_trans, bm, b_trans, c, m, n, k, dtype)
+            return
         self.contract(nb, MatrixOperand(a, m * k, a_trans, m if a_trans else k),
                       MatrixOperand(bm, k * n, b_trans, k if b_trans else n), c, m, n, k, dtype)
