@@ -374,3 +374,16 @@ def test_frexp_and_ldexp_of_bfloat16():
     np.testing.assert_array_equal(ej, e)
     k = np.array([1, 2, -3, 0, 1, 1, -140], np.int32)
     np.testing.assert_array_equal(jitgrad.jit(np.ldexp)(x, k).astype(np.float32), np.ldexp(x, k).astype(np.float32))
+
+
+@pytest.mark.parametrize("a_shape, b_shape, dtype", [((3, 1), (1, 4), np.float64), ((2, 3, 1), (2, 1, 4), np.float16),
+                                                     ((2, 3, 5), (2, 5, 4), np.float16), ((4, 1), (1, 2), np.int32)])
+def test_products_blas_does_not_serve_use_the_loop_kernel(a_shape, b_shape, dtype):
+    # outer products (k = 1) and float16/integer batches fell into an endless recursion
+    rng = np.random.default_rng(5)
+    a, b = (rng.normal(size=s).astype(dtype) for s in (a_shape, b_shape))
+    got = jitgrad.jit(lambda a, b: a @ b)(a, b)
+    assert got.dtype == (a @ b).dtype
+    np.testing.assert_allclose(got.astype(np.float64), (a @ b).astype(np.float64), rtol=2e-3)
+    x = rng.normal(size=(1, 2))
+    np.testing.assert_allclose(jitgrad.jit(lambda x: np.einsum("ij,ij->j", x, x))(x), np.einsum("ij,ij->j", x, x))
