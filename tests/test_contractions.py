@@ -209,3 +209,16 @@ def test_views_keep_their_base_buffer_alive():
     got = jg.jit(f)(A, x, y)
     for g, e in zip(got, f(A, x, y)):
         np.testing.assert_allclose(g, e, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.float64])
+def test_products_blas_does_not_serve_batched_and_outer(dtype):
+    """Batched products with a transposed operand, and k = 1 products, in dtypes BLAS does
+    not serve or with k = 1: the loop kernel, equal to NumPy."""
+    x = (np.arange(50) % 7 - 3).reshape(2, 5, 5).astype(dtype)
+    got = jg.jit(lambda x: x @ np.swapaxes(x, -1, -2))(x)
+    expected = x @ np.swapaxes(x, -1, -2)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-3)
+    col, row = x[0, :, :1].copy(), x[1, :1, :].copy()
+    np.testing.assert_array_equal(jg.jit(lambda a, b: a @ b)(col, row), col @ row)
