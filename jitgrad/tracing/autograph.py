@@ -27,8 +27,9 @@ import builtins
 import copy
 import dis
 import inspect
-import sysconfig
 import itertools
+import sys
+import sysconfig
 import textwrap
 import types
 import weakref
@@ -37,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from jitgrad.errors import AutographError
+from jitgrad.tracing import tracer
 from jitgrad.tracing.tracer import Tracer, _display_path
 
 
@@ -72,6 +74,13 @@ class _Unbound:
 
 
 UNBOUND = _Unbound()
+
+
+def _control_flow():
+    """jitgrad.control_flow, a layer above tracing: loaded when a traced test first
+    needs a region op."""
+    from jitgrad import control_flow
+    return control_flow
 
 
 def _is_traced(x) -> bool:
@@ -165,7 +174,6 @@ def _jg_if(test, true_fn, false_fn, values, names, loc):
     if not _is_traced(test):
         return true_fn(*values) if _concrete_bool(test) else false_fn(*values)
     _scalar_test(test, "an `if`", loc)
-    from jitgrad import control_flow
     values = tuple(values)
     bound = _split(values, names)
     keep = list(range(len(names)))
@@ -183,7 +191,7 @@ def _jg_if(test, true_fn, false_fn, values, names, loc):
         return run
     while True:
         try:
-            out = control_flow.cond(test, branch(true_fn), branch(false_fn),
+            out = _control_flow().cond(test, branch(true_fn), branch(false_fn),
                                     *[_as_carry(values[i]) for i in bound])
             break
         except _OneBranchOnly as err:
@@ -211,7 +219,6 @@ def _jg_while(test_fn, body_fn, values, names, loc):
         if not _concrete_bool(test):
             return values
         values = tuple(body_fn(*values))
-    from jitgrad import control_flow
     bound = _split(values, names)
 
     def full(carry):
@@ -223,7 +230,7 @@ def _jg_while(test_fn, body_fn, values, names, loc):
     def body(carry):
         out = body_fn(*full(carry))
         return tuple(_as_carry(out[i]) for i in bound)
-    out = control_flow.while_loop(lambda carry: test_fn(*full(carry)), body,
+    out = _control_flow().while_loop(lambda carry: test_fn(*full(carry)), body,
                                   tuple(_as_carry(values[i]) for i in bound))
     return _traced_results(out, values, names, bound, "`while` loop", loc)
 
@@ -253,7 +260,6 @@ def _jg_for_range(range_args, body_fn, values, names, loc):
     step = int(step)
     if step == 0:
         raise AutographError(f"{_where(loc)}: range() step must not be zero")
-    from jitgrad import control_flow
     trips = (np.subtract(stop, start) + (step - 1 if step > 0 else step + 1)) // step
     bound = _split(values, names)
 
@@ -263,7 +269,7 @@ def _jg_for_range(range_args, body_fn, values, names, loc):
             full[i] = v
         out = body_fn(start + k * step, *full)
         return tuple(_as_carry(out[i]) for i in bound)
-    out = control_flow.fori_loop(0, np.maximum(trips, 0), body, tuple(_as_carry(values[i]) for i in bound))
+    out = _control_flow().fori_loop(0, np.maximum(trips, 0), body, tuple(_as_carry(values[i]) for i in bound))
     return _traced_results(out, values, names, bound, "`for` loop", loc)
 
 
@@ -761,3 +767,6 @@ def _globals_with_helpers(glob: dict) -> dict:
     for name, value in HELPERS.items():
         glob.setdefault(name, value)
     return glob
+
+
+tracer.CONTROL_FLOW_CONVERTER[:] = [sys.modules[__name__]]

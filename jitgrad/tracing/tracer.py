@@ -587,11 +587,19 @@ function (`tracing.random` registers the one that intercepts np.random)."""
 TRACE_CONTEXTS.append(indexing.guard_created_arrays(Tracer, user_location))
 
 
+CONTROL_FLOW_CONVERTER: list = []
+"""The module that rewrites a function whose Python `if`/`while` met a traced value
+(`tracing.autograph` registers itself when imported, so this module does not import the
+layers above it)."""
+
+
 def trace(fn: Callable, args: tuple, name: str | None = None) -> TracedFunction:
     """Trace `fn(*args)` to a Function. Leaves of `args` are arrays, scalars or TensorTypes.
     When `fn`'s own `if`/`while` meets a traced value, the function is converted to
     region ops (`tracing.autograph`) and traced again."""
-    from jitgrad.tracing import autograph
+    if not CONTROL_FLOW_CONVERTER:
+        return _trace_once(fn, args, name)
+    autograph = CONTROL_FLOW_CONVERTER[0]
     target = inspect.unwrap(fn)
     try:
         return _trace_once(autograph.active(fn), args, name)
@@ -663,8 +671,7 @@ def _definition_location(fn) -> Location:
 def _output_value(x) -> Value:
     if isinstance(x, Tracer):
         return x.value
-    from jitgrad.tracing.autograph import Undefined
-    if isinstance(x, Undefined):
+    if CONTROL_FLOW_CONVERTER and isinstance(x, CONTROL_FLOW_CONVERTER[0].Undefined):
         x.fail()                  # a name converted control flow left without a value
     if isinstance(x, (np.ndarray, np.generic, bool, int, float)):
         return api.as_value(np.asarray(x))
