@@ -387,3 +387,32 @@ def test_products_blas_does_not_serve_use_the_loop_kernel(a_shape, b_shape, dtyp
     np.testing.assert_allclose(got.astype(np.float64), (a @ b).astype(np.float64), rtol=2e-3)
     x = rng.normal(size=(1, 2))
     np.testing.assert_allclose(jitgrad.jit(lambda x: np.einsum("ij,ij->j", x, x))(x), np.einsum("ij,ij->j", x, x))
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 3, 0), (0, 3), (2, 3, 4)])
+@pytest.mark.parametrize("ord", [1, np.inf, -1, -np.inf, "fro"])
+def test_matrix_norms_of_empty_matrices_follow_numpy(shape, ord):
+    # NumPy takes max(..., initial=0) for ord 1 and inf: an empty matrix has norm 0
+    x = np.random.default_rng(3).random(shape).astype(np.float32)
+    fn = lambda x: np.linalg.norm(x, ord=ord, axis=(-2, -1))    # noqa: E731
+    try:
+        ref = fn(x)
+    except ValueError:
+        with pytest.raises(JitgradError):
+            jitgrad.jit(fn)(x)
+        return
+    got = jitgrad.jit(fn)(x)
+    assert got.dtype == ref.dtype
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, axis", [((0, 0), 1), ((0, 0), None), ((3, 0), 1), ((2, 0), 0), ((0, 3), 1)])
+def test_max_of_a_zero_size_axis_raises_as_numpy_does(shape, axis):
+    x = np.zeros(shape)
+    try:
+        ref = np.max(x, axis=axis)
+    except ValueError:
+        with pytest.raises(jitgrad.ShapeError, match="zero-size"):
+            jitgrad.jit(lambda x: np.max(x, axis=axis))(x)
+        return
+    assert jitgrad.jit(lambda x: np.max(x, axis=axis))(x).shape == ref.shape

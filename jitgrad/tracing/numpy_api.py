@@ -486,8 +486,7 @@ def _extremum(prim_fn, name):
         x = as_value(x)
         axes = ufunc_reduce_axes(axis, x.type.ndim)
         reduced = math.prod(x.type.shape[a] for a in axes)
-        kept = math.prod(n for k, n in enumerate(x.type.shape) if k not in axes)
-        if reduced == 0 and kept > 0:        # some output element would reduce nothing
+        if reduced == 0:         # NumPy raises even when the result is empty too (shape (0, 0), axis 1)
             raise ShapeError(f"zero-size array to reduction operation {name} which has no identity")
         if x.type.dtype == DType.bool:       # any / all, as NumPy's max / min of bools
             return _keep(P.convert(prim_fn(P.convert(x, DType.u8), axes), DType.bool), x, axes, keepdims)

@@ -415,6 +415,11 @@ def _abs(x):
     return api.absolute(x)
 
 
+def _max_from_zero(x, axis, keepdims=False):
+    """np.max(x, axis, initial=0), as NumPy's norms take it: 0 for an empty axis."""
+    return api.FUNCTIONS[np.max](x, axis=axis, keepdims=keepdims, initial=0)
+
+
 def norm(x, ord=None, axis=None, keepdims=False):
     x = api.as_value(x)
     if not x.type.dtype.is_float or x.type.dtype == DType.bf16:
@@ -441,8 +446,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
 
 
 def _vector_norm(x, ord, axis, keepdims):
-    if ord == np.inf:
-        return api.amax(_abs(x), axis=axis, keepdims=keepdims)
+    if ord == np.inf:    # NumPy's max(initial=0): 0 for an empty vector
+        return _max_from_zero(_abs(x), axis=axis, keepdims=keepdims)
     if ord == -np.inf:
         return api.amin(_abs(x), axis=axis, keepdims=keepdims)
     if ord == 0:
@@ -474,14 +479,14 @@ def _matrix_norm(x, ord, axis, keepdims):
         raise ValueError(f"axis {axis} is out of bounds for array of dimension {nd}")
     if row_axis == col_axis:
         raise ValueError("Duplicate axes given.")
-    if ord == 2:
-        ret = _svd_norm(x, row_axis, col_axis, api.amax)
+    if ord == 2:     # NumPy: the largest singular value, 0 for an empty matrix (initial=0)
+        ret = _svd_norm(x, row_axis, col_axis, lambda s, axis: _max_from_zero(s, axis=axis))
     elif ord == -2:
         ret = _svd_norm(x, row_axis, col_axis, api.amin)
     elif ord == 1:
-        ret = api.amax(api.sum(_abs(x), axis=row_axis), axis=col_axis - (col_axis > row_axis))
+        ret = _max_from_zero(api.sum(_abs(x), axis=row_axis), axis=col_axis - (col_axis > row_axis))
     elif ord == np.inf:
-        ret = api.amax(api.sum(_abs(x), axis=col_axis), axis=row_axis - (row_axis > col_axis))
+        ret = _max_from_zero(api.sum(_abs(x), axis=col_axis), axis=row_axis - (row_axis > col_axis))
     elif ord == -1:
         ret = api.amin(api.sum(_abs(x), axis=row_axis), axis=col_axis - (col_axis > row_axis))
     elif ord == -np.inf:
