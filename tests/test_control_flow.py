@@ -401,3 +401,40 @@ def test_verifier_checks_regions_against_operands_and_results():
     assert "num_consts = 0" in loop
     with pytest.raises(VerificationError, match=r"while's results: \(f64\[3\]\) where \(\) is expected"):
         verify(parse_function(loop.replace("num_consts = 0", "num_consts = 1")))
+
+
+# --------------------------------------------------------------------------- reverse mode: loops without consts
+
+def central_gradient(f, x, eps=1e-6):
+    """The gradient of scalar `f` at `x` by central differences, one entry at a time."""
+    grad = np.zeros_like(x)
+    for k in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[k] = eps
+        grad[k] = (f(x + step) - f(x - step)) / (2 * eps)
+    return grad
+
+
+REVERSE_LOOPS = {
+    # the fuzzer's reproducer: a carry that is the argument itself, a body reading the index
+    # and a literal, and no consts at all (the literal's residual is recomputed per iteration)
+    "fori_index_in_body": lambda x: np.sum(jitgrad.fori_loop(0, 3, lambda i, v: v * 0.5 + i, x)),
+    "fori_carry_is_argument": lambda x: np.sum(jitgrad.fori_loop(0, 3, lambda i, v: v * v * 0.5, x)),
+    "fori_raveled_carry": lambda x: np.sum(jitgrad.fori_loop(0, 2, lambda i, v: np.sin(v) * 0.5 + i,
+                                                             np.ravel(x))),
+    "fori_reshaped_carry": lambda x: np.sum(jitgrad.fori_loop(0, 2, lambda i, v: v * np.cos(v) * 2.0,
+                                                              np.reshape(x, (9,)))),
+    "scan_with_consts": lambda x: np.sum(jitgrad.scan(lambda c, xi: (c * np.tanh(x[0]) * 0.5 + xi, c * 3.0),
+                                                      x[1], x)[1]),
+    "scan_without_consts": lambda x: np.sum(jitgrad.scan(lambda c, xi: (c * 0.5 + xi * 2.0, c * c), x[0], x)[0]),
+    "while_loop": lambda x: np.sum(jitgrad.while_loop(lambda s: s[1] < 3, lambda s: (s[0] * s[0] * 0.5 + 1.0,
+                                                                                     s[1] + 1), (x, 0))[0]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REVERSE_LOOPS))
+def test_reverse_mode_of_loops_against_central_differences(case):
+    f = REVERSE_LOOPS[case]
+    x = np.random.default_rng(3).uniform(0.2, 0.9, size=(3, 3))
+    np.testing.assert_allclose(jitgrad.grad(f)(x), central_gradient(f, x), rtol=1e-6, atol=1e-8)
+    check_grads(traced(f, x), [x], order=2)

@@ -715,7 +715,8 @@ def _scan_partial_eval(op, unknown):
     # xs = stacked residuals, residual xs, unknown xs
     res_consts = [k for kind, k in kinds if kind == "const"]
     res_xs = [k for kind, k in kinds if kind == "xs"]
-    recompute_from = kc if any(kind == "recompute" for kind, _ in kinds) else []
+    recomputes = any(kind == "recompute" for kind, _ in kinds)
+    recompute_from = kc if recomputes else []
     uc = [k for k in range(nc) if c_unknown[k]]
     ux = [k for k in range(nx) if x_unknown[k]]
     us = [k for k in range(nxs) if s_unknown[k]]
@@ -729,7 +730,8 @@ def _scan_partial_eval(op, unknown):
     def build(args):
         recomputed = Rewriter(env=dict(zip(split.known.args[:len(recompute_from)], args[starts[1]:starts[2]],
                                            strict=True)))
-        for inner in (invariant_ops if recompute_from else []):
+        # a residual built from constants alone (no consts at all) is recomputed too
+        for inner in (invariant_ops if recomputes else []):
             recomputed.eval_op(inner)
         position = {"const": starts[0], "stack": starts[4], "xs": starts[5]}
         counters = {"const": 0, "stack": 0, "xs": 0}
