@@ -324,6 +324,12 @@ def _half_float(xs, params):
     return any(np.asarray(x).dtype.itemsize == 2 and is_float(np.asarray(x).dtype) for x in xs)
 
 
+def _bfloat16_carry(xs, params):
+    """A loop body scaling a bfloat16 carry by a Python float makes it float32 (NumPy's
+    promotion), and jitgrad refuses a carry whose type changes (ControlFlowError), as JAX does."""
+    return any(np.asarray(x).dtype.name == "bfloat16" for x in xs)
+
+
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
     NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
@@ -610,9 +616,10 @@ OPS: list[Op] = [
     Op("jitgrad.scan", "__import__('jitgrad').scan(lambda c, x: (c + x, c * x), np.atleast_1d({0})[:1].sum(0) * 0, "
        "np.atleast_1d({0}))[1]", 1, always, kinds="fi", weight=0.3),
     Op("jitgrad.fori_loop", "__import__('jitgrad').fori_loop(0, 3, lambda i, v: v * 0.5 + i, {0})", 1, always,
-       kinds="f", weight=0.3),
+       kinds="f", weight=0.3, may_raise=_bfloat16_carry),
     Op("jitgrad.while_loop", "__import__('jitgrad').while_loop(lambda s: (np.abs(s[0]) > 1).any() & (s[1] < 60), "
-       "lambda s: (s[0] * 0.5, s[1] + 1), ({0}, 0))[0]", 1, always, kinds="f", jumps=True, weight=0.3),
+       "lambda s: (s[0] * 0.5, s[1] + 1), ({0}, 0))[0]", 1, always, kinds="f", jumps=True, weight=0.3,
+       may_raise=_bfloat16_carry),
     Op("jitgrad.cond", "__import__('jitgrad').cond(({0} > 0).sum() > {0}.size // 2, lambda v: v * 2.0, "
        "lambda v: v - 1.0, {0})", 1, always, kinds="fiu", jumps=True, weight=0.3),
     Op("jitgrad.switch", "__import__('jitgrad').switch(({0} > 0).sum(), [lambda v: v + 1, lambda v: v * 2, "
