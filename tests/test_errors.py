@@ -153,11 +153,16 @@ def while_on_traced(x):
     return x
 
 
-@pytest.mark.parametrize("arg", [1.5, np.float64(1.5), V4], ids=["python-float", "0d", "vector"])
-def test_if_on_a_traced_value(arg):
-    message = raises(TracerBoolConversionError, lambda: jit(branches_on_traced)(arg))
+def test_if_on_a_traced_vector():
+    message = raises(TracerBoolConversionError, lambda: jit(branches_on_traced)(V4))
     assert "np.where" in message and "static_argnums" in message, message
     assert line_of("if") in message, message
+
+
+@pytest.mark.parametrize("arg", [1.5, -1.5, np.float64(1.5)], ids=["python-float", "negative", "0d"])
+def test_if_on_a_traced_scalar_becomes_a_cond(arg):
+    # a function's `if` on a traced scalar is converted to jitgrad.cond (docs/autograph.md)
+    assert jit(branches_on_traced)(arg) == branches_on_traced(arg)
 
 
 def test_while_on_a_traced_value_inside_grad():
