@@ -221,15 +221,16 @@ def test_compression_and_mixed_precision_reach_the_same_accuracy(ranks):
 
 # --------------------------------------------------------------------------- other worlds
 
-def test_three_ranks_add_in_rank_order():
-    code = ("import numpy as np\nfrom jitgrad import distributed as dist\n"
+def test_three_ranks_add_in_rank_order(tmp_path):
+    # each rank writes its own file: the launcher may interleave the ranks' stdout
+    code = ("import numpy as np, pathlib, sys\nfrom jitgrad import distributed as dist\n"
             "dist.init()\n"
             "values = [1.0, 1e16, -1e16]\n"
             "out = dist.allreduce(np.full(5, values[dist.rank()]), 'sum', bucket_bytes=16)\n"
-            "print(dist.rank(), dist.size(), out.tolist())\n")
-    result = _mpiexec(3, "-c", code, timeout=60)
-    lines = sorted(result.stdout.strip().splitlines())
-    assert lines == [f"{r} 3 [0.0, 0.0, 0.0, 0.0, 0.0]" for r in range(3)]      # (1 + 1e16) - 1e16
+            "pathlib.Path(sys.argv[1], f'rank{dist.rank()}').write_text(f'{dist.size()} {out.tolist()}')\n")
+    _mpiexec(3, "-c", code, str(tmp_path), timeout=60)
+    lines = [(tmp_path / f"rank{r}").read_text() for r in range(3)]
+    assert lines == ["3 [0.0, 0.0, 0.0, 0.0, 0.0]"] * 3      # (1 + 1e16) - 1e16: rank order on every rank
 
 
 SINGLE = ("import numpy as np, jitgrad\nfrom jitgrad import distributed as dist\n"
