@@ -178,6 +178,8 @@ class Op:
     undefined: (operands, params, result) -> mask of elements NumPy leaves undefined.
     jumps: the result is discontinuous in a float operand (comparisons, floor, %, casts
       to integers, argmax): where an inexact operand is near a jump, either side is right.
+    max_operand_size: the op is not proposed on larger operands (O(n^3) factorizations of
+      a million-element input would outlast the worker's time limit, in NumPy alone).
     """
 
     name: str
@@ -193,6 +195,7 @@ class Op:
     may_raise: Callable | None = None
     undefined: Callable | None = None
     jumps: bool = False
+    max_operand_size: int | None = None
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -363,6 +366,7 @@ def _vector_norm_ord(rng, xs):
 
 # a symmetric positive definite matrix from any square one: M M^T + n I (eigenvalues >= n)
 SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-1] * np.eye({0}.shape[-1]))"
+LAPACK_MAX_SIZE = 16384     # factorizations are O(n^3): no 1026 x 1026 inputs
 SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-1]) * 16"
 
 
@@ -475,26 +479,26 @@ OPS: list[Op] = [
     Op("norm_vector", "np.linalg.norm({0}, ord={ord}, axis=-1)", 1, in_tables(np.linalg.norm), SUM,
        _vector_norm_ord, magnitude="(np.sum({0}) + 1) ** 2 * 4", smooth=False, kinds="f", weight=0.3),
     Op("cholesky", f"np.linalg.cholesky({SPD})", 1, in_tables(np.linalg.cholesky), SUM,
-       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("solve", f"np.linalg.solve({SPD}, {{0}})", 1, in_tables(np.linalg.solve), SUM,
-       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("inv", f"np.linalg.inv({SPD})", 1, in_tables(np.linalg.inv), SUM, magnitude=SPD_MAGNITUDE, kinds="f",
-       weight=0.3),
+       weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("slogdet", f"np.linalg.slogdet({SPD})[1]", 1, in_tables(np.linalg.slogdet), SUM,
-       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("eigvalsh", f"np.linalg.eigvalsh({SPD})", 1, in_tables(np.linalg.eigvalsh), SUM,
-       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+       magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("svdvals", "np.linalg.svdvals({0})", 1, in_tables(np.linalg.svdvals), SUM,
-       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3),
+       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("solve_cholesky", f"np.linalg.solve(np.linalg.cholesky({SPD}), {{0}})", 1, in_tables(np.linalg.solve),
-       SUM, magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3),
+       SUM, magnitude=SPD_MAGNITUDE, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("pinv", f"np.linalg.pinv({SPD})", 1, in_tables(np.linalg.pinv), SUM, magnitude=SPD_MAGNITUDE, kinds="f",
-       weight=0.3),
+       weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     # factors are unique up to signs: compared as magnitudes (kinks at zeros: no finite differences)
     Op("qr_r", "np.abs(np.linalg.qr({0}, mode='r'))", 1, in_tables(np.linalg.qr), SUM,
-       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3),
+       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
-       magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3),
+       magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     # ---- products
     Op("matmul", "{0} @ {1}", 2, in_tables(np.matmul), SUM, weight=1.5),
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),
@@ -888,6 +892,9 @@ def generate(rng: np.random.Generator, label: str = "", n_stmts: int | None = No
         op = ops[rng.choice(len(ops), p=weights / weights.sum())]
         stmt = _propose(rng, op, values, retired)
         if stmt is None:
+            continue
+        if op.max_operand_size is not None and any(
+                isinstance(a, int) and np.size(values[a]) > op.max_operand_size for a in stmt.args):
             continue
         result = run_stmt(stmt, values)
         if result is None or (smooth_only and not _finite_float(result)):
