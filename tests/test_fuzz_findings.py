@@ -416,3 +416,12 @@ def test_max_of_a_zero_size_axis_raises_as_numpy_does(shape, axis):
             jitgrad.jit(lambda x: np.max(x, axis=axis))(x)
         return
     assert jitgrad.jit(lambda x: np.max(x, axis=axis))(x).shape == ref.shape
+
+
+@pytest.mark.parametrize("array, value", [(np.array([0., 0., 1., 2.], np.float16), 1e-300),
+                                          (np.array([0, 1, 2, 3], np.int8), 1.5),
+                                          (np.array([0, 1, 2, 3], np.int8), 1000),
+                                          (np.array([0., 1e-30, 1.], np.float32), 1e-40)])
+def test_searchsorted_compares_a_python_scalar_as_numpy_does(array, value):
+    # NumPy compares a Python scalar as a strong float64/int64, not rounded to the array's dtype
+    assert jitgrad.jit(lambda a: np.searchsorted(a, value))(array) == np.searchsorted(array, value)

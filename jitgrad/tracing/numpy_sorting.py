@@ -163,6 +163,8 @@ def searchsorted(a, v, side="left", sorter=None):
         raise ShapeError("numpy.searchsorted: a must be one-dimensional")
     if sorter is not None:
         a = take(a, sorter)
+    if not isinstance(v, Value):
+        v = np.asarray(v)       # NumPy compares a Python scalar as a strong float64/int64, not at a's dtype
     a, v = api.promote(a, v)
     return searchsorted_primitive(a, v, side)
 
