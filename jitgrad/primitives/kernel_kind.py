@@ -52,16 +52,15 @@ class KernelKind:
 
     `emitters` maps a device name to "package.module:function" (or to the function
     itself) where `function(emit_context, op) -> None` writes the op's kernel for that
-    device.
-    `cost` is the work per result element relative to an add, for backends that decide
-    threading or interruption by estimated work."""
+    device. The work estimate backends use for threading and interruption is the op
+    record's own `cost` slot, not a property of the kernel kind."""
 
     emitters: ClassVar[Mapping[str, str | Callable]] = {}
-    cost: ClassVar[int] = 1
     uses_blas: ClassVar[bool] = False
-    """Set for kernels calling BLAS or LAPACK: the CPU backend then keeps the program's own
-    loops on one thread, as for matrix products (BLAS threads and spinning loop threads
-    would compete for the cores)."""
+    """Set for kernels calling BLAS or LAPACK: as for matrix products, the CPU backend then
+    runs the program's own loops on threads only where the thread pool's idle workers sleep
+    between regions (`beside_blas`); spinning workers and BLAS's threads would compete for
+    the cores."""
 
     def emit(self, emit_context: Any, op) -> None:
         self.emitter(emit_context.device, op)(emit_context, op)
