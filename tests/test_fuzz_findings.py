@@ -425,3 +425,51 @@ def test_max_of_a_zero_size_axis_raises_as_numpy_does(shape, axis):
 def test_searchsorted_compares_a_python_scalar_as_numpy_does(array, value):
     # NumPy compares a Python scalar as a strong float64/int64, not rounded to the array's dtype
     assert jitgrad.jit(lambda a: np.searchsorted(a, value))(array) == np.searchsorted(array, value)
+
+
+# --------------------------------------------------------------------------- cumprod: NumPy's sequential products
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, np.int8, np.uint16, bool])
+@pytest.mark.parametrize("shape, axis", [((3000,), None), ((6, 5, 4), 1), ((6, 5, 4), 0), ((6, 5, 4), -1),
+                                          ((3, 0), 1), ((), None)])
+def test_cumprod_repeats_numpys_sequential_roundings(dtype, shape, axis):
+    x = np.random.default_rng(11).uniform(0.5, 1.6, size=shape).astype(dtype)
+    ref = np.cumprod(x, axis=axis)
+    got = jitgrad.jit(lambda x: np.cumprod(x, axis=axis))(x)
+    _same(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_cumprod_into_the_subnormals_rounds_as_numpy(dtype):
+    # A product that sinks through the subnormal range loses bits at every step there: a
+    # tree-shaped scan (which multiplies partial products of other lengths) rounds
+    # those steps differently and gave other subnormals than NumPy.
+    tiny = np.finfo(dtype).tiny
+    x = np.random.default_rng(12).uniform(0.3, 0.9, size=(3, 64)).astype(dtype)
+    x[:, 0] = tiny * np.array([3.3, 1.7, 0.9]).astype(dtype)
+    ref = np.cumprod(x, axis=1)
+    assert np.count_nonzero((ref != 0) & (np.abs(ref) < tiny)) > 10       # the case is exercised
+    _same(jitgrad.jit(lambda x: np.cumprod(x, axis=1))(x), ref)
+
+
+def test_cumprod_gradient_through_zeros_is_the_product_of_the_other_factors():
+    # JAX's convention (the product rule, no division): finite, exact derivatives at zeros
+    x = np.array([[2.0, 0.0, 3.0, -1.5, 0.0, 4.0], [0.5, 1.5, -2.0, 0.0, 1.0, 3.0]])
+    w = np.random.default_rng(13).normal(size=x.shape)
+    loss = lambda v: np.sum(w * np.cumprod(v, axis=1))    # noqa: E731
+    expected = np.zeros_like(x)
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            for k in range(j, x.shape[1]):
+                expected[r, j] += w[r, k] * np.prod(np.delete(x[r, :k + 1], j))
+    np.testing.assert_allclose(jitgrad.grad(loss)(x), expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(jitgrad.jit(jitgrad.grad(loss))(x), expected, rtol=1e-13, atol=1e-13)
+    # second order: d2/dx_i dx_j of sum(cumprod(v)) = sum over k >= max(i, j) of the product of the others
+    v = x[0]
+    hessian = jitgrad.hessian(lambda v: np.sum(np.cumprod(v)))(v)
+    expected_h = np.zeros((6, 6))
+    for i in range(6):
+        for j in range(6):
+            if i != j:
+                expected_h[i, j] = sum(np.prod(np.delete(v[:k + 1], [i, j])) for k in range(max(i, j), 6))
+    np.testing.assert_allclose(hessian, expected_h, rtol=1e-13, atol=1e-13)

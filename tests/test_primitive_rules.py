@@ -61,6 +61,13 @@ def distinct(rng, shape):
     return (rng.permutation(n) * 0.3 + rng.uniform(0, 0.1, n) - 0.15 * n).reshape(shape)
 
 
+def with_zeros(rng, shape):
+    """Normal values with every third one exactly zero: products through a zero factor."""
+    x = rng.normal(size=shape)
+    x.reshape(-1)[::3] = 0.0
+    return x
+
+
 def with_ties(rng, shape):
     """Small integers as floats: many exact ties, for comparisons' values."""
     return rng.integers(-2, 3, shape).astype(np.float64)
@@ -387,6 +394,12 @@ SPECS: list[OpSpec] = [
            lambda x: np.cumsum(x, axis=1)),
     OpSpec("cumsum", "reverse", [f64(5)], lambda x: bind("cumsum", x, axis=0, reverse=True),
            lambda x: np.cumsum(x[::-1])[::-1]),
+    OpSpec("cumprod", "axis-1", [f64(3, 4, 2)], lambda x: bind("cumprod", x, axis=1, reverse=False),
+           lambda x: np.cumprod(x, axis=1)),
+    OpSpec("cumprod", "reverse", [f64(6)], lambda x: bind("cumprod", x, axis=0, reverse=True),
+           lambda x: np.cumprod(x[::-1])[::-1]),
+    OpSpec("cumprod", "zeros", [f64(2, 7)], lambda x: bind("cumprod", x, axis=1, reverse=False),
+           lambda x: np.cumprod(x, axis=1), [with_zeros]),
     OpSpec("sort", "", [f64(3, 5)], lambda x: bind("sort", x), lambda x: np.sort(x, axis=-1), [distinct]),
     OpSpec("sort", "1d", [f64(7)], lambda x: bind("sort", x), np.sort, [distinct]),
     OpSpec("searchsorted", "left", [f64(6), f64(2, 3)],

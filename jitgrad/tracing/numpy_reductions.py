@@ -248,7 +248,8 @@ def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
 
 def _scan(x: Value, axis: int, combine, identity) -> Value:
     """Hillis-Steele inclusive scan along `axis`: after step k every element holds the
-    combination of the 2^k elements ending at it."""
+    combination of the 2^k elements ending at it (exact for max, min and logical ops,
+    whose result does not depend on the order)."""
     n = x.type.shape[axis]
     shift = 1
     while shift < n:
@@ -273,14 +274,9 @@ def _cumulative(name, scan):
     return cumulative
 
 
-def _product_scan(x: Value, axis: int) -> Value:
-    wide = P.convert(x, DType.f32) if x.type.dtype in _NARROW else x
-    return P.convert(_scan(wide, axis, P.mul, 1), x.type.dtype)
-
-
-# cumsum is NumPy's sequential sum, rounded at every step (a kernel: primitives/cumulative.py)
+# NumPy's sequential sums and products, rounded at every step (kernels: primitives/cumulative.py)
 cumsum = _cumulative("cumsum", lambda x, axis: P.cumulative.cumsum(x, axis))
-cumprod = _cumulative("cumprod", _product_scan)
+cumprod = _cumulative("cumprod", lambda x, axis: P.cumulative.cumprod(x, axis))
 
 
 def _cumulative_standard(name, fn):
