@@ -9,6 +9,13 @@ are recomputed from its inputs when the backward pass reaches it. Memory then go
 as (number of segments + one segment's internals) — with about √n segments, √n —
 for the price of about one extra forward pass.
 
+Loops whose trip count is known only at run time (`while_loop`, `fori_loop` with traced
+bounds) would keep one state per iteration (the `stack` reversal: O(T) memory for T
+trips). Under a budget they use binomial checkpointing instead (`revolve`): a fixed
+number of snapshots, as many as the room the rest of the program leaves (at least 2,
+at most 2**16), each step recomputed at most r times for trip counts up to
+C(snapshots + r, r). The report lists each loop's choice.
+
 `choose_segmentation` tries segment counts around √n (and a few others), measures the
 peak of each candidate's compiled program with the real memory planner, and keeps the
 cheapest candidate that fits; if none fits it keeps the smallest peak and says so.
@@ -23,13 +30,17 @@ from typing import Callable
 import warnings
 
 from jitgrad.errors import ArgumentError, MemoryBudgetError, MemoryBudgetWarning
-from jitgrad.ir import Function, Location, Value, new_function
+from jitgrad.ir import Function, Location, Value, current_builder, new_function
+from jitgrad.ir.clone import clone_region
 from jitgrad.ir.printer import name_values
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
+from jitgrad.primitives.control_flow import REVOLVE, binomial_reach, fori_p, while_p
+from .manager import rewrite_function
 
 CUT_WINDOW = 8          # ops a cut may move forward to land after a contraction operand
+MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 1 << 16
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20,
           "gib": 2 ** 30}
 
@@ -46,6 +57,58 @@ def parse_bytes(budget) -> int:
                         f"got {budget!r}")
 
 
+@dataclass(frozen=True)
+class LoopReversal:
+    """The revolve schedule chosen for one loop: `snapshots` states of `state_bytes`."""
+
+    location: Location
+    snapshots: int
+    state_bytes: int
+
+    @property
+    def bytes(self) -> int:
+        return self.snapshots * self.state_bytes
+
+    def recompute_factors(self, up_to: int = 4) -> list[tuple[int, int]]:
+        """(r, the longest loop whose steps are each recomputed at most r times)."""
+        return [(r, binomial_reach(self.snapshots, r)) for r in range(1, up_to + 1)]
+
+    def __str__(self) -> str:
+        factors = ", ".join(f"r={r} up to T={reach:,}" for r, reach in self.recompute_factors())
+        return (f"// loop at {self.location}: revolve, {self.snapshots} snapshots of {self.state_bytes} bytes "
+                f"({self.bytes} bytes); steps recomputed at most r times: {factors}")
+
+
+def _state_bytes(op) -> int:
+    """An upper bound on the state a loop's reversal keeps per snapshot: its carry."""
+    start = 1 if op.opdef is fori_p else 0
+    return max(sum(v.type.nbytes for v in op.operands[start + op.attrs["num_consts"]:]), 1)
+
+
+def reverse_loops_within(fn: Function, room: int) -> tuple[Function, list[LoopReversal]]:
+    """`fn` with each top-level while/fori loop set to the revolve reversal, half of the
+    `room` bytes shared evenly among them as snapshots (MIN_SNAPSHOTS to MAX_SNAPSHOTS
+    each). The other half is left to the loop kernels' own buffers (carry copies, the
+    bodies' intermediates), which the memory plan does not see."""
+    loops = [op for op in fn.body.ops if op.opdef in (while_p, fori_p)]
+    if not loops:
+        return fn, []
+    share = max(room, 0) // 2 // len(loops)
+    choices = {op: LoopReversal(op.loc, min(max(share // _state_bytes(op), MIN_SNAPSHOTS), MAX_SNAPSHOTS),
+                                _state_bytes(op)) for op in loops}
+
+    def rewrite(op, operands):
+        choice = choices.get(op)
+        if choice is None:
+            return None
+        new = current_builder().create(op.opdef, list(operands),
+                                       dict(op.attrs, reversal=REVOLVE, snapshots=choice.snapshots),
+                                       regions=[clone_region(r, {}) for r in op.regions],
+                                       result_types=[r.type for r in op.results])
+        return list(new.results)
+    return rewrite_function(fn, rewrite), [choices[op] for op in loops]
+
+
 @dataclass
 class RematReport:
     """What the remat decision kept and recomputed."""
@@ -56,6 +119,7 @@ class RematReport:
     segments: int
     saved: list[str] = field(default_factory=list)        # values kept across segment boundaries
     recomputed_ops: int = 0
+    loops: list[LoopReversal] = field(default_factory=list)   # snapshots of loops run backwards (in peak)
 
     @property
     def fits(self) -> bool:
@@ -65,7 +129,8 @@ class RematReport:
         lines = [f"// remat: budget {self.budget} bytes; peak {self.peak} bytes with {self.segments} segment(s) "
                  f"(without remat {self.peak_without}){'' if self.fits else ' — BUDGET NOT MET'}",
                  f"// recomputed in the backward pass: {self.recomputed_ops} ops",
-                 f"// saved across segments: {', '.join(self.saved) if self.saved else 'nothing'}"]
+                 f"// saved across segments: {', '.join(self.saved) if self.saved else 'nothing'}",
+                 *(str(loop) for loop in self.loops)]
         return "\n".join(lines)
 
 
@@ -159,8 +224,10 @@ def choose_segmentation(fn: Function, budget: int, compiled_peak: Callable[[Func
     """The segmentation of `fn` to differentiate. `compiled_peak(candidate)` differentiates,
     optimizes and plans a candidate, returning (peak bytes, number of ops)."""
     peak_without, ops_without = compiled_peak(fn)
-    if peak_without <= budget:
-        return fn, RematReport(budget, peak_without, peak_without, 1)
+    fn, loops = reverse_loops_within(fn, budget - peak_without)
+    loop_bytes = sum(loop.bytes for loop in loops)
+    if peak_without + loop_bytes <= budget:
+        return fn, RematReport(budget, peak_without, peak_without + loop_bytes, 1, loops=loops)
     n = sum(1 for op in fn.body.ops if not op.opdef.is_terminator)
     root = max(2, round(math.sqrt(n)))
     counts = sorted({c for c in (2, 4, *range(root // 2, root + 1), root * 3 // 2, 2 * root) if 2 <= c <= n})
@@ -168,6 +235,7 @@ def choose_segmentation(fn: Function, budget: int, compiled_peak: Callable[[Func
     for count in counts:
         candidate, crossing = segment(fn, count)
         peak, ops = compiled_peak(candidate)
+        peak += loop_bytes
         recomputed = max(ops - ops_without, 0)
         fits = peak <= budget
         key = (not fits, count if fits else peak)     # fits: fewest segments; else: smallest peak
@@ -176,7 +244,7 @@ def choose_segmentation(fn: Function, budget: int, compiled_peak: Callable[[Func
     _, candidate, crossing, peak, recomputed, count = best
     names = name_values(fn)
     saved = [f"{names.get(v, '?')}: {v.type}" for v in crossing]
-    return candidate, RematReport(budget, peak_without, peak, count, saved, recomputed)
+    return candidate, RematReport(budget, peak_without, peak, count, saved, recomputed, loops)
 
 
 def program_peak(fn: Function, schedule_fn, plan_fn) -> int:

@@ -30,6 +30,7 @@ not taken yields zeros for the other's).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -452,20 +453,19 @@ def _loop_partial_eval(op, unknown):
     linear_body = _dce(make_function("linear_step", lin_types, linear_build))
     staged = _create(fori_p, [trips, *known_consts, *(consts[k] for k in uc), *known_inits, *(carry[k] for k in ux)],
                      [linear_body], [carry[k].type for k in ux],
-                     {"num_consts": len(kc) + len(uc), "num_passive": len(kx)}, builder=builder)
+                     {"num_consts": len(kc) + len(uc), "num_passive": len(kx),
+                      **{k: op.attrs[k] for k in ("reversal", "snapshots") if k in op.attrs}}, builder=builder)
     return PartialEval(known, staged, residuals, known_results)
 
 
 def _fori_transpose(op, cotangents, operands):
     """Transpose of a fori linear in its non-passive carries and some consts: the
     transposed body runs for i = trips-1 down to 0, accumulating the consts' cotangents.
-    Passive carries (primal values the linear step reads) are recomputed from their
-    initial values: in blocks of B = floor(sqrt(trips)) + 1 steps, each block's first
-    carry by a loop from the start and each step's carry by a loop from its block's
-    first, so memory stays O(1) and the work O(trips^1.5) body steps."""
+    Passive carries (primal values the linear step reads) are the state of a
+    `reverse_fori` op, which stores or recomputes them as its policy says (the loop's
+    `reversal` and `snapshots` attributes; a stack of every step's state by default)."""
     from jitgrad.passes.reverse import TransposedOutput, partial_eval_function, transpose_function
-    from .elementwise import add, convert, maximum, minimum, mul, sqrt, sub
-    from .integer import floor_divide
+    from .elementwise import add, sub
     from .structural import constant, full
     if isinstance(operands[0], UndefinedPrimal):
         raise GradientError("a fori loop's trip count is not linear", op.loc)
@@ -487,67 +487,41 @@ def _fori_transpose(op, cotangents, operands):
     lin_types = [consts[k].type for k in lin_c]
     plain_types = [consts[k].type for k in plain_c]
     passive_types = [v.type for v in passive]
-    i64 = lambda k: constant(k, DType.i64)        # noqa: E731
-    if n_passive:
-        split = partial_eval_function(body, [False, *(k in lin_c for k in range(n)), *([False] * n_passive),
-                                             *([True] * nx)])
-        if not all(split.known_outputs[:n_passive]):
-            raise GradientError("a fori loop's passive carry depends on its linear values", op.loc)
-        primal_step = _select(split.known, range(n_passive))        # (i, plain consts, passive) -> passive
-        shifted_step = make_function("shifted_step", [I64, I64, *plain_types, *passive_types],
-                                     lambda a: call(primal_step, [add(a[0], a[1]), *a[2:]]))
-
-    def step_back(i, plain, passive_i, ct, acc):
-        cts = call(tbody, [i, *plain, *passive_i, *ct])
-        return [*cts[len(lin_c):], *(add(a, c) for a, c in zip(acc, cts[:len(lin_c)], strict=True))]
-
     inits = [instantiate(c) for c in cotangents] + [full(0, t) for t in lin_types]
     if not inits:
         return [None] * len(operands)
     plain_values = [consts[k] for k in plain_c]
+
+    def step_back(i, plain, passive_i, ct_and_acc):
+        ct, acc = ct_and_acc[:nx], ct_and_acc[nx:]
+        cts = call(tbody, [i, *plain, *passive_i, *ct])
+        return [*cts[len(lin_c):], *(add(a, c) for a, c in zip(acc, cts[:len(lin_c)], strict=True))]
+
     if not n_passive:
         def build(args):
             k, trips = args[0], args[1]
             plain, rest = args[2:2 + len(plain_c)], args[2 + len(plain_c):]
-            return step_back(sub(sub(trips, i64(1)), k), plain, [], rest[:nx], rest[nx:])
+            return step_back(sub(sub(trips, constant(1, DType.i64)), k), plain, [], rest)
         new_body = make_function("transposed_step", [I64, I64, *plain_types, *carry_types, *lin_types], build)
-        new = current_builder().create(fori_p, [operands[0], operands[0], *plain_values, *inits],
-                                       {"num_consts": 1 + len(plain_c)}, regions=[function_region(new_body)],
-                                       result_types=[*carry_types, *lin_types])
+        results = emit_fori(operands[0], new_body, [operands[0], *plain_values], inits)
     else:
-        def inner(args):          # (k, s, e, plain, snapshot | ct, acc)
-            k, s0, e = args[:3]
-            plain = args[3:3 + len(plain_c)]
-            snapshot = args[3 + len(plain_c):3 + len(plain_c) + n_passive]
-            ct, acc = args[3 + len(plain_c) + n_passive:][:nx], args[3 + len(plain_c) + n_passive:][nx:]
-            i = sub(sub(e, i64(1)), k)
-            passive_i = emit_fori(sub(i, s0), shifted_step, [s0, *plain], snapshot)
-            return step_back(i, plain, passive_i, ct, acc)
-        inner_fn = make_function("block_back", [I64, I64, I64, *plain_types, *passive_types, *carry_types, *lin_types],
-                                 inner)
-
-        def outer(args):          # (k, trips, B, nb, plain, passive init | ct, acc)
-            k, trips, block, nb = args[:4]
-            plain = args[4:4 + len(plain_c)]
-            init = args[4 + len(plain_c):4 + len(plain_c) + n_passive]
-            rest = args[4 + len(plain_c) + n_passive:]
-            s0 = mul(sub(sub(nb, i64(1)), k), block)
-            e = minimum(add(s0, block), trips)
-            snapshot = emit_fori(s0, primal_step, plain, init)
-            return emit_fori(sub(e, s0), inner_fn, [s0, e, *plain, *snapshot], rest)
-        outer_fn = make_function("blocks_back", [I64, I64, I64, I64, *plain_types, *passive_types, *carry_types,
-                                                 *lin_types], outer)
-        trips = maximum(operands[0], i64(0))
-        block = add(convert(sqrt(convert(trips, DType.f64)), DType.i64), i64(1))
-        nb = floor_divide(sub(add(trips, block), i64(1)), block)
-        results = emit_fori(nb, outer_fn, [trips, block, nb, *plain_values, *passive], inits)
-        new = results[0].owner
+        split = partial_eval_function(body, [False, *(k in lin_c for k in range(n)), *([False] * n_passive),
+                                             *([True] * nx)])
+        if not all(split.known_outputs[:n_passive]):
+            raise GradientError("a fori loop's passive carry depends on its linear values", op.loc)
+        advance = _select(split.known, range(n_passive))        # (i, plain consts, passive) -> passive
+        back = make_function("step_back", [I64, *plain_types, *passive_types, *carry_types, *lin_types],
+                             lambda a: step_back(a[0], a[1:1 + len(plain_c)],
+                                                 a[1 + len(plain_c):1 + len(plain_c) + n_passive],
+                                                 a[1 + len(plain_c) + n_passive:]))
+        results = emit_reverse_fori(operands[0], advance, back, plain_values, passive, inits,
+                                    op.attrs.get("reversal", STACK), op.attrs.get("snapshots", 0))
     out: list = [None] * len(operands)
     for k in range(nx):
         if isinstance(linear_carry[k], UndefinedPrimal):
-            out[1 + n + n_passive + k] = new.results[k]
+            out[1 + n + n_passive + k] = results[k]
     for j, k in enumerate(lin_c):
-        out[1 + k] = new.results[nx + j]
+        out[1 + k] = results[nx + j]
     return out
 
 
@@ -563,6 +537,185 @@ fori_p.impl_op = _fori_impl
 fori_p.jvp_op = _loop_jvp
 fori_p.partial_eval = _loop_partial_eval
 fori_p.transpose_op = _fori_transpose
+
+
+# --------------------------------------------------------------------------- reverse_fori: a loop run backwards
+
+STACK, REVOLVE = "stack", "revolve"
+REVERSALS = (STACK, REVOLVE)
+
+
+def binomial_reach(snapshots: int, repetitions: int) -> int:
+    """beta(s, r) = C(s + r, s): the most steps that `snapshots` stored states (the first
+    one included) reverse when no step is run more than `repetitions` times beyond its
+    first run (Griewank's binomial bound, which revolve attains)."""
+    return math.comb(snapshots + repetitions, snapshots)
+
+
+def revolve_split(steps: int, free: int) -> int:
+    """How far to advance from the newest snapshot before storing the next one, when
+    `steps` (>= 2) remain to reverse from it and `free` (>= 2) snapshots, that one
+    included, may be held. With r the least repetition count whose binomial reach covers
+    `steps`, any split m with m <= beta(free, r-1) and steps - m <= beta(free-1, r)
+    keeps every step within r repetitions; the middle of that range comes within a few
+    percent of the optimal total (exhaustive search for T <= 300)."""
+    r, reach = 0, 1
+    while reach < steps:
+        r += 1
+        reach = reach * (free + r) // r
+    low = steps - reach * free // (free + r)          # steps - beta(free-1, r)
+    high = reach * r // (free + r)                    # beta(free, r-1)
+    return max(1, min((low + high) // 2, steps - 1))
+
+
+def run_reversal(trips: int, policy: str, snapshots: int, init, advance, back, carry):
+    """The semantics of `reverse_fori`, and the schedule its code generators follow:
+    carry = back(i, state_i, carry) for i = trips-1 down to 0, where state_0 = init and
+    state_{i+1} = advance(i, state_i). `stack` stores every state (trips - 1 advances,
+    trips states); `revolve` holds at most `snapshots` states and recomputes the others
+    from the newest snapshot below them (binomial checkpointing)."""
+    if trips <= 0:
+        return carry
+    if policy == STACK:
+        states = [init]
+        for i in range(trips - 1):
+            states.append(advance(i, states[-1]))
+        for i in reversed(range(trips)):
+            carry = back(i, states[i], carry)
+        return carry
+    held = [(0, init)]
+    end = trips
+    while end > 0:
+        start, state = held[-1]
+        steps = end - start
+        if steps == 1:
+            carry = back(start, state, carry)
+            end = start
+            if len(held) > 1:
+                held.pop()
+            continue
+        free = snapshots - len(held) + 1
+        if free <= 1:
+            for i in range(start, end - 1):
+                state = advance(i, state)
+            carry = back(end - 1, state, carry)
+            end -= 1
+        else:
+            m = revolve_split(steps, free)
+            for i in range(start, start + m):
+                state = advance(i, state)
+            held.append((start + m, state))
+    return carry
+
+
+def _reverse_layout(op: Operation):
+    """(consts, passive initial state, carry) of a reverse_fori op."""
+    n, n_passive = op.attrs["num_consts"], op.attrs["num_passive"]
+    return list(op.operands[1:1 + n]), list(op.operands[1 + n:1 + n + n_passive]), list(op.operands[1 + n + n_passive:])
+
+
+def _reverse_fori_verify(op: Operation) -> None:
+    if not op.operands or op.operands[0].type != I64:
+        raise VerificationError("reverse_fori's trip count must be a 0-d i64")
+    if op.attrs.get("reversal") not in REVERSALS:
+        raise VerificationError(f"reverse_fori's reversal must be one of {', '.join(REVERSALS)}, "
+                                f"not {op.attrs.get('reversal')!r}")
+    if not isinstance(op.attrs.get("snapshots"), int) or op.attrs["snapshots"] < (op.attrs["reversal"] == REVOLVE):
+        raise VerificationError("reverse_fori's snapshots must be an int, at least 1 for revolve")
+    consts, passive, carry = _reverse_layout(op)
+    args, outs = _block_types(op, 0)
+    _expect("reverse_fori's advance arguments", args, [I64, *_types(consts), *_types(passive)])
+    _expect("reverse_fori's advance yields", outs, _types(passive))
+    args, outs = _block_types(op, 1)
+    _expect("reverse_fori's step arguments", args, [I64, *_types(consts), *_types(passive), *_types(carry)])
+    _expect("reverse_fori's step yields", outs, _types(carry))
+    _expect("reverse_fori's results", _types(op.results), _types(carry))
+
+
+def _reverse_fori_impl(op, operands, run_block):
+    n, n_passive = op.attrs["num_consts"], op.attrs["num_passive"]
+    consts = list(operands[1:1 + n])
+    advance_block, back_block = op.regions[0].block, op.regions[1].block
+
+    def advance(i, state):
+        return run_block(advance_block, dict(zip(advance_block.args, [np.int64(i), *consts, *state], strict=True)))
+
+    def back(i, state, carry):
+        return run_block(back_block, dict(zip(back_block.args, [np.int64(i), *consts, *state, *carry], strict=True)))
+    return run_reversal(int(operands[0]), op.attrs["reversal"], op.attrs["snapshots"],
+                        list(operands[1 + n:1 + n + n_passive]), advance, back, list(operands[1 + n + n_passive:]))
+
+
+def _recomputing_form(op: Operation) -> Function:
+    """reverse_fori as plain fori loops that recompute every state from the initial one,
+    in blocks of B = floor(sqrt(trips)) + 1 steps: each block's first state by a loop
+    from the start, each step's state by a loop from its block's first. O(1) memory and
+    O(trips^1.5) steps, built only from ops every transformation handles: this is what
+    forward mode differentiates (a gradient differentiated again)."""
+    from .elementwise import add, convert, maximum, minimum, mul, sqrt, sub
+    from .integer import floor_divide
+    from .structural import constant
+    consts, passive, carry = _reverse_layout(op)
+    const_types, passive_types, carry_types = _types(consts), _types(passive), _types(carry)
+    nc, npas = len(consts), len(passive)
+    advance, back = region_function(op, 0), region_function(op, 1)
+    one = lambda: constant(1, DType.i64)        # noqa: E731
+    shifted = make_function("shifted_advance", [I64, I64, *const_types, *passive_types],
+                            lambda a: call(advance, [add(a[0], a[1]), *a[2:]]))
+
+    def inner(a):             # (k, block start, block end, consts, block's first state | carry)
+        k, s0, e, cs, first, ct = a[0], a[1], a[2], a[3:3 + nc], a[3 + nc:3 + nc + npas], a[3 + nc + npas:]
+        i = sub(sub(e, one()), k)
+        state = emit_fori(sub(i, s0), shifted, [s0, *cs], first)
+        return call(back, [i, *cs, *state, *ct])
+    inner_fn = make_function("block_back", [I64, I64, I64, *const_types, *passive_types, *carry_types], inner)
+
+    def outer(a):             # (k, trips, B, number of blocks, consts, initial state | carry)
+        k, trips, block, nb, cs, init, ct = (a[0], a[1], a[2], a[3], a[4:4 + nc], a[4 + nc:4 + nc + npas],
+                                             a[4 + nc + npas:])
+        s0 = mul(sub(sub(nb, one()), k), block)
+        e = minimum(add(s0, block), trips)
+        first = emit_fori(s0, advance, cs, init)
+        return emit_fori(sub(e, s0), inner_fn, [s0, e, *cs, *first], ct)
+    outer_fn = make_function("blocks_back", [I64, I64, I64, I64, *const_types, *passive_types, *carry_types], outer)
+
+    def build(a):
+        trips = maximum(a[0], constant(0, DType.i64))
+        block = add(convert(sqrt(convert(trips, DType.f64)), DType.i64), one())
+        nb = floor_divide(sub(add(trips, block), one()), block)
+        return emit_fori(nb, outer_fn, [trips, block, nb, *a[1:1 + nc + npas]], a[1 + nc + npas:])
+    return make_function("reverse_fori", _types(op.operands), build)
+
+
+def _reverse_fori_jvp(op, primals, tangents):
+    """Forward mode through the recomputing form (the policies differ in cost, not value)."""
+    from jitgrad.passes.jvp import jvp_function
+    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
+    n = len(op.results)
+    if not wrt:
+        new = _create(reverse_fori_p, primals, [region_function(op, 0), region_function(op, 1)], _types(op.results),
+                      op.attrs)
+        return list(new.results), [Zero(r.type) for r in op.results]
+    outs = call(jvp_function(_recomputing_form(op), wrt), [*primals, *(instantiate(tangents[k]) for k in wrt)])
+    touts = [t if r.type.dtype.is_float else Zero(r.type) for r, t in zip(op.results, outs[n:], strict=True)]
+    return outs[:n], touts
+
+
+reverse_fori_p = RegionOp("reverse_fori", 2, "Runs region 1 for i = trips-1 down to 0 on the states region 0 "
+                                             "advances, stored or recomputed as attribute `reversal` says.")
+reverse_fori_p.verify_op = _reverse_fori_verify
+reverse_fori_p.impl_op = _reverse_fori_impl
+reverse_fori_p.jvp_op = _reverse_fori_jvp
+
+
+def emit_reverse_fori(trips: Value, advance: Function, back: Function, consts: Sequence[Value],
+                      init: Sequence[Value], carry: Sequence[Value], reversal: str = STACK,
+                      snapshots: int = 0) -> list[Value]:
+    """carry = back(i, consts, state_i, carry) for i = trips-1 .. 0, state_0 = init and
+    state_{i+1} = advance(i, consts, state_i)."""
+    return list(_create(reverse_fori_p, [trips, *consts, *init, *carry], [advance, back], _types(carry),
+                        {"num_consts": len(consts), "num_passive": len(init), "reversal": reversal,
+                         "snapshots": int(snapshots)}).results)
 
 
 # --------------------------------------------------------------------------- scan
@@ -842,5 +995,6 @@ def emit_scan(body_fn: Function, consts: Sequence[Value], carry: Sequence[Value]
                          "reverse": bool(reverse)}).results)
 
 
-__all__ = ["cond_p", "while_p", "fori_p", "scan_p", "LoopKernel", "region_function", "emit_cond", "emit_while",
-           "emit_fori", "emit_scan"]
+__all__ = ["cond_p", "while_p", "fori_p", "scan_p", "reverse_fori_p", "LoopKernel", "region_function", "emit_cond",
+           "emit_while", "emit_fori", "emit_scan", "emit_reverse_fori", "run_reversal", "revolve_split",
+           "binomial_reach", "STACK", "REVOLVE", "REVERSALS"]

@@ -35,8 +35,9 @@ from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import schedule
 from jitgrad.passes.simplify import DeadCodeElimination
 from jitgrad.primitives import Alias, Constant
-from jitgrad.primitives.control_flow import cond_p, fori_p, region_function, scan_p, while_p
-from .llvm_support import I64, I8, PTR, alloca_in_entry, for_range, index, memory_type, set_function_string_attribute
+from jitgrad.primitives.control_flow import cond_p, fori_p, region_function, reverse_fori_p, scan_p, while_p
+from .llvm_support import (I64, I8, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type,
+                           set_function_string_attribute)
 
 
 def _nbytes(t) -> int:
@@ -155,7 +156,8 @@ def _load_scalar(kc, value, dtype: DType):
 
 
 def emit_region_op(kc, op) -> None:
-    {cond_p: _emit_cond, while_p: _emit_while, fori_p: _emit_fori, scan_p: _emit_scan}[op.opdef](kc, op)
+    {cond_p: _emit_cond, while_p: _emit_while, fori_p: _emit_fori, scan_p: _emit_scan,
+     reverse_fori_p: _emit_reverse_fori}[op.opdef](kc, op)
 
 
 def _emit_cond(kc, op) -> None:
@@ -257,6 +259,180 @@ def _emit_scan(kc, op) -> None:
         y_slices = [_offset(b, p, b.mul(i, index(s))) for p, s in zip(y_ptrs, y_strides, strict=True)]
         body.call([*const_ptrs, *carry, *x_slices], [*fresh, *y_slices])
         _copy_all(kc, carry, fresh, carry_types)
+
+
+
+# --------------------------------------------------------------------------- reverse_fori
+
+FALLBACK_SNAPSHOT_BYTES = 1 << 20
+"""The static snapshot area of a `stack` reverse_fori, used when its stack cannot be
+allocated (the loop then runs as revolve with as many snapshots as fit, 2 to 64)."""
+I128 = ir.IntType(128)
+
+
+class _States:
+    """Packed copies of a reverse_fori's state (its passive values, one after another)."""
+
+    def __init__(self, types):
+        self.types = list(types)
+        self.offsets, total = [], 0
+        for t in self.types:
+            self.offsets.append(total)
+            total += _nbytes(t)
+        self.bytes = total
+
+    def at(self, b, base, k):
+        """Pointers to the values of state number `k` (an i64) of the array at `base`."""
+        start = b.mul(k, index(self.bytes))
+        return [_offset(b, base, b.add(start, index(offset))) for offset in self.offsets]
+
+
+def _emit_reverse_fori(kc, op) -> None:
+    """carry = step(i, state_i, carry) for i = trips-1 .. 0. `stack`: the states are
+    computed once into a heap block of trips states (freed before the kernel returns, on
+    Ctrl-C too); when it cannot be had, and for `revolve`, a fixed number of snapshots in
+    the workspace and the binomial schedule of `run_reversal`."""
+    b = kc.builder
+    n, n_passive = op.attrs["num_consts"], op.attrs["num_passive"]
+    consts = op.operands[1:1 + n]
+    inits = op.operands[1 + n:1 + n + n_passive]
+    carry_inits = op.operands[1 + n + n_passive:]
+    states = _States(v.type for v in inits)
+    carry_types = [v.type for v in carry_inits]
+    advance = _Region(kc, region_function(op, 0), range(1, 1 + n))
+    back = _Region(kc, region_function(op, 1), range(1, 1 + n))
+    const_ptrs = [kc.pointer(v) for v in consts]
+    counter = kc.scratch(8)
+    advance.prepare([counter, *const_ptrs])
+    back.prepare([counter, *const_ptrs])
+    carry = [kc.pointer(r) for r in op.results]
+    fresh = _carry_buffers(kc, carry_types)
+    _copy_all(kc, carry, [kc.pointer(v) for v in carry_inits], carry_types)
+    trips = _load_scalar(kc, op.operands[0], DType.i64)
+    trips = b.select(b.icmp_signed("<", trips, index(0)), index(0), trips)
+    init_ptrs = [kc.pointer(v) for v in inits]
+
+    def step_back(i, state):
+        b.store(i, counter)
+        back.call([counter, *const_ptrs, *state, *carry], fresh)
+        _copy_all(kc, carry, fresh, carry_types)
+
+    def step_forward(i, state, into):
+        b.store(i, counter)
+        advance.call([counter, *const_ptrs, *state], into)
+
+    if op.attrs["reversal"] == "revolve":
+        _emit_revolve(kc, trips, op.attrs["snapshots"], states, init_ptrs, step_forward, step_back)
+        return
+    fallback = min(max(FALLBACK_SNAPSHOT_BYTES // max(states.bytes, 1), 2), 64)
+    with b.if_then(b.icmp_signed(">", trips, index(0))):
+        fits = b.icmp_unsigned("<=", trips, index((1 << 62) // max(states.bytes, 1)))
+        nbytes = b.select(fits, b.mul(trips, index(max(states.bytes, 1))), index(0))
+        malloc = declare(kc.module, "malloc", PTR, [I64])
+        free = declare(kc.module, "free", VOID, [PTR])
+        stack = b.select(fits, b.call(malloc, [nbytes]), ir.Constant(PTR, None))
+        with b.if_else(b.icmp_unsigned("!=", stack, ir.Constant(PTR, None))) as (allocated, refused):
+            with allocated:
+                _copy_all(kc, states.at(b, stack, index(0)), init_ptrs, states.types)
+                with for_range(b, b.sub(trips, index(1)), "stack.push") as i:
+                    _return_if_interrupted_freeing(kc, free, stack)
+                    step_forward(i, states.at(b, stack, i), states.at(b, stack, b.add(i, index(1))))
+                with for_range(b, trips, "stack.pop") as k:
+                    _return_if_interrupted_freeing(kc, free, stack)
+                    i = b.sub(b.sub(trips, index(1)), k)
+                    step_back(i, states.at(b, stack, i))
+                b.call(free, [stack])
+            with refused:
+                _emit_revolve(kc, trips, fallback, states, init_ptrs, step_forward, step_back)
+
+
+def _return_if_interrupted_freeing(kc, free, block) -> None:
+    b = kc.builder
+    with b.if_then(kc.runtime.interrupted(b, *kc._interrupt_watch()), likely=False):
+        b.call(free, [block])
+        b.ret_void()
+
+
+def _emit_revolve(kc, trips, snapshots: int, states: _States, init_ptrs, step_forward, step_back) -> None:
+    """Binomial checkpointing over `snapshots` packed states in the workspace: the loop
+    of `run_reversal`'s revolve branch (primitives/control_flow.py), step for step."""
+    b = kc.builder
+    slots = kc.scratch(max(snapshots * states.bytes, 1))
+    positions = kc.scratch(snapshots * 8)
+    work = [kc.scratch(max(_nbytes(t), 1)) for t in states.types]
+    depth = alloca_in_entry(b, I64, "revolve.depth")
+    end = alloca_in_entry(b, I64, "revolve.end")
+    _copy_all(kc, states.at(b, slots, index(0)), init_ptrs, states.types)
+    b.store(index(0), positions)
+    b.store(index(1), depth)
+    b.store(trips, end)
+    header = b.append_basic_block("revolve.test")
+    body = b.append_basic_block("revolve.body")
+    done = b.append_basic_block("revolve.done")
+    b.branch(header)
+    b.position_at_end(header)
+    b.cbranch(b.icmp_signed(">", b.load(end, typ=I64), index(0)), body, done)
+    b.position_at_end(body)
+    kc._return_if_interrupted()
+    top = b.sub(b.load(depth, typ=I64), index(1))
+    position_slot = lambda k: b.gep(positions, [k], inbounds=True, source_etype=I64)   # noqa: E731
+    start = b.load(position_slot(top), typ=I64)
+    stop = b.load(end, typ=I64)
+    steps = b.sub(stop, start)
+    with b.if_else(b.icmp_signed("==", steps, index(1))) as (last, more):
+        with last:
+            step_back(start, states.at(b, slots, top))
+            b.store(start, end)
+            d = b.load(depth, typ=I64)
+            b.store(b.select(b.icmp_signed(">", d, index(1)), b.sub(d, index(1)), d), depth)
+        with more:
+            _copy_all(kc, work, states.at(b, slots, top), states.types)
+            free = b.sub(index(snapshots + 1), b.load(depth, typ=I64))
+            with b.if_else(b.icmp_signed("<=", free, index(1))) as (full, room):
+                with full:
+                    with for_range(b, b.sub(steps, index(1)), "revolve.redo") as j:
+                        step_forward(b.add(start, j), work, work)
+                    step_back(b.sub(stop, index(1)), work)
+                    b.store(b.sub(stop, index(1)), end)
+                with room:
+                    m = _emit_revolve_split(b, steps, free)
+                    with for_range(b, m, "revolve.advance") as j:
+                        step_forward(b.add(start, j), work, work)
+                    d = b.load(depth, typ=I64)
+                    _copy_all(kc, states.at(b, slots, d), work, states.types)
+                    b.store(b.add(start, m), position_slot(d))
+                    b.store(b.add(d, index(1)), depth)
+    b.branch(header)
+    b.position_at_end(done)
+
+
+def _emit_revolve_split(b, steps, free):
+    """`revolve_split(steps, free)` in 128-bit integers (the binomial reach stays below
+    steps * (free + r) / r, far inside them for snapshots <= 2**16)."""
+    r = alloca_in_entry(b, I128, "revolve.r")
+    reach = alloca_in_entry(b, I128, "revolve.reach")
+    wide = lambda v: b.sext(v, I128)       # noqa: E731
+    n, c = wide(steps), wide(free)
+    b.store(ir.Constant(I128, 0), r)
+    b.store(ir.Constant(I128, 1), reach)
+    test = b.append_basic_block("split.test")
+    grow = b.append_basic_block("split.grow")
+    found = b.append_basic_block("split.found")
+    b.branch(test)
+    b.position_at_end(test)
+    b.cbranch(b.icmp_signed("<", b.load(reach, typ=I128), n), grow, found)
+    b.position_at_end(grow)
+    r1 = b.add(b.load(r, typ=I128), ir.Constant(I128, 1))
+    b.store(r1, r)
+    b.store(b.sdiv(b.mul(b.load(reach, typ=I128), b.add(c, r1)), r1), reach)
+    b.branch(test)
+    b.position_at_end(found)
+    rr, total = b.load(r, typ=I128), b.load(reach, typ=I128)
+    low = b.sub(n, b.sdiv(b.mul(total, c), b.add(c, rr)))
+    high = b.sdiv(b.mul(total, rr), b.add(c, rr))
+    m = b.trunc(b.sdiv(b.add(low, high), ir.Constant(I128, 2)), I64)
+    m = b.select(b.icmp_signed(">", m, b.sub(steps, index(1))), b.sub(steps, index(1)), m)
+    return b.select(b.icmp_signed("<", m, index(1)), index(1), m)
 
 
 __all__ = ["emit_region_op"]
