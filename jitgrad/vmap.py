@@ -17,7 +17,7 @@ from jitgrad.api import Compiled, _name
 from jitgrad.errors import ArgumentError
 from jitgrad.ir import TensorType, new_function
 from jitgrad.ir.clone import inline_block
-from jitgrad.passes.batching import batch_function, move_axis, to_front
+from jitgrad.passes.batching import CUSTOM_RULE_BATCHERS, batch_function, move_axis, to_front
 from jitgrad.staging import Staged
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.tracer import abstract_leaf, check_arity, trace, user_location
@@ -133,3 +133,38 @@ def vmap(fun: Callable, in_axes: Any = 0, out_axes: Any = 0):
     if not callable(fun):
         raise ArgumentError(f"vmap needs a callable, got {type(fun).__name__}")
     return Compiled(fun, vmap_transform(fun, in_axes, out_axes), name=f"vmap_{_name(fun)}")
+
+
+class _BatchedCustomJVP:
+    """A `custom_jvp` rule for a batched call (every operand and result mapped along its
+    first axis): the user's JVP rule applied to every slice, by vmap."""
+
+    def __init__(self, rule, size: int):
+        self.rule, self.name, self.size = rule, rule.name, size
+
+    @property
+    def jvp_rule(self):
+        if self.rule.jvp_rule is None:
+            return None
+        return lambda primals, tangents: vmap(self.rule.jvp_rule)(tuple(primals), tuple(tangents))
+
+
+class _BatchedCustomVJP:
+    """The `custom_vjp` rules for a batched call: the user's fwd and bwd applied to every
+    slice, by vmap (residuals and cotangents mapped along their first axis)."""
+
+    def __init__(self, rule, size: int):
+        self.rule, self.name, self.size = rule, rule.name, size
+
+    @property
+    def fwd(self):
+        if self.rule.fwd is None:
+            return None
+        return lambda *primals: vmap(self.rule.fwd)(*primals)
+
+    @property
+    def bwd(self):
+        return lambda residuals, cotangents: vmap(self.rule.bwd)(residuals, cotangents)
+
+
+CUSTOM_RULE_BATCHERS.update(custom_jvp_call=_BatchedCustomJVP, custom_vjp_call=_BatchedCustomVJP)

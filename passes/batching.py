@@ -20,7 +20,7 @@ rule is derived from the op family (a non-indexed `Elementwise` lowering).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -28,9 +28,13 @@ from jitgrad.ir import DType, Function, OpDef, Operation, TensorType, Value, cur
 from jitgrad.ir.clone import body_function, clone_op, function_region
 from jitgrad.ir.errors import MissingRuleError
 from jitgrad.ir.rewrite import Rewriter, free_values
-from jitgrad.primitives import (Elementwise, add, broadcast_in_dim, concatenate, constant, full, maximum, minimum,
-                                mul, reshape, static_slice, transpose)
-from jitgrad.primitives.calls import CallOp
+from jitgrad.primitives import (Elementwise, add, broadcast_in_dim, concatenate, constant, convert, full, gt,
+                                logical_not, lt, maximum, minimum, mul, reduce_max, reduce_min, reshape, select,
+                                static_slice, transpose)
+from jitgrad.primitives.calls import lookup_rule, register_rule
+from jitgrad.primitives.control_flow import (call, emit_cond, emit_scan, emit_while, fori_p, make_function,
+                                             region_function)
+from jitgrad.primitives.gather import gather, scatter
 
 Dim = Optional[int]
 
@@ -155,9 +159,19 @@ def _batch_axes_op(name):
     return rule
 
 
-def _batch_cumsum(operands, dims, *, axis, reverse):
-    x = _front_one(operands, dims)
-    return emit(OpDef.registry["cumsum"], x, axis=axis + 1, reverse=reverse), 0
+def _batch_cumulative(name):
+    def rule(operands, dims, *, axis, reverse):
+        x = _front_one(operands, dims)
+        return emit(OpDef.registry[name], x, axis=axis + 1, reverse=reverse), 0
+    return rule
+
+
+def _batch_trailing(name):
+    """Ops that work on the trailing axes alone (view_as_real adds one, view_as_complex
+    drops one): mapped axis first."""
+    def rule(operands, dims):
+        return emit(OpDef.registry[name], _front_one(operands, dims)), 0
+    return rule
 
 
 def _batch_last_axis(name):
@@ -288,6 +302,102 @@ def _batch_random_uniform(operands, dims, *, shape, stream, word, dtype):
     return (rows[0] if size == 1 else concatenate(rows, 0)), 0
 
 
+# --------------------------------------------------------------------------- LAPACK, windows, convolution
+
+def _batch_leading(name):
+    """The LAPACK ops work on every matrix of their leading axes: each operand's mapped axis
+    goes first (an unmapped right-hand side is broadcast: a and b share their batch axes)."""
+    def rule(operands, dims, **attrs):
+        xs, _ = _front_all(operands, dims)
+        return emit(OpDef.registry[name], *xs, **attrs), 0
+    return rule
+
+
+def _batch_window(name):
+    """Window ops window every axis: the mapped axis goes first with a window of one."""
+    def rule(operands, dims, *, window_dimensions, window_strides, padding):
+        xs, _ = _front_all(operands, dims)
+        return emit(OpDef.registry[name], *xs, window_dimensions=(1, *window_dimensions),
+                    window_strides=(1, *window_strides), padding=((0, 0), *padding)), 0
+    return rule
+
+
+def _merge_into(x: Value, axis: int) -> Value:
+    """x (slices first) with the slice axis merged into its axis `axis` (of one slice), slices
+    outermost: element j of slice b lands at b * n + j."""
+    moved = move_axis(x, 0, axis)
+    shape = moved.shape
+    return reshape(moved, (*shape[:axis], shape[axis] * shape[axis + 1], *shape[axis + 2:]))
+
+
+def _split_out(x: Value, axis: int, size: int) -> Value:
+    """The inverse of `_merge_into`: axis `axis` split into (slices, rest); returns x with the
+    slice axis at `axis`."""
+    shape = x.shape
+    return reshape(x, (*shape[:axis], size, shape[axis] // size, *shape[axis + 1:]))
+
+
+def _batch_conv(operands, dims, *, dimension_numbers, feature_group_count, **attrs):
+    """JAX's rule: a mapped input alone is folded into the batch axis; a mapped kernel turns
+    the slices into feature groups (input features (slice, feature) merged, kernel output
+    features (slice, feature) merged, slices x groups groups), so one convolution computes
+    every slice's and the output features split back into (slice, feature)."""
+    (lhs, rhs), (ld, rd) = operands, dims
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    conv = OpDef.registry["conv_general_dilated"]
+    if rd is None:
+        size = lhs.shape[ld]
+        out = emit(conv, _merge_into(move_axis(lhs, ld, 0), lhs_spec[0]), rhs, dimension_numbers=dimension_numbers,
+                   feature_group_count=feature_group_count, **attrs)
+        return _split_out(out, out_spec[0], size), out_spec[0]
+    (lhs, rhs), size = _front_all(operands, dims)
+    out = emit(conv, _merge_into(lhs, lhs_spec[1]), _merge_into(rhs, rhs_spec[0]),
+               dimension_numbers=dimension_numbers, feature_group_count=feature_group_count * size, **attrs)
+    return _split_out(out, out_spec[1], size), out_spec[1]
+
+
+# --------------------------------------------------------------------------- ops looped over slices
+
+def _loop_over_slices(opdef: OpDef, operands, dims, **attrs):
+    """The op once per slice, in a `fori` loop that gathers slice i of every mapped operand
+    and scatters the op's results into row i of each batched result: for ops whose slices
+    cannot share one call (a callback into Python, a binary search in a per-slice table).
+    Exactly what a loop over the slices computes, at one loop's cost in code size."""
+    size = _size(operands, dims)
+    mapped = [d is not None for d in dims]
+    xs = [move_axis(v, d, 0) if m else v for v, d, m in zip(operands, dims, mapped, strict=True)]
+    slice_types = [TensorType(v.shape[1:], v.type.dtype) if m else v.type for v, m in zip(xs, mapped, strict=True)]
+    result_types = opdef.infer(*slice_types, **attrs)
+    inits = [full(0, TensorType((size, *t.shape), t.dtype)) for t in result_types]
+    n = len(xs)
+
+    def body(args):
+        i, ins, rows = args[0], args[1:1 + n], args[1 + n:]
+        sliced = [gather(v, i, 0) if m else v for v, m in zip(ins, mapped, strict=True)]
+        outs = emit(opdef, *sliced, **attrs)
+        outs = outs if isinstance(outs, list) else [outs]
+        return [scatter(row, i, out, 0) for row, out in zip(rows, outs, strict=True)]
+    fn = make_function(f"{opdef.name}_per_slice", [I64, *(v.type for v in xs), *(v.type for v in inits)], body)
+    outs = _emit_fori(constant(np.int64(size)), fn, xs, inits, num_passive=0)
+    return outs, [0] * len(outs)
+
+
+def _batch_searchsorted(operands, dims, *, side):
+    """One sorted table for every slice: searchsorted is elementwise in v, so v keeps its
+    mapped axis. A table per slice: one binary search per slice, in a loop."""
+    (a, v), (ad, vd) = operands, dims
+    if ad is None:
+        return emit(OpDef.registry["searchsorted"], a, v, side=side), vd
+    outs, out_dims = _loop_over_slices(OpDef.registry["searchsorted"], operands, dims, side=side)
+    return outs[0], 0
+
+
+def _batch_pure_callback(operands, dims, *, callback):
+    """The Python function is called once per slice on the slice's arrays (JAX's
+    'sequential' method): the function was written for one slice's shapes."""
+    return _loop_over_slices(OpDef.registry["pure_callback"], operands, dims, callback=callback)
+
+
 # --------------------------------------------------------------------------- the pass
 
 class _BatchRewriter(Rewriter):
@@ -321,8 +431,8 @@ def _batch_rule(rewriter: _BatchRewriter, op: Operation, inputs: list[Value]) ->
         raise MissingRuleError(f"op {op.name!r} reads a mapped value from an enclosing block; vmap cannot "
                                "batch such a region yet (pass the value as an operand)", op.loc if op.loc.line else None,
                                op=op.name, slot="batch")
-    if isinstance(op.opdef, CallOp) and op.name in ("checkpoint", "checkpoint_jvp"):
-        outs, out_dims = _batch_call(op, inputs, dims, rewriter.size)
+    if op.name in REGION_RULES:
+        outs, out_dims = REGION_RULES[op.name](op, inputs, dims, rewriter.size)
     else:
         rule = op.rule("batch")
         outs, out_dims = rule(inputs, dims, **op.attrs)
@@ -343,15 +453,6 @@ def _draw_per_slice(op: Operation, keys, rewriter: _BatchRewriter) -> Value:
     return out
 
 
-def _batch_call(op: Operation, operands, dims, size: int):
-    """A call-like op (one region that takes the operands and yields the results): the same
-    op around the batched body, every result mapped along its first axis."""
-    body, out_dims = batch_function(body_function(op), dims, size)
-    outs = [to_front(v, d, size) for v, d in zip(
-        emit_body_outputs(op, body, operands), out_dims)]
-    return outs, [0] * len(outs)
-
-
 def emit_body_outputs(op: Operation, body: Function, operands) -> list[Value]:
     new = current_builder().create(op.opdef, list(operands), op.attrs, regions=[function_region(body)],
                                    result_types=body.output_types)
@@ -370,6 +471,7 @@ def batch_function(fn: Function, in_dims: Sequence[Dim], size: int,
     for arg, d in zip(fn.args, in_dims):
         t = arg.type
         types.append(t if d is None else TensorType((*t.shape[:d], size, *t.shape[d:]), t.dtype))
+    install_rules()
     new_fn, builder = new_function(name or f"{fn.name}_batched", types)
     rewriter = _BatchRewriter(size)
     rewriter.dims.update({v: d for v, d in zip(new_fn.args, in_dims)})
@@ -379,6 +481,294 @@ def batch_function(fn: Function, in_dims: Sequence[Dim], size: int,
         with builder.at(fn.body.terminator.loc):
             builder.ret(outs)
     return new_fn, [rewriter.dims.get(v) for v in fn.outputs]
+
+
+# --------------------------------------------------------------------------- region ops
+
+I64 = TensorType((), DType.i64)
+
+
+def _lift(v: Value, d: Dim, mapped: bool, size: int) -> Value:
+    """v as a region operand: its mapped axis first when `mapped` (broadcast if v is the
+    same for every slice), as it is otherwise."""
+    return to_front(v, d, size) if mapped else v
+
+
+def _out_mapped(fn: Function, in_mapped: Sequence[bool], size: int) -> list[bool]:
+    """Which outputs of `fn` differ between slices when the arguments `in_mapped` do."""
+    return [d is not None for d in batch_function(fn, [0 if m else None for m in in_mapped], size)[1]]
+
+
+def _batched_region(fn: Function, in_mapped: Sequence[bool], size: int, out_mapped: Sequence[bool]) -> Function:
+    """`fn` batched, its mapped arguments and outputs mapped along their first axis: output k
+    is mapped when `out_mapped[k]` (broadcast if the body computes it the same for every
+    slice), so a loop's carry keeps one type from iteration to iteration."""
+    body, dims = batch_function(fn, [0 if m else None for m in in_mapped], size, name=f"{fn.name}_batched")
+    for d, m in zip(dims, out_mapped, strict=True):
+        if d is not None and not m:
+            raise MissingRuleError(f"vmap: an output of region {fn.name} differs between slices where the op "
+                                   "needs it the same", op=fn.name, slot="batch")
+
+    def build(args):
+        outs = call(body, args)
+        return [to_front(v, d, size) if m else v for v, d, m in zip(outs, dims, out_mapped, strict=True)]
+    return make_function(body.name, body.input_types, build)
+
+
+def _carry_fixpoint(body: Function, fixed_mapped: list[bool], carry_mapped: list[bool], size: int) -> list[bool]:
+    """The carries that differ between slices: those mapped on entry, and every carry the
+    body makes mapped from them, until nothing changes (JAX's fixpoint)."""
+    while True:
+        out = _out_mapped(body, fixed_mapped + carry_mapped, size)[:len(carry_mapped)]
+        new = [a or b for a, b in zip(carry_mapped, out, strict=True)]
+        if new == carry_mapped:
+            return carry_mapped
+        carry_mapped = new
+
+
+def _any(active: Value) -> Value:
+    """Whether any slice is active (active: a bool vector)."""
+    return gt(reduce_max(convert(active, DType.i64), (0,)), full(0, I64))
+
+
+def _mask(active: Value, like: Value) -> Value:
+    return broadcast_in_dim(active, like.shape, (0,))
+
+
+def _from_active_slice(values: Sequence[Value], mapped: Sequence[bool], active: Value, size: int) -> list[Value]:
+    """Each mapped value with the rows of inactive slices replaced by those of the first
+    active slice (at least one must be active). A branch or loop body run on every slice
+    then only sees inputs some slice really gives it: the rows whose results are thrown
+    away cannot divide by zero, loop without end or give infinite derivatives that turn
+    zero cotangents into NaN (JAX's select-based rules have that flaw)."""
+    positions = constant(np.arange(size, dtype=np.int64))
+    first = reduce_min(select(active, positions, full(size, positions.type)), (0,))
+    rows = broadcast_in_dim(first, (size,), ())
+    out = []
+    for v, m in zip(values, mapped, strict=True):
+        out.append(select(_mask(active, v), v, gather(v, rows, 0)) if m else v)
+    return out
+
+
+def _emit_fori(trips: Value, body: Function, consts: Sequence[Value], carry: Sequence[Value],
+               num_passive: int) -> list[Value]:
+    attrs = {"num_consts": len(consts)}
+    if num_passive:
+        attrs["num_passive"] = num_passive
+    op = current_builder().create(fori_p, [trips, *consts, *carry], attrs, regions=[function_region(body)],
+                                  result_types=[v.type for v in carry][num_passive:])
+    return list(op.results)
+
+
+def _batch_cond(op: Operation, operands, dims, size: int):
+    """Predicate the same for every slice: a cond of the batched branches. Predicate mapped
+    (JAX's rule): each branch runs for all slices, under a cond that skips it when no
+    slice takes it, on inputs taken from a slice that does (`_from_active_slice`), and a
+    select picks each slice's result."""
+    pred, args = operands[0], operands[1:]
+    arg_mapped = [d is not None for d in dims[1:]]
+    args = [_lift(v, d, m, size) for v, d, m in zip(args, dims[1:], arg_mapped, strict=True)]
+    branches = [region_function(op, k) for k in range(2)]
+    if dims[0] is None:
+        out_mapped = [a or b for a, b in zip(*(_out_mapped(f, arg_mapped, size) for f in branches), strict=True)]
+        then_fn, else_fn = (_batched_region(f, arg_mapped, size, out_mapped) for f in branches)
+        return emit_cond(pred, then_fn, else_fn, args), [0 if m else None for m in out_mapped]
+    pred = move_axis(pred, dims[0], 0)
+    taken = [pred, logical_not(pred)]
+    results = []
+    for fn, active in zip(branches, taken, strict=True):
+        body = _batched_region(fn, arg_mapped, size, [True] * len(fn.outputs))
+        run = make_function(f"{fn.name}_taken", [active.type, *(v.type for v in args)],
+                            lambda a, body=body: call(body, _from_active_slice(a[1:], arg_mapped, a[0], size)))
+        skip = make_function(f"{fn.name}_skipped", [active.type, *(v.type for v in args)],
+                             lambda a, body=body: [full(0, t) for t in body.output_types])
+        results.append(emit_cond(_any(active), run, skip, [active, *args]))
+    outs = [select(_mask(pred, t), t, e) for t, e in zip(*results, strict=True)]
+    return outs, [0] * len(outs)
+
+
+def _batch_while(op: Operation, operands, dims, size: int):
+    """Test the same for every slice: a while of the batched regions. Test mapped (JAX's
+    rule): the loop runs while any slice's test holds, and each step keeps the carry of
+    the slices whose test fails (every carry becomes mapped); a counted while
+    (`count_trips`) counts each slice's own trips."""
+    n, counted = op.attrs["num_consts"], bool(op.attrs.get("count_trips"))
+    const_mapped = [d is not None for d in dims[:n]]
+    test, body = region_function(op, 0), region_function(op, 1)
+    carry_mapped = _carry_fixpoint(body, const_mapped, [d is not None for d in dims[n:]], size)
+    pred_mapped = _out_mapped(test, const_mapped + carry_mapped, size)[0]
+    if pred_mapped:
+        carry_mapped = [True] * len(carry_mapped)
+    in_mapped = const_mapped + carry_mapped
+    lifted = [_lift(v, d, m, size) for v, d, m in zip(operands, dims, in_mapped, strict=True)]
+    test_b = _batched_region(test, in_mapped, size, [pred_mapped])
+    body_b = _batched_region(body, in_mapped, size, carry_mapped)
+    if not pred_mapped:
+        new = current_builder().create(op.opdef, lifted, dict(op.attrs), regions=[function_region(test_b),
+                                                                                  function_region(body_b)],
+                                       result_types=[*(v.type for v in lifted[n:]), *([I64] if counted else [])])
+        return list(new.results), [0 if m else None for m in carry_mapped] + ([None] if counted else [])
+    consts, carry = lifted[:n], lifted[n:]
+    counts = [full(0, TensorType((size,), DType.i64))] if counted else []
+    types = [v.type for v in (*consts, *carry, *counts)]
+
+    def any_active(args):
+        return [_any(call(test_b, args[:n + len(carry)])[0])]
+
+    def step(args):
+        state = args[:n + len(carry)]
+        active = call(test_b, state)[0]
+        moved = call(body_b, _from_active_slice(state, in_mapped, active, size))
+        kept = [select(_mask(active, new), new, old) for new, old in zip(moved, state[n:], strict=True)]
+        return kept + [add(c, convert(active, DType.i64)) for c in args[n + len(carry):]]
+    outs = emit_while(make_function("while_any_active", types, any_active), make_function("while_step", types, step),
+                      consts, [*carry, *counts])
+    return outs, [0] * len(outs)
+
+
+def _batch_fori(op: Operation, operands, dims, size: int):
+    """Trip count the same for every slice: a fori of the batched body. Trip counts mapped:
+    max(trips) iterations, slice b's carry kept once i reaches its own count."""
+    n, passive = op.attrs["num_consts"], op.attrs.get("num_passive", 0)
+    trips, rest = operands[0], operands[1:]
+    const_mapped = [d is not None for d in dims[1:1 + n]]
+    body = region_function(op, 0)
+    carry_mapped = _carry_fixpoint(body, [False, *const_mapped], [d is not None for d in dims[1 + n:]], size)
+    if dims[0] is not None:
+        carry_mapped = [True] * len(carry_mapped)
+    in_mapped = const_mapped + carry_mapped
+    lifted = [_lift(v, d, m, size) for v, d, m in zip(rest, dims[1:], in_mapped, strict=True)]
+    body_b = _batched_region(body, [False, *in_mapped], size, carry_mapped)
+    out_dims = [0 if m else None for m in carry_mapped[passive:]]
+    if dims[0] is None:
+        return _emit_fori(trips, body_b, lifted[:n], lifted[n:], passive), out_dims
+    counts = move_axis(trips, dims[0], 0)
+    consts, carry = lifted[:n], lifted[n:]
+
+    def step(args):
+        i, own, state = args[0], args[1], args[2:]
+        active = lt(broadcast_in_dim(i, (size,), ()), own)
+        moved = call(body_b, [i, *_from_active_slice(state, in_mapped, active, size)])
+        return [select(_mask(active, new), new, old) for new, old in zip(moved, state[n:], strict=True)]
+    fn = make_function("fori_step", [I64, counts.type, *(v.type for v in lifted)], step)
+    return _emit_fori(reduce_max(counts, (0,)), fn, [counts, *consts], carry, passive), out_dims
+
+
+def _batch_reverse_fori(op: Operation, operands, dims, size: int):
+    """reverse_fori (region 1 run for i = trips-1 down to 0 on the states region 0
+    advances): trip count the same for every slice, the same op on the batched regions.
+    Trip counts mapped: max(trips) steps, where slice b's state advances and its carry
+    changes only while i is below its own count, as in `_batch_fori`."""
+    n, n_state = op.attrs["num_consts"], op.attrs["num_passive"]
+    const_mapped = [d is not None for d in dims[1:1 + n]]
+    advance, back = region_function(op, 0), region_function(op, 1)
+    mapped = [d is not None for d in dims]
+    state_mapped = _carry_fixpoint(advance, [False, *const_mapped], mapped[1 + n:1 + n + n_state], size)
+    carry_mapped = _carry_fixpoint(back, [False, *const_mapped, *state_mapped], mapped[1 + n + n_state:], size)
+    if dims[0] is not None:
+        state_mapped, carry_mapped = [True] * n_state, [True] * len(carry_mapped)
+    in_mapped = const_mapped + state_mapped + carry_mapped
+    lifted = [_lift(v, d, m, size) for v, d, m in zip(operands[1:], dims[1:], in_mapped, strict=True)]
+    advance_b = _batched_region(advance, [False, *const_mapped, *state_mapped], size, state_mapped)
+    back_b = _batched_region(back, [False, *in_mapped], size, carry_mapped)
+    out_dims = [0 if m else None for m in carry_mapped]
+    if dims[0] is None:
+        new = current_builder().create(op.opdef, [operands[0], *lifted], dict(op.attrs),
+                                       regions=[function_region(advance_b), function_region(back_b)],
+                                       result_types=[v.type for v in lifted[n + n_state:]])
+        return list(new.results), out_dims
+    counts = move_axis(operands[0], dims[0], 0)
+    types = [v.type for v in lifted]
+
+    def guarded(fn, n_in, n_kept):
+        """fn on (i, counts, *inputs): its result for active slices (i below their count),
+        the last n_kept inputs kept for the others."""
+        def build(args):
+            i, own, ins = args[0], args[1], args[2:]
+            active = lt(broadcast_in_dim(i, (size,), ()), own)
+            moved = call(fn, [i, *_from_active_slice(ins, in_mapped[:n_in], active, size)])
+            return [select(_mask(active, new), new, old) for new, old in zip(moved, ins[n_in - n_kept:], strict=True)]
+        return make_function(f"{fn.name}_guarded", [I64, counts.type, *types[:n_in]], build)
+    new = current_builder().create(op.opdef, [reduce_max(counts, (0,)), counts, *lifted],
+                                   {**op.attrs, "num_consts": n + 1},
+                                   regions=[function_region(guarded(advance_b, n + n_state, n_state)),
+                                            function_region(guarded(back_b, len(lifted), len(carry_mapped)))],
+                                   result_types=[v.type for v in lifted[n + n_state:]])
+    return list(new.results), out_dims
+
+
+def _batch_scan(op: Operation, operands, dims, size: int):
+    """The batched body over the same steps: xs get their mapped axis second (the first is
+    the scanned one), so each step's slice is mapped first, and mapped ys are stacked with
+    their mapped axis second."""
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    const_mapped = [d is not None for d in dims[:nc]]
+    xs_mapped = [d is not None for d in dims[nc + nx:]]
+    body = region_function(op, 0)
+    fixed = const_mapped
+    carry_mapped = [d is not None for d in dims[nc:nc + nx]]
+    while True:
+        out = _out_mapped(body, fixed + carry_mapped + xs_mapped, size)
+        new = [a or b for a, b in zip(carry_mapped, out[:nx], strict=True)]
+        if new == carry_mapped:
+            break
+        carry_mapped = new
+    ys_mapped = out[nx:]
+    in_mapped = const_mapped + carry_mapped
+    lifted = [_lift(v, d, m, size) for v, d, m in zip(operands[:nc + nx], dims[:nc + nx], in_mapped, strict=True)]
+    xs = [move_axis(v, d, 1) if d is not None else v for v, d in zip(operands[nc + nx:], dims[nc + nx:], strict=True)]
+    body_b = _batched_region(body, in_mapped + xs_mapped, size, carry_mapped + ys_mapped)
+    outs = emit_scan(body_b, lifted[:nc], lifted[nc:], xs, op.attrs["length"], op.attrs["reverse"])
+    return outs, [0 if m else None for m in carry_mapped] + [1 if m else None for m in ys_mapped]
+
+
+def _batch_checkpoint(op: Operation, operands, dims, size: int):
+    """A call-like op (one region that takes the operands and yields the results): the same
+    op around the batched body, every result mapped along its first axis."""
+    body, out_dims = batch_function(body_function(op), dims, size)
+    outs = [to_front(v, d, size) for v, d in zip(emit_body_outputs(op, body, operands), out_dims)]
+    return outs, [0] * len(outs)
+
+
+CUSTOM_RULE_BATCHERS: dict[str, Callable] = {}
+"""For `custom_jvp_call` / `custom_vjp_call`: `batcher(user_rule, size) -> rule object`,
+the user's Python rules applied to every slice at once. Registered by `jitgrad.vmap`
+(which can trace Python functions; this pass cannot)."""
+
+
+def _batch_custom_call(op: Operation, operands, dims, size: int):
+    """A call with user rules: the same op around the batched body, every operand and
+    result mapped along its first axis, naming a rule object that applies the user's
+    rules to every slice at once (vmap of them), so derivatives of the batched call use the
+    user's rules as the unbatched call does."""
+    batcher = CUSTOM_RULE_BATCHERS.get(op.name)
+    if batcher is None:
+        raise MissingRuleError(f"{op.name}: no batcher for its user rules is registered (import jitgrad.vmap)",
+                               op=op.name, slot="batch")
+    args = [to_front(v, d, size) for v, d in zip(operands, dims, strict=True)]
+    fn = body_function(op)
+    body = _batched_region(fn, [True] * len(args), size, [True] * len(fn.outputs))
+    rule = lookup_rule(op.attrs["rule"])
+    key = register_rule(rule.name, batcher(rule, size))
+    new = current_builder().create(op.opdef, args, {**op.attrs, "rule": key}, regions=[function_region(body)],
+                                   result_types=body.output_types)
+    return list(new.results), [0] * len(new.results)
+
+
+REGION_RULES = {
+    "cond": _batch_cond,
+    "while": _batch_while,
+    "fori": _batch_fori,
+    "reverse_fori": _batch_reverse_fori,
+    "scan": _batch_scan,
+    "checkpoint": _batch_checkpoint,
+    "checkpoint_jvp": _batch_checkpoint,
+    "custom_jvp_call": _batch_custom_call,
+    "custom_vjp_call": _batch_custom_call,
+}
+"""Rules for ops with regions, by op name: `rule(op, operands, batch_dims, size) ->
+(outputs, out_batch_dims)`. They need the op itself (its regions), which the `batch` slot's
+contract does not pass."""
 
 
 # --------------------------------------------------------------------------- the rules on the records
@@ -394,7 +784,10 @@ RULES = {
     "reduce_sum": _batch_axes_op("reduce_sum"),
     "reduce_max": _batch_axes_op("reduce_max"),
     "reduce_min": _batch_axes_op("reduce_min"),
-    "cumsum": _batch_cumsum,
+    "cumsum": _batch_cumulative("cumsum"),
+    "cumprod": _batch_cumulative("cumprod"),
+    "view_as_real": _batch_trailing("view_as_real"),
+    "view_as_complex": _batch_trailing("view_as_complex"),
     "sort": _batch_last_axis("sort"),
     "argsort": _batch_last_axis("argsort"),
     "dot_general": _batch_dot_general,
@@ -402,6 +795,13 @@ RULES = {
     "scatter": _batch_scatter("scatter"),
     "scatter_add": _batch_scatter("scatter_add"),
     "random_uniform": _batch_random_uniform,
+    **{name: _batch_leading(name) for name in ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd",
+                                               "qr", "pinv")},
+    **{name: _batch_window(name) for name in ("reduce_window_sum", "reduce_window_max", "select_and_gather_add",
+                                              "select_and_scatter_add")},
+    "conv_general_dilated": _batch_conv,
+    "searchsorted": _batch_searchsorted,
+    "pure_callback": _batch_pure_callback,
 }
 """The explicit rules, by op name; elementwise ops get `batch_elementwise` from their family."""
 
