@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from jitgrad.errors import DTypeError, ShapeError
+import numpy as np
+
+from jitgrad.errors import DTypeError, MissingRuleError, ShapeError
 from jitgrad.ir import DType, OpDef, TensorType, Trait, Value, current_builder, emit
 
 
@@ -135,11 +137,36 @@ class Constant:
 
 # --------------------------------------------------------------------------- rule helpers
 
+def emit_named(name: str, *operands: Value, **attrs) -> Value | list[Value]:
+    """Emit the op registered as `name` into the active builder.
+
+    The helpers below emit `add` and zeros, and a family's rules emit ops of a family
+    that builds on theirs (the transpose of a broadcast is a sum, that of a sum a
+    broadcast): they name the op in the one registry instead of importing the module
+    that defines it, which imports this one (or theirs). Rules run only after
+    `jitgrad.primitives` has registered every op."""
+    opdef = OpDef.registry.get(name)
+    if opdef is None:
+        raise MissingRuleError(f"a rule emits op {name!r}, which is not registered: import jitgrad.primitives "
+                               "before running rules", op=name)
+    return emit(opdef, *operands, **attrs)
+
+
+def zeros(result_type: TensorType) -> Value:
+    """An array of `result_type` filled with zeros: a 0-d constant broadcast to the shape
+    (what structural.full(0, result_type) emits)."""
+    array = np.zeros((), result_type.dtype.numpy)
+    array.setflags(write=False)
+    scalar = emit_named("constant", value=array)
+    if result_type.shape == ():
+        return scalar
+    return emit_named("broadcast_in_dim", scalar, shape=tuple(result_type.shape), broadcast_dimensions=())
+
+
 def instantiate(x) -> Value:
     """A concrete value for a tangent that may be symbolic `Zero`."""
     if isinstance(x, Zero):
-        from .structural import full
-        return full(0, x.type)
+        return zeros(x.type)
     return x
 
 
@@ -149,8 +176,7 @@ def add_tangents(a, b):
         return b
     if isinstance(b, Zero):
         return a
-    from .elementwise import add
-    return add(a, b)
+    return emit_named("add", a, b)
 
 
 def _output_type(prim: OpDef, primals, attrs) -> TensorType:

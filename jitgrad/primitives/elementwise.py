@@ -14,6 +14,7 @@ from jitgrad.ir import DType, TensorType
 from jitgrad.ir import Trait
 from .base import (Elementwise, Primitive, Zero, UndefinedPrimal, check_same_dtypes, check_same_shapes,
                    defbilinear, defjvp, defjvp2, defjvp_zero, deftranspose, instantiate)
+from .structural import full
 
 
 def _same_type_rule(name: str, float_only: bool = False, numeric: bool = True):
@@ -447,7 +448,7 @@ def convert(x, dtype: DType):
 
 def _convert_jvp(primals, tangents, *, dtype):
     (x,), (t,) = primals, tangents
-    if isinstance(t, Zero) or not (x.type.dtype.is_float and dtype.is_float):
+    if isinstance(t, Zero) or not (x.type.dtype.is_inexact and dtype.is_inexact):
         return Zero(TensorType(x.type.shape, dtype))
     return convert_p.bind(t, dtype=dtype)
 
@@ -461,5 +462,4 @@ deftranspose(convert_p, _convert_transpose)
 
 
 def _full_like(x, value):
-    from .structural import full
     return full(value, x.type)

@@ -11,6 +11,8 @@ import numpy as np
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
 from .base import Primitive, Reduction, defjvp2, deflinear
+from .elementwise import convert, div, eq, tangent_mul
+from .structural import broadcast_in_dim
 
 
 def _reduce_infer(name):
@@ -69,7 +71,6 @@ def _kept_dims(x_type: TensorType, axes):
 
 
 def _reduce_sum_transpose(ct, x, *, axes):
-    from .structural import broadcast_in_dim
     return [broadcast_in_dim(ct, x.type.shape, _kept_dims(x.type, axes))]
 
 
@@ -79,8 +80,6 @@ deflinear(reduce_sum_p, _reduce_sum_transpose)
 def _extremum_jvp(t, ans, x, *, axes):
     """The tangent of a max/min reduction: the mean of the tangents of the elements that
     reach the extremum `ans` (ties share it evenly)."""
-    from .elementwise import convert, div, eq, tangent_mul
-    from .structural import broadcast_in_dim
     kept = _kept_dims(x.type, axes)
     winners = convert(eq(x, broadcast_in_dim(ans, x.type.shape, kept)), x.type.dtype)
     weights = div(winners, broadcast_in_dim(reduce_sum(winners, axes), x.type.shape, kept))

@@ -10,7 +10,7 @@ import numpy as np
 
 from jitgrad.errors import ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Alias, Constant, Gather, Primitive, Scatter, Zero, deflinear
+from .base import Alias, Constant, Gather, Primitive, Scatter, Zero, deflinear, emit_named
 
 
 # --------------------------------------------------------------------------- constant
@@ -68,11 +68,10 @@ def _broadcast_index(ctx, out_index, in_type, out_type, *, shape, broadcast_dime
 
 
 def _broadcast_transpose(ct, x, *, shape, broadcast_dimensions):
-    from .reductions import reduce_sum
     in_shape = x.type.shape
     new_axes = [d for d in range(len(shape)) if d not in broadcast_dimensions]
     stretched = [d for k, d in enumerate(broadcast_dimensions) if in_shape[k] == 1 and shape[d] != 1]
-    summed = reduce_sum(ct, tuple(sorted(new_axes + stretched))) if new_axes or stretched else ct
+    summed = emit_named("reduce_sum", ct, axes=tuple(sorted(new_axes + stretched))) if new_axes or stretched else ct
     return [reshape(summed, in_shape) if summed.type.shape != in_shape else summed]
 
 

@@ -1,4 +1,6 @@
 """Tracing NumPy code into jitgrad IR (`tracer`), NumPy's API from primitives (`numpy_api`),
 pytrees, implicit arguments, and np.random inside traced functions (`random`)."""
+from . import numpy_api, numpy_elementwise, numpy_linalg, numpy_reductions, numpy_shape, numpy_sorting
+numpy_api.take_in(numpy_reductions, numpy_linalg, numpy_sorting, numpy_shape, numpy_elementwise)
 from . import random  # noqa: F401 - registers the np.random interception with every trace
 from . import numpy_extra  # noqa: F401 - registers more NumPy functions and np.array of traced values

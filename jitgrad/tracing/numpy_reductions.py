@@ -25,6 +25,8 @@ from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
 from . import numpy_api as api
 from .numpy_api import as_value, normalize_axes
+from .numpy_elementwise import isclose
+from .numpy_shape import diagonal
 
 _NARROW = (DType.f16, DType.bf16)
 
@@ -192,6 +194,10 @@ all = _logical_reduce("all", P.reduce_min)  # noqa: A001
 any = _logical_reduce("any", P.reduce_max)  # noqa: A001
 
 
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    return all(isclose(a, b, rtol, atol, equal_nan))
+
+
 def count_nonzero(a, axis=None, *, keepdims=False):
     x = _nonzero(as_value(a))
     axes = _reduce_axes(axis, x.type.ndim)
@@ -239,7 +245,6 @@ def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
 
 def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     _no_out("trace", out)
-    from .numpy_shape import diagonal
     d = diagonal(a, offset, axis1, axis2)
     return api.sum(d, axis=-1, dtype=dtype)
 
@@ -454,7 +459,7 @@ def ediff1d(ary, to_end=None, to_begin=None):
 
 FUNCTIONS = {
     np.prod: prod, np.sum: sum, np.max: amax, np.amax: amax, np.min: amin, np.amin: amin,
-    np.all: all, np.any: any, np.count_nonzero: count_nonzero, np.ptp: ptp, np.average: average,
+    np.all: all, np.any: any, np.allclose: allclose, np.count_nonzero: count_nonzero, np.ptp: ptp, np.average: average,
     np.trace: trace, np.cumsum: cumsum, np.cumprod: cumprod,
     np.nansum: nansum, np.nanprod: nanprod, np.nancumsum: nancumsum, np.nancumprod: nancumprod,
     np.nanmax: nanmax, np.nanmin: nanmin, np.nanmean: nanmean, np.nanvar: nanvar, np.nanstd: nanstd,

@@ -14,6 +14,7 @@ from jitgrad import primitives as P
 from jitgrad.errors import ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
 from . import numpy_api as api
+from . import numpy_elementwise
 from .numpy_api import as_value, normalize_axes
 
 
@@ -399,8 +400,7 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     if dtype is not None:
         target = api._supported(np.dtype(dtype))
         if target.is_integer:
-            from .numpy_elementwise import UFUNCS as elementwise
-            y = elementwise[np.floor](y)
+            y = numpy_elementwise.UFUNCS[np.floor](y)
         y = P.convert(y, target)
     return (y, step) if retstep else y
 
