@@ -448,7 +448,7 @@ def convert(x, dtype: DType):
 
 def _convert_jvp(primals, tangents, *, dtype):
     (x,), (t,) = primals, tangents
-    if isinstance(t, Zero) or not (x.type.dtype.is_inexact and dtype.is_inexact):
+    if isinstance(t, Zero) or not (x.type.dtype.is_float and dtype.is_float):
         return Zero(TensorType(x.type.shape, dtype))
     return convert_p.bind(t, dtype=dtype)
 
