@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-COMPILE_SETTINGS = ("device", "fusion", "num_threads")
+COMPILE_SETTINGS = ("device", "fusion", "num_threads", "native_bf16")
 """The settings compiled code depends on: part of every signature's cache key, so that
 changing one between calls compiles again rather than reusing code built without it."""
 
@@ -28,6 +28,11 @@ class Config:
     num_threads: int = 0
     """Threads for large fused loops, fixed when a function is compiled (0: all cores).
     Results are bit-identical for every value: work is cut into fixed blocks."""
+
+    native_bf16: bool = True
+    """Products of bfloat16 operands use the CPU's bfloat16 dot-product instructions
+    (AVX-512 BF16) where it has them (backends/cpu/bf16_gemm.py); False, or a CPU without
+    them: the operands are widened to float32 (exact) and multiplied by sgemm."""
 
     max_signatures_per_function: int = 64
     """Compiled signatures each jitted/differentiated function keeps in memory; the least

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from jitgrad.ir import Function, Operation, Value
+from jitgrad.ir import DType, Function, Operation, Value
 from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 
@@ -133,6 +133,17 @@ def _is_cheap(value: Value, sched: Schedule) -> bool:
     return op.opdef.name == "slice" and op.operands[0] in sched.materialized
 
 
+def widened_bfloat16(value: Value) -> Value | None:
+    """The bfloat16 value that `value` is the (exact) float32 widening of, else None.
+    NumPy multiplies bfloat16 arrays by widening them to float32: a contraction reads
+    such an operand's bfloat16 buffer instead (half the bytes), and a backend multiplies
+    it natively or widens it itself."""
+    op = value.defining_op
+    if op is None or op.opdef.name != "convert" or value.type.dtype != DType.f32:
+        return None
+    return op.operands[0] if op.operands[0].type.dtype == DType.bf16 else None
+
+
 def _joins_buffers(op: Operation, sched: Schedule, fn: Function) -> bool:
     """An elementwise op reading two or more computed arrays (a gradient accumulation
     `add(a, b)`, say) is computed where it stands: inlined into a distant consumer it
@@ -155,6 +166,9 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
         sched.kernels = [Kernel([op]) for op in fn.body.ops if not op.opdef.is_terminator]
         return sched
     depth: dict[Value, int] = {}        # length of the inlined chain ending at a value
+    users = _users(fn)
+    widened_for_products = {v for v, readers in users.items() if widened_bfloat16(v) is not None
+                            and all(isinstance(r.opdef.lowering, Contraction) for r in readers)}
     for op in fn.body.ops:
         if op.opdef.is_terminator:
             continue
@@ -174,13 +188,16 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
         if isinstance(lowering, Alias):
             sched.materialized.update(op.operands)
         if isinstance(lowering, Contraction):      # transposes and broadcasts stay views
-            sched.materialized.update(v for v in op.operands if strided_view(v, sched) is None)
+            read = [v if v in sched.materialized or widened_bfloat16(v) is None else widened_bfloat16(v)
+                    for v in op.operands]
+            sched.materialized.update(v for v in read if strided_view(v, sched) is None)
         if isinstance(lowering, Constant):
             if result.type.ndim > 0:
                 sched.materialized.add(result)
         elif result.type.ndim == 0:
             sched.materialized.add(result)   # scalars: computed once, read by every iteration
-        if (isinstance(lowering, Elementwise) or index_map) and sched.uses[result] > 1 and not _is_cheap(result, sched):
+        if (isinstance(lowering, Elementwise) or index_map) and sched.uses[result] > 1 \
+                and not _is_cheap(result, sched) and result not in widened_for_products:
             sched.materialized.add(result)
         elif isinstance(lowering, Elementwise) and _joins_buffers(op, sched, fn):
             sched.materialized.add(result)

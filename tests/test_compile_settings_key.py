@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jitgrad
-from jitgrad.config import config
+from jitgrad.config import COMPILE_SETTINGS, config
 from jitgrad.errors import CompilationError
 
 
@@ -15,7 +15,8 @@ from jitgrad.errors import CompilationError
 def settings():
     saved = config.compile_settings()
     yield
-    config.device, config.fusion, config.num_threads = saved
+    for name, value in zip(COMPILE_SETTINGS, saved, strict=True):
+        setattr(config, name, value)
 
 
 def _loss(x):

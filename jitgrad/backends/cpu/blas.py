@@ -17,7 +17,9 @@ import os
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from jitgrad.config import config
 from jitgrad.ir import DType
+from .bf16_gemm import host_has_native_bf16
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
@@ -63,6 +65,12 @@ class Blas:
     @classmethod
     def instance(cls) -> "Blas | None":
         return cls() if cls.symbols else None
+
+    def __init__(self):
+        self.native_bf16 = config.native_bf16 and host_has_native_bf16()
+        """Whether products of bfloat16 operands use bf16_gemm.py's vdpbf16ps kernel. The
+        library describes this host: the JIT, and AOT artifacts built for the host (which
+        require every CPU flag of the host), use it; portable AOT targets pass no Blas."""
 
     def serves(self, dtype: DType) -> bool:
         """Whether BLAS computes products of `dtype` (float32 and float64)."""

@@ -19,9 +19,10 @@ from llvmlite import ir
 
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
-from jitgrad.passes.schedule import Kernel, Schedule
+from jitgrad.passes.schedule import Kernel, Schedule, widened_bfloat16
 from jitgrad.primitives import Contraction, Reduction
 from ..kernel import Index, KernelEmitter, MatrixOperand, ReductionAccumulator, expression_ops
+from .bf16_gemm import contraction_sizes, emit_bf16_gemm
 from .blas import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS
 from .llvm_support import I32, I64, I8, PTR, VOID, alloca_in_entry, for_range, index, memory_type
 from .runtime import KernelRuntime
@@ -285,6 +286,44 @@ class CPUFunctionEmitter(KernelEmitter):
         return self._watch
 
     # ------------------------------------------------------------------ matrix products
+    def emit_contraction(self, op) -> None:
+        """An operand widened from bfloat16 that the schedule left unmaterialized is read
+        from its bfloat16 buffer (`widened_bfloat16`): two such operands go to the native
+        kernel (bf16_gemm.py) where the host has AVX-512 BF16; otherwise each is copied to
+        float32 in its own layout (exact) and the product is any float32 product's."""
+        narrow = [self._bfloat16_source(v) for v in op.operands]
+        result = op.results[0]
+        if narrow == [None, None] or result.type.size == 0:
+            super().emit_contraction(op)
+            return
+        (lb, lf, lc), (rb, rc, rf), nb, m, n, k = contraction_sizes(op)
+        out = self.allocate(result)
+        if k == 0:
+            self.ctx.zero_bytes(out, result.type.nbytes)
+            return
+        lhs, rhs = (source or v for source, v in zip(narrow, op.operands, strict=True))
+        a, b = self.matrix_operand(lhs, lb, lf, lc), self.matrix_operand(rhs, rb, rc, rf)
+        if None not in narrow and self.blas is not None and self.blas.native_bf16:
+            emit_bf16_gemm(self, a, b, out, m, n, k, nb)
+            return
+        a = self._widened(a, m, k, nb) if narrow[0] is not None else a
+        b = self._widened(b, k, n, nb) if narrow[1] is not None else b
+        self.contract(nb, a, b, out, m, n, k, DType.f32)
+
+    def _bfloat16_source(self, value: Value) -> Value | None:
+        source = widened_bfloat16(value)
+        return source if source is not None and value not in self.sched.materialized else None
+
+    def _widened(self, operand: MatrixOperand, rows: int, cols: int, nb: int) -> MatrixOperand:
+        """A float32 copy, in the same layout, of the elements of the bfloat16 buffer
+        behind `operand` (nb matrices of rows x cols) from the first to the last it reads."""
+        stored_rows, stored_cols = (cols, rows) if operand.trans else (rows, cols)
+        extent = (nb - 1) * operand.batch_stride + (stored_rows - 1) * operand.ld + stored_cols
+        wide = self.scratch(extent * 4)
+        with self.ctx.loop(extent, "widen") as i:
+            self.ctx.store(wide, i, self.ctx.load(operand.buffer, i, DType.bf16), DType.f32)
+        return MatrixOperand(wide, operand.batch_stride, operand.trans, operand.ld)
+
     def contract(self, nb, a, b, c, m, n, k, dtype) -> None:
         """Each product through the BLAS routine NumPy would call for its shape (blas.py):
         dot for vector·vector, gemv for matrix·vector either way, gemm otherwise, the
