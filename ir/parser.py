@@ -423,6 +423,13 @@ class _Parser:
                 self.advance()
                 return token.text == "true"
             raise self.error(f"expected true or false, got {_describe(token)}")
+        if dtype.is_complex:          # (real, imaginary)
+            self.expect("(", "'(' and a complex element's real and imaginary parts")
+            real = float(self.number())
+            self.expect(",", "',' and the imaginary part")
+            imag = float(self.number())
+            self.expect(")", "')'")
+            return complex(real, imag)
         value = self.number()
         if dtype.is_integer:
             info = np.iinfo(dtype.numpy)

@@ -253,3 +253,7 @@ _ELEMENT_FORMATS = {
     DType.bool: lambda x: "true" if x else "false",
     **{d: (lambda x: str(int(x))) for d in DType if d.is_integer},
 }
+# A complex element is the pair of its parts, each written as its real dtype writes it.
+_ELEMENT_FORMATS.update({
+    d: (lambda part: lambda x: f"({part(x.real)}, {part(x.imag)})")(_ELEMENT_FORMATS[d.real_dtype])
+    for d in DType if d.is_complex})

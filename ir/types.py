@@ -16,8 +16,10 @@ import numpy as np
 
 class DType(enum.Enum):
     """Element types, in NumPy's order of kinds: bool, signed and unsigned integers of every
-    width, and floats (bf16 is `ml_dtypes.bfloat16`, the NumPy dtype JAX uses). Floats are
-    differentiable; `list(DType)` is the authoritative list of what jitgrad supports."""
+    width, floats (bf16 is `ml_dtypes.bfloat16`, the NumPy dtype JAX uses) and complex
+    numbers (c64 and c128: two f32 or two f64, real part first, as NumPy stores them).
+    Floats are differentiable; `list(DType)` is the authoritative list of what jitgrad
+    supports."""
 
     bool = "bool"
     i8 = "i8"
@@ -32,6 +34,8 @@ class DType(enum.Enum):
     bf16 = "bf16"
     f32 = "f32"
     f64 = "f64"
+    c64 = "c64"
+    c128 = "c128"
 
     @property
     def numpy(self) -> np.dtype:
@@ -40,6 +44,28 @@ class DType(enum.Enum):
     @property
     def is_float(self) -> bool:
         return self in (DType.f16, DType.bf16, DType.f32, DType.f64)
+
+    @property
+    def is_complex(self) -> bool:
+        return self in (DType.c64, DType.c128)
+
+    @property
+    def is_inexact(self) -> bool:
+        """A float or a complex type (NumPy's np.inexact)."""
+        return self.is_float or self.is_complex
+
+    @property
+    def real_dtype(self) -> "DType":
+        """The dtype of each part of a complex type (c64 -> f32); other types are their own."""
+        return {DType.c64: DType.f32, DType.c128: DType.f64}.get(self, self)
+
+    @property
+    def complex_dtype(self) -> "DType":
+        """The complex type whose parts are this float type (f32 -> c64, f64 -> c128);
+        NumPy has no complex type for f16 and bf16 and computes them as c64."""
+        if self.is_complex:
+            return self
+        return DType.c128 if self == DType.f64 else DType.c64
 
     @property
     def is_integer(self) -> bool:
@@ -80,6 +106,7 @@ _TO_NUMPY = {
     DType.u32: np.dtype(np.uint32), DType.u64: np.dtype(np.uint64),
     DType.f16: np.dtype(np.float16), DType.bf16: np.dtype(ml_dtypes.bfloat16),
     DType.f32: np.dtype(np.float32), DType.f64: np.dtype(np.float64),
+    DType.c64: np.dtype(np.complex64), DType.c128: np.dtype(np.complex128),
 }
 _FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
 # Platform aliases (np.intc, np.longlong, ...) compare equal to these dtypes and hash alike.

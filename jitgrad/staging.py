@@ -190,7 +190,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
             if tuple(shape) != t.shape:
                 raise ArgumentError(f"cotangent of shape {tuple(shape)} for an output of type {t}")
         n_leaves = len(fn.args) - len(traced.captured)
-        float_inputs = [k for k in range(n_leaves) if fn.args[k].type.dtype.is_float]
+        float_inputs = _float_positions(fn, n_leaves)
         vfn = vjp_function(fn, float_inputs, [Cotangent.ARG] * len(fn.outputs))
         n_out = len(fn.outputs)
 
@@ -238,7 +238,13 @@ def has_tracers(args) -> bool:
 # --------------------------------------------------------------------------- forward mode
 
 def _float_positions(fn: Function, n_leaves: int) -> list[int]:
-    """Float arguments among the first `n_leaves` (the rest are captured values)."""
+    """Float arguments among the first `n_leaves` (the rest are captured values). Complex
+    arguments are refused: their cotangents are not implemented yet, and leaving them out
+    would give them a zero derivative."""
+    for k in range(n_leaves):
+        if fn.args[k].type.dtype.is_complex:
+            raise GradientError(f"cannot differentiate with respect to the complex argument {k} of {fn.name} "
+                                f"({fn.args[k].type}) yet: pass its real and imaginary parts as float arrays")
     return [k for k in range(n_leaves) if fn.args[k].type.dtype.is_float]
 
 

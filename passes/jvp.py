@@ -20,7 +20,7 @@ from jitgrad.errors import GradientError
 from jitgrad.ir import Function, Operation, Value, current_builder, new_function
 from jitgrad.ir.clone import body_function, clone_op, function_region
 from jitgrad.ir.rewrite import Rewriter
-from jitgrad.primitives import Zero, instantiate
+from jitgrad.primitives import Primitive, Zero, instantiate
 
 
 class _JvpRewriter(Rewriter):
@@ -54,11 +54,23 @@ def jvp_function(fn: Function, wrt: Sequence[int]) -> Function:
     return new_fn
 
 
+def _refuse_complex(op: Operation) -> None:
+    """An op on complex values differentiates only if its record says its rules handle
+    them (`Primitive.complex_ready`); others (control flow, calls) are refused rather than
+    given a wrong tangent."""
+    ready = isinstance(op.opdef, Primitive) and op.opdef.complex_ready
+    if not ready and any(
+            v.type.dtype.is_complex for v in (*op.operands, *op.results)):
+        raise GradientError(f"cannot differentiate {op.name} on complex values yet", op.loc)
+
+
 def _jvp_rule(rewriter: _JvpRewriter, op: Operation, primals: list[Value]) -> list[Value]:
     """Copy `op` onto its primal operands and record its results' tangents."""
     op_tangents = [rewriter.tangents[v] for v in op.operands]
     no_tangent = all(isinstance(t, Zero) for t in op_tangents) or not any(
-        r.type.dtype.is_float for r in op.results)
+        r.type.dtype.is_inexact for r in op.results)
+    if not no_tangent:
+        _refuse_complex(op)
     if no_tangent:
         outs = list(clone_op(current_builder(), op, primals, {}).results)
         touts = [Zero(r.type) for r in op.results]
@@ -87,4 +99,4 @@ def jvp_call(op: Operation, primals: Sequence[Value], tangents: Sequence) -> tup
                                    regions=[function_region(body)], result_types=body.output_types)
     n = len(op.results)
     outs, touts = list(new.results[:n]), list(new.results[n:])
-    return outs, [t if r.type.dtype.is_float else Zero(r.type) for r, t in zip(op.results, touts, strict=True)]
+    return outs, [t if r.type.dtype.is_inexact else Zero(r.type) for r, t in zip(op.results, touts, strict=True)]

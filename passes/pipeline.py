@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Sequence
 
 from .inline import InlineCalls, InlineCheckpoints
+from .lower_complex import LowerComplex
 from .manager import FunctionPass
 from .simplify import (AlgebraicSimplification, CommonSubexpressionElimination, ConstantFolding,
                        DeadCodeElimination, simplify_pipeline)
 
 PASSES: dict[str, type[FunctionPass]] = {cls.name: cls for cls in (
-    InlineCalls, AlgebraicSimplification, ConstantFolding, CommonSubexpressionElimination,
+    InlineCalls, LowerComplex, AlgebraicSimplification, ConstantFolding, CommonSubexpressionElimination,
     DeadCodeElimination, InlineCheckpoints)}
 """Every function pass, by its `name`, in the order the optimization pipeline runs them."""
 
 
 def optimization_passes() -> list[FunctionPass]:
     """The IR -> IR passes run after tracing and differentiation, in order."""
-    return [InlineCalls(), *simplify_pipeline(), InlineCheckpoints()]
+    return [InlineCalls(), LowerComplex(), *simplify_pipeline(), InlineCheckpoints()]
 
 
 def passes_by_name(names: Sequence[str]) -> list[FunctionPass]:

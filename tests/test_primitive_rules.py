@@ -32,6 +32,9 @@ from test_random import reference_uniform
 from test_nn import (conv_loops, distinct_values, reduce_window_loops, select_and_gather_loops,
                      select_and_scatter_loops)
 from test_linalg import LAPACK_SPEC_ROWS
+import scipy.special as scipy_special
+
+from jitgrad.primitives import special
 from helpers import (build, check_grads, check_jvp, check_vjp, check_zero_derivative, numerical_jacobian,
                      run_traced)
 
@@ -48,6 +51,12 @@ def normal(rng, shape): return rng.standard_normal(shape)
 def positive(rng, shape): return rng.uniform(0.5, 2.0, shape)
 def small_ints(rng, shape): return rng.integers(-4, 5, shape).astype(np.int64)
 def bools(rng, shape): return rng.random(shape) < 0.5
+
+
+def not_near_integers(rng, shape):
+    """Values in (-4, 4) at least 0.2 from every integer: away from the poles of the
+    gamma family."""
+    return rng.integers(-4, 4, shape) + rng.uniform(0.2, 0.8, shape)
 
 
 def away_from_zero(rng, shape):
@@ -181,6 +190,33 @@ def scatter_last_wins_ref(x, i, u):
 
 CONSTANT = np.array([[1.5, -2.0, 0.25], [3.0, 0.5, -1.0]])
 
+def _z(x, y):
+    return bind("complex", x, y)
+
+
+def _zz(x, y):
+    """(x + iy)(y + ix): a complex value whose parts depend on both inputs."""
+    return P.mul(_z(x, y), _z(y, x))
+
+
+def _zz_ref(x, y):
+    return (x + 1j * y) * (y + 1j * x)
+
+
+COMPLEX_SPECS = [
+    OpSpec("complex", "", [f64(3), f64(3)], lambda x, y: bind("real", _zz(x, y)),
+           lambda x, y: np.real(_zz_ref(x, y))),
+    OpSpec("real", "", [f64(3), f64(3)], lambda x, y: bind("real", _zz(x, y)), lambda x, y: np.real(_zz_ref(x, y))),
+    OpSpec("imag", "", [f64(3), f64(3)], lambda x, y: bind("imag", _zz(x, y)), lambda x, y: np.imag(_zz_ref(x, y))),
+    OpSpec("conj", "", [f64(3), f64(3)], lambda x, y: bind("imag", P.mul(bind("conj", _zz(x, y)), _z(x, y))),
+           lambda x, y: np.imag(np.conj(_zz_ref(x, y)) * (x + 1j * y))),
+    OpSpec("view_as_real", "", [f64(3), f64(3)], lambda x, y: bind("view_as_real", _zz(x, y)),
+           lambda x, y: np.stack([np.real(_zz_ref(x, y)), np.imag(_zz_ref(x, y))], -1)),
+    OpSpec("view_as_complex", "", [f64(3, 2)],
+           lambda p: bind("imag", P.mul(bind("view_as_complex", p), bind("view_as_complex", p))),
+           lambda p: np.imag((p[:, 0] + 1j * p[:, 1]) ** 2)),
+]
+
 SPECS: list[OpSpec] = [
     # ----- arithmetic
     unary("neg", P.neg, np.negative),
@@ -245,6 +281,13 @@ SPECS: list[OpSpec] = [
     unary("cbrt", P.cbrt, np.cbrt, lambda rng, s: np.array([[-27.0, 0.0, 1e-310], [8e300, 1e-320, 64.0]]),
           variant="cubes", grad="none"),
     unary("tan", P.tan, np.tan, lambda rng, s: rng.uniform(-1.2, 1.2, s)),
+    # special functions (special.py), against SciPy, on both sides of the poles
+    unary("lgamma", special.lgamma, lambda x: scipy_special.gammaln(x), not_near_integers),
+    unary("digamma", special.digamma, lambda x: scipy_special.digamma(x), not_near_integers),
+    OpSpec("zeta", "s=2", [f64(2, 3)], lambda q: special.zeta(q, 2.0), lambda q: scipy_special.zeta(2.0, q),
+           [not_near_integers]),
+    OpSpec("zeta", "s=3.5", [f64(2, 3)], lambda q: special.zeta(q, 3.5), lambda q: scipy_special.zeta(3.5, q),
+           [positive]),
     unary("asin", P.arcsin, np.arcsin, lambda rng, s: rng.uniform(-0.9, 0.9, s)),
     unary("acos", P.arccos, np.arccos, lambda rng, s: rng.uniform(-0.9, 0.9, s)),
     unary("atan", P.arctan, np.arctan),
@@ -445,6 +488,8 @@ SPECS: list[OpSpec] = [
                              padding=((1, 0), (1, 1))),
            lambda c, x: select_and_scatter_loops(c, x, (2, 3), (2, 1), ((1, 0), (1, 1))),
            [normal, distinct_values]),
+    # ----- complex numbers, between real inputs and outputs (a complex product in between)
+    *COMPLEX_SPECS,
     # ----- random numbers: the reference is an independent scalar Philox4x32-10
     OpSpec("random_uniform", "f64", [i64(), i64()],
            lambda k0, k1: bind("random_uniform", k0, k1, shape=(2, 3), stream=5, word=1, dtype=DType.f64),

@@ -6,6 +6,7 @@ from . import convolution  # noqa: F401 - registers convolution, window reductio
 from . import gather, sorting  # noqa: F401 - registers gather/scatter_add/scatter and sort/argsort
 from . import lapack  # noqa: F401 - registers cholesky, triangular_solve, solve, slogdet, eigh, svd, qr
 from . import control_flow  # noqa: F401 - registers cond, while, fori and scan
+from . import complex_numbers  # noqa: F401 - registers real/imag/conj/complex; marks the primitives taking complex
 from . import cumulative  # noqa: F401 - registers cumsum (NumPy's sequential running sums)
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,
                    Contraction, Constant, instantiate, add_tangents)

@@ -36,13 +36,35 @@ class Primitive(OpDef):
 
     def __init__(self, name: str, infer, impl: Callable, *, doc: str = "",
                  traits: Iterable[Trait] = (Trait.PURE,), num_results: int = 1):
-        super().__init__(name, infer, traits=traits, num_results=num_results, doc=doc)
+        super().__init__(name, _refusing_complex(self, infer) if infer is not None else None,
+                         traits=traits, num_results=num_results, doc=doc)
         self.impl = impl
+        self.complex_ready = False
+        """Whether every rule of this primitive (shape/dtype, impl, lowering through
+        `passes/lower_complex.py`) handles complex operands and results; until a module
+        sets it, the shape/dtype rule refuses complex types with a `DTypeError` naming the
+        primitive, so no rule ever meets a complex value it would get wrong."""
 
     def bind(self, *operands: Value, **attrs) -> Value | list[Value]:
         """Emit this primitive into the active builder and return its result (the list of
         them for a primitive with several)."""
         return emit(self, *operands, **attrs)
+
+
+def _refusing_complex(prim: "Primitive", infer):
+    """`infer`, raising a `DTypeError` for complex operand or result types while the
+    primitive is not `complex_ready` (looked up at call time, so a module declaring complex
+    support after the record is built takes effect)."""
+    def checked(*types: TensorType, **attrs):
+        results = infer(*types, **attrs)
+        if not prim.complex_ready and any(
+                t.dtype.is_complex for t in (*types, *results) if isinstance(t, TensorType)):
+            raise DTypeError(f"{prim.name} does not support complex numbers yet (operand types "
+                             f"{', '.join(str(t) for t in types)})")
+        return results
+    checked.__name__ = getattr(infer, "__name__", "infer")
+    checked.__doc__ = infer.__doc__
+    return checked
 
 
 class _Primitives(Mapping):

@@ -22,7 +22,7 @@ def _same_type_rule(name: str, float_only: bool = False, numeric: bool = True):
         check_same_shapes(name, *types)
         check_same_dtypes(name, *types)
         dtype = types[0].dtype
-        if float_only and not dtype.is_float:
+        if float_only and not dtype.is_inexact:
             raise DTypeError(f"{name} needs a floating-point operand, got {dtype}")
         if numeric and dtype == DType.bool:
             raise DTypeError(f"{name} is not defined for bool operands")
@@ -448,7 +448,7 @@ def convert(x, dtype: DType):
 
 def _convert_jvp(primals, tangents, *, dtype):
     (x,), (t,) = primals, tangents
-    if isinstance(t, Zero) or not (x.type.dtype.is_float and dtype.is_float):
+    if isinstance(t, Zero) or not (x.type.dtype.is_inexact and dtype.is_inexact):
         return Zero(TensorType(x.type.shape, dtype))
     return convert_p.bind(t, dtype=dtype)
 

@@ -46,17 +46,17 @@ def weak_scalars(values):
 def _is_weak(x) -> bool:
     if isinstance(x, Value):
         return x in getattr(_WEAK, "values", ())
-    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+    return isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic)
 
 
-_PYTHON_KIND = {DType.bool: bool, DType.i64: int, DType.f64: float}
+_PYTHON_KIND = {DType.bool: bool, DType.i64: int, DType.f64: float, DType.c128: complex}
 
 
 def _weak_kind(x) -> type:
     """bool, int or float: the Python type of a weak operand."""
     if isinstance(x, Value):
         return _PYTHON_KIND[x.type.dtype]
-    return bool if isinstance(x, bool) else int if isinstance(x, int) else float
+    return bool if isinstance(x, bool) else int if isinstance(x, int) else float if isinstance(x, float) else complex
 
 
 def _strong_dtype(x) -> np.dtype:

@@ -132,7 +132,7 @@ def _unsupported_name(obj) -> str:
 
 
 def _is_python_scalar(x) -> bool:
-    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+    return isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic)
 
 
 def _operator(ufunc, reflected=False):
@@ -562,6 +562,8 @@ def abstract_leaf(x) -> TensorType:
         return TensorType((), DType.i64, weak=holding)
     if isinstance(x, float):
         return TensorType((), DType.f64, weak=True)
+    if isinstance(x, complex):
+        return TensorType((), DType.c128, weak=True)
     for cls, why in _CHANGED_MEANING.items():
         if isinstance(x, cls):
             raise ArgumentError(f"arguments of type {type(x).__module__}.{type(x).__name__} are not supported: "
