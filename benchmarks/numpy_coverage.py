@@ -104,7 +104,7 @@ CALLS = {
     "einsum_path": lambda x: np.einsum_path("ij,kj->ik", x, x)[0], "empty": lambda x: np.empty(0) + x[0, 0],
     "empty_like": lambda x: np.empty_like(x).shape, "expand_dims": lambda x: np.expand_dims(x, 1),
     "extract": lambda x: np.extract(np.eye(3, 4) > 0, x), "eye": lambda x: np.eye(3) * x[0, 0],
-    "fill_diagonal": lambda x: np.fill_diagonal(x, 0.0), "flatnonzero": lambda x: np.flatnonzero(x > 0),
+    "fill_diagonal": lambda x: _written(x, lambda y: np.fill_diagonal(y, x[0, :2])), "flatnonzero": lambda x: np.flatnonzero(x > 0),
     "float_power": lambda x: np.float_power(POS(x), 1.5), "fmod": lambda x: np.fmod(x, 0.7),
     "from_dlpack": lambda x: np.from_dlpack(x), "frombuffer": lambda x: np.frombuffer(b"\0" * 8) + x[0, 0],
     "fromfile": lambda x: np.fromfile(os.devnull) + x[0, 0],
@@ -140,14 +140,16 @@ CALLS = {
     "percentile": lambda x: np.percentile(x, 30), "nanpercentile": lambda x: np.nanpercentile(x, 30),
     "permute_dims": lambda x: np.permute_dims(x, (1, 0)), "piecewise": lambda x: np.piecewise(
         x, [x < 0], [lambda t: t * 2, lambda t: t]), "place": lambda x: np.place(x, x > 0, [1.0]),
+    "putmask": lambda x: _written(x, lambda y: np.putmask(y, x > 0, x[0, :3] * 2)),
     "poly": lambda x: np.poly(x[0]), "polyadd": lambda x: np.polyadd(x[0], x[1]), "polyder": lambda x: np.polyder(x[0]),
     "polydiv": lambda x: np.polydiv(x[0], x[1, :2]), "polyfit": lambda x: np.polyfit(x[0], x[1], 1),
     "polyint": lambda x: np.polyint(x[0]), "polymul": lambda x: np.polymul(x[0], x[1]),
     "polysub": lambda x: np.polysub(x[0], x[1]), "polyval": lambda x: np.polyval(x[0], x[1]),
     "pow": lambda x: np.pow(POS(x), 1.5), "power": lambda x: np.power(POS(x), 1.5),
     "printoptions": lambda x: np.printoptions(precision=3).__class__.__name__,
-    "promote_types": lambda x: np.promote_types(x.dtype, np.float32), "put": lambda x: np.put(x, [0], [1.0]),
-    "put_along_axis": lambda x: np.put_along_axis(x, np.zeros((3, 1), int), 1.0, axis=1),
+    "promote_types": lambda x: np.promote_types(x.dtype, np.float32), "put": lambda x: _written(x, lambda y: np.put(y, [0, 5, 0, -1], x[1, :3] * 2)),
+    "put_along_axis": lambda x: _written(x, lambda y: np.put_along_axis(y, np.argsort(x, axis=1)[:, :2], x[:, :1] * 3,
+                                                                         axis=1)),
     "quantile": lambda x: np.quantile(x, 0.3), "nanquantile": lambda x: np.nanquantile(x, 0.3),
     "ravel_multi_index": lambda x: np.ravel_multi_index(([0, 1], [2, 3]), (3, 4)),
     "repeat": lambda x: np.repeat(x, 2, axis=0), "reshape": lambda x: np.reshape(x, (4, 3)),
@@ -218,8 +220,8 @@ METHOD_CALLS = {
     "item": lambda x: x.item(0), "itemsize": lambda x: x.itemsize, "max": lambda x: x.max(0),
     "mean": lambda x: x.mean(1), "min": lambda x: x.min(), "nbytes": lambda x: x.nbytes, "ndim": lambda x: x.ndim,
     "nonzero": lambda x: x.nonzero(), "partition": lambda x: _partitioned(x), "prod": lambda x: x.prod(0),
-    "put": lambda x: x.put([0], [1.0]), "ravel": lambda x: x.ravel(), "real": lambda x: x.real,
-    "repeat": lambda x: x.repeat(2, 0), "reshape": lambda x: x.reshape(4, 3), "resize": lambda x: x.resize((2, 2)),
+    "put": lambda x: _written(x, lambda y: y.put([0, 5, 0], x[1, :2] * 2)), "ravel": lambda x: x.ravel(), "real": lambda x: x.real,
+    "repeat": lambda x: x.repeat(2, 0), "reshape": lambda x: x.reshape(4, 3), "resize": lambda x: _resized(x),
     "round": lambda x: x.round(1), "searchsorted": lambda x: x[0].searchsorted(0.0), "shape": lambda x: x.shape,
     "size": lambda x: x.size, "sort": lambda x: _sorted(x), "squeeze": lambda x: x[None].squeeze(0),
     "std": lambda x: x.std(0), "sum": lambda x: x.sum(1), "swapaxes": lambda x: x.swapaxes(0, 1),
@@ -227,6 +229,19 @@ METHOD_CALLS = {
     "trace": lambda x: x.trace(), "transpose": lambda x: x.transpose(1, 0), "var": lambda x: x.var(),
     "view": lambda x: x.view(),
 }
+
+
+def _written(x, write):
+    """A copy of `x` after `write(copy)`, a NumPy function or method that writes in place."""
+    y = x.copy()
+    write(y)
+    return y
+
+
+def _resized(x):
+    y = x * 1          # an array with no other reference: NumPy resizes it in place
+    y.resize((5, 3))
+    return y
 
 
 def _filled(x):

@@ -403,7 +403,7 @@ def test_copysign_with_a_known_sign_and_refusals_without_one():
     (lambda x: np.histogram(x, bins="auto", range=(0, 1)), ["numpy.histogram", "bins='auto'"]),
     (lambda x: np.insert(x, x.astype(int)[:1], 0.0), ["numpy.insert", "Python ints"]),
     (lambda x: x.view(np.int64), [".view(dtype)", ".astype"]),
-    (lambda x: x.resize(2, 2), [".resize()", "in place"]),
+    (lambda x: x.resize(2, 2), ["cannot resize", "np.resize"]),
 ], ids=["compress", "extract", "bincount", "histogram-range", "histogram-auto", "insert", "view", "resize"])
 def test_data_dependent_shapes_are_refused_with_the_alternative(fn, words):
     with pytest.raises(UnsupportedOperationError) as info:

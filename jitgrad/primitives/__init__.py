@@ -8,6 +8,7 @@ from . import lapack  # noqa: F401 - registers cholesky, triangular_solve, solve
 from . import control_flow  # noqa: F401 - registers cond, while, fori and scan
 from . import complex_numbers  # noqa: F401 - registers real/imag/conj/complex; marks the primitives taking complex
 from . import cumulative  # noqa: F401 - registers cumsum (NumPy's sequential running sums)
+from . import special  # noqa: F401 - registers lgamma, digamma and zeta (scipy.special's gammaln, psi, zeta)
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,
                    Contraction, Constant, instantiate, add_tangents)
 from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, integer_pow, exp, log, log1p,

@@ -20,8 +20,13 @@ in the user's hands means scipy.special is loaded). The loop dtype is SciPy's ow
 - Derivatives come from the compositions; every branch a select discards is evaluated
   on an argument clamped into its own domain, so its zero cotangent stays zero.
 
-Functions without a composition accurate enough (`gammaln`, `digamma`, and every other
-scipy.special ufunc) raise `UnsupportedOperationError` naming `scipy.special.<name>`.
+- `gammaln`, `digamma` (`psi`) and `zeta(s, q)` (with `s` known at trace time) are the
+  primitives of `jitgrad.primitives.special` (SciPy's Cephes algorithms, derivatives of
+  every order); `scipy.special.polygamma(n, x)`, a Python function of `zeta` and `psi`,
+  therefore works on traced `x` with a static `n`.
+
+Every other scipy.special ufunc raises `UnsupportedOperationError` naming
+`scipy.special.<name>`.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ import sys
 import numpy as np
 
 from jitgrad import primitives as P
+from jitgrad.errors import UnsupportedOperationError
+from jitgrad.primitives import special
 from jitgrad.ir import DType, Value
 from . import numpy_api as api
 
@@ -267,24 +274,59 @@ def _in_float64(rule):
 RULES = {
     "expit": _expit, "logit": _logit, "xlogy": _x_times_log(P.log), "xlog1py": _x_times_log(P.log1p),
     "entr": _entr, "erf": _in_float64(_erf64), "erfc": _in_float64(_erfc64), "ndtr": _in_float64(_ndtr64),
-    "log_ndtr": _in_float64(_log_ndtr64),
+    "log_ndtr": _in_float64(_log_ndtr64), "gammaln": special.lgamma, "psi": special.digamma,
 }
 """scipy.special ufunc name -> rule on values already converted to the loop's dtype."""
 
 
+_PRIVATE_UFUNCS = {"_zeta": "zeta"}
+"""SciPy ufuncs that a public scipy.special function calls under a private name."""
+
+
 def scipy_name(ufunc) -> str | None:
     """`scipy.special.<name>` when `ufunc` is that SciPy ufunc, else None."""
-    module = sys.modules.get("scipy.special")
     name = getattr(ufunc, "__name__", None)
+    if name in _PRIVATE_UFUNCS:
+        module = sys.modules.get("scipy.special._ufuncs")
+        if module is not None and getattr(module, name, None) is ufunc:
+            return f"scipy.special.{_PRIVATE_UFUNCS[name]}"
+        return None
+    module = sys.modules.get("scipy.special")
     if module is None or name is None or getattr(module, name, None) is not ufunc:
         return None
     return f"scipy.special.{name}"
+
+
+def _zeta(ufunc):
+    """scipy.special.zeta(s, q) for a traced q: s must be known at trace time (one value,
+    or an array of them, each computed by its own `zeta` op and selected by position)."""
+    def impl(s, q):
+        if isinstance(s, Value):
+            raise UnsupportedOperationError("scipy.special.zeta(s, q) needs the order s known at trace time "
+                                            "(a Python number or NumPy array); only q may be traced")
+        dtypes_in, dtypes_out = api.ufunc_dtypes(ufunc, s, q)
+        orders = np.asarray(s, dtype=np.float64)
+        value = api.as_value(q, dtypes_in[1])
+        shape = api.broadcast_shapes(orders.shape, value.type.shape)
+        value = api.broadcast_to(value, shape)
+        orders = np.broadcast_to(orders, shape)
+        result = None
+        for order in np.unique(orders):
+            part = special.zeta(value, float(order))
+            result = part if result is None else P.select(P.constant(orders == order), part, result)
+        if result is None:                          # an empty array
+            result = value
+        return P.convert(result, dtypes_out[0]) if result.type.dtype != dtypes_out[0] else result
+    impl.__name__ = "zeta"
+    return impl
 
 
 def lookup(ufunc):
     """The traced implementation of a scipy.special ufunc (operands of any dtype), or None."""
     if scipy_name(ufunc) is None:
         return None
+    if ufunc.__name__ == "_zeta":
+        return _zeta(ufunc)
     rule = RULES.get(ufunc.__name__)
     if rule is None:
         return None

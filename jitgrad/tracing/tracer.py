@@ -27,7 +27,7 @@ from jitgrad.ir.rewrite import free_values
 from . import implicit
 from . import numpy_api as api
 from . import numpy_elementwise, numpy_reductions, numpy_shape
-from . import array_namespace, indexing, scipy_special
+from . import array_namespace, indexing, numpy_in_place, scipy_special
 from .pytree import TreeDef, tree_flatten, tree_unflatten
 
 # --------------------------------------------------------------------------- source locations
@@ -189,19 +189,40 @@ def _method(impl):
 
 _UNTRACKED = "a view whose writes are not carried to its base"
 
+
+class _DerivedView:
+    """The `base` of a view made by reshape/transpose/ravel/...: how to compute it again
+    from its base array. Writes into such a view are refused (jitgrad does not carry them
+    back), but the view is registered with its base and recomputed whenever the base is
+    written to, so it sees the base's new values as a NumPy view does."""
+
+    __slots__ = ("recompute",)
+
+    def __init__(self, recompute: Callable):
+        self.recompute = recompute
+
+
 _VIEW_FUNCTIONS = {np.reshape, np.transpose, np.swapaxes, np.moveaxis, np.expand_dims, np.squeeze, np.ravel,
                    np.broadcast_to}
 
 
-def _as_view(result):
-    """Mark what NumPy returns as a view (reshape, transpose...): writing into it is an error."""
+def _as_view(result, base=None, recompute: Callable | None = None):
+    """Mark what NumPy returns as a view (reshape, transpose...) of `base`: writing into it
+    is an error; writing into `base` recomputes it with `recompute(base)`."""
     if isinstance(result, Tracer):
-        result.base = _UNTRACKED
+        if isinstance(base, Tracer) and recompute is not None:
+            result.base = _DerivedView(recompute)
+            base.views.append(result)
+        else:
+            result.base = _UNTRACKED
     return result
 
 
 def _view_method(impl):
-    return lambda self, *args, **kwargs: _as_view(apply(impl, (self, *args), kwargs))
+    def method(self, *args, **kwargs):
+        recompute = lambda base: apply(impl, (base, *args), kwargs)     # noqa: E731
+        return _as_view(recompute(self), self, recompute)
+    return method
 
 
 def _ufunc_at(ufunc, x, index, value=None):
@@ -216,6 +237,22 @@ def _ufunc_at(ufunc, x, index, value=None):
     if ufunc is np.subtract:
         value = -value if isinstance(value, Tracer) else np.negative(value)
     x._replace(apply(indexing.add_at, (x, index, value)).value)
+
+
+_IN_PLACE_FUNCTIONS = {np.put: numpy_in_place.put, np.putmask: numpy_in_place.putmask,
+                       np.place: numpy_in_place.place, np.put_along_axis: numpy_in_place.put_along_axis,
+                       np.fill_diagonal: numpy_in_place.fill_diagonal}
+"""NumPy functions that write into their first argument and return None."""
+
+
+def _write_in_place(func, args, kwargs):
+    """np.put(a, ...) and its kin on a traced `a`: `a` (and its views) take the written value."""
+    target = args[0] if args else next(iter(kwargs.values()), None)
+    if not isinstance(target, Tracer):
+        raise UnsupportedOperationError(
+            f"numpy.{func.__name__} writes traced values into a NumPy array, which cannot hold them; make the "
+            "array traced first (e.g. np.zeros_like(traced_array))", user_location())
+    target._replace(apply(_IN_PLACE_FUNCTIONS[func], args, kwargs).value)
 
 
 class Tracer:
@@ -267,11 +304,16 @@ class Tracer:
         return result
 
     def __array_function__(self, func, types, args, kwargs):
+        if func in _IN_PLACE_FUNCTIONS:
+            return _write_in_place(func, args, kwargs)
         impl = api.FUNCTIONS.get(func)
         if impl is None:
             raise UnsupportedOperationError(f"{_unsupported_name(func)} has no jitgrad rule", user_location())
         result = apply(impl, args, kwargs)
-        return _as_view(result) if func in _VIEW_FUNCTIONS else result
+        if func not in _VIEW_FUNCTIONS:
+            return result
+        recompute = lambda base: apply(impl, (base, *args[1:]), kwargs)     # noqa: E731
+        return _as_view(result, args[0] if args else None, recompute)
 
     def __array_namespace__(self, *, api_version=None):
         """The Array API standard's namespace for traced arrays (`jitgrad.array_api`)."""
@@ -301,8 +343,8 @@ class Tracer:
     ndim = property(lambda self: self.value.type.ndim)
     size = property(lambda self: self.value.type.size)
     dtype = property(lambda self: self.value.type.dtype.numpy)
-    T = property(lambda self: _as_view(apply(api.transpose, (self,))))
-    mT = property(lambda self: _as_view(apply(api.swapaxes, (self, -1, -2))))
+    T = property(lambda self: _view_method(api.transpose)(self))
+    mT = property(lambda self: _view_method(api.swapaxes)(self, -1, -2))
 
     def __len__(self) -> int:
         if not self.value.type.shape:
@@ -382,7 +424,7 @@ class Tracer:
         self._replace(apply(indexing.setitem, (self, index, value)).value)
 
     def _replace(self, new: Value) -> None:
-        if self.base is _UNTRACKED:
+        if self.base is _UNTRACKED or isinstance(self.base, _DerivedView):
             raise UnsupportedOperationError(
                 "writing into a traced array made by reshape/transpose/ravel/squeeze/swapaxes/... is not "
                 "supported (NumPy would write through the view into its base); assign into the base array "
@@ -396,7 +438,10 @@ class Tracer:
 
     def _refresh_views(self) -> None:
         for view in self.views:
-            view.value = apply(indexing.getitem, (self, view.base[1])).value
+            if isinstance(view.base, _DerivedView):
+                view.value = view.base.recompute(self).value
+            else:
+                view.value = apply(indexing.getitem, (self, view.base[1])).value
             view._refresh_views()
 
     def _inplace(ufunc):
@@ -486,14 +531,15 @@ class Tracer:
         return np.nonzero(self)
 
     def conj(self):
-        """The array itself for real dtypes (np.conj would make bool int8; the method does not)."""
-        return Tracer(self.value)
+        """The conjugate; the array itself for real dtypes, as NumPy returns (np.conj would
+        make bool int8)."""
+        return np.conjugate(self) if self.value.type.dtype.is_complex else self
 
     conjugate = conj
     real = property(lambda self: np.real(self))
     imag = property(lambda self: np.imag(self))
 
-    flat = property(lambda self: _as_view(apply(api.ravel, (self,))))
+    flat = property(lambda self: _view_method(api.ravel)(self))
 
     def __dlpack__(self, *args, **kwargs):
         raise UnsupportedOperationError("a traced array has no memory to share through DLPack (np.from_dlpack); "
@@ -503,7 +549,7 @@ class Tracer:
         if dtype is not None or type is not None:
             raise UnsupportedOperationError(".view(dtype) of a traced array reinterprets its bytes, which jitgrad "
                                             "cannot do; use .astype(dtype) to convert the values", user_location())
-        return _as_view(Tracer(self.value))
+        return _as_view(Tracer(self.value), self, lambda base: Tracer(base.value))
 
     def fill(self, value):
         """In place, as NumPy: this array (and the array it is a view of) takes `value`."""
@@ -512,13 +558,44 @@ class Tracer:
         self._replace(apply(lambda x, v: api.broadcast_to(api.as_value(v, x.type.dtype), x.type.shape),
                             (self, value)).value)
 
+    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
+        """In place, as NumPy: this array (and the array it is a view of) becomes sorted."""
+        if axis is None:
+            raise UnsupportedOperationError("ndarray.sort(axis=None) is not allowed: NumPy sorts an array in place "
+                                            "along one axis (np.sort(a, axis=None) returns a flat copy)",
+                                            user_location())
+        self._replace(np.sort(self, axis=axis, kind=kind, order=order, stable=stable).value)
+
+    def partition(self, kth, axis=-1, kind="introselect", order=None):
+        """In place, as NumPy, where np.partition's order is NumPy's (it raises otherwise)."""
+        self._replace(np.partition(self, kth, axis=axis, kind=kind, order=order).value)
+
+    def put(self, indices, values, mode="raise"):
+        """In place, as NumPy: self.flat[indices[k]] = values.flat[k % len(values)]."""
+        self._replace(apply(numpy_in_place.put, (self, indices, values, mode)).value)
+
+    def resize(self, *new_shape, refcheck=True):
+        """In place, as NumPy: the elements in order, cut or followed by zeros. NumPy refuses
+        to resize a view, an array with views, or (with refcheck) one referenced from
+        elsewhere; so does this, counting Python references as NumPy does."""
+        if self.base is not None or self.views:
+            raise UnsupportedOperationError("cannot resize this array: it does not own its data, or another "
+                                            "array views it (NumPy raises ValueError)", user_location())
+        # the caller's name, this frame's `self` and getrefcount's argument: NumPy's "2",
+        # seen from inside a method
+        if refcheck and sys.getrefcount(self) > 3:
+            raise UnsupportedOperationError("cannot resize an array that references or is referenced by another "
+                                            "object (NumPy raises ValueError); use np.resize, or "
+                                            "refcheck=False", user_location())
+        self._replace(apply(numpy_in_place.resize, (self, *new_shape)).value)
+
     def _in_place_only(what: str):
         def method(self, *args, **kwargs):
             raise UnsupportedOperationError(f".{what}() changes a traced array's memory or shape in place, which "
                                             "jitgrad cannot express; build a new array instead", user_location())
         return method
 
-    resize, put, itemset = _in_place_only("resize"), _in_place_only("put"), _in_place_only("itemset")
+    itemset = _in_place_only("itemset")
     setflags, byteswap = _in_place_only("setflags"), _in_place_only("byteswap")
     del _in_place_only
 
