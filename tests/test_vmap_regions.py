@@ -30,11 +30,10 @@ def loop(f, args, in_axes):
 
 
 def total(f):
-    """f's outputs summed into one scalar (weighted, so every element counts differently)."""
+    """f's float outputs summed into one scalar, weighted so every element counts differently."""
     def scalar(*args):
-        leaves = tree_flatten(f(*args))[0]
-        return sum(np.sum(leaf * (1.0 + 0.1 * np.arange(leaf.size).reshape(np.shape(leaf)))) for leaf in leaves
-                   if np.asarray(leaf).dtype.kind == "f" or hasattr(leaf, "dtype") and "float" in str(leaf.dtype))
+        leaves = [leaf for leaf in tree_flatten(f(*args))[0] if np.dtype(leaf.dtype).kind == "f"]
+        return sum(np.sum(leaf * (1.0 + 0.1 * np.arange(leaf.size).reshape(np.shape(leaf)))) for leaf in leaves)
     return scalar
 
 
@@ -167,6 +166,28 @@ def test_vmap_of_vmap_of_a_loop():
     xs = np.abs(rng.standard_normal((3, 4)))
     np.testing.assert_allclose(jitgrad.vmap(jitgrad.vmap(f))(xs), loop(lambda r: loop(f, (r,), (0,)), (xs,), (0,)),
                                rtol=1e-13)
+
+
+def test_nested_regions():
+    """A cond with a mapped predicate inside a scan, a while inside a cond."""
+    def f(c0, xs):
+        step = lambda c, x: (jitgrad.cond(x > 0, lambda c: c * x, lambda c: c - x, c), c)   # noqa: E731
+        return jitgrad.scan(step, c0, xs)
+
+    def g(x):
+        grow = lambda v: jitgrad.while_loop(lambda c: c < 3.0, lambda c: c * 1.5 + 0.2, v)   # noqa: E731
+        return jitgrad.cond(x > 1.0, lambda v: v * 2.0, grow, x)
+    check(f, (rng.standard_normal(3), rng.standard_normal((3, 4))), (0, 0))
+    check(g, (np.array([0.5, 2.0, 1.2, 0.1]),), (0,), grads=False)   # values: reverse mode rejects a while in a cond
+
+
+def test_nesting_with_jit_and_second_order():
+    f = lambda x: jitgrad.fori_loop(0, 3, lambda i, c: np.sin(c) * x, x)   # noqa: E731
+    xs = np.array([0.3, 0.7, -1.1])
+    np.testing.assert_allclose(jitgrad.jit(jitgrad.vmap(f))(xs), loop(f, (xs,), (0,)), rtol=1e-14)
+    np.testing.assert_allclose(jitgrad.vmap(jitgrad.jit(f))(xs), loop(f, (xs,), (0,)), rtol=1e-14)
+    h = jitgrad.hessian(f)
+    np.testing.assert_allclose(jitgrad.vmap(h)(xs), loop(h, (xs,), (0,)), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- custom rules
