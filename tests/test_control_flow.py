@@ -340,8 +340,8 @@ def test_forward_over_forward_through_while():
 
 
 def test_reverse_mode_of_loops_with_run_time_trip_counts_at_block_boundaries():
-    """The backward pass recomputes primal carries in blocks of floor(sqrt(T)) + 1 steps:
-    every trip count from 0 to 20 (partial and whole blocks) and a long loop."""
+    """The backward pass reads the primal carries from its stack of states: every trip
+    count from 0 to 20 and a long loop, compiled and in the reference interpreter."""
     def f(x, n):
         return jitgrad.fori_loop(0, n, lambda i, v: np.sin(v) * 0.5 + np.cos(x * (1 + 0.01 * i)) * v * 0.3, x).sum()
 

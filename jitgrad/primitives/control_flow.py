@@ -42,6 +42,8 @@ from jitgrad.ir.clone import function_region, inline_block
 from jitgrad.ir.rewrite import Rewriter
 from .base import UndefinedPrimal, Zero, instantiate
 from .kernel_kind import KernelKind
+from .region_passes import (PartialEval, TransposedOutput, eliminate_dead_code, jvp_function, partial_eval_function,
+                            stage_whole, transpose_function)
 
 BOOL = TensorType((), DType.bool)
 I64 = TensorType((), DType.i64)
@@ -95,8 +97,7 @@ def call(fn: Function, args: Sequence[Value]) -> list[Value]:
 
 
 def _dce(fn: Function) -> Function:
-    from jitgrad.passes.simplify import DeadCodeElimination
-    return DeadCodeElimination().run(fn)
+    return eliminate_dead_code(fn)
 
 
 def _create(opdef: OpDef, operands: Sequence[Value], regions: Sequence[Function], result_types, attrs=None,
@@ -141,7 +142,6 @@ def _cond_impl(op, operands, run_block):
 
 
 def _cond_jvp(op, primals, tangents):
-    from jitgrad.passes.jvp import jvp_function
     args = primals[1:]
     wrt = [k for k, t in enumerate(tangents[1:]) if not isinstance(t, Zero) and args[k].type.dtype.is_float]
     floats = [k for k, r in enumerate(op.results) if r.type.dtype.is_float]
@@ -162,7 +162,6 @@ def _select(fn: Function, positions: Sequence[int]) -> Function:
 
 
 def _cond_partial_eval(op, unknown):
-    from jitgrad.passes.reverse import PartialEval, partial_eval_function, stage_whole
     if unknown[0]:
         return stage_whole(op, unknown)
     arg_unknown = list(unknown[1:])
@@ -228,7 +227,6 @@ def _cond_partial_eval(op, unknown):
 
 
 def _cond_transpose(op, cotangents, operands):
-    from jitgrad.passes.reverse import TransposedOutput, transpose_function
     if isinstance(operands[0], UndefinedPrimal):
         raise GradientError("cond's predicate cannot be a linear operand", op.loc)
     args = operands[1:]
@@ -311,7 +309,6 @@ def _permuted(fn: Function, input_types, order: Sequence[int], outputs: Sequence
 def _loop_jvp(op, primals, tangents):
     """A loop of the same kind carrying tangents next to primals: consts' = consts +
     their non-zero float tangents, carry' = carry + a tangent for every float carry."""
-    from jitgrad.passes.jvp import jvp_function
     from .structural import full
     if op.attrs.get("num_passive", 0):
         raise GradientError("a linearized loop (a fori with passive carries) is differentiated again only by "
@@ -366,7 +363,6 @@ def _carry_fixpoint(body: Function, arg_unknown: Callable[[list[bool]], list[boo
     """Partially evaluate a loop body until the carries it treats as unknown are exactly
     those whose next value is unknown: a carry that starts known but is updated from an
     unknown value is unknown from the first iteration on."""
-    from jitgrad.passes.reverse import partial_eval_function
     carry_unknown = list(carry_unknown)
     while True:
         split = partial_eval_function(body, arg_unknown(carry_unknown))
@@ -381,7 +377,6 @@ def _loop_partial_eval(op, unknown):
     (a while also counts its trips), and a linear `fori` of that many trips whose body
     recomputes the known carries of iteration i from their initial values before running
     the unknown part of the body."""
-    from jitgrad.passes.reverse import PartialEval
     is_fori = op.opdef is fori_p
     start = 1 if is_fori else 0
     if is_fori and unknown[0]:
@@ -396,7 +391,6 @@ def _loop_partial_eval(op, unknown):
     split, x_unknown = _carry_fixpoint(body, lambda xu: lead + c_unknown + xu, nx, list(unknown[start + nc:]))
     if op.opdef is while_p:
         test = region_function(op, 0)
-        from jitgrad.passes.reverse import partial_eval_function
         test_split = partial_eval_function(test, c_unknown + x_unknown)
         if not test_split.known_outputs[0]:
             raise GradientError("a while loop's test depends on a differentiated value", op.loc)
@@ -464,7 +458,6 @@ def _fori_transpose(op, cotangents, operands):
     Passive carries (primal values the linear step reads) are the state of a
     `reverse_fori` op, which stores or recomputes them as its policy says (the loop's
     `reversal` and `snapshots` attributes; a stack of every step's state by default)."""
-    from jitgrad.passes.reverse import TransposedOutput, partial_eval_function, transpose_function
     from .elementwise import add, sub
     from .structural import constant, full
     if isinstance(operands[0], UndefinedPrimal):
@@ -568,18 +561,21 @@ def revolve_split(steps: int, free: int) -> int:
     return max(1, min((low + high) // 2, steps - 1))
 
 
-def run_reversal(trips: int, policy: str, snapshots: int, init, advance, back, carry):
+def run_reversal(trips: int, policy: str, snapshots: int, init, advance, back, carry, held_counts=None):
     """The semantics of `reverse_fori`, and the schedule its code generators follow:
     carry = back(i, state_i, carry) for i = trips-1 down to 0, where state_0 = init and
     state_{i+1} = advance(i, state_i). `stack` stores every state (trips - 1 advances,
     trips states); `revolve` holds at most `snapshots` states and recomputes the others
-    from the newest snapshot below them (binomial checkpointing)."""
+    from the newest snapshot below them (binomial checkpointing). `held_counts`, a list,
+    receives the number of states held after each one is stored."""
     if trips <= 0:
         return carry
+    held_counts = [] if held_counts is None else held_counts
     if policy == STACK:
         states = [init]
         for i in range(trips - 1):
             states.append(advance(i, states[-1]))
+            held_counts.append(len(states))
         for i in reversed(range(trips)):
             carry = back(i, states[i], carry)
         return carry
@@ -605,6 +601,7 @@ def run_reversal(trips: int, policy: str, snapshots: int, init, advance, back, c
             for i in range(start, start + m):
                 state = advance(i, state)
             held.append((start + m, state))
+            held_counts.append(len(held))
     return carry
 
 
@@ -689,7 +686,6 @@ def _recomputing_form(op: Operation) -> Function:
 
 def _reverse_fori_jvp(op, primals, tangents):
     """Forward mode through the recomputing form (the policies differ in cost, not value)."""
-    from jitgrad.passes.jvp import jvp_function
     wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
     n = len(op.results)
     if not wrt:
@@ -764,7 +760,6 @@ def _scan_impl(op, operands, run_block):
 
 
 def _scan_jvp(op, primals, tangents):
-    from jitgrad.passes.jvp import jvp_function
     from .structural import full
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
     consts, carry, xs = primals[:nc], primals[nc:nc + nx], primals[nc + nx:]
@@ -808,7 +803,6 @@ def _scan_partial_eval(op, unknown):
     stacked as extra ys) and a linear scan reading those stacks as xs. Residuals that are
     known consts or known xs are read from the op's operands, and those computed from
     known consts alone are recomputed by the linear body: neither is stacked."""
-    from jitgrad.passes.reverse import PartialEval
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
     length = op.attrs["length"]
     consts, carry, xs = _scan_layout(op)
@@ -912,7 +906,6 @@ def _scan_transpose(op, cotangents, operands):
     """A scan running the other way over the transposed body: the carries' cotangents
     are its carry, the linear consts' cotangents accumulate in the carry too, and the
     linear xs' cotangents are its stacked ys."""
-    from jitgrad.passes.reverse import TransposedOutput, transpose_function
     from .elementwise import add
     from .structural import full
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
