@@ -97,7 +97,7 @@ def _neg(op, inputs):
 
 def _mul(op, inputs):
     a, b = map(_parts, inputs)
-    return [Parts(P.sub(P.mul(a.re, b.re), P.mul(a.im, b.im)), P.add(P.mul(a.re, b.im), P.mul(a.im, b.re)))]
+    return [_product(a, b)]
 
 
 def _div(op, inputs):
@@ -145,6 +145,28 @@ def _strong_zero(product):
     return rule
 
 
+def _product(a: Parts, b: Parts) -> Parts:
+    return Parts(P.sub(P.mul(a.re, b.re), P.mul(a.im, b.im)), P.add(P.mul(a.re, b.im), P.mul(a.im, b.re)))
+
+
+def _integer_pow(op, inputs):
+    """z ** n by binary powering (NumPy's small-integer complex power); n < 0 is 1 / z ** -n."""
+    (z,), n = map(_parts, inputs), op.attrs["y"]
+    result, square, k = None, z, abs(n)
+    while k:
+        if k & 1:
+            result = square if result is None else _product(result, square)
+        k >>= 1
+        if k:
+            square = _product(square, square)
+    if result is None:
+        result = Parts(P.full(1, z.re.type), _zeros_like(z.re))
+    if n < 0:
+        one = Parts(P.full(1, z.re.type), _zeros_like(z.re))
+        (result,) = _div(op, [one, result])
+    return [result]
+
+
 def _eq(op, inputs):
     a, b = map(_parts, inputs)
     return [P.logical_and(P.eq(a.re, b.re), P.eq(a.im, b.im))]
@@ -188,7 +210,7 @@ def _make_complex(op, inputs):
 
 RULES: dict[str, Callable] = {
     "constant": _constant, "convert": _convert, "add": _add, "sub": _sub, "neg": _neg, "mul": _mul,
-    "div": _div, "safe_mul": _strong_zero(_mul), "safe_div": _strong_zero(_div), "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
+    "div": _div, "integer_pow": _integer_pow, "safe_mul": _strong_zero(_mul), "safe_div": _strong_zero(_div), "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
     "real": _real, "imag": _imag, "conj": _conj, "complex": _make_complex,
     **{name: _same_op_on_parts for name in ("stop_gradient", "broadcast_in_dim", "reshape", "transpose", "slice",
                                             "pad", "rev", "concatenate", "reduce_sum")},

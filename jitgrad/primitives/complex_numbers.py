@@ -123,7 +123,7 @@ def _zeros(like):
 COMPLEX_READY = (
     "constant", "convert", "add", "sub", "mul", "div", "neg", "eq", "ne", "select", "stop_gradient",
     "broadcast_in_dim", "reshape", "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum",
-    "dot_general", "safe_mul", "safe_div",
+    "dot_general", "safe_mul", "safe_div", "integer_pow",
 )
 """Existing primitives whose complex operands `passes/lower_complex.py` rewrites into real
 arithmetic (it has one rule for each)."""

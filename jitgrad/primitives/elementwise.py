@@ -199,7 +199,7 @@ def _integer_pow_infer(x: TensorType, *, y: int):
         raise DTypeError("integer_pow is not defined for bool operands")
     if not isinstance(y, int):
         raise DTypeError(f"integer_pow exponent must be an int, got {y!r}")
-    if y < 0 and not x.dtype.is_float:
+    if y < 0 and not x.dtype.is_inexact:
         raise DTypeError("Integers to negative integer powers are not allowed.")
     return [x]
 

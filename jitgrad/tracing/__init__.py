@@ -4,3 +4,4 @@ from . import numpy_api, numpy_elementwise, numpy_linalg, numpy_reductions, nump
 numpy_api.take_in(numpy_reductions, numpy_linalg, numpy_sorting, numpy_shape, numpy_elementwise)
 from . import random  # noqa: F401 - registers the np.random interception with every trace
 from . import numpy_extra  # noqa: F401 - registers more NumPy functions and np.array of traced values
+from . import numpy_complex  # noqa: F401 - np.real/imag/conj/abs/angle of complex arrays

@@ -1,0 +1,215 @@
+"""Complex numbers: dtypes and NumPy's promotion, the IR text, the reference interpreter,
+the lower-complex pass and the native call path against NumPy running the same code,
+clear errors where complex support ends, and derivatives through complex intermediates
+against central differences (to second order)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import jitgrad
+from jitgrad.errors import DTypeError, GradientError, JitgradError
+from jitgrad.ir import DType, parse_type
+from jitgrad.ir.parser import parse_function
+from jitgrad.ir.printer import print_function
+from jitgrad.passes.lower_complex import LowerComplex
+from jitgrad.interpreter import evaluate
+from jitgrad.tracing.tracer import trace
+
+COMPLEX = [np.complex64, np.complex128]
+
+
+def complex_array(rng, shape, dtype):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+def with_special_values(a, b):
+    """Divisors 0, NaN, inf and a shared element, the corners of NumPy's division loop."""
+    b.flat[0], b.flat[1], b.flat[2] = 0, complex(np.nan, 1), complex(np.inf, -2)
+    b.flat[3] = complex(0, 3)
+    a.flat[4] = b.flat[4]
+    return a, b
+
+
+def same_bits(got, expected):
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def ulps(got, expected):
+    """The largest difference of either part, in units of the part dtype's epsilon times
+    the element's magnitude."""
+    eps = np.finfo(expected.real.dtype).eps
+    scale = np.maximum(np.abs(expected), np.finfo(expected.real.dtype).tiny)
+    return float(np.max(np.abs(got - expected) / (eps * scale)))
+
+
+# --------------------------------------------------------------------------- dtypes
+
+def test_complex_dtypes_are_jitgrad_dtypes():
+    for dtype, part in ((DType.c64, DType.f32), (DType.c128, DType.f64)):
+        assert DType.from_numpy(dtype.numpy) is dtype and dtype.is_complex and dtype.is_inexact
+        assert not dtype.is_float and dtype.real_dtype is part and part.complex_dtype is dtype
+        assert parse_type(f"{dtype}[2,3]").dtype is dtype
+
+
+@pytest.mark.parametrize("fn, args", [
+    (lambda x: x * 1j, (np.ones(3, np.float32),)),                 # weak Python complex: complex64
+    (lambda x: x + 2j, (np.ones(3, np.float16),)),
+    (lambda x, z: x + z, (np.arange(3), np.ones(3, np.complex64))),  # int64 + complex64: complex128
+    (lambda x, z: x * z, (np.ones(3, np.float32), np.ones(3, np.complex128))),
+    (lambda z: z + 1.5, (np.ones(3, np.complex64),)),
+    (lambda x: x.astype(np.complex64), (np.arange(3, dtype=np.int16),)),
+    (lambda z: z.astype(np.float32), (np.array([1.5 + 2j, -3j], np.complex128),)),
+    (lambda z: z.astype(bool), (np.array([0j, 2j, 1 + 0j], np.complex64),)),
+], ids=["f32*1j", "f16+2j", "i64+c64", "f32*c128", "c64+float", "i16->c64", "c128->f32", "c64->bool"])
+def test_promotion_and_conversion_match_numpy(fn, args):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        expected = fn(*args)
+        got = jitgrad.jit(fn)(*args)
+    same_bits(np.asarray(got), np.asarray(expected))
+
+
+# --------------------------------------------------------------------------- values against NumPy
+
+EXACT = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "neg": lambda a, b: -a,
+    "div": lambda a, b: a / b, "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+    "conj": lambda a, b: np.conj(a) + b.conj(), "real": lambda a, b: np.real(a) * b.imag,
+    "select": lambda a, b: np.where(np.real(a) > 0, a, b), "slices": lambda a, b: np.concatenate([a.T[1:], b.T[:1]]),
+    "broadcast": lambda a, b: a[:, None, :] + b[0], "scalar": lambda a, b: a[1, 2] - b[0, 0],
+}
+CLOSE = {     # NumPy's SIMD loops fuse a multiply-add, BLAS and pairwise sums round differently
+    "mul": (lambda a, b: a * b, 2), "abs": (lambda a, b: np.abs(a), 2), "angle": (lambda a, b: np.angle(b), 2),
+    "square": (lambda a, b: a ** 2, 2), "cube": (lambda a, b: a ** 3 - b ** -2, 8),
+    "matmul": (lambda a, b: a @ b.T, 8), "sum": (lambda a, b: a.sum(0) + np.mean(b), 8),
+}
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_compiled_matches_numpy_bit_for_bit(name, dtype):
+    rng = np.random.default_rng(1)
+    a, b = with_special_values(complex_array(rng, (6, 3), dtype), complex_array(rng, (6, 3), dtype))
+    fn = EXACT[name]
+    with np.errstate(all="ignore"):
+        expected = fn(a, b)
+        compiled = jitgrad.jit(fn)
+        same_bits(compiled(a, b), expected)
+        same_bits(compiled(a, b), expected)       # the native call path, second call
+        same_bits(run_interpreter(fn, a, b), expected)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+@pytest.mark.parametrize("name", sorted(CLOSE))
+def test_compiled_matches_numpy_within_ulps(name, dtype):
+    rng = np.random.default_rng(2)
+    a, b = complex_array(rng, (6, 3), dtype), complex_array(rng, (6, 3), dtype)
+    fn, bound = CLOSE[name]
+    expected = fn(a, b)
+    got = jitgrad.jit(fn)(a, b)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert ulps(got, expected) <= bound
+
+
+def run_interpreter(fn, *args):
+    traced = trace(fn, args)
+    (out,) = evaluate(traced.function, list(args))
+    return out
+
+
+def test_zero_d_complex_arguments_and_results_on_the_native_call_path():
+    fn = jitgrad.jit(lambda z, w: (z * w, np.conj(z)))
+    for dtype in COMPLEX:
+        z, w = np.asarray(1.5 - 2j, dtype), np.asarray(-0.5 + 4j, dtype)
+        for _ in range(3):
+            prod, conj = fn(z, w)
+            same_bits(prod, np.asarray(z * w))
+            same_bits(conj, np.conj(z))
+    assert jitgrad.jit(lambda x: x * (1 + 2j))(2.0) == 2 + 4j        # Python float in, complex out
+
+
+def test_lowered_function_computes_in_real_arithmetic_only():
+    fn = trace(lambda a, b: (a * b) / (a - 1j), (np.ones(3, np.complex64), np.ones(3, np.complex64))).function
+    lowered = LowerComplex().run(fn)
+    kinds = {op.name for op in lowered.walk()} - {"view_as_real", "view_as_complex"}
+    for op in lowered.walk():
+        if op.name not in ("view_as_real", "view_as_complex"):
+            assert not any(r.type.dtype.is_complex for r in op.results), op.name
+    assert {"mul", "div", "select"} <= kinds
+    rng = np.random.default_rng(3)
+    args = [complex_array(rng, 3, np.complex64), complex_array(rng, 3, np.complex64)]
+    assert ulps(evaluate(lowered, args)[0], evaluate(fn, args)[0]) <= 4     # NumPy's product fuses a multiply-add
+
+
+def test_ir_text_round_trips_complex_constants():
+    special = np.array([1.5 - 2j, complex(np.inf, -0.0), complex(np.nan, 1e-300)])
+    fn = trace(lambda z: z * special + np.complex64(0.1 + 0.2j), (np.ones(3, np.complex128),)).function
+    text = print_function(fn)
+    assert "(0.1" in text and "c128[3]" in text
+    assert print_function(parse_function(text)) == text
+
+
+# --------------------------------------------------------------------------- where support ends
+
+def test_primitives_without_complex_support_raise_a_clear_error():
+    z = np.ones(3, np.complex128)
+    with pytest.raises(DTypeError, match=r"exp does not support complex numbers yet") as info:
+        jitgrad.jit(lambda z: np.exp(z))(z)
+    assert "test_complex.py" in str(info.value)                       # the user's source line
+    with pytest.raises(DTypeError, match="maximum"):
+        jitgrad.jit(lambda z: np.maximum(z, z))(z)
+
+
+def test_complex_values_in_control_flow_raise_a_clear_error():
+    def f(z):
+        return jitgrad.lax.fori_loop(0, 3, lambda i, c: c * 2, z) if hasattr(jitgrad, "lax") else \
+            jitgrad.control_flow.fori_loop(0, 3, lambda i, c: c * 2, z)
+    with pytest.raises(JitgradError, match="complex"):
+        jitgrad.jit(f)(np.ones(3, np.complex128))
+
+
+def test_complex_arguments_are_not_differentiated_yet():
+    z = np.ones(3, np.complex128)
+    _, pullback = jitgrad.vjp(lambda z: np.abs(z), z)
+    with pytest.raises(GradientError, match="complex argument"):
+        pullback(np.ones(3))
+    with pytest.raises(GradientError):
+        jitgrad.grad(lambda z: np.abs(z).sum())(z)
+
+
+# --------------------------------------------------------------------------- derivatives
+
+def central_gradient(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = h
+        g.flat[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+LOSSES = {
+    "product": lambda x: np.real((x * (1 + 2j)) * (x - 0.5j)).sum(),
+    "quotient": lambda x: np.abs(((x + 1j * x[::-1]) / (2.0 - 1j * x)).sum()),
+    "matmul": lambda x: np.imag((x + 0.5j) @ (x[:, None] * (1 - 1j))).sum(),
+    "conj-angle": lambda x: (np.angle(x + 1j) + np.real(np.conj(x * 1j + 2) * (x - 1j)) ** 2).sum(),
+    "power": lambda x: np.real((x + 0.3j) ** 3 + (x - 2j) ** -2).sum(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradients_through_complex_values_to_second_order(name):
+    f = LOSSES[name]
+    x = np.random.default_rng(4).standard_normal(4)
+    grad = jitgrad.grad(f)
+    np.testing.assert_allclose(grad(x), central_gradient(f, x), rtol=1e-6, atol=1e-7)
+
+    def grad_sum(x):
+        return grad(x).sum()
+    np.testing.assert_allclose(jitgrad.grad(grad_sum)(x), central_gradient(grad_sum, x), rtol=1e-5, atol=1e-6)
+    _, tangent = jitgrad.jvp(f, (x,), (np.ones_like(x),))
+    np.testing.assert_allclose(tangent, grad(x).sum(), rtol=1e-12)
