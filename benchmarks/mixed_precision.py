@@ -123,8 +123,8 @@ def digits_784():
     return train_test_split(images, digits.target, test_size=0.2, random_state=0, stratify=digits.target)
 
 
-def train(loss, epochs=15, batch=64, seed=0) -> float:
-    """Test accuracy of the W2 network trained with Adam on the digits."""
+def train(loss, epochs=15, batch=64, seed=0) -> tuple[float, np.ndarray]:
+    """Test accuracy and predictions of the W2 network trained with Adam on the digits."""
     x_train, x_test, t_train, t_test = digits_784()
     params = w2_params(seed)
     step = jitgrad.jit_grad(loss)
@@ -138,7 +138,8 @@ def train(loss, epochs=15, batch=64, seed=0) -> float:
             grads = step(params, x_train[pick], onehot[pick])
             opt.apply_gradients([(params[k], grads[k]) for k in params])
     h = np.tanh(x_test @ params["W1"] + params["b1"])
-    return float(np.mean(np.argmax(h @ params["W2"] + params["b2"], axis=1) == t_test))
+    predictions = np.argmax(h @ params["W2"] + params["b2"], axis=1)
+    return float(np.mean(predictions == t_test)), predictions
 
 
 def bench_accuracy() -> None:
@@ -146,11 +147,15 @@ def bench_accuracy() -> None:
             ("mixed bfloat16, NumPy's rule (w2_loss)", jitgrad.mixed_precision(w2_loss, compute="bfloat16")),
             ("mixed bfloat16, bfloat16 activations (w2_loss_bf16)",
              jitgrad.mixed_precision(w2_loss_bf16, compute="bfloat16"))]
-    print("| W2 on digits (784 inputs), Adam 1e-3, 15 epochs | test accuracy (seed 0) | seed 1 | seed 2 |")
-    print("|---|---|---|---|")
+    print("| W2 on digits (784 inputs, 360 test images), Adam 1e-3, 15 epochs | test accuracy, seeds 0 / 1 / 2 "
+          "| test predictions differing from float32's |")
+    print("|---|---|---|")
+    reference = None
     for name, loss in rows:
-        accuracies = [train(loss, seed=seed) for seed in range(3)]
-        print(f"| {name} | " + " | ".join(f"{a:.4f}" for a in accuracies) + " |")
+        runs = [train(loss, seed=seed) for seed in range(3)]
+        reference = reference or runs
+        differing = sum(int(np.sum(p != r[1])) for (_, p), r in zip(runs, reference, strict=True))
+        print(f"| {name} | " + " / ".join(f"{a:.4f}" for a, _ in runs) + f" | {differing} of {3 * len(runs[0][1])} |")
 
 
 def bench_profile() -> None:
