@@ -128,6 +128,19 @@ def _where(c, pred, a, b):
     return c.select(pred, a, b)
 
 
+def _cot_pi(c, r):
+    """cot(pi r) for r in [-1/2, 1/2], accurate to a few ulp everywhere: 1/tan(pi r) in
+    the middle, tan(pi (1/2 - r)) (or of -1/2 - r) towards the ends, where the shifted
+    argument is exact and small, so cot(pi/2) is exactly 0."""
+    quarter = c.const(0.25, r)
+    half = c.const(0.5, r)
+    pi = c.const(math.pi, r)
+    middle = c.div(c.const(1, r), c.math("tan", c.mul(pi, r)))
+    upper = c.math("tan", c.mul(pi, c.sub(half, r)))
+    lower = c.math("tan", c.mul(pi, c.sub(c.neg(half), r)))
+    return _where(c, c.cmp(">", r, quarter), upper, _where(c, c.cmp("<", r, c.neg(quarter)), lower, middle))
+
+
 # --------------------------------------------------------------------------- lgamma (Cephes lgam)
 
 def _stirling(c, s):
@@ -212,10 +225,12 @@ def _psi(c, x):
     """Cephes psi for finite nonzero x that is not a negative integer."""
     one = c.const(1, x)
     negative = c.cmp("<", x, c.const(0, x))
-    # reflection: psi(x) = psi(1 - x) - pi / tan(pi r), r = x - trunc(x)
+    # reflection: psi(x) = psi(1 - x) - pi cot(pi r), r = x - trunc(x), moved into
+    # [-1/2, 1/2] (cot has period pi, and the shift is exact) so that it stays accurate
+    # near the poles, where Cephes' tan(pi r) loses digits for r near -1
     r = c.sub(x, c.neg(_floor(c, c.neg(x))))
-    y = _where(c, negative, c.neg(c.div(c.const(math.pi, x), c.math("tan", c.mul(c.const(math.pi, x), r)))),
-               c.const(0, x))
+    r = _where(c, c.cmp("<", r, c.const(-0.5, x)), c.add(r, c.const(1, x)), r)
+    y = _where(c, negative, c.neg(c.mul(c.const(math.pi, x), _cot_pi(c, r))), c.const(0, x))
     x = _where(c, negative, c.sub(one, x), x)
     # positive integers up to 10: -EULER + sum 1/i
     integer = c.and_(c.cmp("<=", x, c.const(10.0, x)), c.cmp("==", x, _floor(c, c.minimum(x, c.const(16.0, x)))))
@@ -339,7 +354,7 @@ def zeta64(c, q, *, s: float):
         n = int(s) - 1
         r = c.sub(_where(c, finite, q, zero), floor_q)                     # in [0, 1), exact
         r = _where(c, c.cmp(">", r, c.const(0.5, q)), c.sub(r, one), r)    # in (-0.5, 0.5]
-        cot = c.div(one, c.math("tan", c.mul(c.const(math.pi, q), r)))
+        cot = _cot_pi(c, r)
         scale = math.pi ** (n + 1) / math.factorial(n)
         poly = _polevl(c, cot, [v * scale for v in reversed(cot_derivative_coefficients(n))])
         reflected = c.add(value, poly)

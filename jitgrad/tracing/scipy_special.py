@@ -22,15 +22,21 @@ in the user's hands means scipy.special is loaded). The loop dtype is SciPy's ow
 
 - `gammaln`, `digamma` (`psi`) and `zeta(s, q)` (with `s` known at trace time) are the
   primitives of `jitgrad.primitives.special` (SciPy's Cephes algorithms, derivatives of
-  every order); `scipy.special.polygamma(n, x)`, a Python function of `zeta` and `psi`,
-  therefore works on traced `x` with a static `n`.
+  every order). `scipy.special.polygamma(n, x)` is a Python function of `zeta` and `psi`
+  that converts its arguments with the `numpy.asarray` SciPy imported; while a function is
+  traced, `scipy.special.polygamma` is SciPy's same formula looking `asarray` up when
+  called (so jitgrad's traced version is used), which works on traced `x` with a static
+  `n` (a name imported with `from scipy.special import polygamma` before tracing keeps
+  SciPy's function, which refuses traced arrays with an error).
 
 Every other scipy.special ufunc raises `UnsupportedOperationError` naming
 `scipy.special.<name>`.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 
 import numpy as np
 
@@ -340,3 +346,59 @@ def lookup(ufunc):
         return rule(*values)
     impl.__name__ = ufunc.__name__
     return impl
+
+
+# --------------------------------------------------------------------------- Python functions
+
+def _polygamma(n, x):
+    """SciPy's polygamma, operation for operation, with `asarray` and `where` looked up
+    when called (jitgrad's versions during a trace)."""
+    module = sys.modules["scipy.special"]
+    n, x = np.asarray(n), np.asarray(x)
+    fac2 = (-1.0) ** (n + 1) * module.gamma(n + 1.0) * module.zeta(n + 1, x)
+    return np.where(n == 0, module.psi(x), fac2)
+
+
+class _PythonFunctionPatches:
+    """scipy.special's Python functions that cannot take traced arrays as SciPy wrote
+    them, replaced in scipy.special while any thread traces (when SciPy is loaded)."""
+
+    REPLACEMENTS = {"polygamma": _polygamma}
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: dict[str, object] = {}
+
+    def enter(self):
+        with self.lock:
+            if self.users == 0:
+                module = sys.modules.get("scipy.special")
+                self.saved = {}
+                if module is not None:
+                    for name, replacement in self.REPLACEMENTS.items():
+                        self.saved[name] = getattr(module, name)
+                        setattr(module, name, replacement)
+            self.users += 1
+
+    def exit(self):
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                module = sys.modules.get("scipy.special")
+                for name, original in self.saved.items():
+                    setattr(module, name, original)
+                self.saved = {}
+
+
+_patches = _PythonFunctionPatches()
+
+
+@contextlib.contextmanager
+def replacing_python_functions(fn):  # noqa: ARG001 - the trace context signature
+    """Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
+    _patches.enter()
+    try:
+        yield
+    finally:
+        _patches.exit()

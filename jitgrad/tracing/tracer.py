@@ -664,6 +664,7 @@ TRACE_CONTEXTS: list[Callable[[Callable], ContextManager]] = []
 """Context managers entered around every run of a user function being traced, given the
 function (`tracing.random` registers the one that intercepts np.random)."""
 TRACE_CONTEXTS.append(indexing.guard_created_arrays(Tracer, user_location))
+TRACE_CONTEXTS.append(scipy_special.replacing_python_functions)
 
 
 CONTROL_FLOW_CONVERTER: list = []
