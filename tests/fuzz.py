@@ -343,6 +343,29 @@ def _bfloat16_nan_order(xs, params, result):
     return None
 
 
+def _gamma_family_undefined(xs, params, result):
+    """Near a zero of gammaln, digamma or polygamma the value is a difference of terms near
+    1 (no float64 method is accurate relative to it), and SciPy's digamma and polygamma
+    lose digits for negative x (tan(pi r) near the poles; |x| terms summed): there SciPy
+    is not a reference (tests/test_special_functions.py checks them against mpmath)."""
+    x = np.asarray(xs[0]).astype(np.float64) if np.asarray(xs[0]).dtype.kind != "b" else np.asarray(xs[0], np.float64)
+    with np.errstate(all="ignore"):
+        near_zero = np.abs(np.asarray(result, np.float64)) < 0.25
+        negative = (x < 0) if params.get("negative_unreliable") else np.zeros(np.shape(x), bool)
+    return np.broadcast_to(near_zero | negative, np.shape(result))
+
+
+def _in_place(two_d: bool = False):
+    """Params for an in-place writer applied to a copy of {0}: None (not proposed) where
+    the copy is 0-d or empty (and, with `two_d`, not 2-d)."""
+    def params(rng, xs):
+        shape = np.shape(xs[0])
+        if not shape or 0 in shape or (two_d and len(shape) != 2):
+            return None
+        return {"mode": ["raise", "wrap", "clip"][rng.integers(3)]}
+    return params
+
+
 def _pow_accuracy(params):
     k = params.get("k")
     return EXACT if k in (0, 1, 2, 0.5, 2.0, -1) else "pow"
@@ -504,6 +527,8 @@ OPS: list[Op] = [
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),
     Op("matmul_transposed", "{0}.T @ {1}", 2, in_tables(np.matmul), SUM, weight=0.5),
     Op("matmul_by_transposed", "{0} @ np.swapaxes({1}, -1, -2)", 2, in_tables(np.matmul), SUM, weight=0.5),
+    Op("matmul_bfloat16", "{0}.astype('bfloat16') @ {1}.astype('bfloat16')", 2, in_tables(np.matmul), SUM,
+       kinds="f", weight=0.5),     # two bfloat16 operands: the native vdpbf16ps kernel where the CPU has it
     Op("inner", "np.inner({0}, {1})", 2, in_tables(np.inner), SUM),
     Op("outer", "np.outer({0}, {1})", 2, in_tables(np.outer)),
     Op("vdot", "np.vdot({0}, {1})", 2, in_tables(np.vdot), SUM),
@@ -621,6 +646,8 @@ OPS: list[Op] = [
        "np.atleast_1d({0}))[1]", 1, always, kinds="fi", weight=0.3),
     Op("jitgrad.fori_loop", "__import__('jitgrad').fori_loop(0, 3, lambda i, v: v * 0.5 + i, {0})", 1, always,
        kinds="f", weight=0.3, may_raise=_bfloat16_carry),
+    Op("jitgrad.fori_loop traced", "__import__('jitgrad').fori_loop(0, ({0} > 0).sum() % 5, lambda i, v: v * 0.5 + "
+       "np.sin(v) * 0.25, {0})", 1, always, kinds="f", weight=0.3, may_raise=_bfloat16_carry),
     Op("jitgrad.while_loop", "__import__('jitgrad').while_loop(lambda s: (np.abs(s[0]) > 1).any() & (s[1] < 60), "
        "lambda s: (s[0] * 0.5, s[1] + 1), ({0}, 0))[0]", 1, always, kinds="f", jumps=True, weight=0.3,
        may_raise=_bfloat16_carry),
@@ -677,6 +704,31 @@ OPS: list[Op] = [
     Op("sc.entr", "__import__('scipy.special').special.entr({0})", 1, always, "entr", weight=0.2, smooth=False),
     Op("sc.xlogy", "__import__('scipy.special').special.xlogy({0}, {1})", 2, always, "xlogy", weight=0.2,
        smooth=False),
+    Op("sc.gammaln", "__import__('scipy.special').special.gammaln({0})", 1, always, "gammaln", weight=0.2,
+       smooth=False, undefined=_gamma_family_undefined),
+    Op("sc.digamma", "__import__('scipy.special').special.digamma({0})", 1, always, "digamma", weight=0.2,
+       smooth=False, undefined=_gamma_family_undefined, params=lambda r, xs: {"negative_unreliable": True}),
+    Op("sc.polygamma", "__import__('scipy.special').special.polygamma({n}, {0})", 1, always, "polygamma", weight=0.2,
+       smooth=False, undefined=_gamma_family_undefined,
+       params=lambda r, xs: {"n": int(r.integers(1, 4)), "negative_unreliable": True}),
+    Op("sc.zeta", "__import__('scipy.special').special.zeta({s}, np.abs({0}) + 0.25)", 1, always, "zeta", weight=0.2,
+       params=lambda r, xs: {"s": [1.5, 2.0, 3.0, 4.5][r.integers(4)]}),
+    # ---- in-place writers on a copy (numpy_in_place; views and aliases see the writes)
+    Op("sort_method", "(lambda a: (a.reshape(-1), a.sort(axis=-1))[0])(np.copy({0}))", 1, always, weight=0.3,
+       smooth=False, undefined=_bfloat16_nan_order, params=_in_place()),
+    Op("sort_view", "(lambda a: (a[..., ::-1].sort(axis=-1), a)[1])(np.copy({0}))", 1, always, weight=0.2,
+       smooth=False, undefined=_bfloat16_nan_order, params=_in_place()),
+    Op("put", "(lambda a: (a.put([0, 7, -9, 0] if {mode!r} != 'raise' else [0, -1, 0], np.ravel(a)[::-1][:3], "
+       "mode={mode!r}), a)[1])(np.copy({0}))", 1, always, weight=0.3, params=_in_place()),
+    Op("putmask", "(lambda a: (np.putmask(a, a > 0, np.ravel(a)[::-1][:3]), a)[1])(np.copy({0}))", 1, always,
+       weight=0.2, smooth=False, jumps=True, params=_in_place()),
+    Op("put_along_axis", "(lambda a: (np.put_along_axis(a, np.argsort(a, axis=-1, kind='stable')[..., :1], "
+       "np.ravel(a)[:1], axis=-1), a)[1])(np.copy({0}))", 1, always, weight=0.2, smooth=False, jumps=True,
+       undefined=_bfloat16_nan_order, params=_in_place()),
+    Op("fill_diagonal", "(lambda a: (np.fill_diagonal(a, np.ravel(a)[::-1][:2], wrap=True), a)[1])(np.copy({0}))",
+       1, always, weight=0.2, params=_in_place(two_d=True)),
+    Op("resize_method", "(lambda a: (a.resize((3, 2), refcheck=False), a)[1])(np.copy({0}))", 1, always,
+       weight=0.2, params=_in_place()),
     # ---- sorting and order statistics (numpy_sorting; sort/argsort and gather primitives)
     Op("sort", "np.sort({0}, axis={axis})", 1, in_tables(np.sort), params=lambda r, xs: _axis(r, xs, False),
        smooth=False, undefined=_bfloat16_nan_order, weight=0.4),
@@ -1473,16 +1525,19 @@ def check_program(program: Program, rng: np.random.Generator, gradients: bool = 
         if lowered is not None:
             run("interpreter on optimized IR",
                 lambda: check_outputs("interpreter (optimized IR)", evaluate(lowered.function, leaves)))
-        run("vmap", lambda: check_vmap(traced.function, args, check_outputs))
+        run("vmap", lambda: check_vmap(program, traced.function, args, check_outputs))
     if gradients and _differentiable(program, ref):
         run("gradients", lambda: check_gradients(program, fn, ref, rng, outcome))
     return outcome
 
 
-def check_vmap(fn, args, check_outputs) -> None:
-    """The batching pass on the traced IR: every array argument stacked twice along a new
-    first axis, run by the interpreter; each slice of the results must match NumPy. Ops
-    without a batch rule (MissingRuleError) are skipped, not counted as failures."""
+def check_vmap(program: Program, fn, args, check_outputs) -> None:
+    """The batching pass on the traced IR, run by the interpreter on two slices: the
+    arguments, and the arrays among them with their elements in reverse order (so a
+    predicate, a trip count or a selected element can differ between the slices). Slice
+    0 must match NumPy on the arguments, slice 1 NumPy on the reversed ones (skipped when
+    NumPy refuses those). Ops without a batch rule (MissingRuleError) are skipped, not
+    counted as failures."""
     from jitgrad.errors import MissingRuleError
     from jitgrad.passes.batching import batch_function
     dims = [0 if isinstance(x, np.ndarray) else None for x in args]
@@ -1492,11 +1547,19 @@ def check_vmap(fn, args, check_outputs) -> None:
         batched, out_dims = batch_function(fn, dims, 2)
     except MissingRuleError:
         return
-    stacked = [np.stack([x, x]) if d == 0 else np.asarray(x) for x, d in zip(args, dims, strict=True)]
+    other = [np.flip(x.reshape(-1)).reshape(x.shape) if d == 0 else x for x, d in zip(args, dims, strict=True)]
+    stacked = [np.stack([x, y]) if d == 0 else np.asarray(x) for x, y, d in zip(args, other, dims, strict=True)]
     outs = evaluate(batched, stacked)
-    for b in range(2):
-        check_outputs(f"vmap slice {b}", [o if d is None else np.take(o, b, axis=d)
-                                          for o, d in zip(outs, out_dims, strict=True)])
+    check_outputs("vmap slice 0", [o if d is None else np.take(o, 0, axis=d)
+                                   for o, d in zip(outs, out_dims, strict=True)])
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            ref = numpy_reference(replace(program, inputs=other), np.random.default_rng(0))
+    except Exception:       # noqa: BLE001 - NumPy refuses the reversed inputs: nothing to compare
+        return
+    for k, (o, d) in enumerate(zip(outs, out_dims, strict=True)):
+        compare(o if d is None else np.take(o, 1, axis=d), ref, k, "vmap slice 1 (reversed inputs)")
 
 
 def _bitwise_equal(a, b) -> bool:

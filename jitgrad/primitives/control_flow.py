@@ -1,4 +1,5 @@
-"""Structured control flow as region ops: `cond`, `while`, `fori` and `scan`.
+"""Structured control flow as region ops: `cond`, `while`, `fori`, `scan` and reverse
+mode's `reverse_fori`.
 
 Every region is isolated (its block receives everything it reads as arguments), so a
 region converts to a `Function` and goes through the same forward-mode, partial-evaluation
@@ -15,6 +16,11 @@ and transpose passes as any program:
   scan    operands [*consts, *carry, *xs]; region body (*consts, *carry, *x slices)
           -> (*carry, *y slices); attributes num_consts, num_carry, length, reverse;
           results: the final carry, then the ys stacked along a new leading axis.
+  reverse_fori  operands [trips, *consts, *state, *carry]; regions [advance (i, *consts,
+          *state) -> state, step (i, *consts, *state, *carry) -> carry]; runs step for
+          i = trips-1 down to 0 on state_i (state_0 the operand, state_{i+1} advanced
+          from state_i); attributes num_consts, num_passive (the state's length),
+          reversal ("stack" | "revolve"), snapshots.
 
 Differentiation. Forward mode (`jvp_op`) puts the JVP of the body in the same op kind,
 tangents carried next to primals. Reverse mode splits a JVP'd loop per value
@@ -22,9 +28,11 @@ tangents carried next to primals. Reverse mode splits a JVP'd loop per value
 outputs and the linear scan reads them as xs; its transpose is a scan running the other
 way. For `while` and `fori` the trip count is only known at run time, so the forward loop
 records it (`count_trips`) and the linear loop is a `fori` of that many trips carrying
-the primal values next to the tangents (as passive carries); its transpose runs the
-transposed body for i = T-1 down to 0, recomputing the primal carries it needs in
-blocks of ~sqrt(T) steps (O(1) memory, O(T^1.5) body steps).
+the primal values next to the tangents (as passive carries); its transpose is a
+`reverse_fori`, which runs the transposed body for i = T-1 down to 0 on the primal
+states, stored once on a heap stack (`stack`: O(T) memory and steps) or recomputed
+from a fixed number of snapshots by binomial checkpointing (`revolve`, chosen under
+memory_budget).
 `cond` splits each branch; residuals of both branches travel through one op (the branch
 not taken yields zeros for the other's).
 """

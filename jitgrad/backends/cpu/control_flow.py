@@ -13,6 +13,10 @@ op's kernel is the loop or branch that calls it:
          passive carries (not results) live in scratch buffers.
   scan   carry as for while; the i-th x slice is read in place (leading-axis slices of a
          row-major array are contiguous) and the body writes the i-th y slice in place.
+  reverse_fori  stack: one heap block of trips states, filled by the advance region,
+         read back from the last by the step region, freed on every way out (Ctrl-C
+         included); revolve (or stack when the block cannot be had): the binomial
+         schedule over snapshots in the workspace.
 
 A region's workspace is a scratch area of the outer function's workspace, so nested
 loops need no allocation at run time. Every loop iteration checks for Ctrl-C (the
