@@ -28,6 +28,7 @@ from jitgrad.ir import Block, Builder, Function, Operation, TensorType, Value, c
 from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block
 from jitgrad.ir.rewrite import Rewriter, free_values
 from jitgrad.primitives import UndefinedPrimal, Zero, add_tangents, full, instantiate
+from jitgrad.primitives.region_passes import PartialEval, TransposedOutput, stage_whole  # noqa: F401 - re-exported
 from .jvp import jvp_function
 from .simplify import DeadCodeElimination
 
@@ -38,15 +39,6 @@ class Cotangent(str, enum.Enum):
     ARG = "arg"          # an argument of the derivative function
     ONE = "one"          # the constant 1: the gradient of a scalar loss
     NONE = "none"        # the output is not differentiated (aux data)
-
-
-class TransposedOutput(str, enum.Enum):
-    """What `transpose_function` does with one output of the function it transposes."""
-
-    KEEP = "keep"        # a non-linear output, returned as is
-    DROP = "drop"        # not returned, not differentiated
-    ARG = "arg"          # its cotangent is an argument of the transposed function
-    ONE = "one"          # its cotangent is 1
 
 
 def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[Cotangent | str] | None = None) -> Function:
@@ -71,28 +63,6 @@ def vjp_function(fn: Function, wrt: Sequence[int], cotangents: Sequence[Cotangen
 
 
 # --------------------------------------------------------------------------- partial evaluation
-
-@dataclass(frozen=True)
-class PartialEval:
-    """What a `partial_eval` rule returns for one op with some unknown operands.
-
-    `known_results[k]` says whether result k is computed in the forward pass. `known` (an
-    op on the known operands, or None) computes those results, in order, followed by the
-    `residuals`; `staged` (or None) reads unknown operands, residuals and known operands
-    and computes the other results, in order. Both are built detached (outside any
-    function): the partial evaluator places the first in the forward pass and the second
-    in the staged function."""
-
-    known: Optional[Operation]
-    staged: Optional[Operation]
-    residuals: tuple[Value, ...]
-    known_results: tuple[bool, ...]
-
-
-def stage_whole(op: Operation, unknown: Sequence[bool]) -> PartialEval:
-    """The default rule: an op with an unknown operand is staged whole."""
-    return PartialEval(None, op, (), tuple(False for _ in op.results))
-
 
 @dataclass(frozen=True)
 class Split:

@@ -20,22 +20,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CYCLE_DODGES = {
-    ("jitgrad.primitives.calls", "jitgrad.passes.jvp"):
-        "a call op's JVP rule runs forward mode on its body",
-    ("jitgrad.primitives.calls", "jitgrad.passes.reverse"):
-        "checkpoint_jvp's transpose rule runs the transpose pass on its body",
-    ("jitgrad.primitives.calls", "jitgrad.passes.simplify"):
-        "keep_outputs removes the dropped outputs' code with DCE",
-    ("jitgrad.primitives.control_flow", "jitgrad.passes.jvp"):
-        "a loop's or cond's JVP rule runs forward mode on its regions",
-    ("jitgrad.primitives.control_flow", "jitgrad.passes.reverse"):
-        "loop and cond partial-eval and transpose rules split and transpose their regions",
-    ("jitgrad.primitives.control_flow", "jitgrad.passes.simplify"):
-        "regions rebuilt by the rules drop their unused code with DCE",
-    ("jitgrad.primitives.calls", "jitgrad.tracing.numpy_api"):
-        "custom_jvp/custom_vjp rules trace the user's Python rule functions",
-    ("jitgrad.primitives.calls", "jitgrad.tracing.tracer"):
-        "custom_jvp/custom_vjp rules trace the user's Python rule functions",
     ("jitgrad.eager.tape", "jitgrad.eager.introspection"):
         "GradientTape.nodes builds TapeNodes, which read the tape's records and operator tables",
     ("jitgrad.eager.introspection", "jitgrad.eager.tape"):

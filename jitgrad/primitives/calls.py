@@ -30,6 +30,8 @@ from jitgrad.errors import GradientError, VerificationError
 from jitgrad.ir import Function, OpDef, Trait, Value, current_builder, new_function
 from jitgrad.ir.clone import body_function, clone_op, function_region, inline_block  # noqa: F401 - re-exported
 from .base import UndefinedPrimal, Zero, instantiate
+from .python_rules import traced, tree_flatten, tree_unflatten, value_of
+from .region_passes import TransposedOutput, eliminate_dead_code, jvp_function, transpose_function
 
 # --------------------------------------------------------------------------- Python rules
 
@@ -63,7 +65,6 @@ def emit_call(opdef: "CallOp", body: Function, operands: Sequence[Value], **attr
 def keep_outputs(fn: Function, start: int, positions: Sequence[int] | None = None) -> Function:
     """`fn` returning only its outputs from position `start` on (of those, only the ones
     at `positions` counted from `start`, when given), dead code removed."""
-    from jitgrad.passes.simplify import DeadCodeElimination
     new_fn, builder = new_function(fn.name, fn.input_types)
     with builder:
         results = inline_block(fn.body, new_fn.args)[start:]
@@ -71,7 +72,7 @@ def keep_outputs(fn: Function, start: int, positions: Sequence[int] | None = Non
             results = [results[k] for k in positions]
         with builder.at(fn.body.terminator.loc):
             builder.ret(results)
-    return DeadCodeElimination().run(new_fn)
+    return eliminate_dead_code(new_fn)
 
 
 # --------------------------------------------------------------------------- the op kind
@@ -115,7 +116,6 @@ def _body_jvp(op, primals, tangents):
     Only float values have tangents: a bool or integer operand (a mask that crosses a
     checkpoint boundary) is a plain input of the tangent body, and a non-float result's
     tangent is a symbolic zero, so the next region never sees it as differentiable."""
-    from jitgrad.passes.jvp import jvp_function
     outs = _copy_call(op, primals)
     wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
     if not wrt:
@@ -132,7 +132,6 @@ def _checkpoint_jvp_transpose(op, cotangents, operands):
     """The backward pass of a checkpoint: a checkpoint region holding the transpose of the
     body (which is linear in its tangent operands), run from the primal inputs, so the
     backward pass recomputes the primal values instead of reading stored ones."""
-    from jitgrad.passes.reverse import TransposedOutput, transpose_function
     fn = body_function(op)
     linear = [k for k, v in enumerate(operands) if isinstance(v, UndefinedPrimal)]
     grads_fn = transpose_function(fn, linear, [TransposedOutput.ARG] * len(fn.outputs))
@@ -154,11 +153,8 @@ checkpoint_jvp_p.transpose_op = _checkpoint_jvp_transpose
 # --------------------------------------------------------------------------- custom rules
 
 def _as_values(tree, what: str, like: Sequence | None = None) -> list[Value]:
-    from jitgrad.tracing.numpy_api import as_value
-    from jitgrad.tracing.pytree import tree_flatten
-    from jitgrad.tracing.tracer import Tracer
     leaves, _ = tree_flatten(tree)
-    values = [x.value if isinstance(x, Tracer) else as_value(x) for x in leaves]
+    values = [value_of(x) for x in leaves]
     if like is not None:
         if len(values) != len(like):
             raise GradientError(f"{what} has {len(values)} arrays where {len(like)} are expected")
@@ -169,8 +165,7 @@ def _as_values(tree, what: str, like: Sequence | None = None) -> list[Value]:
 
 
 def _tracers(values):
-    from jitgrad.tracing.tracer import Tracer
-    return tuple(Tracer(v) for v in values)
+    return traced(values)
 
 
 def _custom_jvp(op, primals, tangents):
@@ -198,7 +193,6 @@ class _LinearizedCall:
 
 
 def _custom_vjp_jvp(op, primals, tangents):
-    from jitgrad.tracing.pytree import tree_flatten
     rule = lookup_rule(op.attrs["rule"])
     if rule.fwd is None:
         raise GradientError(f"custom_vjp function {rule.name} has no rules: call .defvjp(fwd, bwd) first", op.loc)
@@ -215,7 +209,6 @@ def _custom_vjp_jvp(op, primals, tangents):
 
 
 def _custom_vjp_lin_transpose(op, cotangents, operands):
-    from jitgrad.tracing.pytree import tree_unflatten
     linearized = lookup_rule(op.attrs["rule"])
     n_res = op.attrs["num_residuals"]
     residuals, inputs = operands[:n_res], operands[n_res:]
