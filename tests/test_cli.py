@@ -18,7 +18,7 @@ MODEL = textwrap.dedent("""\
         return np.unwrap(x)
 """)
 
-STAGES = ["traced", "autodiff", "inline", "algebra", "fold", "cse", "dce", "inline-checkpoints", "kernels", "llvm", "llvm-opt", "asm"]
+STAGES = ["traced", "autodiff", "inline", "lower-complex", "algebra", "fold", "cse", "dce", "inline-checkpoints", "kernels", "llvm", "llvm-opt", "asm"]
 LOSS_ARGS = ["--args", "f32[256,64]", "f32[128,256]", "f32[128,64]"]
 
 
@@ -81,7 +81,7 @@ def test_errors_are_reported_not_raised(tmp_path, args, message):
 
 
 def test_bad_type_spec_is_a_usage_error(tmp_path):
-    result = run(tmp_path, "ir", "model.py:loss", "--args", "c64[3]")
+    result = run(tmp_path, "ir", "model.py:loss", "--args", "c32[3]")
     assert result.returncode == 2
     assert "not a tensor type" in result.stderr
 
