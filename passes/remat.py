@@ -31,13 +31,11 @@ import warnings
 
 from jitgrad.errors import ArgumentError, MemoryBudgetError, MemoryBudgetWarning
 from jitgrad.ir import Function, Location, Value, current_builder, new_function
-from jitgrad.ir.clone import clone_region
 from jitgrad.ir.printer import name_values
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
 from jitgrad.primitives.control_flow import REVOLVE, binomial_reach, fori_p, while_p
-from .manager import rewrite_function
 
 CUT_WINDOW = 8          # ops a cut may move forward to land after a contraction operand
 MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 1 << 16
@@ -85,28 +83,41 @@ def _state_bytes(op) -> int:
     return max(sum(v.type.nbytes for v in op.operands[start + op.attrs["num_consts"]:]), 1)
 
 
+def _loops(block) -> list:
+    """The while/fori ops of `block`, those nested in its ops' regions included."""
+    found = []
+    for op in block.ops:
+        if op.opdef in (while_p, fori_p):
+            found.append(op)
+        for region in op.regions:
+            for inner in region.blocks:
+                found.extend(_loops(inner))
+    return found
+
+
 def reverse_loops_within(fn: Function, room: int) -> tuple[Function, list[LoopReversal]]:
-    """`fn` with each top-level while/fori loop set to the revolve reversal, half of the
-    `room` bytes shared evenly among them as snapshots (MIN_SNAPSHOTS to MAX_SNAPSHOTS
-    each). The other half is left to the loop kernels' own buffers (carry copies, the
-    bodies' intermediates), which the memory plan does not see."""
-    loops = [op for op in fn.body.ops if op.opdef in (while_p, fori_p)]
+    """`fn` with each while/fori loop (nested ones too) set to the revolve reversal, half
+    of the `room` bytes shared evenly among them as snapshots (MIN_SNAPSHOTS to
+    MAX_SNAPSHOTS each). The other half is left to the loop kernels' own buffers (carry
+    copies, the bodies' intermediates), which the memory plan does not see. A nested
+    loop's snapshots are a scratch area of its enclosing loop's, allocated once."""
+    loops = _loops(fn.body)
     if not loops:
         return fn, []
     share = max(room, 0) // 2 // len(loops)
     choices = {op: LoopReversal(op.loc, min(max(share // _state_bytes(op), MIN_SNAPSHOTS), MAX_SNAPSHOTS),
                                 _state_bytes(op)) for op in loops}
 
-    def rewrite(op, operands):
-        choice = choices.get(op)
-        if choice is None:
-            return None
-        new = current_builder().create(op.opdef, list(operands),
-                                       dict(op.attrs, reversal=REVOLVE, snapshots=choice.snapshots),
-                                       regions=[clone_region(r, {}) for r in op.regions],
-                                       result_types=[r.type for r in op.results])
-        return list(new.results)
-    return rewrite_function(fn, rewrite), [choices[op] for op in loops]
+    class SetReversal(Rewriter):
+        def rule_for(self, op):
+            return set_reversal if op in choices else None
+
+    def set_reversal(rewriter, op, inputs):
+        regions = [rewriter.rewrite_region(op, region) for region in op.regions]
+        return current_builder().create(op.opdef, inputs, dict(op.attrs, reversal=REVOLVE,
+                                                               snapshots=choices[op].snapshots),
+                                        regions=regions, result_types=[r.type for r in op.results]).results
+    return SetReversal().rewrite_function(fn), [choices[op] for op in loops]
 
 
 @dataclass

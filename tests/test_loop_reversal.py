@@ -293,3 +293,74 @@ def test_reverse_fori_round_trips_and_the_verifier_checks_its_policy():
         verify(parse_function(text.replace('reversal = "revolve"', 'reversal = "sqrt"')))
     with pytest.raises(VerificationError, match="at least 1 for revolve"):
         verify(parse_function(text.replace("snapshots = 3", "snapshots = 0")))
+
+
+INTERRUPTED_CHILD = textwrap.dedent("""
+    import numpy as np, jitgrad
+    def loss(x, n):
+        v, _ = jitgrad.while_loop(lambda s: s[1] < n, lambda s: (np.sin(np.sin(s[0])) * 0.5 + x * 0.3, s[1] + 1),
+                                  (x, 0))
+        return v.sum()
+    g = jitgrad.jit(jitgrad.grad(loss))
+    x = np.linspace(0.1, 1.0, 16)
+    g(x, np.int64(3)); g(x, np.int64(3))
+    def resident():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    print(resident(), flush=True)
+    try:
+        g(x, np.int64(3_000_000))                 # a 408 MB stack, interrupted at 100 MB
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", resident(), flush=True)
+""")
+
+
+def test_ctrl_c_during_the_stack_reversal_frees_the_stack():
+    """The child is interrupted once its stack holds over 100 MB (filled by the backward
+    pass's replay); the block is freed on the way out."""
+    import signal
+    import time
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        baseline = int(child.stdout.readline())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(f"/proc/{child.pid}/statm") as f:
+                if int(f.read().split()[1]) * 4096 > baseline + 100 * 2 ** 20:
+                    break
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=60)
+        word, after = out.split()
+        assert word == "interrupted"
+        assert int(after) < baseline + 20 * 2 ** 20
+    finally:
+        child.kill()
+
+
+def nested(x, n, m):
+    def outer(i, v):
+        return jitgrad.fori_loop(0, m, lambda j, u: np.sin(u) * 0.7 + x * 0.1 * (i + 1), v)
+    return jitgrad.fori_loop(0, n, outer, x).sum()
+
+
+def nested_python(x, n, m):
+    v = x
+    for i in range(n):
+        for _ in range(m):
+            v = np.sin(v) * 0.7 + x * 0.1 * (i + 1)
+    return v.sum()
+
+
+@pytest.mark.parametrize("budget", [None, "8KB"])
+def test_nested_loops_reverse_under_each_policy(budget):
+    g = jitgrad.grad(nested, memory_budget=budget)
+    x = np.array([0.3, 0.5])
+    for n, m in ((0, 3), (3, 0), (4, 5), (13, 7)):
+        np.testing.assert_allclose(g(x, np.int64(n), np.int64(m)), central(lambda y: nested_python(y, n, m), x),
+                                   rtol=1e-6, atol=1e-9, err_msg=f"n={n}, m={m}")
+    if budget:
+        lowered = g.lower(x, np.int64(4), np.int64(5))
+        assert len(lowered.remat.loops) == 2 and lowered.remat.fits
+        assert lowered.as_text("remat").count('reversal = "revolve"') == 2
