@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jitgrad
-from jitgrad.backends.cpu.bf16_gemm import host_has_native_bf16
+from jitgrad.backends.cpu.bf16_gemm import KC_PAIRS, host_has_native_bf16
 from jitgrad.config import config
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -32,21 +32,28 @@ def native_bf16():
 
 def kernel_model(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """What the native kernel computes for (m, k) @ (k, n) bfloat16: products exact in
-    float32, added into one float32 accumulator per element, pair q as element 2q+1
-    then 2q, pairs in k order (inputs here are normal numbers: no denormal flushing)."""
+    float32; for each block of 2 KC_PAIRS k, a float32 sum from zero taking pair q as
+    element 2q+1 then 2q, pairs in k order; the block sums added to C in order (inputs
+    here are normal numbers: no denormal flushing)."""
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    acc = np.zeros((a.shape[0], b.shape[1]), np.float32)
-    for q in range(0, a.shape[1], 2):
-        for kk in (q + 1, q):
-            if kk < a.shape[1]:
-                acc = acc + a32[:, kk, None] * b32[None, kk, :]
-    return acc
+    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    for start in range(0, a.shape[1], 2 * KC_PAIRS):
+        acc = np.zeros_like(c)
+        for q in range(start, min(start + 2 * KC_PAIRS, a.shape[1]), 2):
+            for kk in (q + 1, q):
+                if kk < a.shape[1]:
+                    acc = acc + a32[:, kk, None] * b32[None, kk, :]
+        c = c + acc if start else acc
+    return c
 
 
 def bound(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|C - A@B| <= k 2^-24 (|A| @ |B|) + k 2^-126: float32 addition of exact products."""
+    """|C - A@B| <= (min(k, 2 KC) + k / 2 KC + 1) 2^-24 (|A| @ |B|) + k 2^-126: float32
+    sums of exact products in blocks of 2 KC_PAIRS."""
     k = a.shape[1]
-    return k * 2.0 ** -24 * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))) + k * 2.0 ** -126
+    additions = min(k, 2 * KC_PAIRS) + -(-k // (2 * KC_PAIRS))
+    return (additions * 2.0 ** -24 * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+            + k * 2.0 ** -126)
 
 
 def random_bf16(rng, shape, scale=1.0):
@@ -72,7 +79,7 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 5, 7), (8, 32, 2), (9, 33, 3), (17, 70, 301), (64, 64, 256),
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 5, 7), (8, 32, 2), (9, 33, 3), (17, 70, 301), (64, 64, 256), (20, 40, 1000),
                                      (1, 100, 1), (100, 1, 5)])
 def test_every_layout_and_edge_shape(native_bf16, layout, m, n, k):
     config.native_bf16 = True

@@ -12,19 +12,21 @@ otherwise be widened to float32 and go through `sgemm`. Where the CPU has `avx51
   and the packing never reads outside the operands.
 - The micro-kernel holds an MR x NR tile of C in 2 * MR vector registers of 16 float32
   and, for each pair q, adds `a[i, 2q+1] * b[2q+1, j]` and then `a[i, 2q] * b[2q, j]`
-  into C[i, j] (one `vdpbf16ps` per 16 columns and 32 products). Pairs are taken in k
-  order, in blocks of KC_PAIRS, the tile reloaded from C between blocks: every element
-  of C is one float32 accumulator over k in that order, whatever the blocking, the tile
-  position and the thread count.
+  into a float32 accumulator for C[i, j] (one `vdpbf16ps` per 16 columns and 32
+  products). Pairs are taken in k order, in blocks of KC_PAIRS: each block is summed
+  from zero and added to C (as BLAS kernels block k), so a long sum's rounding error
+  grows with KC + k / KC rather than k. The order depends on k alone, never on the tile
+  position or the thread count.
 - Rows are cut into blocks of MC rows that threads share (GOMP_parallel, the blocks of
   one thread contiguous); each element is computed by one thread, so results are
   bit-identical for any number of threads.
 
 Numerics: a product of two bfloat16 numbers (8 significant bits each) is exact in
-float32, so the only roundings are the float32 additions, one per product, as in a
-float32 GEMM of the widened operands; the instruction treats denormal inputs as zero and
-flushes denormal sums to zero (its DAZ/FTZ), which changes results only where
-|values| < 2^-126. |C - A@B| <= k * 2^-24 * (|A| @ |B|) + k * 2^-126 elementwise.
+float32, so the only roundings are the float32 additions, one per product and one per
+k-block, as in a float32 GEMM of the widened operands; the instruction treats denormal
+inputs as zero and flushes denormal sums to zero (its DAZ/FTZ), which changes results
+only where |values| < 2^-126. Elementwise, with b = ceil(k / (2 KC_PAIRS)) blocks:
+|C - A@B| <= (min(k, 2 KC_PAIRS) + b) * 2^-24 * (|A| @ |B|) + k * 2^-126.
 """
 from __future__ import annotations
 
@@ -179,10 +181,11 @@ def _pack_pairs_across_rows(module: ir.Module, width: int) -> ir.Function:
 # --------------------------------------------------------------------------- micro-kernel
 
 def _tile(module: ir.Module) -> ir.Function:
-    """`tile(pa, pb, pairs, c, ldc, rows, cols, accumulate)`: C[:rows, :cols] (+)= the
-    product of an A tile (MR rows) and a B panel (NR columns) over `pairs` k-pairs.
-    Whole tiles read and write C directly; edge tiles go through an MR x NR buffer on
-    the stack, copied element by element inside the bounds."""
+    """`tile(pa, pb, pairs, c, ldc, rows, cols, accumulate)`: the product of an A tile
+    (MR rows) and a B panel (NR columns) over `pairs` k-pairs, summed from zero, stored
+    to C[:rows, :cols] or (accumulate) added to it. Whole tiles read and write C
+    directly; edge tiles go through an MR x NR buffer on the stack, copied element by
+    element inside the bounds."""
     fn, b, new = _function(module, "jitgrad.bf16.tile", [PTR, PTR, I64, PTR, I64, I64, I64, I1])
     if not new:
         return fn
@@ -203,15 +206,9 @@ def _tile(module: ir.Module) -> ir.Function:
             safe = b.select(inside, b.add(b.mul(i, ldc), j), index(0))
             item = b.load(_gep(b, c, safe, F32), typ=F32)
             b.store(b.select(inside, item, ir.Constant(F32, 0.0)), _gep(b, edge_tile, e, F32))
-    start_from_target = b.or_(accumulate, b.not_(whole))
-    for i in range(MR):
-        for h in range(halves):
-            at = _gep(b, target, b.add(b.mul(index(i), target_ld), index(16 * h)), F32)
-            with b.if_else(start_from_target) as (load, zero):
-                with load:
-                    b.store(b.load(at, typ=F32X16, align=4), accumulators[i][h])
-                with zero:
-                    b.store(ir.Constant(F32X16, None), accumulators[i][h])
+    for row in accumulators:
+        for accumulator in row:
+            b.store(ir.Constant(F32X16, None), accumulator)
 
     with for_range(b, pairs, "k") as q:
         panel = [b.load(_gep(b, pb, b.add(b.mul(q, index(2 * NR)), index(32 * h)), I16), typ=BF16X32, align=4)
@@ -228,7 +225,12 @@ def _tile(module: ir.Module) -> ir.Function:
     for i in range(MR):
         for h in range(halves):
             at = _gep(b, target, b.add(b.mul(index(i), target_ld), index(16 * h)), F32)
-            b.store(b.load(accumulators[i][h], typ=F32X16), at, align=4)
+            block_sum = b.load(accumulators[i][h], typ=F32X16)
+            with b.if_else(accumulate) as (add, store):
+                with add:
+                    b.store(b.fadd(b.load(at, typ=F32X16, align=4), block_sum), at, align=4)
+                with store:
+                    b.store(block_sum, at, align=4)
     with b.if_then(b.not_(whole)):
         with for_range(b, rows, "edge.row") as i:
             with for_range(b, cols, "edge.col") as j:

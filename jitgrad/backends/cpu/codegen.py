@@ -289,8 +289,10 @@ class CPUFunctionEmitter(KernelEmitter):
     def emit_contraction(self, op) -> None:
         """An operand widened from bfloat16 that the schedule left unmaterialized is read
         from its bfloat16 buffer (`widened_bfloat16`): two such operands go to the native
-        kernel (bf16_gemm.py) where the host has AVX-512 BF16; otherwise each is copied to
-        float32 in its own layout (exact) and the product is any float32 product's."""
+        kernel (bf16_gemm.py) where the host has AVX-512 BF16, unless the product is a
+        vector's (m or n is 1: dot and gemv, whose few outputs would leave the kernel's
+        8 x 32 tiles nearly empty); otherwise each is copied to float32 in its own layout
+        (exact) and the product is any float32 product's."""
         narrow = [self._bfloat16_source(v) for v in op.operands]
         result = op.results[0]
         if narrow == [None, None] or result.type.size == 0:
@@ -303,7 +305,7 @@ class CPUFunctionEmitter(KernelEmitter):
             return
         lhs, rhs = (source or v for source, v in zip(narrow, op.operands, strict=True))
         a, b = self.matrix_operand(lhs, lb, lf, lc), self.matrix_operand(rhs, rb, rc, rf)
-        if None not in narrow and self.blas is not None and self.blas.native_bf16:
+        if None not in narrow and self.blas is not None and self.blas.native_bf16 and min(m, n) > 1:
             emit_bf16_gemm(self, a, b, out, m, n, k, nb)
             return
         a = self._widened(a, m, k, nb) if narrow[0] is not None else a
