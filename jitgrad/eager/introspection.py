@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .guards import _site_location
+from .records import BINARY_OPERATORS, UNARY_OPERATORS, _Ref
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ def operation_name(fn) -> str:
     (`mul`), the ufunc's or function's NumPy name (`multiply`, `sum`; a method is named
     as its function: `x.sum()` is `sum`), `gradient` for the recorded gradient call of a
     tape."""
-    from .tape import BINARY_OPERATORS, UNARY_OPERATORS
     for table in (BINARY_OPERATORS, UNARY_OPERATORS):
         for name, op in table.items():
             if op is fn:
@@ -72,7 +72,6 @@ def operation_name(fn) -> str:
 
 
 def _nodes_in(args, into: list) -> None:
-    from .tape import _Ref
     for a in args:
         cls = type(a)
         if cls is _Ref:
@@ -86,7 +85,6 @@ def _nodes_in(args, into: list) -> None:
 
 
 def _fill(template, env: dict):
-    from .tape import _Ref
     cls = type(template)
     if cls is _Ref:
         return env[int(template)]

@@ -41,7 +41,9 @@ from jitgrad.ir import is_float_dtype
 from jitgrad.tracing import numpy_api
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from .guards import Guards, recording_site
+from .introspection import tape_nodes
 from .methods import SeedMethods
+from .records import BINARY_OPERATORS, COMPARISONS, UNARY_OPERATORS, _PREALLOCATED, _REFS, _Ref, _ref
 from .value import ArgumentTemplates, HoldsValue
 
 # --------------------------------------------------------------------------- shared NumPy protocol
@@ -61,16 +63,9 @@ def _attribute(name: str) -> Callable:
     return get
 
 
-# Python operators and ndarray methods, each as one callable that works the same on NumPy
-# arrays (eager execution) and on jitgrad Tracers (replay): records store these callables.
-BINARY_OPERATORS = {
-    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
-    "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
-    "and": operator.and_, "or": operator.or_, "xor": operator.xor,
-}
-COMPARISONS = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
-               "eq": operator.eq, "ne": operator.ne}
-UNARY_OPERATORS = {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert}
+# ndarray methods and attributes, each as one callable that works the same on NumPy arrays
+# (eager execution) and on jitgrad Tracers (replay), as the operators' (records.py) do:
+# records store these callables.
 METHODS = {name: _method_call(name) for name in (
     "sum", "mean", "var", "std", "max", "min", "dot", "transpose", "reshape", "ravel", "flatten", "squeeze",
     "swapaxes", "clip", "astype", "copy")}
@@ -172,24 +167,6 @@ def _is_float_array(x) -> bool:
 
 
 # --------------------------------------------------------------------------- tracked tensors
-
-class _Ref(int):
-    """A tape node (its number) in a record's arguments. Records hold these, never the
-    tracked tensors: no reference cycle (tensors refer to their tape), and intermediate
-    values are freed as soon as the program drops them (the replay recomputes them)."""
-
-    __slots__ = ()
-
-
-_PREALLOCATED = 4096
-_REFS: list[_Ref] = [_Ref(n) for n in range(_PREALLOCATED)]    # shared by all tapes: no allocation per op
-
-
-def _ref(node: int) -> _Ref:
-    while node >= len(_REFS):
-        _REFS.extend(_Ref(n) for n in range(len(_REFS), 2 * len(_REFS)))
-    return _REFS[node]
-
 
 # Dtypes of the results a tape records (the others have a zero derivative).
 _TRACKED_DTYPES = frozenset(np.dtype(c) for c in "efdgFDG")
@@ -1046,7 +1023,6 @@ class GradientTape:
         output shapes and dtypes, the user's source line where the tape keeps them). The
         shapes come from evaluating the records again with NumPy (the tape keeps no
         intermediate values). A nested tape lists the outer tape's records it watches."""
-        from .introspection import tape_nodes
         owner = self if self._outer is None else self._outer
         if self._released or owner._released:
             return []
