@@ -22,7 +22,7 @@ from jitgrad.passes.memory import MemoryPlan
 from jitgrad.passes.schedule import Kernel, Schedule, widened_bfloat16
 from jitgrad.primitives import Contraction, Reduction
 from ..kernel import Index, KernelEmitter, MatrixOperand, ReductionAccumulator, expression_ops
-from .bf16_gemm import contraction_sizes, emit_bf16_gemm
+from .bf16_gemm import contraction_sizes, emit_bf16_gemm, worth_native
 from .blas import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS
 from .llvm_support import I32, I64, I8, PTR, VOID, alloca_in_entry, for_range, index, memory_type
 from .runtime import KernelRuntime
@@ -289,10 +289,9 @@ class CPUFunctionEmitter(KernelEmitter):
     def emit_contraction(self, op) -> None:
         """An operand widened from bfloat16 that the schedule left unmaterialized is read
         from its bfloat16 buffer (`widened_bfloat16`): two such operands go to the native
-        kernel (bf16_gemm.py) where the host has AVX-512 BF16, unless the product is a
-        vector's (m or n is 1: dot and gemv, whose few outputs would leave the kernel's
-        8 x 32 tiles nearly empty); otherwise each is copied to float32 in its own layout
-        (exact) and the product is any float32 product's."""
+        kernel (bf16_gemm.py) where the host has AVX-512 BF16 and the result is wide
+        enough to fill its tiles (`worth_native`); otherwise each is copied to float32 in
+        its own layout (exact) and the product is any float32 product's."""
         narrow = [self._bfloat16_source(v) for v in op.operands]
         result = op.results[0]
         if narrow == [None, None] or result.type.size == 0:
@@ -305,7 +304,7 @@ class CPUFunctionEmitter(KernelEmitter):
             return
         lhs, rhs = (source or v for source, v in zip(narrow, op.operands, strict=True))
         a, b = self.matrix_operand(lhs, lb, lf, lc), self.matrix_operand(rhs, rb, rc, rf)
-        if None not in narrow and self.blas is not None and self.blas.native_bf16 and min(m, n) > 1:
+        if None not in narrow and self.blas is not None and self.blas.native_bf16 and worth_native(m, n, k):
             emit_bf16_gemm(self, a, b, out, m, n, k, nb)
             return
         a = self._widened(a, m, k, nb) if narrow[0] is not None else a
