@@ -109,7 +109,7 @@ class OpDef:
     partial_eval(op, unknown) -> PartialEval
         Reverse mode's split of forward from backward work, for an op some of whose
         operands are unknown (`unknown[k]`: operand k depends on a tangent). Returns a
-        `PartialEval(known, staged, residuals, known_results)` (jitgrad.passes.reverse):
+        `PartialEval(known, staged, residuals, known_results)` (jitgrad.primitives.region_passes):
         `known_results[k]` says whether result k is computed in the forward pass;
         `known` (a detached op on known operands, or None) computes those results, in
         order, then the `residuals`; `staged` (a detached op, or None) reads unknown
