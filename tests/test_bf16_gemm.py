@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import ml_dtypes
 import numpy as np
@@ -157,6 +158,27 @@ def test_threads_give_the_same_bits(native_bf16):
         config.num_threads = saved
     np.testing.assert_array_equal(results[0], results[1])
     assert_within_bound(results[0], a, b)
+
+
+def test_threaded_product_in_a_forked_child():
+    """libgomp's pool does not survive fork: the child's product runs its row blocks on
+    its one thread (runtime.py's flag) and gives the same bits (contained in a process)."""
+    script = """
+import os, numpy as np, ml_dtypes, jitgrad
+jitgrad.config.config.num_threads = 2
+rng = np.random.default_rng(7)
+a = rng.standard_normal((300, 256)).astype(ml_dtypes.bfloat16)
+b = rng.standard_normal((256, 130)).astype(ml_dtypes.bfloat16)
+f = jitgrad.jit(lambda x, y: x @ y)
+first = f(a, b)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(f(a, b), first) else 3)
+print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child 0"
 
 
 def test_infinities_nans_and_denormal_flushing(native_bf16):
