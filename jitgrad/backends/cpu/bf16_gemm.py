@@ -46,15 +46,15 @@ NR = 32            # columns of the micro-tile: two vectors of 16 float32
 KC_PAIRS = 128     # k-pairs per block: a packed B panel of 128 x 32 pairs is 16 KiB (L1)
 MC = 64            # rows per block: the unit of work that threads share
 PARALLEL_MIN_PRODUCTS = 1 << 22   # m * n * k from which a product runs on threads
-MIN_COLUMNS = 16   # narrower products leave most of the 32-column tile empty: sgemm was as fast or faster
+MIN_COLUMNS = 16   # narrower products leave most of the 32-column tile empty
 
 
 def worth_native(m: int, n: int, k: int) -> bool:
     """Whether the kernel takes an (m, k) @ (k, n) product: not outer products (k = 1:
     each element one exact product, the loop kernel's, which keeps NumPy's -0.0), nor
-    vectors (m = 1: gemv, as NumPy), nor fewer than MIN_COLUMNS columns (measured on
-    one Zen core: 256x2x784 took 100 us against 73 us, 256x10x256 55 against 52 us;
-    from 16 columns on the kernel is as fast or faster, 3x at 256x256x784)."""
+    vectors (m = 1: gemv, as NumPy), nor fewer than MIN_COLUMNS columns, where most of
+    the 32-column tile would be empty and sgemm on the widened operands is as fast or
+    faster (docs/mixed-precision.md gives the figures)."""
     return k > 1 and m > 1 and n >= MIN_COLUMNS
 
 
@@ -97,6 +97,8 @@ def _function(module: ir.Module, name: str, args) -> tuple[ir.Function, ir.IRBui
         return existing, None, False
     fn = ir.Function(module, ir.FunctionType(VOID, list(args)), name)
     fn.linkage = "internal"
+    fn.attributes.add("minsize")         # loops written with explicit vectors: LLVM's unrolling and
+    fn.attributes.add("optsize")         # vectorizing them again would only cost compile time
     return fn, ir.IRBuilder(fn.append_basic_block("entry")), True
 
 
@@ -239,11 +241,8 @@ def _tile(module: ir.Module) -> ir.Function:
         for h in range(halves):
             at = _gep(b, target, b.add(b.mul(index(i), target_ld), index(16 * h)), F32)
             block_sum = b.load(accumulators[i][h], typ=F32X16)
-            with b.if_else(accumulate) as (add, store):
-                with add:
-                    b.store(b.fadd(b.load(at, typ=F32X16, align=4), block_sum), at, align=4)
-                with store:
-                    b.store(block_sum, at, align=4)
+            earlier = b.load(at, typ=F32X16, align=4)        # in bounds; unused by the first block
+            b.store(b.select(accumulate, b.fadd(earlier, block_sum), block_sum), at, align=4)
     with b.if_then(b.not_(whole)):
         with for_range(b, rows, "edge.row") as i:
             with for_range(b, cols, "edge.col") as j:
