@@ -473,3 +473,34 @@ def test_cumprod_gradient_through_zeros_is_the_product_of_the_other_factors():
             if i != j:
                 expected_h[i, j] = sum(np.prod(np.delete(v[:k + 1], [i, j])) for k in range(max(i, j), 6))
     np.testing.assert_allclose(hessian, expected_h, rtol=1e-13, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- BLAS's scalar path in dot/inner/tensordot
+
+@pytest.mark.parametrize("fn", [np.dot, np.inner, lambda a, b: np.tensordot(a, b, axes=1),
+                                lambda a, b: np.tensordot(a, b, axes=0)], ids=["dot", "inner", "tensordot1", "tensordot0"])
+@pytest.mark.parametrize("a_shape, b_shape", [((17, 3), ()), ((3,), ()), ((3, 1), (1,)), ((3, 1), (1, 1)),
+                                              ((2, 1, 1), (1,)), ((1,), (1,)), ((2, 3, 1), ())])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_products_with_a_one_element_operand_follow_blas_axpy(fn, a_shape, b_shape, dtype):
+    # NumPy's float products of at most 2-d operands treat a one-element operand as a
+    # scalar and call BLAS axpy into zeros, which skips a scale of 0: inf * 0 gives 0.0
+    # there (not NaN); found as np.inner(float array holding inf, argmax(...)).
+    a = np.array([np.inf, -np.inf, np.nan, -2.0, 0.0, 1.5] * 9, dtype)[:int(np.prod(a_shape))].reshape(a_shape)
+    for scale in (0, -0.0, 2.0, np.nan):
+        b = np.full(b_shape, scale, np.int64 if scale == 0 and not np.signbit(scale) else dtype)
+        for x, y in ((a, b), (b, a)):
+            try:
+                with np.errstate(all="ignore"):
+                    want = fn(x, y)
+            except (ValueError, IndexError):         # shapes NumPy does not multiply
+                continue
+            got = jitgrad.jit(fn)(x, y)
+            _same(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_gradient_of_a_product_by_a_zero_scalar_is_the_other_operand():
+    x = np.array([1.5, -2.0, 3.0])
+    g = jitgrad.grad(lambda s, x: np.sum(np.inner(x, s)))(np.array(0.0), x)
+    assert g == pytest.approx(np.sum(x))

@@ -617,31 +617,47 @@ def dot(a, b, out=None):
     _reject("dot", out=out)
     a, b = _promote_strong(a, b)
     if a.type.ndim == 0 or b.type.ndim == 0:
-        return _scaled_as_axpy(UFUNCS[np.multiply](a, b), a if a.type.ndim == 0 else b)
-    if b.type.ndim == 1 or a.type.ndim <= 2 and b.type.ndim <= 2:
-        return _matmul_values(a, b)
-    return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 2,)))
+        product = UFUNCS[np.multiply](a, b)       # bool: and; float16: rounded once
+    elif b.type.ndim == 1 or a.type.ndim <= 2 and b.type.ndim <= 2:
+        product = _matmul_values(a, b)
+    else:
+        return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 2,)))
+    if a.type.ndim <= 2 and b.type.ndim <= 2:
+        return _scaled_as_axpy(product, a, b)
+    return product
 
 
-def _scaled_as_axpy(product, scalar):
-    """np.dot of a float32/float64 vector or matrix (more than one element) and a scalar is
-    BLAS axpy into zeros: a scale of 0 leaves +0.0 everywhere (nan * 0 included), any other
-    adds +0.0 (-0.0 becomes +0.0). Otherwise it is the plain product (bool: and; float16:
-    rounded once)."""
-    if product.type.dtype not in (DType.f32, DType.f64) or product.type.ndim not in (1, 2) \
-            or product.type.size <= 1:
+def _scaled_as_axpy(product, a, b):
+    """NumPy's float32/float64 products of operands of at most two dimensions (np.dot,
+    np.inner, and np.tensordot, which calls np.dot on two matrices) go to its
+    cblas_matrixproduct, which takes an operand of one element as a scalar: the result is
+    zero-filled and BLAS axpy adds scalar * other into it. axpy returns at once for a
+    scale of 0, so the result stays +0.0 where the plain product is NaN (the other operand
+    inf or NaN); any other scale adds +0.0 (-0.0 becomes +0.0). A result of one element
+    is the plain product of the two (-2 * 0 is -0.0, where a sum from +0.0 gives +0.0).
+    Only NaN elements are replaced, so the derivative elsewhere is the product's
+    (d/d scale = other, also at a scale of 0)."""
+    scalars = [v for v in (a, b) if v.type.size == 1]
+    if product.type.dtype not in (DType.f32, DType.f64) or not scalars or product.type.size == 0:
         return product
+    if product.type.size == 1:
+        return P.reshape(P.mul(P.reshape(a, ()), P.reshape(b, ())), product.type.shape)
     zero = P.full(0.0, product.type)
-    into_zeros = P.add(product, zero)
-    scale_is_zero = broadcast_to(P.eq(scalar, P.full(0.0, scalar.type)), product.type.shape)
-    return P.select(scale_is_zero, zero, into_zeros)
+    scale = P.reshape(scalars[0], ())
+    scale_is_zero = broadcast_to(P.eq(scale, P.full(0.0, scale.type)), product.type.shape)
+    skipped = P.logical_and(scale_is_zero, P.ne(product, product))
+    return P.select(skipped, zero, P.add(product, zero))
 
 
 def inner(a, b):
     a, b = _promote_strong(a, b)
     if a.type.ndim == 0 or b.type.ndim == 0:
-        return UFUNCS[np.multiply](a, b)      # bool: and; float16: rounded once
-    return _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 1,)))
+        product = UFUNCS[np.multiply](a, b)      # bool: and; float16: rounded once
+    else:
+        product = _checked_dot(a, b, ((a.type.ndim - 1,), (b.type.ndim - 1,)))
+    if a.type.ndim <= 2 and b.type.ndim <= 2:     # NumPy: dot(a, b with its last two axes swapped)
+        return _scaled_as_axpy(product, a, b)
+    return product
 
 
 def outer(a, b, out=None):
@@ -660,7 +676,7 @@ def tensordot(a, b, axes=2):
         ax_a, ax_b = (tuple(x) if isinstance(x, (tuple, list)) else (x,) for x in axes)
     ax_a = tuple(x % a.type.ndim for x in ax_a)
     ax_b = tuple(x % b.type.ndim for x in ax_b)
-    return _checked_dot(a, b, (ax_a, ax_b))
+    return _scaled_as_axpy(_checked_dot(a, b, (ax_a, ax_b)), a, b)    # NumPy: np.dot of two matrices
 
 
 def einsum(subscripts, *operands, optimize=False, out=None, **kwargs):
