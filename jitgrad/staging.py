@@ -127,9 +127,9 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
         wrt, trees = _argnum_leaves(args, argnums_n)
         for pos in wrt:
             t = fn.args[pos].type
-            if not t.dtype.is_float:
+            if not t.dtype.is_inexact:
                 raise GradientError(f"grad of {fn.name} with respect to an argument of type {t}: only "
-                                    "floating-point arguments can be differentiated (argnums="
+                                    "floating-point and complex arguments can be differentiated (argnums="
                                     f"{argnums!r}); pass integer data as a non-differentiated argument")
         cotangents = [Cotangent.ONE] + [Cotangent.NONE] * (n_out - 1)
         values_returned = 0 if mode == "grad" and not has_aux else n_out   # grad alone: no value
@@ -199,7 +199,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
             results = inline_block(vfn.body, [x.value for x in tree_flatten(p)[0]] + list(traced.captured)
                              + [x.value for x in tree_flatten(c)[0]])
             grads = iter(results[n_out:])
-            leaves = [Tracer(next(grads) if fn.args[k].type.dtype.is_float else P.full(0, fn.args[k].type))
+            leaves = [Tracer(next(grads) if fn.args[k].type.dtype.is_inexact else P.full(0, fn.args[k].type))
                       for k in range(n_leaves)]
             grouped, start = [], 0
             for primal in p:
@@ -238,14 +238,8 @@ def has_tracers(args) -> bool:
 # --------------------------------------------------------------------------- forward mode
 
 def _float_positions(fn: Function, n_leaves: int) -> list[int]:
-    """Float arguments among the first `n_leaves` (the rest are captured values). Complex
-    arguments are refused: their cotangents are not implemented yet, and leaving them out
-    would give them a zero derivative."""
-    for k in range(n_leaves):
-        if fn.args[k].type.dtype.is_complex:
-            raise GradientError(f"cannot differentiate with respect to the complex argument {k} of {fn.name} "
-                                f"({fn.args[k].type}) yet: pass its real and imaginary parts as float arrays")
-    return [k for k in range(n_leaves) if fn.args[k].type.dtype.is_float]
+    """Float and complex arguments among the first `n_leaves` (the rest are captured values)."""
+    return [k for k in range(n_leaves) if fn.args[k].type.dtype.is_inexact]
 
 
 def _check_like(what: str, values, like) -> None:
@@ -297,7 +291,7 @@ def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], S
         fn = traced.function
         wrt, _ = _argnum_leaves(args, argnums_n)
         for pos in wrt:
-            if not fn.args[pos].type.dtype.is_float:
+            if not fn.args[pos].type.dtype.is_inexact:
                 raise GradientError(f"cannot differentiate with respect to an argument of type {fn.args[pos].type}")
         leaf_groups, start = [], 0
         for i in argnums_n:

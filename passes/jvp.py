@@ -38,9 +38,9 @@ class _JvpRewriter(Rewriter):
 def jvp_function(fn: Function, wrt: Sequence[int]) -> Function:
     wrt = list(wrt)
     for i in wrt:
-        if not fn.args[i].type.dtype.is_float:
+        if not fn.args[i].type.dtype.is_inexact:
             raise GradientError(f"cannot differentiate with respect to argument {i} of {fn.name}: it has "
-                                f"type {fn.args[i].type}; only float arguments have tangents")
+                                f"type {fn.args[i].type}; only float and complex arguments have tangents")
     tangent_types = [fn.args[i].type for i in wrt]
     new_fn, builder = new_function(f"{fn.name}_jvp", fn.input_types + tangent_types)
     rewriter = _JvpRewriter()
@@ -93,7 +93,7 @@ def jvp_call(op: Operation, primals: Sequence[Value], tangents: Sequence) -> tup
     """Forward mode of a call-like op: one op of the same kind whose body is the JVP of
     the original body, taking the primals and the non-zero float tangents and giving the
     outputs and their tangents (non-float outputs get symbolic zero tangents)."""
-    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
+    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_inexact]
     body = jvp_function(body_function(op), wrt)
     new = current_builder().create(op.opdef, [*primals, *(tangents[k] for k in wrt)], op.attrs,
                                    regions=[function_region(body)], result_types=body.output_types)

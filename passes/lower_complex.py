@@ -167,6 +167,60 @@ def _integer_pow(op, inputs):
     return [result]
 
 
+def _exp(op, inputs):
+    """e^re (cos im + i sin im) as C99's cexp in glibc: a real part above t = 88 (f32) or
+    709 (f64) is brought down by up to two factors e^t multiplied into cos and sin first, so
+    a result within range does not overflow on the way; a zero imaginary part stays exactly
+    that zero (exp(inf + 0i) is inf + 0i, not inf + NaN i)."""
+    (z,) = map(_parts, inputs)
+    dtype = z.re.type.dtype.numpy
+    t = 88 if z.re.type.dtype == DType.f32 else 709
+    threshold, e_t = P.full(t, z.re.type), P.full(np.exp(dtype.type(t)), z.re.type)
+    one = P.full(1, z.re.type)
+    cos, sin, re = P.cos(z.im), P.sin(z.im), z.re
+    for _ in range(2):
+        above = P.gt(re, threshold)
+        re = P.select(above, P.sub(re, threshold), re)
+        factor = P.select(above, e_t, one)
+        cos, sin = P.mul(cos, factor), P.mul(sin, factor)
+    scale = P.select(P.gt(re, threshold), P.full(np.finfo(dtype).max, z.re.type), P.exp(re))
+    zero = _zeros_like(z.im)
+    im = P.select(P.eq(z.im, zero), z.im, P.mul(scale, sin))
+    return [Parts(P.mul(scale, cos), im)]
+
+
+def _log(op, inputs):
+    """log|z| + i arg z, with log1p((re - 1)(re + 1) + im^2) / 2 for |z| in [0.5, 2], where
+    log(hypot) would lose the digits of a modulus near 1 (C99's clog does the same)."""
+    (z,) = map(_parts, inputs)
+    modulus = P.hypot(z.re, z.im)
+    one = P.full(1, z.re.type)
+    near_one = P.logical_and(P.ge(modulus, P.full(0.5, z.re.type)), P.le(modulus, P.full(2, z.re.type)))
+    squares_minus_one = P.add(P.mul(P.sub(z.re, one), P.add(z.re, one)), P.mul(z.im, z.im))
+    near = P.mul(P.full(0.5, z.re.type), P.log1p(squares_minus_one))
+    return [Parts(P.select(near_one, near, P.log(modulus)), P.arctan2(z.im, z.re))]
+
+
+def _sqrt(op, inputs):
+    """The principal square root by C99's csqrt formulas: the larger part from
+    sqrt((|re| + |z|) / 2), the other by a division, so no cancellation; sqrt(0 +- 0i) is
+    0 +- 0i, an infinite imaginary part gives inf with that part."""
+    (z,) = map(_parts, inputs)
+    half, zero = P.full(0.5, z.re.type), _zeros_like(z.re)
+    modulus = P.hypot(z.re, z.im)
+    big = P.sqrt(P.mul(half, P.add(modulus, P.absolute(z.re))))
+    small = P.mul(half, P.div(z.im, big))
+    negative_im = P.lt(P.div(P.full(1, z.im.type), z.im), zero)           # -0.0 counts as negative
+    positive_re = P.ge(z.re, zero)
+    re = P.select(positive_re, big, P.absolute(small))
+    im = P.select(positive_re, small, P.select(negative_im, P.neg(big), big))
+    is_zero = P.logical_and(P.eq(z.re, zero), P.eq(z.im, zero))
+    infinite_im = P.eq(P.absolute(z.im), P.full(np.inf, z.im.type))
+    re = P.select(infinite_im, P.full(np.inf, z.re.type), P.select(is_zero, zero, re))
+    im = P.select(P.logical_or(infinite_im, is_zero), z.im, im)
+    return [Parts(re, im)]
+
+
 def _eq(op, inputs):
     a, b = map(_parts, inputs)
     return [P.logical_and(P.eq(a.re, b.re), P.eq(a.im, b.im))]
@@ -210,7 +264,7 @@ def _make_complex(op, inputs):
 
 RULES: dict[str, Callable] = {
     "constant": _constant, "convert": _convert, "add": _add, "sub": _sub, "neg": _neg, "mul": _mul,
-    "div": _div, "integer_pow": _integer_pow, "safe_mul": _strong_zero(_mul), "safe_div": _strong_zero(_div), "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
+    "div": _div, "integer_pow": _integer_pow, "exp": _exp, "log": _log, "sqrt": _sqrt, "safe_mul": _strong_zero(_mul), "safe_div": _strong_zero(_div), "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
     "real": _real, "imag": _imag, "conj": _conj, "complex": _make_complex,
     **{name: _same_op_on_parts for name in ("stop_gradient", "broadcast_in_dim", "reshape", "transpose", "slice",
                                             "pad", "rev", "concatenate", "reduce_sum")},

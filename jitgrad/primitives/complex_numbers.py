@@ -16,7 +16,7 @@ import numpy as np
 
 from jitgrad.errors import DTypeError
 from jitgrad.ir import DType, TensorType
-from . import elementwise, linalg, reductions, structural  # noqa: F401 - the records COMPLEX_READY names
+from . import elementwise, linalg, reductions, structural, transcendental  # noqa: F401 - the records COMPLEX_READY names
 from .base import Alias, Elementwise, Primitive, check_same_dtypes, check_same_shapes, deflinear
 
 
@@ -123,7 +123,7 @@ def _zeros(like):
 COMPLEX_READY = (
     "constant", "convert", "add", "sub", "mul", "div", "neg", "eq", "ne", "select", "stop_gradient",
     "broadcast_in_dim", "reshape", "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum",
-    "dot_general", "safe_mul", "safe_div", "integer_pow",
+    "dot_general", "safe_mul", "safe_div", "integer_pow", "exp", "log", "sqrt",
 )
 """Existing primitives whose complex operands `passes/lower_complex.py` rewrites into real
 arithmetic (it has one rule for each)."""

@@ -120,7 +120,7 @@ api.FUNCTIONS[np.isrealobj] = _type_test(lambda is_complex: not is_complex)
 COMPLEX_UFUNCS = frozenset({
     np.add, np.subtract, np.multiply, np.true_divide, np.negative, np.positive, np.equal, np.not_equal,
     np.conjugate, np.absolute, np.reciprocal, np.square, np.power, np.matmul, np.isnan, np.isinf, np.isfinite,
-    np.rint,
+    np.rint, np.exp, np.log, np.sqrt,
 })
 """The ufuncs checked against NumPy on complex operands (tests/test_complex.py); the
 others refuse complex operands (`_refusing_complex`)."""
