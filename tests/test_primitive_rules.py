@@ -203,7 +203,18 @@ def _zz_ref(x, y):
     return (x + 1j * y) * (y + 1j * x)
 
 
+def _fft_spec(n):
+    from jitgrad.primitives.fft import roots_of_unity
+    roots = roots_of_unity(n, DType.f64)
+
+    def ref(x):
+        y = np.fft.fft(x[..., 0] + 1j * x[..., 1], axis=-1)
+        return np.stack([y.real, y.imag], axis=-1)
+    return OpSpec("fft", f"n{n}", [f64(2, n, 2)], lambda x: bind("fft", x, P.constant(roots)), ref)
+
+
 COMPLEX_SPECS = [
+    _fft_spec(30), _fft_spec(8),
     OpSpec("complex", "", [f64(3), f64(3)], lambda x, y: bind("real", _zz(x, y)),
            lambda x, y: np.real(_zz_ref(x, y))),
     OpSpec("real", "", [f64(3), f64(3)], lambda x, y: bind("real", _zz(x, y)), lambda x, y: np.real(_zz_ref(x, y))),

@@ -7,6 +7,7 @@ from . import gather, sorting  # noqa: F401 - registers gather/scatter_add/scatt
 from . import lapack  # noqa: F401 - registers cholesky, triangular_solve, solve, slogdet, eigh, svd, qr
 from . import control_flow  # noqa: F401 - registers cond, while, fori and scan
 from . import complex_numbers  # noqa: F401 - registers real/imag/conj/complex; marks the primitives taking complex
+from . import fft  # noqa: F401 - registers fft (the mixed-radix DFT kernel on (re, im) pairs)
 from . import cumulative  # noqa: F401 - registers cumsum (NumPy's sequential running sums)
 from . import special  # noqa: F401 - registers lgamma, digamma and zeta (scipy.special's gammaln, psi, zeta)
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,

@@ -1,0 +1,97 @@
+"""The CPU kernel of `fft` (jitgrad/primitives/fft.py): a mixed-radix Stockham transform.
+
+The operand is a batch of rows of n complex numbers, stored as (real, imaginary) pairs.
+For n = R_1 R_2 ... R_s (radices 5, 3, 2: `radix_plan`), stage t with radix R reads the
+previous stage's row and writes the next (ping-pong between two scratch rows; the first
+stage reads the operand, the last writes the result), without a bit-reversal pass:
+
+    for j in 0 .. n/R - 1, with k = j mod N (N = R_1 ... R_{t-1}, the sub-transforms' size):
+        v_r = x[j + r n/R] * w^(r k n/(N R))              r = 0 .. R-1, w = exp(-2 pi i / n)
+        y[(j div N) N R + k + q N] = sum_r v_r exp(-2 pi i r q / R)      q = 0 .. R-1
+
+Twiddle factors are read from the `roots` operand (w^m for m < n, exact to the dtype);
+the butterflies' own roots of unity are compile-time constants (exactly -1 for radix 2).
+Only the scalar-context protocol is used, so any backend's context can run it.
+"""
+from __future__ import annotations
+
+import math
+
+from jitgrad.primitives.fft import radix_plan
+
+
+def emit_fft(ec, op) -> None:
+    (x, roots), result = op.operands, op.results[0]
+    if result.type.size == 0:
+        return
+    ctx, dtype = ec.ctx, x.type.dtype
+    n = x.type.shape[-2]
+    batch = math.prod(x.type.shape[:-2])
+    src, dst, table = ec.pointer(x), ec.pointer(result), ec.pointer(roots)
+    plan = radix_plan(n)
+    rows = [ec.scratch(2 * n * dtype.itemsize) for _ in range(min(len(plan) - 1, 2))]
+    saved, ctx.operand_dtype = ctx.operand_dtype, dtype
+    try:
+        with ctx.loop(batch, "fft.batch") as b:
+            base = ctx.index_mul(b, ctx.index_const(2 * n))
+            if not plan:                      # n == 1: the transform is the identity
+                for part in range(2):
+                    at = ctx.index_add(base, ctx.index_const(part))
+                    ctx.store(dst, at, ctx.load(src, at, dtype), dtype)
+            size = 1
+            for t, radix in enumerate(plan):
+                reads = (src, base) if t == 0 else (rows[(t - 1) % 2], ctx.index_const(0))
+                writes = (dst, base) if t == len(plan) - 1 else (rows[t % 2], ctx.index_const(0))
+                _stage(ctx, dtype, table, n, radix, size, reads, writes)
+                size *= radix
+    finally:
+        ctx.operand_dtype = saved
+
+
+def _stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes) -> None:
+    (src, src_base), (dst, dst_base) = reads, writes
+    span = n // radix
+    step = n // (size * radix)
+
+    def load_pair(buffer, at):
+        return ctx.load(buffer, at, dtype), ctx.load(buffer, ctx.index_add(at, ctx.index_const(1)), dtype)
+
+    with ctx.loop(span, f"fft.radix{radix}") as j:
+        k = ctx.index_rem(j, ctx.index_const(size)) if size > 1 else ctx.index_const(0)
+        inputs = []
+        for r in range(radix):
+            at = ctx.index_add(src_base, ctx.index_mul(ctx.index_add(j, ctx.index_const(r * span)),
+                                                       ctx.index_const(2)))
+            re, im = load_pair(src, at)
+            if r and size > 1:
+                wr, wi = load_pair(table, ctx.index_mul(k, ctx.index_const(2 * r * step)))
+                re, im = ctx.sub(ctx.mul(re, wr), ctx.mul(im, wi)), ctx.add(ctx.mul(re, wi), ctx.mul(im, wr))
+            inputs.append((re, im))
+        first = ctx.index_add(ctx.index_mul(ctx.index_div(j, ctx.index_const(size)), ctx.index_const(size * radix)), k)
+        for q, (re, im) in enumerate(_butterfly(ctx, inputs)):
+            at = ctx.index_add(dst_base, ctx.index_mul(ctx.index_add(first, ctx.index_const(q * size)),
+                                                       ctx.index_const(2)))
+            ctx.store(dst, at, re, dtype)
+            ctx.store(dst, ctx.index_add(at, ctx.index_const(1)), im, dtype)
+
+
+def _butterfly(ctx, v):
+    """The DFT of the R values `v` (pairs of registers): y_q = sum_r v_r exp(-2 pi i r q / R)."""
+    radix = len(v)
+    out = []
+    for q in range(radix):
+        re, im = v[0]
+        for r in range(1, radix):
+            turn = (r * q) % radix
+            xr, xi = v[r]
+            if turn == 0:
+                re, im = ctx.add(re, xr), ctx.add(im, xi)
+            elif 2 * turn == radix:            # exp(-i pi) = -1 exactly
+                re, im = ctx.sub(re, xr), ctx.sub(im, xi)
+            else:
+                c, s = math.cos(-2 * math.pi * turn / radix), math.sin(-2 * math.pi * turn / radix)
+                c, s = ctx.const(c, xr), ctx.const(s, xr)
+                re = ctx.add(re, ctx.sub(ctx.mul(xr, c), ctx.mul(xi, s)))
+                im = ctx.add(im, ctx.add(ctx.mul(xr, s), ctx.mul(xi, c)))
+        out.append((re, im))
+    return out
