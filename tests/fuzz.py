@@ -178,6 +178,9 @@ class Op:
     undefined: (operands, params, result) -> mask of elements NumPy leaves undefined.
     jumps: the result is discontinuous in a float operand (comparisons, floor, %, casts
       to integers, argmax): where an inexact operand is near a jump, either side is right.
+    picks: "max" or "min" for argmax/argmin (operand 0, along params["axis"], flattened
+      when None): where another candidate is within the two candidates' error bounds of
+      the winner, either index is right (a uniform move of the operand keeps every tie).
     max_operand_size: the op is not proposed on larger operands (O(n^3) factorizations of
       a million-element input would outlast the worker's time limit, in NumPy alone).
     """
@@ -196,6 +199,7 @@ class Op:
     undefined: Callable | None = None
     jumps: bool = False
     max_operand_size: int | None = None
+    picks: str | None = None
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -489,11 +493,11 @@ OPS: list[Op] = [
     Op(".min", "{0}.min(axis={axis})", 1, has_method("min"), params=lambda r, xs: _axis(r, xs, False),
        smooth=False),
     Op("argmax", "np.argmax({0}, axis={axis})", 1, in_tables(np.argmax), smooth=False,
-       params=lambda r, xs: _axis(r, xs, False), jumps=True),
-    Op("argmin", "np.argmin({0})", 1, in_tables(np.argmin), smooth=False, jumps=True),
+       params=lambda r, xs: _axis(r, xs, False), jumps=True, picks="max"),
+    Op("argmin", "np.argmin({0})", 1, in_tables(np.argmin), smooth=False, jumps=True, picks="min"),
     Op("prod", "np.prod({0}, axis={axis})", 1, in_tables(np.prod), SUM, lambda r, xs: _axis(r, xs, False)),
     Op("any", "np.any({0})", 1, in_tables(np.any), smooth=False),
-    Op("cumsum", "np.cumsum({0})", 1, in_tables(np.cumsum), SUM, magnitude="np.cumsum({0})"),
+    Op("cumsum", "np.cumsum({0})", 1, in_tables(np.cumsum)),          # sequential: NumPy's order
     Op("norm", "np.linalg.norm({0})", 1, in_tables(np.linalg.norm), SUM, smooth=False,
        magnitude="np.sqrt(np.sum(np.square({0}))) * 4", kinds="f"),
     # ---- numpy.linalg on LAPACK (well-conditioned inputs built from any square operand)
@@ -563,12 +567,12 @@ OPS: list[Op] = [
     Op("full_like", "np.full_like({0}, 3)", 1, in_tables(np.full_like), weight=0.3),
     Op("copy", "{0}.copy()", 1, has_method("copy"), weight=0.5),
     # ---- the wider surface (numpy_reductions, numpy_shape, numpy_elementwise)
-    Op("cumsum_axis", "np.cumsum({0}, axis={axis})", 1, in_tables(np.cumsum), SUM,
-       lambda r, xs: _axis(r, xs, False), magnitude="np.cumsum({0}, axis={axis})", weight=0.3),
-    Op("cumprod", "np.cumprod({0}, axis={axis})", 1, in_tables(np.cumprod), SUM,
-       lambda r, xs: _axis(r, xs, False), weight=0.3),
-    Op("nancumsum", "np.nancumsum({0})", 1, in_tables(np.nancumsum), SUM, magnitude="np.nancumsum({0})", weight=0.3),
-    Op(".cumsum", "{0}.cumsum()", 1, has_method("cumsum"), SUM, magnitude="np.cumsum({0})", weight=0.3),
+    Op("cumsum_axis", "np.cumsum({0}, axis={axis})", 1, in_tables(np.cumsum),
+       params=lambda r, xs: _axis(r, xs, False), weight=0.3),
+    Op("cumprod", "np.cumprod({0}, axis={axis})", 1, in_tables(np.cumprod),
+       params=lambda r, xs: _axis(r, xs, False), weight=0.3),
+    Op("nancumsum", "np.nancumsum({0})", 1, in_tables(np.nancumsum), weight=0.3),
+    Op(".cumsum", "{0}.cumsum()", 1, has_method("cumsum"), weight=0.3),
     Op(".prod", "{0}.prod(axis={axis}, keepdims={kd})", 1, has_method("prod"), SUM, _axis, weight=0.3),
     Op("all", "np.all({0}, axis={axis}, keepdims={kd})", 1, in_tables(np.all), params=_axis, smooth=False,
        jumps=True, weight=0.3),
@@ -1220,9 +1224,37 @@ def _jump_masks(program: Program, values: list, spreads: list) -> dict:
                 continue
             diff, changed = _spread(ref, alt, None)
             mask |= changed | (diff > allowance if is_float(ref.dtype) else diff > 0)
+        if stmt.op.picks is not None:
+            mask |= _near_ties(stmt, np.asarray(operands[0]), spread_ops[0], ref)
         if np.any(mask):
             masks[n + k] = mask
     return masks
+
+
+def _near_ties(stmt: Stmt, x: np.ndarray, spread, picked: np.ndarray) -> np.ndarray:
+    """The elements of an argmax/argmin result whose winner has a rival within their error
+    bounds: candidates j and w with |x_j - x_w| <= 4 (spread_j + spread_w) could come out
+    in either order from an implementation within the bounds (a contraction's symmetric
+    entries are not bit-identical in NumPy's BLAS). Exact candidates (no spread) tie
+    exactly, and the first index wins: those are compared."""
+    if not is_float(x.dtype) or x.size == 0:
+        return np.zeros(picked.shape, bool)
+    axis = stmt.params.get("axis")
+    x64 = x.astype(np.float64)
+    bound = 4 * np.nan_to_num(np.broadcast_to(np.asarray(spread, np.float64), x.shape), nan=np.inf, posinf=np.inf)
+    if axis is None:
+        x64, bound, axis = x64.reshape(-1), bound.reshape(-1), 0
+    x64, bound = np.moveaxis(x64, axis, -1), np.moveaxis(bound, axis, -1)
+    winner = np.asarray(picked).reshape(x64.shape[:-1] + (1,))
+    x_w, bound_w = np.take_along_axis(x64, winner, -1), np.take_along_axis(bound, winner, -1)
+    with np.errstate(all="ignore"):
+        if stmt.op.picks == "max":
+            reaches = x64 + bound >= x_w - bound_w
+        else:
+            reaches = x64 - bound <= x_w + bound_w
+        rival = reaches & (bound + bound_w > 0) & (np.arange(x64.shape[-1]) != winner)
+        rival &= ~np.isnan(x64) & ~np.isnan(x_w)
+    return np.any(rival, axis=-1).reshape(picked.shape)
 
 
 def _undefined_masks(program: Program, values: list) -> dict:

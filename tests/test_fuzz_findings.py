@@ -504,3 +504,41 @@ def test_gradient_of_a_product_by_a_zero_scalar_is_the_other_operand():
     x = np.array([1.5, -2.0, 3.0])
     g = jitgrad.grad(lambda s, x: np.sum(np.inner(x, s)))(np.array(0.0), x)
     assert g == pytest.approx(np.sum(x))
+
+
+# --------------------------------------------------------------------------- the oracle: argmax/argmin near-ties
+
+def _argmax_of_a_product(x):
+    import fuzz
+    program = fuzz._case("argmax after a product", [("matmul_by_transposed", (0, 0)),
+                                                    ("argmax", (1,), {"axis": -1})], [x])
+    return fuzz, fuzz.numpy_reference(program, np.random.default_rng(0))
+
+
+def test_oracle_takes_a_near_tie_after_a_contraction_as_a_jump():
+    # Row 0 of x @ x.T has two entries 3 and 3 + 4e-16: within the product's error bound,
+    # so an implementation within the bounds may pick either; NumPy's own gemm does not
+    # make symmetric entries bit-identical.
+    x = np.array([[1.0, 0.0], [3.0, 0.1], [np.nextafter(3.0, 4.0), 0.1], [-1.0, -1.0]])
+    fuzz, ref = _argmax_of_a_product(x)
+    assert list(ref.outputs[0][:3]) == [2, 2, 2]
+    assert ref.unstable[0][:3].all() and not ref.unstable[0][3]
+    near_tie = ref.outputs[0].copy()
+    near_tie[:3] = 1
+    fuzz.compare(near_tie, ref, 0, "the other side of the tie")
+
+
+def test_oracle_still_catches_a_wrong_argmax():
+    x = np.array([[1.0, 0.0], [3.0, 0.1], [np.nextafter(3.0, 4.0), 0.1], [-1.0, -1.0], [0.0, 1.0]])
+    fuzz, ref = _argmax_of_a_product(x)
+    assert not ref.unstable[0][3] and not ref.unstable[0][4]
+    for row, wrong in ((3, 0), (4, 1), (4, 2)):          # rows with a clear winner
+        got = ref.outputs[0].copy()
+        got[row] = wrong
+        with pytest.raises(fuzz.Mismatch, match="value"):
+            fuzz.compare(got, ref, 0, "a wrong argmax")
+    # exact candidates tie exactly: NumPy's first index is required
+    program = fuzz._case("exact tie", [("argmax", (0,), {"axis": -1})], [np.array([[1.0, 3.0, 3.0]])])
+    ref = fuzz.numpy_reference(program, np.random.default_rng(0))
+    with pytest.raises(fuzz.Mismatch, match="value"):
+        fuzz.compare(np.array([2]), ref, 0, "the later of two exact ties")
