@@ -107,8 +107,13 @@ def kind(dtype) -> str:
     return "f" if is_float(dtype) else np.dtype(dtype).kind
 
 
+def is_complex(dtype) -> bool:
+    return np.dtype(dtype).kind == "c"
+
+
 def finfo(dtype):
-    if np.dtype(dtype).kind == "f":
+    """Float limits of a float dtype, or of a complex dtype's components."""
+    if np.dtype(dtype).kind in "fc":
         return np.finfo(dtype)
     import ml_dtypes
     return ml_dtypes.finfo(dtype)
@@ -1150,11 +1155,13 @@ def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(
         spread = [np.maximum(s, t) for s, t in zip(spread, summed, strict=True)]
     tolerance = []
     for k, o in enumerate(outputs):
-        floor = 2 * ulp(o.astype(np.float64), o.dtype) if is_float(o.dtype) else np.zeros(o.shape)
+        inexact_kind = is_float(o.dtype) or is_complex(o.dtype)
+        magnitude = np.abs(o).astype(np.float64) if inexact_kind else None     # complex: per component
+        floor = 2 * ulp(magnitude, o.dtype) if inexact_kind else np.zeros(o.shape)
         tolerance.append(4 * spread[k] + floor)
-        if is_float(o.dtype):
+        if inexact_kind:
             with np.errstate(all="ignore"):
-                unstable[k] |= spread[k] > ILL_CONDITIONED * np.abs(o.astype(np.float64))
+                unstable[k] |= spread[k] > ILL_CONDITIONED * magnitude
     return Reference(outputs, tolerance, unstable, False)
 
 
@@ -1164,6 +1171,10 @@ def _spread(ref, alt: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
     ref = np.asarray(ref)
     if alt.shape != ref.shape:
         return np.full(ref.shape, np.inf), np.ones(ref.shape, bool)
+    if is_complex(ref.dtype) or is_complex(alt.dtype):      # the larger of the two components' spreads
+        (d_re, c_re), (d_im, c_im) = (_spread(np.asarray(part(ref)), np.asarray(part(alt)), None)
+                                      for part in (np.real, np.imag))
+        return np.maximum(d_re, d_im), c_re | c_im
     with np.errstate(all="ignore"):
         r64, a64 = ref.astype(np.float64), alt.astype(np.float64)
         finite = np.isfinite(r64) & np.isfinite(a64)
@@ -1297,13 +1308,15 @@ def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
     if index in undefined:
         out = np.where(undefined[index], _arbitrary(rng, out, move), out)
     accuracy = stmt.op.accuracy_of(stmt.params)
-    if accuracy == EXACT or not moves or not is_float(out.dtype) or out.size == 0:
+    if accuracy == EXACT or not moves or not (is_float(out.dtype) or is_complex(out.dtype)) or out.size == 0:
         return out[()] if isinstance(result, np.generic) else out
     dtype = out.dtype
     eps = float(finfo(dtype).eps)
     direction = _direction(rng, out.shape, move)
+    if is_complex(dtype):                    # each component moves by the bound, independently
+        direction = direction + 1j * _direction(rng, out.shape, move)
     if accuracy == SUM:
-        operands = [np.abs(np.asarray(_operand_value(a, values), dtype=np.float64))
+        operands = [np.abs(np.asarray(_operand_value(a, values))).astype(np.float64)
                     if not isinstance(a, Literal) else abs(eval(a.text)) for a in stmt.args]
         magnitude = _magnitude(stmt, operands)
         terms = max(max(np.size(x) for x in _operand_values(stmt, values)), 2)
@@ -1312,13 +1325,14 @@ def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
             contracted = _contracted_length(stmt, _operand_values(stmt, values))
             delta = delta + eps * (contracted / BLAS_PARTIAL_SUMS) * np.abs(np.asarray(magnitude, np.float64))
     else:
-        delta = ulp_bound(accuracy, dtype) * ulp(out.astype(np.float64), dtype)
+        delta = ulp_bound(accuracy, dtype) * ulp(np.abs(out).astype(np.float64), dtype)
         if stmt.op.magnitude is not None:           # a formula that cancels (logaddexp near 0): its
-            operands = [np.abs(np.asarray(_operand_value(a, values), dtype=np.float64))   # error scales
+            operands = [np.abs(np.asarray(_operand_value(a, values))).astype(np.float64)   # error scales
                         if not isinstance(a, Literal) else abs(eval(a.text)) for a in stmt.args]  # with the terms
             delta = delta + ulp_bound(accuracy, dtype) * eps * np.abs(np.asarray(_magnitude(stmt, operands), np.float64))
     with np.errstate(all="ignore"):
-        moved = (out.astype(np.float64) + direction * np.broadcast_to(delta, out.shape)).astype(dtype)
+        wide = out.astype(np.complex128 if is_complex(dtype) else np.float64)
+        moved = (wide + direction * np.broadcast_to(delta, out.shape)).astype(dtype)
         if dtype.kind == "f":                          # at least one ulp: rounding must not undo the move
             moved = np.where((moved == out) & (delta > 0), np.nextafter(out, np.copysign(np.inf, direction)), moved)
     moved = np.where(np.isfinite(out), moved, out)
@@ -1416,16 +1430,10 @@ def compare(got, ref: Reference, k: int, where: str) -> None:
     if want.size == 0:
         return
     tol, unstable = ref.tolerance[k], ref.unstable[k]
-    if not is_float(want.dtype) or tol is None:
-        if is_float(want.dtype):
-            equal = (got == want) | (np.isnan(got) & np.isnan(want))
-        else:
-            equal = got == want
+    if is_complex(want.dtype):                  # each component as a float (NaN equal to NaN)
+        equal = _equal(got.real, want.real, tol) & _equal(got.imag, want.imag, tol)
     else:
-        g, w = got.astype(np.float64), want.astype(np.float64)
-        with np.errstate(all="ignore"):
-            close = np.abs(g - w) <= tol
-        equal = close | (np.isnan(g) & np.isnan(w)) | (g == w)
+        equal = _equal(got, want, tol)
     if unstable is not None:
         equal = equal | unstable
     if not np.all(equal):
@@ -1434,6 +1442,18 @@ def compare(got, ref: Reference, k: int, where: str) -> None:
         tol_text = "" if tol is None else f" (tolerance {np.broadcast_to(tol, want.shape)[at]:.3g})"
         raise Mismatch("value", f"{where} output {k}: {np.count_nonzero(~np.asarray(equal))} of {want.size} "
                                 f"elements differ; at {at} got {got[at]!r}, NumPy {want[at]!r}{tol_text}")
+
+
+def _equal(got: np.ndarray, want: np.ndarray, tol) -> np.ndarray:
+    """Per element: bit for bit (tol None; NaN equal to NaN, -0 to 0), or within tol."""
+    if not is_float(want.dtype) or tol is None:
+        if is_float(want.dtype):
+            return (got == want) | (np.isnan(got) & np.isnan(want))
+        return got == want
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    with np.errstate(all="ignore"):
+        close = np.abs(g - w) <= tol
+    return close | (np.isnan(g) & np.isnan(w)) | (g == w)
 
 
 # --------------------------------------------------------------------------- running one program

@@ -542,3 +542,19 @@ def test_oracle_still_catches_a_wrong_argmax():
     ref = fuzz.numpy_reference(program, np.random.default_rng(0))
     with pytest.raises(fuzz.Mismatch, match="value"):
         fuzz.compare(np.array([2]), ref, 0, "the later of two exact ties")
+
+
+def test_oracle_compares_complex_results_per_component():
+    import fuzz
+    x = np.array([1 + 2j, np.nan + 0j, 3 - 1j], np.complex64)
+    exact = fuzz.numpy_reference(fuzz._case("complex copy", [("T", (0,))], [x]), np.random.default_rng(0))
+    fuzz.compare(x.copy(), exact, 0, "NaN + 0j equals itself")
+    wrong_imaginary = x.copy()
+    wrong_imaginary[2] = 3 - 1.0001j
+    with pytest.raises(fuzz.Mismatch, match="value"):
+        fuzz.compare(wrong_imaginary, exact, 0, "imaginary part")
+    inexact = fuzz.numpy_reference(fuzz._case("complex exp", [("exp", (0,))], [x[[0, 2]]]), np.random.default_rng(0))
+    assert np.all(inexact.tolerance[0] > 0)
+    fuzz.compare(np.exp(x[[0, 2]].astype(np.complex128)).astype(np.complex64), inexact, 0, "within the bound")
+    with pytest.raises(fuzz.Mismatch, match="value"):
+        fuzz.compare(np.exp(x[[0, 2]]) * np.complex64(1 + 1e-4j), inexact, 0, "a rotated result")
