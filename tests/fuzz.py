@@ -14,6 +14,7 @@ run by
     path) and once more with non-contiguous views as arguments;
   - jitgrad.jit without fusion (`config.fusion = False`);
   - the reference interpreter on the traced IR and on the optimized IR;
+  - the batching pass (vmap) on two slices, the arguments and the arguments reversed;
 
 and, for float64 programs, the gradients: ⟨t, vjp(c)⟩ = ⟨jvp(t), c⟩, and jvp against
 central finite differences of the NumPy source.
