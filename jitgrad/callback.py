@@ -29,6 +29,8 @@ import numpy as np
 
 from jitgrad.errors import ArgumentError, CallbackError, GradientError, JitgradError
 from jitgrad.ir import DType, OpDef, TensorType, Trait, current_builder, emit
+from jitgrad.passes.batching import loop_over_slices, to_front
+from jitgrad.primitives import reshape
 from jitgrad.primitives.kernel_kind import KernelKind
 from jitgrad.tracing.numpy_api import as_value
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
@@ -41,6 +43,7 @@ class _Entry:
     operand_types: tuple[TensorType, ...]
     result_types: tuple[TensorType, ...]
     result_tree: Any
+    vmap_method: str = "sequential"
 
     def call(self, arrays) -> list[np.ndarray]:
         """The function on NumPy arrays, its results checked and cast to the declared types."""
@@ -162,6 +165,30 @@ pure_callback_p.impl = _impl
 pure_callback_p.jvp = _no_derivative
 pure_callback_p.lowering = PureCallbackKernel()
 
+VMAP_METHODS = ("sequential", "expand_dims", "broadcast_all")
+
+
+def _batch(operands, dims, *, callback):
+    """vmap of a callback (JAX's `vmap_method`): "sequential" calls the function once per
+    slice, in a loop; "expand_dims" once, the mapped operands with the slice axis first
+    and the others with a first axis of length 1; "broadcast_all" once, every operand
+    with the slice axis first. Either way its results must have the slice axis first."""
+    entry = _ENTRIES[callback]
+    if entry.vmap_method == "sequential":
+        return loop_over_slices(pure_callback_p, operands, dims, callback=callback)
+    size = next(v.shape[d] for v, d in zip(operands, dims) if d is not None)
+    xs = [to_front(v, d, size) if d is not None or entry.vmap_method == "broadcast_all" else
+          reshape(v, (1, *v.shape)) for v, d in zip(operands, dims, strict=True)]
+    batched = _Entry(entry.function, tuple(v.type for v in xs),
+                     tuple(TensorType((size, *t.shape), t.dtype) for t in entry.result_types), entry.result_tree,
+                     entry.vmap_method)
+    results = emit(pure_callback_p, *xs, callback=_register(batched))
+    results = results if isinstance(results, list) else [results]
+    return results, [0] * len(results)
+
+
+pure_callback_p.batch = _batch
+
 
 def _declared_types(result_shape_dtypes) -> tuple[list[TensorType], Any]:
     leaves, tree = tree_flatten(result_shape_dtypes, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
@@ -186,11 +213,15 @@ class ShapeDtypeStruct:
     dtype: Any
 
 
-def pure_callback(callback: Callable, result_shape_dtypes, *args):
+def pure_callback(callback: Callable, result_shape_dtypes, *args, vmap_method: str = "sequential"):
     """`callback(*args)` on NumPy arrays, from traced or compiled code: its results must
     have the shapes and dtypes of `result_shape_dtypes` (a pytree of arrays or
     `ShapeDtypeStruct`s), and come back in that structure. Called on arrays, it just
-    calls `callback` and checks its results."""
+    calls `callback` and checks its results. `vmap_method` says how `jitgrad.vmap` calls
+    it (JAX's: "sequential", "expand_dims" or "broadcast_all"; see `_batch`)."""
+    if vmap_method not in VMAP_METHODS:
+        raise ArgumentError(f"pure_callback: vmap_method must be one of {', '.join(VMAP_METHODS)}, "
+                            f"not {vmap_method!r}")
     types, tree = _declared_types(result_shape_dtypes)
     if not any(isinstance(a, Tracer) for a in tree_flatten(args)[0]):
         arrays = [np.asarray(a) for a in args]
@@ -201,7 +232,7 @@ def pure_callback(callback: Callable, result_shape_dtypes, *args):
     with current_builder().at(loc):
         operands = [a.value if isinstance(a, Tracer) else as_value(np.asarray(a)) for a in args]
         operand_types = tuple(TensorType(v.type.shape, v.type.dtype) for v in operands)
-        key = _register(_Entry(callback, operand_types, tuple(types), tree))
+        key = _register(_Entry(callback, operand_types, tuple(types), tree, vmap_method))
         results = emit(pure_callback_p, *operands, callback=key)
     results = results if isinstance(results, list) else [results]
     return tree_unflatten(tree, [Tracer(v) for v in results])

@@ -10,6 +10,11 @@ other op goes to its record's `batch` rule (`op.rule("batch")`, so an op without
 raises `MissingRuleError` naming it and the user's line), with the contract of
 `OpDef.batch`: `rule(operands, batch_dims, **attrs) -> (outputs, out_batch_dims)`.
 
+Ops with regions (cond, while, fori, scan, reverse_fori, checkpoints, custom-rule calls)
+have rules in `REGION_RULES` that batch their regions with this same function: a
+mapped predicate or trip count runs every slice until the last one is done, freezing
+the finished slices with select (see `_batch_cond`, `_batch_while`).
+
 The rules are JAX's (jax/_src/interpreters/batching.py), restated for jitgrad's ops:
 most move the mapped axis to the front and shift the op's axis attributes by one; the
 elementwise family broadcasts unmapped operands (`batch_elementwise`); dot_general turns
@@ -358,7 +363,7 @@ def _batch_conv(operands, dims, *, dimension_numbers, feature_group_count, **att
 
 # --------------------------------------------------------------------------- ops looped over slices
 
-def _loop_over_slices(opdef: OpDef, operands, dims, **attrs):
+def loop_over_slices(opdef: OpDef, operands, dims, **attrs):
     """The op once per slice, in a `fori` loop that gathers slice i of every mapped operand
     and scatters the op's results into row i of each batched result: for ops whose slices
     cannot share one call (a callback into Python, a binary search in a per-slice table).
@@ -388,14 +393,19 @@ def _batch_searchsorted(operands, dims, *, side):
     (a, v), (ad, vd) = operands, dims
     if ad is None:
         return emit(OpDef.registry["searchsorted"], a, v, side=side), vd
-    outs, out_dims = _loop_over_slices(OpDef.registry["searchsorted"], operands, dims, side=side)
+    outs, out_dims = loop_over_slices(OpDef.registry["searchsorted"], operands, dims, side=side)
     return outs[0], 0
 
 
-def _batch_pure_callback(operands, dims, *, callback):
-    """The Python function is called once per slice on the slice's arrays (JAX's
-    'sequential' method): the function was written for one slice's shapes."""
-    return _loop_over_slices(OpDef.registry["pure_callback"], operands, dims, callback=callback)
+def _batch_fft(operands, dims):
+    """fft transforms the last-but-one axis of every leading index: a mapped operand goes
+    first. Roots that differ between slices (never traced so: they are constants) are
+    transformed slice by slice."""
+    (x, roots), (xd, rd) = operands, dims
+    if rd is None:
+        return emit(OpDef.registry["fft"], move_axis(x, xd, 0), roots), 0
+    outs, _ = loop_over_slices(OpDef.registry["fft"], operands, dims)
+    return outs[0], 0
 
 
 # --------------------------------------------------------------------------- the pass
@@ -801,7 +811,7 @@ RULES = {
                                               "select_and_scatter_add")},
     "conv_general_dilated": _batch_conv,
     "searchsorted": _batch_searchsorted,
-    "pure_callback": _batch_pure_callback,
+    "fft": _batch_fft,
 }
 """The explicit rules, by op name; elementwise ops get `batch_elementwise` from their family."""
 

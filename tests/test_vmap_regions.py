@@ -321,3 +321,23 @@ def test_pure_callback_is_called_once_per_slice():
     got = jitgrad.vmap(f, in_axes=1)(x)
     np.testing.assert_allclose(got, loop(f, (x,), (1,)), rtol=1e-14)
     assert calls and all(shape == (3,) for shape in calls)
+
+
+@pytest.mark.parametrize("method", ["expand_dims", "broadcast_all"])
+def test_pure_callback_vmap_methods_call_once_with_the_slices_first(method):
+    shapes = []
+
+    def host(x, w):
+        shapes.append((x.shape, w.shape))
+        return np.tanh(x) * w
+
+    f = lambda x, w: jitgrad.pure_callback(host, np.empty(3), x, w, vmap_method=method)   # noqa: E731
+    x, w = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    got = jitgrad.vmap(f, in_axes=(0, None))(x, w)
+    assert shapes == [((4, 3), (1, 3) if method == "expand_dims" else (4, 3))]
+    np.testing.assert_allclose(got, loop(f, (x, w), (0, None)), rtol=1e-14)
+
+
+def test_pure_callback_rejects_an_unknown_vmap_method():
+    with pytest.raises(jitgrad.ArgumentError, match="vmap_method"):
+        jitgrad.jit(lambda x: jitgrad.pure_callback(np.sin, x, x, vmap_method="vectorized"))(np.ones(2))
