@@ -239,8 +239,8 @@ def _written(x, write):
 
 
 def _resized(x):
-    y = x * 1          # an array with no other reference: NumPy resizes it in place
-    y.resize((5, 3))
+    y = x[0] * 1       # 1-d (memory order is C order) and with no other reference: resized in place
+    y.resize((2, 3))
     return y
 
 

@@ -365,6 +365,16 @@ def _gamma_family_undefined(xs, params, result):
     return np.broadcast_to(near_zero | negative, np.shape(result))
 
 
+def _computed_nan_sign(sign_source, result):
+    """Where the value whose sign bit is read is a NaN: an operation's NaN has the sign
+    its hardware or library gives (x86's invalid-operation NaN is negative, libm's may
+    not be), which NumPy does not define."""
+    source = np.asarray(sign_source)
+    with np.errstate(all="ignore"):
+        nan = np.isnan(source.astype(np.float64)) if source.dtype.kind not in "biu" else np.zeros(source.shape, bool)
+    return np.broadcast_to(nan, np.shape(result))
+
+
 def _in_place(two_d: bool = False):
     """Params for an in-place writer applied to a copy of {0}: None (not proposed) where
     the copy is 0-d or empty (and, with `two_d`, not 2-d)."""
@@ -703,6 +713,10 @@ OPS: list[Op] = [
     Op("frexp", "np.frexp({0})[0]", 1, in_tables(np.frexp), smooth=False, jumps=True, weight=0.2),
     Op("ldexp", "np.ldexp({0}, 3)", 1, in_tables(np.ldexp), weight=0.2),
     Op("copysign", "np.copysign({0}, -2.0)", 1, in_tables(np.copysign), smooth=False, weight=0.2),
+    Op("copysign_traced", "np.copysign({0}, {1})", 2, in_tables(np.copysign), smooth=False, weight=0.2,
+       undefined=lambda xs, p, r: _computed_nan_sign(xs[1], r)),
+    Op("signbit", "np.signbit({0})", 1, in_tables(np.signbit), smooth=False, weight=0.2,
+       undefined=lambda xs, p, r: _computed_nan_sign(xs[0], r)),
     Op("array_of_traced", "np.array([np.ravel({0})[:1], [2]])", 1, always, weight=0.2),
     Op("full_traced", "np.full((2,), np.ravel({0})[:1])", 1, always, weight=0.2),
     Op("sc.erf", "__import__('scipy.special').special.erf({0})", 1, always, "erf", weight=0.2),
@@ -724,7 +738,7 @@ OPS: list[Op] = [
     Op("sc.zeta", "__import__('scipy.special').special.zeta({s}, np.abs({0}) + 0.25)", 1, always, "zeta", weight=0.2,
        params=lambda r, xs: {"s": [1.5, 2.0, 3.0, 4.5][r.integers(4)]}),
     # ---- in-place writers on a copy (numpy_in_place; views and aliases see the writes)
-    Op("sort_method", "(lambda a: (a.reshape(-1), a.sort(axis=-1))[0])(np.copy({0}))", 1, always, weight=0.3,
+    Op("sort_method", "(lambda a: (a.T, a.sort(axis=-1))[0])(np.copy({0}))", 1, always, weight=0.3,
        smooth=False, undefined=_bfloat16_nan_order, params=_in_place()),
     Op("sort_view", "(lambda a: (a[..., ::-1].sort(axis=-1), a)[1])(np.copy({0}))", 1, always, weight=0.2,
        smooth=False, undefined=_bfloat16_nan_order, params=_in_place()),
@@ -737,7 +751,7 @@ OPS: list[Op] = [
        undefined=_bfloat16_nan_order, params=_in_place()),
     Op("fill_diagonal", "(lambda a: (np.fill_diagonal(a, np.ravel(a)[::-1][:2], wrap=True), a)[1])(np.copy({0}))",
        1, always, weight=0.2, params=_in_place(two_d=True)),
-    Op("resize_method", "(lambda a: (a.resize((3, 2), refcheck=False), a)[1])(np.copy({0}))", 1, always,
+    Op("resize_method", "(lambda a: (a.resize((3, 2), refcheck=False), a)[1])(np.copy(np.ravel({0})))", 1, always,
        weight=0.2, params=_in_place()),
     # ---- sorting and order statistics (numpy_sorting; sort/argsort and gather primitives)
     Op("sort", "np.sort({0}, axis={axis})", 1, in_tables(np.sort), params=lambda r, xs: _axis(r, xs, False),

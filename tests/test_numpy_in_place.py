@@ -27,12 +27,43 @@ def test_sort_in_place_is_seen_by_aliases_and_views():
         a = x * 1
         b = a                    # the same array
         row = a[1]               # a basic-indexing view
-        flat = a.reshape(-1)     # a reshape view
-        t = a.T                  # a transpose view
+        t = a.T                  # a transpose view (always a view in NumPy)
+        s = np.swapaxes(a[None], 0, 2)
+        flat = a.flat
         a.sort()
-        return b, row, flat, t, a
+        return b, row, t, s, flat[5], a
 
     _same_as_numpy(f, X)
+
+
+def test_reshape_views_are_stale_after_a_write_to_their_base():
+    """NumPy's reshape is a view of a C-contiguous array and a copy of another: which one,
+    jitgrad cannot tell, so using the result after a write to its base raises."""
+    def c_contiguous(x):
+        a = x * 1
+        flat = a.reshape(-1)
+        a.sort()
+        return flat
+
+    def transposed(x):
+        a = np.copy(x.T)          # order 'K': Fortran-ordered, so reshape copies
+        flat = a.reshape(-1)
+        a.sort()
+        return flat
+
+    np.testing.assert_array_equal(c_contiguous(X.copy()), np.sort(X).reshape(-1))
+    np.testing.assert_array_equal(transposed(X.copy()), np.copy(X.T).reshape(-1))    # NumPy: the old values
+    for fn in (c_contiguous, transposed):
+        with pytest.raises(JitgradError, match="reshape a copy"):
+            jitgrad.jit(fn)(X)
+
+    def unused(x):            # a stale array that is not used again is no error
+        a = x * 1
+        a.ravel()
+        a.sort()
+        return a
+
+    _same_as_numpy(unused, X)
 
 
 def test_sort_of_a_view_writes_into_its_base():
@@ -49,12 +80,12 @@ def test_sort_of_a_view_writes_into_its_base():
 def test_sort_axis_and_view_refresh_after_other_writes():
     def f(x):
         a = x * 1
-        flat = a.ravel()
+        t = a.T
         a.sort(axis=0)
         a += 1
         v = a.view()
         a[0, 0] = 10.0
-        return flat, v, a.conj() is a
+        return t, v, a.conj() is a
 
     expected = f(X.copy())
     got = jitgrad.jit(lambda x: f(x)[:2])(X.copy())
@@ -129,19 +160,33 @@ def test_put_gradient_matches_central_differences():
     np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("shape", [(5, 3), (2, 2), (12,), (0,), (2, 3, 4)])
+@pytest.mark.parametrize("shape", [(5, 3), (2, 2), (12,), (0,), (2, 3, 4), (1, 7, 1)])
 def test_resize_cuts_or_zero_extends(shape):
     def f(x):
-        a = x * 1
+        a = x.ravel() * 1
         a.resize(shape)
-        return a
+        b = x[None, :1] * 1         # (1, 1, 4): one dimension above 1
+        b.resize(shape)
+        return a, b
 
     _same_as_numpy(f, X)
 
 
+def test_resize_of_a_2d_array_is_refused():
+    """Its result is in memory order: NumPy's np.copy(x.T) is Fortran-ordered."""
+    def f(x):
+        a = np.copy(x.T)
+        a.resize((2, 2))
+        return a
+
+    assert not np.array_equal(f(X.copy()), np.copy(X.T.copy(order="C")).reshape(-1)[:4].reshape(2, 2))
+    with pytest.raises(JitgradError, match="memory order"):
+        jitgrad.jit(f)(X)
+
+
 def test_resize_refused_where_numpy_refuses():
     def aliased(x):
-        a = x * 1
+        a = x.ravel() * 1
         b = a           # noqa: F841 - a second reference, as NumPy's refcheck sees
         a.resize((2, 2))
         return a
@@ -160,7 +205,7 @@ def test_resize_refused_where_numpy_refuses():
 
 def test_resize_without_refcheck():
     def f(x):
-        a = x * 1
+        a = x.ravel() * 1
         b = a
         a.resize((2, 3), refcheck=False)
         return b

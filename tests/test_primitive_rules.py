@@ -34,7 +34,7 @@ from test_nn import (conv_loops, distinct_values, reduce_window_loops, select_an
 from test_linalg import LAPACK_SPEC_ROWS
 import scipy.special as scipy_special
 
-from jitgrad.primitives import special
+from jitgrad.primitives import bits, special
 from helpers import (build, check_grads, check_jvp, check_vjp, check_zero_derivative, numerical_jacobian,
                      run_traced)
 
@@ -51,6 +51,14 @@ def normal(rng, shape): return rng.standard_normal(shape)
 def positive(rng, shape): return rng.uniform(0.5, 2.0, shape)
 def small_ints(rng, shape): return rng.integers(-4, 5, shape).astype(np.int64)
 def bools(rng, shape): return rng.random(shape) < 0.5
+
+
+def signed_zeros_and_nans(rng, shape):
+    """Normal values with +-0.0 and NaNs of both signs mixed in."""
+    values = rng.standard_normal(shape)
+    specials = np.array([0.0, -0.0, np.nan, -np.nan])
+    mask = rng.random(shape) < 0.5
+    return np.where(mask, specials[rng.integers(0, 4, shape)], values)
 
 
 def not_near_integers(rng, shape):
@@ -292,6 +300,9 @@ SPECS: list[OpSpec] = [
     unary("cbrt", P.cbrt, np.cbrt, lambda rng, s: np.array([[-27.0, 0.0, 1e-310], [8e300, 1e-320, 64.0]]),
           variant="cubes", grad="none"),
     unary("tan", P.tan, np.tan, lambda rng, s: rng.uniform(-1.2, 1.2, s)),
+    # the IEEE sign bit (bits.py): signed zeros and NaNs of both signs
+    unary("signbit", bits.signbit, np.signbit, signed_zeros_and_nans, grad="zero"),
+    unary("signbit", bits.signbit, np.signbit, signed_zeros_and_nans, variant="f32", dtype=f32, grad="zero"),
     # special functions (special.py), against SciPy, on both sides of the poles
     unary("lgamma", special.lgamma, lambda x: scipy_special.gammaln(x), not_near_integers),
     unary("digamma", special.digamma, lambda x: scipy_special.digamma(x), not_near_integers),

@@ -194,7 +194,7 @@ ptx_tools.prepare_module(module)
 import numpy as np
 import scipy.special as sc
 from jitgrad.tracing.tracer import trace
-functions = [spec.function() for spec in SPECS if spec.prim in ("lgamma", "digamma", "zeta")]
+functions = [spec.function() for spec in SPECS if spec.prim in ("lgamma", "digamma", "zeta", "signbit")]
 functions.append(trace(lambda x: (sc.gammaln(x), sc.digamma(x), sc.zeta(3.0, x)), (np.ones(8, np.float32),)).function)
 names = []
 for k, fn in enumerate(functions):

@@ -10,6 +10,7 @@ from . import complex_numbers  # noqa: F401 - registers real/imag/conj/complex; 
 from . import fft  # noqa: F401 - registers fft (the mixed-radix DFT kernel on (re, im) pairs)
 from . import cumulative  # noqa: F401 - registers cumsum (NumPy's sequential running sums)
 from . import special  # noqa: F401 - registers lgamma, digamma and zeta (scipy.special's gammaln, psi, zeta)
+from . import bits  # noqa: F401 - registers signbit (the IEEE sign bit of a float)
 from .base import (Primitive, Zero, UndefinedPrimal, Elementwise, Gather, Scatter, Alias, Reduction,
                    Contraction, Constant, instantiate, add_tangents)
 from .elementwise import (neg, add, sub, mul, div, maximum, minimum, power, integer_pow, exp, log, log1p,

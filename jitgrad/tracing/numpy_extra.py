@@ -24,7 +24,8 @@ from numpy.lib import _function_base_impl as numpy_function_base
 from jitgrad.errors import ShapeError, UnsupportedOperationError
 from jitgrad.ir import Value
 from . import numpy_api as api
-from .tracer import TRACE_CONTEXTS, Tracer
+from jitgrad.primitives.bits import signbit as sign_bit_of
+from .tracer import TRACE_CONTEXTS, Tracer, apply
 
 # --------------------------------------------------------------------------- Values <-> Tracers
 
@@ -576,28 +577,28 @@ def frexp(x, /, **kwargs):
     return mantissa, exponent
 
 
-def _sign_bit_refused(name: str):
-    return UnsupportedOperationError(
-        f"numpy.{name} of a traced floating-point array needs its sign bit (-0.0, the sign of a NaN), which "
-        "jitgrad cannot read (it has no bit-cast primitive); use `x < 0` where x is never -0.0 or NaN")
+def _float_sign_bit(x: Tracer) -> Tracer:
+    """The IEEE sign bit of a traced float array (-0.0 and NaN signs included)."""
+    return apply(sign_bit_of, (x,))
 
 
 def copysign(x1, x2, /, **kwargs):
-    """|x1| with the sign of x2, for x2 whose sign is known: a NumPy array (a constant),
-    or traced integers and bools."""
+    """|x1| with the sign bit of x2 (of -0.0 and of a NaN too), in NumPy's loop dtype;
+    a NaN x1 takes x2's sign like any other value (fabs clears it, negation sets it)."""
     _no_gufunc_options("copysign", kwargs)
     (d1, _), (out,) = api.ufunc_dtypes(np.copysign, _to_values(x1), _to_values(x2))
-    if isinstance(x2, Tracer) and x2.dtype.kind == "f":
-        raise _sign_bit_refused("copysign")
-    negative = x2 < 0 if isinstance(x2, Tracer) else np.signbit(np.asarray(x2))
+    if isinstance(x2, Tracer):
+        negative = _float_sign_bit(x2) if x2.value.type.dtype.is_float else x2 < 0
+    else:
+        negative = np.signbit(np.asarray(x2))
     magnitude = np.abs(np.astype(x1, out.numpy) if isinstance(x1, Tracer) else np.asarray(x1, out.numpy))
     return np.where(negative, -magnitude, magnitude)
 
 
 def signbit(x, /, **kwargs):
     _no_gufunc_options("signbit", kwargs)
-    if x.dtype.kind == "f":
-        raise _sign_bit_refused("signbit")
+    if x.value.type.dtype.is_float:         # bfloat16 too (NumPy's kind 'V')
+        return _float_sign_bit(x)
     return x < 0
 
 

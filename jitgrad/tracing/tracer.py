@@ -71,6 +71,8 @@ def user_location() -> Location:
 
 def _unwrap(x):
     if isinstance(x, Tracer):
+        if isinstance(x.value, _StaleValue):
+            raise x.value.error()
         return x.value
     if isinstance(x, (list, tuple)):
         return type(x)(_unwrap(v) for v in x)
@@ -191,37 +193,63 @@ _UNTRACKED = "a view whose writes are not carried to its base"
 
 
 class _DerivedView:
-    """The `base` of a view made by reshape/transpose/ravel/...: how to compute it again
-    from its base array. Writes into such a view are refused (jitgrad does not carry them
-    back), but the view is registered with its base and recomputed whenever the base is
-    written to, so it sees the base's new values as a NumPy view does."""
+    """The `base` of a view made by transpose/swapaxes/squeeze/.T/.flat/... (or by
+    reshape/ravel): how to compute it again from its base array. Writes into such a view
+    are refused (jitgrad does not carry them back), but the view is registered with its
+    base and recomputed whenever the base is written to, so it sees the base's new values
+    as a NumPy view does. `layout_dependent` (reshape, ravel): NumPy returns a view only
+    when the base's memory layout allows (a C-contiguous base) and a copy otherwise;
+    jitgrad does not track layouts, so after a write to the base such an array is stale
+    (`_StaleValue`): using it raises."""
 
-    __slots__ = ("recompute",)
+    __slots__ = ("recompute", "layout_dependent")
 
-    def __init__(self, recompute: Callable):
+    def __init__(self, recompute: Callable, layout_dependent: bool = False):
         self.recompute = recompute
+        self.layout_dependent = layout_dependent
+
+
+class _StaleValue:
+    """The value of a reshape/ravel result whose base was written to afterwards: whether
+    NumPy's result shares the write depends on the base's memory layout."""
+
+    __slots__ = ("location",)
+
+    def __init__(self, location: Location):
+        self.location = location
+
+    def __getattr__(self, name):
+        raise self.error()
+
+    def error(self) -> UnsupportedOperationError:
+        return UnsupportedOperationError(
+            f"this array was made by reshape/ravel of an array written to afterwards (at {self.location}); "
+            "NumPy's reshape shares the array's memory only when its layout allows (C-contiguous) and copies "
+            "it otherwise, which jitgrad does not track, so whether this array sees the write is unknown: "
+            "reshape after the write, or reshape a copy (np.copy(a).reshape(...)) to keep the old values")
 
 
 _VIEW_FUNCTIONS = {np.reshape, np.transpose, np.swapaxes, np.moveaxis, np.expand_dims, np.squeeze, np.ravel,
                    np.broadcast_to}
+_LAYOUT_DEPENDENT_VIEWS = {np.reshape, np.ravel}
 
 
-def _as_view(result, base=None, recompute: Callable | None = None):
+def _as_view(result, base=None, recompute: Callable | None = None, layout_dependent: bool = False):
     """Mark what NumPy returns as a view (reshape, transpose...) of `base`: writing into it
     is an error; writing into `base` recomputes it with `recompute(base)`."""
     if isinstance(result, Tracer):
         if isinstance(base, Tracer) and recompute is not None:
-            result.base = _DerivedView(recompute)
+            result.base = _DerivedView(recompute, layout_dependent)
             base.views.append(result)
         else:
             result.base = _UNTRACKED
     return result
 
 
-def _view_method(impl):
+def _view_method(impl, layout_dependent: bool = False):
     def method(self, *args, **kwargs):
         recompute = lambda base: apply(impl, (base, *args), kwargs)     # noqa: E731
-        return _as_view(recompute(self), self, recompute)
+        return _as_view(recompute(self), self, recompute, layout_dependent)
     return method
 
 
@@ -313,7 +341,7 @@ class Tracer:
         if func not in _VIEW_FUNCTIONS:
             return result
         recompute = lambda base: apply(impl, (base, *args[1:]), kwargs)     # noqa: E731
-        return _as_view(result, args[0] if args else None, recompute)
+        return _as_view(result, args[0] if args else None, recompute, func in _LAYOUT_DEPENDENT_VIEWS)
 
     def __array_namespace__(self, *, api_version=None):
         """The Array API standard's namespace for traced arrays (`jitgrad.array_api`)."""
@@ -438,11 +466,19 @@ class Tracer:
 
     def _refresh_views(self) -> None:
         for view in self.views:
+            if isinstance(view.base, _DerivedView) and view.base.layout_dependent:
+                view._make_stale(user_location())
+                continue
             if isinstance(view.base, _DerivedView):
                 view.value = view.base.recompute(self).value
             else:
                 view.value = apply(indexing.getitem, (self, view.base[1])).value
             view._refresh_views()
+
+    def _make_stale(self, location: Location) -> None:
+        self.value = _StaleValue(location)
+        for view in self.views:
+            view._make_stale(location)
 
     def _inplace(ufunc):
         """`x += y`: NumPy computes in x's dtype (same-kind casting) and writes into x."""
@@ -488,8 +524,8 @@ class Tracer:
     dot = _method(api.dot)
     transpose = _view_method(lambda x, *axes: api.transpose(x, axes[0] if len(axes) == 1 and isinstance(
         axes[0], (tuple, list)) else (axes or None)))
-    reshape = _view_method(api.reshape)
-    ravel = _view_method(api.ravel)
+    reshape = _view_method(api.reshape, layout_dependent=True)
+    ravel = _view_method(api.ravel, layout_dependent=True)
     flatten = _method(api.ravel)
     squeeze = _view_method(api.squeeze)
     swapaxes = _view_method(api.swapaxes)
@@ -575,12 +611,19 @@ class Tracer:
         self._replace(apply(numpy_in_place.put, (self, indices, values, mode)).value)
 
     def resize(self, *new_shape, refcheck=True):
-        """In place, as NumPy: the elements in order, cut or followed by zeros. NumPy refuses
-        to resize a view, an array with views, or (with refcheck) one referenced from
-        elsewhere; so does this, counting Python references as NumPy does."""
+        """In place, as NumPy: the elements in memory order, cut or followed by zeros. NumPy
+        refuses to resize a view, an array with views, or (with refcheck) one referenced
+        from elsewhere; so does this, counting Python references as NumPy does. Memory
+        order is C order only where at most one dimension exceeds 1 (a 1-d array): other
+        arrays are refused."""
         if self.base is not None or self.views:
             raise UnsupportedOperationError("cannot resize this array: it does not own its data, or another "
                                             "array views it (NumPy raises ValueError)", user_location())
+        if sum(n > 1 for n in self.shape) > 1:
+            raise UnsupportedOperationError(
+                f".resize() of a {self.ndim}-d array takes its elements in memory order, C or Fortran (NumPy keeps "
+                "the order of the arrays it computes from), which jitgrad does not track; resize a 1-d array "
+                "(a.ravel().copy()), or use np.resize(a, shape) (C order, repeating the elements)", user_location())
         # the caller's name, this frame's `self` and getrefcount's argument: NumPy's "2",
         # seen from inside a method
         if refcheck and sys.getrefcount(self) > 3:
