@@ -17,9 +17,9 @@ coverage = importlib.util.module_from_spec(_spec)
 sys.modules["numpy_coverage"] = coverage          # its dataclasses look their module up
 _spec.loader.exec_module(coverage)
 
-FLOORS = {"functions": 301, "methods": 49, "operators": 50, "indexing": 24, "scipy.special": 12}
+FLOORS = {"functions": 306, "methods": 52, "operators": 50, "indexing": 24, "scipy.special": 14}
 """ok counts measured when the table was last extended: they may only rise."""
-GRADIENT_FLOORS = {"functions": 227, "methods": 35, "operators": 28, "indexing": 24, "scipy.special": 12}
+GRADIENT_FLOORS = {"functions": 230, "methods": 38, "operators": 28, "indexing": 24, "scipy.special": 14}
 
 
 @pytest.fixture(scope="module")
