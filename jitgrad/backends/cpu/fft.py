@@ -11,41 +11,62 @@ stage reads the operand, the last writes the result), without a bit-reversal pas
 
 Twiddle factors are read from the `roots` operand (w^m for m < n, exact to the dtype);
 the butterflies' own roots of unity are compile-time constants (exactly -1 for radix 2).
-Only the scalar-context protocol is used, so any backend's context can run it.
+Each (length, dtype) is one internal function of the module, written with the scalar-context
+protocol and called by every op of that size.
 """
 from __future__ import annotations
 
 import math
 
+from llvmlite import ir
+
 from jitgrad.primitives.fft import radix_plan
+from .llvm_support import I64, PTR, VOID, index
 
 
 def emit_fft(ec, op) -> None:
+    """A call of the module's transform of this length and dtype (emitted once per module,
+    never inlined: a program's transforms, its derivatives' and Bluestein's share them)."""
     (x, roots), result = op.operands, op.results[0]
     if result.type.size == 0:
         return
-    ctx, dtype = ec.ctx, x.type.dtype
-    n = x.type.shape[-2]
+    n, dtype = x.type.shape[-2], x.type.dtype
     batch = math.prod(x.type.shape[:-2])
-    src, dst, table = ec.pointer(x), ec.pointer(result), ec.pointer(roots)
+    scratch = ec.scratch(2 * 2 * n * dtype.itemsize)
+    function = _transform(ec.module, ec.ctx, n, dtype)
+    ec.builder.call(function, [ec.pointer(x), ec.pointer(result), ec.pointer(roots), scratch, index(batch)])
+
+
+def _transform(module, like_ctx, n: int, dtype) -> ir.Function:
+    """`void f(src, dst, roots, scratch, batch)`: `batch` rows of n pairs from src to dst."""
+    name = f"jitgrad.fft.{dtype}.{n}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    function = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR, PTR, PTR, I64]), name)
+    function.linkage = "internal"
+    function.attributes.add("noinline")
+    function.attributes.add("optsize")      # strided butterflies: vectorizing them costs more compile time than it saves
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    ctx = type(like_ctx)(builder, module, like_ctx.vector_math)
+    ctx.operand_dtype = dtype
+    src, dst, table, scratch, batch = function.args
     plan = radix_plan(n)
-    rows = [ec.scratch(2 * n * dtype.itemsize) for _ in range(min(len(plan) - 1, 2))]
-    saved, ctx.operand_dtype = ctx.operand_dtype, dtype
-    try:
-        with ctx.loop(batch, "fft.batch") as b:
-            base = ctx.index_mul(b, ctx.index_const(2 * n))
-            if not plan:                      # n == 1: the transform is the identity
-                for part in range(2):
-                    at = ctx.index_add(base, ctx.index_const(part))
-                    ctx.store(dst, at, ctx.load(src, at, dtype), dtype)
-            size = 1
-            for t, radix in enumerate(plan):
-                reads = (src, base) if t == 0 else (rows[(t - 1) % 2], ctx.index_const(0))
-                writes = (dst, base) if t == len(plan) - 1 else (rows[t % 2], ctx.index_const(0))
-                _stage(ctx, dtype, table, n, radix, size, reads, writes)
-                size *= radix
-    finally:
-        ctx.operand_dtype = saved
+    rows = [scratch, ctx.byte_offset(scratch, 2 * n * dtype.itemsize)]
+    with ctx.loop(batch, "fft.batch") as b:
+        base = ctx.index_mul(b, ctx.index_const(2 * n))
+        if not plan:                      # n == 1: the transform is the identity
+            for part in range(2):
+                at = ctx.index_add(base, ctx.index_const(part))
+                ctx.store(dst, at, ctx.load(src, at, dtype), dtype)
+        size = 1
+        for t, radix in enumerate(plan):
+            reads = (src, base) if t == 0 else (rows[(t - 1) % 2], ctx.index_const(0))
+            writes = (dst, base) if t == len(plan) - 1 else (rows[t % 2], ctx.index_const(0))
+            _stage(ctx, dtype, table, n, radix, size, reads, writes)
+            size *= radix
+    builder.ret_void()
+    return function
 
 
 def _stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes) -> None:

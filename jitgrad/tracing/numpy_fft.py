@@ -1,0 +1,394 @@
+"""numpy.fft from the `fft` kernel (jitgrad/primitives/fft.py) and primitives.
+
+Every transform is built from one complex-to-complex transform along the last axis
+(`_transform_last`): axes are moved there and back, lengths cut or zero-padded (`n=`,
+`s=`), and the result scaled for `norm=` as NumPy does ("backward": the inverse divides by
+n; "ortho": both by sqrt(n); "forward": the forward transform divides by n). Lengths with
+prime factors 2, 3 and 5 go to the kernel directly; every other length by Bluestein's
+chirp transform (a convolution of two kernel-sized transforms: the chirp's transform is a
+float64 constant). Inverse transforms are conj . fft . conj. Real transforms are complex
+ones of real input (rfft keeps the first n // 2 + 1 outputs; irfft completes the
+Hermitian spectrum and keeps the real part, which ignores the imaginary parts of the zero
+and Nyquist terms as NumPy's C2R transform does). Every step has derivatives, so every
+function here differentiates to any order, in forward and reverse mode.
+
+Result dtypes are NumPy's (float32 input gives complex64, integers complex128), read from
+NumPy on a sample of the input dtype.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import operator
+
+import numpy as np
+
+from jitgrad import primitives as P
+from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
+from jitgrad.ir import DType, Value
+from jitgrad.primitives import complex_numbers as C
+from jitgrad.primitives import fft as kernel
+from . import numpy_api as api
+
+_NORMS = (None, "backward", "ortho", "forward")
+
+
+# --------------------------------------------------------------------------- the transform along the last axis
+
+def _pairs(z: Value) -> Value:
+    """A complex array as (re, im) pairs on a new last axis."""
+    shape = z.type.shape + (1,)
+    return P.concatenate([P.reshape(C.real(z), shape), P.reshape(C.imag(z), shape)], len(shape) - 1)
+
+
+def _from_pairs(x: Value) -> Value:
+    shape, ones = x.type.shape, (1,) * x.type.ndim
+
+    def part(k):
+        return P.reshape(P.static_slice(x, (0,) * (len(shape) - 1) + (k,), shape[:-1] + (k + 1,), ones), shape[:-1])
+    return C.make_complex(part(0), part(1))
+
+
+def _smooth_transform(z: Value) -> Value:
+    """The kernel on the last axis (its length 2-3-5 smooth)."""
+    part = z.type.dtype.real_dtype
+    roots = P.constant(kernel.roots_of_unity(z.type.shape[-1], part), part)
+    return _from_pairs(kernel.fft(_pairs(z), roots))
+
+
+def _smooth_length_at_least(n: int) -> int:
+    m = n
+    while not kernel.is_smooth(m):
+        m += 1
+    return m
+
+
+@functools.lru_cache(maxsize=32)
+def _bluestein_constants(n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The chirp exp(-i pi j^2 / n) (j^2 reduced mod 2n, so the angle is exact) and the
+    float64 transform of its conjugate's circular extension to the smooth length m >= 2n - 1."""
+    m = _smooth_length_at_least(2 * n - 1)
+    j = np.arange(n, dtype=np.int64)
+    chirp = np.exp(-1j * np.pi * ((j * j) % (2 * n)) / n)
+    extended = np.zeros(m, np.complex128)
+    extended[:n] = np.conj(chirp)
+    extended[m - n + 1:] = np.conj(chirp[1:][::-1])
+    return chirp, np.fft.fft(extended), m
+
+
+def _bluestein(z: Value) -> Value:
+    """DFT of any length n by Bluestein: X_k = c_k sum_j (x_j c_j) conj(c_{k-j}), with the
+    chirp c_j = exp(-i pi j^2 / n), a circular convolution of length m done by transforms."""
+    n, shape = z.type.shape[-1], z.type.shape
+    chirp, chirp_transform, m = _bluestein_constants(n)
+    dtype = z.type.dtype
+
+    def constant_along_last(values):
+        return P.broadcast_in_dim(P.constant(values.astype(dtype.numpy), dtype), shape[:-1] + (len(values),),
+                                  (len(shape) - 1,))
+    a = P.mul(z, constant_along_last(chirp))
+    padded = P.pad(a, (0,) * len(shape), (0,) * (len(shape) - 1) + (m - n,), (0,) * len(shape))
+    spectrum = P.mul(_smooth_transform(padded), constant_along_last(chirp_transform / m))
+    convolved = _inverse_unscaled(spectrum, _smooth_transform)
+    head = P.static_slice(convolved, (0,) * len(shape), shape, (1,) * len(shape))
+    return P.mul(head, constant_along_last(chirp))
+
+
+def _forward_unscaled(z: Value) -> Value:
+    n = z.type.shape[-1]
+    if n == 0:
+        raise ShapeError("an FFT of length 0 is not defined (NumPy raises ValueError)")
+    return _smooth_transform(z) if kernel.is_smooth(n) else _bluestein(z)
+
+
+def _inverse_unscaled(z: Value, forward=_forward_unscaled) -> Value:
+    return C.conj(forward(C.conj(z)))
+
+
+def _scale(z: Value, factor: float) -> Value:
+    """z times a real factor, each part multiplied (as NumPy's transforms scale)."""
+    if factor == 1:
+        return z
+    part = z.type.dtype.real_dtype
+    scale = P.full(factor, z.type.with_dtype(part))
+    return C.make_complex(P.mul(C.real(z), scale), P.mul(C.imag(z), scale))
+
+
+def _factor(norm, n: int, inverse: bool) -> float:
+    if norm not in _NORMS:
+        raise ValueError(f'Invalid norm value {norm}; should be "backward", "ortho" or "forward".')
+    if norm == "ortho":
+        return 1 / math.sqrt(n)
+    divides = (norm == "forward") != inverse if norm is not None else inverse
+    return 1 / n if divides else 1.0
+
+
+# --------------------------------------------------------------------------- axes, lengths, dtypes
+
+def _complex_dtype(x: Value) -> DType:
+    try:
+        sample = np.fft.fft(np.zeros(1, x.type.dtype.numpy))
+    except TypeError:
+        raise DTypeError(f"numpy.fft does not transform {x.type.dtype.numpy} arrays") from None
+    return DType.from_numpy(sample.dtype)
+
+
+def _as_complex(a) -> Value:
+    x = api.as_value(a)
+    return P.convert(x, _complex_dtype(x))
+
+
+def _real_input(a, name: str) -> Value:
+    x = api.as_value(a)
+    if x.type.dtype.is_complex:
+        raise DTypeError(f"numpy.fft.{name} takes real input (NumPy has no loop for complex input)")
+    target = DType.from_numpy(np.fft.irfft(np.zeros(2, _complex_dtype(x).numpy)).dtype)
+    return P.convert(x, target)
+
+
+def _axis(axis, ndim: int) -> int:
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"axis {axis} is out of bounds for array of dimension {ndim}")
+    return axis % ndim
+
+
+def _to_last(x: Value, axis: int) -> tuple[Value, tuple[int, ...]]:
+    order = tuple(k for k in range(x.type.ndim) if k != axis) + (axis,)
+    return (P.transpose(x, order) if order != tuple(range(x.type.ndim)) else x), order
+
+
+def _from_last(x: Value, order: tuple[int, ...]) -> Value:
+    inverse = tuple(np.argsort(order))
+    return P.transpose(x, inverse) if inverse != tuple(range(x.type.ndim)) else x
+
+
+def _resized_last(x: Value, n: int) -> Value:
+    """Cut or zero-pad the last axis to `n` elements."""
+    shape = x.type.shape
+    if n < 1:
+        raise ShapeError(f"Invalid number of FFT data points ({n}) specified.")
+    if n < shape[-1]:
+        return P.static_slice(x, (0,) * len(shape), shape[:-1] + (n,), (1,) * len(shape))
+    if n > shape[-1]:
+        zeros = (0,) * len(shape)
+        return P.pad(x, zeros, zeros[:-1] + (n - shape[-1],), zeros)
+    return x
+
+
+def _along(x: Value, axis, transform) -> Value:
+    axis = _axis(axis, x.type.ndim)
+    last, order = _to_last(x, axis)
+    return _from_last(transform(last), order)
+
+
+def _check_out(out, name: str) -> None:
+    if out is not None:
+        raise UnsupportedOperationError(f"numpy.fft.{name}(..., out=...) is not supported: traced arrays are "
+                                        "immutable")
+
+
+# --------------------------------------------------------------------------- one axis
+
+def _c2c(a, n, axis, norm, inverse: bool) -> Value:
+    z = _as_complex(a)
+
+    def transform(last):
+        length = last.type.shape[-1] if n is None else operator.index(n)
+        last = _resized_last(last, length)
+        raw = _inverse_unscaled(last) if inverse else _forward_unscaled(last)
+        return _scale(raw, _factor(norm, length, inverse))
+    return _along(z, axis, transform)
+
+
+def fft(a, n=None, axis=-1, norm=None, out=None):
+    _check_out(out, "fft")
+    return _c2c(a, n, axis, norm, inverse=False)
+
+
+def ifft(a, n=None, axis=-1, norm=None, out=None):
+    _check_out(out, "ifft")
+    return _c2c(a, n, axis, norm, inverse=True)
+
+
+def rfft(a, n=None, axis=-1, norm=None, out=None):
+    _check_out(out, "rfft")
+    x = _real_input(a, "rfft")
+
+    def transform(last):
+        length = last.type.shape[-1] if n is None else operator.index(n)
+        z = P.convert(_resized_last(last, length), last.type.dtype.complex_dtype)
+        full = _scale(_forward_unscaled(z), _factor(norm, length, False))
+        return _resized_last(full, length // 2 + 1)
+    return _along(x, axis, transform)
+
+
+def irfft(a, n=None, axis=-1, norm=None, out=None):
+    _check_out(out, "irfft")
+    z = _as_complex(a)
+
+    def transform(last):
+        length = 2 * (last.type.shape[-1] - 1) if n is None else operator.index(n)
+        if length < 1:
+            raise ShapeError(f"Invalid number of FFT data points ({length}) specified.")
+        half = _resized_last(last, length // 2 + 1)
+        mirrored = length - (length // 2 + 1)        # conj(X[n - k]) for k = n//2 + 1 .. n - 1
+        if mirrored:
+            shape = half.type.shape
+            tail = P.static_slice(half, (0,) * (len(shape) - 1) + (1,), shape[:-1] + (1 + mirrored,),
+                                  (1,) * len(shape))
+            half = P.concatenate([half, C.conj(P.rev(tail, (len(shape) - 1,)))], len(shape) - 1)
+        full = _scale(_inverse_unscaled(half), _factor(norm, length, True))
+        return C.real(full)
+    return _along(z, axis, transform)
+
+
+_SWAPPED = {None: "forward", "backward": "forward", "ortho": "ortho", "forward": "backward"}
+
+
+def hfft(a, n=None, axis=-1, norm=None, out=None):
+    _check_out(out, "hfft")
+    if norm not in _NORMS:
+        _factor(norm, 1, False)
+    return irfft(C.conj(_as_complex(a)), n, axis, _SWAPPED[norm])
+
+
+def ihfft(a, n=None, axis=-1, norm=None, out=None):
+    _check_out(out, "ihfft")
+    if norm not in _NORMS:
+        _factor(norm, 1, False)
+    return C.conj(rfft(a, n, axis, _SWAPPED[norm]))
+
+
+# --------------------------------------------------------------------------- several axes
+
+def _shape_and_axes(x: Value, s, axes, inverse_real: bool = False) -> tuple[list[int], list[int]]:
+    """NumPy's `_cook_nd_args`."""
+    ndim = x.type.ndim
+    if axes is None:
+        axes = list(range(-len(s), 0)) if s is not None else list(range(ndim))
+    axes = [_axis(ax, ndim) for ax in axes]
+    if s is None:
+        s = [x.type.shape[ax] for ax in axes]
+        if inverse_real and s:
+            s[-1] = (s[-1] - 1) * 2
+    s = [operator.index(d) for d in s]
+    if len(s) != len(axes):
+        raise ShapeError("Shape and axes have different lengths.")
+    return s, axes
+
+
+def fftn(a, s=None, axes=None, norm=None, out=None):
+    _check_out(out, "fftn")
+    z = _as_complex(a)
+    s, axes = _shape_and_axes(z, s, axes)
+    for ii in reversed(range(len(axes))):
+        z = _c2c(z, s[ii], axes[ii], norm, inverse=False)
+    return z
+
+
+def ifftn(a, s=None, axes=None, norm=None, out=None):
+    _check_out(out, "ifftn")
+    z = _as_complex(a)
+    s, axes = _shape_and_axes(z, s, axes)
+    for ii in reversed(range(len(axes))):
+        z = _c2c(z, s[ii], axes[ii], norm, inverse=True)
+    return z
+
+
+def rfftn(a, s=None, axes=None, norm=None, out=None):
+    _check_out(out, "rfftn")
+    x = _real_input(a, "rfftn")
+    s, axes = _shape_and_axes(x, s, axes)
+    if not axes:
+        raise ShapeError("rfftn needs at least one axis")
+    z = rfft(x, s[-1], axes[-1], norm)
+    for ii in range(len(axes) - 2, -1, -1):
+        z = _c2c(z, s[ii], axes[ii], norm, inverse=False)
+    return z
+
+
+def irfftn(a, s=None, axes=None, norm=None, out=None):
+    _check_out(out, "irfftn")
+    z = _as_complex(a)
+    s, axes = _shape_and_axes(z, s, axes, inverse_real=True)
+    if not axes:
+        raise ShapeError("irfftn needs at least one axis")
+    for ii in range(len(axes) - 1):
+        z = _c2c(z, s[ii], axes[ii], norm, inverse=True)
+    return irfft(z, s[-1], axes[-1], norm)
+
+
+def fft2(a, s=None, axes=(-2, -1), norm=None, out=None):
+    return fftn(a, s, axes, norm, out)
+
+
+def ifft2(a, s=None, axes=(-2, -1), norm=None, out=None):
+    return ifftn(a, s, axes, norm, out)
+
+
+def rfft2(a, s=None, axes=(-2, -1), norm=None, out=None):
+    return rfftn(a, s, axes, norm, out)
+
+
+def irfft2(a, s=None, axes=(-2, -1), norm=None, out=None):
+    return irfftn(a, s, axes, norm, out)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _roll(x: Value, shift: int, axis: int) -> Value:
+    n = x.type.shape[axis]
+    shift = shift % n if n else 0
+    if not shift:
+        return x
+    shape, ones = x.type.shape, (1,) * x.type.ndim
+
+    def piece(start, stop):
+        starts = tuple(start if k == axis else 0 for k in range(len(shape)))
+        limits = tuple(stop if k == axis else d for k, d in enumerate(shape))
+        return P.static_slice(x, starts, limits, ones)
+    return P.concatenate([piece(n - shift, n), piece(0, n - shift)], axis)
+
+
+def _shifted(x, axes, direction: int):
+    x = api.as_value(x)
+    if axes is None:
+        axes = tuple(range(x.type.ndim))
+    elif isinstance(axes, int):
+        axes = (axes,)
+    for ax in axes:
+        ax = _axis(ax, x.type.ndim)
+        x = _roll(x, direction * (x.type.shape[ax] // 2), ax)
+    return x
+
+
+def fftshift(x, axes=None):
+    return _shifted(x, axes, 1)
+
+
+def ifftshift(x, axes=None):
+    return _shifted(x, axes, -1)
+
+
+def fftfreq(n, d=1.0, device=None):
+    if isinstance(d, Value):
+        counts = np.fft.fftfreq(operator.index(n), 1.0) * n
+        return api.UFUNCS[np.multiply](counts, api.UFUNCS[np.true_divide](1.0, api.UFUNCS[np.multiply](n, d)))
+    return P.constant(np.fft.fftfreq(n, d))
+
+
+def rfftfreq(n, d=1.0, device=None):
+    if isinstance(d, Value):
+        counts = np.fft.rfftfreq(operator.index(n), 1.0) * n
+        return api.UFUNCS[np.multiply](counts, api.UFUNCS[np.true_divide](1.0, api.UFUNCS[np.multiply](n, d)))
+    return P.constant(np.fft.rfftfreq(n, d))
+
+
+FUNCTIONS = {
+    np.fft.fft: fft, np.fft.ifft: ifft, np.fft.rfft: rfft, np.fft.irfft: irfft, np.fft.hfft: hfft,
+    np.fft.ihfft: ihfft, np.fft.fftn: fftn, np.fft.ifftn: ifftn, np.fft.rfftn: rfftn, np.fft.irfftn: irfftn,
+    np.fft.fft2: fft2, np.fft.ifft2: ifft2, np.fft.rfft2: rfft2, np.fft.irfft2: irfft2,
+    np.fft.fftshift: fftshift, np.fft.ifftshift: ifftshift, np.fft.fftfreq: fftfreq, np.fft.rfftfreq: rfftfreq,
+}
+api.FUNCTIONS.update(FUNCTIONS)
