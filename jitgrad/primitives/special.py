@@ -420,17 +420,21 @@ def _in_float64(algorithm):
 
 
 def _float_rule(name: str):
-    def infer(x: TensorType, **attrs):
+    def infer(x: TensorType):
         if not x.dtype.is_float:
             raise DTypeError(f"{name} needs a floating-point operand, got {x.dtype}")
-        if name == "zeta" and not isinstance(attrs.get("s"), float):
-            raise DTypeError(f"zeta's order s must be a static float, got {attrs.get('s')!r}")
         return [x]
     return infer
 
 
-def _special(name: str, algorithm, doc: str) -> Primitive:
-    prim = Primitive(name, _float_rule(name), _reference(algorithm), doc=doc, traits=(Trait.PURE,))
+def _zeta_infer(q: TensorType, *, s):
+    if not isinstance(s, float):
+        raise DTypeError(f"zeta's order s must be a static float, got {s!r}")
+    return _float_rule("zeta")(q)
+
+
+def _special(name: str, algorithm, doc: str, infer=None) -> Primitive:
+    prim = Primitive(name, infer or _float_rule(name), _reference(algorithm), doc=doc, traits=(Trait.PURE,))
     prim.lowering = Elementwise(_in_float64(algorithm))
     prim.cost = 8 * MATH_CALL_COST
     return prim
@@ -438,7 +442,8 @@ def _special(name: str, algorithm, doc: str) -> Primitive:
 
 lgamma_p = _special("lgamma", lgamma64, "log |Gamma(x)| (SciPy's gammaln; +inf at the poles).")
 digamma_p = _special("digamma", digamma64, "psi(x) = d/dx log |Gamma(x)| (SciPy's digamma).")
-zeta_p = _special("zeta", zeta64, "Hurwitz zeta(s, q) of q for a static order s (SciPy's zeta).")
+zeta_p = _special("zeta", zeta64, "Hurwitz zeta(s, q) of q for a static order s (SciPy's zeta).",
+                  infer=_zeta_infer)
 
 
 def lgamma(x): return lgamma_p.bind(x)

@@ -275,7 +275,13 @@ _IN_PLACE_FUNCTIONS = {np.put: numpy_in_place.put, np.putmask: numpy_in_place.pu
 
 def _write_in_place(func, args, kwargs):
     """np.put(a, ...) and its kin on a traced `a`: `a` (and its views) take the written value."""
-    target = args[0] if args else next(iter(kwargs.values()), None)
+    try:                        # keywords by NumPy's parameter names (np.put(a=x, ind=...))
+        bound = inspect.signature(func).bind(*args, **kwargs)
+        bound.apply_defaults()
+        args, kwargs = tuple(bound.arguments.values()), {}
+    except (TypeError, ValueError):
+        pass
+    target = args[0] if args else None
     if not isinstance(target, Tracer):
         raise UnsupportedOperationError(
             f"numpy.{func.__name__} writes traced values into a NumPy array, which cannot hold them; make the "
