@@ -130,7 +130,7 @@ COMPLEX_FUNCTIONS = frozenset({
     np.around, np.sum, np.mean, np.prod, np.dot, np.matmul, np.reshape, np.transpose, np.swapaxes, np.moveaxis,
     np.expand_dims, np.squeeze, np.ravel, np.broadcast_to, np.concatenate, np.stack, np.hstack, np.vstack,
     np.where, np.zeros_like, np.ones_like, np.copy, np.asarray, np.array, np.flip, np.shape, np.ndim, np.size,
-    np.result_type,
+    np.result_type, np.append, np.atleast_1d, np.atleast_2d, np.atleast_3d, np.column_stack, np.dstack,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 

@@ -140,10 +140,10 @@ def _is_python_scalar(x) -> bool:
 def _operator(ufunc, reflected=False):
     """A Python operator. As in NumPy, where an operator on Python scalars gives a Python
     scalar, an operator whose operands are all weak (Python scalars passed as arguments,
-    or Python scalars) gives a weak result."""
-    impl = api.UFUNCS[ufunc]
-
+    or Python scalars) gives a weak result. The implementation is looked up at each call,
+    so later entries of the table (the complex-number versions) apply to operators too."""
     def method(self, other):
+        impl = api.UFUNCS[ufunc]
         if not (self.weak and (_is_python_scalar(other) or isinstance(other, Tracer) and other.weak)):
             return apply(impl, (other, self) if reflected else (self, other))
         if ufunc not in _BOOL_PRESERVING:         # Python: True + True is 2
@@ -153,9 +153,8 @@ def _operator(ufunc, reflected=False):
 
 
 def _unary_operator(ufunc):
-    impl = api.UFUNCS[ufunc]
-
     def method(self):
+        impl = api.UFUNCS[ufunc]
         if not self.weak:
             return apply(impl, (self,))
         return _as_weak(apply(impl, (_bool_as_int(self),)))     # Python: ~True is -2
