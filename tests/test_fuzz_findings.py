@@ -558,3 +558,31 @@ def test_oracle_compares_complex_results_per_component():
     fuzz.compare(np.exp(x[[0, 2]].astype(np.complex128)).astype(np.complex64), inexact, 0, "within the bound")
     with pytest.raises(fuzz.Mismatch, match="value"):
         fuzz.compare(np.exp(x[[0, 2]]) * np.complex64(1 + 1e-4j), inexact, 0, "a rotated result")
+
+
+# --------------------------------------------------------------------------- prod: NumPy's sequential products
+
+def test_prod_overflowing_before_a_zero_is_nan_as_in_numpy():
+    # NumPy multiplies in index order: 1e300 * 55 * 1e300 overflows before the 0 is reached,
+    # and inf * 0 is NaN; a pairwise tree met the zero first and gave 0.0
+    x = np.array([[-8.0, 1e300, 55.0], [1e300, 0.0, 3.0]])
+    with np.errstate(all="ignore"):
+        for axis in (None, 1, 0):
+            _same(jitgrad.jit(lambda x: np.prod(x, axis=axis))(x), np.prod(x, axis=axis))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("shape, axis", [((3000,), None), ((6, 5, 4), 1), ((6, 5, 4), 0), ((6, 5, 4), (1, 2)),
+                                          ((5, 5), -1)])
+def test_prod_repeats_numpys_order_and_roundings(dtype, shape, axis):
+    # bfloat16 is rounded at every step (ml_dtypes' loop); float16 accumulates in float32
+    # when the reduced axes are the trailing ones, else it is rounded at every step
+    x = np.random.default_rng(14).uniform(0.5, 1.9, size=shape).astype(dtype)
+    _same(jitgrad.jit(lambda x: np.prod(x, axis=axis))(x), np.prod(x, axis=axis))
+
+
+def test_prod_gradient_through_a_zero():
+    x = np.array([2.0, 0.0, 3.0, 0.5])
+    np.testing.assert_allclose(jitgrad.grad(np.prod)(x), [0.0, 3.0, 0.0, 0.0])
+    h = jitgrad.hessian(np.prod)(np.array([2.0, 0.0, 3.0]))
+    np.testing.assert_allclose(h, [[0, 3, 0], [3, 0, 2], [0, 2, 0]])

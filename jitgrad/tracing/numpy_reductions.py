@@ -86,17 +86,17 @@ def _keepdims(result: Value, shape, axes, keepdims: bool) -> Value:
 
 # --------------------------------------------------------------------------- prod
 
-def _tree_product(x: Value) -> Value:
-    """The product over the last axis by pairwise multiplies (depth log2 n)."""
-    while x.type.shape[-1] > 1:
-        m = x.type.shape[-1]
-        if m % 2:
-            one = P.full(1, x.type.with_shape(x.type.shape[:-1] + (1,)))
-            x, m = P.concatenate([x, one], x.type.ndim - 1), m + 1
-        x = P.mul(_slice_last(x, 0, m // 2), _slice_last(x, m // 2, m))
-    if x.type.shape[-1] == 0:
+def _sequential_product(x: Value) -> Value:
+    """The product over the last axis, one factor after another in index order, as
+    NumPy's multiply.reduce computes it (a C-ordered operand's iteration order): the last
+    running product of `cumprod`. The order decides more than rounding: a factor that
+    overflows before a zero is reached gives inf * 0 = NaN in NumPy, where another order
+    gives 0."""
+    m = x.type.shape[-1]
+    if m == 0:
         return P.full(1, x.type.with_shape(x.type.shape[:-1]))
-    return P.reshape(x, x.type.shape[:-1])
+    running = P.cumulative.cumprod(x, x.type.ndim - 1)
+    return P.reshape(_slice_last(running, m - 1, m), x.type.shape[:-1])
 
 
 def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
@@ -106,9 +106,13 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where
     x = P.convert(x, target)
     if where is not None:
         x = P.select(api.broadcast_to(as_value(where, DType.bool), x.type.shape), x, P.full(1, x.type))
-    wide = P.convert(x, DType.f32) if target in _NARROW else x     # narrow floats: rounded once
     axes = _reduce_axes(axis, x.type.ndim)
-    result = P.convert(_tree_product(_to_last_axis(wide, axes)), target)
+    # float16: NumPy's half loop accumulates in float32 and rounds once when its inner loop
+    # is the reduction (the reduced axes are the trailing ones), else it multiplies element
+    # by element, rounding at every step; bfloat16 rounds at every step (ml_dtypes' loop)
+    trailing = sorted(axes) == list(range(x.type.ndim - len(axes), x.type.ndim))
+    wide = P.convert(x, DType.f32) if target == DType.f16 and trailing else x
+    result = P.convert(_sequential_product(_to_last_axis(wide, axes)), target)
     result = _keepdims(result, x.type.shape, axes, keepdims)
     if initial is not None:
         result = P.mul(result, _static_scalar("prod", "initial", initial, result))
