@@ -147,6 +147,27 @@ def test_pytrees_closures_and_large_constants(tmp_path):
         artifact(params2, x[:99])
 
 
+def test_bfloat16_arguments_and_results(tmp_path):
+    """bfloat16 is an opaque 2-byte type to NumPy (`<V2`): the loader still takes and
+    returns ml_dtypes' bfloat16 arrays, with the jit's bits, and names the dtype in errors."""
+    import ml_dtypes
+    bf16 = ml_dtypes.bfloat16
+
+    def model(w, x):
+        return np.tanh(w * x) + w
+
+    compiled = jitgrad.jit(model)
+    w = np.linspace(-2, 2, 37).astype(bf16)
+    x = np.linspace(0.5, 1.5, 37).astype(bf16)
+    aot.export(compiled, w, x, path=str(tmp_path / "bf"), name="bf")
+    artifact = aot.load(str(tmp_path / "bf"))
+    got, expected = artifact(w, x), compiled(w, x)
+    assert got.dtype == np.dtype(bf16) == expected.dtype
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
+    with pytest.raises(aot.ArtifactSignatureError, match=r"must be bfloat16\[37\], got float32\[37\]"):
+        artifact(w, x.astype(np.float32))
+
+
 def test_tampered_files_are_refused(w4, tmp_path):
     path, _ = w4
     copy = _copy(path, tmp_path)

@@ -24,6 +24,16 @@ FORMAT = "jitgrad-aot"
 ABI_VERSION = 1
 
 
+def _manifest_dtype(entry: dict) -> np.dtype:
+    """The NumPy dtype of a manifest's argument or result. bfloat16 is stored by NumPy as
+    an opaque 2-byte type (`<V2`, which reads back as `void16`), so it is recognized by
+    jitgrad's own dtype name and taken from ml_dtypes, as the compiler does."""
+    if entry.get("jitgrad_dtype") == "bf16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(entry["dtype"])
+
+
 class ArtifactError(Exception):
     """An artifact that cannot be used here: see the subclasses. Not a JitgradError:
     importing `jitgrad.errors` loads jitgrad's IR package (66 ms here), which a process
@@ -166,8 +176,8 @@ class ArtifactFunction:
         workspace_size.argtypes = []
         if workspace_size() != spec["workspace_bytes"]:
             raise ArtifactIntegrityError(f"{spec['symbol']} does not match the manifest (workspace size)")
-        self._inputs = [(np.dtype(a["dtype"]), tuple(a["shape"]), a["path"]) for a in spec["inputs"]]
-        self._outputs = [(np.dtype(a["dtype"]), tuple(a["shape"])) for a in spec["outputs"]]
+        self._inputs = [(_manifest_dtype(a), tuple(a["shape"]), a["path"]) for a in spec["inputs"]]
+        self._outputs = [(_manifest_dtype(a), tuple(a["shape"])) for a in spec["outputs"]]
         tree = spec["input_tree"]
         self._flat_inputs = tree["kind"] == "tuple" and all(c["kind"] == "leaf" for c in tree["children"])
         self._single_output = spec["output_tree"]["kind"] == "leaf"
