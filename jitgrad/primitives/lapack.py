@@ -26,8 +26,10 @@ dropped term; eigenvalue-only and singular-value-only primitives (`vectors=False
 derivatives that never divide by a gap.
 
 Failure (a matrix that is not positive definite, a singular matrix, LAPACK reporting no
-convergence, NaN in the input) fills that matrix's result with NaN: NumPy raises
-`LinAlgError` there, and compiled code cannot raise; NaN is never a plausible number.
+convergence) fills that matrix's result with NaN: NumPy raises `LinAlgError` there, and
+compiled code cannot raise; NaN is never a plausible number. Input holding NaN or inf runs
+through LAPACK as in NumPy (NaN and inf come out where NumPy's do), except the SVD-based
+primitives (svd, pinv), whose result is NaN for such a matrix.
 """
 from __future__ import annotations
 
@@ -112,10 +114,8 @@ def _triangular_matrix(a, lower):
 
 
 def _triangular_solve_impl(a, b, *, lower, transpose_a):
-    def one(a1, b1):
+    def one(a1, b1):     # NumPy's solve of the triangle written out in full, as the kernel's fallback
         t = _triangular_matrix(a1, lower)
-        if not np.all(np.diagonal(t)):
-            raise np.linalg.LinAlgError("singular triangular matrix")
         return np.linalg.solve(t.T if transpose_a else t, b1)
     return _per_matrix(a, one, b.shape[-2:], b)
 
@@ -141,14 +141,22 @@ def _eigh_impl(a, *, vectors, lower):
     return _per_matrix(a, one, (n + 1, n))
 
 
+def _finite_matrix(x):
+    """x, or LinAlgError (NaN for that matrix) where it holds inf or NaN: the SVD's documented
+    answer there, since NumPy's gesdd may never return on an infinite element."""
+    if not np.all(np.isfinite(x)):
+        raise np.linalg.LinAlgError("SVD of a matrix holding inf or NaN")
+    return x
+
+
 def _svd_impl(a, *, full_matrices, vectors):
     m, n = a.shape[-2:]
     if not vectors:
-        return _per_matrix(a, lambda x: np.linalg.svd(x, compute_uv=False), (min(m, n),))
+        return _per_matrix(a, lambda x: np.linalg.svd(_finite_matrix(x), compute_uv=False), (min(m, n),))
     (um, uq), k, (vq, vn) = svd_shapes(m, n, full_matrices)
 
     def one(x):
-        u, s, vt = np.linalg.svd(x, full_matrices=full_matrices)
+        u, s, vt = np.linalg.svd(_finite_matrix(x), full_matrices=full_matrices)
         return np.concatenate([u.ravel(), s, vt.ravel()])
     return _per_matrix(a, one, (um * uq + k + vq * vn,))
 
@@ -554,7 +562,7 @@ def _pinv_infer(a, *, rcond):
 
 def _pinv_impl(a, *, rcond):
     m, n = a.shape[-2:]
-    return _per_matrix(a, lambda x: np.linalg.pinv(x, rcond=rcond), (n, m))
+    return _per_matrix(a, lambda x: np.linalg.pinv(_finite_matrix(x), rcond=rcond), (n, m))
 
 
 pinv_p = Primitive("pinv", _pinv_infer, _pinv_impl,

@@ -312,7 +312,7 @@ def lstsq(a, b, rcond=None):
         resids = P.constant(np.zeros(0, a.type.dtype.numpy))
     if vector:
         x = P.reshape(x, (n,))
-    return x, resids, rank, s
+    return x, resids, P.convert(rank, DType.i32), s      # gelsd's rank is a C int: NumPy's int32
 
 
 # --------------------------------------------------------------------------- products

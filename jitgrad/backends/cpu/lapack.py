@@ -4,9 +4,12 @@ integers, `scipy_` prefix and `64_` suffix), the library `engine.Blas` loads for
 
 Each kernel loops over the batch and, per matrix, copies its operand where LAPACK
 overwrites it (a result buffer or scratch), calls the routine, and checks `info`: any
-failure (not positive definite, exactly singular, no convergence, NaN rejected by
-LAPACKE's input check) fills that matrix's result with NaN, the documented stand-in for
-NumPy's LinAlgError. Sizes are static, so every pointer stays inside its buffer.
+failure (not positive definite, exactly singular, no convergence) fills that matrix's
+result with NaN, the documented stand-in for NumPy's LinAlgError. Non-finite input is
+not refused: like NumPy, which calls LAPACK itself, the routine runs on it (LAPACKE's
+`_work` entry points, which skip LAPACKE's NaN scan), so NaN and inf come out where
+NumPy's come out. Sizes are static, workspaces are sized by a LAPACK query at compile
+time, so every pointer stays inside its buffer.
 
 Layouts: LAPACKE's row-major entry points take jitgrad's row-major buffers as they are
 (transposing internally where the routine needs it, O(n^2) against the O(n^3)
@@ -16,6 +19,7 @@ calls CBLAS trsm, which is row-major natively.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 
 from llvmlite import binding as llvm
@@ -32,18 +36,24 @@ CBLAS_LEFT, CBLAS_UPPER, CBLAS_LOWER = 141, 121, 122
 CBLAS_NO_TRANS, CBLAS_TRANS, CBLAS_NON_UNIT = 111, 112, 131
 
 # argument kinds of the entry points: "layout"/"flag" are C ints, "char" a C char,
-# "int" a 64-bit lapack_int, "ptr" a pointer, "scalar" the element type
+# "int" a 64-bit lapack_int, "ptr" a pointer, "scalar" the element type. The LAPACKE
+# routines are the `_work` variants: the others first scan their input for NaN and
+# refuse it (info < 0), where NumPy, which calls LAPACK itself, runs the factorization
+# and returns what it computes (NaN where NaN spreads, inf where a value overflows).
 _SIGNATURES = {
-    "potrf": ("LAPACKE", ["layout", "char", "int", "ptr", "int"]),
-    "getrf": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr"]),
-    "getrs": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
-    "syevd": ("LAPACKE", ["layout", "char", "char", "int", "ptr", "int", "ptr"]),
-    "gesdd": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int"]),
-    "geqrf": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr"]),
-    "orgqr": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr"]),
+    "potrf_work": ("LAPACKE", ["layout", "char", "int", "ptr", "int"]),
+    "getrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr"]),
+    "getrs_work": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
+    "syevd_work": ("LAPACKE", ["layout", "char", "char", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int"]),
+    "gesdd_work": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int",
+                               "ptr", "int", "ptr"]),
+    "geqrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
+    "orgqr_work": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "trsm": ("cblas", ["layout", "flag", "flag", "flag", "flag", "int", "int", "scalar", "ptr", "int", "ptr",
                        "int"]),
 }
+_CTYPES = {"layout": ctypes.c_int, "flag": ctypes.c_int, "char": ctypes.c_char, "int": ctypes.c_int64,
+           "ptr": ctypes.c_void_p}
 
 
 def symbol_name(routine: str, dtype: DType) -> str:
@@ -93,6 +103,33 @@ class _Kernel:
                 converted.append(index(a))
         return self.b.call(fn, converted)
 
+    def workspace(self, name: str, *args, work: int, iwork: int | None = None) -> tuple[int, int]:
+        """The optimal lengths of routine `name`'s `work` (and `iwork`) arrays for these static
+        sizes, asked of LAPACK once at compile time: a query (lwork = -1) reads no matrix, so
+        every pointer argument (given as None) is a small dummy, and `work`/`iwork` say which
+        arguments' first elements receive the answers. The workspace is then static scratch."""
+        self.routine(name)                   # present in the library, else a clear error
+        _, kinds = _SIGNATURES[name]
+        element = ctypes.c_double if self.dtype == DType.f64 else ctypes.c_float
+        dummies, converted = {}, []
+        for position, (a, kind) in enumerate(zip(args, kinds, strict=True)):
+            if kind == "ptr":
+                dummies[position] = (ctypes.c_int64 * 8)() if position == iwork else (element * 8)()
+                converted.append(ctypes.cast(dummies[position], ctypes.c_void_p))
+            elif kind == "char":
+                converted.append(a.encode())
+            else:
+                converted.append(a)
+        address = llvm.address_of_symbol(symbol_name(name, self.dtype))
+        query = ctypes.CFUNCTYPE(ctypes.c_int64, *(_CTYPES[kind] for kind in kinds))(address)
+        info = query(*converted)
+        if info != 0:
+            raise UnsupportedOperationError(f"{self.op.name}: LAPACK's workspace query of {name} failed "
+                                            f"(info {info})", self.op.loc)
+        # a float32 answer may have been rounded down: a little more is always allowed
+        length = max(1, math.ceil(float(dummies[work][0]) * (1 + 2.0 ** -20)))
+        return length, (max(1, int(dummies[iwork][0])) if iwork is not None else 0)
+
     def at(self, base, offset) -> ir.Value:
         """Pointer to element `offset` (an int or i64) of the buffer at `base`."""
         offset = index(offset) if isinstance(offset, int) else offset
@@ -119,6 +156,25 @@ class _Kernel:
         with self.b.if_then(condition, likely=False):
             self.fill(dst, count, math.nan)
 
+    def finite(self, base, count: int) -> ir.Value:
+        """An i1: all `count` elements at `base` are finite (x - x is 0 for them, NaN for inf and NaN)."""
+        bit = ir.IntType(1)
+        slot = alloca_in_entry(self.b, bit, "lapack.finite")
+        self.b.store(ir.Constant(bit, 1), slot)
+        with for_range(self.b, count, "lapack.finite") as j:
+            x = self.b.load(self.at(base, j), typ=self.t)
+            ok = self.b.fcmp_ordered("==", self.b.fsub(x, x), ir.Constant(self.t, 0.0))
+            self.b.store(self.b.and_(self.b.load(slot, typ=bit), ok), slot)
+        return self.b.load(slot, typ=bit)
+
+    def call_if(self, condition, name: str, *args) -> ir.Value:
+        """The routine's info where `condition` holds; else -1, a failure, without calling it."""
+        slot = alloca_in_entry(self.b, I64, "lapack.info")
+        self.b.store(index(-1), slot)
+        with self.b.if_then(condition):
+            self.b.store(self.call(name, *args), slot)
+        return self.b.load(slot, typ=I64)
+
     def scratch(self, count: int, item: int | None = None) -> ir.Value:
         return self.ec.scratch(max(count, 1) * (item or self.item))
 
@@ -134,7 +190,7 @@ def _cholesky(k: _Kernel) -> None:
         base = k.offset(i, n * n)
         matrix = k.at(out, base)
         k.copy(matrix, k.at(src, base), n * n)
-        info = k.call("potrf", COL_MAJOR, "U", n, matrix, n)
+        info = k.call("potrf_work", COL_MAJOR, "U", n, matrix, n)
         with for_range(k.b, n, "chol.row") as r:            # zero above the diagonal
             row = k.b.mul(r, index(n))
             with for_range(k.b, k.b.sub(index(n - 1), r), "chol.col") as c:
@@ -143,26 +199,52 @@ def _cholesky(k: _Kernel) -> None:
         k.nan_if(k.failed(info), matrix, n * n)
 
 
+def _lu_solve(k: _Kernel, lu, pivots, x, n: int, cols: int, trans: str) -> None:
+    """getrf on the n x n matrix at `lu` (overwritten), then getrs on the n x cols right-hand
+    side at `x` (overwritten with the solution); NaN in `x` where either reports failure."""
+    info = k.call("getrf_work", ROW_MAJOR, n, n, lu, n, pivots)
+    with k.b.if_else(k.failed(info)) as (then, otherwise):
+        with then:
+            k.fill(x, n * cols, math.nan)
+        with otherwise:
+            solved = k.call("getrs_work", ROW_MAJOR, trans, n, cols, lu, n, pivots, x, cols)
+            k.nan_if(k.failed(solved), x, n * cols)
+
+
 def _triangular_solve(k: _Kernel) -> None:
-    """trsm on a copy of B; a zero on the diagonal (exactly singular) gives NaN."""
+    """trsm on a copy of B while the triangle is finite with no zero on its diagonal.
+    Otherwise (NaN or inf in the triangle, or an exactly singular one) the route NumPy's
+    solve takes, LU with partial pivoting of op(T) written out in full (zeros outside the
+    triangle): substitution and elimination spread non-finite values differently, and a
+    solve of a Cholesky factor must give NumPy's NaN and inf where NumPy's solve does."""
     a, rhs = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     n, cols = rhs.type.shape[-2:]
     lower, transpose = k.op.attrs["lower"], k.op.attrs["transpose_a"]
-    a_ptr, b_ptr = k.ec.pointer(a), k.ec.pointer(rhs)
+    a_ptr, b_ptr, b = k.ec.pointer(a), k.ec.pointer(rhs), k.b
+    lu, pivots = k.scratch(n * n), k.scratch(n, 8)
     zero = ir.Constant(k.t, 0.0)
-    singular_slot = alloca_in_entry(k.b, ir.IntType(1), "trsm.singular")
+    bit = ir.IntType(1)
+    irregular_slot = alloca_in_entry(b, bit, "trsm.irregular")
     with k.batch() as i:
         matrix = k.at(a_ptr, k.offset(i, n * n))
         x = k.at(out, k.offset(i, n * cols))
         k.copy(x, k.at(b_ptr, k.offset(i, n * cols)), n * cols)
-        k.b.store(ir.Constant(ir.IntType(1), 0), singular_slot)
-        with for_range(k.b, n, "trsm.diag") as d:
-            value = k.b.load(k.at(matrix, k.b.mul(d, index(n + 1))), typ=k.t)
-            k.b.store(k.b.or_(k.b.load(singular_slot, typ=ir.IntType(1)), k.b.fcmp_ordered("==", value, zero)), singular_slot)
-        with k.b.if_else(k.b.load(singular_slot, typ=ir.IntType(1))) as (then, otherwise):
+        b.store(ir.Constant(bit, 0), irregular_slot)
+        with for_range(b, n, "trsm.row") as r:          # lu = op(T) in full, flagging what trsm can't take
+            with for_range(b, n, "trsm.col") as c:
+                row, col = (c, r) if transpose else (r, c)
+                in_triangle = b.icmp_signed("<=" if lower else ">=", col, row)
+                value = b.load(k.at(matrix, b.add(b.mul(row, index(n)), col)), typ=k.t)
+                value = b.select(in_triangle, value, zero)
+                not_finite = b.fcmp_unordered("uno", b.fsub(value, value), zero)
+                zero_pivot = b.and_(b.icmp_signed("==", r, c), b.fcmp_ordered("==", value, zero))
+                irregular = b.or_(b.load(irregular_slot, typ=bit), b.or_(not_finite, zero_pivot))
+                b.store(irregular, irregular_slot)
+                b.store(value, k.at(lu, b.add(b.mul(r, index(n)), c)))
+        with b.if_else(b.load(irregular_slot, typ=bit)) as (then, otherwise):
             with then:
-                k.fill(x, n * cols, math.nan)
+                _lu_solve(k, lu, pivots, x, n, cols, "N")
             with otherwise:
                 k.call("trsm", ROW_MAJOR, CBLAS_LEFT, CBLAS_LOWER if lower else CBLAS_UPPER,
                        CBLAS_TRANS if transpose else CBLAS_NO_TRANS, CBLAS_NON_UNIT, n, cols, 1.0, matrix, n, x,
@@ -181,13 +263,7 @@ def _solve(k: _Kernel) -> None:
         x = k.at(out, k.offset(i, n * cols))
         k.copy(lu, k.at(a_ptr, k.offset(i, n * n)), n * n)
         k.copy(x, k.at(b_ptr, k.offset(i, n * cols)), n * cols)
-        info = k.call("getrf", ROW_MAJOR, n, n, lu, n, pivots)
-        with k.b.if_else(k.failed(info)) as (then, otherwise):
-            with then:
-                k.fill(x, n * cols, math.nan)
-            with otherwise:
-                solved = k.call("getrs", ROW_MAJOR, trans, n, cols, lu, n, pivots, x, cols)
-                k.nan_if(k.failed(solved), x, n * cols)
+        _lu_solve(k, lu, pivots, x, n, cols, trans)
 
 
 def _slogdet(k: _Kernel) -> None:
@@ -209,7 +285,7 @@ def _slogdet(k: _Kernel) -> None:
     with k.batch() as i:
         result = k.at(out, k.offset(i, 2))
         k.copy(lu, k.at(a_ptr, k.offset(i, n * n)), n * n)
-        info = k.call("getrf", ROW_MAJOR, n, n, lu, n, pivots)
+        info = k.call("getrf_work", ROW_MAJOR, n, n, lu, n, pivots)
         with b.if_else(b.icmp_signed(">", info, index(0))) as (singular, other):
             with singular:
                 b.store(zero, k.at(result, 0))
@@ -241,36 +317,49 @@ def _eigh(k: _Kernel) -> None:
     n = a.type.shape[-1]
     vectors = k.op.attrs["vectors"]
     per_result = (n + 1) * n if vectors else n
-    work = None if vectors else k.scratch(n * n)
+    copy = None if vectors else k.scratch(n * n)
+    jobz, uplo = "V" if vectors else "N", "L" if k.op.attrs["lower"] else "U"
+    lwork, liwork = k.workspace("syevd_work", ROW_MAJOR, jobz, uplo, n, None, n, None, None, -1, None, -1,
+                                work=7, iwork=9)
+    work, iwork = k.scratch(lwork), k.scratch(liwork, 8)
     a_ptr = k.ec.pointer(a)
     with k.batch() as i:
         result = k.at(out, k.offset(i, per_result))
-        matrix = k.at(result, n) if vectors else work
+        matrix = k.at(result, n) if vectors else copy
         k.copy(matrix, k.at(a_ptr, k.offset(i, n * n)), n * n)
-        info = k.call("syevd", ROW_MAJOR, "V" if vectors else "N", "L" if k.op.attrs["lower"] else "U", n, matrix,
-                      n, result)
+        info = k.call("syevd_work", ROW_MAJOR, jobz, uplo, n, matrix, n, result, work, lwork, iwork, liwork)
         k.nan_if(k.failed(info), result, per_result)
 
 
 def _svd(k: _Kernel) -> None:
-    """gesdd (jobz A, S or N) on a copy of A, writing U, s and V^T where they are packed."""
+    """gesdd (jobz A, S or N) on a copy of A, writing U, s and V^T where they are packed.
+    A matrix holding inf or NaN gives NaN without calling gesdd: on it NumPy raises
+    LinAlgError, returns NaN singular values with meaningless factors, or never returns
+    (gesdd's iteration does not end on a square matrix with an infinite element)."""
     (a,) = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     m, n = a.type.shape[-2:]
     full, vectors = k.op.attrs["full_matrices"], k.op.attrs["vectors"]
     (_, u_cols), kk, (vt_rows, _) = svd_shapes(m, n, full)
     per_result = m * u_cols + kk + vt_rows * n if vectors else kk
-    work, spare = k.scratch(m * n), k.scratch(1)
+    copy, spare = k.scratch(m * n), k.scratch(1)
+    jobz = ("A" if full else "S") if vectors else "N"
+    ldu, ldvt = (u_cols, n) if vectors else (1, 1)
+    lwork, _ = k.workspace("gesdd_work", ROW_MAJOR, jobz, m, n, None, n, None, None, ldu, None, ldvt, None, -1,
+                           None, work=11)
+    work, iwork = k.scratch(lwork), k.scratch(8 * kk, 8)
     a_ptr = k.ec.pointer(a)
     with k.batch() as i:
         result = k.at(out, k.offset(i, per_result))
-        k.copy(work, k.at(a_ptr, k.offset(i, m * n)), m * n)
+        k.copy(copy, k.at(a_ptr, k.offset(i, m * n)), m * n)
+        finite = k.finite(copy, m * n)
         if vectors:
             s = k.at(result, m * u_cols)
-            info = k.call("gesdd", ROW_MAJOR, "A" if full else "S", m, n, work, n, s, result, u_cols,
-                          k.at(s, kk), n)
+            info = k.call_if(finite, "gesdd_work", ROW_MAJOR, jobz, m, n, copy, n, s, result, ldu, k.at(s, kk), ldvt,
+                          work, lwork, iwork)
         else:
-            info = k.call("gesdd", ROW_MAJOR, "N", m, n, work, n, result, spare, 1, spare, 1)
+            info = k.call_if(finite, "gesdd_work", ROW_MAJOR, jobz, m, n, copy, n, result, spare, ldu, spare, ldvt,
+                          work, lwork, iwork)
         k.nan_if(k.failed(info), result, per_result)
 
 
@@ -284,22 +373,26 @@ def _qr(k: _Kernel) -> None:
     kk, c = min(m, n), max(n, q_cols)
     per_result = m * q_cols + r_rows * n
     work, tau = k.scratch(m * c), k.scratch(kk)
+    lwork_geqrf, _ = k.workspace("geqrf_work", ROW_MAJOR, m, n, None, c, None, None, -1, work=6)
+    lwork_orgqr, _ = k.workspace("orgqr_work", ROW_MAJOR, m, q_cols, kk, None, c, None, None, -1, work=7)
+    lwork = max(lwork_geqrf, lwork_orgqr)
+    workspace = k.scratch(lwork)
     a_ptr, b = k.ec.pointer(a), k.b
     with k.batch() as i:
         result = k.at(out, k.offset(i, per_result))
         r_out = k.at(result, m * q_cols)
         source = k.at(a_ptr, k.offset(i, m * n))
-        if c > n:           # columns orgqr reads (LAPACKE checks them for NaN) beyond A's
+        if c > n:           # columns orgqr reads beyond A's: zero, never stale scratch
             k.ec.memset_zero(work, m * c * k.item)
         with for_range(b, m, "qr.copy") as row:
             k.copy(k.at(work, b.mul(row, index(c))), k.at(source, b.mul(row, index(n))), n)
-        info = k.call("geqrf", ROW_MAJOR, m, n, work, c, tau)
+        info = k.call("geqrf_work", ROW_MAJOR, m, n, work, c, tau, workspace, lwork)
         with for_range(b, r_rows, "qr.r.row") as row:
             with for_range(b, n, "qr.r.col") as col:
                 keep = b.and_(b.icmp_signed("<", row, index(kk)), b.icmp_signed(">=", col, row))
                 value = b.load(k.at(work, b.add(b.mul(row, index(c)), col)), typ=k.t)
                 b.store(b.select(keep, value, ir.Constant(k.t, 0.0)), k.at(r_out, b.add(b.mul(row, index(n)), col)))
-        formed = k.call("orgqr", ROW_MAJOR, m, q_cols, kk, work, c, tau)
+        formed = k.call("orgqr_work", ROW_MAJOR, m, q_cols, kk, work, c, tau, workspace, lwork)
         with for_range(b, m, "qr.q") as row:
             k.copy(k.at(result, b.mul(row, index(q_cols))), k.at(work, b.mul(row, index(c))), q_cols)
         k.nan_if(b.or_(k.failed(info), k.failed(formed)), result, per_result)
@@ -311,20 +404,25 @@ def _as_f64(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def _pinv(k: _Kernel) -> None:
     """NumPy's pinv: gesdd (jobz S) on a copy of A, 1/s where s > rcond * max(s) (0 else)
-    scaling the rows of U^T, then V (k x n)^T times that with GEMM."""
+    scaling the rows of U^T, then V (k x n)^T times that with GEMM. NaN for a matrix
+    holding inf or NaN, as `_svd`."""
     (a,) = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     m, n = a.type.shape[-2:]
     kk = min(m, n)
     gemm = k.ec.blas.gemm(k.ec.module, k.dtype)
     work, u, s, vt, scaled = k.scratch(m * n), k.scratch(m * kk), k.scratch(kk), k.scratch(kk * n), k.scratch(kk * m)
+    lwork, _ = k.workspace("gesdd_work", ROW_MAJOR, "S", m, n, None, n, None, None, kk, None, n, None, -1, None,
+                           work=11)
+    workspace, iwork = k.scratch(lwork), k.scratch(8 * kk, 8)
     a_ptr, b = k.ec.pointer(a), k.b
     zero, one = ir.Constant(k.t, 0.0), ir.Constant(k.t, 1.0)
     largest_slot = alloca_in_entry(b, k.t, "pinv.largest")
     with k.batch() as i:
         result = k.at(out, k.offset(i, n * m))
         k.copy(work, k.at(a_ptr, k.offset(i, m * n)), m * n)
-        info = k.call("gesdd", ROW_MAJOR, "S", m, n, work, n, s, u, kk, vt, n)
+        info = k.call_if(k.finite(work, m * n), "gesdd_work", ROW_MAJOR, "S", m, n, work, n, s, u, kk, vt, n,
+                         workspace, lwork, iwork)
         b.store(b.load(k.at(s, 0), typ=k.t), largest_slot)
         with for_range(b, kk, "pinv.max") as j:           # NumPy takes amax(s), not s[0]
             value, largest = b.load(k.at(s, j), typ=k.t), b.load(largest_slot, typ=k.t)
