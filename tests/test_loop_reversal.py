@@ -204,8 +204,13 @@ def test_while_gradient_matches_the_unrolled_loop_and_its_hessian(budget):
         unrolled = jitgrad.grad(doublings_unrolled(trips))(x)
         np.testing.assert_allclose(g(x), unrolled, rtol=1e-12, err_msg=f"trips={trips}")
     x = np.array([0.3, 0.2, 0.1])
+    unrolled = doublings_unrolled(doublings_trips(x))
     h = jitgrad.hessian(doublings)(x)
-    np.testing.assert_allclose(h, jitgrad.hessian(doublings_unrolled(doublings_trips(x)))(x), rtol=1e-10)
+    np.testing.assert_allclose(h, jitgrad.hessian(unrolled)(x), rtol=1e-10)
+    # reverse over reverse, compiled: the gradient of the gradient's norm
+    gg = jitgrad.jit(jitgrad.grad(lambda y: (jitgrad.grad(doublings, memory_budget=budget)(y) ** 2).sum()))
+    np.testing.assert_allclose(gg(x), jitgrad.grad(lambda y: (jitgrad.grad(unrolled)(y) ** 2).sum())(x),
+                               rtol=1e-10)
 
 
 # --------------------------------------------------------------------------- memory_budget and memory
