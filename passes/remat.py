@@ -35,10 +35,10 @@ from jitgrad.ir.printer import name_values
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
-from jitgrad.primitives.control_flow import REVOLVE, binomial_reach, fori_p, while_p
+from jitgrad.primitives.control_flow import MAX_SNAPSHOTS, REVOLVE, binomial_reach, fori_p, while_p
 
 CUT_WINDOW = 8          # ops a cut may move forward to land after a contraction operand
-MIN_SNAPSHOTS, MAX_SNAPSHOTS = 2, 1 << 16
+MIN_SNAPSHOTS = 2
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20,
           "gib": 2 ** 30}
 

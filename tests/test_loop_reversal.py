@@ -296,8 +296,10 @@ def test_reverse_fori_round_trips_and_the_verifier_checks_its_policy():
     assert str(parsed) == text
     with pytest.raises(VerificationError, match="reversal must be one of stack, revolve"):
         verify(parse_function(text.replace('reversal = "revolve"', 'reversal = "sqrt"')))
-    with pytest.raises(VerificationError, match="at least 1 for revolve"):
+    with pytest.raises(VerificationError, match="at least 1 for revolve and at most 65536, not 0"):
         verify(parse_function(text.replace("snapshots = 3", "snapshots = 0")))
+    with pytest.raises(VerificationError, match="not 65537"):
+        verify(parse_function(text.replace("snapshots = 3", "snapshots = 65537")))
 
 
 INTERRUPTED_CHILD = textwrap.dedent("""

@@ -544,6 +544,9 @@ fori_p.transpose_op = _fori_transpose
 
 STACK, REVOLVE = "stack", "revolve"
 REVERSALS = (STACK, REVOLVE)
+MAX_SNAPSHOTS = 1 << 16
+"""The most snapshots a revolve reversal may hold (its code generator's 128-bit split
+arithmetic is exact up to there)."""
 
 
 def binomial_reach(snapshots: int, repetitions: int) -> int:
@@ -625,8 +628,10 @@ def _reverse_fori_verify(op: Operation) -> None:
     if op.attrs.get("reversal") not in REVERSALS:
         raise VerificationError(f"reverse_fori's reversal must be one of {', '.join(REVERSALS)}, "
                                 f"not {op.attrs.get('reversal')!r}")
-    if not isinstance(op.attrs.get("snapshots"), int) or op.attrs["snapshots"] < (op.attrs["reversal"] == REVOLVE):
-        raise VerificationError("reverse_fori's snapshots must be an int, at least 1 for revolve")
+    snapshots = op.attrs.get("snapshots")
+    if not isinstance(snapshots, int) or not (op.attrs["reversal"] == REVOLVE) <= snapshots <= MAX_SNAPSHOTS:
+        raise VerificationError(f"reverse_fori's snapshots must be an int, at least 1 for revolve and at most "
+                                f"{MAX_SNAPSHOTS}, not {snapshots!r}")
     consts, passive, carry = _reverse_layout(op)
     args, outs = _block_types(op, 0)
     _expect("reverse_fori's advance arguments", args, [I64, *_types(consts), *_types(passive)])
@@ -998,4 +1003,4 @@ def emit_scan(body_fn: Function, consts: Sequence[Value], carry: Sequence[Value]
 
 __all__ = ["cond_p", "while_p", "fori_p", "scan_p", "reverse_fori_p", "LoopKernel", "region_function", "emit_cond",
            "emit_while", "emit_fori", "emit_scan", "emit_reverse_fori", "run_reversal", "revolve_split",
-           "binomial_reach", "STACK", "REVOLVE", "REVERSALS"]
+           "binomial_reach", "STACK", "REVOLVE", "REVERSALS", "MAX_SNAPSHOTS"]
