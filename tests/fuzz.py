@@ -1144,7 +1144,7 @@ def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(
         # way in an implementation within the bounds: such elements become undefined.
         spreads = [_spread(values[i], np.asarray(values[i]), None)[0] for i in range(len(values))]
         for run_index in range(runs):
-            noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]))
+            noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]), exact=values)
             spreads = [np.maximum(s, _spread(v, np.asarray(alt), None)[0]) for s, v, alt in
                        zip(spreads, values, noisy, strict=True)]
         for index, mask in _jump_masks(program, values, spreads).items():
@@ -1152,7 +1152,7 @@ def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(
     spread = [np.zeros(o.shape) for o in outputs]
     unstable = [np.zeros(o.shape, bool) for o in outputs]
     for run_index in range(runs):
-        noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]))
+        noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]), exact=values)
         for k, i in enumerate(program.outputs):
             diff, changed = _spread(outputs[k], np.asarray(noisy[i]), outputs[k].dtype)
             spread[k] = np.maximum(spread[k], diff)
@@ -1162,7 +1162,7 @@ def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(
     if len(inexact_values) > 1:
         summed = [np.zeros(o.shape) for o in outputs]
         for index in inexact_values:
-            noisy = _evaluate(program, (rng, undefined, ALONE), alone=index)
+            noisy = _evaluate(program, (rng, undefined, ALONE), alone=index, exact=values)
             for k, i in enumerate(program.outputs):
                 diff, changed = _spread(outputs[k], np.asarray(noisy[i]), outputs[k].dtype)
                 summed[k] += diff
@@ -1295,10 +1295,15 @@ def _undefined_masks(program: Program, values: list) -> dict:
     return masks
 
 
-def _evaluate(program: Program, noise, alone: int | None = None) -> list:
+def _evaluate(program: Program, noise, alone: int | None = None, exact: list | None = None) -> list:
     """All values of the program, run statement by statement; with `noise` = (rng,
     undefined masks, move), every inexact result is moved by its error bound (only value
-    `alone`'s, when given) and undefined elements get arbitrary values."""
+    `alone`'s, when given) and undefined elements get arbitrary values.
+
+    A statement NumPy refuses on moved operands (np.linalg.inv of a matrix the moves made
+    singular) is not determined by the program within the bounds: given the unperturbed
+    values `exact`, its result becomes NaN (the largest value for integers) everywhere, so
+    every output depending on it changes class and is not compared."""
     values = list(program.inputs)
     n = len(program.inputs)
     names = [f"_{k}" for k in range(n + len(program.stmts))]
@@ -1307,10 +1312,16 @@ def _evaluate(program: Program, noise, alone: int | None = None) -> list:
         moves = alone is None or alone == n + k
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if noise is not None and moves and stmt.sums_in_views():
-                result = _with_noisy_views(stmt, values, noise[0])
-            else:
-                result = eval(stmt.source(names), {"np": np}, env)
+            try:
+                if noise is not None and moves and stmt.sums_in_views():
+                    result = _with_noisy_views(stmt, values, noise[0])
+                else:
+                    result = eval(stmt.source(names), {"np": np}, env)
+            except Exception:
+                if noise is None or exact is None:
+                    raise
+                values.append(_undetermined_like(exact[n + k]))
+                continue
             if noise is not None:
                 result = _perturb(stmt, result, values, noise, n + k, moves)
         values.append(result)
@@ -1352,6 +1363,14 @@ def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
             moved = np.where((moved == out) & (delta > 0), np.nextafter(out, np.copysign(np.inf, direction)), moved)
     moved = np.where(np.isfinite(out), moved, out)
     return moved[()] if isinstance(result, np.generic) else moved
+
+
+def _undetermined_like(value):
+    """NaN (or the dtype's largest value) in the shape and dtype of `value`."""
+    x = np.asarray(value)
+    fill = np.nan if is_float(x.dtype) or is_complex(x.dtype) else (True if x.dtype == bool else np.iinfo(x.dtype).max)
+    out = np.full(x.shape, fill, x.dtype)
+    return out[()] if isinstance(value, np.generic) else out
 
 
 def _with_noisy_views(stmt: Stmt, values: list, rng):
