@@ -337,6 +337,13 @@ def _half_float(xs, params):
     return any(np.asarray(x).dtype.itemsize == 2 and is_float(np.asarray(x).dtype) for x in xs)
 
 
+def _wide_matrix(xs, params):
+    """qr's derivative is refused for a wide matrix (m < n: the factors are not unique), a
+    GradientError the JVP/VJP checks meet (docs/linalg.md)."""
+    shape = np.shape(xs[0])
+    return len(shape) >= 2 and shape[-2] < shape[-1]
+
+
 def _bfloat16_carry(xs, params):
     """A loop body scaling a bfloat16 carry by a Python float makes it float32 (NumPy's
     promotion), and jitgrad refuses a carry whose type changes (ControlFlowError), as JAX does."""
@@ -539,7 +546,8 @@ OPS: list[Op] = [
        weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     # factors are unique up to signs: compared as magnitudes (kinks at zeros: no finite differences)
     Op("qr_r", "np.abs(np.linalg.qr({0}, mode='r'))", 1, in_tables(np.linalg.qr), SUM,
-       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+       magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE,
+       may_raise=_wide_matrix),
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
        magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     # ---- products

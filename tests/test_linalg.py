@@ -620,3 +620,13 @@ def test_svd_pinv_lstsq_of_a_matrix_holding_inf_are_nan_and_return():
     import sys
     done = subprocess.run([sys.executable, "-c", _SVD_OF_INF], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "True", "True"], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (2, 0, 0)])
+@pytest.mark.parametrize("ord", [2, "nuc"])
+def test_singular_value_norms_of_empty_matrices_as_numpy(shape, ord):
+    x = np.zeros(shape)
+    got = jitgrad.jit(lambda x: np.linalg.norm(x, ord, axis=(-2, -1)))(x)
+    expected = np.linalg.norm(x, ord, axis=(-2, -1))
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)

@@ -468,8 +468,9 @@ def _vector_norm(x, ord, axis, keepdims):
 
 
 def _svd_norm(x, row_axis, col_axis, reduce):
+    """reduce(singular values): the public svd, which gives empty matrices no singular values."""
     y = api.moveaxis(x, (row_axis, col_axis), (-2, -1))
-    return reduce(L.svd(y, vectors=False), axis=-1)
+    return reduce(svd(y, compute_uv=False), axis=-1)
 
 
 def _matrix_norm(x, ord, axis, keepdims):
