@@ -630,3 +630,24 @@ def test_singular_value_norms_of_empty_matrices_as_numpy(shape, ord):
     expected = np.linalg.norm(x, ord, axis=(-2, -1))
     assert got.shape == expected.shape and got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+def test_eigenvector_derivatives_at_numerically_repeated_eigenvalues_are_nan_both_ways():
+    """ones((3, 3)) @ ones + 3 I has the eigenvalue 3 twice, computed a few ulps apart:
+    1 / (rounding noise) gave huge finite JVP and VJP values that disagreed with each other
+    and with finite differences; both are NaN now, as at exactly repeated eigenvalues."""
+    f = lambda m: np.abs(np.linalg.eigh(m @ m.T + 3 * np.eye(3))[1])      # noqa: E731
+    x = np.ones((3, 3))
+    _, tangent_out = jitgrad.jvp(f, (x,), (W3,))
+    _, pullback = jitgrad.vjp(f, x)
+    assert np.any(np.isnan(tangent_out)) and np.any(np.isnan(pullback(SPD3)))
+
+
+def test_eigenvector_jvp_and_vjp_agree_with_each_other_and_finite_differences():
+    f = lambda m: np.arctan2(np.abs(np.linalg.eigh(m @ m.T + 3 * np.eye(3))[1]), m + 1)   # noqa: E731
+    x, t, c = W3, SPD3 / 10, np.cos(W3)
+    _, tangent_out = jitgrad.jvp(f, (x,), (t,))
+    _, pullback = jitgrad.vjp(f, x)
+    np.testing.assert_allclose(np.sum(t * pullback(c)), np.sum(tangent_out * c), rtol=1e-10)
+    central = (f(x + 1e-6 * t) - f(x - 1e-6 * t)) / 2e-6
+    np.testing.assert_allclose(tangent_out, central, rtol=1e-5, atol=1e-7)

@@ -44,7 +44,7 @@ from . import elementwise as E
 from . import structural as S
 from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
 from .linalg import dot_general
-from .reductions import reduce_sum
+from .reductions import reduce_max, reduce_sum
 
 
 class LapackKernel(KernelKind):
@@ -232,12 +232,24 @@ def _symmetric_from_upper(t):
 
 
 def _gap_reciprocals(w):
-    """F[i, j] = 1 / (w[j] - w[i]) off the diagonal, 0 on it (inf at equal values)."""
+    """F[i, j] = 1 / (w[j] - w[i]) off the diagonal, 0 on it; NaN where w[i] and w[j] are
+    numerically repeated (|w[j] - w[i]| <= 8 n eps max|w|, the resolution of the computed
+    eigenvalues): there the eigenvectors are an arbitrary basis of their eigenspace and have
+    no derivative, and 1 / (rounding noise) would be a huge finite number that neither
+    finite differences nor the JVP/VJP pair reproduce."""
     n = w.type.shape[-1]
     gaps = E.sub(_rows(w, n), _cols(w, n))
     one_on_diagonal = _masked(E.add(gaps, S.full(1, gaps.type)), np.eye(n))
     off_diagonal = _masked(S.full(1, gaps.type), 1 - np.eye(n))
-    return E.div(off_diagonal, E.add(gaps, one_on_diagonal))
+    reciprocals = E.div(off_diagonal, E.add(gaps, one_on_diagonal))
+    eps = float(np.finfo(w.type.dtype.numpy).eps)
+    largest = reduce_max(E.absolute(w), (w.type.ndim - 1,))
+    resolution = E.mul(largest, S.full(8 * n * eps, largest.type))
+    resolution = S.broadcast_in_dim(resolution, gaps.type.shape, tuple(range(w.type.ndim - 1)))
+    off = S.constant(1 - np.eye(n), DType.bool)
+    off = S.broadcast_in_dim(off, gaps.type.shape, (gaps.type.ndim - 2, gaps.type.ndim - 1))
+    repeated = E.logical_and(off, E.le(E.absolute(gaps), resolution))
+    return E.select(repeated, S.full(np.nan, gaps.type), reciprocals)
 
 
 def _last_axis_slice(x, start: int, stop: int):
