@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from jitgrad.errors import AutographError
+from jitgrad.errors import AutographError, JitgradError
 from jitgrad.tracing import tracer
 from jitgrad.tracing.tracer import Tracer, _display_path
 
@@ -245,13 +245,155 @@ def _jg_range_args(args, loc):
     raise AutographError(f"{_where(loc)}: range() takes 1 to 3 arguments")
 
 
-def _jg_for_range(range_args, body_fn, values, names, loc):
+UNROLL_LIMIT = 64
+"""A `for` over a Python `range` (or a traced array) longer than this becomes a loop
+region when its body can be one; shorter loops unroll at trace time as written."""
+
+_IN_PLACE_METHODS = frozenset(
+    "append extend insert pop remove clear update add discard setdefault popitem sort reverse fill put "
+    "resize itemset setfield setflags partition byteswap".split())
+
+
+class _Rows:
+    """What a converted `for` iterates when it may become a loop region: `length` items,
+    item k computed by `item(k)` for a Python or a traced k (a traced array's rows, the
+    tuples of zip/enumerate over traced arrays, the ints of a long Python range)."""
+
+    def __init__(self, length: int, item: Callable, python):
+        self.length, self.item, self.python = length, item, python
+
+
+def _leading_rows(x):
+    return isinstance(x, Tracer) and len(x.shape) >= 1
+
+
+def _jg_iterable(fn, args):
+    """The iterable of `for ... in fn(*args)`: zip/enumerate over traced arrays become
+    indexable rows (so the loop can be a region); anything else is called as written."""
+    if fn is builtins.zip and args and all(_leading_rows(a) for a in args):
+        n = min(a.shape[0] for a in args)
+        return _Rows(n, lambda k: tuple(a[k] for a in args), lambda: zip(*args))
+    if fn is builtins.enumerate and 1 <= len(args) <= 2 and _leading_rows(args[0]) and \
+            (len(args) == 1 or isinstance(args[1], int)):
+        xs, start = args[0], (args[1] if len(args) == 2 else 0)
+        return _Rows(xs.shape[0], lambda k: (start + k, xs[k]), lambda: enumerate(xs, start))
+    return fn(*args)
+
+
+def _receivers_allow_region(receivers_fn) -> bool:
+    """The objects whose methods a loop body calls (those not bound by the body itself) are
+    modules, or arrays called with methods that do not write in place: anything else (a
+    list being appended to, a user object) could be mutated once per iteration, which a
+    loop region, tracing the body once, would do once."""
+    try:
+        receivers = receivers_fn()
+    except NameError:
+        return False
+    for value, method in receivers:
+        if isinstance(value, types.ModuleType):
+            continue
+        if isinstance(value, (Tracer, np.ndarray, np.generic)) and method not in _IN_PLACE_METHODS:
+            continue
+        return False
+    return True
+
+
+def _python_rest(rows, start, test_fn, body_fn, values, names, loc):
+    """Items `start`... of `rows` run in Python (unrolled). A `break` under a traced test
+    puts every later iteration under a cond on the loop's flag."""
+    for k in range(start, rows.length):
+        item = rows.item(k)
+        if test_fn is None:
+            values = tuple(body_fn(item, *values))
+            continue
+        test = test_fn(*values)
+        if _is_traced(test):
+            values = _jg_if(test, lambda *v, item=item: body_fn(item, *v), lambda *v: v, values, names, loc)
+        elif not _concrete_bool(test):
+            break
+        else:
+            values = tuple(body_fn(item, *values))
+    return values
+
+
+def _run_rows(rows, test_fn, body_fn, target_fn, values, names, n_targets, loc, region_ok):
+    """A converted `for` over `rows`. The first iteration runs in Python (so Python scalars
+    take the types the body gives them); the rest becomes one fori_loop (or, with
+    break/continue, a while_loop over a counter) when the body allows a region and every
+    name it assigns then holds a traced value; otherwise the loop unrolls as written."""
+    values = tuple(values)
+    if rows.length == 0:
+        return values
+    values = tuple(body_fn(rows.item(0), *values))
+    if rows.length == 1:
+        return values
+    flags = [i for i, n in enumerate(names) if n.startswith("_jg_")]
+    bound = [i for i in range(n_targets, len(names)) if not isinstance(values[i], (_Unbound, Undefined))]
+    if not region_ok or any(not _is_traced(values[i]) for i in bound if i not in flags):
+        return _python_rest(rows, 1, test_fn, body_fn, values, names, loc)
+    start = values
+
+    def full(carry):
+        out = list(start)
+        for i, v in zip(bound, carry, strict=True):
+            out[i] = v
+        return out
+
+    def step(item, carry):
+        out = body_fn(item, *full(carry))
+        return tuple(_as_carry(out[i]) for i in bound)
+    init = tuple(_as_carry(values[i]) for i in bound)
+    try:
+        if test_fn is None:
+            out = _control_flow().fori_loop(1, rows.length, lambda k, carry: step(rows.item(k), carry), init)
+            last = rows.item(rows.length - 1)
+        else:
+            def test(state):
+                k, carry = state
+                return np.logical_and(k < rows.length, test_fn(*full(carry)))
+
+            def body(state):
+                k, carry = state
+                return k + 1, step(rows.item(k), carry)
+            k, out = _control_flow().while_loop(test, body, (np.int64(1), init))
+            last = rows.item(k - 1)
+    except (JitgradError, TypeError, IndexError, ValueError):
+        # the body needs a concrete index or item (a Python list indexed by it, a shape
+        # computed from it): unroll as written
+        return _python_rest(rows, 1, test_fn, body_fn, start, names, loc)
+    result = list(start)
+    for i, v in zip(bound, out, strict=True):
+        result[i] = v
+    result[:n_targets] = target_fn(last)
+    return tuple(result)
+
+
+def _jg_for_iter(iterable, test_fn, body_fn, target_fn, values, names, n_targets, loc, region_ok, receivers_fn):
+    """`for <target> in iterable: body` (test_fn: the loop's `not break` flag, or None).
+    A traced array (or zip/enumerate of traced arrays) iterates its leading axis as a loop
+    region; any other iterable runs in Python as written."""
+    if _leading_rows(iterable):
+        xs = iterable
+        iterable = _Rows(xs.shape[0], lambda k: xs[k], lambda: iter(xs))
+    if isinstance(iterable, _Rows):
+        return _run_rows(iterable, test_fn, body_fn, target_fn, values, names, n_targets, loc,
+                         region_ok and _receivers_allow_region(receivers_fn))
+    items = list(iterable) if not isinstance(iterable, (list, tuple, range)) else iterable
+    return _python_rest(_Rows(len(items), items.__getitem__, None), 0, test_fn, body_fn, tuple(values), names, loc)
+
+
+def _jg_for_range(range_args, body_fn, target_fn, values, names, n_targets, loc, region_ok, receivers_fn):
     """`for i in range(*range_args): body`; body_fn(i, *values) -> values. Concrete bounds
-    loop in Python; traced bounds give jitgrad.fori_loop."""
+    loop in Python (a range longer than UNROLL_LIMIT as a fori_loop where the body allows
+    it); traced bounds give jitgrad.fori_loop."""
     start, stop, step = _jg_range_args(range_args, loc)
     values = tuple(values)
     if not any(_is_traced(x) for x in (start, stop, step)):
-        for i in range(start, stop, step):
+        r = range(start, stop, step)
+        if len(r) > UNROLL_LIMIT and region_ok and _receivers_allow_region(receivers_fn):
+            return _run_rows(_Rows(len(r), lambda k: start + k * step, r), None, body_fn, target_fn, values,
+                             names, n_targets, loc, True)
+        for i in r:
             values = tuple(body_fn(i, *values))
         return values
     if _is_traced(step):
@@ -261,7 +403,7 @@ def _jg_for_range(range_args, body_fn, values, names, loc):
     if step == 0:
         raise AutographError(f"{_where(loc)}: range() step must not be zero")
     trips = (np.subtract(stop, start) + (step - 1 if step > 0 else step + 1)) // step
-    bound = _split(values, names)
+    bound = [i for i in _split(values, names) if i >= n_targets]
 
     def body(k, carry):
         full = list(values)
@@ -270,7 +412,20 @@ def _jg_for_range(range_args, body_fn, values, names, loc):
         out = body_fn(start + k * step, *full)
         return tuple(_as_carry(out[i]) for i in bound)
     out = _control_flow().fori_loop(0, np.maximum(trips, 0), body, tuple(_as_carry(values[i]) for i in bound))
-    return _traced_results(out, values, names, bound, "`for` loop", loc)
+    result = list(_traced_results(out, values, names, bound, "`for` loop", loc))
+    for i in range(n_targets):
+        result[i] = Undefined(names[i], f"is the variable of the `for` loop over a traced range at {_where(loc)}, "
+                                        "which has no value after the loop; keep the value in another variable")
+    return tuple(result)
+
+
+def _jg_ifexp(test, then_thunk, else_thunk, loc):
+    """`a if test else b`: a concrete test evaluates one side as Python does; a traced one
+    gives jitgrad.cond over the two sides."""
+    if not _is_traced(test):
+        return then_thunk() if _concrete_bool(test) else else_thunk()
+    _scalar_test(test, "a conditional expression", loc)
+    return _control_flow().cond(test, lambda: _as_carry(then_thunk()), lambda: _as_carry(else_thunk()))
 
 
 def _jg_range_test(i, stop, step):
@@ -362,6 +517,48 @@ def _loop_exits(stmts) -> bool:
             continue
         todo.extend(ast.iter_child_nodes(node))
     return False
+
+
+def _no_arguments() -> ast.arguments:
+    return ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+
+
+def _plain_target(target) -> bool:
+    """A loop target the rewrite can assign: a name, or (nested) tuples/lists of names."""
+    if isinstance(target, ast.Name):
+        return True
+    return isinstance(target, (ast.Tuple, ast.List)) and all(_plain_target(t) for t in target.elts)
+
+
+def _region_body(stmts) -> tuple[bool, list[tuple[str, str]]]:
+    """Whether a loop body may be traced once as a loop region instead of unrolled, and
+    the (object name, method) pairs of the method calls on objects it does not bind (to
+    be checked when it runs: modules and non-writing array methods only). A body with
+    statement-level calls (side effects), stores into subscripts or attributes, exits, or
+    definitions unrolls."""
+    local = set(_assigned_names(stmts))
+    receivers: list[tuple[str, str]] = []
+    todo = list(stmts)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Expr,)) and not isinstance(node.value, ast.Constant):
+            return False, []
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom, ast.Global,
+                             ast.Nonlocal, ast.Delete, ast.With, ast.Try, ast.FunctionDef, ast.AsyncFunctionDef,
+                             ast.ClassDef, ast.Import, ast.ImportFrom, ast.Await, ast.NamedExpr)):
+            return False, []
+        if isinstance(node, (ast.Subscript, ast.Attribute, ast.Starred)) and isinstance(node.ctx, ast.Store):
+            return False, []
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            root = node.func.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if not isinstance(root, ast.Name):
+                return False, []
+            if root.id not in local:
+                receivers.append((root.id, node.func.attr))
+        todo.extend(ast.iter_child_nodes(node))
+    return True, receivers
 
 
 # --------------------------------------------------------------------------- the rewrite
@@ -552,12 +749,12 @@ class _Converter(ast.NodeTransformer):
     def visit_For(self, node):
         is_range = (isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name)
                     and node.iter.func.id == "range" and not node.iter.keywords
-                    and 1 <= len(node.iter.args) <= 3 and not any(isinstance(a, ast.Starred) for a in node.iter.args)
-                    and isinstance(node.target, ast.Name))
-        blocked = self._blocked(node.body) or ("a `for ... else`" if node.orelse else None)
-        if not is_range or blocked:
-            # iteration over anything else runs in Python (a traced array iterates its
-            # leading axis, a static length); its body is still converted
+                    and 1 <= len(node.iter.args) <= 3 and not any(isinstance(a, ast.Starred) for a in node.iter.args))
+        blocked = (self._blocked(node.body) or ("a `for ... else`" if node.orelse else None)
+                   or (None if _plain_target(node.target) else "a loop target that is not a name or a tuple of names"))
+        if blocked:
+            # runs in Python as written (a traced array iterates its leading axis, a
+            # static length); its body is still converted
             if is_range:
                 node.iter = self._call("_jg_range_guard", ast.Tuple(node.iter.args, ast.Load()),
                                        ast.Constant(f"a `for ... in range` loop containing {blocked}"),
@@ -565,35 +762,87 @@ class _Converter(ast.NodeTransformer):
             node.body, node.orelse = self._block(node.body), self._block(node.orelse)
             return node
         k = next(self.counter)
-        target = node.target.id
-        if _loop_exits(node.body):
-            # as a while loop over a hidden counter, the flags in its carry
-            counter, stop, step = f"_jg_i_{k}", f"_jg_stop_{k}", f"_jg_step_{k}"
-            args = node.iter.args
-            start_e, stop_e, step_e = ((ast.Constant(0), args[0], ast.Constant(1)) if len(args) == 1 else
-                                       (args[0], args[1], ast.Constant(1)) if len(args) == 2 else args)
-            setup = [ast.Assign([ast.Name(counter, ast.Store())], start_e),
-                     ast.Assign([ast.Name(stop, ast.Store())], stop_e),
-                     ast.Assign([ast.Name(step, ast.Store())], step_e)]
-            test = self._call("_jg_range_test", ast.Name(counter, ast.Load()), ast.Name(stop, ast.Load()),
-                              ast.Name(step, ast.Load()))
-            body = [ast.Assign([ast.Name(target, ast.Store())], ast.Name(counter, ast.Load())),
-                    ast.Assign([ast.Name(counter, ast.Store())],      # not +=: a traced counter is an array
-                               ast.BinOp(ast.Name(counter, ast.Load()), ast.Add(), ast.Name(step, ast.Load()))),
-                    *node.body]
-            loop = ast.While(test, body, [])
-            for s in [*setup, loop, *body]:
+        if is_range and isinstance(node.target, ast.Name) and _loop_exits(node.body):
+            return self._range_as_while(node, k)
+        item, brk, cont = f"_jg_item_{k}", f"_jg_break_{k}", f"_jg_continue_{k}"
+        region_ok, receivers = _region_body(node.body)
+        unpack = ast.copy_location(ast.Assign([node.target], ast.Name(item, ast.Load())), node)
+        targets = _assigned_names([unpack])
+        body, pre, test_def = list(node.body), [], None
+        if _loop_exits(body):
+            try:
+                body = self._lower_exits(body, brk, cont)
+            except _Unconvertible as err:
+                node.body = self._block(node.body)
+                return node
+            body = [ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(False)), *body]
+            pre = [ast.Assign([ast.Name(brk, ast.Store())], ast.Constant(False)),
+                   ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(False))]
+            for s in (*pre, *body):
                 ast.copy_location(s, node)
-            ast.fix_missing_locations(loop)
-            return [*setup, *self._flatten(self.visit_While(loop))]
-        names = [n for n in _assigned_names(node.body) if n != target]
-        body = self._block(node.body)
-        body_fn = f"_jg_for_{k}"
-        call = self._call("_jg_for_range", ast.Tuple(node.iter.args, ast.Load()), ast.Name(body_fn, ast.Load()),
-                          self._names_tuple(names, ast.Load), ast.Tuple([ast.Constant(n) for n in names], ast.Load()),
-                          self._loc(node))
-        return [*self._capture_values(names), self._function(body_fn, [target, *names], body, names),
-                ast.Assign([self._names_tuple(names, ast.Store)], call) if names else ast.Expr(call)]
+        names = _assigned_names([unpack, *body])
+        for n in (brk, cont):
+            if pre and n not in names:
+                names.append(n)
+        body_fn, target_fn, test_fn = f"_jg_for_{k}", f"_jg_target_{k}", f"_jg_test_{k}"
+        body = [unpack, *self._block(body)]
+        target_def = self._function(target_fn, [item], [copy.deepcopy(unpack)], targets)
+        receivers_fn = ast.Lambda(_no_arguments(), ast.Tuple(
+            [ast.Tuple([ast.Name(root, ast.Load()), ast.Constant(method)], ast.Load()) for root, method in receivers],
+            ast.Load()))
+        common = [ast.Name(body_fn, ast.Load()), ast.Name(target_fn, ast.Load()), self._names_tuple(names, ast.Load),
+                  ast.Tuple([ast.Constant(n) for n in names], ast.Load()), ast.Constant(len(targets)),
+                  self._loc(node), ast.Constant(region_ok), receivers_fn]
+        defs = [*pre, *self._capture_values(names), target_def, self._function(body_fn, [item, *names], body, names)]
+        if is_range and not pre:
+            call = self._call("_jg_for_range", ast.Tuple(node.iter.args, ast.Load()), *common)
+        else:
+            if pre:
+                test_def = self._function(test_fn, names, [], names)
+                test_def.body = [ast.Return(self._call("_jg_not", ast.Name(brk, ast.Load())))]
+                defs.append(test_def)
+            call = self._call("_jg_for_iter", self._iterable(node.iter),
+                              ast.Name(test_fn, ast.Load()) if pre else ast.Constant(None), *common)
+        return [*defs, ast.Assign([self._names_tuple(names, ast.Store)], call)]
+
+    def _iterable(self, expr):
+        """The iterable of a converted `for`: zip(...)/enumerate(...) go through
+        `_jg_iterable`, which sees whether their arguments are traced arrays."""
+        if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in ("zip", "enumerate")
+                and not expr.keywords and not any(isinstance(a, ast.Starred) for a in expr.args)):
+            args = [self.visit(a) for a in expr.args]
+            return self._call("_jg_iterable", expr.func, ast.Tuple(args, ast.Load()))
+        return self.visit(expr)
+
+    def _range_as_while(self, node, k):
+        """A `for` over `range` with break/continue, as a while loop over a hidden counter
+        with the flags in its carry."""
+        target = node.target.id
+        counter, stop, step = f"_jg_i_{k}", f"_jg_stop_{k}", f"_jg_step_{k}"
+        args = node.iter.args
+        start_e, stop_e, step_e = ((ast.Constant(0), args[0], ast.Constant(1)) if len(args) == 1 else
+                                   (args[0], args[1], ast.Constant(1)) if len(args) == 2 else args)
+        setup = [ast.Assign([ast.Name(counter, ast.Store())], start_e),
+                 ast.Assign([ast.Name(stop, ast.Store())], stop_e),
+                 ast.Assign([ast.Name(step, ast.Store())], step_e)]
+        test = self._call("_jg_range_test", ast.Name(counter, ast.Load()), ast.Name(stop, ast.Load()),
+                          ast.Name(step, ast.Load()))
+        body = [ast.Assign([ast.Name(target, ast.Store())], ast.Name(counter, ast.Load())),
+                ast.Assign([ast.Name(counter, ast.Store())],      # not +=: a traced counter is an array
+                           ast.BinOp(ast.Name(counter, ast.Load()), ast.Add(), ast.Name(step, ast.Load()))),
+                *node.body]
+        loop = ast.While(test, body, [])
+        for s in [*setup, loop, *body]:
+            ast.copy_location(s, node)
+        ast.fix_missing_locations(loop)
+        return [*setup, *self._flatten(self.visit_While(loop))]
+
+    def visit_IfExp(self, node):
+        """`a if test else b` -> `_jg_ifexp(test, lambda: a, lambda: b)`: a traced test
+        gives a cond over the two sides."""
+        node = self.generic_visit(node)
+        return self._call("_jg_ifexp", self._test(node.test), ast.Lambda(_no_arguments(), node.body),
+                          ast.Lambda(_no_arguments(), node.orelse), self._loc(node))
 
     def visit_Call(self, node):
         node = self.generic_visit(node)
@@ -688,12 +937,31 @@ def _user_function(fn) -> bool:
     return _HAS_CONTROL_FLOW[code]
 
 
+_HAS_FOR_LOOP: "weakref.WeakKeyDictionary[types.CodeType, bool]" = weakref.WeakKeyDictionary()
+
+
+def _has_for_loop(fn) -> bool:
+    """A user function with a `for` loop (FOR_ITER in its bytecode): converted before its
+    first trace, since a loop over a traced array or a long range raises nothing that
+    would ask for the conversion, yet should become a loop region."""
+    if not _user_function(fn):
+        return False
+    code = fn.__code__
+    if code not in _HAS_FOR_LOOP:
+        _HAS_FOR_LOOP[code] = any(i.opname == "FOR_ITER" for i in dis.get_instructions(code))
+    return _HAS_FOR_LOOP[code]
+
+
 def active(fn):
-    """The function to run in place of `fn`: its conversion once one was made."""
+    """The function to run in place of `fn`: its conversion, made now for a function with
+    a `for` loop, otherwise once its tracing asked for one."""
     try:
-        return _CONVERTED.get(fn, fn)
+        converted = _CONVERTED.get(fn)
     except TypeError:
         return fn
+    if converted is None and _has_for_loop(fn):
+        converted = convert(fn)
+    return converted or fn
 
 
 def is_converted(fn) -> bool:
