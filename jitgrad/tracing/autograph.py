@@ -38,6 +38,8 @@ from typing import Callable
 import numpy as np
 
 from jitgrad.errors import AutographError, JitgradError
+from jitgrad.ir.builder import current_builder
+from jitgrad.primitives import Alias, Constant, Elementwise
 from jitgrad.tracing import tracer
 from jitgrad.tracing.tracer import Tracer, _display_path
 
@@ -316,17 +318,34 @@ def _python_rest(rows, start, test_fn, body_fn, values, names, loc):
     return values
 
 
-def _run_rows(rows, test_fn, body_fn, target_fn, values, names, n_targets, loc, region_ok):
+def _fuses_whole(ops) -> bool:
+    """Whether ops are all elementwise (or views and constants): unrolled, such a body
+    becomes part of one fused loop over the data, which a loop region (a pass over the
+    arrays per iteration) would only slow down."""
+    return all(isinstance(op.opdef.lowering, (Elementwise, Alias, Constant)) or op.opdef.name in _FUSIBLE_OPS
+               for op in ops)
+
+
+_FUSIBLE_OPS = frozenset({"constant", "broadcast_in_dim", "convert"})
+
+
+def _run_rows(rows, test_fn, body_fn, target_fn, values, names, n_targets, loc, region_ok,
+              unroll_elementwise=False):
     """A converted `for` over `rows`. The first iteration runs in Python (so Python scalars
     take the types the body gives them); the rest becomes one fori_loop (or, with
     break/continue, a while_loop over a counter) when the body allows a region and every
-    name it assigns then holds a traced value; otherwise the loop unrolls as written."""
+    name it assigns then holds a traced value; otherwise the loop unrolls as written.
+    With `unroll_elementwise`, a body of elementwise ops only unrolls too (`_fuses_whole`)."""
     values = tuple(values)
     if rows.length == 0:
         return values
+    block = current_builder().block
+    before = len(block.ops)
     values = tuple(body_fn(rows.item(0), *values))
     if rows.length == 1:
         return values
+    if unroll_elementwise and _fuses_whole(block.ops[before:]):
+        region_ok = False
     flags = [i for i, n in enumerate(names) if n.startswith("_jg_")]
     bound = [i for i in range(n_targets, len(names)) if not isinstance(values[i], (_Unbound, Undefined))]
     if not region_ok or any(not _is_traced(values[i]) for i in bound if i not in flags):
@@ -392,7 +411,7 @@ def _jg_for_range(range_args, body_fn, target_fn, values, names, n_targets, loc,
         r = range(start, stop, step)
         if len(r) > UNROLL_LIMIT and region_ok and _receivers_allow_region(receivers_fn):
             return _run_rows(_Rows(len(r), lambda k: start + k * step, r), None, body_fn, target_fn, values,
-                             names, n_targets, loc, True)
+                             names, n_targets, loc, True, unroll_elementwise=True)
         for i in r:
             values = tuple(body_fn(i, *values))
         return values
@@ -912,7 +931,7 @@ _CONVERTED: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDic
 def convertible(fn) -> bool:
     """Whether `fn` is a Python function whose source can be rewritten (not a lambda,
     a builtin, or a function defined where its source is not available)."""
-    return (isinstance(fn, types.FunctionType) and fn.__name__ != "<lambda>"
+    return (isinstance(fn, types.FunctionType)
             and not fn.__code__.co_filename.startswith(_PACKAGE_DIR)
             and not fn.__code__.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR))
 
@@ -988,7 +1007,7 @@ def convert(fn: Callable) -> Callable | None:
         tree = ast.parse(source)
     except SyntaxError:
         return None
-    func = tree.body[0]
+    func = _lambda_as_def(tree, fn) if fn.__name__ == "<lambda>" else tree.body[0]
     if not isinstance(func, ast.FunctionDef):
         return None
     func.decorator_list = []                       # the decorators already ran (e.g. jit itself)
@@ -1026,6 +1045,22 @@ def convert(fn: Callable) -> Callable | None:
     new.__wrapped_autograph__ = fn
     _CONVERTED[fn] = new
     return new
+
+
+def _lambda_as_def(tree, fn):
+    """The lambda `fn` found in the source of its first line, as `def _jg_lambda(...):
+    return <body>`; None unless exactly one lambda there has its parameter names."""
+    code = fn.__code__
+    params = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+    found = [node for node in ast.walk(tree) if isinstance(node, ast.Lambda) and node.lineno == 1
+             and tuple(a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)) == params]
+    if len(found) != 1:
+        return None
+    node = found[0]
+    body = [ast.copy_location(ast.Return(node.body), node.body)]
+    func = ast.FunctionDef("_jg_lambda", node.args, body, [], None,
+                           **({"type_params": []} if hasattr(ast, "TypeAlias") else {}))
+    return ast.copy_location(func, node)
 
 
 def _globals_with_helpers(glob: dict) -> dict:
