@@ -11,7 +11,8 @@ for the price of about one extra forward pass.
 
 Loops whose trip count is known only at run time (`while_loop`, `fori_loop` with traced
 bounds) would keep one state per iteration (the `stack` reversal: O(T) memory for T
-trips). Under a budget they use binomial checkpointing instead (`revolve`): a fixed
+trips), and a `scan` its per-step residuals (static buffers of T rows). Under a budget
+all three use binomial checkpointing instead (`revolve`): a fixed
 number of snapshots, as many as the room the rest of the program leaves (at least 2,
 at most 2**16), each step recomputed at most r times for trip counts up to
 C(snapshots + r, r). The report lists each loop's choice.
@@ -35,7 +36,7 @@ from jitgrad.ir.printer import name_values
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import Contraction
 from jitgrad.primitives.calls import checkpoint_p, emit_call
-from jitgrad.primitives.control_flow import MAX_SNAPSHOTS, REVOLVE, binomial_reach, fori_p, while_p
+from jitgrad.primitives.control_flow import MAX_SNAPSHOTS, REVOLVE, binomial_reach, fori_p, scan_p, while_p
 
 CUT_WINDOW = 8          # ops a cut may move forward to land after a contraction operand
 MIN_SNAPSHOTS = 2
@@ -78,16 +79,18 @@ class LoopReversal:
 
 
 def _state_bytes(op) -> int:
-    """An upper bound on the state a loop's reversal keeps per snapshot: its carry."""
+    """An upper bound on the state a loop's reversal keeps per snapshot: its carry (a
+    scan's xs are not part of it: the backward loop reads them in place)."""
     start = 1 if op.opdef is fori_p else 0
-    return max(sum(v.type.nbytes for v in op.operands[start + op.attrs["num_consts"]:]), 1)
+    end = start + op.attrs["num_consts"] + op.attrs["num_carry"] if op.opdef is scan_p else len(op.operands)
+    return max(sum(v.type.nbytes for v in op.operands[start + op.attrs["num_consts"]:end]), 1)
 
 
 def _loops(block) -> list:
-    """The while/fori ops of `block`, those nested in its ops' regions included."""
+    """The while/fori/scan ops of `block`, those nested in its ops' regions included."""
     found = []
     for op in block.ops:
-        if op.opdef in (while_p, fori_p):
+        if op.opdef in (while_p, fori_p, scan_p):
             found.append(op)
         for region in op.regions:
             for inner in region.blocks:
@@ -96,7 +99,7 @@ def _loops(block) -> list:
 
 
 def reverse_loops_within(fn: Function, room: int) -> tuple[Function, list[LoopReversal]]:
-    """`fn` with each while/fori loop (nested ones too) set to the revolve reversal, half
+    """`fn` with each while/fori/scan loop (nested ones too) set to the revolve reversal, half
     of the `room` bytes shared evenly among them as snapshots (MIN_SNAPSHOTS to
     MAX_SNAPSHOTS each). The other half is left to the loop kernels' own buffers (carry
     copies, the bodies' intermediates), which the memory plan does not see. A nested
@@ -235,10 +238,17 @@ def choose_segmentation(fn: Function, budget: int, compiled_peak: Callable[[Func
     """The segmentation of `fn` to differentiate. `compiled_peak(candidate)` differentiates,
     optimizes and plans a candidate, returning (peak bytes, number of ops)."""
     peak_without, ops_without = compiled_peak(fn)
-    fn, loops = reverse_loops_within(fn, budget - peak_without)
+    revolved, loops = reverse_loops_within(fn, budget - peak_without)
+    peak_base = peak_without
+    if loops:
+        # a scan set to revolve drops its stacked residuals: the room for snapshots grows
+        peak_base, ops_without = compiled_peak(revolved)
+        if peak_base < peak_without:
+            revolved, loops = reverse_loops_within(fn, budget - peak_base)
+    fn = revolved
     loop_bytes = sum(loop.bytes for loop in loops)
-    if peak_without + loop_bytes <= budget:
-        return fn, RematReport(budget, peak_without, peak_without + loop_bytes, 1, loops=loops)
+    if peak_base + loop_bytes <= budget:
+        return fn, RematReport(budget, peak_without, peak_base + loop_bytes, 1, loops=loops)
     n = sum(1 for op in fn.body.ops if not op.opdef.is_terminator)
     root = max(2, round(math.sqrt(n)))
     counts = sorted({c for c in (2, 4, *range(root // 2, root + 1), root * 3 // 2, 2 * root) if 2 <= c <= n})

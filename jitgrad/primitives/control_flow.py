@@ -619,7 +619,20 @@ def run_reversal(trips: int, policy: str, snapshots: int, init, advance, back, c
 def _reverse_layout(op: Operation):
     """(consts, passive initial state, carry) of a reverse_fori op."""
     n, n_passive = op.attrs["num_consts"], op.attrs["num_passive"]
-    return list(op.operands[1:1 + n]), list(op.operands[1 + n:1 + n + n_passive]), list(op.operands[1 + n + n_passive:])
+    end = len(op.operands) - op.attrs.get("num_xs", 0)
+    return (list(op.operands[1:1 + n]), list(op.operands[1 + n:1 + n + n_passive]),
+            list(op.operands[1 + n + n_passive:end]))
+
+
+def reversed_scan_xs(op: Operation) -> list[Value]:
+    """The xs of a reverse_fori that reverses a scan (none for one that reverses a loop)."""
+    return list(op.operands[len(op.operands) - op.attrs.get("num_xs", 0):])
+
+
+def scan_index(op: Operation, i: int) -> int:
+    """The slice of a reversed scan's xs and ys that step i reads and writes (its trips
+    are at most its length)."""
+    return op.attrs["length"] - 1 - i if op.attrs.get("reverse") else i
 
 
 def _reverse_fori_verify(op: Operation) -> None:
@@ -633,27 +646,57 @@ def _reverse_fori_verify(op: Operation) -> None:
         raise VerificationError(f"reverse_fori's snapshots must be an int, at least 1 for revolve and at most "
                                 f"{MAX_SNAPSHOTS}, not {snapshots!r}")
     consts, passive, carry = _reverse_layout(op)
+    xs = reversed_scan_xs(op)
+    length = op.attrs.get("length")
+    if length is None and ("num_xs" in op.attrs or "reverse" in op.attrs):
+        raise VerificationError("reverse_fori's num_xs and reverse need its length (a reversed scan)")
+    if length is not None:
+        if not isinstance(length, int) or length < 0:
+            raise VerificationError(f"reverse_fori's length must be a non-negative int, not {length!r}")
+        for x in xs:
+            if x.type.ndim == 0 or x.type.shape[0] != length:
+                raise VerificationError(f"reverse_fori's xs must have a leading axis of the length {length}; one "
+                                        f"has shape {x.type.shape}")
+    slices = [_slice_type(x.type) for x in xs]
     args, outs = _block_types(op, 0)
-    _expect("reverse_fori's advance arguments", args, [I64, *_types(consts), *_types(passive)])
+    _expect("reverse_fori's advance arguments", args, [I64, *_types(consts), *_types(passive), *slices])
     _expect("reverse_fori's advance yields", outs, _types(passive))
     args, outs = _block_types(op, 1)
-    _expect("reverse_fori's step arguments", args, [I64, *_types(consts), *_types(passive), *_types(carry)])
-    _expect("reverse_fori's step yields", outs, _types(carry))
-    _expect("reverse_fori's results", _types(op.results), _types(carry))
+    _expect("reverse_fori's step arguments", args, [I64, *_types(consts), *_types(passive), *_types(carry), *slices])
+    _expect("reverse_fori's step yields", outs[:len(carry)], _types(carry))
+    ys = [] if length is None else [_stacked_type(t, length) for t in outs[len(carry):]]
+    if length is None and len(outs) != len(carry):
+        raise VerificationError("reverse_fori's step yields y slices only when it reverses a scan (has a length)")
+    _expect("reverse_fori's results", _types(op.results), _types(carry) + ys)
 
 
 def _reverse_fori_impl(op, operands, run_block):
-    n, n_passive = op.attrs["num_consts"], op.attrs["num_passive"]
+    n, n_passive, n_xs = op.attrs["num_consts"], op.attrs["num_passive"], op.attrs.get("num_xs", 0)
     consts = list(operands[1:1 + n])
+    xs = list(operands[len(operands) - n_xs:])
+    carry_end = len(operands) - n_xs
     advance_block, back_block = op.regions[0].block, op.regions[1].block
+    length = op.attrs.get("length")
+    trips = int(operands[0]) if length is None else min(int(operands[0]), length)
+    n_carry = carry_end - 1 - n - n_passive
+    ys = [np.zeros(r.type.shape, r.type.dtype.numpy) for r in op.results[n_carry:]]
+
+    def slices(i):
+        return [x[scan_index(op, i)] for x in xs]
 
     def advance(i, state):
-        return run_block(advance_block, dict(zip(advance_block.args, [np.int64(i), *consts, *state], strict=True)))
+        return run_block(advance_block, dict(zip(advance_block.args, [np.int64(i), *consts, *state, *slices(i)],
+                                                 strict=True)))
 
     def back(i, state, carry):
-        return run_block(back_block, dict(zip(back_block.args, [np.int64(i), *consts, *state, *carry], strict=True)))
-    return run_reversal(int(operands[0]), op.attrs["reversal"], op.attrs["snapshots"],
-                        list(operands[1 + n:1 + n + n_passive]), advance, back, list(operands[1 + n + n_passive:]))
+        outs = run_block(back_block, dict(zip(back_block.args, [np.int64(i), *consts, *state, *carry, *slices(i)],
+                                              strict=True)))
+        for y, out in zip(ys, outs[n_carry:], strict=True):
+            y[scan_index(op, i)] = out
+        return list(outs[:n_carry])
+    carry = run_reversal(trips, op.attrs["reversal"], op.attrs["snapshots"],
+                         list(operands[1 + n:1 + n + n_passive]), advance, back, list(operands[1 + n + n_passive:carry_end]))
+    return list(carry) + ys
 
 
 def _recomputing_form(op: Operation) -> Function:
@@ -697,17 +740,92 @@ def _recomputing_form(op: Operation) -> Function:
     return make_function("reverse_fori", _types(op.operands), build)
 
 
+def _tangent_extended(op, primals, tangents):
+    """Forward mode as a reverse_fori of the same reversal whose state, carry, consts and
+    xs carry their tangents next to them, and whose regions are the JVPs of the op's:
+    one backward loop, O(trips) steps, memory as the op's reversal says."""
+    from .structural import full
+    n, n_state, n_xs = op.attrs["num_consts"], op.attrs["num_passive"], op.attrs.get("num_xs", 0)
+    groups = np.cumsum([1, n, n_state, len(primals) - 1 - n - n_state - n_xs, n_xs]).tolist()
+    consts, state, carry, xs = (primals[groups[g]:groups[g + 1]] for g in range(4))
+    t_consts, t_state, t_carry, t_xs = (tangents[groups[g]:groups[g + 1]] for g in range(4))
+    moving = lambda ts, vs: [k for k, (t, v) in enumerate(zip(ts, vs, strict=True))    # noqa: E731
+                             if not isinstance(t, Zero) and v.type.dtype.is_float]
+    c_wrt, x_wrt = moving(t_consts, consts), moving(t_xs, xs)
+    s_wrt = [k for k, v in enumerate(state) if v.type.dtype.is_float]
+    k_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_float]
+    nc, ns, nk, nxs = len(consts), len(state), len(carry), len(xs)
+    slice_types = [_slice_type(x.type) for x in xs]
+    sizes = [1, nc, len(c_wrt), ns, len(s_wrt), nk, len(k_wrt), nxs, len(x_wrt)]
+    starts = np.cumsum([0] + sizes).tolist()
+    pos = [list(range(starts[g], starts[g + 1])) for g in range(len(sizes))]
+    i_, c_, tc_, s_, ts_, k_, tk_, x_, tx_ = pos
+    new_state_types = [*_types(state), *(state[k].type for k in s_wrt)]
+    const_types = [*_types(consts), *(consts[k].type for k in c_wrt)]
+    x_types = [*slice_types, *(slice_types[k] for k in x_wrt)]
+
+    advance = region_function(op, 0)              # (i, consts, state, x slices) -> state
+    j_adv = jvp_function(advance, [*(1 + k for k in c_wrt), *(1 + nc + k for k in s_wrt),
+                                   *(1 + nc + ns + k for k in x_wrt)])
+    adv_types = [I64, *const_types, *new_state_types, *x_types]
+    no_carry = lambda p: p if p < starts[5] else p - len(k_) - len(tk_)      # noqa: E731
+    adv_order = [no_carry(p) for p in [*i_, *c_, *s_, *x_, *tc_, *ts_, *tx_]]
+    new_advance = _permuted(j_adv, adv_types, adv_order, [*range(ns), *(ns + k for k in s_wrt)])
+
+    back = region_function(op, 1)                 # (i, consts, state, carry, x slices) -> (carry, y slices)
+    n_ys = len(back.outputs) - nk
+    y_float = [k for k in range(n_ys) if back.outputs[nk + k].type.dtype.is_float]
+    j_back = jvp_function(back, [*(1 + k for k in c_wrt), *(1 + nc + k for k in s_wrt),
+                                 *(1 + nc + ns + k for k in k_wrt), *(1 + nc + ns + nk + k for k in x_wrt)])
+    back_types = [I64, *const_types, *new_state_types, *_types(carry), *(carry[k].type for k in k_wrt), *x_types]
+    n_out = nk + n_ys
+    new_back = _permuted(j_back, back_types, [*i_, *c_, *s_, *k_, *x_, *tc_, *ts_, *tk_, *tx_],
+                         [*range(nk), *(n_out + k for k in k_wrt), *range(nk, n_out), *(n_out + nk + k for k in y_float)])
+    zero_or = lambda t, v: full(0, v.type) if isinstance(t, Zero) else instantiate(t)     # noqa: E731
+    new = _create(reverse_fori_p, [primals[0], *consts, *(t_consts[k] for k in c_wrt), *state,
+                                   *(zero_or(t_state[k], state[k]) for k in s_wrt), *carry,
+                                   *(zero_or(t_carry[k], carry[k]) for k in k_wrt), *xs, *(t_xs[k] for k in x_wrt)],
+                  [new_advance, new_back],
+                  [*_types(carry), *(carry[k].type for k in k_wrt), *_types(op.results[nk:]),
+                   *(op.results[nk + k].type for k in y_float)],
+                  dict(op.attrs, num_consts=len(const_types), num_passive=len(new_state_types),
+                       **({"num_xs": len(x_types)} if "length" in op.attrs else {})))
+    res = list(new.results)
+    t_k = iter(res[nk:nk + len(k_wrt)])
+    ys, t_y = res[nk + len(k_wrt):nk + len(k_wrt) + n_ys], iter(res[nk + len(k_wrt) + n_ys:])
+    touts = [next(t_k) if k in k_wrt else Zero(v.type) for k, v in enumerate(carry)]
+    touts += [next(t_y) if k in y_float else Zero(op.results[nk + k].type) for k in range(n_ys)]
+    return res[:nk] + ys, touts
+
+
 def _reverse_fori_jvp(op, primals, tangents):
-    """Forward mode through the recomputing form (the policies differ in cost, not value)."""
+    """Forward mode (the policies differ in cost, not value): the tangent-extended op."""
     wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
-    n = len(op.results)
     if not wrt:
         new = _create(reverse_fori_p, primals, [region_function(op, 0), region_function(op, 1)], _types(op.results),
                       op.attrs)
         return list(new.results), [Zero(r.type) for r in op.results]
-    outs = call(jvp_function(_recomputing_form(op), wrt), [*primals, *(instantiate(tangents[k]) for k in wrt)])
-    touts = [t if r.type.dtype.is_float else Zero(r.type) for r, t in zip(op.results, outs[n:], strict=True)]
-    return outs[:n], touts
+    return _tangent_extended(op, primals, tangents)
+
+
+def _reverse_fori_partial_eval(op, unknown):
+    """Reverse mode over a reverse_fori (a gradient through a loop differentiated in
+    reverse again; the op is then the tangent-extended one). Its transpose would run the
+    backward loop forwards, needing the backward carries in the reverse of the order
+    they are computed in; instead the op is split as its recomputing form, wrapped in a
+    one-step scan so that the split is one op on each side (O(1) memory, O(trips^1.5)
+    steps). The scan is split as a revolve scan is, so that its linear body is the whole
+    recomputing form, whose loops the transpose splits again as first-order loops. A
+    reversed scan refuses: its xs and ys have no recomputing form yet."""
+    if "length" in op.attrs:
+        raise GradientError("reverse mode over the gradient of a scan under memory_budget is not supported: "
+                            "differentiate the gradient in forward mode (jitgrad.hessian, jitgrad.jvp) or drop "
+                            "memory_budget from the inner gradient", op.loc)
+    n_carry = len(op.results)
+    wrapper = _create(scan_p, op.operands, [_recomputing_form(op)], _types(op.results),
+                      {"num_consts": len(op.operands) - n_carry, "num_carry": n_carry, "length": 1,
+                       "reverse": False, "reversal": REVOLVE, "snapshots": 1}, builder=Builder(Block(), op.loc))
+    return _scan_partial_eval(wrapper, unknown)
 
 
 reverse_fori_p = RegionOp("reverse_fori", 2, "Runs region 1 for i = trips-1 down to 0 on the states region 0 "
@@ -715,16 +833,24 @@ reverse_fori_p = RegionOp("reverse_fori", 2, "Runs region 1 for i = trips-1 down
 reverse_fori_p.verify_op = _reverse_fori_verify
 reverse_fori_p.impl_op = _reverse_fori_impl
 reverse_fori_p.jvp_op = _reverse_fori_jvp
+reverse_fori_p.partial_eval = _reverse_fori_partial_eval
 
 
 def emit_reverse_fori(trips: Value, advance: Function, back: Function, consts: Sequence[Value],
                       init: Sequence[Value], carry: Sequence[Value], reversal: str = STACK,
-                      snapshots: int = 0) -> list[Value]:
+                      snapshots: int = 0, xs: Sequence[Value] = (), length: int | None = None,
+                      reverse: bool = False) -> list[Value]:
     """carry = back(i, consts, state_i, carry) for i = trips-1 .. 0, state_0 = init and
-    state_{i+1} = advance(i, consts, state_i)."""
-    return list(_create(reverse_fori_p, [trips, *consts, *init, *carry], [advance, back], _types(carry),
-                        {"num_consts": len(consts), "num_passive": len(init), "reversal": reversal,
-                         "snapshots": int(snapshots)}).results)
+    state_{i+1} = advance(i, consts, state_i). With `length` (a reversed scan), both
+    regions also receive the slices of `xs` at the step's index, `back` yields y slices
+    after the carry, and the results are the carry and the ys stacked."""
+    attrs = {"num_consts": len(consts), "num_passive": len(init), "reversal": reversal, "snapshots": int(snapshots)}
+    result_types = _types(carry)
+    if length is not None:
+        attrs.update(num_xs=len(xs), length=int(length), reverse=bool(reverse))
+        result_types += [_stacked_type(t, length) for t in back.output_types[len(carry):]]
+    return list(_create(reverse_fori_p, [trips, *consts, *init, *carry, *xs], [advance, back], result_types,
+                        attrs).results)
 
 
 # --------------------------------------------------------------------------- scan
@@ -752,8 +878,11 @@ def _scan_verify(op: Operation) -> None:
     args, outs = _block_types(op, 0)
     _expect("scan's body arguments", args, _types(consts) + _types(carry) + [_slice_type(x.type) for x in xs])
     _expect("scan's body yields (carry)", outs[:len(carry)], _types(carry))
+    n_passive = op.attrs.get("num_passive", 0)
+    if not 0 <= n_passive <= len(carry):
+        raise VerificationError(f"scan's num_passive ({n_passive}) must be between 0 and its carry count")
     _expect("scan's results", _types(op.results),
-            _types(carry) + [_stacked_type(t, length) for t in outs[len(carry):]])
+            _types(carry)[n_passive:] + [_stacked_type(t, length) for t in outs[len(carry):]])
 
 
 def _scan_impl(op, operands, run_block):
@@ -761,7 +890,7 @@ def _scan_impl(op, operands, run_block):
     length, reverse = op.attrs["length"], op.attrs["reverse"]
     consts, carry, xs = list(operands[:nc]), list(operands[nc:nc + nx]), list(operands[nc + nx:])
     body = op.regions[0].block
-    ys_types = [r.type for r in op.results[nx:]]
+    ys_types = [r.type for r in op.results[nx - op.attrs.get("num_passive", 0):]]
     ys = [np.empty(t.shape, t.dtype.numpy) for t in ys_types]
     for step in range(length):
         i = length - 1 - step if reverse else step
@@ -769,11 +898,12 @@ def _scan_impl(op, operands, run_block):
         carry = list(outs[:nx])
         for y, out in zip(ys, outs[nx:], strict=True):
             y[i] = out
-    return carry + ys
+    return carry[op.attrs.get("num_passive", 0):] + ys
 
 
 def _scan_jvp(op, primals, tangents):
     from .structural import full
+    _reject_passive(op)
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
     consts, carry, xs = primals[:nc], primals[nc:nc + nx], primals[nc + nx:]
     t_consts, t_carry, t_xs = tangents[:nc], tangents[nc:nc + nx], tangents[nc + nx:]
@@ -811,11 +941,70 @@ def _scan_jvp(op, primals, tangents):
     return carry_out + ys, touts
 
 
+def _reject_passive(op: Operation) -> None:
+    if op.attrs.get("num_passive", 0):
+        raise GradientError("a linearized loop (a scan with passive carries) is differentiated again only by "
+                            "transposition; differentiate the original function instead", op.loc)
+
+
+def _scan_partial_eval_recomputing(op, body: Function, split, c_unknown, x_unknown, s_unknown):
+    """The split of a scan set to the revolve reversal: no per-step residuals. The known
+    scan computes only the known carries and ys; the linear scan carries the known
+    carries again as passive carries next to the unknown ones (recomputed step by step,
+    O(1) memory), reading the xs it needs, known or not, as its own xs. Its transpose
+    is a `reverse_fori` over the passive carries (`_scan_transpose`)."""
+    nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
+    length = op.attrs["length"]
+    consts, carry, xs = _scan_layout(op)
+    n_known_outs = sum(split.known_outputs)
+    kc, uc = [k for k in range(nc) if not c_unknown[k]], [k for k in range(nc) if c_unknown[k]]
+    kx, ux = [k for k in range(nx) if not x_unknown[k]], [k for k in range(nx) if x_unknown[k]]
+    ks, us = [k for k in range(len(xs)) if not s_unknown[k]], [k for k in range(len(xs)) if s_unknown[k]]
+    n_ys = len(body.outputs) - nx
+    known_ys = [k for k in range(n_ys) if split.known_outputs[nx + k]]
+    unknown_ys = [k for k in range(n_ys) if not split.known_outputs[nx + k]]
+    known_results = tuple([not u for u in x_unknown] + list(split.known_outputs[nx:]))
+    builder = Builder(Block(), op.loc)
+    known = None
+    if n_known_outs:
+        known_fn = _select(split.known, range(n_known_outs))
+        known = _create(scan_p, [*(consts[k] for k in kc), *(carry[k] for k in kx), *(xs[k] for k in ks)],
+                        [known_fn], [*(carry[k].type for k in kx),
+                                     *(_stacked_type(body.output_types[nx + k], length) for k in known_ys)],
+                        dict(op.attrs, num_consts=len(kc), num_carry=len(kx)), builder=builder)
+    if all(known_results):
+        return PartialEval(known, None, (), known_results)
+    order = [*kc, *uc]
+    carry_order = [*kx, *ux]
+    xs_order = [*ks, *us]
+    new_types = [*(consts[k].type for k in order), *(carry[k].type for k in carry_order),
+                 *(_slice_type(xs[k].type) for k in xs_order)]
+
+    def build(args):
+        a_consts, rest = args[:nc], args[nc:]
+        a_carry, a_xs = rest[:nx], rest[nx:]
+        full_consts, full_carry, full_xs = [None] * nc, [None] * nx, [None] * len(xs)
+        for positions, values, target in ((order, a_consts, full_consts), (carry_order, a_carry, full_carry),
+                                          (xs_order, a_xs, full_xs)):
+            for k, v in zip(positions, values, strict=True):
+                target[k] = v
+        outs = call(body, [*full_consts, *full_carry, *full_xs])
+        return [*(outs[k] for k in carry_order), *(outs[nx + k] for k in unknown_ys)]
+    linear_body = _dce(make_function("linear_scan_body", new_types, build))
+    staged = _create(scan_p, [*(consts[k] for k in order), *(carry[k] for k in carry_order),
+                              *(xs[k] for k in xs_order)],
+                     [linear_body], [*(carry[k].type for k in ux),
+                                     *(_stacked_type(body.output_types[nx + k], length) for k in unknown_ys)],
+                     dict(op.attrs, num_consts=nc, num_carry=nx, num_passive=len(kx)), builder=builder)
+    return PartialEval(known, staged, (), known_results)
+
+
 def _scan_partial_eval(op, unknown):
     """A known scan (known carries and ys, plus the residuals each iteration needs,
     stacked as extra ys) and a linear scan reading those stacks as xs. Residuals that are
     known consts or known xs are read from the op's operands, and those computed from
     known consts alone are recomputed by the linear body: neither is stacked."""
+    _reject_passive(op)
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
     length = op.attrs["length"]
     consts, carry, xs = _scan_layout(op)
@@ -825,6 +1014,8 @@ def _scan_partial_eval(op, unknown):
     body = region_function(op, 0)
     n_ys = len(body.outputs) - nx
     split, x_unknown = _carry_fixpoint(body, lambda xu: c_unknown + xu + s_unknown, nx, list(unknown[nc:nc + nx]))
+    if op.attrs.get("reversal") == REVOLVE:
+        return _scan_partial_eval_recomputing(op, body, split, c_unknown, x_unknown, s_unknown)
     arg_unknown = c_unknown + x_unknown + s_unknown
     known_arg_pos = [k for k, u in enumerate(arg_unknown) if not u]       # body arg index of each known arg
     n_known_outs = sum(split.known_outputs)
@@ -921,6 +1112,8 @@ def _scan_transpose(op, cotangents, operands):
     linear xs' cotangents are its stacked ys."""
     from .elementwise import add
     from .structural import full
+    if op.attrs.get("num_passive", 0):
+        return _passive_scan_transpose(op, cotangents, operands)
     nc, nx = op.attrs["num_consts"], op.attrs["num_carry"]
     length = op.attrs["length"]
     consts, carry, xs = operands[:nc], operands[nc:nc + nx], operands[nc + nx:]
@@ -965,6 +1158,71 @@ def _scan_transpose(op, cotangents, operands):
         out[k] = new.results[nx + j]
     for j, k in enumerate(lin_s):
         out[nc + nx + k] = new.results[nx + len(lin_c) + j]
+    return out
+
+
+def _passive_scan_transpose(op, cotangents, operands):
+    """Transpose of a linear scan that recomputes its known carries (passive carries):
+    a `reverse_fori` of `length` trips whose state is the passive carries, reading the
+    plain xs and the ys' cotangents at each step's index and writing the linear xs'
+    cotangents there, with the loop's reversal (revolve: O(snapshots) memory)."""
+    from .elementwise import add
+    from .structural import constant, full
+    nc, nx, n_passive = op.attrs["num_consts"], op.attrs["num_carry"], op.attrs["num_passive"]
+    length = op.attrs["length"]
+    consts, carry, xs = operands[:nc], operands[nc:nc + nx], operands[nc + nx:]
+    passive = carry[:n_passive]
+    n_lin = nx - n_passive
+    if any(isinstance(v, UndefinedPrimal) for v in passive):
+        raise GradientError("a scan's recomputed (passive) carry is not linear", op.loc)
+    lin_c = [k for k, v in enumerate(consts) if isinstance(v, UndefinedPrimal)]
+    plain_c = [k for k, v in enumerate(consts) if not isinstance(v, UndefinedPrimal)]
+    lin_s = [k for k, v in enumerate(xs) if isinstance(v, UndefinedPrimal)]
+    plain_s = [k for k, v in enumerate(xs) if not isinstance(v, UndefinedPrimal)]
+    body = region_function(op, 0)
+    n_ys = len(body.outputs) - nx
+    arg_unknown = [*(k in lin_c for k in range(nc)), *([False] * n_passive), *([True] * n_lin),
+                   *(k in lin_s for k in range(len(xs)))]
+    split = partial_eval_function(body, arg_unknown)
+    if not all(split.known_outputs[:n_passive]):
+        raise GradientError("a scan's passive carry depends on its linear values", op.loc)
+    linear_args = [k for k, u in enumerate(arg_unknown) if u]
+    tbody = transpose_function(_select(body, range(n_passive, nx + n_ys)), linear_args,
+                               [TransposedOutput.ARG] * (n_lin + n_ys))
+    # tbody: (plain consts, passive, plain x slices, ct carry out, ct y) -> (ct lin consts, ct carry, ct lin x)
+    plain_types = [consts[k].type for k in plain_c]
+    passive_types = _types(passive)
+    carry_types = [v.type for v in op.results[:n_lin]]
+    lin_types = [consts[k].type for k in lin_c]
+    slice_types = [*(_slice_type(xs[k].type) for k in plain_s), *(_slice_type(r.type) for r in op.results[n_lin:])]
+    n_plain, n_px = len(plain_c), len(plain_s)
+
+    def advance_build(a):          # (i, plain consts, passive, plain x slices, ct y slices)
+        return call(split.known, [*a[1:1 + n_plain + n_passive], *a[1 + n_plain + n_passive:][:n_px]])[:n_passive]
+    advance = _dce(make_function("scan_advance", [I64, *plain_types, *passive_types, *slice_types], advance_build))
+
+    def step_build(a):             # (i, plain consts, passive, ct carry, acc, plain x slices, ct y slices)
+        plain, state = a[1:1 + n_plain], a[1 + n_plain:1 + n_plain + n_passive]
+        rest = a[1 + n_plain + n_passive:]
+        ct, acc, slices = rest[:n_lin], rest[n_lin:n_lin + len(lin_c)], rest[n_lin + len(lin_c):]
+        cts = call(tbody, [*plain, *state, *slices[:n_px], *ct, *slices[n_px:]])
+        ct_consts, ct_prev, ct_x = cts[:len(lin_c)], cts[len(lin_c):len(lin_c) + n_lin], cts[len(lin_c) + n_lin:]
+        return [*ct_prev, *(add(x, c) for x, c in zip(acc, ct_consts, strict=True)), *ct_x]
+    step = make_function("scan_step_back", [I64, *plain_types, *passive_types, *carry_types, *lin_types,
+                                            *slice_types], step_build)
+    inits = [instantiate(c) for c in cotangents[:n_lin]] + [full(0, t) for t in lin_types]
+    scan_xs = [*(xs[k] for k in plain_s), *(instantiate(c) for c in cotangents[n_lin:])]
+    results = emit_reverse_fori(constant(length, DType.i64), advance, step, [consts[k] for k in plain_c], passive,
+                                inits, op.attrs.get("reversal", STACK), op.attrs.get("snapshots", 0),
+                                xs=scan_xs, length=length, reverse=op.attrs["reverse"])
+    out: list = [None] * len(operands)
+    for k in range(n_lin):
+        if isinstance(carry[n_passive + k], UndefinedPrimal):
+            out[nc + n_passive + k] = results[k]
+    for j, k in enumerate(lin_c):
+        out[k] = results[n_lin + j]
+    for j, k in enumerate(lin_s):
+        out[nc + nx + k] = results[n_lin + len(lin_c) + j]
     return out
 
 

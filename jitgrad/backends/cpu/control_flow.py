@@ -39,7 +39,8 @@ from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import schedule
 from jitgrad.passes.simplify import DeadCodeElimination
 from jitgrad.primitives import Alias, Constant
-from jitgrad.primitives.control_flow import cond_p, fori_p, region_function, reverse_fori_p, scan_p, while_p
+from jitgrad.primitives.control_flow import (cond_p, fori_p, region_function, reverse_fori_p, reversed_scan_xs, scan_p,
+                                             while_p)
 from .llvm_support import (I64, I8, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type,
                            set_function_string_attribute)
 
@@ -246,15 +247,19 @@ def _emit_scan(kc, op) -> None:
     length, reverse = op.attrs["length"], op.attrs["reverse"]
     consts, inits, xs = op.operands[:nc], op.operands[nc:nc + nx], op.operands[nc + nx:]
     carry_types = [v.type for v in inits]
+    n_passive = op.attrs.get("num_passive", 0)
     body = _Region(kc, region_function(op, 0), range(nc))
     const_ptrs = [kc.pointer(v) for v in consts]
-    carry = [kc.pointer(r) for r in op.results[:nx]]
+    # passive carries are not results: they live in scratch buffers
+    carry = [kc.scratch(max(_nbytes(t), 1)) for t in carry_types[:n_passive]] + \
+        [kc.pointer(r) for r in op.results[:nx - n_passive]]
     body.prepare(const_ptrs)
     fresh = _carry_buffers(kc, carry_types)
     x_ptrs = [kc.pointer(v) for v in xs]
     x_strides = [_nbytes(v.type) // length if length else 0 for v in xs]
-    y_ptrs = [kc.pointer(r) for r in op.results[nx:]]
-    y_strides = [_nbytes(r.type) // length if length else 0 for r in op.results[nx:]]
+    ys = op.results[nx - n_passive:]
+    y_ptrs = [kc.pointer(r) for r in ys]
+    y_strides = [_nbytes(r.type) // length if length else 0 for r in ys]
     _copy_all(kc, carry, [kc.pointer(v) for v in inits], carry_types)
     with for_range(b, index(length), "scan") as step:
         kc._return_if_interrupted()
@@ -297,10 +302,12 @@ def _emit_reverse_fori(kc, op) -> None:
     Ctrl-C too); when it cannot be had, and for `revolve`, a fixed number of snapshots in
     the workspace and the binomial schedule of `run_reversal`."""
     b = kc.builder
-    n, n_passive = op.attrs["num_consts"], op.attrs["num_passive"]
+    n, n_passive, n_xs = op.attrs["num_consts"], op.attrs["num_passive"], op.attrs.get("num_xs", 0)
+    length = op.attrs.get("length")
     consts = op.operands[1:1 + n]
     inits = op.operands[1 + n:1 + n + n_passive]
-    carry_inits = op.operands[1 + n + n_passive:]
+    carry_inits = op.operands[1 + n + n_passive:len(op.operands) - n_xs]
+    xs = reversed_scan_xs(op)
     states = _States(v.type for v in inits)
     carry_types = [v.type for v in carry_inits]
     advance = _Region(kc, region_function(op, 0), range(1, 1 + n))
@@ -309,21 +316,35 @@ def _emit_reverse_fori(kc, op) -> None:
     counter = kc.scratch(8)
     advance.prepare([counter, *const_ptrs])
     back.prepare([counter, *const_ptrs])
-    carry = [kc.pointer(r) for r in op.results]
+    carry = [kc.pointer(r) for r in op.results[:len(carry_inits)]]
+    ys = op.results[len(carry_inits):]
     fresh = _carry_buffers(kc, carry_types)
     _copy_all(kc, carry, [kc.pointer(v) for v in carry_inits], carry_types)
+    for y in ys:                       # slices past a short trip count stay zero
+        if _nbytes(y.type):
+            kc.memset_zero(kc.pointer(y), _nbytes(y.type))
     trips = _load_scalar(kc, op.operands[0], DType.i64)
     trips = b.select(b.icmp_signed("<", trips, index(0)), index(0), trips)
+    if length is not None:             # a reversed scan never steps past its xs and ys
+        trips = b.select(b.icmp_signed(">", trips, index(length)), index(length), trips)
     init_ptrs = [kc.pointer(v) for v in inits]
+    x_ptrs, y_ptrs = [kc.pointer(v) for v in xs], [kc.pointer(r) for r in ys]
+    x_strides = [_nbytes(v.type) // length if length else 0 for v in xs]
+    y_strides = [_nbytes(r.type) // length if length else 0 for r in ys]
+
+    def slices(i, ptrs, strides):
+        k = b.sub(index(length - 1), i) if op.attrs.get("reverse") else i
+        return [_offset(b, p, b.mul(k, index(stride))) for p, stride in zip(ptrs, strides, strict=True)]
 
     def step_back(i, state):
         b.store(i, counter)
-        back.call([counter, *const_ptrs, *state, *carry], fresh)
+        back.call([counter, *const_ptrs, *state, *carry, *slices(i, x_ptrs, x_strides)],
+                  [*fresh, *slices(i, y_ptrs, y_strides)])
         _copy_all(kc, carry, fresh, carry_types)
 
     def step_forward(i, state, into):
         b.store(i, counter)
-        advance.call([counter, *const_ptrs, *state], into)
+        advance.call([counter, *const_ptrs, *state, *slices(i, x_ptrs, x_strides)], into)
 
     if op.attrs["reversal"] == "revolve":
         _emit_revolve(kc, trips, op.attrs["snapshots"], states, init_ptrs, step_forward, step_back)
