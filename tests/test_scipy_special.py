@@ -115,7 +115,7 @@ def test_xlogy_gradient_at_zero_is_log_y():
     np.testing.assert_allclose(dy, [0.0, 4.0])
 
 
-@pytest.mark.parametrize("name", ["gammaln", "digamma", "i0e", "jv"])
+@pytest.mark.parametrize("name", ["gamma", "rgamma", "i0e", "jv"])
 def test_refusals_name_scipy_special(name):
     ufunc = getattr(sc, name)
     f = jitgrad.jit(lambda x: ufunc(*([x] * ufunc.nin)))
