@@ -313,10 +313,6 @@ def test_traced_range_step_is_a_clear_error():
         jitgrad.jit(traced_step)(np.float64(1.0), np.int64(2))
 
 
-def test_lambdas_keep_the_plain_error():
-    with pytest.raises(jitgrad.TracerBoolConversionError) as info:
-        jitgrad.jit(lambda x: x if x > 0 else -x)(np.float64(1.0))
-    assert not isinstance(info.value, jitgrad.AutographError)
 
 
 def test_carry_changing_dtype_is_a_clear_error():
@@ -327,3 +323,260 @@ def test_carry_changing_dtype_is_a_clear_error():
         return acc
     with pytest.raises(jitgrad.ControlFlowError, match="initial value"):
         jitgrad.jit(widen)(np.float64(1.0), np.int64(3))
+
+
+# --------------------------------------------------------------------------- for over traced arrays
+
+def rnn_rows(w, xs):
+    h = np.zeros(w.shape[0])
+    for x in xs:
+        h = np.tanh(w @ h + x)
+    return (h * h).sum()
+
+
+def zipped_rows(xs, ys):
+    acc = 0.0
+    for a, b in zip(xs, ys):
+        acc = acc + np.sin(a) * b
+    return acc.sum()
+
+
+def enumerated_rows(xs):
+    acc = 0.0
+    for i, x in enumerate(xs, 1):
+        acc = acc + i * np.cos(x)
+    return acc
+
+
+def first_row_above(xs, threshold):
+    found = 0.0 * xs[0]
+    for x in xs:
+        if x > threshold:
+            found = x * x
+            break
+    return found
+
+
+def sum_of_positive_rows(xs):
+    total = 0.0
+    for x in xs:
+        if x < 0:
+            continue
+        total = total + np.exp(x)
+    return total
+
+
+def rows_into_a_list(xs):
+    outs = []
+    for x in xs:
+        outs.append(x * 2.0)
+    return np.stack(outs).sum()
+
+
+def python_list_of_traced(a, b):
+    total = a
+    for x in [a, b, a * b]:
+        total = total * x + 1.0
+    return total
+
+
+def break_in_a_python_list_loop(a, b):
+    total = 0.0
+    for x in [a, b, a + b]:
+        if x > 1.0:
+            break
+        total = total + x
+    return total
+
+
+def test_for_over_a_traced_array_is_one_loop_and_differentiates():
+    rng = np.random.default_rng(3)
+    w, xs = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(7, 3))
+    np.testing.assert_allclose(jitgrad.jit(rnn_rows)(w, xs), rnn_rows(w, xs), rtol=1e-13)
+    assert region_ops(rnn_rows, w, xs) == {"scan"}
+    np.testing.assert_allclose(jitgrad.grad(rnn_rows)(w, xs), central_difference(rnn_rows, [w, xs], 0),
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(jitgrad.grad(rnn_rows, argnums=1)(w, xs), central_difference(rnn_rows, [w, xs], 1),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_zip_and_enumerate_over_traced_arrays():
+    rng = np.random.default_rng(4)
+    xs, ys = rng.normal(size=(5, 2)), rng.normal(size=(6, 2))
+    np.testing.assert_allclose(jitgrad.jit(zipped_rows)(xs, ys), zipped_rows(xs, ys), rtol=1e-13)
+    assert region_ops(zipped_rows, xs, ys) == {"scan"}
+    np.testing.assert_allclose(jitgrad.grad(zipped_rows)(xs, ys), central_difference(zipped_rows, [xs, ys], 0),
+                               rtol=1e-6, atol=1e-9)
+    v = rng.normal(size=6)
+    np.testing.assert_allclose(jitgrad.jit(enumerated_rows)(v), enumerated_rows(v), rtol=1e-13)
+    assert region_ops(enumerated_rows, v) == {"scan"}
+    np.testing.assert_allclose(jitgrad.grad(enumerated_rows)(v), central_difference(enumerated_rows, [v], 0),
+                               rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("threshold", [-5.0, 0.3, 0.9, 5.0])
+def test_break_in_a_for_over_a_traced_array(threshold):
+    xs = np.array([0.1, 0.5, 0.95, 0.3, 2.0])
+    np.testing.assert_allclose(jitgrad.jit(first_row_above)(xs, threshold), first_row_above(xs, threshold))
+    assert "while" in region_ops(first_row_above, xs, np.float64(threshold))
+    np.testing.assert_allclose(jitgrad.grad(first_row_above)(xs, threshold),
+                               central_difference(first_row_above, [xs, threshold], 0), atol=1e-8)
+
+
+def test_continue_in_a_for_over_a_traced_array():
+    xs = np.array([1.0, -2.0, 0.5, -4.0, 0.25])
+    np.testing.assert_allclose(jitgrad.jit(sum_of_positive_rows)(xs), sum_of_positive_rows(xs), rtol=1e-14)
+    np.testing.assert_allclose(jitgrad.grad(sum_of_positive_rows)(xs),
+                               central_difference(sum_of_positive_rows, [xs], 0), rtol=1e-7, atol=1e-9)
+
+
+def test_loops_with_side_effects_or_over_python_lists_unroll():
+    xs = np.arange(4.0)
+    np.testing.assert_allclose(jitgrad.jit(rows_into_a_list)(xs), rows_into_a_list(xs))
+    assert region_ops(rows_into_a_list, xs) == set()
+    a, b = np.float64(0.5), np.float64(1.5)
+    np.testing.assert_allclose(jitgrad.jit(python_list_of_traced)(a, b), python_list_of_traced(a, b))
+    assert region_ops(python_list_of_traced, a, b) == set()
+
+
+@pytest.mark.parametrize("a, b", [(0.5, 0.25), (0.5, 1.5), (2.0, 0.1), (0.2, 0.7)])
+def test_break_under_a_traced_test_in_a_python_list_loop(a, b):
+    """Every iteration after a possible traced `break` runs under a cond on the flag."""
+    f = jitgrad.jit(break_in_a_python_list_loop)
+    np.testing.assert_allclose(f(np.float64(a), np.float64(b)), break_in_a_python_list_loop(a, b))
+
+
+# --------------------------------------------------------------------------- long Python ranges
+
+def matmul_chain(w, x, n):
+    h = x
+    for i in range(n):
+        h = np.tanh(w @ h) + 0.01 * i
+    return h.sum() + i
+
+
+def elementwise_chain(x, n):
+    for _ in range(n):
+        x = x * 0.999 + 0.01
+    return x
+
+
+def python_list_by_index(x, n):
+    weights = [float(k % 3) for k in range(n)]
+    for i in range(n):
+        x = np.sin(x) * weights[i]
+    return x
+
+
+@pytest.mark.parametrize("n", [10, 65, 300])
+def test_long_python_range_becomes_a_loop(n):
+    rng = np.random.default_rng(5)
+    w, x = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=3)
+    f = jitgrad.jit(lambda w, x: matmul_chain(w, x, n))
+    np.testing.assert_allclose(f(w, x), matmul_chain(w, x, n), rtol=1e-13)
+    regions = region_ops(lambda w, x: matmul_chain(w, x, n), w, x)
+    assert regions == (set() if n <= 64 else {"scan"})
+    g = jitgrad.grad(lambda w: matmul_chain(w, x, n))(w)
+    np.testing.assert_allclose(g, central_difference(lambda w: matmul_chain(w, x, n), [w], 0), rtol=1e-6, atol=1e-7)
+
+
+def test_long_range_traces_to_the_same_size_at_any_length():
+    w, x = np.eye(3) * 0.5, np.ones(3)
+
+    def size(n):
+        return len(trace(lambda w, x: matmul_chain(w, x, n), (w, x)).function.body.ops)
+    assert size(100) == size(5000) < 30
+
+
+def test_long_elementwise_or_index_bound_ranges_unroll():
+    x = np.linspace(-1.0, 1.0, 4)
+    np.testing.assert_allclose(jitgrad.jit(lambda x: elementwise_chain(x, 100))(x), elementwise_chain(x, 100))
+    assert region_ops(lambda x: elementwise_chain(x, 100), x) == set()
+    np.testing.assert_allclose(jitgrad.jit(lambda x: python_list_by_index(x, 80))(x), python_list_by_index(x, 80))
+    assert region_ops(lambda x: python_list_by_index(x, 80), x) == set()
+
+
+# --------------------------------------------------------------------------- RK4 with an adaptive step
+
+def rk4_adaptive(y0, p, t_end=2.0, tol=1e-7):
+    """dy/dt = -p y + sin(t) by RK4 with step doubling: a step is accepted when a full
+    step and two half steps agree to `tol`, and the step size follows the error."""
+    def f(t, y):
+        return -p * y + np.sin(t)
+
+    def rk4_step(t, y, h):
+        k1 = f(t, y)
+        k2 = f(t + h / 2, y + h / 2 * k1)
+        k3 = f(t + h / 2, y + h / 2 * k2)
+        k4 = f(t + h, y + h * k3)
+        return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    t, y, h = 0.0, y0, 0.5
+    steps = 0
+    while t < t_end:
+        h = np.minimum(h, t_end - t)
+        full = rk4_step(t, y, h)
+        half = rk4_step(t + h / 2, rk4_step(t, y, h / 2), h / 2)
+        err = np.abs(half - full).max()
+        if err < tol:
+            t = t + h
+            y = half
+        steps = steps + 1
+        h = h * np.clip(0.9 * (tol / (err + 1e-300)) ** 0.2, 0.2, 2.0)
+    return y, steps
+
+
+@pytest.mark.parametrize("p", [0.5, 8.0])
+def test_rk4_with_adaptive_step(p):
+    y0 = np.array([1.0, -0.5])
+    compiled = jitgrad.jit(rk4_adaptive)
+    y, steps = compiled(y0, np.float64(p))
+    y_ref, steps_ref = rk4_adaptive(y0, np.float64(p))
+    assert steps == steps_ref
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12)
+    exact = lambda y0, p: (y0 + 1 / (p * p + 1)) * np.exp(-2 * p) + (p * np.sin(2.0) - np.cos(2.0)) / (p * p + 1)
+    np.testing.assert_allclose(y, exact(y0, p), rtol=1e-5)
+    loss = lambda y0, p: rk4_adaptive(y0, p)[0].sum()
+    assert "while" in region_ops(loss, y0, np.float64(p))
+    np.testing.assert_allclose(jitgrad.grad(loss, argnums=1)(y0, np.float64(p)),
+                               central_difference(loss, [y0, np.float64(p)], 1), rtol=1e-5)
+    np.testing.assert_allclose(jitgrad.grad(loss)(y0, np.float64(p)), central_difference(loss, [y0, p], 0),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_rk4_trip_count_follows_the_input():
+    y0 = np.array([1.0, -0.5])
+    compiled = jitgrad.jit(rk4_adaptive)
+    assert compiled(y0, np.float64(0.5))[1] != compiled(y0, np.float64(8.0))[1]
+
+
+# --------------------------------------------------------------------------- conditional expressions
+
+def ifexp_in_a_def(x):
+    y = np.sin(x) if x.sum() > 0 else np.cos(x) * 2.0
+    return (y * x).sum()
+
+
+@pytest.mark.parametrize("x", [np.array([0.5, 1.0]), np.array([-0.5, -1.0])])
+def test_conditional_expression_becomes_a_cond(x):
+    np.testing.assert_allclose(jitgrad.jit(ifexp_in_a_def)(x), ifexp_in_a_def(x), rtol=1e-15)
+    assert region_ops(ifexp_in_a_def, x) == {"cond"}
+    np.testing.assert_allclose(jitgrad.grad(ifexp_in_a_def)(x), central_difference(ifexp_in_a_def, [x], 0),
+                               rtol=1e-7)
+
+
+@pytest.mark.parametrize("x", [1.5, -1.5])
+def test_lambdas_conditional_expressions(x):
+    f = lambda x: x * x if x > 0 else -3.0 * x          # noqa: E731
+    nested = lambda x: (lambda y: np.exp(y) if y > 1.0 else 1.0)(x) + 1.0  # noqa: E731
+    np.testing.assert_allclose(jitgrad.jit(f)(np.float64(x)), f(x))
+    np.testing.assert_allclose(jitgrad.grad(f)(np.float64(x)), 2 * x if x > 0 else -3.0)
+    np.testing.assert_allclose(jitgrad.grad(jitgrad.grad(f))(np.float64(x)), 2.0 if x > 0 else 0.0)
+    np.testing.assert_allclose(jitgrad.jit(nested)(np.float64(x)), nested(x))
+    assert region_ops(f, np.float64(x)) == {"cond"}
+
+
+def test_conditional_expression_on_a_python_value_stays_python():
+    def g(x, flag):
+        return x * 2.0 if flag else x
+    assert region_ops(lambda x: g(x, True), np.ones(2)) == set()

@@ -959,16 +959,26 @@ def _user_function(fn) -> bool:
 _HAS_FOR_LOOP: "weakref.WeakKeyDictionary[types.CodeType, bool]" = weakref.WeakKeyDictionary()
 
 
-def _has_for_loop(fn) -> bool:
-    """A user function with a `for` loop (FOR_ITER in its bytecode): converted before its
+def _has_for_loop(fn, depth: int = 2) -> bool:
+    """A user function with a `for` loop (FOR_ITER in its bytecode), or one calling such a
+    function by a global or closed-over name (`depth` calls deep): converted before its
     first trace, since a loop over a traced array or a long range raises nothing that
     would ask for the conversion, yet should become a loop region."""
-    if not _user_function(fn):
+    if not convertible(fn) or fn.__code__.co_filename.startswith(_LIBRARY_DIRS) or \
+            fn.__code__.co_filename.startswith("<"):
         return False
     code = fn.__code__
     if code not in _HAS_FOR_LOOP:
         _HAS_FOR_LOOP[code] = any(i.opname == "FOR_ITER" for i in dis.get_instructions(code))
-    return _HAS_FOR_LOOP[code]
+    if _HAS_FOR_LOOP[code] or depth == 0:
+        return _HAS_FOR_LOOP[code]
+    callees = [fn.__globals__.get(name) for name in code.co_names]
+    for cell in fn.__closure__ or ():
+        try:
+            callees.append(cell.cell_contents)
+        except ValueError:
+            pass
+    return any(isinstance(c, types.FunctionType) and c is not fn and _has_for_loop(c, depth - 1) for c in callees)
 
 
 def active(fn):
