@@ -37,8 +37,7 @@ from jitgrad.primitives import (Elementwise, add, broadcast_in_dim, concatenate,
                                 logical_not, lt, maximum, minimum, mul, reduce_max, reduce_min, reshape, select,
                                 static_slice, transpose)
 from jitgrad.primitives.calls import lookup_rule, register_rule
-from jitgrad.primitives.control_flow import (call, emit_cond, emit_scan, emit_while, fori_p, make_function,
-                                             region_function)
+from jitgrad.primitives.control_flow import call, emit_cond, fori_p, make_function, region_function
 from jitgrad.primitives.gather import gather, scatter
 
 Dim = Optional[int]
@@ -439,8 +438,8 @@ def _batch_rule(rewriter: _BatchRewriter, op: Operation, inputs: list[Value]) ->
         return outs
     if captured_mapped:
         raise MissingRuleError(f"op {op.name!r} reads a mapped value from an enclosing block; vmap cannot "
-                               "batch such a region yet (pass the value as an operand)", op.loc if op.loc.line else None,
-                               op=op.name, slot="batch")
+                               "batch such a region yet (pass the value as an operand)",
+                               op.loc if op.loc.line else None, op=op.name, slot="batch")
     if op.name in REGION_RULES:
         outs, out_dims = REGION_RULES[op.name](op, inputs, dims, rewriter.size)
     else:
@@ -525,11 +524,13 @@ def _batched_region(fn: Function, in_mapped: Sequence[bool], size: int, out_mapp
     return make_function(body.name, body.input_types, build)
 
 
-def _carry_fixpoint(body: Function, fixed_mapped: list[bool], carry_mapped: list[bool], size: int) -> list[bool]:
+def _carry_fixpoint(body: Function, fixed_mapped: list[bool], carry_mapped: list[bool], size: int,
+                    after: Sequence[bool] = ()) -> list[bool]:
     """The carries that differ between slices: those mapped on entry, and every carry the
-    body makes mapped from them, until nothing changes (JAX's fixpoint)."""
+    body makes mapped from them, until nothing changes (JAX's fixpoint). The body takes
+    (*fixed, *carry, *after) and yields the carry first."""
     while True:
-        out = _out_mapped(body, fixed_mapped + carry_mapped, size)[:len(carry_mapped)]
+        out = _out_mapped(body, [*fixed_mapped, *carry_mapped, *after], size)[:len(carry_mapped)]
         new = [a or b for a, b in zip(carry_mapped, out, strict=True)]
         if new == carry_mapped:
             return carry_mapped
@@ -561,8 +562,9 @@ def _from_active_slice(values: Sequence[Value], mapped: Sequence[bool], active: 
 
 
 def _emit_fori(trips: Value, body: Function, consts: Sequence[Value], carry: Sequence[Value],
-               num_passive: int) -> list[Value]:
-    attrs = {"num_consts": len(consts)}
+               num_passive: int, attrs: Optional[dict] = None) -> list[Value]:
+    """A fori op; `attrs` are the batched op's (its reversal policy), counts replaced."""
+    attrs = {**(attrs or {}), "num_consts": len(consts)}
     if num_passive:
         attrs["num_passive"] = num_passive
     op = current_builder().create(fori_p, [trips, *consts, *carry], attrs, regions=[function_region(body)],
@@ -631,8 +633,11 @@ def _batch_while(op: Operation, operands, dims, size: int):
         moved = call(body_b, _from_active_slice(state, in_mapped, active, size))
         kept = [select(_mask(active, new), new, old) for new, old in zip(moved, state[n:], strict=True)]
         return kept + [add(c, convert(active, DType.i64)) for c in args[n + len(carry):]]
-    outs = emit_while(make_function("while_any_active", types, any_active), make_function("while_step", types, step),
-                      consts, [*carry, *counts])
+    attrs = {k: v for k, v in op.attrs.items() if k != "count_trips"}
+    regions = [make_function("while_any_active", types, any_active), make_function("while_step", types, step)]
+    outs = list(current_builder().create(op.opdef, [*consts, *carry, *counts], attrs,
+                                         regions=[function_region(f) for f in regions],
+                                         result_types=[*(v.type for v in carry), *(v.type for v in counts)]).results)
     return outs, [0] * len(outs)
 
 
@@ -651,7 +656,7 @@ def _batch_fori(op: Operation, operands, dims, size: int):
     body_b = _batched_region(body, [False, *in_mapped], size, carry_mapped)
     out_dims = [0 if m else None for m in carry_mapped[passive:]]
     if dims[0] is None:
-        return _emit_fori(trips, body_b, lifted[:n], lifted[n:], passive), out_dims
+        return _emit_fori(trips, body_b, lifted[:n], lifted[n:], passive, op.attrs), out_dims
     counts = move_axis(trips, dims[0], 0)
     consts, carry = lifted[:n], lifted[n:]
 
@@ -661,49 +666,60 @@ def _batch_fori(op: Operation, operands, dims, size: int):
         moved = call(body_b, [i, *_from_active_slice(state, in_mapped, active, size)])
         return [select(_mask(active, new), new, old) for new, old in zip(moved, state[n:], strict=True)]
     fn = make_function("fori_step", [I64, counts.type, *(v.type for v in lifted)], step)
-    return _emit_fori(reduce_max(counts, (0,)), fn, [counts, *consts], carry, passive), out_dims
+    return _emit_fori(reduce_max(counts, (0,)), fn, [counts, *consts], carry, passive, op.attrs), out_dims
 
 
 def _batch_reverse_fori(op: Operation, operands, dims, size: int):
     """reverse_fori (region 1 run for i = trips-1 down to 0 on the states region 0
-    advances): trip count the same for every slice, the same op on the batched regions.
-    Trip counts mapped: max(trips) steps, where slice b's state advances and its carry
-    changes only while i is below its own count, as in `_batch_fori`."""
-    n, n_state = op.attrs["num_consts"], op.attrs["num_passive"]
-    const_mapped = [d is not None for d in dims[1:1 + n]]
-    advance, back = region_function(op, 0), region_function(op, 1)
+    advances; as a reversed scan it also reads x slices and stacks y slices): trip count
+    the same for every slice, the same op on the batched regions (xs and ys mapped along
+    their second axis, as in `_batch_scan`). Trip counts mapped: max(trips) steps, where
+    slice b's state advances and its carry changes only while i is below its own count,
+    as in `_batch_fori` (its ys stay zero at the steps it does not run)."""
+    n, n_state, n_xs = op.attrs["num_consts"], op.attrs["num_passive"], op.attrs.get("num_xs", 0)
+    end = len(operands) - n_xs
     mapped = [d is not None for d in dims]
-    state_mapped = _carry_fixpoint(advance, [False, *const_mapped], mapped[1 + n:1 + n + n_state], size)
-    carry_mapped = _carry_fixpoint(back, [False, *const_mapped, *state_mapped], mapped[1 + n + n_state:], size)
+    const_m, xs_m = mapped[1:1 + n], mapped[end:]
+    advance, back = region_function(op, 0), region_function(op, 1)
+    state_m = _carry_fixpoint(advance, [False, *const_m], mapped[1 + n:1 + n + n_state], size, xs_m)
+    carry_m = _carry_fixpoint(back, [False, *const_m, *state_m], mapped[1 + n + n_state:end], size, xs_m)
+    n_carry = len(carry_m)
+    ys_m = _out_mapped(back, [False, *const_m, *state_m, *carry_m, *xs_m], size)[n_carry:]
     if dims[0] is not None:
-        state_mapped, carry_mapped = [True] * n_state, [True] * len(carry_mapped)
-    in_mapped = const_mapped + state_mapped + carry_mapped
-    lifted = [_lift(v, d, m, size) for v, d, m in zip(operands[1:], dims[1:], in_mapped, strict=True)]
-    advance_b = _batched_region(advance, [False, *const_mapped, *state_mapped], size, state_mapped)
-    back_b = _batched_region(back, [False, *in_mapped], size, carry_mapped)
-    out_dims = [0 if m else None for m in carry_mapped]
+        state_m, carry_m, ys_m = [True] * n_state, [True] * n_carry, [True] * len(ys_m)
+    in_m = const_m + state_m + carry_m
+    lifted = [_lift(v, d, m, size) for v, d, m in zip(operands[1:end], dims[1:end], in_m, strict=True)]
+    xs = [move_axis(v, d, 1) if d is not None else v for v, d in zip(operands[end:], dims[end:], strict=True)]
+    advance_b = _batched_region(advance, [False, *const_m, *state_m, *xs_m], size, state_m)
+    back_b = _batched_region(back, [False, *in_m, *xs_m], size, carry_m + ys_m)
+    out_dims = [0 if m else None for m in carry_m] + [1 if m else None for m in ys_m]
+    result_types = [*(v.type for v in lifted[n + n_state:]),
+                    *(TensorType((op.attrs["length"], *t.shape), t.dtype) for t in back_b.output_types[n_carry:])]
     if dims[0] is None:
-        new = current_builder().create(op.opdef, [operands[0], *lifted], dict(op.attrs),
+        new = current_builder().create(op.opdef, [operands[0], *lifted, *xs], dict(op.attrs),
                                        regions=[function_region(advance_b), function_region(back_b)],
-                                       result_types=[v.type for v in lifted[n + n_state:]])
+                                       result_types=result_types)
         return list(new.results), out_dims
     counts = move_axis(operands[0], dims[0], 0)
-    types = [v.type for v in lifted]
 
-    def guarded(fn, n_in, n_kept):
-        """fn on (i, counts, *inputs): its result for active slices (i below their count),
-        the last n_kept inputs kept for the others."""
-        def build(args):
-            i, own, ins = args[0], args[1], args[2:]
-            active = lt(broadcast_in_dim(i, (size,), ()), own)
-            moved = call(fn, [i, *_from_active_slice(ins, in_mapped[:n_in], active, size)])
-            return [select(_mask(active, new), new, old) for new, old in zip(moved, ins[n_in - n_kept:], strict=True)]
-        return make_function(f"{fn.name}_guarded", [I64, counts.type, *types[:n_in]], build)
-    new = current_builder().create(op.opdef, [reduce_max(counts, (0,)), counts, *lifted],
+    def guarded_advance(args):
+        i, own, rest = args[0], args[1], args[2:]
+        active = lt(broadcast_in_dim(i, (size,), ()), own)
+        moved = call(advance_b, [i, *_from_active_slice(rest, const_m + state_m + xs_m, active, size)])
+        return [select(_mask(active, new), new, old) for new, old in zip(moved, rest[n:n + n_state], strict=True)]
+
+    def guarded_back(args):
+        i, own, rest = args[0], args[1], args[2:]
+        active = lt(broadcast_in_dim(i, (size,), ()), own)
+        moved = call(back_b, [i, *_from_active_slice(rest, in_m + xs_m, active, size)])
+        old = rest[n + n_state:n + n_state + n_carry]
+        kept = [select(_mask(active, new), new, prev) for new, prev in zip(moved[:n_carry], old, strict=True)]
+        return kept + [select(_mask(active, y), y, full(0, y.type)) for y in moved[n_carry:]]
+    regions = [make_function(f"{fn.name}_guarded", [I64, counts.type, *fn.input_types[1:]], build)
+               for fn, build in ((advance_b, guarded_advance), (back_b, guarded_back))]
+    new = current_builder().create(op.opdef, [reduce_max(counts, (0,)), counts, *lifted, *xs],
                                    {**op.attrs, "num_consts": n + 1},
-                                   regions=[function_region(guarded(advance_b, n + n_state, n_state)),
-                                            function_region(guarded(back_b, len(lifted), len(carry_mapped)))],
-                                   result_types=[v.type for v in lifted[n + n_state:]])
+                                   regions=[function_region(f) for f in regions], result_types=result_types)
     return list(new.results), out_dims
 
 
@@ -728,7 +744,11 @@ def _batch_scan(op: Operation, operands, dims, size: int):
     lifted = [_lift(v, d, m, size) for v, d, m in zip(operands[:nc + nx], dims[:nc + nx], in_mapped, strict=True)]
     xs = [move_axis(v, d, 1) if d is not None else v for v, d in zip(operands[nc + nx:], dims[nc + nx:], strict=True)]
     body_b = _batched_region(body, in_mapped + xs_mapped, size, carry_mapped + ys_mapped)
-    outs = emit_scan(body_b, lifted[:nc], lifted[nc:], xs, op.attrs["length"], op.attrs["reverse"])
+    length = op.attrs["length"]
+    result_types = [*(v.type for v in lifted[nc:]),
+                    *(TensorType((length, *t.shape), t.dtype) for t in body_b.output_types[nx:])]
+    outs = list(current_builder().create(op.opdef, [*lifted, *xs], dict(op.attrs), regions=[function_region(body_b)],
+                                         result_types=result_types).results)
     return outs, [0 if m else None for m in carry_mapped] + [1 if m else None for m in ys_mapped]
 
 

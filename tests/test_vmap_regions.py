@@ -11,7 +11,11 @@ import jitgrad
 import jitgrad.nn
 from jitgrad.interpreter import evaluate
 from jitgrad.ir import OpDef
+from jitgrad.ir import current_builder
+from jitgrad.ir.clone import clone_region
 from jitgrad.passes.batching import batch_function
+from jitgrad.passes.manager import rewrite_function
+from jitgrad.passes.reverse import vjp_function
 from jitgrad.tracing.pytree import tree_flatten, tree_map
 from jitgrad.tracing.tracer import trace
 
@@ -188,6 +192,48 @@ def test_nesting_with_jit_and_second_order():
     np.testing.assert_allclose(jitgrad.vmap(jitgrad.jit(f))(xs), loop(f, (xs,), (0,)), rtol=1e-14)
     h = jitgrad.hessian(f)
     np.testing.assert_allclose(jitgrad.vmap(h)(xs), loop(h, (xs,), (0,)), rtol=1e-12)
+
+
+def _revolving(fn):
+    """`fn` with every top-level loop set to the revolve reversal (2 snapshots)."""
+    def rewrite(op, operands):
+        if op.name not in ("while", "fori", "scan"):
+            return None
+        new = current_builder().create(op.opdef, list(operands), dict(op.attrs, reversal="revolve", snapshots=2),
+                                       regions=[clone_region(r, {}) for r in op.regions],
+                                       result_types=[r.type for r in op.results])
+        return list(new.results)
+    return rewrite_function(fn, rewrite)
+
+
+def _scan_loss(c0, xs):
+    return np.sum(jitgrad.scan(lambda c, x: (np.sin(c) * x + c, c * x), c0, xs)[1])
+
+
+def _fori_loss(x, n):
+    return np.sum(jitgrad.fori_loop(0, n, lambda i, v: np.sin(v) * x + 0.1 * i, x))
+
+
+@pytest.mark.parametrize("case,dims", [("scan", [0, None]), ("scan", [None, 1]), ("scan", [0, 0]),
+                                       ("fori", [0, None]), ("fori", [None, 0]), ("fori", [0, 0])], ids=str)
+def test_reverse_fori_of_revolve_gradients(case, dims):
+    """The gradient of a loop set to revolve holds a reverse_fori (a reversed scan reads
+    xs and writes ys): its batched form against the interpreter slice by slice."""
+    if case == "scan":
+        fn, args = _scan_loss, [rng.standard_normal(2), rng.standard_normal((4, 2))]
+    else:
+        fn, args = _fori_loss, [rng.standard_normal(2), np.int64(3)]
+    grad_fn = vjp_function(_revolving(trace(fn, tuple(args)).function), [0], ["one"])
+    assert any(op.name == "reverse_fori" for op in grad_fn.walk())
+    slices = [[a if d is None else (a + 0.3 * b if a.dtype.kind == "f" else a + b) for a, d in zip(args, dims)]
+              for b in range(3)]
+    stacked = [a if d is None else np.stack([s[k] for s in slices], axis=d) for k, (a, d) in enumerate(zip(args, dims))]
+    batched, out_dims = batch_function(grad_fn, dims, 3)
+    got = evaluate(batched, stacked)
+    for b in range(3):
+        want = evaluate(grad_fn, slices[b])
+        for g, w, d in zip(got, want, out_dims, strict=True):
+            np.testing.assert_allclose(g if d is None else np.take(g, b, axis=d), w, rtol=1e-13, atol=1e-15)
 
 
 # --------------------------------------------------------------------------- custom rules
