@@ -27,7 +27,7 @@ from jitgrad.ir.parser import parse_function
 from jitgrad.passes.manager import rewrite_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.primitives.control_flow import (REVOLVE, STACK, binomial_reach, fori_p, reverse_fori_p, run_reversal,
-                                             while_p)
+                                             scan_p, while_p)
 from jitgrad.tracing.tracer import trace
 
 
@@ -371,3 +371,186 @@ def test_nested_loops_reverse_under_each_policy(budget):
         lowered = g.lower(x, np.int64(4), np.int64(5))
         assert len(lowered.remat.loops) == 2 and lowered.remat.fits
         assert lowered.as_text("remat").count('reversal = "revolve"') == 2
+
+
+# --------------------------------------------------------------------------- scan under memory_budget
+
+def rnn(w, xs, reverse=False):
+    """A scan with a carry, xs and ys, reading a closure."""
+    def step(h, x):
+        h = np.tanh(h * w + x)
+        return h, (h * h).sum()
+    h, ys = jitgrad.scan(step, w * 0.5, xs, reverse=reverse)
+    return (h * h).sum() + (ys * np.arange(1.0, ys.shape[0] + 1)).sum()
+
+
+def rnn_python(w, xs, reverse=False):
+    h, ys = w * 0.5, np.zeros(xs.shape[0])
+    for i in (reversed(range(xs.shape[0])) if reverse else range(xs.shape[0])):
+        h = np.tanh(h * w + xs[i])
+        ys[i] = (h * h).sum()
+    return (h * h).sum() + (ys * np.arange(1.0, ys.shape[0] + 1)).sum()
+
+
+def with_scan_reversal(fn, snapshots):
+    """`fn` with each top-level scan set to revolve with `snapshots`."""
+    def rewrite(op, operands):
+        if op.opdef is not scan_p:
+            return None
+        new = current_builder().create(op.opdef, list(operands), dict(op.attrs, reversal=REVOLVE,
+                                                                      snapshots=snapshots),
+                                       regions=[clone_region(r, {}) for r in op.regions],
+                                       result_types=[r.type for r in op.results])
+        return list(new.results)
+    return rewrite_function(fn, rewrite)
+
+
+def central_all(f, args, eps=1e-6):
+    """Central differences of scalar f with respect to each array of `args`."""
+    grads = []
+    for k, a in enumerate(args):
+        def moved(step, k=k, a=a):
+            return f(*args[:k], a + step.reshape(a.shape), *args[k + 1:])
+        grads.append(np.array([(moved(eps * e) - moved(-eps * e)) / (2 * eps)
+                               for e in np.eye(a.size)]).reshape(a.shape))
+    return grads
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("snapshots", [1, 3])
+def test_revolve_scan_compiled_matches_interpreter_and_central_differences(reverse, snapshots):
+    rng = np.random.default_rng(4)
+    w = np.array([0.5, -0.3, 0.8])
+    for length in (1, 7, 30):
+        xs = rng.normal(size=(length, 3)) * 0.5
+        fn = with_scan_reversal(trace(functools.partial(rnn, reverse=reverse), (w, xs)).function, snapshots)
+        vjp = vjp_function(fn, [0, 1], ["one"])
+        verify(vjp)
+        (loop,) = [op for op in vjp.body.ops if op.opdef is reverse_fori_p]
+        assert loop.attrs["reversal"] == REVOLVE and loop.attrs["length"] == length and loop.attrs["num_xs"] >= 1
+        assert not any(op.opdef is scan_p and len(op.results) > 1 and op.results[-1].type.shape[:1] == (length,)
+                       and op.results[-1].type.ndim > 1 for op in vjp.body.ops)     # no stacked residuals
+        compiled = CPUBackend().compile(vjp)([w, xs])
+        interpreted = evaluate(vjp, [w, xs])
+        stacked = evaluate(vjp_function(trace(functools.partial(rnn, reverse=reverse), (w, xs)).function, [0, 1],
+                                        ["one"]), [w, xs])
+        expected = central_all(lambda a, b: rnn_python(a, b, reverse), [w, xs])
+        for got, ref, by_stack, exact in zip(compiled[1:], interpreted[1:], stacked[1:], expected, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-300, err_msg=f"length={length}")
+            np.testing.assert_allclose(got, by_stack, rtol=1e-12, atol=1e-14, err_msg=f"length={length}")
+            np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6, err_msg=f"length={length}")
+
+
+def test_revolve_scan_to_second_order():
+    """Forward over reverse through the revolve reversal of a scan (the tangent-extended
+    reverse_fori), and the first-order rules of that function in both modes."""
+    w = np.array([0.4, -0.3])
+    xs = np.random.default_rng(5).normal(size=(6, 2)) * 0.5
+    fn = with_scan_reversal(trace(rnn, (w, xs)).function, 2)
+    check_grads(fn, [w, xs], order=2, modes=("fwd",))
+    check_grads(fn, [w, xs], order=1, modes=("rev",))
+    vjp = vjp_function(fn, [0, 1], ["one"])
+    check_grads(vjp, [w, xs], order=1, modes=("fwd",))
+
+
+def test_scan_gradient_and_hessian_under_a_budget_match_the_unrolled_loop():
+    rng = np.random.default_rng(6)
+    w = np.array([0.5, -0.3, 0.8])
+    for reverse in (False, True):
+        xs = rng.normal(size=(25, 3)) * 0.5
+
+        def unrolled(a, b):
+            h, total = a * 0.5, 0.0
+            for i in (reversed(range(b.shape[0])) if reverse else range(b.shape[0])):
+                h = np.tanh(h * a + b[i])
+                total = total + (h * h).sum() * (i + 1)
+            return (h * h).sum() + total
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")           # the budget is met
+            g = jitgrad.jit(jitgrad.grad(functools.partial(rnn, reverse=reverse), argnums=(0, 1),
+                                         memory_budget="3KB"))
+            got = g(w, xs)
+        for a, b in zip(got, jitgrad.grad(unrolled, argnums=(0, 1))(w, xs), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        lowered = jitgrad.grad(functools.partial(rnn, reverse=reverse), memory_budget="3KB").lower(w, xs)
+        (loop,) = lowered.remat.loops
+        assert loop.state_bytes == 24 and f"{loop.snapshots} snapshots" in str(lowered.remat)
+        assert 'reversal = "revolve"' in lowered.as_text("remat")
+        h = jitgrad.jacfwd(jitgrad.grad(lambda a: rnn(a, xs, reverse), memory_budget="3KB"))(w)
+        np.testing.assert_allclose(h, jitgrad.hessian(lambda a: unrolled(a, xs))(w), rtol=1e-10, atol=1e-12)
+
+
+def test_reverse_over_a_revolve_scan_gradient_is_refused_clearly():
+    w, xs = np.array([0.5, -0.3]), np.ones((4, 2)) * 0.1
+    inner = jitgrad.grad(rnn, memory_budget="2KB")
+    with pytest.raises(jitgrad.GradientError, match="reverse mode over the gradient of a scan under memory_budget"):
+        jitgrad.grad(lambda a: (inner(a, xs) ** 2).sum())(w)
+
+
+def counted(x, trips):
+    """fori_loop with Python-int bounds: a scan of `trips` steps with no xs."""
+    return jitgrad.fori_loop(0, trips, lambda i, v: np.sin(v) * 0.5 + x * 0.3, x).sum()
+
+
+def test_scan_peak_under_a_budget_does_not_grow_with_its_length():
+    x = np.linspace(0.1, 1.0, 16)
+    peaks, stacked = set(), []
+    for trips in (10, 200, 3000):
+        f = functools.partial(counted, trips=trips)
+        lowered = jitgrad.grad(f, memory_budget="6KB").lower(x)
+        peak = dict(lowered.memory_report())["compiled"]
+        assert peak <= 6000 and lowered.remat.fits
+        peaks.add(peak)
+        stacked.append(dict(jitgrad.grad(f).lower(x).memory_report())["compiled"])
+        v = x
+        for _ in range(trips):
+            v = np.sin(v) * 0.5 + x * 0.3
+        np.testing.assert_allclose(jitgrad.grad(f, memory_budget="6KB")(x), jitgrad.grad(f)(x), rtol=1e-12)
+    assert len(peaks) == 1                              # the same for every length
+    assert stacked[2] > 3000 * 16 * 8                   # without a budget: a residual row per step
+    # with xs (and no ys, which the program itself would hold whole): beyond the arguments
+    # and outputs (xs and their cotangents), the same for every length when the budget
+    # leaves the same room
+    def final_state(w, xs):
+        h, _ = jitgrad.scan(lambda h, x: (np.tanh(h * w + x), None), w * 0.5, xs)
+        return (h * h).sum()
+    w = np.array([0.5, -0.3, 0.8])
+    extra = set()
+    for length in (10, 400):
+        xs = np.full((length, 3), 0.1)
+        io = 2 * (w.nbytes + xs.nbytes)
+        lowered = jitgrad.grad(final_state, argnums=(0, 1), memory_budget=io + 4000).lower(w, xs)
+        assert lowered.remat.fits and lowered.remat.segments == 1
+        extra.add(dict(lowered.memory_report())["compiled"] - io)
+    assert len(extra) == 1 and extra.pop() <= 4000
+
+
+def test_reversed_scan_round_trips_and_the_verifier_checks_it():
+    w, xs = np.array([0.3, -1.2]), np.ones((5, 2)) * 0.1
+    fn = with_scan_reversal(trace(rnn, (w, xs)).function, 3)
+    text = str(vjp_function(fn, [0, 1], ["one"]))
+    assert "length = 5" in text and "num_xs = " in text
+    parsed = parse_function(text)
+    verify(parsed)
+    assert str(parsed) == text
+    with pytest.raises(VerificationError, match="leading axis of the length 6"):
+        verify(parse_function(text.replace("length = 5", "length = 6")))
+
+
+def swapping(x, n):
+    """A while loop whose next state reads the other state value: an advance writing one
+    output over its input before reading it for the next would go wrong."""
+    a, b, _ = jitgrad.while_loop(lambda s: s[2] < n, lambda s: (np.sin(s[1]) + s[0] * 0.1, s[0] * 1.1, s[2] + 1),
+                                 (x, x * 0.5, 0))
+    return (a * b).sum()
+
+
+@pytest.mark.parametrize("snapshots", [1, 2, 5])
+def test_revolve_advances_into_fresh_buffers(snapshots):
+    x = np.array([0.3, -0.7])
+    fn = with_reversal(trace(swapping, (x, np.int64(3))).function, REVOLVE, snapshots)
+    vjp = vjp_function(fn, [0], ["one"])
+    run = CPUBackend().compile(vjp)
+    for n in range(0, 10):
+        np.testing.assert_allclose(run([x, np.int64(n)])[1], evaluate(vjp, [x, np.int64(n)])[1], rtol=1e-13,
+                                   atol=1e-300, err_msg=f"n={n}")

@@ -385,6 +385,13 @@ def _emit_revolve(kc, trips, snapshots: int, states: _States, init_ptrs, step_fo
     slots = kc.scratch(max(snapshots * states.bytes, 1))
     positions = kc.scratch(snapshots * 8)
     work = [kc.scratch(max(_nbytes(t), 1)) for t in states.types]
+    # a region's outputs must not alias its inputs (it may write one output before it
+    # reads an input for another), so each advance writes a second set, copied back
+    advanced = [kc.scratch(max(_nbytes(t), 1)) for t in states.types]
+
+    def advance_work(i):
+        step_forward(i, work, advanced)
+        _copy_all(kc, work, advanced, states.types)
     depth = alloca_in_entry(b, I64, "revolve.depth")
     end = alloca_in_entry(b, I64, "revolve.end")
     _copy_all(kc, states.at(b, slots, index(0)), init_ptrs, states.types)
@@ -416,13 +423,13 @@ def _emit_revolve(kc, trips, snapshots: int, states: _States, init_ptrs, step_fo
             with b.if_else(b.icmp_signed("<=", free, index(1))) as (full, room):
                 with full:
                     with for_range(b, b.sub(steps, index(1)), "revolve.redo") as j:
-                        step_forward(b.add(start, j), work, work)
+                        advance_work(b.add(start, j))
                     step_back(b.sub(stop, index(1)), work)
                     b.store(b.sub(stop, index(1)), end)
                 with room:
                     m = _emit_revolve_split(b, steps, free)
                     with for_range(b, m, "revolve.advance") as j:
-                        step_forward(b.add(start, j), work, work)
+                        advance_work(b.add(start, j))
                     d = b.load(depth, typ=I64)
                     _copy_all(kc, states.at(b, slots, d), work, states.types)
                     b.store(b.add(start, m), position_slot(d))
