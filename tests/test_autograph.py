@@ -526,28 +526,33 @@ def rk4_adaptive(y0, p, t_end=2.0, tol=1e-7):
     return y, steps
 
 
-@pytest.mark.parametrize("p", [0.5, 8.0])
-def test_rk4_with_adaptive_step(p):
-    y0 = np.array([1.0, -0.5])
-    compiled = jitgrad.jit(rk4_adaptive)
-    y, steps = compiled(y0, np.float64(p))
-    y_ref, steps_ref = rk4_adaptive(y0, np.float64(p))
-    assert steps == steps_ref
-    np.testing.assert_allclose(y, y_ref, rtol=1e-12)
-    exact = lambda y0, p: (y0 + 1 / (p * p + 1)) * np.exp(-2 * p) + (p * np.sin(2.0) - np.cos(2.0)) / (p * p + 1)
-    np.testing.assert_allclose(y, exact(y0, p), rtol=1e-5)
-    loss = lambda y0, p: rk4_adaptive(y0, p)[0].sum()
-    assert "while" in region_ops(loss, y0, np.float64(p))
-    np.testing.assert_allclose(jitgrad.grad(loss, argnums=1)(y0, np.float64(p)),
-                               central_difference(loss, [y0, np.float64(p)], 1), rtol=1e-5)
-    np.testing.assert_allclose(jitgrad.grad(loss)(y0, np.float64(p)), central_difference(loss, [y0, p], 0),
-                               rtol=1e-5, atol=1e-9)
+def rk4_loss(y0, p):
+    return rk4_adaptive(y0, p)[0].sum()
 
 
-def test_rk4_trip_count_follows_the_input():
+def rk4_exact(y0, p, t=2.0):
+    return (y0 + 1 / (p * p + 1)) * np.exp(-p * t) + (p * np.sin(t) - np.cos(t)) / (p * p + 1)
+
+
+def test_rk4_with_adaptive_step():
+    """One compiled function and one compiled gradient serve inputs with different trip
+    counts (the step count depends on p)."""
     y0 = np.array([1.0, -0.5])
     compiled = jitgrad.jit(rk4_adaptive)
-    assert compiled(y0, np.float64(0.5))[1] != compiled(y0, np.float64(8.0))[1]
+    gradient = jitgrad.grad(rk4_loss, argnums=(0, 1))
+    assert "while" in region_ops(rk4_loss, y0, np.float64(1.0))
+    counts = set()
+    for p in (0.5, 8.0):
+        y, steps = compiled(y0, np.float64(p))
+        y_ref, steps_ref = rk4_adaptive(y0, np.float64(p))
+        assert steps == steps_ref
+        counts.add(int(steps))
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12)
+        np.testing.assert_allclose(y, rk4_exact(y0, p), rtol=1e-5)
+        g_y0, g_p = gradient(y0, np.float64(p))
+        np.testing.assert_allclose(g_p, central_difference(rk4_loss, [y0, np.float64(p)], 1), rtol=1e-5)
+        np.testing.assert_allclose(g_y0, central_difference(rk4_loss, [y0, p], 0), rtol=1e-5, atol=1e-9)
+    assert len(counts) == 2
 
 
 # --------------------------------------------------------------------------- conditional expressions
