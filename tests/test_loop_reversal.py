@@ -25,6 +25,7 @@ from jitgrad.ir import current_builder, verify
 from jitgrad.ir.clone import clone_region
 from jitgrad.ir.parser import parse_function
 from jitgrad.passes.manager import rewrite_function
+from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import vjp_function
 from jitgrad.primitives.control_flow import (REVOLVE, STACK, binomial_reach, fori_p, reverse_fori_p, run_reversal,
                                              scan_p, while_p)
@@ -554,3 +555,35 @@ def test_revolve_advances_into_fresh_buffers(snapshots):
     for n in range(0, 10):
         np.testing.assert_allclose(run([x, np.int64(n)])[1], evaluate(vjp, [x, np.int64(n)])[1], rtol=1e-13,
                                    atol=1e-300, err_msg=f"n={n}")
+
+
+def test_forward_over_reverse_is_one_tangent_extended_backward_loop():
+    """A hessian through a while/fori loop runs one backward loop over the states and
+    their tangents (O(T) steps), not the recomputing form's nested loops."""
+    x = np.array([0.3, -1.2])
+    for reversal, snapshots in ((STACK, 0), (REVOLVE, 2)):
+        fn = with_reversal(trace(fori_loss, (x, np.int64(3))).function, reversal, snapshots)
+        vjp = vjp_function(fn, [0], ["one"])
+        (first,) = [op for op in vjp.body.ops if op.opdef is reverse_fori_p]
+        forward_over = jvp_function(vjp, [0])
+        verify(forward_over)
+        (loop,) = [op for op in forward_over.body.ops if op.opdef is reverse_fori_p]
+        assert loop.attrs["reversal"] == reversal and loop.attrs["num_passive"] == 2 * first.attrs["num_passive"]
+        assert not [op for region in loop.regions for op in region.block.ops if op.regions]
+        run = CPUBackend().compile(forward_over)
+        for n in (0, 1, 7, 20):
+            args = [x, np.int64(n), np.array([0.7, -0.2])]
+            np.testing.assert_allclose(run(args)[-1], evaluate(forward_over, args)[-1], rtol=1e-12, atol=1e-300)
+            np.testing.assert_allclose(run(args)[-1], central(lambda y: evaluate(vjp, [y, np.int64(n)])[1], x).T
+                                       @ args[2], rtol=1e-6, atol=1e-8)
+
+
+def test_vmap_and_a_revolve_scan_gradient_compose():
+    w = np.array([0.5, -0.3, 0.8])
+    batch = np.random.default_rng(1).normal(size=(3, 6, 3)) * 0.3
+    per_example = jitgrad.vmap(jitgrad.grad(rnn, argnums=(0, 1), memory_budget="3KB"), in_axes=(None, 0))(w, batch)
+    for k in range(2):
+        np.testing.assert_allclose(per_example[k], np.stack([jitgrad.grad(rnn, argnums=(0, 1))(w, xs)[k]
+                                                             for xs in batch]), rtol=1e-12, atol=1e-14)
+    batched = lambda a: jitgrad.vmap(rnn, in_axes=(None, 0))(a, batch).sum()      # noqa: E731
+    np.testing.assert_allclose(jitgrad.grad(batched, memory_budget="3KB")(w), jitgrad.grad(batched)(w), rtol=1e-12)
