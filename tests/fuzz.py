@@ -296,7 +296,7 @@ def _advanced_index(rng, xs):
 
 
 def _dtype(rng, xs):
-    dts = supported_dtypes()
+    dts = [d for d in supported_dtypes() if not is_complex(d)]     # complex values: only the complex rows
     dt = dts[rng.integers(len(dts))]
     return {"dtype": _dtype_source(dt)}
 
@@ -308,6 +308,20 @@ def _dtype_source(dt: np.dtype) -> str:
 def _clip(rng, xs):
     lo = [-1.0, 0.0, -0.5, 0, -2][rng.integers(5)]
     return {"lo": lo, "hi": lo + [0.5, 1.0, 2, 3.0][rng.integers(4)]}
+
+
+def _fft_undefined(axes):
+    """A transform mixes every element of a line: where the line holds a non-finite or huge
+    value (sums that overflow), which outputs are inf and which NaN depends on the order of
+    the arithmetic (NumPy's pocketfft and jitgrad's kernel differ)."""
+    def undefined(xs, params, result):
+        x = np.asarray(xs[0], np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(x) < 1e290)
+        reduce_axes = tuple(range(x.ndim)) if axes is None else axes
+        line = np.any(bad, axis=reduce_axes, keepdims=True)
+        return np.broadcast_to(line, np.shape(result)) if np.ndim(result) == x.ndim else None
+    return undefined
 
 
 def _float_to_int_undefined(xs, params, result):
@@ -417,6 +431,9 @@ def _vector_norm_ord(rng, xs):
 # a symmetric positive definite matrix from any square one: M M^T + n I (eigenvalues >= n)
 SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-1] * np.eye({0}.shape[-1]))"
 LAPACK_MAX_SIZE = 16384     # factorizations are O(n^3): no 1026 x 1026 inputs
+COMPLEX_MAX_SIZE = 65536
+"""Complex rows expand to dozens of real ops (and FFTs of other lengths to transforms of twice
+the length), each a full array in the interpreter checks: larger operands outgrow memory."""
 SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-1]) * 16"
 
 
@@ -550,6 +567,30 @@ OPS: list[Op] = [
        may_raise=_wide_matrix),
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
        magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+    # ---- complex numbers (real results built from complex intermediates) and numpy.fft
+    Op("complex_arith", "np.real(({0} + 1j * {1}) * ({1} - 0.5j)) + np.imag(({0} - 2j) / ({1} + 3j))", 2,
+       in_tables(np.real), SUM, magnitude="(1 + {0} + {1}) ** 2 * 4", kinds="f", weight=0.3,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_abs_angle", "np.abs({0} - 1j * {1}) + np.angle({1} + 1j * {0})", 2, in_tables(np.angle), SUM,
+       magnitude="({0} + {1} + 4) * 4", smooth=False, kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_exp_log_sqrt", "np.real(np.exp(({0} + 1j * {1}) / 8) + np.sqrt({0} + 1j) * np.log({1} + 2j))", 2,
+       in_tables(np.exp), SUM, magnitude="(np.exp(({0} + {1}) / 8) + ({0} + 2) * (np.log({1} + 2) + 4)) * 8",
+       kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_operands", "np.real({0} * np.conj({1}) + {0} / 4)", 2, in_tables(np.conjugate), SUM,
+       magnitude="{0} * {1} + {0}", smooth=False, kinds="c", weight=0.5, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("rfft_abs", "np.abs(np.fft.rfft({0}, axis=-1))", 1, in_tables(np.fft.rfft), SUM,
+       magnitude="np.sum({0}, axis=-1, keepdims=True) * 8", smooth=False, kinds="f", weight=0.3,
+       max_operand_size=COMPLEX_MAX_SIZE,
+       may_raise=lambda xs, params: np.ndim(xs[0]) == 0 or np.shape(xs[0])[-1] == 0,
+       undefined=_fft_undefined((-1,))),
+    Op("fft_round_trip", "np.real(np.fft.ifft(np.fft.fft({0}, axis=0), axis=0))", 1, in_tables(np.fft.fft), SUM,
+       magnitude="np.sum({0}, axis=0, keepdims=True) * 8", kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
+       may_raise=lambda xs, params: np.ndim(xs[0]) == 0 or np.shape(xs[0])[0] == 0,
+       undefined=_fft_undefined((0,))),
+    Op("rfftn_round_trip", "np.fft.irfftn(np.fft.rfftn({0}), s={0}.shape)", 1, in_tables(np.fft.rfftn), SUM,
+       magnitude="np.sum({0}) * 8", kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
+       may_raise=lambda xs, params: np.ndim(xs[0]) == 0 or 0 in np.shape(xs[0]),
+       undefined=_fft_undefined(None)),
     # ---- products
     Op("matmul", "{0} @ {1}", 2, in_tables(np.matmul), SUM, weight=1.5),
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),
@@ -1036,7 +1077,8 @@ def _propose(rng, op: Op, values: list, retired=frozenset()) -> Stmt | None:
             args.append(Literal(LITERALS[rng.integers(len(LITERALS))]))
             views.append(None)
         else:
-            live = [k for k in range(len(values)) if k not in retired]
+            live = [k for k in range(len(values)) if k not in retired and not (
+                "c" not in op.kinds and is_array(values[k]) and is_complex(np.asarray(values[k]).dtype))]
             args.append(live[rng.integers(len(live))])
             views.append(None)
     if rng.random() < 0.5 and op.arity > 1:            # literal or view on either side
