@@ -15,12 +15,15 @@ and transpose passes as any program:
           count is known on entry but not at compile time.
   scan    operands [*consts, *carry, *xs]; region body (*consts, *carry, *x slices)
           -> (*carry, *y slices); attributes num_consts, num_carry, length, reverse;
-          results: the final carry, then the ys stacked along a new leading axis.
-  reverse_fori  operands [trips, *consts, *state, *carry]; regions [advance (i, *consts,
-          *state) -> state, step (i, *consts, *state, *carry) -> carry]; runs step for
-          i = trips-1 down to 0 on state_i (state_0 the operand, state_{i+1} advanced
-          from state_i); attributes num_consts, num_passive (the state's length),
-          reversal ("stack" | "revolve"), snapshots.
+          results: the final carry, then the ys stacked along a new leading axis. With
+          num_passive (reverse mode's linear scan) the first carries are not results.
+  reverse_fori  operands [trips, *consts, *state, *carry, *xs]; regions [advance (i,
+          *consts, *state, *x slices) -> state, step (i, *consts, *state, *carry, *x
+          slices) -> (carry, *y slices)]; runs step for i = trips-1 down to 0 on state_i
+          (state_0 the operand, state_{i+1} advanced from state_i); attributes
+          num_consts, num_passive (the state's length), reversal ("stack" | "revolve"),
+          snapshots; reversing a scan also num_xs, length and reverse (x and y slices at
+          index i, or length-1-i; the ys stacked after the carry in the results).
 
 Differentiation. Forward mode (`jvp_op`) puts the JVP of the body in the same op kind,
 tangents carried next to primals. Reverse mode splits a JVP'd loop per value
@@ -32,7 +35,11 @@ the primal values next to the tangents (as passive carries); its transpose is a
 `reverse_fori`, which runs the transposed body for i = T-1 down to 0 on the primal
 states, stored once on a heap stack (`stack`: O(T) memory and steps) or recomputed
 from a fixed number of snapshots by binomial checkpointing (`revolve`, chosen under
-memory_budget).
+memory_budget). A scan set to revolve splits the same way (its linear scan carries the
+primal carries as passive carries) and transposes into a `reverse_fori` that reads xs
+and writes the xs' cotangents at each step's index. Forward mode through a
+`reverse_fori` is a `reverse_fori` over tangent-extended states (O(trips)); reverse mode
+through one splits its recomputing form (O(trips^1.5)).
 `cond` splits each branch; residuals of both branches travel through one op (the branch
 not taken yields zeros for the other's).
 """
@@ -704,7 +711,7 @@ def _recomputing_form(op: Operation) -> Function:
     in blocks of B = floor(sqrt(trips)) + 1 steps: each block's first state by a loop
     from the start, each step's state by a loop from its block's first. O(1) memory and
     O(trips^1.5) steps, built only from ops every transformation handles: this is what
-    forward mode differentiates (a gradient differentiated again)."""
+    reverse mode splits (a gradient differentiated again in reverse)."""
     from .elementwise import add, convert, maximum, minimum, mul, sqrt, sub
     from .integer import floor_divide
     from .structural import constant
