@@ -587,3 +587,23 @@ def test_vmap_and_a_revolve_scan_gradient_compose():
                                                              for xs in batch]), rtol=1e-12, atol=1e-14)
     batched = lambda a: jitgrad.vmap(rnn, in_axes=(None, 0))(a, batch).sum()      # noqa: E731
     np.testing.assert_allclose(jitgrad.grad(batched, memory_budget="3KB")(w), jitgrad.grad(batched)(w), rtol=1e-12)
+
+
+def scan_of_scans(x, xs):
+    """A scan whose step runs a fixed-length fori_loop (a scan too)."""
+    def step(h, row):
+        h = jitgrad.fori_loop(0, 3, lambda j, u: np.tanh(u * x + row), h)
+        return h, h.sum()
+    h, ys = jitgrad.scan(step, x, xs)
+    return (h * h).sum() + ys.sum()
+
+
+def test_nested_scans_reverse_by_revolve_under_a_budget():
+    x, xs = np.array([0.3, 0.5]), np.random.default_rng(0).normal(size=(9, 2))
+    lowered = jitgrad.grad(scan_of_scans, memory_budget="2KB").lower(x, xs)
+    assert len(lowered.remat.loops) == 2 and lowered.as_text("remat").count('reversal = "revolve"') == 2
+    for got, exact in zip(jitgrad.grad(scan_of_scans, argnums=(0, 1), memory_budget="2KB")(x, xs),
+                          jitgrad.grad(scan_of_scans, argnums=(0, 1))(x, xs), strict=True):
+        np.testing.assert_allclose(got, exact, rtol=1e-12, atol=1e-15)
+    h = jitgrad.jacfwd(jitgrad.grad(lambda a: scan_of_scans(a, xs), memory_budget="2KB"))(x)
+    np.testing.assert_allclose(h, jitgrad.hessian(lambda a: scan_of_scans(a, xs))(x), rtol=1e-11, atol=1e-14)
