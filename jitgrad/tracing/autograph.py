@@ -261,8 +261,8 @@ class _Rows:
     item k computed by `item(k)` for a Python or a traced k (a traced array's rows, the
     tuples of zip/enumerate over traced arrays, the ints of a long Python range)."""
 
-    def __init__(self, length: int, item: Callable, python):
-        self.length, self.item, self.python = length, item, python
+    def __init__(self, length: int, item: Callable):
+        self.length, self.item = length, item
 
 
 def _leading_rows(x):
@@ -274,11 +274,11 @@ def _jg_iterable(fn, args):
     indexable rows (so the loop can be a region); anything else is called as written."""
     if fn is builtins.zip and args and all(_leading_rows(a) for a in args):
         n = min(a.shape[0] for a in args)
-        return _Rows(n, lambda k: tuple(a[k] for a in args), lambda: zip(*args))
+        return _Rows(n, lambda k: tuple(a[k] for a in args))
     if fn is builtins.enumerate and 1 <= len(args) <= 2 and _leading_rows(args[0]) and \
             (len(args) == 1 or isinstance(args[1], int)):
         xs, start = args[0], (args[1] if len(args) == 2 else 0)
-        return _Rows(xs.shape[0], lambda k: (start + k, xs[k]), lambda: enumerate(xs, start))
+        return _Rows(xs.shape[0], lambda k: (start + k, xs[k]))
     return fn(*args)
 
 
@@ -301,10 +301,15 @@ def _receivers_allow_region(receivers_fn) -> bool:
 
 
 def _python_rest(rows, start, test_fn, body_fn, values, names, loc):
-    """Items `start`... of `rows` run in Python (unrolled). A `break` under a traced test
-    puts every later iteration under a cond on the loop's flag."""
-    for k in range(start, rows.length):
-        item = rows.item(k)
+    """Items `start`... of `rows` run in Python (unrolled)."""
+    return _python_loop((rows.item(k) for k in range(start, rows.length)), test_fn, body_fn, values, names, loc)
+
+
+def _python_loop(items, test_fn, body_fn, values, names, loc):
+    """The loop run in Python over the iterator `items`, taken one item at a time as
+    Python does. A `break` under a traced test puts every later iteration under a cond on
+    the loop's flag."""
+    for item in items:
         if test_fn is None:
             values = tuple(body_fn(item, *values))
             continue
@@ -393,12 +398,11 @@ def _jg_for_iter(iterable, test_fn, body_fn, target_fn, values, names, n_targets
     region; any other iterable runs in Python as written."""
     if _leading_rows(iterable):
         xs = iterable
-        iterable = _Rows(xs.shape[0], lambda k: xs[k], lambda: iter(xs))
+        iterable = _Rows(xs.shape[0], lambda k: xs[k])
     if isinstance(iterable, _Rows):
         return _run_rows(iterable, test_fn, body_fn, target_fn, values, names, n_targets, loc,
                          region_ok and _receivers_allow_region(receivers_fn))
-    items = list(iterable) if not isinstance(iterable, (list, tuple, range)) else iterable
-    return _python_rest(_Rows(len(items), items.__getitem__, None), 0, test_fn, body_fn, tuple(values), names, loc)
+    return _python_loop(iter(iterable), test_fn, body_fn, tuple(values), names, loc)
 
 
 def _jg_for_range(range_args, body_fn, target_fn, values, names, n_targets, loc, region_ok, receivers_fn):
@@ -410,7 +414,7 @@ def _jg_for_range(range_args, body_fn, target_fn, values, names, n_targets, loc,
     if not any(_is_traced(x) for x in (start, stop, step)):
         r = range(start, stop, step)
         if len(r) > UNROLL_LIMIT and region_ok and _receivers_allow_region(receivers_fn):
-            return _run_rows(_Rows(len(r), lambda k: start + k * step, r), None, body_fn, target_fn, values,
+            return _run_rows(_Rows(len(r), lambda k: start + k * step), None, body_fn, target_fn, values,
                              names, n_targets, loc, True, unroll_elementwise=True)
         for i in r:
             values = tuple(body_fn(i, *values))
@@ -791,8 +795,8 @@ class _Converter(ast.NodeTransformer):
         if _loop_exits(body):
             try:
                 body = self._lower_exits(body, brk, cont)
-            except _Unconvertible as err:
-                node.body = self._block(node.body)
+            except _Unconvertible:
+                node.iter, node.body = self.visit(node.iter), self._block(node.body)
                 return node
             body = [ast.Assign([ast.Name(cont, ast.Store())], ast.Constant(False)), *body]
             pre = [ast.Assign([ast.Name(brk, ast.Store())], ast.Constant(False)),
