@@ -414,6 +414,21 @@ def test_zip_and_enumerate_over_traced_arrays():
                                rtol=1e-6, atol=1e-9)
 
 
+def unpacked_pairs(points):
+    total = 0.0
+    for x, y in points:
+        total = total + np.hypot(x, y)
+    return total
+
+
+def test_tuple_target_over_the_rows_of_a_traced_array():
+    points = np.array([[3.0, 4.0], [1.0, 1.0], [0.5, -2.0]])
+    np.testing.assert_allclose(jitgrad.jit(unpacked_pairs)(points), unpacked_pairs(points), rtol=1e-15)
+    assert region_ops(unpacked_pairs, points) == {"scan"}
+    np.testing.assert_allclose(jitgrad.grad(unpacked_pairs)(points), central_difference(unpacked_pairs, [points], 0),
+                               rtol=1e-7)
+
+
 @pytest.mark.parametrize("threshold", [-5.0, 0.3, 0.9, 5.0])
 def test_break_in_a_for_over_a_traced_array(threshold):
     xs = np.array([0.1, 0.5, 0.95, 0.3, 2.0])
