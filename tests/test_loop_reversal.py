@@ -458,7 +458,7 @@ def test_scan_gradient_and_hessian_under_a_budget_match_the_unrolled_loop():
     rng = np.random.default_rng(6)
     w = np.array([0.5, -0.3, 0.8])
     for reverse in (False, True):
-        xs = rng.normal(size=(25, 3)) * 0.5
+        xs = rng.normal(size=(12, 3)) * 0.5
 
         def unrolled(a, b):
             h, total = a * 0.5, 0.0
