@@ -24,7 +24,7 @@ import numpy as np
 
 from jitgrad import primitives as P
 from jitgrad.errors import UnsupportedOperationError
-from jitgrad.ir import DType, Function, Operation, TensorType, Value, current_builder, new_function
+from jitgrad.ir import DType, Function, Operation, Value, current_builder, new_function
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import complex_numbers as C
 from .manager import FunctionPass

@@ -23,7 +23,7 @@ import numpy as np
 
 from jitgrad.errors import DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Primitive, UndefinedPrimal, Zero, defjvp, deftranspose
+from .base import Primitive, UndefinedPrimal, defjvp, deftranspose
 from .kernel_kind import KernelKind
 from .elementwise import mul
 from .structural import broadcast_in_dim, constant
