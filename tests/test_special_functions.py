@@ -159,6 +159,19 @@ def test_polygamma_of_traced_x_and_scipys_function_restored(n):
     assert sc.polygamma.__module__ == "scipy.special._basic"        # SciPy's own, outside traces
 
 
+def test_polygamma_of_high_order_up_to_the_bound_and_refused_beyond():
+    """Order 100 (its reflection coefficients near 1e167) still matches mpmath for negative
+    and positive x; past MAX_INTEGER_ZETA_ORDER the coefficients would overflow float64,
+    so the trace raises a clear error instead of an OverflowError or a wrong number."""
+    n = special.MAX_INTEGER_ZETA_ORDER - 1
+    x = np.array([-7.7, -0.5, 0.5, 3.0])
+    got = jitgrad.jit(lambda x: sc.polygamma(n, x))(x)
+    truth = np.array([float(mpmath.polygamma(n, mpmath.mpf(v))) for v in x])
+    assert _ulps(got, truth).max() <= 64
+    with pytest.raises(JitgradError, match=r"order s = n \+ 1 = 201 is not supported"):
+        jitgrad.jit(lambda x: sc.polygamma(200, x))(x)
+
+
 def test_zeta_with_a_traced_order_is_refused():
     with pytest.raises(JitgradError, match="order s known at trace time"):
         jitgrad.jit(lambda s, q: sc.zeta(s, q))(np.array([2.0]), np.array([1.5]))

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from jitgrad.errors import DTypeError
+from jitgrad.errors import DTypeError, UnsupportedOperationError
 from jitgrad.ir import DType, TensorType, Trait
 from .base import Elementwise, Primitive, defjvp
 from .elementwise import MATH_CALL_COST, _full_like, mul, tangent_mul
@@ -427,9 +427,20 @@ def _float_rule(name: str):
     return infer
 
 
+MAX_INTEGER_ZETA_ORDER = 101
+"""The largest integer order s (polygamma's n + 1) compiled: negative q takes the
+reflection formula through the n-th derivative of cot, whose coefficients (about n!)
+overflow float64 past n = 150; above this bound an error says so instead."""
+
+
 def _zeta_infer(q: TensorType, *, s):
     if not isinstance(s, float):
         raise DTypeError(f"zeta's order s must be a static float, got {s!r}")
+    if s.is_integer() and s > MAX_INTEGER_ZETA_ORDER:
+        raise UnsupportedOperationError(
+            f"scipy.special.zeta(s, q) / polygamma(n, x) of order s = n + 1 = {s:g} is not supported: integer "
+            f"orders up to {MAX_INTEGER_ZETA_ORDER} are (the reflection jitgrad uses for negative arguments "
+            "overflows float64 beyond); compute it outside the traced function (jitgrad.pure_callback)")
     return _float_rule("zeta")(q)
 
 
