@@ -148,7 +148,7 @@ def branches_on_traced(x):
 
 
 def while_on_traced(x):
-    while np.sum(x) < 10.0:  # LINE: while
+    while x < 10.0:  # LINE: while
         x = x * 2.0
     return x
 
