@@ -318,6 +318,36 @@ def test_cond_and_switch_inside_scan_differentiate():
     check_grads(traced(f, w, XS[:3]), [w, XS[:3]], order=1)
 
 
+def test_while_loop_inside_cond_differentiates_to_second_order():
+    """A data-dependent while loop in a branch: reverse mode linearizes the loop inside the
+    branch, then partially evaluates the branch again, meeting the loop's linear half."""
+    def f(x):
+        def body(c):
+            i, v = c
+            return i + 1, v * 0.9 + np.sin(v)
+
+        def loop(x):
+            return jitgrad.while_loop(lambda c: c[1].sum() < 4.0, body, (0, x))[1].sum()
+        return jitgrad.cond(x.sum() > 0, loop, lambda x: (x * x).sum(), x)
+
+    def python(x):
+        if x.sum() > 0:
+            v = x
+            while v.sum() < 4.0:
+                v = v * 0.9 + np.sin(v)
+            return v.sum()
+        return (x * x).sum()
+    for x in (np.array([0.5, 0.3]), np.array([-0.5, 0.2])):
+        assert jitgrad.jit(f)(x) == pytest.approx(python(x), rel=1e-14)
+        check_grads(traced(f, x), [x], order=1)
+        h = 1e-6
+        numeric = np.array([(python(x + h * e) - python(x - h * e)) / (2 * h) for e in np.eye(2)])
+        np.testing.assert_allclose(jitgrad.grad(f)(x), numeric, rtol=1e-6)
+        grad = jitgrad.grad(f)
+        numeric_hessian = np.array([(grad(x + h * e) - grad(x - h * e)) / (2 * h) for e in np.eye(2)])
+        np.testing.assert_allclose(jitgrad.hessian(f)(x), numeric_hessian, rtol=1e-5, atol=1e-8)
+
+
 def test_compiled_gradient_matches_interpreter_and_native_path():
     from jitgrad.passes.reverse import vjp_function
     fn = traced(rnn, H0, XS, W)

@@ -397,7 +397,10 @@ def _loop_partial_eval(op, unknown):
     if is_fori and unknown[0]:
         raise GradientError("a fori loop's trip count cannot depend on a differentiated value", op.loc)
     if op.attrs.get("num_passive", 0):
-        raise GradientError("a linearized loop (a fori with passive carries) cannot be split again", op.loc)
+        # Already the linear half of a split (it recomputes its passive carries from
+        # known values): it stays whole on the staged side when an enclosing region is
+        # partially evaluated again.
+        return stage_whole(op, unknown)
     consts, carry = _loop_layout(op)
     nc, nx = len(consts), len(carry)
     c_unknown = list(unknown[start:start + nc])
