@@ -262,10 +262,19 @@ def _make_complex(op, inputs):
     return [Parts(inputs[0], inputs[1])]
 
 
+def _view_as_real(op, inputs):
+    return [_interleaved(inputs[0])]
+
+
+def _view_as_complex(op, inputs):
+    return [_sliced(inputs[0])]
+
+
 RULES: dict[str, Callable] = {
     "constant": _constant, "convert": _convert, "add": _add, "sub": _sub, "neg": _neg, "mul": _mul,
     "div": _div, "integer_pow": _integer_pow, "exp": _exp, "log": _log, "sqrt": _sqrt, "safe_mul": _strong_zero(_mul), "safe_div": _strong_zero(_div), "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
     "real": _real, "imag": _imag, "conj": _conj, "complex": _make_complex,
+    "view_as_real": _view_as_real, "view_as_complex": _view_as_complex,
     **{name: _same_op_on_parts for name in ("stop_gradient", "broadcast_in_dim", "reshape", "transpose", "slice",
                                             "pad", "rev", "concatenate", "reduce_sum")},
 }
@@ -277,8 +286,12 @@ inputs as `Parts`, returning one entry per result (`Parts` for a complex result)
 
 def _split(x: Value) -> Parts:
     """A complex argument's parts, read from its bytes (view_as_real, then one slice each)."""
-    shape = x.type.shape
-    floats = C.view_as_real(x)
+    return _sliced(C.view_as_real(x))
+
+
+def _sliced(floats: Value) -> Parts:
+    """The parts of (re, im) pairs on the last axis."""
+    shape = floats.type.shape[:-1]
     ones = (1,) * len(shape)
 
     def part(k: int) -> Value:
@@ -289,9 +302,12 @@ def _split(x: Value) -> Parts:
 
 def _join(x: Parts) -> Value:
     """The complex value with these parts: interleaved, then reinterpreted."""
+    return C.view_as_complex(_interleaved(x))
+
+
+def _interleaved(x: Parts) -> Value:
     shape = x.re.type.shape
-    pairs = P.concatenate([P.reshape(x.re, shape + (1,)), P.reshape(x.im, shape + (1,))], len(shape))
-    return C.view_as_complex(pairs)
+    return P.concatenate([P.reshape(x.re, shape + (1,)), P.reshape(x.im, shape + (1,))], len(shape))
 
 
 class _ComplexLowering(Rewriter):

@@ -12,7 +12,7 @@ from jitgrad.errors import ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType
 from jitgrad.tracing import sized
 
-ALL_DTYPES = [d.numpy for d in DType]
+ALL_DTYPES = [d.numpy for d in DType if not d.is_complex]     # complex: refused with a clear error (docs/complex.md)
 FLOATS = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16]
 
 
