@@ -600,3 +600,28 @@ def test_conditional_expression_on_a_python_value_stays_python():
     def g(x, flag):
         return x * 2.0 if flag else x
     assert region_ops(lambda x: g(x, True), np.ones(2)) == set()
+
+
+def test_a_source_file_edited_after_import_is_not_converted(tmp_path, monkeypatch):
+    """The converter reads the function's file as it is now on disk; if it no longer
+    compiles to the code the program runs, converting it would compile a different
+    function. It is refused instead: the traced `if` gives the usual clear error."""
+    import importlib
+    import os
+    from jitgrad.errors import JitgradError
+    path = tmp_path / "edited_module.py"
+    path.write_text("import numpy as np\n\ndef f(x):\n    if x.sum() > 0:\n        return x * 2.0\n"
+                    "    return -x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("edited_module")
+    path.write_text("import numpy as np\n\ndef f(x):\n    if x.sum() > 0:\n        return x * 3.0\n"
+                    "    return -x\n")
+    os.utime(path, (1, 1))
+    x = np.array([1.0, 2.0])
+    with pytest.raises(JitgradError):
+        jitgrad.jit(module.f)(x)
+    path.write_text("import numpy as np\n\ndef f(x):\n    if x.sum() > 0:\n        return x * 2.0\n"
+                    "    return -x\n")
+    os.utime(path, (2, 2))
+    fresh = importlib.reload(module)
+    np.testing.assert_array_equal(jitgrad.jit(fresh.f)(x), x * 2.0)

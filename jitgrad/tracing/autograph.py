@@ -28,6 +28,7 @@ import copy
 import dis
 import inspect
 import itertools
+import linecache
 import sys
 import sysconfig
 import textwrap
@@ -1025,6 +1026,8 @@ def convert(fn: Callable) -> Callable | None:
     if not isinstance(func, ast.FunctionDef):
         return None
     func.decorator_list = []                       # the decorators already ran (e.g. jit itself)
+    if not _source_matches_code(fn, filename):
+        return None
     converted = _Converter(_display_path(filename), first - 1).visit(func)
     module = ast.Module([converted], [])
     ast.fix_missing_locations(module)
@@ -1059,6 +1062,33 @@ def convert(fn: Callable) -> Callable | None:
     new.__wrapped_autograph__ = fn
     _CONVERTED[fn] = new
     return new
+
+
+def _source_matches_code(fn: Callable, filename: str) -> bool:
+    """Whether the source file `fn` came from, as it is now on disk, still compiles to the
+    code `fn` runs. A file edited after it was imported would otherwise be converted from
+    the new text while the program runs the old one: a different function, silently. The
+    whole file is compiled, so that names, closures and imports compile as they did."""
+    try:
+        module = compile("".join(linecache.getlines(filename)), filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    want, target = _code_shape(fn.__code__), fn.__code__
+    pending = [module]
+    while pending:
+        code = pending.pop()
+        if (code.co_name == target.co_name and code.co_firstlineno == target.co_firstlineno
+                and _code_shape(code) == want):
+            return True
+        pending.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return False
+
+
+def _code_shape(code: types.CodeType) -> tuple:
+    """The bytecode, names and constants of `code` and of the functions nested in it:
+    what decides what it computes (not its line numbers or its name)."""
+    return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+            tuple(_code_shape(c) if isinstance(c, types.CodeType) else (type(c), repr(c)) for c in code.co_consts))
 
 
 def _lambda_as_def(tree, fn):
