@@ -59,9 +59,12 @@ def is_signed_zero(v: Value, negative: bool) -> bool:
     they are not (-0.0 + 0.0 is +0.0)."""
     if not is_const(v, 0):
         return False
+    elements = _constant_elements(v)
+    if v.dtype.is_complex:             # each part's sign matters: -0.0 + (+0.0 - 0j) is not -0.0 - 0j
+        return bool(np.all(np.signbit(elements.real) == negative) and np.all(np.signbit(elements.imag) == negative))
     if not v.dtype.is_float:
         return True
-    return bool(np.all(np.signbit(_constant_elements(v)) == negative))
+    return bool(np.all(np.signbit(elements) == negative))
 
 
 def is_const(v: Value, c) -> bool:

@@ -439,3 +439,15 @@ def test_adding_a_zero_keeps_numpys_sign(program):
     got = jitgrad.jit(program)(x)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(program(x)))
     np.testing.assert_array_equal(got, program(x))
+
+
+@pytest.mark.parametrize("zero, folds", [(complex(-0.0, -0.0), True), (complex(0.0, -0.0), False),
+                                         (complex(-0.0, 0.0), False), (complex(0.0, 0.0), False)])
+def test_a_complex_zero_is_the_additive_identity_only_with_both_parts_negative(zero, folds):
+    """On complex IR (`jitgrad opt` runs the algebra before any lowering), x + z is x for
+    every x only when both parts of z are -0.0."""
+    x = np.array([complex(-0.0, -0.0), complex(0.0, -0.0), 1 + 2j])
+    fn = trace(lambda x: x + np.complex128(zero), (x,)).function
+    before = [op.name for op in fn.body.ops]
+    after = [op.name for op in PassManager(simplify_pipeline()).run(fn).body.ops]
+    assert ("add" not in after) == folds, (before, after)

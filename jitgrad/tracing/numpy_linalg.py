@@ -212,8 +212,9 @@ def svdvals(x, /):
 def _complex_output(name):
     def refuse(*args, **kwargs):
         raise UnsupportedOperationError(
-            f"numpy.linalg.{name} returns complex numbers, and jitgrad has no complex dtypes yet; "
-            "for symmetric matrices use numpy.linalg.eigh / eigvalsh")
+            f"numpy.linalg.{name} (a general eigenproblem, complex results) has no jitgrad rule yet; "
+            "for symmetric matrices use numpy.linalg.eigh / eigvalsh, or run it outside the traced function "
+            "(jitgrad.pure_callback)")
     refuse.__name__ = name
     return refuse
 
