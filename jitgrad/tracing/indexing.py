@@ -21,8 +21,11 @@ last write wins; `np.add.at` accumulates instead.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import operator
+import sys
+import threading
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from jitgrad.errors import IndexingError, UnsupportedOperationError
 from jitgrad.ir import DType, TensorType, Value
 from jitgrad.primitives.gather import gather, scatter, scatter_add
 from . import numpy_api as api
+from .module_patches import ModulePatches
 
 
 class _Advanced:
@@ -461,50 +465,25 @@ def _holds(x, kind) -> bool:
 CREATION_FUNCTIONS = ("zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like")
 
 
-class _CreationPatches:
-    """numpy's creation functions replaced while any thread traces; called from user code on
-    a tracing thread they return `CreatedWhileTracing` arrays, elsewhere the originals' result."""
-
-    def __init__(self):
-        import threading
-        self.lock = threading.Lock()
-        self.local = threading.local()
-        self.users = 0
-        self.originals = {name: getattr(np, name) for name in CREATION_FUNCTIONS}
-        self.replacements = {name: self._replacement(original) for name, original in self.originals.items()}
-
-    def _replacement(self, original):
-        import functools
-        import sys
-
-        @functools.wraps(original)
-        def replacement(*args, **kwargs):
-            result = original(*args, **kwargs)
-            caller = sys._getframe(1).f_globals.get("__name__", "")
-            if (getattr(self.local, "depth", 0) and type(result) is np.ndarray
-                    and not caller.startswith(("jitgrad.", "numpy"))):
-                return result.view(CreatedWhileTracing)
-            return result
-        return replacement
-
-    def enter(self) -> None:
-        with self.lock:
-            if self.users == 0:
-                for name, replacement in self.replacements.items():
-                    setattr(np, name, replacement)
-            self.users += 1
-        self.local.depth = getattr(self.local, "depth", 0) + 1
-
-    def exit(self) -> None:
-        self.local.depth -= 1
-        with self.lock:
-            self.users -= 1
-            if self.users == 0:
-                for name, original in self.originals.items():
-                    setattr(np, name, original)
+_creation_depth = threading.local()
+"""How many traces the current thread is inside."""
 
 
-_creation_patches = _CreationPatches()
+def _creation_replacement(name, original):
+    """NumPy's creation function `original`: called from user code on a tracing thread it
+    returns a `CreatedWhileTracing` array, elsewhere the original's result."""
+    @functools.wraps(original)
+    def replacement(*args, **kwargs):
+        result = original(*args, **kwargs)
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if (getattr(_creation_depth, "depth", 0) and type(result) is np.ndarray
+                and not caller.startswith(("jitgrad.", "numpy"))):
+            return result.view(CreatedWhileTracing)
+        return result
+    return replacement
+
+
+_creation_patches = ModulePatches(lambda: [(np, name) for name in CREATION_FUNCTIONS], _creation_replacement)
 
 
 _TRACING: tuple = (type(None), lambda: None)
@@ -521,8 +500,10 @@ def guard_created_arrays(tracer_type, user_location):
     @contextlib.contextmanager
     def guard(fn):
         _creation_patches.enter()
+        _creation_depth.depth = getattr(_creation_depth, "depth", 0) + 1
         try:
             yield
         finally:
+            _creation_depth.depth -= 1
             _creation_patches.exit()
     return guard

@@ -16,7 +16,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import operator
-import threading
 
 import numpy as np
 from numpy.lib import _function_base_impl as numpy_function_base
@@ -25,6 +24,7 @@ from jitgrad.errors import ShapeError, UnsupportedOperationError
 from jitgrad.ir import Value
 from . import numpy_api as api
 from jitgrad.primitives.bits import signbit as sign_bit_of
+from .module_patches import ModulePatches
 from .tracer import TRACE_CONTEXTS, Tracer, apply
 
 # --------------------------------------------------------------------------- Values <-> Tracers
@@ -808,26 +808,6 @@ class _ConversionPatches:
 
     NAMES = ("array", "asarray", "asanyarray", "full")
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.users = 0
-        self.saved: dict[str, object] = {}
-
-    def enter(self):
-        with self.lock:
-            if self.users == 0:
-                self.saved = {name: getattr(np, name) for name in self.NAMES}
-                for name in self.NAMES:
-                    setattr(np, name, self._replacement(name, self.saved[name]))
-            self.users += 1
-
-    def exit(self):
-        with self.lock:
-            self.users -= 1
-            if self.users == 0:
-                for name, original in self.saved.items():
-                    setattr(np, name, original)
-
     @staticmethod
     def _replacement(name, original):
         if name == "full":
@@ -866,7 +846,8 @@ def _as_traced(obj, dtype=None):
     return result
 
 
-_conversion_patches = _ConversionPatches()
+_conversion_patches = ModulePatches(lambda: [(np, name) for name in _ConversionPatches.NAMES],
+                                    _ConversionPatches._replacement)
 
 
 @contextlib.contextmanager

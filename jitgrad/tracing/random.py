@@ -41,6 +41,7 @@ from jitgrad.ir import Block, DType, Location, TensorType, Value
 from jitgrad.primitives.random import random_uniform
 from . import implicit
 from . import numpy_api as api
+from .module_patches import ModulePatches
 from .tracer import TRACE_CONTEXTS, _definition_location, _display_path, apply, user_location
 
 KEY_TYPE = TensorType((2,), DType.i64)
@@ -522,44 +523,18 @@ def _make_replacement(name: str, original):
     return replacement
 
 
-class _Patches:
-    """np.random's module attributes (in `np.random` and `np.random.mtrand`) replaced
-    while any thread traces; the replacements call the originals on threads that are
-    not tracing. Replacements are made once per original function."""
-
-    MODULES = (np.random, np.random.mtrand)
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.users = 0
-        self.names: list[str] | None = None
-        self.originals: list[tuple[types.ModuleType, str, object]] = []
-        self.replacements: dict[tuple[str, int], Callable] = {}
-
-    def enter(self) -> None:
-        with self.lock:
-            if self.users == 0:
-                if self.names is None:
-                    self.names = _legacy_names() + ["default_rng"]
-                self.originals = [(m, n, getattr(m, n)) for m in self.MODULES for n in self.names if hasattr(m, n)]
-                for module, name, original in self.originals:
-                    key = (name, id(original))
-                    replacement = self.replacements.get(key)
-                    if replacement is None:
-                        replacement = self.replacements[key] = _make_replacement(name, original)
-                    setattr(module, name, replacement)
-            self.users += 1
-
-    def exit(self) -> None:
-        with self.lock:
-            self.users -= 1
-            if self.users == 0:
-                for module, name, original in self.originals:
-                    setattr(module, name, original)
-                self.originals = []
+_patched_names: list[str] = []
 
 
-_patches = _Patches()
+def _random_targets():
+    """np.random's module attributes (in `np.random` and `np.random.mtrand`) that traces
+    replace; the replacements call the originals on threads that are not tracing."""
+    if not _patched_names:
+        _patched_names.extend(_legacy_names() + ["default_rng"])
+    return [(module, name) for module in (np.random, np.random.mtrand) for name in _patched_names]
+
+
+_patches = ModulePatches(_random_targets, _make_replacement)
 
 
 # --------------------------------------------------------------------------- generators the trace must not use

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 
 import numpy as np
 
@@ -45,6 +44,7 @@ from jitgrad.errors import UnsupportedOperationError
 from jitgrad.primitives import special
 from jitgrad.ir import DType, Value
 from . import numpy_api as api
+from .module_patches import ModulePatches
 
 
 def _c(value, like: Value) -> Value:
@@ -359,39 +359,17 @@ def _polygamma(n, x):
     return np.where(n == 0, module.psi(x), fac2)
 
 
-class _PythonFunctionPatches:
-    """scipy.special's Python functions that cannot take traced arrays as SciPy wrote
-    them, replaced in scipy.special while any thread traces (when SciPy is loaded)."""
-
-    REPLACEMENTS = {"polygamma": _polygamma}
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.users = 0
-        self.saved: dict[str, object] = {}
-
-    def enter(self):
-        with self.lock:
-            if self.users == 0:
-                module = sys.modules.get("scipy.special")
-                self.saved = {}
-                if module is not None:
-                    for name, replacement in self.REPLACEMENTS.items():
-                        self.saved[name] = getattr(module, name)
-                        setattr(module, name, replacement)
-            self.users += 1
-
-    def exit(self):
-        with self.lock:
-            self.users -= 1
-            if self.users == 0:
-                module = sys.modules.get("scipy.special")
-                for name, original in self.saved.items():
-                    setattr(module, name, original)
-                self.saved = {}
+PYTHON_FUNCTION_REPLACEMENTS = {"polygamma": _polygamma}
+"""scipy.special's Python functions that cannot take traced arrays as SciPy wrote them,
+replaced in scipy.special while any thread traces (when SciPy is loaded)."""
 
 
-_patches = _PythonFunctionPatches()
+def _scipy_special_targets():
+    module = sys.modules.get("scipy.special")
+    return [] if module is None else [(module, name) for name in PYTHON_FUNCTION_REPLACEMENTS]
+
+
+_patches = ModulePatches(_scipy_special_targets, lambda name, original: PYTHON_FUNCTION_REPLACEMENTS[name])
 
 
 @contextlib.contextmanager
