@@ -716,7 +716,7 @@ OPS: list[Op] = [
     Op("jitgrad.fori_loop", "__import__('jitgrad').fori_loop(0, 3, lambda i, v: v * 0.5 + i, {0})", 1, always,
        kinds="f", weight=0.3, may_raise=_bfloat16_carry),
     Op("jitgrad.fori_loop traced", "__import__('jitgrad').fori_loop(0, ({0} > 0).sum() % 5, lambda i, v: v * 0.5 + "
-       "np.sin(v) * 0.25, {0})", 1, always, kinds="f", weight=0.3, may_raise=_bfloat16_carry),
+       "np.sin(v) * 0.25, {0})", 1, always, "sin", kinds="f", weight=0.3, may_raise=_bfloat16_carry),
     Op("jitgrad.while_loop", "__import__('jitgrad').while_loop(lambda s: (np.abs(s[0]) > 1).any() & (s[1] < 60), "
        "lambda s: (s[0] * 0.5, s[1] + 1), ({0}, 0))[0]", 1, always, kinds="f", jumps=True, weight=0.3,
        may_raise=_bfloat16_carry),
