@@ -839,6 +839,16 @@ SELF_VIEWS = [
     "np.concatenate([{}[1:], {}[:1]])", "{}[0]", "{}[-1, ...]", "{}.reshape(np.shape({})[::-1]).T",
 ]
 
+
+def _view_for(view: str, value) -> str:
+    """`view`, or a plain transpose where it would order complex values (`max`), which
+    NumPy does lexicographically and jitgrad refuses. No extra random draw, so the rest of
+    the program stream is unchanged."""
+    if ".max(" in view and is_array(value) and is_complex(np.asarray(value).dtype):
+        return "{}.T"
+    return view
+
+
 # Python scalar literals (weak types under NEP 50).
 LITERALS = ["2.5", "-1.5", "0.5", "3", "-2", "1", "0", "True", "False", "1e30", "7", "2**40", "-0.0", "1e-300"]
 
@@ -1072,7 +1082,7 @@ def _propose(rng, op: Op, values: list, retired=frozenset()) -> Stmt | None:
         r = rng.random()
         if r < 0.35:
             args.append(first)
-            views.append(SELF_VIEWS[rng.integers(len(SELF_VIEWS))])
+            views.append(_view_for(SELF_VIEWS[rng.integers(len(SELF_VIEWS))], values[first]))
         elif r < 0.5:
             args.append(Literal(LITERALS[rng.integers(len(LITERALS))]))
             views.append(None)
@@ -1085,7 +1095,7 @@ def _propose(rng, op: Op, values: list, retired=frozenset()) -> Stmt | None:
         args.reverse()
         views.reverse()
     if op.arity == 1 and rng.random() < 0.15:
-        views[0] = SELF_VIEWS[rng.integers(len(SELF_VIEWS))]
+        views[0] = _view_for(SELF_VIEWS[rng.integers(len(SELF_VIEWS))], values[first])
     stmt = Stmt(op, tuple(args), {}, tuple(views))
     if op.params is None:
         return stmt
