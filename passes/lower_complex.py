@@ -27,6 +27,7 @@ from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType, Function, Operation, Value, current_builder, new_function
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import complex_numbers as C
+from jitgrad.primitives.bits import signbit
 from .manager import FunctionPass
 
 
@@ -186,7 +187,18 @@ def _exp(op, inputs):
     scale = P.select(P.gt(re, threshold), P.full(np.finfo(dtype).max, z.re.type), P.exp(re))
     zero = _zeros_like(z.im)
     im = P.select(P.eq(z.im, zero), z.im, P.mul(scale, sin))
-    return [Parts(P.mul(scale, cos), im)]
+    re = P.mul(scale, cos)
+    # An infinite real part with an infinite or NaN imaginary part: C99 (glibc, so NumPy)
+    # gives 0 + i copysign(0, im) for -inf and inf + i NaN for +inf, where cos and sin
+    # of im are NaN.
+    infinity = P.full(np.inf, z.re.type)
+    im_not_finite = P.logical_not(P.lt(P.absolute(z.im), infinity))
+    to_zero = P.logical_and(P.eq(z.re, P.neg(infinity)), im_not_finite)
+    to_infinity = P.logical_and(P.eq(z.re, infinity), im_not_finite)
+    signed_zero = P.select(signbit(z.im), P.full(-0.0, z.im.type), zero)
+    re = P.select(to_zero, zero, P.select(to_infinity, infinity, re))
+    im = P.select(to_zero, signed_zero, P.select(to_infinity, P.full(np.nan, z.im.type), im))
+    return [Parts(re, im)]
 
 
 def _log(op, inputs):

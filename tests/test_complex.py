@@ -303,3 +303,21 @@ def test_exp_log_sqrt_match_numpy_within_six_ulps(fn, dtype):
         got, expected = compiled(special), fn(special)
         same_bits(got, expected)
         np.testing.assert_array_equal(np.signbit(got.imag), np.signbit(expected.imag))
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_exp_of_infinite_real_parts_gives_c99s_special_values(dtype):
+    """An infinite real part with an infinite or NaN imaginary part: C99's cexp (glibc's,
+    NumPy's) gives 0 + i copysign(0, im) for -inf and inf + i NaN for +inf; cos and sin of
+    the imaginary part alone would make both parts NaN (a fuzzer finding)."""
+    nan, inf = np.nan, np.inf
+    z = np.array([complex(-inf, nan), complex(-inf, -nan), complex(-inf, inf), complex(-inf, -inf),
+                  complex(inf, nan), complex(inf, inf), complex(inf, -inf), complex(-inf, 2.0),
+                  complex(inf, 0.0), complex(inf, 2.0), complex(nan, 0.0)], dtype)
+    with np.errstate(all="ignore"):
+        expected = np.exp(z)
+    got = jitgrad.jit(np.exp)(z)
+    for part in (np.real, np.imag):
+        np.testing.assert_array_equal(part(got), part(expected))
+        finite = np.isfinite(part(expected))
+        np.testing.assert_array_equal(np.signbit(part(got))[finite], np.signbit(part(expected))[finite])
