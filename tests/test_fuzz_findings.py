@@ -598,3 +598,20 @@ def test_oracle_takes_a_statement_numpy_refuses_on_moved_operands_as_undetermine
     ref = fuzz.numpy_reference(program, np.random.default_rng(0))
     np.testing.assert_array_equal(ref.outputs[0], np.eye(2))
     assert ref.unstable[0].all()
+
+
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("name", ["convolve", "correlate"])
+def test_convolve_sums_only_overlapping_products_from_positive_zero(name, mode):
+    """NumPy sums each output's overlapping products starting from +0.0: a padding zero
+    times an infinite kernel element gave NaN where NumPy gives inf (seed 20261208 program
+    5381), and a sum of -0.0 products gave -0.0 where NumPy gives +0.0."""
+    fn = getattr(np, name)
+    a, v = np.array([1.0, np.inf, -2.0, 3.0]), np.array([np.inf, 0.5, -0.0])
+    zeros = np.array([-0.0, -0.0, 1.0]), np.array([1.0, -0.0])
+    for x, y in ((a, v), (v, a), (a[::-1], a), zeros):
+        with np.errstate(all="ignore"):
+            expected = fn(x, y, mode)
+        got = jitgrad.jit(lambda x, y: fn(x, y, mode))(x, y)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))

@@ -509,10 +509,18 @@ def _correlate_values(a: Value, v: Value, mode: str) -> Value:
     length = n + low + high - m + 1
     mul, add = api.UFUNCS[np.multiply], api.UFUNCS[np.add]
     total = None
+    positions = np.arange(length)
     for j in range(m):
         term = mul(P.static_slice(padded, (j,), (j + length,)),
                    P.broadcast_in_dim(P.reshape(P.static_slice(v, (j,), (j + 1,)), ()), (length,), ()))
+        overlap = (positions + j - low >= 0) & (positions + j - low < n)
+        if not overlap.all():
+            # NumPy sums only the overlapping products: a padding zero times an infinite
+            # kernel element must not add NaN.
+            term = P.select(api.as_value(overlap), term, P.full(0, term.type))
         total = term if total is None else add(total, term)
+    if total.type.dtype.is_float:
+        total = add(total, P.full(0.0, total.type))     # NumPy's sums start at +0.0: never -0.0
     return total
 
 
