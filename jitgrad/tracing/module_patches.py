@@ -12,6 +12,7 @@ for each family of replacements.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import types
 from typing import Callable, Iterable
@@ -53,3 +54,14 @@ class ModulePatches:
                 for module, name, original in self._saved:
                     setattr(module, name, original)
                 self._saved = []
+
+    def trace_context(self) -> Callable:
+        """A trace context (`tracer.TRACE_CONTEXTS`) holding the patches for one trace."""
+        @contextlib.contextmanager
+        def patched(fn):  # noqa: ARG001 - the trace context signature
+            self.enter()
+            try:
+                yield
+            finally:
+                self.exit()
+        return patched

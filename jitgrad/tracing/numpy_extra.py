@@ -14,7 +14,6 @@ when `jitgrad.tracing` is imported.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import operator
 
 import numpy as np
@@ -850,14 +849,8 @@ _conversion_patches = ModulePatches(lambda: [(np, name) for name in _ConversionP
                                     _ConversionPatches._replacement)
 
 
-@contextlib.contextmanager
-def converting_traced_arrays(fn):  # noqa: ARG001 - the trace context signature
-    """Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
-    _conversion_patches.enter()
-    try:
-        yield
-    finally:
-        _conversion_patches.exit()
+converting_traced_arrays = _conversion_patches.trace_context()
+"""Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
 
 
 TRACE_CONTEXTS.append(converting_traced_arrays)

@@ -278,22 +278,22 @@ def _shape_and_axes(x: Value, s, axes, inverse_real: bool = False) -> tuple[list
     return s, axes
 
 
-def fftn(a, s=None, axes=None, norm=None, out=None):
-    _check_out(out, "fftn")
+def _c2c_along(a, s, axes, norm, out, name, inverse):
+    """The complex transform along each of `axes`, the last first (NumPy's order)."""
+    _check_out(out, name)
     z = _as_complex(a)
     s, axes = _shape_and_axes(z, s, axes)
     for ii in reversed(range(len(axes))):
-        z = _c2c(z, s[ii], axes[ii], norm, inverse=False)
+        z = _c2c(z, s[ii], axes[ii], norm, inverse=inverse)
     return z
+
+
+def fftn(a, s=None, axes=None, norm=None, out=None):
+    return _c2c_along(a, s, axes, norm, out, "fftn", inverse=False)
 
 
 def ifftn(a, s=None, axes=None, norm=None, out=None):
-    _check_out(out, "ifftn")
-    z = _as_complex(a)
-    s, axes = _shape_and_axes(z, s, axes)
-    for ii in reversed(range(len(axes))):
-        z = _c2c(z, s[ii], axes[ii], norm, inverse=True)
-    return z
+    return _c2c_along(a, s, axes, norm, out, "ifftn", inverse=True)
 
 
 def rfftn(a, s=None, axes=None, norm=None, out=None):

@@ -34,7 +34,6 @@ Every other scipy.special ufunc raises `UnsupportedOperationError` naming
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import numpy as np
@@ -372,11 +371,5 @@ def _scipy_special_targets():
 _patches = ModulePatches(_scipy_special_targets, lambda name, original: PYTHON_FUNCTION_REPLACEMENTS[name])
 
 
-@contextlib.contextmanager
-def replacing_python_functions(fn):  # noqa: ARG001 - the trace context signature
-    """Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
-    _patches.enter()
-    try:
-        yield
-    finally:
-        _patches.exit()
+replacing_python_functions = _patches.trace_context()
+"""Entered around every trace (`tracer.TRACE_CONTEXTS`)."""
