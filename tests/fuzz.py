@@ -364,6 +364,24 @@ def _bfloat16_carry(xs, params):
     return any(np.asarray(x).dtype.name == "bfloat16" for x in xs)
 
 
+def _holds_both_zeros(x: np.ndarray) -> bool:
+    if not is_float(x.dtype):
+        return False
+    zeros = x[x == 0]
+    return bool(np.any(np.signbit(zeros)) and not np.all(np.signbit(zeros)))
+
+
+def _signed_zero_ties(xs, params, result):
+    """Which zero NumPy's max/min reduction returns for a slice holding both +0.0 and -0.0
+    depends on where they sit relative to its vector loop's blocks (measured: not a
+    function of the order alone); docs/numerics.md says jitgrad returns one of them. The
+    zero results of such a reduction are not a reference for their sign."""
+    x = np.asarray(xs[0])
+    if not _holds_both_zeros(x):
+        return None
+    return np.asarray(result) == 0
+
+
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
     NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
@@ -529,9 +547,10 @@ OPS: list[Op] = [
        magnitude="np.mean(np.square({0}), axis={axis}, keepdims={kd}) * 4"),
     Op("std", "np.std({0}, axis={axis}, keepdims={kd})", 1, in_tables(np.std), SUM, _axis,
        magnitude="np.sqrt(np.mean(np.square({0}), axis={axis}, keepdims={kd})) * 4", smooth=False),
-    Op("max", "np.max({0}, axis={axis}, keepdims={kd})", 1, in_tables(np.max), params=_axis, smooth=False),
+    Op("max", "np.max({0}, axis={axis}, keepdims={kd})", 1, in_tables(np.max), params=_axis, smooth=False,
+       undefined=_signed_zero_ties),
     Op(".min", "{0}.min(axis={axis})", 1, has_method("min"), params=lambda r, xs: _axis(r, xs, False),
-       smooth=False),
+       smooth=False, undefined=_signed_zero_ties),
     Op("argmax", "np.argmax({0}, axis={axis})", 1, in_tables(np.argmax), smooth=False,
        params=lambda r, xs: _axis(r, xs, False), jumps=True, picks="max"),
     Op("argmin", "np.argmin({0})", 1, in_tables(np.argmin), smooth=False, jumps=True, picks="min"),
@@ -662,7 +681,8 @@ OPS: list[Op] = [
        weight=0.3),
     Op("sum_where", "np.sum({0}, where={0} > 0, initial=1)", 1, in_tables(np.sum), SUM,
        magnitude="np.sum({0}) + 1", weight=0.3, jumps=True),
-    Op("max_initial", "np.max({0}, initial=0)", 1, in_tables(np.max), smooth=False, weight=0.3),
+    Op("max_initial", "np.max({0}, initial=0)", 1, in_tables(np.max), smooth=False, weight=0.3,
+       undefined=lambda xs, p, r: _signed_zero_ties([np.append(np.ravel(xs[0]), 0.0)], p, r)),
     Op("hstack", "np.hstack([{0}, {1}])", 2, in_tables(np.hstack), weight=0.3),
     Op("vstack", "np.vstack([{0}, {1}])", 2, in_tables(np.vstack), weight=0.3),
     Op("append", "np.append({0}, {1})", 2, in_tables(np.append), weight=0.3),
@@ -842,9 +862,11 @@ SELF_VIEWS = [
 
 def _view_for(view: str, value) -> str:
     """`view`, or a plain transpose where it would order complex values (`max`), which
-    NumPy does lexicographically and jitgrad refuses. No extra random draw, so the rest of
-    the program stream is unchanged."""
-    if ".max(" in view and is_array(value) and is_complex(np.asarray(value).dtype):
+    NumPy does lexicographically and jitgrad refuses, or reduce both signed zeros (see
+    `_signed_zero_ties`). No extra random draw, so the rest of the program stream is
+    unchanged."""
+    if ".max(" in view and is_array(value) and (is_complex(np.asarray(value).dtype)
+                                                or _holds_both_zeros(np.asarray(value))):
         return "{}.T"
     return view
 
