@@ -25,7 +25,7 @@ _EXPORTS = {
                        "MemoryBudgetError", "MemoryBudgetWarning", "RecompileWarning", "MissingRuleError",
                        "MissingDerivativeRuleError"),
     "jitgrad.api": ("Compiled", "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd",
-                    "jacrev", "hessian", "hvp", "jit_grad", "stop_gradient", "clear_caches"),
+                    "jacrev", "jacobian", "hessian", "hvp", "jit_grad", "stop_gradient", "clear_caches"),
     "jitgrad.custom": ("custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint"),
     "jitgrad.eager": ("GradientTape", "TrackedTensor", "DualTensor", "ForwardADContext", "TapeNode"),
     "jitgrad.control_flow": ("cond", "switch", "while_loop", "fori_loop", "scan"),
@@ -62,7 +62,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
-    "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "hessian", "hvp",
+    "jit", "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian", "hessian", "hvp",
     "jit_grad", "stop_gradient", "vmap", "Compiled", "clear_caches", "tree", "pure_callback", "ShapeDtypeStruct",
     "CallbackError", "cond", "switch", "while_loop", "fori_loop", "scan", "ControlFlowError",
     "custom_jvp", "custom_vjp", "CustomOp", "custom_op", "ClipGradient", "checkpoint",

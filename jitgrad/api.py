@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jitgrad.errors import ArgumentError, JitgradError, RecompileWarning
-from jitgrad.ir import is_float_dtype
+from jitgrad.ir import DType, TensorType, is_float_dtype
 from jitgrad.tracing.pytree import tree_flatten, tree_unflatten
 from jitgrad.tracing.random import same_key
 from jitgrad.tracing.implicit import value_key
@@ -37,8 +37,8 @@ from .config import COMPILE_SETTINGS, config
 from .pipeline import Lowered, compile_signature
 from .callback import has_callbacks, raise_pending
 from .custom import eager_apply
-from .staging import (Staged, call_inline, grad_transform, has_tracers, jacobian_transform, jvp_transform,
-                      normalize_args, trace_transform, vjp_transform)
+from .staging import (Staged, call_inline, check_differentiable_dtypes, grad_transform, has_tracers,
+                      jacobian_transform, jvp_transform, normalize_args, trace_transform, vjp_transform)
 
 
 FAST_PATH_AFTER_CALLS = 2
@@ -476,31 +476,34 @@ def jit(fun: Callable | None = None, *, static_argnums: int | Sequence[int] = ()
 
 def grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, memory_budget=None,
          strict: bool = False, static_argnums: int | Sequence[int] = (),
-         static_argnames: str | Sequence[str] = ()) -> Compiled:
+         static_argnames: str | Sequence[str] = (), holomorphic: bool = False) -> Compiled:
     """d fun / d args[argnums] for a function with a scalar output (reverse mode).
     `memory_budget` (bytes, or a string like "64MB") makes the backward pass recompute
     forward values instead of storing them, as far as needed to fit (`passes/remat.py`);
     a budget no recomputation meets warns (`MemoryBudgetWarning`), or with `strict=True`
     raises `MemoryBudgetError`, when a signature is compiled. static_argnums and
-    static_argnames as in `jit` (argnums still count every positional argument)."""
+    static_argnames as in `jit` (argnums still count every positional argument).
+    holomorphic=True (as JAX): a complex scalar function of complex arguments; the result
+    is the complex derivative f'(z), not the conjugate-Wirtinger gradient of a real loss."""
     static = _static_positions(fun, static_argnums, static_argnames)
-    stage = _with_static(fun, argnums, static,
-                         lambda f, nums: grad_transform(f, nums, has_aux, "grad", memory_budget, strict))
+    stage = _with_static(fun, argnums, static, lambda f, nums: grad_transform(
+        f, nums, has_aux, "grad", memory_budget, strict, holomorphic))
     return _remember(Compiled(fun, stage, static, name=f"grad_{_name(fun)}"), "grad", argnums=argnums,
-                     has_aux=has_aux, memory_budget=memory_budget, strict=strict, static_argnums=static)
+                     has_aux=has_aux, memory_budget=memory_budget, strict=strict, static_argnums=static,
+                     holomorphic=holomorphic)
 
 
 def value_and_grad(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
                    memory_budget=None, strict: bool = False, static_argnums: int | Sequence[int] = (),
-                   static_argnames: str | Sequence[str] = ()) -> Compiled:
+                   static_argnames: str | Sequence[str] = (), holomorphic: bool = False) -> Compiled:
     """(fun(*args), grad(fun)(*args)) in one compiled function. memory_budget, strict,
-    static_argnums, static_argnames: see `grad`."""
+    static_argnums, static_argnames, holomorphic: see `grad`."""
     static = _static_positions(fun, static_argnums, static_argnames)
     stage = _with_static(fun, argnums, static, lambda f, nums: grad_transform(
-        f, nums, has_aux, "value_and_grad", memory_budget, strict))
+        f, nums, has_aux, "value_and_grad", memory_budget, strict, holomorphic))
     return _remember(Compiled(fun, stage, static, name=f"value_and_grad_{_name(fun)}"), "value_and_grad",
                      argnums=argnums, has_aux=has_aux, memory_budget=memory_budget, strict=strict,
-                     static_argnums=static)
+                     static_argnums=static, holomorphic=holomorphic)
 
 
 TRANSFORM_CACHE_SIZE = 64
@@ -591,9 +594,9 @@ JVP/VJP per direction instead, so the compile does not grow with the input."""
 class Jacobian(Compiled):
     """jacfwd/jacrev: the Jacobian d out / d args[argnums], shaped out.shape + arg.shape."""
 
-    def __init__(self, fun: Callable, argnums, mode: str):
-        super().__init__(fun, jacobian_transform(fun, argnums, mode), name=f"jac{mode}_{_name(fun)}")
-        self.argnums, self.mode = argnums, mode
+    def __init__(self, fun: Callable, argnums, mode: str, holomorphic: bool = False):
+        super().__init__(fun, jacobian_transform(fun, argnums, mode, holomorphic), name=f"jac{mode}_{_name(fun)}")
+        self.argnums, self.mode, self.holomorphic = argnums, mode, holomorphic
 
     def _call(self, *args):
         if has_tracers(args):
@@ -608,6 +611,8 @@ class Jacobian(Compiled):
 
     def _call_arrays(self, args: tuple, single: bool, nums: list[int]):
         out_leaves, out_tree = tree_flatten(_transformed("jit", self.fun, None)(*args))
+        check_differentiable_dtypes(f"jac{self.mode}", [_array_type(args[i]) for i in nums],
+                                    [_array_type(np.asarray(o)) for o in out_leaves], self.holomorphic)
         directions = (sum(args[i].size for i in nums) if self.mode == "fwd"
                       else sum(np.size(o) for o in out_leaves))
         if directions <= INLINE_JACOBIAN_LIMIT:
@@ -643,23 +648,34 @@ class Jacobian(Compiled):
         return blocks
 
 
+def _array_type(array: np.ndarray) -> TensorType:
+    return TensorType(array.shape, DType.from_numpy(array.dtype))
+
+
 def _basis(array: np.ndarray):
-    """One-hot arrays of `array`'s shape and float dtype, one per element."""
-    dtype = array.dtype if is_float_dtype(array.dtype) else np.float64
+    """One-hot arrays of `array`'s shape and float or complex dtype, one per element."""
+    dtype = array.dtype if is_float_dtype(array.dtype) or np.iscomplexobj(array) else np.float64
     for i in range(array.size):
         e = np.zeros(array.size, dtype)
         e[i] = 1
         yield e.reshape(array.shape)
 
 
-def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
-    """The Jacobian by forward mode (one JVP per input element): shape out.shape + in.shape."""
-    return _remember(Jacobian(fun, argnums, "fwd"), "jacfwd", argnums=argnums)
+def jacfwd(fun: Callable, argnums: int | Sequence[int] = 0, holomorphic: bool = False) -> Compiled:
+    """The Jacobian by forward mode (one JVP per input element): shape out.shape + in.shape.
+    Complex inputs need holomorphic=True (as JAX): the entries are then df_i/dz_j."""
+    return _remember(Jacobian(fun, argnums, "fwd", holomorphic), "jacfwd", argnums=argnums, holomorphic=holomorphic)
 
 
-def jacrev(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
-    """The Jacobian by reverse mode (one VJP per output element): shape out.shape + in.shape."""
-    return _remember(Jacobian(fun, argnums, "rev"), "jacrev", argnums=argnums)
+def jacrev(fun: Callable, argnums: int | Sequence[int] = 0, holomorphic: bool = False) -> Compiled:
+    """The Jacobian by reverse mode (one VJP per output element): shape out.shape + in.shape.
+    Complex outputs need holomorphic=True (as JAX): the entries are then df_i/dz_j."""
+    return _remember(Jacobian(fun, argnums, "rev", holomorphic), "jacrev", argnums=argnums, holomorphic=holomorphic)
+
+
+def jacobian(fun: Callable, argnums: int | Sequence[int] = 0, holomorphic: bool = False) -> Compiled:
+    """jacrev, JAX's `jacobian`."""
+    return jacrev(fun, argnums, holomorphic)
 
 
 def hessian(fun: Callable, argnums: int | Sequence[int] = 0) -> Compiled:
@@ -707,5 +723,5 @@ def _name(fun) -> str:
 
 
 _FACTORIES: dict[str, Callable] = {"jit": jit, "grad": grad, "value_and_grad": value_and_grad, "jit_grad": jit_grad,
-                                   "jacfwd": jacfwd, "jacrev": jacrev, "hessian": hessian}
+                                   "jacfwd": jacfwd, "jacrev": jacrev, "jacobian": jacobian, "hessian": hessian}
 """The transformations a pickled Compiled object is rebuilt with."""

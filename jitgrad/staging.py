@@ -96,11 +96,12 @@ def _argnum_leaves(args: tuple, argnums: Sequence[int]) -> tuple[list[int], list
 
 
 def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budget=None,
-                   strict: bool = False) -> Callable[[tuple], Staged]:
+                   strict: bool = False, holomorphic: bool = False) -> Callable[[tuple], Staged]:
     """Reverse-mode gradient of a scalar function. `mode`: 'grad' (grads only),
     'value_and_grad' ((value, grads), or JAX's ((value, aux), grads) with has_aux).
     A `memory_budget` that no segmentation meets warns (MemoryBudgetWarning), or with
-    `strict` raises MemoryBudgetError."""
+    `strict` raises MemoryBudgetError. `holomorphic`: a complex function of complex
+    arguments, differentiated with the cotangent 1, which gives f'(z) (JAX's convention)."""
     if strict and memory_budget is None:
         raise ArgumentError("strict=True makes an unmet memory_budget an error; pass a memory_budget too")
     single = isinstance(argnums, int)
@@ -122,9 +123,8 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
             shown = ", ".join(str(t) for t in fn.output_types[:loss_leaves])
             raise GradientError(f"grad requires a function with a scalar (0-d) output, but {fn.name} returns "
                                 f"{shown or 'nothing'}; use jitgrad.vjp for non-scalar outputs")
-        if not fn.outputs[0].type.dtype.is_float:
-            raise GradientError(f"grad requires a floating-point output, got {fn.output_types[0]}")
         wrt, trees = _argnum_leaves(args, argnums_n)
+        check_differentiable_dtypes("grad", [fn.args[pos].type for pos in wrt], [fn.output_types[0]], holomorphic)
         for pos in wrt:
             t = fn.args[pos].type
             if not t.dtype.is_inexact:
@@ -162,6 +162,38 @@ def grad_transform(fun: Callable, argnums, has_aux: bool, mode: str, memory_budg
             return ((value, aux), g) if has_aux else (value, g)
         return Staged(gfn, unflatten, [*stages, ("autodiff", gfn)], traced.captured, remat)
     return stage
+
+
+def check_differentiable_dtypes(kind: str, input_types, output_types, holomorphic: bool) -> None:
+    """JAX's dtype rules for grad/jacfwd/jacrev, with its messages. holomorphic=True needs
+    complex inputs (and complex outputs, for grad and jacrev): the derivative is then the
+    complex number f'(z). Without it, grad and jacrev need real outputs (a complex output
+    has no gradient, only a vjp) and jacfwd real inputs (a tangent of 1 along the real axis
+    alone is half a derivative of a non-holomorphic function)."""
+    if holomorphic:
+        checked = [("inputs", t) for t in input_types]
+        if kind != "jacfwd":
+            checked += [("outputs", t) for t in output_types]
+        for what, t in checked:
+            if not t.dtype.is_complex:
+                raise GradientError(f"{kind} with holomorphic=True requires {what} with complex dtype, "
+                                    f"but got {t.dtype.numpy.name}")
+        return
+    advice = ("For holomorphic differentiation, pass holomorphic=True. For differentiation of "
+              "non-holomorphic functions involving complex inputs or outputs, consider using jitgrad.vjp "
+              "directly.")
+    if kind == "jacfwd":
+        for t in input_types:
+            if t.dtype.is_complex:
+                raise GradientError(f"jacfwd requires real-valued inputs (a floating-point dtype), but got "
+                                    f"{t.dtype.numpy.name}. {advice}")
+        return
+    for t in output_types:
+        if t.dtype.is_complex:
+            raise GradientError(f"{kind} requires real-valued outputs (a floating-point output dtype), but got "
+                                f"{t.dtype.numpy.name}. {advice}")
+        if not t.dtype.is_float and kind == "grad":
+            raise GradientError(f"grad requires a floating-point output, got {t}")
 
 
 def _peak_of(differentiate: Callable[[Function], Function]):
@@ -277,7 +309,7 @@ def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
     return stage
 
 
-def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], Staged]:
+def jacobian_transform(fun: Callable, argnums, mode: str, holomorphic: bool = False) -> Callable[[tuple], Staged]:
     """The Jacobian, one forward pass per input element ('fwd') or one reverse pass per
     output element ('rev'), each an inlined copy of the derivative program. Result:
     d out / d args[argnums] with shape out.shape + arg.shape, in the output's pytree
@@ -293,6 +325,7 @@ def jacobian_transform(fun: Callable, argnums, mode: str) -> Callable[[tuple], S
         for pos in wrt:
             if not fn.args[pos].type.dtype.is_inexact:
                 raise GradientError(f"cannot differentiate with respect to an argument of type {fn.args[pos].type}")
+        check_differentiable_dtypes(f"jac{mode}", [fn.args[pos].type for pos in wrt], fn.output_types, holomorphic)
         leaf_groups, start = [], 0
         for i in argnums_n:
             n = len(tree_flatten(args[i])[0])
