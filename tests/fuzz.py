@@ -446,13 +446,14 @@ def _vector_norm_ord(rng, xs):
     return {"ord": [None, "np.inf", "-np.inf", 0, 1, -1, 2, 3, 0.5][rng.integers(9)]}
 
 
-# a symmetric positive definite matrix from any square one: M M^T + n I (eigenvalues >= n)
-SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-1] * np.eye({0}.shape[-1]))"
+# a symmetric positive definite matrix from any m x k one: M M^T + m I, m x m (eigenvalues >= m);
+# an identity of M's other side would broadcast from 1 x 1 to a singular matrix when k = 1
+SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-2] * np.eye({0}.shape[-2]))"
 LAPACK_MAX_SIZE = 16384     # factorizations are O(n^3): no 1026 x 1026 inputs
 COMPLEX_MAX_SIZE = 65536
 """Complex rows expand to dozens of real ops (and FFTs of other lengths to transforms of twice
 the length), each a full array in the interpreter checks: larger operands outgrow memory."""
-SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-1]) * 16"
+SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-2]) * 16"
 
 
 def _window(rng, xs):
@@ -1312,6 +1313,11 @@ def _jump_masks(program: Program, values: list, spreads: list) -> dict:
                 allowance = np.maximum(allowance, np.max(sp, initial=0.0))
         if is_float(ref.dtype):
             allowance = 1.5 * allowance + 2 * ulp(ref.astype(np.float64), ref.dtype)
+            # An integral result (a floor, a floor division) moves only by jumps, and a jump
+            # of 1 may be far smaller than the operand's move (a // b with b large).
+            with np.errstate(all="ignore"):
+                r64 = ref.astype(np.float64)
+                allowance = np.where(np.isfinite(r64) & (r64 == np.floor(r64)), 0.0, allowance)
         for signs in ((1, 1, 1), (-1, -1, -1), (1, -1, 1), (-1, 1, -1)):
             moved = []
             for x, sp, sign in zip(operands, spread_ops, signs, strict=False):
