@@ -189,6 +189,10 @@ class Op:
       the winner, either index is right (a uniform move of the operand keeps every tie).
     max_operand_size: the op is not proposed on larger operands (O(n^3) factorizations of
       a million-element input would outlast the worker's time limit, in NumPy alone).
+    rounds_to: a float dtype narrower than the result's that the expression rounds its
+      operands to (`x.astype('bfloat16') @ y.astype('bfloat16')` is float32): forward and
+      reverse mode round tangents and cotangents there too, at different points of the
+      chain rule, so the two agree only to that dtype's precision.
     """
 
     name: str
@@ -206,6 +210,7 @@ class Op:
     jumps: bool = False
     max_operand_size: int | None = None
     picks: str | None = None
+    rounds_to: str | None = None
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -617,7 +622,7 @@ OPS: list[Op] = [
     Op("matmul_transposed", "{0}.T @ {1}", 2, in_tables(np.matmul), SUM, weight=0.5),
     Op("matmul_by_transposed", "{0} @ np.swapaxes({1}, -1, -2)", 2, in_tables(np.matmul), SUM, weight=0.5),
     Op("matmul_bfloat16", "{0}.astype('bfloat16') @ {1}.astype('bfloat16')", 2, in_tables(np.matmul), SUM,
-       kinds="f", weight=0.5),     # two bfloat16 operands: the native vdpbf16ps kernel where the CPU has it
+       kinds="f", weight=0.5, rounds_to="bfloat16"),     # two bfloat16 operands: the native vdpbf16ps kernel where the CPU has it
     Op("inner", "np.inner({0}, {1})", 2, in_tables(np.inner), SUM),
     Op("outer", "np.outer({0}, {1})", 2, in_tables(np.outer)),
     Op("vdot", "np.vdot({0}, {1})", 2, in_tables(np.vdot), SUM),
@@ -1772,8 +1777,8 @@ def check_gradients(program: Program, fn, ref: Reference, rng, outcome: Outcome)
     # to about 1/|x|: an absolute floor from the vectors' norms covers it.
     floor = 1e-12 * sum(float(np.sum(np.abs(t))) for t in tangents) * sum(float(np.sum(np.abs(c))) for c in cotangents)
     values = _evaluate(program, None)
-    coarsest = max([float(finfo(np.asarray(v).dtype).eps) for v in values if is_float(np.asarray(v).dtype)],
-                   default=0.0)
+    coarsest = max([float(finfo(np.asarray(v).dtype).eps) for v in values if is_float(np.asarray(v).dtype)]
+                   + [float(finfo(s.op.rounds_to).eps) for s in program.stmts if s.op.rounds_to], default=0.0)
     relative = max(1e-9, 16 * coarsest)            # a float16 intermediate rounds tangents too
     if abs(lhs - rhs) > relative * scale + floor:
         raise Mismatch("jvp-vjp", f"<t, vjp(c)> = {lhs!r} but <jvp(t), c> = {rhs!r}")
