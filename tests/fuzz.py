@@ -1435,6 +1435,7 @@ def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
     if is_complex(dtype):                    # each component moves by the bound, independently
         direction = direction + 1j * _direction(rng, out.shape, move)
     if accuracy == SUM:
+        eps = max(eps, _weak_complex_eps(stmt, values))
         operands = [np.abs(np.asarray(_operand_value(a, values))).astype(np.float64)
                     if not isinstance(a, Literal) else abs(eval(a.text)) for a in stmt.args]
         magnitude = _magnitude(stmt, operands)
@@ -1456,6 +1457,18 @@ def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
             moved = np.where((moved == out) & (delta > 0), np.nextafter(out, np.copysign(np.inf, direction)), moved)
     moved = np.where(np.isfinite(out), moved, out)
     return moved[()] if isinstance(result, np.generic) else moved
+
+
+def _weak_complex_eps(stmt: Stmt, values) -> float:
+    """A Python complex literal in the statement (`x + 1j`) joins a float operand as the
+    narrowest complex type holding it (NEP 50's weak scalars): with a float32, float16 or
+    bfloat16 operand part of the work is complex64 even when the result is float64, so the
+    bound uses complex64's precision."""
+    if not re.search(r"\dj\b", stmt.op.template):
+        return 0.0
+    narrow = any((is_float(np.asarray(v).dtype) and np.asarray(v).dtype.itemsize <= 4)
+                 or np.asarray(v).dtype == np.complex64 for v in _operand_values(stmt, values))
+    return float(np.finfo(np.float32).eps) if narrow else 0.0
 
 
 def _undetermined_like(value):
