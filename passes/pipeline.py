@@ -7,18 +7,20 @@ from typing import Sequence
 from .inline import InlineCalls, InlineCheckpoints
 from .lower_complex import LowerComplex
 from .manager import FunctionPass
+from .nn_idioms import RecognizeConvolutions, RecognizePooling
 from .simplify import (AlgebraicSimplification, CommonSubexpressionElimination, ConstantFolding,
                        DeadCodeElimination, simplify_pipeline)
 
 PASSES: dict[str, type[FunctionPass]] = {cls.name: cls for cls in (
-    InlineCalls, LowerComplex, AlgebraicSimplification, ConstantFolding, CommonSubexpressionElimination,
-    DeadCodeElimination, InlineCheckpoints)}
-"""Every function pass, by its `name`, in the order the optimization pipeline runs them."""
+    RecognizeConvolutions, InlineCalls, LowerComplex, RecognizePooling, AlgebraicSimplification, ConstantFolding,
+    CommonSubexpressionElimination, DeadCodeElimination, InlineCheckpoints)}
+"""Every function pass, by its `name`, in the order the optimization pipeline runs them
+(nn-conv-idioms runs earlier, on each traced function: passes/nn_idioms.py says why)."""
 
 
 def optimization_passes() -> list[FunctionPass]:
     """The IR -> IR passes run after tracing and differentiation, in order."""
-    return [InlineCalls(), LowerComplex(), *simplify_pipeline(), InlineCheckpoints()]
+    return [InlineCalls(), LowerComplex(), RecognizePooling(), *simplify_pipeline(), InlineCheckpoints()]
 
 
 def passes_by_name(names: Sequence[str]) -> list[FunctionPass]:

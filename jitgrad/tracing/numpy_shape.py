@@ -13,6 +13,7 @@ import numpy as np
 from jitgrad import primitives as P
 from jitgrad.errors import ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
+from jitgrad.primitives.gather import gather
 from . import numpy_api as api
 from . import numpy_elementwise
 from .numpy_api import as_value, normalize_axes
@@ -634,6 +635,41 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     return api.moveaxis(result, -1, axisc)
 
 
+def sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
+    """np.lib.stride_tricks.sliding_window_view: one gather per windowed axis with the
+    constant indices (position + tap), then the tap axes moved to the end in `axis`
+    order (NumPy's layout). passes/nn_idioms.py recognizes these gathers."""
+    x = as_value(x)
+    window = (operator.index(window_shape),) if np.ndim(window_shape) == 0 else \
+        tuple(operator.index(w) for w in window_shape)
+    if axis is None:
+        if len(window) != x.type.ndim:
+            raise ValueError(f"Since axis is `None`, must provide window_shape for all dimensions of `x`; got "
+                             f"{len(window)} window_shape elements and `x.ndim` is {x.type.ndim}.")
+        axes = tuple(range(x.type.ndim))
+    else:
+        axes = tuple(_axis(a, x.type.ndim) for a in ((axis,) if np.ndim(axis) == 0 else axis))
+        if len(axes) != len(window):
+            raise ValueError(f"Must provide matching length window_shape and axis; got {len(window)} "
+                             f"window_shape elements and {len(axes)} axes elements.")
+    if len(set(axes)) != len(axes):
+        _refuse("lib.stride_tricks.sliding_window_view", "an axis windowed twice", "window it in two calls")
+    if any(w < 0 for w in window):
+        raise ValueError("`window_shape` cannot contain negative values")
+    for a, w in zip(axes, window, strict=True):
+        if x.type.shape[a] < w:
+            raise ValueError("window shape cannot be larger than input array shape")
+    out, tap_axes, where = x, [], list(range(x.type.ndim))     # where: each axis of x in `out`
+    for a, w in zip(axes, window, strict=True):
+        at = where[a]
+        indices = np.arange(out.type.shape[at] - w + 1)[:, None] + np.arange(w)[None, :]
+        out = gather(out, P.constant(indices, DType.i64), at)       # (..., positions, w, ...)
+        tap_axes = [t + 1 if t > at else t for t in tap_axes] + [at + 1]
+        where = [k + 1 if k > at else k for k in where]
+    kept = [k for k in range(out.type.ndim) if k not in tap_axes]
+    return P.transpose(out, tuple(kept + tap_axes))
+
+
 FUNCTIONS = {
     np.atleast_1d: _atleast_fn(1), np.atleast_2d: _atleast_fn(2), np.atleast_3d: _atleast_fn(3),
     np.hstack: hstack, np.vstack: vstack, np.dstack: dstack, np.column_stack: column_stack,
@@ -646,6 +682,7 @@ FUNCTIONS = {
     np.vsplit: _split_along("vsplit", 0, 2), np.dsplit: _split_along("dsplit", 2, 3), np.rollaxis: rollaxis,
     np.select: select, np.real: real, np.imag: imag, np.logspace: logspace, np.polyval: polyval,
     np.vander: vander, np.delete: delete,
+    np.lib.stride_tricks.sliding_window_view: sliding_window_view,
 }
 for _name, _fn in (("unstack", unstack), ("matrix_transpose", matrix_transpose)):
     if hasattr(np, _name):

@@ -24,6 +24,7 @@ from jitgrad.errors import (ArgumentError, JitgradError, TracerBoolConversionErr
 from jitgrad.ir import Builder, DType, Function, Location, TensorType, Value, current_builder, new_function
 from jitgrad.ir.clone import inline_block
 from jitgrad.ir.rewrite import free_values
+from jitgrad.passes.nn_idioms import recognize_idioms
 from . import implicit
 from . import numpy_api as api
 from . import numpy_elementwise, numpy_reductions, numpy_shape
@@ -755,7 +756,7 @@ def _trace_once(fn: Callable, args: tuple, name: str | None) -> TracedFunction:
         with builder.at(_definition_location(fn)):
             builder.ret([_output_value(x) for x in out_leaves])
     function, captured = close_over(function)
-    return TracedFunction(function, in_tree, out_tree, captured)
+    return TracedFunction(recognize_idioms(function), in_tree, out_tree, captured)
 
 
 def check_arity(fn: Callable, args: tuple) -> None:
