@@ -18,7 +18,7 @@ checkpoints) are refused with a clear error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
@@ -27,25 +27,14 @@ from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType, Function, Operation, Value, current_builder, new_function
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import complex_numbers as C
-from jitgrad.primitives.bits import signbit
+from jitgrad.primitives.lapack import INTERLEAVED_COMPLEX
+from . import complex_elementary as E
+from .complex_elementary import Parts
 from .manager import FunctionPass
 
+_parts = E.parts
+_zeros_like = E.zeros_like
 
-class Parts(NamedTuple):
-    """A complex value as two real values of its part dtype."""
-
-    re: Value
-    im: Value
-
-
-def _zeros_like(x: Value) -> Value:
-    return P.full(0, x.type)
-
-
-def _parts(x) -> Parts:
-    """Parts of a lowered operand: real operands (a real select predicate aside, mixed
-    operands do not occur: elementwise operands share a dtype) get a zero imaginary part."""
-    return x if isinstance(x, Parts) else Parts(x, _zeros_like(x))
 
 
 def _is_complex(v: Value) -> bool:
@@ -57,9 +46,9 @@ def _is_complex(v: Value) -> bool:
 def _same_op_on_parts(op: Operation, inputs) -> list[Parts]:
     """Linear data movement and sums (broadcast, reshape, slice, concatenate, reduce_sum,
     ...): the op applied to the real parts and to the imaginary parts."""
-    parts = [_parts(x) for x in inputs]
-    re = current_builder().create(op.opdef, [p.re for p in parts], op.attrs).results[0]
-    im = current_builder().create(op.opdef, [p.im for p in parts], op.attrs).results[0]
+    operands = [_parts(x) for x in inputs]
+    re = current_builder().create(op.opdef, [p.re for p in operands], op.attrs).results[0]
+    im = current_builder().create(op.opdef, [p.im for p in operands], op.attrs).results[0]
     return [Parts(re, im)]
 
 
@@ -74,8 +63,7 @@ def _convert(op: Operation, inputs) -> list:
         if target.is_complex:
             return [Parts(P.convert(x.re, target.real_dtype), P.convert(x.im, target.real_dtype))]
         if target == DType.bool:        # NumPy: nonzero when either part is
-            zero = _zeros_like(x.re)
-            return [P.logical_or(P.ne(x.re, zero), P.ne(x.im, zero))]
+            return [_either_part_nonzero(x)]
         return [P.convert(x.re, target)]       # NumPy's astype drops the imaginary part
     re = P.convert(x, target.real_dtype)
     return [Parts(re, _zeros_like(re))]
@@ -96,35 +84,11 @@ def _neg(op, inputs):
     return [Parts(P.neg(a.re), P.neg(a.im))]
 
 
-def _mul(op, inputs):
-    a, b = map(_parts, inputs)
-    return [_product(a, b)]
-
-
-def _div(op, inputs):
-    """NumPy's complex `divide` loop: Smith's method scaled by a reciprocal, the branch
-    chosen by the larger part of the divisor (NaN parts take the second), and a divisor of
-    0 + 0i giving each part divided by 0 (inf or NaN as C's division)."""
-    a, b = map(_parts, inputs)
-    abs_re, abs_im = P.absolute(b.re), P.absolute(b.im)
-    one = P.full(1, b.re.type)
-    # |b.re| >= |b.im|: rat = b.im / b.re, scl = 1 / (b.re + b.im rat)
-    rat1 = P.div(b.im, b.re)
-    scl1 = P.div(one, P.add(b.re, P.mul(b.im, rat1)))
-    re1 = P.mul(P.add(a.re, P.mul(a.im, rat1)), scl1)
-    im1 = P.mul(P.sub(a.im, P.mul(a.re, rat1)), scl1)
-    # otherwise: rat = b.re / b.im, scl = 1 / (b.im + b.re rat)
-    rat2 = P.div(b.re, b.im)
-    scl2 = P.div(one, P.add(b.im, P.mul(b.re, rat2)))
-    re2 = P.mul(P.add(P.mul(a.re, rat2), a.im), scl2)
-    im2 = P.mul(P.sub(P.mul(a.im, rat2), a.re), scl2)
-    zero = _zeros_like(b.re)
-    by_zero = P.logical_and(P.eq(abs_re, zero), P.eq(abs_im, zero))
-    re0, im0 = P.div(a.re, abs_re), P.div(a.im, abs_re)
-    first = P.ge(abs_re, abs_im)
-    re = P.select(by_zero, re0, P.select(first, re1, re2))
-    im = P.select(by_zero, im0, P.select(first, im1, im2))
-    return [Parts(re, im)]
+def _elementwise(function: Callable[..., Parts]):
+    """The rule of an elementwise op computed by `function` of the operands' parts."""
+    def rule(op, inputs):
+        return [function(*map(_parts, inputs))]
+    return rule
 
 
 def _either_part_nonzero(x: Parts) -> Value:
@@ -140,97 +104,16 @@ def _strong_zero(product):
         live = _either_part_nonzero(a)
         if op.name == "safe_mul":
             live = P.logical_and(live, _either_part_nonzero(b))
-        (out,) = product(op, inputs)
+        out = product(a, b)
         zero = _zeros_like(out.re)
         return [Parts(P.select(live, out.re, zero), P.select(live, out.im, zero))]
     return rule
 
 
-def _product(a: Parts, b: Parts) -> Parts:
-    return Parts(P.sub(P.mul(a.re, b.re), P.mul(a.im, b.im)), P.add(P.mul(a.re, b.im), P.mul(a.im, b.re)))
-
-
 def _integer_pow(op, inputs):
     """z ** n by binary powering (NumPy's small-integer complex power); n < 0 is 1 / z ** -n."""
-    (z,), n = map(_parts, inputs), op.attrs["y"]
-    result, square, k = None, z, abs(n)
-    while k:
-        if k & 1:
-            result = square if result is None else _product(result, square)
-        k >>= 1
-        if k:
-            square = _product(square, square)
-    if result is None:
-        result = Parts(P.full(1, z.re.type), _zeros_like(z.re))
-    if n < 0:
-        one = Parts(P.full(1, z.re.type), _zeros_like(z.re))
-        (result,) = _div(op, [one, result])
-    return [result]
-
-
-def _exp(op, inputs):
-    """e^re (cos im + i sin im) as C99's cexp in glibc: a real part above t = 88 (f32) or
-    709 (f64) is brought down by up to two factors e^t multiplied into cos and sin first, so
-    a result within range does not overflow on the way; a zero imaginary part stays exactly
-    that zero (exp(inf + 0i) is inf + 0i, not inf + NaN i)."""
     (z,) = map(_parts, inputs)
-    dtype = z.re.type.dtype.numpy
-    t = 88 if z.re.type.dtype == DType.f32 else 709
-    threshold, e_t = P.full(t, z.re.type), P.full(np.exp(dtype.type(t)), z.re.type)
-    one = P.full(1, z.re.type)
-    cos, sin, re = P.cos(z.im), P.sin(z.im), z.re
-    for _ in range(2):
-        above = P.gt(re, threshold)
-        re = P.select(above, P.sub(re, threshold), re)
-        factor = P.select(above, e_t, one)
-        cos, sin = P.mul(cos, factor), P.mul(sin, factor)
-    scale = P.select(P.gt(re, threshold), P.full(np.finfo(dtype).max, z.re.type), P.exp(re))
-    zero = _zeros_like(z.im)
-    im = P.select(P.eq(z.im, zero), z.im, P.mul(scale, sin))
-    re = P.mul(scale, cos)
-    # An infinite real part with an infinite or NaN imaginary part: C99 (glibc, so NumPy)
-    # gives 0 + i copysign(0, im) for -inf and inf + i NaN for +inf, where cos and sin
-    # of im are NaN.
-    infinity = P.full(np.inf, z.re.type)
-    im_not_finite = P.logical_not(P.lt(P.absolute(z.im), infinity))
-    to_zero = P.logical_and(P.eq(z.re, P.neg(infinity)), im_not_finite)
-    to_infinity = P.logical_and(P.eq(z.re, infinity), im_not_finite)
-    signed_zero = P.select(signbit(z.im), P.full(-0.0, z.im.type), zero)
-    re = P.select(to_zero, zero, P.select(to_infinity, infinity, re))
-    im = P.select(to_zero, signed_zero, P.select(to_infinity, P.full(np.nan, z.im.type), im))
-    return [Parts(re, im)]
-
-
-def _log(op, inputs):
-    """log|z| + i arg z, with log1p((re - 1)(re + 1) + im^2) / 2 for |z| in [0.5, 2], where
-    log(hypot) would lose the digits of a modulus near 1 (C99's clog does the same)."""
-    (z,) = map(_parts, inputs)
-    modulus = P.hypot(z.re, z.im)
-    one = P.full(1, z.re.type)
-    near_one = P.logical_and(P.ge(modulus, P.full(0.5, z.re.type)), P.le(modulus, P.full(2, z.re.type)))
-    squares_minus_one = P.add(P.mul(P.sub(z.re, one), P.add(z.re, one)), P.mul(z.im, z.im))
-    near = P.mul(P.full(0.5, z.re.type), P.log1p(squares_minus_one))
-    return [Parts(P.select(near_one, near, P.log(modulus)), P.arctan2(z.im, z.re))]
-
-
-def _sqrt(op, inputs):
-    """The principal square root by C99's csqrt formulas: the larger part from
-    sqrt((|re| + |z|) / 2), the other by a division, so no cancellation; sqrt(0 +- 0i) is
-    0 +- 0i, an infinite imaginary part gives inf with that part."""
-    (z,) = map(_parts, inputs)
-    half, zero = P.full(0.5, z.re.type), _zeros_like(z.re)
-    modulus = P.hypot(z.re, z.im)
-    big = P.sqrt(P.mul(half, P.add(modulus, P.absolute(z.re))))
-    small = P.mul(half, P.div(z.im, big))
-    negative_im = P.lt(P.div(P.full(1, z.im.type), z.im), zero)           # -0.0 counts as negative
-    positive_re = P.ge(z.re, zero)
-    re = P.select(positive_re, big, P.absolute(small))
-    im = P.select(positive_re, small, P.select(negative_im, P.neg(big), big))
-    is_zero = P.logical_and(P.eq(z.re, zero), P.eq(z.im, zero))
-    infinite_im = P.eq(P.absolute(z.im), P.full(np.inf, z.im.type))
-    re = P.select(infinite_im, P.full(np.inf, z.re.type), P.select(is_zero, zero, re))
-    im = P.select(P.logical_or(infinite_im, is_zero), z.im, im)
-    return [Parts(re, im)]
+    return [E.integer_power(z, op.attrs["y"])]
 
 
 def _eq(op, inputs):
@@ -282,11 +165,32 @@ def _view_as_complex(op, inputs):
     return [_sliced(inputs[0])]
 
 
+def _interleaved_call(op, inputs):
+    """A LAPACK call on complex matrices keeps them complex: LAPACK's z/c routines read and
+    write NumPy's interleaved (re, im) layout, which no pair of real arrays can stand for
+    without a copy, so the parts are interleaved before the call (the same bytes as the
+    complex array, reinterpreted) and each complex result is read back as its parts. The
+    kernel sees complex buffers only as memory it hands to LAPACK, never as arithmetic."""
+    operands = [_join(x) if isinstance(x, Parts) else x for x in inputs]
+    results = current_builder().create(op.opdef, operands, op.attrs).results
+    return [_split(r) if _is_complex(r) else r for r in results]
+
+
 RULES: dict[str, Callable] = {
-    "constant": _constant, "convert": _convert, "add": _add, "sub": _sub, "neg": _neg, "mul": _mul,
-    "div": _div, "integer_pow": _integer_pow, "exp": _exp, "log": _log, "sqrt": _sqrt, "safe_mul": _strong_zero(_mul), "safe_div": _strong_zero(_div), "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
+    "constant": _constant, "convert": _convert, "add": _add, "sub": _sub, "neg": _neg,
+    "mul": _elementwise(E.product), "div": _elementwise(E.quotient), "integer_pow": _integer_pow,
+    "safe_mul": _strong_zero(E.product), "safe_div": _strong_zero(E.quotient),
+    "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
     "real": _real, "imag": _imag, "conj": _conj, "complex": _make_complex,
     "view_as_real": _view_as_real, "view_as_complex": _view_as_complex,
+    **{name: _interleaved_call for name in INTERLEAVED_COMPLEX},
+    **{name: _elementwise(getattr(E, name)) for name in (
+        "exp", "log", "sqrt", "exp2", "expm1", "log2", "log10", "log1p", "sin", "cos", "tan", "sinh", "cosh",
+        "tanh", "sign")},
+    "pow": _elementwise(E.power),
+    **{prim: _elementwise(getattr(E, function)) for prim, function in (
+        ("asin", "arcsin"), ("acos", "arccos"), ("atan", "arctan"), ("asinh", "arcsinh"), ("acosh", "arccosh"),
+        ("atanh", "arctanh"))},
     **{name: _same_op_on_parts for name in ("stop_gradient", "broadcast_in_dim", "reshape", "transpose", "slice",
                                             "pad", "rev", "concatenate", "reduce_sum")},
 }

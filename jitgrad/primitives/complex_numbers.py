@@ -124,6 +124,8 @@ COMPLEX_READY = (
     "constant", "convert", "add", "sub", "mul", "div", "neg", "eq", "ne", "select", "stop_gradient",
     "broadcast_in_dim", "reshape", "transpose", "slice", "pad", "rev", "concatenate", "reduce_sum",
     "dot_general", "safe_mul", "safe_div", "integer_pow", "exp", "log", "sqrt",
+    "exp2", "expm1", "log2", "log10", "log1p", "pow", "sign",
+    "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "asinh", "acosh", "atanh",
 )
 """Existing primitives whose complex operands `passes/lower_complex.py` rewrites into real
 arithmetic (it has one rule for each)."""

@@ -294,8 +294,8 @@ def sqrt(x): return sqrt_p.bind(x)
 
 
 def _log_or_zero(x):
-    """log(x) where x > 0, else 0: d(x**y)/dy at x = 0 is 0, not NaN."""
-    positive = gt(x, _full_like(x, 0))
+    """log(x) where x > 0 (a complex x: x != 0), else 0: d(x**y)/dy at x = 0 is 0, not NaN."""
+    positive = ne(x, _full_like(x, 0)) if x.type.dtype.is_complex else gt(x, _full_like(x, 0))
     safe = select(positive, x, _full_like(x, 1))
     return select(positive, log(safe), _full_like(x, 0))
 

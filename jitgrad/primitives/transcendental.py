@@ -151,7 +151,7 @@ defjvp2(tan_p, lambda t, ans, x: tangent_mul(t, add(_full_like(x, 1), integer_po
 defjvp(arcsin_p, lambda t, x: tangent_div(t, _one_minus_square_root(x)))
 defjvp(arccos_p, lambda t, x: neg(tangent_div(t, _one_minus_square_root(x))))
 defjvp(arctan_p, lambda t, x: tangent_div(t, add(_full_like(x, 1), integer_pow(x, 2))))
-defjvp(arcsinh_p, lambda t, x: tangent_div(t, hypot(x, _full_like(x, 1))))          # sqrt(x^2 + 1), no overflow
+defjvp(arcsinh_p, lambda t, x: tangent_div(t, _square_plus_one_root(x)))
 defjvp(arccosh_p, lambda t, x: tangent_div(t, mul(sqrt(sub(x, _full_like(x, 1))), sqrt(add(x, _full_like(x, 1))))))
 defjvp(arctanh_p, lambda t, x: tangent_div(t, mul(sub(_full_like(x, 1), x), add(_full_like(x, 1), x))))
 # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); strong-zero quotients keep (0, 0) at zero.
@@ -164,6 +164,13 @@ def _one_minus_square_root(x):
     """sqrt(1 - x^2) as sqrt((1 - x)(1 + x)): accurate near |x| = 1."""
     one = _full_like(x, 1)
     return sqrt(mul(sub(one, x), add(one, x)))
+
+
+def _square_plus_one_root(x):
+    """sqrt(x^2 + 1): hypot(x, 1) for real x (no overflow); the principal root for complex x."""
+    if x.type.dtype.is_complex:
+        return sqrt(add(mul(x, x), _full_like(x, 1)))
+    return hypot(x, _full_like(x, 1))
 
 
 def _squared_norm(y, x):

@@ -181,14 +181,14 @@ def unary_float(prim_fn):
 
 def power(x, y):
     """x ** y; a static integer exponent becomes exact repeated multiplication."""
-    static = _is_weak(y) and not isinstance(y, Value)        # a Python number written in the code
+    static = _is_weak(y) and not isinstance(y, (Value, complex))   # a real Python number written in the code
     if static and math.isfinite(y) and float(y) == int(y) and builtins.abs(y) <= 64 \
             and not (y < -1 and result_dtype(x, y).is_float):   # 1 / x**2 overflows where pow does not
         base = promote(x)[0] if not _is_weak(x) else as_value(x)
         if y < 0 and not base.type.dtype.is_float and base.type.size == 0:
             return base          # NumPy checks elements at run time: an empty array passes
         return P.integer_pow(base, int(y))
-    if static and y == 0.5:
+    if static and y == 0.5 and not result_dtype(x, y).is_complex:      # NumPy's complex power is cpow, not csqrt
         return P.sqrt(promote(x, min_float=True)[0])
     if not result_dtype(x, y).is_float:
         return _elementwise(P.power, x, y)      # integers: wrap-around repeated squaring

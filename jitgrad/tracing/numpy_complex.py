@@ -15,6 +15,7 @@ from jitgrad.errors import DTypeError
 from jitgrad.ir import Value
 from jitgrad.primitives import complex_numbers as C
 from . import numpy_api as api
+from .numpy_linalg import COMPLEX_FUNCTIONS as LINALG_COMPLEX_FUNCTIONS
 
 
 def _complex_value(x) -> Value | None:
@@ -120,7 +121,9 @@ api.FUNCTIONS[np.isrealobj] = _type_test(lambda is_complex: not is_complex)
 COMPLEX_UFUNCS = frozenset({
     np.add, np.subtract, np.multiply, np.true_divide, np.negative, np.positive, np.equal, np.not_equal,
     np.conjugate, np.absolute, np.reciprocal, np.square, np.power, np.matmul, np.isnan, np.isinf, np.isfinite,
-    np.rint, np.exp, np.log, np.sqrt,
+    np.rint, np.exp, np.log, np.sqrt, np.exp2, np.expm1, np.log2, np.log10, np.log1p, np.sign,
+    np.sin, np.cos, np.tan, np.sinh, np.cosh, np.tanh, np.arcsin, np.arccos, np.arctan, np.arcsinh, np.arccosh,
+    np.arctanh,
 })
 """The ufuncs checked against NumPy on complex operands (tests/test_complex.py); the
 others refuse complex operands (`_refusing_complex`)."""
@@ -169,6 +172,6 @@ for _ufunc in list(api.UFUNCS):
     if _ufunc not in COMPLEX_UFUNCS:
         api.UFUNCS[_ufunc] = _refusing_complex(_ufunc.__name__, api.UFUNCS[_ufunc])
 for _function in list(api.FUNCTIONS):
-    if _function not in COMPLEX_FUNCTIONS:
+    if _function not in COMPLEX_FUNCTIONS and _function not in LINALG_COMPLEX_FUNCTIONS:
         api.FUNCTIONS[_function] = _refusing_complex(getattr(_function, "__name__", str(_function)),
                                                      api.FUNCTIONS[_function])
