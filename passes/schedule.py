@@ -9,13 +9,20 @@ which loops run together.
    (scalars broadcast to a shape), so no expensive work is duplicated; computed scalars
    are always materialized, and so are ops joining two computed arrays (which would
    otherwise keep both alive until a distant consumer).
-2. Kernels. Consecutive materialized values that can be computed by one flat loop of the
-   same trip count — elementwise maps and full reductions over flat-indexable inputs —
-   form one *fused kernel* (multi-output fusion): each member is computed once per
-   iteration and kept in a register for the members after it, and only members read
-   outside the kernel are stored. The gradient of sum(f(x)) is then one pass over x
-   that yields both the value and the gradient. Other materialized values (contractions,
-   partial reductions, scatters, index remapping) are kernels of their own.
+2. Kernels. Consecutive materialized values that can be computed by one loop of the
+   same trip count — elementwise maps, index maps and full reductions — form one *fused
+   kernel* (multi-output fusion): each member is computed once per iteration and kept in
+   a register for the members after it, and only members read outside the kernel are
+   stored. The gradient of sum(f(x)) is then one pass over x that yields both the value
+   and the gradient. Members that read through index maps (slices, reversals, zero
+   paddings, concatenations, transposes, broadcasts) need a multi-index: their kernel
+   gets an iteration `shape`, and backends run it as a nest whose last axis is the
+   contiguous inner loop, still visiting the same flat positions in the same order.
+   Other materialized values (contractions, partial reductions, scatters) are kernels of
+   their own.
+3. Index maps never read a member of their own kernel: a member is kept in a register
+   only at the position being computed, so a later member that would read it at another
+   position (through a slice, say) starts a new kernel and loads it from its buffer.
 """
 from __future__ import annotations
 
@@ -37,12 +44,15 @@ whatever the program's length."""
 @dataclass
 class Kernel:
     """One loop nest (or none, for constants and aliases). A fused kernel's members share
-    one flat loop of `size` iterations; `stored` are the members that need a buffer."""
+    one loop of `size` iterations over the flat positions 0 .. size - 1; `shape` is the
+    iteration space whose multi-index members with index maps read (None: every member is
+    flat-indexable, one flat loop suffices). `stored` are the members that need a buffer."""
 
     ops: list[Operation]
     fused: bool = False
     size: int = 0
     stored: set[Value] = field(default_factory=set)
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -66,6 +76,8 @@ class Schedule:
             return False
         if isinstance(op.opdef.lowering, Gather) or is_index_map_pad(op):
             return op.operands[0].type.ndim > 0
+        if is_index_map_concatenate(op):
+            return True
         return any(self.needs_multi_index(v) for v in op.operands)
 
     def reads(self, value: Value, compute: bool = False) -> set[Value]:
@@ -92,6 +104,27 @@ def is_index_map_pad(op: Operation) -> bool:
     scatter kernel and a buffer of its own."""
     return (op.opdef.name == "pad" and op.operands[0].type.ndim > 0 and op.operands[0].type.size > 0
             and not any(op.attrs["interior"]))
+
+
+def is_index_map_concatenate(op: Operation) -> bool:
+    """A concatenation computed inline (`KernelEmitter.concatenated_element`): each element
+    is a select among the operands' elements, each read at an index clamped into its own
+    bounds, instead of a scatter kernel and a buffer of its own."""
+    return op.opdef.name == "concatenate" and op.results[0].type.ndim > 0 and op.results[0].type.size > 0
+
+
+def is_index_map(op: Operation) -> bool:
+    """Does `op` compute its element from operand elements at remapped positions?"""
+    return isinstance(op.opdef.lowering, Gather) or is_index_map_pad(op) or is_index_map_concatenate(op)
+
+
+def _only_moves_data(value: Value, sched: Schedule) -> bool:
+    """Is `value` a buffer, a constant, or computed from them through index maps only (one
+    load per element, whatever the path)?"""
+    op = value.defining_op
+    if value in sched.materialized or op is None or isinstance(op.opdef.lowering, Constant):
+        return True
+    return is_index_map(op) and all(_only_moves_data(v, sched) for v in op.operands)
 
 
 def strided_view(value: Value, sched: Schedule) -> tuple[Value, tuple[int, ...]] | None:
@@ -182,7 +215,11 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
         if depth[result] >= MAX_INLINE_DEPTH:
             sched.materialized.add(result)
             depth[result] = 0
-        index_map = isinstance(lowering, Gather) or is_index_map_pad(op)
+        index_map = is_index_map(op)
+        if is_index_map_concatenate(op):
+            # Every element evaluates each operand (and selects one): operands that
+            # compute anything are materialized, so that no work is repeated.
+            sched.materialized.update(v for v in op.operands if not _only_moves_data(v, sched))
         if isinstance(lowering, _ALWAYS_MATERIALIZED) and not index_map:
             sched.materialized.add(result)
         if isinstance(lowering, Alias):
@@ -205,40 +242,68 @@ def schedule(fn: Function, fuse: bool = True) -> Schedule:
     return sched
 
 
-def _flat_size(op: Operation, sched: Schedule) -> int | None:
-    """The trip count of `op` as a member of a flat fused loop, or None if it can't be one."""
+def _iteration_space(op: Operation, sched: Schedule) -> tuple[int, tuple[int, ...] | None] | None:
+    """(trip count, shape of the multi-index it needs or None) of `op` as a member of a
+    fused loop, or None if it can't be one."""
     lowering, result = op.opdef.lowering, op.results[0]
-    if isinstance(lowering, (Elementwise, Gather)) and result.type.size > 0:
-        return None if sched.needs_multi_index(result, compute=True) else result.type.size
+    if (isinstance(lowering, (Elementwise, Gather)) or is_index_map(op)) and result.type.size > 0:
+        multi = sched.needs_multi_index(result, compute=True)
+        return result.type.size, result.type.shape if multi else None
     if isinstance(lowering, Reduction) and result.type.ndim == 0 and op.operands[0].type.size > 0:
-        return None if sched.needs_multi_index(op.operands[0]) else op.operands[0].type.size
+        x = op.operands[0]
+        return x.type.size, x.type.shape if sched.needs_multi_index(x) else None
     return None
+
+
+def _remaps_a_member(value: Value, members: set[Value], sched: Schedule, remapped: bool = False,
+                     compute: bool = True) -> bool:
+    """Does computing `value` read one of `members` (values kept in registers at the
+    position being computed) through an index map?"""
+    if value in members and not compute:
+        return remapped
+    if value in sched.materialized and not compute:
+        return False
+    op = value.defining_op
+    if op is None:
+        return False
+    remapped = remapped or is_index_map(op)
+    return any(_remaps_a_member(v, members, sched, remapped, compute=False) for v in op.operands)
 
 
 def _plan_kernels(fn: Function, sched: Schedule) -> list[Kernel]:
     kernels: list[Kernel] = []
     current: Kernel | None = None
     current_reductions: set[Value] = set()
+    members: set[Value] = set()
     for op in fn.body.ops:
         if op.opdef.is_terminator or op.results[0] not in sched.materialized:
             continue
         if isinstance(op.opdef.lowering, Constant):
             kernels.append(Kernel([op]))          # no loop: a global, read where needed
             continue
-        size = _flat_size(op, sched)
+        space = _iteration_space(op, sched)
         reads = sched.reads(op.results[0], compute=True)
-        if size is not None and current is not None and current.size == size and not reads & current_reductions:
+        joins = (space is not None and current is not None and current.size == space[0]
+                 and (space[1] is None or current.shape in (None, space[1]))
+                 and not reads & current_reductions
+                 and not _remaps_a_member(_reduced_or_result(op), members, sched,
+                                          compute=_reduced_or_result(op) is op.results[0]
+                                          or _reduced_or_result(op) not in sched.materialized))
+        if joins:
             current.ops.append(op)
+            current.shape = current.shape or space[1]
         else:
             if current is not None:
                 kernels.append(current)
-            current, current_reductions = None, set()
-            if size is not None:
-                current = Kernel([op], fused=True, size=size)
+            current, current_reductions, members = None, set(), set()
+            if space is not None:
+                current = Kernel([op], fused=True, size=space[0], shape=space[1])
             else:
                 kernels.append(Kernel([op]))
-        if current is not None and isinstance(op.opdef.lowering, Reduction):
-            current_reductions.add(op.results[0])
+        if current is not None:
+            members.add(op.results[0])
+            if isinstance(op.opdef.lowering, Reduction):
+                current_reductions.add(op.results[0])
     if current is not None:
         kernels.append(current)
     users = _users(fn)
@@ -249,6 +314,11 @@ def _plan_kernels(fn: Function, sched: Schedule) -> list[Kernel]:
             kernel.stored = {v for v in members if isinstance(v.defining_op.opdef.lowering, Reduction)
                              or v in outputs or _read_outside(v, members, users, sched)}
     return kernels
+
+
+def _reduced_or_result(op: Operation) -> Value:
+    """What a fused member computes per position: a reduction's operand, else its result."""
+    return op.operands[0] if isinstance(op.opdef.lowering, Reduction) else op.results[0]
 
 
 def _users(fn: Function) -> dict[Value, list[Operation]]:
@@ -285,7 +355,8 @@ def describe(fn: Function, sched: Schedule, memory=None) -> str:
 
     lines = [f"// fusion plan of @{fn.name}: {len(sched.kernels)} kernels"]
     for k, kernel in enumerate(sched.kernels):
-        kind = (f"fused loop, {kernel.size} iterations" if kernel.fused
+        nest = "" if kernel.shape is None else f" over {'x'.join(map(str, kernel.shape))}"
+        kind = (f"fused loop, {kernel.size} iterations{nest}" if kernel.fused
                 else kernel.ops[0].opdef.lowering.__class__.__name__.lower())
         lines.append(f"kernel {k} ({kind}):")
         for op in kernel.ops:

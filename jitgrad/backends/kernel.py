@@ -35,7 +35,7 @@ import numpy as np
 
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
-from jitgrad.passes.schedule import Kernel, Schedule, is_index_map_pad, strided_view
+from jitgrad.passes.schedule import Kernel, Schedule, is_index_map_concatenate, is_index_map_pad, strided_view
 from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather, Reduction, Scatter
 from jitgrad.primitives.kernel_kind import KernelKind
 
@@ -499,6 +499,8 @@ class KernelEmitter:
             return self.element(operand, Index(operand.type.shape, mapped))
         if is_index_map_pad(op):
             return self.padded_element(op, idx)
+        if is_index_map_concatenate(op):
+            return self.concatenated_element(op, idx)
         raise AssertionError(f"{op.name} results are always materialized")
 
     def padded_element(self, op, idx: Index) -> Scalar:
@@ -517,6 +519,26 @@ class KernelEmitter:
             inside = both if inside is None else ctx.select(inside, both, inside)
         item = self.element(operand, Index(operand.type.shape, mapped))
         return ctx.select(inside, item, ctx.const_of(0, value_dtype(op)))
+
+    def concatenated_element(self, op, idx: Index) -> Scalar:
+        """Element `idx` of a concatenation (`is_index_map_concatenate`): every operand is
+        read at the index clamped into its own bounds along the axis, and the one whose
+        range holds the index is selected, so no access leaves a buffer."""
+        ctx, axis = self.ctx, op.attrs["axis"]
+        multi = idx.get_multi(ctx)
+        at = multi[axis]
+        item, offset = None, 0
+        for operand in op.operands:
+            n = operand.type.shape[axis]
+            if n == 0:
+                continue
+            lo, hi = ctx.index_const(offset), ctx.index_const(offset + n - 1)
+            clamped = ctx.select(ctx.index_cmp(">=", at, lo), ctx.select(ctx.index_cmp("<=", at, hi), at, hi), lo)
+            mapped = [ctx.index_sub(clamped, lo) if d == axis else i for d, i in enumerate(multi)]
+            here = self.element(operand, Index(operand.type.shape, mapped))
+            item = here if item is None else ctx.select(ctx.index_cmp("<", at, lo), item, here)
+            offset += n
+        return item
 
     def elementwise(self, op, operands: list) -> Scalar:
         """An Elementwise rule applied to scalar operands. The rule learns its operands'
@@ -590,22 +612,29 @@ class KernelEmitter:
             reduce_chunk(ctx.index_mul(full, chunk), tail)
 
     def fused_loop(self, kernel: Kernel, start, count, accumulators) -> None:
+        """Positions start .. start + count - 1 in one flat loop; members with index maps
+        derive their multi-index from the flat position (a target may loop over rows
+        instead: the CPU's `fused_loop`)."""
         ctx = self.ctx
         with ctx.loop(count, "fused") as j:
-            i = ctx.index_add(start, j)
-            self.memo = {}
-            for op in kernel.ops:
-                result, description = op.results[0], op.opdef.lowering
-                if isinstance(description, Reduction):
-                    x = op.operands[0]
-                    accumulators[result].add(self.element(x, Index(x.type.shape, flat=i)))
-                    continue
-                idx = Index(result.type.shape, flat=i)
-                value = self.element(result, idx, compute=True)
-                self.memo[result] = value
-                if result in kernel.stored:
-                    self.store(result, idx, value)
-            self.memo = {}
+            self.fused_position(kernel, ctx.index_add(start, j), None, accumulators)
+
+    def fused_position(self, kernel: Kernel, flat, multi, accumulators) -> None:
+        """Every member of `kernel` at flat position `flat` (and, when given, its
+        multi-index `multi` in `kernel.shape`), each computed once and kept in `memo`."""
+        self.memo = {}
+        for op in kernel.ops:
+            result, description = op.results[0], op.opdef.lowering
+            value = op.operands[0] if isinstance(description, Reduction) else result
+            idx = Index(value.type.shape, multi if value.type.shape == kernel.shape else None, flat)
+            if isinstance(description, Reduction):
+                accumulators[result].add(self.element(value, idx))
+                continue
+            item = self.element(result, idx, compute=True)
+            self.memo[result] = item
+            if result in kernel.stored:
+                self.store(result, idx, item)
+        self.memo = {}
 
     # ------------------------------------------------------------------ reductions
     def emit_reduction(self, op, description: Reduction) -> None:

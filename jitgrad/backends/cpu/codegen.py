@@ -155,6 +155,34 @@ class CPUFunctionEmitter(KernelEmitter):
             return
         super().emit_fused(kernel)
 
+    def fused_loop(self, kernel: Kernel, start, count, accumulators) -> None:
+        """A kernel with an iteration shape (members with index maps: slices, reversals,
+        paddings, concatenations) runs positions start .. start + count - 1 as row
+        segments: an outer loop over the rows the range touches (the multi-index of the
+        leading axes derived once per row) and an inner loop over the columns of that row
+        inside the range. The inner counter is the last axis's index, so every index map
+        is affine in it and the inner loop vectorizes; the positions and their order are
+        the flat loop's, so blocks, reduction chunks and results are unchanged."""
+        if kernel.shape is None:
+            super().fused_loop(kernel, start, count, accumulators)
+            return
+        b = self.builder
+        width = kernel.shape[-1]
+        end = b.add(start, count)
+        first_row = b.sdiv(start, index(width))
+        rows = b.sub(b.sdiv(b.add(end, index(width - 1)), index(width)), first_row)
+        with for_range(b, rows, "rows") as r:
+            row = b.add(first_row, r)
+            row_start = b.mul(row, index(width))
+            from_start, to_end = b.sub(start, row_start), b.sub(end, row_start)
+            low = b.select(b.icmp_signed(">", from_start, index(0)), from_start, index(0))
+            high = b.select(b.icmp_signed("<", to_end, index(width)), to_end, index(width))
+            leading = Index(kernel.shape[:-1], flat=row).get_multi(self.ctx)
+            with for_range(b, b.sub(high, low), "fused") as j:
+                column = b.add(low, j, flags=["nuw", "nsw"])
+                self.fused_position(kernel, b.add(row_start, column, flags=["nuw", "nsw"]), [*leading, column],
+                                    accumulators)
+
     def _work_per_element(self, kernel) -> int:
         """A cost estimate: the ops computed per iteration, each weighed by its record's
         `cost` (math-library calls 16, arithmetic 1, undeclared 1).
