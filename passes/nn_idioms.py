@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional, Sequence
 
@@ -54,8 +55,9 @@ from jitgrad.config import config
 from jitgrad.ir import DType, Function, Operation, Value
 from jitgrad.primitives import convolution as C
 from jitgrad.primitives.structural import concatenate, reshape, transpose
-from .manager import FunctionPass, rewrite_function
-from .simplify import DeadCodeElimination
+from jitgrad.ir.rewrite import Rewriter
+from .manager import FunctionPass
+from .simplify import DeadCodeElimination, splat
 
 _ENABLED = [True]
 _FLOATS = (DType.f32, DType.f64)
@@ -328,37 +330,144 @@ def emit_convolution(plan: ConvolutionPlan, result_shape: tuple) -> Optional[Val
         [n for n in out.type.shape if n != 1] == [n for n in result_shape if n != 1] else None
 
 
-def _convolution_rule(op: Operation, operands: list[Value]) -> Optional[list[Value]]:
+def _convolution_rule(op: Operation, operands: list[Value], read, uses: dict) -> Optional[list[Value]]:
     if op.name == "dot_general":
         plan = _plan_from_dot(op, operands)
-    elif op.name == "add":
-        plan = shifted_slices_plan(op, operands)
+        if plan is None or not _float_operands(plan.source, plan.kernel):
+            return None
+        out = emit_convolution(plan, op.result.type.shape)
+    elif op.name == "add" and op.result.type.dtype in _FLOATS:
+        out = _shifted_slices(op, read, uses)
     else:
         return None
-    if plan is None or plan.source.type.dtype not in _FLOATS or plan.kernel.type.dtype != plan.source.type.dtype:
-        return None
-    out = emit_convolution(plan, op.result.type.shape)
     return None if out is None else [out]
+
+
+def _float_operands(x: Value, w: Value) -> bool:
+    return x.type.dtype in _FLOATS and w.type.dtype == x.type.dtype
 
 
 # --------------------------------------------------------------------------- shifted slices
 
-def _terms(v: Value, root: bool = True) -> list[Value]:
-    """The summands of a chain of `add`s (intermediate sums used elsewhere stay whole)."""
+def _terms(v: Value, uses: dict, root: bool = True) -> list[Value]:
+    """The summands of a tree of `add`s (an intermediate sum used elsewhere too stays a
+    summand: it is computed anyway)."""
     op = v.defining_op
-    if op is not None and op.name == "add" and (root or len(_uses(v)) <= 1):
-        return _terms(op.operands[0], False) + _terms(op.operands[1], False)
+    if op is not None and op.name == "add" and (root or uses.get(v, 0) <= 1):
+        return _terms(op.operands[0], uses, False) + _terms(op.operands[1], uses, False)
     return [v]
 
 
-def _uses(v: Value) -> list[Operation]:
-    block = v.defining_op.parent
-    return [op for op in block.ops if any(x is v for x in op.operands)] if block is not None else []
+@dataclass(frozen=True)
+class _Term:
+    """One summand `F(slice(source), weight)`: `kind` says what F is, the same for all
+    summands of a convolution ("scale": an elementwise product with a scalar weight;
+    ("dot", attrs, side, permutation): a dot_general, then a transpose)."""
+
+    source: Value
+    start: tuple
+    sizes: tuple
+    strides: tuple
+    weight: Optional[Value]
+    kind: tuple
 
 
-def shifted_slices_plan(op: Operation, operands: Sequence[Value]) -> Optional[ConvolutionPlan]:
-    """Placeholder for the sum-over-offsets idiom (not recognized yet)."""
+def _slice_of(v: Value) -> tuple[Value, tuple, tuple]:
+    op = v.defining_op
+    if op is not None and op.name == "slice":
+        return op.operands[0], tuple(op.attrs["start_indices"]), tuple(op.attrs["strides"])
+    return v, (0,) * v.type.ndim, (1,) * v.type.ndim
+
+
+def _scalar_broadcast(v: Value) -> Optional[Value]:
+    op = v.defining_op
+    if op is not None and op.name == "broadcast_in_dim" and op.operands[0].type.ndim == 0:
+        return op.operands[0]
     return None
+
+
+def _term(v: Value) -> Optional[_Term]:
+    op = v.defining_op
+    if op is not None and op.name == "mul":
+        for k in (0, 1):
+            weight = _scalar_broadcast(op.operands[k])
+            if weight is not None:
+                source, start, strides = _slice_of(op.operands[1 - k])
+                return _Term(source, start, op.operands[1 - k].type.shape, strides, weight, ("scale",))
+        return None
+    permutation = None
+    if op is not None and op.name == "transpose":
+        permutation, v = op.attrs["permutation"], op.operands[0]
+        op = v.defining_op
+    if op is None or op.name != "dot_general":
+        return None
+    for side in (0, 1):
+        data = op.operands[side].defining_op
+        if data is not None and data.name == "slice":
+            source, start, strides = _slice_of(op.operands[side])
+            kind = ("dot", op.attrs["batch"], op.attrs["contract"], side, permutation)
+            return _Term(source, start, op.operands[side].type.shape, strides, op.operands[1 - side], kind)
+    return None
+
+
+def _stacked_kernel(weights: list[Value], taps: tuple) -> Value:
+    """The weights of the taps (row-major) stacked into one array (*taps, *weight shape)."""
+    shape = weights[0].type.shape
+    parts = [reshape(w, (1, *shape)) for w in weights]
+    stacked = parts[0] if len(parts) == 1 else concatenate(parts, 0)
+    return reshape(stacked, (*taps, *shape))
+
+
+def _shifted_slices(op: Operation, read, uses: dict) -> Optional[Value]:
+    """A sum, over every offset of a full grid, of slices of one array shifted by that
+    offset and multiplied by a weight, as a convolution with the stacked weights. `op`
+    is the source program's (a partial sum may already be rewritten in the new one);
+    `read` maps its values to the new program's."""
+    summands = [v for v in _terms(op.results[0], uses) if splat(v) != 0]    # Python's sum starts at 0
+    terms = [_term(v) for v in summands]
+    if len(terms) < 2 or any(t is None for t in terms):
+        return None
+    first = terms[0]
+    if any((t.source, t.sizes, t.strides, t.kind) != (first.source, first.sizes, first.strides, first.kind)
+           or t.weight.type != first.weight.type for t in terms):
+        return None
+    x = first.source
+    spatial = [a for a in range(x.type.ndim)
+               if len({t.start[a] for t in terms}) > 1 or first.sizes[a] != x.type.shape[a] or first.strides[a] != 1]
+    windows, grid = {}, []
+    for a in spatial:
+        offsets = sorted({t.start[a] for t in terms})
+        dilation = offsets[1] - offsets[0] if len(offsets) > 1 else 1
+        if offsets != list(range(offsets[0], offsets[0] + dilation * len(offsets), dilation)):
+            return None
+        windows[a] = Window(offsets[0], first.strides[a], dilation, first.sizes[a], len(offsets))
+        grid.append(offsets)
+    by_offset = {tuple(t.start[a] for a in spatial): t for t in terms}
+    if not spatial or len(by_offset) != len(terms) or len(terms) != math.prod(len(o) for o in grid):
+        return None
+    taps = tuple(len(o) for o in grid)
+    kernel = _stacked_kernel([read(by_offset[offset].weight) for offset in itertools.product(*grid)], taps)
+    m = len(spatial)
+    view = WindowView(read(x), [("pos", a) if a in windows else ("plain", a) for a in range(x.type.ndim)]
+                      + [("tap", a) for a in spatial], windows)
+    tap_axes = tuple(range(x.type.ndim, x.type.ndim + m))
+    if first.kind[0] == "scale":
+        plan = _plan_for_view(view, kernel, 0, (), (), tap_axes, tuple(range(m)))
+        return None if plan is None else emit_convolution(plan, first.sizes)
+    _, (batch_l, batch_r), (contract_l, contract_r), side, permutation = first.kind
+    view_batch, kernel_batch = (batch_l, batch_r)[side], (batch_l, batch_r)[1 - side]
+    view_contract, kernel_contract = (contract_l, contract_r)[side], (contract_l, contract_r)[1 - side]
+    if any(a in view_contract or a in view_batch for a in spatial):
+        return None
+    shift = lambda axes: tuple(k + m for k in axes)        # the kernel's own axes follow its taps
+    plan = _plan_for_view(view, kernel, side, tuple(view_batch), shift(kernel_batch),
+                          tuple(view_contract) + tap_axes, shift(kernel_contract) + tuple(range(m)))
+    term_op = summands[0].defining_op
+    dot_type = (term_op.operands[0] if permutation is not None else term_op.results[0]).type
+    out = None if plan is None else emit_convolution(plan, dot_type.shape)
+    if out is None or permutation is None:
+        return out
+    return transpose(out, permutation)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -384,7 +493,7 @@ _POOLS = {"reduce_max": ("reduce_window_max", C.reduce_window_max),
           "reduce_sum": ("reduce_window_sum", C.reduce_window_sum)}
 
 
-def _pooling_rule(op: Operation, operands: list[Value]) -> Optional[list[Value]]:
+def _pooling_rule(op: Operation, operands: list[Value], read, uses: dict) -> Optional[list[Value]]:
     if op.name not in _POOLS or not _active(_POOLS[op.name][0]):
         return None
     producer = operands[0].defining_op
@@ -406,16 +515,30 @@ def _pooling_rule(op: Operation, operands: list[Value]) -> Optional[list[Value]]
 
 # --------------------------------------------------------------------------- passes
 
-def _rewrite_if_any(fn: Function, rule) -> Function:
-    changed = []
+class _IdiomRewriter(Rewriter):
+    """The rewriting driver with one rule for every op, `rule(op, new_operands, read,
+    uses)`: `read` maps the source program's values to the new program's, `uses` counts
+    the uses of each source value. `changed` records whether a rule replaced anything."""
 
-    def counting(op, operands):
-        out = rule(op, operands)
-        if out is not None:
-            changed.append(op)
+    def __init__(self, rule, uses: dict):
+        super().__init__()
+        self._rule, self._uses, self.changed = rule, uses, False
+
+    def rule_for(self, op: Operation):
+        return self._apply
+
+    def _apply(self, rewriter, op: Operation, inputs: list):
+        out = self._rule(op, inputs, self.read, self._uses)
+        self.changed = self.changed or out is not None
         return out
-    out = rewrite_function(fn, counting)
-    return DeadCodeElimination().run(out) if changed else fn
+
+
+def _rewrite_if_any(fn: Function, rule) -> Function:
+    """`fn` rewritten by `rule`, its dead ops dropped; `fn` itself when nothing matched."""
+    uses = Counter(v for op in fn.walk() for v in op.operands)
+    rewriter = _IdiomRewriter(rule, uses)
+    out = rewriter.rewrite_function(fn)
+    return DeadCodeElimination().run(out) if rewriter.changed else fn
 
 
 _CONV_CANDIDATES = frozenset({"gather", "slice"})
