@@ -42,6 +42,7 @@ from jitgrad.errors import DTypeError, GradientError, ShapeError
 from jitgrad.ir import DType, TensorType
 from . import elementwise as E
 from . import structural as S
+from .complex_numbers import conj, imag, make_complex, real
 from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
 from .linalg import dot_general
 from .reductions import reduce_max, reduce_sum
@@ -57,13 +58,20 @@ class LapackKernel(KernelKind):
 
 LAPACK_KERNEL = LapackKernel()
 FLOATS = (DType.f32, DType.f64)
+COMPLEX = (DType.c64, DType.c128)
+INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky")
+"""The primitives that take complex matrices: their kernels call LAPACK's z/c routines,
+which read and write NumPy's interleaved (re, im) layout, so `lower-complex` leaves their
+operands and results complex (interleaving the parts around the call) instead of
+splitting them into real parts."""
 
 
 # --------------------------------------------------------------------------- shape rules
 
 def _check_matrix(name: str, a: TensorType, square: bool = True) -> None:
-    if a.dtype not in FLOATS:
-        raise DTypeError(f"{name} needs float32 or float64 matrices, got {a.dtype}")
+    if a.dtype not in FLOATS and not (a.dtype in COMPLEX and name in INTERLEAVED_COMPLEX):
+        kinds = "float32, float64, complex64 or complex128" if name in INTERLEAVED_COMPLEX else "float32 or float64"
+        raise DTypeError(f"{name} needs {kinds} matrices, got {a.dtype}")
     if a.ndim < 2:
         raise ShapeError(f"{name}: {a.ndim}-dimensional array given; it needs at least two dimensions")
     if not square and 0 in a.shape[-2:]:
@@ -125,8 +133,10 @@ def _solve_impl(a, b, *, transpose_a):
 
 
 def _slogdet_impl(a):
+    """[sign, log|det|]; for complex matrices the sign is det / |det| and log|det| is stored
+    as a complex number with a zero imaginary part."""
     sign, logdet = np.linalg.slogdet(a)
-    return np.stack([sign, logdet], axis=-1).astype(a.dtype)
+    return np.stack([sign, logdet.astype(sign.dtype)], axis=-1).astype(a.dtype)
 
 
 def _eigh_impl(a, *, vectors, lower):
@@ -227,6 +237,22 @@ def _symmetric_from_lower(t):
     return E.add(_tril(t), _mT(_tril(t, -1)))
 
 
+def _hermitian_from_lower(t):
+    """The Hermitian matrix a complex routine that reads only the lower triangle sees: the
+    strict lower triangle, its conjugate transpose above, and the real part of the diagonal
+    (potrf and heevd ignore the diagonal's imaginary parts). Real matrices: the symmetric one."""
+    if not t.type.dtype.is_complex:
+        return _symmetric_from_lower(t)
+    strict = _tril(t, -1)
+    diagonal = make_complex(_masked(real(t), np.eye(t.type.shape[-1])), S.full(0, real(t).type))
+    return E.add(E.add(strict, conj(_mT(strict))), diagonal)
+
+
+def _mH(x):
+    """The conjugate transpose of the last two axes (the transpose for real matrices)."""
+    return conj(_mT(x)) if x.type.dtype.is_complex else _mT(x)
+
+
 def _symmetric_from_upper(t):
     return E.add(_triu(t), _mT(_triu(t, 1)))
 
@@ -281,7 +307,7 @@ def _cholesky_infer(a):
 
 
 cholesky_p = Primitive("cholesky", _cholesky_infer, _cholesky_impl,
-                       doc="Lower Cholesky factor of the lower triangle's symmetric matrix (potrf).")
+                       doc="Lower Cholesky factor of the lower triangle's symmetric (Hermitian) matrix (potrf).")
 cholesky_p.lowering = LAPACK_KERNEL
 
 
@@ -295,8 +321,8 @@ def _cholesky_jvp(primals, tangents):
         return Zero(a.type)
     factor = cholesky(a)
     n = a.type.shape[-1]
-    left = triangular_solve(factor, _symmetric_from_lower(da), lower=True)       # L^-1 dA
-    middle = triangular_solve(factor, _mT(left), lower=True)                     # L^-1 dA L^-T
+    left = triangular_solve(factor, _hermitian_from_lower(da), lower=True)       # L^-1 dA
+    middle = triangular_solve(factor, _mH(left), lower=True)                     # L^-1 dA L^-H
     half_diagonal = np.tri(n) - 0.5 * np.eye(n)
     return _matmul(factor, _masked(middle, half_diagonal))
 
@@ -396,10 +422,10 @@ slogdet_p.lowering = LAPACK_KERNEL
 
 
 def slogdet(a):
-    """(sign, log|det|)."""
+    """(sign, log|det|); for a complex matrix the sign is complex and log|det| real."""
     packed = slogdet_p.bind(a)
     sign, logdet = _unpack(packed, [(), ()])
-    return sign, logdet
+    return sign, (real(logdet) if logdet.type.dtype.is_complex else logdet)
 
 
 def _slogdet_jvp(primals, tangents):
@@ -407,11 +433,19 @@ def _slogdet_jvp(primals, tangents):
     out_type = _slogdet_infer(a.type)[0]
     if isinstance(da, Zero):
         return Zero(out_type)
-    dlogdet = _diagonal(solve(a, da))
-    dlogdet = reduce_sum(dlogdet, (dlogdet.type.ndim - 1,))
+    trace = _diagonal(solve(a, da))
+    trace = reduce_sum(trace, (trace.type.ndim - 1,))                            # tr(A^-1 dA)
     nd = out_type.ndim
-    zero = S.full(0, TensorType(out_type.shape[:-1] + (1,), a.type.dtype))
-    return S.concatenate([zero, S.reshape(dlogdet, out_type.shape[:-1] + (1,))], nd - 1)
+    column = out_type.shape[:-1] + (1,)
+    if not a.type.dtype.is_complex:
+        zero = S.full(0, TensorType(column, a.type.dtype))
+        return S.concatenate([zero, S.reshape(trace, column)], nd - 1)
+    # d log|det| = Re tr(A^-1 dA); the sign det/|det| turns by i Im tr(A^-1 dA)
+    sign = S.reshape(_last_axis_slice(slogdet_p.bind(a), 0, 1), trace.type.shape)
+    zeros = S.full(0, real(trace).type)
+    dsign = E.mul(sign, make_complex(zeros, imag(trace)))
+    dlogdet = make_complex(real(trace), zeros)
+    return S.concatenate([S.reshape(dsign, column), S.reshape(dlogdet, column)], nd - 1)
 
 
 slogdet_p.jvp = _slogdet_jvp
@@ -604,3 +638,7 @@ def _pinv_jvp(primals, tangents, *, rcond):
 
 
 pinv_p.jvp = _pinv_jvp
+
+
+for _name in INTERLEAVED_COMPLEX:
+    Primitive.all[_name].complex_ready = True

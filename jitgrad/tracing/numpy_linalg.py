@@ -5,6 +5,9 @@ rounding and derivatives come from the primitives' rules.
 
 Inputs: float32 stays float32, float64 stays float64, integers, bools and bfloat16 (not
 `np.inexact` to NumPy) compute in float64; float16 is refused, as NumPy refuses it.
+complex64 and complex128 matrices are taken by the functions in `COMPLEX_FUNCTIONS`
+(LAPACK's c/z routines); the others refuse them with a DTypeError naming the function
+(`numpy_complex` wraps every function outside that set).
 Where NumPy raises `LinAlgError` on the numbers (a singular matrix, one not positive
 definite), the result is NaN for that matrix (see docs/linalg.md). Functions that return
 a named tuple in NumPy (`eigh`, `qr`, `svd`, `slogdet`) return a plain tuple here:
@@ -20,6 +23,7 @@ import numpy as np
 from jitgrad import primitives as P
 from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
+from jitgrad.primitives import complex_numbers as C
 from jitgrad.primitives import lapack as L
 from . import numpy_api as api
 
@@ -27,10 +31,11 @@ from . import numpy_api as api
 # --------------------------------------------------------------------------- operands
 
 def _float_operand(x, name: str) -> Value:
-    """x as a float32/float64 Value, as NumPy's linalg `_commonType` chooses."""
+    """x as a float32/float64 (or complex64/complex128) Value, as NumPy's linalg
+    `_commonType` chooses."""
     x = api.as_value(x)
     dtype = x.type.dtype
-    if dtype in (DType.f32, DType.f64):
+    if dtype in (DType.f32, DType.f64, DType.c64, DType.c128):
         return x
     if dtype == DType.f16:
         raise DTypeError(f"numpy.linalg.{name}: array type float16 is unsupported in linalg")
@@ -38,10 +43,12 @@ def _float_operand(x, name: str) -> Value:
 
 
 def _common_float(name: str, *xs) -> list[Value]:
+    """NumPy's `_commonType`: complex if any operand is, double if any is."""
     values = [_float_operand(x, name) for x in xs]
-    if any(v.type.dtype == DType.f64 for v in values):
-        values = [P.convert(v, DType.f64) for v in values]
-    return values
+    double = any(v.type.dtype in (DType.f64, DType.c128) for v in values)
+    complex_ = any(v.type.dtype.is_complex for v in values)
+    target = (DType.c128 if double else DType.c64) if complex_ else (DType.f64 if double else DType.f32)
+    return [v if v.type.dtype == target else P.convert(v, target) for v in values]
 
 
 def _square(x: Value, name: str) -> Value:
@@ -133,9 +140,13 @@ def slogdet(a):
 
 
 def det(a):
-    """sign * exp(log|det|), NumPy's own formula."""
+    """sign * exp(log|det|), NumPy's own formula (a complex sign times a real modulus for
+    complex matrices)."""
     sign, logdet = slogdet(a)
-    return P.mul(sign, P.exp(logdet))
+    modulus = P.exp(logdet)
+    if sign.type.dtype.is_complex:
+        modulus = C.make_complex(modulus, P.full(0, modulus.type))
+    return P.mul(sign, modulus)
 
 
 def cholesky(a, /, *, upper=False):
@@ -413,7 +424,15 @@ def _multi_dot(arrays, order, i, j):
 # --------------------------------------------------------------------------- norms and cond
 
 def _abs(x):
-    return api.absolute(x)
+    return api.UFUNCS[np.absolute](x)
+
+
+def _squared_modulus(x):
+    """x * x, or |x|^2 = re^2 + im^2 for complex x (NumPy's (x.conj() * x).real)."""
+    if not x.type.dtype.is_complex:
+        return P.mul(x, x)
+    re, im = C.real(x), C.imag(x)
+    return P.add(P.mul(re, re), P.mul(im, im))
 
 
 def _max_from_zero(x, axis, keepdims=False):
@@ -423,14 +442,14 @@ def _max_from_zero(x, axis, keepdims=False):
 
 def norm(x, ord=None, axis=None, keepdims=False):
     x = api.as_value(x)
-    if not x.type.dtype.is_float or x.type.dtype == DType.bf16:
+    if not x.type.dtype.is_inexact or x.type.dtype == DType.bf16:
         x = P.convert(x, DType.f64)
     nd = x.type.ndim
     if axis is None and (ord is None or (ord in ("f", "fro") and nd == 2) or (ord == 2 and nd == 1)):
         # A sum of squares, not NumPy's dot(x, x): mul's rules are strong-zero, so the
         # gradient at x = 0 is the documented 0 (a contraction's transpose gives 0 * inf).
         flat = api.ravel(x)
-        ret = P.sqrt(api.sum(P.mul(flat, flat)))
+        ret = P.sqrt(api.sum(_squared_modulus(flat)))
         return P.reshape(ret, (1,) * nd) if keepdims else ret
     if axis is None:
         axis = tuple(range(nd))
@@ -452,24 +471,29 @@ def _vector_norm(x, ord, axis, keepdims):
     if ord == -np.inf:
         return api.amin(_abs(x), axis=axis, keepdims=keepdims)
     if ord == 0:
-        return api.sum(P.convert(api.UFUNCS[np.not_equal](x, 0), x.type.dtype), axis=axis, keepdims=keepdims)
+        return api.sum(P.convert(api.UFUNCS[np.not_equal](x, 0), x.type.dtype.real_dtype), axis=axis,
+                       keepdims=keepdims)
     if ord == 1:
         return api.sum(_abs(x), axis=axis, keepdims=keepdims)
     if ord is None or ord == 2:
-        return P.sqrt(api.sum(P.mul(x, x), axis=axis, keepdims=keepdims))
+        return P.sqrt(api.sum(_squared_modulus(x), axis=axis, keepdims=keepdims))
     if isinstance(ord, str):
         raise ValueError(f"Invalid norm order '{ord}' for vectors")
     try:
         p = float(ord)
     except TypeError:
         raise UnsupportedOperationError("numpy.linalg.norm with a traced ord is not supported") from None
-    powered = api.power(_abs(x), P.constant(np.asarray(p, x.type.dtype.numpy)))
+    real_dtype = x.type.dtype.real_dtype.numpy
+    powered = api.power(_abs(x), P.constant(np.asarray(p, real_dtype)))
     total = api.sum(powered, axis=axis, keepdims=keepdims)
-    return api.power(total, P.constant(np.reciprocal(np.asarray(p, x.type.dtype.numpy))))
+    return api.power(total, P.constant(np.reciprocal(np.asarray(p, real_dtype))))
 
 
 def _svd_norm(x, row_axis, col_axis, reduce):
     """reduce(singular values): the public svd, which gives empty matrices no singular values."""
+    if x.type.dtype.is_complex:
+        raise DTypeError("numpy.linalg.norm with ord 2, -2 or 'nuc' (singular values) of complex matrices is "
+                         "not supported by jitgrad yet")
     y = api.moveaxis(x, (row_axis, col_axis), (-2, -1))
     return reduce(svd(y, compute_uv=False), axis=-1)
 
@@ -494,7 +518,7 @@ def _matrix_norm(x, ord, axis, keepdims):
     elif ord == -np.inf:
         ret = api.amin(api.sum(_abs(x), axis=col_axis), axis=row_axis - (row_axis > col_axis))
     elif ord in (None, "fro", "f"):
-        ret = P.sqrt(api.sum(P.mul(x, x), axis=(row_axis, col_axis)))
+        ret = P.sqrt(api.sum(_squared_modulus(x), axis=(row_axis, col_axis)))
     elif ord == "nuc":
         ret = _svd_norm(x, row_axis, col_axis, api.sum)
     else:
@@ -536,6 +560,9 @@ def matrix_norm(x, /, *, keepdims=False, ord="fro"):
 
 def cond(x, p=None):
     x = _stacked(_float_operand(x, "cond"), "cond")
+    if x.type.dtype.is_complex and (p is None or p in (2, -2)):
+        raise DTypeError("numpy.linalg.cond with p=None, 2 or -2 (singular values) of complex matrices is not "
+                         "supported by jitgrad yet; p in 1, -1, inf, -inf, 'fro' is")
     if p is None or p in (2, -2):
         s = L.svd(x, vectors=False)
         largest, smallest = _index_last(s, 0), _index_last(s, -1)
@@ -608,6 +635,15 @@ def vecdot(x1, x2, /, *, axis=-1):
     x1, x2 = (api.moveaxis(api.as_value(x), axis, -1) for x in (x1, x2))
     return api.UFUNCS[np.vecdot](x1, x2)
 
+
+COMPLEX_FUNCTIONS = frozenset({
+    np.linalg.solve, np.linalg.inv, np.linalg.det, np.linalg.slogdet, np.linalg.cholesky, np.linalg.matrix_power,
+    np.linalg.multi_dot, np.linalg.norm, np.linalg.vector_norm, np.linalg.matrix_norm, np.linalg.cond,
+    np.linalg.tensorsolve, np.linalg.tensorinv, np.linalg.matmul, np.linalg.outer, np.linalg.tensordot,
+    np.linalg.diagonal, np.linalg.matrix_transpose,
+})
+"""The numpy.linalg functions that take complex arrays, checked against NumPy on them
+(tests/test_linalg_complex.py); the others refuse complex input with a DTypeError."""
 
 FUNCTIONS = {
     np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det, np.linalg.slogdet: slogdet,

@@ -11,6 +11,11 @@ not refused: like NumPy, which calls LAPACK itself, the routine runs on it (LAPA
 NumPy's come out. Sizes are static, workspaces are sized by a LAPACK query at compile
 time, so every pointer stays inside its buffer.
 
+Complex matrices (complex64/complex128) call the c/z routines on NumPy's interleaved
+(re, im) layout: `lower-complex` leaves these operands complex, so a kernel's buffers
+hold pairs of floats; offsets count complex elements, scalars (trsm's alpha) are passed
+by pointer as the complex CBLAS functions take them.
+
 Layouts: LAPACKE's row-major entry points take jitgrad's row-major buffers as they are
 (transposing internally where the routine needs it, O(n^2) against the O(n^3)
 factorization); two kernels avoid that copy: Cholesky calls potrf in column-major layout
@@ -28,12 +33,13 @@ from llvmlite import ir
 from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType
 from jitgrad.primitives.lapack import qr_shapes, svd_shapes
-from .llvm_support import F64, I32, I64, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type
+from .llvm_support import F32, F64, I32, I64, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type
 
 I8 = ir.IntType(8)
 ROW_MAJOR, COL_MAJOR = 101, 102                      # LAPACK_ROW_MAJOR / LAPACK_COL_MAJOR, CblasRowMajor
 CBLAS_LEFT, CBLAS_UPPER, CBLAS_LOWER = 141, 121, 122
 CBLAS_NO_TRANS, CBLAS_TRANS, CBLAS_NON_UNIT = 111, 112, 131
+_LETTERS = {DType.f32: "s", DType.f64: "d", DType.c64: "c", DType.c128: "z"}
 
 # argument kinds of the entry points: "layout"/"flag" are C ints, "char" a C char,
 # "int" a 64-bit lapack_int, "ptr" a pointer, "scalar" the element type. The LAPACKE
@@ -58,8 +64,7 @@ _CTYPES = {"layout": ctypes.c_int, "flag": ctypes.c_int, "char": ctypes.c_char, 
 
 def symbol_name(routine: str, dtype: DType) -> str:
     family, _ = _SIGNATURES[routine]
-    letter = "d" if dtype == DType.f64 else "s"
-    return f"scipy_{family}_{letter}{routine}64_"
+    return f"scipy_{family}_{_LETTERS[dtype]}{routine}64_"
 
 
 class _Kernel:
@@ -71,15 +76,19 @@ class _Kernel:
                 f"{op.name} needs LAPACK, and no OpenBLAS with LAPACK was found next to NumPy", op.loc)
         self.ec, self.op, self.b = ec, op, ec.builder
         self.dtype = op.operands[0].type.dtype
-        self.t = memory_type(self.dtype)
-        self.item = 8 if self.dtype == DType.f64 else 4
+        self.complex = self.dtype.is_complex
+        self.t = memory_type(self.dtype.real_dtype)
+        """The type of one float: an element, or one part of a complex element."""
+        self.parts = 2 if self.complex else 1
+        self.item = (8 if self.dtype.real_dtype == DType.f64 else 4) * self.parts
 
     def routine(self, name: str) -> ir.Function:
         symbol = symbol_name(name, self.dtype)
         if not llvm.address_of_symbol(symbol):
             raise UnsupportedOperationError(f"{self.op.name}: the OpenBLAS library has no {symbol}", self.op.loc)
         family, kinds = _SIGNATURES[name]
-        types = {"layout": I32, "flag": I32, "char": I8, "int": I64, "ptr": PTR, "scalar": self.t}
+        types = {"layout": I32, "flag": I32, "char": I8, "int": I64, "ptr": PTR,
+                 "scalar": PTR if self.complex else self.t}
         fn = declare(self.ec.module, symbol, VOID if family == "cblas" else I64, [types[k] for k in kinds])
         for arg, kind in zip(fn.args, kinds, strict=True):
             if kind == "char":
@@ -97,6 +106,11 @@ class _Kernel:
                 converted.append(ir.Constant(I8, ord(a)))
             elif kind in ("layout", "flag"):
                 converted.append(ir.Constant(I32, a))
+            elif kind == "scalar" and self.complex:      # complex CBLAS scalars are passed by pointer
+                slot = alloca_in_entry(self.b, ir.ArrayType(self.t, 2), "lapack.scalar")
+                value = complex(a)
+                self.b.store(ir.Constant(ir.ArrayType(self.t, 2), [value.real, value.imag]), slot)
+                converted.append(slot)
             elif kind == "scalar":
                 converted.append(ir.Constant(self.t, a))
             else:
@@ -131,9 +145,16 @@ class _Kernel:
         return length, (max(1, int(dummies[iwork][0])) if iwork is not None else 0)
 
     def at(self, base, offset) -> ir.Value:
-        """Pointer to element `offset` (an int or i64) of the buffer at `base`."""
+        """Pointer to element `offset` (an int or i64) of the buffer at `base` (a complex
+        element is two floats)."""
         offset = index(offset) if isinstance(offset, int) else offset
+        if self.complex:
+            offset = self.b.mul(offset, index(2))
         return self.b.gep(base, [offset], inbounds=True, source_etype=self.t)
+
+    def part(self, pointer, k: int) -> ir.Value:
+        """Pointer to float k of the element at `pointer` (0: real part, 1: imaginary)."""
+        return self.b.gep(pointer, [index(k)], inbounds=True, source_etype=self.t) if k else pointer
 
     def batch(self):
         return for_range(self.b, math.prod(self.op.operands[0].type.shape[:-2]), "lapack.batch")
@@ -146,8 +167,9 @@ class _Kernel:
             self.ec.memcpy(dst, src, count * self.item)
 
     def fill(self, dst, count: int, value: float) -> None:
-        with for_range(self.b, count, "lapack.fill") as k:
-            self.b.store(ir.Constant(self.t, value), self.at(dst, k))
+        """`value` in every float of `count` elements (both parts of complex ones)."""
+        with for_range(self.b, count * self.parts, "lapack.fill") as k:
+            self.b.store(ir.Constant(self.t, value), self.b.gep(dst, [k], inbounds=True, source_etype=self.t))
 
     def failed(self, info) -> ir.Value:
         return self.b.icmp_signed("!=", info, index(0))
@@ -161,11 +183,16 @@ class _Kernel:
         bit = ir.IntType(1)
         slot = alloca_in_entry(self.b, bit, "lapack.finite")
         self.b.store(ir.Constant(bit, 1), slot)
-        with for_range(self.b, count, "lapack.finite") as j:
-            x = self.b.load(self.at(base, j), typ=self.t)
+        with for_range(self.b, count * self.parts, "lapack.finite") as j:
+            x = self.b.load(self.b.gep(base, [j], inbounds=True, source_etype=self.t), typ=self.t)
             ok = self.b.fcmp_ordered("==", self.b.fsub(x, x), ir.Constant(self.t, 0.0))
             self.b.store(self.b.and_(self.b.load(slot, typ=bit), ok), slot)
         return self.b.load(slot, typ=bit)
+
+    def store_zero(self, pointer) -> None:
+        """0 (0 + 0i) in the element at `pointer`."""
+        for k in range(self.parts):
+            self.b.store(ir.Constant(self.t, 0.0), self.part(pointer, k))
 
     def call_if(self, condition, name: str, *args) -> ir.Value:
         """The routine's info where `condition` holds; else -1, a failure, without calling it."""
@@ -195,7 +222,7 @@ def _cholesky(k: _Kernel) -> None:
             row = k.b.mul(r, index(n))
             with for_range(k.b, k.b.sub(index(n - 1), r), "chol.col") as c:
                 column = k.b.add(k.b.add(r, index(1)), c)
-                k.b.store(ir.Constant(k.t, 0.0), k.at(matrix, k.b.add(row, column)))
+                k.store_zero(k.at(matrix, k.b.add(row, column)))
         k.nan_if(k.failed(info), matrix, n * n)
 
 
@@ -235,13 +262,17 @@ def _triangular_solve(k: _Kernel) -> None:
             with for_range(b, n, "trsm.col") as c:
                 row, col = (c, r) if transpose else (r, c)
                 in_triangle = b.icmp_signed("<=" if lower else ">=", col, row)
-                value = b.load(k.at(matrix, b.add(b.mul(row, index(n)), col)), typ=k.t)
-                value = b.select(in_triangle, value, zero)
-                not_finite = b.fcmp_unordered("uno", b.fsub(value, value), zero)
-                zero_pivot = b.and_(b.icmp_signed("==", r, c), b.fcmp_ordered("==", value, zero))
+                source = k.at(matrix, b.add(b.mul(row, index(n)), col))
+                target = k.at(lu, b.add(b.mul(r, index(n)), c))
+                not_finite, is_zero = ir.Constant(bit, 0), ir.Constant(bit, 1)
+                for part in range(k.parts):             # each float of the element
+                    value = b.select(in_triangle, b.load(k.part(source, part), typ=k.t), zero)
+                    not_finite = b.or_(not_finite, b.fcmp_unordered("uno", b.fsub(value, value), zero))
+                    is_zero = b.and_(is_zero, b.fcmp_ordered("==", value, zero))
+                    b.store(value, k.part(target, part))
+                zero_pivot = b.and_(b.icmp_signed("==", r, c), is_zero)
                 irregular = b.or_(b.load(irregular_slot, typ=bit), b.or_(not_finite, zero_pivot))
                 b.store(irregular, irregular_slot)
-                b.store(value, k.at(lu, b.add(b.mul(r, index(n)), c)))
         with b.if_else(b.load(irregular_slot, typ=bit)) as (then, otherwise):
             with then:
                 _lu_solve(k, lu, pivots, x, n, cols, "N")
@@ -269,6 +300,9 @@ def _solve(k: _Kernel) -> None:
 def _slogdet(k: _Kernel) -> None:
     """NumPy's slogdet from getrf's factors: the pivots' parity, then the diagonal's signs
     and the sum of its logs in order; an exactly singular matrix gives (0, -inf)."""
+    if k.complex:
+        _complex_slogdet(k)
+        return
     (a,) = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     n = a.type.shape[-1]
@@ -307,6 +341,61 @@ def _slogdet(k: _Kernel) -> None:
                     b.store(b.fadd(b.load(log_slot, typ=k.t), b.call(log, [magnitude])), log_slot)
                 b.store(b.load(sign_slot, typ=k.t), k.at(result, 0))
                 b.store(b.load(log_slot, typ=k.t), k.at(result, 1))
+                k.nan_if(b.icmp_signed("<", info, index(0)), result, 2)
+
+
+def _complex_slogdet(k: _Kernel) -> None:
+    """NumPy's complex slogdet from getrf's factors: the sign starts as the pivots' parity
+    and is multiplied by each diagonal element over its modulus (hypot, NumPy's npy_cabs),
+    log|det| sums the moduli's logs in order; an exactly singular matrix gives (0, -inf).
+    The result is [sign, log|det| + 0i]."""
+    (a,) = k.op.operands
+    out = k.ec.pointer(k.op.results[0])
+    n = a.type.shape[-1]
+    lu, pivots = k.scratch(n * n), k.scratch(n, 8)
+    a_ptr, b, t = k.ec.pointer(a), k.b, k.t
+    suffix = "f64" if t == F64 else "f32"
+    log = declare(k.ec.module, f"llvm.log.{suffix}", t, [t])
+    hypot = declare(k.ec.module, "hypot" if t == F64 else "hypotf", t, [t, t])
+    one, zero = ir.Constant(t, 1.0), ir.Constant(t, 0.0)
+    sign_re, sign_im = alloca_in_entry(b, t, "slogdet.sign.re"), alloca_in_entry(b, t, "slogdet.sign.im")
+    log_slot = alloca_in_entry(b, t, "slogdet.log")
+
+    def write(result, s_re, s_im, logdet):
+        sign, logabs = result, k.at(result, 1)
+        for pointer, value in ((k.part(sign, 0), s_re), (k.part(sign, 1), s_im), (k.part(logabs, 0), logdet),
+                               (k.part(logabs, 1), zero)):
+            b.store(value, pointer)
+    if n == 0:                                   # the empty matrix: det 1, as NumPy
+        with k.batch() as i:
+            write(k.at(out, k.offset(i, 2)), one, zero, zero)
+        return
+    with k.batch() as i:
+        result = k.at(out, k.offset(i, 2))
+        k.copy(lu, k.at(a_ptr, k.offset(i, n * n)), n * n)
+        info = k.call("getrf_work", ROW_MAJOR, n, n, lu, n, pivots)
+        with b.if_else(b.icmp_signed(">", info, index(0))) as (singular, other):
+            with singular:
+                write(result, zero, zero, ir.Constant(t, -math.inf))
+            with other:
+                b.store(one, sign_re)
+                b.store(zero, sign_im)
+                b.store(zero, log_slot)
+                with for_range(b, n, "slogdet.pivot") as p:
+                    pivot = b.load(b.gep(pivots, [p], inbounds=True, source_etype=I64), typ=I64)
+                    swapped = b.icmp_signed("!=", pivot, b.add(p, index(1)))
+                    sign = b.load(sign_re, typ=t)
+                    b.store(b.select(swapped, b.fneg(sign), sign), sign_re)
+                with for_range(b, n, "slogdet.diag") as d:
+                    element = k.at(lu, b.mul(d, index(n + 1)))
+                    re, im = b.load(k.part(element, 0), typ=t), b.load(k.part(element, 1), typ=t)
+                    modulus = b.call(hypot, [re, im])
+                    unit_re, unit_im = b.fdiv(re, modulus), b.fdiv(im, modulus)
+                    s_re, s_im = b.load(sign_re, typ=t), b.load(sign_im, typ=t)
+                    b.store(b.fsub(b.fmul(s_re, unit_re), b.fmul(s_im, unit_im)), sign_re)
+                    b.store(b.fadd(b.fmul(s_re, unit_im), b.fmul(s_im, unit_re)), sign_im)
+                    b.store(b.fadd(b.load(log_slot, typ=t), b.call(log, [modulus])), log_slot)
+                write(result, b.load(sign_re, typ=t), b.load(sign_im, typ=t), b.load(log_slot, typ=t))
                 k.nan_if(b.icmp_signed("<", info, index(0)), result, 2)
 
 

@@ -1,0 +1,188 @@
+"""numpy.linalg on complex64/complex128 matrices: compiled values against NumPy (LAPACK's
+c/z routines called from the generated code), gradients of real losses in JAX's
+convention (df/dx - i df/dy) and forward-mode derivatives against central differences
+along the real and imaginary directions, second order for solve, slogdet and cholesky,
+and the clear DTypeError of the functions that do not take complex matrices yet."""
+import numpy as np
+import pytest
+
+import jitgrad
+from jitgrad.errors import DTypeError
+
+COMPLEX = [np.complex64, np.complex128]
+
+
+def complex_array(rng, shape, dtype=np.complex128):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+def hermitian_positive(rng, shape, dtype=np.complex128):
+    a = complex_array(rng, shape, dtype)
+    return (a @ np.conj(np.swapaxes(a, -1, -2)) + shape[-1] * np.eye(shape[-1])).astype(dtype)
+
+
+def well_conditioned(rng, shape, dtype=np.complex128):
+    return (complex_array(rng, shape, dtype) + 3 * np.eye(shape[-1])).astype(dtype)
+
+
+def tolerance(dtype):
+    return 2e-5 if np.dtype(dtype) == np.complex64 else 1e-12
+
+
+FUNCTIONS = {
+    "solve": (lambda a, b: np.linalg.solve(a, b), lambda rng, d: (well_conditioned(rng, (2, 4, 4), d),
+                                                                  complex_array(rng, (2, 4, 3), d))),
+    "solve-vector": (lambda a, b: np.linalg.solve(a, b), lambda rng, d: (well_conditioned(rng, (4, 4), d),
+                                                                         complex_array(rng, (4,), d))),
+    "inv": (np.linalg.inv, lambda rng, d: (well_conditioned(rng, (3, 4, 4), d),)),
+    "det": (np.linalg.det, lambda rng, d: (well_conditioned(rng, (2, 4, 4), d),)),
+    "slogdet": (np.linalg.slogdet, lambda rng, d: (well_conditioned(rng, (2, 3, 3), d),)),
+    "cholesky": (np.linalg.cholesky, lambda rng, d: (hermitian_positive(rng, (2, 4, 4), d),)),
+    "cholesky-upper": (lambda a: np.linalg.cholesky(a, upper=True), lambda rng, d: (hermitian_positive(rng, (4, 4), d),)),
+    "cholesky-solve": (lambda a, b: np.linalg.solve(np.linalg.cholesky(a), b),
+                       lambda rng, d: (hermitian_positive(rng, (4, 4), d), complex_array(rng, (4, 2), d))),
+    "matrix_power": (lambda a: np.linalg.matrix_power(a, -3), lambda rng, d: (well_conditioned(rng, (3, 3), d),)),
+    "multi_dot": (lambda a, b, c: np.linalg.multi_dot([a, b, c]),
+                  lambda rng, d: (complex_array(rng, (3, 5), d), complex_array(rng, (5, 2), d),
+                                  complex_array(rng, (2, 4), d))),
+    "tensorsolve": (np.linalg.tensorsolve, lambda rng, d: (well_conditioned(rng, (6, 6), d).reshape(2, 3, 6),
+                                                           complex_array(rng, (2, 3), d))),
+    "tensorinv": (lambda a: np.linalg.tensorinv(a, ind=1), lambda rng, d: (well_conditioned(rng, (6, 6), d)
+                                                                           .reshape(6, 2, 3),)),
+    "norm": (np.linalg.norm, lambda rng, d: (complex_array(rng, (3, 4), d),)),
+    "norm-fro-axis": (lambda a: np.linalg.norm(a, "fro", axis=(0, 2)), lambda rng, d: (complex_array(rng, (3, 2, 4), d),)),
+    "norm-1": (lambda a: np.linalg.norm(a, 1), lambda rng, d: (complex_array(rng, (3, 4), d),)),
+    "norm-inf": (lambda a: np.linalg.norm(a, np.inf), lambda rng, d: (complex_array(rng, (3, 4), d),)),
+    "norm-vector-3": (lambda a: np.linalg.norm(a, 3, axis=0), lambda rng, d: (complex_array(rng, (3, 4), d),)),
+    "norm-vector-0": (lambda a: np.linalg.norm(a, 0, axis=-1), lambda rng, d: (complex_array(rng, (3, 4), d),)),
+    "vector_norm": (lambda a: np.linalg.vector_norm(a, axis=(0, 1), keepdims=True),
+                    lambda rng, d: (complex_array(rng, (3, 4, 2), d),)),
+    "matrix_norm": (lambda a: np.linalg.matrix_norm(a, ord=-1), lambda rng, d: (complex_array(rng, (2, 3, 4), d),)),
+    "cond-1": (lambda a: np.linalg.cond(a, 1), lambda rng, d: (well_conditioned(rng, (2, 4, 4), d),)),
+}
+
+
+def _leaves(x):
+    return list(x) if isinstance(x, tuple) else [x]
+
+
+@pytest.mark.parametrize("dtype", COMPLEX, ids=["c64", "c128"])
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_compiled_values_match_numpy(name, dtype):
+    f, make = FUNCTIONS[name]
+    args = make(np.random.default_rng(len(name)), dtype)
+    got, expected = _leaves(jitgrad.jit(f)(*args)), _leaves(f(*args))
+    for g, e in zip(got, expected, strict=True):
+        g = np.asarray(g)
+        assert g.dtype == e.dtype and g.shape == e.shape, (g.dtype, e.dtype, g.shape, e.shape)
+        scale = max(1.0, float(np.max(np.abs(e))))
+        np.testing.assert_allclose(g, e, rtol=0, atol=tolerance(dtype) * scale * 10)
+
+
+def real_loss(f, weights):
+    """Re sum(w * f(...)) over every output: a real function that reads each output's real
+    and imaginary parts."""
+    def loss(*args):
+        return sum(np.real(np.sum(w * out)) for w, out in zip(weights, _leaves(f(*args)), strict=True))
+    return loss
+
+
+def central_gradient(loss, args, position, h=1e-6):
+    """d loss/dx - i d loss/dy for each element of args[position] (JAX's convention)."""
+    z = args[position]
+    grad = np.zeros_like(z)
+
+    def at(shift):
+        return loss(*[z + shift if k == position else a for k, a in enumerate(args)])
+    for k in range(z.size):
+        e = np.zeros_like(z)
+        e.flat[k] = h
+        dx = (at(e) - at(-e)) / (2 * h)
+        dy = (at(1j * e) - at(-1j * e)) / (2 * h)
+        grad.flat[k] = dx - 1j * dy
+    return grad
+
+
+DIFFERENTIABLE = ["solve", "solve-vector", "inv", "det", "slogdet", "cholesky", "cholesky-upper", "cholesky-solve",
+                  "matrix_power", "multi_dot", "tensorsolve", "tensorinv", "norm", "norm-fro-axis", "norm-1",
+                  "norm-vector-3", "vector_norm", "cond-1"]
+
+
+def _setup(name, rng_seed=3):
+    f, make = FUNCTIONS[name]
+    rng = np.random.default_rng(rng_seed)
+    args = make(rng, np.complex128)
+    outs = _leaves(f(*args))
+    weights = [complex_array(rng, np.shape(o)) if np.iscomplexobj(o) else rng.standard_normal(np.shape(o))
+               for o in outs]
+    return f, args, real_loss(f, weights)
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_gradients_match_central_differences(name):
+    """Reverse mode (jitgrad.grad) and forward mode (jitgrad.jvp along a random complex
+    direction) of a real loss, for every complex argument."""
+    f, args, loss = _setup(name)
+    positions = tuple(range(len(args)))
+    grads = jitgrad.grad(loss, argnums=positions)(*args)
+    rng = np.random.default_rng(11)
+    tangents = tuple(complex_array(rng, a.shape) for a in args)
+    _, forward = jitgrad.jvp(loss, args, tangents)
+    expected_forward = 0.0
+    for k in positions:
+        expected = central_gradient(loss, args, k)
+        np.testing.assert_allclose(grads[k], expected, rtol=1e-6, atol=1e-7)
+        expected_forward += np.sum(np.real(expected) * np.real(tangents[k]) - np.imag(expected) * np.imag(tangents[k]))
+    np.testing.assert_allclose(forward, expected_forward, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["solve", "slogdet", "cholesky", "inv"])
+def test_second_order_matches_central_differences(name):
+    """The gradient of a real function of the gradient (reverse over reverse) and of the
+    forward-mode derivative (reverse over forward)."""
+    f, args, loss = _setup(name, rng_seed=5)
+    direction = complex_array(np.random.default_rng(8), args[0].shape)
+    grad = jitgrad.grad(loss)
+
+    def through_grad(*a):
+        return np.real(np.sum(grad(*a) * direction))
+
+    def through_jvp(*a):
+        return jitgrad.jvp(loss, a, (direction,) + tuple(np.zeros_like(x) for x in a[1:]))[1]
+    for second in (through_grad, through_jvp):
+        np.testing.assert_allclose(jitgrad.grad(second)(*args), central_gradient(second, args, 0, h=1e-5),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_holomorphic_derivatives_of_inv_and_det():
+    """inv and det are holomorphic: holomorphic=True gives d det / dA = det A^-T entrywise and
+    d inv(A)[0, 1] / dA[k, l] = -inv(A)[0, k] inv(A)[l, 1]."""
+    a = well_conditioned(np.random.default_rng(2), (3, 3))
+    jac = jitgrad.jacfwd(np.linalg.det, holomorphic=True)(a)
+    np.testing.assert_allclose(jac, np.linalg.det(a) * np.linalg.inv(a).T, rtol=1e-11)
+    g = jitgrad.grad(lambda x: np.linalg.inv(x)[0, 1], holomorphic=True)(a)
+    inverse = np.linalg.inv(a)
+    np.testing.assert_allclose(g, -np.outer(inverse[0, :], inverse[:, 1]), rtol=1e-11)    # -inv[0, k] inv[l, 1]
+
+
+def test_singular_and_not_positive_definite_give_nan_or_numpy_values():
+    singular = np.array([[1, 1j], [1, 1j]], np.complex128)
+    assert np.all(np.isnan(jitgrad.jit(np.linalg.inv)(singular)))
+    sign, logdet = jitgrad.jit(np.linalg.slogdet)(singular)
+    assert sign == 0 and logdet == -np.inf
+    assert jitgrad.jit(np.linalg.det)(singular) == 0
+    assert np.all(np.isnan(jitgrad.jit(np.linalg.cholesky)(-np.eye(2, dtype=np.complex128))))
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: np.linalg.svd(a), lambda a: np.linalg.svdvals(a), lambda a: np.linalg.qr(a),
+    lambda a: np.linalg.eigh(a), lambda a: np.linalg.eigvalsh(a), lambda a: np.linalg.pinv(a),
+    lambda a: np.linalg.lstsq(a, a), lambda a: np.linalg.matrix_rank(a), lambda a: np.linalg.cond(a),
+    lambda a: np.linalg.norm(a, 2), lambda a: np.linalg.norm(a, "nuc"),
+], ids=["svd", "svdvals", "qr", "eigh", "eigvalsh", "pinv", "lstsq", "matrix_rank", "cond", "norm-2", "norm-nuc"])
+def test_functions_without_complex_support_name_themselves(call):
+    a = well_conditioned(np.random.default_rng(0), (3, 3))
+    with pytest.raises(DTypeError) as info:
+        jitgrad.jit(call)(a)
+    name = info.value.args[0]
+    assert "complex" in name
