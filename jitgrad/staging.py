@@ -17,8 +17,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jitgrad.errors import ArgumentError, GradientError
-from jitgrad.ir import Function, Value, current_builder
+from jitgrad.ir import Function, TensorType, Value, current_builder
 from jitgrad.primitives.calls import inline_block, keep_outputs
+from jitgrad.primitives.elementwise import convert
 from jitgrad.passes.jvp import jvp_function
 from jitgrad.passes.reverse import Cotangent, vjp_function
 from jitgrad.passes.memory import plan_buffers
@@ -221,6 +222,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
             shape = getattr(c, "shape", ())
             if tuple(shape) != t.shape:
                 raise ArgumentError(f"cotangent of shape {tuple(shape)} for an output of type {t}")
+        _check_dtypes("cotangent", "output", ct_leaves, fn.output_types)
         n_leaves = len(fn.args) - len(traced.captured)
         float_inputs = _float_positions(fn, n_leaves)
         vfn = vjp_function(fn, float_inputs, [Cotangent.ARG] * len(fn.outputs))
@@ -229,7 +231,7 @@ def vjp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
         def body(p, c):
             from jitgrad import primitives as P
             results = inline_block(vfn.body, [x.value for x in tree_flatten(p)[0]] + list(traced.captured)
-                             + [x.value for x in tree_flatten(c)[0]])
+                             + [_typed(x.value, t) for x, t in zip(tree_flatten(c)[0], fn.output_types, strict=True)])
             grads = iter(results[n_out:])
             leaves = [Tracer(next(grads) if fn.args[k].type.dtype.is_inexact else P.full(0, fn.args[k].type))
                       for k in range(n_leaves)]
@@ -285,6 +287,29 @@ def _check_like(what: str, values, like) -> None:
             raise ArgumentError(f"{what}: shape {tuple(sa)} does not match the primal's shape {tuple(sb)}")
 
 
+def _check_dtypes(what: str, of: str, leaves: list, types: list[TensorType]) -> None:
+    """A tangent or cotangent has the dtype of its primal or output where that is a float
+    or complex one: the derivative program is compiled for that dtype, and converting a
+    float64 cotangent of a float32 output would choose the precision for the caller (JAX
+    raises too). Python scalars are weak (NEP 50) and take the dtype (`vjp_fn(1.0)`);
+    integer and bool positions have no derivative, and what is passed there is not read."""
+    for k, (leaf, want) in enumerate(zip(leaves, types, strict=True)):
+        got = abstract_leaf(leaf)
+        if not want.dtype.is_inexact or got.dtype == want.dtype:
+            continue
+        if got.weak and (want.dtype.is_complex or not got.dtype.is_complex):
+            continue
+        name = np.dtype(want.dtype.numpy).name
+        spelled = "ml_dtypes.bfloat16" if name == "bfloat16" else f"np.{name}"
+        raise ArgumentError(f"{what} {k} has dtype {np.dtype(got.dtype.numpy).name} but the {of} it belongs to "
+                            f"has type {want}: pass it as {name} (`.astype({spelled})`)")
+
+
+def _typed(value: Value, want: TensorType) -> Value:
+    """A weak Python-scalar tangent or cotangent in its primal's or output's dtype."""
+    return convert(value, want.dtype) if want.dtype.is_inexact else value
+
+
 def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
     """Forward mode: called with (*primals, *tangents), returns (out, out_tangent)."""
     def stage(args: tuple) -> Staged:
@@ -292,14 +317,16 @@ def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
         _check_like("tangents", tangents, primals)
         traced = trace(fun, primals)
         fn = traced.function
-        wrt = _float_positions(fn, len(fn.args) - len(traced.captured))
+        n_leaves = len(fn.args) - len(traced.captured)
+        wrt = _float_positions(fn, n_leaves)
+        _check_dtypes("tangent", "primal", tree_flatten(tangents)[0], [a.type for a in fn.args[:n_leaves]])
         jfn = jvp_function(fn, wrt)
         n_out = len(fn.outputs)
 
         def body(p, t):
             p_leaves, t_leaves = tree_flatten(p)[0], tree_flatten(t)[0]
             outs = inline_block(jfn.body, [x.value for x in p_leaves] + list(traced.captured)
-                          + [t_leaves[k].value for k in wrt])
+                          + [_typed(t_leaves[k].value, fn.args[k].type) for k in wrt])
             wrap = [Tracer(v) for v in outs]
             return tree_unflatten(traced.out_tree, wrap[:n_out]), tree_unflatten(traced.out_tree, wrap[n_out:])
         body.__wrapped__ = fun

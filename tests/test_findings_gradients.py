@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jitgrad
+from jitgrad.errors import ArgumentError
 from tests import fuzz
 
 FUZZ_SEED = 20261208
@@ -123,3 +124,45 @@ def test_fuzzer_still_catches_a_wrong_gradient_through_a_bfloat16_statement(monk
     with pytest.raises(fuzz.Mismatch) as caught:
         fuzz.check_gradients(program, program.function(), ref, np.random.default_rng(0), fuzz.Outcome())
     assert caught.value.kind == "jvp-vjp"
+
+
+# --------------------------------------------------------------------------- tangent and cotangent dtypes
+
+def test_a_cotangent_of_another_dtype_than_its_output_is_refused():
+    """A float64 cotangent for the float32 product of bfloat16 operands was read as float32
+    data (gradients of 10^27); other mismatches crashed in code generation."""
+    with pytest.raises(ArgumentError, match=r"cotangent 0 has dtype float64 but the output .* f32\[3,3,3\]"):
+        jitgrad.vjp(_bfloat16_product, X0)[1](np.ones((3, 3, 3)))
+    with pytest.raises(ArgumentError, match=r"cotangent 0 has dtype float32 but the output .* f64\[2\]"):
+        jitgrad.vjp(np.sin, np.ones(2))[1](np.ones(2, np.float32))
+    with pytest.raises(ArgumentError, match=r"cotangent 0 has dtype int64 .*astype\(np.float64\)"):
+        jitgrad.vjp(np.sin, np.ones(2))[1](np.ones(2, np.int64))
+
+
+def test_a_tangent_of_another_dtype_than_its_primal_is_refused():
+    with pytest.raises(ArgumentError, match=r"tangent 1 has dtype float64 but the primal .* f32\[2\]"):
+        jitgrad.jvp(lambda a, b: a * b, (np.ones(2), np.ones(2, np.float32)), (np.ones(2), np.ones(2)))
+    with pytest.raises(ArgumentError, match=r"tangent 0 has dtype complex128"):
+        jitgrad.jvp(np.sin, (np.ones(2),), (np.ones(2, np.complex128),))
+
+
+def test_python_scalar_tangents_and_cotangents_take_their_primals_dtype():
+    """Python scalars are weak (NEP 50): a float or int cotangent of a float32 output is a
+    float32 cotangent, as a float tangent of a float32 primal is a float32 tangent."""
+    x = np.array([0.25, -1.5, 2.0], np.float32)
+    (by_float,) = jitgrad.vjp(lambda v: np.sum(np.sin(v)), x)[1](1.0)
+    (by_int,) = jitgrad.vjp(lambda v: np.sum(np.sin(v)), x)[1](2)
+    assert by_float.dtype == by_int.dtype == np.float32
+    np.testing.assert_allclose(by_float, np.cos(x), rtol=1e-6)
+    np.testing.assert_allclose(by_int, 2 * np.cos(x), rtol=1e-6)
+    _, tangent = jitgrad.jvp(lambda v: np.sin(v) * 3, (np.float32(0.5),), (2.0,))
+    assert np.asarray(tangent).dtype == np.float32
+    assert abs(float(tangent) - 6 * np.cos(0.5)) <= 1e-6
+
+
+def test_integer_positions_accept_any_tangent_and_cotangent():
+    """Integer primals and outputs have no derivative: what stands there is not read."""
+    _, tangent = jitgrad.jvp(lambda k, v: v * k, (np.arange(3), np.ones(3)), (np.ones(3), np.ones(3)))
+    np.testing.assert_array_equal(tangent, np.arange(3.0))
+    (g,) = jitgrad.vjp(lambda v: (v > 0).astype(np.int64), np.ones(2))[1](np.ones(2))
+    np.testing.assert_array_equal(g, np.zeros(2))
