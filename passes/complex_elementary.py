@@ -446,10 +446,10 @@ def tanh(z: Parts) -> Parts:
 
 def sin(z: Parts) -> Parts:
     """-i sinh(iz); an infinite imaginary part with an infinite or NaN real part gives
-    NaN + i im (glibc's csin, where the rotated csinh's real part +inf loses the sign)."""
+    NaN + i inf whatever the signs (glibc's csin)."""
     result = _times_minus_i(sinh(_times_i(z)))
-    keeps_im = P.logical_and(_is_inf(z.im), P.logical_not(_is_finite(z.re)))
-    return _select(keeps_im, Parts(const(np.nan, z.re), z.im), result)
+    both_special = P.logical_and(_is_inf(z.im), P.logical_not(_is_finite(z.re)))
+    return _select(both_special, Parts(const(np.nan, z.re), const(np.inf, z.re)), result)
 
 
 def cos(z: Parts) -> Parts:
