@@ -59,7 +59,7 @@ class LapackKernel(KernelKind):
 LAPACK_KERNEL = LapackKernel()
 FLOATS = (DType.f32, DType.f64)
 COMPLEX = (DType.c64, DType.c128)
-INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky")
+INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh")
 """The primitives that take complex matrices: their kernels call LAPACK's z/c routines,
 which read and write NumPy's interleaved (re, im) layout, so `lower-complex` leaves their
 operands and results complex (interleaving the parts around the call) instead of
@@ -246,6 +246,22 @@ def _hermitian_from_lower(t):
     strict = _tril(t, -1)
     diagonal = make_complex(_masked(real(t), np.eye(t.type.shape[-1])), S.full(0, real(t).type))
     return E.add(E.add(strict, conj(_mT(strict))), diagonal)
+
+
+def _hermitian_from_upper(t):
+    """As `_hermitian_from_lower`, from the upper triangle."""
+    if not t.type.dtype.is_complex:
+        return _symmetric_from_upper(t)
+    return _mH(_hermitian_from_lower(_mH(t)))
+
+
+def _as_complex(x, like):
+    """A real x as x + 0i when `like` is complex."""
+    return make_complex(x, S.full(0, x.type)) if like.type.dtype.is_complex else x
+
+
+def _real_part(x):
+    return real(x) if x.type.dtype.is_complex else x
 
 
 def _mH(x):
@@ -466,15 +482,15 @@ eigh_p.lowering = LAPACK_KERNEL
 
 
 def eigh(a, *, vectors: bool = True, lower: bool = True):
-    """(w, V) with vectors, else w."""
+    """(w, V) with vectors, else w; w is real also for a complex Hermitian matrix."""
     packed = eigh_p.bind(a, vectors=bool(vectors), lower=bool(lower))
     if not vectors:
-        return packed
+        return _real_part(packed)
     n = a.type.shape[-1]
     nd = packed.type.ndim
     w = S.reshape(S.static_slice(packed, (0,) * nd, packed.type.shape[:-2] + (1, n)), a.type.shape[:-1])
     v = S.static_slice(packed, (0,) * (nd - 2) + (1, 0), packed.type.shape)
-    return w, v
+    return _real_part(w), v
 
 
 def _eigh_jvp(primals, tangents, *, vectors, lower):
@@ -482,12 +498,14 @@ def _eigh_jvp(primals, tangents, *, vectors, lower):
     if isinstance(da, Zero):
         return Zero(_eigh_infer(a.type, vectors=vectors, lower=lower)[0])
     w, v = eigh(a, lower=lower)
-    symmetric = _symmetric_from_lower(da) if lower else _symmetric_from_upper(da)
-    projected = _matmul(_mT(v), _matmul(symmetric, v))
-    dw = _diagonal(projected)
+    symmetric = _hermitian_from_lower(da) if lower else _hermitian_from_upper(da)
+    projected = _matmul(_mH(v), _matmul(symmetric, v))
+    dw = _as_complex(_real_part(_diagonal(projected)), a)
     if not vectors:
         return dw
-    dv = _matmul(v, E.mul(_gap_reciprocals(w), projected))
+    # Complex eigenvectors are defined up to a phase each: this is the derivative with
+    # Im(v_i^H dv_i) = 0 (JAX's eigh_jvp), exact for functions that do not depend on the phases.
+    dv = _matmul(v, E.mul(_as_complex(_gap_reciprocals(w), a), projected))
     n = a.type.shape[-1]
     return S.concatenate([S.reshape(dw, a.type.shape[:-2] + (1, n)), dv], a.type.ndim - 2)
 

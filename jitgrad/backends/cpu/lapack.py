@@ -51,6 +51,8 @@ _SIGNATURES = {
     "getrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr"]),
     "getrs_work": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "syevd_work": ("LAPACKE", ["layout", "char", "char", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int"]),
+    "heevd_work": ("LAPACKE", ["layout", "char", "char", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int",
+                               "ptr", "int"]),
     "gesdd_work": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int",
                                "ptr", "int", "ptr"]),
     "geqrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
@@ -117,18 +119,21 @@ class _Kernel:
                 converted.append(index(a))
         return self.b.call(fn, converted)
 
-    def workspace(self, name: str, *args, work: int, iwork: int | None = None) -> tuple[int, int]:
+    def workspace(self, name: str, *args, work: int, iwork: int | None = None,
+                  rwork: int | None = None) -> tuple[int, ...]:
         """The optimal lengths of routine `name`'s `work` (and `iwork`) arrays for these static
         sizes, asked of LAPACK once at compile time: a query (lwork = -1) reads no matrix, so
         every pointer argument (given as None) is a small dummy, and `work`/`iwork` say which
-        arguments' first elements receive the answers. The workspace is then static scratch."""
+        arguments' first elements receive the answers (`rwork`: the real workspace of a
+        complex routine, whose length is then returned third). The workspace is then static
+        scratch."""
         self.routine(name)                   # present in the library, else a clear error
         _, kinds = _SIGNATURES[name]
-        element = ctypes.c_double if self.dtype == DType.f64 else ctypes.c_float
+        element = ctypes.c_double if self.dtype.real_dtype == DType.f64 else ctypes.c_float
         dummies, converted = {}, []
         for position, (a, kind) in enumerate(zip(args, kinds, strict=True)):
             if kind == "ptr":
-                dummies[position] = (ctypes.c_int64 * 8)() if position == iwork else (element * 8)()
+                dummies[position] = (ctypes.c_int64 * 8)() if position == iwork else (element * 16)()
                 converted.append(ctypes.cast(dummies[position], ctypes.c_void_p))
             elif kind == "char":
                 converted.append(a.encode())
@@ -141,8 +146,10 @@ class _Kernel:
             raise UnsupportedOperationError(f"{self.op.name}: LAPACK's workspace query of {name} failed "
                                             f"(info {info})", self.op.loc)
         # a float32 answer may have been rounded down: a little more is always allowed
-        length = max(1, math.ceil(float(dummies[work][0]) * (1 + 2.0 ** -20)))
-        return length, (max(1, int(dummies[iwork][0])) if iwork is not None else 0)
+        def length(position):
+            return max(1, math.ceil(float(dummies[position][0]) * (1 + 2.0 ** -20)))
+        integers = max(1, int(dummies[iwork][0])) if iwork is not None else 0
+        return (length(work), integers) if rwork is None else (length(work), integers, length(rwork))
 
     def at(self, base, offset) -> ir.Value:
         """Pointer to element `offset` (an int or i64) of the buffer at `base` (a complex
@@ -401,6 +408,9 @@ def _complex_slogdet(k: _Kernel) -> None:
 
 def _eigh(k: _Kernel) -> None:
     """syevd on the lower (upper) triangle; with vectors they overwrite rows 1..n of the result."""
+    if k.complex:
+        _complex_eigh(k)
+        return
     (a,) = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     n = a.type.shape[-1]
@@ -417,6 +427,37 @@ def _eigh(k: _Kernel) -> None:
         matrix = k.at(result, n) if vectors else copy
         k.copy(matrix, k.at(a_ptr, k.offset(i, n * n)), n * n)
         info = k.call("syevd_work", ROW_MAJOR, jobz, uplo, n, matrix, n, result, work, lwork, iwork, liwork)
+        k.nan_if(k.failed(info), result, per_result)
+
+
+def _complex_eigh(k: _Kernel) -> None:
+    """heevd on the lower (upper) triangle of the Hermitian matrix: its real eigenvalues
+    land in real scratch and are written as w + 0i (row 0 with vectors), the vectors
+    overwrite rows 1..n of the result."""
+    (a,) = k.op.operands
+    out = k.ec.pointer(k.op.results[0])
+    n = a.type.shape[-1]
+    vectors = k.op.attrs["vectors"]
+    per_result = (n + 1) * n if vectors else n
+    copy = None if vectors else k.scratch(n * n)
+    jobz, uplo = "V" if vectors else "N", "L" if k.op.attrs["lower"] else "U"
+    lwork, liwork, lrwork = k.workspace("heevd_work", ROW_MAJOR, jobz, uplo, n, None, n, None, None, -1, None, -1,
+                                        None, -1, work=7, iwork=11, rwork=9)
+    real_item = k.item // 2
+    work, rwork, iwork = k.scratch(lwork), k.scratch(lrwork, real_item), k.scratch(liwork, 8)
+    w = k.scratch(n, real_item)
+    a_ptr, b = k.ec.pointer(a), k.b
+    with k.batch() as i:
+        result = k.at(out, k.offset(i, per_result))
+        matrix = k.at(result, n) if vectors else copy
+        k.copy(matrix, k.at(a_ptr, k.offset(i, n * n)), n * n)
+        info = k.call("heevd_work", ROW_MAJOR, jobz, uplo, n, matrix, n, w, work, lwork, rwork, lrwork, iwork,
+                      liwork)
+        with for_range(b, n, "heevd.w") as j:
+            value = b.load(b.gep(w, [j], inbounds=True, source_etype=k.t), typ=k.t)
+            element = k.at(result, j)
+            b.store(value, k.part(element, 0))
+            b.store(ir.Constant(k.t, 0.0), k.part(element, 1))
         k.nan_if(k.failed(info), result, per_result)
 
 
