@@ -1,31 +1,47 @@
 """The convolution kernel (`conv_general_dilated`, jitgrad/primitives/convolution.py):
-im2col into the matrix-product kernel.
+the input's columns (im2col, or the input itself) times the kernel matrix.
 
 Written against the backend-neutral kernel layer only (`KernelEmitter`: `ctx` loops,
-index arithmetic, loads and stores, `scratch`, `matmuls`, which is BLAS's gemm on the CPU
-where it is loaded), so another backend can name the same function for its device.
+index arithmetic, loads and stores, `scratch`, `contract`, which is BLAS's gemm on the
+CPU where it is loaded), so another backend can name the same function for its device.
 
 With the lhs viewed as (N, C, *spatial), the kernel as (O, I, *taps), C = G*I groups
-and T taps, P output positions:
-  1. the kernel is packed into a row-major (O, I*T) matrix (any rhs layout);
-  2. the input is unfolded into one matrix per group: for each output position (n, p)
-     the input elements under every tap, or 0 where a tap falls into the padding or
-     between the elements of a dilated input (each index is clamped before it forms an
-     address, so no load leaves the buffer); laid out (G, I*T, N*P) or (G, N*P, I*T),
-     whichever lets the innermost loop run along the longer of the last output axis and
-     the last kernel axis (a weight gradient's "kernel" is the whole image);
-  3. per group, one large matrix product (BLAS is much faster on it than on N small
-     ones): (N*P, O/G), which is the output itself when its layout is (N, *spatial, O)
-     with one group, or (O/G, N*P) from (I*T, N*P) columns;
-  4. otherwise the product is copied into the output's layout (for NCHW from
-     (O/G, N*P), consecutive runs of P elements).
+and T taps, P output positions and depth K = I*T:
+  1. the kernel matrix W, (O, K) row-major: the rhs itself when its layout is
+     (O, I, *taps), else a packed copy;
+  2. the columns B, (K, N*P) per group: for a 1x1 kernel at stride 1 without padding
+     or dilation, the input itself (no copy: NCHW gives one (I, P) matrix per image,
+     NHWC one (N*P, I) matrix); otherwise unfolded into scratch, laid out (K, N*P) or
+     (N*P, K), whichever lets the innermost loop run along the longer of the last
+     output axis and the last kernel axis (a weight gradient's "kernel" is the whole
+     image). The unfolding copies runs: for one value of every other index, the run
+     along that innermost axis reads the input at a constant step, and the part of it
+     that falls into the padding is known before the run starts, so each run is a zero
+     fill, a copy and a zero fill without a test per element (`_unfold_runs`; an input
+     with lhs dilation goes through `_unfold_elements`, which tests each element);
+  3. the products, written straight into the output where its layout allows: W_g @ B_g
+     into an (O, N, *spatial) output (a weight gradient's), one W_g @ B_(g,n) per image
+     into an (N, O, *spatial) output (NCHW), B^T @ W^T into an (N, *spatial, O) output
+     with one group (NHWC); any other layout gets the (G, O/G, N*P) products in scratch
+     and a copy into its layout.
+Every product is an ordinary matrix product (C = A @ B, no accumulation into C), so the
+result is the one BLAS gives for these matrices; only the order of the depth's terms
+inside BLAS differs between layouts, as between any two GEMM calls of other shapes.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 from jitgrad.ir import DType, Value
+from jitgrad.backends.kernel import MatrixOperand
+
+
+PER_IMAGE_MIN_POSITIONS = 1024
+"""An (N, O, *spatial) output of at least this many positions per image is computed
+by one product per image, written in place; a smaller one by one product over the
+whole batch into scratch, then copied into its layout: BLAS splits a product among
+its threads by blocks of the output, and a product of a few hundred columns per image
+leaves them little to split (see the convolution profile in docs/benchmarks.md)."""
 
 
 def _strides(shape) -> list[int]:
@@ -45,119 +61,288 @@ def _offset(ctx, terms):
     return total
 
 
+def _index_max(ctx, a, b):
+    return ctx.select(ctx.index_cmp(">", a, b), a, b)
+
+
+def _index_min(ctx, a, b):
+    return ctx.select(ctx.index_cmp("<", a, b), a, b)
+
+
+class _Geometry:
+    """The sizes of one convolution, read from its operands and attributes."""
+
+    def __init__(self, op):
+        lhs, rhs = op.operands
+        result = op.results[0]
+        attrs = op.attrs
+        self.lhs, self.rhs, self.result = lhs, rhs, result
+        self.dtype = result.type.dtype
+        self.lhs_spec, self.rhs_spec, self.out_spec = (tuple(s) for s in attrs["dimension_numbers"])
+        self.groups = attrs["feature_group_count"]
+        self.strides, self.padding = attrs["window_strides"], attrs["padding"]
+        self.lhs_dilation, self.rhs_dilation = attrs["lhs_dilation"], attrs["rhs_dilation"]
+        self.n_batch, self.channels = lhs.type.shape[self.lhs_spec[0]], lhs.type.shape[self.lhs_spec[1]]
+        self.n_out, self.kernel_in = rhs.type.shape[self.rhs_spec[0]], rhs.type.shape[self.rhs_spec[1]]
+        self.in_sizes = [lhs.type.shape[a] for a in self.lhs_spec[2:]]
+        self.taps = [rhs.type.shape[a] for a in self.rhs_spec[2:]]
+        self.out_sizes = [result.type.shape[a] for a in self.out_spec[2:]]
+        self.n_taps, self.positions = math.prod(self.taps), math.prod(self.out_sizes)
+        self.depth = self.kernel_in * self.n_taps
+        self.per_group = self.n_out // self.groups
+        self.rows = self.n_batch * self.positions
+        self.lhs_strides = _strides(lhs.type.shape)
+        self.rhs_strides = _strides(rhs.type.shape)
+        self.out_strides = _strides(result.type.shape)
+        ndim = result.type.ndim
+        self.feature_major_out = self.out_spec == (1, 0, *range(2, ndim))
+        self.batch_major_out = self.out_spec == (0, 1, *range(2, ndim))
+        self.channels_last_out = self.out_spec == (0, ndim - 1, *range(1, ndim - 1))
+
+    @property
+    def pointwise(self) -> bool:
+        """A 1x1 kernel at stride 1 with no padding and no dilation: every output
+        position reads the input at the same position."""
+        return (all(t == 1 for t in self.taps) and all(s == 1 for s in self.strides)
+                and all(p == (0, 0) for p in self.padding) and all(d == 1 for d in self.lhs_dilation))
+
+
+class _Columns:
+    """The columns matrix B_g (K, N*P) of feature group g: element (k, n*P + p) of image
+    n's block is at buffer + g*group_stride + n*image_stride + (p*ld + k if trans else
+    k*ld + p). `whole` says whether the blocks of all images form one matrix of that
+    layout (image n's block starts n*P columns in)."""
+
+    def __init__(self, buffer, group_stride: int, image_stride: int, trans: bool, ld: int, positions: int):
+        self.buffer, self.group_stride, self.image_stride = buffer, group_stride, image_stride
+        self.trans, self.ld = trans, ld
+        self.whole = image_stride == positions * (ld if trans else 1)
+
+
 def emit_conv_general_dilated(ec, op) -> None:
-    lhs, rhs = op.operands
-    result: Value = op.results[0]
-    attrs = op.attrs
-    ctx, dtype = ec.ctx, result.type.dtype
-    if result.type.size == 0:
+    geo = _Geometry(op)
+    ctx, dtype = ec.ctx, geo.dtype
+    if geo.result.type.size == 0:
         return
-    lhs_spec, rhs_spec, out_spec = attrs["dimension_numbers"]
-    groups = attrs["feature_group_count"]
-    n_batch, channels = lhs.type.shape[lhs_spec[0]], lhs.type.shape[lhs_spec[1]]
-    n_out, kernel_in = rhs.type.shape[rhs_spec[0]], rhs.type.shape[rhs_spec[1]]
-    in_sizes = [lhs.type.shape[a] for a in lhs_spec[2:]]
-    taps = [rhs.type.shape[a] for a in rhs_spec[2:]]
-    out_sizes = [result.type.shape[a] for a in out_spec[2:]]
-    n_taps, positions, depth = math.prod(taps), math.prod(out_sizes), kernel_in * math.prod(taps)
-    per_group = n_out // groups
-    itemsize = dtype.itemsize
-    if depth == 0:
-        ctx.zero_bytes(ec.pointer(result), result.type.nbytes)
+    if geo.depth == 0:
+        ctx.zero_bytes(ec.pointer(geo.result), geo.result.type.nbytes)
         return
+    weights = _kernel_matrix(ec, geo)
+    columns = _input_columns(ec, geo)
+    _products(ec, geo, weights, columns)
 
-    lhs_strides, rhs_strides, out_strides = (_strides(v.type.shape) for v in (lhs, rhs, result))
-    rows = n_batch * positions
-    packed = ec.scratch(n_out * depth * itemsize)
-    columns = ec.scratch(groups * rows * depth * itemsize)
-    channels_last = tuple(out_spec) == (0, result.type.ndim - 1, *range(1, result.type.ndim - 1))
-    in_place = channels_last and groups == 1
-    products = ec.pointer(result) if in_place else ec.scratch(result.type.size * itemsize)
 
-    # 1. kernel -> (O, I, T) row-major
-    rhs_buf = ec.pointer(rhs)
-    with ctx.loop_nest([n_out, kernel_in, *taps], "conv.pack") as (o, i, *tap):
-        src = _offset(ctx, [(o, rhs_strides[rhs_spec[0]]), (i, rhs_strides[rhs_spec[1]])]
-                      + [(t, rhs_strides[a]) for t, a in zip(tap, rhs_spec[2:], strict=True)])
-        dst = _offset(ctx, [(o, depth), (i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
+def _kernel_matrix(ec, geo: _Geometry):
+    """W (O, I*T) row-major: the rhs itself in (O, I, *taps) layout, else packed."""
+    ctx, dtype, rhs = ec.ctx, geo.dtype, geo.rhs
+    if geo.rhs_spec == tuple(range(rhs.type.ndim)):
+        return ec.pointer(rhs)
+    packed = ec.scratch(geo.n_out * geo.depth * dtype.itemsize)
+    rhs_buf, rhs_strides = ec.pointer(rhs), geo.rhs_strides
+    with ctx.loop_nest([geo.n_out, geo.kernel_in, *geo.taps], "conv.pack") as (o, i, *tap):
+        src = _offset(ctx, [(o, rhs_strides[geo.rhs_spec[0]]), (i, rhs_strides[geo.rhs_spec[1]])]
+                      + [(t, rhs_strides[a]) for t, a in zip(tap, geo.rhs_spec[2:], strict=True)])
+        dst = _offset(ctx, [(o, geo.depth), (i, geo.n_taps)] + list(zip(tap, _strides(geo.taps), strict=True)))
         ctx.store(packed, dst, ctx.load(rhs_buf, src, dtype), dtype)
+    return packed
 
-    # 2. input -> columns, as (G, I*T, N*P) when the innermost output axis is longer
-    #    than the innermost kernel axis, else as (G, N*P, I*T): the innermost loop runs
-    #    along the longer one (consecutive stores; consecutive loads at stride 1)
-    positions_inner = (out_sizes[-1] if out_sizes else 1) >= (taps[-1] if taps else 1)
-    row_step, depth_step = (1, rows) if positions_inner else (depth, 1)
-    lhs_buf, zero = ec.pointer(lhs), ctx.const_of(0, dtype)
+
+def _input_columns(ec, geo: _Geometry) -> _Columns:
+    """The columns: the input itself for a pointwise convolution of an (N, C, *spatial)
+    input into a batch-major output or of an (N, *spatial, C) input, else unfolded."""
+    ndim = geo.lhs.type.ndim
+    lhs_buf = ec.pointer(geo.lhs)
+    if geo.pointwise and geo.lhs_spec == (0, 1, *range(2, ndim)) and geo.batch_major_out:
+        return _Columns(lhs_buf, geo.kernel_in * geo.positions, geo.channels * geo.positions, False,
+                        geo.positions, geo.positions)
+    if geo.pointwise and geo.lhs_spec == (0, ndim - 1, *range(1, ndim - 1)):
+        return _Columns(lhs_buf, geo.kernel_in, geo.positions * geo.channels, True, geo.channels, geo.positions)
+    # (K, N*P) when the innermost output axis is longer than the innermost kernel axis,
+    # else (N*P, K): the innermost loop runs along the longer one
+    positions_inner = (geo.out_sizes[-1] if geo.out_sizes else 1) >= (geo.taps[-1] if geo.taps else 1)
+    columns = ec.scratch(geo.groups * geo.rows * geo.depth * geo.dtype.itemsize)
+    if geo.out_sizes and all(d == 1 for d in geo.lhs_dilation):
+        _unfold_runs(ec, geo, columns, positions_inner)
+    else:
+        _unfold_elements(ec, geo, columns, positions_inner)
+    if positions_inner:
+        return _Columns(columns, geo.rows * geo.depth, geo.positions, False, geo.rows, geo.positions)
+    return _Columns(columns, geo.rows * geo.depth, geo.positions * geo.depth, True, geo.depth, geo.positions)
+
+
+def _unfold_runs(ec, geo: _Geometry, columns, positions_inner: bool) -> None:
+    """The columns, one run at a time along the innermost axis (the last output axis q
+    when `positions_inner`, else the last kernel axis t). Along it the input coordinate
+    of the last spatial axis is base + j * step (base = t * rhs_dilation - pad_lo and
+    step = stride, or base = q * stride - pad_lo and step = rhs_dilation); the run's
+    elements inside the input are j_lo <= j < j_hi, computed once per run, so the run is
+    zeros, a copy at a constant step, zeros. A run whose other spatial coordinates fall
+    outside the input is all zeros. No load leaves the input: only j_lo <= j < j_hi
+    are read."""
+    ctx, dtype = ec.ctx, geo.dtype
+    lhs_buf, lhs_strides, spec = ec.pointer(geo.lhs), geo.lhs_strides, geo.lhs_spec
+    last = len(geo.out_sizes) - 1
+    zero = ctx.const_of(0, dtype)
+    length = geo.out_sizes[last] if positions_inner else geo.taps[last]
+    step = geo.strides[last] if positions_inner else geo.rhs_dilation[last]
+    in_last, lhs_step = geo.in_sizes[last], lhs_strides[spec[2 + last]]
+
+    def run(g, i, n, pos, tap) -> None:
+        """pos and tap hold every spatial index but the innermost axis's (None there)."""
+        c = ctx.index_add(ctx.index_mul(g, ctx.index_const(geo.kernel_in)), i)
+        src = _offset(ctx, [(n, lhs_strides[spec[0]]), (c, lhs_strides[spec[1]])])
+        valid = None
+        for k in range(last):
+            d = ctx.index_sub(ctx.index_add(ctx.index_mul(pos[k], ctx.index_const(geo.strides[k])),
+                                            ctx.index_mul(tap[k], ctx.index_const(geo.rhs_dilation[k]))),
+                              ctx.index_const(geo.padding[k][0]))
+            inside = ctx.and_(ctx.index_cmp(">=", d, ctx.index_const(0)),
+                              ctx.index_cmp("<", d, ctx.index_const(geo.in_sizes[k])))
+            valid = inside if valid is None else ctx.and_(valid, inside)
+            src = ctx.index_add(src, ctx.index_mul(ctx.select(inside, d, ctx.index_const(0)),
+                                                   ctx.index_const(lhs_strides[spec[2 + k]])))
+        other = tap[last] if positions_inner else pos[last]
+        other_step = geo.rhs_dilation[last] if positions_inner else geo.strides[last]
+        base = ctx.index_sub(ctx.index_mul(other, ctx.index_const(other_step)), ctx.index_const(geo.padding[last][0]))
+        # j_lo = ceil(-base / step), j_hi = ceil((in_last - base) / step), both in [0, length]
+        below = _index_max(ctx, ctx.index_sub(ctx.index_const(0), base), ctx.index_const(0))
+        above = _index_max(ctx, ctx.index_sub(ctx.index_const(in_last), base), ctx.index_const(0))
+        j_lo = ctx.index_div(ctx.index_add(below, ctx.index_const(step - 1)), ctx.index_const(step))
+        j_hi = ctx.index_div(ctx.index_add(above, ctx.index_const(step - 1)), ctx.index_const(step))
+        j_hi = _index_min(ctx, j_hi, ctx.index_const(length))
+        if valid is not None:
+            j_hi = ctx.select(valid, j_hi, ctx.index_const(0))
+        j_lo = _index_min(ctx, j_lo, j_hi)
+        if positions_inner:
+            column = _offset(ctx, [(i, geo.n_taps)] + list(zip(tap, _strides(geo.taps), strict=True)))
+            start = _offset(ctx, [(g, geo.rows * geo.depth), (column, geo.rows), (n, geo.positions)]
+                            + list(zip(pos[:last], _strides(geo.out_sizes)[:last], strict=True)))
+        else:
+            row = _offset(ctx, [(n, geo.positions)] + list(zip(pos, _strides(geo.out_sizes), strict=True)))
+            start = _offset(ctx, [(g, geo.rows * geo.depth), (row, geo.depth), (i, geo.n_taps)]
+                            + list(zip(tap[:last], _strides(geo.taps)[:last], strict=True)))
+        with ctx.loop(j_lo, "conv.zero_lo") as j:
+            ctx.store(columns, ctx.index_add(start, j), zero, dtype)
+        # first element read: input coordinate base + j_lo * step (inside the input)
+        first = ctx.index_add(src, ctx.index_mul(ctx.index_add(base, ctx.index_mul(j_lo, ctx.index_const(step))),
+                                                 ctx.index_const(lhs_step)))
+        copied_start = ctx.index_add(start, j_lo)
+        with ctx.loop(ctx.index_sub(j_hi, j_lo), "conv.copy") as j:
+            x = ctx.load(lhs_buf, ctx.index_add(first, ctx.index_mul(j, ctx.index_const(step * lhs_step))), dtype)
+            ctx.store(columns, ctx.index_add(copied_start, j), x, dtype)
+        with ctx.loop(ctx.index_sub(ctx.index_const(length), j_hi), "conv.zero_hi") as j:
+            ctx.store(columns, ctx.index_add(ctx.index_add(start, j_hi), j), zero, dtype)
+
+    outer_taps, outer_out = geo.taps[:last], geo.out_sizes[:last]
+    if positions_inner:
+        with ctx.loop_nest([geo.groups, geo.kernel_in, *geo.taps], "conv.unfold") as (g, i, *tap):
+            with ctx.loop_nest([geo.n_batch, *outer_out], "conv.rows") as (n, *pos):
+                run(g, i, n, [*pos, None], tap)
+    else:
+        with ctx.loop_nest([geo.n_batch, *geo.out_sizes], "conv.rows") as (n, *pos):
+            with ctx.loop_nest([geo.groups, geo.kernel_in, *outer_taps], "conv.unfold") as (g, i, *tap):
+                run(g, i, n, pos, [*tap, None])
+
+
+def _unfold_elements(ec, geo: _Geometry, columns, positions_inner: bool) -> None:
+    """The columns one element at a time, each tested for the padding and for the
+    zeros between the elements of a dilated input (any lhs dilation, no spatial axis)."""
+    ctx, dtype = ec.ctx, geo.dtype
+    row_step, depth_step = (1, geo.rows) if positions_inner else (geo.depth, 1)
+    lhs_buf, zero = ec.pointer(geo.lhs), ctx.const_of(0, dtype)
 
     def unfold(n, pos, g, i, tap) -> None:
-        c = ctx.index_add(ctx.index_mul(g, ctx.index_const(kernel_in)), i)
-        x = _tap_element(ctx, attrs, lhs_buf, lhs_strides, lhs_spec, in_sizes, n, c, pos, tap, dtype, zero)
-        row = _offset(ctx, [(n, positions)] + list(zip(pos, _strides(out_sizes), strict=True)))
-        column = _offset(ctx, [(i, n_taps)] + list(zip(tap, _strides(taps), strict=True)))
-        offset = _offset(ctx, [(g, rows * depth), (row, row_step), (column, depth_step)])
+        c = ctx.index_add(ctx.index_mul(g, ctx.index_const(geo.kernel_in)), i)
+        x = _tap_element(ctx, geo, lhs_buf, n, c, pos, tap, zero)
+        row = _offset(ctx, [(n, geo.positions)] + list(zip(pos, _strides(geo.out_sizes), strict=True)))
+        column = _offset(ctx, [(i, geo.n_taps)] + list(zip(tap, _strides(geo.taps), strict=True)))
+        offset = _offset(ctx, [(g, geo.rows * geo.depth), (row, row_step), (column, depth_step)])
         ctx.store(columns, offset, x, dtype)
     if positions_inner:
-        with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
-            with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
+        with ctx.loop_nest([geo.groups, geo.kernel_in, *geo.taps], "conv.unfold") as (g, i, *tap):
+            with ctx.loop_nest([geo.n_batch, *geo.out_sizes], "conv.rows") as (n, *pos):
                 unfold(n, pos, g, i, tap)
     else:
-        with ctx.loop_nest([n_batch, *out_sizes], "conv.rows") as (n, *pos):
-            with ctx.loop_nest([groups, kernel_in, *taps], "conv.unfold") as (g, i, *tap):
+        with ctx.loop_nest([geo.n_batch, *geo.out_sizes], "conv.rows") as (n, *pos):
+            with ctx.loop_nest([geo.groups, geo.kernel_in, *geo.taps], "conv.unfold") as (g, i, *tap):
                 unfold(n, pos, g, i, tap)
 
-    # 3. one matrix product per group: the output itself, (N*P, O/G) = cols_g' @ W_g^T,
-    #    for a channels-last output with one group; else (O/G, N*P) = W_g @ cols_g when
-    #    the columns are (I*T, N*P), or (N*P, O/G) = cols_g @ W_g^T
-    feature_major = positions_inner and not in_place
-    with ctx.loop(groups, "conv.gemm") as g:
-        weights = ec.element_offset(packed, ctx.index_mul(g, ctx.index_const(per_group * depth)), dtype)
-        cols = ec.element_offset(columns, ctx.index_mul(g, ctx.index_const(rows * depth)), dtype)
-        out = ec.element_offset(products, ctx.index_mul(g, ctx.index_const(rows * per_group)), dtype)
-        # one-term products (depth 1) are outer products: the loop kernel
-        product = ec.matmul if depth == 1 else functools.partial(ec.matmuls, 1)
-        if feature_major:
-            product(weights, False, cols, False, out, per_group, rows, depth, dtype)
-        else:
-            product(cols, positions_inner, weights, True, out, rows, per_group, depth, dtype)
 
-    if in_place:
-        return
-    # 4. the products -> the output's layout
-    out_buf = ec.pointer(result)
-    o_step, row_step = (rows, 1) if feature_major else (1, per_group)
-    with ctx.loop_nest([n_batch, groups, per_group, *out_sizes], "conv.layout") as (n, g, o, *pos):
-        row = _offset(ctx, [(n, positions)] + list(zip(pos, _strides(out_sizes), strict=True)))
-        src = _offset(ctx, [(g, per_group * rows), (o, o_step), (row, row_step)])
-        feature = ctx.index_add(ctx.index_mul(g, ctx.index_const(per_group)), o)
-        dst = _offset(ctx, [(n, out_strides[out_spec[0]]), (feature, out_strides[out_spec[1]])]
-                      + [(p, out_strides[a]) for p, a in zip(pos, out_spec[2:], strict=True)])
-        ctx.store(out_buf, dst, ctx.load(products, src, dtype), dtype)
-
-
-def _tap_element(ctx, attrs, lhs_buf, lhs_strides, lhs_spec, in_sizes, n, c, pos, tap, dtype, zero):
+def _tap_element(ctx, geo: _Geometry, lhs_buf, n, c, pos, tap, zero):
     """The input element under kernel tap `tap` of output position `pos` of image n,
     feature c; 0 in the padding and between the elements of a dilated input (the index
     is clamped into the input before the load)."""
-    strides, padding = attrs["window_strides"], attrs["padding"]
-    lhs_dilation, rhs_dilation = attrs["lhs_dilation"], attrs["rhs_dilation"]
+    lhs_strides, lhs_spec = geo.lhs_strides, geo.lhs_spec
     valid, src = None, _offset(ctx, [(n, lhs_strides[lhs_spec[0]]), (c, lhs_strides[lhs_spec[1]])])
     for k, (p, t) in enumerate(zip(pos, tap, strict=True)):
         # dilated input coordinate under this tap: p * stride + t * rhs_dilation - pad_lo
-        d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])),
-                                        ctx.index_mul(t, ctx.index_const(rhs_dilation[k]))),
-                          ctx.index_const(padding[k][0]))
+        d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(geo.strides[k])),
+                                        ctx.index_mul(t, ctx.index_const(geo.rhs_dilation[k]))),
+                          ctx.index_const(geo.padding[k][0]))
         inside = ctx.index_cmp(">=", d, ctx.index_const(0))
         d = ctx.select(inside, d, ctx.index_const(0))
-        if lhs_dilation[k] > 1:
+        if geo.lhs_dilation[k] > 1:
             inside = ctx.and_(inside, ctx.index_cmp(
-                "==", ctx.index_rem(d, ctx.index_const(lhs_dilation[k])), ctx.index_const(0)))
-            d = ctx.index_div(d, ctx.index_const(lhs_dilation[k]))
-        inside = ctx.and_(inside, ctx.index_cmp("<", d, ctx.index_const(in_sizes[k])))
+                "==", ctx.index_rem(d, ctx.index_const(geo.lhs_dilation[k])), ctx.index_const(0)))
+            d = ctx.index_div(d, ctx.index_const(geo.lhs_dilation[k]))
+        inside = ctx.and_(inside, ctx.index_cmp("<", d, ctx.index_const(geo.in_sizes[k])))
         d = ctx.select(inside, d, ctx.index_const(0))
         valid = inside if valid is None else ctx.and_(valid, inside)
         src = ctx.index_add(src, ctx.index_mul(d, ctx.index_const(lhs_strides[lhs_spec[2 + k]])))
-    x = ctx.load(lhs_buf, src, dtype)
+    x = ctx.load(lhs_buf, src, geo.dtype)
     return x if valid is None else ctx.select(valid, x, zero)
+
+
+def _products(ec, geo: _Geometry, weights, cols: _Columns) -> None:
+    """The matrix products, into the output where its layout is the products' (module
+    docstring, step 3), else into scratch and then copied into its layout."""
+    ctx, dtype = ec.ctx, geo.dtype
+    out = ec.pointer(geo.result)
+    m, k, groups = geo.per_group, geo.depth, geo.groups
+
+    def group_offset(buffer, g, stride):
+        return ec.element_offset(buffer, ctx.index_mul(g, ctx.index_const(stride)), dtype)
+
+    def kernel_of(g) -> MatrixOperand:
+        return MatrixOperand(group_offset(weights, g, m * k), 0, False, k)
+
+    def columns_of(g, image_stride=None) -> MatrixOperand:
+        return MatrixOperand(group_offset(cols.buffer, g, cols.group_stride),
+                             cols.image_stride if image_stride is None else image_stride, cols.trans, cols.ld)
+
+    per_image = geo.batch_major_out and (geo.positions >= PER_IMAGE_MIN_POSITIONS or not cols.whole)
+    if per_image and groups == 1:              # (N, O, P): W @ B_n per image
+        first = ctx.index_const(0)
+        ec.contract(geo.n_batch, kernel_of(first), columns_of(first), out, m, geo.positions, k, dtype)
+        return
+    if per_image:                              # (N, O, P): W_g @ B_(g,n) per image and group
+        with ctx.loop(groups, "conv.groups") as g:
+            with ctx.loop(geo.n_batch, "conv.images") as n:
+                image = ec.element_offset(cols.buffer, ctx.index_mul(n, ctx.index_const(cols.image_stride)), dtype)
+                b = MatrixOperand(group_offset(image, g, cols.group_stride), 0, cols.trans, cols.ld)
+                c = ec.element_offset(out, ctx.index_add(ctx.index_mul(n, ctx.index_const(geo.n_out * geo.positions)),
+                                                         ctx.index_mul(g, ctx.index_const(m * geo.positions))), dtype)
+                ec.contract(1, kernel_of(g), b, c, m, geo.positions, k, dtype)
+        return
+    assert cols.whole, "per-image columns are made for batch-major outputs only"
+    if geo.channels_last_out and groups == 1:  # (N*P, O) = B^T @ W^T
+        b = MatrixOperand(cols.buffer, 0, not cols.trans, cols.ld)
+        ec.contract(1, b, MatrixOperand(weights, 0, True, k), out, geo.rows, m, k, dtype)
+        return
+    products = out if geo.feature_major_out else ec.scratch(geo.result.type.size * dtype.itemsize)
+    with ctx.loop(groups, "conv.groups") as g:    # (O/G, N*P) = W_g @ B_g
+        ec.contract(1, kernel_of(g), columns_of(g, 0), group_offset(products, g, m * geo.rows), m, geo.rows, k,
+                    dtype)
+    if geo.feature_major_out:
+        return
+    out_strides, out_spec = geo.out_strides, geo.out_spec
+    with ctx.loop_nest([geo.n_batch, groups, m, *geo.out_sizes], "conv.layout") as (n, g, o, *pos):
+        row = _offset(ctx, [(n, geo.positions)] + list(zip(pos, _strides(geo.out_sizes), strict=True)))
+        src = _offset(ctx, [(g, m * geo.rows), (o, geo.rows), (row, 1)])
+        feature = ctx.index_add(ctx.index_mul(g, ctx.index_const(m)), o)
+        dst = _offset(ctx, [(n, out_strides[out_spec[0]]), (feature, out_strides[out_spec[1]])]
+                      + [(p, out_strides[a]) for p, a in zip(pos, out_spec[2:], strict=True)])
+        ctx.store(out, dst, ctx.load(products, src, dtype), dtype)
 
 
 # --------------------------------------------------------------------------- window kernels
