@@ -772,7 +772,7 @@ OPS: list[Op] = [
     Op("piecewise", "np.piecewise({0}, [{0} > 0], [lambda t: t * 2, -1])", 1, in_tables(np.piecewise), weight=0.2,
        smooth=False, jumps=True),
     Op("compress", "np.compress([True, False, True], {0})", 1, in_tables(np.compress), weight=0.2),
-    Op("cov", "np.cov({0})", 1, in_tables(np.cov), SUM, magnitude="np.cov({0}) * 0 + np.max({0}) ** 2 * 8",
+    Op("cov", "np.cov({0})", 1, in_tables(np.cov), SUM, magnitude="np.cov({0}) * 0 + np.max({0}, initial=0) ** 2 * 8",
        kinds="f", weight=0.2),
     Op("histogram", "np.histogram({0}, bins=3, range=(-1, 1))[0]", 1, in_tables(np.histogram), weight=0.2,
        smooth=False, jumps=True),
