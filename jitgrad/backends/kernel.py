@@ -506,11 +506,19 @@ class KernelEmitter:
     def padded_element(self, op, idx: Index) -> Scalar:
         """Element `idx` of a zero padding (`is_index_map_pad`): the operand's element
         where `idx` lies inside it, else zero. The operand is read at an index clamped
-        into its bounds and the result selected, so no access leaves the buffer."""
+        into its bounds and the result selected, so no access leaves the buffer; along an
+        axis whose index has known bounds (`index_range`) inside or outside the operand,
+        the test is decided here instead."""
         ctx = self.ctx
         operand = op.operands[0]
         inside, mapped = None, []
         for r, low, n in zip(idx.get_multi(ctx), op.attrs["low"], operand.type.shape):
+            known = self.index_range(r)
+            if known is not None and (known[1] <= low or known[0] >= low + n):
+                return ctx.const_of(0, value_dtype(op))
+            if known is not None and low <= known[0] and known[1] <= low + n:
+                mapped.append(ctx.index_sub(r, ctx.index_const(low)))
+                continue
             lo, hi = ctx.index_const(low), ctx.index_const(low + n - 1)
             after_low, before_high = ctx.index_cmp(">=", r, lo), ctx.index_cmp("<=", r, hi)
             clamped = ctx.select(after_low, ctx.select(before_high, r, hi), lo)
@@ -518,18 +526,22 @@ class KernelEmitter:
             both = ctx.select(after_low, before_high, after_low)
             inside = both if inside is None else ctx.select(inside, both, inside)
         item = self.element(operand, Index(operand.type.shape, mapped))
-        return ctx.select(inside, item, ctx.const_of(0, value_dtype(op)))
+        return item if inside is None else ctx.select(inside, item, ctx.const_of(0, value_dtype(op)))
 
     def concatenated_element(self, op, idx: Index) -> Scalar:
         """Element `idx` of a concatenation (`is_index_map_concatenate`): every operand is
         read at the index clamped into its own bounds along the axis, and the one whose
-        range holds the index is selected, so no access leaves a buffer."""
+        range holds the index is selected, so no access leaves a buffer. Where the index
+        has known bounds (`index_range`) inside one operand, only that one is read."""
         ctx, axis = self.ctx, op.attrs["axis"]
         multi = idx.get_multi(ctx)
-        at = multi[axis]
+        at, known = multi[axis], self.index_range(multi[axis])
         item, offset = None, 0
         for operand in op.operands:
             n = operand.type.shape[axis]
+            if known is not None and offset <= known[0] and known[1] <= offset + n:
+                mapped = [ctx.index_sub(at, ctx.index_const(offset)) if d == axis else i for d, i in enumerate(multi)]
+                return self.element(operand, Index(operand.type.shape, mapped))
             if n == 0:
                 continue
             lo, hi = ctx.index_const(offset), ctx.index_const(offset + n - 1)
@@ -539,6 +551,13 @@ class KernelEmitter:
             item = here if item is None else ctx.select(ctx.index_cmp("<", at, lo), item, here)
             offset += n
         return item
+
+    def index_range(self, i) -> tuple[int, int] | None:
+        """Static bounds [low, high) of index value `i` where the code being emitted runs,
+        when the target knows them (the CPU splits a fused row at the columns where a
+        padding or concatenation changes operand, `CPUFunctionEmitter.fused_loop`); None
+        otherwise."""
+        return None
 
     def elementwise(self, op, operands: list) -> Scalar:
         """An Elementwise rule applied to scalar operands. The rule learns its operands'

@@ -19,8 +19,9 @@ from llvmlite import ir
 
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
-from jitgrad.passes.schedule import Kernel, Schedule, widened_bfloat16
-from jitgrad.primitives import Contraction, Reduction
+from jitgrad.passes.schedule import (Kernel, Schedule, is_index_map_concatenate, is_index_map_pad,
+                                     widened_bfloat16)
+from jitgrad.primitives import Contraction, Elementwise, Reduction
 from ..kernel import Index, KernelEmitter, MatrixOperand, ReductionAccumulator, expression_ops
 from .bf16_gemm import contraction_sizes, emit_bf16_gemm, worth_native
 from .blas import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS
@@ -34,6 +35,7 @@ INLINE_CONSTANT_BYTES = 256   # larger constants are passed by address, never pr
 PARALLEL_MIN_WORK = 1 << 20   # estimated element-ops from which a fused loop runs on all cores
 PARALLEL_BLOCK = 1 << 13      # fixed work unit: a multiple of every vector width
 WIDE_STACK_BYTES = 1 << 15    # float64 accumulators of a narrower reduction up to this size live on the stack
+MAX_COLUMN_ZONES = 8          # a fused row is split where paddings and concatenations change operand, up to this
 
 
 class CPUFunctionEmitter(KernelEmitter):
@@ -67,6 +69,8 @@ class CPUFunctionEmitter(KernelEmitter):
         self.threads = None if uses_blas and not getattr(threads, "beside_blas", False) else threads
         self._kernel_count = 0
         self._stoppable = False
+        self._column: tuple[ir.Value, int, int] | None = None
+        """The inner counter of the fused row zone being emitted and its bounds (`index_range`)."""
 
     @property
     def builder(self) -> ir.IRBuilder:
@@ -160,9 +164,13 @@ class CPUFunctionEmitter(KernelEmitter):
         paddings, concatenations) runs positions start .. start + count - 1 as row
         segments: an outer loop over the rows the range touches (the multi-index of the
         leading axes derived once per row) and an inner loop over the columns of that row
-        inside the range. The inner counter is the last axis's index, so every index map
-        is affine in it and the inner loop vectorizes; the positions and their order are
-        the flat loop's, so blocks, reduction chunks and results are unchanged."""
+        inside the range. The inner counter is the last axis's index, so index maps are
+        affine in it and the inner loop vectorizes. Where a padding or a concatenation
+        along the last axis changes operand (`_column_zones`), the row is split into one
+        inner loop per zone, inside which the emitter knows the column's bounds
+        (`index_range`) and reads the one operand directly instead of selecting. The
+        positions and their order are the flat loop's, so blocks, reduction chunks and
+        results are unchanged."""
         if kernel.shape is None:
             super().fused_loop(kernel, start, count, accumulators)
             return
@@ -175,13 +183,58 @@ class CPUFunctionEmitter(KernelEmitter):
             row = b.add(first_row, r)
             row_start = b.mul(row, index(width))
             from_start, to_end = b.sub(start, row_start), b.sub(end, row_start)
-            low = b.select(b.icmp_signed(">", from_start, index(0)), from_start, index(0))
-            high = b.select(b.icmp_signed("<", to_end, index(width)), to_end, index(width))
             leading = Index(kernel.shape[:-1], flat=row).get_multi(self.ctx)
-            with for_range(b, b.sub(high, low), "fused") as j:
-                column = b.add(low, j, flags=["nuw", "nsw"])
-                self.fused_position(kernel, b.add(row_start, column, flags=["nuw", "nsw"]), [*leading, column],
-                                    accumulators)
+            for zone_start, zone_end in self._column_zones(kernel):
+                low = b.select(b.icmp_signed(">", from_start, index(zone_start)), from_start, index(zone_start))
+                high = b.select(b.icmp_signed("<", to_end, index(zone_end)), to_end, index(zone_end))
+                with for_range(b, b.sub(high, low), "fused") as j:
+                    column = b.add(low, j, flags=["nuw", "nsw"])
+                    self._column = (column, zone_start, zone_end)
+                    self.fused_position(kernel, b.add(row_start, column, flags=["nuw", "nsw"]), [*leading, column],
+                                        accumulators)
+                    self._column = None
+
+    def index_range(self, i) -> tuple[int, int] | None:
+        if self._column is not None and i is self._column[0]:
+            return self._column[1], self._column[2]
+        return None
+
+    def _column_zones(self, kernel: Kernel) -> list[tuple[int, int]]:
+        """The column ranges [start, end) of a row inside which no padding or concatenation
+        along the last axis, read at the kernel's own index, changes operand; one zone for
+        the whole row where there are none or more than MAX_COLUMN_ZONES (each zone repeats
+        the loop body)."""
+        width, last = kernel.shape[-1], len(kernel.shape) - 1
+        cuts: set[int] = set()
+
+        def visit(value: Value, compute: bool) -> None:
+            if value.type.shape != kernel.shape or (value in self.sched.materialized and not compute):
+                return
+            op = value.defining_op
+            if op is None:
+                return
+            if is_index_map_pad(op):
+                low, n = op.attrs["low"][last], op.operands[0].type.shape[last]
+                cuts.update((low, low + n))
+            elif is_index_map_concatenate(op) and op.attrs["axis"] == last:
+                offset = 0
+                for operand in op.operands:
+                    offset += operand.type.shape[last]
+                    cuts.add(offset)
+            elif isinstance(op.opdef.lowering, Elementwise):
+                for v in op.operands:
+                    visit(v, False)
+
+        for op in kernel.ops:
+            if isinstance(op.opdef.lowering, Reduction):
+                visit(op.operands[0], op.operands[0] not in self.sched.materialized)
+            else:
+                visit(op.results[0], True)
+        edges = sorted(c for c in cuts if 0 < c < width)
+        if len(edges) >= MAX_COLUMN_ZONES:
+            edges = []
+        bounds = [0, *edges, width]
+        return list(zip(bounds[:-1], bounds[1:]))
 
     def _work_per_element(self, kernel) -> int:
         """A cost estimate: the ops computed per iteration, each weighed by its record's
