@@ -272,6 +272,18 @@ def _append_unit_axes(x: Value, count: int) -> Value:
     return reshape(x, x.type.shape + (1,) * count)
 
 
+def _insert_unit_axes(names: list, shape: Optional[list] = None) -> None:
+    """A missing batch axis ("n") first and a missing feature axis ("f") right after the
+    batch axis, each of size 1 (`shape`, when given, is extended alongside `names`): a
+    single-channel image is laid out (N, 1, H, W), the kernels' fastest layout."""
+    for name in ("n", "f"):
+        if name not in names:
+            at = 0 if name == "n" else names.index("n") + 1
+            names.insert(at, name)
+            if shape is not None:
+                shape.insert(at, 1)
+
+
 def emit_convolution(plan: ConvolutionPlan, result_shape: tuple) -> Optional[Value]:
     """The convolution the plan describes, laid out as the value it replaces (None when
     the shapes do not come out as `result_shape`, which leaves the value alone)."""
@@ -287,10 +299,7 @@ def emit_convolution(plan: ConvolutionPlan, result_shape: tuple) -> Optional[Val
         names[plan.group:plan.group + 2] = ["f"]
     elif plan.group is not None or plan.feature is not None:
         names[plan.group if plan.group is not None else plan.feature] = "f"
-    for missing in ("n", "f"):
-        if missing not in names:
-            names.append(missing)
-            shape.append(1)
+    _insert_unit_axes(names, shape)
     lhs = reshape(x, tuple(shape))
     lhs_spec = (names.index("n"), names.index("f"), *(names.index(a) for a in plan.spatial))
 
@@ -317,7 +326,7 @@ def emit_convolution(plan: ConvolutionPlan, result_shape: tuple) -> Optional[Val
         layout = ["f", "n", *plan.spatial]
     else:
         layout = ["f" if name == "o" else name for name in plan.out_names]
-        layout += [name for name in ("n", "f") if name not in layout]
+        _insert_unit_axes(layout)
     out_spec = (layout.index("n"), layout.index("f"), *(layout.index(a) for a in plan.spatial))
     out = C.conv_general_dilated(lhs, rhs, strides, padding, None, dilations,
                                  (lhs_spec, (0, 1, *range(2, 2 + len(plan.spatial))), out_spec), groups)

@@ -481,6 +481,42 @@ def _conv(rng, xs):
             "rhs_dilation": tuple(int(rng.integers(1, 3)) for _ in shape)}
 
 
+def _window_view_contraction(rng, xs):
+    """sliding_window_view over up to two axes of length >= 1 (windows up to 3), a step
+    on each windowed axis's positions, contracted with a kernel of the window's shape by
+    tensordot (recognized as a convolution where it is one: passes/nn_idioms.py)."""
+    shape = np.shape(np.atleast_1d(xs[0]))
+    candidates = [a for a, n in enumerate(shape) if n >= 1]
+    axes = tuple(int(a) for a in rng.permutation(candidates)[:int(rng.integers(1, 3))]) if candidates else ()
+    window = tuple(int(rng.integers(1, min(shape[a], 3) + 1)) for a in axes)
+    index = ", ".join(f"::{int(rng.integers(1, 3))}" if a in axes else ":" for a in range(len(shape)))
+    return {"axes": axes, "window": window, "taps": int(np.prod(window)), "index": index, "k": len(axes)}
+
+
+def _shifted_slices(rng, xs):
+    """np.pad by one on the last two axes, then the sum over a full 3x3 (or 2x2) grid
+    of offsets of weighted shifted slices (recognized as a convolution)."""
+    shape = np.shape(np.atleast_2d(xs[0]))
+    k = int(rng.integers(2, 4))
+    pads = ((0, 0),) * (len(shape) - 2) + ((k // 2, k - 1 - k // 2),) * 2
+    return {"k": k, "pads": pads, "h": shape[-2], "w": shape[-1]}
+
+
+def _pool_split(rng, xs):
+    """A reshape splitting one or two axes into (n // k, k) and the reduction over the
+    k-parts (recognized as a window reduction with window = stride = k)."""
+    shape = list(np.shape(np.atleast_1d(xs[0])))
+    split, axes = [], []
+    for n in shape:
+        k = int(rng.choice([d for d in (2, 3, 1) if n % d == 0]))
+        if k > 1 and len(axes) < 2:
+            split += [n // k, k]
+            axes.append(len(split) - 1)
+        else:
+            split.append(n)
+    return {"split": tuple(split), "axes": tuple(axes)} if axes else None
+
+
 OPS: list[Op] = [
     # ---- arithmetic operators and ufuncs (elementwise; broadcasting)
     Op("add", "{0} + {1}", 2, in_tables(np.add)),
@@ -736,6 +772,22 @@ OPS: list[Op] = [
        "__import__('jitgrad').nn.conv_general_dilated({0}[None, None], np.linspace(-1, 1, {taps}).reshape("
        "(1, 1) + {window}).astype({0}.dtype), {strides}, {padding}, {lhs_dilation}, {rhs_dilation})[0, 0]",
        1, always, SUM, params=_conv, kinds="f", weight=0.3),
+    # the NumPy idioms passes/nn_idioms.py compiles to the nn primitives
+    Op("sliding_window_view+tensordot",
+       "np.tensordot(np.lib.stride_tricks.sliding_window_view(np.atleast_1d({0}), {window}, axis={axes})[{index}], "
+       "np.linspace(-1, 1, {taps}).reshape({window}).astype({0}.dtype), axes={k})", 1, always, SUM,
+       params=_window_view_contraction, kinds="fi", weight=0.3,
+       magnitude="np.tensordot(np.lib.stride_tricks.sliding_window_view(np.atleast_1d({0}), {window}, axis={axes})"
+                 "[{index}], np.abs(np.linspace(-1, 1, {taps})).reshape({window}).astype({0}.dtype), axes={k})"),
+    Op("pad+shifted slices", "sum(float(np.linspace(-1, 1, {k} * {k})[{k} * i + j]) * np.pad(np.atleast_2d({0}), {pads})"
+       "[..., i:i + {h}, j:j + {w}] for i in range({k}) for j in range({k}))", 1, always, SUM,
+       params=_shifted_slices, kinds="f", weight=0.3,
+       magnitude="sum(abs(float(np.linspace(-1, 1, {k} * {k})[{k} * i + j])) * np.pad(np.atleast_2d({0}), {pads})"
+                 "[..., i:i + {h}, j:j + {w}] for i in range({k}) for j in range({k}))"),
+    Op("reshape+max pooling", "np.max(np.reshape(np.atleast_1d({0}), {split}), axis={axes})", 1, always,
+       params=_pool_split, smooth=False, kinds="f", weight=0.3),
+    Op("reshape+mean pooling", "np.mean(np.reshape(np.atleast_1d({0}), {split}), axis={axes})", 1, always, SUM,
+       params=_pool_split, kinds="f", weight=0.3),
     # jitgrad's control flow (NumPy's answer: the same call on arrays runs the Python loop or branch)
     Op("jitgrad.scan", "__import__('jitgrad').scan(lambda c, x: (c + x, c * x), np.atleast_1d({0})[:1].sum(0) * 0, "
        "np.atleast_1d({0}))[1]", 1, always, kinds="fi", weight=0.3),

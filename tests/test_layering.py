@@ -283,9 +283,10 @@ def test_the_strongly_connected_finder_finds_a_cycle():
 LAYERS = {
     "jitgrad.ir": ({"jitgrad", "jitgrad.ir"}, False),
     "jitgrad.primitives": ({"jitgrad", "jitgrad.ir", "jitgrad.errors", "jitgrad.primitives"}, False),
-    "jitgrad.passes": ({"jitgrad", "jitgrad.ir", "jitgrad.errors", "jitgrad.primitives", "jitgrad.passes"}, False),
-    "jitgrad.tracing": ({"jitgrad", "jitgrad.ir", "jitgrad.errors", "jitgrad.primitives", "jitgrad.tracing"},
-                        False),
+    "jitgrad.passes": ({"jitgrad", "jitgrad.ir", "jitgrad.errors", "jitgrad.config", "jitgrad.primitives",
+                        "jitgrad.passes"}, False),
+    "jitgrad.tracing": ({"jitgrad", "jitgrad.ir", "jitgrad.errors", "jitgrad.config", "jitgrad.primitives",
+                         "jitgrad.passes", "jitgrad.tracing"}, False),
     "jitgrad.backends.cpu": ({"jitgrad", "jitgrad.ir", "jitgrad.errors", "jitgrad.primitives", "jitgrad.passes",
                               "jitgrad.config", "jitgrad.backends"}, True),
     "jitgrad.tools": (None, True),
