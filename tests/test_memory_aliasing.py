@@ -62,6 +62,14 @@ VIEW_PROGRAMS = {
     "slices read twice": ((5, 5), lambda a: (lambda m: (m[1:, 1:] - m[:-1, :-1]) * (m[1:, :-1] - m[:-1, :-1]))(
         _twice(a))),
     "pad then slice": ((4, 4), lambda a: (lambda m: m - np.pad(m, 1)[2:, :-2])(_twice(a))),
+    "concatenate rolled rows": ((5, 4), lambda a: (lambda m: m + np.concatenate([m[2:], m[:2]]))(_twice(a))),
+    "concatenate rolled columns": ((4, 6), lambda a: (lambda m: m * np.concatenate([m[:, 1:], m[:, :1]], axis=1))(
+        _twice(a))),
+    "concatenate of reversals": ((4, 5), lambda a: (lambda m: m - np.concatenate([m[::-1, :2], m[:, :1:-1]], axis=1))(
+        _twice(a))),
+    "concatenate with an empty piece": ((3, 4), lambda a: (lambda m: m + np.concatenate([m[:0], m[::-1]]))(_twice(a))),
+    "reverse of a padding": ((4, 5), lambda a: (lambda m: m * 3.0 - np.pad(m[:, 1:], ((0, 0), (0, 1)))[:, ::-1])(
+        _twice(a))),
 }
 
 
@@ -86,6 +94,23 @@ def test_output_never_takes_over_a_buffer_read_through_a_view():
     assert len(sched.kernels) == 2          # m, then m + m.T with the transpose inlined
     assert plan.in_output == {}
     assert plan.workspace_bytes >= 9 * 8    # m keeps a buffer of its own
+
+
+@pytest.mark.parametrize("view", [lambda m: m[::-1, ::-1], lambda m: np.concatenate([m[:, 2:], m[:, :2]], axis=1)],
+                         ids=["reversed", "concatenated"])
+def test_output_never_takes_over_a_buffer_read_reversed_or_concatenated(view):
+    """The kernel that reads m through a reversal or a concatenation (a fused loop over
+    m's shape) must not write its result over m's buffer."""
+    config_fusion = config.fusion
+    config.fusion = True
+    try:
+        a = np.arange(20.0).reshape(4, 5)
+        ir_fn, sched, plan = _plan(lambda a: (lambda m: m * 0.5 + view(m))(a * 2), a)
+    finally:
+        config.fusion = config_fusion
+    assert len(sched.kernels) == 2 and sched.kernels[1].shape == (4, 5)
+    assert plan.in_output == {}
+    assert plan.workspace_bytes >= 20 * 8
 
 
 def test_issue_reproducers():
