@@ -150,3 +150,60 @@ def test_weight_gradient_of_a_cnn_layer_matches_numpy_in_float32():
     function = compiled.lower(x, w, ct).function
     _assert_close(got, evaluate(function, [x, w, ct]), evaluate(function, [np.abs(x), np.abs(w), np.abs(ct)]),
                   np.float32)
+
+
+# (input shape, window, strides, padding): disjoint windows (stride = window, no
+# padding: the scatter writes each tap once), overlapping ones, padding, a window of
+# more than UNROLLED_WINDOW_TAPS taps (a loop over the taps), an input that the windows
+# do not cover to its end, and an empty input that only padding windows see
+WINDOW_CASES = [
+    ((2, 3, 8, 8), (1, 1, 2, 2), (1, 1, 2, 2), ((0, 0),) * 4),
+    ((2, 3, 7, 9), (1, 1, 2, 3), (1, 1, 2, 3), ((0, 0),) * 4),
+    ((2, 2, 7, 7), (1, 1, 3, 3), (1, 1, 2, 2), ((0, 0),) * 4),
+    ((1, 2, 6, 5), (1, 1, 3, 2), (1, 1, 2, 1), ((0, 0), (0, 0), (1, 2), (1, 0))),
+    ((1, 2, 9, 9), (1, 1, 5, 4), (1, 1, 3, 4), ((0, 0), (0, 0), (2, 1), (0, 3))),
+    ((2, 0), (1, 2), (1, 1), ((0, 0), (1, 1))),
+]
+
+
+def _window_functions(window, strides, padding):
+    def pools(x, t, c):
+        value_max = nn.reduce_window(x, "max", window, strides, padding)
+        value_sum = nn.reduce_window(x, "sum", window, strides, padding)
+        _, tangent = jitgrad.jvp(lambda u: nn.reduce_window(u, "max", window, strides, padding), (x,), (t,))
+        _, pullback = jitgrad.vjp(lambda u: nn.reduce_window(u, "max", window, strides, padding), x)
+        return value_max, value_sum, tangent, pullback(c)[0]
+    return pools
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(WINDOW_CASES)))
+def test_window_kernels_equal_numpy_bit_for_bit(case, dtype):
+    """Max pooling, sum pooling, and max pooling's JVP (select_and_gather_add) and VJP
+    (select_and_scatter_add), with ties (values drawn from a few integers), a NaN, and
+    -0.0 cotangents, equal to the NumPy reference exactly (the VJP of overlapping
+    windows within the rounding of its sums)."""
+    shape, window, strides, padding = WINDOW_CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    if x.size:
+        x.flat[x.size // 3] = np.nan
+    t = rng.standard_normal(shape).astype(dtype)
+    out_shape = nn.reduce_window(x, "max", window, strides, padding).shape
+    c = rng.standard_normal(out_shape).astype(dtype)
+    if c.size:
+        c.flat[0] = -0.0
+    compiled = jitgrad.jit(_window_functions(window, strides, padding))
+    got = compiled(x, t, c)
+    reference = evaluate(compiled.lower(x, t, c).function, [x, t, c])
+    overlapping = any(s < w for s, w in zip(strides, window, strict=True))
+    for k, (g, r) in enumerate(zip(got, reference, strict=True)):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        if k == 3 and overlapping:
+            # an element selected by several windows sums their cotangents in window
+            # order, the reference in tap order: the sums may differ in the last bit
+            eps = np.finfo(dtype).eps
+            np.testing.assert_allclose(g, r, rtol=8 * eps, atol=8 * eps * np.abs(c).max())
+            continue
+        np.testing.assert_array_equal(g, r)
+        assert np.array_equal(np.signbit(g), np.signbit(r))

@@ -30,6 +30,7 @@ inside BLAS differs between layouts, as between any two GEMM calls of other shap
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from jitgrad.ir import DType, Value
@@ -347,24 +348,44 @@ def _products(ec, geo: _Geometry, weights, cols: _Columns) -> None:
 
 # --------------------------------------------------------------------------- window kernels
 
+UNROLLED_WINDOW_TAPS = 16
+"""Windows of at most this many taps are visited by straight-line code (each tap's
+offset a constant plus the window's), larger ones by a loop nest over the taps."""
+
+
 def _window_taps(ec, op, x: Value, pos, body) -> None:
     """For each tap of the window at output position `pos` (row-major taps), calls
     body(valid, offset) with the tap's element offset in `x` (clamped to 0 where the tap
     falls into the padding, `valid` false there)."""
     ctx, attrs = ec.ctx, op.attrs
-    window, strides, padding = attrs["window_dimensions"], attrs["window_strides"], attrs["padding"]
-    x_strides = _strides(x.type.shape)
+    window = attrs["window_dimensions"]
+
+    def visit(tap) -> None:
+        body(*_tap_offset(ctx, attrs, x, pos, tap))
+    if math.prod(window) <= UNROLLED_WINDOW_TAPS:
+        for tap in itertools.product(*(range(w) for w in window)):
+            visit([ctx.index_const(t) for t in tap])
+        return
     with ctx.loop_nest(list(window), "window.taps") as tap:
-        valid, offset = None, ctx.index_const(0)
-        for k, (p, t) in enumerate(zip(pos, tap, strict=True)):
-            d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])), t),
-                              ctx.index_const(padding[k][0]))
+        visit(tap)
+
+
+def _tap_offset(ctx, attrs, x: Value, pos, tap):
+    """(valid, offset in x) of tap `tap` of the window at `pos`; offset 0 in the padding."""
+    strides, padding = attrs["window_strides"], attrs["padding"]
+    x_strides = _strides(x.type.shape)
+    valid, offset = None, ctx.index_const(0)
+    for k, (p, t) in enumerate(zip(pos, tap, strict=True)):
+        d = ctx.index_sub(ctx.index_add(ctx.index_mul(p, ctx.index_const(strides[k])), t),
+                          ctx.index_const(padding[k][0]))
+        if tuple(padding[k]) != (0, 0):
+            # without padding every tap is inside: the last window ends by the last element
             inside = ctx.and_(ctx.index_cmp(">=", d, ctx.index_const(0)),
                               ctx.index_cmp("<", d, ctx.index_const(x.type.shape[k])))
             d = ctx.select(inside, d, ctx.index_const(0))
             valid = inside if valid is None else ctx.and_(valid, inside)
-            offset = ctx.index_add(offset, ctx.index_mul(d, ctx.index_const(x_strides[k])))
-        body(ctx.const_of(True, DType.bool) if valid is None else valid, offset)
+        offset = ctx.index_add(offset, ctx.index_mul(d, ctx.index_const(x_strides[k])))
+    return ctx.const_of(True, DType.bool) if valid is None else valid, offset
 
 
 def _selection(ec, op, x: Value, pos):
@@ -372,6 +393,9 @@ def _selection(ec, op, x: Value, pos):
     first maximum in row-major tap order, a NaN beating any number (the first NaN wins);
     padding taps are -inf."""
     ctx, dtype = ec.ctx, x.type.dtype
+    window = op.attrs["window_dimensions"]
+    if math.prod(window) <= UNROLLED_WINDOW_TAPS:
+        return _unrolled_selection(ec, op, x, pos)
     best = ctx.local_array(dtype, 1, "window.best")
     chosen = ctx.local_array(DType.i64, 1, "window.chosen")
     found = ctx.local_array(DType.bool, 1, "window.found")
@@ -397,6 +421,22 @@ def _selection(ec, op, x: Value, pos):
     return ctx.load(chosen, zero, DType.i64), ctx.load(found, zero, DType.bool)
 
 
+def _unrolled_selection(ec, op, x: Value, pos):
+    """`_selection` for a small window: one straight chain of selects over its taps."""
+    ctx, dtype, x_buf = ec.ctx, x.type.dtype, ec.pointer(x)
+    best = chosen = found = None
+    for tap in itertools.product(*(range(w) for w in op.attrs["window_dimensions"])):
+        valid, offset = _tap_offset(ctx, op.attrs, x, pos, [ctx.index_const(t) for t in tap])
+        value = ctx.select(valid, ctx.load(x_buf, offset, dtype), ctx.const_of(float("-inf"), dtype))
+        if best is None:
+            best, chosen, found = value, offset, valid
+            continue
+        take = ctx.or_(ctx.cmp(">", value, best), ctx.and_(ctx.cmp("!=", value, value), ctx.cmp("==", best, best)))
+        best, chosen, found = (ctx.select(take, value, best), ctx.select(take, offset, chosen),
+                               ctx.select(take, valid, found))
+    return chosen, found
+
+
 def emit_reduce_window(ec, op) -> None:
     """reduce_window_sum (taps added in row-major order, as the NumPy reference) and
     reduce_window_max (NaN-propagating; padding is -inf)."""
@@ -408,6 +448,10 @@ def emit_reduce_window(ec, op) -> None:
     acc = ctx.local_array(dtype, 1, "window.acc")
     zero, x_buf, out_buf = ctx.index_const(0), ec.pointer(x), ec.pointer(result)
     fill = ctx.const_of(float("-inf") if is_max else 0.0, dtype)
+    if x.type.size == 0:                      # every window lies in the padding: no load
+        with ctx.loop(result.type.size, "window.out") as i:
+            ctx.store(out_buf, i, fill, dtype)
+        return
     with ctx.loop_nest(list(result.type.shape), "window.out") as pos:
         ctx.store(acc, zero, fill, dtype)
 
@@ -432,6 +476,9 @@ def emit_select_and_gather_add(ec, op) -> None:
     if result.type.size == 0:
         return
     t_buf, out_buf = ec.pointer(t), ec.pointer(result)
+    if x.type.size == 0:                      # every window lies in the padding: no load
+        ctx.zero_bytes(out_buf, result.type.nbytes)
+        return
     with ctx.loop_nest(list(result.type.shape), "window.out") as pos:
         offset, found = _selection(ec, op, x, pos)
         value = ctx.select(found, ctx.load(t_buf, offset, dtype), ctx.const_of(0, dtype))
@@ -449,9 +496,31 @@ def emit_select_and_scatter_add(ec, op) -> None:
     if source.type.size == 0:
         return
     source_buf, out_buf = ec.pointer(source), ec.pointer(result)
+    attrs = op.attrs
+    if all(tuple(p) == (0, 0) and s >= w for p, s, w in
+           zip(attrs["padding"], attrs["window_strides"], attrs["window_dimensions"], strict=True)):
+        _scatter_disjoint(ec, op, source, x, result)
+        return
     with ctx.loop_nest(list(source.type.shape), "window.out") as pos:
         offset, found = _selection(ec, op, x, pos)
         with ctx.if_then(found):
             value = ctx.load(source_buf, _offset(ctx, list(zip(pos, _strides(source.type.shape), strict=True))),
                              dtype)
             ctx.store(out_buf, offset, ctx.add(ctx.load(out_buf, offset, dtype), value), dtype)
+
+
+def _scatter_disjoint(ec, op, source: Value, x: Value, result: Value) -> None:
+    """select_and_scatter_add for windows that neither overlap nor reach into padding
+    (pooling with stride = window): each tap of each window is written once, 0 + source
+    at the selected tap (as adding into the zeros: 0 + -0.0 is +0.0) and 0 at the
+    others, with no load of the output; elements outside every window keep the zeros."""
+    ctx, dtype = ec.ctx, result.type.dtype
+    source_buf, out_buf, zero = ec.pointer(source), ec.pointer(result), ctx.const_of(0, dtype)
+    with ctx.loop_nest(list(source.type.shape), "window.out") as pos:
+        chosen, _ = _selection(ec, op, x, pos)
+        value = ctx.load(source_buf, _offset(ctx, list(zip(pos, _strides(source.type.shape), strict=True))), dtype)
+        placed = ctx.add(zero, value)
+
+        def write(valid, offset) -> None:
+            ctx.store(out_buf, offset, ctx.select(ctx.index_cmp("==", offset, chosen), placed, zero), dtype)
+        _window_taps(ec, op, x, pos, write)
