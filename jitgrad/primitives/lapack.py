@@ -42,8 +42,7 @@ from jitgrad.errors import DTypeError, GradientError, ShapeError
 from jitgrad.ir import DType, TensorType
 from . import elementwise as E
 from . import structural as S
-from .complex_numbers import conj, imag, make_complex, real
-from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
+from .base import Primitive, UndefinedPrimal, Zero, deftranspose, emit_named, instantiate
 from .linalg import dot_general
 from .reductions import reduce_max, reduce_sum
 
@@ -59,7 +58,7 @@ class LapackKernel(KernelKind):
 LAPACK_KERNEL = LapackKernel()
 FLOATS = (DType.f32, DType.f64)
 COMPLEX = (DType.c64, DType.c128)
-INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh")
+INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh", "svd")
 """The primitives that take complex matrices: their kernels call LAPACK's z/c routines,
 which read and write NumPy's interleaved (re, im) layout, so `lower-complex` leaves their
 operands and results complex (interleaving the parts around the call) instead of
@@ -67,6 +66,24 @@ splitting them into real parts."""
 
 
 # --------------------------------------------------------------------------- shape rules
+
+# The complex-number primitives (`complex_numbers`, which marks the primitives taking complex
+# operands once every family is registered) are emitted by name.
+def conj(x):
+    return emit_named("conj", x)
+
+
+def real(x):
+    return emit_named("real", x)
+
+
+def imag(x):
+    return emit_named("imag", x)
+
+
+def make_complex(re, im):
+    return emit_named("complex", re, im)
+
 
 def _check_matrix(name: str, a: TensorType, square: bool = True) -> None:
     if a.dtype not in FLOATS and not (a.dtype in COMPLEX and name in INTERLEAVED_COMPLEX):
@@ -531,16 +548,17 @@ svd_p.lowering = LAPACK_KERNEL
 
 
 def svd(a, *, full_matrices: bool = False, vectors: bool = True):
-    """(U, s, Vt) with vectors, else s."""
+    """(U, s, Vt) with vectors, else s; s is real also for a complex matrix."""
     packed = svd_p.bind(a, full_matrices=bool(full_matrices), vectors=bool(vectors))
     if not vectors:
-        return packed
+        return _real_part(packed)
     return tuple(svd_parts(packed, a.type.shape[-2:], full_matrices))
 
 
 def svd_parts(packed, matrix_shape, full_matrices):
     u, k, vt = svd_shapes(*matrix_shape, full_matrices)
-    return _unpack(packed, [u, (k,), vt])
+    u, s, vt = _unpack(packed, [u, (k,), vt])
+    return u, _real_part(s), vt
 
 
 def _svd_jvp(primals, tangents, *, full_matrices, vectors):
@@ -553,25 +571,32 @@ def _svd_jvp(primals, tangents, *, full_matrices, vectors):
         raise GradientError("the derivative of svd's full_matrices=True factors of a non-square matrix is "
                             "not defined (the extra singular vectors are arbitrary); use full_matrices=False")
     u, s, vt = svd(a)
-    v = _mT(vt)
-    ds_matrix = _matmul(_mT(u), _matmul(da, v))
-    ds = _diagonal(ds_matrix)
+    v = _mH(vt)
+    ds_matrix = _matmul(_mH(u), _matmul(da, v))
+    ds = _as_complex(_real_part(_diagonal(ds_matrix)), a)
     if not vectors:
         return ds
     k = min(m, n)
     gaps = E.mul(E.add(_rows(s, k), _cols(s, k)), E.sub(_rows(s, k), _cols(s, k)))   # s_j^2 - s_i^2
     f = E.div(_masked(S.full(1, gaps.type), 1 - np.eye(k)), E.add(gaps, _masked(S.full(1, gaps.type), np.eye(k))))
-    scaled_right = E.mul(ds_matrix, _rows(s, k))       # dS diag(s)
-    scaled_left = E.mul(_cols(s, k), ds_matrix)        # diag(s) dS
-    du = _matmul(u, E.mul(f, E.add(scaled_right, _mT(scaled_right))))
-    dv = _matmul(v, E.mul(f, E.add(scaled_left, _mT(scaled_left))))
+    f, s_entries = _as_complex(f, a), _as_complex(s, a)
+    scaled_right = E.mul(ds_matrix, _rows(s_entries, k))       # dS diag(s)
+    scaled_left = E.mul(_cols(s_entries, k), ds_matrix)        # diag(s) dS
+    du = _matmul(u, E.mul(f, E.add(scaled_right, _mH(scaled_right))))
+    dv = _matmul(v, E.mul(f, E.add(scaled_left, _mH(scaled_left))))
+    if a.type.dtype.is_complex:
+        # the phases of the singular vector pairs: Im(u_i^H du_i) carries (dS - dS^H)_ii / 2 s_i,
+        # and v_i^H dv_i is real (JAX's svd_jvp_rule)
+        skew_diagonal = _masked(E.sub(ds_matrix, _mH(ds_matrix)), 0.5 * np.eye(k))
+        divisor = E.add(_masked(_rows(s_entries, k), np.eye(k)), _masked(S.full(1, f.type), 1 - np.eye(k)))
+        du = E.add(du, _matmul(u, E.div(skew_diagonal, divisor)))
     if m > n:
         dav = _matmul(da, v)
-        du = E.add(du, E.div(E.sub(dav, _matmul(u, _matmul(_mT(u), dav))), _rows(s, m)))
+        du = E.add(du, E.div(E.sub(dav, _matmul(u, _matmul(_mH(u), dav))), _rows(s_entries, m)))
     if n > m:
-        datu = _matmul(_mT(da), u)
-        dv = E.add(dv, E.div(E.sub(datu, _matmul(v, _matmul(vt, datu))), _rows(s, n)))
-    return _pack([du, ds, _mT(dv)], a.type.shape[:-2])
+        datu = _matmul(_mH(da), u)
+        dv = E.add(dv, E.div(E.sub(datu, _matmul(v, _matmul(vt, datu))), _rows(s_entries, n)))
+    return _pack([du, ds, _mH(dv)], a.type.shape[:-2])
 
 
 svd_p.jvp = _svd_jvp

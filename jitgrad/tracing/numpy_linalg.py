@@ -243,6 +243,8 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=None):
     batch, (m, n) = a.type.shape[:-2], a.type.shape[-2:]
     if m == 0 or n == 0:
         return P.constant(np.zeros(batch + (n, m), a.type.dtype.numpy))
+    if a.type.dtype.is_complex:
+        return _pinv(a, rcond)
     if isinstance(rcond, (int, float, np.floating, np.integer)) and not isinstance(rcond, bool):
         return L.pinv(a, rcond=float(rcond))
     return _pinv(a, rcond)
@@ -254,16 +256,23 @@ def _per_matrix_scalar(x) -> Value:
     return P.reshape(x, x.type.shape + (1,))
 
 
+def _mH(x: Value) -> Value:
+    return C.conj(_mT(x)) if x.type.dtype.is_complex else _mT(x)
+
+
 def _pinv(a: Value, rcond) -> Value:
-    """pinv through the SVD's factors, for a tolerance given per matrix or traced: its
-    derivative divides by singular-value gaps (docs/linalg.md)."""
+    """pinv through the SVD's factors, V diag(1/s) U^H, for a tolerance given per matrix or
+    traced, and for complex matrices: its derivative divides by singular-value gaps
+    (docs/linalg.md)."""
     u, s, vt = L.svd(a, full_matrices=False)
     cutoff = api.UFUNCS[np.multiply](_per_matrix_scalar(rcond), api.amax(s, axis=-1, keepdims=True))
     large = api.UFUNCS[np.greater](s, cutoff)
     s_inv = P.select(large, P.div(P.full(1, s.type), P.select(large, s, P.full(1, s.type))), P.full(0, s.type))
     nd = s_inv.type.ndim
-    scaled = P.mul(P.broadcast_in_dim(s_inv, s_inv.type.shape + (a.type.shape[-2],), tuple(range(nd))), _mT(u))
-    return api.matmul(_mT(vt), scaled)
+    if a.type.dtype.is_complex:
+        s_inv = C.make_complex(s_inv, P.full(0, s_inv.type))
+    scaled = P.mul(P.broadcast_in_dim(s_inv, s_inv.type.shape + (a.type.shape[-2],), tuple(range(nd))), _mH(u))
+    return api.matmul(_mH(vt), scaled)
 
 
 def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
@@ -311,17 +320,17 @@ def lstsq(a, b, rcond=None):
     if m == 0 or n == 0:
         raise ShapeError("numpy.linalg.lstsq of an empty matrix is not supported")
     s = L.svd(a, vectors=False)
-    x = api.matmul(L.pinv(a, rcond=float(rcond)), b)
+    x = api.matmul(_pinv(a, float(rcond)) if a.type.dtype.is_complex else L.pinv(a, rcond=float(rcond)), b)
     cutoff = P.mul(api.amax(s, axis=-1, keepdims=True), P.full(rcond, s.type.with_shape((1,))))
     rank = P.reduce_sum(P.convert(api.UFUNCS[np.greater](s, cutoff), DType.i64), (0,))
     k = b.type.shape[1]
     if m > n:
         residual = P.sub(b, api.matmul(a, x))
-        resids = P.reduce_sum(P.mul(residual, residual), (0,))
+        resids = P.reduce_sum(_squared_modulus(residual), (0,))
         full_rank = P.broadcast_in_dim(P.eq(rank, P.constant(n, DType.i64)), (k,), ())
         resids = P.select(full_rank, resids, P.full(np.nan, resids.type))
     else:
-        resids = P.constant(np.zeros(0, a.type.dtype.numpy))
+        resids = P.constant(np.zeros(0, a.type.dtype.real_dtype.numpy))
     if vector:
         x = P.reshape(x, (n,))
     return x, resids, P.convert(rank, DType.i32), s      # gelsd's rank is a C int: NumPy's int32
@@ -491,9 +500,6 @@ def _vector_norm(x, ord, axis, keepdims):
 
 def _svd_norm(x, row_axis, col_axis, reduce):
     """reduce(singular values): the public svd, which gives empty matrices no singular values."""
-    if x.type.dtype.is_complex:
-        raise DTypeError("numpy.linalg.norm with ord 2, -2 or 'nuc' (singular values) of complex matrices is "
-                         "not supported by jitgrad yet")
     y = api.moveaxis(x, (row_axis, col_axis), (-2, -1))
     return reduce(svd(y, compute_uv=False), axis=-1)
 
@@ -560,9 +566,6 @@ def matrix_norm(x, /, *, keepdims=False, ord="fro"):
 
 def cond(x, p=None):
     x = _stacked(_float_operand(x, "cond"), "cond")
-    if x.type.dtype.is_complex and (p is None or p in (2, -2)):
-        raise DTypeError("numpy.linalg.cond with p=None, 2 or -2 (singular values) of complex matrices is not "
-                         "supported by jitgrad yet; p in 1, -1, inf, -inf, 'fro' is")
     if p is None or p in (2, -2):
         s = L.svd(x, vectors=False)
         largest, smallest = _index_last(s, 0), _index_last(s, -1)
@@ -638,7 +641,8 @@ def vecdot(x1, x2, /, *, axis=-1):
 
 COMPLEX_FUNCTIONS = frozenset({
     np.linalg.solve, np.linalg.inv, np.linalg.det, np.linalg.slogdet, np.linalg.cholesky, np.linalg.matrix_power,
-    np.linalg.eigh, np.linalg.eigvalsh,
+    np.linalg.eigh, np.linalg.eigvalsh, np.linalg.svd, np.linalg.svdvals, np.linalg.pinv, np.linalg.lstsq,
+    np.linalg.matrix_rank,
     np.linalg.multi_dot, np.linalg.norm, np.linalg.vector_norm, np.linalg.matrix_norm, np.linalg.cond,
     np.linalg.tensorsolve, np.linalg.tensorinv, np.linalg.matmul, np.linalg.outer, np.linalg.tensordot,
     np.linalg.diagonal, np.linalg.matrix_transpose,

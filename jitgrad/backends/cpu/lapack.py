@@ -55,6 +55,8 @@ _SIGNATURES = {
                                "ptr", "int"]),
     "gesdd_work": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int",
                                "ptr", "int", "ptr"]),
+    "gesdd_work_complex": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int",
+                                       "ptr", "int", "ptr", "ptr"]),
     "geqrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "orgqr_work": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "trsm": ("cblas", ["layout", "flag", "flag", "flag", "flag", "int", "int", "scalar", "ptr", "int", "ptr",
@@ -65,8 +67,10 @@ _CTYPES = {"layout": ctypes.c_int, "flag": ctypes.c_int, "char": ctypes.c_char, 
 
 
 def symbol_name(routine: str, dtype: DType) -> str:
+    """The entry point's symbol; a `_complex` suffix names the complex routine's signature
+    (an extra real workspace) under the routine's own name."""
     family, _ = _SIGNATURES[routine]
-    return f"scipy_{family}_{_LETTERS[dtype]}{routine}64_"
+    return f"scipy_{family}_{_LETTERS[dtype]}{routine.removesuffix('_complex')}64_"
 
 
 class _Kernel:
@@ -466,6 +470,9 @@ def _svd(k: _Kernel) -> None:
     A matrix holding inf or NaN gives NaN without calling gesdd: on it NumPy raises
     LinAlgError, returns NaN singular values with meaningless factors, or never returns
     (gesdd's iteration does not end on a square matrix with an infinite element)."""
+    if k.complex:
+        _complex_svd(k)
+        return
     (a,) = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     m, n = a.type.shape[-2:]
@@ -490,6 +497,45 @@ def _svd(k: _Kernel) -> None:
         else:
             info = k.call_if(finite, "gesdd_work", ROW_MAJOR, jobz, m, n, copy, n, result, spare, ldu, spare, ldvt,
                           work, lwork, iwork)
+        k.nan_if(k.failed(info), result, per_result)
+
+
+def _complex_svd(k: _Kernel) -> None:
+    """The complex gesdd: as `_svd`, with the real singular values written as s + 0i and
+    the real workspace sized by LAPACK's documented bound (it has no query)."""
+    (a,) = k.op.operands
+    out = k.ec.pointer(k.op.results[0])
+    m, n = a.type.shape[-2:]
+    full, vectors = k.op.attrs["full_matrices"], k.op.attrs["vectors"]
+    (_, u_cols), kk, (vt_rows, _) = svd_shapes(m, n, full)
+    per_result = m * u_cols + kk + vt_rows * n if vectors else kk
+    copy, spare = k.scratch(m * n), k.scratch(1)
+    jobz = ("A" if full else "S") if vectors else "N"
+    ldu, ldvt = (u_cols, n) if vectors else (1, 1)
+    lwork, _ = k.workspace("gesdd_work_complex", ROW_MAJOR, jobz, m, n, None, n, None, None, ldu, None, ldvt, None,
+                           -1, None, None, work=11)
+    big = max(m, n)
+    lrwork = max(7 * kk, 5 * kk * kk + 5 * kk, 2 * big * kk + 2 * kk * kk + kk)
+    real_item = k.item // 2
+    work, rwork, iwork = k.scratch(lwork), k.scratch(lrwork, real_item), k.scratch(8 * kk, 8)
+    s = k.scratch(kk, real_item)
+    a_ptr, b = k.ec.pointer(a), k.b
+    with k.batch() as i:
+        result = k.at(out, k.offset(i, per_result))
+        k.copy(copy, k.at(a_ptr, k.offset(i, m * n)), m * n)
+        finite = k.finite(copy, m * n)
+        if vectors:
+            s_out = k.at(result, m * u_cols)
+            info = k.call_if(finite, "gesdd_work_complex", ROW_MAJOR, jobz, m, n, copy, n, s, result, ldu,
+                             k.at(s_out, kk), ldvt, work, lwork, rwork, iwork)
+        else:
+            s_out = result
+            info = k.call_if(finite, "gesdd_work_complex", ROW_MAJOR, jobz, m, n, copy, n, s, spare, ldu, spare,
+                             ldvt, work, lwork, rwork, iwork)
+        with for_range(b, kk, "gesdd.s") as j:
+            element = k.at(s_out, j)
+            b.store(b.load(b.gep(s, [j], inbounds=True, source_etype=k.t), typ=k.t), k.part(element, 0))
+            b.store(ir.Constant(k.t, 0.0), k.part(element, 1))
         k.nan_if(k.failed(info), result, per_result)
 
 
