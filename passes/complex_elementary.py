@@ -67,7 +67,7 @@ def copysign(magnitude: Value, sign_of: Value) -> Value:
     return P.select(signbit(sign_of), P.neg(size), size)
 
 
-def _select(pred: Value, a: Parts, b: Parts) -> Parts:
+def select_parts(pred: Value, a: Parts, b: Parts) -> Parts:
     return Parts(P.select(pred, a.re, b.re), P.select(pred, a.im, b.im))
 
 
@@ -126,7 +126,7 @@ def c99_product(a: Parts, b: Parts) -> Parts:
     recovered = Parts(P.mul(inf, P.sub(P.mul(ar, br), P.mul(ai, bi))), P.mul(inf, P.add(P.mul(ar, bi), P.mul(ai, br))))
     recalc = P.logical_and(P.logical_and(_is_nan(plain.re), _is_nan(plain.im)),
                            P.logical_or(P.logical_or(a_inf, b_inf), overflowed))
-    return _select(recalc, recovered, plain)
+    return select_parts(recalc, recovered, plain)
 
 
 def quotient(a: Parts, b: Parts) -> Parts:
@@ -298,22 +298,22 @@ def power(a: Parts, b: Parts) -> Parts:
     accumulated, square = one_like(a), a
     for bit in range(7):
         bit_set = P.ne(P.bit_and(magnitude, P.full(1 << bit, magnitude.type)), P.full(0, magnitude.type))
-        accumulated = _select(bit_set, product(accumulated, square), accumulated)
+        accumulated = select_parts(bit_set, product(accumulated, square), accumulated)
         if bit < 6:
             square = product(square, square)
-    by_powers = _select(P.lt(n, zero), quotient(one_like(a), accumulated), accumulated)
+    by_powers = select_parts(P.lt(n, zero), quotient(one_like(a), accumulated), accumulated)
     # n = 1, 2, 3 are unrolled in NumPy: a, a a, a (a a), where the loop would start from 1 * a.
     square_a = product(a, a)
-    by_powers = _select(P.eq(n, const(1, n)), a, by_powers)
-    by_powers = _select(P.eq(n, const(2, n)), square_a, by_powers)
-    by_powers = _select(P.eq(n, const(3, n)), product(a, square_a), by_powers)
-    result = _select(integral, by_powers, general)
+    by_powers = select_parts(P.eq(n, const(1, n)), a, by_powers)
+    by_powers = select_parts(P.eq(n, const(2, n)), square_a, by_powers)
+    by_powers = select_parts(P.eq(n, const(3, n)), product(a, square_a), by_powers)
+    result = select_parts(integral, by_powers, general)
     nan = const(np.nan, a.re)
     zero_base = P.logical_and(_is_zero(a.re), _is_zero(a.im))
-    at_zero = _select(P.gt(b.re, zero), Parts(zero, zero), Parts(nan, nan))
-    result = _select(zero_base, at_zero, result)
+    at_zero = select_parts(P.gt(b.re, zero), Parts(zero, zero), Parts(nan, nan))
+    result = select_parts(zero_base, at_zero, result)
     zero_exponent = P.logical_and(_is_zero(b.re), _is_zero(b.im))
-    return _select(zero_exponent, one_like(a), result)
+    return select_parts(zero_exponent, one_like(a), result)
 
 
 def sign(z: Parts) -> Parts:
@@ -325,10 +325,10 @@ def sign(z: Parts) -> Parts:
     re_inf, im_inf = _is_inf(z.re), _is_inf(z.im)
     infinite = Parts(P.select(re_inf, P.select(im_inf, nan, copysign(one, z.re)), zero),
                      P.select(re_inf, P.select(im_inf, nan, zero), copysign(one, z.im)))
-    result = _select(_is_inf(modulus), infinite, Parts(re, im))
-    result = _select(_is_zero(modulus), Parts(zero, zero), result)
+    result = select_parts(_is_inf(modulus), infinite, Parts(re, im))
+    result = select_parts(_is_zero(modulus), Parts(zero, zero), result)
     either_nan = P.logical_or(_is_nan(z.re), _is_nan(z.im))
-    return _select(P.logical_and(either_nan, P.logical_not(_is_inf(modulus))), Parts(nan, nan), result)
+    return select_parts(P.logical_and(either_nan, P.logical_not(_is_inf(modulus))), Parts(nan, nan), result)
 
 
 # --------------------------------------------------------------------------- hyperbolic
@@ -449,7 +449,7 @@ def sin(z: Parts) -> Parts:
     NaN + i inf whatever the signs (glibc's csin)."""
     result = _times_minus_i(sinh(_times_i(z)))
     both_special = P.logical_and(_is_inf(z.im), P.logical_not(_is_finite(z.re)))
-    return _select(both_special, Parts(const(np.nan, z.re), const(np.inf, z.re)), result)
+    return select_parts(both_special, Parts(const(np.nan, z.re), const(np.inf, z.re)), result)
 
 
 def cos(z: Parts) -> Parts:
@@ -515,10 +515,10 @@ def arcsinh(z: Parts) -> Parts:
     # with a finite y or a NaN x with a zero y, else NaN).
     signed_zero_im = P.logical_or(P.logical_and(x_inf, _is_finite(y)), P.logical_and(x_nan, _is_zero(y)))
     x_special_parts = Parts(x, P.select(signed_zero_im, copysign(zero, y), nan))
-    result = _select(P.logical_and(_is_zero(x), _is_zero(y)), z, finite)
-    result = _select(y_nan, Parts(nan, nan), result)
-    result = _select(P.logical_or(x_inf, x_nan), x_special_parts, result)
-    return _select(y_inf, y_inf_parts, result)
+    result = select_parts(P.logical_and(_is_zero(x), _is_zero(y)), z, finite)
+    result = select_parts(y_nan, Parts(nan, nan), result)
+    result = select_parts(P.logical_or(x_inf, x_nan), x_special_parts, result)
+    return select_parts(y_inf, y_inf_parts, result)
 
 
 def arcsin(z: Parts) -> Parts:
@@ -529,8 +529,8 @@ def arcsin(z: Parts) -> Parts:
     nan, inf = const(np.nan, x), const(np.inf, x)
     either_nan = P.logical_or(_is_nan(x), _is_nan(y))
     either_inf = P.logical_or(_is_inf(x), _is_inf(y))
-    nan_parts = _select(_is_zero(x), z, _select(either_inf, Parts(nan, copysign(inf, y)), Parts(nan, nan)))
-    return _select(either_nan, nan_parts, result)
+    nan_parts = select_parts(_is_zero(x), z, select_parts(either_inf, Parts(nan, copysign(inf, y)), Parts(nan, nan)))
+    return select_parts(either_nan, nan_parts, result)
 
 
 def arccos(z: Parts) -> Parts:
@@ -545,7 +545,7 @@ def arccos(z: Parts) -> Parts:
     special_re = P.select(_is_zero(special_re), zeros_like(x), special_re)
     special = P.logical_not(P.logical_and(_is_finite(x), _is_finite(y)))
     special = P.logical_or(special, P.logical_and(_is_zero(x), _is_zero(y)))
-    return _select(special, Parts(special_re, P.neg(asin.im)), finite)
+    return select_parts(special, Parts(special_re, P.neg(asin.im)), finite)
 
 
 def arccosh(z: Parts) -> Parts:
@@ -566,11 +566,11 @@ def arccosh(z: Parts) -> Parts:
     x_inf_parts = Parts(inf, P.select(y_nan, nan, copysign(P.select(negative_x, const(math.pi, x),
                                                                    zeros_like(x)), y)))
     at_zero = Parts(zeros_like(x), copysign(const(math.pi / 2, x), y))
-    result = _select(P.logical_and(_is_zero(x), _is_zero(y)), at_zero, finite)
+    result = select_parts(P.logical_and(_is_zero(x), _is_zero(y)), at_zero, finite)
     nan_im = P.select(P.logical_and(_is_zero(x), y_nan), const(math.pi / 2, x), nan)      # NaN + i pi/2 at x = 0
-    result = _select(P.logical_or(x_nan, y_nan), Parts(nan, nan_im), result)
-    result = _select(x_inf, x_inf_parts, result)
-    return _select(y_inf, y_inf_parts, result)
+    result = select_parts(P.logical_or(x_nan, y_nan), Parts(nan, nan_im), result)
+    result = select_parts(x_inf, x_inf_parts, result)
+    return select_parts(y_inf, y_inf_parts, result)
 
 
 def arctanh(z: Parts) -> Parts:
@@ -598,7 +598,7 @@ def arctanh(z: Parts) -> Parts:
     half = const(0.5, x)
     half_modulus = P.hypot(P.mul(x, half), P.mul(y, half))
     huge_re = P.mul(P.div(P.div(P.mul(x, half), half_modulus), half_modulus), quarter)
-    result = _select(huge, Parts(huge_re, copysign(const(math.pi / 2, x), y)), Parts(re, im))
+    result = select_parts(huge, Parts(huge_re, copysign(const(math.pi / 2, x), y)), Parts(re, im))
     nan = const(np.nan, x)
     x_inf, y_inf, x_nan, y_nan = _is_inf(x), _is_inf(y), _is_nan(x), _is_nan(y)
     # An infinite imaginary part: +-0 + i +-pi/2. An infinite or zero real part with a NaN
@@ -607,8 +607,8 @@ def arctanh(z: Parts) -> Parts:
     special = Parts(P.select(P.logical_or(y_inf, P.logical_or(x_inf, _is_zero(x))), copysign(zero, x), nan),
                     P.select(y_inf, half_pi, P.select(P.logical_and(P.logical_or(x_inf, _is_zero(x)),
                                                                     P.logical_not(y_nan)), half_pi, nan)))
-    result = _select(P.logical_or(P.logical_or(x_inf, y_inf), P.logical_or(x_nan, y_nan)), special, result)
-    return _select(P.logical_and(_is_zero(x), _is_zero(y)), z, result)
+    result = select_parts(P.logical_or(P.logical_or(x_inf, y_inf), P.logical_or(x_nan, y_nan)), special, result)
+    return select_parts(P.logical_and(_is_zero(x), _is_zero(y)), z, result)
 
 
 def arctan(z: Parts) -> Parts:

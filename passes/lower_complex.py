@@ -126,6 +126,105 @@ def _ne(op, inputs):
     return [P.logical_or(P.ne(a.re, b.re), P.ne(a.im, b.im))]
 
 
+def _ordered(a: Parts, b: Parts, name: str) -> Value:
+    """NumPy's lexicographic order of complex numbers (its CLT/CLE/CGT/CGE macros): by the
+    real parts where the imaginary parts are not NaN, then by the imaginary parts where the
+    real parts are equal."""
+    compare = {"lt": P.lt, "le": P.le, "gt": P.gt, "ge": P.ge}[name]
+    strict = {"le": P.lt, "ge": P.gt}.get(name, compare)
+    no_nan = P.logical_and(P.eq(a.im, a.im), P.eq(b.im, b.im))
+    by_real = P.logical_and(strict(a.re, b.re), no_nan)
+    return P.logical_or(by_real, P.logical_and(P.eq(a.re, b.re), compare(a.im, b.im)))
+
+
+def _comparison(op, inputs):
+    a, b = map(_parts, inputs)
+    return [_ordered(a, b, op.name)]
+
+
+def _extremum(op, inputs):
+    """NumPy's complex maximum / minimum: the first operand where it is >= (<=) the second
+    or has a NaN part, else the second (so a NaN in either operand propagates)."""
+    a, b = map(_parts, inputs)
+    keeps_first = _ordered(a, b, "ge" if op.name == "maximum" else "le")
+    keeps_first = P.logical_or(keeps_first, P.logical_or(P.ne(a.re, a.re), P.ne(a.im, a.im)))
+    return [Parts(P.select(keeps_first, a.re, b.re), P.select(keeps_first, a.im, b.im))]
+
+
+def _reduce_extremum(op, inputs):
+    """NumPy's complex max / min reduction (maximum.reduce, in order): the lexicographic
+    extremum of the elements without NaN parts, or, where the reduced elements hold a NaN
+    part, the first of those (whole, both parts), as the sequential reduction keeps it."""
+    (z,), axes = map(_parts, inputs), op.attrs["axes"]
+    largest = op.name == "reduce_max"
+    reduce = P.reduce_max if largest else P.reduce_min
+    shape = z.re.type.shape
+    kept = tuple(k for k in range(len(shape)) if k not in axes)
+
+    def spread(v):
+        return P.broadcast_in_dim(v, shape, kept)
+    fill = P.full(-np.inf if largest else np.inf, z.re.type)
+    lowest = P.full(-np.inf, z.re.type)
+    has_nan = P.logical_or(P.ne(z.re, z.re), P.ne(z.im, z.im))
+    best_re = reduce(P.select(has_nan, fill, z.re), axes)
+    candidate = P.logical_and(P.eq(z.re, spread(best_re)), P.logical_not(has_nan))
+    best_im = reduce(P.select(candidate, z.im, fill), axes)
+    reduced_shape = tuple(shape[a] for a in axes)
+    count = int(np.prod(reduced_shape, dtype=np.int64))
+    positions = P.broadcast_in_dim(P.constant(np.arange(count, dtype=np.int64).reshape(reduced_shape)), shape, axes)
+    beyond = P.full(count, positions.type)
+    first_nan = P.reduce_min(P.select(has_nan, positions, beyond), axes)
+    at_first_nan = P.eq(positions, spread(first_nan))
+    nan_re = P.reduce_max(P.select(at_first_nan, z.re, lowest), axes)
+    nan_im = P.reduce_max(P.select(at_first_nan, z.im, lowest), axes)
+    any_nan = P.lt(first_nan, P.full(count, first_nan.type))
+    return [Parts(P.select(any_nan, nan_re, best_re), P.select(any_nan, nan_im, best_im))]
+
+
+def _shift_along(x: Value, axis: int, shift: int, reverse: bool, fill) -> Value:
+    """`x` moved `shift` places along `axis` towards its end (its start when `reverse`),
+    the places it leaves holding `fill`."""
+    n = x.type.shape[axis]
+    starts, limits = [0] * x.type.ndim, list(x.type.shape)
+    if reverse:
+        starts[axis] = shift
+    else:
+        limits[axis] = n - shift
+    kept = P.static_slice(x, tuple(starts), tuple(limits))
+    edge = P.full(fill, x.type.with_shape(tuple(shift if k == axis else s for k, s in enumerate(x.type.shape))))
+    return P.concatenate([kept, edge] if reverse else [edge, kept], axis)
+
+
+def _cumulative_product(op, inputs):
+    """Running complex products by a Hillis-Steele scan: log2(n) steps, each multiplying
+    an element by the running product `shift` places before it (NumPy multiplies one
+    element at a time: a few ulp apart). Places with nothing before them keep their value
+    (a product with 1 + 0i would turn an infinite part's partner into NaN)."""
+    (z,), axis, reverse = map(_parts, inputs), op.attrs["axis"], op.attrs["reverse"]
+    shape = z.re.type.shape
+    n = shape[axis]
+    positions = P.broadcast_in_dim(P.constant(np.arange(n, dtype=np.int64)), shape, (axis,))
+    if reverse:
+        positions = P.sub(P.full(n - 1, positions.type), positions)
+    shift = 1
+    while shift < n:
+        before = Parts(_shift_along(z.re, axis, shift, reverse, 1), _shift_along(z.im, axis, shift, reverse, 0))
+        has_before = P.ge(positions, P.full(shift, positions.type))
+        z = E.select_parts(has_before, E.product(before, z), z)
+        shift *= 2
+    return [z]
+
+
+def _linear_in_complex_operands(op, inputs):
+    """Gathers, scatters and cumulative sums: the op applied to the real parts and to the
+    imaginary parts of its complex operands, its index operands shared."""
+    def operands(part):
+        return [getattr(_parts(x), part) if isinstance(x, Parts) or x.type.dtype.is_inexact else x for x in inputs]
+    re = current_builder().create(op.opdef, operands("re"), op.attrs).results[0]
+    im = current_builder().create(op.opdef, operands("im"), op.attrs).results[0]
+    return [Parts(re, im)]
+
+
 def _select(op, inputs):
     pred, on_true, on_false = inputs[0], _parts(inputs[1]), _parts(inputs[2])
     return [Parts(P.select(pred, on_true.re, on_false.re), P.select(pred, on_true.im, on_false.im))]
@@ -181,6 +280,9 @@ RULES: dict[str, Callable] = {
     "mul": _elementwise(E.product), "div": _elementwise(E.quotient), "integer_pow": _integer_pow,
     "safe_mul": _strong_zero(E.product), "safe_div": _strong_zero(E.quotient),
     "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
+    **{name: _comparison for name in ("lt", "le", "gt", "ge")}, "maximum": _extremum, "minimum": _extremum,
+    "reduce_max": _reduce_extremum, "reduce_min": _reduce_extremum, "cumprod": _cumulative_product,
+    **{name: _linear_in_complex_operands for name in ("gather", "scatter_add", "scatter", "cumsum")},
     "real": _real, "imag": _imag, "conj": _conj, "complex": _make_complex,
     "view_as_real": _view_as_real, "view_as_complex": _view_as_complex,
     **{name: _interleaved_call for name in INTERLEAVED_COMPLEX},

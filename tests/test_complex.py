@@ -165,15 +165,15 @@ def test_primitives_without_complex_support_raise_a_clear_error():
     with pytest.raises(DTypeError, match=r"numpy.floor of complex numbers is not supported") as info:
         jitgrad.jit(lambda z: np.floor(z))(z)
     assert "test_complex.py" in str(info.value)                       # the user's source line
-    for refused in (np.maximum, np.cumsum, np.sort, np.nansum, np.vdot, np.float_power):
+    for refused in (np.ptp, np.median, np.nanmax, np.var, np.float_power):
         with pytest.raises(DTypeError, match=f"numpy.{refused.__name__} of complex"):
-            jitgrad.jit(lambda z: refused(z, z) if refused in (np.maximum, np.vdot, np.float_power) else refused(z))(z)
-    with pytest.raises(DTypeError, match="numpy.less of complex"):          # operators too
-        jitgrad.jit(lambda z: z < z)(z)
-    with pytest.raises(DTypeError, match="maximum does not support complex numbers yet"):    # the primitives' gate
-        build("maximum_of_complex", [TensorType((3,), DType.c128)] * 2, P.maximum)
-    with pytest.raises(DTypeError, match="gather does not support complex"):
-        jitgrad.jit(lambda z, i: z[i])(z, np.array([2, 0]))
+            jitgrad.jit(lambda z: refused(z, z) if refused is np.float_power else refused(z))(z)
+    with pytest.raises(DTypeError, match="numpy.floor_divide of complex"):          # operators too
+        jitgrad.jit(lambda z: z // z)(z)
+    with pytest.raises(DTypeError, match="floor_divide does not support complex numbers yet"):   # the primitives' gate
+        build("floor_divide_of_complex", [TensorType((3,), DType.c128)] * 2, P.floor_divide)
+    with pytest.raises(DTypeError, match="sort does not support complex"):
+        build("sort_of_complex", [TensorType((3,), DType.c128)], P.sorting.sort)
 
 
 @pytest.mark.parametrize("fn", [np.isnan, np.isinf, np.isfinite, np.iscomplex, np.isreal, np.rint,

@@ -269,3 +269,115 @@ def test_reference_interpreter_agrees():
     for got, expected, name in zip(compiled, interpreted, UNARY, strict=True):
         compared = np.abs(z) >= 0.5 if name == "log1p" else np.ones(z.shape, bool)       # NumPy's log1p: see above
         assert ulps(got[compared], expected[compared]).max() <= ULP_BOUNDS[name], name
+
+
+# --------------------------------------------------------------------------- ordering
+
+def ordering_operands(dtype):
+    parts = [0.0, -0.0, 1.0, -1.0, 2.0, np.inf, -np.inf, np.nan]
+    grid = np.array([complex(a, b) for a in parts for b in parts])
+    return tuple(g.ravel().astype(dtype) for g in np.meshgrid(grid, grid))
+
+
+def same_complex_values(got, expected):
+    """Equal values with equal sign bits, NaN parts equal to NaN parts."""
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    for part in (np.real, np.imag):
+        g, e = part(got), part(expected)
+        np.testing.assert_array_equal(g, e)
+        finite = ~np.isnan(e)
+        np.testing.assert_array_equal(np.signbit(g)[finite], np.signbit(e)[finite])
+
+
+ORDERING_UFUNCS = [np.less, np.less_equal, np.greater, np.greater_equal, np.maximum, np.minimum, np.fmax, np.fmin]
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_comparisons_and_extrema_follow_numpys_lexicographic_order(dtype):
+    """(re, im) lexicographically, a NaN imaginary part making a real-part comparison
+    false; maximum/minimum propagate the operand with a NaN part, fmax/fmin ignore it."""
+    a, b = ordering_operands(dtype)
+    got = jitgrad.jit(lambda a, b: tuple(f(a, b) for f in ORDERING_UFUNCS))(a, b)
+    with np.errstate(all="ignore"):
+        for f, g in zip(ORDERING_UFUNCS, got, strict=True):
+            expected = f(a, b)
+            if expected.dtype == bool:
+                np.testing.assert_array_equal(g, expected, err_msg=f.__name__)
+            else:
+                same_complex_values(g, expected)
+    assert jitgrad.jit(lambda a, b: a < b)(a, b).tolist() == (a < b).tolist()          # the operators too
+
+
+def with_nans_and_ties(dtype):
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((4, 6)) + 1j * rng.standard_normal((4, 6))
+    z[0, 1], z[0, 3], z[0, 4] = complex(np.nan, 2), complex(1, np.nan), complex(np.nan, np.nan)
+    z[1, 2], z[1, 4] = complex(np.inf, 0), complex(np.inf, -1)
+    z[2, 0] = z[2, 3]                                                        # a tie
+    z[2, 5] = complex(z[2].real.max(), -5)                                   # a tie of real parts
+    z[3, 2], z[3, 3] = complex(-0.0, 1.0), complex(0.0, 1.0)                 # signed zeros compare equal
+    return z.astype(dtype)
+
+
+EXTREMA = {
+    "max": lambda z: np.max(z), "max-axis0": lambda z: np.max(z, axis=0), "min-axis1": lambda z: np.min(z, axis=1),
+    "max-keepdims": lambda z: z[1:].max(axis=1, keepdims=True), "min-clean": lambda z: np.min(z[1:]),
+    "argmax": lambda z: np.argmax(z, axis=1), "argmin": lambda z: np.argmin(z), "argmax-clean": lambda z: np.argmax(z[1:], 0),
+    "max-initial": lambda z: np.max(z[1:], axis=1, initial=3 + 1j),
+    "sort": lambda z: np.sort(z, axis=1), "sort-axis0": lambda z: np.sort(z, axis=0),
+    "sort-flat": lambda z: np.sort(z, axis=None), "argsort": lambda z: np.argsort(z, axis=1, kind="stable"),
+}
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_reductions_and_sorting_in_numpys_order(dtype):
+    """max/min keep the first element with a NaN part (maximum.reduce in order); sort puts
+    [R + Rj, R + nanj, nan + Rj, nan + nanj] in that order, each group sorted."""
+    z = with_nans_and_ties(dtype)
+    got = jitgrad.jit(lambda z: tuple(f(z) for f in EXTREMA.values()))(z)
+    for name, g in zip(EXTREMA, got, strict=True):
+        expected = np.asarray(EXTREMA[name](z))
+        if np.iscomplexobj(expected):
+            same_complex_values(np.asarray(g), expected)
+        else:
+            np.testing.assert_array_equal(g, expected, err_msg=name)
+
+
+STRUCTURAL = {
+    "cumsum": lambda z: np.cumsum(z, axis=1), "cumprod": lambda z: np.cumprod(z, axis=0),
+    "prod": lambda z: np.prod(z, axis=1), "gather": lambda z: z[np.array([3, 0, 3, 1])],
+    "gather-axis1": lambda z: z[:, np.array([5, 0, 5])], "take": lambda z: np.take(z, np.array([2, 2, 0]), axis=1),
+    "take_along_axis": lambda z: np.take_along_axis(z, np.argsort(np.abs(z), axis=1), axis=1),
+    "vdot": lambda z: np.vdot(z, z[::-1]), "inner": lambda z: np.inner(z, z), "outer": lambda z: np.outer(z[0], z[1]),
+    "kron": lambda z: np.kron(z[:2, :2], z[2:, 2:4]), "tensordot": lambda z: np.tensordot(z, z, axes=([1], [1])),
+    "einsum": lambda z: np.einsum("ij,kj->ik", z, z), "nansum": lambda z: np.nansum(z, axis=1),
+    "nanprod": lambda z: np.nanprod(z, axis=0), "nanmean": lambda z: np.nanmean(z),
+    "nancumsum": lambda z: np.nancumsum(z, axis=1), "nancumprod": lambda z: np.nancumprod(z, axis=1),
+}
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_cumulative_indexing_contractions_and_nan_functions_match_numpy(dtype):
+    """Finite values with NaNs sprinkled in (the nan-functions skip them); products and
+    contractions within a few ulp of NumPy's magnitude (different summation orders)."""
+    rng = np.random.default_rng(9)
+    z = (rng.standard_normal((4, 6)) + 1j * rng.standard_normal((4, 6))).astype(dtype)
+    z_nan = z.copy()
+    z_nan[0, 1], z_nan[2, 3] = complex(np.nan, 1), complex(2, np.nan)
+    compiled = jitgrad.jit(lambda z, z_nan: tuple(f(z_nan if name.startswith("nan") else z)
+                                                  for name, f in STRUCTURAL.items()))
+    for name, g in zip(STRUCTURAL, compiled(z, z_nan), strict=True):
+        expected = np.asarray(STRUCTURAL[name](z_nan if name.startswith("nan") else z))
+        assert np.asarray(g).dtype == expected.dtype, name
+        scale = np.maximum(np.abs(expected), 1)
+        assert np.all(np.abs(g - expected) <= 16 * np.finfo(z.real.dtype).eps * scale), name
+
+
+def test_ordering_derivatives_follow_the_selected_elements():
+    """grad through max/maximum/sort of complex values goes to the elements they pick."""
+    z = np.array([1 + 2j, 3 - 1j, 2.5 - 2j, -1 + 0.5j])
+
+    def loss(z):
+        return np.real(np.max(z) * (1 + 1j)) + np.imag(np.sort(z)[0] * (2 - 1j)) + \
+            np.real(np.maximum(z, z[::-1]) * np.conj(z)).sum() + np.abs(np.cumprod(z)[-1]) + np.real(z[np.array([0, 0, 2])]).sum()
+    np.testing.assert_allclose(jitgrad.grad(loss)(z), wirtinger_gradient(loss, z), rtol=1e-7, atol=1e-8)

@@ -16,7 +16,7 @@ import numpy as np
 
 from jitgrad.errors import DTypeError
 from jitgrad.ir import DType, TensorType
-from . import elementwise, linalg, reductions, structural, transcendental  # noqa: F401 - the records COMPLEX_READY names
+from . import cumulative, elementwise, gather, linalg, reductions, structural, transcendental  # noqa: F401 - the records COMPLEX_READY names
 from .base import Alias, Elementwise, Primitive, check_same_dtypes, check_same_shapes, deflinear
 
 
@@ -126,6 +126,8 @@ COMPLEX_READY = (
     "dot_general", "safe_mul", "safe_div", "integer_pow", "exp", "log", "sqrt",
     "exp2", "expm1", "log2", "log10", "log1p", "pow", "sign",
     "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "asinh", "acosh", "atanh",
+    "lt", "le", "gt", "ge", "maximum", "minimum", "reduce_max", "reduce_min", "gather", "scatter_add", "scatter",
+    "cumsum", "cumprod",
 )
 """Existing primitives whose complex operands `passes/lower_complex.py` rewrites into real
 arithmetic (it has one rule for each)."""

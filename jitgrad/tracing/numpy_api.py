@@ -204,8 +204,10 @@ def _ignoring_nan(prim_fn):
     """fmax/fmin: like maximum/minimum, but a NaN loses to a number."""
     def fn(a, b):
         a, b = broadcast_values(*promote(a, b))
-        if not a.type.dtype.is_float:
+        if not (a.type.dtype.is_float or a.type.dtype.is_complex):
             return prim_fn(a, b)
+        if a.type.dtype.is_complex:         # a NaN in either part; both NaN: the first, as NumPy
+            return P.select(P.ne(b, b), a, P.select(P.ne(a, a), b, prim_fn(a, b)))
         return P.select(P.ne(a, a), b, P.select(P.ne(b, b), a, prim_fn(a, b)))
     return fn
 
@@ -515,7 +517,7 @@ def _arg_extremum(reduce_fn, name):
         best = P.broadcast_in_dim(reduce_fn(x, (axis,)), x.type.shape,
                                   tuple(k for k in range(x.type.ndim) if k != axis))
         hit = P.eq(x, best)
-        if x.type.dtype.is_float:
+        if x.type.dtype.is_float or x.type.dtype.is_complex:       # complex: a NaN in either part
             hit = P.logical_or(hit, P.ne(x, x))
         positions = P.broadcast_in_dim(P.constant(np.arange(n), DType.i64), x.type.shape, (axis,))
         index = P.reduce_min(P.select(hit, positions, P.full(n, positions.type)), (axis,))

@@ -14,7 +14,9 @@ from jitgrad import primitives as P
 from jitgrad.errors import DTypeError
 from jitgrad.ir import Value
 from jitgrad.primitives import complex_numbers as C
+from jitgrad.primitives.sorting import argsort as argsort_last, take_along_last
 from . import numpy_api as api
+from . import numpy_sorting as sorting
 from .numpy_linalg import COMPLEX_FUNCTIONS as LINALG_COMPLEX_FUNCTIONS
 
 
@@ -85,6 +87,53 @@ def _per_part(real_impl):
     return impl
 
 
+def _sort_keys(z: Value) -> list[Value]:
+    """Float keys whose lexicographic order is NumPy's order of complex numbers: finite
+    and infinite values by (re, im), then those with only a NaN imaginary part (by re),
+    then only a NaN real part (by im), then both NaN."""
+    re, im = C.real(z), C.imag(z)
+    zero = P.full(0, re.type)
+    re_nan, im_nan = P.ne(re, re), P.ne(im, im)
+    category = P.add(P.convert(re_nan, re.type.dtype), P.add(P.convert(re_nan, re.type.dtype),
+                                                                P.convert(im_nan, re.type.dtype)))
+    second = P.select(re_nan, P.select(im_nan, zero, im), re)
+    third = P.select(P.logical_or(re_nan, im_nan), zero, im)
+    return [category, second, third]
+
+
+def _argsort_last(z: Value) -> Value:
+    """The stable lexicographic permutation along the last axis: stable argsorts from the
+    least significant key to the most, each applied to the permutation so far."""
+    order = None
+    for key in reversed(_sort_keys(z)):
+        if order is not None:
+            key = take_along_last(key, order)
+        step = argsort_last(key)
+        order = step if order is None else take_along_last(order, step)
+    return order
+
+
+def _sort_last(z: Value) -> Value:
+    order = _argsort_last(z)
+    return C.make_complex(take_along_last(C.real(z), order), take_along_last(C.imag(z), order))
+
+
+def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    sorting._check_sort_args("sort", kind, order, stable)
+    return sorting._along(_sort_last, a, axis, "sort")
+
+
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    sorting._check_sort_args("argsort", kind, order, stable)
+    return sorting._along(_argsort_last, a, axis, "argsort")
+
+
+def _vdot(a, b):
+    """np.vdot conjugates its first argument (a complex one) and flattens both."""
+    a, b = api.as_value(a), api.as_value(b)
+    return api.FUNCTIONS[np.dot](P.reshape(C.conj(a), (a.type.size,)), P.reshape(b, (b.type.size,)))
+
+
 def _type_test(answer):
     def impl(x):
         return answer(_complex_value(x) is not None)
@@ -97,6 +146,7 @@ _REPLACED_UFUNCS = {
 }
 _REPLACED_FUNCTIONS = {
     np.real: C.real, np.imag: C.imag, np.angle: _angle,
+    np.sort: _sort, np.argsort: _argsort, np.vdot: _vdot,
     np.iscomplex: lambda z: P.ne(C.imag(z), P.full(0, C.imag(z).type)),
     np.isreal: lambda z: P.eq(C.imag(z), P.full(0, C.imag(z).type)),
 }
@@ -123,7 +173,7 @@ COMPLEX_UFUNCS = frozenset({
     np.conjugate, np.absolute, np.reciprocal, np.square, np.power, np.matmul, np.isnan, np.isinf, np.isfinite,
     np.rint, np.exp, np.log, np.sqrt, np.exp2, np.expm1, np.log2, np.log10, np.log1p, np.sign,
     np.sin, np.cos, np.tan, np.sinh, np.cosh, np.tanh, np.arcsin, np.arccos, np.arctan, np.arcsinh, np.arccosh,
-    np.arctanh,
+    np.arctanh, np.less, np.less_equal, np.greater, np.greater_equal, np.maximum, np.minimum, np.fmax, np.fmin,
 })
 """The ufuncs checked against NumPy on complex operands (tests/test_complex.py); the
 others refuse complex operands (`_refusing_complex`)."""
@@ -134,6 +184,9 @@ COMPLEX_FUNCTIONS = frozenset({
     np.expand_dims, np.squeeze, np.ravel, np.broadcast_to, np.concatenate, np.stack, np.hstack, np.vstack,
     np.where, np.zeros_like, np.ones_like, np.copy, np.asarray, np.array, np.flip, np.shape, np.ndim, np.size,
     np.result_type, np.append, np.atleast_1d, np.atleast_2d, np.atleast_3d, np.column_stack, np.dstack,
+    np.max, np.min, np.amax, np.amin, np.argmax, np.argmin, np.sort, np.argsort, np.cumsum, np.cumprod, np.take,
+    np.take_along_axis, np.vdot, np.inner, np.outer, np.kron, np.tensordot, np.einsum,
+    np.nansum, np.nanprod, np.nanmean, np.nancumsum, np.nancumprod,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 

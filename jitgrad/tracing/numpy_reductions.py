@@ -323,7 +323,7 @@ def _isnan(x: Value) -> Value:
 def _has_nans(x: Value) -> bool:
     """Do NumPy's nan-functions look for NaN in `x`? Only for np.inexact dtypes: bfloat16
     (an ml_dtypes type) is not one, so nansum of bfloat16 is its sum, NaN included."""
-    return x.type.dtype.is_float and x.type.dtype != DType.bf16
+    return (x.type.dtype.is_float and x.type.dtype != DType.bf16) or x.type.dtype.is_complex
 
 
 def _nan_as(x: Value, value) -> Value:
@@ -369,7 +369,8 @@ nanmin = _nan_extremum("nanmin", amin, np.inf)
 
 
 def _nan_count(x: Value, axis, keepdims) -> Value:
-    present = P.logical_not(_isnan(x)) if x.type.dtype.is_float else P.full(True, x.type.with_dtype(DType.bool))
+    nan_able = x.type.dtype.is_float or x.type.dtype.is_complex
+    present = P.logical_not(_isnan(x)) if nan_able else P.full(True, x.type.with_dtype(DType.bool))
     return present, api.sum(present, axis=axis, keepdims=keepdims)
 
 
