@@ -58,7 +58,7 @@ class LapackKernel(KernelKind):
 LAPACK_KERNEL = LapackKernel()
 FLOATS = (DType.f32, DType.f64)
 COMPLEX = (DType.c64, DType.c128)
-INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh", "svd")
+INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh", "svd", "qr")
 """The primitives that take complex matrices: their kernels call LAPACK's z/c routines,
 which read and write NumPy's interleaved (re, im) layout, so `lower-complex` leaves their
 operands and results complex (interleaving the parts around the call) instead of
@@ -631,9 +631,12 @@ def _qr_jvp(primals, tangents, *, complete):
                             f"matrix{' in complete mode' if complete else ''} (the factors are not unique)")
     q, r = qr(a)
     da_rinv = _mT(triangular_solve(r, _mT(da), lower=False, transpose_a=True))   # dA R^-1
-    qt_da_rinv = _matmul(_mT(q), da_rinv)
+    qt_da_rinv = _matmul(_mH(q), da_rinv)
     lower = _tril(qt_da_rinv, -1)
-    skew = E.sub(lower, _mT(lower))
+    skew = E.sub(lower, _mH(lower))
+    if a.type.dtype.is_complex:     # R's diagonal stays real: Q^H dQ gets i Im of Q^H dA R^-1's diagonal
+        imaginary = make_complex(S.full(0, real(qt_da_rinv).type), imag(qt_da_rinv))
+        skew = E.add(skew, _masked(imaginary, np.eye(n)))
     dq = E.add(_matmul(q, E.sub(skew, qt_da_rinv)), da_rinv)
     dr = _matmul(E.sub(qt_da_rinv, skew), r)
     return _pack([dq, dr], a.type.shape[:-2])

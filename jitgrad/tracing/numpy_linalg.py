@@ -642,7 +642,7 @@ def vecdot(x1, x2, /, *, axis=-1):
 COMPLEX_FUNCTIONS = frozenset({
     np.linalg.solve, np.linalg.inv, np.linalg.det, np.linalg.slogdet, np.linalg.cholesky, np.linalg.matrix_power,
     np.linalg.eigh, np.linalg.eigvalsh, np.linalg.svd, np.linalg.svdvals, np.linalg.pinv, np.linalg.lstsq,
-    np.linalg.matrix_rank,
+    np.linalg.matrix_rank, np.linalg.qr,
     np.linalg.multi_dot, np.linalg.norm, np.linalg.vector_norm, np.linalg.matrix_norm, np.linalg.cond,
     np.linalg.tensorsolve, np.linalg.tensorinv, np.linalg.matmul, np.linalg.outer, np.linalg.tensordot,
     np.linalg.diagonal, np.linalg.matrix_transpose,

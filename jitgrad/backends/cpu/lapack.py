@@ -59,6 +59,7 @@ _SIGNATURES = {
                                        "ptr", "int", "ptr", "ptr"]),
     "geqrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "orgqr_work": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
+    "ungqr_work": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "trsm": ("cblas", ["layout", "flag", "flag", "flag", "flag", "int", "int", "scalar", "ptr", "int", "ptr",
                        "int"]),
 }
@@ -550,7 +551,8 @@ def _qr(k: _Kernel) -> None:
     per_result = m * q_cols + r_rows * n
     work, tau = k.scratch(m * c), k.scratch(kk)
     lwork_geqrf, _ = k.workspace("geqrf_work", ROW_MAJOR, m, n, None, c, None, None, -1, work=6)
-    lwork_orgqr, _ = k.workspace("orgqr_work", ROW_MAJOR, m, q_cols, kk, None, c, None, None, -1, work=7)
+    form_q = "ungqr_work" if k.complex else "orgqr_work"       # the complex routine's name
+    lwork_orgqr, _ = k.workspace(form_q, ROW_MAJOR, m, q_cols, kk, None, c, None, None, -1, work=7)
     lwork = max(lwork_geqrf, lwork_orgqr)
     workspace = k.scratch(lwork)
     a_ptr, b = k.ec.pointer(a), k.b
@@ -566,9 +568,12 @@ def _qr(k: _Kernel) -> None:
         with for_range(b, r_rows, "qr.r.row") as row:
             with for_range(b, n, "qr.r.col") as col:
                 keep = b.and_(b.icmp_signed("<", row, index(kk)), b.icmp_signed(">=", col, row))
-                value = b.load(k.at(work, b.add(b.mul(row, index(c)), col)), typ=k.t)
-                b.store(b.select(keep, value, ir.Constant(k.t, 0.0)), k.at(r_out, b.add(b.mul(row, index(n)), col)))
-        formed = k.call("orgqr_work", ROW_MAJOR, m, q_cols, kk, work, c, tau, workspace, lwork)
+                source = k.at(work, b.add(b.mul(row, index(c)), col))
+                target = k.at(r_out, b.add(b.mul(row, index(n)), col))
+                for part in range(k.parts):
+                    value = b.load(k.part(source, part), typ=k.t)
+                    b.store(b.select(keep, value, ir.Constant(k.t, 0.0)), k.part(target, part))
+        formed = k.call(form_q, ROW_MAJOR, m, q_cols, kk, work, c, tau, workspace, lwork)
         with for_range(b, m, "qr.q") as row:
             k.copy(k.at(result, b.mul(row, index(q_cols))), k.at(work, b.mul(row, index(c))), q_cols)
         k.nan_if(b.or_(k.failed(info), k.failed(formed)), result, per_result)
