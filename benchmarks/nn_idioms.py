@@ -4,8 +4,8 @@ value_and_grad, in one process.
 
     python benchmarks/nn_idioms.py [--repeats N] [--small] [--threads T]
 
-`--threads` sets `config.num_threads` (default 1: on a shared machine, threads that wait
-for cores other processes hold make the times noise; the ratios are what to read).
+`--threads` sets `config.num_threads` (default 1). Times are CPU time per call (the
+least of --repeats calls), which waiting for a core on a shared machine does not stretch.
 
 Workloads (float32, batch 32, 32 -> 64 channels, 32x32, 3x3 kernel, zero padding 1):
 - `window-einsum`: np.pad, sliding_window_view, np.einsum("nchwij,ocij->nohw");
@@ -83,16 +83,17 @@ def compiled(f, n_args: int):
 
 
 def timed(fn, args, repeats: int, warmup: int = 3) -> float:
-    """Fastest seconds per call, after `warmup` calls (the first calls of a compiled
-    function also set up its native call path). The minimum, not the median: on a
-    shared machine most calls are stretched by waiting for a core."""
+    """Least CPU seconds of the process per call (`time.process_time`, all threads),
+    after `warmup` calls (the first calls of a compiled function also set up its native
+    call path). CPU time, not wall time: on a shared machine a call's wall time is
+    stretched by however long it waits for a core."""
     for _ in range(warmup):
         fn(*args)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn(*args)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -101,11 +102,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="small shapes (a quick smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="config.num_threads (0: all cores)")
+    parser.add_argument("--only", nargs="*", help="run only these workloads")
     args = parser.parse_args()
     config.num_threads = args.threads
     rng = np.random.default_rng(0)
-    print(f"{'workload':<16} {'pass':<9} {'recognized ms':>14} {'as written ms':>14} {'speedup':>8}")
+    print(f"{'workload':<16} {'pass':<9} {'recognized ms':>14} {'as written ms':>14} {'speedup':>8}   (CPU ms per call)")
     for name, f, inputs in workloads(rng, args.small):
+        if args.only and name not in args.only:
+            continue
         programs = {}
         for enabled in (True, False):
             with recognizing(enabled):
