@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional, Sequence
 
@@ -54,6 +53,7 @@ import numpy as np
 from jitgrad.config import config
 from jitgrad.ir import DType, Function, Operation, Value
 from jitgrad.primitives import convolution as C
+from jitgrad.primitives.elementwise import add
 from jitgrad.primitives.structural import concatenate, reshape, transpose
 from jitgrad.ir.rewrite import Rewriter
 from .manager import FunctionPass
@@ -339,14 +339,14 @@ def emit_convolution(plan: ConvolutionPlan, result_shape: tuple) -> Optional[Val
         [n for n in out.type.shape if n != 1] == [n for n in result_shape if n != 1] else None
 
 
-def _convolution_rule(op: Operation, operands: list[Value], read, uses: dict) -> Optional[list[Value]]:
+def _convolution_rule(op: Operation, operands: list[Value], read, users: dict) -> Optional[list[Value]]:
     if op.name == "dot_general":
         plan = _plan_from_dot(op, operands)
         if plan is None or not _float_operands(plan.source, plan.kernel):
             return None
         out = emit_convolution(plan, op.result.type.shape)
     elif op.name == "add" and op.result.type.dtype in _FLOATS:
-        out = _shifted_slices(op, read, uses)
+        out = _shifted_slices(op, read, users)
     else:
         return None
     return None if out is None else [out]
@@ -358,27 +358,40 @@ def _float_operands(x: Value, w: Value) -> bool:
 
 # --------------------------------------------------------------------------- shifted slices
 
-def _terms(v: Value, uses: dict, root: bool = True) -> list[Value]:
+def _terms(v: Value, users: dict, root: bool = True) -> list[Value]:
     """The summands of a tree of `add`s (an intermediate sum used elsewhere too stays a
     summand: it is computed anyway)."""
     op = v.defining_op
-    if op is not None and op.name == "add" and (root or uses.get(v, 0) <= 1):
-        return _terms(op.operands[0], uses, False) + _terms(op.operands[1], uses, False)
+    if op is not None and op.name == "add" and (root or len(users.get(v, ())) <= 1):
+        return _terms(op.operands[0], users, False) + _terms(op.operands[1], users, False)
     return [v]
+
+
+def _inside_a_sum(v: Value, users: dict) -> bool:
+    """Is `v` only an intermediate of a larger sum (whose root sees all its summands)?"""
+    return len(users.get(v, ())) == 1 and users[v][0].name == "add"
 
 
 @dataclass(frozen=True)
 class _Term:
-    """One summand `F(slice(source), weight)`: `kind` says what F is, the same for all
-    summands of a convolution ("scale": an elementwise product with a scalar weight;
-    ("dot", attrs, side, permutation): a dot_general, then a transpose)."""
+    """One summand `value = F(slice(source), weight)`: `kind` says what F is, the same for
+    all summands of one convolution ("scale": an elementwise product with a scalar
+    weight; ("dot", batch, contract, side, permutation): a dot_general, then a
+    transpose when `permutation` is not None); `product_shape`: the dot_general's."""
 
+    value: Value
     source: Value
     start: tuple
     sizes: tuple
     strides: tuple
-    weight: Optional[Value]
+    weight: Value
     kind: tuple
+    product_shape: tuple
+
+    @property
+    def key(self) -> tuple:
+        """Summands with equal keys may be taps of one convolution."""
+        return self.source, self.sizes, self.strides, self.kind, self.weight.type
 
 
 def _slice_of(v: Value) -> tuple[Value, tuple, tuple]:
@@ -402,12 +415,13 @@ def _term(v: Value) -> Optional[_Term]:
             weight = _scalar_broadcast(op.operands[k])
             if weight is not None:
                 source, start, strides = _slice_of(op.operands[1 - k])
-                return _Term(source, start, op.operands[1 - k].type.shape, strides, weight, ("scale",))
+                return _Term(v, source, start, op.operands[1 - k].type.shape, strides, weight, ("scale",),
+                             v.type.shape)
         return None
-    permutation = None
+    product, permutation = v, None
     if op is not None and op.name == "transpose":
-        permutation, v = op.attrs["permutation"], op.operands[0]
-        op = v.defining_op
+        permutation, product = op.attrs["permutation"], op.operands[0]
+        op = product.defining_op
     if op is None or op.name != "dot_general":
         return None
     for side in (0, 1):
@@ -415,7 +429,8 @@ def _term(v: Value) -> Optional[_Term]:
         if data is not None and data.name == "slice":
             source, start, strides = _slice_of(op.operands[side])
             kind = ("dot", op.attrs["batch"], op.attrs["contract"], side, permutation)
-            return _Term(source, start, op.operands[side].type.shape, strides, op.operands[1 - side], kind)
+            return _Term(v, source, start, op.operands[side].type.shape, strides, op.operands[1 - side], kind,
+                         product.type.shape)
     return None
 
 
@@ -427,19 +442,43 @@ def _stacked_kernel(weights: list[Value], taps: tuple) -> Value:
     return reshape(stacked, (*taps, *shape))
 
 
-def _shifted_slices(op: Operation, read, uses: dict) -> Optional[Value]:
-    """A sum, over every offset of a full grid, of slices of one array shifted by that
-    offset and multiplied by a weight, as a convolution with the stacked weights. `op`
-    is the source program's (a partial sum may already be rewritten in the new one);
-    `read` maps its values to the new program's."""
-    summands = [v for v in _terms(op.results[0], uses) if splat(v) != 0]    # Python's sum starts at 0
-    terms = [_term(v) for v in summands]
-    if len(terms) < 2 or any(t is None for t in terms):
+def _shifted_slices(op: Operation, read, users: dict) -> Optional[Value]:
+    """A sum holding, for every offset of a full grid, a slice of one array shifted by
+    that offset times a weight: those summands become one convolution with the stacked
+    weights, the other summands are added to it. `op` is the source program's `add`,
+    the root of the sum; `read` maps its values to the new program's."""
+    result = op.results[0]
+    if _inside_a_sum(result, users):
         return None
+    groups: dict[tuple, list[_Term]] = {}
+    others = []
+    for v in _terms(result, users):
+        if splat(v) == 0:
+            continue                                # Python's sum starts at 0
+        term = _term(v)
+        if term is None:
+            others.append(v)
+        else:
+            groups.setdefault(term.key, []).append(term)
+    parts = []
+    for terms in groups.values():
+        conv = _grid_convolution(terms, read) if len(terms) > 1 else None
+        if conv is None:
+            others += [t.value for t in terms]
+        else:
+            parts.append(conv)
+    if not parts:
+        return None
+    out = parts[0]
+    for part in parts[1:] + [read(v) for v in others]:
+        out = add(out, part)
+    return out
+
+
+def _grid_convolution(terms: list[_Term], read) -> Optional[Value]:
+    """The convolution that sums `terms` (which share a key), when their offsets form a
+    full grid, each point once."""
     first = terms[0]
-    if any((t.source, t.sizes, t.strides, t.kind) != (first.source, first.sizes, first.strides, first.kind)
-           or t.weight.type != first.weight.type for t in terms):
-        return None
     x = first.source
     spatial = [a for a in range(x.type.ndim)
                if len({t.start[a] for t in terms}) > 1 or first.sizes[a] != x.type.shape[a] or first.strides[a] != 1]
@@ -454,26 +493,25 @@ def _shifted_slices(op: Operation, read, uses: dict) -> Optional[Value]:
     by_offset = {tuple(t.start[a] for a in spatial): t for t in terms}
     if not spatial or len(by_offset) != len(terms) or len(terms) != math.prod(len(o) for o in grid):
         return None
-    taps = tuple(len(o) for o in grid)
-    kernel = _stacked_kernel([read(by_offset[offset].weight) for offset in itertools.product(*grid)], taps)
     m = len(spatial)
     view = WindowView(read(x), [("pos", a) if a in windows else ("plain", a) for a in range(x.type.ndim)]
                       + [("tap", a) for a in spatial], windows)
     tap_axes = tuple(range(x.type.ndim, x.type.ndim + m))
+    permutation = None
     if first.kind[0] == "scale":
-        plan = _plan_for_view(view, kernel, 0, (), (), tap_axes, tuple(range(m)))
-        return None if plan is None else emit_convolution(plan, first.sizes)
-    _, (batch_l, batch_r), (contract_l, contract_r), side, permutation = first.kind
-    view_batch, kernel_batch = (batch_l, batch_r)[side], (batch_l, batch_r)[1 - side]
-    view_contract, kernel_contract = (contract_l, contract_r)[side], (contract_l, contract_r)[1 - side]
-    if any(a in view_contract or a in view_batch for a in spatial):
-        return None
-    shift = lambda axes: tuple(k + m for k in axes)        # the kernel's own axes follow its taps
-    plan = _plan_for_view(view, kernel, side, tuple(view_batch), shift(kernel_batch),
-                          tuple(view_contract) + tap_axes, shift(kernel_contract) + tuple(range(m)))
-    term_op = summands[0].defining_op
-    dot_type = (term_op.operands[0] if permutation is not None else term_op.results[0]).type
-    out = None if plan is None else emit_convolution(plan, dot_type.shape)
+        side, batch, contract = 0, ((), ()), (tap_axes, tuple(range(m)))
+    else:
+        _, (batch_l, batch_r), (contract_l, contract_r), side, permutation = first.kind
+        shift = lambda axes: tuple(k + m for k in axes)          # the kernel's own axes follow its taps
+        view_batch, view_contract = (batch_l, batch_r)[side], (contract_l, contract_r)[side]
+        if any(a in view_contract or a in view_batch for a in spatial):
+            return None
+        batch = (tuple(view_batch), shift((batch_l, batch_r)[1 - side]))
+        contract = (tuple(view_contract) + tap_axes, shift((contract_l, contract_r)[1 - side]) + tuple(range(m)))
+    kernel = _stacked_kernel([read(by_offset[offset].weight) for offset in itertools.product(*grid)],
+                             tuple(len(o) for o in grid))
+    plan = _plan_for_view(view, kernel, side, *batch, *contract)
+    out = None if plan is None else emit_convolution(plan, first.product_shape)
     if out is None or permutation is None:
         return out
     return transpose(out, permutation)
@@ -502,7 +540,7 @@ _POOLS = {"reduce_max": ("reduce_window_max", C.reduce_window_max),
           "reduce_sum": ("reduce_window_sum", C.reduce_window_sum)}
 
 
-def _pooling_rule(op: Operation, operands: list[Value], read, uses: dict) -> Optional[list[Value]]:
+def _pooling_rule(op: Operation, operands: list[Value], read, users: dict) -> Optional[list[Value]]:
     if op.name not in _POOLS or not _active(_POOLS[op.name][0]):
         return None
     producer = operands[0].defining_op
@@ -526,26 +564,30 @@ def _pooling_rule(op: Operation, operands: list[Value], read, uses: dict) -> Opt
 
 class _IdiomRewriter(Rewriter):
     """The rewriting driver with one rule for every op, `rule(op, new_operands, read,
-    uses)`: `read` maps the source program's values to the new program's, `uses` counts
-    the uses of each source value. `changed` records whether a rule replaced anything."""
+    users)`: `read` maps the source program's values to the new program's, `users` lists
+    the ops that use each source value. `changed` records whether a rule replaced
+    anything."""
 
-    def __init__(self, rule, uses: dict):
+    def __init__(self, rule, users: dict):
         super().__init__()
-        self._rule, self._uses, self.changed = rule, uses, False
+        self._rule, self._users, self.changed = rule, users, False
 
     def rule_for(self, op: Operation):
         return self._apply
 
     def _apply(self, rewriter, op: Operation, inputs: list):
-        out = self._rule(op, inputs, self.read, self._uses)
+        out = self._rule(op, inputs, self.read, self._users)
         self.changed = self.changed or out is not None
         return out
 
 
 def _rewrite_if_any(fn: Function, rule) -> Function:
     """`fn` rewritten by `rule`, its dead ops dropped; `fn` itself when nothing matched."""
-    uses = Counter(v for op in fn.walk() for v in op.operands)
-    rewriter = _IdiomRewriter(rule, uses)
+    users: dict[Value, list[Operation]] = {}
+    for op in fn.walk():
+        for v in op.operands:
+            users.setdefault(v, []).append(op)
+    rewriter = _IdiomRewriter(rule, users)
     out = rewriter.rewrite_function(fn)
     return DeadCodeElimination().run(out) if rewriter.changed else fn
 
