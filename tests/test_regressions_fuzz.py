@@ -160,3 +160,16 @@ def test_sgd_updates_bfloat16_variables(momentum):
         expected = expected - 0.5 * velocity
     assert w.dtype == bfloat16
     np.testing.assert_allclose(w.astype(np.float64), expected, rtol=2 ** -7, atol=2 ** -7)
+
+
+# --------------------------------------------------------------------------- large constants
+
+def test_large_bfloat16_constant_compiles():
+    """A constant too large for the LLVM IR is kept outside it and named by the SHA-256 of
+    its bytes; bfloat16 arrays have no buffer-protocol format, and hashing their buffer
+    raised ValueError (seed 20261201 program 1901: np.polyadd of bfloat16 slices)."""
+    table = (np.arange(100_000) % 7).astype(bfloat16)
+    x = np.linspace(-1, 1, table.size).astype(bfloat16)
+    got = jitgrad.jit(lambda x: x + table)(x)
+    assert got.dtype == bfloat16
+    assert np.array_equal(got.view(np.uint16), (x + table).view(np.uint16))

@@ -136,7 +136,7 @@ class CPUFunctionEmitter(KernelEmitter):
         copy.flags.writeable = False
         slot = len(self.fn.args) + len(self.fn.outputs) + 1 + len(self.constants)
         self.constants.append(copy)
-        digest = hashlib.sha256(copy.data).hexdigest()
+        digest = hashlib.sha256(copy.reshape(-1).view(np.uint8).data).hexdigest()   # bytes: bfloat16 has no buffer format
         self.module.add_named_metadata("jitgrad.constants",
                                        [ir.MetaDataString(self.module, f"{digest} {copy.dtype.str} {copy.shape}")])
         return self._load_pointer(self.llfn.args[0], slot, f"const{len(self.constants)}")
