@@ -2,10 +2,12 @@
 (passes/nn_idioms.py) on and off: per-call time of the forward pass and of
 value_and_grad, in one process.
 
-    python benchmarks/nn_idioms.py [--repeats N] [--small] [--threads T]
+    python benchmarks/nn_idioms.py [--repeats N] [--small] [--only NAME ...]
 
-`--threads` sets `config.num_threads` (default 1). Times are CPU time per call (the
-least of --repeats calls), which waiting for a core on a shared machine does not stretch.
+One thread (jitgrad's loops, BLAS and OpenMP; set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS
+to override the latter two). Times are CPU time per call, the least of --repeats calls
+made alternately with and without recognition: waiting for a core on a shared machine
+does not stretch them, and both programs see the same machine.
 
 Workloads (float32, batch 32, 32 -> 64 channels, 32x32, 3x3 kernel, zero padding 1):
 - `window-einsum`: np.pad, sliding_window_view, np.einsum("nchwij,ocij->nohw");
@@ -21,6 +23,9 @@ import argparse
 import os
 import sys
 import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")            # before NumPy loads its BLAS
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
@@ -82,29 +87,29 @@ def compiled(f, n_args: int):
     return forward, backward
 
 
-def timed(fn, args, repeats: int, warmup: int = 3) -> float:
-    """Least CPU seconds of the process per call (`time.process_time`, all threads),
-    after `warmup` calls (the first calls of a compiled function also set up its native
-    call path). CPU time, not wall time: on a shared machine a call's wall time is
-    stretched by however long it waits for a core."""
+def timed_pair(first, second, args, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """Least CPU seconds of the process per call (`time.process_time`, all threads) of
+    `first` and of `second`, called alternately, after `warmup` calls each (the first
+    calls of a compiled function also set up its native call path)."""
     for _ in range(warmup):
-        fn(*args)
-    times = []
+        first(*args)
+        second(*args)
+    best = [float("inf"), float("inf")]
     for _ in range(repeats):
-        start = time.process_time()
-        fn(*args)
-        times.append(time.process_time() - start)
-    return min(times)
+        for k, fn in enumerate((first, second)):
+            start = time.process_time()
+            fn(*args)
+            best[k] = min(best[k], time.process_time() - start)
+    return best[0], best[1]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="small shapes (a quick smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="config.num_threads (0: all cores)")
     parser.add_argument("--only", nargs="*", help="run only these workloads")
     args = parser.parse_args()
-    config.num_threads = args.threads
+    config.num_threads = 1
     rng = np.random.default_rng(0)
     print(f"{'workload':<16} {'pass':<9} {'recognized ms':>14} {'as written ms':>14} {'speedup':>8}   (CPU ms per call)")
     for name, f, inputs in workloads(rng, args.small):
@@ -123,8 +128,7 @@ def main():
             scale = np.max(np.abs(expected))
             np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-4 * scale)
         for k, label in ((0, "forward"), (1, "grad")):
-            t_on = timed(programs[True][k], inputs, args.repeats)
-            t_off = timed(programs[False][k], inputs, args.repeats)
+            t_on, t_off = timed_pair(programs[True][k], programs[False][k], inputs, args.repeats)
             print(f"{name:<16} {label:<9} {t_on * 1e3:14.2f} {t_off * 1e3:14.2f} {t_off / t_on:7.2f}x")
         print(f"{'':<16} {'compile':<9} {programs[True][3] * 1e3:14.0f} {programs[False][3] * 1e3:14.0f}")
 
