@@ -18,7 +18,7 @@ MODEL = textwrap.dedent("""\
         return np.unwrap(x)
 """)
 
-STAGES = ["traced", "autodiff", "inline", "lower-complex", "algebra", "fold", "cse", "dce", "inline-checkpoints", "kernels", "llvm", "llvm-opt", "asm"]
+STAGES = ["traced", "autodiff", "inline", "lower-complex", "nn-pool-idioms", "algebra", "fold", "cse", "dce", "inline-checkpoints", "kernels", "llvm", "llvm-opt", "asm"]
 LOSS_ARGS = ["--args", "f32[256,64]", "f32[128,256]", "f32[128,64]"]
 
 

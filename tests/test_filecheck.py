@@ -79,7 +79,8 @@ def test_opt_reads_stdin_and_lists_passes():
     code, out, _ = jitgrad_opt(["--list-passes"])
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == \
-        ["inline", "lower-complex", "algebra", "fold", "cse", "dce", "inline-checkpoints"]
+        ["nn-conv-idioms", "inline", "lower-complex", "nn-pool-idioms", "algebra", "fold", "cse", "dce",
+         "inline-checkpoints"]
 
 
 def test_the_jitgrad_command_dispatches_to_opt(capsys):

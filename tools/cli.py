@@ -41,6 +41,9 @@ Stages, in pipeline order:
              internals the backward pass recomputes, and what was saved/recomputed
   autodiff   the reverse-mode gradient program (--mode grad/value-and-grad)
   inline     custom-rule calls replaced by their bodies
+  nn-pool-idioms
+             reshape-then-max/sum pooling as reduce_window_max/sum (the
+             convolution idioms are recognized in the traced stage already)
   algebra, fold, cse, dce
              the optimization passes (algebraic rules, constant folding, common
              subexpression and dead code elimination), each printed after it ran
