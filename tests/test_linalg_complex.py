@@ -85,6 +85,9 @@ FUNCTIONS = {
     "qr-square": (lambda a: tuple(np.linalg.qr(a)), lambda rng, d: (complex_array(rng, (4, 4), d),)),
     "qr-complete": (lambda a: tuple(np.linalg.qr(a, mode="complete")), lambda rng, d: (complex_array(rng, (5, 3), d),)),
     "qr-wide-r": (lambda a: np.linalg.qr(a, mode="r"), lambda rng, d: (complex_array(rng, (3, 5), d),)),
+    "eigvals": (np.linalg.eigvals, lambda rng, d: (complex_array(rng, (2, 4, 4), d),)),
+    "eig": (lambda a: tuple(np.linalg.eig(a)), lambda rng, d: (complex_array(rng, (2, 4, 4), d),)),
+    "eig-moduli": (lambda a: _moduli(np.linalg.eig(a)), lambda rng, d: (complex_array(rng, (4, 4), d),)),
 }
 
 
@@ -189,7 +192,7 @@ DIFFERENTIABLE = ["solve", "solve-vector", "inv", "det", "slogdet", "cholesky", 
                   "matrix_power", "multi_dot", "tensorsolve", "tensorinv", "norm", "norm-fro-axis", "norm-1",
                   "norm-vector-3", "vector_norm", "cond-1", "eigvalsh", "eigvalsh-upper", "eigh-projector",
                   "eigh-upper-moduli", "svdvals", "svd-values", "svd-reconstruction", "svd-tall", "svd-wide",
-                  "pinv", "lstsq", "cond", "norm-2", "norm-nuc", "qr", "qr-square"]
+                  "pinv", "lstsq", "cond", "norm-2", "norm-nuc", "qr", "qr-square", "eigvals", "eig-moduli"]
 
 
 def _setup(name, rng_seed=3):
@@ -220,7 +223,8 @@ def test_gradients_match_central_differences(name):
     np.testing.assert_allclose(forward, expected_forward, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["solve", "slogdet", "cholesky", "inv", "eigh-projector", "svd-tall", "pinv", "qr"])
+@pytest.mark.parametrize("name", ["solve", "slogdet", "cholesky", "inv", "eigh-projector", "svd-tall", "pinv", "qr",
+                                  "eigvals"])
 def test_second_order_matches_central_differences(name):
     """The gradient of a real function of the gradient (reverse over reverse) and of the
     forward-mode derivative (reverse over forward)."""
@@ -258,8 +262,60 @@ def test_singular_and_not_positive_definite_give_nan_or_numpy_values():
     assert np.all(np.isnan(jitgrad.jit(np.linalg.cholesky)(-np.eye(2, dtype=np.complex128))))
 
 
-@pytest.mark.parametrize("call", [lambda a: np.linalg.eig(a), lambda a: np.linalg.eigvals(a)], ids=["eig", "eigvals"])
-def test_functions_without_complex_support_name_themselves(call):
-    a = well_conditioned(np.random.default_rng(0), (3, 3))
-    with pytest.raises(DTypeError, match="eig"):
-        jitgrad.jit(call)(a)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_eig_is_numpys_bit_for_bit(dtype):
+    """geev as NumPy calls it, in double precision for single-precision input as NumPy
+    does: the same eigenvalues in the same order, the same eigenvectors (unit norm, largest
+    component real; real matrices' conjugate pairs expanded as NumPy does), complex
+    results for real input (complex64 for float32)."""
+    rng = np.random.default_rng(12)
+    a = (complex_array(rng, (3, 5, 5)) if np.dtype(dtype).kind == "c" else rng.standard_normal((3, 5, 5))).astype(dtype)
+    w, v = jitgrad.jit(np.linalg.eig)(a)
+    expected_w, expected_v = np.linalg.eig(a)
+    assert np.iscomplexobj(expected_w), "a random real 5x5 batch has complex eigenvalues"
+    assert w.dtype == expected_w.dtype and v.dtype == expected_v.dtype
+    np.testing.assert_array_equal(w, expected_w)
+    np.testing.assert_array_equal(v, expected_v)
+    np.testing.assert_array_equal(jitgrad.jit(np.linalg.eigvals)(a), np.linalg.eigvals(a))
+
+
+def test_eig_of_a_real_spectrum_is_complex_with_numpys_values():
+    """NumPy returns real arrays when every eigenvalue of a real matrix is real; jitgrad's
+    are complex (a compiled program's dtype cannot depend on the values), with the same numbers."""
+    a = np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]]) + np.triu(np.ones((3, 3)), 1)
+    w, v = jitgrad.jit(np.linalg.eig)(a)
+    expected_w, expected_v = np.linalg.eig(a)
+    assert w.dtype == np.complex128 and expected_w.dtype == np.float64
+    np.testing.assert_array_equal(w, expected_w.astype(complex))
+    np.testing.assert_array_equal(v, expected_v.astype(complex))
+
+
+def test_eig_of_non_finite_input_is_nan():
+    a = np.eye(3)
+    a[1, 2] = np.inf
+    w, v = jitgrad.jit(np.linalg.eig)(a)
+    assert np.all(np.isnan(w)) and np.all(np.isnan(v))
+
+
+def test_eig_derivatives_of_a_real_matrix():
+    """A real matrix with complex eigenvalues: the gradient of a real function of the
+    eigenvalues and of the eigenvectors' moduli against central differences, and the
+    eigenvalue JVP along a real direction."""
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((4, 4))
+    c, d = complex_array(rng, 4), rng.standard_normal((4, 4))
+
+    def loss(a):
+        w, v = np.linalg.eig(a)
+        return np.real(np.sum(c * w)) + np.sum(d * np.abs(v) ** 2)
+    h = 1e-6
+    expected = np.zeros_like(a)
+    for k in range(a.size):
+        e = np.zeros_like(a)
+        e.flat[k] = h
+        expected.flat[k] = (loss(a + e) - loss(a - e)) / (2 * h)
+    np.testing.assert_allclose(jitgrad.grad(loss)(a), expected, rtol=1e-6, atol=1e-7)
+    direction = rng.standard_normal((4, 4))
+    _, dw = jitgrad.jvp(np.linalg.eigvals, (a,), (direction,))
+    np.testing.assert_allclose(dw, (np.linalg.eigvals(a + h * direction) - np.linalg.eigvals(a - h * direction))
+                               / (2 * h), rtol=1e-6, atol=1e-7)

@@ -58,7 +58,7 @@ class LapackKernel(KernelKind):
 LAPACK_KERNEL = LapackKernel()
 FLOATS = (DType.f32, DType.f64)
 COMPLEX = (DType.c64, DType.c128)
-INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh", "svd", "qr")
+INTERLEAVED_COMPLEX = ("solve", "triangular_solve", "slogdet", "cholesky", "eigh", "svd", "qr", "eig")
 """The primitives that take complex matrices: their kernels call LAPACK's z/c routines,
 which read and write NumPy's interleaved (re, im) layout, so `lower-complex` leaves their
 operands and results complex (interleaving the parts around the call) instead of
@@ -684,6 +684,79 @@ def _pinv_jvp(primals, tangents, *, rcond):
 
 
 pinv_p.jvp = _pinv_jvp
+
+
+# --------------------------------------------------------------------------- eig
+
+def _eig_infer(a, *, vectors):
+    """Double precision only: NumPy's linalg computes in double and rounds the results, and
+    single-precision geev's eigenvector signs and eigenvalue order are not NumPy's."""
+    _check_matrix("eig", a)
+    if a.dtype not in (DType.f64, DType.c128):
+        raise DTypeError(f"eig runs in float64/complex128 (as NumPy's linalg); got {a.dtype}: convert first")
+    n = a.shape[-1]
+    return [TensorType(a.shape[:-2] + ((n + 1, n) if vectors else (n,)), a.dtype.complex_dtype)]
+
+
+def _eig_impl(a, *, vectors):
+    n = a.shape[-1]
+    dtype = np.result_type(a.dtype, np.complex64)
+    out = np.empty(a.shape[:-2] + ((n + 1, n) if vectors else (n,)), dtype)
+    for index in np.ndindex(*a.shape[:-2]):
+        try:
+            w, v = np.linalg.eig(a[index])
+            out[index] = np.concatenate([w[None], v]) if vectors else w
+        except np.linalg.LinAlgError:
+            out[index] = np.nan
+    return out
+
+
+eig_p = Primitive("eig", _eig_infer, _eig_impl,
+                  doc="Eigenvalues (LAPACK's order) and, with vectors, right eigenvectors (unit norm, largest "
+                      "component real) of a general real or complex matrix (geev), complex, packed as (n + 1, n).")
+eig_p.lowering = LAPACK_KERNEL
+
+
+def eig(a, *, vectors: bool = True):
+    """(w, V) with vectors, else w: complex for real matrices too."""
+    packed = eig_p.bind(a, vectors=bool(vectors))
+    if not vectors:
+        return packed
+    n = a.type.shape[-1]
+    nd = packed.type.ndim
+    w = S.reshape(S.static_slice(packed, (0,) * nd, packed.type.shape[:-2] + (1, n)), a.type.shape[:-1])
+    return w, S.static_slice(packed, (0,) * (nd - 2) + (1, 0), packed.type.shape)
+
+
+def _eig_jvp(primals, tangents, *, vectors):
+    """dw = diag(V^-1 dA V), dV = V (F o V^-1 dA V) with F_ij = 1 / (w_j - w_i) off the
+    diagonal, then the part along each v_i that changes its norm removed, Re(v_i^H dv_i) = 0
+    (JAX's eig_jvp_rule): eigenvectors keep unit norm; their phases are LAPACK's choice
+    (largest component real), which this derivative does not follow, so only functions
+    of the eigenvectors that do not depend on their phases have finite-difference-exact
+    derivatives. Repeated eigenvalues give inf/NaN in dV."""
+    (a,), (da,) = primals, tangents
+    if isinstance(da, Zero):
+        return Zero(_eig_infer(a.type, vectors=vectors)[0])
+    w, v = eig(a)
+    n = a.type.shape[-1]
+    if not da.type.dtype.is_complex:
+        da = E.convert(da, v.type.dtype)
+    projected = _matmul(solve(v, da), v)                          # V^-1 dA V
+    dw = _diagonal(projected)
+    if not vectors:
+        return dw
+    gaps = E.sub(_rows(w, n), _cols(w, n))                        # w_j - w_i
+    eye = _masked(S.full(1, gaps.type), np.eye(n))
+    f = E.sub(E.div(S.full(1, gaps.type), E.add(gaps, eye)), eye)
+    du = _matmul(v, E.mul(f, projected))
+    along = reduce_sum(E.mul(conj(v), du), (v.type.ndim - 2,))     # v_i^H du_i
+    along = make_complex(real(along), S.full(0, real(along).type))
+    dv = E.sub(du, E.mul(v, _rows(along, n)))
+    return S.concatenate([S.reshape(dw, a.type.shape[:-2] + (1, n)), dv], a.type.ndim - 2)
+
+
+eig_p.jvp = _eig_jvp
 
 
 for _name in INTERLEAVED_COMPLEX:

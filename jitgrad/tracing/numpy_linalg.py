@@ -220,14 +220,35 @@ def svdvals(x, /):
     return svd(x, compute_uv=False)
 
 
-def _complex_output(name):
-    def refuse(*args, **kwargs):
-        raise UnsupportedOperationError(
-            f"numpy.linalg.{name} (a general eigenproblem, complex results) has no jitgrad rule yet; "
-            "for symmetric matrices use numpy.linalg.eigh / eigvalsh, or run it outside the traced function "
-            "(jitgrad.pure_callback)")
-    refuse.__name__ = name
-    return refuse
+def eig(a):
+    """(w, V) of a general matrix by geev as NumPy calls it: the eigenvalues in LAPACK's
+    order, unit eigenvectors with their largest component real. Always complex (complex64
+    for float32 input, complex128 otherwise): NumPy returns real arrays for a real matrix
+    whose eigenvalues all happen to be real, a dtype that depends on the values, which a
+    compiled program's types cannot."""
+    a = _square(_float_operand(a, "eig"), "eig")
+    w, v = L.eig(_in_double(a))
+    return _rounded_like(w, a), _rounded_like(v, a)
+
+
+def eigvals(a):
+    """The eigenvalues of `eig`, complex (see `eig`)."""
+    a = _square(_float_operand(a, "eigvals"), "eigvals")
+    return _rounded_like(L.eig(_in_double(a), vectors=False), a)
+
+
+def _in_double(a: Value) -> Value:
+    """NumPy's linalg computes in double precision and rounds the results to the input's
+    precision (`_commonType`); eig follows it, so that float32's eigenvalue order and
+    eigenvector signs are NumPy's, not those of LAPACK's single-precision routine."""
+    if a.type.dtype in (DType.f32, DType.c64):
+        return P.convert(a, DType.c128 if a.type.dtype.is_complex else DType.f64)
+    return a
+
+
+def _rounded_like(result: Value, a: Value) -> Value:
+    single = a.type.dtype in (DType.f32, DType.c64)
+    return P.convert(result, DType.c64) if single else result
 
 
 # --------------------------------------------------------------------------- derived from svd
@@ -642,7 +663,7 @@ def vecdot(x1, x2, /, *, axis=-1):
 COMPLEX_FUNCTIONS = frozenset({
     np.linalg.solve, np.linalg.inv, np.linalg.det, np.linalg.slogdet, np.linalg.cholesky, np.linalg.matrix_power,
     np.linalg.eigh, np.linalg.eigvalsh, np.linalg.svd, np.linalg.svdvals, np.linalg.pinv, np.linalg.lstsq,
-    np.linalg.matrix_rank, np.linalg.qr,
+    np.linalg.matrix_rank, np.linalg.qr, np.linalg.eig, np.linalg.eigvals,
     np.linalg.multi_dot, np.linalg.norm, np.linalg.vector_norm, np.linalg.matrix_norm, np.linalg.cond,
     np.linalg.tensorsolve, np.linalg.tensorinv, np.linalg.matmul, np.linalg.outer, np.linalg.tensordot,
     np.linalg.diagonal, np.linalg.matrix_transpose,
@@ -657,7 +678,7 @@ FUNCTIONS = {
     np.linalg.lstsq: lstsq, np.linalg.matrix_power: matrix_power, np.linalg.multi_dot: multi_dot,
     np.linalg.norm: norm, np.linalg.vector_norm: vector_norm, np.linalg.matrix_norm: matrix_norm,
     np.linalg.cond: cond, np.linalg.tensorsolve: tensorsolve, np.linalg.tensorinv: tensorinv,
-    np.linalg.eig: _complex_output("eig"), np.linalg.eigvals: _complex_output("eigvals"),
+    np.linalg.eig: eig, np.linalg.eigvals: eigvals,
     np.linalg.matmul: api.matmul, np.linalg.outer: api.outer, np.linalg.tensordot: api.tensordot,
     np.linalg.diagonal: diagonal, np.linalg.trace: trace, np.linalg.matrix_transpose: matrix_transpose,
     np.linalg.cross: cross, np.linalg.vecdot: vecdot,

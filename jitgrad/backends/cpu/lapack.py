@@ -57,6 +57,10 @@ _SIGNATURES = {
                                "ptr", "int", "ptr"]),
     "gesdd_work_complex": ("LAPACKE", ["layout", "char", "int", "int", "ptr", "int", "ptr", "ptr", "int", "ptr", "int",
                                        "ptr", "int", "ptr", "ptr"]),
+    "geev_work": ("LAPACKE", ["layout", "char", "char", "int", "ptr", "int", "ptr", "ptr", "ptr", "int", "ptr", "int",
+                              "ptr", "int"]),
+    "geev_work_complex": ("LAPACKE", ["layout", "char", "char", "int", "ptr", "int", "ptr", "ptr", "int", "ptr",
+                                      "int", "ptr", "int", "ptr"]),
     "geqrf_work": ("LAPACKE", ["layout", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "orgqr_work": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
     "ungqr_work": ("LAPACKE", ["layout", "int", "int", "int", "ptr", "int", "ptr", "ptr", "int"]),
@@ -621,7 +625,72 @@ def _pinv(k: _Kernel) -> None:
         k.nan_if(k.failed(info), result, n * m)
 
 
-_KERNELS = {"pinv": _pinv, "cholesky": _cholesky, "triangular_solve": _triangular_solve, "solve": _solve,
+def _eig(k: _Kernel) -> None:
+    """geev as NumPy calls it (right eigenvectors only, no balancing option, the
+    eigenvalues in LAPACK's order) into the complex result: eigenvalues, then with vectors
+    the n x n eigenvector matrix below them. A real matrix goes through the real routine,
+    whose conjugate pairs (w_j = wr_j +- i wi_j, columns re, im) are expanded as NumPy
+    expands them: v_j = re + i im, v_j+1 = re - i im. A matrix holding inf or NaN gives
+    NaN without calling geev (NumPy raises LinAlgError for it)."""
+    (a,) = k.op.operands
+    out = k.ec.pointer(k.op.results[0])
+    n = a.type.shape[-1]
+    vectors = k.op.attrs["vectors"]
+    real_input = not k.complex
+    part_item = k.item if real_input else k.item // 2
+    element = _Kernel(k.ec, k.op)                 # addressing of the complex result
+    element.complex, element.parts = True, 2
+    per_result = (n + 1) * n if vectors else n
+    jobvr, ldvr = ("V", n) if vectors else ("N", 1)
+    copy, spare = k.scratch(n * n), k.scratch(1)
+    a_ptr, b = k.ec.pointer(a), k.b
+    zero = ir.Constant(k.t, 0.0)
+    if real_input:
+        lwork, _ = k.workspace("geev_work", ROW_MAJOR, "N", jobvr, n, None, n, None, None, None, 1, None, ldvr,
+                               None, -1, work=12)
+        work, wr, wi = k.scratch(lwork), k.scratch(n), k.scratch(n)
+        vr = k.scratch(n * n) if vectors else spare
+    else:
+        lwork, _ = k.workspace("geev_work_complex", ROW_MAJOR, "N", jobvr, n, None, n, None, None, 1, None, ldvr,
+                               None, -1, None, work=11)
+        work, rwork = k.scratch(lwork), k.scratch(2 * n, part_item)
+
+    def load(base, offset):
+        return b.load(k.at(base, offset), typ=k.t)
+
+    def store(base, offset, re, im):
+        target = element.at(base, offset)
+        b.store(re, element.part(target, 0))
+        b.store(im, element.part(target, 1))
+    with k.batch() as i:
+        result = element.at(out, k.offset(i, per_result))
+        k.copy(copy, k.at(a_ptr, k.offset(i, n * n)), n * n)
+        finite = k.finite(copy, n * n)
+        if not real_input:
+            info = k.call_if(finite, "geev_work_complex", ROW_MAJOR, "N", jobvr, n, copy, n, result, spare, 1,
+                             element.at(result, n) if vectors else spare, ldvr, work, lwork, rwork)
+        else:
+            info = k.call_if(finite, "geev_work", ROW_MAJOR, "N", jobvr, n, copy, n, wr, wi, spare, 1, vr, ldvr,
+                             work, lwork)
+            with for_range(b, n, "geev.w") as j:
+                store(result, j, load(wr, j), load(wi, j))
+            if vectors:
+                with for_range(b, n, "geev.col") as col:
+                    imaginary = load(wi, col)
+                    first_of_pair = b.fcmp_ordered(">", imaginary, zero)
+                    second_of_pair = b.fcmp_ordered("<", imaginary, zero)
+                    previous = b.select(second_of_pair, b.sub(col, index(1)), col)
+                    following = b.select(first_of_pair, b.add(col, index(1)), col)
+                    with for_range(b, n, "geev.row") as row:
+                        start = b.mul(row, index(n))
+                        re = load(vr, b.add(start, previous))
+                        im_column = load(vr, b.add(start, following))
+                        im = b.select(first_of_pair, im_column, b.select(second_of_pair, b.fneg(im_column), zero))
+                        store(result, b.add(index(n), b.add(start, col)), re, im)
+        element.nan_if(k.failed(info), result, per_result)
+
+
+_KERNELS = {"eig": _eig, "pinv": _pinv, "cholesky": _cholesky, "triangular_solve": _triangular_solve, "solve": _solve,
             "slogdet": _slogdet, "eigh": _eigh, "svd": _svd, "qr": _qr}
 
 
