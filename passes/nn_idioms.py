@@ -17,7 +17,11 @@ input with a kernel becomes `conv_general_dilated`:
 - `np.pad` then shifted slices, each multiplied by a weight and summed
   (`sum(w[i, j] * xp[:, i:i+H, j:j+W] ...)`, or `np.einsum("nchw,oc->nohw",
   xp[:, :, i:i+H, j:j+W], w[:, :, i, j])` per offset): every kernel offset of a full
-  grid appears exactly once, the weights are stacked into the kernel.
+  grid appears exactly once, the weights are stacked into the kernel; the other
+  summands of the sum (a bias) are added to the convolution. With scalar weights it
+  takes two or more spatial axes and a weight that is not a constant (a learnable
+  kernel): a 1-d stencil or a fixed filter is faster as the fused elementwise loop
+  it is, and has no weight gradient to gain.
 
 It runs on every traced function, before differentiation (`tracing.tracer` calls
 `recognize_idioms` at the end of each trace): a convolution's derivatives are then
@@ -499,6 +503,8 @@ def _grid_convolution(terms: list[_Term], read) -> Optional[Value]:
     tap_axes = tuple(range(x.type.ndim, x.type.ndim + m))
     permutation = None
     if first.kind[0] == "scale":
+        if m < 2 or all(splat(t.weight) is not None for t in terms):
+            return None            # a stencil, or a fixed filter: the fused elementwise loop is faster
         side, batch, contract = 0, ((), ()), (tap_axes, tuple(range(m)))
     else:
         _, (batch_l, batch_r), (contract_l, contract_r), side, permutation = first.kind

@@ -193,6 +193,10 @@ class Op:
       operands to (`x.astype('bfloat16') @ y.astype('bfloat16')` is float32): forward and
       reverse mode round tangents and cotangents there too, at different points of the
       chain rule, so the two agree only to that dtype's precision.
+    period: the result repeats (or oscillates) with this period in its float operands
+      (sin, cos, tan): where an operand's error spread reaches a sixteenth of it, the
+      result can turn around within the moves, so the perturbed runs no longer bound it
+      (`_periodic_masks`): such elements are left undetermined.
     """
 
     name: str
@@ -211,6 +215,7 @@ class Op:
     max_operand_size: int | None = None
     picks: str | None = None
     rounds_to: str | None = None
+    period: float | None = None
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -387,6 +392,34 @@ def _signed_zero_ties(xs, params, result):
     return np.asarray(result) == 0
 
 
+def _search_compares_nan_unordered(xs, params):
+    """np.searchsorted(sorted xs[1], xs[0]) is refused where NumPy compares without an order
+    for NaN (Python objects where bfloat16 has no common dtype with the other operand;
+    ml_dtypes' bfloat16 compare function) and its answer can then depend on its search
+    path: unless side is 'left' and the values searched for are integers (of at most 32
+    bits without a common dtype), which cannot be NaN (docs/semantics-dtypes.md)."""
+    needles, haystack = (np.asarray(x).dtype for x in xs)
+    try:
+        common = np.result_type(needles, haystack)
+    except (TypeError, np.exceptions.DTypePromotionError):
+        common = None
+    bfloat16_search_orders_nan = np.searchsorted(np.array([0, 1], "bfloat16"), np.array([np.nan], "bfloat16"))[0] == 2
+    if common is not None and (common.name != "bfloat16" or bfloat16_search_orders_nan):
+        return False
+    integer_needles = params.get("side") == "left" and needles.kind in "biu"
+    return not (integer_needles and (common is not None or needles.itemsize <= 4))
+
+
+def _nanquantile_dtype_depends_on_data(xs, params):
+    """NumPy's nanquantile gives a row of numbers its quantile's dtype and an all-NaN row
+    the array's, and np.apply_along_axis stores every row in the first row's dtype: where
+    the two differ (float16/bfloat16/float32 with array q) jitgrad refuses."""
+    x = np.asarray(xs[0])
+    if x.size == 0 or not is_float(x.dtype):
+        return False
+    return np.asarray(np.nanquantile(np.zeros(2, x.dtype), [0.25, 0.5])).dtype != x.dtype
+
+
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
     NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
@@ -494,12 +527,16 @@ def _window_view_contraction(rng, xs):
 
 
 def _shifted_slices(rng, xs):
-    """np.pad by one on the last two axes, then the sum over a full 3x3 (or 2x2) grid
-    of offsets of weighted shifted slices (recognized as a convolution)."""
-    shape = np.shape(np.atleast_2d(xs[0]))
+    """np.pad on the last two axes, then the sum over a full 3x3 (or 2x2) grid of
+    offsets of shifted slices, each times a weight computed from the operand (tanh of one
+    of its elements: a traced weight, as a learnable kernel is; recognized as a
+    convolution). Not for empty operands."""
+    x = np.atleast_2d(xs[0])
+    if x.size == 0:
+        return None
     k = int(rng.integers(2, 4))
-    pads = ((0, 0),) * (len(shape) - 2) + ((k // 2, k - 1 - k // 2),) * 2
-    return {"k": k, "pads": pads, "h": shape[-2], "w": shape[-1]}
+    pads = ((0, 0),) * (x.ndim - 2) + ((k // 2, k - 1 - k // 2),) * 2
+    return {"k": k, "pads": pads, "h": x.shape[-2], "w": x.shape[-1], "size": x.size}
 
 
 def _pool_split(rng, xs):
@@ -571,7 +608,8 @@ OPS: list[Op] = [
     Op("isnan", "np.isnan({0})", 1, in_tables(np.isnan), smooth=False),
     Op("isfinite", "np.isfinite({0})", 1, in_tables(np.isfinite), smooth=False),
     # ---- transcendental (ulp-bounded)
-    *[Op(name, f"np.{name}({{0}})", 1, in_tables(getattr(np, name)), accuracy=name)
+    *[Op(name, f"np.{name}({{0}})", 1, in_tables(getattr(np, name)), accuracy=name,
+         period={"sin": 2 * math.pi, "cos": 2 * math.pi, "tan": math.pi}.get(name))
       for name in ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sinh", "cosh", "exp2",
                    "log2", "log10", "cbrt", "arctan", "arcsin", "arccos", "arcsinh", "arctanh")],
     Op("sqrt", "np.sqrt({0})", 1, in_tables(np.sqrt)),
@@ -636,9 +674,33 @@ OPS: list[Op] = [
        magnitude="({0} + {1} + 4) * 4", smooth=False, kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
     Op("complex_exp_log_sqrt", "np.real(np.exp(({0} + 1j * {1}) / 8) + np.sqrt({0} + 1j) * np.log({1} + 2j))", 2,
        in_tables(np.exp), SUM, magnitude="(np.exp(({0} + {1}) / 8) + ({0} + 2) * (np.log({1} + 2) + 4)) * 8",
-       kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
+       kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE, period=16 * math.pi),
     Op("complex_operands", "np.real({0} * np.conj({1}) + {0} / 4)", 2, in_tables(np.conjugate), SUM,
        magnitude="{0} * {1} + {0}", smooth=False, kinds="c", weight=0.5, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_trig_hyperbolic",
+       "np.real(np.sin(({0} + 1j * {1}) / 8) + 1j * np.cos(({1} - 1j * {0}) / 8) + np.tan(({0} + 1j * {1}) / 16)"
+       " + np.sinh(({1} + 1j * {0}) / 16) * np.cosh(({0} - 2j) / 16) - np.tanh(({0} + 1j * {1}) / 8))", 2,
+       in_tables(np.sin), SUM, magnitude="(np.cosh(({0} + {1}) / 8) + 2) ** 2 * 16", kinds="f", weight=0.3,
+       max_operand_size=COMPLEX_MAX_SIZE, period=16 * math.pi),
+    Op("complex_inverse_trig",
+       "np.imag(np.arcsin(({0} + 1j * {1}) / 4) + np.arccos(({1} + 0.5j) / 4) + np.arctan(({0} - 1j * {1}) / 4))"
+       " + np.real(np.arcsinh({0} + 1j * {1}) + np.arccosh({1} + 2j) + np.arctanh(({0} + 1j) / 4))", 2,
+       in_tables(np.arcsin), SUM, magnitude="(np.log({0} + {1} + 2) + 4) * 16", smooth=False, jumps=True,
+       kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_exp_log_family",
+       "np.real(np.exp2(({0} + 1j * {1}) / 16) + np.expm1(({1} - 1j * {0}) / 16) + np.log2({0} + 1j * {1} + 3j)"
+       " + np.log10({1} - 2j) + np.log1p(({0} + 1j * {1}) / 4 + 1j))", 2, in_tables(np.exp2), SUM,
+       magnitude="(np.exp2(({0} + {1}) / 16) + np.exp(({0} + {1}) / 16) + np.log({0} + {1} + 4) + 8) * 16",
+       kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE, period=32 * math.pi),
+    Op("complex_power_sign", "np.real(({0} / 8 + 2j) ** (({1} + 1j) / 16) + np.sign({0} + 1j * {1}) * 2)", 2,
+       in_tables(np.power), SUM, magnitude="(({0} / 8 + 2) ** (({1} + 1) / 16)) * ({1} + 8) * 16 + 8",
+       smooth=False, kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_ordering", "np.real(np.maximum({0}, {1}) + np.fmin({0}, {1})) + ({0} < {1}) + ({0} >= {1})", 2,
+       in_tables(np.maximum), smooth=False, jumps=True, kinds="c", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_sort_cumsum", "np.real(np.cumsum({0}) * np.conj(np.max({0}))) + np.imag(np.sort({0}, axis=None))", 1,
+       in_tables(np.sort), SUM, magnitude="np.cumsum({0}) * np.max({0}) * 4 + {0}.ravel()", smooth=False,
+       jumps=True, kinds="c", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
+       may_raise=lambda xs, params: np.size(xs[0]) == 0),
     Op("rfft_abs", "np.abs(np.fft.rfft({0}, axis=-1))", 1, in_tables(np.fft.rfft), SUM,
        magnitude="np.sum({0}, axis=-1, keepdims=True) * 8", smooth=False, kinds="f", weight=0.3,
        max_operand_size=COMPLEX_MAX_SIZE,
@@ -750,7 +812,7 @@ OPS: list[Op] = [
     Op("rad2deg", "np.rad2deg({0})", 1, in_tables(np.rad2deg), weight=0.2),
     Op("heaviside", "np.heaviside({0}, {1})", 2, in_tables(np.heaviside), smooth=False, jumps=True, weight=0.3),
     Op("nan_to_num", "np.nan_to_num({0})", 1, in_tables(np.nan_to_num), smooth=False, weight=0.3),
-    Op("sinc", "np.sinc({0})", 1, in_tables(np.sinc), accuracy="sin", weight=0.3),
+    Op("sinc", "np.sinc({0})", 1, in_tables(np.sinc), accuracy="sin", weight=0.3, period=2.0),
     Op("logaddexp2", "np.logaddexp2({0}, {1})", 2, in_tables(np.logaddexp2), accuracy="logaddexp",
        magnitude="np.maximum({0}, {1})", weight=0.3),
     Op("maximum.accumulate", "np.maximum.accumulate({0}, axis={axis})", 1, in_tables(np.maximum),
@@ -779,11 +841,9 @@ OPS: list[Op] = [
        params=_window_view_contraction, kinds="fi", weight=0.3,
        magnitude="np.tensordot(np.lib.stride_tricks.sliding_window_view(np.atleast_1d({0}), {window}, axis={axes})"
                  "[{index}], np.abs(np.linspace(-1, 1, {taps})).reshape({window}).astype({0}.dtype), axes={k})"),
-    Op("pad+shifted slices", "sum(float(np.linspace(-1, 1, {k} * {k})[{k} * i + j]) * np.pad(np.atleast_2d({0}), {pads})"
+    Op("pad+shifted slices", "sum(np.tanh(np.ravel({0})[({k} * i + j) % {size}]) * np.pad(np.atleast_2d({0}), {pads})"
        "[..., i:i + {h}, j:j + {w}] for i in range({k}) for j in range({k}))", 1, always, SUM,
-       params=_shifted_slices, kinds="f", weight=0.3,
-       magnitude="sum(abs(float(np.linspace(-1, 1, {k} * {k})[{k} * i + j])) * np.pad(np.atleast_2d({0}), {pads})"
-                 "[..., i:i + {h}, j:j + {w}] for i in range({k}) for j in range({k}))"),
+       params=_shifted_slices, kinds="f", weight=0.3),
     Op("reshape+max pooling", "np.max(np.reshape(np.atleast_1d({0}), {split}), axis={axes})", 1, always,
        params=_pool_split, smooth=False, kinds="f", weight=0.3),
     Op("reshape+mean pooling", "np.mean(np.reshape(np.atleast_1d({0}), {split}), axis={axes})", 1, always, SUM,
@@ -894,7 +954,7 @@ OPS: list[Op] = [
        smooth=False, weight=0.3, params=lambda r, xs: {**(_axis(r, xs, False) or {}), "q": [0, 12.5, 50, [30, 99]][r.integers(4)],
                                                         "m": ["linear", "lower", "nearest", "hazen", "inverted_cdf"][r.integers(5)]}),
     Op("nanquantile", "np.nanquantile({0}, [0.25, 0.5], axis={axis})", 1, in_tables(np.nanquantile), smooth=False,
-       weight=0.3, params=lambda r, xs: _axis(r, xs, False)),
+       weight=0.3, params=lambda r, xs: _axis(r, xs, False), may_raise=_nanquantile_dtype_depends_on_data),
     Op("take_mode", "np.take({0}, [-7, 1, 9, -1], axis={a}, mode={mode!r})", 1, in_tables(np.take), weight=0.3,
        params=lambda r, xs: {"a": int(r.integers(np.ndim(xs[0]))), "mode": ["clip", "wrap"][r.integers(2)]}
        if np.ndim(xs[0]) and min(np.shape(xs[0])) else None),
@@ -902,7 +962,7 @@ OPS: list[Op] = [
     Op("choose", "np.choose(({0} > 0).astype(np.int8) + ({1} > 0), [{0}, {1}, {0} * 2])", 2, in_tables(np.choose),
        weight=0.3, jumps=True),
     Op("searchsorted", "np.searchsorted(np.sort(np.ravel({1})), {0}, side={side!r})", 2, in_tables(np.searchsorted),
-       smooth=False, jumps=True, undefined=_bfloat16_nan_order, weight=0.3,
+       smooth=False, jumps=True, undefined=_bfloat16_nan_order, weight=0.3, may_raise=_search_compares_nan_unordered,
        params=lambda r, xs: {"side": ["left", "right"][r.integers(2)]}),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
@@ -1271,6 +1331,36 @@ linearized worst case); the tolerance uses the larger of the two spreads."""
 ALONE = "alone, whole bound up"
 """The move of the one statement perturbed in a linearized-worst-case run."""
 
+OPPOSITE = "whole bound, down where the position has bit "
+"""Runs after MOVES that move two elements of one result in opposite directions: every
+element moves by its whole bound, up where bit b of its position is 0 and down where it
+is 1, one run per bit. A difference of two elements of one inexact result (np.ptp,
+np.diff, x - x.T, x - x.mean()) gets its worst case in the run of a bit where their
+positions differ, a case the runs moving every element alike cancel exactly and the
+random signs find only by chance. Up to OPPOSITE_BITS runs (each is a run of the whole
+program): the position is the flat index for results of at most 2^OPPOSITE_BITS elements,
+where every pair of elements is separated, and a multiplicative hash of it for larger
+ones, where a pair is left to the other runs with probability 2^-OPPOSITE_BITS."""
+
+OPPOSITE_BITS = 8
+
+
+def _moves(program: Program, values: list, runs: int) -> list[str]:
+    """The perturbed runs of `numpy_reference`: `runs` of MOVES, then the OPPOSITE runs."""
+    n = len(program.inputs)
+    sizes = [np.size(values[n + k]) for k, stmt in enumerate(program.stmts)
+             if stmt.op.accuracy_of(stmt.params) != EXACT or stmt.sums_in_views()]
+    bits = min((max(sizes, default=1) - 1).bit_length(), OPPOSITE_BITS)
+    return [MOVES[k % len(MOVES)] for k in range(runs)] + [f"{OPPOSITE}{b}" for b in range(bits)]
+
+
+def _opposite_signs(shape, bit: int) -> np.ndarray:
+    """+1 or -1 per element by bit `bit` of its position (see OPPOSITE)."""
+    position = np.arange(math.prod(shape), dtype=np.uint64)
+    if position.size > 1 << OPPOSITE_BITS:          # Fibonacci hashing: the top bits of i * 2^64/phi
+        position = (position * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - OPPOSITE_BITS)
+    return np.where((position >> np.uint64(bit)) & np.uint64(1), -1.0, 1.0).reshape(shape)
+
 
 def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(MOVES)) -> Reference:
     values = _evaluate(program, None)
@@ -1279,20 +1369,24 @@ def numpy_reference(program: Program, rng: np.random.Generator, runs: int = len(
     undefined = _undefined_masks(program, values)
     if not inexact and not undefined:
         return Reference(outputs, [None] * len(outputs), [None] * len(outputs), True)
-    if inexact and any(stmt.op.jumps for stmt in program.stmts):
+    moves = _moves(program, values, runs)
+    if inexact and any(stmt.op.jumps or stmt.op.period for stmt in program.stmts):
         # A jump (a comparison, a floor, a remainder) near an inexact operand may go either
-        # way in an implementation within the bounds: such elements become undefined.
+        # way in an implementation within the bounds, and a periodic function of an operand
+        # that moves by a good part of its period may come out anywhere in its range: such
+        # elements become undefined.
         spreads = [_spread(values[i], np.asarray(values[i]), None)[0] for i in range(len(values))]
-        for run_index in range(runs):
-            noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]), exact=values)
+        for move in moves:
+            noisy = _evaluate(program, (rng, undefined, move), exact=values)
             spreads = [np.maximum(s, _spread(v, np.asarray(alt), None)[0]) for s, v, alt in
                        zip(spreads, values, noisy, strict=True)]
-        for index, mask in _jump_masks(program, values, spreads).items():
-            undefined[index] = undefined[index] | mask if index in undefined else mask
+        for masks in (_jump_masks(program, values, spreads), _periodic_masks(program, values, spreads)):
+            for index, mask in masks.items():
+                undefined[index] = undefined[index] | mask if index in undefined else mask
     spread = [np.zeros(o.shape) for o in outputs]
     unstable = [np.zeros(o.shape, bool) for o in outputs]
-    for run_index in range(runs):
-        noisy = _evaluate(program, (rng, undefined, MOVES[run_index % len(MOVES)]), exact=values)
+    for move in moves:
+        noisy = _evaluate(program, (rng, undefined, move), exact=values)
         for k, i in enumerate(program.outputs):
             diff, changed = _spread(outputs[k], np.asarray(noisy[i]), outputs[k].dtype)
             spread[k] = np.maximum(spread[k], diff)
@@ -1397,6 +1491,37 @@ def _jump_masks(program: Program, values: list, spreads: list) -> dict:
             mask |= changed | (diff > allowance if is_float(ref.dtype) else diff > 0)
         if stmt.op.picks is not None:
             mask |= _near_ties(stmt, np.asarray(operands[0]), spread_ops[0], ref)
+        if np.any(mask):
+            masks[n + k] = mask
+    return masks
+
+
+def _periodic_masks(program: Program, values: list, spreads: list) -> dict:
+    """For each statement of a periodic op (`Op.period`), the elements where a float
+    operand's spread reaches a sixteenth of the period: 4 times that move (the tolerance's
+    factor) spans a quarter period, over which the result can rise and fall again, so the
+    largest change the perturbed runs see no longer bounds it (sin of a bfloat16 sum whose
+    bound is thousands of radians came out with either sign)."""
+    masks = {}
+    n = len(program.inputs)
+    for k, stmt in enumerate(program.stmts):
+        if not stmt.op.period:
+            continue
+        ref = np.asarray(values[n + k])
+        mask = np.zeros(ref.shape, bool)
+        for j, a in enumerate(stmt.args):
+            if isinstance(a, Literal) or not is_float(np.asarray(values[a]).dtype):
+                continue
+            sp = np.asarray(spreads[a], np.float64)
+            view = stmt.views[j] if j < len(stmt.views) else None
+            if view:
+                with np.errstate(all="ignore"):
+                    sp = eval(view.replace("{}", "_x"), {"np": np}, {"_x": sp})
+            far = np.nan_to_num(np.asarray(sp, np.float64), nan=np.inf) >= stmt.op.period / 16
+            try:
+                mask |= np.broadcast_to(far, ref.shape)
+            except ValueError:
+                mask |= bool(np.any(far))
         if np.any(mask):
             masks[n + k] = mask
     return masks
@@ -1568,6 +1693,8 @@ def _direction(rng, shape, move: str) -> np.ndarray:
     survive rounding, which `_perturb` turns into one ulp)."""
     if move == ALONE:
         return np.ones(shape)
+    if move.startswith(OPPOSITE):
+        return _opposite_signs(shape, int(move[len(OPPOSITE):]))
     if move == "uniform":
         return rng.uniform(-1.0, 1.0, size=shape)
     if move.endswith("one ulp"):

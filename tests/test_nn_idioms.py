@@ -270,8 +270,18 @@ def unweighted_stencil(x, w):
     return x[:, :, 2:] - 2.0 * x[:, :, 1:-1] + x[:, :, :-2]
 
 
+def fixed_filter(x, w):
+    xp = np.pad(x[:, 0], ((0, 0), (1, 1), (1, 1)))
+    h, wd = x.shape[2:]
+    return sum((i + 2 * j - 1.5) * xp[:, i:i + h, j:j + wd] for i in range(3) for j in range(3))
+
+
+def weighted_1d_stencil(x, w):
+    return w[0, 0, 0, 0] * x[..., 2:] + w[0, 0, 0, 1] * x[..., 1:-1] + w[0, 0, 0, 2] * x[..., :-2]
+
+
 NEAR_MISSES = [taps_not_contracted, window_over_channels, shuffled_gather, offsets_missing_one, offset_twice,
-               two_sources, unweighted_stencil]
+               two_sources, unweighted_stencil, fixed_filter, weighted_1d_stencil]
 
 
 @pytest.mark.parametrize("f", NEAR_MISSES, ids=lambda f: f.__name__)
