@@ -7,7 +7,11 @@ softmax cross-entropy; one step = loss, gradients of all six parameters and an S
 update. Also a single conv2d forward + backward at a ResNet-like shape
 (batch 32, 64 -> 64 channels, 56x56, 3x3, pad 1).
 
-    python benchmarks/cnn.py [--repeats N]
+    python benchmarks/cnn.py [--repeats N] [--threads T]
+
+--threads T runs every library on T threads (BLAS through threadpoolctl, PyTorch's
+intra-op pool, XLA's Eigen pool off for T = 1, jitgrad's loops): on a shared, loaded
+machine one thread each compares the kernels rather than the thread pools' luck.
 
 Every timed call takes NumPy arrays and returns NumPy arrays (JAX: device_put,
 block_until_ready and np.asarray included). jitgrad's gradients are checked against the
@@ -139,10 +143,13 @@ def numpy_step(p, x, y):
 
 # --------------------------------------------------------------------------- peers
 
+THREADS = os.cpu_count() or 1
+
+
 def torch_step():
     import torch
     import torch.nn.functional as F
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(THREADS)
 
     def step(p, x, y):
         tp = {k: torch.from_numpy(v).requires_grad_() for k, v in p.items()}
@@ -201,6 +208,7 @@ def resnet_conv_cases(rng):
     try:
         import torch
         import torch.nn.functional as F
+        torch.set_num_threads(THREADS)
 
         def torch_conv(a, b):
             ta, tb = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
@@ -227,20 +235,49 @@ def resnet_conv_cases(rng):
 
 # --------------------------------------------------------------------------- timing
 
-def timed(fn, args, repeats: int) -> float:
+CPU_TIMES: dict[str, float] = {}
+"""The median process CPU time of each timed call (all threads), by name: with one
+thread per library it is the work done, whatever share of a loaded core it got."""
+
+
+def timed(fn, args, repeats: int, name: str = "") -> float:
     fn(*args)                                   # compile / warm up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(*args)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    CPU_TIMES[name] = statistics.median(cpu)
     return statistics.median(times)
+
+
+def report(results: dict, tag: str) -> None:
+    for name, seconds in results.items():
+        cpu, cpu_jitgrad = CPU_TIMES[tag + name], CPU_TIMES[tag + "jitgrad"]
+        print(f"  {name:18s} {seconds * 1e3:8.1f} ms   jitgrad / this = {results['jitgrad'] / seconds:5.2f}   "
+              f"CPU {cpu * 1e3:8.1f} ms   jitgrad / this = {cpu_jitgrad / cpu:5.2f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="threads for every library (default: all cores)")
     args = parser.parse_args()
+    if args.threads is None:
+        run(args)
+        return
+    global THREADS
+    THREADS = jitgrad.config.config.num_threads = args.threads
+    if args.threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(args.threads):
+        run(args)
+
+
+def run(args):
     rng = np.random.default_rng(0)
     params = init(rng)
     x = rng.standard_normal((BATCH, 3, 32, 32)).astype(np.float32)
@@ -270,15 +307,14 @@ def main():
     results = {}
     for name, step in steps.items():
         state = {k: v.copy() for k, v in params.items()}
-        results[name] = timed(step, (state, x, y), args.repeats)
-    for name, seconds in results.items():
-        print(f"  {name:18s} {seconds * 1e3:8.1f} ms   jitgrad / this = {results['jitgrad'] / seconds:5.2f}")
+        results[name] = timed(step, (state, x, y), args.repeats, "step " + name)
+    report(results, "step ")
 
     xr, wr, cases = resnet_conv_cases(rng)
     print(f"\nconv2d forward + backward, {RESNET['batch']}x64x56x56, 3x3, 64 -> 64, pad 1, f32:")
-    conv_results = {name: timed(fn, (xr, wr), max(3, args.repeats // 3)) for name, fn in cases.items()}
-    for name, seconds in conv_results.items():
-        print(f"  {name:18s} {seconds * 1e3:8.1f} ms   jitgrad / this = {conv_results['jitgrad'] / seconds:5.2f}")
+    conv_results = {name: timed(fn, (xr, wr), max(3, args.repeats // 3), "conv " + name)
+                    for name, fn in cases.items()}
+    report(conv_results, "conv ")
 
 
 if __name__ == "__main__":
