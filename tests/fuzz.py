@@ -492,6 +492,12 @@ COMPLEX_MAX_SIZE = 65536
 """Complex rows expand to dozens of real ops (and FFTs of other lengths to transforms of twice
 the length), each a full array in the interpreter checks: larger operands outgrow memory."""
 SPD_MAGNITUDE = "(np.sum({0} ** 2) + {0}.shape[-2]) * 16"
+# a complex matrix from any real one, and a Hermitian positive definite one from it: C C^H + m I
+COMPLEX_MATRIX = "({0} + 0.5j * np.flip({0}, -1))"
+HPD = f"({COMPLEX_MATRIX} @ np.conj(np.swapaxes({COMPLEX_MATRIX}, -1, -2)) + {{0}}.shape[-2] * np.eye({{0}}.shape[-2]))"
+HPD_MAGNITUDE = "(np.sum({0} ** 2) * 4 + {0}.shape[-2]) * 32"
+# a general real matrix with a spectrum near an SPD one's: SPD plus a triangular part
+GENERAL = f"({SPD} + 0.5 * np.tril({{0}} @ np.swapaxes({{0}}, -1, -2)))"
 
 
 def _window(rng, xs):
@@ -666,6 +672,25 @@ OPS: list[Op] = [
        may_raise=_wide_matrix),
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
        magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+    # ---- numpy.linalg on complex matrices (LAPACK's c/z routines) and eig/eigvals
+    Op("complex_solve", f"np.real(np.linalg.solve({HPD}, {{0}} + 0.5j)) + np.imag(np.linalg.inv({HPD}))", 1,
+       in_tables(np.linalg.solve), SUM, magnitude=HPD_MAGNITUDE, kinds="f", weight=0.3,
+       max_operand_size=LAPACK_MAX_SIZE),
+    Op("complex_cholesky", f"np.abs(np.linalg.cholesky({HPD}))", 1, in_tables(np.linalg.cholesky), SUM,
+       magnitude=HPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+    Op("complex_slogdet", f"np.linalg.slogdet({HPD})[1]", 1,
+       in_tables(np.linalg.slogdet), SUM, magnitude=HPD_MAGNITUDE, kinds="f", weight=0.3,
+       max_operand_size=LAPACK_MAX_SIZE),
+    Op("complex_eigvalsh", f"np.linalg.eigvalsh({HPD})", 1, in_tables(np.linalg.eigvalsh), SUM,
+       magnitude=HPD_MAGNITUDE, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+    Op("complex_svdvals", f"np.linalg.svdvals({COMPLEX_MATRIX})", 1, in_tables(np.linalg.svdvals), SUM,
+       magnitude="np.sqrt(np.sum(np.square({0}))) * 16", smooth=False, kinds="f", weight=0.3,
+       max_operand_size=LAPACK_MAX_SIZE),
+    Op("complex_qr_r", f"np.abs(np.linalg.qr({COMPLEX_MATRIX}, mode='r'))", 1, in_tables(np.linalg.qr), SUM,
+       magnitude="np.sqrt(np.sum(np.square({0}))) * 16", smooth=False, kinds="f", weight=0.3,
+       max_operand_size=LAPACK_MAX_SIZE, may_raise=_wide_matrix),
+    Op("eigvals", f"np.sort(np.real(np.linalg.eigvals({GENERAL})), axis=-1)", 1, in_tables(np.linalg.eigvals),
+       SUM, magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     # ---- complex numbers (real results built from complex intermediates) and numpy.fft
     Op("complex_arith", "np.real(({0} + 1j * {1}) * ({1} - 0.5j)) + np.imag(({0} - 2j) / ({1} + 3j))", 2,
        in_tables(np.real), SUM, magnitude="(1 + {0} + {1}) ** 2 * 4", kinds="f", weight=0.3,
@@ -841,8 +866,8 @@ OPS: list[Op] = [
        params=_window_view_contraction, kinds="fi", weight=0.3,
        magnitude="np.tensordot(np.lib.stride_tricks.sliding_window_view(np.atleast_1d({0}), {window}, axis={axes})"
                  "[{index}], np.abs(np.linspace(-1, 1, {taps})).reshape({window}).astype({0}.dtype), axes={k})"),
-    Op("pad+shifted slices", "sum(np.tanh(np.ravel({0})[({k} * i + j) % {size}]) * np.pad(np.atleast_2d({0}), {pads})"
-       "[..., i:i + {h}, j:j + {w}] for i in range({k}) for j in range({k}))", 1, always, SUM,
+    Op("pad+shifted slices", "(lambda xp: sum(np.tanh(np.ravel({0})[({k} * i + j) % {size}]) * xp[..., i:i + {h}, "
+       "j:j + {w}] for i in range({k}) for j in range({k})))(np.pad(np.atleast_2d({0}), {pads}))", 1, always, SUM,
        params=_shifted_slices, kinds="f", weight=0.3),
     Op("reshape+max pooling", "np.max(np.reshape(np.atleast_1d({0}), {split}), axis={axes})", 1, always,
        params=_pool_split, smooth=False, kinds="f", weight=0.3),
