@@ -283,12 +283,12 @@ def _plan_kernels(fn: Function, sched: Schedule) -> list[Kernel]:
             continue
         space = _iteration_space(op, sched)
         reads = sched.reads(op.results[0], compute=True)
+        per_position = _reduced_or_result(op)
+        computed_here = per_position is op.results[0] or per_position not in sched.materialized
         joins = (space is not None and current is not None and current.size == space[0]
                  and (space[1] is None or current.shape in (None, space[1]))
                  and not reads & current_reductions
-                 and not _remaps_a_member(_reduced_or_result(op), members, sched,
-                                          compute=_reduced_or_result(op) is op.results[0]
-                                          or _reduced_or_result(op) not in sched.materialized))
+                 and not _remaps_a_member(per_position, members, sched, compute=computed_here))
         if joins:
             current.ops.append(op)
             current.shape = current.shape or space[1]

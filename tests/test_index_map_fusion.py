@@ -167,6 +167,32 @@ def test_same_bits_for_every_thread_count():
     np.testing.assert_allclose(results[0][0], transcendental(u), rtol=1e-12)
 
 
+@pytest.mark.parametrize("f, shape", [(tv, (6, 7)), (rolled, (9,)), (rolled_columns, (4, 6)),
+                                      (concatenated_pieces, (3, 5)), (cube, (3, 4, 5))])
+def test_a_backend_with_flat_fused_loops_agrees(f, shape):
+    """The kernel layer's own fused loop (flat, multi-indices by division, every
+    concatenation a select) — what targets without the CPU's row segments run — gives the
+    CPU's values on the same plan (tests/test_second_backend.py's interpreter)."""
+    from jitgrad.backends import register_backend, unregister_backend
+    from test_second_backend import DEVICE, PythonBackend
+    x = np.random.default_rng(6).standard_normal(shape)
+    fun = jitgrad.jit(jitgrad.value_and_grad(f))
+    cpu_value, cpu_grad = fun(x)
+    cpu_plan = kernels_of(f, x)
+    assert " over " in cpu_plan             # a fused kernel with an iteration shape
+    register_backend(DEVICE, PythonBackend)
+    saved = config.device
+    try:
+        config.device = DEVICE
+        value, grad = fun(x)
+        assert fun.lower(x).as_text("kernels") == cpu_plan
+    finally:
+        config.device = saved
+        unregister_backend(DEVICE)
+    np.testing.assert_allclose(value, cpu_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, cpu_grad, rtol=1e-12, atol=1e-14)
+
+
 GUARDED = textwrap.dedent("""
     import ctypes, mmap, sys
     import numpy as np
