@@ -56,9 +56,10 @@ def jvp_function(fn: Function, wrt: Sequence[int]) -> Function:
 
 def _refuse_complex(op: Operation) -> None:
     """An op on complex values differentiates only if its record says its rules handle
-    them (`Primitive.complex_ready`); others (control flow, calls) are refused rather than
-    given a wrong tangent."""
-    ready = isinstance(op.opdef, Primitive) and op.opdef.complex_ready
+    them (`Primitive.complex_ready`) or it has regions (control flow, checkpoints, calls:
+    their rules differentiate their bodies, whose ops are checked in turn); others are
+    refused rather than given a wrong tangent."""
+    ready = (isinstance(op.opdef, Primitive) and op.opdef.complex_ready) or bool(op.regions)
     if not ready and any(
             v.type.dtype.is_complex for v in (*op.operands, *op.results)):
         raise GradientError(f"cannot differentiate {op.name} on complex values yet", op.loc)

@@ -12,8 +12,8 @@ registers.
 The function keeps its complex signature: a complex argument is reinterpreted as floats
 with a trailing axis of two (`view_as_real`, the same interleaved bytes, no code) and
 sliced into its parts; a complex result is the two parts interleaved again and
-reinterpreted (`view_as_complex`). Complex values inside regions (control flow,
-checkpoints) are refused with a clear error.
+reinterpreted (`view_as_complex`). Complex values crossing the boundary of a region
+(control flow, checkpoints) cross it packed the same way (see `_ComplexLowering`).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import numpy as np
 
 from jitgrad import primitives as P
 from jitgrad.errors import UnsupportedOperationError
-from jitgrad.ir import DType, Function, Operation, Value, current_builder, new_function
+from jitgrad.ir import (Block, Builder, DType, Function, Operation, Region, TensorType, Value, current_builder,
+                        new_function)
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import complex_numbers as C
 from jitgrad.primitives.lapack import INTERLEAVED_COMPLEX
@@ -328,18 +329,57 @@ def _interleaved(x: Parts) -> Value:
     return P.concatenate([P.reshape(x.re, shape + (1,)), P.reshape(x.im, shape + (1,))], len(shape))
 
 
+def _packed_type(t: TensorType) -> TensorType:
+    """A complex type as its (re, im) pairs on a new last axis (c128[3] -> f64[3, 2])."""
+    return TensorType((*t.shape, 2), t.dtype.real_dtype) if t.dtype.is_complex else t
+
+
+def _packed(x):
+    return _interleaved(x) if isinstance(x, Parts) else x
+
+
 class _ComplexLowering(Rewriter):
+    """The rules of `RULES`; an op with regions (control flow, checkpoints, calls) whose
+    operands, results or block arguments are complex carries each complex value across
+    its region boundaries packed as (re, im) pairs on a last axis of 2: its operands and
+    its blocks' yields are packed, its block arguments and results unpacked into parts.
+    Region ops relate operands, block arguments and results by position only (their
+    attributes count them), so the packed op has the same structure in real types."""
+
     def rule_for(self, op: Operation):
         touches = any(_is_complex(v) for v in (*op.operands, *op.results))
+        if op.regions:
+            crosses = touches or any(_is_complex(a) for region in op.regions for block in region.blocks
+                                     for a in (*block.args, *block.terminator.operands))
+            return self._packed_region_op if crosses else None
         if not touches:
             return None
-        if op.regions:
-            raise UnsupportedOperationError(
-                f"complex values in {op.name} (control flow, checkpoints, calls) are not supported yet", op.loc)
         rule = RULES.get(op.name)
         if rule is None:
             raise UnsupportedOperationError(f"{op.name} has no complex-number lowering", op.loc)
         return lambda rewriter, op, inputs: rule(op, inputs)
+
+    def _packed_region_op(self, rewriter, op: Operation, inputs) -> list:
+        regions = [self._packed_region(op, region) for region in op.regions]
+        new = current_builder().create(op.opdef, [_packed(x) for x in inputs], op.attrs, regions=regions,
+                                       result_types=[_packed_type(r.type) for r in op.results])
+        return [_sliced(new_result) if _is_complex(old) else new_result
+                for new_result, old in zip(new.results, op.results, strict=True)]
+
+    def _packed_region(self, op: Operation, region: Region) -> Region:
+        blocks = []
+        with self.entering(op, region):
+            for block in region.blocks:
+                builder = Builder(Block())
+                args = [builder.add_arg(_packed_type(a.type)) for a in block.args]
+                with builder:
+                    outs = self.run_block(block, [_sliced(new) if _is_complex(old) else new
+                                                  for new, old in zip(args, block.args, strict=True)])
+                    term = block.terminator
+                    with builder.at(term.loc):
+                        builder.create(term.opdef, [_packed(o) for o in outs], term.attrs)
+                blocks.append(builder.block)
+        return Region(blocks)
 
 
 @dataclass(frozen=True)

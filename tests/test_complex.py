@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jitgrad
-from jitgrad.errors import DTypeError, GradientError, JitgradError
+from jitgrad.errors import DTypeError, GradientError
 import jitgrad.primitives as P
 from jitgrad.ir import DType, TensorType, parse_type
 from jitgrad.ir.parser import parse_function
@@ -186,12 +186,11 @@ def test_complex_aware_numpy_functions_match_numpy(fn):
         same_bits(jitgrad.jit(fn)(z), fn(z))
 
 
-def test_complex_values_in_control_flow_raise_a_clear_error():
+def test_complex_values_in_control_flow_compile():
+    """(Values and derivatives through regions: tests/test_complex_more.py.)"""
     def f(z):
-        return jitgrad.lax.fori_loop(0, 3, lambda i, c: c * 2, z) if hasattr(jitgrad, "lax") else \
-            jitgrad.control_flow.fori_loop(0, 3, lambda i, c: c * 2, z)
-    with pytest.raises(JitgradError, match="complex"):
-        jitgrad.jit(f)(np.ones(3, np.complex128))
+        return jitgrad.control_flow.fori_loop(0, 3, lambda i, c: c * 2j, z)
+    np.testing.assert_array_equal(jitgrad.jit(f)(np.ones(3, np.complex128)), np.full(3, -8j))
 
 
 def test_grad_of_a_complex_output_is_refused():

@@ -117,14 +117,14 @@ def _body_jvp(op, primals, tangents):
     checkpoint boundary) is a plain input of the tangent body, and a non-float result's
     tangent is a symbolic zero, so the next region never sees it as differentiable."""
     outs = _copy_call(op, primals)
-    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
+    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_inexact]
     if not wrt:
         return outs, [Zero(r.type) for r in op.results]
     fn = body_function(op)
-    floats = [k for k, v in enumerate(fn.outputs) if v.type.dtype.is_float]
+    floats = [k for k, v in enumerate(fn.outputs) if v.type.dtype.is_inexact]
     tangent_fn = keep_outputs(jvp_function(fn, wrt), len(fn.outputs), floats)
     float_touts = iter(emit_call(checkpoint_jvp_p, tangent_fn, [*primals, *(tangents[k] for k in wrt)]))
-    touts = [next(float_touts) if r.type.dtype.is_float else Zero(r.type) for r in op.results]
+    touts = [next(float_touts) if r.type.dtype.is_inexact else Zero(r.type) for r in op.results]
     return outs, touts
 
 

@@ -158,15 +158,15 @@ def _cond_impl(op, operands, run_block):
 
 def _cond_jvp(op, primals, tangents):
     args = primals[1:]
-    wrt = [k for k, t in enumerate(tangents[1:]) if not isinstance(t, Zero) and args[k].type.dtype.is_float]
-    floats = [k for k, r in enumerate(op.results) if r.type.dtype.is_float]
+    wrt = [k for k, t in enumerate(tangents[1:]) if not isinstance(t, Zero) and args[k].type.dtype.is_inexact]
+    floats = [k for k, r in enumerate(op.results) if r.type.dtype.is_inexact]
     n = len(op.results)
     branches = [_select(jvp_function(region_function(op, k), wrt), [*range(n), *(n + j for j in floats)])
                 for k in range(2)]
     new = _create(cond_p, [primals[0], *args, *(tangents[1 + k] for k in wrt)], branches,
                   branches[0].output_types)
     touts = iter(new.results[n:])
-    return list(new.results[:n]), [next(touts) if r.type.dtype.is_float else Zero(r.type) for r in op.results]
+    return list(new.results[:n]), [next(touts) if r.type.dtype.is_inexact else Zero(r.type) for r in op.results]
 
 
 def _select(fn: Function, positions: Sequence[int]) -> Function:
@@ -334,8 +334,8 @@ def _loop_jvp(op, primals, tangents):
     carry = primals[start + n_consts:]
     t_consts = tangents[start:start + n_consts]
     t_carry = tangents[start + n_consts:]
-    c_wrt = [k for k, t in enumerate(t_consts) if not isinstance(t, Zero) and consts[k].type.dtype.is_float]
-    x_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_float]
+    c_wrt = [k for k, t in enumerate(t_consts) if not isinstance(t, Zero) and consts[k].type.dtype.is_inexact]
+    x_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_inexact]
     nc, nx = len(consts), len(carry)
     body_index = 1 if op.opdef is while_p else 0
     body = region_function(op, body_index)
@@ -760,10 +760,10 @@ def _tangent_extended(op, primals, tangents):
     consts, state, carry, xs = (primals[groups[g]:groups[g + 1]] for g in range(4))
     t_consts, t_state, t_carry, t_xs = (tangents[groups[g]:groups[g + 1]] for g in range(4))
     moving = lambda ts, vs: [k for k, (t, v) in enumerate(zip(ts, vs, strict=True))    # noqa: E731
-                             if not isinstance(t, Zero) and v.type.dtype.is_float]
+                             if not isinstance(t, Zero) and v.type.dtype.is_inexact]
     c_wrt, x_wrt = moving(t_consts, consts), moving(t_xs, xs)
-    s_wrt = [k for k, v in enumerate(state) if v.type.dtype.is_float]
-    k_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_float]
+    s_wrt = [k for k, v in enumerate(state) if v.type.dtype.is_inexact]
+    k_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_inexact]
     nc, ns, nk, nxs = len(consts), len(state), len(carry), len(xs)
     slice_types = [_slice_type(x.type) for x in xs]
     sizes = [1, nc, len(c_wrt), ns, len(s_wrt), nk, len(k_wrt), nxs, len(x_wrt)]
@@ -784,7 +784,7 @@ def _tangent_extended(op, primals, tangents):
 
     back = region_function(op, 1)                 # (i, consts, state, carry, x slices) -> (carry, y slices)
     n_ys = len(back.outputs) - nk
-    y_float = [k for k in range(n_ys) if back.outputs[nk + k].type.dtype.is_float]
+    y_float = [k for k in range(n_ys) if back.outputs[nk + k].type.dtype.is_inexact]
     j_back = jvp_function(back, [*(1 + k for k in c_wrt), *(1 + nc + k for k in s_wrt),
                                  *(1 + nc + ns + k for k in k_wrt), *(1 + nc + ns + nk + k for k in x_wrt)])
     back_types = [I64, *const_types, *new_state_types, *_types(carry), *(carry[k].type for k in k_wrt), *x_types]
@@ -810,7 +810,7 @@ def _tangent_extended(op, primals, tangents):
 
 def _reverse_fori_jvp(op, primals, tangents):
     """Forward mode (the policies differ in cost, not value): the tangent-extended op."""
-    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_float]
+    wrt = [k for k, t in enumerate(tangents) if not isinstance(t, Zero) and primals[k].type.dtype.is_inexact]
     if not wrt:
         new = _create(reverse_fori_p, primals, [region_function(op, 0), region_function(op, 1)], _types(op.results),
                       op.attrs)
@@ -918,12 +918,12 @@ def _scan_jvp(op, primals, tangents):
     consts, carry, xs = primals[:nc], primals[nc:nc + nx], primals[nc + nx:]
     t_consts, t_carry, t_xs = tangents[:nc], tangents[nc:nc + nx], tangents[nc + nx:]
     nxs = len(xs)
-    c_wrt = [k for k, t in enumerate(t_consts) if not isinstance(t, Zero) and consts[k].type.dtype.is_float]
-    x_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_float]
-    s_wrt = [k for k, t in enumerate(t_xs) if not isinstance(t, Zero) and xs[k].type.dtype.is_float]
+    c_wrt = [k for k, t in enumerate(t_consts) if not isinstance(t, Zero) and consts[k].type.dtype.is_inexact]
+    x_wrt = [k for k, v in enumerate(carry) if v.type.dtype.is_inexact]
+    s_wrt = [k for k, t in enumerate(t_xs) if not isinstance(t, Zero) and xs[k].type.dtype.is_inexact]
     body = region_function(op, 0)
     n_ys = len(body.outputs) - nx
-    y_float = [k for k in range(n_ys) if body.outputs[nx + k].type.dtype.is_float]
+    y_float = [k for k in range(n_ys) if body.outputs[nx + k].type.dtype.is_inexact]
     wrt = [k for k in c_wrt] + [nc + k for k in x_wrt] + [nc + nx + k for k in s_wrt]
     jbody = jvp_function(body, wrt)
     # new block args: consts, t_consts | carry, t_carry | xs, t_xs
