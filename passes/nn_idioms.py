@@ -272,10 +272,6 @@ def _plan_for_view(view: WindowView, kernel: Value, side: int, view_batch, kerne
                            kernel_taps, out_names)
 
 
-def _append_unit_axes(x: Value, count: int) -> Value:
-    return reshape(x, x.type.shape + (1,) * count)
-
-
 def _insert_unit_axes(names: list, shape: Optional[list] = None) -> None:
     """A missing batch axis ("n") first and a missing feature axis ("f") right after the
     batch axis, each of size 1 (`shape`, when given, is extended alongside `names`): a
