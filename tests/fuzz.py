@@ -673,7 +673,8 @@ OPS: list[Op] = [
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
        magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
     # ---- numpy.linalg on complex matrices (LAPACK's c/z routines) and eig/eigvals
-    Op("complex_solve", f"np.real(np.linalg.solve({HPD}, {{0}} + 0.5j)) + np.imag(np.linalg.inv({HPD}))", 1,
+    Op("complex_solve", f"np.real(np.linalg.solve({HPD}, {{0}} + 0.5j))"
+       f" + np.sum(np.imag(np.linalg.inv({HPD})), axis=-1, keepdims=True)", 1,
        in_tables(np.linalg.solve), SUM, magnitude=HPD_MAGNITUDE, kinds="f", weight=0.3,
        max_operand_size=LAPACK_MAX_SIZE),
     Op("complex_cholesky", f"np.abs(np.linalg.cholesky({HPD}))", 1, in_tables(np.linalg.cholesky), SUM,
