@@ -4,7 +4,10 @@ classification, angle conversion, sinc, logaddexp2, nan_to_num, heaviside, isclo
 Rounding is exact without a primitive of its own: x - fmod(x, 1) is x truncated toward
 zero (fmod is exact, and so is the subtraction, whose result is representable); floor,
 ceil and rint adjust that by one. Zeros keep the sign of x, as in C. The gradient of every
-rounding function is zero, from the composition (d(x - fmod(x, 1)) = dx - dx).
+rounding function is zero: each result passes through `stop_gradient`, since the
+composition's own derivative (d(x - fmod(x, 1)) = dx - dx) is zero only in exact
+arithmetic — a large cotangent added to another one and then subtracted again loses the
+smaller one's digits, and an infinite one makes NaN.
 """
 from __future__ import annotations
 
@@ -100,8 +103,15 @@ def _logaddexp2(a, b) -> Value:
     return P.add(P.maximum(a, b), tail)
 
 
+def _zero_gradient(rounding):
+    def rounded(x: Value) -> Value:
+        return P.stop_gradient(rounding(x)) if x.type.dtype.is_float else x
+    return rounded
+
+
 _IMPLS = {
-    np.floor: _floor, np.ceil: _ceil, np.trunc: _trunc, np.rint: _rint,
+    np.floor: _zero_gradient(_floor), np.ceil: _zero_gradient(_ceil), np.trunc: _zero_gradient(_trunc),
+    np.rint: _zero_gradient(_rint),
     np.isnan: _isnan, np.isinf: _isinf_fn, np.isfinite: _isfinite,
     np.deg2rad: _scale(np.pi, 180), np.radians: _scale(np.pi, 180),
     np.rad2deg: _scale(180, np.pi), np.degrees: _scale(180, np.pi),
@@ -183,7 +193,7 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     if isinstance(y, Value) or isinstance(y, np.ndarray | np.generic):
         y = as_value(y)
         y = P.convert(y, api.result_dtype(y, 1.0))
-    elif isinstance(y, int) and not isinstance(y, bool):
+    elif isinstance(y, int):            # a Python bool too (NumPy tests isinstance(y, int))
         y = float(y)
     x = a if isinstance(a, (Value, int, float)) else as_value(np.asarray(a))
     diff = u[np.absolute](u[np.subtract](x, y))
