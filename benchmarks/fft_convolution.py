@@ -77,8 +77,7 @@ def median_times(fn, args, repeats: int) -> tuple[float, float]:
 
 
 def profile(compiled, args) -> None:
-    """Where jitgrad's time goes: the compiled program's kernels, timed by the native
-    profiler when the backend has one, else the IR's op counts."""
+    """What the compiled gradient program is made of: its ops, counted by name."""
     lowered = compiled.lower(*args)
     text = lowered.as_text() if hasattr(lowered, "as_text") else str(lowered)
     counts: dict[str, int] = {}
@@ -86,7 +85,8 @@ def profile(compiled, args) -> None:
         if " = " in line and "(" in line:
             name = line.split(" = ", 1)[1].split("(", 1)[0].strip()
             counts[name] = counts.get(name, 0) + 1
-    print("  ops in the compiled program:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    print("  ops in the compiled program:", ", ".join(f"{name} {count}" for name, count in ranked))
 
 
 def main() -> None:

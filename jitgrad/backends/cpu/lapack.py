@@ -33,7 +33,7 @@ from llvmlite import ir
 from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType
 from jitgrad.primitives.lapack import qr_shapes, svd_shapes
-from .llvm_support import F32, F64, I32, I64, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type
+from .llvm_support import F64, I32, I64, PTR, VOID, alloca_in_entry, declare, for_range, index, memory_type
 
 I8 = ir.IntType(8)
 ROW_MAJOR, COL_MAJOR = 101, 102                      # LAPACK_ROW_MAJOR / LAPACK_COL_MAJOR, CblasRowMajor
