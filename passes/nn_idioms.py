@@ -594,7 +594,11 @@ def _rewrite_if_any(fn: Function, rule) -> Function:
     return DeadCodeElimination().run(out) if rewriter.changed else fn
 
 
-_CONV_CANDIDATES = frozenset({"gather", "slice"})
+def _may_hold_a_convolution(names: set) -> bool:
+    """Has a program with these ops a window view contracted with a kernel, or a sum of
+    products of slices? (Most traced programs have neither: they are not rebuilt.)"""
+    return ("gather" in names and "dot_general" in names) or \
+        ("slice" in names and "add" in names and bool(names & {"mul", "dot_general"}))
 
 
 @dataclass(frozen=True)
@@ -605,7 +609,7 @@ class RecognizeConvolutions(FunctionPass):
     name: ClassVar[str] = "nn-conv-idioms"
 
     def run(self, fn: Function) -> Function:
-        if not _active("conv_general_dilated") or not any(op.name in _CONV_CANDIDATES for op in fn.walk()):
+        if not _active("conv_general_dilated") or not _may_hold_a_convolution({op.name for op in fn.walk()}):
             return fn
         return _rewrite_if_any(fn, _convolution_rule)
 
