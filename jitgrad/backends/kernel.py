@@ -16,8 +16,10 @@ the same protocol and reuses:
 Reductions. A float reduction accumulates in float64 whatever its dtype (float32 and
 float16 items are widened exactly; max and min are unchanged by it, sums become far
 more accurate than NumPy's float32 pairwise sum), and the result is rounded once at the
-end. Items are cut into fixed chunks of `REDUCTION_CHUNK`: each chunk is one loop (its
-lanes are independent partial sums when vectorized), and the chunk results are combined
+end. Items are cut into fixed chunks of `REDUCTION_CHUNK` (items read through an index
+map, such as a transpose, into blocks of whole rows of at most `GATHERED_CHUNK`:
+`ReductionBlocks`): each chunk is one loop (its lanes are independent partial sums when
+vectorized), and the chunk results are combined
 pairwise by a binary counter (`PairwiseCombiner`), so the rounding error of a sum grows
 like log(n), not n. Chunks, blocks and their combination order depend only on the
 shapes, never on the number of threads: results are bit-identical for any thread count.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -40,6 +43,8 @@ from jitgrad.primitives import Alias, Constant, Contraction, Elementwise, Gather
 from jitgrad.primitives.kernel_kind import KernelKind
 
 REDUCTION_CHUNK = 1 << 10     # items combined by one loop before a pairwise step
+GATHERED_CHUNK = 1 << 7       # at most this many for items read through an index map (a
+                              # transpose): no vector lanes split such a chunk's sum
 
 Scalar = Any
 """A target's scalar value (an LLVM register, a Python number ...)."""
@@ -288,6 +293,34 @@ class PairwiseCombiner:
             acc = ctx.select(occupied, level, self.init) if acc is None else \
                 ctx.select(occupied, self.combine(ctx, level, acc), acc)
         return acc
+
+
+@dataclass(frozen=True)
+class ReductionBlocks:
+    """How a reduction whose items are read through an index map (a transposed operand)
+    is cut into pairwise steps without dividing item positions: a block is `group`
+    consecutive indices of axis `axis` times every index of the axes after it, between
+    GATHERED_CHUNK / 2 and GATHERED_CHUNK items (or all of them when fewer), so the
+    rounding error grows like log(n), as for flat operands."""
+
+    shape: tuple[int, ...]
+    axis: int
+    group: int
+
+    @staticmethod
+    def of(reduced_shape) -> ReductionBlocks:
+        shape = tuple(reduced_shape) or (1,)
+        big = [a for a in range(len(shape)) if math.prod(shape[a:]) > GATHERED_CHUNK]
+        if not big:
+            return ReductionBlocks(shape, 0, max(1, shape[0]))
+        axis = big[-1]
+        return ReductionBlocks(shape, axis, max(1, GATHERED_CHUNK // math.prod(shape[axis + 1:])))
+
+    @property
+    def count(self) -> int:
+        """The number of blocks: pairwise steps."""
+        full, rest = divmod(self.shape[self.axis], self.group)
+        return math.prod(self.shape[:self.axis]) * (full + (1 if rest else 0))
 
 
 class ReductionAccumulator:
@@ -657,8 +690,9 @@ class KernelEmitter:
 
     # ------------------------------------------------------------------ reductions
     def emit_reduction(self, op, description: Reduction) -> None:
-        """A reduction on its own. Over trailing axes of a flat operand: per output
-        element, chunks of REDUCTION_CHUNK combined pairwise; over other axes: the result
+        """A reduction on its own. Over trailing axes: per output element, chunks of
+        REDUCTION_CHUNK combined pairwise (an operand read through an index map, such as a
+        transpose, in blocks of whole rows: `ReductionBlocks`); over other axes: the result
         accumulates in place, one reduced index after another (NumPy's order for these),
         in a float64 buffer for narrower floats."""
         ctx = self.ctx
@@ -672,15 +706,14 @@ class KernelEmitter:
         if tuple(axes) == tuple(range(x.type.ndim - len(axes), x.type.ndim)):
             flat = not self.sched.needs_multi_index(x)
             with self.loop_over(kept_shape, flat, "outer") as out:
-                acc = ReductionAccumulator(ctx, description, dtype, -(-size // REDUCTION_CHUNK) if flat else 1)
+                blocks = None if flat else ReductionBlocks.of(reduced_shape)
+                acc = ReductionAccumulator(ctx, description, dtype, blocks.count if blocks else
+                                           -(-size // REDUCTION_CHUNK))
                 if flat:
                     base = ctx.index_mul(out.flat, ctx.index_const(size))
                     self.reduce_chunks(x, base, size, acc)
                 else:
-                    acc.start_chunk()
-                    with ctx.loop_nest(reduced_shape, "inner") as mr:
-                        acc.add(self.element(x, Index(x.type.shape, [*out.get_multi(ctx), *mr])))
-                    acc.end_chunk()
+                    self.reduce_blocks(x, out.get_multi(ctx), blocks, acc)
                 self.store(result, out, acc.result())
             return
         acc_dtype = accumulator_dtype(dtype)
@@ -720,6 +753,27 @@ class KernelEmitter:
                 chunk(ctx.index_add(base, ctx.index_mul(c, ctx.index_const(REDUCTION_CHUNK))), REDUCTION_CHUNK)
         if rest or not full:
             chunk(ctx.index_add(base, ctx.index_const(full * REDUCTION_CHUNK)), rest)
+
+    def reduce_blocks(self, x: Value, kept: list, blocks: ReductionBlocks, acc: ReductionAccumulator) -> None:
+        """The elements of `x` at multi-indices (*kept, *m) for every m in the trailing
+        axes `blocks.shape`, in row-major order, into `acc`, one pairwise step per block
+        (`ReductionBlocks`): nested loops, no division per item."""
+        ctx, shape, axis, group = self.ctx, blocks.shape, blocks.axis, blocks.group
+        full, rest = divmod(shape[axis], group)
+
+        def block(outer: list, first, count: int) -> None:
+            acc.start_chunk()
+            with ctx.loop_nest([count, *shape[axis + 1:]], "inner") as m:
+                at = [ctx.index_add(first, m[0]), *m[1:]]
+                acc.add(self.element(x, Index(x.type.shape, [*kept, *outer, *at])))
+            acc.end_chunk()
+
+        with ctx.loop_nest(shape[:axis], "outer") as outer:
+            if full:
+                with ctx.loop(full, "block") as c:
+                    block(outer, ctx.index_mul(c, ctx.index_const(group)), group)
+            if rest:
+                block(outer, ctx.index_const(full * group), rest)
 
     # ------------------------------------------------------------------ scatter
     def emit_scatter(self, op, description: Scatter) -> None:
