@@ -353,6 +353,7 @@ STRUCTURAL = {
     "einsum": lambda z: np.einsum("ij,kj->ik", z, z), "nansum": lambda z: np.nansum(z, axis=1),
     "nanprod": lambda z: np.nanprod(z, axis=0), "nanmean": lambda z: np.nanmean(z),
     "nancumsum": lambda z: np.nancumsum(z, axis=1), "nancumprod": lambda z: np.nancumprod(z, axis=1),
+    "var": lambda z: np.var(z, axis=0), "std": lambda z: z.std(ddof=1), "ptp": lambda z: np.ptp(z, axis=1),
 }
 
 

@@ -546,6 +546,10 @@ def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, 
     axes = normalize_axes(axis, x.type.ndim)
     centered = P.sub(x, broadcast_to(mean(x, axis=axes, keepdims=True), x.type.shape))
     count = math.prod(x.type.shape[a] for a in axes) - ddof
+    if centered.type.dtype.is_complex:         # NumPy: the real part of c * conj(c), re^2 + im^2
+        re, im = P.complex_numbers.real(centered), P.complex_numbers.imag(centered)
+        total = sum(P.add(P.mul(re, re), P.mul(im, im)), axis=axes, keepdims=keepdims)
+        return P.div(total, P.full(float(count), total.type))
     total = sum(P.integer_pow(centered, 2), axis=axes, keepdims=keepdims)
     return P.div(total, P.full(float(count), total.type))
 

@@ -186,7 +186,7 @@ COMPLEX_FUNCTIONS = frozenset({
     np.result_type, np.append, np.atleast_1d, np.atleast_2d, np.atleast_3d, np.column_stack, np.dstack,
     np.max, np.min, np.amax, np.amin, np.argmax, np.argmin, np.sort, np.argsort, np.cumsum, np.cumprod, np.take,
     np.take_along_axis, np.vdot, np.inner, np.outer, np.kron, np.tensordot, np.einsum,
-    np.nansum, np.nanprod, np.nanmean, np.nancumsum, np.nancumprod,
+    np.nansum, np.nanprod, np.nanmean, np.nancumsum, np.nancumprod, np.var, np.std, np.ptp,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 
