@@ -420,6 +420,19 @@ def _nanquantile_dtype_depends_on_data(xs, params):
     return np.asarray(np.nanquantile(np.zeros(2, x.dtype), [0.25, 0.5])).dtype != x.dtype
 
 
+def _einsum_broadcast_sum(xs, params, result):
+    """np.einsum('ij,jk->ik') with j of length 1 in one operand (broadcast): NumPy's inner
+    loop then sums the other operand over j before multiplying (its stride-0 kernels), or
+    not, depending on the iteration order it picks; with an infinite factor and a zero term
+    that is inf against NaN. Non-finite results of such a sum are not a reference."""
+    a, b = (np.asarray(x) for x in xs)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] == b.shape[0]:
+        return None
+    with np.errstate(all="ignore"):
+        r = np.asarray(result)
+        return ~np.isfinite(r.astype(np.complex128 if is_complex(r.dtype) else np.float64))
+
+
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
     NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
@@ -751,7 +764,8 @@ OPS: list[Op] = [
     Op("outer", "np.outer({0}, {1})", 2, in_tables(np.outer)),
     Op("vdot", "np.vdot({0}, {1})", 2, in_tables(np.vdot), SUM),
     Op("tensordot", "np.tensordot({0}, {1}, axes=1)", 2, in_tables(np.tensordot), SUM),
-    Op("einsum", "np.einsum('ij,jk->ik', {0}, {1})", 2, in_tables(np.einsum), SUM, may_raise=_half_float),
+    Op("einsum", "np.einsum('ij,jk->ik', {0}, {1})", 2, in_tables(np.einsum), SUM, may_raise=_half_float,
+       undefined=_einsum_broadcast_sum),
     Op("einsum_t", "np.einsum('ij->ji', {0})", 1, in_tables(np.einsum), may_raise=_half_float),
     # ---- dtype conversion
     Op("astype", "{0}.astype({dtype})", 1, has_method("astype"), params=_dtype, smooth=False, weight=1.5,
