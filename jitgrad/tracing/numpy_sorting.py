@@ -19,6 +19,7 @@ from the `sort`/`argsort` and `gather`/`scatter` primitives.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -165,8 +166,52 @@ def searchsorted(a, v, side="left", sorter=None):
         a = take(a, sorter)
     if not isinstance(v, Value):
         v = np.asarray(v)       # NumPy compares a Python scalar as a strong float64/int64, not at a's dtype
-    a, v = api.promote(a, v)
-    return searchsorted_primitive(a, v, side)
+    dtype = _search_dtype(a, v, side)
+    return searchsorted_primitive(as_value(a, dtype), as_value(v, dtype), side)
+
+
+def _search_dtype(a: Value, v, side: str) -> DType:
+    """The dtype searchsorted compares in: NumPy's common dtype of a and v (for no common
+    dtype, bfloat16 against float16 or integers wider than 8 bits, NumPy compares Python
+    objects: exactly, in float64 here, which holds both up to 32-bit integers and the
+    constants it holds exactly).
+
+    Python objects, and bfloat16 under ml_dtypes' compare function, put NaN neither below
+    nor above anything, so NumPy's answer can depend on its search path. It cannot for
+    side='left' and integer values: `a[i] < v` is then exact and False for NaN, which is
+    sorting NaN last, as jitgrad's search does. Other cases are refused."""
+    v_dtype = v.type.dtype if isinstance(v, Value) else DType.from_numpy(v.dtype)
+    a_dtype = a.type.dtype
+    try:
+        dtype = api.result_dtype(a, v)
+    except DTypeError:
+        dtype = None
+    if dtype is not None and (dtype != DType.bf16 or _bfloat16_search_orders_nan()):
+        return dtype
+    nan_safe = side == "left" and (v_dtype.is_integer or v_dtype == DType.bool)
+    if nan_safe and dtype is not None:
+        return dtype
+    if nan_safe and (v_dtype.numpy.itemsize <= 4 or not isinstance(v, Value) and _float64_holds(v)):
+        return DType.f64
+    what = f"numpy.searchsorted of {a_dtype.numpy.name} and {v_dtype.numpy.name} values (side={side!r})"
+    if nan_safe:
+        raise DTypeError(f"{what}: NumPy compares them exactly as Python objects, and no dtype jitgrad has holds "
+                         "both exactly; convert both to one dtype first")
+    how = "compares them as Python objects" if dtype is None else "compares bfloat16 with ml_dtypes' function"
+    raise DTypeError(f"{what}: NumPy {how}, where NaN is neither below nor above anything and the answer depends "
+                     "on NumPy's search path; convert both to float32 or float64 first")
+
+
+def _float64_holds(values: np.ndarray) -> bool:
+    return bool(np.all(values.astype(np.float64).astype(values.dtype) == values))
+
+
+@functools.cache
+def _bfloat16_search_orders_nan() -> bool:
+    """Whether NumPy's searchsorted on bfloat16 puts NaN after every number (ml_dtypes'
+    compare function; older versions call NaN equal to everything)."""
+    bfloat16 = DType.bf16.numpy
+    return int(np.searchsorted(np.array([0, 1], bfloat16), np.array([np.nan], bfloat16))[0]) == 2
 
 
 def digitize(x, bins, right=False):
@@ -414,13 +459,32 @@ def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     return _keepdims(result, x.type.shape, axes, keepdims)
 
 
-def _nanquantile(a, q, axis, method, keepdims, weak, name):
+def _check_nanquantile_dtype(x: Value, numpy_on_numbers, n: int, name: str, method: str) -> None:
+    """NumPy computes a NaN-ignoring quantile row by row: a row of numbers gives the dtype
+    of its quantile, an all-NaN row a NaN of the array's dtype, and np.apply_along_axis
+    stores every row in the first row's dtype (a single row is its own result). Where the
+    two dtypes differ, the result's dtype, and the rounding of every row, depend on the
+    data; `numpy_on_numbers` runs NumPy's function on a row of numbers to find out."""
+    dtype = x.type.dtype.numpy
+    with np.errstate(all="ignore"):
+        on_numbers = np.asarray(numpy_on_numbers(np.linspace(0, 1, n).astype(dtype))).dtype
+    if on_numbers != dtype:
+        raise DTypeError(
+            f"numpy.{name} of {np.dtype(dtype).name} with method={method!r} and this q: NumPy's result is "
+            f"{on_numbers.name} where the first row holds a number and {np.dtype(dtype).name} where it is all NaN "
+            f"(np.apply_along_axis keeps the first row's dtype), so its dtype depends on the data; convert the "
+            f"array to {on_numbers.name} first")
+
+
+def _nanquantile(a, q, axis, method, keepdims, weak, name, numpy_on_numbers):
     x = as_value(a)
     if x.type.size == 0:            # NumPy: the nanmean of the empty array, whatever q is
         return nanmean(x, axis=axis, keepdims=keepdims)
     if not x.type.dtype.is_float:
         return _quantile(x, q, axis, method, keepdims, weak, name)
     x, s, count, kept_shape, axes = _nan_rows(x, axis, name)
+    if s.type.shape[-1]:
+        _check_nanquantile_dtype(x, numpy_on_numbers, s.type.shape[-1], name, method)
     n = s.type.shape[-1]
     if n == 0:
         return _keepdims(P.full(np.nan, x.type.with_shape(q.shape + kept_shape)), x.type.shape, axes, keepdims,
@@ -486,15 +550,17 @@ class _QuantileTables:
 def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *, weights=None,
                 interpolation=None):
     _check_quantile_args("nanquantile", method, weights, out)
+    numpy_on_numbers = lambda row, q=q: np.nanquantile(row, q, method=method)    # noqa: E731
     q, weak = _static_q(q, "nanquantile", False)
-    return _nanquantile(a, q, axis, method, keepdims, weak, "nanquantile")
+    return _nanquantile(a, q, axis, method, keepdims, weak, "nanquantile", numpy_on_numbers)
 
 
 def nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *,
                   weights=None, interpolation=None):
     _check_quantile_args("nanpercentile", method, weights, out)
+    numpy_on_numbers = lambda row, q=q: np.nanpercentile(row, q, method=method)    # noqa: E731
     q, weak = _static_q(q, "nanpercentile", True)
-    return _nanquantile(a, q, axis, method, keepdims, weak, "nanpercentile")
+    return _nanquantile(a, q, axis, method, keepdims, weak, "nanpercentile", numpy_on_numbers)
 
 
 # --------------------------------------------------------------------------- data-dependent sizes
