@@ -384,10 +384,10 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
         return api.mean(x, axis=axis, dtype=dtype, keepdims=keepdims)
     if dtype is not None:
         x = as_value(x, api._supported(np.dtype(dtype)))
-    if x.type.dtype in _NARROW:
-        return P.convert(nanmean(P.convert(x, DType.f32), axis=axis, keepdims=keepdims), x.type.dtype)
     _, count = _nan_count(x, axis, keepdims)
     total = api.sum(_nan_as(x, 0), axis=axis, keepdims=keepdims)
+    if x.type.dtype in _NARROW:     # NumPy: the sum rounded to the dtype, divided by the count in float64
+        return P.convert(P.div(P.convert(total, DType.f64), P.convert(count, DType.f64)), x.type.dtype)
     return P.div(total, P.convert(count, total.type.dtype))
 
 
