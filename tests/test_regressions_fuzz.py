@@ -193,3 +193,19 @@ def test_rounding_contributes_exactly_zero_to_a_gradient(rounding):
     assert np.array_equal(g, np.full_like(x, 1.25))
     huge = jitgrad.grad(lambda x: np.sum(x) + np.sum(np.exp(rounding(x) * 1e3)))(x)
     assert np.array_equal(huge, np.ones_like(x))
+
+
+# --------------------------------------------------------------------------- empty convolutions
+
+def test_convolution_of_an_empty_batch_in_the_interpreter():
+    """The reference interpreter's convolution reshaped its result with -1, which NumPy
+    cannot resolve for an empty batch (seed 20261202 program 16: a sliding_window_view +
+    tensordot idiom over a (2, 0, 3) array, recognized as a convolution)."""
+    from jitgrad.primitives.convolution import conv_general_dilated_p
+    x = np.zeros((0, 3, 5, 5))
+    w = np.ones((4, 3, 3, 3))
+    out = conv_general_dilated_p.impl(x, w, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+                                      lhs_dilation=(1, 1), rhs_dilation=(1, 1),
+                                      dimension_numbers=((0, 1, 2, 3), (0, 1, 2, 3), (0, 1, 2, 3)),
+                                      feature_group_count=1)
+    assert out.shape == (0, 4, 5, 5)

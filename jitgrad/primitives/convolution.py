@@ -215,7 +215,7 @@ def _conv_impl(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
                                             for t, d, m, s in zip(tap, rhs_dilation, out_spatial, window_strides,
                                                                   strict=True))]
         acc += np.einsum("ngi...,goi->ngo...", view, w[(slice(None),) * 3 + tap])
-    acc = acc.reshape(n_batch, -1, *out_spatial)
+    acc = acc.reshape(n_batch, groups * w.shape[1], *out_spatial)      # no -1: the batch may be empty
     return np.transpose(acc, np.argsort(out_spec)).astype(lhs.dtype)
 
 
