@@ -31,6 +31,7 @@ CASES = [
     ((2, 1, 4, 3), (3, 1, 1, 1), (1, 2), ((0, 0), (1, 0)), (1, 1), (1, 1), 1),      # one-term products
     ((1, 2, 9), (3, 2, 3), (2,), ((1, 1),), (1,), (3,), 1),                         # 1-d
     ((1, 2, 4, 3, 3), (2, 1, 2, 2, 2), (1, 2, 1), ((0, 1), (1, 1), (0, 0)), (1, 1, 1), (1, 1, 2), 2),  # 3-d
+    ((2, 2, 32, 32), (3, 2, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1),    # 1024 positions: per image
 ]
 
 # layouts as (lhs, rhs, out) axis orders of the NCHW/OIHW arrays; the last two put
@@ -109,7 +110,7 @@ def test_per_image_and_whole_batch_products_match_numpy(monkeypatch, case, per_i
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("case", [0, 1, 3, 6, 7, 9, 10])
+@pytest.mark.parametrize("case", [0, 1, 3, 6, 7, 9, 10, 11])
 def test_unfolding_by_runs_equals_unfolding_by_elements(monkeypatch, case, layout):
     """The run copies build the very columns the per-element unfolding builds (which
     tests every element for the padding): the results are bit-identical."""

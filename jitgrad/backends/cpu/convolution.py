@@ -212,7 +212,8 @@ def _input_columns(ec, geo: _Geometry) -> _Columns:
 
 
 def _unfold_runs(ec, geo: _Geometry, columns, positions_inner: bool, lhs_buf=None) -> None:
-    """The columns, one run at a time along the innermost axis (the last output axis q
+    """The columns (of the images of `geo`, read from `lhs_buf`, by default the lhs
+    buffer), one run at a time along the innermost axis (the last output axis q
     when `positions_inner`, else the last kernel axis t). Along it the input coordinate
     of the last spatial axis is base + j * step (base = t * rhs_dilation - pad_lo and
     step = stride, or base = q * stride - pad_lo and step = rhs_dilation); the run's
@@ -286,12 +287,14 @@ def _unfold_runs(ec, geo: _Geometry, columns, positions_inner: bool, lhs_buf=Non
                 run(g, i, n, pos, [*tap, None])
 
 
-def _unfold_elements(ec, geo: _Geometry, columns, positions_inner: bool) -> None:
+def _unfold_elements(ec, geo: _Geometry, columns, positions_inner: bool, lhs_buf=None) -> None:
     """The columns one element at a time, each tested for the padding and for the
-    zeros between the elements of a dilated input (any lhs dilation, no spatial axis)."""
+    zeros between the elements of a dilated input (any lhs dilation, no spatial axis);
+    `lhs_buf` as for `_unfold_runs`."""
     ctx, dtype = ec.ctx, geo.dtype
     row_step, depth_step = (1, geo.rows) if positions_inner else (geo.depth, 1)
-    lhs_buf, zero = ec.pointer(geo.lhs), ctx.const_of(0, dtype)
+    lhs_buf = ec.pointer(geo.lhs) if lhs_buf is None else lhs_buf
+    zero = ctx.const_of(0, dtype)
 
     def unfold(n, pos, g, i, tap) -> None:
         c = ctx.index_add(ctx.index_mul(g, ctx.index_const(geo.kernel_in)), i)
