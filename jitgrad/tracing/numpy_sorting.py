@@ -304,10 +304,22 @@ def _last_is_nan(sorted_x: Value) -> Value:
     return P.ne(last, last), last
 
 
+def _refuse_bfloat16_selection(x: Value, name: str) -> None:
+    """NumPy's median and quantiles do not look for NaN in bfloat16 (not np.inexact), and
+    its partition with ml_dtypes' compare function, which calls NaN equal to everything,
+    leaves a NaN wherever its selection algorithm happens to put it: with NaN in the data
+    the answer is that algorithm's, not a function of the values."""
+    if x.type.dtype == DType.bf16:
+        raise DTypeError(f"numpy.{name} of bfloat16: NumPy's result for data holding NaN depends on where its "
+                         "partition leaves the NaN (bfloat16 is not np.inexact, so NaN is not looked for); "
+                         "convert to float32 first")
+
+
 def median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     if out is not None:
         raise UnsupportedOperationError("numpy.median: out= is not supported")
     x = as_value(a)
+    _refuse_bfloat16_selection(x, "median")
     shape = x.type.shape
     rows, kept_shape, axes = _reduced_last(x, axis, "median")
     n = rows.type.shape[-1]
@@ -374,6 +386,7 @@ def _as_gamma(gamma: np.ndarray, weak: bool, lead_shape, rest: int):
 
 def _quantile(a, q, axis, method, keepdims, weak, name):
     x = as_value(a)
+    _refuse_bfloat16_selection(x, name)
     shape = x.type.shape
     rows, kept_shape, axes = _reduced_last(x, axis, name)
     n = rows.type.shape[-1]
