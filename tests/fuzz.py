@@ -1987,37 +1987,47 @@ def _bitwise_equal(a, b) -> bool:
 def _differentiable(program: Program, ref: Reference) -> bool:
     return (all(isinstance(x, np.ndarray) and x.dtype == np.float64 and x.size <= 64 and np.all(np.isfinite(x))
                 for x in program.inputs)
-            and any(o.dtype == np.float64 for o in ref.outputs))
+            and any(is_float(o.dtype) for o in ref.outputs))
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, np.float64)
 
 
 def check_gradients(program: Program, fn, ref: Reference, rng, outcome: Outcome) -> None:
-    """⟨t, vjp(c)⟩ = ⟨jvp(t), c⟩ over the float64 outputs; for programs of smooth
-    operations with finite values, jvp(t) = central finite differences of NumPy."""
-    keep = [k for k, o in enumerate(ref.outputs) if o.dtype == np.float64]
+    """⟨t, vjp(c)⟩ = ⟨jvp(t), c⟩ over the float outputs (cotangents in each output's dtype);
+    for programs of smooth operations with finite values, jvp(t) = central finite
+    differences of NumPy."""
+    keep = [k for k, o in enumerate(ref.outputs) if is_float(o.dtype)]
 
     def floats(*xs):
         outs = fn(*xs)
         return tuple(outs[k] for k in keep)
     primals = tuple(program.inputs)
     tangents = tuple(rng.standard_normal(x.shape) for x in primals)
-    cotangents = tuple(rng.standard_normal(ref.outputs[k].shape) for k in keep)
+    cotangents = tuple(rng.standard_normal(ref.outputs[k].shape).astype(ref.outputs[k].dtype) for k in keep)
     _, jvp_out = jitgrad.jvp(floats, primals, tangents)
     _, vjp_fn = jitgrad.vjp(floats, *primals)
     vjp_out = vjp_fn(cotangents)
     lhs = sum(float(np.sum(t * g)) for t, g in zip(tangents, vjp_out, strict=True))
-    rhs = sum(float(np.sum(j * c)) for j, c in zip(jvp_out, cotangents, strict=True))
+    rhs = sum(float(np.sum(_f64(j) * _f64(c))) for j, c in zip(jvp_out, cotangents, strict=True))
     outcome.checks["jvp-vjp"] += 1
     if not (np.isfinite(lhs) and np.isfinite(rhs)):
         return
     scale = sum(float(np.sum(np.abs(t) * np.abs(g))) for t, g in zip(tangents, vjp_out, strict=True)) + sum(
-        float(np.sum(np.abs(j) * np.abs(c))) for j, c in zip(jvp_out, cotangents, strict=True)) + 1e-300
+        float(np.sum(np.abs(_f64(j) * _f64(c)))) for j, c in zip(jvp_out, cotangents, strict=True)) + 1e-300
     # Cancelling terms (x / x) leave rounding noise of the size of |t| |J| |c| with |J| up
     # to about 1/|x|: an absolute floor from the vectors' norms covers it.
     floor = 1e-12 * sum(float(np.sum(np.abs(t))) for t in tangents) * sum(float(np.sum(np.abs(c))) for c in cotangents)
     values = _evaluate(program, None)
-    coarsest = max([float(finfo(np.asarray(v).dtype).eps) for v in values if is_float(np.asarray(v).dtype)]
-                   + [float(finfo(s.op.rounds_to).eps) for s in program.stmts if s.op.rounds_to], default=0.0)
-    relative = max(1e-9, 16 * coarsest)            # a float16 intermediate rounds tangents too
+    values_eps = max([float(finfo(np.asarray(v).dtype).eps) for v in values if is_float(np.asarray(v).dtype)],
+                     default=0.0)
+    casts_eps = max([float(finfo(s.op.rounds_to).eps) for s in program.stmts if s.op.rounds_to], default=0.0)
+    coarsest = max(values_eps, casts_eps)
+    # A float16 value rounds tangents at every operation that makes or reads it; a
+    # statement's own casts (Op.rounds_to) round its operands' tangents and cotangents
+    # once each, within half an epsilon of the terms (seen: a tenth of one).
+    relative = max(1e-9, 16 * values_eps, 4 * casts_eps)
     if abs(lhs - rhs) > relative * scale + floor:
         raise Mismatch("jvp-vjp", f"<t, vjp(c)> = {lhs!r} but <jvp(t), c> = {rhs!r}")
     if not all(s.op.smooth and s.op.accuracy_of(s.params) != SUM or s.op.name in ("sum", "mean", "matmul", "dot")
