@@ -235,3 +235,40 @@ def test_median_and_quantiles_of_bfloat16_are_refused():
             jitgrad.jit(f)(x)
     x32 = x.astype(np.float32)
     _same(jitgrad.jit(np.median)(x32), np.median(x32))
+
+
+# --------------------------------------------------------------------------- isin
+
+ISIN_DTYPES = [np.dtype(t) for t in (np.bool_, np.int8, np.uint16, np.int64, np.uint64, np.float16, BF16, np.float32)]
+
+
+@pytest.mark.parametrize("element_dtype", ISIN_DTYPES, ids=str)
+def test_isin_grid(element_dtype):
+    """NumPy's isin compares few test elements one by one with np.equal (whose loops take
+    bfloat16 against uint16 or float16), and sorts the concatenation of many (which raises
+    without a common dtype): jitgrad follows the method NumPy picks for the static sizes."""
+    for n, k in ((40, 5), (4, 30)):          # NumPy's comparison loop, then its sorting method
+        element = _values(element_dtype, n, 5, nan=True)[:n]
+        tests = {d: _values(d, k, 6, nan=True)[:k] for d in ISIN_DTYPES}
+        for d in ISIN_DTYPES:
+            tests[d][:2] = element[2:4].astype(d)
+
+        def numpy_runs(d):
+            try:
+                np.isin(element, tests[d])
+                return True
+            except (TypeError, np.exceptions.DTypePromotionError):
+                return False
+
+        runs = [d for d in ISIN_DTYPES if numpy_runs(d)]
+
+        def program(x, *ts):
+            return [np.isin(x, t) for t in ts] + [np.isin(x, t, invert=True) for t in ts]
+
+        ts = [tests[d] for d in runs]
+        for got, want in zip(jitgrad.jit(program)(element, *ts), program(element, *ts), strict=True):
+            _same(got, want)
+        for d in ISIN_DTYPES:
+            if d not in runs:
+                with pytest.raises(DTypeError, match="numpy.isin"):
+                    jitgrad.jit(lambda x, t: np.isin(x, t))(element, tests[d])

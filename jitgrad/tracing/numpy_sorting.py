@@ -687,7 +687,10 @@ def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None
     """np.isin: the shape is the element's, so it needs no size. The test elements are
     sorted once; each element is binary-searched and compared with what it found (NaN is
     never found, -0.0 finds 0.0, as with NumPy's ==)."""
-    element, tests = api.promote(element, test_elements)
+    try:
+        element, tests = api.promote(element, test_elements)
+    except DTypeError:
+        element, tests = _isin_operands_without_common_dtype(as_value(element), as_value(test_elements))
     tests = P.reshape(tests, (tests.type.size,))
     if tests.type.size == 0 or element.type.size == 0:
         return P.full(bool(invert), element.type.with_dtype(DType.bool))
@@ -698,6 +701,20 @@ def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None
     flat = P.minimum(flat, P.full(last, flat.type))
     found = P.eq(P.reshape(gather(ordered, flat, 0), element.type.shape), element)
     return P.logical_not(found) if invert else found
+
+
+def _isin_operands_without_common_dtype(element: Value, tests: Value) -> tuple[Value, Value]:
+    """NumPy's isin picks its method by the sizes: for few test elements (fewer than
+    10 n^0.145 for n elements) it compares with `element == t` for each test element t,
+    in np.equal's loop, which exists for bfloat16 against the dtypes it has no common
+    dtype with (float32 or float64); otherwise it concatenates the two, which raises."""
+    n, k = element.type.size, tests.type.size
+    if not k < 10 * n ** 0.145:
+        raise DTypeError(f"numpy.isin of {element.type.dtype.numpy.name} and {tests.type.dtype.numpy.name}: no common "
+                         f"dtype, and for {n} elements and {k} test elements NumPy's sorting method concatenates "
+                         "them, which raises; convert both to one dtype first")
+    (dtype, other), _ = api.ufunc_dtypes(np.equal, element, tests)
+    return as_value(element, dtype), as_value(tests, other)
 
 
 def _refuse_data_dependent(name: str, instead: str):
