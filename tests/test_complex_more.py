@@ -120,8 +120,9 @@ def test_branch_cuts_follow_the_sign_of_zero(dtype):
     cut_points = np.array([complex(2, 0.0), complex(2, -0.0), complex(-2, 0.0), complex(-2, -0.0),
                            complex(0.0, 2), complex(-0.0, 2), complex(0.0, -2), complex(-0.0, -2),
                            complex(0.5, 0.0), complex(0.5, -0.0)], dtype)
-    compiled = jitgrad.jit(all_functions)(cut_points)
-    for name in ("arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh"):
+    inverses = ("arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh")
+    compiled = jitgrad.jit(lambda z: {name: UNARY[name](z) for name in inverses})(cut_points)
+    for name in inverses:
         expected = UNARY[name](cut_points)
         assert ulps(compiled[name], expected).max() <= ULP_BOUNDS[name], name
         np.testing.assert_array_equal(np.signbit(compiled[name].imag), np.signbit(expected.imag), err_msg=name)
