@@ -209,3 +209,18 @@ def test_convolution_of_an_empty_batch_in_the_interpreter():
                                       dimension_numbers=((0, 1, 2, 3), (0, 1, 2, 3), (0, 1, 2, 3)),
                                       feature_group_count=1)
     assert out.shape == (0, 4, 5, 5)
+
+
+# --------------------------------------------------------------------------- isin across signedness
+
+@pytest.mark.parametrize("signed, unsigned", [(np.int64, np.uint64), (np.int32, np.uint64), (np.int8, np.uint64)])
+def test_isin_of_signed_and_unsigned_64_bit_integers_is_exact(signed, unsigned):
+    """int64 and uint64 have float64 as their common dtype, where 2**60 + 1 rounds to 2**60:
+    isin found elements NumPy does not (NumPy compares them exactly)."""
+    big = np.iinfo(signed).max
+    a = np.array([big, big - 1, 5, -3, 0], signed)
+    t = np.array([big - 1 if big < 2**53 else big ^ 1, 5, 2**64 - 3, 0], unsigned)
+    assert np.array_equal(jitgrad.jit(lambda a, t: np.isin(a, t))(a, t), np.isin(a, t))
+    assert np.array_equal(jitgrad.jit(lambda a, t: np.isin(t, a, invert=True))(a, t), np.isin(t, a, invert=True))
+    with pytest.raises(jitgrad.JitgradError, match="exactly"):
+        jitgrad.jit(lambda a: np.isin(a, np.arange(100, dtype=unsigned)))(a)

@@ -687,6 +687,9 @@ def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None
     """np.isin: the shape is the element's, so it needs no size. The test elements are
     sorted once; each element is binary-searched and compared with what it found (NaN is
     never found, -0.0 finds 0.0, as with NumPy's ==)."""
+    element, test_elements = as_value(element), as_value(test_elements)
+    if _integers_without_exact_common_dtype(element, test_elements):
+        return _isin_by_equality(element, test_elements, invert)
     try:
         element, tests = api.promote(element, test_elements)
     except DTypeError:
@@ -700,6 +703,33 @@ def isin(element, test_elements, assume_unique=False, invert=False, *, kind=None
     last = tests.type.size - 1
     flat = P.minimum(flat, P.full(last, flat.type))
     found = P.eq(P.reshape(gather(ordered, flat, 0), element.type.shape), element)
+    return P.logical_not(found) if invert else found
+
+
+ISIN_EQUALITY_MAX_TESTS = 64
+"""Test elements compared one by one when no dtype holds both operands exactly."""
+
+
+def _integers_without_exact_common_dtype(a: Value, b: Value) -> bool:
+    """int64 with uint64 (NumPy's common dtype float64 rounds above 2^53)."""
+    da, db = a.type.dtype, b.type.dtype
+    return da.is_integer and db.is_integer and not api.result_dtype(a, b).is_integer
+
+
+def _isin_by_equality(element: Value, tests: Value, invert: bool) -> Value:
+    """NumPy's isin of int64 and uint64 is exact; promoted to float64 (their common dtype)
+    2^60 + 1 would find 2^60. np.equal's mixed-sign loop is exact, so each test element is
+    compared with it."""
+    k = tests.type.size
+    if k > ISIN_EQUALITY_MAX_TESTS:
+        raise DTypeError(f"numpy.isin of {element.type.dtype.numpy.name} and {tests.type.dtype.numpy.name}: no dtype "
+                         f"holds both exactly, and jitgrad compares them exactly only for up to "
+                         f"{ISIN_EQUALITY_MAX_TESTS} test elements ({k} here); convert both to one dtype first")
+    found = P.full(False, element.type.with_dtype(DType.bool))
+    flat = P.reshape(tests, (k,))
+    for index in range(k):
+        one = P.reshape(gather(flat, P.full(index, TensorType((1,), DType.i64)), 0), ())
+        found = P.logical_or(found, api.UFUNCS[np.equal](element, one))
     return P.logical_not(found) if invert else found
 
 
