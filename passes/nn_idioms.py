@@ -538,6 +538,12 @@ def _split_axes(before: tuple, after: tuple) -> Optional[list[tuple[int, int]]]:
     return out if j == len(after) else None
 
 
+MAX_POOL_WINDOW = 16
+"""Taps per axis of a recognized pooling window. A longer "window" is a reduction written
+as a reshape (`v.reshape(500, -1).sum(axis=1)`): the reduction kernel sums it in pairwise
+blocks, as accurately as NumPy, where a window kernel adds its taps one after another."""
+
+
 _POOLS = {"reduce_max": ("reduce_window_max", C.reduce_window_max),
           "reduce_sum": ("reduce_window_sum", C.reduce_window_sum)}
 
@@ -556,6 +562,8 @@ def _pooling_rule(op: Operation, operands: list[Value], read, users: dict) -> Op
         return None
     windowed = [(at, k) for at, k in split if k]
     if not windowed or set(op.attrs["axes"]) != {at + 1 for at, _ in windowed}:
+        return None
+    if any(k > MAX_POOL_WINDOW for _, k in windowed):
         return None
     window = tuple(k if k else 1 for _, k in split)
     out = _POOLS[op.name][1](x, window, window, ((0, 0),) * x.type.ndim)

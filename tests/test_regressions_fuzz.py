@@ -224,3 +224,17 @@ def test_isin_of_signed_and_unsigned_64_bit_integers_is_exact(signed, unsigned):
     assert np.array_equal(jitgrad.jit(lambda a, t: np.isin(t, a, invert=True))(a, t), np.isin(t, a, invert=True))
     with pytest.raises(jitgrad.JitgradError, match="exactly"):
         jitgrad.jit(lambda a: np.isin(a, np.arange(100, dtype=unsigned)))(a)
+
+
+def test_a_row_sum_written_as_a_reshape_stays_a_reduction():
+    """`v.reshape(500, -1).sum(axis=1)` has the form of reshape-then-sum pooling; as a
+    window kernel its 2,000-element windows were added one after another, less accurate
+    than NumPy's pairwise sums in float32."""
+    from jitgrad.passes.nn_idioms import MAX_POOL_WINDOW
+    v = np.random.default_rng(3).random(500 * 2000).astype(np.float32)
+    f = jitgrad.jit(lambda v: np.sum(v.reshape(500, -1), axis=1))
+    assert "reduce_window" not in f.lower(v).as_text("kernels")
+    exact = np.sum(v.reshape(500, -1).astype(np.float64), axis=1)
+    assert np.all(np.abs(f(v) - exact) <= np.abs(np.sum(v.reshape(500, -1), axis=1) - exact) + 64 * np.spacing(np.float32(1000)))
+    small = jitgrad.jit(lambda v: v.reshape(-1, MAX_POOL_WINDOW).sum(axis=1))
+    assert "reduce_window" in small.lower(v[:8000]).as_text("kernels")
