@@ -826,7 +826,7 @@ RULES = {
     "scatter_add": _batch_scatter("scatter_add"),
     "random_uniform": _batch_random_uniform,
     **{name: _batch_leading(name) for name in ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd",
-                                               "qr", "pinv")},
+                                               "qr", "pinv", "eig")},
     **{name: _batch_window(name) for name in ("reduce_window_sum", "reduce_window_max", "select_and_gather_add",
                                               "select_and_scatter_add")},
     "conv_general_dilated": _batch_conv,
