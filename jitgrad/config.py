@@ -1,8 +1,10 @@
 """Process-wide settings, set in code (never through environment variables)."""
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 COMPILE_SETTINGS = ("device", "fusion", "num_threads", "native_bf16")
 """The settings compiled code depends on: part of every signature's cache key, so that
@@ -68,3 +70,22 @@ class Config:
 
 
 config = Config()
+
+
+_TARGET_DEVICE: ContextVar[str | None] = ContextVar("jitgrad_target_device", default=None)
+
+
+def target_device() -> str:
+    """The device the compile in progress is for: `jit(f, device=...)`'s, else
+    `config.device`. Tracing rules and passes that choose ops by the kernels a device has
+    ask this, not `config.device`, which a per-function device overrides."""
+    return _TARGET_DEVICE.get() or config.device
+
+
+@contextlib.contextmanager
+def compiling_for(device: str) -> Iterator[None]:
+    token = _TARGET_DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _TARGET_DEVICE.reset(token)

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jitgrad.api import stop_gradient
-from jitgrad.config import config
+from jitgrad.config import target_device
 from jitgrad.custom import custom_jvp
 from jitgrad.errors import ArgumentError, DTypeError, ShapeError
 from jitgrad.tracing.scipy_special import ERF_ERX, ERF_PA, ERF_PP, ERF_QA, ERF_QQ, ERF_RA, ERF_RB, ERF_SA, ERF_SB
@@ -121,7 +121,7 @@ class _PrimitiveCall:
     def _emit(self, *operands):
         dtype = DType.from_numpy(_float_dtype(self.name, *[_value_dtype(x) for x in operands]))
         values = [as_value(x, dtype) for x in operands]
-        if C.has_kernel(self.name, config.device):
+        if C.has_kernel(self.name, target_device()):
             return getattr(C, self.name)(*values, **dict(self.attrs))
         with C.decomposing():      # a device without these kernels (the device is in every cache key)
             return getattr(C, self.name)(*values, **dict(self.attrs))

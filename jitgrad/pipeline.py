@@ -18,7 +18,7 @@ from jitgrad.passes.pipeline import optimization_passes
 from jitgrad.passes.schedule import schedule
 from .backends import backend_for
 from .backends.base import Backend, Executable
-from .config import config
+from .config import compiling_for, config
 from .staging import Staged
 from .tracing import implicit
 from .tracing.pytree import tree_flatten
@@ -110,7 +110,13 @@ def _is_tuple_tree(spec) -> bool:
 def compile_signature(stage: Callable[[tuple], Staged], args: tuple, name: str,
                       backend: Backend | None = None) -> Lowered:
     """Trace and transform (`stage`) for `args`, optimize, schedule, plan memory and
-    compile with `backend` (default: the backend of `config.device`)."""
+    compile with `backend` (default: the backend of `config.device`); tracing and the
+    passes see that backend's device as `config.target_device()`."""
+    with compiling_for(backend.device if backend is not None else config.device):
+        return _compile_signature(stage, args, name, backend)
+
+
+def _compile_signature(stage: Callable[[tuple], Staged], args: tuple, name: str, backend: Backend | None) -> Lowered:
     settings = config.compile_settings()
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -54,7 +54,7 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from jitgrad.config import config
+from jitgrad.config import target_device
 from jitgrad.ir import DType, Function, Operation, Value
 from jitgrad.primitives import convolution as C
 from jitgrad.primitives.elementwise import add
@@ -79,7 +79,7 @@ def recognizing(enabled: bool = True):
 
 
 def _active(primitive: str) -> bool:
-    return _ENABLED[0] and C.has_kernel(primitive, config.device)
+    return _ENABLED[0] and C.has_kernel(primitive, target_device())
 
 
 def _constant(v: Value) -> Optional[np.ndarray]:

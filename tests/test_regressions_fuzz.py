@@ -238,3 +238,20 @@ def test_a_row_sum_written_as_a_reshape_stays_a_reduction():
     assert np.all(np.abs(f(v) - exact) <= np.abs(np.sum(v.reshape(500, -1), axis=1) - exact) + 64 * np.spacing(np.float32(1000)))
     small = jitgrad.jit(lambda v: v.reshape(-1, MAX_POOL_WINDOW).sum(axis=1))
     assert "reduce_window" in small.lower(v[:8000]).as_text("kernels")
+
+
+# --------------------------------------------------------------------------- per-function devices
+
+def test_kernel_choices_follow_the_device_of_jit_not_config():
+    """jit(f, device=...) overrides config.device for that function; the nn ops and the
+    pooling recognizer asked config.device whether the device has a window kernel, and
+    emitted reduce_window_max for a device without one (an error at compile time)."""
+    from jitgrad import nn
+    x = np.random.default_rng(0).random((2, 3, 8, 8))
+    w = np.random.default_rng(1).random((4, 3, 3, 3))
+    pooled = jitgrad.jit(lambda x: x.reshape(2, 3, 4, 2, 4, 2).max(axis=(3, 5)), device="cuda-emulator")
+    assert np.array_equal(pooled(x), x.reshape(2, 3, 4, 2, 4, 2).max(axis=(3, 5)))
+    conv = jitgrad.jit(lambda x, w: nn.max_pool2d(nn.conv2d(x, w, padding=1), 2), device="cuda-emulator")
+    on_cpu = jitgrad.jit(lambda x, w: nn.max_pool2d(nn.conv2d(x, w, padding=1), 2))
+    np.testing.assert_allclose(conv(x, w), on_cpu(x, w), rtol=1e-13)
+    assert "reduce_window_max" in on_cpu.lower(x, w).as_text("kernels")
