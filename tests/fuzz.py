@@ -153,6 +153,20 @@ def _contracted_length(stmt, operands: list) -> int:
 
 BLAS_CONTRACTIONS = ("matmul", "dot", "inner", "vdot", "tensordot", "einsum", "einsum_ellipsis")
 
+MAX_CONTRACTION_WORK = 5e7
+"""Products a contraction statement may take (result size x contracted length). The NumPy
+reference evaluates each statement some twenty times (its perturbed runs), and the
+interpreter and the vmap check more: a batched product of a (1026, 1, 1026) and a
+(1026, 1026) operand (10^9 products, a second in NumPy) kept one program past the worker's
+time limit. Estimated from shapes, not timed, so a seed's programs do not depend on the
+machine."""
+
+
+def _contraction_work(stmt, values, result) -> float:
+    if not (stmt.op.name in BLAS_CONTRACTIONS or stmt.op.name.startswith("matmul")):
+        return 0.0
+    return float(np.size(result)) * _contracted_length(stmt, _operand_values(stmt, values))
+
 
 def ulp_bound(name: str, dtype: np.dtype) -> float:
     """Jitgrad's documented error of `name` in ulps (ULP_BOUNDS), plus NumPy's."""
@@ -1219,6 +1233,8 @@ def generate(rng: np.random.Generator, label: str = "", n_stmts: int | None = No
             continue
         result = run_stmt(stmt, values)
         if result is None or (smooth_only and not _finite_float(result)):
+            continue
+        if _contraction_work(stmt, values, result) > MAX_CONTRACTION_WORK:
             continue
         stmts.append(stmt)
         values.append(result)
