@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import jitgrad
-from jitgrad.errors import DTypeError
 import jitgrad.primitives as P
 from jitgrad.ir import DType, TensorType
 from jitgrad.primitives import complex_numbers as C
@@ -158,11 +157,6 @@ def test_power_matches_numpy(dtype):
         got = jitgrad.jit(lambda z: z ** exponent)(z)
         assert got.dtype == (z ** exponent).dtype
         assert ulps(got, z ** exponent).max() <= 16
-
-
-def test_float_power_of_complex_numbers_is_still_refused():
-    with pytest.raises(DTypeError, match="numpy.float_power of complex"):
-        jitgrad.jit(lambda z: np.float_power(z, 2.5))(np.ones(3, np.complex128))
 
 
 # --------------------------------------------------------------------------- derivatives

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad import primitives as P
-from jitgrad.errors import DTypeError
-from jitgrad.ir import Value
+from jitgrad.errors import DTypeError, UnsupportedOperationError
+from jitgrad.ir import DType, Value
 from jitgrad.primitives import complex_numbers as C
 from jitgrad.primitives.sorting import argsort as argsort_last, take_along_last
 from . import numpy_api as api
@@ -140,13 +140,122 @@ def _type_test(answer):
     return impl
 
 
+# --------------------------------------------------------------------------- functions built on the ones above
+
+def _correlate(a, v, mode="valid"):
+    """NumPy's correlate conjugates its second operand: sum_j a[k + j] conj(v[j])."""
+    v = api.as_value(v)
+    return _REAL_CORRELATE(a, C.conj(v) if v.type.dtype.is_complex else v, mode)
+
+
+def _either_complex(complex_impl, real_impl):
+    """`complex_impl` when any of the first two operands is complex."""
+    def impl(a, b, *args, **kwargs):
+        if _complex_value(a) is not None or _complex_value(b) is not None:
+            return complex_impl(a, b, *args, **kwargs)
+        return real_impl(a, b, *args, **kwargs)
+    return impl
+
+
+def _float_power(x, y):
+    """NumPy's float_power of complex operands is their power computed in complex128."""
+    def as_c128(operand):
+        if isinstance(operand, (int, float, complex)):
+            return complex(operand)
+        return api.as_value(operand, DType.c128)
+    return api.UFUNCS[np.power](as_c128(x), as_c128(y))
+
+
+def _nan_extremum(name, reduce):
+    """NumPy's nanmax/nanmin of complex numbers, an fmax/fmin reduction: the lexicographic
+    extremum of the elements without a NaN part, or, where every element has one, the
+    first element (fmax keeps its first operand when both hold a NaN)."""
+    def extremum(z, axis=None, out=None, keepdims=False, initial=None, where=None):
+        if out is not None or initial is not None or where is not None:
+            raise UnsupportedOperationError(f"numpy.{name} of complex numbers: out=, initial= and where= are "
+                                            "not supported")
+        rows, kept_shape, axes = sorting._reduced_last(z, axis, name)
+        if rows.type.shape[-1] == 0:
+            raise ValueError(f"zero-size array to reduction operation {name[3:]}imum which has no identity")
+        nan = P.ne(rows, rows)
+        present = api.where(nan, P.full(complex(np.inf, np.inf) if name == "nanmin" else
+                                        complex(-np.inf, -np.inf), rows.type), rows)
+        result = reduce(present, axis=-1)
+        all_nan = api.as_value(api.FUNCTIONS[np.all](nan, axis=-1))
+        result = P.select(all_nan, api.getitem(rows, (Ellipsis, 0)), result)
+        return sorting._keepdims(result, z.type.shape, axes, keepdims)
+    return extremum
+
+
+def _nanvar(z, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
+            correction=None):
+    """NumPy's nanvar of complex numbers: the NaN-free elements' mean (their sum divided by
+    their count as a complex division), then the sum of re² + im² of the deviations
+    (the real part of d · conj(d)), divided by count − ddof; NaN where that is ≤ 0."""
+    if out is not None or where is not None or mean is not None or correction is not None:
+        raise UnsupportedOperationError("numpy.nanvar of complex numbers: out=, where=, mean= and correction= are "
+                                        "not supported; use ddof= and np.where")
+    if dtype is not None:
+        if np.dtype(dtype).kind != "c":
+            raise DTypeError(f"numpy.nanvar of complex numbers with dtype={np.dtype(dtype)}: NumPy discards the "
+                             "imaginary part there; pass np.real(a) instead")
+        z = api.as_value(z, DType.from_numpy(np.dtype(dtype)))
+    axes = api.normalize_axes(axis, z.type.ndim)
+    present = P.logical_not(P.ne(z, z))
+    count = api.sum(present, axis=axes, keepdims=True)
+    zero = P.full(0, z.type)
+    total = api.sum(P.select(present, z, zero), axis=axes, keepdims=True)
+    centre = P.div(total, P.convert(count, z.type.dtype))
+    deviation = P.select(present, P.sub(z, api.broadcast_to(centre, z.type.shape)), zero)
+    re, im = C.real(deviation), C.imag(deviation)
+    squares = api.sum(P.add(P.mul(re, re), P.mul(im, im)), axis=axes, keepdims=keepdims)
+    dof = P.sub(P.convert(api.sum(present, axis=axes, keepdims=keepdims), re.type.dtype),
+                P.full(float(ddof), squares.type))
+    return P.select(P.le(dof, P.full(0, dof.type)), P.full(np.nan, squares.type), P.div(squares, dof))
+
+
+def _nanstd(z, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
+            correction=None):
+    return P.sqrt(_nanvar(z, axis, dtype, out, ddof, keepdims, where=where, mean=mean, correction=correction))
+
+
+def _median(z, axis=None, out=None, overwrite_input=False, keepdims=False):
+    """NumPy's median of complex numbers: the mean of the one or two middle elements in
+    NumPy's (lexicographic, NaN-last) order; the last element where it has a NaN part."""
+    if out is not None:
+        raise UnsupportedOperationError("numpy.median: out= is not supported")
+    rows, kept_shape, axes = sorting._reduced_last(z, axis, "median")
+    n = rows.type.shape[-1]
+    s = _sort_last(rows) if rows.type.size else rows
+    half = n // 2
+    middle = api.getitem(s, (Ellipsis, slice(half, half + 1) if n % 2 else slice(half - 1, half + 1)))
+    result = api.mean(middle, axis=-1)
+    if n > 0:
+        has_nan, last = sorting._last_is_nan(s)
+        result = P.select(has_nan, last, result)
+    return sorting._keepdims(result, z.type.shape, axes, keepdims)
+
+
+def _refuse_like_numpy(name):
+    def refuse(a, *args, **kwargs):
+        raise DTypeError(f"numpy.{name} of complex numbers: a must be an array of real numbers "
+                         "(NumPy raises TypeError)")
+    return refuse
+
+
+_REAL_CORRELATE = api.FUNCTIONS[np.correlate]
+
 _REPLACED_UFUNCS = {
     np.conjugate: C.conj, np.absolute: _absolute, np.reciprocal: _reciprocal,
     np.isnan: _either_part(_is_nan), np.isinf: _either_part(_is_inf), np.isfinite: _isfinite,
 }
 _REPLACED_FUNCTIONS = {
     np.real: C.real, np.imag: C.imag, np.angle: _angle,
-    np.sort: _sort, np.argsort: _argsort, np.vdot: _vdot,
+    np.sort: _sort, np.argsort: _argsort, np.vdot: _vdot, np.median: _median,
+    np.nanmax: _nan_extremum("nanmax", api.amax), np.nanmin: _nan_extremum("nanmin", api.amin),
+    np.nanvar: _nanvar, np.nanstd: _nanstd,
+    np.quantile: _refuse_like_numpy("quantile"), np.percentile: _refuse_like_numpy("percentile"),
+    np.nanquantile: _refuse_like_numpy("nanquantile"), np.nanpercentile: _refuse_like_numpy("nanpercentile"),
     np.iscomplex: lambda z: P.ne(C.imag(z), P.full(0, C.imag(z).type)),
     np.isreal: lambda z: P.eq(C.imag(z), P.full(0, C.imag(z).type)),
 }
@@ -162,6 +271,8 @@ for _function, _impl in _REPLACED_FUNCTIONS.items():
 for _function in _PER_PART_FUNCTIONS:
     if _function in api.FUNCTIONS:
         api.FUNCTIONS[_function] = _on_complex(_per_part(api.FUNCTIONS[_function]), api.FUNCTIONS[_function])
+api.FUNCTIONS[np.correlate] = _either_complex(_correlate, api.FUNCTIONS[np.correlate])
+api.UFUNCS[np.float_power] = _either_complex(_float_power, api.UFUNCS[np.float_power])
 api.FUNCTIONS[np.iscomplexobj] = _type_test(lambda is_complex: is_complex)
 api.FUNCTIONS[np.isrealobj] = _type_test(lambda is_complex: not is_complex)
 
@@ -174,6 +285,7 @@ COMPLEX_UFUNCS = frozenset({
     np.rint, np.exp, np.log, np.sqrt, np.exp2, np.expm1, np.log2, np.log10, np.log1p, np.sign,
     np.sin, np.cos, np.tan, np.sinh, np.cosh, np.tanh, np.arcsin, np.arccos, np.arctan, np.arcsinh, np.arccosh,
     np.arctanh, np.less, np.less_equal, np.greater, np.greater_equal, np.maximum, np.minimum, np.fmax, np.fmin,
+    np.float_power,
 })
 """The ufuncs checked against NumPy on complex operands (tests/test_complex.py); the
 others refuse complex operands (`_refusing_complex`)."""
@@ -187,6 +299,9 @@ COMPLEX_FUNCTIONS = frozenset({
     np.max, np.min, np.amax, np.amin, np.argmax, np.argmin, np.sort, np.argsort, np.cumsum, np.cumprod, np.take,
     np.take_along_axis, np.vdot, np.inner, np.outer, np.kron, np.tensordot, np.einsum,
     np.nansum, np.nanprod, np.nanmean, np.nancumsum, np.nancumprod, np.var, np.std, np.ptp,
+    np.median, np.nanmax, np.nanmin, np.nanvar, np.nanstd, np.diff, np.convolve, np.correlate, np.trace, np.clip,
+    np.cumulative_sum, np.cumulative_prod, np.average, np.allclose, np.isclose,
+    np.quantile, np.percentile, np.nanquantile, np.nanpercentile,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 
