@@ -236,6 +236,32 @@ def _median(z, axis=None, out=None, overwrite_input=False, keepdims=False):
     return sorting._keepdims(result, z.type.shape, axes, keepdims)
 
 
+def _lexicographic_less(a: Value, b: Value) -> Value:
+    """(a.re == b.re) ? a.im < b.im : a.re < b.re, NumPy's plain complex `<` without NaN rules."""
+    a_re, a_im, b_re, b_im = C.real(a), C.imag(a), C.real(b), C.imag(b)
+    return P.select(P.eq(a_re, b_re), P.lt(a_im, b_im), P.lt(a_re, b_re))
+
+
+def _clip_between(x: Value, low: Value, high: Value) -> Value:
+    """NumPy's clip ufunc for complex numbers: max then min, each keeping its first
+    operand when it has a NaN part or is strictly beyond the bound, else taking the bound
+    (a bound with a NaN part is taken whenever the plain comparison does not reject it)."""
+    has_nan = _either_part(_is_nan)
+    raised = P.select(P.logical_or(has_nan(x), _lexicographic_less(low, x)), x, low)
+    return P.select(P.logical_or(has_nan(raised), _lexicographic_less(raised, high)), raised, high)
+
+
+def _clip(x, a_min=None, a_max=None, out=None, **kwargs):
+    """With both bounds NumPy runs its clip ufunc (`_clip_between`); with one it runs
+    np.maximum or np.minimum, the real implementation's path."""
+    low, high = kwargs.get("min", a_min), kwargs.get("max", a_max)
+    if out is not None or low is None or high is None or set(kwargs) - {"min", "max"} or not any(
+            _complex_value(v) is not None or isinstance(v, complex) for v in (x, low, high)):
+        return _REAL_CLIP(x, a_min, a_max, out, **kwargs)
+    values = api.promote(x, low, high)
+    return _clip_between(*api.broadcast_values(*values))
+
+
 def _refuse_like_numpy(name):
     def refuse(a, *args, **kwargs):
         raise DTypeError(f"numpy.{name} of complex numbers: a must be an array of real numbers "
@@ -244,6 +270,7 @@ def _refuse_like_numpy(name):
 
 
 _REAL_CORRELATE = api.FUNCTIONS[np.correlate]
+_REAL_CLIP = api.FUNCTIONS[np.clip]
 
 _REPLACED_UFUNCS = {
     np.conjugate: C.conj, np.absolute: _absolute, np.reciprocal: _reciprocal,
@@ -271,6 +298,7 @@ for _function, _impl in _REPLACED_FUNCTIONS.items():
 for _function in _PER_PART_FUNCTIONS:
     if _function in api.FUNCTIONS:
         api.FUNCTIONS[_function] = _on_complex(_per_part(api.FUNCTIONS[_function]), api.FUNCTIONS[_function])
+api.FUNCTIONS[np.clip] = _clip
 api.FUNCTIONS[np.correlate] = _either_complex(_correlate, api.FUNCTIONS[np.correlate])
 api.UFUNCS[np.float_power] = _either_complex(_float_power, api.UFUNCS[np.float_power])
 api.FUNCTIONS[np.iscomplexobj] = _type_test(lambda is_complex: is_complex)

@@ -195,7 +195,7 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
         y = P.convert(y, api.result_dtype(y, 1.0))
     elif isinstance(y, int):            # a Python bool too (NumPy tests isinstance(y, int))
         y = float(y)
-    x = a if isinstance(a, (Value, int, float)) else as_value(np.asarray(a))
+    x = a if isinstance(a, (Value, int, float, complex)) else as_value(np.asarray(a))
     diff = u[np.absolute](u[np.subtract](x, y))
     close = u[np.less_equal](diff, u[np.add](atol, u[np.multiply](rtol, u[np.absolute](y))))
     result = u[np.logical_or](u[np.logical_and](close, _classify(np.isfinite, y)), u[np.equal](x, y))
@@ -205,8 +205,9 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
 
 
 def _classify(ufunc, v):
-    """isnan/isfinite of a traced value, or of a Python number (a constant)."""
-    return UFUNCS[ufunc](v) if isinstance(v, Value) else bool(ufunc(v))
+    """isnan/isfinite of a traced value (through NumPy's table, which holds their complex
+    versions), or of a Python number (a constant)."""
+    return api.UFUNCS[ufunc](v) if isinstance(v, Value) else bool(ufunc(v))
 
 
 def fix(x):
