@@ -453,6 +453,28 @@ def _einsum_broadcast_sum(xs, params, result):
         return ~np.isfinite(r.astype(np.complex128 if is_complex(r.dtype) else np.float64))
 
 
+EIGENVALUE_CLUSTER = 1e-3
+"""Eigenvalues closer than this fraction of the largest one form a cluster."""
+
+
+def _clustered_eigenvectors(matrix, result):
+    """An eigenvector of an eigenvalue within a cluster is any unit vector of the cluster's
+    space: the last bit of the matrix (one BLAS product against another) decides which
+    one LAPACK returns (seed 20261203 program 1610: M M^T + m I of a rank-1 M, an
+    eigenvalue of multiplicity 50). Those columns are not a reference."""
+    with np.errstate(all="ignore"):
+        w = np.linalg.eigvalsh(np.asarray(matrix, np.float64))
+    if w.shape[-1] < 2:
+        return None
+    gaps = np.diff(w, axis=-1)
+    scale = np.max(np.abs(w), axis=-1, keepdims=True)
+    close = ~(gaps > EIGENVALUE_CLUSTER * scale)            # NaN counts as close
+    clustered = np.zeros(w.shape, bool)
+    clustered[..., 1:] |= close
+    clustered[..., :-1] |= close
+    return np.broadcast_to(clustered[..., None, :], np.shape(result))
+
+
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
     NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
@@ -704,7 +726,8 @@ OPS: list[Op] = [
        magnitude="np.sqrt(np.sum(np.square({0}))) * 8", smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE,
        may_raise=_wide_matrix),
     Op("eigh_vectors", f"np.abs(np.linalg.eigh({SPD})[1])", 1, in_tables(np.linalg.eigh), SUM,
-       magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+       magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE,
+       undefined=lambda xs, p, r: _clustered_eigenvectors(eval(SPD.format("_x"), {"np": np}, {"_x": xs[0]}), r)),
     # ---- numpy.linalg on complex matrices (LAPACK's c/z routines) and eig/eigvals
     Op("complex_solve", f"np.real(np.linalg.solve({HPD}, {{0}} + 0.5j))"
        f" + np.sum(np.imag(np.linalg.inv({HPD})), axis=-1, keepdims=True)", 1,
@@ -760,6 +783,39 @@ OPS: list[Op] = [
        in_tables(np.sort), SUM, magnitude="np.cumsum({0}) * np.max({0}) * 4 + {0}.ravel()", smooth=False,
        jumps=True, kinds="c", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
        may_raise=lambda xs, params: np.size(xs[0]) == 0),
+    # NumPy functions of complex arrays: lexicographic selection, NaN-ignoring reductions, sums
+    Op("complex_median", "np.median({0}, axis={axis})", 1, in_tables(np.median),
+       params=lambda r, xs: _axis(r, xs, False), smooth=False, kinds="c", weight=0.3,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_nanmax", "np.nanmax({0}, axis={axis})", 1, in_tables(np.nanmax),
+       params=lambda r, xs: _axis(r, xs, False), smooth=False, kinds="c", weight=0.2,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_nanmin", "np.nanmin({0}, axis={axis})", 1, in_tables(np.nanmin),
+       params=lambda r, xs: _axis(r, xs, False), smooth=False, kinds="c", weight=0.2,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_nanvar", "np.nanvar({0})", 1, in_tables(np.nanvar), SUM, magnitude="np.nanmean(np.square({0})) * 4",
+       kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_clip", "np.clip({0}, {lo} - 0.5j, {hi} + 0.5j)", 1, in_tables(np.clip), params=_clip, smooth=False,
+       kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_float_power", "np.float_power({0} / 8 + 2j, 2.5)", 1, in_tables(np.float_power), SUM,
+       magnitude="({0} / 8 + 2) ** 2.5 * 16", kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_diff", "np.diff({0}, axis={axis})", 1, in_tables(np.diff),
+       params=lambda r, xs: _axis(r, xs, False, False), kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_trace", "np.trace({0})", 1, in_tables(np.trace), SUM, kinds="c", weight=0.2,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_cumulative_sum", "np.cumulative_sum(np.ravel({0}), include_initial=True)", 1,
+       in_tables(np.cumulative_sum), SUM, magnitude="np.cumulative_sum(np.ravel({0}), include_initial=True)",
+       kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_average", "np.average({0}, axis={axis})", 1, in_tables(np.average), SUM,
+       lambda r, xs: _axis(r, xs, False), magnitude="np.mean({0}, axis={axis})", kinds="c", weight=0.2,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_isclose", "np.isclose({0}, {1})", 2, in_tables(np.isclose), smooth=False, jumps=True, kinds="c",
+       weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_convolve", "np.convolve({0}, {1}, mode={mode!r})", 2, in_tables(np.convolve), SUM, kinds="c",
+       weight=0.2, params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]},
+       may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, kinds="c", weight=0.2,
+       may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE),
     Op("rfft_abs", "np.abs(np.fft.rfft({0}, axis=-1))", 1, in_tables(np.fft.rfft), SUM,
        magnitude="np.sum({0}, axis=-1, keepdims=True) * 8", smooth=False, kinds="f", weight=0.3,
        max_operand_size=COMPLEX_MAX_SIZE,
