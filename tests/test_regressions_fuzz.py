@@ -255,3 +255,19 @@ def test_kernel_choices_follow_the_device_of_jit_not_config():
     on_cpu = jitgrad.jit(lambda x, w: nn.max_pool2d(nn.conv2d(x, w, padding=1), 2))
     np.testing.assert_allclose(conv(x, w), on_cpu(x, w), rtol=1e-13)
     assert "reduce_window_max" in on_cpu.lower(x, w).as_text("kernels")
+
+
+# --------------------------------------------------------------------------- counts of narrow means
+
+@pytest.mark.parametrize("fn", [np.var, np.std, np.mean, lambda x: np.var(x, axis=-1), lambda x: np.std(x, axis=-1, ddof=1)])
+def test_variance_of_more_float16_values_than_float16_can_count(fn):
+    """np.var divided the sum of squares by the count as a float16 constant: 70,000 is
+    beyond float16's largest value, so the variance was 0 (and inf / inf = NaN where the
+    sum overflowed; seed 20261204 program 260). NumPy divides by the integer count."""
+    x = (np.random.default_rng(0).random((2, 70_000)) * 0.5).astype(np.float16)
+    got, want = jitgrad.jit(fn)(x), fn(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=2e-3)
+    overflowing = np.tile(np.array([-2.0, 2.0], np.float16), 35_000)      # squares sum past float16's range
+    assert np.isposinf(np.var(overflowing))
+    assert np.isposinf(jitgrad.jit(np.var)(overflowing))

@@ -537,7 +537,20 @@ def mean(x, axis=None, dtype=None, out=None, keepdims=False, where=None):
     axes = normalize_axes(axis, x.type.ndim)
     count = math.prod(x.type.shape[a] for a in axes)
     total = sum(x, axis=axes, keepdims=keepdims)
-    return P.div(total, P.full(float(count), total.type))
+    return _divide_by_count(total, count)
+
+
+def _divide_by_count(total: Value, count: int) -> Value:
+    """total / count as NumPy's mean and var divide: by the count as an integer, so in
+    float64 (complex128) and rounded to the result's dtype once (an innocuous double
+    rounding for division). A count in a narrow dtype would round, or overflow float16
+    beyond 65504 elements, and make the variance of 70,000 float16 values 0."""
+    dtype = total.type.dtype
+    wide = DType.c128 if dtype.is_complex else DType.f64
+    if dtype == wide:
+        return P.div(total, P.full(float(count), total.type))
+    quotient = P.div(P.convert(total, wide), P.full(float(count), total.type.with_dtype(wide)))
+    return P.convert(quotient, dtype)
 
 
 def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, mean_=None):
@@ -549,9 +562,9 @@ def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, 
     if centered.type.dtype.is_complex:         # NumPy: the real part of c * conj(c), re^2 + im^2
         re, im = P.complex_numbers.real(centered), P.complex_numbers.imag(centered)
         total = sum(P.add(P.mul(re, re), P.mul(im, im)), axis=axes, keepdims=keepdims)
-        return P.div(total, P.full(float(count), total.type))
+        return _divide_by_count(total, count)
     total = sum(P.integer_pow(centered, 2), axis=axes, keepdims=keepdims)
-    return P.div(total, P.full(float(count), total.type))
+    return _divide_by_count(total, count)
 
 
 def std(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None):
