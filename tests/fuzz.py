@@ -363,6 +363,13 @@ def _int_power_raises(xs, params):
     return all(np.asarray(x).dtype.kind in "iub" for x in xs)
 
 
+def _not_finite(xs, params, result):
+    """Elements with an infinite or NaN part: where NumPy's BLAS dot kernels turn an
+    infinite part into NaN, jitgrad's four real products keep the signed infinity."""
+    r = np.asarray(result)
+    return ~(np.isfinite(r.real) & np.isfinite(r.imag))
+
+
 def _two_long_sequences(xs, params):
     """jitgrad refuses convolve/correlate when both sequences are longer than 128 (one
     multiply per kernel element is unrolled), naming the sliding-window alternative."""
@@ -784,15 +791,18 @@ OPS: list[Op] = [
        jumps=True, kinds="c", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
        may_raise=lambda xs, params: np.size(xs[0]) == 0),
     # NumPy functions of complex arrays: lexicographic selection, NaN-ignoring reductions, sums
+    # (nanmax/nanmin of a 0-d value refuse: NumPy's answer for an all-NaN NumPy scalar is
+    # nan+0j, for a 0-d array the element itself; correlate/convolve with infinite parts:
+    # NumPy's BLAS dot kernels, docs/complex.md)
     Op("complex_median", "np.median({0}, axis={axis})", 1, in_tables(np.median),
        params=lambda r, xs: _axis(r, xs, False), smooth=False, kinds="c", weight=0.3,
        max_operand_size=COMPLEX_MAX_SIZE),
     Op("complex_nanmax", "np.nanmax({0}, axis={axis})", 1, in_tables(np.nanmax),
        params=lambda r, xs: _axis(r, xs, False), smooth=False, kinds="c", weight=0.2,
-       max_operand_size=COMPLEX_MAX_SIZE),
+       max_operand_size=COMPLEX_MAX_SIZE, may_raise=lambda xs, params: np.ndim(xs[0]) == 0),
     Op("complex_nanmin", "np.nanmin({0}, axis={axis})", 1, in_tables(np.nanmin),
        params=lambda r, xs: _axis(r, xs, False), smooth=False, kinds="c", weight=0.2,
-       max_operand_size=COMPLEX_MAX_SIZE),
+       max_operand_size=COMPLEX_MAX_SIZE, may_raise=lambda xs, params: np.ndim(xs[0]) == 0),
     Op("complex_nanvar", "np.nanvar({0})", 1, in_tables(np.nanvar), SUM, magnitude="np.nanmean(np.square({0})) * 4",
        kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
     Op("complex_clip", "np.clip({0}, {lo} - 0.5j, {hi} + 0.5j)", 1, in_tables(np.clip), params=_clip, smooth=False,
@@ -813,9 +823,9 @@ OPS: list[Op] = [
        weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
     Op("complex_convolve", "np.convolve({0}, {1}, mode={mode!r})", 2, in_tables(np.convolve), SUM, kinds="c",
        weight=0.2, params=lambda r, xs: {"mode": ["full", "same", "valid"][r.integers(3)]},
-       may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE),
+       may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
     Op("complex_correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, kinds="c", weight=0.2,
-       may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE),
+       may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
     Op("rfft_abs", "np.abs(np.fft.rfft({0}, axis=-1))", 1, in_tables(np.fft.rfft), SUM,
        magnitude="np.sum({0}, axis=-1, keepdims=True) * 8", smooth=False, kinds="f", weight=0.3,
        max_operand_size=COMPLEX_MAX_SIZE,

@@ -128,6 +128,12 @@ def test_nan_extrema_of_all_nan_slices_are_the_first_element(dtype):
         same_complex_values(got, expected)
 
 
+def test_nan_extrema_of_zero_dimensional_values_are_refused():
+    """NumPy gives nan+0j for an all-NaN NumPy scalar and the value itself for a 0-d array."""
+    with pytest.raises(DTypeError, match="nanmax of a zero-dimensional complex value"):
+        jitgrad.jit(lambda z: np.nanmax(np.sum(z)))(np.ones(3, np.complex128))
+
+
 @pytest.mark.parametrize("dtype", COMPLEX)
 def test_isclose_and_allclose_follow_numpys_nan_and_infinity_rules(dtype):
     a, b = ordering_operands(dtype)

@@ -174,6 +174,11 @@ def _nan_extremum(name, reduce):
         if out is not None or initial is not None or where is not None:
             raise UnsupportedOperationError(f"numpy.{name} of complex numbers: out=, initial= and where= are "
                                             "not supported")
+        if z.type.ndim == 0:
+            raise DTypeError(f"numpy.{name} of a zero-dimensional complex value: NumPy's answer for an all-NaN "
+                             "value depends on whether it is a NumPy scalar (nan+0j) or a 0-d array (the value "
+                             "itself), which tracing cannot tell apart; apply it to an array of one or more "
+                             "dimensions")
         rows, kept_shape, axes = sorting._reduced_last(z, axis, name)
         if rows.type.shape[-1] == 0:
             raise ValueError(f"zero-size array to reduction operation {name[3:]}imum which has no identity")
