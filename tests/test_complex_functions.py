@@ -159,6 +159,32 @@ def test_nanvar_with_a_real_dtype_is_refused():
         jitgrad.jit(lambda z: np.nanvar(z, dtype=np.float64))(np.ones(3, np.complex128))
 
 
+DATA_MOVEMENT = {
+    "diag": lambda m: np.diag(m, 1), "diag-vector": lambda m: np.diag(m[0]), "diagflat": lambda m: np.diagflat(m[1]),
+    "diagonal": lambda m: np.diagonal(m, -1), "fliplr": np.fliplr, "flipud": np.flipud,
+    "roll": lambda m: np.roll(m, 2, axis=1), "rot90": np.rot90, "tril": np.tril, "triu": lambda m: np.triu(m, 1),
+    "matrix_transpose": np.matrix_transpose, "block": lambda m: np.block([[m, m], [m, m]]),
+    "unstack": lambda m: np.unstack(m)[1], "full_like": lambda m: np.full_like(m, 2 - 1j),
+    "linalg.trace": lambda m: np.linalg.trace(m[:, :3]), "any": lambda m: np.any(m, axis=0),
+    "all": lambda m: np.all(m, axis=1), "count_nonzero": lambda m: np.count_nonzero(m, axis=0),
+    "array_equal": lambda m: np.array_equal(m, m, equal_nan=True),
+    "nan_to_num": lambda m: np.nan_to_num(m), "nan_to_num-values": lambda m: np.nan_to_num(m, nan=1.5, posinf=7.0),
+}
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_data_movement_and_truth_tests_match_numpy(dtype):
+    """Functions that move, select or test elements (nonzero: either part; nan_to_num
+    replaces each part on its own, as NumPy), sign bits and NaN parts included."""
+    rng = np.random.default_rng(14)
+    m = random_complex(rng, (3, 4), dtype)
+    m[0, 0], m[1, 1], m[2, 3], m[2, 2] = complex(np.nan, -0.0), complex(-0.0, np.inf), 0j, complex(0, -0.0)
+    m[0, 2] = complex(-np.inf, np.nan)
+    for name, fn in DATA_MOVEMENT.items():
+        got, expected = run_both(fn, m)
+        compare(got, expected, 0, name)
+
+
 # --------------------------------------------------------------------------- derivatives
 
 GRADIENT_CASES = [name for name in FUNCTIONS if not name.startswith("median-all") and "upper" not in name]
@@ -220,3 +246,13 @@ def test_holomorphic_derivatives_by_jvp_and_vjp():
     kernel = np.array([1 - 1j, 0.5j])
     _, tangent = jitgrad.jvp(lambda z: np.convolve(z, kernel), (z,), (np.ones_like(z),))
     np.testing.assert_allclose(tangent, np.convolve(np.ones_like(z), kernel), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["diag", "diagflat", "roll", "rot90", "tril", "block", "linalg.trace", "nan_to_num"])
+def test_data_movement_gradients(name):
+    fn = DATA_MOVEMENT[name]
+    rng = np.random.default_rng(15)
+    m = random_complex(rng, (3, 4))
+    loss = real_loss(lambda m, unused: fn(m))
+    np.testing.assert_allclose(jitgrad.grad(lambda m: loss(m, None))(m), wirtinger_gradient(lambda m: loss(m, None), m),
+                               rtol=1e-6, atol=1e-7, err_msg=name)

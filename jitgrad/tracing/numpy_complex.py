@@ -292,7 +292,7 @@ _REPLACED_FUNCTIONS = {
     np.isreal: lambda z: P.eq(C.imag(z), P.full(0, C.imag(z).type)),
 }
 _PER_PART = (np.rint,)
-_PER_PART_FUNCTIONS = (np.round, np.around)
+_PER_PART_FUNCTIONS = (np.round, np.around, np.nan_to_num)
 
 for _ufunc, _impl in _REPLACED_UFUNCS.items():
     api.UFUNCS[_ufunc] = _on_complex(_impl, api.UFUNCS[_ufunc])
@@ -335,6 +335,9 @@ COMPLEX_FUNCTIONS = frozenset({
     np.median, np.nanmax, np.nanmin, np.nanvar, np.nanstd, np.diff, np.convolve, np.correlate, np.trace, np.clip,
     np.cumulative_sum, np.cumulative_prod, np.average, np.allclose, np.isclose,
     np.quantile, np.percentile, np.nanquantile, np.nanpercentile,
+    np.diag, np.diagflat, np.diagonal, np.fliplr, np.flipud, np.roll, np.rot90, np.tril, np.triu,
+    np.matrix_transpose, np.block, np.unstack, np.full_like, np.linalg.trace, np.any, np.all, np.count_nonzero,
+    np.array_equal, np.nan_to_num,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 
