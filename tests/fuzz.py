@@ -550,6 +550,25 @@ def _vector_norm_ord(rng, xs):
 # an identity of M's other side would broadcast from 1 x 1 to a singular matrix when k = 1
 SPD = "({0} @ np.swapaxes({0}, -1, -2) + {0}.shape[-2] * np.eye({0}.shape[-2]))"
 LAPACK_MAX_SIZE = 16384     # factorizations are O(n^3): no 1026 x 1026 inputs
+
+LAPACK_MAX_MAGNITUDE = 1e100
+"""Operands of a factorization row stay below this, so that the matrices the rows build
+(M M^T + m I) are finite: NumPy's SVD of a matrix with an infinite element may never
+return (gesdd's iteration does not end; seed 20261205 program 1392, np.linalg.pinv). A
+perturbed run whose operand leaves the range gives the statement an undetermined result
+instead of calling NumPy."""
+
+
+def _lapack_may_hang(stmt, values) -> bool:
+    if stmt.op.max_operand_size != LAPACK_MAX_SIZE:
+        return False
+    for a in stmt.args:
+        if isinstance(a, int):
+            x = np.asarray(values[a])
+            if (is_float(x.dtype) or is_complex(x.dtype)) and x.size and not (np.all(np.isfinite(x))
+                                                        and float(np.max(np.abs(x))) < LAPACK_MAX_MAGNITUDE):
+                return True
+    return False
 COMPLEX_MAX_SIZE = 65536
 """Complex rows expand to dozens of real ops (and FFTs of other lengths to transforms of twice
 the length), each a full array in the interpreter checks: larger operands outgrow memory."""
@@ -1297,6 +1316,8 @@ def generate(rng: np.random.Generator, label: str = "", n_stmts: int | None = No
         if op.max_operand_size is not None and any(
                 isinstance(a, int) and np.size(values[a]) > op.max_operand_size for a in stmt.args):
             continue
+        if _lapack_may_hang(stmt, values):
+            continue
         result = run_stmt(stmt, values)
         if result is None or (smooth_only and not _finite_float(result)):
             continue
@@ -1711,6 +1732,8 @@ def _evaluate(program: Program, noise, alone: int | None = None, exact: list | N
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
+                if exact is not None and _lapack_may_hang(stmt, values):
+                    raise FloatingPointError("a factorization of non-finite values")
                 if noise is not None and moves and stmt.sums_in_views():
                     result = _with_noisy_views(stmt, values, noise[0])
                 else:
