@@ -28,6 +28,7 @@ from jitgrad.ir import (Block, Builder, DType, Function, Operation, Region, Tens
                         new_function)
 from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import complex_numbers as C
+from jitgrad.primitives.cumulative import shift_along
 from jitgrad.primitives.lapack import INTERLEAVED_COMPLEX
 from . import complex_elementary as E
 from .complex_elementary import Parts
@@ -182,20 +183,6 @@ def _reduce_extremum(op, inputs):
     return [Parts(P.select(any_nan, nan_re, best_re), P.select(any_nan, nan_im, best_im))]
 
 
-def _shift_along(x: Value, axis: int, shift: int, reverse: bool, fill) -> Value:
-    """`x` moved `shift` places along `axis` towards its end (its start when `reverse`),
-    the places it leaves holding `fill`."""
-    n = x.type.shape[axis]
-    starts, limits = [0] * x.type.ndim, list(x.type.shape)
-    if reverse:
-        starts[axis] = shift
-    else:
-        limits[axis] = n - shift
-    kept = P.static_slice(x, tuple(starts), tuple(limits))
-    edge = P.full(fill, x.type.with_shape(tuple(shift if k == axis else s for k, s in enumerate(x.type.shape))))
-    return P.concatenate([kept, edge] if reverse else [edge, kept], axis)
-
-
 def _cumulative_product(op, inputs):
     """Running complex products by a Hillis-Steele scan: log2(n) steps, each multiplying
     an element by the running product `shift` places before it (NumPy multiplies one
@@ -209,7 +196,7 @@ def _cumulative_product(op, inputs):
         positions = P.sub(P.full(n - 1, positions.type), positions)
     shift = 1
     while shift < n:
-        before = Parts(_shift_along(z.re, axis, shift, reverse, 1), _shift_along(z.im, axis, shift, reverse, 0))
+        before = Parts(shift_along(z.re, axis, shift, reverse, 1), shift_along(z.im, axis, shift, reverse, 0))
         has_before = P.ge(positions, P.full(shift, positions.type))
         z = E.select_parts(has_before, E.product(before, z), z)
         shift *= 2

@@ -72,7 +72,7 @@ def cumsum(x, axis: int, reverse: bool = False):
     return cumsum_p.bind(x, axis=axis, reverse=reverse)
 
 
-def _shift_along(x, axis: int, shift: int, reverse: bool, fill):
+def shift_along(x, axis: int, shift: int, reverse: bool, fill):
     """`x` moved `shift` places along `axis` towards its end (towards its start when
     `reverse`), the places it leaves holding `fill`: element k holds x[k - shift]."""
     n = x.type.shape[axis]
@@ -93,8 +93,8 @@ def _cumprod_jvp(primals, tangents, *, axis: int, reverse: bool):
     p, t = x, instantiate(t)
     n, shift = x.type.shape[axis], 1
     while shift < n:
-        p_before = _shift_along(p, axis, shift, reverse, 1)
-        t_before = _shift_along(t, axis, shift, reverse, 0)
+        p_before = shift_along(p, axis, shift, reverse, 1)
+        t_before = shift_along(t, axis, shift, reverse, 0)
         t = add(tangent_mul(t, p_before), tangent_mul(t_before, p))
         p = mul(p, p_before)
         shift *= 2
