@@ -478,15 +478,7 @@ def _svd(k: _Kernel) -> None:
     if k.complex:
         _complex_svd(k)
         return
-    (a,) = k.op.operands
-    out = k.ec.pointer(k.op.results[0])
-    m, n = a.type.shape[-2:]
-    full, vectors = k.op.attrs["full_matrices"], k.op.attrs["vectors"]
-    (_, u_cols), kk, (vt_rows, _) = svd_shapes(m, n, full)
-    per_result = m * u_cols + kk + vt_rows * n if vectors else kk
-    copy, spare = k.scratch(m * n), k.scratch(1)
-    jobz = ("A" if full else "S") if vectors else "N"
-    ldu, ldvt = (u_cols, n) if vectors else (1, 1)
+    a, out, m, n, vectors, u_cols, kk, per_result, copy, spare, jobz, ldu, ldvt = _svd_layout(k)
     lwork, _ = k.workspace("gesdd_work", ROW_MAJOR, jobz, m, n, None, n, None, None, ldu, None, ldvt, None, -1,
                            None, work=11)
     work, iwork = k.scratch(lwork), k.scratch(8 * kk, 8)
@@ -505,9 +497,10 @@ def _svd(k: _Kernel) -> None:
         k.nan_if(k.failed(info), result, per_result)
 
 
-def _complex_svd(k: _Kernel) -> None:
-    """The complex gesdd: as `_svd`, with the real singular values written as s + 0i and
-    the real workspace sized by LAPACK's documented bound (it has no query)."""
+def _svd_layout(k: _Kernel) -> tuple:
+    """What the real and complex gesdd kernels share: the operand and result pointer, the
+    matrix order, the factor shapes and leading dimensions, the per-matrix result size,
+    the scratch copy of A and jobz."""
     (a,) = k.op.operands
     out = k.ec.pointer(k.op.results[0])
     m, n = a.type.shape[-2:]
@@ -517,6 +510,13 @@ def _complex_svd(k: _Kernel) -> None:
     copy, spare = k.scratch(m * n), k.scratch(1)
     jobz = ("A" if full else "S") if vectors else "N"
     ldu, ldvt = (u_cols, n) if vectors else (1, 1)
+    return a, out, m, n, vectors, u_cols, kk, per_result, copy, spare, jobz, ldu, ldvt
+
+
+def _complex_svd(k: _Kernel) -> None:
+    """The complex gesdd: as `_svd`, with the real singular values written as s + 0i and
+    the real workspace sized by LAPACK's documented bound (it has no query)."""
+    a, out, m, n, vectors, u_cols, kk, per_result, copy, spare, jobz, ldu, ldvt = _svd_layout(k)
     lwork, _ = k.workspace("gesdd_work_complex", ROW_MAJOR, jobz, m, n, None, n, None, None, ldu, None, ldvt, None,
                            -1, None, None, work=11)
     big = max(m, n)
