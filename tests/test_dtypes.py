@@ -306,6 +306,17 @@ def test_python_operators_on_weak_scalars_follow_python():
           x, True)
 
 
+def test_python_complex_results_of_weak_scalars_stay_weak():
+    """`1j * s` for a Python number `s` is a Python complex, and its `.real`, `.imag` and
+    conjugate are Python numbers: all weak, so a float16 array keeps complex64/float16."""
+    x16 = np.array([1.0, 2.0], np.float16)
+    for s in (3, 2.5, True, 1 + 2j):
+        check(lambda x, s: (x - 1j * s, np.abs(x - 1j * s) + np.angle(s + 1j * x),
+                            (s * 1j + 2.5) * x, (1j * s) ** 2 * x, abs(1j * s) * x), x16, s)
+        check(lambda x, s: ((1j * s).real * x, (1j * s).imag * x, s.real * x, s.imag * x,
+                            (s * 1j).conjugate() * x, s.conjugate() * x), x16, s)
+
+
 def test_python_ints_compare_by_value_as_in_numpy():
     x = np.array([0, 5, 65535], np.uint16)
     check(lambda x: (x == -1, x != -1, x < -1, x > -1, -1 < x, 70000 > x, x >= 70000, x <= 2**70), x)

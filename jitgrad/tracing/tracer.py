@@ -177,10 +177,11 @@ def _bool_as_int(x):
 
 def _as_weak(result):
     """The result of a Python operator on weak operands, weak if it is a Python scalar's
-    dtype (float64, int64, bool); a tuple (divmod) element by element."""
+    dtype (float64, int64, bool, complex128: `1j * s` is a Python complex); a tuple
+    (divmod) element by element."""
     if isinstance(result, tuple):
         return tuple(_as_weak(r) for r in result)
-    if isinstance(result, Tracer) and result.value.type.dtype in (DType.f64, DType.i64, DType.bool):
+    if isinstance(result, Tracer) and result.value.type.dtype in (DType.f64, DType.i64, DType.bool, DType.c128):
         return Tracer(result.value, weak=True)
     return result
 
@@ -574,12 +575,21 @@ class Tracer:
 
     def conj(self):
         """The conjugate; the array itself for real dtypes, as NumPy returns (np.conj would
-        make bool int8)."""
-        return np.conjugate(self) if self.value.type.dtype.is_complex else self
+        make bool int8). A weak operand's is weak, as a Python scalar's conjugate is."""
+        if not self.value.type.dtype.is_complex:
+            return _bool_as_int(self) if self.weak else self
+        return _as_weak(np.conjugate(self)) if self.weak else np.conjugate(self)
 
     conjugate = conj
-    real = property(lambda self: np.real(self))
-    imag = property(lambda self: np.imag(self))
+
+    @property
+    def real(self):
+        """A weak operand's real part is weak: `(1j * s).real` is a Python float."""
+        return _as_weak(np.real(_bool_as_int(self))) if self.weak else np.real(self)
+
+    @property
+    def imag(self):
+        return _as_weak(np.imag(_bool_as_int(self))) if self.weak else np.imag(self)
 
     flat = property(lambda self: _view_method(api.ravel)(self))
 
