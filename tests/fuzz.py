@@ -482,6 +482,35 @@ def _clustered_eigenvectors(matrix, result):
     return np.broadcast_to(clustered[..., None, :], np.shape(result))
 
 
+EIGENVALUE_CONDITION_LIMIT = 100.0
+"""Eigenvalues of a non-normal matrix whose condition number exceeds this are not compared."""
+
+
+def _ill_conditioned_eigenvalues(matrix, result):
+    """An eigenvalue's condition number ||y|| ||x|| / |y^H x| (y, x its left and right
+    eigenvectors) is how much it amplifies a change of the matrix. The perturbed runs move
+    the matrix by structured ulps (all up, alternating, ...), which bound a well-conditioned
+    eigenvalue but not one in a cluster of a non-normal matrix, where the direction of the
+    matrix's rounding decides: seed 20261205 program 4722, M M^T + m I + tril(M M^T)/2 of a
+    rank-1 M, eigenvalue condition numbers up to 640, where jitgrad's float32 product
+    (GEMM) and NumPy's (SYRK, for `a @ a.T`) differ in the last bit. Those eigenvalues,
+    and their neighbours in the sorted order they could swap with, are not a reference."""
+    a = np.asarray(matrix, np.float64)
+    with np.errstate(all="ignore"):
+        if not np.isfinite(a).all():
+            return None
+        w, right = np.linalg.eig(a)
+        left = np.linalg.pinv(right)                    # rows: left eigenvectors, scaled so y x = 1
+        condition = np.linalg.norm(left, axis=-1) * np.linalg.norm(right, axis=-2)
+    unreliable = ~(condition <= EIGENVALUE_CONDITION_LIMIT)           # NaN counts as unreliable
+    order = np.argsort(w.real, axis=-1, kind="stable")
+    unreliable = np.take_along_axis(unreliable, order, axis=-1)
+    spread = np.zeros_like(unreliable)                  # a neighbour may swap with an unreliable one
+    spread[..., 1:] |= unreliable[..., :-1]
+    spread[..., :-1] |= unreliable[..., 1:]
+    return np.broadcast_to(unreliable | spread, np.shape(result))
+
+
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
     NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
@@ -773,7 +802,8 @@ OPS: list[Op] = [
        magnitude="np.sqrt(np.sum(np.square({0}))) * 16", smooth=False, kinds="f", weight=0.3,
        max_operand_size=LAPACK_MAX_SIZE, may_raise=_wide_matrix),
     Op("eigvals", f"np.sort(np.real(np.linalg.eigvals({GENERAL})), axis=-1)", 1, in_tables(np.linalg.eigvals),
-       SUM, magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE),
+       SUM, magnitude=SPD_MAGNITUDE, smooth=False, kinds="f", weight=0.3, max_operand_size=LAPACK_MAX_SIZE,
+       undefined=lambda xs, p, r: _ill_conditioned_eigenvalues(eval(GENERAL.format("_x"), {"np": np}, {"_x": xs[0]}), r)),
     # ---- complex numbers (real results built from complex intermediates) and numpy.fft
     Op("complex_arith", "np.real(({0} + 1j * {1}) * ({1} - 0.5j)) + np.imag(({0} - 2j) / ({1} + 3j))", 2,
        in_tables(np.real), SUM, magnitude="(1 + {0} + {1}) ** 2 * 4", kinds="f", weight=0.3,
@@ -1793,7 +1823,7 @@ def _perturb(stmt: Stmt, result, values, noise, index, moves: bool = True):
     if is_complex(dtype):                    # each component moves by the bound, independently
         direction = direction + 1j * _direction(rng, out.shape, move)
     if accuracy == SUM:
-        eps = max(eps, _weak_complex_eps(stmt, values))
+        eps = max(eps, _weak_complex_eps(stmt, values), _narrow_product_eps(stmt, values))
         operands = [np.abs(np.asarray(_operand_value(a, values))).astype(np.float64)
                     if not isinstance(a, Literal) else abs(eval(a.text)) for a in stmt.args]
         magnitude = _magnitude(stmt, operands)
@@ -1827,6 +1857,19 @@ def _weak_complex_eps(stmt: Stmt, values) -> float:
     narrow = any((is_float(np.asarray(v).dtype) and np.asarray(v).dtype.itemsize <= 4)
                  or np.asarray(v).dtype == np.complex64 for v in _operand_values(stmt, values))
     return float(np.finfo(np.float32).eps) if narrow else 0.0
+
+
+def _narrow_product_eps(stmt: Stmt, values) -> float:
+    """A matrix product inside a statement (`x @ x.T + m * np.eye(m)`, the LAPACK rows'
+    matrices) is rounded in its operands' precision before anything promotes it: with
+    float32 operands and a float64 result, the bound uses the operands' precision. Moving
+    the float64 result by its own ulps does not cover the float32 product's rounding,
+    which differs between BLAS routines (NumPy's SYRK for `a @ a.T`, jitgrad's GEMM):
+    seed 20261205 program 4722, eigenvalues 1.4e-10 apart against a 4.8e-11 bound."""
+    if "@" not in stmt.op.template:
+        return 0.0
+    return max((float(finfo(np.asarray(v).dtype).eps) for v in _operand_values(stmt, values)
+                if is_float(np.asarray(v).dtype) or is_complex(np.asarray(v).dtype)), default=0.0)
 
 
 def _undetermined_like(value):
@@ -2239,6 +2282,9 @@ def fixed_cases() -> list[Program]:
         _case("hypot(inf, nan) float32", [("hypot", (0, 1))], [np.array([np.inf, np.nan], np.float32),
                                                               np.array([np.nan, -np.inf], np.float32)]),
         _case("pow(2**40, y) accuracy", [("np.power", (Literal("2.0**40"), 0))], [np.linspace(-10.3, -10.2, 64)]),
+        # a float32 matrix product inside a float64 statement, eigenvalues in a non-normal cluster
+        _case("eigvals of a float32 rank-1 product", [("outer", (0, 0)), ("eigvals", (1,))],
+              [(np.random.default_rng(1).standard_normal((4, 4, 4)) * 0.05).astype(np.float32)]),
     ]
     for name in ("uint8", "int8", "int16", "int32", "uint16", "uint32", "uint64", "float16"):
         dt = np.dtype(name)

@@ -185,3 +185,15 @@ def test_gradient_checks_catch_a_wrong_derivative():
     fuzz.check_gradients(program, lambda v: (np.sin(v),), ref, rng, fuzz.Outcome())     # the right rule passes
     with pytest.raises(fuzz.Mismatch, match="jvp"):
         fuzz.check_gradients(program, lambda v: (wrong_sin(v),), ref, rng, fuzz.Outcome())
+
+
+def test_ill_conditioned_eigenvalues_are_not_a_reference():
+    """A Jordan-like block (condition numbers in the thousands) is masked with its sorted
+    neighbours; a symmetric matrix (condition number 1) is compared in full."""
+    jordan = np.diag([1.0, 1.0 + 1e-6, 5.0]) + np.diag([1.0, 0.0], 1)
+    mask = fuzz._ill_conditioned_eigenvalues(jordan, np.zeros(3))
+    assert mask.tolist() == [True, True, True]
+    spd = np.array([[2.0, 0.5, 0.0], [0.5, 3.0, 0.1], [0.0, 0.1, 7.0]])
+    assert not fuzz._ill_conditioned_eigenvalues(spd, np.zeros(3)).any()
+    separated = np.diag([1.0, 1.0 + 1e-6, 50.0, 60.0]) + np.diag([1.0, 0.0, 0.0], 1)
+    assert fuzz._ill_conditioned_eigenvalues(separated, np.zeros(4)).tolist() == [True, True, True, False]
