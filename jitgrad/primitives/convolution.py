@@ -81,22 +81,26 @@ class ConvolutionKernel(KernelKind):
     """im2col and a matrix product per image and feature group
     (jitgrad/backends/cpu/convolution.py, written on the backend-neutral kernel layer)."""
 
-    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_conv_general_dilated"}
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_conv_general_dilated",
+                "cuda": "jitgrad.backends.cuda.convolution:emit_conv_general_dilated"}
     uses_blas = True
 
 
 class WindowKernel(KernelKind):
     """A loop over the windows of one output (jitgrad/backends/cpu/convolution.py)."""
 
-    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_reduce_window"}
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_reduce_window",
+                "cuda": "jitgrad.backends.cuda.convolution:emit_reduce_window"}
 
 
 class GatherSelectedKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_select_and_gather_add"}
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_select_and_gather_add",
+                "cuda": "jitgrad.backends.cuda.convolution:emit_select_and_gather_add"}
 
 
 class ScatterSelectedKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_select_and_scatter_add"}
+    emitters = {"cpu": "jitgrad.backends.cpu.convolution:emit_select_and_scatter_add",
+                "cuda": "jitgrad.backends.cuda.convolution:emit_select_and_scatter_add"}
 
 
 @contextlib.contextmanager

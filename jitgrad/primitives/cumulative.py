@@ -34,11 +34,13 @@ from .structural import concatenate, full, static_slice
 
 
 class CumulativeSumKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.cumulative:emit_cumsum"}
+    emitters = {"cpu": "jitgrad.backends.cpu.cumulative:emit_cumsum",
+                "cuda": "jitgrad.backends.cuda.cumulative:emit_cumsum"}
 
 
 class CumulativeProductKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.cumulative:emit_cumprod"}
+    emitters = {"cpu": "jitgrad.backends.cpu.cumulative:emit_cumprod",
+                "cuda": "jitgrad.backends.cuda.cumulative:emit_cumprod"}
 
 
 def _cumulative_infer(name: str):

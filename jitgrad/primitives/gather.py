@@ -36,15 +36,18 @@ from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
 
 
 class GatherKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_gather"}
+    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_gather",
+                "cuda": "jitgrad.backends.cuda.gather:emit_gather"}
 
 
 class ScatterAddKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_scatter_add"}
+    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_scatter_add",
+                "cuda": "jitgrad.backends.cuda.gather:emit_scatter_add"}
 
 
 class ScatterKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_scatter"}
+    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_scatter",
+                "cuda": "jitgrad.backends.cuda.gather:emit_scatter"}
 
 
 # --------------------------------------------------------------------------- shapes

@@ -23,15 +23,18 @@ from .base import Primitive, Zero, defjvp_zero
 
 
 class SortKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_sort"}
+    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_sort",
+                "cuda": "jitgrad.backends.cuda.sort:emit_sort"}
 
 
 class ArgsortKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_argsort"}
+    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_argsort",
+                "cuda": "jitgrad.backends.cuda.sort:emit_argsort"}
 
 
 class SearchsortedKernel(KernelKind):
-    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_searchsorted"}
+    emitters = {"cpu": "jitgrad.backends.cpu.sort:emit_searchsorted",
+                "cuda": "jitgrad.backends.cuda.sort:emit_searchsorted"}
 
 
 def _check_rank(name: str, x: TensorType) -> None:

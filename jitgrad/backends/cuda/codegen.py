@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType, Function, Value
 from jitgrad.passes.memory import MemoryPlan
 from jitgrad.passes.schedule import Kernel, Schedule
@@ -40,6 +41,16 @@ from jitgrad.primitives.kernel_kind import KernelKind
 from ..kernel import Index, KernelEmitter, ReductionAccumulator
 from ..cpu.llvm_support import I8, I32, I64, PTR, VOID, declare, for_range, index, memory_type
 from .scalar import CUDAScalarContext
+
+REFUSED_KINDS = {
+    "LapackKernel": "the GPU has no LAPACK here (no cuSOLVER binding yet); compile this function for the CPU",
+    "PureCallbackKernel": "a host Python callback cannot run inside a GPU kernel; compile this function for the CPU",
+    "LoopKernel": ("control-flow loops and branches run their regions' kernels as launches of their own, which "
+                   "one launch sequence cannot repeat a number of times known only on the device; compile this "
+                   "function for the CPU, or unroll the loop (a Python for loop over a static range)"),
+}
+"""Kernel kinds the CUDA backend refuses, by class name, with the reason the error gives
+(the generic "no kernel for device" message says what but not why)."""
 
 REDUCTION_BLOCK = 1 << 13
 """Items per first-pass block of a full reduction (the CPU's parallel block: the same
@@ -165,7 +176,9 @@ class CUDAFunctionEmitter(KernelEmitter):
 
     Also the emit context `KernelKind` emitters receive for device "cuda": `builder`,
     `module`, `ctx`, `pointer`, `scratch`, `load`, `store`, `memset_zero`, `memcpy`;
-    `blas` is None. Each such kernel is a single-thread launch."""
+    `blas` is None. Such an emitter first opens its launches with `begin_launch(parallel,
+    items)` (pointers and scratch are asked for after it) and, in a parallel launch, runs
+    its independent items in `ctx.grid_loop`: every thread runs the rest of the launch."""
 
     device = "cuda"
     blas = None
@@ -348,7 +361,13 @@ class CUDAFunctionEmitter(KernelEmitter):
         super().emit_scatter(op, description)
 
     def emit_kernel_kind(self, op, kind: KernelKind) -> None:
-        self.begin_launch(False, 1)
+        """The kind's "cuda" emitter opens the launches it needs (`begin_launch`): a
+        parallel one with a grid-stride loop over independent items, or one for thread 0
+        alone. Kinds the GPU cannot run are refused with the reason (`REFUSED_KINDS`)."""
+        reason = REFUSED_KINDS.get(type(kind).__name__)
+        if reason is not None and "cuda" not in kind.emitters:
+            raise UnsupportedOperationError(f"{op.name} has no kernel for device 'cuda': {reason}", op.loc)
+        self.end_launch()
         kind.emit(self, op)
 
     # ------------------------------------------------------------------ contraction

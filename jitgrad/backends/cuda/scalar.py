@@ -137,6 +137,10 @@ class CUDAScalarContext(CPUScalarContext):
         """Make the next `loop`/`loop_nest` a grid-stride loop."""
         self._grid_next = True
 
+    def grid_pending(self) -> bool:
+        """Whether a `grid_next()` is still waiting for its loop."""
+        return self._grid_next
+
     def loop(self, count, name: str):
         if self._grid_next:
             self._grid_next = False
