@@ -460,11 +460,14 @@ def test_bfloat16_and_integers_compute_in_float64():
     np.testing.assert_allclose(got, np.linalg.inv(x), rtol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(3, 0), (0, 2), (2, 0, 0)])
-def test_factors_of_empty_matrices_as_numpy(shape):
-    empty = np.zeros(shape)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128, np.complex64])
+@pytest.mark.parametrize("shape", [(3, 0), (0, 2), (2, 0, 0), (2, 3, 0)])
+def test_factors_of_empty_matrices_as_numpy(shape, dtype):
+    """Singular values are real also for complex matrices, and an empty matrix has rank 0."""
+    empty = np.zeros(shape, dtype)
     f = lambda a: (*np.linalg.qr(a), *np.linalg.qr(a, mode="complete"), *np.linalg.svd(a),  # noqa: E731
-                   *np.linalg.svd(a, full_matrices=False), np.linalg.svdvals(a))
+                   *np.linalg.svd(a, full_matrices=False), np.linalg.svdvals(a), np.linalg.matrix_rank(a),
+                   np.linalg.norm(a, 2, axis=(-2, -1)), np.linalg.norm(a, "nuc", axis=(-2, -1)))
     for got, expected in zip(jitgrad.jit(f)(empty), f(empty), strict=True):
         assert got.shape == expected.shape and got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)

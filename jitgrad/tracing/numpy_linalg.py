@@ -209,7 +209,7 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     if 0 not in a.type.shape[-2:]:
         return L.svd(a, full_matrices=full_matrices, vectors=compute_uv)
     batch, (m, n) = a.type.shape[:-2], a.type.shape[-2:]
-    s = P.constant(np.zeros(batch + (0,), a.type.dtype.numpy))
+    s = P.constant(np.zeros(batch + (0,), a.type.dtype.real_dtype.numpy))     # singular values are real
     if not compute_uv:
         return s
     u = _identity_or_empty(batch, m, m if full_matrices else 0, a.type.dtype)
@@ -305,6 +305,8 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     if A.type.ndim < 2:
         nonzero = api.UFUNCS[np.not_equal](A, 0)
         return P.reduce_max(P.convert(nonzero, DType.i64), tuple(range(A.type.ndim)))
+    if 0 in A.type.shape[-2:]:                  # no singular values: rank 0, as NumPy
+        return P.constant(np.zeros(A.type.shape[:-2], np.int64))
     s = L.svd(A, vectors=False)
     if tol is None:
         if rtol is None:
