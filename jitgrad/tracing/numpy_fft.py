@@ -12,6 +12,13 @@ Hermitian spectrum and keeps the real part, which ignores the imaginary parts of
 and Nyquist terms as NumPy's C2R transform does). Every step has derivatives, so every
 function here differentiates to any order, in forward and reverse mode.
 
+On the CPU, where NumPy's pocketfft loops are available (`kernel.library_loops`), every
+transform is instead one `fft_c2c`, `fft_r2c` or `fft_c2r` op per axis, along that axis
+(no transposes), of any length (no Bluestein), with NumPy's normalization factor passed to
+the loop as NumPy passes it (`_library_scale`): the same loop on the same numbers, so the
+results are NumPy's to the bit. Several axes chain on (re, im) pairs without converting
+back to complex between them.
+
 Result dtypes are NumPy's (float32 input gives complex64, integers complex128), read from
 NumPy on a sample of the input dtype.
 """
@@ -24,6 +31,7 @@ import operator
 import numpy as np
 
 from jitgrad import primitives as P
+from jitgrad.config import target_device
 from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
 from jitgrad.primitives import complex_numbers as C
@@ -188,10 +196,70 @@ def _check_out(out, name: str) -> None:
                                         "immutable")
 
 
+# --------------------------------------------------------------------------- NumPy's pocketfft loops
+
+def _library(dtype: DType) -> bool:
+    """Whether the transforms of values of `dtype` (real or complex) call NumPy's loops:
+    on the CPU, where this NumPy has them for the dtype's float type."""
+    return target_device() == "cpu" and kernel.library_loops(dtype.real_dtype) is not None
+
+
+def _library_scale(norm, n: int, inverse: bool, real: DType) -> float:
+    """The `fct` NumPy's `_raw_fft` passes the loop: computed in the real dtype (a float32
+    1/sqrt(n) for float32 data), so the loop multiplies by the same number."""
+    _factor(norm, n, inverse)                        # NumPy's error for an unknown norm
+    if inverse:
+        norm = _SWAPPED[norm]
+    if norm in (None, "backward"):
+        return 1.0
+    if norm == "ortho":
+        return float(np.reciprocal(np.sqrt(n, dtype=real.numpy)))
+    return float(np.reciprocal(n, dtype=real.numpy))
+
+
+def _resized(x: Value, axis: int, n: int) -> Value:
+    """Cut or zero-pad `axis` of `x` to `n` elements."""
+    shape = x.type.shape
+    if n < 1:
+        raise ShapeError(f"Invalid number of FFT data points ({n}) specified.")
+    zeros = (0,) * len(shape)
+    if n < shape[axis]:
+        return P.static_slice(x, zeros, shape[:axis] + (n,) + shape[axis + 1:], (1,) * len(shape))
+    if n > shape[axis]:
+        return P.pad(x, zeros, zeros[:axis] + (n - shape[axis],) + zeros[axis + 1:], zeros)
+    return x
+
+
+def _library_c2c(pairs: Value, n, axis: int, norm, inverse: bool) -> Value:
+    """The complex transform of (re, im) pairs along `axis` (an axis of the complex values)."""
+    length = pairs.type.shape[axis] if n is None else operator.index(n)
+    pairs = _resized(pairs, axis, length)
+    scale = _library_scale(norm, length, inverse, pairs.type.dtype)
+    return kernel.fft_c2c(pairs, axis, not inverse, scale)
+
+
+def _library_r2c(x: Value, n, axis: int, norm) -> Value:
+    """rfft of real `x` along `axis`, as (re, im) pairs."""
+    length = x.type.shape[axis] if n is None else operator.index(n)
+    x = _resized(x, axis, length)
+    return kernel.fft_r2c(x, axis, _library_scale(norm, length, False, x.type.dtype))
+
+
+def _library_c2r(pairs: Value, n, axis: int, norm) -> Value:
+    """irfft of (re, im) pairs along `axis`."""
+    length = 2 * (pairs.type.shape[axis] - 1) if n is None else operator.index(n)
+    if length < 1:
+        raise ShapeError(f"Invalid number of FFT data points ({length}) specified.")
+    pairs = _resized(pairs, axis, length // 2 + 1)
+    return kernel.fft_c2r(pairs, axis, length, _library_scale(norm, length, True, pairs.type.dtype))
+
+
 # --------------------------------------------------------------------------- one axis
 
 def _c2c(a, n, axis, norm, inverse: bool) -> Value:
     z = _as_complex(a)
+    if _library(z.type.dtype):
+        return _from_pairs(_library_c2c(_pairs(z), n, _axis(axis, z.type.ndim), norm, inverse))
 
     def transform(last):
         length = last.type.shape[-1] if n is None else operator.index(n)
@@ -214,6 +282,8 @@ def ifft(a, n=None, axis=-1, norm=None, out=None):
 def rfft(a, n=None, axis=-1, norm=None, out=None):
     _check_out(out, "rfft")
     x = _real_input(a, "rfft")
+    if _library(x.type.dtype):
+        return _from_pairs(_library_r2c(x, n, _axis(axis, x.type.ndim), norm))
 
     def transform(last):
         length = last.type.shape[-1] if n is None else operator.index(n)
@@ -226,6 +296,8 @@ def rfft(a, n=None, axis=-1, norm=None, out=None):
 def irfft(a, n=None, axis=-1, norm=None, out=None):
     _check_out(out, "irfft")
     z = _as_complex(a)
+    if _library(z.type.dtype):
+        return _library_c2r(_pairs(z), n, _axis(axis, z.type.ndim), norm)
 
     def transform(last):
         length = 2 * (last.type.shape[-1] - 1) if n is None else operator.index(n)
@@ -283,6 +355,11 @@ def _c2c_along(a, s, axes, norm, out, name, inverse):
     _check_out(out, name)
     z = _as_complex(a)
     s, axes = _shape_and_axes(z, s, axes)
+    if _library(z.type.dtype):
+        pairs = _pairs(z)
+        for ii in reversed(range(len(axes))):
+            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse)
+        return _from_pairs(pairs)
     for ii in reversed(range(len(axes))):
         z = _c2c(z, s[ii], axes[ii], norm, inverse=inverse)
     return z
@@ -302,6 +379,11 @@ def rfftn(a, s=None, axes=None, norm=None, out=None):
     s, axes = _shape_and_axes(x, s, axes)
     if not axes:
         raise ShapeError("rfftn needs at least one axis")
+    if _library(x.type.dtype):
+        pairs = _library_r2c(x, s[-1], axes[-1], norm)
+        for ii in range(len(axes) - 2, -1, -1):
+            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse=False)
+        return _from_pairs(pairs)
     z = rfft(x, s[-1], axes[-1], norm)
     for ii in range(len(axes) - 2, -1, -1):
         z = _c2c(z, s[ii], axes[ii], norm, inverse=False)
@@ -314,6 +396,11 @@ def irfftn(a, s=None, axes=None, norm=None, out=None):
     s, axes = _shape_and_axes(z, s, axes, inverse_real=True)
     if not axes:
         raise ShapeError("irfftn needs at least one axis")
+    if _library(z.type.dtype):
+        pairs = _pairs(z)
+        for ii in range(len(axes) - 1):
+            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse=True)
+        return _library_c2r(pairs, s[-1], axes[-1], norm)
     for ii in range(len(axes) - 1):
         z = _c2c(z, s[ii], axes[ii], norm, inverse=True)
     return irfft(z, s[-1], axes[-1], norm)

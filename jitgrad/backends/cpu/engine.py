@@ -11,6 +11,7 @@ names the stage; IR is verified before it reaches a pass that could crash.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import os
 import threading
@@ -27,6 +28,7 @@ from . import elf
 from .blas import Blas, sleeping_gomp_workers
 from . import runtime
 from .cache import CacheEntry, DiskCache, cache_key
+from .fft import register_library_symbols
 from .llvm_support import F32, F64, I32, I64, PTR, VOID, declare
 
 _init_lock = threading.Lock()
@@ -45,6 +47,7 @@ def initialize() -> None:
         VectorMath.load()
         Blas.load()
         Threads.load()
+        register_library_symbols()          # NumPy's pocketfft loops, which cached objects may call
         with _llvm_lock:
             runtime.load(create_target_machine())
         _initialized = True
@@ -177,6 +180,9 @@ class CompiledModule:
     from_cache: bool = False
     addresses: dict[str, int] = field(default_factory=dict)
     """The defined functions' addresses, each checked to be non-zero when loaded."""
+    llvm_ir: str = ""
+    """The module's LLVM IR as compiled (before optimization): printing an llvmlite
+    module costs milliseconds, so the compile's own text is kept for the listings."""
 
     def __post_init__(self):
         _live_modules.add(self)
@@ -244,6 +250,30 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
+CODEGEN_OPTIONS = (("-disable-lsr", "-disable-lsr=0"),)
+"""LLVM options (each as it is set, then as it is reset) in force while the CPU backend
+generates machine code. Loop strength reduction rewrites only the integer arithmetic of
+addresses and induction variables, so no result changes (tests/test_compile_tiers.py
+compares outputs bit for bit); it cost about a third of code generation (10 of 31 ms
+for the W2 gradient of benchmarks/run.py) and gained no measurable speed on the
+vectorized loops jitgrad emits (docs/benchmarks.md)."""
+
+
+@contextlib.contextmanager
+def codegen_options():
+    """CODEGEN_OPTIONS set around code generation and reset after it. LLVM's options are
+    process-wide and shared with the PTX backend (whose addressing LSR does improve) and
+    with any other llvmlite user in the process, so they must not outlive the call;
+    the caller holds `_llvm_lock`, as every LLVM use in jitgrad does."""
+    for option, _ in CODEGEN_OPTIONS:
+        llvm.set_option("", option)
+    try:
+        yield
+    finally:
+        for _, reset in CODEGEN_OPTIONS:
+            llvm.set_option("", reset)
+
+
 def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) -> CompiledModule:
     stage = "llvm-ir"
     try:
@@ -256,7 +286,8 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
         if entry is not None:
             try:
                 engine, addresses = _load(entry.object_code, symbols)
-                return CompiledModule(engine, entry.optimized_ir, from_cache=True, addresses=addresses)
+                return CompiledModule(engine, entry.optimized_ir, from_cache=True, addresses=addresses,
+                                      llvm_ir=text)
             except CompilationError:
                 pass                        # not what it claims to be: compile it again
         stage = "llvm-verify"
@@ -275,12 +306,13 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
             pass_builder = llvm.create_pass_builder(tm, pto)
             pass_builder.getModulePassManager().run(parsed, pass_builder)
         stage = "llvm-codegen"
-        entry = CacheEntry(tm.emit_object(parsed), str(parsed))
+        with codegen_options():
+            entry = CacheEntry(tm.emit_object(parsed), str(parsed))
         stage = "llvm-load"
         engine, addresses = _load(entry.object_code, symbols)
         if cache:
             cache.store(key, entry)         # replaces an entry that did not load
-        return CompiledModule(engine, entry.optimized_ir, from_cache=False, addresses=addresses)
+        return CompiledModule(engine, entry.optimized_ir, from_cache=False, addresses=addresses, llvm_ir=text)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
 
