@@ -221,8 +221,31 @@ def _fft_spec(n):
     return OpSpec("fft", f"n{n}", [f64(2, n, 2)], lambda x: bind("fft", x, P.constant(roots)), ref)
 
 
+def _library_fft_specs():
+    """NumPy's pocketfft transforms along a middle axis, both parities of n, with a scale."""
+    def c2c(forward, scale):
+        def ref(x):
+            z = x[..., 0] + 1j * x[..., 1]
+            y = (np.fft.fft(z, axis=1) if forward else np.fft.ifft(z, axis=1, norm="forward")) * scale
+            return np.stack([y.real, y.imag], axis=-1)
+        return OpSpec("fft_c2c", f"{'forward' if forward else 'backward'}", [f64(2, 5, 3, 2)],
+                      lambda x: bind("fft_c2c", x, axis=1, forward=forward, scale=scale), ref)
+
+    def r2c(n):
+        def ref(x):
+            y = np.fft.rfft(x, axis=1) * 0.5
+            return np.stack([y.real, y.imag], axis=-1)
+        return OpSpec("fft_r2c", f"n{n}", [f64(2, n, 3)], lambda x: bind("fft_r2c", x, axis=1, scale=0.5), ref)
+
+    def c2r(n):
+        return OpSpec("fft_c2r", f"n{n}", [f64(2, n // 2 + 1, 3, 2)],
+                      lambda x: bind("fft_c2r", x, axis=1, n=n, scale=0.25),
+                      lambda x: np.fft.irfft(x[..., 0] + 1j * x[..., 1], n=n, axis=1, norm="forward") * 0.25)
+    return [c2c(True, 1.0), c2c(False, 0.5), r2c(6), r2c(7), c2r(6), c2r(7)]
+
+
 COMPLEX_SPECS = [
-    _fft_spec(30), _fft_spec(8),
+    _fft_spec(30), _fft_spec(8), *_library_fft_specs(),
     OpSpec("complex", "", [f64(3), f64(3)], lambda x, y: bind("real", _zz(x, y)),
            lambda x, y: np.real(_zz_ref(x, y))),
     OpSpec("real", "", [f64(3), f64(3)], lambda x, y: bind("real", _zz(x, y)), lambda x, y: np.real(_zz_ref(x, y))),
