@@ -4,8 +4,10 @@ Only this module touches a GPU, and only when a compiled function for device "cu
 called. Without cuda-python, a driver or a device it raises `NoCUDADeviceError`.
 
 - Context: the device's primary context (device 0), current on the calling thread.
-- Module: the PTX of the highest compiled architecture the device runs (the driver
-  JIT-compiles it for the device; it caches the result itself).
+- Module: the PTX of the highest compiled architecture the device runs, linked by
+  nvJitLink into a cubin for the device's own architecture and kept in the disk cache
+  (cubin_cache.py: keyed by PTX, architecture, driver and linker versions, HMAC-checked);
+  without nvJitLink the PTX itself is loaded and the driver compiles it.
 - Launch configuration: parallel launches get the block size the occupancy calculator
   proposes (`cuOccupancyMaxPotentialBlockSize`) and as many blocks as fill the device, at
   most one thread per item (the grid-stride loops do the rest); single-thread launches
@@ -24,7 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import NoCUDADeviceError
+from . import cubin_cache
+from . import ptx as ptx_tools
+from .errors import NoCUDADeviceError, PTXToolError
 
 _lock = threading.Lock()
 _device = None
@@ -56,6 +60,7 @@ class Device:
         minor = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, self.device), "")
         self.arch = major * 10 + minor
         self.name = _check(driver.cuDeviceGetName(100, self.device), "cuDeviceGetName").split(b"\0")[0].decode()
+        self.driver_version = int(_check(driver.cuDriverGetVersion(), "cuDriverGetVersion"))
         self._free: dict[int, list[int]] = {}
         self._alloc_lock = threading.Lock()
 
@@ -149,6 +154,18 @@ def _dlpack_pointer(x, dtype: np.dtype, shape) -> int:
     return int(tensor.data) + int(tensor.byte_offset)
 
 
+def module_image(ptx: str, arch: str, driver_version: int) -> bytes:
+    """What `cuModuleLoadData` loads: the cubin for the device's architecture, from the
+    disk cache or linked by nvJitLink (cubin_cache.py); the PTX itself, which the driver
+    compiles, where nvJitLink is not installed or cannot link for this architecture."""
+    if ptx_tools.nvjitlink_available():
+        try:
+            return cubin_cache.cubin_for(ptx, arch, driver_version)
+        except PTXToolError:
+            pass
+    return ptx.encode() + b"\0"
+
+
 class LoadedModule:
     """An executable's kernels loaded on the device, with its constants uploaded."""
 
@@ -159,8 +176,8 @@ class LoadedModule:
         if not archs:
             raise NoCUDADeviceError(f"no CUDA device this code runs on: compiled for {', '.join(executable.ptx)}, "
                                     f"the device is sm_{self.dev.arch}")
-        text = executable.ptx[archs[-1][1]].encode() + b"\0"
-        self.module = _check(driver.cuModuleLoadData(text), "cuModuleLoadData")
+        image = module_image(executable.ptx[archs[-1][1]], f"sm_{self.dev.arch}", self.dev.driver_version)
+        self.module = _check(driver.cuModuleLoadData(image), "cuModuleLoadData")
         self.stream = _check(driver.cuStreamCreate(0), "cuStreamCreate")
         self.launches = []
         sms = _check(driver.cuDeviceGetAttribute(
