@@ -159,4 +159,4 @@ class CPUBackend(Backend):
             memory = plan_buffers(fn, kernels)
         module, symbol, emitter = self.build_module(fn, kernels, memory)
         compiled = compile_module(module, self.opt_level, config.cache_dir)
-        return CPUExecutable(fn, str(module), compiled, symbol, emitter)
+        return CPUExecutable(fn, compiled.llvm_ir, compiled, symbol, emitter)

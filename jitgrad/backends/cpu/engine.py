@@ -280,8 +280,9 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
         text = str(module)
         symbols = [f.name for f in module.functions if not f.is_declaration and f.linkage not in ("internal", "private")]
         cache = DiskCache(cache_dir) if cache_dir else None
-        key = cache_key(text, str(opt_level), *host_cpu(), ".".join(map(str, llvm.llvm_version_info)),
-                        llvmlite.__version__, _jitgrad_version()) if cache else ""
+        key = cache_key(text, str(opt_level), " ".join(option for option, _ in CODEGEN_OPTIONS), *host_cpu(),
+                        ".".join(map(str, llvm.llvm_version_info)), llvmlite.__version__,
+                        _jitgrad_version()) if cache else ""
         entry = cache.load(key) if cache else None
         if entry is not None:
             try:

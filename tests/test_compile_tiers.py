@@ -1,0 +1,161 @@
+"""The CPU backend's cheaper code generation (engine.CODEGEN_OPTIONS: loop strength
+reduction off) must not change a single output bit: each program below is compiled
+twice from scratch, once with LLVM's default code generation and once as jitgrad
+compiles it, and every output is compared bit for bit. The programs cover what the
+machine code could change: reductions (reassociated within their vector lanes),
+transcendental math (libmvec vector calls and scalar libm remainders), contractions
+(BLAS calls between loops), index maps, cumulative and sorting loops, and loop regions."""
+import llvmlite.binding as llvm
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.backends.cpu import engine
+from jitgrad.config import config
+
+
+def w1(x):
+    return np.sum(np.sin(x) * np.exp(-x ** 2) + np.tanh(x))
+
+
+def mlp(W1, b1, W2, b2, x, y):
+    h = np.tanh(x @ W1 + b1)
+    logits = h @ W2 + b2
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    return np.mean(-np.sum(y * log_probs, axis=1))
+
+
+def total_variation(u):
+    dx = u[1:, :-1] - u[:-1, :-1]
+    dy = u[:-1, 1:] - u[:-1, :-1]
+    return np.sum(np.sqrt(dx * dx + dy * dy + 1e-6))
+
+
+def statistics_f32(x):
+    return np.mean(x, axis=0), np.var(x, axis=1), np.std(x), np.linalg.norm(x, axis=1)
+
+
+def cumulative_and_sorted(x, idx):
+    return np.cumsum(np.log1p(x * x), axis=1), np.sort(x, axis=0), x[idx] * np.cbrt(x[idx]), np.cumprod(x[:, :5] * 0.5, axis=1)
+
+
+def batched_contractions(a, b, v):
+    return np.einsum("bij,bjk->bik", a, b), np.tanh(a @ v), np.arctan2(a[:, :, 0], a[:, :, 1] + 0.5)
+
+
+def rnn(h0, xs, W):
+    def step(h, x):
+        h = np.tanh(h @ W + x)
+        return h, np.sum(h * h)
+    h, ys = jg.scan(step, h0, xs)
+    return np.sum(h) + np.sum(ys)
+
+
+def newton(x):
+    return jg.fori_loop(0, 12, lambda i, z: z - (z * z * z - x) / (3.0 * z * z), x + 1.0)
+
+
+def _mlp_args(dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((67, 49)).astype(dtype)
+    y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 67)]
+    return (rng.standard_normal((49, 33)).astype(dtype) / 7, rng.standard_normal(33).astype(dtype),
+            rng.standard_normal((33, 10)).astype(dtype) / 6, rng.standard_normal(10).astype(dtype), x, y)
+
+
+def _programs():
+    rng = np.random.default_rng(0)
+    x64 = rng.standard_normal(100_003)
+    m = rng.standard_normal((123, 37))
+    return {
+        "w1 grad f64": (jg.grad(w1), (x64,)),
+        "w1 grad f32": (jg.grad(w1), (x64.astype(np.float32),)),
+        "w1 value f32": (jg.jit(w1), (x64[:1001].astype(np.float32),)),
+        "mlp value_and_grad f32": (jg.value_and_grad(mlp, argnums=(0, 1, 2, 3)), _mlp_args(np.float32)),
+        "mlp value_and_grad f64": (jg.value_and_grad(mlp, argnums=(0, 1, 2, 3)), _mlp_args(np.float64)),
+        "total variation value_and_grad": (jg.value_and_grad(total_variation), (rng.standard_normal((301, 257)),)),
+        "statistics f32": (jg.jit(statistics_f32), (m.astype(np.float32),)),
+        "cumulative, sort, gather": (jg.jit(cumulative_and_sorted), (m, rng.integers(0, 123, 50))),
+        "cumulative grad": (jg.grad(lambda x: np.sum(np.cumsum(np.log1p(x * x), axis=1) ** 2)), (m,)),
+        "batched contractions": (jg.jit(batched_contractions),
+                                 (rng.standard_normal((4, 9, 7)), rng.standard_normal((4, 7, 5)),
+                                  rng.standard_normal(7))),
+        "rnn scan grad": (jg.grad(rnn, argnums=(0, 2)),
+                          (rng.standard_normal((3, 8)), rng.standard_normal((20, 3, 8)),
+                           rng.standard_normal((8, 8)) / 3)),
+        "fori_loop newton": (jg.jit(newton), (np.abs(rng.standard_normal(1031)) + 0.5,)),
+    }
+
+
+def _leaves(tree):
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    return [np.asarray(tree)]
+
+
+def _run_fresh(transformed, args):
+    """Results of a compile from scratch (no disk cache, a new executable), and whether
+    the machine code came from a compile rather than a cache."""
+    saved = config.cache_dir
+    config.cache_dir = None
+    try:
+        fn = jg.jit(transformed)
+        out = fn(*args)
+        compiled = fn.lower(*args).executable.compiled
+        return _leaves(out), compiled.from_cache
+    finally:
+        config.cache_dir = saved
+
+
+def _with_default_codegen(monkeypatch):
+    monkeypatch.setattr(engine, "CODEGEN_OPTIONS", ())
+
+
+@pytest.mark.parametrize("name", list(_programs()))
+def test_outputs_bit_identical_to_default_code_generation(name, monkeypatch):
+    transformed, args = _programs()[name]
+    jitgrad_outputs, cached = _run_fresh(transformed, args)
+    assert not cached
+    _with_default_codegen(monkeypatch)
+    default_outputs, cached = _run_fresh(transformed, args)
+    assert not cached
+    assert len(jitgrad_outputs) == len(default_outputs)
+    for ours, theirs in zip(jitgrad_outputs, default_outputs, strict=True):
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        # bit for bit, NaNs and signed zeros included
+        assert ours.tobytes() == theirs.tobytes(), name
+
+
+def _object_code(optimized_ir: str) -> bytes:
+    with engine._llvm_lock:
+        module = llvm.parse_assembly(optimized_ir)
+        return engine.create_target_machine(reloc="pic").emit_object(module)
+
+
+def test_codegen_options_change_the_machine_code_and_are_reset():
+    """The comparison above is between different machine code (else it would test
+    nothing), and the options do not outlive jitgrad's code generation."""
+    x = np.random.default_rng(2).standard_normal(1003)
+    optimized = jg.grad(w1).lower(x).as_text("llvm-opt")
+    before = _object_code(optimized)
+    with engine._llvm_lock, engine.codegen_options():
+        module = llvm.parse_assembly(optimized)
+        reduced = engine.create_target_machine(reloc="pic").emit_object(module)
+    assert reduced != before
+    assert _object_code(optimized) == before
+
+
+def test_cache_key_holds_the_codegen_options(monkeypatch, tmp_path):
+    """An object made under other code generation options is not taken from the disk
+    cache (the machine code depends on them)."""
+    saved = config.cache_dir
+    config.cache_dir = str(tmp_path)
+    try:
+        x = np.random.default_rng(4).standard_normal(77)
+        assert not jg.jit(w1).lower(x).executable.compiled.from_cache
+        assert jg.jit(w1).lower(x).executable.compiled.from_cache
+        _with_default_codegen(monkeypatch)
+        assert not jg.jit(w1).lower(x).executable.compiled.from_cache
+    finally:
+        config.cache_dir = saved
