@@ -5,6 +5,7 @@ numpy_api.take_in(numpy_reductions, numpy_linalg, numpy_sorting, numpy_shape, nu
 from . import random  # noqa: F401 - registers the np.random interception with every trace
 from . import numpy_extra  # noqa: F401 - registers more NumPy functions and np.array of traced values
 from . import numpy_complex  # noqa: F401 - np.real/imag/conj/abs/angle of complex arrays
+from . import complex_order  # noqa: F401 - searchsorted, unique, isin, nanmedian of complex arrays
 from . import numpy_fft  # noqa: F401 - numpy.fft on the fft kernel
 from . import pytree, tracer
 from jitgrad.primitives import python_rules

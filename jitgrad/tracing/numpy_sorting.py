@@ -128,9 +128,10 @@ def argpartition(a, kth, axis=-1, kind="introselect", order=None):
     return argsort(x, axis)
 
 
-def lexsort(keys, axis=-1):
+def lexsort(keys, axis=-1, *, argsort_row=argsort_last):
     """Indices sorting by the last key first: stable argsorts from the first key to the
-    last, each applied to the order the previous ones left."""
+    last, each applied to the order the previous ones left. `argsort_row` is the stable
+    argsort along the last axis (complex_order's takes complex keys too)."""
     if isinstance(keys, Value):
         keys = [P.reshape(api.getitem(keys, (k,)), keys.type.shape[1:]) for k in range(keys.type.shape[0])]
     keys = [as_value(k) for k in keys]
@@ -142,9 +143,9 @@ def lexsort(keys, axis=-1):
         return P.constant(np.int64(0))
     axis = _axis(axis, len(shape), "lexsort")
     keys = [_to_last(k, axis) for k in keys]
-    order = argsort_last(keys[0])
+    order = argsort_row(keys[0])
     for key in keys[1:]:
-        order = take_along_last(order, argsort_last(take_along_last(key, order)))
+        order = take_along_last(order, argsort_row(take_along_last(key, order)))
     return _from_last(order, axis)
 
 

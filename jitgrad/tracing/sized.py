@@ -12,7 +12,7 @@ error that names these.
 """
 from __future__ import annotations
 
-from . import numpy_sorting
+from . import complex_order, numpy_sorting
 from .tracer import apply
 
 
@@ -36,5 +36,5 @@ def unique(ar, return_index=False, return_inverse=False, return_counts=False, *,
            equal_nan=True):
     """np.unique(ar) (flattened, sorted) with `size` entries; `fill_value` defaults to the
     smallest element. return_index/return_inverse/return_counts as NumPy's."""
-    return apply(numpy_sorting.unique, (ar, return_index, return_inverse, return_counts),
+    return apply(complex_order.unique_of_any, (ar, return_index, return_inverse, return_counts),
                  {"size": size, "fill_value": fill_value, "equal_nan": equal_nan})
