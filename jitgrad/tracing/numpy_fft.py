@@ -230,19 +230,29 @@ def _resized(x: Value, axis: int, n: int) -> Value:
     return x
 
 
+def _in_numpys_precision(transform, x: Value, scale: float) -> Value:
+    """`transform(x)` in the precision NumPy's loop computes it: float32 data without a
+    scale (NumPy's factor is then the Python int 1, which its loop lookup matches with
+    the float64 loop only) is transformed in float64 and rounded to float32 once."""
+    if x.type.dtype != DType.f32 or scale != 1:
+        return transform(x)
+    return P.convert(transform(P.convert(x, DType.f64)), DType.f32)
+
+
 def _library_c2c(pairs: Value, n, axis: int, norm, inverse: bool) -> Value:
     """The complex transform of (re, im) pairs along `axis` (an axis of the complex values)."""
     length = pairs.type.shape[axis] if n is None else operator.index(n)
     pairs = _resized(pairs, axis, length)
     scale = _library_scale(norm, length, inverse, pairs.type.dtype)
-    return kernel.fft_c2c(pairs, axis, not inverse, scale)
+    return _in_numpys_precision(lambda p: kernel.fft_c2c(p, axis, not inverse, scale), pairs, scale)
 
 
 def _library_r2c(x: Value, n, axis: int, norm) -> Value:
     """rfft of real `x` along `axis`, as (re, im) pairs."""
     length = x.type.shape[axis] if n is None else operator.index(n)
     x = _resized(x, axis, length)
-    return kernel.fft_r2c(x, axis, _library_scale(norm, length, False, x.type.dtype))
+    scale = _library_scale(norm, length, False, x.type.dtype)
+    return _in_numpys_precision(lambda y: kernel.fft_r2c(y, axis, scale), x, scale)
 
 
 def _library_c2r(pairs: Value, n, axis: int, norm) -> Value:
@@ -251,7 +261,8 @@ def _library_c2r(pairs: Value, n, axis: int, norm) -> Value:
     if length < 1:
         raise ShapeError(f"Invalid number of FFT data points ({length}) specified.")
     pairs = _resized(pairs, axis, length // 2 + 1)
-    return kernel.fft_c2r(pairs, axis, length, _library_scale(norm, length, True, pairs.type.dtype))
+    scale = _library_scale(norm, length, True, pairs.type.dtype)
+    return _in_numpys_precision(lambda p: kernel.fft_c2r(p, axis, length, scale), pairs, scale)
 
 
 # --------------------------------------------------------------------------- one axis
