@@ -145,7 +145,8 @@ CACHED = """
     import json, sys
     import numpy as np
     import jitgrad
-    jitgrad.config.cache_dir = sys.argv[1]
+    from jitgrad.config import config
+    config.cache_dir = sys.argv[1]
     x = np.random.default_rng(5).standard_normal((6, 9))
     f = jitgrad.jit(lambda x: np.fft.irfft(np.fft.rfft(x, axis=0) * 1j, n=6, axis=0) + np.fft.fft2(x).real)
     got = f(x)
@@ -158,4 +159,5 @@ def test_disk_cache_entry_calls_the_loops_in_a_fresh_process(tmp_path):
     """The cached object names the loops by symbol; a new process resolves them to its own
     NumPy's addresses (different under address-space randomization) before loading."""
     assert json.loads(run_fresh(CACHED, str(tmp_path))) == [False, True]
+    assert any(p.suffix == ".o" for p in tmp_path.iterdir())
     assert json.loads(run_fresh(CACHED, str(tmp_path))) == [True, True]
