@@ -45,9 +45,9 @@ from .scalar import CUDAScalarContext
 REFUSED_KINDS = {
     "LapackKernel": "the GPU has no LAPACK here (no cuSOLVER binding yet); compile this function for the CPU",
     "PureCallbackKernel": "a host Python callback cannot run inside a GPU kernel; compile this function for the CPU",
-    "LoopKernel": ("control-flow loops and branches run their regions' kernels as launches of their own, which "
-                   "one launch sequence cannot repeat a number of times known only on the device; compile this "
-                   "function for the CPU, or unroll the loop (a Python for loop over a static range)"),
+    "LoopKernel": ("its trip count or branch is known only on the device, while the GPU's launch sequence is "
+                   "fixed on the host (device-side region loops are not written yet); compile this function for "
+                   "the CPU, or unroll the loop (a Python for loop over a static range)"),
 }
 """Kernel kinds the CUDA backend refuses, by class name, with the reason the error gives
 (the generic "no kernel for device" message says what but not why)."""

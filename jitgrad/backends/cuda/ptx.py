@@ -186,7 +186,10 @@ def nvjitlink_available() -> bool:
 def nvjitlink_cubin(ptx: str, arch: str) -> bytes:
     """A cubin for `arch` linked from `ptx` by nvJitLink (no GPU needed)."""
     from cuda.bindings import nvjitlink
-    handle = nvjitlink.create(1, [f"-arch={arch}"])
+    try:
+        handle = nvjitlink.create(1, [f"-arch={arch}"])
+    except nvjitlink.nvJitLinkError as err:
+        raise PTXToolError(f"nvJitLink cannot link for {arch}: {err}") from err
     try:
         data = ptx.encode()
         try:
