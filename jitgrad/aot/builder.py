@@ -45,6 +45,8 @@ from jitgrad.backends.cpu.llvm_support import I32, I64, PTR, VOID, set_function_
 from jitgrad.config import config
 from jitgrad.errors import JitgradError
 from jitgrad.ir import Function
+from jitgrad.tracing.numpy_fft import expand_library_transforms
+from jitgrad.passes.lower_complex import LowerComplex
 from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import schedule
 from . import cglue
@@ -173,7 +175,7 @@ def _prepare(name: str, compiled, example_args: tuple, mode: str) -> ExportedFun
     from jitgrad.tracing.pytree import tree_flatten
     args = normalize_args(tuple(example_args))
     lowered = compiled.lower(*args)
-    fn = lowered.function
+    fn = _without_numpy_fft(lowered.function)
     leaves, in_tree = tree_flatten(args)
     implicit = lowered.read_captures() or []
     if len(leaves) + len(implicit) != len(fn.args):
@@ -184,6 +186,13 @@ def _prepare(name: str, compiled, example_args: tuple, mode: str) -> ExportedFun
     return ExportedFunction(name, fn, len(leaves), [np.asarray(a) for a in implicit], _tree_json(in_tree),
                             _tree_json(out_tree), _paths(in_tree, "args"), _paths(out_tree, "result"), mode,
                             f"{getattr(compiled.fun, '__module__', '?')}.{getattr(compiled.fun, '__qualname__', compiled.name)}")
+
+
+def _without_numpy_fft(fn: Function) -> Function:
+    """A library cannot link NumPy's pocketfft loops (they are not exported symbols of
+    NumPy's extension module): its transforms use jitgrad's own FFT kernel instead."""
+    expanded = expand_library_transforms(fn)
+    return fn if expanded is fn else LowerComplex().run(expanded)
 
 
 # --------------------------------------------------------------------------- code generation

@@ -33,7 +33,8 @@ import numpy as np
 from jitgrad import primitives as P
 from jitgrad.config import target_device
 from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
-from jitgrad.ir import DType, Value
+from jitgrad.ir import DType, Function, Value
+from jitgrad.ir.rewrite import Rewriter
 from jitgrad.primitives import complex_numbers as C
 from jitgrad.primitives import fft as kernel
 from . import numpy_api as api
@@ -314,16 +315,21 @@ def irfft(a, n=None, axis=-1, norm=None, out=None):
         length = 2 * (last.type.shape[-1] - 1) if n is None else operator.index(n)
         if length < 1:
             raise ShapeError(f"Invalid number of FFT data points ({length}) specified.")
-        half = _resized_last(last, length // 2 + 1)
-        mirrored = length - (length // 2 + 1)        # conj(X[n - k]) for k = n//2 + 1 .. n - 1
-        if mirrored:
-            shape = half.type.shape
-            tail = P.static_slice(half, (0,) * (len(shape) - 1) + (1,), shape[:-1] + (1 + mirrored,),
-                                  (1,) * len(shape))
-            half = P.concatenate([half, C.conj(P.rev(tail, (len(shape) - 1,)))], len(shape) - 1)
-        full = _scale(_inverse_unscaled(half), _factor(norm, length, True))
+        full = _scale(_inverse_unscaled(_hermitian_completion(last, length)), _factor(norm, length, True))
         return C.real(full)
     return _along(z, axis, transform)
+
+
+def _hermitian_completion(last: Value, length: int) -> Value:
+    """The `length` values of the Hermitian spectrum whose first length // 2 + 1 are
+    `last`'s (cut or zero-padded) along its last axis: conj(X[n - k]) above them."""
+    half = _resized_last(last, length // 2 + 1)
+    mirrored = length - (length // 2 + 1)        # conj(X[n - k]) for k = n//2 + 1 .. n - 1
+    if not mirrored:
+        return half
+    shape = half.type.shape
+    tail = P.static_slice(half, (0,) * (len(shape) - 1) + (1,), shape[:-1] + (1 + mirrored,), (1,) * len(shape))
+    return P.concatenate([half, C.conj(P.rev(tail, (len(shape) - 1,)))], len(shape) - 1)
 
 
 _SWAPPED = {None: "forward", "backward": "forward", "ortho": "ortho", "forward": "backward"}
@@ -431,6 +437,46 @@ def rfft2(a, s=None, axes=(-2, -1), norm=None, out=None):
 
 def irfft2(a, s=None, axes=(-2, -1), norm=None, out=None):
     return irfftn(a, s, axes, norm, out)
+
+
+# --------------------------------------------------------------------------- without the library
+
+def expand_library_transforms(fn: Function) -> Function:
+    """`fn` with every `fft_c2c`, `fft_r2c` and `fft_c2r` op (NumPy's pocketfft loops)
+    replaced by the same transform on jitgrad's own `fft` kernel (Bluestein for lengths
+    with prime factors above 5): code that must not call into NumPy, such as an AOT
+    library, is built from it. The result has complex values again (run `lower-complex`
+    after it) and computes NumPy's values to rounding, not to the bit."""
+    if not any(op.name in _EXPANSIONS for op in fn.walk()):
+        return fn
+    return Rewriter(_EXPANSIONS).rewrite_function(fn)
+
+
+def _expanded_c2c(rewriter, op, inputs):
+    axis, forward, scale = op.attrs["axis"], op.attrs["forward"], op.attrs["scale"]
+    transform = _forward_unscaled if forward else _inverse_unscaled
+    z = _along(_from_pairs(inputs[0]), axis, lambda last: _scale(transform(last), scale))
+    return [_pairs(z)]
+
+
+def _expanded_r2c(rewriter, op, inputs):
+    (x,), axis, scale = inputs, op.attrs["axis"], op.attrs["scale"]
+
+    def transform(last):
+        full = _forward_unscaled(P.convert(last, last.type.dtype.complex_dtype))
+        return _scale(_resized_last(full, last.type.shape[-1] // 2 + 1), scale)
+    return [_pairs(_along(x, axis, transform))]
+
+
+def _expanded_c2r(rewriter, op, inputs):
+    axis, n, scale = op.attrs["axis"], op.attrs["n"], op.attrs["scale"]
+
+    def transform(last):
+        return C.real(_scale(_inverse_unscaled(_hermitian_completion(last, n)), scale))
+    return [_along(_from_pairs(inputs[0]), axis, transform)]
+
+
+_EXPANSIONS = {"fft_c2c": _expanded_c2c, "fft_r2c": _expanded_r2c, "fft_c2r": _expanded_c2r}
 
 
 # --------------------------------------------------------------------------- helpers
