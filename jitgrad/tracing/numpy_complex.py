@@ -318,10 +318,10 @@ COMPLEX_UFUNCS = frozenset({
     np.rint, np.exp, np.log, np.sqrt, np.exp2, np.expm1, np.log2, np.log10, np.log1p, np.sign,
     np.sin, np.cos, np.tan, np.sinh, np.cosh, np.tanh, np.arcsin, np.arccos, np.arctan, np.arcsinh, np.arccosh,
     np.arctanh, np.less, np.less_equal, np.greater, np.greater_equal, np.maximum, np.minimum, np.fmax, np.fmin,
-    np.float_power,
+    np.float_power, np.vecdot, np.matvec, np.vecmat, np.logical_and, np.logical_or, np.logical_xor, np.logical_not,
 })
-"""The ufuncs checked against NumPy on complex operands (tests/test_complex.py); the
-others refuse complex operands (`_refusing_complex`)."""
+"""The ufuncs checked against NumPy on complex operands (tests/test_complex.py,
+tests/test_complex_surface.py); the others refuse complex operands (`_refusing_complex`)."""
 
 COMPLEX_FUNCTIONS = frozenset({
     np.real, np.imag, np.angle, np.conj, np.iscomplex, np.isreal, np.iscomplexobj, np.isrealobj, np.round,
@@ -338,6 +338,10 @@ COMPLEX_FUNCTIONS = frozenset({
     np.diag, np.diagflat, np.diagonal, np.fliplr, np.flipud, np.roll, np.rot90, np.tril, np.triu,
     np.matrix_transpose, np.block, np.unstack, np.full_like, np.linalg.trace, np.any, np.all, np.count_nonzero,
     np.array_equal, np.nan_to_num,
+    np.nonzero, np.flatnonzero, np.argwhere, np.extract, np.compress, np.ediff1d, np.gradient, np.trapezoid,
+    np.cov, np.corrcoef, np.sinc, np.vander, np.poly, np.polyval, np.polyadd, np.polysub, np.polymul, np.polyder,
+    np.polyint, np.linspace, np.logspace, np.meshgrid, np.broadcast_arrays, np.array_equiv, np.empty_like,
+    np.linalg.vecdot, np.astype,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 

@@ -175,9 +175,10 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def sinc(x):
-    """NumPy's own formula: y = pi x, or eps of its dtype where that is 0; sin(y) / y."""
+    """NumPy's own formula: y = pi x, or where that is 0 the machine epsilon of a real
+    dtype (1e-20 for a complex one, as NumPy); sin(y) / y."""
     y = as_value(api.UFUNCS[np.multiply](np.pi, as_value(x)))
-    eps = np.finfo(y.type.dtype.numpy).eps.item()
+    eps = 1e-20 if y.type.dtype.is_complex else np.finfo(y.type.dtype.numpy).eps.item()
     y = P.select(P.ne(y, _full(0, y)), y, _full(eps, y))
     return api.UFUNCS[np.true_divide](api.UFUNCS[np.sin](y), y)
 

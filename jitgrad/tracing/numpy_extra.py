@@ -19,10 +19,11 @@ import operator
 import numpy as np
 from numpy.lib import _function_base_impl as numpy_function_base
 
-from jitgrad.errors import ShapeError, UnsupportedOperationError
+from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import Value
 from . import numpy_api as api
 from jitgrad.primitives.bits import signbit as sign_bit_of
+from jitgrad.primitives.complex_numbers import make_complex
 from .module_patches import ModulePatches
 from .tracer import TRACE_CONTEXTS, Tracer, apply
 
@@ -75,8 +76,9 @@ def _static(x, name: str, what: str, instead: str) -> np.ndarray:
 # --------------------------------------------------------------------------- products
 
 def vecdot(a, b, /, **kwargs):
+    """sum(conj(a) * b) over the last axis: NumPy conjugates the first vector."""
     _no_gufunc_options("vecdot", kwargs)
-    return np.matmul(np.expand_dims(a, -2), np.expand_dims(b, -1))[..., 0, 0]
+    return np.matmul(np.expand_dims(_conjugated(a), -2), np.expand_dims(b, -1))[..., 0, 0]
 
 
 def matvec(a, v, /, **kwargs):
@@ -85,8 +87,14 @@ def matvec(a, v, /, **kwargs):
 
 
 def vecmat(v, a, /, **kwargs):
+    """conj(v) @ a: NumPy conjugates the vector (matvec conjugates nothing)."""
     _no_gufunc_options("vecmat", kwargs)
-    return np.matmul(np.expand_dims(v, -2), a)[..., 0, :]
+    return np.matmul(np.expand_dims(_conjugated(v), -2), a)[..., 0, :]
+
+
+def _conjugated(x):
+    """np.conj(x) for complex `x`; a real `x` as it is."""
+    return np.conj(x) if np.iscomplexobj(x) else x
 
 
 def _no_gufunc_options(name, kwargs):
@@ -351,19 +359,23 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
         fact = 0.0
     X = X - avg[:, None]
     X_T = X.T if w is None else (X * w).T
-    c = np.dot(X, X_T)
+    c = np.dot(X, _conjugated(X_T))
     c = np.astype(c * np.true_divide(1, fact), c.dtype)      # NumPy: c *= 1 / fact, in c's dtype
     return np.squeeze(c)
 
 
 def corrcoef(x, y=None, rowvar=True, *, dtype=None):
+    """NumPy's steps: the covariance divided by the square roots of the real parts of its
+    diagonal, then each part clipped to [-1, 1] on its own."""
     c = cov(x, y, rowvar, dtype=dtype)
     if np.ndim(c) != 2:
         return c / c
     d = np.diagonal(c)
-    stddev = np.sqrt(d)
+    stddev = np.sqrt(np.real(d))
     c = c / stddev[:, None]
     c = c / stddev[None, :]
+    if np.iscomplexobj(c):
+        return apply(make_complex, (np.clip(np.real(c), -1, 1), np.clip(np.imag(c), -1, 1)))
     return np.clip(c, -1, 1)
 
 
@@ -786,6 +798,10 @@ def poly(seq_of_zeros):
     """The coefficients of the polynomial with the given (1-d) roots, NumPy's
     convolutions in NumPy's order."""
     zeros = np.atleast_1d(seq_of_zeros)
+    if np.iscomplexobj(zeros):
+        raise DTypeError("numpy.poly of complex roots: NumPy returns real coefficients when the roots come in "
+                         "conjugate pairs and complex ones otherwise, a dtype that depends on the values; "
+                         "multiply the factors with np.convolve(a, [1, -root]) instead")
     if np.ndim(zeros) != 1:
         raise UnsupportedOperationError("numpy.poly of a matrix needs its eigenvalues (numpy.linalg.eigvals), "
                                         "which jitgrad does not compute; pass the roots")

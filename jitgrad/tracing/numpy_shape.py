@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from jitgrad import primitives as P
-from jitgrad.errors import ShapeError, UnsupportedOperationError
+from jitgrad.errors import DTypeError, ShapeError, UnsupportedOperationError
 from jitgrad.ir import DType, Value
 from jitgrad.primitives.gather import gather
 from . import numpy_api as api
@@ -393,13 +393,16 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         y = P.select(P.broadcast_in_dim(P.eq(step, P.full(0, step.type)), y.type.shape, ()), scaled,
                      P.mul(y, spread))
     else:
-        step = P.full(np.nan, delta.type)
+        step = P.full(np.nan, delta.type.with_dtype(DType.f64))     # NumPy's step is the Python float nan
         y = P.mul(y, P.broadcast_in_dim(delta, y.type.shape, ()))
     y = P.add(y, P.broadcast_in_dim(first, y.type.shape, ()))
     if endpoint and num > 1:
         y = P.concatenate([P.static_slice(y, (0,), (num - 1,)), P.reshape(last, (1,))], 0)
     if dtype is not None:
         target = api._supported(np.dtype(dtype))
+        if target.is_integer and y.type.dtype.is_complex:
+            raise DTypeError(f"numpy.linspace of complex endpoints with dtype={np.dtype(dtype)}: NumPy's floor has "
+                             "no complex loop (it raises TypeError)")
         if target.is_integer:
             y = numpy_elementwise.UFUNCS[np.floor](y)
         y = P.convert(y, target)
@@ -523,7 +526,9 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
                                         "use base ** np.linspace(start, stop, num)")
     y = linspace(start, stop, num=num, endpoint=endpoint)
     with api.weak_scalars({}):
-        result = api.UFUNCS[np.power](np.asarray(base), y)
+        # NumPy passes the base to np.power as given: a Python number is weak (the
+        # result keeps y's precision), a NumPy scalar is not
+        result = api.UFUNCS[np.power](base if type(base) in (int, float, complex) else np.asarray(base), y)
     return result if dtype is None else api.astype(result, dtype)
 
 
