@@ -75,6 +75,9 @@ def emit_everything(out_dir: str) -> None:
             unsupported.append(spec.id)
             continue
         add(fn, spec.id)
+    from test_cuda_kinds import KIND_CASES          # the kernel kinds on adversarial shapes and dtypes
+    for case in KIND_CASES:
+        add(case.function(), case.label)
     programs = [(f"fuzz{k}", program_for(20261201, k)) for k in range(FUZZ_PROGRAMS)]
     for label, program in programs:
         try:
