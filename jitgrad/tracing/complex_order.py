@@ -216,6 +216,13 @@ def _complex_constant(value: complex, like: Value) -> Value:
     return P.full(value, like.type)
 
 
+def _numpy_sum(*terms: Value) -> Value:
+    """np.sum of one or two elements as NumPy computes it: added to the reduction's
+    initial +0 (so a sum of -0.0 parts is +0.0)."""
+    total = terms[0] if len(terms) == 1 else P.add(*terms)
+    return P.add(_complex_constant(0, total), total)
+
+
 def _median_of_numbers(rows: Value) -> Value:
     """np.median of each row's elements without a NaN part (their one or two middle
     elements in NumPy's order, their mean as np.mean computes it: the sum divided by the
@@ -224,8 +231,8 @@ def _median_of_numbers(rows: Value) -> Value:
     count = sorting._count(P.logical_not(_has_nan(rows)))
     low, high = _middle(s, count, 1), _middle(s, count, 0)
     odd = P.eq(P.remainder(count, P.full(2, count.type)), P.full(1, count.type))
-    one = P.div(low, _complex_constant(1, low))
-    two = P.div(P.add(low, high), _complex_constant(2, low))
+    one = P.div(_numpy_sum(low), _complex_constant(1, low))
+    two = P.div(_numpy_sum(low, high), _complex_constant(2, low))
     result = P.select(odd, one, two)
     last = api.getitem(rows, (Ellipsis, -1))
     return P.select(P.eq(count, P.full(0, count.type)), last, result)
@@ -247,7 +254,7 @@ def _masked_median(rows: Value) -> Value:
         return P.select(was_masked, _complex_constant(minimum_fill, value), value)
 
     low, high = at(1), at(0)        # the same element for an odd count
-    result = P.div(P.add(low, high), _complex_constant(2, low))
+    result = P.div(_numpy_sum(low, high), _complex_constant(2, low))
     return P.select(P.eq(count, P.full(0, count.type)), _complex_constant(complex(np.nan, 0.0), result), result)
 
 
