@@ -888,6 +888,16 @@ OPS: list[Op] = [
        magnitude="np.sum({0}) * 8", kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
        may_raise=lambda xs, params: np.ndim(xs[0]) == 0 or 0 in np.shape(xs[0]),
        undefined=_fft_undefined(None)),
+    Op("irfft_scaled_axis0", "np.fft.irfft(np.fft.rfft({0}, axis=0, norm='ortho') * 1j, n={0}.shape[0], axis=0, "
+       "norm='forward')", 1, in_tables(np.fft.irfft), SUM,
+       magnitude="np.sum({0}, axis=0, keepdims=True) * 8", kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
+       may_raise=lambda xs, params: np.ndim(xs[0]) == 0 or np.shape(xs[0])[0] == 0,
+       undefined=_fft_undefined((0,))),
+    Op("hfft_ihfft", "np.fft.hfft(np.fft.ihfft({0}, axis=-1), n={0}.shape[-1], axis=-1, norm='ortho')", 1,
+       in_tables(np.fft.hfft), SUM,
+       magnitude="np.sum({0}, axis=-1, keepdims=True) * 8", kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE,
+       may_raise=lambda xs, params: np.ndim(xs[0]) == 0 or np.shape(xs[0])[-1] == 0,
+       undefined=_fft_undefined((-1,))),
     # ---- products
     Op("matmul", "{0} @ {1}", 2, in_tables(np.matmul), SUM, weight=1.5),
     Op("dot", "np.dot({0}, {1})", 2, in_tables(np.dot), SUM),

@@ -37,7 +37,7 @@ from jitgrad.ir import DType, TensorType
 from .base import Primitive, UndefinedPrimal, defjvp, deflinear, deftranspose
 from .kernel_kind import KernelKind
 from .elementwise import mul
-from .structural import broadcast_in_dim, constant
+from .structural import broadcast_in_dim, constant, transpose
 
 
 class FftKernel(KernelKind):
@@ -359,3 +359,18 @@ def _c2r_transpose(ct, x, *, axis, n, scale):
 deflinear(fft_c2c_p, _c2c_transpose)
 deflinear(fft_r2c_p, _r2c_transpose)
 deflinear(fft_c2r_p, _c2r_transpose)
+
+
+def _batch_along_axis(prim: Primitive):
+    """The vectorizing-map rule: the mapped axis goes first (ahead of the pairs axis, which
+    must stay last), and the transform runs along its axis, now one further."""
+    def rule(operands, dims, **attrs):
+        (x,), (mapped,) = operands, dims
+        if mapped != 0:
+            x = transpose(x, (mapped, *(k for k in range(x.type.ndim) if k != mapped)))
+        return prim.bind(x, **{**attrs, "axis": attrs["axis"] + 1}), 0
+    return rule
+
+
+for _p in (fft_c2c_p, fft_r2c_p, fft_c2r_p):
+    _p.batch = _batch_along_axis(_p)
