@@ -195,3 +195,33 @@ def test_aot_library_uses_the_own_kernel_and_loads_in_a_fresh_process(tmp_path):
     kernel (Bluestein for 7 and 11), and the library loads with NumPy and ctypes only."""
     assert run_fresh(EXPORT, str(tmp_path / "spectral")) == "built"
     assert run_fresh(LOAD, str(tmp_path / "spectral")) == "True"
+
+
+OUT_OF_MEMORY = """
+    import resource, sys
+    import numpy as np
+    import jitgrad
+    n = 1 << 23
+    z = np.ones(n, complex)
+    f = jitgrad.jit(lambda z: np.fft.fft(z))
+    f(z)
+    f(z)                                     # compiled, pocketfft's plan cached, the native call path set up
+    with open("/proc/self/status") as status:
+        size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+    limit = size + n * 24                    # room for the 128 MiB result, not for pocketfft's scratch row
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    outcomes = []
+    for call in (f, f._call):                # the native call path, then the Python path
+        try:
+            call(z)
+            outcomes.append("returned")
+        except SystemError as err:
+            outcomes.append(type(err.__cause__).__name__)
+    print(",".join(outcomes))
+"""
+
+
+def test_an_allocation_failure_inside_pocketfft_raises():
+    """NumPy's loop reports a failed allocation by setting MemoryError under the GIL: the
+    call raises it on both call paths and returns no values."""
+    assert run_fresh(OUT_OF_MEMORY) == "MemoryError,MemoryError"
