@@ -13,14 +13,14 @@ import math
 
 
 def emit_cumsum(ec, op) -> None:
-    _emit_running(ec, op, "add")
+    _emit_running(ec, op, lambda ctx, a, b: ctx.add(a, b))
 
 
 def emit_cumprod(ec, op) -> None:
-    _emit_running(ec, op, "mul")
+    _emit_running(ec, op, lambda ctx, a, b: ctx.mul(a, b))
 
 
-def _emit_running(ec, op, combine_name: str) -> None:
+def _emit_running(ec, op, combine) -> None:
     (x,), result = op.operands, op.results[0]
     if result.type.size == 0:
         return
@@ -30,7 +30,6 @@ def _emit_running(ec, op, combine_name: str) -> None:
     lines = math.prod(shape[:axis]) * inner
     ec.begin_launch(True, lines)
     ctx = ec.ctx
-    combine = getattr(ctx, combine_name)
     c_ = ctx.index_const
     src, dst = ec.pointer(x), ec.pointer(result)
     saved, ctx.operand_dtype = ctx.operand_dtype, dtype
@@ -45,6 +44,6 @@ def _emit_running(ec, op, combine_name: str) -> None:
             with ctx.loop(n - 1, "cumulative.step") as k:
                 here = ctx.index_add(first, ctx.index_mul(ctx.index_add(k, c_(1)), step))
                 before = ctx.index_sub(here, step)
-                ctx.store(dst, here, combine(ctx.load(dst, before, dtype), ctx.load(src, here, dtype)), dtype)
+                ctx.store(dst, here, combine(ctx, ctx.load(dst, before, dtype), ctx.load(src, here, dtype)), dtype)
     finally:
         ctx.operand_dtype = saved
