@@ -159,3 +159,25 @@ def test_cache_key_holds_the_codegen_options(monkeypatch, tmp_path):
         assert not jg.jit(w1).lower(x).executable.compiled.from_cache
     finally:
         config.cache_dir = saved
+
+
+# --------------------------------------------------------------------------- outlined loops in place
+
+def test_parallel_loop_writing_in_place_takes_the_vector_path():
+    """tanh written in place over a product's buffer, in a loop outlined for threads, gives
+    the bits of the same loop reading an argument: both run the vectorized loop (libmvec)
+    rather than one of them falling back to the scalar loop (scalar libm, other bits) when
+    LLVM's run-time overlap check sees the same buffer behind two pointers."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((256, 256)).astype(np.float32) / 8
+    b = rng.standard_normal((256, 256)).astype(np.float32)
+    c = rng.standard_normal((256, 10)).astype(np.float32)
+    in_place = jg.jit(lambda a, b, c: np.tanh(a @ b) @ c)      # tanh's result overwrites a @ b
+    from_argument = jg.jit(np.tanh)
+    # the same BLAS calls as jitgrad's, so the same bits around the tanh
+    assert in_place(a, b, c).tobytes() == (from_argument(a @ b) @ c).tobytes()
+    optimized = in_place.lower(a, b, c).as_text("llvm-opt")
+    if engine.Threads.available and engine.Threads.beside_blas:
+        assert "GOMP_parallel" in optimized
+    if engine.VectorMath.available:
+        assert "_ZGV" in optimized and "v_tanhf" in optimized

@@ -38,6 +38,19 @@ WIDE_STACK_BYTES = 1 << 15    # float64 accumulators of a narrower reduction up 
 MAX_COLUMN_ZONES = 8          # a fused row is split where paddings and concatenations change operand, up to this
 
 
+def _address_key(pointer: ir.Value):
+    """What identifies the address `pointer` holds: a constant byte offset from a base
+    pointer is keyed by the two, so an elementwise kernel writing in place over its
+    operand (two GEPs of the same workspace offset) hands its outlined loop one pointer
+    for both. LLVM then sees each element read and written at one address and
+    vectorizes the loop; with two pointers of unknown relation, its run-time overlap
+    check fails on the in-place buffer and every element takes the scalar loop (scalar
+    libm calls instead of libmvec's vector functions)."""
+    if isinstance(pointer, ir.GEPInstr) and len(pointer.indices) == 1 and isinstance(pointer.indices[0], ir.Constant):
+        return id(pointer.pointer), str(pointer.source_etype), pointer.indices[0].constant
+    return id(pointer)
+
+
 class CPUFunctionEmitter(KernelEmitter):
     """Builds the LLVM function for one scheduled IR function.
 
@@ -262,8 +275,14 @@ class CPUFunctionEmitter(KernelEmitter):
         used = sorted({v for op in kernel.ops for v in self.sched.reads(op.results[0], compute=True)
                        if v in self.buffers} | kernel.stored, key=lambda v: id(v))
         armed, baseline = self._interrupt_watch()
-        closure = alloca_in_entry(b, PTR, "closure", count=len(used) + 3)
-        for k, item in enumerate([*(self.buffers[v] for v in used), partials, armed, baseline]):
+        slot_of, pointers = {}, []              # one closure slot per distinct address
+        for v in used:
+            key = _address_key(self.buffers[v])
+            if key not in slot_of:
+                slot_of[key] = len(pointers)
+                pointers.append(self.buffers[v])
+        closure = alloca_in_entry(b, PTR, "closure", count=len(pointers) + 3)
+        for k, item in enumerate([*pointers, partials, armed, baseline]):
             b.store(item, b.gep(closure, [index(k)], inbounds=True, source_etype=PTR))
 
         self._kernel_count += 1
@@ -275,11 +294,12 @@ class CPUFunctionEmitter(KernelEmitter):
         ctx.builder = ob = ir.IRBuilder(blocks.append_basic_block("entry"))
         self.buffers = dict(self.buffers)
         closure_arg, first, last = blocks.args
-        for k, v in enumerate(used):
-            self.buffers[v] = self._load_pointer(closure_arg, k, "buf")
-        block_partials = self._load_pointer(closure_arg, len(used), "partials")
-        slot_armed, slot_baseline = (ob.gep(closure_arg, [index(len(used) + j)], inbounds=True, source_etype=PTR)
-                                     for j in (1, 2))
+        loaded = [self._load_pointer(closure_arg, k, "buf") for k in range(len(pointers))]
+        for v in used:
+            self.buffers[v] = loaded[slot_of[_address_key(self.buffers[v])]]
+        block_partials = self._load_pointer(closure_arg, len(pointers), "partials")
+        slot_armed, slot_baseline = (ob.gep(closure_arg, [index(len(pointers) + j)], inbounds=True,
+                                            source_etype=PTR) for j in (1, 2))
         block_armed, block_baseline = ob.load(slot_armed, typ=I64), ob.load(slot_baseline, typ=I64)
         with for_range(ob, ob.sub(last, first), "block") as k:
             with ob.if_then(ob.not_(self.runtime.interrupted(ob, block_armed, block_baseline))):
