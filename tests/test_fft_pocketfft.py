@@ -132,6 +132,22 @@ def test_own_kernel_still_matches_numpy(own_kernel):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12 * np.max(np.abs(e)))
 
 
+def test_a_device_without_the_library_takes_the_own_kernel():
+    """The CUDA backends have no pocketfft kernel: tracing for them builds the transforms
+    on `fft` (the grid emulator runs that kernel here on the CPU)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 12))
+    z = x + 1j * rng.standard_normal(x.shape)
+
+    def f(x, z):
+        return np.fft.rfft2(x), np.fft.ifft(z, n=7, axis=0), np.fft.irfft(z, n=10)
+    compiled = jitgrad.jit(f, device="cuda-emulator")
+    names = op_names(compiled, x, z)
+    assert "fft" in names and not {"fft_c2c", "fft_r2c", "fft_c2r"} & set(names)
+    for g, e in zip(compiled(x, z), f(x, z), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12 * np.max(np.abs(e)))
+
+
 # --------------------------------------------------------------------------- fresh processes
 
 def run_fresh(script: str, *args: str) -> str:
