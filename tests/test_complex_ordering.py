@@ -229,6 +229,22 @@ def test_nanmedian_of_small_and_long_slices_matches_numpy():
     check(lambda z: np.nanmedian(z, axis=1), z)                 # the masked path beyond 16 elements
 
 
+def test_real_nanmedian_takes_numpys_two_paths_too():
+    """The whole array or a 1-d one: np.median of the numbers (no overflow for one middle
+    element, an all-NaN array gives its last element); an axis of a larger array: the
+    masked median, whose sum starts from +0."""
+    cases = [(np.array([1e308, NAN, 1e308, 1e308]), None), (np.array([-0.0, NAN]), None),
+             (np.array([[-0.0, NAN, -0.0]]), 1), (np.array([NAN, -NAN]), None),
+             (np.array([6e4, 6e4, NAN], np.float16), None), (np.array([[6e4, 6e4, NAN]], np.float16), 1),
+             (np.array([[NAN, -NAN], [1.0, NAN]], np.float32), (0, 1))]
+    for x, axis in cases:
+        got = jitgrad.jit(lambda x: np.nanmedian(x, axis=axis))(x)
+        expected = numpy_result(lambda x: np.nanmedian(x, axis=axis), x)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))      # NaN signs too
+
+
 # --------------------------------------------------------------------------- histogram
 
 @pytest.mark.parametrize("dtype", COMPLEX)

@@ -39,14 +39,6 @@ from .indexing import take
 from .numpy_api import as_value
 from .numpy_reductions import cumsum, nanmean
 
-MASKED_MEDIAN_MAX_LENGTH = 600
-"""NumPy's nanmedian along one axis of an array of two or more dimensions uses a masked
-median for slices shorter than this, and the median of the numbers for longer ones."""
-
-STABLE_QUICKSORT_MAX_LENGTH = 16
-"""NumPy's quicksort of complex numbers is an insertion sort (stable) up to this length."""
-
-
 def _i64(shape) -> TensorType:
     return TensorType(tuple(shape), DType.i64)
 
@@ -199,7 +191,7 @@ def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
         return nanmean(x, axis=axis, keepdims=keepdims)
     rows, kept_shape, axes = sorting._reduced_last(x, axis, "nanmedian")
     n = rows.type.shape[-1]
-    if axis is not None and kept_shape and n < MASKED_MEDIAN_MAX_LENGTH:
+    if axis is not None and kept_shape and n < sorting.NANMEDIAN_MASKED_MAX_LENGTH:
         result = _masked_median(rows)
     else:
         result = _median_of_numbers(rows)

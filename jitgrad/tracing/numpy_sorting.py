@@ -462,15 +462,28 @@ def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     one = P.full(1, count.type)
     low = _at(s, P.floor_divide(P.sub(count, one), P.full(2, count.type)))
     high = _at(s, P.floor_divide(count, P.full(2, count.type)))
-    if n < 600:     # NumPy: a masked median, (low + high) / 2 in the array's dtype, even for one middle
-        result = P.div(P.add(low, high), P.full(2, low.type))
-    else:           # NumPy: the median of the numbers, a mean of one or two middle elements
+    if axis is not None and kept_shape and n < NANMEDIAN_MASKED_MAX_LENGTH:
+        # NumPy: np.ma.median, (0 + (low + high)) / 2 in the array's dtype, even for one
+        # middle element (its sum starts from +0); NaN for an all-NaN slice
+        total = P.add(P.full(0, low.type), P.add(low, high))
+        result = P.div(total, P.full(2, low.type))
+        all_nan = P.full(np.nan, result.type)
+    else:
+        # NumPy: np.median of the numbers, the mean of one or two middle elements; an
+        # all-NaN slice gives its last element
         odd = P.eq(P.remainder(count, P.full(2, count.type)), one)
         pair = api.mean(P.concatenate([P.reshape(v, kept_shape + (1,)) for v in (low, high)], len(kept_shape)),
                         axis=-1)
         result = P.select(odd, api.mean(P.reshape(low, kept_shape + (1,)), axis=-1), pair)
-    result = P.select(P.eq(count, P.full(0, count.type)), P.full(np.nan, result.type), result)
+        all_nan = P.convert(api.getitem(_reduced_last(x, axis, "nanmedian")[0], (Ellipsis, -1)), result.type.dtype)
+    result = P.select(P.eq(count, P.full(0, count.type)), all_nan, result)
     return _keepdims(result, x.type.shape, axes, keepdims)
+
+
+NANMEDIAN_MASKED_MAX_LENGTH = 600
+"""NumPy's nanmedian along some axes of an array of two or more dimensions takes a masked
+median (np.ma.median) of slices shorter than this, and np.median of the numbers of longer
+ones, of a whole array or of a 1-d one."""
 
 
 def _check_nanquantile_dtype(x: Value, numpy_on_numbers, n: int, name: str, method: str) -> None:
