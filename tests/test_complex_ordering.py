@@ -264,9 +264,10 @@ def test_histogram_sums_complex_weights_part_by_part(dtype):
     np.testing.assert_allclose(got[0], expected[0], rtol=4 * np.finfo(w.real.dtype).eps)
 
 
-def test_histogram_of_complex_data_is_refused():
+def test_histogram_of_complex_data_digitize_and_bincount_are_refused():
     z = np.array([1 + 2j, 3 - 1j])
-    for fn in (lambda z: np.histogram(z, bins=3, range=(0, 4)), lambda z: np.histogram_bin_edges(z, bins=3)):
+    for fn in (lambda z: np.histogram(z, bins=3, range=(0, 4)), lambda z: np.histogram_bin_edges(z, bins=3),
+               lambda z: np.digitize(z, [0, 1]), lambda z: np.bincount(np.array([0, 1]), weights=z)):
         with pytest.raises(DTypeError, match="of complex numbers") as info:
             jitgrad.jit(fn)(z)
         assert "test_complex_ordering.py" in str(info.value)

@@ -308,16 +308,25 @@ def _either_complex(complex_impl, real_impl):
     return impl
 
 
+def _refuse_like_numpy(name: str, numpy_says: str):
+    def refuse(*args, **kwargs):
+        raise DTypeError(f"numpy.{name} of complex numbers: {numpy_says} (NumPy raises TypeError)")
+    return refuse
+
+
 _COMPLEX_IMPLEMENTATIONS = {
     np.searchsorted: searchsorted, np.isin: isin, np.lexsort: lexsort, np.unique: unique, np.nanmedian: nanmedian,
     np.histogram_bin_edges: _refuse_complex_data("histogram_bin_edges"),
+    np.digitize: _refuse_like_numpy("digitize", "x and bins may not be complex"),
+    np.bincount: _refuse_like_numpy("bincount", "cannot cast complex values to float64 under the 'safe' rule"),
 }
 _SAME_AS_REAL = (np.unique_values, np.unique_counts, np.unique_inverse, np.unique_all,
                  np.intersect1d, np.union1d, np.setdiff1d, np.setxor1d)
 """Refused for real and complex operands alike (their shapes depend on the data)."""
 
 COMPLEX_FUNCTIONS = frozenset({*_COMPLEX_IMPLEMENTATIONS, *_SAME_AS_REAL, np.histogram})
-"""The NumPy functions here that take complex arrays (tests/test_complex_ordering.py)."""
+"""The NumPy functions here that take complex arrays, or refuse them as NumPy does
+(tests/test_complex_ordering.py)."""
 
 for _function, _impl in _COMPLEX_IMPLEMENTATIONS.items():
     api.FUNCTIONS[_function] = _either_complex(_impl, _real_implementation(_function))
