@@ -31,14 +31,18 @@ def every_transform(x, z, norm):
             np.fft.fft2(z, norm=norm), np.fft.ifft2(z, s=(5, 12), axes=(0, 2), norm=norm),
             np.fft.rfft2(x, norm=norm), np.fft.irfft2(z, s=(6, 9), norm=norm), np.fft.fftn(z, norm=norm),
             np.fft.ifftn(z, axes=(2, 0), norm=norm), np.fft.rfftn(x, s=(4, 5, 6), axes=(0, 1, 2), norm=norm),
-            np.fft.irfftn(z, norm=norm))
+            np.fft.irfftn(z, norm=norm), np.fft.fft(x, axis=0, norm=norm), np.fft.ifft2(x, norm=norm),
+            np.fft.irfft(x, norm=norm), np.fft.irfftn(x, axes=(1,), norm=norm), np.fft.hfft(x, n=6, norm=norm))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
 @pytest.mark.parametrize("norm", NORMS)
 def test_every_transform_equals_numpy_to_the_bit(dtype, norm):
+    """Also NumPy's dtype rules: float16 data is transformed in float64 with a float16
+    factor, and irfft of it is float16; float32 data goes to the float32 loop only as
+    complex64 (or float32 for rfft) with a factor, else to the float64 one."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 8, 10)).astype(dtype)
+    x = (rng.standard_normal((3, 8, 10)) * 4).astype(dtype)
     z = (x + 1j * rng.standard_normal(x.shape)).astype(np.result_type(dtype, np.complex64))
     expected = every_transform(x, z, norm)
     compiled = jitgrad.jit(lambda x, z: every_transform(x, z, norm))

@@ -227,47 +227,63 @@ def _resized(x: Value, axis: int, n: int) -> Value:
     return x
 
 
-def _in_numpys_precision(transform, x: Value, scale: float) -> Value:
-    """`transform(x)` in the precision NumPy's loop computes it: float32 data without a
-    scale (NumPy's factor is then the Python int 1, which its loop lookup matches with
-    the float64 loop only) is transformed in float64 and rounded to float32 once."""
-    if x.type.dtype != DType.f32 or scale != 1:
-        return transform(x)
-    return P.convert(transform(P.convert(x, DType.f64)), DType.f32)
+def _numpys_real_dtype(source: DType) -> DType:
+    """The `real_dtype` NumPy's `_raw_fft` computes its factor in and gives a real result,
+    for data of dtype `source`: result_type(real part, 1.0) (float16 stays float16,
+    integers become float64)."""
+    return DType.from_numpy(np.result_type(source.real_dtype.numpy if source.is_complex else source.numpy, 1.0))
 
 
-def _library_c2c(pairs: Value, n, axis: int, norm, inverse: bool) -> Value:
-    """The complex transform of (re, im) pairs along `axis` (an axis of the complex values)."""
+def _in_numpys_precision(transform, x: Value, scale: float, source: DType, single_input: DType,
+                         result: DType) -> Value:
+    """`transform(x)` in the precision NumPy's loop computes it, rounded once to the
+    `result` dtype. NumPy's loop lookup takes a float32 loop only when the data handed to
+    it (`source`) is exactly the loop's input type (`single_input`: complex64, or float32
+    for rfft) and the factor a float32 (a scale); everything else (no factor: the Python
+    int 1; real float32 data for a complex transform; float16) matches the float64 loop."""
+    single = source == single_input and scale != 1
+    y = transform(x if single or x.type.dtype == DType.f64 else P.convert(x, DType.f64))
+    return y if y.type.dtype == result else P.convert(y, result)
+
+
+def _library_c2c(pairs: Value, n, axis: int, norm, inverse: bool, source: DType) -> Value:
+    """The complex transform of (re, im) pairs along `axis` (an axis of the complex values)
+    of NumPy data of dtype `source`."""
     length = pairs.type.shape[axis] if n is None else operator.index(n)
     pairs = _resized(pairs, axis, length)
-    scale = _library_scale(norm, length, inverse, pairs.type.dtype)
-    return _in_numpys_precision(lambda p: kernel.fft_c2c(p, axis, not inverse, scale), pairs, scale)
+    scale = _library_scale(norm, length, inverse, _numpys_real_dtype(source))
+    return _in_numpys_precision(lambda p: kernel.fft_c2c(p, axis, not inverse, scale), pairs, scale, source,
+                                DType.c64, pairs.type.dtype)
 
 
-def _library_r2c(x: Value, n, axis: int, norm) -> Value:
+def _library_r2c(x: Value, n, axis: int, norm, source: DType) -> Value:
     """rfft of real `x` along `axis`, as (re, im) pairs."""
     length = x.type.shape[axis] if n is None else operator.index(n)
     x = _resized(x, axis, length)
-    scale = _library_scale(norm, length, False, x.type.dtype)
-    return _in_numpys_precision(lambda y: kernel.fft_r2c(y, axis, scale), x, scale)
+    scale = _library_scale(norm, length, False, _numpys_real_dtype(source))
+    return _in_numpys_precision(lambda y: kernel.fft_r2c(y, axis, scale), x, scale, source, DType.f32,
+                                x.type.dtype)
 
 
-def _library_c2r(pairs: Value, n, axis: int, norm) -> Value:
-    """irfft of (re, im) pairs along `axis`."""
+def _library_c2r(pairs: Value, n, axis: int, norm, source: DType) -> Value:
+    """irfft of (re, im) pairs along `axis`; the result has NumPy's real dtype."""
     length = 2 * (pairs.type.shape[axis] - 1) if n is None else operator.index(n)
     if length < 1:
         raise ShapeError(f"Invalid number of FFT data points ({length}) specified.")
     pairs = _resized(pairs, axis, length // 2 + 1)
-    scale = _library_scale(norm, length, True, pairs.type.dtype)
-    return _in_numpys_precision(lambda p: kernel.fft_c2r(p, axis, length, scale), pairs, scale)
+    real = _numpys_real_dtype(source)
+    scale = _library_scale(norm, length, True, real)
+    return _in_numpys_precision(lambda p: kernel.fft_c2r(p, axis, length, scale), pairs, scale, source,
+                                DType.c64, real)
 
 
 # --------------------------------------------------------------------------- one axis
 
 def _c2c(a, n, axis, norm, inverse: bool) -> Value:
-    z = _as_complex(a)
+    x = api.as_value(a)
+    z = _as_complex(x)
     if _library(z.type.dtype):
-        return _from_pairs(_library_c2c(_pairs(z), n, _axis(axis, z.type.ndim), norm, inverse))
+        return _from_pairs(_library_c2c(_pairs(z), n, _axis(axis, z.type.ndim), norm, inverse, x.type.dtype))
 
     def transform(last):
         length = last.type.shape[-1] if n is None else operator.index(n)
@@ -291,7 +307,7 @@ def rfft(a, n=None, axis=-1, norm=None, out=None):
     _check_out(out, "rfft")
     x = _real_input(a, "rfft")
     if _library(x.type.dtype):
-        return _from_pairs(_library_r2c(x, n, _axis(axis, x.type.ndim), norm))
+        return _from_pairs(_library_r2c(x, n, _axis(axis, x.type.ndim), norm, api.as_value(a).type.dtype))
 
     def transform(last):
         length = last.type.shape[-1] if n is None else operator.index(n)
@@ -303,9 +319,10 @@ def rfft(a, n=None, axis=-1, norm=None, out=None):
 
 def irfft(a, n=None, axis=-1, norm=None, out=None):
     _check_out(out, "irfft")
+    source = api.as_value(a).type.dtype
     z = _as_complex(a)
     if _library(z.type.dtype):
-        return _library_c2r(_pairs(z), n, _axis(axis, z.type.ndim), norm)
+        return _library_c2r(_pairs(z), n, _axis(axis, z.type.ndim), norm, source)
 
     def transform(last):
         length = 2 * (last.type.shape[-1] - 1) if n is None else operator.index(n)
@@ -313,7 +330,8 @@ def irfft(a, n=None, axis=-1, norm=None, out=None):
             raise ShapeError(f"Invalid number of FFT data points ({length}) specified.")
         full = _scale(_inverse_unscaled(_hermitian_completion(last, length)), _factor(norm, length, True))
         return C.real(full)
-    return _along(z, axis, transform)
+    result, real = _along(z, axis, transform), _numpys_real_dtype(source)
+    return result if result.type.dtype == real else P.convert(result, real)
 
 
 def _hermitian_completion(last: Value, length: int) -> Value:
@@ -335,7 +353,8 @@ def hfft(a, n=None, axis=-1, norm=None, out=None):
     _check_out(out, "hfft")
     if norm not in _NORMS:
         _factor(norm, 1, False)
-    return irfft(C.conj(_as_complex(a)), n, axis, _SWAPPED[norm])
+    x = api.as_value(a)
+    return irfft(C.conj(x) if x.type.dtype.is_complex else x, n, axis, _SWAPPED[norm])
 
 
 def ihfft(a, n=None, axis=-1, norm=None, out=None):
@@ -369,9 +388,10 @@ def _c2c_along(a, s, axes, norm, out, name, inverse):
     z = _as_complex(a)
     s, axes = _shape_and_axes(z, s, axes)
     if _library(z.type.dtype):
-        pairs = _pairs(z)
+        pairs, source = _pairs(z), api.as_value(a).type.dtype
         for ii in reversed(range(len(axes))):
-            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse)
+            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse, source)
+            source = z.type.dtype                 # the next axes transform NumPy's complex result
         return _from_pairs(pairs)
     for ii in reversed(range(len(axes))):
         z = _c2c(z, s[ii], axes[ii], norm, inverse=inverse)
@@ -393,9 +413,9 @@ def rfftn(a, s=None, axes=None, norm=None, out=None):
     if not axes:
         raise ShapeError("rfftn needs at least one axis")
     if _library(x.type.dtype):
-        pairs = _library_r2c(x, s[-1], axes[-1], norm)
+        pairs = _library_r2c(x, s[-1], axes[-1], norm, api.as_value(a).type.dtype)
         for ii in range(len(axes) - 2, -1, -1):
-            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse=False)
+            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, False, x.type.dtype.complex_dtype)
         return _from_pairs(pairs)
     z = rfft(x, s[-1], axes[-1], norm)
     for ii in range(len(axes) - 2, -1, -1):
@@ -405,6 +425,7 @@ def rfftn(a, s=None, axes=None, norm=None, out=None):
 
 def irfftn(a, s=None, axes=None, norm=None, out=None):
     _check_out(out, "irfftn")
+    source = api.as_value(a).type.dtype
     z = _as_complex(a)
     s, axes = _shape_and_axes(z, s, axes, inverse_real=True)
     if not axes:
@@ -412,8 +433,10 @@ def irfftn(a, s=None, axes=None, norm=None, out=None):
     if _library(z.type.dtype):
         pairs = _pairs(z)
         for ii in range(len(axes) - 1):
-            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, inverse=True)
-        return _library_c2r(pairs, s[-1], axes[-1], norm)
+            pairs = _library_c2c(pairs, s[ii], axes[ii], norm, True, source)
+            source = z.type.dtype                 # the next axes transform NumPy's complex result
+        return _library_c2r(pairs, s[-1], axes[-1], norm, source)
+    z = a if len(axes) == 1 else z                # one axis: irfft of the input itself (its real dtype)
     for ii in range(len(axes) - 1):
         z = _c2c(z, s[ii], axes[ii], norm, inverse=True)
     return irfft(z, s[-1], axes[-1], norm)
