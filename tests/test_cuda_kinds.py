@@ -268,8 +268,61 @@ def _constant(array):
     return P.constant(array)
 
 
+class TracedCase(KindCase):
+    """A case written as a NumPy function (control flow), traced and optimized by `jit`."""
+
+    def __init__(self, label: str, fun: Callable, inputs: Callable[[np.random.Generator], list], exact=True):
+        super().__init__(label, [], None, inputs, exact)
+        self.fun = fun
+
+    def function(self):
+        return jitgrad.jit(self.fun).lower(*self.inputs(np.random.default_rng(0))).function
+
+
+def _doubling_with_sorts(x):
+    return jitgrad.while_loop(lambda c: c[0] < 6, lambda c: (c[0] + 1, c[1] * 2 + np.sort(c[1])), (0, x))
+
+
+def _fori_with_scans(x, n):
+    return jitgrad.fori_loop(0, n, lambda i, c: c * 1.5 + np.cumsum(c) * 0.01 + i, x)
+
+
+def _scan_of_rows(x, xs):
+    def step(c, row):
+        c = np.tanh(c + row.sum() + np.sort(c)[0])
+        return c, c * 2
+    return jitgrad.scan(step, x, xs)
+
+
+def _scan_backwards_nested(x, xs):
+    def step(c, row):
+        inner = jitgrad.fori_loop(0, 3, lambda i, v: v * 0.5 + row[i], c)
+        return inner, inner.sum()
+    return jitgrad.scan(step, x, xs, reverse=True)
+
+
+def _branches(x, p):
+    return jitgrad.cond(p > 0, lambda v: np.sort(v)[::-1] * 2, lambda v: -np.cumsum(v), x)
+
+
+def _control_flow_cases():
+    return [
+        TracedCase("while-sorts", _doubling_with_sorts, lambda rng: [_normal(rng, 200)]),
+        TracedCase("fori-runtime-trips", _fori_with_scans, lambda rng: [_normal(rng, 150), np.int64(5)]),
+        TracedCase("fori-negative-trips", _fori_with_scans, lambda rng: [_normal(rng, 10), np.int64(-2)]),
+        # tanh: the host's scalar libm on the emulator, libmvec's vector variants on the CPU
+        TracedCase("scan-rows", _scan_of_rows, lambda rng: [_normal(rng, 40), _normal(rng, (30, 4))], exact=False),
+        TracedCase("scan-reverse-nested-fori", _scan_backwards_nested,
+                   lambda rng: [_normal(rng, 3), _normal(rng, (9, 3))]),
+        TracedCase("scan-gradient", jitgrad.grad(lambda x, xs: np.sum(_scan_of_rows(x, xs)[1])),
+                   lambda rng: [_normal(rng, 40), _normal(rng, (6, 4))], exact=False),
+        TracedCase("cond-true", _branches, lambda rng: [_awkward(rng, 130, np.float64), np.float64(1.0)]),
+        TracedCase("cond-false", _branches, lambda rng: [_awkward(rng, 130, np.float64), np.float64(-1.0)]),
+    ]
+
+
 KIND_CASES = [*_gather_cases(), *_cumulative_cases(), *_sort_cases(), *_window_cases(), *_conv_cases(),
-              *_fft_cases()]
+              *_fft_cases(), *_control_flow_cases()]
 """Every case, also built into tests/test_cuda_backend.py's "PTX of everything"."""
 
 
@@ -311,14 +364,15 @@ def _doubled_on_the_host(x):
     return jitgrad.pure_callback(lambda v: v * 2, jitgrad.ShapeDtypeStruct(x.shape, x.dtype), x)
 
 
-def _doubled_ten_times(x):
-    return jitgrad.while_loop(lambda c: c[0] < 10, lambda c: (c[0] + 1, c[1] * 2), (0, x))[1]
+def _gradient_through_a_while_loop(x):
+    return jitgrad.grad(lambda x: np.sum(jitgrad.while_loop(lambda c: c[0] < 4, lambda c: (c[0] + 1, np.sin(c[1])),
+                                                            (0, x))[1]))(x)
 
 
 @pytest.mark.parametrize("fun, op, reason, arg", [
     (_cholesky, "cholesky", "no cuSOLVER binding", np.eye(3)),
     (_doubled_on_the_host, "pure_callback", "host Python callback", np.ones(3)),
-    (_doubled_ten_times, "while", "known only on the device", np.ones(3)),
+    (_gradient_through_a_while_loop, "reverse_fori", "keeps every state of the loop", np.ones(3)),
 ], ids=["lapack", "callback", "control-flow"])
 @pytest.mark.parametrize("device", [EMULATOR, "gpu"])
 def test_kinds_the_gpu_cannot_run_are_refused_with_the_reason_and_line(fun, op, reason, arg, device):

@@ -69,7 +69,8 @@ class LoopKernel(KernelKind):
     kernel sequence (a function of its own, fused kernels inside) and emits the loop or
     branch around the calls."""
 
-    emitters = {"cpu": "jitgrad.backends.cpu.control_flow:emit_region_op"}
+    emitters = {"cpu": "jitgrad.backends.cpu.control_flow:emit_region_op",
+                "cuda": "jitgrad.backends.cuda.control_flow:emit_region_op"}
     cost = 16
 
 

@@ -45,9 +45,6 @@ from .scalar import CUDAScalarContext
 REFUSED_KINDS = {
     "LapackKernel": "the GPU has no LAPACK here (no cuSOLVER binding yet); compile this function for the CPU",
     "PureCallbackKernel": "a host Python callback cannot run inside a GPU kernel; compile this function for the CPU",
-    "LoopKernel": ("its trip count or branch is known only on the device, while the GPU's launch sequence is "
-                   "fixed on the host (device-side region loops are not written yet); compile this function for "
-                   "the CPU, or unroll the loop (a Python for loop over a static range)"),
 }
 """Kernel kinds the CUDA backend refuses, by class name, with the reason the error gives
 (the generic "no kernel for device" message says what but not why)."""
@@ -197,6 +194,8 @@ class CUDAFunctionEmitter(KernelEmitter):
         self.entry_builder: ir.IRBuilder | None = None
         self.args = None
         self._open = None
+        self.region_count = 0
+        """Control-flow regions compiled so far (their device functions' names count them)."""
 
     @property
     def builder(self) -> ir.IRBuilder:
