@@ -8,7 +8,8 @@ convolution), and sum the squared difference from a target,
 
 differentiated with respect to the image and the kernel (value and both gradients).
 
-  jitgrad       jitgrad.value_and_grad of the NumPy function (np.fft.rfft2 / irfft2)
+  jitgrad       jitgrad.value_and_grad of the NumPy function (np.fft.rfft2 / irfft2): on the
+                CPU, one call of NumPy's pocketfft loop per transformed axis
   jax           jax.jit(jax.value_and_grad) of the same code on jax.numpy (ducc0/pocketfft)
   numpy-value   NumPy's forward value alone (no gradient), for scale
   --profile     also jitgrad's forward value alone, one complex fft2 of the image by jitgrad
@@ -87,6 +88,9 @@ def profile(compiled, args) -> None:
             counts[name] = counts.get(name, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
     print("  ops in the compiled program:", ", ".join(f"{name} {count}" for name, count in ranked))
+    transforms = {name: counts.get(name, 0) for name in ("fft_r2c", "fft_c2r", "fft_c2c", "fft")}
+    print("  transforms (NumPy's pocketfft loops: fft_r2c, fft_c2r, fft_c2c; jitgrad's own kernel: fft):",
+          ", ".join(f"{name} {count}" for name, count in transforms.items()))
 
 
 def main() -> None:
