@@ -39,6 +39,7 @@ from .indexing import take
 from .numpy_api import as_value
 from .numpy_reductions import cumsum, nanmean
 
+
 def _i64(shape) -> TensorType:
     return TensorType(tuple(shape), DType.i64)
 
@@ -86,7 +87,7 @@ def searchsorted(a, v, side="left", sorter=None):
     if sorter is not None:
         a = take(a, sorter)
     if not isinstance(v, Value):
-        v = np.asarray(v)       # NumPy compares a Python scalar as a strong complex128
+        v = np.asarray(v)       # NumPy takes a Python scalar as a strong float64 or complex128
     a, v = api.promote(a, v)
     n, m = a.type.shape[0], v.type.size
     if n == 0 or m == 0:
