@@ -156,26 +156,24 @@ _LOOP_UFUNCS = {"c2c": ("fft", "D", "d", "D"), "r2c_even": ("rfft_n_even", "d", 
 same with f and F)."""
 
 
-def _ufunc_header():
-    """ctypes view of the head of NumPy's `PyUFuncObject` (numpy/ufuncobject.h, part of
-    NumPy's C ABI) up to `types`, after the object header (`object.__basicsize__` bytes:
-    16 in a default build, more in a free-threaded one)."""
-    head = object.__basicsize__
-
-    class Header(ctypes.Structure):
-        _fields_ = [("object_head", ctypes.c_byte * head), ("nin", ctypes.c_int), ("nout", ctypes.c_int),
-                    ("nargs", ctypes.c_int), ("identity", ctypes.c_int), ("functions", ctypes.c_void_p),
-                    ("data", ctypes.c_void_p), ("ntypes", ctypes.c_int), ("reserved1", ctypes.c_int),
-                    ("name", ctypes.c_char_p), ("types", ctypes.c_void_p)]
-    return Header
+class _UfuncHeader(ctypes.Structure):
+    """The head of NumPy's `PyUFuncObject` (numpy/ufuncobject.h, part of NumPy's C ABI) up
+    to `types`, after the object header (`object.__basicsize__` bytes: 16 in a default
+    build, more in a free-threaded one)."""
+    _fields_ = [("object_head", ctypes.c_byte * object.__basicsize__), ("nin", ctypes.c_int),
+                ("nout", ctypes.c_int), ("nargs", ctypes.c_int), ("identity", ctypes.c_int),
+                ("functions", ctypes.c_void_p), ("data", ctypes.c_void_p), ("ntypes", ctypes.c_int),
+                ("reserved1", ctypes.c_int), ("name", ctypes.c_char_p), ("types", ctypes.c_void_p)]
 
 
 def _loop_address(ufunc, signature: str, expect_direction: bool | None) -> int | None:
     """The address of `ufunc`'s loop for `signature` (NumPy type characters, "Dd->D"), read
     from the ufunc object after checking that the struct read agrees with what Python sees
     (name, argument counts, every row of the type table) and, for the complex loop, that
-    its data is the direction flag it should be; None when anything disagrees."""
-    header = _ufunc_header().from_address(id(ufunc))
+    its data is the direction flag it should be; None when anything disagrees. The counts
+    are compared first, so a layout that is not this one fails before any pointer in it
+    is followed."""
+    header = _UfuncHeader.from_address(id(ufunc))
     if (header.nin, header.nout, header.ntypes) != (2, 1, len(ufunc.types)) or \
             header.name != ufunc.__name__.encode() or not header.functions or not header.types:
         return None
