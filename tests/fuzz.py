@@ -875,6 +875,62 @@ OPS: list[Op] = [
        may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
     Op("complex_correlate", "np.correlate({0}, {1})", 2, in_tables(np.correlate), SUM, kinds="c", weight=0.2,
        may_raise=_two_long_sequences, max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
+    # the rest of NumPy's non-ordering functions of complex arrays (truth: either part nonzero;
+    # vecdot/vecmat and cov/corrcoef conjugate; their sums of products with infinite parts:
+    # NumPy's BLAS kernels, docs/complex.md)
+    Op("complex_compress", "np.compress([1j, 0, -0.0 + 0j, 2], np.ravel({0}))", 1, in_tables(np.compress),
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_extract", "np.extract([[0, 1j], [complex(0, -0.0), np.nan]], {0})", 1, in_tables(np.extract),
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_ediff1d", "np.ediff1d({0})", 1, in_tables(np.ediff1d), kinds="c", weight=0.1,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_gradient", "np.gradient({0}, 0.5, axis={axis})", 1, in_tables(np.gradient), kinds="c", weight=0.1,
+       params=lambda r, xs: _axis(r, xs, False, False), max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_trapezoid", "np.trapezoid({0})", 1, in_tables(np.trapezoid), SUM, magnitude="np.trapezoid({0})",
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_cov", "np.cov({0})", 1, in_tables(np.cov), SUM,
+       magnitude="np.abs(np.cov({0})) * 0 + np.max({0}, initial=0) ** 2 * 8", kinds="c", weight=0.1,
+       max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
+    Op("complex_corrcoef", "np.corrcoef({0})", 1, in_tables(np.corrcoef), SUM,
+       magnitude="np.ones(np.shape(np.corrcoef({0}))) * (np.size({0}) + 16)", kinds="c", weight=0.1,
+       max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
+    Op("complex_sinc", "np.sinc({0} / 4)", 1, in_tables(np.sinc), SUM, magnitude="(np.cosh(np.pi * {0} / 4) + 1) * 16",
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE, period=8.0),
+    Op("complex_vander", "np.vander(np.ravel({0})[:6], 3)", 1, in_tables(np.vander), SUM,
+       magnitude="np.vander(np.ravel({0})[:6], 3)", kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_polyval", "np.polyval(np.ravel({1})[:4], {0})", 2, in_tables(np.polyval), SUM,
+       magnitude="np.polyval(np.ravel({1})[:4], {0})", kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_polyadd", "np.polysub(np.polyadd(np.ravel({0}), np.ravel({1})), np.ravel({1})[:2])", 2,
+       in_tables(np.polyadd), kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_polyint_polyder", "np.polyder(np.polyint(np.ravel({0}), k=0.5j), 2)", 1, in_tables(np.polyint),
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_polymul", "np.polymul(np.concatenate([[1 + 1j], np.ravel({0})[:3]]), "
+       "np.concatenate([[0.5 - 1j], np.ravel({1})[:2]]))", 2, in_tables(np.polymul), SUM,
+       magnitude="np.polymul(np.concatenate([[2], np.ravel({0})[:3]]), np.concatenate([[2], np.ravel({1})[:2]]))",
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
+    Op("complex_linspace", "np.linspace(np.sum(np.ravel({0})[:1]), np.sum(np.ravel({0})[-1:]), 5)", 1,
+       in_tables(np.linspace), kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_logspace", "np.logspace(np.sum(np.ravel({0})[:1]) / 4, np.sum(np.ravel({0})[-1:]) / 4, 5)", 1,
+       in_tables(np.logspace), SUM, magnitude="np.logspace(np.sum(np.ravel({0})[:1]) / 4, "
+       "np.sum(np.ravel({0})[-1:]) / 4, 5) * (np.max({0}, initial=0) * 2 + 16)", kinds="c", weight=0.1,
+       max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_meshgrid", "np.meshgrid(np.ravel({0})[:5], np.ravel({1})[:3])[1]", 2, in_tables(np.meshgrid),
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_broadcast_arrays", "np.broadcast_arrays({0}, {1})[0]", 2, in_tables(np.broadcast_arrays),
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_array_equiv", "np.asarray(np.array_equiv({0}, {1}))", 2, in_tables(np.array_equiv), smooth=False, jumps=True,
+       kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE),
+    Op("complex_vecdot", "np.vecdot({0}, {0} * (1 - 2j))", 1, in_tables(np.vecdot), SUM,
+       magnitude="np.vecdot({0}, {0}) * 3", kinds="c", weight=0.1, max_operand_size=COMPLEX_MAX_SIZE,
+       undefined=_not_finite),
+    Op("complex_matvec", "np.matvec(np.atleast_2d({0}), np.conj(np.atleast_2d({0})[0]))", 1, in_tables(np.matvec),
+       SUM, magnitude="np.matvec(np.atleast_2d({0}), np.atleast_2d({0})[0])", kinds="c", weight=0.1,
+       max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
+    Op("complex_vecmat", "np.vecmat(np.atleast_2d({0})[:, 0], np.atleast_2d({0}))", 1, in_tables(np.vecmat), SUM,
+       magnitude="np.vecmat(np.atleast_2d({0})[:, 0], np.atleast_2d({0}))", kinds="c", weight=0.1,
+       max_operand_size=COMPLEX_MAX_SIZE, undefined=_not_finite),
+    Op("complex_logical", "np.logical_xor(np.logical_and({0}, {1}), np.logical_or(np.logical_not({0}), {1}))", 2,
+       in_tables(np.logical_xor), smooth=False, jumps=True, kinds="c", weight=0.2, max_operand_size=COMPLEX_MAX_SIZE),
     # NumPy's order of complex numbers in searching, sets and order statistics
     # (jitgrad/tracing/complex_order.py)
     Op("complex_searchsorted", "np.searchsorted(np.sort(np.ravel({1})), {0}, side={side!r})", 2,
@@ -1034,7 +1090,11 @@ OPS: list[Op] = [
     Op("nn.conv_general_dilated",
        "__import__('jitgrad').nn.conv_general_dilated({0}[None, None], np.linspace(-1, 1, {taps}).reshape("
        "(1, 1) + {window}).astype({0}.dtype), {strides}, {padding}, {lhs_dilation}, {rhs_dilation})[0, 0]",
-       1, always, SUM, params=_conv, kinds="f", weight=0.3),
+       1, always, SUM, params=_conv, kinds="f", weight=0.3,
+       # Σ|x||w|: the taps have both signs (seed 20261206 program 737: a sum of 88 that cancels to 0.92)
+       magnitude="__import__('jitgrad').nn.conv_general_dilated({0}[None, None], np.abs(np.linspace(-1, 1, {taps}))"
+                 ".reshape((1, 1) + {window}).astype({0}.dtype), {strides}, {padding}, {lhs_dilation}, "
+                 "{rhs_dilation})[0, 0]"),
     # the NumPy idioms passes/nn_idioms.py compiles to the nn primitives
     Op("sliding_window_view+tensordot",
        "np.tensordot(np.lib.stride_tricks.sliding_window_view(np.atleast_1d({0}), {window}, axis={axes})[{index}], "
