@@ -13,6 +13,10 @@ launch is either
 - *single*: thread 0 runs it alone (scatters, reductions over leading axes, the second
   pass of full reductions): correct for any launch configuration, slow for big ones.
 
+Kernel kinds (sorts, scans, runtime-index gathers and scatters, convolution, fft,
+control flow) open their own launches in their modules (gather.py, cumulative.py,
+sort.py, convolution.py, fft.py, control_flow.py).
+
 Launches run in order on one stream, so each sees everything the previous ones wrote.
 
 Full reductions are deterministic two-pass reductions: pass one cuts the items into fixed
