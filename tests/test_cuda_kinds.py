@@ -305,8 +305,18 @@ def _branches(x, p):
     return jitgrad.cond(p > 0, lambda v: np.sort(v)[::-1] * 2, lambda v: -np.cumsum(v), x)
 
 
-def _control_flow_cases():
+def _indexing_modes(x, i):
+    """NumPy's index modes, which the tracer turns into clamped gathers and scatters."""
+    added = x.copy()
+    np.add.at(added, i % 7 - 3, 1.0)
+    return (np.take(x, i, mode="clip"), np.take(x, i, mode="wrap"), x[i % 7 - 3], added,
+            np.take_along_axis(x.reshape(2, 4), (i[:8] % 4).reshape(2, 4), axis=1))
+
+
+def _traced_cases():
     return [
+        TracedCase("numpy-index-modes", _indexing_modes,
+                   lambda rng: [_awkward(rng, 8, np.float64), _indices(rng, 8, 11)]),
         TracedCase("while-sorts", _doubling_with_sorts, lambda rng: [_normal(rng, 200)]),
         TracedCase("fori-runtime-trips", _fori_with_scans, lambda rng: [_normal(rng, 150), np.int64(5)]),
         TracedCase("fori-negative-trips", _fori_with_scans, lambda rng: [_normal(rng, 10), np.int64(-2)]),
@@ -322,7 +332,7 @@ def _control_flow_cases():
 
 
 KIND_CASES = [*_gather_cases(), *_cumulative_cases(), *_sort_cases(), *_window_cases(), *_conv_cases(),
-              *_fft_cases(), *_control_flow_cases()]
+              *_fft_cases(), *_traced_cases()]
 """Every case, also built into tests/test_cuda_backend.py's "PTX of everything"."""
 
 
