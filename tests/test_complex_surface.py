@@ -75,6 +75,7 @@ FUNCTIONS = {
     "linspace-retstep": (lambda z, v: np.linspace(v[0], v[1], 5, endpoint=False, retstep=True), 0),
     "linspace-zero-step": (lambda z, v: np.linspace(v[2], v[2], 4), 0),
     "linspace-real-start": (lambda z, v: np.linspace(np.real(v[0]), v[1], 4), 0),
+    "linspace-complex-dtype": (lambda z, v: np.linspace(np.real(v[0]), np.imag(v[1]), 4, dtype=np.complex128), 0),
     "logspace": (lambda z, v: np.logspace(v[0] / 4, v[1] / 4, 5), (16, None)),
     "logspace-base": (lambda z, v: np.logspace(v[0], v[1], 5, base=2.0, endpoint=False), (16, None)),
     "meshgrid": (lambda z, v: np.meshgrid(v, z[0, :3]), 0),
@@ -151,13 +152,15 @@ def test_values_and_dtypes_match_numpy(name, dtype):
     check(name, fn, bound, random_complex(rng, (4, 6), dtype), random_complex(rng, (6,), dtype))
 
 
-SPECIAL = ["extract", "compress", "ediff1d", "gradient", "gradient-spacings", "gradient-edge2", "sinc",
-           "polyadd", "polysub", "polyder", "polyint", "linspace", "linspace-retstep", "meshgrid",
-           "broadcast_arrays", "array_equiv", "logical_and", "logical_or", "logical_xor", "logical_not"]
-NAN_ONLY = ["trapezoid", "cov", "corrcoef", "vecdot", "matvec", "vecmat", "polyval", "vander", "polymul"]
-"""Functions whose sums or products meet the special values: NumPy's BLAS kernels (zgemm,
-the dot kernels) turn an infinite part into NaN where jitgrad's real products keep the
-signed infinity (docs/complex.md), so these see NaN parts and signed zeros only."""
+SPECIAL = ["extract", "compress", "ediff1d", "gradient", "gradient-spacings", "gradient-axes", "gradient-edge2",
+           "trapezoid", "trapezoid-real-x", "sinc", "vander", "vander-increasing", "polyval",
+           "polyval-real-coefficients", "polyadd", "polysub", "polyder", "polyint", "linspace", "linspace-retstep",
+           "linspace-zero-step", "linspace-real-start", "logspace", "meshgrid", "broadcast_arrays", "array_equiv",
+           "logical_and", "logical_or", "logical_xor", "logical_not"]
+NAN_ONLY = ["cov", "cov-weights", "corrcoef", "vecdot", "matvec", "vecmat", "polymul"]
+"""Functions whose sums of products meet the special values: NumPy's BLAS kernels (zgemm,
+the dot kernels) can turn an infinite part into NaN where jitgrad's real products keep
+the signed infinity (docs/complex.md), so these see NaN parts and signed zeros only."""
 
 
 def special_operands(dtype, infinities=True):
@@ -184,6 +187,20 @@ def test_special_values_match_numpy(dtype):
     for name in NAN_ONLY:
         fn, bound = FUNCTIONS[name]
         check(name, fn, bound, z, v)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_linspace_between_special_endpoints(dtype):
+    """Infinite, NaN, subnormal and signed-zero parts at either end: NumPy's steps (the
+    zero-step branch included), the endpoint and the step bit for bit."""
+    parts = [0.0, -0.0, 1.0, -2.0, np.inf, -np.inf, np.nan, 1e-310]
+    grid = np.array([complex(a, b) for a in parts for b in parts], dtype)
+    start, stop = (g.ravel() for g in np.meshgrid(grid, grid))
+    pairs = list(range(0, start.size, 97))
+
+    def spaced(start, stop):
+        return [np.linspace(start[i], stop[i], 4, endpoint=i % 2 == 0, retstep=True)[j] for i in pairs for j in (0, 1)]
+    check("linspace", spaced, 0, start, stop)
 
 
 @pytest.mark.parametrize("dtype", COMPLEX)
