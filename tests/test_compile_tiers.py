@@ -1,10 +1,12 @@
-"""The CPU backend's cheaper code generation (engine.CODEGEN_OPTIONS: loop strength
-reduction off) must not change a single output bit: each program below is compiled
-twice from scratch, once with LLVM's default code generation and once as jitgrad
-compiles it, and every output is compared bit for bit. The programs cover what the
-machine code could change: reductions (reassociated within their vector lanes),
-transcendental math (libmvec vector calls and scalar libm remainders), contractions
-(BLAS calls between loops), index maps, cumulative and sorting loops, and loop regions."""
+"""Code generation tiers of the CPU backend must not change a single output bit. A first
+call runs the quick code (LLVM's quick code generator, engine.QUICK_CODEGEN_LEVEL); a
+second call runs the full code, generated from the same optimized IR with jitgrad's
+options (engine.CODEGEN_OPTIONS: loop strength reduction off). Each program below is
+compiled from scratch and run at both tiers, and once more with LLVM's default full code
+generation, and every output is compared bit for bit. The programs cover what machine
+code could change: reductions (reassociated within their vector lanes), transcendental
+math (libmvec vector calls and scalar libm remainders), contractions (BLAS calls between
+loops), index maps, cumulative and sorting loops, and loop regions."""
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
@@ -94,18 +96,28 @@ def _leaves(tree):
     return [np.asarray(tree)]
 
 
-def _run_fresh(transformed, args):
-    """Results of a compile from scratch (no disk cache, a new executable), and whether
-    the machine code came from a compile rather than a cache."""
+def _tiers(transformed, args):
+    """Outputs of a compile from scratch (no disk cache): its first call (quick code),
+    its second call (full code) and the executable, checking that each tier ran."""
     saved = config.cache_dir
     config.cache_dir = None
     try:
         fn = jg.jit(transformed)
-        out = fn(*args)
-        compiled = fn.lower(*args).executable.compiled
-        return _leaves(out), compiled.from_cache
+        first = _leaves(fn(*args))
+        executable = fn.lower(*args).executable
+        assert executable.compiled.quick and not executable.compiled.from_cache
+        second = _leaves(fn(*args))
+        assert not executable.compiled.quick
+        return first, second
     finally:
         config.cache_dir = saved
+
+
+def _assert_same_bits(outputs, expected, what):
+    assert len(outputs) == len(expected)
+    for ours, theirs in zip(outputs, expected, strict=True):
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        assert ours.tobytes() == theirs.tobytes(), what      # NaNs and signed zeros included
 
 
 def _with_default_codegen(monkeypatch):
@@ -113,18 +125,13 @@ def _with_default_codegen(monkeypatch):
 
 
 @pytest.mark.parametrize("name", list(_programs()))
-def test_outputs_bit_identical_to_default_code_generation(name, monkeypatch):
+def test_every_tier_gives_the_same_bits(name, monkeypatch):
     transformed, args = _programs()[name]
-    jitgrad_outputs, cached = _run_fresh(transformed, args)
-    assert not cached
+    quick, full = _tiers(transformed, args)
+    _assert_same_bits(quick, full, f"{name}: quick code against full code")
     _with_default_codegen(monkeypatch)
-    default_outputs, cached = _run_fresh(transformed, args)
-    assert not cached
-    assert len(jitgrad_outputs) == len(default_outputs)
-    for ours, theirs in zip(jitgrad_outputs, default_outputs, strict=True):
-        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
-        # bit for bit, NaNs and signed zeros included
-        assert ours.tobytes() == theirs.tobytes(), name
+    _, default = _tiers(transformed, args)
+    _assert_same_bits(full, default, f"{name}: full code against LLVM's default code generation")
 
 
 def _object_code(optimized_ir: str) -> bytes:
@@ -146,17 +153,28 @@ def test_codegen_options_change_the_machine_code_and_are_reset():
     assert _object_code(optimized) == before
 
 
-def test_cache_key_holds_the_codegen_options(monkeypatch, tmp_path):
-    """An object made under other code generation options is not taken from the disk
-    cache (the machine code depends on them)."""
+def test_disk_cache_keeps_each_tier_apart(monkeypatch, tmp_path):
+    """A first compile stores its quick code; the full code, once made, is stored under
+    its own key (which holds the code generation options) and is what a later compile
+    loads; code made under other options is not taken from the cache."""
     saved = config.cache_dir
     config.cache_dir = str(tmp_path)
     try:
         x = np.random.default_rng(4).standard_normal(77)
-        assert not jg.jit(w1).lower(x).executable.compiled.from_cache
-        assert jg.jit(w1).lower(x).executable.compiled.from_cache
+        compiled = jg.jit(w1).lower(x).executable.compiled
+        assert compiled.quick and not compiled.from_cache
+        again = jg.jit(w1).lower(x).executable
+        assert again.compiled.quick and again.compiled.from_cache
+        again.use_full_code()
+        assert not again.compiled.quick and not again.compiled.from_cache
+        full = jg.jit(w1).lower(x).executable.compiled
+        assert not full.quick and full.from_cache
         _with_default_codegen(monkeypatch)
-        assert not jg.jit(w1).lower(x).executable.compiled.from_cache
+        other = jg.jit(w1).lower(x).executable.compiled
+        assert other.quick and other.from_cache          # the quick code does not depend on them
+        other_full = jg.jit(w1).lower(x).executable
+        other_full.use_full_code()
+        assert not other_full.compiled.from_cache
     finally:
         config.cache_dir = saved
 
@@ -181,3 +199,36 @@ def test_parallel_loop_writing_in_place_takes_the_vector_path():
         assert "GOMP_parallel" in optimized
     if engine.VectorMath.available:
         assert "_ZGV" in optimized and "v_tanhf" in optimized
+
+
+def test_full_code_replaces_quick_code_under_concurrent_calls():
+    """Threads calling one executable while its quick code is replaced all get the same
+    bits (a call already running keeps the code it started in), and the quick code's
+    engine is freed once no call runs it."""
+    import threading
+    saved = config.cache_dir
+    config.cache_dir = None
+    try:
+        x = np.random.default_rng(6).standard_normal(200_001)
+        executable = jg.jit(jg.grad(w1)).lower(x).executable
+        assert executable.compiled.quick
+        engines_before = engine.live_engine_count()
+        expected = executable([x])[0].tobytes()
+        results, start = [], threading.Barrier(4)
+
+        def calls():
+            start.wait()
+            for _ in range(5):
+                results.append(executable([x])[0].tobytes())
+
+        threads = [threading.Thread(target=calls) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert len(results) == 20 and all(r == expected for r in results)
+        assert not executable.compiled.quick
+        del threads, calls
+        assert engine.live_engine_count() == engines_before
+    finally:
+        config.cache_dir = saved

@@ -6,12 +6,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import re
+import threading
 from typing import Sequence
 
 import numpy as np
 from llvmlite import ir
 
-from jitgrad.errors import ShapeError
+from jitgrad.errors import CompilationError, ShapeError
 from jitgrad.ir import Function
 from jitgrad.ir.printer import print_function
 from jitgrad.config import config
@@ -19,7 +20,7 @@ from jitgrad.passes.memory import MemoryPlan, plan_buffers
 from jitgrad.passes.schedule import Schedule, schedule
 from ..base import Backend, Executable
 from .codegen import CPUFunctionEmitter
-from .engine import Blas, Threads, VectorMath, compile_module, initialize
+from .engine import Blas, Threads, VectorMath, compile_module, finish_code, initialize
 from . import runtime
 from .fastcall import native_call
 from .llvm_support import set_function_string_attribute
@@ -42,6 +43,12 @@ def _check_addressable(fn: Function) -> None:
 
 _LOCATION_AT_LINE_END = re.compile(r' loc\("(?:[^"\\]|\\.)*":\d+(?: in (?:[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*"))?\)$',
                                    re.MULTILINE)
+
+
+FULL_CODE_AT_CALL = 2
+"""An executable first compiled with the quick code generator gets its full code at this
+call (or when its native call path is built): a one-off call runs the quick code, and a
+function called again pays the full code generation once, from the optimized IR."""
 
 
 SYMBOL_ARRAY_BYTES = 4096
@@ -82,16 +89,25 @@ class CPUExecutable(Executable):
         self.constants = emitter.constants
         self.constant_addresses = [c.ctypes.data for c in self.constants]
         self.llvm_ir = llvm_ir
-        self.compiled = compiled
+        self._code = (compiled, _CALL_TYPE(compiled.address(symbol)))
+        """(machine code, its entry point), read and replaced as one: a call holds the
+        machine code it started in until it returns, so replacing quick code never frees
+        code that a call in another thread is running."""
         self.symbol = symbol
         self.kernel_address = compiled.address(symbol)
         self.stops_on_interrupt = emitter.stops_on_interrupt
-        self._cfunc = _CALL_TYPE(self.kernel_address)
+        self._calls = 0
+        self._code_lock = threading.Lock()
         self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
         self._in_dtypes = [t.dtype.numpy for t in function.input_types]
         self._n = len(function.args) + len(function.outputs) + 1 + len(self.constants)
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.compiled.quick:
+            self._calls += 1
+            if self._calls >= FULL_CODE_AT_CALL:
+                self.use_full_code()
+        compiled, cfunc = self._code          # `compiled` keeps the code alive during the call
         arrays = [np.ascontiguousarray(a, dtype=d) for a, d in zip(inputs, self._in_dtypes, strict=True)]
         outputs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
         workspace, temporary = self.workspace.acquire()
@@ -100,20 +116,42 @@ class CPUExecutable(Executable):
                                                   *[o.ctypes.data for o in outputs], workspace,
                                                   *self.constant_addresses)
             if self.stops_on_interrupt:
-                runtime.call(self._cfunc, pointers)  # Ctrl-C stops long kernels (runtime.py)
+                runtime.call(cfunc, pointers)  # Ctrl-C stops long kernels (runtime.py)
             else:
-                self._cfunc(pointers)
+                cfunc(pointers)
         finally:
             self.workspace.release(temporary)
         return outputs
 
     @property
+    def compiled(self):
+        """The machine code later calls run (engine.CompiledModule)."""
+        return self._code[0]
+
+    @property
     def workspace_bytes(self) -> int:
         return self._workspace_bytes
 
+    def use_full_code(self) -> None:
+        """Replace quick code by the full code (engine.finish_code); calls already running
+        finish in the quick code, later ones run the full code. Where the full code
+        cannot be made, the quick code (same results) stays."""
+        with self._code_lock:
+            if not self.compiled.quick:
+                return
+            try:
+                full = finish_code(self.compiled)
+            except CompilationError:
+                self.compiled.quick = False      # not retried on every call
+                return
+            self.kernel_address = full.address(self.symbol)
+            self._code = (full, _CALL_TYPE(self.kernel_address))
+
     def fast_call(self, fallback, result):
         """A CPython function running this executable with well under 1 us of overhead
-        (fastcall.py). It holds this executable; this executable does not hold it."""
+        (fastcall.py), built on the full code (the address is part of its machine code).
+        It holds this executable; this executable does not hold it."""
+        self.use_full_code()
         return native_call(self, fallback, result)
 
     def listing(self, name: str) -> str:
@@ -158,5 +196,5 @@ class CPUBackend(Backend):
         if memory is None:
             memory = plan_buffers(fn, kernels)
         module, symbol, emitter = self.build_module(fn, kernels, memory)
-        compiled = compile_module(module, self.opt_level, config.cache_dir)
+        compiled = compile_module(module, self.opt_level, config.cache_dir, quick=True)
         return CPUExecutable(fn, compiled.llvm_ir, compiled, symbol, emitter)

@@ -183,6 +183,12 @@ class CompiledModule:
     llvm_ir: str = ""
     """The module's LLVM IR as compiled (before optimization): printing an llvmlite
     module costs milliseconds, so the compile's own text is kept for the listings."""
+    quick: bool = False
+    """Machine code from the quick code generator (`compile_module(..., quick=True)`):
+    the same results as the full code, slower loops; `finish_code` makes the full code."""
+    full_key: str = ""
+    """The disk-cache key the full code is stored under ("" without a disk cache)."""
+    cache_dir: str | None = None
 
     def __post_init__(self):
         _live_modules.add(self)
@@ -210,12 +216,46 @@ def live_engine_count() -> int:
     return len(_live_modules)
 
 
-def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None = None) -> CompiledModule:
+def compile_module(module: ir.Module, opt_level: int = 3, cache_dir: str | None = None,
+                   quick: bool = False) -> CompiledModule:
     """Verify, optimize and generate code for `module` — or load the object code that an
-    earlier compile of the same IR on the same CPU and versions left in `cache_dir`."""
+    earlier compile of the same IR on the same CPU and versions left in `cache_dir`.
+
+    `quick`: the optimized IR goes through LLVM's quick code generator
+    (QUICK_CODEGEN_LEVEL), unless the disk cache already holds the full code; the
+    result is marked `quick`, and `finish_code` makes its full code later."""
     initialize()
     with _llvm_lock:
-        return _compile_locked(module, opt_level, cache_dir)
+        return _compile_locked(module, opt_level, cache_dir, quick)
+
+
+QUICK_CODEGEN_LEVEL = 0
+"""The code generation level of a first, quick compile. At level 0 LLVM selects
+instructions one IR instruction at a time and allocates registers without a global
+search: a quarter of the full level's time (6 against 21 ms for the W2 gradient of
+benchmarks/run.py), with the same instructions' semantics, so the same results bit for
+bit (tests/test_compile_tiers.py); loops keep the vectorizer's shape but spill more."""
+
+
+def finish_code(quick: CompiledModule) -> CompiledModule:
+    """The full code of a quick compile: its optimized IR through the full code generator
+    (the IR optimization is not repeated), stored in the disk cache it was compiled for."""
+    initialize()
+    with _llvm_lock:
+        stage = "llvm-verify"
+        try:
+            parsed = llvm.parse_assembly(quick.optimized_ir)
+            stage = "llvm-codegen"
+            with codegen_options():
+                entry = CacheEntry(create_target_machine(reloc="pic").emit_object(parsed), quick.optimized_ir)
+            stage = "llvm-load"
+            engine, addresses = _load(entry.object_code, list(quick.addresses))
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
+        if quick.full_key and quick.cache_dir:
+            DiskCache(quick.cache_dir).store(quick.full_key, entry)
+        return CompiledModule(engine, entry.optimized_ir, from_cache=False, addresses=addresses,
+                              llvm_ir=quick.llvm_ir)
 
 
 _llvm_lock = threading.Lock()
@@ -274,21 +314,28 @@ def codegen_options():
             llvm.set_option("", reset)
 
 
-def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) -> CompiledModule:
+def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None, quick: bool) -> CompiledModule:
     stage = "llvm-ir"
     try:
         text = str(module)
         symbols = [f.name for f in module.functions if not f.is_declaration and f.linkage not in ("internal", "private")]
         cache = DiskCache(cache_dir) if cache_dir else None
-        key = cache_key(text, str(opt_level), " ".join(option for option, _ in CODEGEN_OPTIONS), *host_cpu(),
-                        ".".join(map(str, llvm.llvm_version_info)), llvmlite.__version__,
-                        _jitgrad_version()) if cache else ""
-        entry = cache.load(key) if cache else None
-        if entry is not None:
+
+        def key(codegen: str) -> str:
+            return cache_key(text, str(opt_level), codegen, *host_cpu(), ".".join(map(str, llvm.llvm_version_info)),
+                             llvmlite.__version__, _jitgrad_version()) if cache else ""
+
+        full_key = key(" ".join(option for option, _ in CODEGEN_OPTIONS))
+        quick_key = key(f"quick {QUICK_CODEGEN_LEVEL}") if quick else ""
+        for found_key in (full_key, quick_key) if cache else ():
+            entry = cache.load(found_key) if found_key else None
+            if entry is None:
+                continue
             try:
                 engine, addresses = _load(entry.object_code, symbols)
                 return CompiledModule(engine, entry.optimized_ir, from_cache=True, addresses=addresses,
-                                      llvm_ir=text)
+                                      llvm_ir=text, quick=found_key == quick_key, full_key=full_key,
+                                      cache_dir=cache_dir)
             except CompilationError:
                 pass                        # not what it claims to be: compile it again
         stage = "llvm-verify"
@@ -307,13 +354,18 @@ def _compile_locked(module: ir.Module, opt_level: int, cache_dir: str | None) ->
             pass_builder = llvm.create_pass_builder(tm, pto)
             pass_builder.getModulePassManager().run(parsed, pass_builder)
         stage = "llvm-codegen"
-        with codegen_options():
-            entry = CacheEntry(tm.emit_object(parsed), str(parsed))
+        if quick:
+            codegen_tm = create_target_machine(opt=QUICK_CODEGEN_LEVEL, reloc="pic")
+            entry = CacheEntry(codegen_tm.emit_object(parsed), str(parsed))
+        else:
+            with codegen_options():
+                entry = CacheEntry(tm.emit_object(parsed), str(parsed))
         stage = "llvm-load"
         engine, addresses = _load(entry.object_code, symbols)
         if cache:
-            cache.store(key, entry)         # replaces an entry that did not load
-        return CompiledModule(engine, entry.optimized_ir, from_cache=False, addresses=addresses, llvm_ir=text)
+            cache.store(quick_key or full_key, entry)   # replaces an entry that did not load
+        return CompiledModule(engine, entry.optimized_ir, from_cache=False, addresses=addresses, llvm_ir=text,
+                              quick=quick, full_key=full_key, cache_dir=cache_dir)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CompilationError(stage, str(err).strip().splitlines()[0] if str(err).strip() else repr(err)) from err
 
