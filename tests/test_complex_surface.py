@@ -209,16 +209,19 @@ def test_special_values_match_numpy(dtype):
 
 @pytest.mark.parametrize("dtype", COMPLEX)
 def test_linspace_between_special_endpoints(dtype):
-    """Infinite, NaN, subnormal and signed-zero parts at either end: NumPy's steps (the
-    zero-step branch included), the endpoint and the step bit for bit."""
+    """Every pair of endpoints with infinite, NaN, subnormal and signed-zero parts (mapped
+    with vmap): NumPy's steps (the zero-step branch included), the endpoint and the step
+    bit for bit."""
     parts = [0.0, -0.0, 1.0, -2.0, np.inf, -np.inf, np.nan, 1e-310]
     grid = np.array([complex(a, b) for a in parts for b in parts], dtype)
     start, stop = (g.ravel() for g in np.meshgrid(grid, grid))
-    pairs = list(range(0, start.size, 97))
-
-    def spaced(start, stop):
-        return [np.linspace(start[i], stop[i], 4, endpoint=i % 2 == 0, retstep=True)[j] for i in pairs for j in (0, 1)]
-    check("linspace", spaced, 0, start, stop)
+    spaced = jitgrad.jit(lambda start, stop: tuple(
+        jitgrad.vmap(lambda a, b: np.linspace(a, b, 4, endpoint=endpoint, retstep=True))(start, stop)
+        for endpoint in (True, False)))
+    for endpoint, (values, steps) in zip((True, False), spaced(start, stop), strict=True):
+        expected = [numpy_result(np.linspace, a, b, 4, endpoint, True) for a, b in zip(start, stop, strict=True)]
+        compare(values, np.stack([e[0] for e in expected]), 0, "linspace")
+        compare(steps, np.array([e[1] for e in expected]), 0, "linspace step")
 
 
 @pytest.mark.parametrize("dtype", COMPLEX)
