@@ -2246,8 +2246,26 @@ def check_vmap(program: Program, fn, args, check_outputs) -> None:
 
 
 def _bitwise_equal(a, b) -> bool:
+    """The same bits, a NaN's sign and payload excepted: the first call runs quickly
+    generated machine code and later calls the fully optimized code (engine.py's tiers),
+    whose register choices for a commutative operation decide which NaN operand an x86
+    instruction propagates (seed 20261207 program 1851, trapezoid of infinities). NumPy's
+    own NaN signs differ between memory layouts of the same values."""
     a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.tobytes() == b.tobytes():
+        return True
+    if not (is_float(a.dtype) or is_complex(a.dtype)):
+        return False
+    parts = (np.real, np.imag) if is_complex(a.dtype) else (lambda x: x,)
+    for part in parts:
+        x, y = np.asarray(part(a)), np.asarray(part(b))
+        wide_x, wide_y = x.astype(np.float64), y.astype(np.float64)
+        both_nan = np.isnan(wide_x) & np.isnan(wide_y)
+        if np.where(both_nan, 0, x).tobytes() != np.where(both_nan, 0, y).tobytes():
+            return False
+    return True
 
 
 def _differentiable(program: Program, ref: Reference) -> bool:

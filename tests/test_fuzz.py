@@ -197,3 +197,14 @@ def test_ill_conditioned_eigenvalues_are_not_a_reference():
     assert not fuzz._ill_conditioned_eigenvalues(spd, np.zeros(3)).any()
     separated = np.diag([1.0, 1.0 + 1e-6, 50.0, 60.0]) + np.diag([1.0, 0.0, 0.0], 1)
     assert fuzz._ill_conditioned_eigenvalues(separated, np.zeros(4)).tolist() == [True, True, True, False]
+
+
+def test_repeated_calls_compare_bits_except_a_nans_sign():
+    nan = np.float64(np.nan)
+    assert fuzz._bitwise_equal(np.array([1.0, nan]), np.array([1.0, -nan]))
+    assert fuzz._bitwise_equal(np.array([1 + 1j * nan], np.complex64), np.array([1 - 1j * nan], np.complex64))
+    assert not fuzz._bitwise_equal(np.array([0.0, nan]), np.array([-0.0, nan]))
+    assert not fuzz._bitwise_equal(np.array([1.0]), np.array([np.nextafter(1.0, 2.0)]))
+    assert not fuzz._bitwise_equal(np.array([1.0, nan]), np.array([1.0, 2.0]))
+    assert not fuzz._bitwise_equal(np.array([1, 2]), np.array([1, 3]))
+    assert not fuzz._bitwise_equal(np.array([1.0], np.float32), np.array([1.0]))
