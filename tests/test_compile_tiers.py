@@ -232,3 +232,18 @@ def test_full_code_replaces_quick_code_under_concurrent_calls():
         assert engine.live_engine_count() == engines_before
     finally:
         config.cache_dir = saved
+
+
+def test_nan_from_two_nan_operands_is_a_nan_at_every_tier():
+    """The one difference between tiers: which of two NaN operands a commutative x86
+    instruction propagates depends on the registers the code generator chose, so a NaN made
+    from two NaNs may differ in sign and payload (as NumPy's own do between layouts); it is
+    a NaN at the same positions, and every other element has the same bits."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(4099)
+    b = rng.standard_normal(4099)
+    a[::3], b[::5] = np.nan, -np.nan
+    quick, full = _tiers(lambda a, b: (a + b, a * b, np.maximum(a, b) - np.sum(a * 0.0 + b)), (a, b))
+    for q, f in zip(quick, full, strict=True):
+        assert np.array_equal(np.isnan(q), np.isnan(f))
+        assert np.where(np.isnan(q), 0.0, q).tobytes() == np.where(np.isnan(f), 0.0, f).tobytes()

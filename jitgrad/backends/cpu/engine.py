@@ -234,7 +234,10 @@ QUICK_CODEGEN_LEVEL = 0
 instructions one IR instruction at a time and allocates registers without a global
 search: a quarter of the full level's time (6 against 21 ms for the W2 gradient of
 benchmarks/run.py), with the same instructions' semantics, so the same results bit for
-bit (tests/test_compile_tiers.py); loops keep the vectorizer's shape but spill more."""
+bit (tests/test_compile_tiers.py); loops keep the vectorizer's shape but spill more.
+One thing may differ, as between any two register allocations: which of two NaN operands
+of a commutative instruction x86 propagates, so a NaN made from two NaNs can change sign
+and payload between the first call and later ones (NumPy's own do between layouts)."""
 
 
 def finish_code(quick: CompiledModule) -> CompiledModule:
@@ -294,7 +297,8 @@ CODEGEN_OPTIONS = (("-disable-lsr", "-disable-lsr=0"),)
 """LLVM options (each as it is set, then as it is reset) in force while the CPU backend
 generates machine code. Loop strength reduction rewrites only the integer arithmetic of
 addresses and induction variables, so no result changes (tests/test_compile_tiers.py
-compares outputs bit for bit); it cost about a third of code generation (10 of 31 ms
+compares outputs bit for bit; as for QUICK_CODEGEN_LEVEL, a NaN made from two NaNs may
+take the other one's sign and payload); it cost about a third of code generation (10 of 31 ms
 for the W2 gradient of benchmarks/run.py) and gained no measurable speed on the
 vectorized loops jitgrad emits (docs/benchmarks.md)."""
 
