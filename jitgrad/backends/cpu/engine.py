@@ -185,10 +185,12 @@ class CompiledModule:
     module costs milliseconds, so the compile's own text is kept for the listings."""
     quick: bool = False
     """Machine code from the quick code generator (`compile_module(..., quick=True)`):
-    the same results as the full code, slower loops; `finish_code` makes the full code."""
+    the full code's results (QUICK_CODEGEN_LEVEL says the one exception), slower loops;
+    `finish_code` makes the full code."""
     full_key: str = ""
     """The disk-cache key the full code is stored under ("" without a disk cache)."""
     cache_dir: str | None = None
+    """The disk cache the full code goes to (None: none)."""
 
     def __post_init__(self):
         _live_modules.add(self)
