@@ -813,6 +813,10 @@ OPS: list[Op] = [
     Op("complex_exp_log_sqrt", "np.real(np.exp(({0} + 1j * {1}) / 8) + np.sqrt({0} + 1j) * np.log({1} + 2j))", 2,
        in_tables(np.exp), SUM, magnitude="(np.exp(({0} + {1}) / 8) + ({0} + 2) * (np.log({1} + 2) + 4)) * 8",
        kinds="f", weight=0.3, max_operand_size=COMPLEX_MAX_SIZE, period=16 * math.pi),
+    Op("complex_cross", "np.real(np.cross(np.stack([{0}, {0} + 1j, 2 * {0}], axis=-1), "
+       "np.stack([1 - {0}, 0.5j * {0}, {0} * {0}], axis=-1)))", 1, in_tables(np.cross), SUM,
+       magnitude="np.stack([(1 + {0}) ** 3 * 16] * 3, axis=-1)", kinds="f", weight=0.3,
+       max_operand_size=COMPLEX_MAX_SIZE),
     Op("complex_operands", "np.real({0} * np.conj({1}) + {0} / 4)", 2, in_tables(np.conjugate), SUM,
        magnitude="{0} * {1} + {0}", smooth=False, kinds="c", weight=0.5, max_operand_size=COMPLEX_MAX_SIZE),
     Op("complex_trig_hyperbolic",
@@ -1221,6 +1225,16 @@ OPS: list[Op] = [
     Op("take_mode", "np.take({0}, [-7, 1, 9, -1], axis={a}, mode={mode!r})", 1, in_tables(np.take), weight=0.3,
        params=lambda r, xs: {"a": int(r.integers(np.ndim(xs[0]))), "mode": ["clip", "wrap"][r.integers(2)]}
        if np.ndim(xs[0]) and min(np.shape(xs[0])) else None),
+    # traced indices (data-dependent, always in [-n, n)): the run-time bounds check and the
+    # wrapping of negative ones (index_check) on reads, np.add.at and item assignment
+    Op("take_traced_negative", "np.take(np.ravel({0}), np.argsort(np.ravel({0}), kind='stable')[::-1] - np.size({0}))",
+       1, in_tables(np.take), smooth=False, undefined=_bfloat16_nan_order, weight=0.3),
+    Op("add_at_traced", "(lambda a: (np.add.at(a, np.argsort(a, kind='stable')[:3] - 1, 1), a)[1])(np.copy(np.ravel({0})))",
+       1, always, weight=0.2, undefined=_bfloat16_nan_order,
+       params=lambda r, xs: {} if np.size(xs[0]) else None),
+    Op("setitem_traced", "(lambda a: (a.__setitem__(np.argsort(a, kind='stable')[-2:] - np.size(a), 0), a)[1])"
+       "(np.copy(np.ravel({0})))", 1, always, weight=0.2, undefined=_bfloat16_nan_order,
+       params=lambda r, xs: {} if np.size(xs[0]) else None),
     Op("isin", "np.isin({0}, {1})", 2, in_tables(np.isin), smooth=False, jumps=True, weight=0.3),
     Op("choose", "np.choose(({0} > 0).astype(np.int8) + ({1} > 0), [{0}, {1}, {0} * 2])", 2, in_tables(np.choose),
        weight=0.3, jumps=True),

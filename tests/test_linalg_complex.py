@@ -89,6 +89,9 @@ FUNCTIONS = {
     "eigvals": (np.linalg.eigvals, lambda rng, d: (complex_array(rng, (2, 4, 4), d),)),
     "eig": (lambda a: tuple(np.linalg.eig(a)), lambda rng, d: (complex_array(rng, (2, 4, 4), d),)),
     "eig-moduli": (lambda a: _moduli(np.linalg.eig(a)), lambda rng, d: (complex_array(rng, (4, 4), d),)),
+    "cross": (np.linalg.cross, lambda rng, d: (complex_array(rng, (2, 3), d), complex_array(rng, (2, 3), d))),
+    "np.cross-axis": (lambda a, b: np.cross(a, b, axisa=0, axisb=-1), lambda rng, d: (complex_array(rng, (3, 2), d),
+                                                                                   complex_array(rng, (2, 3), d))),
 }
 
 
@@ -193,7 +196,8 @@ DIFFERENTIABLE = ["solve", "solve-vector", "inv", "det", "slogdet", "cholesky", 
                   "matrix_power", "multi_dot", "tensorsolve", "tensorinv", "norm", "norm-fro-axis", "norm-1",
                   "norm-vector-3", "vector_norm", "cond-1", "eigvalsh", "eigvalsh-upper", "eigh-projector",
                   "eigh-upper-moduli", "svdvals", "svd-values", "svd-reconstruction", "svd-tall", "svd-wide",
-                  "pinv", "lstsq", "cond", "norm-2", "norm-nuc", "qr", "qr-square", "eigvals", "eig-moduli"]
+                  "pinv", "lstsq", "cond", "norm-2", "norm-nuc", "qr", "qr-square", "eigvals", "eig-moduli", "cross",
+                  "np.cross-axis"]
 
 
 def _setup(name, rng_seed=3):

@@ -341,7 +341,7 @@ COMPLEX_FUNCTIONS = frozenset({
     np.nonzero, np.flatnonzero, np.argwhere, np.extract, np.compress, np.ediff1d, np.gradient, np.trapezoid,
     np.cov, np.corrcoef, np.sinc, np.vander, np.poly, np.polyval, np.polyadd, np.polysub, np.polymul, np.polyder,
     np.polyint, np.linspace, np.logspace, np.meshgrid, np.broadcast_arrays, np.array_equiv, np.empty_like,
-    np.linalg.vecdot, np.astype,
+    np.linalg.vecdot, np.astype, np.cross,
 })
 """The NumPy functions checked against NumPy on complex arrays; the others refuse them."""
 

@@ -668,7 +668,7 @@ COMPLEX_FUNCTIONS = frozenset({
     np.linalg.matrix_rank, np.linalg.qr, np.linalg.eig, np.linalg.eigvals,
     np.linalg.multi_dot, np.linalg.norm, np.linalg.vector_norm, np.linalg.matrix_norm, np.linalg.cond,
     np.linalg.tensorsolve, np.linalg.tensorinv, np.linalg.matmul, np.linalg.outer, np.linalg.tensordot,
-    np.linalg.diagonal, np.linalg.matrix_transpose,
+    np.linalg.diagonal, np.linalg.matrix_transpose, np.linalg.cross,
 })
 """The numpy.linalg functions that take complex arrays, checked against NumPy on them
 (tests/test_linalg_complex.py); the others refuse complex input with a DTypeError."""
