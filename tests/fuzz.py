@@ -211,6 +211,9 @@ class Op:
       (sin, cos, tan): where an operand's error spread reaches a sixteenth of it, the
       result can turn around within the moves, so the perturbed runs no longer bound it
       (`_periodic_masks`): such elements are left undetermined.
+    divisor_period: the result is periodic in its first operand with the period |second
+      operand| (remainder, fmod): the same masks, with the period per element, and a
+      move of the divisor counted as a move of the first operand |a / b| times as large.
     """
 
     name: str
@@ -230,6 +233,7 @@ class Op:
     picks: str | None = None
     rounds_to: str | None = None
     period: float | None = None
+    divisor_period: bool = False
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -677,7 +681,7 @@ OPS: list[Op] = [
     Op("mul", "{0} * {1}", 2, in_tables(np.multiply)),
     Op("truediv", "{0} / {1}", 2, in_tables(np.true_divide)),
     Op("floordiv", "{0} // {1}", 2, in_tables(np.floor_divide), smooth=False, jumps=True),
-    Op("mod", "{0} % {1}", 2, in_tables(np.remainder), smooth=False, jumps=True),
+    Op("mod", "{0} % {1}", 2, in_tables(np.remainder), smooth=False, jumps=True, divisor_period=True),
     Op("pow", "{0} ** {1}", 2, in_tables(np.power), accuracy="pow", may_raise=_int_power_raises),
     Op("pow_scalar", "{0} ** {k}", 1, in_tables(np.power), accuracy=_pow_accuracy, params=_power),
     Op("np.power", "np.power({0}, {1})", 2, in_tables(np.power), accuracy="pow", may_raise=_int_power_raises),
@@ -694,8 +698,8 @@ OPS: list[Op] = [
     Op("fmax", "np.fmax({0}, {1})", 2, in_tables(np.fmax), smooth=False),
     Op("fmin", "np.fmin({0}, {1})", 2, in_tables(np.fmin), smooth=False),
     Op("floor_divide", "np.floor_divide({0}, {1})", 2, in_tables(np.floor_divide), smooth=False, jumps=True),
-    Op("remainder", "np.remainder({0}, {1})", 2, in_tables(np.remainder), smooth=False, jumps=True),
-    Op("fmod", "np.fmod({0}, {1})", 2, in_tables(np.fmod), smooth=False, jumps=True),
+    Op("remainder", "np.remainder({0}, {1})", 2, in_tables(np.remainder), smooth=False, jumps=True, divisor_period=True),
+    Op("fmod", "np.fmod({0}, {1})", 2, in_tables(np.fmod), smooth=False, jumps=True, divisor_period=True),
     Op("floor", "np.floor({0})", 1, in_tables(np.floor), smooth=False, jumps=True),
     Op("ceil", "np.ceil({0})", 1, in_tables(np.ceil), smooth=False, jumps=True),
     Op("trunc", "np.trunc({0})", 1, in_tables(np.trunc), smooth=False, jumps=True),
@@ -1161,7 +1165,7 @@ OPS: list[Op] = [
     Op("polymul", "np.polymul(np.ravel({0})[:4] ** 2 + 1, [1.0, -2.0])", 1, in_tables(np.polymul), SUM,
        magnitude="np.polymul(np.ravel({0})[:4] ** 2 + 1, [1.0, 2.0])", weight=0.2),
     Op("i0", "np.i0({0})", 1, in_tables(np.i0), "i0", weight=0.2),
-    Op("modf", "np.modf({0})[0]", 1, in_tables(np.modf), smooth=False, jumps=True, weight=0.2),
+    Op("modf", "np.modf({0})[0]", 1, in_tables(np.modf), smooth=False, jumps=True, weight=0.2, period=1.0),
     Op("frexp", "np.frexp({0})[0]", 1, in_tables(np.frexp), smooth=False, jumps=True, weight=0.2),
     Op("ldexp", "np.ldexp({0}, 3)", 1, in_tables(np.ldexp), weight=0.2),
     Op("copysign", "np.copysign({0}, -2.0)", 1, in_tables(np.copysign), smooth=False, weight=0.2),
@@ -1788,6 +1792,11 @@ def _periodic_masks(program: Program, values: list, spreads: list) -> dict:
     masks = {}
     n = len(program.inputs)
     for k, stmt in enumerate(program.stmts):
+        if stmt.op.divisor_period:
+            mask = _divisor_period_mask(stmt, values, spreads, np.shape(values[n + k]))
+            if mask is not None and np.any(mask):
+                masks[n + k] = mask
+            continue
         if not stmt.op.period:
             continue
         ref = np.asarray(values[n + k])
@@ -1808,6 +1817,37 @@ def _periodic_masks(program: Program, values: list, spreads: list) -> dict:
         if np.any(mask):
             masks[n + k] = mask
     return masks
+
+
+def _divisor_period_mask(stmt: Stmt, values: list, spreads: list, shape):
+    """remainder(a, b) repeats with the period |b| in a, and moves |a / b| times as far as
+    b does: where those moves reach a sixteenth of |b|, the perturbed runs can land on the
+    same phase by chance and no longer bound the result (seed 20261208 program 3347: a
+    float32 sum moved by ±16.1875, twelve periods of 1.349 to within 0.0004)."""
+    operands = _operand_values(stmt, values)
+    if len(operands) != 2 or not all(is_float(np.asarray(x).dtype) or np.asarray(x).dtype.kind in "iub"
+                                     for x in operands):
+        return None
+    moves = []
+    for j, a in enumerate(stmt.args):
+        if isinstance(a, Literal):
+            moves.append(0.0)
+            continue
+        sp = np.asarray(spreads[a], np.float64)
+        view = stmt.views[j] if j < len(stmt.views) else None
+        if view:
+            with np.errstate(all="ignore"):
+                sp = eval(view.replace("{}", "_x"), {"np": np}, {"_x": sp})
+        moves.append(np.nan_to_num(np.asarray(sp, np.float64), nan=np.inf))
+    with np.errstate(all="ignore"):
+        a, b = (np.asarray(x, np.float64) for x in operands)
+        reach = moves[0] + np.abs(a / b) * moves[1]
+        far = ~(reach < np.abs(b) / 16)                   # NaN (b = 0, infinities) counts as far
+        far &= (np.asarray(moves[0]) > 0) | (np.asarray(moves[1]) > 0)
+    try:
+        return np.broadcast_to(far, shape)
+    except ValueError:
+        return np.full(shape, bool(np.any(far)))
 
 
 def _near_sort_ties(stmt: Stmt, x: np.ndarray, spread, order: np.ndarray) -> np.ndarray:

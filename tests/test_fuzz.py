@@ -208,3 +208,19 @@ def test_repeated_calls_compare_bits_except_a_nans_sign():
     assert not fuzz._bitwise_equal(np.array([1.0, nan]), np.array([1.0, 2.0]))
     assert not fuzz._bitwise_equal(np.array([1, 2]), np.array([1, 3]))
     assert not fuzz._bitwise_equal(np.array([1.0], np.float32), np.array([1.0]))
+
+
+def test_a_remainder_whose_operand_moves_by_a_good_part_of_the_divisor_is_undetermined():
+    """remainder(a, b) repeats with the period |b| in a: where a's spread reaches |b| / 16,
+    the element is not a reference (a move of twelve periods looks like no move at all)."""
+    a = np.array([1000.0, 1000.0, 1000.0])
+    b = np.array([1.349, 100.0, 0.0])
+    program = fuzz._case("remainder", [("remainder", (0, 1))], [a, b])
+    values = fuzz._evaluate(program, None)
+    spreads = [np.full(3, 1.0), np.zeros(3), np.zeros(3)]
+    mask = fuzz._periodic_masks(program, values, spreads)[2]
+    assert mask.tolist() == [True, False, True]
+    assert 2 not in fuzz._periodic_masks(program, values, [np.zeros(3)] * 3)
+    # a divisor's move counts |a / b| times: 1e-3 of 1.349 is 0.74 in a
+    mask = fuzz._periodic_masks(program, values, [np.zeros(3), np.full(3, 1e-3), np.zeros(3)])[2]
+    assert mask.tolist() == [True, False, True]
