@@ -322,6 +322,9 @@ def test_python_ints_compare_by_value_as_in_numpy():
     check(lambda x: (x == -1, x != -1, x < -1, x > -1, -1 < x, 70000 > x, x >= 70000, x <= 2**70), x)
     check(lambda x, s: (s > x, x == s, x >= s), x, -1)                 # a Python int argument
     check(lambda x: np.where(x > 3, x, -1), x)                          # np.where casts unsafely
+    check(lambda x: (np.choose((x > 3).astype(np.int8), [x, -1]),        # so does np.choose
+                     np.choose((x > 3).astype(np.int8), [x.astype(np.int32), 2**40]),
+                     np.choose((x > 3).astype(np.int8), [x, 2.5])), x)
     check(lambda x: (np.concatenate([-2, x], axis=None), np.stack([x[0], 2.5]),
                      np.concatenate([x.astype(np.float32)[:1], 2.5], axis=None)), x)
     check(lambda x, s: (np.stack([3, x[0].astype(np.int8)]), np.stack([s, x[0].astype(np.float32)])), x, 2.5)

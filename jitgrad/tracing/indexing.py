@@ -378,7 +378,7 @@ def choose(a, choices, out=None, mode="raise"):
         raise ValueError(f"clipmode must be one of 'clip', 'raise', or 'wrap' (got {mode!r})")
     if isinstance(choices, Value):
         choices = [P.reshape(api.getitem(choices, (k,)), choices.type.shape[1:]) for k in range(choices.type.shape[0])]
-    choices = api.promote(*choices)
+    choices = api._promote_unsafely(choices)        # NumPy's choose casts a Python int unsafely (wraps)
     k = len(choices)
     index = a if isinstance(a, Value) else np.asarray(a)
     if not isinstance(index, Value) and index.dtype != object and not np.issubdtype(index.dtype, np.integer):
