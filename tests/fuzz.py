@@ -2335,8 +2335,14 @@ def _f64(x) -> np.ndarray:
 def check_gradients(program: Program, fn, ref: Reference, rng, outcome: Outcome) -> None:
     """⟨t, vjp(c)⟩ = ⟨jvp(t), c⟩ over the float outputs (cotangents in each output's dtype);
     for programs of smooth operations with finite values, jvp(t) = central finite
-    differences of NumPy."""
-    keep = [k for k, o in enumerate(ref.outputs) if is_float(o.dtype)]
+    differences of NumPy. Outputs the reference finds ill-conditioned (`Reference.unstable`:
+    the documented bounds move them by a good part of their value) are left out: their
+    derivatives go through the same amplification (slogdet of a numerically singular
+    M M^T + m I with entries near 1e70: seed 20261208 program 2723)."""
+    keep = [k for k, o in enumerate(ref.outputs)
+            if is_float(o.dtype) and not (ref.unstable[k] is not None and np.any(ref.unstable[k]))]
+    if not keep:
+        return
 
     def floats(*xs):
         outs = fn(*xs)
@@ -2445,6 +2451,9 @@ def fixed_cases() -> list[Program]:
         # a float32 matrix product inside a float64 statement, eigenvalues in a non-normal cluster
         _case("eigvals of a float32 rank-1 product", [("outer", (0, 0)), ("eigvals", (1,))],
               [(np.random.default_rng(1).standard_normal((4, 4, 4)) * 0.05).astype(np.float32)]),
+        # derivatives of an ill-conditioned output are as undetermined as its value
+        _case("slogdet of a numerically singular matrix", [("sinh", (0,)), ("slogdet", (1,))],
+              [np.random.default_rng(1).standard_normal((4, 4, 4)) * 40]),
     ]
     for name in ("uint8", "int8", "int16", "int32", "uint16", "uint32", "uint64", "float16"):
         dt = np.dtype(name)
