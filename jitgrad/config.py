@@ -6,7 +6,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-COMPILE_SETTINGS = ("device", "fusion", "num_threads", "native_bf16")
+COMPILE_SETTINGS = ("device", "fusion", "num_threads", "native_bf16", "index_bounds")
 """The settings compiled code depends on: part of every signature's cache key, so that
 changing one between calls compiles again rather than reusing code built without it."""
 
@@ -36,6 +36,12 @@ class Config:
     (AVX-512 BF16) where it has them (backends/cpu/bf16_gemm.py); False, or a CPU without
     them: the operands are widened to float32 (exact) and multiplied by sgemm."""
 
+    index_bounds: str = "raise"
+    """Run-time (traced) indices outside their axis: "raise" makes the call raise
+    `jitgrad.IndexingError` naming the line, as NumPy raises IndexError; "clamp" clamps them
+    into range without a check, as JAX does. Either way the code never reads out of bounds.
+    On GPU devices indices are always clamped (docs/gpu.md)."""
+
     max_signatures_per_function: int = 64
     """Compiled signatures each jitted/differentiated function keeps in memory; the least
     recently used one is dropped (and its machine code freed) beyond this."""
@@ -55,6 +61,8 @@ class Config:
     paths, which skip the signature lookup)."""
 
     def __setattr__(self, name, value):
+        if name == "index_bounds" and value not in ("raise", "clamp"):
+            raise ValueError(f'config.index_bounds must be "raise" or "clamp", not {value!r}')
         changed = name in COMPILE_SETTINGS and getattr(self, name, value) != value
         object.__setattr__(self, name, value)
         if changed:

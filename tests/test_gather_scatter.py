@@ -116,10 +116,18 @@ def test_indexing_emits_one_gather_and_no_one_hot_product():
     assert text.count(" gather(") == 1 and "reduce_sum" not in text and "eq(" not in text
 
 
-def test_traced_indices_wrap_once_then_clamp():
+def test_traced_indices_wrap_once_and_raise_out_of_range_or_clamp_when_configured():
     x = np.arange(5.0)
     f = jitgrad.jit(lambda x, i: x[i])
-    np.testing.assert_array_equal(f(x, np.array([-1, -5, -7, 4, 9])), [4.0, 0.0, 0.0, 4.0, 4.0])
+    np.testing.assert_array_equal(f(x, np.array([-1, -5, 4, 0])), [4.0, 0.0, 4.0, 0.0])
+    with pytest.raises(IndexError, match="index -7 is out of bounds"):
+        f(x, np.array([-1, -5, -7, 4, 9]))
+    saved = jitgrad.config.config.index_bounds
+    jitgrad.config.config.index_bounds = "clamp"
+    try:
+        np.testing.assert_array_equal(f(x, np.array([-1, -5, -7, 4, 9])), [4.0, 0.0, 0.0, 4.0, 4.0])
+    finally:
+        jitgrad.config.config.index_bounds = saved
 
 
 def test_item_assignment_with_repeated_traced_indices_last_write_wins():

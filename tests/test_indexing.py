@@ -109,10 +109,13 @@ def test_out_of_range_constant_index_raises_like_numpy():
         jitgrad.jit(lambda x: x[:, [-6]])(X)
 
 
-def test_out_of_range_traced_index_is_wrapped_then_clamped():
+def test_out_of_range_traced_index_raises_and_negative_ones_wrap():
     x = np.arange(5.0)
-    got = jitgrad.jit(lambda x, i: x[i])(x, np.array([-1, -7, 9, 2]))
-    np.testing.assert_array_equal(got, [4.0, 0.0, 4.0, 2.0])
+    f = jitgrad.jit(lambda x, i: x[i])
+    np.testing.assert_array_equal(f(x, np.array([-1, -5, 4, 2])), x[[-1, -5, 4, 2]])
+    for bad in ([-1, -7, 2], [9, 2]):
+        with pytest.raises(IndexingError, match="out of bounds for axis 0 with size 5"):
+            f(x, np.array(bad))
 
 
 def test_traced_mask_read_names_np_where():

@@ -500,6 +500,12 @@ SPECS: list[OpSpec] = [
            grad="zero"),
     OpSpec("argsort", "", [f64(3, 5)], lambda x: as_f64(bind("argsort", x)),
            lambda x: np.argsort(x, axis=-1, kind="stable").astype(np.float64), [with_ties], grad="zero"),
+    # ----- run-time index bounds (in-range indices here; out of range in test_index_bounds.py)
+    OpSpec("index_check", "", [i64(3, 4)], lambda i: as_f64(bind("index_check", i, size=5, axis=0)),
+           lambda i: np.where(i < 0, i + 5, i).astype(np.float64), [small_ints], grad="none"),
+    OpSpec("index_check", "gathered", [f64(5, 3), i64(4)],
+           lambda x, i: bind("gather", x, bind("index_check", i, size=5, axis=0), axis=0),
+           lambda x, i: x[i], [normal, small_ints]),
     # ----- LAPACK factorizations and solves (rows in test_linalg.py)
     *[OpSpec(name, variant, types, body, ref) for name, variant, types, body, ref in LAPACK_SPEC_ROWS],
     # ----- convolution and windows (references: explicit loops over output elements, tests/test_nn.py)

@@ -3,8 +3,8 @@ and loading one back without the compiler or llvmlite (`load`). See docs/aot.md.
 
 `load` and its errors come from `loader`, which imports only numpy and the standard
 library; `export` and `Library` import the compiler on first use."""
-from .loader import (Artifact, ArtifactCPUError, ArtifactError, ArtifactFunction, ArtifactIntegrityError,
-                     ArtifactSignatureError, load)
+from .loader import (Artifact, ArtifactCPUError, ArtifactError, ArtifactFunction, ArtifactIndexError,
+                     ArtifactIntegrityError, ArtifactSignatureError, load)
 
 
 def __getattr__(name):
@@ -15,4 +15,4 @@ def __getattr__(name):
 
 
 __all__ = ["export", "Library", "ExportError", "load", "Artifact", "ArtifactFunction", "ArtifactError",
-           "ArtifactIntegrityError", "ArtifactCPUError", "ArtifactSignatureError"]
+           "ArtifactIntegrityError", "ArtifactCPUError", "ArtifactSignatureError", "ArtifactIndexError"]

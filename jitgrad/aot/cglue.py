@@ -4,7 +4,9 @@
 An entry point takes one pointer per input and output leaf, in pytree order, and a
 workspace pointer. It checks its pointers (never a crash on NULL or a misaligned
 workspace: an error code instead), puts them in the slot array the kernel reads and
-calls the kernel. A NULL workspace means the library's own, one per thread and per
+calls the kernel. A kernel that meets a run-time index outside its axis calls
+`jitgrad_index_out_of_range` (defined here, hidden, so two libraries never share it),
+which marks the calling thread; the entry point then returns ERROR_INDEX_OUT_OF_RANGE. A NULL workspace means the library's own, one per thread and per
 function, allocated on first use and freed when the thread exits.
 """
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 ERRORS = (("OK", 0, "success"),
           ("ERROR_NULL_POINTER", 1, "an input or output pointer is NULL"),
           ("ERROR_WORKSPACE_ALIGNMENT", 2, "a caller's workspace is not 64-byte aligned"),
-          ("ERROR_NO_MEMORY", 3, "the library could not allocate this thread's workspace"))
+          ("ERROR_NO_MEMORY", 3, "the library could not allocate this thread's workspace"),
+          ("ERROR_INDEX_OUT_OF_RANGE", 4, "a run-time index was out of range (NumPy raises IndexError); "
+                                          "the outputs hold no valid result"))
 
 C_TYPES = {"bool": "uint8_t", "i8": "int8_t", "i16": "int16_t", "i32": "int32_t", "i64": "int64_t",
            "u8": "uint8_t", "u16": "uint16_t", "u32": "uint32_t", "u64": "uint64_t", "f16": "uint16_t",
@@ -90,6 +94,15 @@ def source(library: str, functions) -> str:
         out.append(f"void {library}_{f.name}_kernel(void **slots);")
     out += ["",
             "static _Alignas(64) unsigned char no_workspace[64];",
+            "static __thread int index_out_of_range;   /* set by a kernel during this thread's call */",
+            "",
+            "/* Called by kernels for an index outside its axis (they then clamp it). */",
+            '__attribute__((visibility("hidden"))) void jitgrad_index_out_of_range(int64_t index, int64_t axis,',
+            "                                                                     int64_t size, const char *where) {",
+            "    (void)index; (void)axis; (void)size; (void)where;",
+            "    index_out_of_range = 1;",
+            "}",
+            "",
             f"static __thread void **thread_workspaces;   /* this thread's workspace per function, or NULL */",
             "static pthread_key_t workspace_key;",
             "static int workspace_key_ready;",
@@ -140,6 +153,11 @@ def source(library: str, functions) -> str:
         else:
             out.append("    workspace = no_workspace;")
         out.append(f"    void *slots[{len(names) + 1}] = {{{', '.join(f'(void *){p}' for p in names + ['workspace'])}}};")
-        out += [f"    {library}_{f.name}_kernel(slots);", f"    return {upper}_OK;", "}"]
+        if any(op.name == "index_check" for op in f.function.walk()):
+            out += ["    index_out_of_range = 0;", f"    {library}_{f.name}_kernel(slots);",
+                    f"    if (index_out_of_range) return {upper}_ERROR_INDEX_OUT_OF_RANGE;"]
+        else:
+            out.append(f"    {library}_{f.name}_kernel(slots);")
+        out += [f"    return {upper}_OK;", "}"]
     out.append("")
     return "\n".join(out)

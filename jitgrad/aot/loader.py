@@ -44,6 +44,15 @@ class ArtifactIntegrityError(ArtifactError):
     """The manifest or a file does not match its checksum (edited, truncated, replaced)."""
 
 
+class ArtifactIndexError(ArtifactError, IndexError):
+    """A run-time index was out of range (the library's ERROR_INDEX_OUT_OF_RANGE), where
+    NumPy raises IndexError."""
+
+
+INDEX_OUT_OF_RANGE = 4
+"""The entry points' error code for an out-of-range run-time index (cglue.ERRORS)."""
+
+
 class ArtifactCPUError(ArtifactError):
     """This machine lacks the architecture or a CPU feature the artifact was built for."""
 
@@ -209,6 +218,9 @@ class ArtifactFunction:
         outputs = [np.empty(shape, dtype) for dtype, shape in self._outputs]
         pointers += [_data_pointer(o) for o in outputs]
         code = self._function(*pointers, None)
+        if code == INDEX_OUT_OF_RANGE:
+            raise ArtifactIndexError(f"{self.name}: an index was out of bounds for its axis (NumPy raises "
+                                     "IndexError; jitgrad.jit names the line)")
         if code:
             raise ArtifactError(f"{self.name} returned error code {code} (see the library's header)")
         if self._single_output:

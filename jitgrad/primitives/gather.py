@@ -30,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 from .kernel_kind import KernelKind
-from jitgrad.errors import DTypeError, ShapeError
+from jitgrad.errors import DTypeError, IndexingError, ShapeError
 from jitgrad.ir import DType, TensorType
-from .base import Primitive, UndefinedPrimal, Zero, deftranspose, instantiate
+from .base import Primitive, UndefinedPrimal, Zero, defjvp_zero, deftranspose, instantiate
 
 
 class GatherKernel(KernelKind):
@@ -43,6 +43,11 @@ class GatherKernel(KernelKind):
 class ScatterAddKernel(KernelKind):
     emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_scatter_add",
                 "cuda": "jitgrad.backends.cuda.gather:emit_scatter_add"}
+
+
+class IndexCheckKernel(KernelKind):
+    emitters = {"cpu": "jitgrad.backends.cpu.gather:emit_index_check",
+                "cuda": "jitgrad.backends.cuda.index_check:emit_index_check"}
 
 
 class ScatterKernel(KernelKind):
@@ -241,3 +246,38 @@ def _scatter_transpose(ct, operand, indices, updates, *, axis):
 
 scatter_p.jvp = _scatter_jvp
 deftranspose(scatter_p, _scatter_transpose, linear_operands=(0, 2))
+
+
+# ----- index_check: NumPy's bounds check of run-time indices
+def _index_check_infer(indices: TensorType, *, size, axis):
+    if indices.dtype != DType.i64:
+        raise DTypeError(f"index_check: indices must be int64, not {indices.dtype}")
+    return [indices]
+
+
+def _index_check_impl(indices, *, size, axis):
+    indices = np.asarray(indices, np.int64)
+    bad = (indices < -size) | (indices >= size)
+    if bad.any():
+        raise IndexingError(f"index {indices[bad].flat[0]} is out of bounds for axis {axis} with size {size}")
+    return np.where(indices < 0, indices + size, indices)
+
+
+index_check_p = Primitive("index_check", _index_check_infer, _index_check_impl,
+                          doc="Run-time indices into an axis of length `size`, negative ones wrapped once: "
+                              "an index outside [-size, size) makes the call raise IndexingError naming the "
+                              "op's line (the result is then clamped, never used out of bounds).")
+index_check_p.lowering = IndexCheckKernel()
+defjvp_zero(index_check_p)
+
+
+def _index_check_batch(operands, dims, **attrs):
+    """Elementwise: the mapped axis stays where it is."""
+    return index_check_p.bind(operands[0], **attrs), dims[0]
+
+
+index_check_p.batch = _index_check_batch
+
+
+def index_check(indices, size: int, axis: int):
+    return index_check_p.bind(indices, size=int(size), axis=int(axis))

@@ -11,8 +11,9 @@ flattened array (`jitgrad/primitives/gather.py`): work proportional to the eleme
 moved, with the JVP, transpose (gather <-> scatter-add) and kernels on those records.
 
 Index values known at trace time are checked like NumPy (IndexError naming the line).
-Traced index values are unknown until run time: they are wrapped when negative and then
-clamped into range, as JAX does (documented in docs/indexing.md).
+Traced index values are unknown until run time: they are wrapped when negative and an
+index out of range makes the call raise IndexError, as NumPy does (or they are clamped,
+as JAX does, under config.index_bounds="clamp"; docs/indexing.md).
 
 Writing (`x[index] = v`) is a functional update of the traced array: the Tracer's value is
 replaced by the updated array. NumPy's buffered semantics hold: where an index repeats, the
@@ -30,9 +31,10 @@ import threading
 import numpy as np
 
 from jitgrad import primitives as P
+from jitgrad.config import config, target_device
 from jitgrad.errors import IndexingError, UnsupportedOperationError
 from jitgrad.ir import DType, TensorType, Value
-from jitgrad.primitives.gather import gather, scatter, scatter_add
+from jitgrad.primitives.gather import gather, index_check, scatter, scatter_add
 from . import numpy_api as api
 from .module_patches import ModulePatches
 
@@ -133,6 +135,8 @@ def getitem(x: Value, index) -> Value:
             basic.append(item)
         out_axis += item is None or isinstance(item, (builtins.slice, _Advanced))
     adv_items = [item for item in items if isinstance(item, _Advanced)]
+    real = [item for item in items if item is not None]          # one per axis of x
+    source_axes = [k for k, item in enumerate(real) if isinstance(item, _Advanced)]
     positions = [k for k, item in enumerate(items) if isinstance(item, _Advanced)]
     adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
     y = api.getitem(x, tuple(basic))
@@ -141,7 +145,7 @@ def getitem(x: Value, index) -> Value:
     y = P.transpose(y, tuple(adv_axes + rest_axes))
     rest_shape = tuple(y.type.shape[len(adv_axes):])
     rows = math.prod(sizes)
-    flat, batch_shape = _flat_index([item.array for item in adv_items], sizes, adv_axes)
+    flat, batch_shape = _flat_index([item.array for item in adv_items], sizes, source_axes)
     table = P.reshape(y, (rows, math.prod(rest_shape)))
     gathered = take_rows(table, flat)
     result = P.reshape(gathered, batch_shape + rest_shape)
@@ -155,7 +159,9 @@ def getitem(x: Value, index) -> Value:
 def _flat_index(arrays, sizes, axes):
     """The row-major flat position (into the product of `sizes`) of each broadcast index
     tuple, as a 1-d index (a NumPy array when every index is known, else a Value), and the
-    broadcast shape. Known indices are checked like NumPy; traced ones wrap once and clamp."""
+    broadcast shape; `axes` are the indexed axes of the user's array, for messages. Known indices are checked like NumPy; traced ones wrap once and are
+    checked when the call runs (`index_check`), or clamped under config.index_bounds="clamp"
+    and on devices whose kernels do not report errors."""
     shapes = [a.shape if isinstance(a, np.ndarray) else a.type.shape for a in arrays]
     try:
         batch_shape = tuple(np.broadcast_shapes(*shapes))
@@ -171,11 +177,17 @@ def _flat_index(arrays, sizes, axes):
             flat = flat * n + np.where(a < 0, a + n, a)
         return flat.reshape(-1), batch_shape
     flat = None
-    for a, n in zip(arrays, sizes, strict=True):
+    checked = config.index_bounds == "raise" and target_device() == "cpu"
+    for a, n, axis in zip(arrays, sizes, axes, strict=True):
         v = api.as_value(a, DType.i64)
-        v = P.select(P.lt(v, P.full(0, v.type)), P.add(v, P.full(n, v.type)), v)
-        v = P.minimum(P.maximum(v, P.full(0, v.type)), P.full(max(n - 1, 0), v.type))
         v = P.broadcast_in_dim(v, batch_shape, tuple(range(len(batch_shape) - v.type.ndim, len(batch_shape))))
+        if checked and n == 0 and v.type.size:    # every index is out of range, whatever its value
+            raise IndexingError(f"index is out of bounds for axis {axis} with size 0")
+        if checked:                  # NumPy's IndexError, raised by the call (docs/indexing.md);
+            v = index_check(v, n, axis)     # NumPy checks only the indices the broadcast keeps
+        else:
+            v = P.select(P.lt(v, P.full(0, v.type)), P.add(v, P.full(n, v.type)), v)
+            v = P.minimum(P.maximum(v, P.full(0, v.type)), P.full(max(n - 1, 0), v.type))
         flat = v if flat is None else P.add(P.mul(flat, P.full(n, flat.type)), v)
     return P.reshape(flat, (math.prod(batch_shape),)), batch_shape
 

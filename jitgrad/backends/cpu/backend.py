@@ -21,7 +21,7 @@ from jitgrad.passes.schedule import Schedule, schedule
 from ..base import Backend, Executable
 from .codegen import CPUFunctionEmitter
 from .engine import Blas, Threads, VectorMath, compile_module, finish_code, initialize
-from . import runtime
+from . import index_errors, runtime
 from .fastcall import native_call
 from .llvm_support import set_function_string_attribute
 from .workspace import Workspace
@@ -101,6 +101,8 @@ class CPUExecutable(Executable):
         self._out_specs = [(t.shape, t.dtype.numpy) for t in function.output_types]
         self._in_dtypes = [t.dtype.numpy for t in function.input_types]
         self._n = len(function.args) + len(function.outputs) + 1 + len(self.constants)
+        self.checks_indices = any(op.name == "index_check" for op in function.walk())
+        """Whether the code reports out-of-range indices (index_errors.py): the calls check."""
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if self.compiled.quick:
@@ -111,6 +113,8 @@ class CPUExecutable(Executable):
         arrays = [np.ascontiguousarray(a, dtype=d) for a, d in zip(inputs, self._in_dtypes, strict=True)]
         outputs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
         workspace, temporary = self.workspace.acquire()
+        saved = index_errors.begin() if self.checks_indices else None
+        completed = False
         try:
             pointers = (ctypes.c_void_p * self._n)(*[a.ctypes.data for a in arrays],
                                                   *[o.ctypes.data for o in outputs], workspace,
@@ -119,8 +123,11 @@ class CPUExecutable(Executable):
                 runtime.call(cfunc, pointers)  # Ctrl-C stops long kernels (runtime.py)
             else:
                 cfunc(pointers)
+            completed = True
         finally:
             self.workspace.release(temporary)
+            if self.checks_indices:
+                index_errors.finish(saved, raise_error=completed)   # an out-of-range index raises
         return outputs
 
     @property

@@ -38,6 +38,7 @@ import numpy as np
 from llvmlite import ir
 
 from jitgrad.errors import JitgradError
+from . import index_errors
 from .engine import compile_module, initialize
 from .llvm_support import I8, I32, I64, PTR, VOID, for_range, index
 from .runtime import KernelRuntime
@@ -119,7 +120,8 @@ def native_call(executable, fallback, result, allocate=np.empty):
     addresses = _Addresses(kernel=executable.kernel_address, fallback=id(fallback), allocate=id(allocate),
                            workspace_slot=workspace.slot_address if workspace.nbytes else 0,
                            no_workspace=workspace.address if not workspace.nbytes else 0,
-                           constants=tuple(executable.constant_addresses))
+                           constants=tuple(executable.constant_addresses),
+                           index_reports=ctypes.addressof(index_errors.reports) if executable.checks_indices else 0)
     module = _build(symbol, inputs, outputs, addresses, result, executable.stops_on_interrupt)
     compiled = compile_module(module, opt_level=2, cache_dir=None)
     method = _PyMethodDef(symbol.encode(), compiled.address(symbol), METH_FASTCALL, None)
@@ -140,6 +142,7 @@ class _Addresses:
     workspace_slot: int          # [busy flag, buffer address]; 0: the kernel needs no workspace
     no_workspace: int            # a valid pointer for kernels that use no workspace
     constants: tuple[int, ...]
+    index_reports: int           # index_errors.reports; 0: the kernel checks no indices
 
 
 def _leaves(spec) -> list[int]:
@@ -277,6 +280,8 @@ def _build(symbol, inputs, outputs, addresses: _Addresses, result, stops_on_inte
     else:
         b.store(_address(addresses.no_workspace), slot(pointers, n_in + n_out))
     kernel = _address(addresses.kernel, ir.FunctionType(VOID, [PTR]))
+    if addresses.index_reports:                       # out-of-range indices are counted here
+        reports_before = b.load_atomic(_address(addresses.index_reports), "monotonic", 8, typ=I64)
     if stops_on_interrupt:                            # blocked loops: Ctrl-C may stop them early
         watcher = KernelRuntime(module)
         watcher.restore_hook(b)
@@ -287,6 +292,9 @@ def _build(symbol, inputs, outputs, addresses: _Addresses, result, stops_on_inte
         b.atomic_rmw("xchg", workspace_slot, index(0), "release")
     if stops_on_interrupt:                            # outputs may be incomplete: discard them
         then(b.not_(interrupted), "completed", to_fallback)
+    if addresses.index_reports:                       # an index was out of range: the Python path raises
+        reports_after = b.load_atomic(_address(addresses.index_reports), "monotonic", 8, typ=I64)
+        then(b.icmp_signed("==", reports_before, reports_after), "indices_in_range", to_fallback)
     with for_range(b, index(n_in), "release") as k:
         b.call(api["release"], [b.gep(views, [b.mul(k, index(PY_BUFFER_BYTES))], source_etype=I8)])
     outs = [b.load(slot(objects, j), typ=PTR) for j in range(n_out)]

@@ -11,6 +11,9 @@ data can make the code read or write outside a buffer. scatter_add adds in index
 as `np.add.at` does (float16 and bfloat16 are added in float and rounded after each
 add, NumPy's order of roundings); scatter writes in index order, so the last write to a
 repeated index is the one that stays.
+
+index_check is where NumPy's IndexError comes from: it wraps negative indices once,
+reports an index outside [-n, n) to the caller (index_errors.py), and clamps.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import math
 
 from llvmlite import ir
 
-from .llvm_support import I64, for_range, index, memory_type
+from . import index_errors
+from .llvm_support import I64, I8, PTR, for_range, index, memory_type
 
 
 def _geometry(operand, indices, axis: int):
@@ -111,3 +115,40 @@ def emit_scatter_add(ec, op) -> None:
             total = ctx.add(ctx.from_memory(b.load(target, typ=t), dtype), ctx.from_memory(update, dtype))
             b.store(ctx.to_memory(total, dtype), target)
     _rows(ec, op, add_row)
+
+
+def _location_string(ec, op) -> ir.Value:
+    """A pointer to the op's source location as a NUL-terminated string in the module
+    (a null pointer when the op has none)."""
+    text = str(op.loc) if op.loc is not None else ""
+    if not text:
+        return ir.Constant(PTR, None)
+    data = bytearray(text.encode("utf-8")) + b"\0"
+    array_type = ir.ArrayType(I8, len(data))
+    site = ir.GlobalVariable(ec.module, array_type, name=ec.module.get_unique_name("jitgrad.index_site"))
+    site.initializer = ir.Constant(array_type, data)
+    site.global_constant = True
+    site.linkage = "private"
+    return site
+
+
+def emit_index_check(ec, op) -> None:
+    """result[j] = indices[j] wrapped once if negative, then clamped into [0, n - 1]; an
+    index outside [-n, n) is reported first (NumPy's IndexError, raised by the caller)."""
+    (indices,), result = op.operands, op.results[0]
+    count, n = indices.type.size, op.attrs["size"]
+    if count == 0:
+        return
+    b = ec.builder
+    report = index_errors.report_function(ec.module)
+    location = _location_string(ec, op)
+    src, dst = ec.pointer(indices), ec.pointer(result)
+    with for_range(b, count, "index_check") as j:
+        k = b.load(_element(b, src, j, I64), typ=I64)
+        wrapped = b.select(b.icmp_signed("<", k, index(0)), b.add(k, index(n)), k)
+        outside = b.icmp_unsigned(">=", wrapped, index(n))     # negative or >= n
+        with b.if_then(outside, likely=False):
+            b.call(report, [k, index(op.attrs["axis"]), index(n), location])
+        clamped = b.select(b.icmp_signed("<", wrapped, index(0)), index(0), wrapped)
+        clamped = b.select(b.icmp_signed(">", clamped, index(max(n - 1, 0))), index(max(n - 1, 0)), clamped)
+        b.store(clamped, _element(b, dst, j, I64))
