@@ -236,3 +236,19 @@ def test_an_aot_artifact_returns_its_index_error(tmp_path):
     with pytest.raises(IndexError):
         artifact(X, np.array([-N - 1, 0]))
     np.testing.assert_array_equal(artifact(X, np.array([2, 3])), _getitem(X, np.array([2, 3])))
+
+
+def test_choose_raises_for_entries_outside_the_choices_and_keeps_its_modes():
+    """np.choose's mode='raise' rejects any entry outside [0, k), negative ones included
+    (NumPy: ValueError); clip and wrap keep NumPy's meaning."""
+    a, b = np.arange(4.0), -np.arange(4.0)
+    choose = jitgrad.jit(lambda i, a, b: np.choose(i, [a, b]))
+    for _ in range(3):                                    # the native call path too
+        np.testing.assert_array_equal(choose(np.array([0, 1, 1, 0]), a, b), np.choose([0, 1, 1, 0], [a, b]))
+        for bad in ([0, 2, 1, 0], [0, -1, 1, 0]):
+            with pytest.raises(IndexingError, match="out of bounds"):
+                choose(np.array(bad), a, b)
+    for mode in ("clip", "wrap"):
+        i = np.array([0, 5, -3, 1])
+        got = jitgrad.jit(lambda i, a, b: np.choose(i, [a, b], mode=mode))(i, a, b)
+        np.testing.assert_array_equal(got, np.choose(i, [a, b], mode=mode))

@@ -383,7 +383,7 @@ def _into_range(indices, n: int, mode: str, name: str):
 
 def choose(a, choices, out=None, mode="raise"):
     """np.choose: out[s] = choices[a[s]][s] over the broadcast shape, one gather of the
-    stacked choices. Traced indices in mode='raise' are clamped (docs/indexing.md)."""
+    stacked choices. Traced entries outside [0, k) in mode="raise" make the call raise (docs/indexing.md)."""
     if out is not None:
         raise UnsupportedOperationError("numpy.choose: out= is not supported")
     if mode not in ("raise", "clip", "wrap"):
@@ -406,7 +406,12 @@ def choose(a, choices, out=None, mode="raise"):
                         (k * size,))
     if size == 0:
         return P.reshape(api.getitem(stacked, builtins.slice(0, 0)), shape)
-    row = P.maximum(P.minimum(api.broadcast_to(index, shape), P.full(k - 1, _i64(shape))), P.full(0, _i64(shape)))
+    row = api.broadcast_to(index, shape)
+    if mode == "raise" and config.index_bounds == "raise" and target_device() == "cpu":
+        # NumPy raises for any entry outside [0, k), negative ones too: a negative entry is
+        # moved below -k, where the check (which wraps [-k, 0) once) reports it
+        row = index_check(P.select(P.lt(row, P.full(0, row.type)), P.sub(row, P.full(k, row.type)), row), k, 0)
+    row = P.maximum(P.minimum(row, P.full(k - 1, _i64(shape))), P.full(0, _i64(shape)))
     flat = P.add(P.mul(row, P.full(size, row.type)), P.constant(np.arange(size, dtype=np.int64).reshape(shape)))
     return P.reshape(gather(stacked, P.reshape(flat, (size,)), 0), shape)
 
