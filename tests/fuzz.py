@@ -1804,12 +1804,7 @@ def _periodic_masks(program: Program, values: list, spreads: list) -> dict:
         for j, a in enumerate(stmt.args):
             if isinstance(a, Literal) or not is_float(np.asarray(values[a]).dtype):
                 continue
-            sp = np.asarray(spreads[a], np.float64)
-            view = stmt.views[j] if j < len(stmt.views) else None
-            if view:
-                with np.errstate(all="ignore"):
-                    sp = eval(view.replace("{}", "_x"), {"np": np}, {"_x": sp})
-            far = np.nan_to_num(np.asarray(sp, np.float64), nan=np.inf) >= stmt.op.period / 16
+            far = _argument_spread(stmt, j, spreads) >= stmt.op.period / 16
             try:
                 mask |= np.broadcast_to(far, ref.shape)
             except ValueError:
@@ -1817,6 +1812,17 @@ def _periodic_masks(program: Program, values: list, spreads: list) -> dict:
         if np.any(mask):
             masks[n + k] = mask
     return masks
+
+
+def _argument_spread(stmt: Stmt, j: int, spreads: list) -> np.ndarray:
+    """The spread of the statement's argument j as the statement reads it (through its
+    view, if any), NaN as infinite."""
+    sp = np.asarray(spreads[stmt.args[j]], np.float64)
+    view = stmt.views[j] if j < len(stmt.views) else None
+    if view:
+        with np.errstate(all="ignore"):
+            sp = eval(view.replace("{}", "_x"), {"np": np}, {"_x": sp})
+    return np.nan_to_num(np.asarray(sp, np.float64), nan=np.inf)
 
 
 def _divisor_period_mask(stmt: Stmt, values: list, spreads: list, shape):
@@ -1828,17 +1834,7 @@ def _divisor_period_mask(stmt: Stmt, values: list, spreads: list, shape):
     if len(operands) != 2 or not all(is_float(np.asarray(x).dtype) or np.asarray(x).dtype.kind in "iub"
                                      for x in operands):
         return None
-    moves = []
-    for j, a in enumerate(stmt.args):
-        if isinstance(a, Literal):
-            moves.append(0.0)
-            continue
-        sp = np.asarray(spreads[a], np.float64)
-        view = stmt.views[j] if j < len(stmt.views) else None
-        if view:
-            with np.errstate(all="ignore"):
-                sp = eval(view.replace("{}", "_x"), {"np": np}, {"_x": sp})
-        moves.append(np.nan_to_num(np.asarray(sp, np.float64), nan=np.inf))
+    moves = [0.0 if isinstance(a, Literal) else _argument_spread(stmt, j, spreads) for j, a in enumerate(stmt.args)]
     with np.errstate(all="ignore"):
         a, b = (np.asarray(x, np.float64) for x in operands)
         reach = moves[0] + np.abs(a / b) * moves[1]
