@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from jitgrad.primitives.fft import radix_plan
+from jitgrad.backends.cpu.fft import _butterfly     # device-neutral: written on the scalar context
 
 
 def emit_fft(ec, op) -> None:
@@ -74,25 +75,3 @@ def _stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes) -> N
             at = ctx.index_add(dst_base, ctx.index_mul(ctx.index_add(first, c_(q * size)), c_(2)))
             ctx.store(dst, at, re, dtype)
             ctx.store(dst, ctx.index_add(at, c_(1)), im, dtype)
-
-
-def _butterfly(ctx, v):
-    """The DFT of the R values `v` (pairs of registers): y_q = sum_r v_r exp(-2 pi i r q / R)."""
-    radix = len(v)
-    out = []
-    for q in range(radix):
-        re, im = v[0]
-        for r in range(1, radix):
-            turn = (r * q) % radix
-            xr, xi = v[r]
-            if turn == 0:
-                re, im = ctx.add(re, xr), ctx.add(im, xi)
-            elif 2 * turn == radix:            # exp(-i pi) = -1 exactly
-                re, im = ctx.sub(re, xr), ctx.sub(im, xi)
-            else:
-                c, s = math.cos(-2 * math.pi * turn / radix), math.sin(-2 * math.pi * turn / radix)
-                c, s = ctx.const(c, xr), ctx.const(s, xr)
-                re = ctx.add(re, ctx.sub(ctx.mul(xr, c), ctx.mul(xi, s)))
-                im = ctx.add(im, ctx.add(ctx.mul(xr, s), ctx.mul(xi, c)))
-        out.append((re, im))
-    return out
