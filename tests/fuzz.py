@@ -211,6 +211,8 @@ class Op:
       (sin, cos, tan): where an operand's error spread reaches a sixteenth of it, the
       result can turn around within the moves, so the perturbed runs no longer bound it
       (`_periodic_masks`): such elements are left undetermined.
+    may_hang: (operands) -> True where NumPy or SciPy itself would not finish (the
+      statement is not proposed).
     divisor_period: the result is periodic in its first operand with the period |second
       operand| (remainder, fmod): the same masks, with the period per element, and a
       move of the divisor counted as a move of the first operand |a / b| times as large.
@@ -234,6 +236,7 @@ class Op:
     rounds_to: str | None = None
     period: float | None = None
     divisor_period: bool = False
+    may_hang: Callable | None = None
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -535,6 +538,18 @@ def _gamma_family_undefined(xs, params, result):
         near_zero = np.abs(np.asarray(result, np.float64)) < 0.25
         negative = (x < 0) if params.get("negative_unreliable") else np.zeros(np.shape(x), bool)
     return np.broadcast_to(near_zero | negative, np.shape(result))
+
+
+def _far_negative_non_integers(xs) -> bool:
+    """SciPy's polygamma steps a negative non-integer x up to the positive axis one unit at
+    a time: -5.986e10 took longer than the worker's time limit (seed 20261209 program
+    5355). Such operands are not proposed (their values are not a reference anyway)."""
+    x = np.asarray(xs[0])
+    if not is_float(x.dtype):
+        return False
+    with np.errstate(all="ignore"):
+        x = x.astype(np.float64)
+        return bool(np.any((x < -1e6) & np.isfinite(x) & (x != np.floor(x))))
 
 
 def _computed_nan_sign(sign_source, result):
@@ -1189,7 +1204,7 @@ OPS: list[Op] = [
     Op("sc.digamma", "__import__('scipy.special').special.digamma({0})", 1, always, "digamma", weight=0.2,
        smooth=False, undefined=_gamma_family_undefined, params=lambda r, xs: {"negative_unreliable": True}),
     Op("sc.polygamma", "__import__('scipy.special').special.polygamma({n}, {0})", 1, always, "polygamma", weight=0.2,
-       smooth=False, undefined=_gamma_family_undefined,
+       smooth=False, undefined=_gamma_family_undefined, may_hang=_far_negative_non_integers,
        params=lambda r, xs: {"n": int(r.integers(1, 4)), "negative_unreliable": True}),
     Op("sc.zeta", "__import__('scipy.special').special.zeta({s}, np.abs({0}) + 0.25)", 1, always, "zeta", weight=0.2,
        params=lambda r, xs: {"s": [1.5, 2.0, 3.0, 4.5][r.integers(4)]}),
@@ -1452,7 +1467,7 @@ def generate(rng: np.random.Generator, label: str = "", n_stmts: int | None = No
         if op.max_operand_size is not None and any(
                 isinstance(a, int) and np.size(values[a]) > op.max_operand_size for a in stmt.args):
             continue
-        if _lapack_may_hang(stmt, values):
+        if _lapack_may_hang(stmt, values) or (op.may_hang is not None and op.may_hang(_operand_values(stmt, values))):
             continue
         result = run_stmt(stmt, values)
         if result is None or (smooth_only and not _finite_float(result)):

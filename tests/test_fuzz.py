@@ -224,3 +224,11 @@ def test_a_remainder_whose_operand_moves_by_a_good_part_of_the_divisor_is_undete
     # a divisor's move counts |a / b| times: 1e-3 of 1.349 is 0.74 in a
     mask = fuzz._periodic_masks(program, values, [np.zeros(3), np.full(3, 1e-3), np.zeros(3)])[2]
     assert mask.tolist() == [True, False, True]
+
+
+def test_operands_on_which_scipy_would_not_finish_are_not_proposed():
+    hangs = fuzz._far_negative_non_integers
+    assert hangs([np.array([1.0, -59861137953.04893])])
+    assert not hangs([np.array([1.0, -1660.7, -5e10, -np.inf, np.nan])])       # integers are poles: fast
+    assert not hangs([np.array([-10 ** 9], np.int64)])
+    assert next(op for op in fuzz.OPS if op.name == "sc.polygamma").may_hang is hangs
