@@ -79,15 +79,7 @@ def _holds_complex(*operands) -> bool:
 def searchsorted(a, v, side="left", sorter=None):
     """NumPy's binary search in the complex order: the dense ranks of a and v together,
     searched with the real primitive (a sorted a has nondecreasing ranks)."""
-    if side not in ("left", "right"):
-        raise ValueError(f"numpy.searchsorted: side must be 'left' or 'right' (got {side!r})")
-    a = as_value(a)
-    if a.type.ndim != 1:
-        raise ShapeError("numpy.searchsorted: a must be one-dimensional")
-    if sorter is not None:
-        a = take(a, sorter)
-    if not isinstance(v, Value):
-        v = np.asarray(v)       # NumPy takes a Python scalar as a strong float64 or complex128
+    a, v = sorting.search_operands(a, v, side, sorter)
     a, v = api.promote(a, v)
     n, m = a.type.shape[0], v.type.size
     if n == 0 or m == 0:

@@ -155,9 +155,9 @@ def _count(mask: Value) -> Value:
     return P.reduce_sum(P.convert(mask, DType.i64), (mask.type.ndim - 1,))
 
 
-def searchsorted(a, v, side="left", sorter=None):
-    """Where each v would go in the sorted 1-d `a` (NaN sorts last): a binary search per
-    value (the `searchsorted` primitive)."""
+def search_operands(a, v, side, sorter):
+    """searchsorted's checked operands: a 1-d `a` (through `sorter`) as a Value, and `v`
+    as NumPy takes it (a Python scalar as a strong float64/int64/complex128, not at a's dtype)."""
     if side not in ("left", "right"):
         raise ValueError(f"numpy.searchsorted: side must be 'left' or 'right' (got {side!r})")
     a = as_value(a)
@@ -165,8 +165,13 @@ def searchsorted(a, v, side="left", sorter=None):
         raise ShapeError("numpy.searchsorted: a must be one-dimensional")
     if sorter is not None:
         a = take(a, sorter)
-    if not isinstance(v, Value):
-        v = np.asarray(v)       # NumPy compares a Python scalar as a strong float64/int64, not at a's dtype
+    return a, (v if isinstance(v, Value) else np.asarray(v))
+
+
+def searchsorted(a, v, side="left", sorter=None):
+    """Where each v would go in the sorted 1-d `a` (NaN sorts last): a binary search per
+    value (the `searchsorted` primitive)."""
+    a, v = search_operands(a, v, side, sorter)
     dtype = _search_dtype(a, v, side)
     return searchsorted_primitive(as_value(a, dtype), as_value(v, dtype), side)
 

@@ -23,12 +23,7 @@ from contextlib import contextmanager
 from ..cpu import convolution as cpu_convolution
 
 
-def _strides(shape) -> list[int]:
-    strides, step = [0] * len(shape), 1
-    for axis in range(len(shape) - 1, -1, -1):
-        strides[axis] = step
-        step *= shape[axis]
-    return strides
+_strides = cpu_convolution._strides       # row-major element strides
 
 
 def emit_conv_general_dilated(ec, op) -> None:
