@@ -2053,10 +2053,12 @@ def _with_noisy_views(stmt: Stmt, values: list, rng):
 
 
 def _arbitrary(rng, like: np.ndarray, move: str) -> np.ndarray:
-    """Values for elements NumPy leaves undefined: 0, 1, the largest value, and random
-    ones in the four runs, so that what depends on them (a remainder by 0, an overflow)
-    shows up as changed."""
+    """Values for elements NumPy leaves undefined: 0, NaN (1 for exact dtypes), the
+    largest value, and random ones in the four runs, so that what depends on them (a
+    remainder by 0, an overflow, a minimum with a NaN) shows up as changed."""
     dtype = like.dtype
+    if move == "down one ulp" and dtype.kind in "fcV":
+        return np.full(like.shape, np.nan, dtype=dtype)
     if move == "uniform":
         return rng.integers(-1000, 1000, size=like.shape).astype(dtype)
     if move == "full":
