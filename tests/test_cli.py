@@ -55,6 +55,34 @@ def test_single_stage_and_asm(tmp_path):
     assert "-> (f32[256,64], f32[128,256])" in result.stdout
 
 
+@pytest.mark.parametrize("file_name", ["shapes.py", "json.py"])   # json.py: a name Python has loaded
+def test_a_module_with_dataclasses_loads(tmp_path, file_name):
+    """A file whose top level defines a @dataclass loads (with string annotations, the
+    dataclass looks its module up in sys.modules while it is created); benchmarks/run.py
+    is such a file."""
+    (tmp_path / file_name).write_text(textwrap.dedent("""\
+        from __future__ import annotations
+
+        import typing
+        from dataclasses import dataclass
+
+        import numpy as np
+
+
+        @dataclass
+        class Scale:
+            factor: float
+
+
+        def loss(x):
+            return np.sum(np.sin(x) * Scale(2.0).factor)
+    """))
+    result = subprocess.run([*jitgrad_command(), "ir", f"{file_name}:loss", "--args", "f64[3]", "--stage", "autodiff"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "func @loss_vjp" in result.stdout and "cos" in result.stdout
+
+
 def test_jit_mode_and_list_stages(tmp_path):
     result = run(tmp_path, "ir", "model.py:loss", *LOSS_ARGS, "--mode", "jit", "--list-stages")
     assert result.returncode == 0, result.stderr

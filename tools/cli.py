@@ -74,8 +74,13 @@ def _load_function(target: str):
         raise SystemExit(f"jitgrad: error: expected FILE.py:FUNC, got {target!r}")
     if not os.path.exists(path):
         raise SystemExit(f"jitgrad: error: no such file: {path}")
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    # The module is registered while it runs, as Python registers a script as __main__:
+    # decorators such as @dataclass look their module up in sys.modules. A private name
+    # keeps a file called json.py or numpy.py from shadowing the real module.
+    module_name = "_jitgrad_cli_target_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         spec.loader.exec_module(module)
