@@ -50,7 +50,7 @@ from .reductions import reduce_max, reduce_sum
 class LapackKernel(KernelKind):
     """A call into LAPACK (or a BLAS triangular solve) per matrix of the batch."""
 
-    emitters = {"cpu": "jitgrad.backends.cpu.lapack:emit"}
+    emitters = {"cpu": "jitgrad.backends.cpu.lapack:emit", "cuda": "jitgrad.backends.cuda.lapack:emit"}
     cost = 64
     uses_blas = True
 
