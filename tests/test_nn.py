@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import jitgrad
+from jitgrad.backends.cpu.backend import CPUBackend
 from jitgrad import nn
 from jitgrad.errors import ArgumentError, DTypeError, ShapeError
 from jitgrad.ir import DType, TensorType
@@ -530,9 +531,19 @@ def test_graph_methods_and_tensor_methods():
     np.testing.assert_allclose(out.value, nn.max_pool2d(nn.conv2d(x, w), 2), rtol=1e-13)
 
 
-def test_a_device_without_these_kernels_runs_their_decompositions():
-    """The CUDA backend (here its host emulator) has no convolution/window kernels: the
-    ops are emitted as their exact decompositions, with the CPU kernels' results."""
+class _CPUWithoutWindowKernels(CPUBackend):
+    """The CPU backend under another device name whose kernel key has no convolution or
+    window emitters: a device as a new backend without these kernels would be."""
+    device = "cpu-without-window-kernels"
+    kernel_device = "none"
+
+
+@pytest.mark.parametrize("device, decomposed", [("cuda-emulator", False), ("cpu-without-window-kernels", True)])
+def test_each_device_gets_its_kernels_or_the_decompositions(device, decomposed):
+    """The grid emulator runs the CUDA backend's convolution and window kernels (device
+    names "gpu" and "cuda-emulator" both use the "cuda" emitters); a device without them
+    gets the ops' exact decompositions. Both give the CPU kernels' results."""
+    from jitgrad.backends import register_backend, unregister_backend
     from jitgrad.config import config
     rng = np.random.default_rng(12)
     x, w = rng.standard_normal((2, 4, 6, 5)), rng.standard_normal((6, 2, 3, 3))
@@ -541,13 +552,18 @@ def test_a_device_without_these_kernels_runs_their_decompositions():
         return np.sum(nn.avg_pool2d(nn.max_pool2d(nn.conv2d(a, b, padding=1, groups=2), 2, 1, 1), 2) ** 2)
     on_cpu = jitgrad.value_and_grad(f, argnums=(0, 1))(x, w)
     saved = config.device
-    config.device = "cuda-emulator"
+    register_backend("cpu-without-window-kernels", _CPUWithoutWindowKernels)
+    config.device = device
     try:
         names = {op.name for op in jitgrad.jit(f).lower(x, w).function.walk()}
         on_device = jitgrad.value_and_grad(f, argnums=(0, 1))(x, w)
     finally:
         config.device = saved
-    assert not names & set(C.ALL_NAMES) and "dot_general" in names
+        unregister_backend("cpu-without-window-kernels")
+    if decomposed:
+        assert not names & set(C.ALL_NAMES) and "dot_general" in names
+    else:
+        assert {"conv_general_dilated", "reduce_window_max"} <= names, names
     np.testing.assert_allclose(on_device[0], on_cpu[0], rtol=1e-13)
     for got, expected in zip(on_device[1], on_cpu[1], strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)

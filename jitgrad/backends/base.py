@@ -63,6 +63,12 @@ class Backend(ABC):
     device: str
     """The name `config.device` selects this backend by."""
 
+    @property
+    def kernel_device(self) -> str:
+        """The key of the `KernelKind.emitters` this backend's code generator uses (the
+        grid emulator runs the CUDA kernels: "cuda")."""
+        return self.device
+
     @abstractmethod
     def compile(self, fn: Function, schedule: Schedule, memory: MemoryPlan) -> Executable:
         """Code for `fn` following `schedule` (the kernels, in order) and `memory` (where

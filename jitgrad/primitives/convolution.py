@@ -31,7 +31,8 @@ feature group, the window ops as loops over windows. Each also has an exact
 decomposition into existing primitives (`pad`, strided `slice`, `concatenate`,
 `dot_general`, `select`), emitted at trace time for the primitives named in `DECOMPOSED`
 (none by default; `decomposing()` for a block); `jitgrad.nn` uses them on devices the
-kernels have no emitter for (the CUDA backend runs them as decompositions).
+kernels have no emitter for (the CPU and CUDA backends, the grid emulator included, have
+kernels for all of them).
 """
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ def _decomposed(prim: Primitive) -> bool:
 
 
 def has_kernel(name: str, device: str) -> bool:
-    """Whether the primitive `name` of this module has a kernel on `device`."""
-    return device in getattr(sys.modules[__name__], name + "_p").lowering.emitters
+    """Whether the primitive `name` of this module has a kernel on `device` (a device
+    name as `jit(device=...)` takes it: "gpu" and the grid emulator use the "cuda" kernels)."""
+    from jitgrad.backends import backend_for
+    return backend_for(device).kernel_device in getattr(sys.modules[__name__], name + "_p").lowering.emitters
 
 
 @contextlib.contextmanager

@@ -192,6 +192,7 @@ class GridEmulatorBackend(Backend):
     """Runs the CUDA backend's kernels on the host over an emulated grid."""
 
     device = "cuda-emulator"
+    kernel_device = "cuda"
 
     def compile(self, fn: Function, kernels: Schedule | None = None, memory: MemoryPlan | None = None
                 ) -> EmulatedExecutable:
