@@ -16,22 +16,36 @@ around the calls, as on the CPU (jitgrad/backends/cpu/control_flow.py):
   fori   the same with the trip count read from the operand and the index as an input;
   scan   the i-th x slice read in place, the i-th y slice written in place.
 
+  reverse_fori  the binomial schedule of `run_reversal` (jitgrad/primitives/control_flow.py)
+         over snapshots in the workspace, the CPU's revolve loop step for step.
+
 A region's workspace is part of the outer function's workspace; its constants are the
 outer function's constants. Correct for any data, and slow for large arrays (one GPU
 thread does all the work): a first step, which keeps loops on the device instead of
-refusing them. `reverse_fori` (reverse mode through `while`/`fori`, which keeps every
-state of the loop) is refused.
+refusing them.
+
+`reverse_fori` needs the loop's states from the last to the first. A kernel cannot grow
+device memory here, so every reversal runs over a static snapshot area: `revolve` with
+the op's snapshot count, as on the CPU; `stack` (whose heap block of trips states the
+CPU allocates at run time) as revolve with as many snapshots as `STACK_SNAPSHOT_BYTES`
+holds (2 to `MAX_STACK_SNAPSHOTS`). Where the trip count has a static bound (a reversed
+scan's length, a constant trip operand) no more snapshots than that are kept, and a
+bound within the budget is a whole stack: one advance per step, as the CPU's stack.
+Recomputing a state runs the same advance function on the same bits, so every
+reversal gives the same results; only the number of advances differs.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from jitgrad.config import config
-from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType, Function
 from jitgrad.passes.memory import plan_buffers
 from jitgrad.passes.schedule import schedule
-from jitgrad.primitives.control_flow import cond_p, fori_p, region_function, reverse_fori_p, scan_p, while_p
+from jitgrad.primitives.control_flow import (REVOLVE, cond_p, fori_p, region_function, reverse_fori_p,
+                                             reversed_scan_xs, scan_p, while_p)
+from jitgrad.primitives.structural import constant_p
+from ..cpu.control_flow import _States, _emit_revolve_split
 from ..cpu.llvm_support import I64, I8, PTR, VOID, alloca_in_entry, for_range, index, memory_type
 from .codegen import CUDAFunctionEmitter
 
@@ -116,13 +130,9 @@ def _offset(b, buffer, byte_offset):
 
 
 def emit_region_op(ec, op) -> None:
-    if op.opdef is reverse_fori_p:
-        raise UnsupportedOperationError(
-            f"{op.name} has no kernel for device 'cuda': reverse mode through a while or fori loop keeps every "
-            "state of the loop, which the GPU backend does not store yet; compile this function for the CPU, "
-            "or differentiate a scan (or a Python for loop over a static range)", op.loc)
     ec.begin_launch(False, 1)
-    {cond_p: _emit_cond, while_p: _emit_while, fori_p: _emit_fori, scan_p: _emit_scan}[op.opdef](ec, op)
+    {cond_p: _emit_cond, while_p: _emit_while, fori_p: _emit_fori, scan_p: _emit_scan,
+     reverse_fori_p: _emit_reverse_fori}[op.opdef](ec, op)
 
 
 def _emit_cond(ec, op) -> None:
@@ -212,3 +222,148 @@ def _emit_scan(ec, op) -> None:
         y_slices = [_offset(b, p, b.mul(i, index(s))) for p, s in zip(y_ptrs, y_strides, strict=True)]
         body.call([*const_ptrs, *carry, *x_slices], [*fresh, *y_slices])
         _copy_all(ec, carry, fresh, carry_types)
+
+
+# --------------------------------------------------------------------------- reverse_fori
+
+STACK_SNAPSHOT_BYTES = 8 << 20
+"""The snapshot area of a `stack` reverse_fori on the GPU, which runs as revolve: the
+states of a loop whose trip count is known only on the device cannot be stored whole
+in the static workspace, and a kernel cannot allocate here. 8 MiB is little beside a
+GPU's memory and holds the whole stack of the loops reverse mode usually meets."""
+MAX_STACK_SNAPSHOTS = 1024
+"""The most snapshots a `stack` reverse_fori keeps on the GPU: with 1024, no step is
+advanced more than twice beyond its first run up to 525,824 trips (binomial reach
+C(1026, 2)), three times up to 1.8e8."""
+
+
+def static_trip_bound(op) -> int | None:
+    """A bound on the trips of a reverse_fori known at compile time: a reversed scan's
+    length, or the value of a constant trip operand; None where the count is known only
+    on the device (a `while` loop's recorded trip count)."""
+    bounds = []
+    if op.attrs.get("length") is not None:
+        bounds.append(op.attrs["length"])
+    trips_op = op.operands[0].defining_op
+    if trips_op is not None and trips_op.opdef is constant_p:
+        bounds.append(int(trips_op.attrs["value"]))
+    return max(min(bounds), 0) if bounds else None
+
+
+def snapshot_count(op, state_bytes: int) -> int:
+    """The snapshots the GPU kernel of a reverse_fori keeps: the op's own for revolve,
+    what `STACK_SNAPSHOT_BYTES` holds (2 to `MAX_STACK_SNAPSHOTS`) for stack; never more
+    than a static bound on the trips (one snapshot per step is the whole stack)."""
+    if op.attrs["reversal"] == REVOLVE:
+        count = op.attrs["snapshots"]
+    else:
+        count = min(max(STACK_SNAPSHOT_BYTES // max(state_bytes, 1), 2), MAX_STACK_SNAPSHOTS)
+    bound = static_trip_bound(op)
+    return count if bound is None else max(min(count, bound), 1)
+
+
+def _emit_reverse_fori(ec, op) -> None:
+    """carry = step(i, state_i, carry) for i = trips-1 .. 0 over snapshots in the
+    workspace (`snapshot_count`), the y slices of a reversed scan written at each step's
+    index (slices past a short trip count stay zero)."""
+    b = ec.builder
+    n, n_passive, n_xs = op.attrs["num_consts"], op.attrs["num_passive"], op.attrs.get("num_xs", 0)
+    length = op.attrs.get("length")
+    consts = op.operands[1:1 + n]
+    inits = op.operands[1 + n:1 + n + n_passive]
+    carry_inits = op.operands[1 + n + n_passive:len(op.operands) - n_xs]
+    xs = reversed_scan_xs(op)
+    states = _States(v.type for v in inits)
+    carry_types = [v.type for v in carry_inits]
+    advance, back = _Region(ec, region_function(op, 0)), _Region(ec, region_function(op, 1))
+    const_ptrs = [ec.pointer(v) for v in consts]
+    counter = ec.scratch(8)
+    carry = [ec.pointer(r) for r in op.results[:len(carry_inits)]]
+    ys = op.results[len(carry_inits):]
+    fresh = [ec.scratch(_nbytes(t)) for t in carry_types]
+    _copy_all(ec, carry, [ec.pointer(v) for v in carry_inits], carry_types)
+    for y in ys:
+        if _nbytes(y.type):
+            ec.memset_zero(ec.pointer(y), _nbytes(y.type))
+    trips = _load_scalar(ec, op.operands[0], DType.i64)
+    trips = b.select(b.icmp_signed("<", trips, index(0)), index(0), trips)
+    if length is not None:             # a reversed scan never steps past its xs and ys
+        trips = b.select(b.icmp_signed(">", trips, index(length)), index(length), trips)
+    init_ptrs = [ec.pointer(v) for v in inits]
+    x_ptrs, y_ptrs = [ec.pointer(v) for v in xs], [ec.pointer(r) for r in ys]
+    x_strides = [_nbytes(v.type) // length if length else 0 for v in xs]
+    y_strides = [_nbytes(r.type) // length if length else 0 for r in ys]
+
+    def slices(i, ptrs, strides):
+        k = b.sub(index(length - 1), i) if op.attrs.get("reverse") else i
+        return [_offset(b, p, b.mul(k, index(stride))) for p, stride in zip(ptrs, strides, strict=True)]
+
+    def step_back(i, state):
+        b.store(i, counter)
+        back.call([counter, *const_ptrs, *state, *carry, *slices(i, x_ptrs, x_strides)],
+                  [*fresh, *slices(i, y_ptrs, y_strides)])
+        _copy_all(ec, carry, fresh, carry_types)
+
+    def step_forward(i, state, into):
+        b.store(i, counter)
+        advance.call([counter, *const_ptrs, *state, *slices(i, x_ptrs, x_strides)], into)
+
+    _emit_revolve(ec, trips, snapshot_count(op, states.bytes), states, init_ptrs, step_forward, step_back)
+
+
+def _emit_revolve(ec, trips, snapshots: int, states: _States, init_ptrs, step_forward, step_back) -> None:
+    """Binomial checkpointing over `snapshots` packed states in the workspace: the loop
+    of `run_reversal`'s revolve branch, step for step (the CPU's `_emit_revolve` less its
+    Ctrl-C checks, which a device kernel has no way to receive)."""
+    b = ec.builder
+    slots = ec.scratch(max(snapshots * states.bytes, 1))
+    positions = ec.scratch(snapshots * 8)
+    work = [ec.scratch(max(_nbytes(t), 1)) for t in states.types]
+    # a region's outputs must not alias its inputs (it may write one output before it
+    # reads an input for another), so each advance writes a second set, copied back
+    advanced = [ec.scratch(max(_nbytes(t), 1)) for t in states.types]
+
+    def advance_work(i):
+        step_forward(i, work, advanced)
+        _copy_all(ec, work, advanced, states.types)
+    depth = alloca_in_entry(b, I64, "revolve.depth")
+    end = alloca_in_entry(b, I64, "revolve.end")
+    _copy_all(ec, states.at(b, slots, index(0)), init_ptrs, states.types)
+    b.store(index(0), positions)
+    b.store(index(1), depth)
+    b.store(trips, end)
+    header, body, done = (b.append_basic_block(f"revolve.{name}") for name in ("test", "body", "done"))
+    b.branch(header)
+    b.position_at_end(header)
+    b.cbranch(b.icmp_signed(">", b.load(end, typ=I64), index(0)), body, done)
+    b.position_at_end(body)
+    top = b.sub(b.load(depth, typ=I64), index(1))
+    position_slot = lambda k: b.gep(positions, [k], inbounds=True, source_etype=I64)   # noqa: E731
+    start = b.load(position_slot(top), typ=I64)
+    stop = b.load(end, typ=I64)
+    steps = b.sub(stop, start)
+    with b.if_else(b.icmp_signed("==", steps, index(1))) as (last, more):
+        with last:
+            step_back(start, states.at(b, slots, top))
+            b.store(start, end)
+            d = b.load(depth, typ=I64)
+            b.store(b.select(b.icmp_signed(">", d, index(1)), b.sub(d, index(1)), d), depth)
+        with more:
+            _copy_all(ec, work, states.at(b, slots, top), states.types)
+            free = b.sub(index(snapshots + 1), b.load(depth, typ=I64))
+            with b.if_else(b.icmp_signed("<=", free, index(1))) as (full, room):
+                with full:
+                    with for_range(b, b.sub(steps, index(1)), "revolve.redo") as j:
+                        advance_work(b.add(start, j))
+                    step_back(b.sub(stop, index(1)), work)
+                    b.store(b.sub(stop, index(1)), end)
+                with room:
+                    m = _emit_revolve_split(b, steps, free)
+                    with for_range(b, m, "revolve.advance") as j:
+                        advance_work(b.add(start, j))
+                    d = b.load(depth, typ=I64)
+                    _copy_all(ec, states.at(b, slots, d), work, states.types)
+                    b.store(b.add(start, m), position_slot(d))
+                    b.store(b.add(d, index(1)), depth)
+    b.branch(header)
+    b.position_at_end(done)
