@@ -12,6 +12,7 @@ from typing import Sequence
 
 from .builder import Builder, new_function
 from .core import YIELD, Block, Function, Operation, Region, Value
+from .errors import VerificationError
 from .rewrite import Rewriter
 
 
@@ -32,7 +33,14 @@ def clone_region(region: Region, value_map: dict[Value, Value]) -> Region:
 
 def inline_block(block: Block, operands: Sequence[Value], value_map: dict | None = None) -> list[Value]:
     """Copy `block`'s ops into the active builder with its arguments bound to `operands`
-    (and other free values as `value_map` maps them); returns what its terminator passes on."""
+    (and other free values as `value_map` maps them); returns what its terminator passes on.
+    The operands must have the arguments' types: a mismatch would give IR whose ops no
+    longer type-check, found (if at all) far from its cause."""
+    if len(operands) != len(block.args):
+        raise VerificationError(f"inlining a block of {len(block.args)} arguments with {len(operands)} operands")
+    for k, (operand, arg) in enumerate(zip(operands, block.args)):
+        if operand.type != arg.type:
+            raise VerificationError(f"inlining a block: operand {k} is {operand.type}, its argument {arg.type}")
     return Rewriter(env=dict(value_map or {})).run_block(block, operands)
 
 

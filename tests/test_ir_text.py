@@ -378,3 +378,20 @@ def test_verifier_checks_links_and_single_definition():
     fn = _chain()
     fn.body.ops.insert(1, fn.body.ops[0])   # the same op appended twice
     _checked(fn, 'tanh at loc("m.py":1)', "value %1 is defined twice")
+
+
+def test_inlining_a_block_checks_its_operands_against_the_arguments():
+    """A block inlined with operands of other types (or another count) would give IR
+    whose ops no longer type-check; inline_block refuses it where it happens."""
+    from jitgrad.ir.clone import inline_block
+    f64x3, f32x3 = TensorType((3,), DType.f64), TensorType((3,), DType.f32)
+    callee, builder = new_function("callee", [f64x3])
+    with builder:
+        builder.ret([add(callee.args[0], callee.args[0])])
+    caller, builder = new_function("caller", [f64x3, f32x3])
+    with builder:
+        assert [v.type for v in inline_block(callee.body, [caller.args[0]])] == [f64x3]
+        with pytest.raises(VerificationError, match="operand 0 is f32\\[3\\], its argument f64\\[3\\]"):
+            inline_block(callee.body, [caller.args[1]])
+        with pytest.raises(VerificationError, match="1 arguments with 2 operands"):
+            inline_block(callee.body, list(caller.args))
