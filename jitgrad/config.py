@@ -6,7 +6,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-COMPILE_SETTINGS = ("device", "fusion", "num_threads", "native_bf16", "index_bounds")
+COMPILE_SETTINGS = ("device", "fusion", "num_threads", "threads_pool", "native_bf16", "index_bounds")
 """The settings compiled code depends on: part of every signature's cache key, so that
 changing one between calls compiles again rather than reusing code built without it."""
 
@@ -30,6 +30,13 @@ class Config:
     num_threads: int = 0
     """Threads for large fused loops, fixed when a function is compiled (0: all cores).
     Results are bit-identical for every value: work is cut into fixed blocks."""
+
+    threads_pool: str = "gomp"
+    """The thread pool those loops run on: "gomp" (libgomp's GOMP_parallel: each thread
+    runs a fixed share of the blocks and the caller waits for every share) or "jitgrad"
+    (backends/cpu/thread_pool.py: threads claim blocks one at a time, and the caller never
+    waits for a worker that has not started; Linux x86-64, else "gomp" is used).
+    Results are bit-identical for either."""
 
     native_bf16: bool = True
     """Products of bfloat16 operands use the CPU's bfloat16 dot-product instructions
@@ -63,6 +70,8 @@ class Config:
     def __setattr__(self, name, value):
         if name == "index_bounds" and value not in ("raise", "clamp"):
             raise ValueError(f'config.index_bounds must be "raise" or "clamp", not {value!r}')
+        if name == "threads_pool" and value not in ("gomp", "jitgrad"):
+            raise ValueError(f'config.threads_pool must be "gomp" or "jitgrad", not {value!r}')
         changed = name in COMPILE_SETTINGS and getattr(self, name, value) != value
         object.__setattr__(self, name, value)
         if changed:

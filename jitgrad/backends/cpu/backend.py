@@ -20,7 +20,8 @@ from jitgrad.passes.memory import MemoryPlan, plan_buffers
 from jitgrad.passes.schedule import Schedule, schedule
 from ..base import Backend, Executable
 from .codegen import CPUFunctionEmitter
-from .engine import Blas, Threads, VectorMath, compile_module, finish_code, initialize
+from .engine import Blas, VectorMath, compile_module, finish_code, initialize
+from .thread_pool import threads_for
 from . import index_errors, runtime
 from .fastcall import native_call
 from .llvm_support import set_function_string_attribute
@@ -187,7 +188,7 @@ class CPUBackend(Backend):
         symbol = _symbol(fn)
         vector_math = VectorMath()
         emitter = CPUFunctionEmitter(fn, kernels, memory, module, symbol, vector_math, Blas.instance(),
-                                    Threads.instance(config.num_threads))
+                                    threads_for(config.num_threads, config.threads_pool))
         llfn = emitter.emit()
         if vector_math.prefer_vector_width:
             set_function_string_attribute(llfn, "prefer-vector-width", str(vector_math.prefer_vector_width))

@@ -334,6 +334,9 @@ def emit_bf16_gemm(emitter, a, b_operand, c, m: int, n: int, k: int, nb: int) ->
         if threads is None:
             bld.call(blocks, serial)
             return
+        if threads.claims_blocks:
+            threads.emit_run(bld, module, blocks, closure, index(row_blocks))
+            return
         with bld.if_else(emitter.runtime.serial(bld)) as (in_forked_child, threaded):
             with in_forked_child:
                 bld.call(blocks, serial)

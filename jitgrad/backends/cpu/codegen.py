@@ -320,6 +320,8 @@ class CPUFunctionEmitter(KernelEmitter):
         all_blocks = [closure, index(0), index(nblocks)]
         if self.threads is None:
             b.call(blocks, all_blocks)
+        elif self.threads.claims_blocks:
+            self.threads.emit_run(b, self.module, blocks, closure, index(nblocks))
         else:
             with b.if_else(self.runtime.serial(b)) as (in_forked_child, threaded):
                 with in_forked_child:

@@ -134,6 +134,9 @@ class Threads:
     available = False
     beside_blas = False
     """Whether loops may run on threads in programs calling BLAS (blas.sleeping_gomp_workers)."""
+    claims_blocks = False
+    """Threads run a per-thread entry that computes its share of the blocks (thread_pool's
+    `PoolThreads` takes the blocks function itself)."""
 
     @classmethod
     def load(cls) -> None:
