@@ -132,8 +132,10 @@ deftranspose(fft_p, _fft_transpose, linear_operands=(0,))
 # --------------------------------------------------------------------------- NumPy's pocketfft loops
 
 class LibraryKernel(KernelKind):
-    """One call of a NumPy pocketfft gufunc loop per kernel (jitgrad/backends/cpu/fft.py)."""
-    emitters = {"cpu": "jitgrad.backends.cpu.fft:emit_library_transform"}
+    """One call of a NumPy pocketfft gufunc loop per kernel (jitgrad/backends/cpu/fft.py);
+    on CUDA devices generated transforms of any length (jitgrad/backends/cuda/fft_lines.py)."""
+    emitters = {"cpu": "jitgrad.backends.cpu.fft:emit_library_transform",
+                "cuda": "jitgrad.backends.cuda.fft_lines:emit_transform"}
 
 
 @dataclass(frozen=True)

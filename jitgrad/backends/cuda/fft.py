@@ -51,7 +51,10 @@ def emit_fft(ec, op) -> None:
             size *= radix
 
 
-def _stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes) -> None:
+def _stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes, butterfly=_butterfly) -> None:
+    """One Stockham stage of radix 2, 3 or 5 from `reads` to `writes` ((buffer, base)
+    pairs); `butterfly(ctx, values)` is the R-point DFT of R (re, im) register pairs
+    (the CPU kernel's by default, for bit-for-bit agreement with it)."""
     (src, src_base), (dst, dst_base) = reads, writes
     c_ = ctx.index_const
     span = n // radix
@@ -71,7 +74,7 @@ def _stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes) -> N
                 re, im = ctx.sub(ctx.mul(re, wr), ctx.mul(im, wi)), ctx.add(ctx.mul(re, wi), ctx.mul(im, wr))
             inputs.append((re, im))
         first = ctx.index_add(ctx.index_mul(ctx.index_div(j, c_(size)), c_(size * radix)), k)
-        for q, (re, im) in enumerate(_butterfly(ctx, inputs)):
+        for q, (re, im) in enumerate(butterfly(ctx, inputs)):
             at = ctx.index_add(dst_base, ctx.index_mul(ctx.index_add(first, c_(q * size)), c_(2)))
             ctx.store(dst, at, re, dtype)
             ctx.store(dst, ctx.index_add(at, c_(1)), im, dtype)
