@@ -188,6 +188,21 @@ def test_indices_inside_a_loop_body_are_checked():
         g(X, np.array([0, 6, 1]))
 
 
+def test_an_indexing_whose_result_is_unused_still_raises():
+    """NumPy evaluates `x[i]` even when nothing reads it; dead-code elimination drops the
+    gather but keeps the check (index_check has an effect: the error)."""
+    def f(x, i):
+        unused = x[i]           # noqa: F841
+        return x * 2.0
+    g = jitgrad.jit(f)
+    np.testing.assert_array_equal(g(X, 4), X * 2.0)
+    with pytest.raises(IndexingError, match="index 9 is out of bounds"):
+        g(X, 9)
+    with pytest.raises(IndexingError, match="index 9 is out of bounds"):
+        jitgrad.grad(lambda x, i: np.sum(f(x, i)))(X, 9)
+    assert [op.name for op in g.lower(X, 4).function.walk()].count("gather") == 0
+
+
 def test_threads_see_only_their_own_errors():
     """Two threads call one function at once, one with bad indices, one with good ones, on
     both call paths: only the bad calls raise, and the good ones return NumPy's values."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from .kernel_kind import KernelKind
 from jitgrad.errors import DTypeError, IndexingError, ShapeError
-from jitgrad.ir import DType, TensorType
+from jitgrad.ir import DType, TensorType, Trait
 from .base import Primitive, UndefinedPrimal, Zero, defjvp_zero, deftranspose, instantiate
 
 
@@ -263,7 +263,7 @@ def _index_check_impl(indices, *, size, axis):
     return np.where(indices < 0, indices + size, indices)
 
 
-index_check_p = Primitive("index_check", _index_check_infer, _index_check_impl,
+index_check_p = Primitive("index_check", _index_check_infer, _index_check_impl, traits=(Trait.HAS_SIDE_EFFECT,),
                           doc="Run-time indices into an axis of length `size`, negative ones wrapped once: "
                               "an index outside [-size, size) makes the call raise IndexingError naming the "
                               "op's line (the result is then clamped, never used out of bounds).")
