@@ -9,7 +9,7 @@ run the same arithmetic in the same order; the direct convolution to rounding (t
 multiplies through BLAS). Their PTX is assembled by ptxas and linked by nvJitLink in
 tests/test_cuda_backend.py ("PTX of everything" builds every case below).
 
-Also: the kinds the GPU cannot run (LAPACK, host callbacks, control-flow regions) are
+Also: the kinds the GPU cannot run (LAPACK, host callbacks) are
 refused with the op, the reason and the user's line; and the disk cache of cubins
 (keying, storage, integrity).
 """
@@ -305,6 +305,11 @@ def _branches(x, p):
     return jitgrad.cond(p > 0, lambda v: np.sort(v)[::-1] * 2, lambda v: -np.cumsum(v), x)
 
 
+def _gradient_through_a_while_loop(x):
+    return jitgrad.grad(lambda x: np.sum(jitgrad.while_loop(lambda c: c[0] < 4, lambda c: (c[0] + 1, np.sin(c[1])),
+                                                            (0, x))[1]))(x)
+
+
 def _indexing_modes(x, i):
     """NumPy's index modes, which the tracer turns into clamped gathers and scatters."""
     added = x.copy()
@@ -326,6 +331,8 @@ def _traced_cases():
                    lambda rng: [_normal(rng, 3), _normal(rng, (9, 3))]),
         TracedCase("scan-gradient", jitgrad.grad(lambda x, xs: np.sum(_scan_of_rows(x, xs)[1])),
                    lambda rng: [_normal(rng, 40), _normal(rng, (6, 4))], exact=False),
+        # reverse mode through a while loop (reverse_fori; more in tests/test_cuda_reverse_loops.py)
+        TracedCase("while-gradient", _gradient_through_a_while_loop, lambda rng: [_normal(rng, 130)], exact=False),
         TracedCase("cond-true", _branches, lambda rng: [_awkward(rng, 130, np.float64), np.float64(1.0)]),
         TracedCase("cond-false", _branches, lambda rng: [_awkward(rng, 130, np.float64), np.float64(-1.0)]),
     ]
@@ -374,16 +381,10 @@ def _doubled_on_the_host(x):
     return jitgrad.pure_callback(lambda v: v * 2, jitgrad.ShapeDtypeStruct(x.shape, x.dtype), x)
 
 
-def _gradient_through_a_while_loop(x):
-    return jitgrad.grad(lambda x: np.sum(jitgrad.while_loop(lambda c: c[0] < 4, lambda c: (c[0] + 1, np.sin(c[1])),
-                                                            (0, x))[1]))(x)
-
-
 @pytest.mark.parametrize("fun, op, reason, arg", [
     (_cholesky, "cholesky", "no cuSOLVER binding", np.eye(3)),
     (_doubled_on_the_host, "pure_callback", "host Python callback", np.ones(3)),
-    (_gradient_through_a_while_loop, "reverse_fori", "keeps every state of the loop", np.ones(3)),
-], ids=["lapack", "callback", "control-flow"])
+], ids=["lapack", "callback"])
 @pytest.mark.parametrize("device", [EMULATOR, "gpu"])
 def test_kinds_the_gpu_cannot_run_are_refused_with_the_reason_and_line(fun, op, reason, arg, device):
     line = fun.__code__.co_firstlineno + 1
