@@ -88,7 +88,14 @@ def emit_everything(out_dir: str) -> None:
     x = np.ones(1000, np.float32)
     for label, fun, args in [("grad-w1", jitgrad.grad(_w1), (x,)),
                              ("grad-mlp", jitgrad.grad(_mlp, argnums=(0, 1)),
-                              (np.ones((8, 16)), np.ones((16, 4)), np.ones((32, 8)), np.ones((32, 4))))]:
+                              (np.ones((8, 16)), np.ones((16, 4)), np.ones((32, 8)), np.ones((32, 4)))),
+                             ("grad-fori-loop-revolve",     # reverse_fori: a loop reversed over snapshots
+                              jitgrad.grad(lambda v, n: np.sum(jitgrad.fori_loop(0, n, lambda i, c: np.sin(c) * c, v)),
+                                           memory_budget=4096), (x[:16], np.int64(3))),
+                             ("grad-scan-revolve",          # reverse_fori reading xs, writing their cotangents
+                              jitgrad.grad(lambda c, xs: np.sum(jitgrad.scan(lambda a, r: (np.tanh(a * r), a), c,
+                                                                             xs)[1]),
+                                           argnums=(0, 1), memory_budget=1536), (np.ones(4), np.ones((9, 4))))]:
         lowered = jitgrad.jit(fun, device="cuda-emulator").lower(*args)
         add(lowered.function, label, lowered.executable.schedule, lowered.executable.memory)
     text = str(module)

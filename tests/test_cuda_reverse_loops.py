@@ -72,7 +72,9 @@ def _both(fn):
 
 def polynomial_loss(x, w, n):
     """Arithmetic only (no libm): the emulator must agree with the CPU bit for bit."""
-    return (jitgrad.fori_loop(0, n, lambda i, v: v * w + v * v * 0.125 - w * 0.25 + (i * 0.5).astype(x.dtype), x) ** 2).sum()
+    def body(i, v):
+        return v * w + v * v * 0.125 - w * 0.25 + (i * 0.5).astype(x.dtype)
+    return (jitgrad.fori_loop(0, n, body, x) ** 2).sum()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
