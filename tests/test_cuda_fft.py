@@ -1,0 +1,307 @@
+"""The CUDA kernels of fft_c2c, fft_r2c and fft_c2r (jitgrad/backends/cuda/fft_lines.py),
+checked without a GPU: the grid emulator (3 blocks of 32 threads, a workspace full of
+garbage) against numpy.fft and against the CPU backend (NumPy's pocketfft loops), on
+every kind of length (1, 2-3-5 smooth, generic prime radices, Bluestein), every layout
+(the axis first, in the middle, last; more lines than the grid has threads; empty
+batches), both directions, scales, float64 and float32; the Hermitian rules of c2r; the
+accuracy against an extended-precision DFT next to pocketfft's; gradients; and the PTX of
+the adversarial programs through ptxas (in a subprocess: an LLVM abort fails a test, not
+the run).
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import mpmath
+import numpy as np
+import pytest
+
+import jitgrad
+from jitgrad.backends import backend_for
+from jitgrad.backends.cuda import ptx as ptx_tools
+from jitgrad.backends.cuda.fft_lines import bluestein_tables, exact_roots, line_plan, prime_factors
+from jitgrad.ir import DType, TensorType
+from jitgrad.primitives import Primitive
+from jitgrad.primitives import fft as K
+from jitgrad.tracing.tracer import apply
+
+from helpers import build
+
+EMULATOR = "cuda-emulator"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def bind(name, *operands, **attrs):
+    return Primitive.all[name].bind(*operands, **attrs)
+
+
+# --------------------------------------------------------------------------- the plan and the tables
+
+def test_line_plans_follow_pocketfft_and_cover_the_length():
+    for n in [*range(1, 120), 1000, 1009, 2018, 4096, 7 * 7 * 11, 1009 * 1009]:
+        plan = line_plan(n)
+        assert math.prod(plan.radices) == plan.length
+        if plan.bluestein:
+            assert plan.length >= 2 * n - 1 and max(plan.radices) <= 5
+            assert n >= 50 and max(prime_factors(n)) ** 2 > n
+        else:
+            assert plan.length == n
+    assert not line_plan(47).bluestein and line_plan(47).radices == (47,)         # short: one generic stage
+    assert line_plan(97).bluestein and line_plan(1009).bluestein                  # large primes
+    assert line_plan(1009 * 1009).radices == (1009, 1009)                          # p * p <= n: generic stages
+    assert line_plan(2 * 7 * 7).radices == (2, 7, 7)
+    assert line_plan(1000).radices == (5, 5, 5, 2, 2, 2)
+
+
+@pytest.mark.parametrize("n", [3, 5, 7, 12, 97, 200, 2025])
+def test_roots_are_correctly_rounded_and_exactly_symmetric(n):
+    """Within 0.501 ulp of the exact root: the wide evaluation is good to about 1e-4 ulp
+    of float64, so only values within that of a rounding tie may go the other way."""
+    mpmath.mp.prec = 120
+    for dtype in (DType.f64, DType.f32):
+        roots = exact_roots(n, dtype)
+        for k in range(n):
+            turns = mpmath.mpf(-2 * k) / n          # the angle over pi: quarter turns exact
+            for part, exact in enumerate((mpmath.cospi(turns), mpmath.sinpi(turns))):
+                value = roots[k, part]
+                below, above = np.nextafter(value, -np.inf), np.nextafter(value, np.inf)
+                ulp = min(float(value) - float(below), float(above) - float(value))
+                # correctly rounded, but for ties closer than a thousandth of an ulp
+                assert abs(mpmath.mpf(float(value)) - exact) <= 0.501 * ulp, (n, k, part, dtype)
+        np.testing.assert_array_equal(roots[1:][::-1, 0], roots[1:, 0])
+        np.testing.assert_array_equal(roots[1:][::-1, 1], -roots[1:, 1])
+
+
+def test_bluestein_tables():
+    chirp, kernel = bluestein_tables(97, 200)
+    j = np.arange(97)
+    np.testing.assert_allclose(chirp[:, 0] + 1j * chirp[:, 1], np.exp(-1j * np.pi * j * j / 97), atol=1e-13)
+    # the kernel's inverse transform, times m, is conj(chirp) extended circularly
+    back = np.fft.ifft(kernel[:, 0].astype(float) + 1j * kernel[:, 1].astype(float)) * 200
+    c = chirp[:, 0].astype(float) + 1j * chirp[:, 1].astype(float)
+    np.testing.assert_allclose(back[:97], np.conj(c), atol=1e-13)
+    np.testing.assert_allclose(back[200 - 96:], np.conj(c[1:][::-1]), atol=1e-13)
+    np.testing.assert_allclose(back[97:200 - 96], 0, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- the emulator vs numpy.fft and the CPU
+
+@dataclass(frozen=True)
+class Case:
+    """One transform: `kind` (c2c forward or backward, r2c, c2r) of an operand of `shape`
+    (the complex values' shape for complex operands) along `axis`, length `n`."""
+    kind: str
+    shape: tuple
+    axis: int
+    n: int
+    scale: float = 1.0
+
+    def in_type(self, dtype: DType) -> TensorType:
+        return TensorType(self.shape if self.kind == "r2c" else (*self.shape, 2), dtype)
+
+    def bind(self, x):
+        if self.kind == "r2c":
+            return bind("fft_r2c", x, axis=self.axis, scale=self.scale)
+        if self.kind == "c2r":
+            return bind("fft_c2r", x, axis=self.axis, n=self.n, scale=self.scale)
+        return bind("fft_c2c", x, axis=self.axis, forward=self.kind == "forward", scale=self.scale)
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        """numpy.fft in float64 (complex results as pairs)."""
+        x = x.astype(np.float64)
+        if self.kind == "r2c":
+            return _pairs(np.fft.rfft(x, axis=self.axis) * self.scale)
+        z = x[..., 0] + 1j * x[..., 1]
+        if self.kind == "c2r":
+            return np.fft.irfft(z, n=self.n, axis=self.axis, norm="forward") * self.scale
+        if self.kind == "forward":
+            return _pairs(np.fft.fft(z, axis=self.axis) * self.scale)
+        return _pairs(np.fft.ifft(z, axis=self.axis, norm="forward") * self.scale)
+
+
+def _pairs(z):
+    return np.stack([z.real, z.imag], axis=-1)
+
+
+def _along(shape, axis, n):
+    return tuple(n if k == axis else d for k, d in enumerate(shape))
+
+
+LAYOUT_CASES = [
+    Case("forward", (1009, 2), 0, 1009),                  # Bluestein, the axis first
+    Case("backward", (5, 49, 21), 1, 49, 1 / 49),         # generic radix 7 x 7; 105 lines wrap the grid
+    Case("forward", (121, 3), 0, 121, 0.5),               # generic 11 x 11, strided
+    Case("backward", (100, 6), 1, 6),                     # many short lines, the axis last
+    Case("forward", (3, 97), 1, 97, 1 / math.sqrt(97)),   # Bluestein, contiguous
+    Case("forward", (4, 1), 1, 1),                        # length 1
+    Case("forward", (0, 5), 1, 5),                        # no lines
+    Case("r2c", (98, 4), 0, 98),                          # even, generic radices
+    Case("r2c", (2, 97, 3), 1, 97, 0.25),                 # odd, Bluestein
+    Case("r2c", (3, 1), 1, 1),
+    Case("r2c", (7, 2), 1, 2),
+    Case("c2r", (3, 7, 2), 1, 12, 1 / 12),                # even n: the Nyquist term
+    Case("c2r", (49, 2), 0, 97),                          # odd n, Bluestein
+    Case("c2r", (1, 4), 0, 1),
+    Case("c2r", (2, 2), 1, 2),
+    Case("c2r", (1000, 2), 0, 1998),                      # Bluestein from a half spectrum
+    Case("c2r", (130, 4), 1, 7),                          # 130 lines wrap the grid
+]
+
+
+def _program(cases, dtype: DType):
+    fn = build(f"fft_{dtype}", [case.in_type(dtype) for case in cases],
+               lambda *xs: [case.bind(x) for case, x in zip(cases, xs, strict=True)])
+    return fn
+
+
+def _inputs(cases, dtype: DType, seed: int):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(case.in_type(dtype).shape).astype(dtype.numpy) for case in cases]
+
+
+def _tolerance(dtype: DType, n: int) -> float:
+    """Max error over max |reference|: a few eps per stage (log2 n), twice for Bluestein."""
+    return 8 * np.finfo(dtype.numpy).eps * (2 + math.log2(max(line_plan(n).length, 2)))
+
+
+@pytest.mark.parametrize("dtype", [DType.f64, DType.f32])
+def test_emulator_matches_numpy_and_the_cpu_on_adversarial_layouts(dtype):
+    fn = _program(LAYOUT_CASES, dtype)
+    args = _inputs(LAYOUT_CASES, dtype, 7)
+    got = backend_for(EMULATOR).compile(fn)(args)
+    cpu = backend_for("cpu").compile(fn)(args)
+    for case, x, g, c in zip(LAYOUT_CASES, args, got, cpu, strict=True):
+        expected = case.numpy(x)
+        assert g.dtype == dtype.numpy and g.shape == expected.shape == c.shape, case
+        assert np.all(np.isfinite(g)), case
+        scale = max(np.max(np.abs(expected), initial=0.0), 1e-300)
+        tol = _tolerance(dtype, case.n)
+        assert np.max(np.abs(g - expected), initial=0.0) <= tol * scale, case
+        assert np.max(np.abs(g.astype(np.float64) - c), initial=0.0) <= tol * scale, case
+
+
+def test_c2r_ignores_the_imaginary_parts_of_the_zero_and_nyquist_terms_only():
+    cases = [Case("c2r", (3, 7, 2), 1, 12), Case("c2r", (3, 7, 2), 1, 13), Case("c2r", (2, 49), 1, 97)]
+    fn = _program(cases, DType.f64)
+    emulator = backend_for(EMULATOR).compile(fn)
+    args = _inputs(cases, DType.f64, 3)
+    base = emulator(args)
+    for k, (case, x) in enumerate(zip(cases, args, strict=True)):
+        last = case.shape[case.axis] - 1
+        for position, ignored in ((0, True), (last, case.n % 2 == 0), (1, False)):
+            changed = [a.copy() for a in args]
+            index = [slice(None)] * x.ndim
+            index[case.axis], index[-1] = position, 1
+            changed[k][tuple(index)] += 1.0
+            after = emulator(changed)[k]
+            if ignored:
+                np.testing.assert_array_equal(after, base[k])
+            else:
+                assert np.max(np.abs(after - base[k])) > 1e-3
+            np.testing.assert_allclose(after, case.numpy(changed[k]), atol=1e-13 * max(1.0, np.abs(after).max()))
+
+
+def _exact_dft(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The forward DFT along the last axis in extended precision (real, imaginary)."""
+    n = z.shape[-1]
+    wide = np.longdouble
+    turns = ((np.arange(n)[:, None] * np.arange(n)[None, :]) % n).astype(wide) / wide(n)
+    angle = -2 * wide("3.14159265358979323846264338327950288") * turns
+    c, s = np.cos(angle), np.sin(angle)
+    re, im = z.real.astype(wide), z.imag.astype(wide)
+    return re @ c.T - im @ s.T, re @ s.T + im @ c.T
+
+
+ACCURACY_LENGTHS = [1, 2, 7, 12, 97, 128, 1000, 1009]
+
+
+@pytest.mark.parametrize("dtype", [DType.f64, DType.f32])
+def test_accuracy_is_pocketffts(dtype):
+    """Relative rms error against an extended-precision DFT: at most (1 + log2 n) / 2
+    eps, and at most twice pocketfft's on the same data plus half an eps."""
+    cases = [Case("forward", (4, n), 1, n) for n in ACCURACY_LENGTHS]
+    fn = _program(cases, dtype)
+    args = _inputs(cases, dtype, 11)
+    got = backend_for(EMULATOR).compile(fn)(args)
+    cpu = backend_for("cpu").compile(fn)(args)
+    eps = float(np.finfo(dtype.numpy).eps)
+    for case, x, g, c in zip(cases, args, got, cpu, strict=True):
+        re, im = _exact_dft(x[..., 0].astype(np.float64) + 1j * x[..., 1])
+        norm = np.sqrt(np.mean(re ** 2 + im ** 2))
+
+        def error(y):
+            return float(np.sqrt(np.mean((y[..., 0] - re) ** 2 + (y[..., 1] - im) ** 2)) / norm) / eps
+        ours, pocketfft = error(g), error(c)
+        assert ours <= (1 + math.log2(case.n)) / 2, (case.n, ours)
+        assert ours <= 2 * pocketfft + 0.5, (case.n, ours, pocketfft)
+
+
+# --------------------------------------------------------------------------- gradients
+
+def _loss(a, b, c, w):
+    """Every transform and its transpose: c2c backward along the first axis, r2c along
+    the middle one (odd, Bluestein), c2r along the last (even, generic radix 7)."""
+    x = apply(K.fft_c2c, (a, 0, False, 0.5))
+    y = apply(K.fft_r2c, (b, 1, 1.0))
+    z = apply(K.fft_c2r, (c, 1, 14, 1 / 14))
+    return np.sum(np.sin(x) * w) + np.sum(np.cos(y) * y) + np.sum(z * z * z)
+
+
+def test_gradients_on_the_emulator_match_the_cpu():
+    rng = np.random.default_rng(5)
+    args = (rng.standard_normal((7, 3, 2)), rng.standard_normal((2, 97, 3)), rng.standard_normal((3, 8, 2)),
+            rng.standard_normal((7, 3, 2)))
+    grad = jitgrad.grad(_loss, argnums=(0, 1, 2))
+    expected = jitgrad.jit(grad)(*args)
+    got = jitgrad.jit(grad, device=EMULATOR)(*args)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-11, atol=1e-11 * np.abs(e).max())
+    # and a second-order one: the Hessian-vector product of the loss in its first argument
+    v = rng.standard_normal((7, 3, 2))
+    hvp = lambda a: jitgrad.jvp(lambda a: jitgrad.grad(_loss)(a, *args[1:]), (a,), (v,))[1]  # noqa: E731
+    np.testing.assert_allclose(jitgrad.jit(hvp, device=EMULATOR)(args[0]), jitgrad.jit(hvp)(args[0]),
+                               rtol=1e-11, atol=1e-11)
+
+
+# --------------------------------------------------------------------------- PTX
+
+def emit_ptx(out_dir: str) -> None:
+    """(In a subprocess.) The adversarial programs' launches in one module, as PTX per
+    architecture, and the kernels' names."""
+    from llvmlite import ir
+    backend = backend_for("cuda")
+    module = ir.Module(name="fft")
+    ptx_tools.prepare_module(module)
+    names = []
+    for k, dtype in enumerate((DType.f64, DType.f32)):
+        _, _, launches = backend.build(_program(LAYOUT_CASES, dtype), module=module, symbol=f"fft_{k}")
+        names.extend(launch.name for launch in launches)
+    text = str(module)
+    for arch in ptx_tools.DEFAULT_ARCHS:
+        with open(os.path.join(out_dir, f"{arch}.ptx"), "w") as f:
+            f.write(ptx_tools.emit_ptx(text, names, arch))
+    with open(os.path.join(out_dir, "names.txt"), "w") as f:
+        f.write("\n".join(names))
+
+
+def test_ptxas_assembles_the_adversarial_programs_without_spills(tmp_path):
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "emit", str(tmp_path)], cwd=HERE,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"PTX generation failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
+    names = (tmp_path / "names.txt").read_text().split()
+    assert len(names) >= len(LAYOUT_CASES)
+    for arch in ptx_tools.DEFAULT_ARCHS:
+        ptx = (tmp_path / f"{arch}.ptx").read_text()
+        for name in names:
+            assert f".entry {name}(" in ptx
+        assert ".extern .func" not in ptx
+        assert ptx_tools.ptxas_check(ptx, arch) == []
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:
+    sys.path.insert(0, HERE)
+    emit_ptx(sys.argv[2])
