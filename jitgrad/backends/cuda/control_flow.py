@@ -1,5 +1,5 @@
-"""CUDA kernels of the control-flow region ops `cond`, `while`, `fori` and `scan`
-(jitgrad/primitives/control_flow.py): device-side loops in one launch.
+"""CUDA kernels of the control-flow region ops `cond`, `while`, `fori`, `scan` and reverse
+mode's `reverse_fori` (jitgrad/primitives/control_flow.py): device-side loops in one launch.
 
 The trip count of a loop and the branch of a `cond` are known only on the device, while
 the launches of a compiled function are a sequence fixed on the host. So the whole op
@@ -14,8 +14,7 @@ around the calls, as on the CPU (jitgrad/backends/cpu/control_flow.py):
   while  the initial carry copied into the result buffers; test region, body region into
          a second set of carry buffers, copied back; the trip count when asked for;
   fori   the same with the trip count read from the operand and the index as an input;
-  scan   the i-th x slice read in place, the i-th y slice written in place.
-
+  scan   the i-th x slice read in place, the i-th y slice written in place;
   reverse_fori  the binomial schedule of `run_reversal` (jitgrad/primitives/control_flow.py)
          over snapshots in the workspace, the CPU's revolve loop step for step.
 
