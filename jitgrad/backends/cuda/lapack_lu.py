@@ -19,8 +19,9 @@ to rounding:
   and upper substitution; for transpose_a the transposed triangles and the swaps in
   reverse). The pivot is the first element of largest |re| + |im| (i?amax's measure);
   an exactly zero pivot is a singular matrix: the solution is NaN. Below the pivot the
-  column is multiplied by 1 / pivot (divided by it when |pivot| is subnormal; complex
-  elements are divided by Smith's method).
+  column is multiplied by 1 / pivot (divided by it, Smith's method for complex, when
+  1 / pivot would overflow); substitution multiplies by 1 / diagonal, as trsm does.
+  Complex reciprocals are OpenBLAS's (the ratio of the smaller part to the larger).
 - slogdet: the same LU; the sign from the swaps' parity and the diagonal's signs (complex:
   the product of d / |d|, with |d| by hypot), log|det| the sum of the diagonal's log|d| in
   order; a zero pivot gives (0, -inf); the empty matrix (1, 0).
@@ -104,10 +105,6 @@ class _Elements:
             return ctx.add(ctx.mul(ar, cr), ctx.mul(ai, ci)), ctx.sub(ctx.mul(ai, cr), ctx.mul(ar, ci))
         return ctx.sub(ctx.mul(ar, cr), ctx.mul(ai, ci)), ctx.add(ctx.mul(ar, ci), ctx.mul(ai, cr))
 
-    def scale(self, a: tuple, s) -> tuple:
-        """a times the real scalar s."""
-        return tuple(self.ctx.mul(x, s) for x in a)
-
     def divide(self, a: tuple, d: tuple) -> tuple:
         """a / d: a real division, or Smith's complex division (no overflow of |d|^2)."""
         ctx, b = self.ctx, self.b
@@ -122,6 +119,30 @@ class _Elements:
         re = ctx.select(real_larger, ctx.add(ar, ctx.mul(ai, ratio)), ctx.add(ctx.mul(ar, ratio), ai))
         im = ctx.select(real_larger, ctx.sub(ai, ctx.mul(ar, ratio)), ctx.sub(ctx.mul(ai, ratio), ar))
         return ctx.div(re, denominator), ctx.div(im, denominator)
+
+    def reciprocal(self, d: tuple) -> tuple:
+        """1 / d as OpenBLAS forms it before multiplying by it (getf2's scaling, the
+        inverted diagonal of trsm): 1 / d, or for complex d with r the ratio of the smaller
+        part to the larger, (1 - i r) / (dr (1 + r^2)) or (r - i) / (di (1 + r^2))."""
+        ctx, b = self.ctx, self.b
+        one = self.real_constant(1.0)
+        if self.parts == 1:
+            return (ctx.div(one, d[0]),)
+        dr, di = d
+        real_larger = b.fcmp_ordered(">=", self.fabs(dr), self.fabs(di))
+        big, small = ctx.select(real_larger, dr, di), ctx.select(real_larger, di, dr)
+        ratio = ctx.div(small, big)
+        den = ctx.div(one, ctx.mul(big, ctx.add(one, ctx.mul(ratio, ratio))))
+        return (ctx.select(real_larger, den, ctx.mul(ratio, den)),
+                ctx.select(real_larger, ctx.neg(ctx.mul(ratio, den)), ctx.neg(den)))
+
+    def normal(self, d: tuple):
+        """Some part of d is at least the smallest normal number: its reciprocal is finite."""
+        tiny = self.real_constant(self.tiny)
+        result = ir.Constant(BIT, 0)
+        for x in d:
+            result = self.b.or_(result, self.b.fcmp_ordered(">=", self.fabs(x), tiny))
+        return result
 
     def fabs(self, x):
         return self.ctx.math("fabs", x)
@@ -280,21 +301,15 @@ def _lu_factor(f: _Elements, lu: _Matrix, pivots: _Pivots, n: int):
 
 
 def _scale_below(f: _Elements, lu: _Matrix, j, n: int, pivot: tuple) -> None:
-    """Column j below the diagonal divided by the pivot: times its reciprocal where that
-    is finite (getf2), divided where |pivot| is subnormal; complex by Smith's division."""
-    ctx, b = f.ctx, f.b
+    """Column j below the diagonal divided by the pivot: times its reciprocal (getf2),
+    or divided by it where the reciprocal would overflow (a subnormal pivot)."""
+    ctx = f.ctx
     c_ = ctx.index_const
-    count = ctx.index_sub(c_(n - 1), j)
-    if f.parts == 1:
-        reciprocal = ctx.div(f.real_constant(1.0), pivot[0])
-        normal = b.fcmp_ordered(">=", f.fabs(pivot[0]), f.real_constant(f.tiny))
-    with ctx.loop(count, "lu.scale") as t:
+    reciprocal, normal = f.reciprocal(pivot), f.normal(pivot)
+    with ctx.loop(ctx.index_sub(c_(n - 1), j), "lu.scale") as t:
         i = ctx.index_add(j, ctx.index_add(t, c_(1)))
         x = lu.load(i, j)
-        if f.parts == 1:
-            lu.store(i, j, f.select(normal, (ctx.mul(x[0], reciprocal),), f.divide(x, pivot)))
-        else:
-            lu.store(i, j, f.divide(x, pivot))
+        lu.store(i, j, f.select(normal, f.mul(x, reciprocal), f.divide(x, pivot)))
 
 
 def _apply_swaps(f: _Elements, x: _Matrix, pivots: _Pivots, n: int, cols: int, reverse: bool) -> None:
@@ -312,7 +327,8 @@ def _substitute(f: _Elements, t: _Matrix, x: _Matrix, n: int, cols: int, *, lowe
                 transposed: bool) -> None:
     """x := M^-1 x in place, M the lower (upper) triangle of t, or of t^T when
     `transposed`; a unit diagonal when `unit`. Row i of the solution is x[i] minus the
-    dot product with the rows solved before it, in order of k, divided by M[i, i]."""
+    dot product with the rows solved before it, in order of k, times 1 / M[i, i] (trsm's
+    inverted diagonal)."""
     ctx = f.ctx
     c_ = ctx.index_const
 
@@ -326,7 +342,7 @@ def _substitute(f: _Elements, t: _Matrix, x: _Matrix, n: int, cols: int, *, lowe
             change = _dot(f, count, lambda s: m(i, ctx.index_add(first, s)),
                           lambda s: x.load(ctx.index_add(first, s), c), "lu.substitute.dot")
             value = f.sub(x.load(i, c), change)
-            x.store(i, c, value if unit else f.divide(value, m(i, i)))
+            x.store(i, c, value if unit else f.mul(value, f.reciprocal(m(i, i))))
 
 
 def _lu_solve(f: _Elements, lu: _Matrix, pivots: _Pivots, x: _Matrix, n: int, cols: int, transposed: bool) -> None:
@@ -379,11 +395,12 @@ def emit_cholesky(ec, op) -> None:
             b.store(b.or_(b.load(failed, typ=BIT), b.fcmp_ordered("<=", diagonal, f.real_constant(0.0))), failed)
             root = ctx.math("sqrt", diagonal)
             l_m.store(j, j, (root,) + (f.real_constant(0.0),) * (f.parts - 1))
-            reciprocal = ctx.div(f.real_constant(1.0), root)
+            # times 1 / L[j,j] as an element (zscal's complex product: inf becomes inf + NaN i, as on the CPU)
+            scale = (ctx.div(f.real_constant(1.0), root),) + (f.real_constant(0.0),) * (f.parts - 1)
             with ctx.loop(ctx.index_sub(c_(n - 1), j), "cholesky.below") as t:
                 i = ctx.index_add(j, ctx.index_add(t, c_(1)))
                 change = _dot(f, j, lambda k: l_m.load(i, k), lambda k: l_m.load(j, k), "cholesky.dot", True)
-                l_m.store(i, j, f.scale(f.sub(a_m.load(i, j), change), reciprocal))
+                l_m.store(i, j, f.mul(f.sub(a_m.load(i, j), change), scale))
         zero = f.constant(0.0)
         with ctx.loop(n, "cholesky.upper") as r:
             with ctx.loop(ctx.index_sub(c_(n - 1), r), "cholesky.upper.col") as t:
