@@ -166,22 +166,27 @@ def assert_agrees(op, got, expected) -> None:
             np.testing.assert_allclose(g[finite], e[finite], atol=tol * scale, rtol=0)
 
 
-def _compile_both(name: str, shape, dtype, body):
-    fn = build(name, [TensorType(shape, DType.f64 if np.dtype(dtype) == np.float64 else DType.f32)], body)
+def _compile_both(name: str, shape, dtype, *bodies):
+    """One function returning each body's result, compiled for the CPU and the emulator."""
+    dtype = DType.f64 if np.dtype(dtype) == np.float64 else DType.f32
+    fn = build(name, [TensorType(shape, dtype)], lambda x: [body(x) for body in bodies])
     return fn, backend_for("cpu").compile(fn), backend_for(EMULATOR).compile(fn)
 
 
-def _op_of(fn):
-    return next(op for op in fn.walk() if op.name in ("eigh", "svd", "pinv"))
+def _ops_of(fn):
+    """The eigh/svd/pinv op behind each output."""
+    return [v.defining_op for v in fn.outputs]
 
 
-def _check(name: str, a: np.ndarray, body):
-    """The op compiled for the CPU and the emulator agree on `a` (assert_agrees); returns
-    the emulator's result."""
-    fn, cpu, emulated = _compile_both(name, a.shape, a.dtype, body)
+def _check(name: str, a: np.ndarray, *bodies):
+    """The ops compiled for the CPU and the emulator agree on `a` (assert_agrees, output
+    by output); returns the emulator's results."""
+    fn, cpu, emulated = _compile_both(name, a.shape, a.dtype, *bodies)
     got, expected = emulated([a]), cpu([a])
-    assert_agrees(_op_of(fn), got, expected)
-    return got[0]
+    for op, g, e in zip(_ops_of(fn), got, expected, strict=True):
+        assert op.name in ("eigh", "svd", "pinv")
+        assert_agrees(op, [g], [e])
+    return got
 
 
 # --------------------------------------------------------------------------- eigh
@@ -205,14 +210,14 @@ def _symmetric_of(a, lower):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_eigh_agrees_with_lapack_and_is_an_eigendecomposition(shape, dtype):
     a = _random_symmetric(shape, dtype, sum(shape))
-    for lower in (True, False):
-        packed = _check("eigh", a, lambda x: L.eigh_p.bind(x, vectors=True, lower=lower))
+    results = _check("eigh", a, *(lambda x, lower=lower, vectors=vectors: L.eigh_p.bind(x, vectors=vectors, lower=lower)
+                                  for lower in (True, False) for vectors in (True, False)))
+    for lower, packed, values in ((True, *results[:2]), (False, *results[2:])):
         w, v = packed[..., 0, :].astype(np.float64), packed[..., 1:, :].astype(np.float64)
         s = _symmetric_of(a.astype(np.float64), lower)
         tol = 100 * _eps(dtype) * max(1.0, np.abs(s).max()) * shape[-1]
         np.testing.assert_allclose(w, np.linalg.eigvalsh(s), atol=tol, rtol=0)
         np.testing.assert_allclose(np.einsum("...ij,...j,...kj->...ik", v, w, v), s, atol=tol, rtol=0)
-        values = _check("eigvalsh", a, lambda x: L.eigh_p.bind(x, vectors=False, lower=lower))
         np.testing.assert_allclose(values, w, atol=tol, rtol=0)
 
 
@@ -237,7 +242,7 @@ EIGH_CASES = {
 @pytest.mark.parametrize("name", list(EIGH_CASES))
 def test_eigh_adversarial_matrices(name):
     a = EIGH_CASES[name]
-    packed = _check("eigh", a, lambda x: L.eigh_p.bind(x, vectors=True, lower=True))
+    (packed,) = _check("eigh", a, lambda x: L.eigh_p.bind(x, vectors=True, lower=True))
     w, v = packed[0], packed[1:]
     s = np.tril(a) + np.tril(a, -1).T
     scale = max(np.abs(s).max(), 1e-300)
@@ -250,16 +255,18 @@ def test_eigh_adversarial_matrices(name):
 @pytest.mark.parametrize("lower", [True, False])
 def test_eigh_of_a_matrix_holding_nan_or_inf_is_nan_and_only_that_matrix(bad, lower):
     """In the triangle read: all NaN (LAPACK gives NaN in part of the results, or finite
-    numbers for a NaN on the diagonal); the batch's other matrices are unaffected."""
+    numbers for a NaN on the diagonal); in the other triangle: not read at all. The
+    batch's other matrices are unaffected."""
     a = np.stack([np.eye(3) * 2.0, np.eye(3) + 0.5])
-    a[1, 2, 1 if lower else 2] = bad                 # (2, 1) is in the lower triangle, (2, 2) in both
-    a[0, 0, 2 if lower else 0] = np.nan if lower else a[0, 0, 0]    # unread
-    for vectors in (True, False):
-        fn = build("eigh", [TensorType(a.shape, DType.f64)], lambda x: L.eigh_p.bind(x, vectors=vectors, lower=lower))
-        got = backend_for(EMULATOR).compile(fn)([a])[0]
-        assert np.isnan(got[1]).all()
-        expected_w = np.full(3, 2.0)
-        np.testing.assert_allclose(got[0][0] if vectors else got[0], expected_w, rtol=1e-15)
+    read, unread = ((2, 1), (0, 2)) if lower else ((1, 2), (2, 0))
+    a[1][read] = bad
+    a[0][unread] = np.nan
+    fn = build("eigh", [TensorType(a.shape, DType.f64)],
+               lambda x: [L.eigh_p.bind(x, vectors=vectors, lower=lower) for vectors in (True, False)])
+    packed, values = backend_for(EMULATOR).compile(fn)([a])
+    assert np.isnan(packed[1]).all() and np.isnan(values[1]).all()
+    np.testing.assert_array_equal(packed[0], np.concatenate([np.full((1, 3), 2.0), np.eye(3)]))
+    np.testing.assert_array_equal(values[0], np.full(3, 2.0))
 
 
 # --------------------------------------------------------------------------- svd
@@ -288,14 +295,15 @@ def test_svd_agrees_with_lapack_and_is_an_svd(shape, dtype):
     a64 = a.astype(np.float64)
     tol = 100 * _eps(dtype) * max(1.0, np.abs(a64).max()) * max(m, n)
     reference = np.linalg.svd(a64, compute_uv=False)
-    for full in (False, True):
-        u, s, vt = (p.astype(np.float64) for p in _unpack_svd(_check("svd", a, _svd_body(full, True)), m, n, full))
+    reduced, full_factors, values = _check("svd", a, _svd_body(False, True), _svd_body(True, True),
+                                           _svd_body(False, False))
+    for full, packed in ((False, reduced), (True, full_factors)):
+        u, s, vt = (p.astype(np.float64) for p in _unpack_svd(packed, m, n, full))
         np.testing.assert_allclose(s, reference, atol=tol, rtol=0)
         np.testing.assert_allclose((u[..., :k] * s[..., None, :]) @ vt[..., :k, :], a64, atol=tol, rtol=0)
         eye = lambda q: np.broadcast_to(np.eye(q.shape[-1]), q.shape[:-2] + (q.shape[-1],) * 2)
         np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, eye(u), atol=tol, rtol=0)
         np.testing.assert_allclose(vt @ np.swapaxes(vt, -1, -2), eye(np.swapaxes(vt, -1, -2)), atol=tol, rtol=0)
-    values = _check("svdvals", a, _svd_body(False, False))
     np.testing.assert_allclose(values, reference, atol=tol, rtol=0)
 
 
@@ -325,8 +333,8 @@ def test_svd_adversarial_matrices(name):
     a = SVD_CASES[name]
     m, n = a.shape
     scale = max(np.abs(a).max(), 1e-300)
-    for full in (False, True):
-        u, s, vt = _unpack_svd(_check("svd", a, _svd_body(full, True)), m, n, full)
+    for full, packed in zip((False, True), _check("svd", a, _svd_body(False, True), _svd_body(True, True))):
+        u, s, vt = _unpack_svd(packed, m, n, full)
         k = min(m, n)
         np.testing.assert_allclose(s, np.linalg.svd(a, compute_uv=False), atol=1e-13 * scale, rtol=0)
         np.testing.assert_allclose((u[:, :k] * s) @ vt[:k], a, atol=1e-13 * scale, rtol=0)
@@ -338,12 +346,12 @@ def test_svd_adversarial_matrices(name):
 def test_svd_and_pinv_of_a_matrix_holding_nan_or_inf_are_nan_like_the_cpu(bad):
     a = np.random.default_rng(5).standard_normal((3, 4, 3))
     a[1, 2, 0] = bad
-    for body in (_svd_body(True, True), _svd_body(False, False), lambda x: L.pinv(x, rcond=1e-15)):
-        fn, cpu, emulated = _compile_both("nonfinite", a.shape, a.dtype, body)
-        got, expected = emulated([a])[0], cpu([a])[0]
+    fn, cpu, emulated = _compile_both("nonfinite", a.shape, a.dtype, _svd_body(True, True), _svd_body(False, False),
+                                      lambda x: L.pinv(x, rcond=1e-15))
+    for op, got, expected in zip(_ops_of(fn), emulated([a]), cpu([a]), strict=True):
         assert np.isnan(got[1]).all() and np.isnan(expected[1]).all()
         assert np.isfinite(got[[0, 2]]).all()
-        assert_agrees(_op_of(fn), [got], [expected])
+        assert_agrees(op, [got], [expected])
 
 
 # --------------------------------------------------------------------------- pinv
@@ -353,7 +361,7 @@ def test_svd_and_pinv_of_a_matrix_holding_nan_or_inf_are_nan_like_the_cpu(bad):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_pinv_agrees_with_lapack_and_numpy(shape, dtype):
     a = np.random.default_rng(sum(shape) + 1).standard_normal(shape).astype(dtype)
-    got = _check("pinv", a, lambda x: L.pinv(x, rcond=1e-15))
+    (got,) = _check("pinv", a, lambda x: L.pinv(x, rcond=1e-15))
     reference = np.linalg.pinv(a.astype(np.float64))
     cond = np.linalg.cond(a.astype(np.float64)).max()
     np.testing.assert_allclose(got, reference, atol=100 * _eps(dtype) * cond * np.abs(reference).max(), rtol=0)
@@ -369,7 +377,7 @@ def test_pinv_drops_singular_values_at_or_below_rcond_times_the_largest(rcond):
     """Values 1, 0.7, 1e-3, 1e-8 and an exact 0 (rank deficiency): rcond 1e-5 drops
     1e-8 and 0, 0.5 keeps only 1 and 0.7; what is kept is inverted."""
     a = _with_singular_values([1.0, 0.7, 1e-3, 1e-8], 6, 5, 8)
-    got = _check("pinv", a, lambda x: L.pinv(x, rcond=rcond))
+    (got,) = _check("pinv", a, lambda x: L.pinv(x, rcond=rcond))
     expected = np.linalg.pinv(a, rcond=rcond)
     tol = 1e-13 * np.abs(expected).max() * (1e8 if rcond < 1e-8 else 1e3)
     np.testing.assert_allclose(got, expected, atol=tol, rtol=0)
