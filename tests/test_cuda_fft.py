@@ -269,6 +269,16 @@ def test_gradients_on_the_emulator_match_the_cpu():
 
 # --------------------------------------------------------------------------- PTX
 
+PTX_PROGRAMS = [
+    (DType.f64, [Case("forward", (1009, 2), 0, 1009), Case("backward", (5, 49, 21), 1, 49, 1 / 49),
+                 Case("c2r", (3, 7, 2), 1, 12, 1 / 12), Case("forward", (4, 1), 1, 1)]),
+    (DType.f32, [Case("r2c", (2, 97, 3), 1, 97, 0.25), Case("c2r", (49, 2), 0, 97),
+                 Case("forward", (121, 3), 0, 121, 0.5)]),
+]
+"""Every code path once: Bluestein, generic and unrolled radices, strided and contiguous
+lines, each kind, length 1, both dtypes."""
+
+
 def emit_ptx(out_dir: str) -> None:
     """(In a subprocess.) The adversarial programs' launches in one module, as PTX per
     architecture, and the kernels' names."""
@@ -277,8 +287,8 @@ def emit_ptx(out_dir: str) -> None:
     module = ir.Module(name="fft")
     ptx_tools.prepare_module(module)
     names = []
-    for k, dtype in enumerate((DType.f64, DType.f32)):
-        _, _, launches = backend.build(_program(LAYOUT_CASES, dtype), module=module, symbol=f"fft_{k}")
+    for k, (dtype, cases) in enumerate(PTX_PROGRAMS):
+        _, _, launches = backend.build(_program(cases, dtype), module=module, symbol=f"fft_{k}")
         names.extend(launch.name for launch in launches)
     text = str(module)
     for arch in ptx_tools.DEFAULT_ARCHS:
@@ -293,7 +303,7 @@ def test_ptxas_assembles_the_adversarial_programs_without_spills(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"PTX generation failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
     names = (tmp_path / "names.txt").read_text().split()
-    assert len(names) >= len(LAYOUT_CASES)
+    assert len(names) == sum(len(cases) for _, cases in PTX_PROGRAMS)
     for arch in ptx_tools.DEFAULT_ARCHS:
         ptx = (tmp_path / f"{arch}.ptx").read_text()
         for name in names:
