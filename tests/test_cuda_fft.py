@@ -240,6 +240,89 @@ def test_accuracy_is_pocketffts(dtype):
         assert ours <= 2 * pocketfft + 0.5, (case.n, ours, pocketfft)
 
 
+class _BoundsChecked:
+    """While active, every load and store the CUDA emitters generate into a buffer of
+    known size (an operand, a result, scratch, a constant table) is preceded by a check of
+    its element offset; an offset outside the buffer calls back into Python, which
+    records (buffer size in bytes, offset, element size)."""
+
+    def __init__(self, monkeypatch):
+        from llvmlite import binding as llvm
+        from jitgrad.backends.cpu.llvm_support import I64, VOID, declare, index
+        from jitgrad.backends.cuda.codegen import CUDAFunctionEmitter
+        from jitgrad.backends.cuda.scalar import CUDAScalarContext
+        self.violations: list[tuple[int, int, int]] = []
+        self._callback = ctypes_callback(lambda size, offset, item: self.violations.append((size, offset, item)))
+        llvm.add_symbol("test_cuda_fft.out_of_bounds", ctypes_address(self._callback))
+        sizes: dict[int, int] = {}
+
+        def remember(method, nbytes_of):
+            def wrapped(self_, *args):
+                pointer = method(self_, *args)
+                sizes[id(pointer)] = nbytes_of(*args)
+                return pointer
+            return wrapped
+        monkeypatch.setattr(CUDAFunctionEmitter, "pointer",
+                            remember(CUDAFunctionEmitter.pointer, lambda value: value.type.nbytes))
+        monkeypatch.setattr(CUDAFunctionEmitter, "scratch", remember(CUDAFunctionEmitter.scratch, lambda n: n))
+        monkeypatch.setattr(CUDAFunctionEmitter, "constant_buffer",
+                            remember(CUDAFunctionEmitter.constant_buffer, lambda array: array.nbytes))
+
+        def check(ctx, buffer, offset, dtype) -> None:
+            nbytes = sizes.get(id(buffer))
+            if nbytes is None:                  # a private array of the kernel
+                return
+            b, item = ctx.builder, dtype.itemsize
+            outside = b.or_(b.icmp_signed("<", offset, index(0)),
+                            b.icmp_signed(">", b.mul(offset, index(item)), index(nbytes - item)))
+            with b.if_then(outside, likely=False):
+                report = declare(ctx.module, "test_cuda_fft.out_of_bounds", VOID, [I64, I64, I64])
+                b.call(report, [index(nbytes), offset, index(item)])
+
+        load, store = CUDAScalarContext.load, CUDAScalarContext.store
+
+        def checked_load(ctx, buffer, offset, dtype):
+            check(ctx, buffer, offset, dtype)
+            return load(ctx, buffer, offset, dtype)
+
+        def checked_store(ctx, buffer, offset, x, dtype):
+            check(ctx, buffer, offset, dtype)
+            return store(ctx, buffer, offset, x, dtype)
+        monkeypatch.setattr(CUDAScalarContext, "load", checked_load)
+        monkeypatch.setattr(CUDAScalarContext, "store", checked_store)
+
+
+def ctypes_callback(fun):
+    import ctypes
+    return ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(fun)
+
+
+def ctypes_address(callback) -> int:
+    import ctypes
+    return ctypes.cast(callback, ctypes.c_void_p).value
+
+
+def test_every_access_stays_inside_its_buffer(monkeypatch):
+    cases = [Case("forward", (3, 97), 1, 97), Case("backward", (5, 49, 21), 1, 49), Case("r2c", (98, 4), 0, 98),
+             Case("c2r", (3, 7, 2), 1, 12), Case("c2r", (49, 2), 0, 97), Case("c2r", (2, 4), 1, 7),
+             Case("forward", (4, 1), 1, 1), Case("r2c", (100, 6), 1, 6)]
+    checks = _BoundsChecked(monkeypatch)
+    fn = _program(cases, DType.f32)
+    args = _inputs(cases, DType.f32, 13)
+    got = backend_for(EMULATOR).compile(fn)(args)
+    assert checks.violations == []
+    for case, x, g in zip(cases, args, got, strict=True):
+        np.testing.assert_allclose(g, case.numpy(x), atol=1e-5 * max(1.0, np.abs(g).max()))
+    # the check itself fires: an access one element past a result is reported
+    from jitgrad.backends.cuda.scalar import CUDAScalarContext
+    store = CUDAScalarContext.store
+    monkeypatch.setattr(CUDAScalarContext, "store",
+                        lambda ctx, buffer, offset, *rest: store(ctx, buffer, ctx.index_add(offset, ctx.index_const(1)),
+                                                                 *rest))
+    backend_for(EMULATOR).compile(_program(cases[-1:], DType.f32))(args[-1:])
+    assert checks.violations
+
+
 # --------------------------------------------------------------------------- gradients
 
 def _loss(a, b, c, w):
