@@ -7,9 +7,10 @@ by generated code in the same way pocketfft plans it:
 
 - A length n whose largest prime factor p is small (p * p <= n, n < 50, or Bluestein
   would cost more: `line_plan`, pocketfft's cost rule) is a mixed-radix Stockham
-  transform of n itself: butterflies of 5, 3 and 2 unrolled with compile-time roots (the
-  stages of the `fft` kernel, fft.py), and for every other prime factor R a *generic
-  stage*: each of its n / R butterflies is a direct R-point DFT, O(n R) work, whose
+  transform of n itself: butterflies of 5, 3 and 2 unrolled (the stages of the `fft`
+  kernel, fft.py, with pocketfft's symmetric butterflies: y_q and y_(R-q) from the sums
+  and differences of v_r and v_(R-r), half the products, the roots correctly rounded
+  constants), and for every other prime factor R a *generic stage*: each of its n / R butterflies is a direct R-point DFT, O(n R) work, whose
   terms x_r w^(r e) each use one root read from the table (the twiddle and the
   butterfly's root are one power of w), so each term is rounded once.
 - Other lengths by Bluestein's chirp transform: X_k = c_k sum_j (x_j c_j) conj(c_(k-j)),
@@ -18,9 +19,11 @@ by generated code in the same way pocketfft plans it:
   conjugate (conj . fft . conj is the unscaled inverse) and the kernel's transform, /m,
   a compile-time constant.
 
-Every root of unity is computed in float64 at compile time from an exactly reduced
-fraction of a turn (`roots_of_unity`; the chirp's j^2 reduced mod 2n) and rounded once to
-the dtype; the arithmetic is in the dtype, as pocketfft's. The backward direction is
+Every root of unity is computed at compile time in the widest float NumPy has, from a
+fraction of a turn reduced exactly to the first octant (`_roots_wide`; the chirp's j^2
+reduced mod 2n), and rounded once to the dtype: correctly rounded (the `fft` kernel's
+float64 `roots_of_unity`, from unreduced angles, is off by up to about 4 eps). Bluestein's kernel is
+transformed in that wide type too. The arithmetic is in the dtype, as pocketfft's. The backward direction is
 conj . forward . conj (the negations are exact, and the products are the same ones
 pocketfft's backward passes compute).
 
@@ -36,7 +39,8 @@ the rows, then written out strided, times `scale` (NumPy's factor, in the dtype)
   pocketfft's C2R does; transformed backward; the real parts out.
 
 Real transforms are complex ones of the completed or zero-extended line (twice the work
-of a packed real transform, and no other rounding). Every address is a compile-time
+of a packed real transform, and no other rounding). Workspace: lines x 2 rows x length
+complex values (4x the operand for c2c, about 8-10x with Bluestein). Every address is a compile-time
 affine function of the line and loop indices, all inside the operand, the result, the
 tables or the line's scratch rows.
 """
@@ -155,10 +159,10 @@ def exact_roots(n: int, dtype: DType) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def bluestein_tables(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(chirp, kernel) in float64 as (real, imaginary) pairs: c_j = exp(-i pi j^2 / n) for
-    j < n (j^2 reduced mod 2n, a root of unity of order 2n, so the angle is exact), and
-    the transform of conj(c) extended circularly to length m, divided by m (the unscaled
-    inverse's 1/m folded in)."""
+    """(chirp, kernel) as (real, imaginary) pairs in the wide float of `_roots_wide`:
+    c_j = exp(-i pi j^2 / n) for j < n (j^2 reduced mod 2n: a root of unity of order 2n,
+    so the angle is exact), and the transform of conj(c) extended circularly to length
+    m, divided by m (the unscaled inverse's 1/m folded in)."""
     j = np.arange(n, dtype=np.int64)
     chirp = _roots_wide(2 * n)[(j * j) % (2 * n)]
     wide = np.result_type(chirp.dtype, np.complex64)
