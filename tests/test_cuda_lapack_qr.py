@@ -190,3 +190,141 @@ def test_qr_gradients_on_the_emulator_match_the_cpu():
         return
     emulated = jitgrad.jit(jitgrad.grad(loss), device=EMULATOR)(a)
     _close(emulated, cpu, 1e-11)
+
+
+# --------------------------------------------------------------------------- eig
+
+def _eig(a):
+    return np.linalg.eig(a)
+
+
+def _eigvals(a):
+    return np.linalg.eigvals(a)
+
+
+def _assert_is_eig_of(a, w, v, tol=1e-10) -> None:
+    """A V = V diag(w) to `tol` relative to |A|; unit columns whose largest component is
+    real (xGEEV's normalization)."""
+    scale = max(1.0, float(np.max(np.abs(a))))
+    np.testing.assert_allclose(a @ v, v * w[..., None, :], atol=tol * scale)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-2), 1.0, atol=1e-12)
+    largest = np.take_along_axis(v, np.argmax(np.abs(v), axis=-2)[..., None, :], axis=-2)
+    np.testing.assert_allclose(largest.imag, 0.0, atol=1e-12)
+
+
+def _agrees_with_lapack(emulated, cpu) -> tuple[int, int]:
+    """Eigenvalues in LAPACK's order; each vector LAPACK's up to a unit factor. Returns
+    (vectors equal to LAPACK's outright, vectors)."""
+    (w, v), (w_cpu, v_cpu) = emulated, cpu
+    _close(w, w_cpu, 1e-11)
+    packed, packed_cpu = (np.concatenate([x[..., None, :], y], axis=-2) for x, y in ((w, v), (w_cpu, v_cpu)))
+    _eig_columns_agree(packed, packed_cpu, 1e-12)
+    same = np.all(np.abs(v - v_cpu) < 1e-9, axis=-2)
+    return int(same.sum()), same.size
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 3), (5, 5), (2, 3, 4, 4), (130, 4, 4)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_eig_of_random_matrices_in_lapacks_order(shape):
+    """Eigenvalues in LAPACK's order (the Schur form's diagonal, as xLAHQR deflates),
+    conjugate pairs with the positive imaginary part first; vectors LAPACK's up to a
+    unit factor, and LAPACK's outright for almost all (where a sweep's direction comes
+    from rounding-sized entries, the sign of a vector can differ)."""
+    a = np.random.default_rng(shape[-1] + len(shape)).standard_normal(shape)
+    emulated, cpu = jitgrad.jit(_eig, device=EMULATOR)(a), jitgrad.jit(_eig)(a)
+    same, total = _agrees_with_lapack(emulated, cpu)
+    assert same >= 0.9 * total
+    _assert_is_eig_of(a, *emulated)
+    values = jitgrad.jit(_eigvals, device=EMULATOR)(a)
+    _close(values, jitgrad.jit(_eigvals)(a), 1e-11)
+    _close(values, emulated[0], 1e-11)
+
+
+def _matrix_with(entries, n=4, seed=0):
+    a = np.random.default_rng(seed).standard_normal((n, n))
+    for position, value in entries:
+        a[position] = value
+    return a
+
+
+_R = np.random.default_rng(11)
+_UPPER_BLOCKS = np.block([[_R.standard_normal((2, 2)), _R.standard_normal((2, 2))],
+                          [np.zeros((2, 2)), _R.standard_normal((2, 2))]])
+EIG_CASES = {
+    "upper-triangular": np.triu(_R.standard_normal((4, 4))),            # balancing isolates every eigenvalue
+    "lower-triangular": np.tril(_R.standard_normal((4, 4))),
+    "permuted-blocks": _UPPER_BLOCKS[[2, 0, 3, 1]][:, [2, 0, 3, 1]],     # isolates some, reduces the rest
+    "zero-row": _matrix_with([((1, slice(None)), 0.0)]),
+    "diagonal-repeated": np.diag([3.0, 1.0, 2.0, 1.0]),
+    "zero": np.zeros((3, 3)),
+    "jordan": 2 * np.eye(4) + np.eye(4, k=1),
+    "companion": np.array([[0, 0, 0, -24.0], [1, 0, 0, 50], [0, 1, 0, -35], [0, 0, 1, 10]]),
+    "rotation": np.array([[0.0, -1.0], [1.0, 0.0]]),
+    "repeated-complex-pairs": np.kron(np.eye(2), np.array([[0.0, -1.0], [1.0, 0.0]])),
+    "badly-scaled": np.diag([1e-8, 1, 1e4, 1e8]) @ _R.standard_normal((4, 4)) @ np.diag([1e8, 1, 1e-4, 1e-8]),
+    "huge": _R.standard_normal((4, 4)) * 1e300,                          # xGEEV scales it down first
+    "tiny": _R.standard_normal((4, 4)) * 1e-300,
+    "symmetric": (lambda s: s + s.T)(_R.standard_normal((5, 5))),
+    "skew-symmetric": (lambda s: s - s.T)(_R.standard_normal((5, 5))),
+    "hilbert": 1.0 / (np.arange(6)[:, None] + np.arange(6) + 1.0),
+    "nan": _matrix_with([((1, 2), np.nan)]),
+    "inf": _matrix_with([((0, 0), np.inf)]),
+}
+
+
+@pytest.mark.parametrize("name", list(EIG_CASES))
+def test_eig_adversarial_inputs_as_lapack(name):
+    """Balancing's permutations and scaling, exact zeros, repeated and complex
+    eigenvalues, extreme magnitudes: LAPACK's eigenvalues in LAPACK's order and its
+    vectors up to a unit factor; NaN (every output) for a matrix holding NaN or inf."""
+    a = EIG_CASES[name]
+    emulated, cpu = jitgrad.jit(_eig, device=EMULATOR)(a), jitgrad.jit(_eig)(a)
+    values = jitgrad.jit(_eigvals, device=EMULATOR)(a)
+    if not np.isfinite(a).all():
+        assert np.isnan(emulated[0]).all() and np.isnan(emulated[1]).all() and np.isnan(values).all()
+        _close(emulated[0], cpu[0], 0.0)
+        return
+    _agrees_with_lapack(emulated, cpu)
+    _close(values, emulated[0], 1e-11)
+    if name not in ("jordan", "huge", "tiny", "hilbert"):   # defective, or a residual below the tolerance's reach
+        _assert_is_eig_of(a, *emulated)
+
+
+def test_eig_of_a_rank_one_matrix_is_an_eigendecomposition():
+    """The zero eigenvalue is triple: which null vectors come out is decided by rounding
+    (LAPACK's are not reproducible), but each is one, with unit norm."""
+    a = np.outer(_R.standard_normal(4), _R.standard_normal(4))
+    w, v = jitgrad.jit(_eig, device=EMULATOR)(a)
+    w_cpu, _ = jitgrad.jit(_eig)(a)
+    _multiset(w, w_cpu, 1e-12)
+    _assert_is_eig_of(a, w, v)
+
+
+def test_eig_of_float32_input_is_rounded_like_the_cpu():
+    a = np.random.default_rng(5).standard_normal((3, 3, 3)).astype(np.float32)
+    emulated, cpu = jitgrad.jit(_eig, device=EMULATOR)(a), jitgrad.jit(_eig)(a)
+    assert emulated[0].dtype == cpu[0].dtype == np.complex64
+    _close(emulated[0], cpu[0], 1e-6)
+
+
+@pytest.mark.parametrize("fun", [_eig, lambda a: np.linalg.qr(a)], ids=["eig", "qr"])
+def test_complex_matrices_are_refused_with_the_reason(fun):
+    a = np.random.default_rng(6).standard_normal((3, 3)) * (1 + 0.5j)
+    with pytest.raises(UnsupportedOperationError, match="has no kernel for device 'cuda'.*c128 operands"):
+        jitgrad.jit(fun, device=EMULATOR)(a)
+
+
+def test_eig_gradients_on_the_emulator_match_the_cpu():
+    rng = np.random.default_rng(9)
+    a, weights = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 3))
+
+    def loss(a):
+        w = np.linalg.eigvals(0.1 * a + np.diag([1.0, 2.0, 3.0]))
+        return np.sum(np.real(w) * weights)
+
+    cpu = jitgrad.jit(jitgrad.grad(loss))(a)
+    if not _has_kernel("solve"):        # eig's derivative solves with the eigenvector matrix
+        with pytest.raises(UnsupportedOperationError, match="solve has no kernel for device 'cuda'"):
+            jitgrad.jit(jitgrad.grad(loss), device=EMULATOR)(a)
+        return
+    _close(jitgrad.jit(jitgrad.grad(loss), device=EMULATOR)(a), cpu, 1e-10)
