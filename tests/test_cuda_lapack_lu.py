@@ -10,7 +10,8 @@
 - shapes: 1 x 1, several batch axes, right-hand sides wider than the matrix, slogdet of
   empty matrices;
 - gradients through every primitive (reverse mode reaches the transposed solves);
-- PTX of the real and complex kernels through ptxas (sm_80, sm_90, no spills) and nvJitLink.
+- PTX of the float32 and complex128 kernels through ptxas (sm_80, sm_90, no spills) and
+  nvJitLink (float64's are in tests/test_cuda_backend.py's module of every op spec).
 
 `assert_agrees` is how tests/test_grid_emulator.py compares this family's op specs.
 
@@ -305,24 +306,52 @@ def test_triangular_solve_agrees_with_the_cpu_and_numpy(family, triangle):
     assert np.all(_nan(got[4 + triangle][0])), "a zero on the diagonal: singular, NaN"
 
 
+TIES = np.array([[[0.3, 2.3, 0.1], [-0.3, 2.3, -1.3], [0.3, 11.5, -2.3]],
+                 [[0.1, -1.3, -0.3], [0.1, 0.7, 1.1], [0.1, 2.7, 2.5]],
+                 [[-0.7, 0.3, 0.1], [-0.7, 2.3, 2.3], [0.0, 2.0, 2.2]],
+                 [[-1.3, 0.3, -0.3], [-1.3, 0.1, 2.3], [-1.3, -0.1, 4.9]],
+                 [[0.3, -0.7, 1.1], [0.3, 2.3, 0.7], [0.3, 5.3, 0.3]],
+                 [[0.1, -0.3, -1.3], [-0.1, -0.3, 1.1], [0.0, -0.6, -0.2]]])
+"""Singular matrices (row 3 a combination of rows 1 and 2 in exact decimals) whose first
+column ties in magnitude: which tied row becomes the pivot decides whether rounding
+leaves an exactly zero pivot. Rows first on ties (getrf): zero pivots in 0, 2 and 3;
+taking the last tied row instead flips every one of the six."""
+
+
+def test_pivot_ties_go_to_the_first_row_as_in_getrf():
+    b = np.ones((len(TIES), 3, 1))
+    body = lambda a, rhs: [L.slogdet_p.bind(a), L.solve(a, rhs)]      # noqa: E731
+    (got_det, got_x), (cpu_det, cpu_x) = _run(body, (TIES, b), EMULATOR), _run(body, (TIES, b), "cpu")
+    sign, logdet = np.linalg.slogdet(TIES)
+    zero_pivot = [True, False, True, True, False, False]
+    assert [bool(s == 0) for s in got_det[:, 0]] == zero_pivot == [bool(s == 0) for s in sign]
+    _assert_close(got_det, cpu_det, 1e-12, "slogdet")
+    _assert_close(got_det[:, 1], logdet, 1e-12, "log|det| vs NumPy")
+    assert [bool(np.all(np.isnan(x))) for x in got_x] == zero_pivot
+    _assert_close(got_x, cpu_x, 1e-6, "solve")          # the finite solutions are huge (|x| ~ 1e16)
+
+
 # --------------------------------------------------------------------------- shapes
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex64], ids=["float64", "complex64"])
-@pytest.mark.parametrize("batch, n, cols", [((), 1, 1), ((2, 3), 2, 5), ((3, 1, 2), 5, 1)],
-                         ids=["1x1", "batch-2x3-wide-rhs", "batch-3x1x2-5x5"])
+@pytest.mark.parametrize("batch, n, cols", [((), 1, 1), ((2, 3), 2, 5), ((3, 1, 2), 5, 1), ((2,), 40, 3)],
+                         ids=["1x1", "batch-2x3-wide-rhs", "batch-3x1x2-5x5", "40x40"])
 def test_shapes_agree_with_the_cpu(dtype, batch, n, cols):
     rng = np.random.default_rng(n)
+
     def random(*shape):
         x = rng.standard_normal(shape)
         return (x + 1j * rng.standard_normal(shape) if np.iscomplexobj(np.zeros((), dtype)) else x).astype(dtype)
-    a = random(*batch, n, n) + 3 * np.eye(n, dtype=dtype)
+    a = random(*batch, n, n) + 2 * float(np.sqrt(n)) * np.eye(n, dtype=dtype)
     spd = (a @ np.conj(np.swapaxes(a, -1, -2))).astype(dtype)
     args = (a, random(*batch, n, cols), spd, a)
     got, expected = _run(_family, args, EMULATOR), _run(_family, args, "cpu")
+    condition = max(_condition(m) for m in spd.reshape(-1, n, n))        # cond(A)^2: bounds every output's
+    rtol = 64 * n * _epsilon(dtype) * condition
     for k, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert g.shape == e.shape
-        _assert_close(g, e, 1e4 * _epsilon(dtype), f"output {k}")
-    _assert_close(got[0], np.linalg.solve(a, args[1]), 1e4 * _epsilon(dtype), "solve vs NumPy")
+        _assert_close(g, e, rtol, f"output {k}")
+    _assert_close(got[0], np.linalg.solve(a, args[1]), rtol, "solve vs NumPy")
 
 
 def test_slogdet_of_empty_matrices_is_one_and_zero():
@@ -368,40 +397,49 @@ def test_every_primitive_and_dtype_has_a_kernel():
         assert len(ops) == 8 and all(cuda_lapack.has_kernel(op) for op in ops)
 
 
+PTX_DTYPES = [np.float32, np.complex128]
+"""The dtypes whose PTX this file checks: float64 kernels are in tests/test_cuda_backend.py's
+module of every op spec; complex64 is complex128's code in single precision."""
+
+
 def _emit_ptx(out_dir: str) -> None:
-    """(In a subprocess: an LLVM abort fails the test, not the run.) The PTX of the family
-    function in every dtype, per architecture."""
+    """(In a subprocess: an LLVM abort fails the test, not the run.) One module holding
+    the family function's launches in PTX_DTYPES; its PTX per architecture."""
+    from llvmlite import ir
     from jitgrad.backends.cuda import ptx as ptx_tools
-    listing = {}
-    for dtype in DTYPES:
+    backend = backend_for("gpu")
+    module = ir.Module(name="lapack_lu")
+    ptx_tools.prepare_module(module)
+    names = []
+    for dtype in PTX_DTYPES:
         m = _matrices(dtype)
         types = [TensorType(m[k][:3].shape, DType.from_numpy(m[k].dtype)) for k in ("a", "b", "s", "t")]
         fn = LowerComplex().run(build("lapack_lu", types, _family))
-        executable = backend_for("gpu").compile(fn)
-        for arch, text in executable.ptx.items():
-            name = f"{np.dtype(dtype).name}-{arch}.ptx"
-            with open(os.path.join(out_dir, name), "w") as f:
-                f.write(text)
-            listing[name] = arch
-    assert set(listing.values()) == set(ptx_tools.DEFAULT_ARCHS)
-    with open(os.path.join(out_dir, "listing.json"), "w") as f:
-        json.dump(listing, f)
+        _, _, launches = backend.build(fn, module=module, symbol=f"lu_{np.dtype(dtype).name}")
+        names.extend(launch.name for launch in launches)
+    text = str(module)
+    for arch in ptx_tools.DEFAULT_ARCHS:
+        with open(os.path.join(out_dir, f"{arch}.ptx"), "w") as f:
+            f.write(ptx_tools.emit_ptx(text, names, arch))
+    with open(os.path.join(out_dir, "kernels.json"), "w") as f:
+        json.dump(names, f)
 
 
-def test_ptxas_and_nvjitlink_accept_every_dtype_without_spills(tmp_path):
+def test_ptxas_and_nvjitlink_accept_real_and_complex_kernels_without_spills(tmp_path):
     from jitgrad.backends.cuda import ptx as ptx_tools
     assert ptx_tools.ptxas_path() is not None, "ptxas not found: pip install -e '.[test]' installs nvidia-cuda-nvcc"
     assert ptx_tools.nvjitlink_available(), "nvJitLink not found: the test extras install nvidia-nvjitlink"
     run = subprocess.run([sys.executable, os.path.abspath(__file__), "emit", str(tmp_path)], cwd=HERE,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"PTX generation failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
-    listing = json.loads((tmp_path / "listing.json").read_text())
-    assert len(listing) == 2 * len(DTYPES)
-    for name, arch in listing.items():
-        text = (tmp_path / name).read_text()
-        assert ".extern .func" not in text, f"{name}: an unresolved call"
+    names = json.loads((tmp_path / "kernels.json").read_text())
+    assert len(names) >= 8 * len(PTX_DTYPES)          # one launch per primitive at least
+    for arch in ptx_tools.DEFAULT_ARCHS:
+        text = (tmp_path / f"{arch}.ptx").read_text()
+        assert f".target {arch}" in text and all(f".entry {name}(" in text for name in names)
+        assert ".extern .func" not in text, "an unresolved call (a math function libdevice lacks?)"
         warnings = ptx_tools.ptxas_check(text, arch, timeout=120)
-        assert not [w for w in warnings if "spill" in w.lower() or "lmem" in w.lower()], (name, warnings)
+        assert not [w for w in warnings if "spill" in w.lower() or "lmem" in w.lower()], (arch, warnings)
         assert ptx_tools.nvjitlink_cubin(text, arch)[:4] == b"\x7fELF"
 
 
