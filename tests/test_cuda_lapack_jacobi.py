@@ -57,7 +57,7 @@ def _same_subspaces(got: np.ndarray, expected: np.ndarray, values: np.ndarray, g
         gap = min((abs(values[i] - v) for i in group for v in outside), default=np.inf)
         allowed = tol * (1 + scale / max(gap, 1e-300))
         g, e = got[:, group], expected[:, group]
-        np.testing.assert_allclose(g @ g.T, e @ e.T, atol=allowed, rtol=0)
+        np.testing.assert_allclose(g @ g.conj().T, e @ e.conj().T, atol=allowed, rtol=0)
 
 
 def _nan_like_lapack(got: np.ndarray, expected: np.ndarray) -> bool:
@@ -71,7 +71,18 @@ def _nan_like_lapack(got: np.ndarray, expected: np.ndarray) -> bool:
 
 
 def _orthonormal(q: np.ndarray, tol: float) -> None:
-    np.testing.assert_allclose(q.T @ q, np.eye(q.shape[1]), atol=tol, rtol=0)
+    np.testing.assert_allclose(q.conj().T @ q, np.eye(q.shape[1]), atol=tol, rtol=0)
+
+
+def _real_values(values: np.ndarray) -> np.ndarray:
+    """Eigenvalues or singular values, stored as v + 0i for a complex matrix."""
+    if np.iscomplexobj(values):
+        np.testing.assert_array_equal(values.imag, 0)
+    return values.real.astype(np.float64)
+
+
+def _wide(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
 def _eigh_agrees(op, got, expected, tol: float) -> None:
@@ -80,14 +91,14 @@ def _eigh_agrees(op, got, expected, tol: float) -> None:
         g, e = got[index], expected[index]
         if _nan_like_lapack(g, e):
             continue
-        w_got, w_expected = (g[0], e[0]) if op.attrs["vectors"] else (g, e)
-        scale = max(float(np.max(np.abs(w_expected))), np.finfo(e.dtype).tiny)
+        w_got, w_expected = (_real_values(x[0] if op.attrs["vectors"] else x) for x in (g, e))
+        scale = max(float(np.max(np.abs(w_expected))), 1e-300)
         np.testing.assert_allclose(w_got, w_expected, atol=tol * scale, rtol=0)
         assert np.all(np.diff(w_got) >= 0), "eigenvalues not ascending"
         if op.attrs["vectors"]:
-            _orthonormal(g[1:].astype(np.float64), tol * n)
+            _orthonormal(_wide(g[1:]), tol * n)
             groups = _groups(w_expected, 10 * tol * scale)
-            _same_subspaces(g[1:].astype(np.float64), e[1:].astype(np.float64), w_expected, groups, tol * n, scale)
+            _same_subspaces(_wide(g[1:]), _wide(e[1:]), w_expected, groups, tol * n, scale)
 
 
 def _svd_agrees(op, got, expected, tol: float) -> None:
@@ -98,25 +109,25 @@ def _svd_agrees(op, got, expected, tol: float) -> None:
         g, e = got[index], expected[index]
         if _nan_like_lapack(g, e):
             continue
-        s_got, s_expected = (g[m * u_cols:m * u_cols + k], e[m * u_cols:m * u_cols + k]) if vectors else (g, e)
-        scale = max(float(np.max(s_expected)), np.finfo(e.dtype).tiny)
+        s_got, s_expected = (_real_values(x[m * u_cols:m * u_cols + k] if vectors else x) for x in (g, e))
+        scale = max(float(np.max(s_expected)), 1e-300)
         np.testing.assert_allclose(s_got, s_expected, atol=tol * scale, rtol=0)
         assert np.all(np.diff(s_got) <= 0), "singular values not descending"
         if not vectors:
             continue
         parts = []
         for packed in (g, e):
-            u = packed[:m * u_cols].reshape(m, u_cols).astype(np.float64)
-            vt = packed[m * u_cols + k:].reshape(vt_rows, n).astype(np.float64)
+            u = _wide(packed[:m * u_cols].reshape(m, u_cols))
+            vt = _wide(packed[m * u_cols + k:].reshape(vt_rows, n))
             parts.append((u, vt))
         (u_g, vt_g), (u_e, vt_e) = parts
         _orthonormal(u_g, tol * max(m, n))
-        _orthonormal(vt_g.T, tol * max(m, n))
-        # the pairs' signs go together: U S V^T over the k values is the same matrix
-        product = lambda u, s, vt: (u[:, :k] * s.astype(np.float64)) @ vt[:k]
+        _orthonormal(vt_g.conj().T, tol * max(m, n))
+        # the pairs' signs (phases) go together: U S V^H over the k values is the same matrix
+        product = lambda u, s, vt: (u[:, :k] * s) @ vt[:k]
         np.testing.assert_allclose(product(u_g, s_got, vt_g), product(u_e, s_expected, vt_e), atol=tol * scale * k,
                                    rtol=0)
-        for side_got, side_expected, columns in ((u_g, u_e, u_cols), (vt_g.T, vt_e.T, vt_rows)):
+        for side_got, side_expected, columns in ((u_g, u_e, u_cols), (vt_g.conj().T, vt_e.conj().T, vt_rows)):
             # values of the columns: s_j, then 0 for the completion past k
             values = np.concatenate([s_expected.astype(np.float64), np.zeros(columns - k)])
             groups = _groups(values, 10 * tol * scale)
@@ -168,7 +179,8 @@ def assert_agrees(op, got, expected) -> None:
 
 def _compile_both(name: str, shape, dtype, *bodies):
     """One function returning each body's result, compiled for the CPU and the emulator."""
-    dtype = DType.f64 if np.dtype(dtype) == np.float64 else DType.f32
+    dtype = {np.float64: DType.f64, np.float32: DType.f32, np.complex128: DType.c128,
+             np.complex64: DType.c64}[np.dtype(dtype).type]
     fn = build(name, [TensorType(shape, dtype)], lambda x: [body(x) for body in bodies])
     return fn, backend_for("cpu").compile(fn), backend_for(EMULATOR).compile(fn)
 
@@ -374,9 +386,10 @@ def _with_singular_values(values, m, n, seed):
 
 @pytest.mark.parametrize("rcond", [1e-15, 1e-5, 0.5])
 def test_pinv_drops_singular_values_at_or_below_rcond_times_the_largest(rcond):
-    """Values 1, 0.7, 1e-3, 1e-8 and an exact 0 (rank deficiency): rcond 1e-5 drops
-    1e-8 and 0, 0.5 keeps only 1 and 0.7; what is kept is inverted."""
-    a = _with_singular_values([1.0, 0.7, 1e-3, 1e-8], 6, 5, 8)
+    """Values 3, 2.1, 3e-3, 3e-8 and an exact 0 (rank deficiency): rcond 1e-5 drops
+    3e-8 and 0, 0.5 keeps only 3 and 2.1 (the cutoff is relative to the largest value);
+    what is kept is inverted."""
+    a = _with_singular_values([3.0, 2.1, 3e-3, 3e-8], 6, 5, 8)
     (got,) = _check("pinv", a, lambda x: L.pinv(x, rcond=rcond))
     expected = np.linalg.pinv(a, rcond=rcond)
     tol = 1e-13 * np.abs(expected).max() * (1e8 if rcond < 1e-8 else 1e3)
@@ -428,9 +441,91 @@ def test_results_are_bit_identical_run_to_run():
         assert x.tobytes() == y.tobytes()
 
 
-def test_complex_matrices_are_refused_naming_the_primitive():
-    z = np.eye(3) * (1 + 1j)
-    for fun, name in ((np.linalg.eigh, "eigh"), (np.linalg.svd, "svd")):
-        with pytest.raises(UnsupportedOperationError, match=f"{name} has no kernel for device 'cuda'.*c128 operands"):
-            jitgrad.jit(fun, device=EMULATOR)(z)
-    assert cuda_lapack.FAMILIES["pinv"] == "lapack_jacobi" and lapack_jacobi.COMPLEX == ()
+# --------------------------------------------------------------------------- complex
+
+def _complex_random(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+def _hermitian_of(a, lower):
+    """The Hermitian matrix LAPACK reads: one triangle, its conjugate transpose, the
+    diagonal's real part."""
+    t = np.tril(a, -1) if lower else np.triu(a, 1)
+    diagonal = np.real(np.diagonal(a, axis1=-2, axis2=-1))
+    return t + np.conj(np.swapaxes(t, -1, -2)) + diagonal[..., None] * np.eye(a.shape[-1])
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (2, 3, 5, 5), (1, 1), (130, 3, 3)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_complex_eigh_agrees_with_lapack_and_is_an_eigendecomposition(shape, dtype):
+    a = _complex_random(shape, dtype, sum(shape))
+    a[..., 0, 0] += 0.5j                   # the diagonal's imaginary parts are not read
+    results = _check("eigh", a, *(lambda x, lower=lower, vectors=vectors: L.eigh_p.bind(x, vectors=vectors, lower=lower)
+                                  for lower in (True, False) for vectors in (True, False)))
+    for lower, packed, values in ((True, *results[:2]), (False, *results[2:])):
+        w, v = _real_values(packed[..., 0, :]), packed[..., 1:, :].astype(np.complex128)
+        h = _hermitian_of(a.astype(np.complex128), lower)
+        tol = 100 * _eps(dtype) * max(1.0, np.abs(h).max()) * shape[-1]
+        np.testing.assert_allclose(w, np.linalg.eigvalsh(h), atol=tol, rtol=0)
+        np.testing.assert_allclose(np.einsum("...ij,...j,...kj->...ik", v, w, v.conj()), h, atol=tol, rtol=0)
+        np.testing.assert_allclose(_real_values(values), w, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4), (1, 3), (2, 3, 4, 2), (130, 2, 3)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_complex_svd_agrees_with_lapack_and_is_an_svd(shape, dtype):
+    a = _complex_random(shape, dtype, sum(shape) + 2)
+    m, n = shape[-2:]
+    k = min(m, n)
+    wide = a.astype(np.complex128)
+    tol = 100 * _eps(dtype) * max(1.0, np.abs(wide).max()) * max(m, n)
+    reduced, full_factors, values = _check("svd", a, _svd_body(False, True), _svd_body(True, True),
+                                           _svd_body(False, False))
+    reference = np.linalg.svd(wide, compute_uv=False)
+    np.testing.assert_allclose(_real_values(values), reference, atol=tol, rtol=0)
+    for full, packed in ((False, reduced), (True, full_factors)):
+        u, s, vt = _unpack_svd(packed.astype(np.complex128), m, n, full)
+        s = _real_values(s)
+        np.testing.assert_allclose(s, reference, atol=tol, rtol=0)
+        np.testing.assert_allclose((u[..., :k] * s[..., None, :]) @ vt[..., :k, :], wide, atol=tol, rtol=0)
+        eye = lambda q: np.broadcast_to(np.eye(q.shape[-1]), q.shape[:-2] + (q.shape[-1],) * 2)
+        np.testing.assert_allclose(np.conj(np.swapaxes(u, -1, -2)) @ u, eye(u), atol=tol, rtol=0)
+        np.testing.assert_allclose(vt @ np.conj(np.swapaxes(vt, -1, -2)), eye(np.swapaxes(vt, -1, -2)), atol=tol,
+                                   rtol=0)
+
+
+def test_complex_rank_deficient_svd_completes_u_and_v():
+    rng = np.random.default_rng(12)
+    a = np.outer(rng.standard_normal(4) + 1j * rng.standard_normal(4), rng.standard_normal(3) - 2j)
+    for full, packed in zip((False, True), _check("svd", a, _svd_body(False, True), _svd_body(True, True))):
+        u, s, vt = _unpack_svd(packed, 4, 3, full)
+        np.testing.assert_allclose((u[:, :3] * s.real) @ vt[:3], a, atol=1e-13 * np.abs(a).max(), rtol=0)
+        _orthonormal(u, 1e-13)
+        _orthonormal(vt.conj().T, 1e-13)
+
+
+def test_complex_gradients_through_eigh_and_svd_on_the_emulator_match_the_cpu():
+    """A real loss of complex matrices built from real inputs, independent of the
+    vectors' phases."""
+    rng = np.random.default_rng(10)
+    x, y = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 4, 3))
+    weights = rng.standard_normal((3, 3))
+
+    def loss(x, y):
+        c = x + 1j * np.swapaxes(x, -1, -2) ** 2
+        w, v = np.linalg.eigh(c)
+        u, s, vt = np.linalg.svd(y + 1j * np.cos(y), full_matrices=False)
+        return (np.sum(w * np.arange(3.0)) + np.sum(np.abs(v) ** 2 * weights) + np.sum(np.sin(s))
+                + np.sum(np.abs(u[..., :2]) ** 2 * y[..., :2]))
+
+    grad = jitgrad.grad(loss, argnums=(0, 1))
+    cpu, emulated = jitgrad.jit(grad)(x, y), jitgrad.jit(grad, device=EMULATOR)(x, y)
+    for g, e in zip(emulated, cpu, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-10 * max(1.0, np.abs(e).max()), rtol=0)
+
+
+def test_the_family_declares_its_complex_kernels():
+    assert cuda_lapack.FAMILIES["pinv"] == "lapack_jacobi"
+    assert lapack_jacobi.COMPLEX == ("eigh", "svd")      # NumPy's complex pinv goes through svd
