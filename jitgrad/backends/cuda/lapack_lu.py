@@ -11,9 +11,10 @@ to rounding:
 
 - cholesky: potf2's left-looking column Cholesky of the lower triangle,
   L[j,j] = sqrt(A[j,j] - sum_k<j |L[j,k]|^2), L[i,j] = (A[i,j] - sum_k<j L[i,k] conj(L[j,k]))
-  * (1 / L[j,j]); the strict upper triangle is zero. A diagonal value <= 0 is a matrix
-  that is not positive definite: the whole factor is NaN. A NaN on the diagonal is not a
-  failure (potf2 tests `ajj <= 0`): NaN spreads through the columns after it, as on the CPU.
+  * (1 / L[j,j]); the strict upper triangle is zero (only A's lower triangle and the real
+  part of its diagonal are read). A value <= 0 under the square root is a matrix that is
+  not positive definite: the whole factor is NaN. A NaN there is not a failure (potf2
+  tests `ajj <= 0`): NaN spreads through the columns after it, as on the CPU.
 - solve: getf2's left-looking LU with partial pivoting (column j: earlier row swaps, the
   unit lower solve and the update, then the pivot), then getrs (row swaps, unit lower
   and upper substitution; for transpose_a the transposed triangles and the swaps in
@@ -39,6 +40,9 @@ a matrix is left free.
 
 Complex matrices (complex64, complex128) are NumPy's interleaved (re, im) pairs; the
 transposes of `transpose_a` are plain transposes, as the CPU's getrs 'T' and trsm.
+
+One thread does a matrix's O(n^3) work: fast for many small matrices, slow for a single
+large one (a block-cooperative factorization, or cuSOLVER, would serve those).
 """
 from __future__ import annotations
 
@@ -338,11 +342,12 @@ def _substitute(f: _Elements, t: _Matrix, x: _Matrix, n: int, cols: int, *, lowe
         i = step if lower else ctx.index_sub(c_(n - 1), step)
         count = i if lower else step                     # k < i, or i < k < n
         first = c_(0) if lower else ctx.index_add(i, c_(1))
+        inverse = None if unit else f.reciprocal(m(i, i))
         with ctx.loop(cols, "lu.substitute.col") as c:
             change = _dot(f, count, lambda s: m(i, ctx.index_add(first, s)),
                           lambda s: x.load(ctx.index_add(first, s), c), "lu.substitute.dot")
             value = f.sub(x.load(i, c), change)
-            x.store(i, c, value if unit else f.mul(value, f.reciprocal(m(i, i))))
+            x.store(i, c, value if unit else f.mul(value, inverse))
 
 
 def _lu_solve(f: _Elements, lu: _Matrix, pivots: _Pivots, x: _Matrix, n: int, cols: int, transposed: bool) -> None:
