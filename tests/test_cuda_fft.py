@@ -219,25 +219,37 @@ def _exact_dft(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 ACCURACY_LENGTHS = [1, 2, 7, 12, 97, 128, 1000, 1009]
 
 
-@pytest.mark.parametrize("dtype", [DType.f64, DType.f32])
-def test_accuracy_is_pocketffts(dtype):
+def test_accuracy_is_pocketffts():
     """Relative rms error against an extended-precision DFT: at most (1 + log2 n) / 2
-    eps, and at most twice pocketfft's on the same data plus half an eps."""
-    cases = [Case("forward", (4, n), 1, n) for n in ACCURACY_LENGTHS]
-    fn = _program(cases, dtype)
-    args = _inputs(cases, dtype, 11)
-    got = backend_for(EMULATOR).compile(fn)(args)
-    cpu = backend_for("cpu").compile(fn)(args)
-    eps = float(np.finfo(dtype.numpy).eps)
-    for case, x, g, c in zip(cases, args, got, cpu, strict=True):
-        re, im = _exact_dft(x[..., 0].astype(np.float64) + 1j * x[..., 1])
-        norm = np.sqrt(np.mean(re ** 2 + im ** 2))
+    eps, and at most twice pocketfft's on the same data plus half an eps, in float64
+    and float32."""
+    for n, plan, *errors in accuracy_table():
+        for ours, pocketfft in (errors[0:2], errors[2:4]):
+            assert ours <= (1 + math.log2(n)) / 2, (n, plan, ours)
+            assert ours <= 2 * pocketfft + 0.5, (n, plan, ours, pocketfft)
 
-        def error(y):
-            return float(np.sqrt(np.mean((y[..., 0] - re) ** 2 + (y[..., 1] - im) ** 2)) / norm) / eps
-        ours, pocketfft = error(g), error(c)
-        assert ours <= (1 + math.log2(case.n)) / 2, (case.n, ours)
-        assert ours <= 2 * pocketfft + 0.5, (case.n, ours, pocketfft)
+
+def accuracy_table() -> list[tuple[int, str, float, float, float, float]]:
+    """(n, plan, then the relative rms errors in eps of the CUDA kernel and of pocketfft
+    in float64 and in float32) for ACCURACY_LENGTHS: `python tests/test_cuda_fft.py
+    accuracy` prints it."""
+    errors = {}
+    for dtype in (DType.f64, DType.f32):
+        cases = [Case("forward", (4, n), 1, n) for n in ACCURACY_LENGTHS]
+        fn, args = _program(cases, dtype), _inputs(cases, dtype, 11)
+        got, cpu = backend_for(EMULATOR).compile(fn)(args), backend_for("cpu").compile(fn)(args)
+        eps = float(np.finfo(dtype.numpy).eps)
+        for case, x, g, c in zip(cases, args, got, cpu, strict=True):
+            re, im = _exact_dft(x[..., 0].astype(np.float64) + 1j * x[..., 1])
+            norm = np.sqrt(np.mean(re ** 2 + im ** 2))
+            errors[case.n, dtype] = [float(np.sqrt(np.mean((y[..., 0] - re) ** 2 + (y[..., 1] - im) ** 2)) / norm)
+                                     / eps for y in (g, c)]
+    rows = []
+    for n in ACCURACY_LENGTHS:
+        plan = line_plan(n)
+        name = (f"Bluestein m={plan.length}: " if plan.bluestein else "") + "x".join(map(str, plan.radices))
+        rows.append((n, name or "identity", *errors[n, DType.f64], *errors[n, DType.f32]))
+    return rows
 
 
 class _BoundsChecked:
@@ -398,3 +410,8 @@ def test_ptxas_assembles_the_adversarial_programs_without_spills(tmp_path):
 if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:
     sys.path.insert(0, HERE)
     emit_ptx(sys.argv[2])
+elif __name__ == "__main__" and sys.argv[1:2] == ["accuracy"]:
+    print("relative rms error / eps vs an extended-precision DFT (4 random complex lines)")
+    print(f"{'n':>5}  {'plan':<28} {'f64 cuda':>9} {'pocketfft':>9} {'f32 cuda':>9} {'pocketfft':>9}")
+    for n, name, *values in accuracy_table():
+        print(f"{n:>5}  {name:<28}" + "".join(f"{v:>10.2f}" for v in values))
