@@ -241,3 +241,27 @@ def test_fork_child_computes_with_a_new_pool_and_exit_is_clean():
     done = subprocess.run([sys.executable, "-c", FORK_AND_EXIT], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines() == ["child True True True", f"ok {done.stdout.split()[-1]}"]
+
+
+def test_the_pool_falls_back_to_libgomp_where_unavailable(monkeypatch):
+    from jitgrad.backends.cpu.engine import Threads
+    assert isinstance(thread_pool.threads_for(3, "jitgrad"), thread_pool.PoolThreads)
+    monkeypatch.setattr(thread_pool, "available", lambda: False)
+    fallback = thread_pool.threads_for(3, "jitgrad")
+    assert fallback is None if not Threads.available else (type(fallback) is Threads and fallback.count == 3)
+    assert not getattr(fallback, "claims_blocks", False)
+
+
+def test_changing_the_pool_compiles_again():
+    x = np.linspace(-1, 1, 300_000)
+    f = jg.jit(w1_loss)
+    saved = config.threads_pool
+    try:
+        config.threads_pool = "gomp"
+        gomp_text = f.lower(x).as_text("llvm")
+        config.threads_pool = "jitgrad"
+        pool_text = f.lower(x).as_text("llvm")
+        np.testing.assert_allclose(f(x), w1_loss(x), rtol=1e-12)
+    finally:
+        config.threads_pool = saved
+    assert thread_pool.RUN in pool_text and thread_pool.RUN not in gomp_text

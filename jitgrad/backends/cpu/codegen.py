@@ -261,9 +261,11 @@ class CPUFunctionEmitter(KernelEmitter):
         """The kernel cut into fixed blocks of PARALLEL_BLOCK elements whatever the thread
         count, outlined into `f.kernelN.blocks(ptr closure, i64 first, i64 last)`. libgomp's
         GOMP_parallel runs it through `f.kernelN(ptr closure)`, which gives each thread a
-        contiguous range of blocks; without threads (a program calling BLAS, no libgomp,
-        or a forked child, where libgomp's pool is gone: runtime.py) the calling thread
-        runs all blocks. Each block writes its partial reductions to its own slot, and the
+        contiguous range of blocks; jitgrad's own pool (`config.threads_pool = "jitgrad"`,
+        thread_pool.py) takes the blocks function itself and lets threads claim blocks one
+        at a time; without threads (a program calling BLAS beside spinning workers, no
+        pool, or a forked child under libgomp, whose pool is gone: runtime.py) the calling
+        thread runs all blocks. Each block writes its partial reductions to its own slot, and the
         slots are combined in block order afterwards, so the result is bit-identical for
         any number of threads. Each block starts with a check for Ctrl-C (runtime.py): once
         an interrupt arrived for a caller that watches for it, the remaining blocks are

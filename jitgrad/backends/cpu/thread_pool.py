@@ -52,7 +52,7 @@ import threading
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from .engine import Threads, _llvm_lock, create_target_machine
+from .engine import Threads, _llvm_lock, create_target_machine, initialize
 from .llvm_support import I1, I32, I64, PTR, VOID, declare
 
 RUN = "jitgrad_pool_run"
@@ -456,6 +456,7 @@ def threads_for(count: int, pool: str):
     """The threads a compiled function's blocked loops run on: `pool` "jitgrad" (this
     module, where the platform has it) or "gomp" (libgomp's GOMP_parallel); None where
     neither is available (the loops run on the calling thread)."""
+    initialize()
     if pool == "jitgrad" and available():
         load(create_target_machine())
         return PoolThreads(count)
