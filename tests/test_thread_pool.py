@@ -253,7 +253,7 @@ def test_the_pool_falls_back_to_libgomp_where_unavailable(monkeypatch):
 
 
 def test_changing_the_pool_compiles_again():
-    x = np.linspace(-1, 1, 300_000)
+    x = np.linspace(-1, 2, 300_000)
     f = jg.jit(w1_loss)
     saved = config.threads_pool
     try:
