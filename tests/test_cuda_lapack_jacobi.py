@@ -14,6 +14,11 @@ its gap to the other values, as perturbation theory says it must.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -23,12 +28,14 @@ from jitgrad.backends import backend_for
 from jitgrad.backends.cuda import lapack as cuda_lapack
 from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType, TensorType
+from jitgrad.passes.lower_complex import LowerComplex
 from jitgrad.primitives import lapack as L
 from jitgrad.primitives.lapack import svd_shapes
 
 from helpers import build
 
 EMULATOR = "cuda-emulator"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _eps(dtype) -> float:
@@ -529,3 +536,72 @@ def test_complex_gradients_through_eigh_and_svd_on_the_emulator_match_the_cpu():
 def test_the_family_declares_its_complex_kernels():
     assert cuda_lapack.FAMILIES["pinv"] == "lapack_jacobi"
     assert lapack_jacobi.COMPLEX == ("eigh", "svd")      # NumPy's complex pinv goes through svd
+
+
+# --------------------------------------------------------------------------- PTX
+
+PTX_DTYPES = [DType.f32, DType.c128]
+"""The dtypes whose PTX this file checks: float64 kernels are in tests/test_cuda_backend.py's
+module of every op spec; complex64 is complex128's code in single precision."""
+
+
+def _family(dtype: DType):
+    """Every kernel variant of the family for `dtype`: eigh (vectors or not, either
+    triangle), svd (tall and wide, reduced, full, values) and, for real matrices, pinv."""
+    def body(square, tall, wide):
+        outputs = [L.eigh_p.bind(square, vectors=vectors, lower=lower) for vectors in (True, False)
+                   for lower in (True, False)]
+        for x in (tall, wide):
+            outputs += [L.svd_p.bind(x, full_matrices=full, vectors=vectors)
+                        for full, vectors in ((False, True), (True, True), (False, False))]
+            if not dtype.is_complex:
+                outputs.append(L.pinv(x, rcond=1e-15))
+        return outputs
+    types = [TensorType((2, 4, 4), dtype), TensorType((2, 5, 3), dtype), TensorType((2, 3, 5), dtype)]
+    return LowerComplex().run(build("lapack_jacobi", types, body))
+
+
+def _emit_ptx(out_dir: str) -> None:
+    """(In a subprocess: an LLVM abort fails the test, not the run.) One module holding
+    the family's launches in PTX_DTYPES; its PTX per architecture."""
+    from llvmlite import ir
+    from jitgrad.backends.cuda import ptx as ptx_tools
+    backend = backend_for("gpu")
+    module = ir.Module(name="lapack_jacobi")
+    ptx_tools.prepare_module(module)
+    names = []
+    for dtype in PTX_DTYPES:
+        _, _, launches = backend.build(_family(dtype), module=module, symbol=f"jacobi_{dtype.name}")
+        names.extend(launch.name for launch in launches)
+    text = str(module)
+    for arch in ptx_tools.DEFAULT_ARCHS:
+        with open(os.path.join(out_dir, f"{arch}.ptx"), "w") as f:
+            f.write(ptx_tools.emit_ptx(text, names, arch))
+    with open(os.path.join(out_dir, "kernels.json"), "w") as f:
+        json.dump(names, f)
+
+
+def test_ptxas_and_nvjitlink_accept_real_and_complex_kernels_without_spills(tmp_path):
+    from jitgrad.backends.cuda import ptx as ptx_tools
+    for dtype in PTX_DTYPES:
+        ops = [op for op in _family(dtype).walk() if op.name in ("eigh", "svd", "pinv")]
+        assert len(ops) == (10 if dtype.is_complex else 12) and all(cuda_lapack.has_kernel(op) for op in ops)
+    assert ptx_tools.ptxas_path() is not None, "ptxas not found: pip install -e '.[test]' installs nvidia-cuda-nvcc"
+    assert ptx_tools.nvjitlink_available(), "nvJitLink not found: the test extras install nvidia-nvjitlink"
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "emit", str(tmp_path)], cwd=HERE,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"PTX generation failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
+    names = json.loads((tmp_path / "kernels.json").read_text())
+    assert len(names) >= 22
+    for arch in ptx_tools.DEFAULT_ARCHS:
+        text = (tmp_path / f"{arch}.ptx").read_text()
+        assert f".target {arch}" in text and all(f".entry {name}(" in text for name in names)
+        assert ".extern .func" not in text, "an unresolved call (a math function libdevice lacks?)"
+        warnings = ptx_tools.ptxas_check(text, arch, timeout=120)
+        assert not [w for w in warnings if "spill" in w.lower() or "lmem" in w.lower()], (arch, warnings)
+        assert ptx_tools.nvjitlink_cubin(text, arch)[:4] == b"\x7fELF"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:
+    sys.path.insert(0, HERE)
+    _emit_ptx(sys.argv[2])
