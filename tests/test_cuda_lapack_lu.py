@@ -333,9 +333,11 @@ def test_pivot_ties_go_to_the_first_row_as_in_getrf():
 
 # --------------------------------------------------------------------------- shapes
 
-@pytest.mark.parametrize("dtype", [np.float64, np.complex64], ids=["float64", "complex64"])
-@pytest.mark.parametrize("batch, n, cols", [((), 1, 1), ((2, 3), 2, 5), ((3, 1, 2), 5, 1), ((2,), 40, 3)],
-                         ids=["1x1", "batch-2x3-wide-rhs", "batch-3x1x2-5x5", "40x40"])
+@pytest.mark.parametrize("dtype, batch, n, cols", [
+    (np.float64, (), 1, 1), (np.complex64, (), 1, 1), (np.complex64, (2, 3), 2, 5), (np.float64, (3, 1, 2), 5, 1),
+    (np.float64, (2,), 40, 3), (np.complex128, (2,), 40, 3),
+], ids=["1x1-float64", "1x1-complex64", "batch-2x3-wide-rhs-complex64", "batch-3x1x2-5x5-float64",
+        "40x40-float64", "40x40-complex128"])
 def test_shapes_agree_with_the_cpu(dtype, batch, n, cols):
     rng = np.random.default_rng(n)
 
