@@ -28,9 +28,10 @@ conj . forward . conj (the negations are exact, and the products are the same on
 pocketfft's backward passes compute).
 
 Per line: the line is read (strided: the axis's elements are `after` apart, the product
-of the extents behind it) into the first of two scratch rows of the line's own part of
-the workspace (2 rows x length complex values), then transformed by ping-ponging between
-the rows, then written out strided, times `scale` (NumPy's factor, in the dtype):
+of the extents behind it) into the first of the line's two scratch rows of `length`
+complex values in the workspace (every line's rows interleaved element by element, so a
+warp's loads and stores are coalesced: fft.py's `Row`), then transformed by ping-ponging
+between the rows, then written out strided, times `scale` (NumPy's factor, in the dtype):
 
 - fft_c2c: n complex values in, n out;
 - fft_r2c: n real values in (imaginary parts 0), the n // 2 + 1 non-negative frequencies out;
@@ -42,7 +43,7 @@ Real transforms are complex ones of the completed or zero-extended line (twice t
 of a packed real transform, and no other rounding). Workspace: lines x 2 rows x length
 complex values (4x the operand for c2c, about 8-10x with Bluestein). Every address is a compile-time
 affine function of the line and loop indices, all inside the operand, the result, the
-tables or the line's scratch rows.
+tables or the line's scratch rows (tests/test_cuda_fft.py checks every access).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ from llvmlite import ir
 
 from jitgrad.ir import DType
 from jitgrad.primitives.fft import RADICES
-from .fft import _stage as _unrolled_stage
+from ..cpu.llvm_support import index
+from .fft import Row, _stage as _unrolled_stage
 
 
 # --------------------------------------------------------------------------- planning
@@ -223,8 +225,8 @@ def emit_transform(ec, op) -> None:
             outer, inner = ctx.index_div(line, c_(layout.after)), ctx.index_rem(line, c_(layout.after))
         in_base = ctx.index_add(ctx.index_mul(outer, c_(layout.n_in * layout.after)), inner)
         out_base = ctx.index_add(ctx.index_mul(outer, c_(layout.n_out * layout.after)), inner)
-        first = ctx.index_mul(line, c_(2 * row_reals))
-        rows = ((scratch, first), (scratch, ctx.index_add(first, c_(row_reals))))
+        rows = (Row(scratch, line, layout.lines), Row(scratch, ctx.index_add(line, c_(row_reals * layout.lines)),
+                                                       layout.lines))
         transform = _LineTransform(ctx, dtype, plan, tables, rows)
         strided = _Strided(ctx, dtype, layout.after)
         _READERS[op.name](transform, strided, src, in_base, layout.n, forward)
@@ -233,16 +235,17 @@ def emit_transform(ec, op) -> None:
 
 
 class _Tables:
-    """The op's compile-time constants, in the dtype: the roots of unity of the Stockham
-    length, and Bluestein's chirp and kernel."""
+    """The op's compile-time constants, in the dtype, as rows of (re, im) pairs: the
+    roots of unity of the Stockham length, and Bluestein's chirp and kernel."""
 
     def __init__(self, ec, plan: LinePlan, dtype: DType):
-        self.roots = ec.constant_buffer(exact_roots(plan.length, dtype)) if plan.radices else None
+        def table(values):
+            return Row(ec.constant_buffer(values.astype(dtype.numpy)), index(0))
+        self.roots = table(exact_roots(plan.length, dtype)) if plan.radices else None
         self.chirp = self.kernel = None
         if plan.bluestein:
             chirp, kernel = bluestein_tables(plan.n, plan.length)
-            self.chirp = ec.constant_buffer(chirp.astype(dtype.numpy))
-            self.kernel = ec.constant_buffer(kernel.astype(dtype.numpy))
+            self.chirp, self.kernel = table(chirp), table(kernel)
 
 
 class _Strided:
@@ -286,31 +289,25 @@ def _times(ctx, a, b):
 
 
 class _LineTransform:
-    """The forward DFT of one line in its two scratch rows: `put` its input values,
-    `run`, then `get` its outputs."""
+    """The forward DFT of one line in its two scratch rows (`Row`s, interleaved with the
+    other lines'): `put` its input values, `run`, then `get` its outputs."""
 
-    def __init__(self, ctx, dtype: DType, plan: LinePlan, tables: _Tables, rows):
+    def __init__(self, ctx, dtype: DType, plan: LinePlan, tables: _Tables, rows: tuple[Row, Row]):
         self.ctx, self.dtype, self.plan, self.tables, self.rows = ctx, dtype, plan, tables, rows
         self.result = 0
-
-    def _row_at(self, row: int, k):
-        buffer, base = self.rows[row]
-        return buffer, self.ctx.index_add(base, self.ctx.index_mul(k, self.ctx.index_const(2)))
 
     def put(self, k, re, im) -> None:
         """Input value k (an i64 index below n)."""
         if self.plan.bluestein:
-            re, im = _times(self.ctx, (re, im), _load_pair(self.ctx, self.dtype, self.tables.chirp,
-                                                         self.ctx.index_mul(k, self.ctx.index_const(2))))
-        _store_pair(self.ctx, self.dtype, *self._row_at(0, k), re, im)
+            re, im = _times(self.ctx, (re, im), self.tables.chirp.load(self.ctx, self.dtype, k))
+        self.rows[0].store(self.ctx, self.dtype, k, re, im)
 
     def get(self, k):
         """Output value k (below n) as (re, im), once `run` has been emitted."""
         ctx = self.ctx
-        re, im = _load_pair(ctx, self.dtype, *self._row_at(self.result, k))
+        re, im = self.rows[self.result].load(ctx, self.dtype, k)
         if self.plan.bluestein:       # conj of the inverse's conj-transform, times the chirp
-            chirp = _load_pair(ctx, self.dtype, self.tables.chirp, ctx.index_mul(k, ctx.index_const(2)))
-            re, im = _times(ctx, (re, ctx.neg(im)), chirp)
+            re, im = _times(ctx, (re, ctx.neg(im)), self.tables.chirp.load(ctx, self.dtype, k))
         return re, im
 
     def run(self) -> None:
@@ -320,13 +317,12 @@ class _LineTransform:
             return
         zero = ctx.const_of(0.0, dtype)
         with ctx.loop(plan.length - plan.n, "fft.pad") as j:
-            _store_pair(ctx, dtype, *self._row_at(0, ctx.index_add(j, ctx.index_const(plan.n))), zero, zero)
+            self.rows[0].store(ctx, dtype, ctx.index_add(j, ctx.index_const(plan.n)), zero, zero)
         spectrum = self._stockham(0)
+        row = self.rows[spectrum]
         with ctx.loop(plan.length, "fft.convolve") as k:     # conj(spectrum * kernel), in place
-            buffer, at = self._row_at(spectrum, k)
-            kernel = _load_pair(ctx, dtype, self.tables.kernel, ctx.index_mul(k, ctx.index_const(2)))
-            re, im = _times(ctx, _load_pair(ctx, dtype, buffer, at), kernel)
-            _store_pair(ctx, dtype, buffer, at, re, ctx.neg(im))
+            re, im = _times(ctx, row.load(ctx, dtype, k), self.tables.kernel.load(ctx, dtype, k))
+            row.store(ctx, dtype, k, re, ctx.neg(im))
         self.result = self._stockham(spectrum)
 
     def _stockham(self, source: int) -> int:
@@ -385,7 +381,7 @@ def _register_numpy(x):
     return np.float64 if x.type == ir.DoubleType() else np.float32
 
 
-def _generic_stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writes) -> None:
+def _generic_stage(ctx, dtype, table: Row, n: int, radix: int, size: int, reads: Row, writes: Row) -> None:
     """A Stockham stage of prime radix R (fft.py's stage, its butterflies direct DFTs):
 
         y[(j div N) N R + k + q N] = sum_r x[j + r n/R] w^(r e),   e = k n/(N R) + q n/R,
@@ -393,7 +389,6 @@ def _generic_stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writ
     for j < n/R, k = j mod N, q < R: the twiddle w^(r k n/(N R)) and the butterfly's root
     exp(-2 pi i r q / R) = w^(r q n/R) are one root of the table, w^(r e mod n), its
     exponent stepped by e and reduced by one subtraction (e < n)."""
-    (src, src_base), (dst, dst_base) = reads, writes
     c_ = ctx.index_const
     span, step = n // radix, n // (size * radix)
     total = ctx.local_array(dtype, 2, f"fft.radix{radix}.sum")
@@ -408,17 +403,16 @@ def _generic_stage(ctx, dtype, table, n: int, radix: int, size: int, reads, writ
             ctx.store(total, c_(1), zero, dtype)
             ctx.store(power, c_(0), c_(0), DType.i64)
             with ctx.loop(radix, f"fft.radix{radix}.r") as r:
-                at = ctx.index_add(src_base, ctx.index_mul(ctx.index_add(j, ctx.index_mul(r, c_(span))), c_(2)))
                 p = ctx.load(power, c_(0), DType.i64)
-                term = _times(ctx, _load_pair(ctx, dtype, src, at),
-                              _load_pair(ctx, dtype, table, ctx.index_mul(p, c_(2))))
+                term = _times(ctx, reads.load(ctx, dtype, ctx.index_add(j, ctx.index_mul(r, c_(span)))),
+                              table.load(ctx, dtype, p))
                 ctx.store(total, c_(0), ctx.add(ctx.load(total, c_(0), dtype), term[0]), dtype)
                 ctx.store(total, c_(1), ctx.add(ctx.load(total, c_(1), dtype), term[1]), dtype)
                 stepped = ctx.index_add(p, exponent)
                 wrapped = ctx.index_sub(stepped, c_(n))
                 ctx.store(power, c_(0), ctx.select(ctx.index_cmp("<", stepped, c_(n)), stepped, wrapped), DType.i64)
-            at = ctx.index_add(dst_base, ctx.index_mul(ctx.index_add(first, ctx.index_mul(q, c_(size))), c_(2)))
-            _store_pair(ctx, dtype, dst, at, ctx.load(total, c_(0), dtype), ctx.load(total, c_(1), dtype))
+            writes.store(ctx, dtype, ctx.index_add(first, ctx.index_mul(q, c_(size))),
+                         ctx.load(total, c_(0), dtype), ctx.load(total, c_(1), dtype))
 
 
 # --------------------------------------------------------------------------- reading and writing lines
