@@ -367,19 +367,24 @@ def test_slogdet_of_empty_matrices_is_one_and_zero():
 # --------------------------------------------------------------------------- gradients
 
 def _loss(a, b, x):
-    """Every primitive of the family: reverse mode solves with transposed matrices
-    (solve's and triangular_solve's transpose rules), cholesky's JVP makes triangular solves."""
-    spd = x @ x.T + 3.0 * np.eye(x.shape[-1])
+    """Every primitive of the family, in a real loss of real or complex arguments: reverse
+    mode solves with transposed matrices (solve's and triangular_solve's transpose rules),
+    cholesky's JVP makes triangular solves."""
+    spd = x @ np.conj(x.T) + 3.0 * np.eye(x.shape[-1])
     factor = np.linalg.cholesky(spd)
-    return (np.sum(np.linalg.solve(a, b) * np.cos(b)) + np.linalg.slogdet(a)[1]
-            + np.sum(factor * np.sin(x)) + np.sum(np.linalg.solve(factor, b) ** 2))
+    return (np.sum(np.real(np.linalg.solve(a, b) * np.cos(b))) + np.linalg.slogdet(a)[1]
+            + np.sum(np.real(factor * np.sin(x))) + np.sum(np.abs(np.linalg.solve(factor, b)) ** 2))
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128], ids=["float64", "float32", "complex128"])
 def test_gradients_agree_with_the_cpu(dtype):
     rng = np.random.default_rng(7)
-    a = (rng.standard_normal((4, 4)) + 3 * np.eye(4)).astype(dtype)
-    b, x = rng.standard_normal((4, 2)).astype(dtype), rng.standard_normal((4, 4)).astype(dtype)
+
+    def random(*shape):
+        z = rng.standard_normal(shape)
+        return (z + 1j * rng.standard_normal(shape) if np.iscomplexobj(np.zeros((), dtype)) else z).astype(dtype)
+    a = (random(4, 4) + 3 * np.eye(4)).astype(dtype)
+    b, x = random(4, 2), random(4, 4)
     grad = jitgrad.grad(_loss, argnums=(0, 1, 2))
     got = jitgrad.jit(grad, device=EMULATOR)(a, b, x)
     expected = jitgrad.jit(grad)(a, b, x)
