@@ -53,7 +53,8 @@ from ..cpu.llvm_support import F64, I64, alloca_in_entry, for_range, index, memo
 
 MAX_SWEEPS = 60
 """Sweeps after which a matrix counts as not converged (NaN results). Cyclic Jacobi
-converges quadratically; sizes jitgrad differentiates take well under 20."""
+converges quadratically: random 16 x 16 and 64 x 64 matrices take 6 to 11 sweeps (svd's
+last one only confirms that no pair needs a rotation), in float32 and float64."""
 
 COMPLEX = ("eigh", "svd")
 """The primitives of this family with complex64/complex128 kernels."""
@@ -83,16 +84,17 @@ class _Thread:
         return (re,) if self.parts == 1 else (re, self.const(0) if im is None else im)
 
     @staticmethod
-    def i(x):
+    def as_index(x):
+        """An i64 register from an int or an i64 register."""
         return index(x) if isinstance(x, int) else x
 
     def at(self, row, stride: int, col):
         """row * stride + col as an i64 offset."""
         b = self.b
-        return b.add(b.mul(self.i(row), index(stride), flags=["nsw"]), self.i(col), flags=["nsw"])
+        return b.add(b.mul(self.as_index(row), index(stride), flags=["nsw"]), self.as_index(col), flags=["nsw"])
 
     def _floats(self, offset):
-        offset = self.i(offset)
+        offset = self.as_index(offset)
         return offset if self.parts == 1 else self.b.mul(offset, index(2), flags=["nsw"])
 
     def view(self, buffer, offset):
