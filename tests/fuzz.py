@@ -520,8 +520,8 @@ def _ill_conditioned_eigenvalues(matrix, result):
 
 def _bfloat16_nan_order(xs, params, result):
     """ml_dtypes' bfloat16 sort leaves NaN wherever its comparisons put it (jitgrad puts
-    NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order is
-    not a reference."""
+    NaN last, as NumPy does for its own floats): with a bfloat16 NaN, NumPy's order, and
+    what NumPy computes from it (np.isin's sorted search), is not a reference."""
     arrays = [np.asarray(x) for x in xs]
     if any(a.dtype.name == "bfloat16" and np.isnan(a.astype(np.float32)).any() for a in arrays):
         return np.ones(np.shape(result), bool)
@@ -1254,7 +1254,8 @@ OPS: list[Op] = [
     Op("setitem_traced", "(lambda a: (a.__setitem__(np.argsort(a, kind='stable')[-2:] - np.size(a), 0), a)[1])"
        "(np.copy(np.ravel({0})))", 1, always, weight=0.2, undefined=_bfloat16_nan_order,
        params=lambda r, xs: {} if np.size(xs[0]) else None),
-    Op("isin", "np.isin({0}, {1})", 2, in_tables(np.isin), smooth=False, jumps=True, weight=0.3),
+    Op("isin", "np.isin({0}, {1})", 2, in_tables(np.isin), smooth=False, jumps=True, weight=0.3,
+       undefined=_bfloat16_nan_order),      # NumPy's isin sorts: with a bfloat16 NaN every answer may be False
     Op("choose", "np.choose(({0} > 0).astype(np.int8) + ({1} > 0), [{0}, {1}, {0} * 2])", 2, in_tables(np.choose),
        weight=0.3, jumps=True),
     Op("searchsorted", "np.searchsorted(np.sort(np.ravel({1})), {0}, side={side!r})", 2, in_tables(np.searchsorted),
@@ -2477,6 +2478,12 @@ def fixed_cases() -> list[Program]:
         import ml_dtypes
         x = np.array([1.5, 2.25, -3.0], ml_dtypes.bfloat16)
         cases.append(_case("bfloat16 arithmetic", [("mul", (0, 0)), ("add", (1, Literal("1.0")))], [x]))
+        # NumPy's sort-based isin on bfloat16 with a NaN, then NaN into minimum: undefined, not compared
+        x = np.array([[8.3e11, 0, np.nan, np.nan, np.nan], [3.2e15, 1.7e-22, 5.3e12, np.nan, 0],
+                      [np.nan, 4.4e-12, 1.1e-13, 0, np.nan]], ml_dtypes.bfloat16)
+        cases.append(_case("bfloat16 isin with NaN", [("isin", (0, 0)), ("where_cmp", (0, 1))], [x]))
+        cases.append(_case("bfloat16 sort with NaN into minimum",
+                           [("sort", (0,), {"axis": 1}), ("minimum", (0, 1))], [x]))
     except ImportError:
         pass
     return cases
