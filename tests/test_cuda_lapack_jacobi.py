@@ -5,12 +5,19 @@ the factorizations' defining properties.
 `assert_agrees` is how tests/test_grid_emulator.py compares these primitives' op specs.
 The Jacobi kernels agree with LAPACK to rounding in everything LAPACK's rule decides:
 eigenvalues (ascending) and singular values (descending) to a small multiple of eps
-times the matrix's scale, pinv to rounding. Vectors are compared up to what is free: the
-sign of each column (eigenvectors; singular vector pairs, whose signs go together),
-and within a group of equal values only the subspace, compared through its projector
-V_g V_g^T (the extra columns of full_matrices=True and those of zero singular values
-form one group: the complement). The tolerance of a group's projector grows as eps over
-its gap to the other values, as perturbation theory says it must.
+times the matrix's scale, pinv to rounding times its condition number. Vectors are
+compared up to what is free: the sign (phase, for complex matrices) of each column
+(eigenvectors; singular vector pairs, whose signs go together, so U S V^H is compared
+too), and within a group of equal values only the subspace, compared through its
+projector V_g V_g^H (the extra columns of full_matrices=True and those of zero singular
+values form one group: the complement, determined only where the factor is square). The
+tolerance of a group's projector grows as eps over its gap to the other values, as
+perturbation theory says it must.
+
+Also: adversarial matrices (repeated values, zero and rank-deficient matrices, tiny and
+huge scales, Hilbert), NaN/inf (all NaN, only for that matrix), the sweep limit (NaN),
+batches wider than the emulator's grid, gradients on the emulator against the CPU, and
+the PTX of the float32 and complex128 kernels through ptxas and nvJitLink.
 """
 from __future__ import annotations
 
@@ -26,7 +33,6 @@ import jitgrad
 import jitgrad.backends.cuda.lapack_jacobi as lapack_jacobi
 from jitgrad.backends import backend_for
 from jitgrad.backends.cuda import lapack as cuda_lapack
-from jitgrad.errors import UnsupportedOperationError
 from jitgrad.ir import DType, TensorType
 from jitgrad.passes.lower_complex import LowerComplex
 from jitgrad.primitives import lapack as L
