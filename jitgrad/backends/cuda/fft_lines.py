@@ -78,9 +78,16 @@ def prime_factors(n: int) -> list[int]:
 def smooth_length_at_least(n: int) -> int:
     """The smallest m >= n whose prime factors are 2, 3 and 5."""
     m = max(n, 1)
-    while max(prime_factors(m), default=1) > 5:
+    while not _smooth(m):
         m += 1
     return m
+
+
+def _smooth(m: int) -> bool:
+    for radix in RADICES:
+        while m % radix == 0:
+            m //= radix
+    return m == 1
 
 
 def _cost(n: int) -> float:
@@ -132,7 +139,7 @@ def line_plan(n: int) -> LinePlan:
 _QUARTER_PI = np.longdouble("0.785398163397448309615660845819875720995")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)       # 32 bytes per root: a few long transforms' worth
 def _roots_wide(n: int) -> np.ndarray:
     """exp(-2 pi i k / n) for k < n as (real, imaginary) pairs in the platform's widest
     float (x87 extended on x86-64: 11 bits beyond float64): the angle's fraction of a
@@ -159,7 +166,7 @@ def exact_roots(n: int, dtype: DType) -> np.ndarray:
     return _roots_wide(n).astype(dtype.numpy)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def bluestein_tables(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(chirp, kernel) as (real, imaginary) pairs in the wide float of `_roots_wide`:
     c_j = exp(-i pi j^2 / n) for j < n (j^2 reduced mod 2n: a root of unity of order 2n,
