@@ -215,6 +215,26 @@ def test_nested_loops(budget):
             _same_bits(a, b, f"n={n}")
 
 
+def complex_loss(z, n):
+    return np.sum(np.abs(jitgrad.fori_loop(0, n, lambda i, c: c * c * 0.3 + z * 0.5, z)) ** 2)
+
+
+def test_batched_trip_counts_and_complex_states():
+    """vmap of the gradient with a trip count per slice (the batched reverse_fori), and a
+    complex carry (computed as real pairs on both backends)."""
+    g = jitgrad.vmap(jitgrad.grad(contracting_loss), in_axes=(0, None, 0))
+    x, w, n = np.array([[0.3, -1.2, 0.7], [0.1, 0.2, 0.3], [0.5, 0.5, -0.5]]), np.array([0.9, -0.4, 0.5]), \
+        np.array([3, 0, 7])
+    assert _reverse_fori_ops(jitgrad.jit(g).lower(x, w, n).function)
+    got = jitgrad.jit(g, device=EMULATOR)(x, w, n)
+    _same_bits(got, jitgrad.jit(g)(x, w, n))
+    _same_bits(got[1], 2 * x[1])                                 # no trips: the gradient of sum(x ** 2)
+    z = np.array([0.3 + 0.2j, -0.4 + 0.1j])
+    g = jitgrad.grad(complex_loss)
+    for trips in (0, 4):
+        _same_bits(jitgrad.jit(g, device=EMULATOR)(z, np.int64(trips)), jitgrad.jit(g)(z, np.int64(trips)))
+
+
 # --------------------------------------------------------------------------- math through libm
 
 def libm_loss(x, n):
