@@ -229,7 +229,8 @@ STACK_SNAPSHOT_BYTES = 8 << 20
 """The snapshot area of a `stack` reverse_fori on the GPU, which runs as revolve: the
 states of a loop whose trip count is known only on the device cannot be stored whole
 in the static workspace, and a kernel cannot allocate here. 8 MiB is little beside a
-GPU's memory and holds the whole stack of the loops reverse mode usually meets."""
+GPU's memory: it holds the most snapshots (1024) of states up to 8 KiB, and two of
+states up to 4 MiB."""
 MAX_STACK_SNAPSHOTS = 1024
 """The most snapshots a `stack` reverse_fori keeps on the GPU: with 1024, no step is
 advanced more than twice beyond its first run up to 525,824 trips (binomial reach
