@@ -281,7 +281,7 @@ def apply_right(p: Program, v: Matrix, vcol, vrow0, tau, a: Matrix, r0, r1, c0, 
                 a[r, c] = p.sub(a[r, c], p.mul(tw, v[p.iadd(c, offset), vcol]))
 
 
-def form_q(p: Program, a: Matrix, taus: "Vector", m, cols, reflectors) -> None:
+def form_q(p: Program, a: Matrix, taus: Vector, m, cols, reflectors) -> None:
     """xORG2R in place: the first `cols` columns of H_0 ... H_{k-1} (k = `reflectors`),
     reflector j's v below a[j, j] and its tau in taus[j]. Sizes are ints or i64 values."""
     with p.range(reflectors, cols, "orgqr.unit") as c:         # columns past the reflectors: unit vectors
