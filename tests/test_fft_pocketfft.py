@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import jitgrad
+from jitgrad.backends.cpu.backend import CPUBackend
 from jitgrad.ir import DType
 from jitgrad.primitives import fft as fft_primitives
 
@@ -136,19 +137,37 @@ def test_own_kernel_still_matches_numpy(own_kernel):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12 * np.max(np.abs(e)))
 
 
-def test_a_device_without_the_library_takes_the_own_kernel():
-    """The CUDA backends have no pocketfft kernel: tracing for them builds the transforms
-    on `fft` (the grid emulator runs that kernel here on the CPU)."""
+class _CPUWithoutLibraryKernels(CPUBackend):
+    """The CPU backend under a device name whose kernel key has no any-length transform
+    kernels: a device as a new backend without them would be."""
+    device = "cpu-without-fft-library"
+    kernel_device = "none"
+
+
+@pytest.mark.parametrize("device, library", [("cuda-emulator", True), ("cpu-without-fft-library", False)])
+def test_each_device_gets_the_transform_primitives_or_the_own_kernel(device, library):
+    """The CUDA backends (here the grid emulator) have kernels for fft_c2c/r2c/c2r and get
+    pocketfft's plans; a device without them builds the transforms on `fft` (Bluestein
+    from primitives). Both give NumPy's values."""
+    from jitgrad.backends import register_backend, unregister_backend
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 12))
     z = x + 1j * rng.standard_normal(x.shape)
 
     def f(x, z):
         return np.fft.rfft2(x), np.fft.ifft(z, n=7, axis=0), np.fft.irfft(z, n=10)
-    compiled = jitgrad.jit(f, device="cuda-emulator")
-    names = op_names(compiled, x, z)
-    assert "fft" in names and not {"fft_c2c", "fft_r2c", "fft_c2r"} & set(names)
-    for g, e in zip(compiled(x, z), f(x, z), strict=True):
+    register_backend("cpu-without-fft-library", _CPUWithoutLibraryKernels)
+    try:
+        compiled = jitgrad.jit(f, device=device)
+        names = set(op_names(compiled, x, z))
+        results = compiled(x, z)
+    finally:
+        unregister_backend("cpu-without-fft-library")
+    if library:
+        assert {"fft_c2c", "fft_r2c", "fft_c2r"} <= names and "fft" not in names, names
+    else:
+        assert "fft" in names and not {"fft_c2c", "fft_r2c", "fft_c2r"} & names, names
+    for g, e in zip(results, f(x, z), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12 * np.max(np.abs(e)))
 
 

@@ -1,7 +1,10 @@
 """The primitive record: one object holding every rule of one primitive.
 
 A `Primitive` is an `OpDef` (jitgrad.ir.core, which lists every rule slot and its
-contract) with one result, declared `Trait.PURE`, and a NumPy reference `impl`. Its other
+contract) with one result, declared `Trait.PURE` (the one exception, `index_check`,
+declares `Trait.HAS_SIDE_EFFECT`: its effect is the error it raises for an index out of
+bounds, which must happen even when nothing reads the indexing), and a NumPy reference
+`impl`. Its other
 rules are declared right after it, mostly through the helpers at the end of this module:
 
   defjvp(prim, rule_0, rule_1, ...)    per-operand JVP contributions rule_i(t_i, *primals)

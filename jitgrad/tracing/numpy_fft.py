@@ -196,9 +196,14 @@ def _check_out(out, name: str) -> None:
 # --------------------------------------------------------------------------- NumPy's pocketfft loops
 
 def _library(dtype: DType) -> bool:
-    """Whether the transforms of values of `dtype` (real or complex) call NumPy's loops:
-    on the CPU, where this NumPy has them for the dtype's float type."""
-    return target_device() == "cpu" and kernel.library_loops(dtype.real_dtype) is not None
+    """Whether the transforms of values of `dtype` (real or complex) are the any-length
+    transform primitives (fft_c2c, fft_r2c, fft_c2r), whose results are NumPy's own: on
+    devices with their kernels (the CPU calls NumPy's pocketfft loops, where this NumPy has
+    them for the dtype's float type; CUDA generates pocketfft's plans), else the `fft`
+    primitive with Bluestein built from primitives."""
+    from jitgrad.backends import backend_for
+    device = backend_for(target_device()).kernel_device
+    return device in kernel.LibraryKernel.emitters and kernel.library_loops(dtype.real_dtype) is not None
 
 
 def _library_scale(norm, n: int, inverse: bool, real: DType) -> float:
