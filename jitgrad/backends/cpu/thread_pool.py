@@ -21,7 +21,9 @@ process (never freed: workers run its code for the life of the process):
   compare-and-swap that also checks the generation, so a worker holding a stale view of a
   finished job can never claim (and never run) one of its blocks, nor touch its closure.
   Before a new job's fields are written the word is closed (no block claimable), so a
-  successful claim always pairs a block with the fields of its own job.
+  successful claim always pairs a block with the fields of its own job. (Generations
+  are 32 bits: only a worker stalled between two instructions across 2^32 jobs could be
+  fooled.)
 - A job is finished when its count of finished blocks reaches its block count; the
   caller spins briefly on that count and then sleeps on it (futex), and the worker that
   finishes the last block wakes it.
