@@ -232,3 +232,20 @@ def test_operands_on_which_scipy_would_not_finish_are_not_proposed():
     assert not hangs([np.array([1.0, -1660.7, -5e10, -np.inf, np.nan])])       # integers are poles: fast
     assert not hangs([np.array([-10 ** 9], np.int64)])
     assert next(op for op in fuzz.OPS if op.name == "sc.polygamma").may_hang is hangs
+
+
+def test_perturbed_runs_keep_the_dtype_and_separate_every_pair_of_a_transposed_difference():
+    """`sin(x) - sin(x).T` on float32: each perturbed sin stays float32 (a float64 move
+    made the later statements exact), and every off-diagonal element of the difference gets
+    the spread of both sines' bounds, not the cancelled one of moves alike (seed 1612 #31:
+    a million elements, 20 compared without their bound)."""
+    x = np.random.default_rng(3).uniform(-3, 3, (300, 300)).astype(np.float32)
+    program = fuzz._case("sin - sin.T", [("sin", (0,)), ("sub", (1, 1), {}, (None, "{}.T"))], [x])
+    values = fuzz._evaluate(program, None)
+    for move in fuzz._moves(program, values, len(fuzz.MOVES)):
+        noisy = fuzz._evaluate(program, (np.random.default_rng(0), {}, move), exact=values)
+        assert [np.asarray(v).dtype for v in noisy] == [np.float32] * 3, move
+    ref = fuzz.numpy_reference(program, np.random.default_rng(1))
+    off_diagonal = ~np.eye(300, dtype=bool)
+    floor = 2 * fuzz.ulp(np.abs(ref.outputs[0]).astype(np.float64), np.dtype(np.float32))
+    assert np.all(ref.tolerance[0][off_diagonal] > floor[off_diagonal])
