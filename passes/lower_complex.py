@@ -265,7 +265,7 @@ def _interleaved_call(op, inputs):
 
 RULES: dict[str, Callable] = {
     "constant": _constant, "convert": _convert, "add": _add, "sub": _sub, "neg": _neg,
-    "mul": _elementwise(E.product), "div": _elementwise(E.quotient), "integer_pow": _integer_pow,
+    "mul": _elementwise(E.ufunc_product), "div": _elementwise(E.quotient), "integer_pow": _integer_pow,
     "safe_mul": _strong_zero(E.product), "safe_div": _strong_zero(E.quotient),
     "eq": _eq, "ne": _ne, "select": _select, "dot_general": _dot_general,
     **{name: _comparison for name in ("lt", "le", "gt", "ge")}, "maximum": _extremum, "minimum": _extremum,

@@ -320,3 +320,29 @@ def test_exp_of_infinite_real_parts_gives_c99s_special_values(dtype):
         np.testing.assert_array_equal(part(got), part(expected))
         finite = np.isfinite(part(expected))
         np.testing.assert_array_equal(np.signbit(part(got))[finite], np.signbit(part(expected))[finite])
+
+
+def test_multiplication_overflows_to_numpys_infinities():
+    """np.multiply of complex arrays runs NumPy's SIMD loop, whose fused multiply-adds never
+    round the inner product: (4.6e228 - 3.7e228j) * (6.7e105 - 8.4e104j) is -inf - inf j
+    there, where the plain formula gives inf - inf = NaN (fuzzer seed 20261202 #13). Every
+    pair of parts from zeros to overflow, infinities and NaN gives NumPy's class (finite,
+    +inf, -inf, NaN) in each part, and finite parts to rounding."""
+    parts = np.array([0, 1, -1, 2.5, -0.0, 1e-300, 3e-160, 1e155, -3e154, 1e200, -1e200, 1.2e308, 1.5e308,
+                      -1.7e308, np.inf, -np.inf, np.nan])
+    z = (parts[:, None] + 1j * parts[None, :]).ravel()
+    x, y = np.meshgrid(z, z)
+
+    def kind(v):
+        return np.where(np.isnan(v), 3, np.where(np.isinf(v), 1 + np.signbit(v), 0))
+    with np.errstate(all="ignore"):
+        expected = x * y
+    got = jitgrad.jit(lambda a, b: a * b)(x, y)
+    for g, e in ((got.real, expected.real), (got.imag, expected.imag)):
+        np.testing.assert_array_equal(kind(g), kind(e))
+        finite = np.isfinite(e)
+        scale = np.abs(expected[finite]) + np.finfo(np.float64).tiny
+        assert np.all(np.abs(g[finite] - e[finite]) <= 4 * np.finfo(np.float64).eps * scale)
+    a = np.sinh(np.array([(8439.26548101775 + 3909.9571910091977j) / 16]))
+    b = np.cosh(np.array([(3909.9571910091977 - 2j) / 16]))
+    np.testing.assert_array_equal(jitgrad.jit(lambda a, b: a * b)(a, b), a * b)
