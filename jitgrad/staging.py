@@ -306,8 +306,13 @@ def _check_dtypes(what: str, of: str, leaves: list, types: list[TensorType]) -> 
 
 
 def _typed(value: Value, want: TensorType) -> Value:
-    """A weak Python-scalar tangent or cotangent in its primal's or output's dtype."""
-    return convert(value, want.dtype) if want.dtype.is_inexact else value
+    """A weak Python-scalar tangent or cotangent in its primal's or output's dtype. An
+    integer primal or output has no derivative and its (co)tangent is never read: zeros of
+    its type stand there, so the inlined derivative's arguments keep their types."""
+    if want.dtype.is_inexact:
+        return convert(value, want.dtype)
+    from jitgrad import primitives as P
+    return P.full(0, want)
 
 
 def jvp_transform(fun: Callable, n_primals: int) -> Callable[[tuple], Staged]:
