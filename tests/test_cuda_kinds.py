@@ -373,8 +373,8 @@ def test_the_emulated_kernel_agrees_with_the_cpu(case):
 
 # --------------------------------------------------------------------------- refused kinds
 
-def _cholesky(a):
-    return np.linalg.cholesky(a)
+def _complex_qr(a):
+    return np.linalg.qr(a * (1 + 1j))[1]
 
 
 def _doubled_on_the_host(x):
@@ -382,7 +382,7 @@ def _doubled_on_the_host(x):
 
 
 @pytest.mark.parametrize("fun, op, reason, arg", [
-    (_cholesky, "cholesky", "no cuSOLVER binding", np.eye(3)),
+    (_complex_qr, "qr", "no generated kernel for c128 operands", np.eye(3) + 0.5),
     (_doubled_on_the_host, "pure_callback", "host Python callback", np.ones(3)),
 ], ids=["lapack", "callback"])
 @pytest.mark.parametrize("device", [EMULATOR, "gpu"])
