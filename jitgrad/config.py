@@ -31,12 +31,13 @@ class Config:
     """Threads for large fused loops, fixed when a function is compiled (0: all cores).
     Results are bit-identical for every value: work is cut into fixed blocks."""
 
-    threads_pool: str = "gomp"
-    """The thread pool those loops run on: "gomp" (libgomp's GOMP_parallel: each thread
-    runs a fixed share of the blocks and the caller waits for every share) or "jitgrad"
-    (backends/cpu/thread_pool.py: threads claim blocks one at a time, and the caller never
-    waits for a worker that has not started; Linux x86-64, else "gomp" is used).
-    Results are bit-identical for either."""
+    threads_pool: str = "jitgrad"
+    """The thread pool those loops run on: "jitgrad" (backends/cpu/thread_pool.py: threads
+    claim blocks one at a time, and the caller never waits for a worker that has not
+    started; Linux x86-64, else "gomp" is used) or "gomp" (libgomp's GOMP_parallel: each
+    thread runs a fixed share of the blocks and the caller waits for every share, which
+    on a loaded machine is a wait for a descheduled worker: W1 took 2-3 times as long
+    under load, docs/benchmarks.md). Results are bit-identical for either."""
 
     native_bf16: bool = True
     """Products of bfloat16 operands use the CPU's bfloat16 dot-product instructions

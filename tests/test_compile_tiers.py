@@ -195,7 +195,10 @@ def test_parallel_loop_writing_in_place_takes_the_vector_path():
     # the same BLAS calls as jitgrad's, so the same bits around the tanh
     assert in_place(a, b, c).tobytes() == (from_argument(a @ b) @ c).tobytes()
     optimized = in_place.lower(a, b, c).as_text("llvm-opt")
-    if engine.Threads.available and engine.Threads.beside_blas:
+    from jitgrad.backends.cpu import thread_pool
+    if config.threads_pool == "jitgrad" and thread_pool.available():
+        assert thread_pool.RUN in optimized
+    elif engine.Threads.available and engine.Threads.beside_blas:
         assert "GOMP_parallel" in optimized
     if engine.VectorMath.available:
         assert "_ZGV" in optimized and "v_tanhf" in optimized
