@@ -477,7 +477,10 @@ def _clustered_eigenvectors(matrix, result):
     one LAPACK returns (seed 20261203 program 1610: M M^T + m I of a rank-1 M, an
     eigenvalue of multiplicity 50). Those columns are not a reference."""
     with np.errstate(all="ignore"):
-        w = np.linalg.eigvalsh(np.asarray(matrix, np.float64))
+        try:
+            w = np.linalg.eigvalsh(np.asarray(matrix, np.float64))
+        except np.linalg.LinAlgError:       # (non-finite entries) the eigenvalues themselves are not
+            return np.ones(np.shape(result), bool)    # determined: neither are the vectors
     if w.shape[-1] < 2:
         return None
     gaps = np.diff(w, axis=-1)
