@@ -393,6 +393,8 @@ def test_reverse_mode_of_loops_with_run_time_trip_counts_at_block_boundaries():
 
 
 CHILD = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)   # a runner started in the background of a non-interactive shell ignores SIGINT, and children inherit it
 import numpy as np, jitgrad
 f = jitgrad.jit(lambda x: jitgrad.while_loop(lambda v: v > 0, lambda v: v + 1.0, x))
 f(np.array(-1.0)); f(np.array(-1.0))         # compiled; the second call takes the native call path

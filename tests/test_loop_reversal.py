@@ -304,6 +304,8 @@ def test_reverse_fori_round_trips_and_the_verifier_checks_its_policy():
 
 
 INTERRUPTED_CHILD = textwrap.dedent("""
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # a runner started in the background of a non-interactive shell ignores SIGINT, and children inherit it
     import numpy as np, jitgrad
     def loss(x, n):
         v, _ = jitgrad.while_loop(lambda s: s[1] < n, lambda s: (np.sin(np.sin(s[0])) * 0.5 + x * 0.3, s[1] + 1),

@@ -77,6 +77,7 @@ HARNESS = """
 
 PRELUDE = """
     import os, signal, sys, threading, time, weakref
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # a runner started in the background of a non-interactive shell ignores SIGINT, and children inherit it
     import numpy as np
     import jitgrad
     from jitgrad.config import config
