@@ -21,9 +21,7 @@ the PTX of the float32 and complex128 kernels through ptxas and nvJitLink.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -38,6 +36,7 @@ from jitgrad.passes.lower_complex import LowerComplex
 from jitgrad.primitives import lapack as L
 from jitgrad.primitives.lapack import svd_shapes
 
+from cuda_ptx import assert_family_ptx_accepted, emit_family
 from helpers import build
 
 EMULATOR = "cuda-emulator"
@@ -568,44 +567,15 @@ def _family(dtype: DType):
 
 
 def _emit_ptx(out_dir: str) -> None:
-    """(In a subprocess: an LLVM abort fails the test, not the run.) One module holding
-    the family's launches in PTX_DTYPES; its PTX per architecture."""
-    from llvmlite import ir
-    from jitgrad.backends.cuda import ptx as ptx_tools
-    backend = backend_for("gpu")
-    module = ir.Module(name="lapack_jacobi")
-    ptx_tools.prepare_module(module)
-    names = []
-    for dtype in PTX_DTYPES:
-        _, _, launches = backend.build(_family(dtype), module=module, symbol=f"jacobi_{dtype.name}")
-        names.extend(launch.name for launch in launches)
-    text = str(module)
-    for arch in ptx_tools.DEFAULT_ARCHS:
-        with open(os.path.join(out_dir, f"{arch}.ptx"), "w") as f:
-            f.write(ptx_tools.emit_ptx(text, names, arch))
-    with open(os.path.join(out_dir, "kernels.json"), "w") as f:
-        json.dump(names, f)
+    """(In a subprocess.) The family's launches in PTX_DTYPES."""
+    emit_family(out_dir, "lapack_jacobi", [(_family(dtype), f"jacobi_{dtype.name}") for dtype in PTX_DTYPES])
 
 
 def test_ptxas_and_nvjitlink_accept_real_and_complex_kernels_without_spills(tmp_path):
-    from jitgrad.backends.cuda import ptx as ptx_tools
     for dtype in PTX_DTYPES:
         ops = [op for op in _family(dtype).walk() if op.name in ("eigh", "svd", "pinv")]
         assert len(ops) == (10 if dtype.is_complex else 12) and all(cuda_lapack.has_kernel(op) for op in ops)
-    assert ptx_tools.ptxas_path() is not None, "ptxas not found: pip install -e '.[test]' installs nvidia-cuda-nvcc"
-    assert ptx_tools.nvjitlink_available(), "nvJitLink not found: the test extras install nvidia-nvjitlink"
-    run = subprocess.run([sys.executable, os.path.abspath(__file__), "emit", str(tmp_path)], cwd=HERE,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"PTX generation failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
-    names = json.loads((tmp_path / "kernels.json").read_text())
-    assert len(names) >= 22
-    for arch in ptx_tools.DEFAULT_ARCHS:
-        text = (tmp_path / f"{arch}.ptx").read_text()
-        assert f".target {arch}" in text and all(f".entry {name}(" in text for name in names)
-        assert ".extern .func" not in text, "an unresolved call (a math function libdevice lacks?)"
-        warnings = ptx_tools.ptxas_check(text, arch, timeout=120)
-        assert not [w for w in warnings if "spill" in w.lower() or "lmem" in w.lower()], (arch, warnings)
-        assert ptx_tools.nvjitlink_cubin(text, arch)[:4] == b"\x7fELF"
+    assert_family_ptx_accepted(__file__, tmp_path, 22)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:

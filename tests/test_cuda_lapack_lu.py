@@ -22,9 +22,7 @@ documented pivot rule), and whose slogdet sign is free.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -38,6 +36,7 @@ from jitgrad.ir import DType, TensorType
 from jitgrad.passes.lower_complex import LowerComplex
 from jitgrad.primitives import lapack as L
 
+from cuda_ptx import assert_family_ptx_accepted, emit_family
 from helpers import build
 
 EMULATOR = "cuda-emulator"
@@ -410,44 +409,17 @@ module of every op spec; complex64 is complex128's code in single precision."""
 
 
 def _emit_ptx(out_dir: str) -> None:
-    """(In a subprocess: an LLVM abort fails the test, not the run.) One module holding
-    the family function's launches in PTX_DTYPES; its PTX per architecture."""
-    from llvmlite import ir
-    from jitgrad.backends.cuda import ptx as ptx_tools
-    backend = backend_for("gpu")
-    module = ir.Module(name="lapack_lu")
-    ptx_tools.prepare_module(module)
-    names = []
+    """(In a subprocess.) The family function's launches in PTX_DTYPES."""
+    functions = []
     for dtype in PTX_DTYPES:
         m = _matrices(dtype)
         types = [TensorType(m[k][:3].shape, DType.from_numpy(m[k].dtype)) for k in ("a", "b", "s", "t")]
-        fn = LowerComplex().run(build("lapack_lu", types, _family))
-        _, _, launches = backend.build(fn, module=module, symbol=f"lu_{np.dtype(dtype).name}")
-        names.extend(launch.name for launch in launches)
-    text = str(module)
-    for arch in ptx_tools.DEFAULT_ARCHS:
-        with open(os.path.join(out_dir, f"{arch}.ptx"), "w") as f:
-            f.write(ptx_tools.emit_ptx(text, names, arch))
-    with open(os.path.join(out_dir, "kernels.json"), "w") as f:
-        json.dump(names, f)
+        functions.append((LowerComplex().run(build("lapack_lu", types, _family)), f"lu_{np.dtype(dtype).name}"))
+    emit_family(out_dir, "lapack_lu", functions)
 
 
 def test_ptxas_and_nvjitlink_accept_real_and_complex_kernels_without_spills(tmp_path):
-    from jitgrad.backends.cuda import ptx as ptx_tools
-    assert ptx_tools.ptxas_path() is not None, "ptxas not found: pip install -e '.[test]' installs nvidia-cuda-nvcc"
-    assert ptx_tools.nvjitlink_available(), "nvJitLink not found: the test extras install nvidia-nvjitlink"
-    run = subprocess.run([sys.executable, os.path.abspath(__file__), "emit", str(tmp_path)], cwd=HERE,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"PTX generation failed (exit {run.returncode}):\n{run.stderr[-4000:]}"
-    names = json.loads((tmp_path / "kernels.json").read_text())
-    assert len(names) >= 8 * len(PTX_DTYPES)          # one launch per primitive at least
-    for arch in ptx_tools.DEFAULT_ARCHS:
-        text = (tmp_path / f"{arch}.ptx").read_text()
-        assert f".target {arch}" in text and all(f".entry {name}(" in text for name in names)
-        assert ".extern .func" not in text, "an unresolved call (a math function libdevice lacks?)"
-        warnings = ptx_tools.ptxas_check(text, arch, timeout=120)
-        assert not [w for w in warnings if "spill" in w.lower() or "lmem" in w.lower()], (arch, warnings)
-        assert ptx_tools.nvjitlink_cubin(text, arch)[:4] == b"\x7fELF"
+    assert_family_ptx_accepted(__file__, tmp_path, 8 * len(PTX_DTYPES))     # one launch per primitive at least
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["emit"]:
